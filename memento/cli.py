@@ -1,10 +1,201 @@
-"""The `memento` command line: inspect, replay and verify a log directory."""
+"""The `memento` command line: inspect, replay and verify a log directory, never modifying it.
+
+Exit codes (inspect and verify): 0 clean, 1 repairable (open would repair a torn tail or drop a leftover
+file), 2 refused (open would refuse), 3 unsupported version, 4 bad input (missing path, not a log
+directory, unknown decoder). Errors are one line on stderr; progress bars appear only on a terminal.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
 import typer
 
-app = typer.Typer(help="Memento: inspect, replay and verify a write-ahead log.", no_args_is_help=True)
+from memento.inspect import (
+    EXIT_BAD_INPUT,
+    WAL_DIR,
+    Inspection,
+    NotALogDir,
+    check_log_dir,
+    inspect_log,
+    iter_records,
+    load_snapshot,
+    parse_types,
+)
+from memento.inspect_decoders import DecoderError, resolve
+from memento.segment import SUFFIX
+
+app = typer.Typer(help="Memento: inspect, replay and verify a write-ahead log.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+DirArg = Annotated[str, typer.Argument(help="The log directory (holding wal/ and snapshots/).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+TypesOpt = Annotated[str | None, typer.Option(
+    "--types", help="Record types the application uses, e.g. '1-3,7'; others count as unsupported.")]
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print a one-line error on stderr and exit."""
+    typer.echo(f"memento: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def progress_for(root: str, label: str) -> Iterator[Callable[[str], None] | None]:
+    """A per-segment progress callback drawing a bar on stderr, or None when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    wal = os.path.join(root, WAL_DIR)
+    total = sum(1 for n in os.listdir(wal) if n.endswith(SUFFIX)) if os.path.isdir(wal) else 0
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total or None)
+
+        def step(_name: str) -> None:
+            bar.advance(task)
+
+        yield step
+
+
+def _inspect(directory: str, types: str | None, *, verify: bool, label: str) -> Inspection:
+    try:
+        registry = parse_types(types) if types else None
+    except ValueError:
+        fail(f"--types {types!r}: expected numbers and ranges such as '1-3,7'")
+    try:
+        check_log_dir(directory)
+        with progress_for(directory, label) as step:
+            return inspect_log(directory, registry=registry, verify_snapshots=verify, progress=step)
+    except NotALogDir as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{directory}: {exc.strerror or exc}")
+
+
+def _lsns(first: int | None, last: int | None) -> str:
+    return f"{first}..{last}" if first is not None else "-"
+
+
+def render(insp: Inspection, *, verb: str) -> str:
+    """The human-readable report of an inspection."""
+    lines = [f"log directory {insp.path}"]
+    if insp.snapshots:
+        lines.append(f"snapshots: {len(insp.snapshots)} (recovery starts from LSN {insp.snapshot_lsn}, "
+                     f"{insp.snapshot_status})")
+        for snap in insp.snapshots:
+            state = snap.damage or ("verified" if snap.verified else "manifest ok")
+            lines.append(f"  LSN {snap.lsn:<10} {snap.raw_size:>12} bytes, {snap.stored_size:>10} stored, "
+                         f"{snap.chunks} chunks  {state}")
+    else:
+        lines.append(f"snapshots: none ({insp.snapshot_note or insp.snapshot_status})")
+    lines.append(f"segments: {len(insp.segments)}")
+    for seg in insp.segments:
+        if seg.header_problem is not None:
+            lines.append(f"  {seg.name}  seq {seg.seq}  base {seg.base_lsn}  size {seg.size}  "
+                         f"BAD HEADER: {seg.header_problem}")
+            continue
+        types = " ".join(f"{t}:{n}" for t, n in sorted(seg.by_type.items())) or "-"
+        extra = ("  sealed" if seg.sealed else "") + (f"  {seg.junk_bytes} bytes after data"
+                                                     if seg.junk_bytes else "")
+        lsns = _lsns(seg.first_lsn, seg.last_lsn)
+        lines.append(f"  {seg.name}  seq {seg.seq}  base {seg.base_lsn}  LSN {lsns}"
+                     f"  size {seg.size}  data {seg.data_end}  records {seg.records} [{types}]{extra}")
+    for name in insp.temp_files:
+        lines.append(f"  {name}  (temporary)")
+    for name in insp.stray_files:
+        lines.append(f"  {name}  (not a segment; ignored)")
+    lines.append(f"log ends at LSN {insp.end_lsn}")
+    if insp.findings:
+        lines.append("damage:")
+        lines.extend(f"  [{f.severity}] {f.kind}: {f.message}" for f in insp.findings)
+    lines.append(f"{verb}: {insp.status} (exit {insp.exit_code})")
+    return "\n".join(lines)
+
+
+def _records_json(insp: Inspection) -> list[dict[str, Any]]:
+    return [{"lsn": r.lsn, "type": r.type, "flags": r.flags, "size": len(r.payload),
+             "segment": r.position.segment, "offset": r.position.offset} for r in iter_records(insp)]
+
+
+@app.command()
+def inspect(directory: DirArg, as_json: JsonOpt = False,
+            records: Annotated[bool, typer.Option("--records", help="Also list every record.")] = False,
+            types: TypesOpt = None) -> None:
+    """Segments, LSN ranges, record counts by type, snapshots and damage; exit 0/1/2/3."""
+    insp = _inspect(directory, types, verify=False, label="inspecting")
+    if as_json:
+        doc = insp.as_json()
+        if records:
+            doc["records"] = _records_json(insp)
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        typer.echo(render(insp, verb="verdict"))
+        if records:
+            typer.echo("records:")
+            for r in iter_records(insp):
+                typer.echo(f"  LSN {r.lsn}  type {r.type}  flags {r.flags:#04x}  {len(r.payload)} bytes  "
+                           f"segment {r.position.segment} offset {r.position.offset}")
+    raise typer.Exit(insp.exit_code)
+
+
+@app.command()
+def verify(directory: DirArg, as_json: JsonOpt = False, types: TypesOpt = None) -> None:
+    """Read everything and check every checksum (segment headers, records, every snapshot chunk)."""
+    insp = _inspect(directory, types, verify=True, label="verifying")
+    typer.echo(json.dumps(insp.as_json(), indent=2) if as_json else render(insp, verb="verify"))
+    raise typer.Exit(insp.exit_code)
+
+
+@app.command()
+def replay(directory: DirArg,
+           to_lsn: Annotated[int | None, typer.Option("--to-lsn", help="Stop after this LSN.")] = None,
+           decoder: Annotated[str, typer.Option(
+               "--decoder", help="Registered decoder name or module:callable.")] = "generic",
+           from_start: Annotated[bool, typer.Option(
+               "--from-start", help="Ignore the snapshot; replay from the first record.")] = False,
+           types: TypesOpt = None) -> None:
+    """Replay the records through a decoder and print the projection as it stood (JSON)."""
+    try:
+        factory = resolve(decoder)
+    except DecoderError as exc:
+        fail(str(exc))
+    insp = _inspect(directory, types, verify=False, label="reading")
+    root = insp.path
+    target = insp.end_lsn if to_lsn is None else to_lsn
+    projection = factory()
+    snapshot = None if from_start else load_snapshot(root)
+    after = 0
+    if snapshot is not None and snapshot.lsn <= target:
+        projection.load_snapshot(snapshot.lsn, snapshot.state)
+        after = snapshot.lsn
+    else:
+        first = next((s.base_lsn for s in insp.segments), 1)
+        if first > 1:
+            held = f"the snapshot is at LSN {snapshot.lsn}" if snapshot else "there is no snapshot"
+            fail(f"cannot rebuild the state at LSN {target}: the log starts at LSN {first} and {held}")
+    if target > insp.end_lsn:
+        typer.echo(f"memento: warning: the log ends at LSN {insp.end_lsn}", err=True)
+    try:
+        with progress_for(directory, "replaying") as step:
+            for record in iter_records(insp, after, target, progress=step):
+                projection.apply(record)
+    except OSError as exc:
+        fail(f"{directory}: {exc.strerror or exc}")
+    except Exception as exc:
+        fail(f"decoder {decoder!r} failed: {type(exc).__name__}: {exc}")
+    typer.echo(json.dumps(projection.projection(), indent=2, default=str))
+    if insp.exit_code >= 2:
+        typer.echo(f"memento: warning: log is {insp.status}; replayed only up to LSN {insp.end_lsn} "
+                   "(see memento inspect)", err=True)
+        raise typer.Exit(insp.exit_code)
 
 
 @app.command()
@@ -16,4 +207,5 @@ def version() -> None:
 
 
 def main() -> None:
+    """Entry point of the `memento` console script."""
     app()

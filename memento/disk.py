@@ -1,0 +1,44 @@
+"""The I/O seam: every write and flush of the log goes through one `DiskIO`, so that tests can replace it
+and inject EIO or ENOSPC exactly where a real disk would fail."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+
+class DiskIO:
+    """Plain POSIX calls. Subclass and override to inject faults; every method raises OSError on failure."""
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        """Write all of `data` at `offset` (retrying short writes)."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def fdatasync(self, fd: int) -> None:
+        """Make the file's data durable."""
+        os.fdatasync(fd)
+
+    def fsync_dir(self, path: str) -> None:
+        """Make a directory's entries (creations, renames, unlinks) durable."""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def preallocate(self, fd: int, size: int) -> None:
+        """Reserve `size` bytes of zeros so that later writes cannot fail for lack of space.
+
+        Falls back to ftruncate (a sparse file: reads give zeros, space is taken on write) where the file
+        system cannot allocate.
+        """
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            os.ftruncate(fd, size)

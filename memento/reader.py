@@ -1,0 +1,60 @@
+"""Reading records back from segment bytes: one record at an offset, or all of a segment in order.
+
+Strategy: these loops run once per record on replay and on every read by position, so records are built
+with tuple.__new__ (no Python-level constructor frame) and crc32c runs over memoryview slices.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+
+import crc32c
+
+from memento.errors import CorruptRecord
+from memento.record import BODY_HEAD_SIZE, HEAD, HEAD_SIZE, TYPE_SEAL, Record, RecordPosition
+from memento.segment import HEADER_SIZE
+
+_crc = crc32c.crc32c
+
+
+def decode_at(data: bytes, at: int, seq: int, name: str, off: int) -> Record:
+    """Decode and verify the record at data[at:], which sits at offset `off` of segment `seq` (`name`)."""
+    if len(data) - at < HEAD_SIZE:
+        raise CorruptRecord(f"{name} offset {off}: no record there", segment=name, offset=off)
+    length, stored, rtype, flags, _res, lsn = HEAD.unpack_from(data, at)
+    end = at + 8 + length
+    if length < BODY_HEAD_SIZE or end > len(data) or _crc(memoryview(data)[at + 8:end]) != stored:
+        raise CorruptRecord(f"{name} offset {off}: no valid record there", segment=name, offset=off, lsn=lsn)
+    return Record(lsn, rtype, flags, data[at + HEAD_SIZE:end], RecordPosition(seq, off))
+
+
+def records_in(data: bytes | mmap.mmap, seq: int, base_lsn: int, name: str,
+               after: int = 0) -> Iterator[Record]:
+    """Every record of segment `seq`'s bytes with LSN > `after`, in order; stops at the end of data or at
+    the seal. Raises CorruptRecord where a record fails its checks."""
+    view = memoryview(data)
+    unpack = HEAD.unpack_from
+    crc = _crc
+    new = tuple.__new__
+    size = len(data)
+    pos = HEADER_SIZE
+    expected = base_lsn
+    try:
+        while pos + HEAD_SIZE <= size:
+            length, stored, rtype, flags, _res, lsn = unpack(data, pos)
+            if length == 0:
+                return
+            end = pos + 8 + length
+            if lsn != expected or end > size or crc(view[pos + 8:end]) != stored:
+                raise CorruptRecord(f"{name} offset {pos} LSN {expected}: record damaged since open",
+                                    segment=name, offset=pos, lsn=expected)
+            if rtype == TYPE_SEAL:
+                return
+            if lsn > after:
+                position = new(RecordPosition, (seq, pos))
+                yield new(Record, (lsn, rtype, flags, data[pos + HEAD_SIZE:end], position))
+            expected = lsn + 1
+            pos = end
+    finally:
+        view.release()

@@ -1,0 +1,108 @@
+"""Segment files: their names, their 64-byte header, and their crash-safe creation.
+
+A segment is `wal/<seq:016x>-<base_lsn:016x>.wal`, preallocated with zeros, starting with a header and then
+records from offset HEADER_SIZE. It is created as `<name>.tmp`, preallocated, its header written and synced,
+then renamed and the directory synced: a segment under its final name always has a valid header.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+import crc32c
+
+from memento.disk import DiskIO
+from memento.spare import Spare
+
+MAGIC: Final = b"MEMWAL\r\n"  # \r\n catches a file mangled by text-mode transfers
+FORMAT_VERSION: Final = 1
+HEADER_SIZE: Final = 64
+HEADER: Final = struct.Struct("<8sHHIQQQ")  # magic, version, flags, header size, seq, base LSN, file size
+HEADER_CRC: Final = struct.Struct("<I")
+DEFAULT_SEGMENT_SIZE: Final = 64 << 20
+MIN_SEGMENT_SIZE: Final = 4096
+SUFFIX: Final = ".wal"
+TMP_SUFFIX: Final = ".tmp"
+NAME_RE: Final = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    """The decoded header of a segment file."""
+
+    version: int
+    seq: int
+    base_lsn: int
+    size: int
+
+
+def segment_name(seq: int, base_lsn: int) -> str:
+    """The file name of segment `seq` whose first record has LSN `base_lsn`."""
+    return f"{seq:016x}-{base_lsn:016x}{SUFFIX}"
+
+
+def parse_name(name: str) -> tuple[int, int] | None:
+    """(seq, base LSN) from a segment file name, or None when the name is not a segment's."""
+    match = NAME_RE.match(name)
+    if match is None:
+        return None
+    return int(match.group(1), 16), int(match.group(2), 16)
+
+
+def encode_header(seq: int, base_lsn: int, size: int, version: int = FORMAT_VERSION) -> bytes:
+    """The HEADER_SIZE bytes that open a segment file."""
+    fields = HEADER.pack(MAGIC, version, 0, HEADER_SIZE, seq, base_lsn, size)
+    return (fields + HEADER_CRC.pack(crc32c.crc32c(fields))).ljust(HEADER_SIZE, b"\0")
+
+
+def decode_header(data: bytes | memoryview | mmap.mmap) -> SegmentHeader | str:
+    """The header at the start of `data`, or a sentence saying why it is not a valid one.
+
+    A header whose crc verifies but whose version is newer than FORMAT_VERSION is returned as is: the
+    caller reports it as an unsupported version rather than as damage.
+    """
+    if len(data) < HEADER_SIZE:
+        return f"file is {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
+    magic, version, _flags, header_size, seq, base_lsn, size = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        return f"bad magic {bytes(magic)!r}"
+    (stored,) = HEADER_CRC.unpack_from(data, HEADER.size)
+    if crc32c.crc32c(data[: HEADER.size]) != stored:
+        return "header checksum mismatch"
+    if version == FORMAT_VERSION and header_size != HEADER_SIZE:
+        return f"header size {header_size} != {HEADER_SIZE}"
+    if version == FORMAT_VERSION and any(data[HEADER.size + HEADER_CRC.size:HEADER_SIZE]):
+        return "header padding is not zero"
+    return SegmentHeader(version, seq, base_lsn, size)
+
+
+def create_segment(wal_dir: str, seq: int, base_lsn: int, size: int, disk: DiskIO,
+                   spare: Spare | None = None) -> tuple[int, str]:
+    """Create segment `seq` crash-safely; returns (an O_RDWR fd on it, its path).
+
+    Order: create <name>.tmp and preallocate it (or take a ready `spare` of that size, already
+    preallocated and zero-filled), write and sync the header, rename, sync the directory. A crash at any
+    point leaves either no segment (a *.tmp or spare that recovery drops) or a complete empty one.
+    """
+    path = os.path.join(wal_dir, segment_name(seq, base_lsn))
+    if spare is not None:
+        fd, tmp = spare.fd, spare.path
+    else:
+        tmp = path + TMP_SUFFIX
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        if spare is None:
+            disk.preallocate(fd, size)
+        disk.pwrite(fd, encode_header(seq, base_lsn, size), 0)
+        disk.fdatasync(fd)
+        os.rename(tmp, path)
+        disk.fsync_dir(wal_dir)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, path

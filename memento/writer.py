@@ -1,0 +1,186 @@
+"""Group commit for asyncio: appends return their LSN at once; a writer thread makes them durable.
+
+Strategy: `append` only stages the record in the Log (memory, under the log's lock) and returns its LSN.
+One dedicated thread loops: take everything staged as one batch, write it, fdatasync, report the batch to
+the event loop (call_soon_threadsafe), and go straight on with whatever arrived meanwhile: what arrives
+during an fsync is the next batch, and there is no timer. Because the thread picks up the next batch
+itself, the fsync of one batch overlaps the event loop's work of waking the previous batch's waiters and
+staging new records. When nothing is staged the thread sleeps on an Event that the next append sets.
+
+Any write or fsync error is fatal: the log refuses further appends, every pending waiter gets LogFailed,
+and nothing more becomes durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+
+from memento.errors import LogClosed, LogFailed
+from memento.log import Log, _Batch
+from memento.reclaim import (
+    ReclaimPlan,
+    ReclaimResult,
+    candidates,
+    check_covered,
+    consider,
+    copy_forward,
+    delete,
+    load,
+)
+from memento.record import RecordPosition
+
+
+class AsyncWriter:
+    """Group-committing writer over `log`; create it inside the running event loop. While it runs it
+    owns flushing: do not call `log.sync()` or `log.reclaim()` (use `sync` and `reclaim` here), and
+    `await close()` before closing the log."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self._loop = asyncio.get_running_loop()
+        self._durable = log.durable_lsn
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (lsn, tie, future)
+        self._tie = itertools.count()
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._done.set_result(None)
+        self._closing = False
+        self._error: LogFailed | None = log.failed
+        self._thread_done: asyncio.Future[None] = self._loop.create_future()
+        # A daemon thread, not an executor: a writer that is never closed must not hang interpreter exit.
+        self._thread = threading.Thread(target=self._main, name="memento-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def durable_lsn(self) -> int:
+        """Every record up to this LSN is on disk."""
+        return self._durable
+
+    @property
+    def failed(self) -> LogFailed | None:
+        """The failure that stopped the writer, or None."""
+        return self._error or self.log.failed
+
+    def append(self, rtype: int, payload: bytes | bytearray | memoryview, flags: int = 0) -> int:
+        """Stage a record and return its LSN without blocking; raises LogFailed after a failure."""
+        if self._closing:
+            raise LogClosed("writer is closed")
+        return self.log.append(rtype, payload, flags)
+
+    def append_at(self, rtype: int, payload: bytes | bytearray | memoryview,
+                  flags: int = 0) -> tuple[int, RecordPosition]:
+        """`append`, also returning where the record will be (for reading it back by position)."""
+        lsn = self.append(rtype, payload, flags)
+        return lsn, self.log.last_position
+
+    def wait_durable(self, lsn: int) -> asyncio.Future[None]:
+        """An awaitable that completes once `lsn` is durable (`await writer.wait_durable(lsn)`); it raises
+        LogFailed if the log failed first. Each caller gets its own future, so cancelling one waiter
+        never disturbs the others."""
+        if lsn <= self._durable:
+            return self._done
+        log = self.log
+        error = self._error or log._error  # attributes, not properties: this is the hot path
+        if error is not None:
+            raise error
+        if lsn >= log._next_lsn:
+            raise ValueError(f"LSN {lsn} was never appended (last is {log.end_lsn})")
+        fut = self._loop.create_future()
+        heapq.heappush(self._waiters, (lsn, next(self._tie), fut))
+        return fut
+
+    def when_durable(self, lsn: int, callback: Callable[[], None]) -> None:
+        """Call `callback()` once `lsn` is durable (at once if it is); never if the log fails (then
+        `failed` is set)."""
+        if lsn <= self._durable:
+            callback()
+            return
+        self.wait_durable(lsn).add_done_callback(
+            lambda fut: callback() if not fut.cancelled() and fut.exception() is None else None)
+
+    async def sync(self) -> None:
+        """Wait until everything appended so far is durable."""
+        await self.wait_durable(self.log.end_lsn)
+
+    # -- the writer thread, and its reports to the loop -------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._work()
+        except RuntimeError:
+            pass  # the event loop was closed under us: nobody is left to report to
+        finally:
+            try:
+                self._loop.call_soon_threadsafe(self._finished)
+            except RuntimeError:
+                pass
+
+    def _finished(self) -> None:
+        if not self._thread_done.done():
+            self._thread_done.set_result(None)
+
+    def _work(self) -> None:
+        log = self.log
+        call = self._loop.call_soon_threadsafe
+        idle = threading.Event()
+        while True:
+            idle.clear()
+            batch = log._take_batch(idle)
+            if batch is None:
+                if self._closing:
+                    return
+                idle.wait()
+                continue
+            try:
+                log._write_batch(batch)
+            except Exception as exc:  # an OSError in practice; anything else must not leave waiters hanging
+                call(self._fail, log._fail(exc))
+                return
+            call(self._batch_durable, batch)
+
+    def _batch_durable(self, batch: _Batch) -> None:
+        self.log._batch_done(batch)
+        last = self._durable = batch.last_lsn
+        waiters = self._waiters
+        pop = heapq.heappop
+        while waiters and waiters[0][0] <= last:
+            fut = pop(waiters)[2]
+            if not fut.done():  # a cancelled waiter
+                fut.set_result(None)
+
+    def _fail(self, error: LogFailed) -> None:
+        self._error = error
+        for _lsn, _tie, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # retrieved here: waiters that gave up must not log "never retrieved"
+        self._waiters = []
+
+    # -- space, closing ----------------------------------------------------------------------------------
+
+    async def reclaim(self, covered_lsn: int, live: Callable[[RecordPosition], bool],
+                      sparse: float = 0.5) -> ReclaimResult:
+        """`Log.reclaim` for a log this writer owns: file reads in a thread, `live` and the copies on the
+        event loop, deletions only after the copies are durable."""
+        check_covered(self.log, covered_lsn)
+        todo = ReclaimPlan(covered_lsn, sparse)
+        for seg in candidates(self.log, covered_lsn):
+            consider(self.log, todo, seg, await asyncio.to_thread(load, seg), live)
+        moved = copy_forward(self.log, todo)
+        if moved:
+            await self.sync()
+        names, freed = delete(self.log, todo, sync_dir=False)
+        if names:
+            await asyncio.to_thread(self.log.disk.fsync_dir, self.log.wal_dir)
+        return ReclaimResult(names, moved, freed)
+
+    async def close(self) -> None:
+        """Make everything appended durable (unless failed) and stop the thread. The log stays open:
+        close it afterwards."""
+        self._closing = True
+        self.log._wake_idle()
+        await self._thread_done  # reported after the last batch's report, so all waiters are settled
+        self._thread.join()

@@ -1,0 +1,142 @@
+"""Space reclamation: deleting covered dead segments, compacting sparse ones, duplicates-not-loss."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from pathlib import Path
+
+import pytest
+
+from memento.disk import DiskIO
+from memento.log import Log
+from memento.record import FLAG_RELOCATED, RecordPosition
+from memento.writer import AsyncWriter
+
+from .helpers import wal_files
+
+SEG = 4096
+
+
+def fill(log: Log, count: int) -> list[RecordPosition]:
+    positions = []
+    for i in range(count):
+        log.append(1, b"%05d" % i * 20)
+        positions.append(log.last_position)
+    log.sync()
+    return positions
+
+
+def test_nothing_reclaimed_above_covered_lsn_or_when_live(tmp_path: Path) -> None:
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        positions = fill(log, 100)
+        before = len(wal_files(tmp_path))
+        result = log.reclaim(0, lambda pos: False)
+        assert result.deleted == () and len(wal_files(tmp_path)) == before
+        with pytest.raises(ValueError, match="beyond the newest snapshot"):
+            log.reclaim(100, lambda pos: False)
+        log.save_snapshot(100, b"s")
+        result = log.reclaim(100, lambda pos: True)
+        assert result.deleted == () and result.relocated == {}
+        assert log.read(positions[0]).lsn == 1
+
+
+def test_dead_covered_prefix_is_deleted(tmp_path: Path) -> None:
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        positions = fill(log, 100)
+        files = wal_files(tmp_path)
+        live_from = positions[60]
+        log.save_snapshot(100, b"state")
+        result = log.reclaim(100, lambda pos: pos >= live_from)
+        assert result.deleted and result.freed_bytes == SEG * len(result.deleted)
+        assert [f.name for f in files[: len(result.deleted)]] == list(result.deleted)
+        assert all(s.seq >= live_from.segment for s in log.segments)
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        assert log.recovery_report.status == "clean"
+        assert log.read(positions[60]).lsn == 61
+
+
+def test_sparse_segments_are_compacted_then_deleted(tmp_path: Path) -> None:
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        positions = fill(log, 100)
+        keep = {positions[3], positions[50]}  # one live record in two old segments
+        index = {p: log.read(p).payload for p in keep}
+        log.save_snapshot(100, b"state")
+        result = log.reclaim(100, lambda pos: pos in index)
+        assert set(result.relocated) == keep and not result.deleted
+        for old, new in result.relocated.items():
+            record = log.read(new)
+            assert record.payload == index[old] and record.flags & FLAG_RELOCATED and record.lsn > 100
+            index[new] = index.pop(old)
+        last_copy = log.end_lsn
+        # The copies are not covered yet: the compacted segments stay.
+        assert log.reclaim(100, lambda pos: pos in index).deleted == ()
+        log.save_snapshot(last_copy, b"state after copies")
+        result = log.reclaim(last_copy, lambda pos: pos in index)
+        assert result.deleted
+        first_seq = log.segments[0].seq
+        assert all(pos.segment >= first_seq for pos in index)
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        assert log.recovery_report.status == "clean"
+        assert sorted(log.read(p).payload for p in index) == sorted(index.values())
+
+
+def test_crash_after_copy_leaves_duplicates_not_loss(tmp_path: Path) -> None:
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        positions = fill(log, 100)
+        log.save_snapshot(100, b"state")
+        result = log.reclaim(100, lambda pos: pos == positions[3])
+        assert result.relocated
+    # "Crash" before the caller snapshots: the original and its copy are both there.
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        payloads = [r.payload for r in log.replay(after_lsn=0)]
+        assert payloads.count(b"%05d" % 3 * 20) == 2
+        assert log.read(positions[3]).lsn == 4
+
+
+def test_reclaim_through_the_async_writer(tmp_path: Path) -> None:
+    async def main() -> None:
+        with Log.open(tmp_path, segment_size=SEG) as log:
+            writer = AsyncWriter(log)
+            positions = []
+            for i in range(100):
+                positions.append(writer.append_at(1, b"%05d" % i * 20)[1])
+            await writer.sync()
+            log.save_snapshot(100, b"s")
+            live = {positions[2]}
+            result = await writer.reclaim(100, lambda pos: pos in live)
+            assert list(result.relocated) == [positions[2]]
+            new = result.relocated[positions[2]]
+            assert log.read(new).payload == b"%05d" % 2 * 20
+            log.save_snapshot(log.durable_lsn, b"s")
+            result = await writer.reclaim(log.durable_lsn, lambda pos: pos == new)
+            assert result.deleted
+            await writer.close()
+
+    asyncio.run(main())
+
+
+class FailingUnlinkSync(DiskIO):
+    """Fails the directory sync that follows segment deletion, as a crash there would."""
+
+    armed = False
+
+    def fsync_dir(self, path: str) -> None:
+        if self.armed:
+            raise OSError(errno.EIO, "injected")
+        super().fsync_dir(path)
+
+
+def test_failure_while_deleting_loses_nothing(tmp_path: Path) -> None:
+    disk = FailingUnlinkSync()
+    with Log.open(tmp_path, segment_size=SEG, disk=disk) as log:
+        positions = fill(log, 100)
+        keep = positions[70]
+        log.save_snapshot(100, b"state")
+        disk.armed = True
+        with pytest.raises(OSError):
+            log.reclaim(100, lambda pos: pos == keep)
+        disk.armed = False
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        assert log.read(keep).payload == b"%05d" % 70 * 20
+        assert next(r.lsn for r in log.replay(after_lsn=70)) == 71

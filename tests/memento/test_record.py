@@ -1,0 +1,75 @@
+"""Record framing and segment headers, as FORMAT.md states them."""
+
+from __future__ import annotations
+
+import struct
+
+import crc32c
+import pytest
+
+from memento.record import HEAD_SIZE, TYPE_SEAL, append_to, encode
+from memento.segment import (
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    MAGIC,
+    SegmentHeader,
+    decode_header,
+    encode_header,
+    parse_name,
+    segment_name,
+)
+
+
+def test_record_bytes_match_format() -> None:
+    raw = encode(7, 3, 42, b"hello")
+    length, crc, rtype, flags, reserved, lsn = struct.unpack_from("<IIBBHQ", raw)
+    assert len(raw) == HEAD_SIZE + 5 == 8 + length
+    assert (length, rtype, flags, reserved, lsn) == (17, 7, 3, 0, 42)
+    assert crc == crc32c.crc32c(raw[8:])
+    assert raw[20:] == b"hello"
+
+
+def test_empty_payload_still_has_nonzero_len() -> None:
+    raw = encode(TYPE_SEAL, 0, 9, b"")
+    assert struct.unpack_from("<I", raw)[0] == 12
+
+
+def test_append_to_equals_encode() -> None:
+    buf = bytearray()
+    append_to(buf, 5, 1, 100, memoryview(b"abc"))
+    append_to(buf, 6, 0, 101, b"")
+    assert bytes(buf) == encode(5, 1, 100, b"abc") + encode(6, 0, 101, b"")
+
+
+def test_header_roundtrip_and_layout() -> None:
+    raw = encode_header(3, 1000, 65536)
+    assert len(raw) == HEADER_SIZE
+    assert raw[:8] == MAGIC
+    assert struct.unpack_from("<HHIQQQ", raw, 8) == (FORMAT_VERSION, 0, 64, 3, 1000, 65536)
+    assert struct.unpack_from("<I", raw, 40)[0] == crc32c.crc32c(raw[:40])
+    assert raw[44:] == bytes(20)
+    assert decode_header(raw) == SegmentHeader(FORMAT_VERSION, 3, 1000, 65536)
+
+
+@pytest.mark.parametrize("offset", [0, 8, 16, 24, 32, 40])
+def test_header_damage_is_detected(offset: int) -> None:
+    raw = bytearray(encode_header(3, 1000, 65536))
+    raw[offset] ^= 0x10
+    assert isinstance(decode_header(bytes(raw)), str)
+
+
+def test_future_version_header_is_reported_not_damaged() -> None:
+    header = decode_header(encode_header(1, 1, 4096, version=FORMAT_VERSION + 1))
+    assert isinstance(header, SegmentHeader) and header.version == FORMAT_VERSION + 1
+
+
+def test_short_header() -> None:
+    assert "shorter" in str(decode_header(b"MEMWAL"))
+
+
+def test_segment_names() -> None:
+    name = segment_name(2, 0x1234)
+    assert name == "0000000000000002-0000000000001234.wal"
+    assert parse_name(name) == (2, 0x1234)
+    assert parse_name(name + ".tmp") is None
+    assert parse_name("junk.wal") is None
