@@ -1,0 +1,863 @@
+"""One AMQP channel: every class-level method, content assembly, consumers, acks, confirms, tx.
+
+Strategy: the connection hands each frame of this channel to `on_method`, `on_header` or `on_body`.
+basic.publish and its content are assembled here (method, header, body frames, nothing else in
+between) and routed through the vhost; the per-message paths (publish, deliver, ack) are written out
+by hand with no per-message logging and few calls. Everything else dispatches through a table from
+method class to handler. Failures are raised as `AMQPError`s; the connection turns them into
+channel.close / connection.close and calls `fail` or `release` here.
+
+Deliveries awaiting an ack live in an `UnackedTracker` as (tag, queue, entry, consumer) tuples;
+consumer is None for basic.get. Prefetch windows (`qos.py`) count those of consumers; publisher
+confirms (`confirms.py`) and transactions (`tx.py`) are bookkeeping objects created on select.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+from ottermq.amqp.constants import (
+    CHANNEL_ERROR,
+    CLASS_BASIC,
+    COMMAND_INVALID,
+    FRAME_ERROR,
+    NO_ROUTE,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    NOT_IMPLEMENTED,
+    PRECONDITION_FAILED,
+    UNEXPECTED_FRAME,
+)
+from ottermq.amqp.errors import AMQPConnectionError, ChannelError
+from ottermq.amqp.frames import (
+    encode_basic_ack,
+    encode_basic_nack,
+    encode_deliver,
+    encode_get_ok,
+    encode_return,
+)
+from ottermq.amqp.methods import (
+    AccessRequest,
+    AccessRequestOk,
+    BasicAck,
+    BasicCancel,
+    BasicCancelOk,
+    BasicConsume,
+    BasicConsumeOk,
+    BasicGet,
+    BasicGetEmpty,
+    BasicNack,
+    BasicPublish,
+    BasicQos,
+    BasicQosOk,
+    BasicRecover,
+    BasicRecoverAsync,
+    BasicRecoverOk,
+    BasicReject,
+    ChannelClose,
+    ChannelCloseOk,
+    ChannelFlow,
+    ChannelFlowOk,
+    ChannelOpen,
+    ConfirmSelect,
+    ConfirmSelectOk,
+    ExchangeBind,
+    ExchangeBindOk,
+    ExchangeDeclare,
+    ExchangeDeclareOk,
+    ExchangeDelete,
+    ExchangeDeleteOk,
+    ExchangeUnbind,
+    ExchangeUnbindOk,
+    Method,
+    QueueBind,
+    QueueBindOk,
+    QueueDeclare,
+    QueueDeclareOk,
+    QueueDelete,
+    QueueDeleteOk,
+    QueuePurge,
+    QueuePurgeOk,
+    QueueUnbind,
+    QueueUnbindOk,
+    TxCommit,
+    TxCommitOk,
+    TxRollback,
+    TxRollbackOk,
+    TxSelect,
+    TxSelectOk,
+)
+from ottermq.amqp.properties import FLAG_USER_ID
+from ottermq.broker.confirms import ConfirmTracker
+from ottermq.broker.message import Message, QueueEntry
+from ottermq.broker.qos import ChannelQos, PrefetchWindow
+from ottermq.broker.tx import ACK, PUBLISH, REJECT_DROP, REJECT_REQUEUE, TxBuffer
+from ottermq.broker.unacked import UnackedTracker
+
+if TYPE_CHECKING:
+    from ottermq.broker.connection import Connection
+    from ottermq.broker.exchange import Exchange
+    from ottermq.broker.queue import Queue
+
+# An unacknowledged delivery: (delivery tag, queue, entry, consumer or None for basic.get).
+Delivery = tuple[int, "Queue", QueueEntry, "ChannelConsumer | None"]
+# A buffered transactional publish: (message, exchange, mandatory).
+TxPublish = tuple[Message, "Exchange", bool]
+
+_OPEN: Final = 0
+_CLOSING: Final = 1  # channel.close sent by us: only close / close-ok are read
+_CLOSED: Final = 2
+
+# Content assembly states.
+_IDLE: Final = 0
+_HEADER: Final = 1
+_BODY: Final = 2
+
+_PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
+_USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-flags word
+_EXPECTED_HEADER: Final = (
+    "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
+)
+_EXPECTED_BODY: Final = "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
+_EXPECTED_METHOD: Final = "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+
+
+def new_consumer_tag() -> str:
+    """A server-generated consumer tag: "amq.ctag-" and 22 URL-safe base64 characters."""
+    return "amq.ctag-" + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+class ChannelConsumer:
+    """A basic.consume subscription; the `Consumer` the queue dispatches to."""
+
+    __slots__ = (
+        "active",
+        "arguments",
+        "channel",
+        "exclusive",
+        "no_ack",
+        "priority",
+        "queue",
+        "tag",
+        "window",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        tag: str,
+        queue: Queue,
+        no_ack: bool,
+        exclusive: bool,
+        priority: int,
+        prefetch: int,
+        arguments: dict[str, Any],
+    ) -> None:
+        self.channel = channel
+        self.tag = tag
+        self.queue = queue
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.priority = priority
+        self.window = PrefetchWindow(prefetch)
+        self.arguments = arguments
+        # False until consume-ok is written (deliveries must follow it) and after cancellation.
+        self.active = False
+
+    def __repr__(self) -> str:
+        return f"ChannelConsumer({self.tag!r}, queue={self.queue.name!r})"
+
+    def has_credit(self) -> bool:
+        """Prefetch windows open and socket writable."""
+        channel = self.channel
+        if not (self.active and channel.transport.is_writable):
+            return False
+        if self.no_ack:
+            return True
+        window = self.window
+        shared = channel.qos.shared
+        return (window.limit == 0 or window.outstanding < window.limit) and (
+            shared.limit == 0 or shared.outstanding < shared.limit
+        )
+
+    def deliver(self, queue: Queue, entry: QueueEntry) -> None:
+        """Send basic.deliver and track the delivery until it is settled."""
+        channel = self.channel
+        unacked = channel.unacked
+        tag = unacked.last_tag = unacked.last_tag + 1
+        message = entry.message
+        connection = channel.connection
+        connection.sent = True
+        channel.transport.write(
+            encode_deliver(
+                channel.number,
+                self.tag,
+                tag,
+                entry.redelivered,
+                message.exchange,
+                message.routing_key,
+                message.properties,
+                message.body,
+                connection.frame_max,
+            )
+        )
+        if self.no_ack:
+            queue.settle((entry,))
+        else:
+            unacked.track(tag, (tag, queue, entry, self))
+            self.window.outstanding += 1
+            channel.qos.shared.outstanding += 1
+
+    def cancelled_by_broker(self) -> None:
+        """The queue was deleted: forget the consumer, tell a client that asked (basic.cancel)."""
+        self.active = False
+        self.channel.consumer_cancelled(self)
+
+
+class Channel:
+    """The state of one open channel of a connection."""
+
+    __slots__ = (
+        "_body_parts",
+        "_body_remaining",
+        "_committing",
+        "_confirm_flush_pending",
+        "_content",
+        "_last_queue",
+        "_max_size",
+        "_properties",
+        "_publish",
+        "_state",
+        "confirms",
+        "connection",
+        "consumers",
+        "number",
+        "qos",
+        "transport",
+        "tx",
+        "unacked",
+        "vhost",
+    )
+
+    def __init__(self, connection: Connection, number: int) -> None:
+        self.connection = connection
+        self.transport = connection.transport
+        assert connection.vhost is not None
+        self.vhost = connection.vhost
+        self.number = number
+        self._state = _OPEN
+        self.consumers: dict[str, ChannelConsumer] = {}
+        self.unacked: UnackedTracker[Delivery] = UnackedTracker()
+        self.qos = ChannelQos()
+        self.confirms: ConfirmTracker | None = None
+        self.tx: TxBuffer[TxPublish, Delivery] | None = None
+        self._committing = False
+        self._confirm_flush_pending = False
+        self._last_queue = ""
+        self._max_size = connection.settings.max_message_size
+        self._content = _IDLE
+        self._publish: BasicPublish | None = None
+        self._properties = b""
+        self._body_parts: list[bytes] | None = None
+        self._body_remaining = 0
+
+    def __repr__(self) -> str:
+        return f"Channel({self.number}, consumers={len(self.consumers)}, unacked={len(self.unacked)})"
+
+    @property
+    def is_open(self) -> bool:
+        """True until the channel starts closing."""
+        return self._state == _OPEN
+
+    # -- frames ----------------------------------------------------------------------------------------
+
+    def on_method(self, method: Method) -> None:
+        """Handle one method frame of this channel."""
+        if self._state != _OPEN:
+            self._while_closing(method)
+            return
+        if self._content != _IDLE:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME,
+                _EXPECTED_HEADER if self._content == _HEADER else _EXPECTED_BODY,
+                *_PUBLISH_IDS,
+            )
+        kind = type(method)
+        if self._committing and kind is not ChannelClose:
+            raise AMQPConnectionError(
+                CHANNEL_ERROR,
+                "CHANNEL_ERROR - unexpected command while processing 'tx.commit'",
+            )
+        if kind is BasicPublish:
+            if method.immediate:  # type: ignore[attr-defined]
+                raise AMQPConnectionError(NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true", *_PUBLISH_IDS)
+            self._publish = method  # type: ignore[assignment]
+            self._content = _HEADER
+            return
+        if kind is BasicAck:
+            self._settle(method.delivery_tag, method.multiple, ACK)  # type: ignore[attr-defined]
+            return
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            raise AMQPConnectionError(COMMAND_INVALID, "COMMAND_INVALID - unimplemented method")
+        handler(self, method)
+
+    def on_header(self, class_id: int, body_size: int, properties: bytes) -> None:
+        """A content header: must follow basic.publish."""
+        if self._state != _OPEN:
+            return
+        if self._content != _HEADER:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME,
+                _EXPECTED_METHOD if self._content == _IDLE else _EXPECTED_BODY,
+                *_PUBLISH_IDS,
+            )
+        if class_id != CLASS_BASIC:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME,
+                "UNEXPECTED_FRAME - expected content header for class 60, "
+                f"got one for class {class_id} instead",
+                *_PUBLISH_IDS,
+            )
+        max_size = self._max_size
+        if body_size > max_size:
+            self._content = _IDLE
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - message size {body_size} "
+                f"is larger than configured max size {max_size}",
+                *_PUBLISH_IDS,
+            )
+        if body_size == 0:
+            self._content = _IDLE
+            self._published(properties, b"")
+            return
+        self._properties = properties
+        self._body_remaining = body_size
+        self._body_parts = None
+        self._content = _BODY
+
+    def on_body(self, payload: bytes) -> None:
+        """A content body frame: the next fragment of the pending publish."""
+        if self._state != _OPEN:
+            return
+        if self._content != _BODY:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME,
+                _EXPECTED_METHOD if self._content == _IDLE else _EXPECTED_HEADER,
+                *_PUBLISH_IDS,
+            )
+        remaining = self._body_remaining - len(payload)
+        parts = self._body_parts
+        if remaining > 0:
+            if parts is None:
+                self._body_parts = [payload]
+            else:
+                parts.append(payload)
+            self._body_remaining = remaining
+            return
+        if remaining < 0:
+            raise AMQPConnectionError(
+                FRAME_ERROR,
+                f"FRAME_ERROR - content body exceeds the declared size by {-remaining} octets",
+                *_PUBLISH_IDS,
+            )
+        self._content = _IDLE
+        if parts is None:
+            self._published(self._properties, payload)
+        else:
+            parts.append(payload)
+            self._body_parts = None
+            self._published(self._properties, b"".join(parts))
+
+    # -- publish ---------------------------------------------------------------------------------------
+
+    def _published(self, properties: bytes, body: bytes) -> None:
+        """A whole message arrived: route it now, or hold it for tx.commit."""
+        method = self._publish
+        assert method is not None
+        exchange = self.vhost.exchange_for_publish(method.exchange)
+        message = Message(method.exchange, method.routing_key, properties, body)
+        if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
+            # Rare: decode only when the user-id flag is set (the low octet of the first flag word).
+            user_id = message.props.user_id
+            if user_id is not None and user_id != self.connection.user:
+                raise ChannelError(
+                    PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - user_id property set to '{user_id}' "
+                    f"but authenticated user was '{self.connection.user}'",
+                    *_PUBLISH_IDS,
+                )
+        tx = self.tx
+        if tx is not None:
+            tx.publish((message, exchange, method.mandatory))
+            return
+        self._route(message, exchange, method.mandatory)
+
+    def _route(self, message: Message, exchange: Exchange, mandatory: bool) -> int:
+        """Route and enqueue one message; returns the journal position it waits for (0: none)."""
+        queues = self.vhost.route(exchange, message.routing_key, message)
+        confirms = self.confirms
+        seq = confirms.publish() if confirms is not None else 0
+        # The journal position this publish must wait for. Messages are not journaled by the memory
+        # backend; the durable store's publish event will hand its position back here.
+        position = 0
+        if queues:
+            for queue in queues:
+                queue.enqueue(message)
+        elif mandatory:
+            connection = self.connection
+            connection.sent = True
+            self.transport.write(
+                encode_return(
+                    self.number,
+                    NO_ROUTE,
+                    "NO_ROUTE",
+                    message.exchange,
+                    message.routing_key,
+                    message.properties,
+                    message.body,
+                    connection.frame_max,
+                )
+            )
+        if seq:
+            if position:
+                self.connection.broker.journal.when_durable(position, partial(self._confirmed, seq))
+            else:
+                self._confirmed(seq)
+        return position
+
+    def _confirmed(self, seq: int, ack: bool = True) -> None:
+        confirms = self.confirms
+        if confirms is None or self._state != _OPEN:
+            return
+        confirms.settle(seq, ack)
+        if not self._confirm_flush_pending:
+            self._confirm_flush_pending = True
+            self.connection.defer(self._flush_confirms)
+
+    def _flush_confirms(self) -> None:
+        """Send the acks released since the last flush (one frame per run)."""
+        self._confirm_flush_pending = False
+        confirms = self.confirms
+        if confirms is None or self._state != _OPEN:
+            return
+        number = self.number
+        for tag, multiple, ack in confirms.drain():
+            self.connection.write(
+                encode_basic_ack(number, tag, multiple)
+                if ack
+                else encode_basic_nack(number, tag, multiple, False)
+            )
+
+    # -- acknowledgements ------------------------------------------------------------------------------
+
+    def _settle(self, tag: int, multiple: bool, kind: int) -> None:
+        deliveries = self.unacked.settle(tag, multiple)
+        tx = self.tx
+        if tx is not None:
+            tx.settle(kind, deliveries)
+            return
+        self._apply_settle(kind, deliveries)
+
+    def _apply_settle(self, kind: int, deliveries: list[Delivery]) -> None:
+        if len(deliveries) == 1:
+            _, queue, entry, _ = deliveries[0]
+            if kind == REJECT_REQUEUE:
+                queue.requeue((entry,))
+            else:
+                queue.settle((entry,))
+        else:
+            for queue, entries in _by_queue(deliveries).items():
+                if kind == REJECT_REQUEUE:
+                    queue.requeue(entries)
+                else:
+                    queue.settle(entries)
+        self._release_credit(deliveries)
+
+    def _release_credit(self, deliveries: Iterable[Delivery]) -> None:
+        """Give back prefetch credit for settled deliveries; dispatch again if a window reopened."""
+        shared = self.qos.shared
+        reopened = shared.limit != 0 and shared.outstanding >= shared.limit
+        for delivery in deliveries:
+            consumer = delivery[3]
+            if consumer is None:
+                continue
+            window = consumer.window
+            if window.limit and window.outstanding >= window.limit:
+                reopened = True
+            window.outstanding -= 1
+            shared.outstanding -= 1
+        if reopened and self._state == _OPEN:
+            self.dispatch_all()
+
+    def dispatch_all(self) -> None:
+        """Let every queue this channel consumes from deliver again (credit or socket came back)."""
+        if self._state != _OPEN:
+            return
+        seen: set[int] = set()
+        for consumer in list(self.consumers.values()):
+            queue = consumer.queue
+            if id(queue) not in seen:
+                seen.add(id(queue))
+                queue.dispatch()
+
+    def _on_nack(self, method: BasicNack) -> None:
+        self._settle(method.delivery_tag, method.multiple, REJECT_REQUEUE if method.requeue else REJECT_DROP)
+
+    def _on_reject(self, method: BasicReject) -> None:
+        self._settle(method.delivery_tag, False, REJECT_REQUEUE if method.requeue else REJECT_DROP)
+
+    def _recover(self, requeue: bool) -> None:
+        if not requeue:
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "NOT_IMPLEMENTED - requeue=false")
+        deliveries = self.unacked.take_all()
+        if deliveries:
+            self._apply_settle(REJECT_REQUEUE, deliveries)
+
+    def _on_recover_async(self, method: BasicRecoverAsync) -> None:
+        self._recover(method.requeue)
+
+    def _on_recover(self, method: BasicRecover) -> None:
+        self._recover(method.requeue)
+        self.connection.send_method(self.number, BasicRecoverOk())
+
+    # -- consumers -------------------------------------------------------------------------------------
+
+    def _queue_name(self, name: str) -> str:
+        """An empty queue name means the queue this channel declared last, as in RabbitMQ."""
+        if name:
+            return name
+        if not self._last_queue:
+            raise ChannelError(NOT_FOUND, "NOT_FOUND - no previously declared queue")
+        return self._last_queue
+
+    def _on_consume(self, method: BasicConsume) -> None:
+        tag = method.consumer_tag or new_consumer_tag()
+        if tag in self.consumers:
+            raise AMQPConnectionError(NOT_ALLOWED, f"NOT_ALLOWED - attempt to reuse consumer tag '{tag}'")
+        queue = self.vhost.lookup_queue(self._queue_name(method.queue), self.connection)
+        arguments = method.arguments or {}
+        priority = arguments.get("x-priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - invalid arg 'x-priority' for {queue.resource}",
+            )
+        consumer = ChannelConsumer(
+            self,
+            tag,
+            queue,
+            method.no_ack,
+            method.exclusive,
+            priority,
+            self.qos.consumer_prefetch,
+            arguments,
+        )
+        queue.add_consumer(consumer)
+        self.consumers[tag] = consumer
+        if not method.nowait:
+            self.connection.send_method(self.number, BasicConsumeOk(tag))
+        consumer.active = True
+        queue.dispatch()
+
+    def _on_cancel(self, method: BasicCancel) -> None:
+        consumer = self.consumers.pop(method.consumer_tag, None)
+        if consumer is not None:
+            consumer.active = False
+            consumer.queue.remove_consumer(consumer)
+        if not method.nowait:
+            self.connection.send_method(self.number, BasicCancelOk(method.consumer_tag))
+
+    def consumer_cancelled(self, consumer: ChannelConsumer) -> None:
+        """The broker ended a consumer (queue deleted): basic.cancel if the client asked for it."""
+        if self.consumers.get(consumer.tag) is consumer:
+            del self.consumers[consumer.tag]
+            if self._state == _OPEN and self.connection.consumer_cancel_notify:
+                self.connection.send_method(self.number, BasicCancel(consumer.tag, True))
+
+    def _on_get(self, method: BasicGet) -> None:
+        queue = self.vhost.lookup_queue(self._queue_name(method.queue), self.connection)
+        entry = queue.get()
+        if entry is None:
+            self.connection.send_method(self.number, BasicGetEmpty())
+            return
+        unacked = self.unacked
+        tag = unacked.next_tag()
+        message = entry.message
+        self.connection.write(
+            encode_get_ok(
+                self.number,
+                tag,
+                entry.redelivered,
+                message.exchange,
+                message.routing_key,
+                queue.ready_count,
+                message.properties,
+                message.body,
+                self.connection.frame_max,
+            )
+        )
+        if method.no_ack:
+            queue.settle((entry,))
+        else:
+            unacked.track(tag, (tag, queue, entry, None))
+
+    def _on_qos(self, method: BasicQos) -> None:
+        self.qos.apply(method.prefetch_size, method.prefetch_count, method.global_qos)
+        self.connection.send_method(self.number, BasicQosOk())
+        self.dispatch_all()
+
+    # -- channel ---------------------------------------------------------------------------------------
+
+    def _on_open(self, method: ChannelOpen) -> None:
+        raise AMQPConnectionError(CHANNEL_ERROR, "CHANNEL_ERROR - second 'channel.open' seen")
+
+    def _on_flow(self, method: ChannelFlow) -> None:
+        # RabbitMQ 3.x no longer lets a client pause its deliveries this way (prefetch does that job).
+        if not method.active:
+            raise AMQPConnectionError(NOT_IMPLEMENTED, "NOT_IMPLEMENTED - active=false")
+        self.connection.send_method(self.number, ChannelFlowOk(True))
+
+    def _on_close(self, method: ChannelClose) -> None:
+        self.release()
+        self.connection.send_method(self.number, ChannelCloseOk())
+        self.connection.channel_closed(self.number)
+
+    def _while_closing(self, method: Method) -> None:
+        """After our channel.close only close (answered) and close-ok (the end) matter."""
+        kind = type(method)
+        if kind is ChannelCloseOk:
+            self._state = _CLOSED
+            self.connection.channel_closed(self.number)
+        elif kind is ChannelClose:
+            self.connection.send_method(self.number, ChannelCloseOk())
+
+    def fail(self, reply_code: int, reply_text: str, class_id: int, method_id: int) -> None:
+        """A soft error: release everything and send channel.close; wait for close-ok."""
+        if self._state != _OPEN:
+            return
+        self.release()
+        self._state = _CLOSING
+        self.connection.send_method(self.number, ChannelClose(reply_code, reply_text, class_id, method_id))
+
+    def release(self) -> None:
+        """The channel ends: unacked deliveries go back to their queues (redelivered), consumers go away."""
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        self._content = _IDLE
+        self._publish = None
+        self._body_parts = None
+        self.confirms = None
+        for consumer in self.consumers.values():
+            consumer.active = False
+        deliveries = self.unacked.take_all()
+        if self.tx is not None:
+            # Settled inside an uncommitted transaction: still unacknowledged as far as queues know.
+            deliveries.extend(self.tx.rollback())
+            self.tx = None
+        for queue, entries in _by_queue(sorted(deliveries, key=_tag_of)).items():
+            queue.requeue(entries)
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        for consumer in consumers:
+            consumer.queue.remove_consumer(consumer)
+
+    # -- confirm and tx --------------------------------------------------------------------------------
+
+    def _on_confirm_select(self, method: ConfirmSelect) -> None:
+        if self.tx is not None:
+            raise ChannelError(
+                PRECONDITION_FAILED, "PRECONDITION_FAILED - cannot switch from tx to confirm mode"
+            )
+        if self.confirms is None:
+            self.confirms = ConfirmTracker()
+        if not method.nowait:
+            self.connection.send_method(self.number, ConfirmSelectOk())
+
+    def _on_tx_select(self, method: TxSelect) -> None:
+        if self.confirms is not None:
+            raise ChannelError(
+                PRECONDITION_FAILED, "PRECONDITION_FAILED - cannot switch from confirm to tx mode"
+            )
+        if self.tx is None:
+            self.tx = TxBuffer()
+        self.connection.send_method(self.number, TxSelectOk())
+
+    def _on_tx_commit(self, method: TxCommit) -> None:
+        tx = self.tx
+        if tx is None:
+            raise ChannelError(PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional")
+        position = 0
+        for op in tx.commit():
+            if op.kind == PUBLISH:
+                assert op.publish is not None
+                message, exchange, mandatory = op.publish
+                position = max(position, self._route(message, exchange, mandatory))
+            elif op.deliveries:
+                self._apply_settle(op.kind, op.deliveries)
+        if position:
+            self._committing = True
+            self.connection.broker.journal.when_durable(position, self._commit_durable)
+        else:
+            self.connection.send_method(self.number, TxCommitOk())
+
+    def _commit_durable(self) -> None:
+        self._committing = False
+        if self._state == _OPEN:
+            self.connection.send_method(self.number, TxCommitOk())
+
+    def _on_tx_rollback(self, method: TxRollback) -> None:
+        tx = self.tx
+        if tx is None:
+            raise ChannelError(PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional")
+        restored = tx.rollback()
+        if restored:
+            self.unacked.restore((delivery[0], delivery) for delivery in restored)
+        self.connection.send_method(self.number, TxRollbackOk())
+
+    # -- exchanges and queues --------------------------------------------------------------------------
+
+    def _on_access_request(self, method: AccessRequest) -> None:
+        self.connection.send_method(self.number, AccessRequestOk(1))
+
+    def _on_exchange_declare(self, method: ExchangeDeclare) -> None:
+        self.vhost.declare_exchange(
+            method.exchange,
+            method.type,
+            passive=method.passive,
+            durable=method.durable,
+            auto_delete=method.auto_delete,
+            internal=method.internal,
+            arguments=method.arguments or {},
+        )
+        if not method.nowait:
+            self.connection.send_method(self.number, ExchangeDeclareOk())
+
+    def _on_exchange_delete(self, method: ExchangeDelete) -> None:
+        self.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
+        if not method.nowait:
+            self.connection.send_method(self.number, ExchangeDeleteOk())
+
+    def _on_exchange_bind(self, method: ExchangeBind) -> None:
+        self.vhost.bind_exchange(
+            method.destination, method.source, method.routing_key, method.arguments or {}
+        )
+        if not method.nowait:
+            self.connection.send_method(self.number, ExchangeBindOk())
+
+    def _on_exchange_unbind(self, method: ExchangeUnbind) -> None:
+        self.vhost.unbind_exchange(
+            method.destination, method.source, method.routing_key, method.arguments or {}
+        )
+        if not method.nowait:
+            self.connection.send_method(self.number, ExchangeUnbindOk())
+
+    def _on_queue_declare(self, method: QueueDeclare) -> None:
+        queue = self.vhost.declare_queue(
+            method.queue,
+            passive=method.passive,
+            durable=method.durable,
+            exclusive=method.exclusive,
+            auto_delete=method.auto_delete,
+            arguments=method.arguments or {},
+            owner=self.connection,
+        )
+        self._last_queue = queue.name
+        if not method.nowait:
+            self.connection.send_method(
+                self.number,
+                QueueDeclareOk(queue.name, queue.ready_count, queue.consumer_count),
+            )
+
+    def _on_queue_bind(self, method: QueueBind) -> None:
+        routing_key = method.routing_key
+        if not method.queue and not routing_key:
+            routing_key = self._queue_name("")
+        self.vhost.bind_queue(
+            self._queue_name(method.queue),
+            method.exchange,
+            routing_key,
+            method.arguments or {},
+            self.connection,
+        )
+        if not method.nowait:
+            self.connection.send_method(self.number, QueueBindOk())
+
+    def _on_queue_unbind(self, method: QueueUnbind) -> None:
+        routing_key = method.routing_key
+        if not method.queue and not routing_key:
+            routing_key = self._queue_name("")
+        self.vhost.unbind_queue(
+            self._queue_name(method.queue),
+            method.exchange,
+            routing_key,
+            method.arguments or {},
+            self.connection,
+        )
+        self.connection.send_method(self.number, QueueUnbindOk())
+
+    def _on_queue_purge(self, method: QueuePurge) -> None:
+        count = self.vhost.purge_queue(self._queue_name(method.queue), self.connection)
+        if not method.nowait:
+            self.connection.send_method(self.number, QueuePurgeOk(count))
+
+    def _on_queue_delete(self, method: QueueDelete) -> None:
+        count = self.vhost.delete_queue(
+            self._queue_name(method.queue),
+            if_unused=method.if_unused,
+            if_empty=method.if_empty,
+            owner=self.connection,
+        )
+        if not method.nowait:
+            self.connection.send_method(self.number, QueueDeleteOk(count))
+
+
+def _tag_of(delivery: Delivery) -> int:
+    return delivery[0]
+
+
+def _by_queue(deliveries: Iterable[Delivery]) -> dict[Queue, list[QueueEntry]]:
+    """Entries grouped by their queue, each group in delivery order."""
+    grouped: dict[Queue, list[QueueEntry]] = {}
+    for _, queue, entry, _ in deliveries:
+        entries = grouped.get(queue)
+        if entries is None:
+            grouped[queue] = [entry]
+        else:
+            entries.append(entry)
+    return grouped
+
+
+_HANDLERS: Final[dict[type[Method], Callable[[Channel, Any], None]]] = {
+    BasicNack: Channel._on_nack,
+    BasicReject: Channel._on_reject,
+    BasicConsume: Channel._on_consume,
+    BasicCancel: Channel._on_cancel,
+    BasicGet: Channel._on_get,
+    BasicQos: Channel._on_qos,
+    BasicRecover: Channel._on_recover,
+    BasicRecoverAsync: Channel._on_recover_async,
+    ChannelOpen: Channel._on_open,
+    ChannelFlow: Channel._on_flow,
+    ChannelClose: Channel._on_close,
+    ConfirmSelect: Channel._on_confirm_select,
+    TxSelect: Channel._on_tx_select,
+    TxCommit: Channel._on_tx_commit,
+    TxRollback: Channel._on_tx_rollback,
+    AccessRequest: Channel._on_access_request,
+    ExchangeDeclare: Channel._on_exchange_declare,
+    ExchangeDelete: Channel._on_exchange_delete,
+    ExchangeBind: Channel._on_exchange_bind,
+    ExchangeUnbind: Channel._on_exchange_unbind,
+    QueueDeclare: Channel._on_queue_declare,
+    QueueBind: Channel._on_queue_bind,
+    QueueUnbind: Channel._on_queue_unbind,
+    QueuePurge: Channel._on_queue_purge,
+    QueueDelete: Channel._on_queue_delete,
+}

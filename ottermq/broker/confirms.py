@@ -1,0 +1,57 @@
+"""Publisher confirms bookkeeping: sequence numbers in, coalesced basic.ack / basic.nack out.
+
+Strategy: every publish on a confirm channel gets the next sequence number (from 1). A number is
+settled (ack or nack) once its message is routed and every journal write it needs is durable; these
+settlements may arrive out of order (a transient message needs no fsync, a persistent one before it
+does). Acks go out in sequence order: `drain` releases the contiguous settled prefix, and each run of
+acks in it becomes a single `basic.ack multiple=true` (or a plain ack for a run of one), each run of
+nacks a single `basic.nack`. One drain per event-loop turn gives one frame per batch of messages.
+"""
+
+from __future__ import annotations
+
+
+class ConfirmTracker:
+    """Sequence numbers of one confirm-mode channel."""
+
+    __slots__ = ("_low", "_next", "_settled")
+
+    def __init__(self) -> None:
+        self._next = 1  # the number the next publish gets
+        self._low = 1  # the oldest number not yet released by `drain`
+        self._settled: dict[int, bool] = {}  # settled but not yet released: seq -> ack (True) / nack
+
+    @property
+    def unconfirmed(self) -> int:
+        """How many published messages await their basic.ack / basic.nack."""
+        return self._next - self._low
+
+    def publish(self) -> int:
+        """The sequence number of a new publish."""
+        seq = self._next
+        self._next = seq + 1
+        return seq
+
+    def settle(self, seq: int, ack: bool = True) -> None:
+        """Record that `seq` may be confirmed (`ack`) or must be nacked."""
+        self._settled[seq] = ack
+
+    def drain(self) -> list[tuple[int, bool, bool]]:
+        """Frames to send now, as (delivery_tag, multiple, ack) in sequence order."""
+        settled = self._settled
+        if self._low not in settled:
+            return []
+        out: list[tuple[int, bool, bool]] = []
+        seq = self._low
+        run_start = seq
+        run_ack = settled[seq]
+        while True:
+            ack = settled.pop(seq, None)
+            if ack is None or ack is not run_ack:
+                out.append((seq - 1, seq - 1 > run_start, run_ack))
+                if ack is None:
+                    break
+                run_start, run_ack = seq, ack
+            seq += 1
+        self._low = seq
+        return out

@@ -1,0 +1,566 @@
+"""One client connection: handshake, frame dispatch, heartbeats, errors and teardown.
+
+Strategy: sans-IO. The server feeds bytes to `data_received`; a `FrameReader` cuts them into frames;
+channel-0 methods drive the connection state machine, other frames go to their `Channel`. Every
+protocol failure anywhere below is an `AMQPError`; `_fail` is the one place that turns it into
+channel.close (soft codes, on an open channel) or connection.close (hard codes, or during the
+handshake), filling in the class and method of the frame that caused it. An unexpected Python
+exception is logged and closes the connection with 541, never the process.
+
+States: header -> start (connection.start sent) -> tune (tune sent) -> open (tune-ok seen) ->
+running (open-ok sent) -> closing (connection.close sent: only close / close-ok are read) -> closed.
+Time comes from `tick(now)`, which the server calls about once a second: it sends heartbeats, drops
+a silent peer, and enforces the handshake and close timeouts. Traffic is noted with two flags set
+per read/write and turned into timestamps there, so the per-message path never reads a clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from ottermq.amqp.constants import (
+    ACCESS_REFUSED,
+    CHANNEL_ERROR,
+    COMMAND_INVALID,
+    CONNECTION_FORCED,
+    FRAME_MIN_SIZE,
+    INTERNAL_ERROR,
+    NOT_ALLOWED,
+    PROTOCOL_HEADER,
+    UNEXPECTED_FRAME,
+)
+from ottermq.amqp.errors import AMQPConnectionError, AMQPError, BadProtocolHeader
+from ottermq.amqp.frames import (
+    HEARTBEAT_FRAME,
+    BodyFrame,
+    FrameReader,
+    HeaderFrame,
+    HeartbeatFrame,
+    MethodFrame,
+    ProtocolHeader,
+    encode_method_frame,
+)
+from ottermq.amqp.methods import (
+    ChannelOpen,
+    ChannelOpenOk,
+    ConnectionClose,
+    ConnectionCloseOk,
+    ConnectionOpen,
+    ConnectionOpenOk,
+    ConnectionSecureOk,
+    ConnectionStart,
+    ConnectionStartOk,
+    ConnectionTune,
+    ConnectionTuneOk,
+    ConnectionUpdateSecret,
+    ConnectionUpdateSecretOk,
+    Method,
+)
+from ottermq.broker.auth import MECHANISMS, AuthFailure
+from ottermq.broker.channel import Channel
+
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
+    from ottermq.broker.transport import Transport
+    from ottermq.broker.vhost import VHost
+
+log: Final = logging.getLogger("ottermq.broker")
+
+# Codes the spec calls soft: they close a channel, not the connection.
+SOFT_CODES: Final = frozenset({311, 312, 313, 403, 404, 405, 406})
+
+_HEADER: Final = 0
+_START: Final = 1
+_TUNE: Final = 2
+_OPEN: Final = 3
+_RUNNING: Final = 4
+_CLOSING: Final = 5
+_CLOSED: Final = 6
+_STATE_NAMES: Final = ("header", "starting", "tuning", "opening", "running", "closing", "closed")
+
+_CHANNEL_ID_MAX: Final = 65535
+_PUBLISH_IDS: Final = (60, 40)
+_CLASS_CONNECTION: Final = 10
+_METHOD_TUNE: Final = 30
+
+
+class Connection:
+    """The protocol state of one AMQP connection."""
+
+    __slots__ = (
+        "_close_deadline",
+        "_created",
+        "_deferred",
+        "_in_receive",
+        "_last_recv",
+        "_last_sent",
+        "_reader",
+        "_received",
+        "_state",
+        "broker",
+        "capabilities",
+        "channel_max",
+        "channels",
+        "client_properties",
+        "close_reason",
+        "closed",
+        "consumer_cancel_notify",
+        "frame_max",
+        "heartbeat",
+        "name",
+        "peer",
+        "sent",
+        "settings",
+        "transport",
+        "user",
+        "vhost",
+    )
+
+    def __init__(self, broker: Broker, transport: Transport, peer: tuple[str, int]) -> None:
+        self.broker = broker
+        self.settings = broker.settings
+        self.transport = transport
+        self.peer = peer
+        self.name = f"{peer[0]}:{peer[1]}"
+        self._reader = FrameReader()
+        # Until tune-ok, frames are bounded by the protocol minimum, as RabbitMQ does.
+        self._reader.frame_max = FRAME_MIN_SIZE
+        self._state = _HEADER
+        self.channels: dict[int, Channel] = {}
+        self.frame_max = FRAME_MIN_SIZE
+        self.channel_max = self.settings.channel_max
+        self.heartbeat = 0
+        self.user = ""
+        self.vhost: VHost | None = None
+        self.client_properties: dict[str, Any] = {}
+        self.capabilities: dict[str, Any] = {}
+        self.consumer_cancel_notify = False
+        self.closed = False
+        self.close_reason = ""
+        self.sent = False
+        self._received = False
+        self._created = time.monotonic()
+        self._last_recv = 0.0
+        self._last_sent = 0.0
+        self._close_deadline = 0.0
+        self._in_receive = False
+        self._deferred: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"Connection({self.name}, {_STATE_NAMES[self._state]})"
+
+    @property
+    def state(self) -> str:
+        """The state's name (for logs, the management API and tests)."""
+        return _STATE_NAMES[self._state]
+
+    # -- the server's API ------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """Consume bytes from the socket; replies are written to the transport."""
+        if self.closed:
+            return
+        self._received = True
+        self._in_receive = True
+        try:
+            self._reader.feed(data)
+            self._process()
+        finally:
+            self._in_receive = False
+        if self._deferred:
+            self._run_deferred()
+
+    def connection_lost(self) -> None:
+        """The socket is gone: requeue unacked messages, drop consumers and exclusive queues."""
+        if not self.closed:
+            if not self.close_reason:
+                self.close_reason = "client closed the socket"
+            self._finish()
+
+    def resume_writing(self) -> None:
+        """The socket drained: deliveries held back for backpressure may continue."""
+        for channel in list(self.channels.values()):
+            channel.dispatch_all()
+
+    def tick(self, now: float) -> None:
+        """Timers: handshake and close timeouts, heartbeats both ways."""
+        if self.closed:
+            return
+        state = self._state
+        if state < _RUNNING:
+            if now - self._created >= self.settings.handshake_timeout:
+                log.warning("handshake timeout; closing", extra={"conn": self.name, "state": self.state})
+                self.close_reason = "handshake timeout"
+                self._finish()
+            return
+        if state == _CLOSING:
+            if now >= self._close_deadline:
+                self.close_reason = self.close_reason or "no close-ok in time"
+                self._finish()
+            return
+        if self._received or not self._last_recv:
+            self._received = False
+            self._last_recv = now
+        if self.sent or not self._last_sent:
+            self.sent = False
+            self._last_sent = now
+        interval = self.heartbeat
+        if not interval:
+            return
+        if now - self._last_recv >= 2 * interval:
+            log.warning(
+                "missed heartbeats from client; closing",
+                extra={"conn": self.name, "timeout_s": interval},
+            )
+            self.close_reason = f"missed heartbeats from client, timeout: {interval}s"
+            self._finish()
+            return
+        if now - self._last_sent >= interval / 2:
+            self.transport.write(HEARTBEAT_FRAME)
+            self._last_sent = now
+
+    def shutdown(
+        self,
+        reply_code: int = CONNECTION_FORCED,
+        reply_text: str = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
+    ) -> None:
+        """Close from the broker's side: connection.close, then the socket after close-ok or a timeout."""
+        if self.closed or self._state == _CLOSING:
+            return
+        if self._state < _RUNNING:
+            self.close_reason = reply_text
+            self._finish()
+            return
+        self._close(reply_code, reply_text, 0, 0)
+
+    # -- used by channels ------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the peer (counts as traffic for heartbeats)."""
+        self.sent = True
+        self.transport.write(data)
+
+    def send_method(self, channel: int, method: Method) -> None:
+        """Encode and send one method frame."""
+        self.sent = True
+        self.transport.write(encode_method_frame(channel, method))
+
+    def defer(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the current batch of input is handled (or on the next loop turn)."""
+        self._deferred.append(callback)
+        if not self._in_receive and len(self._deferred) == 1:
+            self.transport.call_later(0, self._run_deferred)
+
+    def channel_closed(self, number: int) -> None:
+        """A channel finished its close handshake: forget it so the number can be reused."""
+        self.channels.pop(number, None)
+
+    # -- frame dispatch --------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        reader = self._reader
+        channels = self.channels
+        while not self.closed:
+            frame: Any = None
+            try:
+                while True:
+                    frame = None
+                    frame = reader.next_frame()
+                    if frame is None:
+                        return
+                    kind = type(frame)
+                    if kind is MethodFrame:
+                        number = frame.channel
+                        if number == 0:
+                            self._connection_method(frame.method)
+                            if self.closed:
+                                return
+                            continue
+                        channel = channels.get(number)
+                        if channel is None:
+                            self._new_channel(number, frame.method)
+                        else:
+                            channel.on_method(frame.method)
+                    elif kind is HeaderFrame or kind is BodyFrame:
+                        number = frame.channel
+                        channel = channels.get(number)
+                        if channel is None or self._state != _RUNNING:
+                            self._stray_frame(number, kind)
+                        elif kind is BodyFrame:
+                            channel.on_body(frame.payload)
+                        else:
+                            channel.on_header(frame.class_id, frame.body_size, frame.properties)
+                    elif kind is HeartbeatFrame:
+                        continue
+                    elif kind is ProtocolHeader:
+                        self._on_protocol_header()
+                    else:  # pragma: no cover - the reader yields only the kinds above
+                        raise AMQPConnectionError(UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {kind.__name__}")
+            except BadProtocolHeader as exc:
+                log.info("bad protocol header; refusing", extra={"conn": self.name, "header": exc.received})
+                self.transport.write(PROTOCOL_HEADER)
+                self.close_reason = "bad protocol header"
+                self._finish()
+                return
+            except AMQPError as exc:
+                if frame is None:
+                    # The reader itself failed: the byte stream is out of sync, nothing more can be read.
+                    self._close(exc.reply_code, exc.reply_text, exc.class_id, exc.method_id)
+                    self._finish()
+                    return
+                self._fail(exc, frame)
+            except Exception:
+                log.exception("internal error; closing the connection", extra={"conn": self.name})
+                self._close(INTERNAL_ERROR, "INTERNAL_ERROR", *_ids_of(frame))
+
+    def _stray_frame(self, number: int, kind: type) -> None:
+        """Content on channel 0, on a channel that is not open, or before the connection is open."""
+        if self._state == _CLOSING:
+            return
+        if number == 0 or self._state != _RUNNING:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {_frame_name(kind)} on channel {number}"
+            )
+        raise AMQPConnectionError(
+            UNEXPECTED_FRAME, "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+        )
+
+    def _new_channel(self, number: int, method: Method) -> None:
+        if self._state != _RUNNING:
+            if self._state == _CLOSING:
+                return
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {method.NAME} before connection.open"
+            )
+        channel_max = self.channel_max or _CHANNEL_ID_MAX
+        if len(self.channels) >= channel_max:
+            raise AMQPConnectionError(
+                NOT_ALLOWED,
+                f"NOT_ALLOWED - number of channels opened ({len(self.channels)}) "
+                f"has reached the negotiated channel_max ({channel_max})",
+            )
+        if number > channel_max:
+            raise AMQPConnectionError(CHANNEL_ERROR, f"CHANNEL_ERROR - channel id {number} out of range")
+        if type(method) is not ChannelOpen:
+            raise AMQPConnectionError(CHANNEL_ERROR, "CHANNEL_ERROR - expected 'channel.open'")
+        self.channels[number] = Channel(self, number)
+        self.send_method(number, ChannelOpenOk())
+
+    # -- errors ----------------------------------------------------------------------------------------
+
+    def _fail(self, exc: AMQPError, frame: Any) -> None:
+        """The one place where an error becomes channel.close or connection.close."""
+        class_id, method_id = exc.class_id, exc.method_id
+        if not class_id:
+            class_id, method_id = _ids_of(frame)
+        number = getattr(frame, "channel", 0)
+        channel = self.channels.get(number) if number else None
+        if exc.reply_code in SOFT_CODES and channel is not None and self._state == _RUNNING:
+            log.info(
+                "channel error",
+                extra={"conn": self.name, "channel": number, "code": exc.reply_code, "text": exc.reply_text},
+            )
+            channel.fail(exc.reply_code, exc.reply_text, class_id, method_id)
+            return
+        unauthenticated = self._state < _TUNE
+        self._close(exc.reply_code, exc.reply_text, class_id, method_id)
+        if unauthenticated:
+            # A peer that has not logged in is not waited for; RabbitMQ drops it right after the close.
+            self._finish()
+
+    def _close(self, code: int, text: str, class_id: int, method_id: int) -> None:
+        """Send connection.close and wait (bounded) for close-ok; channels end now."""
+        if self.closed or self._state == _CLOSING:
+            return
+        if code != CONNECTION_FORCED:
+            log.warning(
+                "connection error",
+                extra={"conn": self.name, "state": self.state, "code": code, "text": text},
+            )
+        self.close_reason = text
+        self._end_channels()
+        self._state = _CLOSING
+        timeout = (
+            self.heartbeat
+            if 0 < self.heartbeat < self.settings.close_timeout
+            else self.settings.close_timeout
+        )
+        self._close_deadline = time.monotonic() + timeout
+        self.send_method(0, ConnectionClose(code, text, class_id, method_id))
+
+    def _end_channels(self) -> None:
+        channels = list(self.channels.values())
+        self.channels.clear()
+        for channel in channels:
+            channel.release()
+
+    def _finish(self) -> None:
+        """Everything ends: channels, exclusive queues, the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        self._state = _CLOSED
+        try:
+            self._end_channels()
+            if self.vhost is not None:
+                self.vhost.owner_closed(self)
+        finally:
+            self.broker.connection_closed(self)
+            self.transport.close()
+
+    def _run_deferred(self) -> None:
+        callbacks, self._deferred = self._deferred, []
+        for callback in callbacks:
+            if self.closed:
+                return
+            try:
+                callback()
+            except AMQPError as exc:
+                self._fail(exc, None)
+            except Exception:
+                log.exception("internal error; closing the connection", extra={"conn": self.name})
+                self._close(INTERNAL_ERROR, "INTERNAL_ERROR", 0, 0)
+
+    # -- channel 0 -------------------------------------------------------------------------------------
+
+    def _on_protocol_header(self) -> None:
+        self._state = _START
+        self.send_method(
+            0,
+            ConnectionStart(
+                version_major=0,
+                version_minor=9,
+                server_properties=self.broker.server_properties,
+                mechanisms=" ".join(MECHANISMS).encode(),
+                locales=b"en_US",
+            ),
+        )
+
+    def _connection_method(self, method: Method) -> None:
+        kind = type(method)
+        state = self._state
+        if state == _CLOSING:
+            if kind is ConnectionClose:
+                self.send_method(0, ConnectionCloseOk())
+            elif kind is ConnectionCloseOk:
+                self._finish()
+            return
+        if kind is ConnectionClose and state >= _START:
+            self.close_reason = "client closed the connection"
+            self._end_channels()
+            self.send_method(0, ConnectionCloseOk())
+            self._finish()
+        elif kind is ConnectionStartOk and state == _START:
+            self._start_ok(method)  # type: ignore[arg-type]
+        elif kind is ConnectionSecureOk and state == _START:
+            # Neither PLAIN nor AMQPLAIN sends a challenge, so no secure-ok is expected.
+            raise AMQPConnectionError(
+                CHANNEL_ERROR, "CHANNEL_ERROR - unexpected method in connection state securing"
+            )
+        elif kind is ConnectionTuneOk and state == _TUNE:
+            self._tune_ok(method)  # type: ignore[arg-type]
+        elif kind is ConnectionOpen and state == _OPEN:
+            self._open(method)  # type: ignore[arg-type]
+        elif kind is ConnectionUpdateSecret and state == _RUNNING:
+            self.send_method(0, ConnectionUpdateSecretOk())
+        else:
+            raise AMQPConnectionError(
+                CHANNEL_ERROR,
+                f"CHANNEL_ERROR - unexpected method in connection state {self.state}",
+            )
+
+    def _start_ok(self, method: ConnectionStartOk) -> None:
+        self.client_properties = method.client_properties or {}
+        capabilities = self.client_properties.get("capabilities")
+        self.capabilities = capabilities if isinstance(capabilities, dict) else {}
+        self.consumer_cancel_notify = self.capabilities.get("consumer_cancel_notify") is True
+        mechanism = method.mechanism
+        if mechanism not in MECHANISMS:
+            raise AMQPConnectionError(
+                COMMAND_INVALID,
+                f"COMMAND_INVALID - unknown authentication mechanism '{mechanism}'",
+            )
+        try:
+            self.user = self.broker.auth.authenticate(mechanism, method.response, self.peer[0])
+        except AuthFailure as exc:
+            log.warning(
+                "login refused",
+                extra={"conn": self.name, "mechanism": mechanism, "reason": str(exc)},
+            )
+            self.close_reason = f"login refused: {exc}"
+            if self.capabilities.get("authentication_failure_close") is True:
+                text = (
+                    f"ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. "
+                    "For details see the broker logfile."
+                )
+                self.send_method(0, ConnectionClose(ACCESS_REFUSED, text, 0, 0))
+            self._finish()
+            return
+        settings = self.settings
+        self._state = _TUNE
+        self.send_method(
+            0,
+            ConnectionTune(
+                channel_max=settings.channel_max, frame_max=settings.frame_max, heartbeat=settings.heartbeat
+            ),
+        )
+
+    def _tune_ok(self, method: ConnectionTuneOk) -> None:
+        settings = self.settings
+        _negotiate("frame_max", method.frame_max, FRAME_MIN_SIZE, settings.frame_max)
+        _negotiate("channel_max", method.channel_max, 1, settings.channel_max)
+        self.frame_max = method.frame_max or settings.frame_max or 0
+        self.channel_max = method.channel_max or settings.channel_max
+        self.heartbeat = method.heartbeat
+        self._reader.frame_max = self.frame_max
+        self._state = _OPEN
+
+    def _open(self, method: ConnectionOpen) -> None:
+        vhost = self.broker.vhosts.get(method.virtual_host)
+        if vhost is None:
+            raise AMQPConnectionError(NOT_ALLOWED, f"NOT_ALLOWED - vhost {method.virtual_host} not found")
+        self.vhost = vhost
+        self._state = _RUNNING
+        self.send_method(0, ConnectionOpenOk())
+        log.info(
+            "connection open",
+            extra={"conn": self.name, "user": self.user, "vhost": method.virtual_host},
+        )
+
+
+def _negotiate(field: str, client: int, minimum: int, server: int) -> None:
+    """RabbitMQ's tune-ok checks: not below the minimum, not above (or unlimited past) the server's."""
+    if client != 0 and client < minimum:
+        raise AMQPConnectionError(
+            NOT_ALLOWED,
+            f"NOT_ALLOWED - negotiated {field} = {client} "
+            f"is lower than the minimum allowed value ({minimum})",
+            _CLASS_CONNECTION,
+            _METHOD_TUNE,
+        )
+    if server != 0 and (client == 0 or client > server):
+        detail = " (no limit)" if field == "channel_max" and client == 0 else ""
+        raise AMQPConnectionError(
+            NOT_ALLOWED,
+            f"NOT_ALLOWED - negotiated {field} = {client}{detail} "
+            f"is higher than the maximum allowed value ({server})",
+            _CLASS_CONNECTION,
+            _METHOD_TUNE,
+        )
+
+
+def _frame_name(kind: type) -> str:
+    return {HeaderFrame: "content header", BodyFrame: "content body"}.get(kind, kind.__name__)
+
+
+def _ids_of(frame: Any) -> tuple[int, int]:
+    """Class and method id of the method a frame belongs to (content frames belong to basic.publish)."""
+    method = getattr(frame, "method", None)
+    if method is not None:
+        return method.CLASS_ID, method.METHOD_ID
+    if type(frame) is HeaderFrame or type(frame) is BodyFrame:
+        return _PUBLISH_IDS
+    return 0, 0

@@ -1,0 +1,57 @@
+"""Where the broker writes its durable events: the `Journal` protocol, and the in-memory journal.
+
+Strategy: the broker defines the interface it needs and nothing more, so the durable store (which imports
+the broker) can implement it without the broker knowing about storage. A position orders events; once a
+position is durable, every earlier one is too, so `when_durable` on the last event of an operation covers
+the whole operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from ottermq.broker.events import Event
+
+
+class Journal(Protocol):
+    """An append-only, ordered log of events with a durability horizon."""
+
+    @property
+    def durable_position(self) -> int:
+        """The highest position known to be durable (0 before any)."""
+        ...
+
+    @property
+    def failed(self) -> bool:
+        """True once the journal cannot make anything durable any more (the broker stops accepting work)."""
+        ...
+
+    def append(self, event: Event) -> int:
+        """Queue `event` for writing and return its position (positions grow by one from 1)."""
+        ...
+
+    def when_durable(self, position: int, callback: Callable[[], None]) -> None:
+        """Call `callback` once `position` is durable (at once if it already is)."""
+        ...
+
+
+class MemoryJournal:
+    """A journal that keeps nothing: every position is durable as soon as it is appended."""
+
+    __slots__ = ("durable_position", "failed", "position")
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.durable_position = 0
+        self.failed = False
+
+    def append(self, event: Event) -> int:
+        """Count the event; it is durable at once."""
+        self.position += 1
+        self.durable_position = self.position
+        return self.position
+
+    def when_durable(self, position: int, callback: Callable[[], None]) -> None:
+        """Nothing is pending in memory, so the callback runs at once."""
+        callback()

@@ -1,0 +1,282 @@
+"""A queue: ready messages in FIFO order and the consumers they are dispatched to.
+
+Strategy: ready messages are a deque of `QueueEntry` ordered by `seq`; enqueue appends, delivery pops from
+the head, and requeued entries are merged back at the head by `seq`, so a message returned by a consumer
+takes its original place again. Unacknowledged entries are not kept here: the channel that received them
+holds them and hands them back through `requeue` or `settle`.
+
+Consumers are grouped by priority, highest first; within a group they are served round-robin, skipping
+those without credit. `dispatch` runs until the ready list is empty or no consumer has credit, and is
+re-entrancy safe: a consumer that calls back into the queue from `deliver` does not start a nested pass.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+from typing import Any
+
+from ottermq.amqp.constants import ACCESS_REFUSED
+from ottermq.amqp.errors import ChannelError
+from ottermq.broker.consumer import Consumer
+from ottermq.broker.message import Message, QueueEntry
+
+_by_seq = attrgetter("seq")
+
+
+class _PriorityGroup:
+    """Consumers of one priority, served round-robin from `next`."""
+
+    __slots__ = ("members", "next", "priority")
+
+    def __init__(self, priority: int) -> None:
+        self.priority = priority
+        self.members: list[Consumer] = []
+        self.next = 0
+
+
+class Queue:
+    """A queue of one vhost. Created and removed by `VHost`, which owns its lifecycle."""
+
+    __slots__ = (
+        "_dispatching",
+        "_exclusive_consumer",
+        "_groups",
+        "_had_consumer",
+        "_ready",
+        "_seq",
+        "_sole",
+        "arguments",
+        "auto_delete",
+        "consumer_count",
+        "deleted",
+        "durable",
+        "exclusive_owner",
+        "name",
+        "on_unused",
+        "resource",
+        "vhost",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        vhost: str = "/",
+        durable: bool = False,
+        exclusive_owner: object | None = None,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.vhost = vhost
+        self.durable = durable
+        self.exclusive_owner = exclusive_owner
+        self.auto_delete = auto_delete
+        self.arguments: dict[str, Any] = arguments if arguments is not None else {}
+        # How RabbitMQ names a queue in its error texts.
+        self.resource = f"queue '{name}' in vhost '{vhost}'"
+        self.consumer_count = 0
+        self.deleted = False
+        # Set by the vhost: called when an auto-delete queue loses its last consumer.
+        self.on_unused: Callable[[Queue], None] | None = None
+        self._ready: deque[QueueEntry] = deque()
+        self._seq = 0
+        self._groups: list[_PriorityGroup] = []
+        self._exclusive_consumer: Consumer | None = None
+        # The only consumer, when there is exactly one (the enqueue fast path).
+        self._sole: Consumer | None = None
+        self._had_consumer = False
+        self._dispatching = False
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r}, ready={len(self._ready)}, consumers={self.consumer_count})"
+
+    @property
+    def exclusive(self) -> bool:
+        """True for a queue locked to the connection that declared it."""
+        return self.exclusive_owner is not None
+
+    @property
+    def ready_count(self) -> int:
+        """Messages waiting for delivery (not counting delivered, unacknowledged ones)."""
+        return len(self._ready)
+
+    # -- messages ---------------------------------------------------------------------------------------
+
+    def enqueue(self, message: Message) -> None:
+        """Append a message and hand it to a consumer if one has credit."""
+        self._seq = seq = self._seq + 1
+        entry = QueueEntry(message, seq)
+        sole = self._sole
+        if sole is not None and not self._ready and not self._dispatching and sole.has_credit():
+            # The common case, one consumer keeping up: deliver without the round-robin machinery.
+            self._dispatching = True
+            try:
+                sole.deliver(self, entry)
+            finally:
+                self._dispatching = False
+            if self._ready:  # the consumer requeued something while we were delivering
+                self.dispatch()
+            return
+        self._ready.append(entry)
+        if self.consumer_count and not self._dispatching:
+            self.dispatch()
+
+    def get(self) -> QueueEntry | None:
+        """Take the oldest ready message (basic.get), or None when there is none."""
+        ready = self._ready
+        return ready.popleft() if ready else None
+
+    def requeue(self, entries: Iterable[QueueEntry]) -> None:
+        """Put delivered entries back at the head, in their original queue order, marked redelivered.
+
+        Entries requeued earlier and still ready are merged by `seq`, so the ready list stays in publish
+        order. A deleted queue drops them.
+        """
+        if self.deleted:
+            return
+        back = sorted(entries, key=_by_seq)
+        if not back:
+            return
+        for entry in back:
+            entry.redelivered = True
+        ready = self._ready
+        last = back[-1].seq
+        if ready and ready[0].seq < last:
+            # Only entries requeued before and not yet redelivered can sit ahead; there are few.
+            while ready and ready[0].seq < last:
+                back.append(ready.popleft())
+            back.sort(key=_by_seq)
+        ready.extendleft(reversed(back))
+        self.dispatch()
+
+    def settle(self, entries: Iterable[QueueEntry]) -> None:
+        """Entries acknowledged or dropped for good.
+
+        Nothing is held for them in memory; the durable projection records acks of logged messages here.
+        """
+
+    def purge(self) -> int:
+        """Drop every ready message; return how many there were."""
+        count = len(self._ready)
+        self._ready.clear()
+        return count
+
+    # -- consumers --------------------------------------------------------------------------------------
+
+    def check_can_consume(self, exclusive: bool) -> None:
+        """Raise 403 unless a new consumer (exclusive or not) may subscribe now."""
+        if self._exclusive_consumer is not None or (exclusive and self.consumer_count):
+            raise ChannelError(ACCESS_REFUSED, f"ACCESS_REFUSED - {self.resource} in exclusive use")
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Register a consumer (403 when exclusivity forbids it).
+
+        It does not dispatch: the channel sends basic.consume-ok first, then calls `dispatch()`.
+        """
+        self.check_can_consume(consumer.exclusive)
+        priority = consumer.priority
+        groups = self._groups
+        index = 0
+        while index < len(groups) and groups[index].priority > priority:
+            index += 1
+        if index == len(groups) or groups[index].priority != priority:
+            groups.insert(index, _PriorityGroup(priority))
+        groups[index].members.append(consumer)
+        self.consumer_count += 1
+        self._sole = consumer if self.consumer_count == 1 else None
+        self._had_consumer = True
+        if consumer.exclusive:
+            self._exclusive_consumer = consumer
+
+    def remove_consumer(self, consumer: Consumer) -> bool:
+        """Unregister a consumer (a no-op if unknown).
+
+        Returns True when this was the last consumer of an auto-delete queue: the queue is then deleted
+        (through `on_unused`) before this returns.
+        """
+        place = self._locate(consumer)
+        if place is None:
+            return False
+        gi, index = place
+        group = self._groups[gi]
+        del group.members[index]
+        if index < group.next:
+            group.next -= 1
+        if not group.members:
+            del self._groups[gi]
+        self.consumer_count -= 1
+        self._sole = self._groups[0].members[0] if self.consumer_count == 1 else None
+        if self._exclusive_consumer is consumer:
+            self._exclusive_consumer = None
+        if self.auto_delete and not self.consumer_count and self._had_consumer and not self.deleted:
+            if self.on_unused is not None:
+                self.on_unused(self)
+            return True
+        return False
+
+    def _locate(self, consumer: Consumer) -> tuple[int, int] | None:
+        """(group index, member index) of a consumer, compared by identity."""
+        for gi, group in enumerate(self._groups):
+            for index, member in enumerate(group.members):
+                if member is consumer:
+                    return gi, index
+        return None
+
+    def consumers(self) -> list[Consumer]:
+        """The consumers, highest priority first."""
+        return [member for group in self._groups for member in group.members]
+
+    def dispatch(self) -> None:
+        """Deliver ready messages to consumers with credit: priority first, round-robin within a priority."""
+        ready = self._ready
+        if self._dispatching or not ready or not self.consumer_count:
+            return
+        self._dispatching = True
+        try:
+            groups = self._groups
+            gi = 0
+            # Indexes are re-read every turn: a consumer may go away inside deliver().
+            while ready and gi < len(groups):
+                group = groups[gi]
+                gi += 1
+                members = group.members
+                i = group.next
+                idle = 0
+                while ready:
+                    n = len(members)
+                    if idle >= n:
+                        break
+                    if i >= n:
+                        i = 0
+                    consumer = members[i]
+                    i += 1
+                    if consumer.has_credit():
+                        consumer.deliver(self, ready.popleft())
+                        idle = 0
+                    else:
+                        idle += 1
+                group.next = i
+        finally:
+            self._dispatching = False
+
+    # -- lifecycle (called by the vhost) -----------------------------------------------------------------
+
+    def detach_consumers(self) -> list[Consumer]:
+        """Forget every consumer without telling them; return them."""
+        consumers = self.consumers()
+        self._groups.clear()
+        self.consumer_count = 0
+        self._sole = None
+        self._exclusive_consumer = None
+        return consumers
+
+    def drop(self) -> int:
+        """Mark the queue deleted, drop its ready messages and cancel its consumers; return the drop count."""
+        self.deleted = True
+        count = len(self._ready)
+        self._ready.clear()
+        for consumer in self.detach_consumers():
+            consumer.cancelled_by_broker()
+        return count

@@ -1,0 +1,55 @@
+"""Small stand-ins for the domain-model tests: a consumer with a credit counter and message builders.
+
+The consumer is the channel's side of the `Consumer` protocol reduced to counting; the broker's own
+classes (VHost, Queue, routers) are always the real ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ottermq.amqp.properties import EMPTY_PROPERTIES, BasicProperties, encode_properties
+from ottermq.broker.message import Message, QueueEntry
+from ottermq.broker.queue import Queue
+from ottermq.broker.vhost import VHost
+
+
+class FakeConsumer:
+    """Takes up to `credit` messages and records them; records a broker cancel."""
+
+    def __init__(self, tag: str, credit: int = 1_000_000, exclusive: bool = False, priority: int = 0) -> None:
+        self.tag = tag
+        self.no_ack = False
+        self.exclusive = exclusive
+        self.priority = priority
+        self.credit = credit
+        self.received: list[QueueEntry] = []
+        self.cancelled = False
+
+    def has_credit(self) -> bool:
+        return self.credit > 0
+
+    def deliver(self, queue: Queue, entry: QueueEntry) -> None:
+        self.credit -= 1
+        self.received.append(entry)
+
+    def cancelled_by_broker(self) -> None:
+        self.cancelled = True
+
+    def bodies(self) -> list[bytes]:
+        return [entry.message.body for entry in self.received]
+
+
+def message(routing_key: str = "", body: bytes = b"", headers: dict[str, Any] | None = None) -> Message:
+    """A message with only the headers property set (if given)."""
+    properties = EMPTY_PROPERTIES if headers is None else encode_properties(BasicProperties(headers=headers))
+    return Message("x", routing_key, properties, body)
+
+
+def publish(vhost: VHost, exchange: str, routing_key: str, body: bytes = b"") -> list[str]:
+    """Route a message as the channel does and enqueue it; return the names of the queues reached."""
+    msg = message(routing_key, body)
+    reached = vhost.route(exchange, routing_key, msg)
+    for queue in reached:
+        queue.enqueue(msg)
+    return sorted(queue.name for queue in reached)
