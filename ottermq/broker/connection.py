@@ -83,6 +83,8 @@ _STATE_NAMES: Final = ("header", "starting", "tuning", "opening", "running", "cl
 
 _CHANNEL_ID_MAX: Final = 65535
 _PUBLISH_IDS: Final = (60, 40)
+# How long the socket stays open after our close-ok, waiting for the client to close it first.
+_CLOSE_OK_LINGER: Final = 5.0
 _CLASS_CONNECTION: Final = 10
 _METHOD_TUNE: Final = 30
 
@@ -397,8 +399,12 @@ class Connection:
         for channel in channels:
             channel.release()
 
-    def _finish(self) -> None:
-        """Everything ends: channels, exclusive queues, the socket."""
+    def _finish(self, linger: float = 0.0) -> None:
+        """Everything ends: channels, exclusive queues, the socket.
+
+        With `linger`, the socket stays open that long (or until the peer closes it): after our close-ok the
+        client closes first, as with RabbitMQ; closing at once makes some clients read EOF before close-ok.
+        """
         if self.closed:
             return
         self.closed = True
@@ -409,7 +415,10 @@ class Connection:
                 self.vhost.owner_closed(self)
         finally:
             self.broker.connection_closed(self)
-            self.transport.close()
+            if linger > 0:
+                self.transport.call_later(linger, self.transport.close)
+            else:
+                self.transport.close()
 
     def _run_deferred(self) -> None:
         callbacks, self._deferred = self._deferred, []
@@ -452,7 +461,7 @@ class Connection:
             self.close_reason = "client closed the connection"
             self._end_channels()
             self.send_method(0, ConnectionCloseOk())
-            self._finish()
+            self._finish(linger=_CLOSE_OK_LINGER)
         elif kind is ConnectionStartOk and state == _START:
             self._start_ok(method)  # type: ignore[arg-type]
         elif kind is ConnectionSecureOk and state == _START:

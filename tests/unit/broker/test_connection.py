@@ -83,9 +83,13 @@ def test_full_handshake_and_client_close() -> None:
     assert client.conn in client.broker.connections
     client.method(0, ConnectionClose(200, "bye", 0, 0))
     client.expect(ConnectionCloseOk, 0)
-    assert client.transport.closed
     assert client.conn.closed
     assert client.conn not in client.broker.connections
+    # The client closes the socket first (as with RabbitMQ); the broker only closes it after a linger.
+    assert not client.transport.closed
+    assert [timer.delay for timer in client.transport.timers] == [5.0]
+    client.transport.run_timers()
+    assert client.transport.closed
 
 
 def test_amqplain_login() -> None:

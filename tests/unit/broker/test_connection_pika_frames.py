@@ -84,4 +84,4 @@ def test_pika_handshake_publish_and_get() -> None:
     conn.data_received(method(0, pika.spec.Connection.Close(200, "bye", 0, 0)))
     (close_ok,) = read_frames(transport)
     assert isinstance(close_ok.method, pika.spec.Connection.CloseOk)
-    assert transport.closed
+    assert conn.closed
