@@ -1,0 +1,236 @@
+"""OtterMQ settings: one frozen record, read from defaults, a TOML file, the environment and the command line.
+
+Strategy: every setting is a field of `Settings`, and the field's declared type drives parsing, so a new
+setting is one line here and is at once a TOML key and an `OTTERMQ_<NAME>` environment variable. Sources are
+layered in increasing precedence (default < config file < environment < command line); each value is parsed
+and range-checked as it is read, and any problem becomes a one-line `ConfigError` naming the source, which the
+CLI prints without a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+ENV_PREFIX: Final = "OTTERMQ_"
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS: Final = ("kv", "json")
+PERSISTENCE_BACKENDS: Final = ("memory", "memento")
+# RabbitMQ refuses max_message_size above 512 MiB; its default is 128 MiB.
+MAX_MESSAGE_SIZE_LIMIT: Final = 512 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message is one readable line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every OtterMQ setting with its default (RabbitMQ's where RabbitMQ has one)."""
+
+    host: str = "0.0.0.0"
+    port: int = 5672
+    data_dir: Path = Path("./data")
+    http_port: int = 15672
+    frame_max: int = 131072
+    channel_max: int = 2047
+    heartbeat: int = 60
+    max_message_size: int = 128 * 1024 * 1024
+    default_user: str = "guest"
+    default_pass: str = "guest"
+    # Users accepted from loopback addresses only, as RabbitMQ's loopback_users.
+    loopback_users: tuple[str, ...] = ("guest",)
+    # Seconds a client has from TCP accept to connection.open before it is dropped (RabbitMQ: 10 s).
+    handshake_timeout: float = 10.0
+    # Seconds SIGTERM waits for clients to answer connection.close before the sockets are cut.
+    shutdown_timeout: float = 3.0
+    # Bytes queued in a socket's write buffer before deliveries to that connection pause.
+    write_buffer_limit: int = 1024 * 1024
+    log_level: str = "info"
+    log_format: str = "kv"
+    persistence: str = "memory"
+
+
+FIELDS: Final[dict[str, dataclasses.Field[Any]]] = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip().replace("_", ""), 0)
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _parse_float(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def _parse_str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _parse_str_tuple(value: object) -> tuple[str, ...]:
+    # The environment and the command line give a comma-separated string; TOML gives a list.
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"expected a list of strings, got {value!r}")
+
+
+def _parse_path(value: object) -> Path:
+    if isinstance(value, Path):
+        return value
+    if isinstance(value, str) and value:
+        return Path(value).expanduser()
+    raise ValueError(f"expected a path, got {value!r}")
+
+
+# Field annotations are strings (postponed evaluation), so the parser is chosen by the annotation's text.
+_PARSERS: Final = {
+    "str": _parse_str,
+    "int": _parse_int,
+    "float": _parse_float,
+    "Path": _parse_path,
+    "tuple[str, ...]": _parse_str_tuple,
+}
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    lowered = value.lower()
+    if lowered not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    return lowered
+
+
+def _in_range(value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{value} is out of range {low}..{high}")
+
+
+def _check(name: str, value: Any) -> Any:
+    """Range and choice checks; returns the (possibly normalised) value or raises ValueError."""
+    if name in ("port", "http_port"):
+        _in_range(value, 0, 65535)
+    elif name == "frame_max":
+        _in_range(value, 4096, 2**32 - 1)
+    elif name in ("channel_max", "heartbeat"):
+        _in_range(value, 0, 65535)
+    elif name == "max_message_size":
+        _in_range(value, 1, MAX_MESSAGE_SIZE_LIMIT)
+    elif name == "write_buffer_limit":
+        _in_range(value, 4096, 2**31)
+    elif name in ("handshake_timeout", "shutdown_timeout"):
+        _in_range(value, 0.01, 86400)
+    elif name == "log_level":
+        return _choice(name, value, LOG_LEVELS)
+    elif name == "log_format":
+        return _choice(name, value, LOG_FORMATS)
+    elif name == "persistence":
+        return _choice(name, value, PERSISTENCE_BACKENDS)
+    elif name in ("host", "default_user") and not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def parse_value(name: str, raw: object, where: str) -> Any:
+    """Parse and check one setting; `where` names its source in error messages. Raises ConfigError."""
+    field = FIELDS.get(name)
+    if field is None:
+        raise ConfigError(f"{where}: unknown setting")
+    parser = _PARSERS[str(field.type)]
+    try:
+        return _check(name, parser(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML file (top-level keys; `-` and `_` both accepted), parsed and checked."""
+    source = str(path)
+    try:
+        with path.open("rb") as f:
+            document = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {source} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
+    found: dict[str, Any] = {}
+    for key, raw in document.items():
+        name = key.replace("-", "_")
+        found[name] = parse_value(name, raw, f"config file {source}: {key}")
+    return found
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as OTTERMQ_<NAME> variables; variables with other names are left alone."""
+    found: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name in FIELDS:
+            found[name] = parse_value(name, raw, f"environment variable {key}")
+    return found
+
+
+def load_settings(
+    cli: Mapping[str, object | None] | None = None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from every source: command line > environment > config file > default.
+
+    `cli` maps setting names to values given on the command line (None = not given). `environ` defaults to
+    `os.environ`. Raises ConfigError with a one-line message on any bad value.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(read_config_file(config_file))
+    values.update(read_environment(os.environ if environ is None else environ))
+    for name, raw in (cli or {}).items():
+        if raw is not None:
+            values[name] = parse_value(name, raw, f"--{name.replace('_', '-')}")
+    return Settings(**values)
+
+
+def settings_as_toml(settings: Settings) -> str:
+    """The settings as a TOML document that `read_config_file` reads back to the same values."""
+    lines = []
+    for name in FIELDS:
+        value = getattr(settings, name)
+        if isinstance(value, Path):
+            value = str(value)
+        if isinstance(value, tuple):
+            text = "[" + ", ".join(json.dumps(v) for v in value) + "]"
+        elif isinstance(value, str):
+            text = json.dumps(value)
+        else:
+            text = repr(value)
+        lines.append(f"{name} = {text}\n")
+    return "".join(lines)

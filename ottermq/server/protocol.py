@@ -1,0 +1,193 @@
+"""The per-connection asyncio Protocol: it moves bytes between one socket and one broker `Connection`.
+
+Strategy: stay thin. Everything AMQP happens in the sans-IO `Connection`; this class implements the broker's
+`Transport` (write, close, is_writable, call_later) and forwards socket events. Writes are batched: while the
+connection is handling received bytes, its writes pile up and leave in one `transport.write` when it returns;
+a write from anywhere else (a delivery caused by another connection's publish, a timer) schedules one flush
+with `loop.call_soon`, so every write made in the same event-loop turn still leaves in a single system call.
+Backpressure: the socket's write buffer has a high-water mark; above it `is_writable` turns False and the
+broker holds deliveries back until `resume_writing`. Fairness: each read hands over everything the loop read
+(up to 256 KiB), but a big read pauses this socket for one loop turn, so every connection gets its turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, cast
+
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
+    from ottermq.broker.connection import Connection
+    from ottermq.server.server import Server
+
+log: Final = logging.getLogger("ottermq.server")
+
+# A read at least this big yields the socket to the others for one loop turn (see data_received).
+READ_YIELD_BYTES: Final = 64 * 1024
+
+
+class AMQPProtocol(asyncio.Protocol):
+    """One client connection's socket, implementing the broker's `Transport` protocol."""
+
+    __slots__ = (
+        "_chunks",
+        "_closing",
+        "_flush_pending",
+        "_loop",
+        "_receiving",
+        "_server",
+        "_transport",
+        "close_reason",
+        "connection",
+        "is_writable",
+        "name",
+        "peer",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._closing = False
+        self._flush_pending = False
+        self._receiving = False
+        self.peer: tuple[str, int] = ("", 0)
+        # The connection's id in every log line, the broker's included: the client's address and port.
+        self.name = "?"
+        self.connection: Connection | None = None
+        self.is_writable = True
+        # Why the socket ended, for the "connection closed" log line; set by whoever ends it first.
+        self.close_reason = ""
+
+    # -- socket events -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Accepted: tune the socket and attach a broker Connection."""
+        # uvloop's transports are not subclasses of asyncio.Transport, but they implement it.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Frames are batched per loop turn already; Nagle would only add latency to each batch.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=self._server.write_buffer_limit)
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.peer = (str(peername[0]), int(peername[1]))
+        self.name = f"{self.peer[0]}:{self.peer[1]}"
+        broker: Broker = self._server.broker
+        self.connection = broker.new_connection(self, self.peer)
+        self._server.register(self)
+        log.info("connection opened", extra={"conn": self.name})
+
+    def data_received(self, data: bytes) -> None:
+        """Hand the bytes to the Connection, then send everything it wrote in response as one write."""
+        connection = self.connection
+        if connection is None or self._closing:
+            return
+        self._receiving = True
+        try:
+            connection.data_received(data)
+        except Exception:
+            # A bug in the broker must cost this client its connection, never the server.
+            log.exception("internal error; dropping the connection", extra={"conn": self.name})
+            self.abort("internal error")
+            return
+        finally:
+            self._receiving = False
+        if self._chunks:
+            self._flush()
+        if len(data) >= READ_YIELD_BYTES and not self._closing:
+            # A big read means the peer has more queued. uvloop would keep reading this socket (up to 32
+            # reads per wake-up), so a flooding publisher could starve every other connection, consumers
+            # and their acks included. Yield: read again on the next loop turn, after everyone else.
+            self._transport.pause_reading()  # type: ignore[union-attr]
+            self._loop.call_soon(self._resume_reading)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The socket is gone: tell the Connection (it requeues unacked messages) and forget this socket."""
+        self._closing = True
+        self._chunks.clear()
+        self.is_writable = False
+        if not self.close_reason:
+            self.close_reason = f"socket error: {exc}" if exc is not None else "client closed the socket"
+        connection = self.connection
+        if connection is not None:
+            try:
+                connection.connection_lost()
+            except Exception:
+                log.exception("internal error in connection_lost", extra={"conn": self.name})
+        self._server.unregister(self)
+        log.info("connection closed", extra={"conn": self.name, "reason": self.close_reason})
+
+    def pause_writing(self) -> None:
+        """The socket's write buffer passed its high-water mark: hold deliveries back."""
+        self.is_writable = False
+
+    def resume_writing(self) -> None:
+        """The write buffer drained: deliveries may continue."""
+        self.is_writable = True
+        connection = self.connection
+        if connection is not None and not self._closing:
+            connection.resume_writing()
+
+    # -- the broker's Transport ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the socket; they leave with everything else written in this event-loop turn."""
+        if self._closing:
+            return
+        self._chunks.append(data)
+        if not self._receiving and not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def close(self) -> None:
+        """Send what is queued, then close the socket (the Connection calls this after close/close-ok)."""
+        if self._closing:
+            return
+        self._flush()
+        self._closing = True
+        self.is_writable = False
+        if not self.close_reason:
+            self.close_reason = self._describe_broker_close()
+        if self._transport is not None:
+            self._transport.close()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        """Run `callback` after `delay` seconds; the handle's `cancel()` stops it."""
+        return self._loop.call_later(delay, callback)
+
+    # -- server side ---------------------------------------------------------------------------------------
+
+    def abort(self, reason: str) -> None:
+        """Cut the socket at once, dropping anything unsent (shutdown timeout, internal error)."""
+        if not self.close_reason:
+            self.close_reason = reason
+        self._closing = True
+        self._chunks.clear()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _resume_reading(self) -> None:
+        transport = self._transport
+        if transport is not None and not self._closing and not transport.is_closing():
+            transport.resume_reading()
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        chunks = self._chunks
+        if not chunks or self._transport is None:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._transport.write(data)
+
+    def _describe_broker_close(self) -> str:
+        connection = self.connection
+        reason = connection.close_reason if connection is not None else ""
+        return reason or "closed by the broker"
