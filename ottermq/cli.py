@@ -8,6 +8,7 @@ code 2, no traceback. This module is also where the pieces meet: settings -> Bro
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -16,9 +17,13 @@ import typer
 
 from ottermq import __version__
 from ottermq.config import LOG_LEVELS, ConfigError, Settings, load_settings, settings_as_toml
+from ottermq.ctl import SOCKET_NAME as CTL_SOCKET_NAME
+from ottermq.ctl import app as ctl_app
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.server.tls import TLSOptions
+    from ottermq.store.store import DurableStore
 
 log: Final = logging.getLogger("ottermq")
 
@@ -45,12 +50,6 @@ def _prepare_data_dir(path: Path) -> Path:
     except OSError as exc:
         raise ConfigError(f"data_dir: cannot create {path}: {exc.strerror or exc}") from None
     return path.resolve()
-
-
-def _check_persistence(settings: Settings) -> None:
-    if settings.persistence == "memento":
-        # The durable backend arrives with the store layer; refuse rather than silently run in memory.
-        raise ConfigError("persistence: 'memento' is not available in this version yet; use 'memory'")
 
 
 @app.command()
@@ -83,13 +82,15 @@ def serve(
         if check_config:
             typer.echo(settings_as_toml(settings), nl=False)
             raise typer.Exit(0)
-        _check_persistence(settings)
         data_path = _prepare_data_dir(settings.data_dir)
-        broker = _build_broker(settings)
+        broker, store = _build_broker(settings, data_path)
+        seeded = _seed_access(broker, settings)
+        tls = _tls_options(settings)
     except ConfigError as exc:
         _usage_error(str(exc))
 
     from ottermq.server.log import configure_logging
+    from ottermq.server.monitor import MonitorOptions
     from ottermq.server.run import ServeOptions
     from ottermq.server.run import serve as run_server
 
@@ -102,18 +103,62 @@ def serve(
             "python": sys.version.split()[0],
         },
     )
+    if store is not None:
+        store.report_recovery()
+    if seeded:
+        log.info("created from the config file", extra={"entries": ", ".join(seeded)})
     log.info("management HTTP API is not served yet", extra={"http_port": settings.http_port})
     options = ServeOptions(
         host=settings.host,
         port=settings.port,
         write_buffer_limit=settings.write_buffer_limit,
         shutdown_timeout=settings.shutdown_timeout,
+        store=store,
+        connection_max=settings.connection_max,
+        tls=tls,
+        monitor=MonitorOptions(
+            memory_high_watermark=settings.vm_memory_high_watermark,
+            memory_limit_bytes=settings.vm_memory_high_watermark_absolute,
+            disk_free_limit=settings.disk_free_limit,
+            data_dir=data_path,
+        ),
+        control_socket=data_path / CTL_SOCKET_NAME,
     )
-    raise typer.Exit(run_server(broker, options))
+    status = run_server(broker, options)
+    if store is not None:
+        # Everything is durable and closed: skip the interpreter's teardown, which would free a large
+        # backlog object by object (seconds for a million messages) before the process could end.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    raise typer.Exit(status)
 
 
-def _build_broker(settings: Settings) -> Broker:
-    """The Broker for these settings, with the chosen persistence backend (only `memory` so far)."""
+def _tls_options(settings: Settings) -> TLSOptions | None:
+    """The AMQPS listener's options (None when TLS is not configured), checked by building the context."""
+    from ottermq.server.tls import TLS_PORT_DEFAULT, TLSConfigError, TLSOptions, server_context
+
+    if not (settings.tls_certfile or settings.tls_keyfile or settings.tls_port):
+        return None
+    options = TLSOptions(
+        port=settings.tls_port or TLS_PORT_DEFAULT,
+        certfile=settings.tls_certfile,
+        keyfile=settings.tls_keyfile,
+        cafile=settings.tls_cafile,
+        verify=settings.tls_verify,
+        fail_if_no_peer_cert=settings.tls_fail_if_no_peer_cert,
+    )
+    try:
+        server_context(options)
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return options
+
+
+def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableStore | None]:
+    """The Broker for these settings, with the chosen persistence backend: `memory`, or `memento` (the
+    log in <data_dir>/log, recovered here: a refused recovery is a ConfigError naming segment and LSN)."""
     # Imported here so `--help` and `--check-config` answer without loading the whole broker.
     from ottermq.broker.broker import Broker, BrokerSettings
     from ottermq.broker.journal import MemoryJournal
@@ -127,8 +172,44 @@ def _build_broker(settings: Settings) -> Broker:
         default_pass=settings.default_pass,
         loopback_users=settings.loopback_users,
         handshake_timeout=settings.handshake_timeout,
+        consumer_timeout=settings.consumer_timeout,
     )
-    return Broker(broker_settings, MemoryJournal())
+    if settings.persistence != "memento":
+        return Broker(broker_settings, MemoryJournal()), None
+    from memento.errors import MementoError
+    from ottermq.store.codec import CodecError
+    from ottermq.store.store import DurableStore, StoreOptions
+
+    store_options = StoreOptions(
+        segment_size=settings.log_segment_size,
+        snapshot_bytes=settings.snapshot_log_bytes,
+        snapshot_interval=settings.snapshot_interval,
+        check_interval=min(1.0, settings.snapshot_interval / 2),
+    )
+    try:
+        store = DurableStore.open(data_path, store_options)
+    except MementoError as exc:
+        raise ConfigError(f"cannot open the log in {data_path}: {exc}") from None
+    try:
+        broker = Broker(broker_settings, store.journal, defaults=False)
+        store.recover(broker)
+    except (MementoError, CodecError) as exc:
+        store.close()
+        raise ConfigError(f"cannot recover the log in {data_path}: {exc}") from None
+    return broker, store
+
+
+def _seed_access(broker: Broker, settings: Settings) -> list[str]:
+    """Create the config file's [[vhosts]], [[users]] and [[permissions]] that do not exist yet."""
+    from ottermq.broker.access import AccessError, seed
+
+    try:
+        return seed(broker.access, settings.users, settings.vhosts, settings.permissions)
+    except AccessError as exc:
+        raise ConfigError(f"config file: {exc}") from None
+
+
+app.add_typer(ctl_app, name="ctl")
 
 
 @app.command()

@@ -22,6 +22,7 @@ ENV_PREFIX: Final = "OTTERMQ_"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("kv", "json")
 PERSISTENCE_BACKENDS: Final = ("memory", "memento")
+TLS_VERIFY_MODES: Final = ("none", "peer")
 # RabbitMQ refuses max_message_size above 512 MiB; its default is 128 MiB.
 MAX_MESSAGE_SIZE_LIMIT: Final = 512 * 1024 * 1024
 
@@ -48,13 +49,42 @@ class Settings:
     loopback_users: tuple[str, ...] = ("guest",)
     # Seconds a client has from TCP accept to connection.open before it is dropped (RabbitMQ: 10 s).
     handshake_timeout: float = 10.0
+    # Milliseconds a delivery may stay unacknowledged before its channel is closed (RabbitMQ's
+    # consumer_timeout: 30 minutes); 0 turns the check off.
+    consumer_timeout: int = 1_800_000
     # Seconds SIGTERM waits for clients to answer connection.close before the sockets are cut.
     shutdown_timeout: float = 3.0
     # Bytes queued in a socket's write buffer before deliveries to that connection pause.
     write_buffer_limit: int = 1024 * 1024
     log_level: str = "info"
     log_format: str = "kv"
-    persistence: str = "memory"
+    persistence: str = "memento"
+    # The durable store (persistence = memento; the log lives in <data_dir>/log): segment file size, and a
+    # snapshot after this many bytes appended or seconds elapsed (a clean stop always snapshots).
+    log_segment_size: int = 64 * 1024 * 1024
+    snapshot_log_bytes: int = 128 * 1024 * 1024
+    snapshot_interval: float = 300.0
+    # Most client connections at once (0 = no limit); above it a new TCP connection is closed at accept.
+    connection_max: int = 0
+    # Memory alarm: a fraction of RAM (RabbitMQ's vm_memory_high_watermark), or bytes of RSS when the
+    # absolute setting is non-zero. Publishers are blocked (connection.blocked) while the RSS is above it.
+    vm_memory_high_watermark: float = 0.4
+    vm_memory_high_watermark_absolute: int = 0
+    # Disk alarm: publishers are blocked while the data directory's file system has less free space.
+    disk_free_limit: int = 50_000_000
+    # AMQPS listener, off unless tls_port, tls_certfile and tls_keyfile are set (RabbitMQ's port: 5671).
+    tls_port: int = 0
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    tls_cafile: str = ""
+    # "peer": ask for a client certificate and check it against tls_cafile; "none": do not ask.
+    tls_verify: str = "none"
+    tls_fail_if_no_peer_cert: bool = False
+    # Created at start when absent (TOML arrays of tables [[users]], [[vhosts]], [[permissions]]); see
+    # ACCESS_KEYS for the keys of each. Never changed once they exist: `ottermq ctl` manages them then.
+    users: tuple[dict[str, Any], ...] = ()
+    vhosts: tuple[dict[str, Any], ...] = ()
+    permissions: tuple[dict[str, Any], ...] = ()
 
 
 FIELDS: Final[dict[str, dataclasses.Field[Any]]] = {f.name: f for f in dataclasses.fields(Settings)}
@@ -86,6 +116,14 @@ def _parse_float(value: object) -> float:
     raise ValueError(f"expected a number, got {value!r}")
 
 
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _parse_str(value: object) -> str:
     if isinstance(value, str):
         return value
@@ -109,13 +147,57 @@ def _parse_path(value: object) -> Path:
     raise ValueError(f"expected a path, got {value!r}")
 
 
+# [[users]], [[vhosts]] and [[permissions]]: (required keys, optional keys) of each table.
+ACCESS_KEYS: Final = {
+    "users": (("name",), ("password", "password_hash", "tags")),
+    "vhosts": (("name",), ()),
+    "permissions": (("user", "configure", "write", "read"), ("vhost",)),
+}
+
+
+def _parse_tables(value: object) -> tuple[dict[str, Any], ...]:
+    # TOML gives a list of tables; the environment gives the same as a JSON string.
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("expected a JSON list of objects") from None
+    if isinstance(value, list | tuple) and all(isinstance(v, dict) for v in value):
+        return tuple(dict(v) for v in value)
+    raise ValueError(f"expected a list of tables, got {value!r}")
+
+
+def _check_access_entry(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    required, optional = ACCESS_KEYS[name]
+    unknown = sorted(set(entry) - set(required) - set(optional))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join((*required, *optional))})")
+    for key in required:
+        if key not in entry:
+            raise ValueError(f"every entry needs {key!r}")
+    checked = dict(entry)
+    tags = checked.get("tags")
+    if isinstance(tags, str):
+        checked["tags"] = [tag.strip() for tag in tags.split(",") if tag.strip()]
+    elif tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise ValueError("'tags' must be a list of strings")
+    for key, item in checked.items():
+        if key != "tags" and not isinstance(item, str):
+            raise ValueError(f"{key!r} must be a string")
+    if name == "users" and "password" in checked and "password_hash" in checked:
+        raise ValueError("give 'password' or 'password_hash', not both")
+    return checked
+
+
 # Field annotations are strings (postponed evaluation), so the parser is chosen by the annotation's text.
 _PARSERS: Final = {
     "str": _parse_str,
+    "bool": _parse_bool,
     "int": _parse_int,
     "float": _parse_float,
     "Path": _parse_path,
     "tuple[str, ...]": _parse_str_tuple,
+    "tuple[dict[str, Any], ...]": _parse_tables,
 }
 
 
@@ -145,12 +227,28 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 4096, 2**31)
     elif name in ("handshake_timeout", "shutdown_timeout"):
         _in_range(value, 0.01, 86400)
+    elif name in ("connection_max", "vm_memory_high_watermark_absolute", "disk_free_limit"):
+        _in_range(value, 0, 2**63)
+    elif name == "vm_memory_high_watermark":
+        _in_range(value, 0.0, 1.0)
+    elif name == "tls_port":
+        _in_range(value, 0, 65535)
+    elif name == "tls_verify":
+        return _choice(name, value, TLS_VERIFY_MODES)
+    elif name in ACCESS_KEYS:
+        return tuple(_check_access_entry(name, entry) for entry in value)
     elif name == "log_level":
         return _choice(name, value, LOG_LEVELS)
     elif name == "log_format":
         return _choice(name, value, LOG_FORMATS)
     elif name == "persistence":
         return _choice(name, value, PERSISTENCE_BACKENDS)
+    elif name == "log_segment_size":
+        _in_range(value, 1 << 20, 1 << 32)
+    elif name == "snapshot_log_bytes":
+        _in_range(value, 1, 2**63)
+    elif name == "snapshot_interval":
+        _in_range(value, 0.1, 86400 * 365)
     elif name in ("host", "default_user") and not value:
         raise ValueError("must not be empty")
     return value
@@ -222,15 +320,24 @@ def load_settings(
 def settings_as_toml(settings: Settings) -> str:
     """The settings as a TOML document that `read_config_file` reads back to the same values."""
     lines = []
+    tables: list[str] = []
     for name in FIELDS:
         value = getattr(settings, name)
+        if name in ACCESS_KEYS:
+            # Arrays of tables must follow every plain key in TOML.
+            for entry in value:
+                tables.append(f"\n[[{name}]]\n")
+                tables.extend(f"{key} = {json.dumps(item)}\n" for key, item in entry.items())
+            continue
         if isinstance(value, Path):
             value = str(value)
         if isinstance(value, tuple):
             text = "[" + ", ".join(json.dumps(v) for v in value) + "]"
         elif isinstance(value, str):
             text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
         else:
             text = repr(value)
         lines.append(f"{name} = {text}\n")
-    return "".join(lines)
+    return "".join(lines + tables)

@@ -144,9 +144,14 @@ def _unacceptable(value: Any) -> str:
     return f"{{unacceptable_type,{type_name(value)}}}"
 
 
+def _not_integer(value: Any) -> str:
+    # RabbitMQ's integer arguments word a wrong type this way (quotes included).
+    return f'"expected integer, got {type_name(value)}"'
+
+
 def _expiry(value: Any, allow_zero: bool) -> str | None:
     if not _is_int(value):
-        return _unacceptable(value)
+        return _not_integer(value)
     if value == 0 and not allow_zero:
         return "{value_zero,0}"
     if value < 0:
@@ -158,14 +163,14 @@ def _expiry(value: Any, allow_zero: bool) -> str | None:
 
 def _non_negative(value: Any, _args: Mapping[str, Any]) -> str | None:
     if not _is_int(value):
-        return _unacceptable(value)
+        return _not_integer(value)
     return f"{{value_negative,{value}}}" if value < 0 else None
 
 
 def _max_priority(value: Any, args: Mapping[str, Any]) -> str | None:
     error = _non_negative(value, args)
     if error is None and value > MAX_PRIORITY:
-        return f"{{value_too_large,{value},{MAX_PRIORITY}}}"
+        return f"{{max_value_exceeded,{value}}}"
     return error
 
 
@@ -188,6 +193,18 @@ def _one_of(*allowed: str) -> Check:
     return check
 
 
+def _overflow(value: Any, _args: Mapping[str, Any]) -> str | None:
+    if not isinstance(value, str):
+        return _unacceptable(value)
+    return None if value in ("drop-head", "reject-publish", "reject-publish-dlx") else "invalid_overflow"
+
+
+def _queue_mode(value: Any, _args: Mapping[str, Any]) -> str | None:
+    if not isinstance(value, str):
+        return _unacceptable(value)
+    return None if value in ("default", "lazy") else f'"unsupported queue mode \'{value}\'"'
+
+
 def _boolean(value: Any, _args: Mapping[str, Any]) -> str | None:
     return None if isinstance(value, bool) else _unacceptable(value)
 
@@ -200,14 +217,22 @@ QUEUE_ARGUMENT_CHECKS: Final[dict[str, Check]] = {
     "x-max-length": _non_negative,
     "x-max-length-bytes": _non_negative,
     "x-max-priority": _max_priority,
-    "x-overflow": _one_of("drop-head", "reject-publish", "reject-publish-dlx"),
-    "x-queue-mode": _one_of("default", "lazy"),
+    "x-delivery-limit": _non_negative,
+    "x-overflow": _overflow,
+    "x-queue-mode": _queue_mode,
     "x-single-active-consumer": _boolean,
 }
 
 
 def check_queue_arguments(resource: str, arguments: Mapping[str, Any]) -> None:
     """406 for the first known queue argument with a wrong type or value, worded as RabbitMQ words it."""
+    dlx = arguments.get("x-dead-letter-exchange")
+    if dlx is not None and not isinstance(dlx, str):
+        raise ChannelError(
+            PRECONDITION_FAILED,
+            f"PRECONDITION_FAILED - invalid type '{type_name(dlx)}' for arg 'x-dead-letter-exchange' "
+            f"in {resource}",
+        )
     for key, check in QUEUE_ARGUMENT_CHECKS.items():
         if key in arguments:
             error = check(arguments[key], arguments)

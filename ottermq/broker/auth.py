@@ -1,30 +1,104 @@
-"""SASL mechanisms PLAIN and AMQPLAIN against the broker's user list.
+"""Authentication: password hashing and the SASL mechanisms PLAIN, AMQPLAIN and EXTERNAL.
 
 Strategy: `Authenticator.authenticate` turns a start-ok's mechanism and response into a user name or
 raises `AuthFailure` carrying the detailed reason for the log. The connection turns that into the
-deliberately vague 403 RabbitMQ sends, so a client never learns whether the user exists. Passwords
-are kept as salted SHA-256 digests, compared in constant time. Users in `loopback_users` (guest by
-default) may only log in from a loopback address, as RabbitMQ's `loopback_users` setting.
+deliberately vague 403 RabbitMQ sends, so a client never learns whether the user exists. Users live in
+the access registry (`access.py`); this module only reads them.
+
+Passwords are stored as PBKDF2-HMAC-SHA256 with a 16-byte random salt per user, in the self-describing
+form `pbkdf2-sha256$<iterations>$<salt>$<hash>` (base64), compared in constant time. A full check costs
+tens of milliseconds on purpose, which a broker cannot pay on every connection of a busy client; so a
+successful check is remembered as a keyed BLAKE2b digest of the password (the key is random per process
+and never stored), and later logins with the same password and the same stored hash compare that
+digest instead. An unknown user is checked against a dummy hash, so timing does not tell the names.
+Users in `loopback_users` (guest by default) may only log in from a loopback address, as RabbitMQ's
+`loopback_users`, whatever the mechanism. EXTERNAL (the subject CN of a verified TLS client
+certificate) is offered only to connections that have one; the user must exist, no password is asked.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
 import os
 import struct
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
 
 from ottermq.amqp.table import decode_table
 
-MECHANISMS = ("PLAIN", "AMQPLAIN")
+if TYPE_CHECKING:
+    from ottermq.broker.access import AccessControl
+
+MECHANISMS: Final = ("PLAIN", "AMQPLAIN")
+EXTERNAL: Final = "EXTERNAL"
+
+HASH_SCHEME: Final = "pbkdf2-sha256"
+# About 30 ms per check here: costly for an offline guesser, affordable once per user and process.
+HASH_ITERATIONS: Final = 100_000
+_SALT_BYTES: Final = 16
+_MIN_ITERATIONS: Final = 1_000
 
 _LENGTH = struct.Struct(">I")
 
 
 class AuthFailure(Exception):
     """Credentials were refused; the message says why (for the log only, never for the client)."""
+
+
+# -- password hashes ------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def hash_password(password: str, iterations: int = HASH_ITERATIONS, salt: bytes | None = None) -> str:
+    """The stored form of a password: `pbkdf2-sha256$<iterations>$<salt b64>$<hash b64>`."""
+    salt = os.urandom(_SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    return f"{HASH_SCHEME}${iterations}${_b64(salt)}${_b64(digest)}"
+
+
+def _parse_hash(stored: str) -> tuple[int, bytes, bytes]:
+    parts = stored.split("$")
+    if len(parts) != 4 or parts[0] != HASH_SCHEME:
+        raise ValueError(f"password hash is not of the form {HASH_SCHEME}$<iterations>$<salt>$<hash>")
+    try:
+        iterations = int(parts[1])
+        salt = base64.b64decode(parts[2], validate=True)
+        digest = base64.b64decode(parts[3], validate=True)
+    except ValueError:
+        raise ValueError("password hash has a bad iteration count or base64 field") from None
+    if iterations < _MIN_ITERATIONS or len(salt) < 8 or len(digest) != 32:
+        raise ValueError(
+            f"password hash needs >= {_MIN_ITERATIONS} iterations, >= 8 salt bytes and a 32-byte digest"
+        )
+    return iterations, salt, digest
+
+
+def check_hash_format(stored: str) -> None:
+    """ValueError (one readable line) unless `stored` is a hash `hash_password` could have made."""
+    _parse_hash(stored)
+
+
+def verify_password(stored: str, password: str) -> bool:
+    """True when `password` matches the stored hash ("" or a malformed hash matches nothing)."""
+    try:
+        iterations, salt, digest = _parse_hash(stored)
+    except ValueError:
+        return False
+    candidate = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    return hmac.compare_digest(candidate, digest)
+
+
+# Checked when the user is unknown or has no password, so a refusal costs the same either way.
+_DUMMY_HASH: Final = hash_password("", salt=b"\x00" * _SALT_BYTES)
+
+
+# -- SASL responses -------------------------------------------------------------------------------------
 
 
 def parse_plain(response: bytes) -> tuple[str, str]:
@@ -64,50 +138,62 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
+# -- the login check ------------------------------------------------------------------------------------
+
+
 class Authenticator:
-    """The user list and the login check."""
+    """The login check against the access registry's users."""
 
-    __slots__ = ("_users", "loopback_users")
+    __slots__ = ("_cache_key", "_verified", "access", "loopback_users")
 
-    def __init__(self, loopback_users: Iterable[str] = ("guest",)) -> None:
-        self._users: dict[str, tuple[bytes, bytes]] = {}
+    def __init__(self, access: AccessControl, loopback_users: Iterable[str] = ("guest",)) -> None:
+        self.access = access
         self.loopback_users = frozenset(loopback_users)
+        self._cache_key = os.urandom(32)
+        # user -> (stored hash it was verified against, keyed digest of the password that matched)
+        self._verified: dict[str, tuple[str, bytes]] = {}
 
-    def add_user(self, username: str, password: str) -> None:
-        """Create the user or replace its password."""
-        salt = os.urandom(16)
-        self._users[username] = (salt, _digest(salt, password))
+    def mechanisms(self, peer_cert_cn: str | None = None) -> tuple[str, ...]:
+        """The mechanisms to offer: EXTERNAL only with a verified client certificate."""
+        return (*MECHANISMS, EXTERNAL) if peer_cert_cn is not None else MECHANISMS
 
-    def delete_user(self, username: str) -> None:
-        """Remove the user; unknown names are ignored."""
-        self._users.pop(username, None)
-
-    def has_user(self, username: str) -> bool:
-        """True when the user exists."""
-        return username in self._users
+    def _keyed(self, password: str) -> bytes:
+        return hashlib.blake2b(password.encode("utf-8"), key=self._cache_key, digest_size=32).digest()
 
     def check_password(self, username: str, password: str) -> bool:
-        """True when the user exists and the password matches."""
-        stored = self._users.get(username)
-        if stored is None:
+        """True when the user exists, has a password, and it matches."""
+        user = self.access.users.get(username)
+        if user is None or not user.password_hash:
+            verify_password(_DUMMY_HASH, password)
             return False
-        salt, digest = stored
-        return hmac.compare_digest(digest, _digest(salt, password))
+        stored = user.password_hash
+        keyed = self._keyed(password)
+        seen = self._verified.get(username)
+        if seen is not None and seen[0] == stored:
+            return hmac.compare_digest(seen[1], keyed)
+        if not verify_password(stored, password):
+            return False
+        self._verified[username] = (stored, keyed)
+        return True
 
-    def authenticate(self, mechanism: str, response: bytes, peer_host: str) -> str:
+    def authenticate(
+        self, mechanism: str, response: bytes, peer_host: str, peer_cert_cn: str | None = None
+    ) -> str:
         """The authenticated user name, or `AuthFailure` naming the reason."""
         if mechanism == "PLAIN":
             username, password = parse_plain(response)
+            if not self.check_password(username, password):
+                raise AuthFailure(f"user '{username}' - invalid credentials")
         elif mechanism == "AMQPLAIN":
             username, password = parse_amqplain(response)
+            if not self.check_password(username, password):
+                raise AuthFailure(f"user '{username}' - invalid credentials")
+        elif mechanism == EXTERNAL and peer_cert_cn is not None:
+            username = peer_cert_cn
+            if username not in self.access.users:
+                raise AuthFailure(f"user '{username}' (certificate subject CN) - no such user")
         else:
             raise AuthFailure(f"unsupported mechanism {mechanism!r}")
-        if not self.check_password(username, password):
-            raise AuthFailure(f"user '{username}' - invalid credentials")
         if username in self.loopback_users and not is_loopback(peer_host):
             raise AuthFailure(f"user '{username}' can only connect via localhost")
         return username
-
-
-def _digest(salt: bytes, password: str) -> bytes:
-    return hashlib.sha256(salt + password.encode("utf-8")).digest()

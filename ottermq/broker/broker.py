@@ -1,7 +1,9 @@
 """The Broker: settings, vhosts, users and the live connections of one OtterMQ node.
 
 Strategy: the Broker is the root object the server holds. It owns the vhosts (the domain model), the
-authenticator and the journal, and creates one sans-IO `Connection` per accepted socket. It keeps the
+access registry (users, vhost names, permissions: access.py), the authenticator and the journal, and
+creates one sans-IO `Connection` per accepted socket. Vhosts come and go through access events, so the
+VHost objects follow the registry (`_access_applied`) on the live path and on replay alike. It keeps the
 set of live connections so a graceful stop can close them all and the management API can list them.
 """
 
@@ -18,10 +20,17 @@ from ottermq.amqp.constants import (
     CONNECTION_FORCED,
     FRAME_MAX_DEFAULT,
     HEARTBEAT_DEFAULT,
+    NOT_ALLOWED,
 )
+from ottermq.amqp.errors import AMQPConnectionError
+from ottermq.broker.access import AccessControl
+from ottermq.broker.ack_timeout import AckTimeouts
+from ottermq.broker.alarms import Alarms
 from ottermq.broker.auth import Authenticator
 from ottermq.broker.connection import Connection
+from ottermq.broker.events import ACCESS_EVENTS, AccessEvent, Event, UserDeleted, VHostAdded, VHostDeleted
 from ottermq.broker.journal import Journal, MemoryJournal
+from ottermq.broker.limits_queue import tick_queues
 from ottermq.broker.vhost import VHost
 
 if TYPE_CHECKING:
@@ -57,33 +66,145 @@ class BrokerSettings:
     handshake_timeout: float = 10.0
     # Upper bound of the wait for close-ok after the broker sent connection.close (RabbitMQ: 30 s).
     close_timeout: float = 30.0
+    # Milliseconds a delivery may stay unacknowledged before its channel is closed with 406 (RabbitMQ's
+    # consumer_timeout, 30 minutes by default); 0 turns the check off.
+    consumer_timeout: int = 1_800_000
 
 
 class Broker:
     """One broker node: vhosts, users, journal and live connections."""
 
-    def __init__(self, settings: BrokerSettings | None = None, journal: Journal | None = None) -> None:
+    def __init__(
+        self, settings: BrokerSettings | None = None, journal: Journal | None = None, *, defaults: bool = True
+    ) -> None:
+        """`defaults`: create the default vhost, user and permissions now (through the journal). A durable
+        store recovering a log passes False, replays, and calls `create_defaults()` only when the log was
+        empty, as RabbitMQ creates them only on a fresh node."""
         self.settings = settings or BrokerSettings()
         self.journal: Journal = journal if journal is not None else MemoryJournal()
-        self.auth = Authenticator(self.settings.loopback_users)
-        self.auth.add_user(self.settings.default_user, self.settings.default_pass)
-        self.vhosts: dict[str, VHost] = {}
-        self.add_vhost(self.settings.default_vhost)
         self.connections: set[Connection] = set()
+        self.vhosts: dict[str, VHost] = {}
+        # Users, vhost names and permissions; its events create and drop the VHost objects (access_applied).
+        self.access = AccessControl(self.journal)
+        self.access.on_applied = self._access_applied
+        self.auth = Authenticator(self.access, self.settings.loopback_users)
+        if defaults:
+            self.create_defaults()
         self.server_properties = server_properties()
+        # Resource alarms (memory, disk) that block publishers; set by the server's resource monitor.
+        self.alarms = Alarms()
+        # Per-vhost limits, as RabbitMQ's set_vhost_limits: {"/": {"max-connections": 10}}.
+        self.vhost_limits: dict[str, dict[str, int]] = {}
+        self._ack_timeouts = AckTimeouts()
 
     def add_vhost(self, name: str) -> VHost:
-        """Create a vhost (or return the existing one)."""
+        """Create a vhost through the journal (or return the existing one); AccessError for a bad name."""
+        self.access.add_vhost(name)
+        return self.vhosts[name]
+
+    def delete_vhost(self, name: str) -> None:
+        """Close the vhost's connections (320), delete its queues and exchanges, then the vhost itself.
+
+        Each deletion is an event of its own, so the store drops their messages as for any queue.
+        Raises AccessError when there is no such vhost.
+        """
         vhost = self.vhosts.get(name)
-        if vhost is None:
-            vhost = self.vhosts[name] = VHost(name, self.journal)
-        return vhost
+        if vhost is None or name not in self.access.vhosts:
+            self.access.delete_vhost(name)  # raises "does not exist"
+            return
+        text = f"CONNECTION_FORCED - vhost '{name}' is deleted"
+        for connection in [c for c in self.connections if c.vhost is vhost]:
+            connection.shutdown(CONNECTION_FORCED, text)
+        for queue in list(vhost.queues.values()):
+            vhost.delete_queue(queue.name, owner=queue.exclusive_owner)
+        for exchange in list(vhost.exchanges):
+            if exchange and not exchange.startswith("amq."):
+                vhost.delete_exchange(exchange)
+        self.access.delete_vhost(name)
+
+    def create_defaults(self) -> None:
+        """The default vhost, and the default user as administrator with full permissions on it."""
+        settings = self.settings
+        access = self.access
+        access.add_vhost(settings.default_vhost)
+        if access.user(settings.default_user) is None:
+            access.add_user(settings.default_user, settings.default_pass, ("administrator",))
+        access.set_permissions(settings.default_user, settings.default_vhost, ".*", ".*", ".*")
+
+    def apply(self, event: Event) -> None:
+        """Apply one journaled event (the replay entry point; the live path runs the same code)."""
+        if isinstance(event, ACCESS_EVENTS):
+            self.access.apply(event)  # type: ignore[arg-type]
+        else:
+            vhost = self.vhosts.get(getattr(event, "vhost", ""))
+            if vhost is not None:
+                vhost.apply(event)
+
+    def durable_events(self) -> list[Event]:
+        """Events that rebuild the durable state of a broker made with `defaults=False` (for snapshots):
+        vhosts, users and permissions first, then each vhost's exchanges, queues and bindings."""
+        events: list[Event] = list(self.access.durable_events())
+        for vhost in self.vhosts.values():
+            events.extend(vhost.durable_events())
+        return events
+
+    def _access_applied(self, event: AccessEvent) -> None:
+        """Keep VHost objects and live connections in step with the access registry."""
+        if isinstance(event, VHostAdded):
+            if event.name not in self.vhosts:
+                self.vhosts[event.name] = VHost(event.name, self.journal)
+        elif isinstance(event, VHostDeleted):
+            self.vhosts.pop(event.name, None)
+        elif isinstance(event, UserDeleted):
+            text = f"CONNECTION_FORCED - user '{event.name}' is deleted"
+            for connection in [c for c in self.connections if c.user == event.name and c.vhost is not None]:
+                connection.shutdown(CONNECTION_FORCED, text)
+        # Permissions may have changed: every connection forgets the access decisions it cached.
+        for connection in self.connections:
+            guard = connection.guard
+            if guard is not None:
+                guard.reset()
 
     def new_connection(self, transport: Transport, peer: tuple[str, int]) -> Connection:
         """A Connection for a freshly accepted socket; it expects the protocol header next."""
         connection = Connection(self, transport, peer)
         self.connections.add(connection)
         return connection
+
+    def set_alarm(self, name: str, active: bool) -> bool:
+        """Turn resource alarm `name` ("memory" or "disk") on or off; True when publishers became
+        blocked or unblocked. Raises ValueError for an unknown name."""
+        return self.alarms.set(name, active, self.connections)
+
+    def set_vhost_limit(self, vhost: str, name: str, value: int | None) -> None:
+        """Set (or with None remove) a vhost limit; only "max-connections" is known so far (negative or
+        None = no limit, as RabbitMQ). Raises ValueError for another name."""
+        if name != "max-connections":
+            raise ValueError(f"unknown vhost limit {name!r}")
+        limits = self.vhost_limits.setdefault(vhost, {})
+        if value is None or value < 0:
+            limits.pop(name, None)
+        else:
+            limits[name] = value
+
+    def check_connection_limit(self, vhost: VHost, user: str) -> None:
+        """Raise 530 when `vhost` already holds its max-connections (connection.open checks this)."""
+        limit = self.vhost_limits.get(vhost.name, {}).get("max-connections") if self.vhost_limits else None
+        if limit is None:
+            return
+        count = sum(1 for connection in self.connections if connection.vhost is vhost)
+        if count >= limit:
+            raise AMQPConnectionError(
+                NOT_ALLOWED,
+                f"NOT_ALLOWED - access to vhost '{vhost.name}' refused for user '{user}': "
+                f"connection limit ({limit}) is reached",
+            )
+
+    def tick(self, now: float) -> None:
+        """Broker-wide timers, about once a second (`now`: wall-clock seconds, as time.time()): message
+        expiry and x-expires of queues, and the consumer acknowledgement timeout."""
+        tick_queues(self.vhosts.values(), int(now * 1000))
+        self._ack_timeouts.tick(self.connections, now, self.settings.consumer_timeout)
 
     def connection_closed(self, connection: Connection) -> None:
         """Forget a connection that has ended (called by the connection itself)."""

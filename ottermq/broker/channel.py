@@ -25,6 +25,7 @@ from ottermq.amqp.constants import (
     CLASS_BASIC,
     COMMAND_INVALID,
     FRAME_ERROR,
+    INTERNAL_ERROR,
     NO_ROUTE,
     NOT_ALLOWED,
     NOT_FOUND,
@@ -92,9 +93,11 @@ from ottermq.amqp.methods import (
     TxSelectOk,
 )
 from ottermq.amqp.properties import FLAG_USER_ID
+from ottermq.broker import exchange_types, publish_hooks, reply_to
 from ottermq.broker.confirms import ConfirmTracker
 from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.qos import ChannelQos, PrefetchWindow
+from ottermq.broker.reply_to import ReplyQueue
 from ottermq.broker.tx import ACK, PUBLISH, REJECT_DROP, REJECT_REQUEUE, TxBuffer
 from ottermq.broker.unacked import UnackedTracker
 
@@ -235,8 +238,10 @@ class Channel:
         "confirms",
         "connection",
         "consumers",
+        "guard",
         "number",
         "qos",
+        "reply",
         "transport",
         "tx",
         "unacked",
@@ -246,13 +251,16 @@ class Channel:
     def __init__(self, connection: Connection, number: int) -> None:
         self.connection = connection
         self.transport = connection.transport
-        assert connection.vhost is not None
+        assert connection.vhost is not None and connection.guard is not None
         self.vhost = connection.vhost
+        self.guard = connection.guard
         self.number = number
         self._state = _OPEN
         self.consumers: dict[str, ChannelConsumer] = {}
         self.unacked: UnackedTracker[Delivery] = UnackedTracker()
         self.qos = ChannelQos()
+        # The direct reply-to consumer (reply_to.ReplyQueue), if the channel has one.
+        self.reply: ReplyQueue | None = None
         self.confirms: ConfirmTracker | None = None
         self.tx: TxBuffer[TxPublish, Delivery] | None = None
         self._committing = False
@@ -380,6 +388,8 @@ class Channel:
         """A whole message arrived: route it now, or hold it for tx.commit."""
         method = self._publish
         assert method is not None
+        if method.exchange not in self.guard.writable:
+            self.guard.check_publish(method.exchange)
         exchange = self.vhost.exchange_for_publish(method.exchange)
         message = Message(method.exchange, method.routing_key, properties, body)
         if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
@@ -400,15 +410,23 @@ class Channel:
 
     def _route(self, message: Message, exchange: Exchange, mandatory: bool) -> int:
         """Route and enqueue one message; returns the journal position it waits for (0: none)."""
-        queues = self.vhost.route(exchange, message.routing_key, message)
+        properties = message.properties
+        if properties and properties[0] & publish_hooks.SPECIAL_FLAGS:
+            # headers, reply_to or expiration: CC/BCC, direct reply-to and TTL need the properties read.
+            message, queues = publish_hooks.route(self, exchange, message)
+        else:
+            queues = self.vhost.route(exchange, message.routing_key, message)
         confirms = self.confirms
         seq = confirms.publish() if confirms is not None else 0
-        # The journal position this publish must wait for. Messages are not journaled by the memory
-        # backend; the durable store's publish event will hand its position back here.
+        # The journal position this publish must wait for: a persistent message reaching a durable queue
+        # is logged (and named) before it is enqueued; -1 means the journal failed (nack).
         position = 0
         if queues:
+            if message.persistent:
+                position = self.vhost.log_publish(message, queues)
             for queue in queues:
-                queue.enqueue(message)
+                if not queue.enqueue(message):
+                    position = -1  # a full queue refused it (x-overflow reject-publish): nack
         elif mandatory:
             connection = self.connection
             connection.sent = True
@@ -425,10 +443,12 @@ class Channel:
                 )
             )
         if seq:
-            if position:
-                self.connection.broker.journal.when_durable(position, partial(self._confirmed, seq))
+            if position > 0:
+                self.connection.broker.journal.when_durable(
+                    position, partial(self._confirmed, seq), partial(self._confirmed, seq, False)
+                )
             else:
-                self._confirmed(seq)
+                self._confirmed(seq, position == 0)
         return position
 
     def _confirmed(self, seq: int, ack: bool = True) -> None:
@@ -470,13 +490,13 @@ class Channel:
             if kind == REJECT_REQUEUE:
                 queue.requeue((entry,))
             else:
-                queue.settle((entry,))
+                queue.settle((entry,), "ack" if kind == ACK else "reject")
         else:
             for queue, entries in _by_queue(deliveries).items():
                 if kind == REJECT_REQUEUE:
                     queue.requeue(entries)
                 else:
-                    queue.settle(entries)
+                    queue.settle(entries, "ack" if kind == ACK else "reject")
         self._release_credit(deliveries)
 
     def _release_credit(self, deliveries: Iterable[Delivery]) -> None:
@@ -538,9 +558,14 @@ class Channel:
 
     def _on_consume(self, method: BasicConsume) -> None:
         tag = method.consumer_tag or new_consumer_tag()
+        if method.queue == reply_to.REPLY_QUEUE:
+            reply_to.consume(self, method, tag)
+            return
         if tag in self.consumers:
             raise AMQPConnectionError(NOT_ALLOWED, f"NOT_ALLOWED - attempt to reuse consumer tag '{tag}'")
-        queue = self.vhost.lookup_queue(self._queue_name(method.queue), self.connection)
+        name = self._queue_name(method.queue)
+        self.guard.check_method(method, name)
+        queue = self.vhost.lookup_queue(name, self.connection)
         arguments = method.arguments or {}
         priority = arguments.get("x-priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
@@ -567,6 +592,8 @@ class Channel:
 
     def _on_cancel(self, method: BasicCancel) -> None:
         consumer = self.consumers.pop(method.consumer_tag, None)
+        if consumer is None and self.reply is not None:
+            reply_to.cancel(self, method.consumer_tag)
         if consumer is not None:
             consumer.active = False
             consumer.queue.remove_consumer(consumer)
@@ -581,7 +608,9 @@ class Channel:
                 self.connection.send_method(self.number, BasicCancel(consumer.tag, True))
 
     def _on_get(self, method: BasicGet) -> None:
-        queue = self.vhost.lookup_queue(self._queue_name(method.queue), self.connection)
+        name = self._queue_name(method.queue)
+        self.guard.check_method(method, name)
+        queue = self.vhost.lookup_queue(name, self.connection)
         entry = queue.get()
         if entry is None:
             self.connection.send_method(self.number, BasicGetEmpty())
@@ -656,6 +685,7 @@ class Channel:
         self.confirms = None
         for consumer in self.consumers.values():
             consumer.active = False
+        reply_to.release(self)
         deliveries = self.unacked.take_all()
         if self.tx is not None:
             # Settled inside an uncommitted transaction: still unacknowledged as far as queues know.
@@ -693,17 +723,24 @@ class Channel:
         tx = self.tx
         if tx is None:
             raise ChannelError(PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional")
-        position = 0
-        for op in tx.commit():
-            if op.kind == PUBLISH:
-                assert op.publish is not None
-                message, exchange, mandatory = op.publish
-                position = max(position, self._route(message, exchange, mandatory))
-            elif op.deliveries:
-                self._apply_settle(op.kind, op.deliveries)
+        vhost = self.vhost
+        # Every publish and removal of the commit goes into one journal record (all or nothing).
+        vhost.begin_tx()
+        try:
+            for op in tx.commit():
+                if op.kind == PUBLISH:
+                    assert op.publish is not None
+                    message, exchange, mandatory = op.publish
+                    self._route(message, exchange, mandatory)
+                elif op.deliveries:
+                    self._apply_settle(op.kind, op.deliveries)
+        finally:
+            position = vhost.end_tx()
         if position:
             self._committing = True
-            self.connection.broker.journal.when_durable(position, self._commit_durable)
+            self.connection.broker.journal.when_durable(
+                position, self._commit_durable, self._commit_failed
+            )
         else:
             self.connection.send_method(self.number, TxCommitOk())
 
@@ -711,6 +748,29 @@ class Channel:
         self._committing = False
         if self._state == _OPEN:
             self.connection.send_method(self.number, TxCommitOk())
+
+    def _commit_failed(self) -> None:
+        self._committing = False
+        self.fail(INTERNAL_ERROR, "INTERNAL_ERROR - the journal failed: the transaction is not durable",
+                  TxCommit.CLASS_ID, TxCommit.METHOD_ID)
+
+    def _reply_when_durable(self, reply: Method, before: int) -> None:
+        """Send `reply`, but if the operation journaled anything (its first position would have been
+        `before`), only once that is on disk (declare-ok of durable entities); 541 if the journal fails."""
+        journal = self.connection.broker.journal
+        position = journal.next_position - 1
+        if position < before or position <= journal.durable_position:
+            self.connection.send_method(self.number, reply)
+            return
+        journal.when_durable(
+            position,
+            partial(self._send_if_open, reply),
+            partial(self.fail, INTERNAL_ERROR, "INTERNAL_ERROR - the journal failed", 0, 0),
+        )
+
+    def _send_if_open(self, reply: Method) -> None:
+        if self._state == _OPEN:
+            self.connection.send_method(self.number, reply)
 
     def _on_tx_rollback(self, method: TxRollback) -> None:
         tx = self.tx
@@ -727,6 +787,10 @@ class Channel:
         self.connection.send_method(self.number, AccessRequestOk(1))
 
     def _on_exchange_declare(self, method: ExchangeDeclare) -> None:
+        before = self.connection.broker.journal.next_position
+        if not method.passive and method.exchange:
+            exchange_types.lookup(method.type).check()  # 503 for an unknown type comes before 403
+            self.guard.check_exchange_declare(method, method.exchange in self.vhost.exchanges)
         self.vhost.declare_exchange(
             method.exchange,
             method.type,
@@ -737,21 +801,25 @@ class Channel:
             arguments=method.arguments or {},
         )
         if not method.nowait:
-            self.connection.send_method(self.number, ExchangeDeclareOk())
+            self._reply_when_durable(ExchangeDeclareOk(), before)
 
     def _on_exchange_delete(self, method: ExchangeDelete) -> None:
+        self.guard.check_method(method)
         self.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
         if not method.nowait:
             self.connection.send_method(self.number, ExchangeDeleteOk())
 
     def _on_exchange_bind(self, method: ExchangeBind) -> None:
+        before = self.connection.broker.journal.next_position
+        self.guard.check_method(method)
         self.vhost.bind_exchange(
             method.destination, method.source, method.routing_key, method.arguments or {}
         )
         if not method.nowait:
-            self.connection.send_method(self.number, ExchangeBindOk())
+            self._reply_when_durable(ExchangeBindOk(), before)
 
     def _on_exchange_unbind(self, method: ExchangeUnbind) -> None:
+        self.guard.check_method(method)
         self.vhost.unbind_exchange(
             method.destination, method.source, method.routing_key, method.arguments or {}
         )
@@ -759,6 +827,7 @@ class Channel:
             self.connection.send_method(self.number, ExchangeUnbindOk())
 
     def _on_queue_declare(self, method: QueueDeclare) -> None:
+        before = self.connection.broker.journal.next_position
         queue = self.vhost.declare_queue(
             method.queue,
             passive=method.passive,
@@ -767,18 +836,20 @@ class Channel:
             auto_delete=method.auto_delete,
             arguments=method.arguments or {},
             owner=self.connection,
+            check=self.guard.queue_declare_check(method.arguments or {}),
         )
         self._last_queue = queue.name
         if not method.nowait:
-            self.connection.send_method(
-                self.number,
-                QueueDeclareOk(queue.name, queue.ready_count, queue.consumer_count),
+            self._reply_when_durable(
+                QueueDeclareOk(queue.name, queue.ready_count, queue.consumer_count), before
             )
 
     def _on_queue_bind(self, method: QueueBind) -> None:
+        before = self.connection.broker.journal.next_position
         routing_key = method.routing_key
         if not method.queue and not routing_key:
             routing_key = self._queue_name("")
+        self.guard.check_method(method, self._queue_name(method.queue))
         self.vhost.bind_queue(
             self._queue_name(method.queue),
             method.exchange,
@@ -787,12 +858,13 @@ class Channel:
             self.connection,
         )
         if not method.nowait:
-            self.connection.send_method(self.number, QueueBindOk())
+            self._reply_when_durable(QueueBindOk(), before)
 
     def _on_queue_unbind(self, method: QueueUnbind) -> None:
         routing_key = method.routing_key
         if not method.queue and not routing_key:
             routing_key = self._queue_name("")
+        self.guard.check_method(method, self._queue_name(method.queue))
         self.vhost.unbind_queue(
             self._queue_name(method.queue),
             method.exchange,
@@ -803,13 +875,17 @@ class Channel:
         self.connection.send_method(self.number, QueueUnbindOk())
 
     def _on_queue_purge(self, method: QueuePurge) -> None:
-        count = self.vhost.purge_queue(self._queue_name(method.queue), self.connection)
+        name = self._queue_name(method.queue)
+        self.guard.check_method(method, name)
+        count = self.vhost.purge_queue(name, self.connection)
         if not method.nowait:
             self.connection.send_method(self.number, QueuePurgeOk(count))
 
     def _on_queue_delete(self, method: QueueDelete) -> None:
+        name = self._queue_name(method.queue)
+        self.guard.check_method(method, name)
         count = self.vhost.delete_queue(
-            self._queue_name(method.queue),
+            name,
             if_unused=method.if_unused,
             if_empty=method.if_empty,
             owner=self.connection,

@@ -46,6 +46,7 @@ from ottermq.amqp.frames import (
 from ottermq.amqp.methods import (
     ChannelOpen,
     ChannelOpenOk,
+    ConnectionBlocked,
     ConnectionClose,
     ConnectionCloseOk,
     ConnectionOpen,
@@ -55,12 +56,14 @@ from ottermq.amqp.methods import (
     ConnectionStartOk,
     ConnectionTune,
     ConnectionTuneOk,
+    ConnectionUnblocked,
     ConnectionUpdateSecret,
     ConnectionUpdateSecretOk,
     Method,
 )
-from ottermq.broker.auth import MECHANISMS, AuthFailure
+from ottermq.broker.auth import AuthFailure
 from ottermq.broker.channel import Channel
+from ottermq.broker.permissions import Guard
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -93,12 +96,15 @@ class Connection:
     """The protocol state of one AMQP connection."""
 
     __slots__ = (
+        "_block_on_publish",
+        "_blocked_sent",
         "_close_deadline",
         "_created",
         "_deferred",
         "_in_receive",
         "_last_recv",
         "_last_sent",
+        "_read_paused",
         "_reader",
         "_received",
         "_state",
@@ -111,6 +117,7 @@ class Connection:
         "closed",
         "consumer_cancel_notify",
         "frame_max",
+        "guard",
         "heartbeat",
         "name",
         "peer",
@@ -137,6 +144,8 @@ class Connection:
         self.heartbeat = 0
         self.user = ""
         self.vhost: VHost | None = None
+        # Access checks for the user on the vhost, from connection.open on.
+        self.guard: Guard | None = None
         self.client_properties: dict[str, Any] = {}
         self.capabilities: dict[str, Any] = {}
         self.consumer_cancel_notify = False
@@ -150,6 +159,10 @@ class Connection:
         self._close_deadline = 0.0
         self._in_receive = False
         self._deferred: list[Callable[[], None]] = []
+        # Resource alarms: armed while one is on; the next publish then pauses reading (see block()).
+        self._block_on_publish = False
+        self._blocked_sent = False
+        self._read_paused = False
 
     def __repr__(self) -> str:
         return f"Connection({self.name}, {_STATE_NAMES[self._state]})"
@@ -203,7 +216,8 @@ class Connection:
                 self.close_reason = self.close_reason or "no close-ok in time"
                 self._finish()
             return
-        if self._received or not self._last_recv:
+        if self._received or not self._last_recv or self._read_paused:
+            # A socket we stopped reading cannot show the client's heartbeats: as RabbitMQ, no timeout.
             self._received = False
             self._last_recv = now
         if self.sent or not self._last_sent:
@@ -237,6 +251,38 @@ class Connection:
             self._finish()
             return
         self._close(reply_code, reply_text, 0, 0)
+
+    def block(self, reason: str) -> None:
+        """A resource alarm went on: notify the client (if it asked) and pause reading at its next publish."""
+        if self.closed:
+            return
+        self._block_on_publish = True
+        if (
+            self._state == _RUNNING
+            and not self._blocked_sent
+            and self.capabilities.get("connection.blocked") is True
+        ):
+            self._blocked_sent = True
+            self.send_method(0, ConnectionBlocked(reason))
+
+    def unblock(self) -> None:
+        """Every resource alarm cleared: connection.unblocked, and read from the socket again."""
+        self._block_on_publish = False
+        if self.closed:
+            return
+        if self._blocked_sent:
+            self._blocked_sent = False
+            self.send_method(0, ConnectionUnblocked())
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _pause_for_alarm(self) -> None:
+        # Frames already read are still handled; what the client sends next waits in its TCP window.
+        if not self._read_paused:
+            self._read_paused = True
+            log.info("publisher blocked by a resource alarm", extra={"conn": self.name})
+            self.transport.pause_reading()
 
     # -- used by channels ------------------------------------------------------------------------------
 
@@ -295,6 +341,8 @@ class Connection:
                             channel.on_body(frame.payload)
                         else:
                             channel.on_header(frame.class_id, frame.body_size, frame.properties)
+                            if self._block_on_publish:
+                                self._pause_for_alarm()
                     elif kind is HeartbeatFrame:
                         continue
                     elif kind is ProtocolHeader:
@@ -443,7 +491,7 @@ class Connection:
                 version_major=0,
                 version_minor=9,
                 server_properties=self.broker.server_properties,
-                mechanisms=" ".join(MECHANISMS).encode(),
+                mechanisms=" ".join(self.broker.auth.mechanisms(self._peer_cert_cn())).encode(),
                 locales=b"en_US",
             ),
         )
@@ -487,13 +535,14 @@ class Connection:
         self.capabilities = capabilities if isinstance(capabilities, dict) else {}
         self.consumer_cancel_notify = self.capabilities.get("consumer_cancel_notify") is True
         mechanism = method.mechanism
-        if mechanism not in MECHANISMS:
+        peer_cert_cn = self._peer_cert_cn()
+        if mechanism not in self.broker.auth.mechanisms(peer_cert_cn):
             raise AMQPConnectionError(
                 COMMAND_INVALID,
                 f"COMMAND_INVALID - unknown authentication mechanism '{mechanism}'",
             )
         try:
-            self.user = self.broker.auth.authenticate(mechanism, method.response, self.peer[0])
+            self.user = self.broker.auth.authenticate(mechanism, method.response, self.peer[0], peer_cert_cn)
         except AuthFailure as exc:
             log.warning(
                 "login refused",
@@ -527,13 +576,27 @@ class Connection:
         self._reader.frame_max = self.frame_max
         self._state = _OPEN
 
+    def _peer_cert_cn(self) -> str | None:
+        # Transports without TLS (and test transports) may not have the attribute at all.
+        cn: str | None = getattr(self.transport, "peer_cert_cn", None)
+        return cn
+
     def _open(self, method: ConnectionOpen) -> None:
         vhost = self.broker.vhosts.get(method.virtual_host)
         if vhost is None:
             raise AMQPConnectionError(NOT_ALLOWED, f"NOT_ALLOWED - vhost {method.virtual_host} not found")
+        self.broker.check_connection_limit(vhost, self.user)
+        if not self.broker.access.can_open(self.user, vhost.name):
+            raise AMQPConnectionError(
+                NOT_ALLOWED, f"NOT_ALLOWED - access to vhost '{vhost.name}' refused for user '{self.user}'"
+            )
+        self.guard = Guard(self.broker.access, self.user, vhost.name)
         self.vhost = vhost
         self._state = _RUNNING
         self.send_method(0, ConnectionOpenOk())
+        alarms = self.broker.alarms
+        if alarms.blocking:
+            self.block(alarms.reason)
         log.info(
             "connection open",
             extra={"conn": self.name, "user": self.user, "vhost": method.virtual_host},

@@ -27,24 +27,44 @@ class Journal(Protocol):
         """True once the journal cannot make anything durable any more (the broker stops accepting work)."""
         ...
 
+    @property
+    def next_position(self) -> int:
+        """The position the next `append` will return (a transaction names its messages before logging)."""
+        ...
+
+    @property
+    def last_loc(self) -> int:
+        """Where the last appended record lies, for reading a message back (opaque; 0 when nothing is
+        stored). The `i`-th publish of a multi-publish record lies at `last_loc + i`."""
+        ...
+
     def append(self, event: Event) -> int:
         """Queue `event` for writing and return its position (positions grow by one from 1)."""
         ...
 
-    def when_durable(self, position: int, callback: Callable[[], None]) -> None:
-        """Call `callback` once `position` is durable (at once if it already is)."""
+    def when_durable(
+        self, position: int, callback: Callable[[], None], failed: Callable[[], None] | None = None
+    ) -> None:
+        """Call `callback` once `position` is durable (at once if it already is); if the journal fails
+        first, call `failed` instead (when given)."""
         ...
 
 
 class MemoryJournal:
     """A journal that keeps nothing: every position is durable as soon as it is appended."""
 
-    __slots__ = ("durable_position", "failed", "position")
+    __slots__ = ("durable_position", "failed", "last_loc", "position")
 
     def __init__(self) -> None:
         self.position = 0
         self.durable_position = 0
         self.failed = False
+        self.last_loc = 0
+
+    @property
+    def next_position(self) -> int:
+        """The position the next append gets."""
+        return self.position + 1
 
     def append(self, event: Event) -> int:
         """Count the event; it is durable at once."""
@@ -52,6 +72,8 @@ class MemoryJournal:
         self.durable_position = self.position
         return self.position
 
-    def when_durable(self, position: int, callback: Callable[[], None]) -> None:
+    def when_durable(
+        self, position: int, callback: Callable[[], None], failed: Callable[[], None] | None = None
+    ) -> None:
         """Nothing is pending in memory, so the callback runs at once."""
         callback()

@@ -8,7 +8,8 @@ its own `QueueEntry`, the only per-queue allocation on the hot path.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from ottermq.amqp.properties import BasicProperties, decode_properties, peek_delivery_mode
 
@@ -18,7 +19,9 @@ _UNDECODED: Any = object()
 class Message:
     """A published message: where it was published, its raw properties and its body."""
 
-    __slots__ = ("_props", "body", "exchange", "persistent", "properties", "routing_key")
+    __slots__ = (
+        "_props", "_source", "body", "exchange", "loc", "msg_id", "persistent", "properties", "routing_key",
+    )
 
     def __init__(
         self,
@@ -36,6 +39,12 @@ class Message:
         self.body = body
         self.persistent = peek_delivery_mode(properties) == 2 if persistent is None else persistent
         self._props: BasicProperties = _UNDECODED
+        # Set by the journal when the message is logged: its id (0: not logged) and where its publish record
+        # lies (opaque to the broker; the store reads the content back from there).
+        self.msg_id = 0
+        self.loc = 0
+        # Where the content can be read back from once logged (then the message is a StoredMessage).
+        self._source: ContentSource | None = None
 
     @property
     def props(self) -> BasicProperties:
@@ -54,15 +63,150 @@ class Message:
         return f"Message({self.exchange!r}, {self.routing_key!r}, {len(self.body)} bytes)"
 
 
+@runtime_checkable
+class ContentSource(Protocol):
+    """Where a logged message's content can be read back from (the durable store)."""
+
+    def read_content(self, loc: int) -> tuple[str, str, bytes, bytes]:
+        """(exchange, routing_key, properties, body) of the publish at `loc`."""
+        ...
+
+    def loaded(self, message: StoredMessage) -> None:
+        """`message` holds its content in memory now (the source may `evict` it later, to bound RAM)."""
+        ...
+
+
+# The slot descriptors of Message's content attributes: StoredMessage shadows them with properties and
+# stores through them.
+_SLOTS: dict[str, Any] = {
+    name: vars(Message)[name] for name in ("exchange", "routing_key", "properties", "body")
+}
+_get_exchange: Callable[[Message], str] = _SLOTS["exchange"].__get__
+_get_routing_key: Callable[[Message], str] = _SLOTS["routing_key"].__get__
+_get_properties: Callable[[Message], bytes] = _SLOTS["properties"].__get__
+_get_body: Callable[[Message], bytes] = _SLOTS["body"].__get__
+
+
+class StoredMessage(Message):
+    """A logged message whose content stays in the log: loaded on first use, dropped again by `evict`.
+
+    Only its id and location are held, so a recovered backlog costs a few dozen bytes per message until
+    it is delivered. The content attributes read through to the `ContentSource` when not loaded.
+    """
+
+    # No slots of its own: a logged Message becomes a StoredMessage in place (`stored`), which Python
+    # allows only between classes of the same layout.
+    __slots__ = ()
+
+    _source: ContentSource
+
+    def __init__(self, msg_id: int, loc: int, source: ContentSource) -> None:
+        # Message.__init__ is skipped on purpose: the content is not here yet.
+        self.msg_id = msg_id
+        self.loc = loc
+        self._source = source
+        self.persistent = True
+        self._props = _UNDECODED
+
+    def _load(self) -> None:
+        source = self._source
+        content = source.read_content(self.loc)
+        for name, value in zip(_SLOTS, content, strict=True):
+            _SLOTS[name].__set__(self, value)
+        source.loaded(self)
+
+    @staticmethod
+    def stored(message: Message, source: ContentSource) -> StoredMessage:
+        """Turn a just-logged message (content in memory) into a StoredMessage in place, so its content
+        can be dropped under memory pressure and read back from the log; the source is told it is loaded."""
+        message._source = source
+        message.__class__ = StoredMessage
+        assert isinstance(message, StoredMessage)
+        source.loaded(message)
+        return message
+
+    @property
+    def exchange(self) -> str:
+        try:
+            return _get_exchange(self)
+        except AttributeError:
+            self._load()
+            return _get_exchange(self)
+
+    @exchange.setter
+    def exchange(self, value: str) -> None:
+        _SLOTS["exchange"].__set__(self, value)
+
+    @property
+    def routing_key(self) -> str:
+        try:
+            return _get_routing_key(self)
+        except AttributeError:
+            self._load()
+            return _get_routing_key(self)
+
+    @routing_key.setter
+    def routing_key(self, value: str) -> None:
+        _SLOTS["routing_key"].__set__(self, value)
+
+    @property
+    def properties(self) -> bytes:
+        try:
+            return _get_properties(self)
+        except AttributeError:
+            self._load()
+            return _get_properties(self)
+
+    @properties.setter
+    def properties(self, value: bytes) -> None:
+        _SLOTS["properties"].__set__(self, value)
+
+    @property
+    def body(self) -> bytes:
+        try:
+            return _get_body(self)
+        except AttributeError:
+            self._load()
+            return _get_body(self)
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        _SLOTS["body"].__set__(self, value)
+
+    @property
+    def loaded(self) -> bool:
+        """True while the content is in memory."""
+        try:
+            _get_body(self)
+        except AttributeError:
+            return False
+        return True
+
+    def evict(self) -> None:
+        """Forget the content (it is durable in the log and read back on the next use)."""
+        for slot in _SLOTS.values():
+            try:
+                slot.__delete__(self)
+            except AttributeError:
+                pass
+        self._props = _UNDECODED
+
+    def __repr__(self) -> str:
+        return f"StoredMessage(id={self.msg_id}, loaded={self.loaded})"
+
+
 class QueueEntry:
     """One message in one queue: `seq` orders it within the queue, `redelivered` is reported on delivery."""
 
-    __slots__ = ("message", "redelivered", "seq")
+    __slots__ = ("deadline", "message", "redelivered", "seq")
 
     def __init__(self, message: Message, seq: int, redelivered: bool = False) -> None:
         self.message = message
         self.seq = seq
         self.redelivered = redelivered
+        # When the entry expires (ms since the epoch; 0 = never), absolute so that a replay can restore it:
+        # the earlier of publish time + the `expiration` property and enqueue time + x-message-ttl (ttl.py).
+        self.deadline = 0
 
     def __repr__(self) -> str:
         return f"QueueEntry(seq={self.seq}, redelivered={self.redelivered}, {self.message!r})"

@@ -44,6 +44,7 @@ class Queue:
         "_exclusive_consumer",
         "_groups",
         "_had_consumer",
+        "_logged",
         "_ready",
         "_seq",
         "_sole",
@@ -53,7 +54,9 @@ class Queue:
         "deleted",
         "durable",
         "exclusive_owner",
+        "features",
         "name",
+        "on_removed",
         "on_unused",
         "resource",
         "vhost",
@@ -80,6 +83,13 @@ class Queue:
         self.deleted = False
         # Set by the vhost: called when an auto-delete queue loses its last consumer.
         self.on_unused: Callable[[Queue], None] | None = None
+        # TTL, limits, dead lettering... (limits_queue.QueueFeatures) on a FeatureQueue; None on plain queues.
+        self.features: Any = None
+        # Set by the vhost on durable queues: called with the ids of logged messages that leave for good.
+        self.on_removed: Callable[[Queue, list[int], str], None] | None = None
+        # Logged messages of a durable queue, ready or delivered, by id in log order: what a snapshot
+        # records and what keeps their records alive in the log.
+        self._logged: dict[int, QueueEntry] = {}
         self._ready: deque[QueueEntry] = deque()
         self._seq = 0
         self._groups: list[_PriorityGroup] = []
@@ -104,10 +114,13 @@ class Queue:
 
     # -- messages ---------------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message) -> None:
-        """Append a message and hand it to a consumer if one has credit."""
+    def enqueue(self, message: Message) -> bool:
+        """Append a message and hand it to a consumer if one has credit; False when the queue refused it
+        (a full queue with x-overflow reject-publish, see limits_queue.py)."""
         self._seq = seq = self._seq + 1
         entry = QueueEntry(message, seq)
+        if message.msg_id and self.durable:
+            self._logged[message.msg_id] = entry
         sole = self._sole
         if sole is not None and not self._ready and not self._dispatching and sole.has_credit():
             # The common case, one consumer keeping up: deliver without the round-robin machinery.
@@ -118,10 +131,11 @@ class Queue:
                 self._dispatching = False
             if self._ready:  # the consumer requeued something while we were delivering
                 self.dispatch()
-            return
+            return True
         self._ready.append(entry)
         if self.consumer_count and not self._dispatching:
             self.dispatch()
+        return True
 
     def get(self) -> QueueEntry | None:
         """Take the oldest ready message (basic.get), or None when there is none."""
@@ -151,11 +165,50 @@ class Queue:
         ready.extendleft(reversed(back))
         self.dispatch()
 
-    def settle(self, entries: Iterable[QueueEntry]) -> None:
-        """Entries acknowledged or dropped for good.
+    def settle(self, entries: Iterable[QueueEntry], reason: str = "ack") -> None:
+        """Entries acknowledged or dropped for good (`reason` as in `events.REMOVAL_REASONS`).
 
-        Nothing is held for them in memory; the durable projection records acks of logged messages here.
+        Logged messages of a durable queue are reported to `on_removed` (one call per settle), which
+        journals their removal and then calls `forget`.
         """
+        if self._logged and not self.deleted and self.on_removed is not None:
+            ids = [entry.message.msg_id for entry in entries if entry.message.msg_id]
+            if ids:
+                self.on_removed(self, ids, reason)
+
+    def forget(self, ids: Iterable[int]) -> None:
+        """Logged messages removed for good (applied from a MessagesRemoved event)."""
+        logged = self._logged
+        for msg_id in ids:
+            logged.pop(msg_id, None)
+
+    def ready_logged_ids(self) -> list[int]:
+        """Ids of the logged messages that are ready (what a purge removes)."""
+        return [entry.message.msg_id for entry in self._ready if entry.message.msg_id]
+
+    def logged_entries(self) -> list[QueueEntry]:
+        """Every logged message of the queue, ready or delivered, oldest first."""
+        return list(self._logged.values())
+
+    @property
+    def logged_count(self) -> int:
+        """How many logged messages the queue holds (ready or delivered)."""
+        return len(self._logged)
+
+    def restore(self, message: Message, redelivered: bool = False) -> None:
+        """Recovery: add a logged message (from a snapshot or a replayed publish); it becomes ready in
+        `recovered`, so nothing is dispatched while the log is replayed."""
+        self._seq = seq = self._seq + 1
+        self._logged[message.msg_id] = QueueEntry(message, seq, redelivered)
+
+    def recovered(self, redelivered: bool) -> None:
+        """Recovery is over: every restored message still logged becomes ready, in log order;
+        `redelivered` marks them all (after a crash they may have been delivered)."""
+        entries = self._logged.values()
+        if redelivered:
+            for entry in entries:
+                entry.redelivered = True
+        self._ready.extend(entries)
 
     def purge(self) -> int:
         """Drop every ready message; return how many there were."""
@@ -277,6 +330,7 @@ class Queue:
         self.deleted = True
         count = len(self._ready)
         self._ready.clear()
+        self._logged.clear()
         for consumer in self.detach_consumers():
             consumer.cancelled_by_broker()
         return count

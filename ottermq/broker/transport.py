@@ -32,5 +32,16 @@ class Transport(Protocol):
     def is_writable(self) -> bool:
         """False while the socket's write buffer is over its high-water mark."""
 
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (a publisher blocked by a resource alarm); idempotent."""
+
+    def resume_reading(self) -> None:
+        """Read from the socket again after `pause_reading`; idempotent."""
+
+    @property
+    def peer_cert_cn(self) -> str | None:
+        """The subject CN of the peer's verified TLS client certificate (None: no TLS or no certificate);
+        with one, connection.start offers the EXTERNAL mechanism and the CN is the user name."""
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
         """Run `callback` after `delay` seconds on the event loop."""

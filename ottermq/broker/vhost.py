@@ -38,19 +38,25 @@ from ottermq.broker.arguments import (
     check_queue_arguments,
 )
 from ottermq.broker.events import (
+    REMOVAL_REASONS,
     BindingAdded,
     BindingRemoved,
     DestinationKind,
     Event,
     ExchangeDeclared,
     ExchangeDeleted,
+    MessagePublished,
+    MessagesRemoved,
     QueueDeclared,
     QueueDeleted,
     QueuePurged,
+    TxCommitted,
+    message_id,
 )
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Exchange
 from ottermq.broker.journal import Journal, MemoryJournal
-from ottermq.broker.message import Message
+from ottermq.broker.limits_queue import new_queue
+from ottermq.broker.message import ContentSource, Message, StoredMessage
 from ottermq.broker.queue import Queue
 
 # Exchanges every vhost has from the start: (name, type, internal). All durable.
@@ -84,6 +90,11 @@ class VHost:
         # Bindings by destination, to drop them with the destination.
         self._bound_to: dict[tuple[DestinationKind, str], dict[Binding, None]] = {}
         self._default_router = DefaultRouter()
+        # A journal that can read contents back lets logged messages drop theirs (see StoredMessage).
+        self._source = self.journal if isinstance(self.journal, ContentSource) else None
+        # While tx.commit runs: the events and logged messages of its single record (see begin_tx).
+        self._tx_events: list[Event] | None = None
+        self._tx_messages: list[Message] | None = None
         self.exchanges[DEFAULT_EXCHANGE] = Exchange(
             DEFAULT_EXCHANGE, "direct", self._default_router, name, durable=True
         )
@@ -98,6 +109,7 @@ class VHost:
             QueueDeclared: self._apply_queue_declared,
             QueueDeleted: self._apply_queue_deleted,
             QueuePurged: self._apply_queue_purged,
+            MessagesRemoved: self._apply_messages_removed,
             BindingAdded: self._apply_binding_added,
             BindingRemoved: self._apply_binding_removed,
         }
@@ -136,10 +148,102 @@ class VHost:
                 raise AMQPConnectionError(
                     INTERNAL_ERROR, "INTERNAL_ERROR - the journal has failed: no durable change is accepted"
                 )
+            if self._tx_events is not None:
+                self._tx_events.append(event)
+            else:
+                self.journal.append(event)
+
+    # -- logged messages --------------------------------------------------------------------------------
+
+    def log_publish(self, message: Message, queues: Sequence[Queue]) -> int:
+        """Journal a persistent message routed to `queues` if any of them is durable, naming it (msg_id,
+        loc) before it is enqueued. Returns the position to wait for before confirming: 0 when nothing was
+        logged (or inside a transaction: the commit waits), -1 when the journal has failed (nack)."""
+        durable = tuple([queue.name for queue in queues if queue.durable])
+        if not durable:
+            return 0
+        journal = self.journal
+        if journal.failed:
+            return -1
+        event = MessagePublished(
+            self.name, durable, message.exchange, message.routing_key, message.properties, message.body
+        )
+        tx_messages = self._tx_messages
+        if tx_messages is not None:
+            # The transaction's record is appended at commit, as the next record: its position is known.
+            assert self._tx_events is not None
+            message.msg_id = message_id(journal.next_position, len(tx_messages))
+            tx_messages.append(message)
+            if self._source is not None:
+                # Its loc is set at commit; the source only evicts later, in a turn of its own.
+                StoredMessage.stored(message, self._source)
+            self._tx_events.append(event)
+            return 0
+        position = journal.append(event)
+        message.msg_id = message_id(position)
+        message.loc = journal.last_loc
+        if self._source is not None:
+            StoredMessage.stored(message, self._source)
+        return position
+
+    def _messages_removed(self, queue: Queue, ids: list[int], reason: str) -> None:
+        """A durable queue settled logged messages for good: journal (without waiting), then forget them.
+
+        With a failed journal the removal is not logged (consumers keep draining); after a restart those
+        messages come back, which at-least-once allows.
+        """
+        if reason not in REMOVAL_REASONS:
+            reason = "drop"  # the log knows a fixed set of reasons; the removal itself is what matters
+        event = MessagesRemoved(self.name, queue.name, tuple(ids), reason)
+        if self._tx_events is not None:
+            self._tx_events.append(event)
+        elif not self.journal.failed:
             self.journal.append(event)
+        self._apply_messages_removed(event)
+
+    def begin_tx(self) -> None:
+        """tx.commit starts: publishes and removals are collected into one TxCommitted record."""
+        self._tx_events = []
+        self._tx_messages = []
+
+    def end_tx(self) -> int:
+        """tx.commit's work is done: append the collected events as one record; the position to wait for
+        before tx.commit-ok (0 when nothing was logged)."""
+        events, messages = self._tx_events, self._tx_messages
+        self._tx_events = self._tx_messages = None
+        if not events or messages is None:
+            return 0
+        journal = self.journal
+        if journal.failed:
+            raise AMQPConnectionError(
+                INTERNAL_ERROR, "INTERNAL_ERROR - the journal has failed: the transaction was not logged"
+            )
+        expected = journal.next_position
+        position = journal.append(TxCommitted(tuple(events)))
+        assert position == expected, "an append slipped into a transaction's commit"
+        loc = journal.last_loc
+        for index, message in enumerate(messages):
+            message.loc = loc + index
+        return position
+
+    def apply_published(self, event: MessagePublished, message: Message) -> None:
+        """Replay a publish: `message` (named by the store) joins each durable target queue that exists."""
+        queues = self.queues
+        for name in event.queues:
+            queue = queues.get(name)
+            if queue is not None and queue.durable:
+                queue.restore(message)
+
+    def recovered(self, crashed: bool) -> None:
+        """Replay is over: restored messages become ready (redelivered after a crash)."""
+        for queue in self.queues.values():
+            if queue.durable:
+                queue.recovered(crashed)
 
     def apply(self, event: Event) -> None:
-        """Apply one event to the model: the replay entry point, also used by the live path."""
+        """Apply one event to the model: the replay entry point, also used by the live path.
+
+        Publishes need the message the store names: `apply_published`."""
         self._appliers[type(event)](event)
 
     # -- exchanges --------------------------------------------------------------------------------------
@@ -255,14 +359,19 @@ class VHost:
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
         owner: object | None = None,
+        check: Callable[[str, bool], None] | None = None,
     ) -> Queue:
         """queue.declare: the queue, created if new; an empty name gets a server-generated one.
 
         `owner` identifies the declaring connection (required for exclusive queues). The declare-ok
-        counts are `queue.ready_count` and `queue.consumer_count`.
+        counts are `queue.ready_count` and `queue.consumer_count`. `check(name, new)` (access control)
+        runs once the final name is known, before anything is looked up or created, as RabbitMQ orders it.
         """
         if passive:
-            return self.lookup_queue(name, owner)
+            found = self.lookup_queue(name, owner)
+            if found.features is not None:
+                found.features.used()  # any declare restarts x-expires, as in RabbitMQ
+            return found
         if exclusive and owner is None:
             raise ValueError("an exclusive queue needs an owner")
         exclusive, auto_delete = bool(exclusive), bool(auto_delete)
@@ -277,6 +386,8 @@ class VHost:
             )
         args = dict(arguments) if arguments else {}
         existing = self.queues.get(name)
+        if check is not None:
+            check(name, existing is None)
         if existing is not None:
             if existing.exclusive_owner is not (owner if exclusive else None):
                 raise self._locked(existing)
@@ -284,6 +395,8 @@ class VHost:
             assert_field_equivalent("durable", resource, existing.durable, durable)
             assert_field_equivalent("auto_delete", resource, existing.auto_delete, auto_delete)
             assert_arguments_equivalent(QUEUE_EQUIVALENCE_KEYS, resource, existing.arguments, args)
+            if existing.features is not None:
+                existing.features.used()  # a redeclare restarts x-expires
             return existing
         check_queue_arguments(self._resource("queue", name), args)
         event = QueueDeclared(self.name, name, durable, exclusive, auto_delete, args)
@@ -326,6 +439,10 @@ class VHost:
         count = queue.ready_count
         event = QueuePurged(self.name, name)
         self._journal(event, queue.durable)
+        if queue.logged_count:
+            ids = queue.ready_logged_ids()
+            if ids:
+                self._messages_removed(queue, ids, "purge")
         self._apply_queue_purged(event)
         return count
 
@@ -523,11 +640,13 @@ class VHost:
     def _apply_queue_declared(self, event: QueueDeclared, owner: object | None = None) -> None:
         if event.name in self.queues:
             return
-        queue = Queue(
-            event.name, self.name, event.durable, owner if event.exclusive else None, event.auto_delete,
+        queue = new_queue(
+            event.name, self, event.durable, owner if event.exclusive else None, event.auto_delete,
             dict(event.arguments),
         )
         queue.on_unused = self._queue_unused
+        if queue.durable:
+            queue.on_removed = self._messages_removed
         self.queues[event.name] = queue
         self._default_router.add_queue(queue)
 
@@ -540,6 +659,11 @@ class VHost:
         del self.queues[event.name]
         self._default_router.remove_queue(event.name)
         queue.drop()
+
+    def _apply_messages_removed(self, event: MessagesRemoved) -> None:
+        queue = self.queues.get(event.queue)
+        if queue is not None:
+            queue.forget(event.ids)
 
     def _apply_queue_purged(self, event: QueuePurged) -> None:
         queue = self.queues.get(event.name)

@@ -18,6 +18,8 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
+from ottermq.server.tls import peer_cert_cn
+
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
     from ottermq.broker.connection import Connection
@@ -37,6 +39,7 @@ class AMQPProtocol(asyncio.Protocol):
         "_closing",
         "_flush_pending",
         "_loop",
+        "_read_blocked",
         "_receiving",
         "_server",
         "_transport",
@@ -45,6 +48,7 @@ class AMQPProtocol(asyncio.Protocol):
         "is_writable",
         "name",
         "peer",
+        "peer_cert_cn",
     )
 
     def __init__(self, server: Server) -> None:
@@ -55,7 +59,11 @@ class AMQPProtocol(asyncio.Protocol):
         self._closing = False
         self._flush_pending = False
         self._receiving = False
+        # Reading stopped by the broker (a publisher blocked by a resource alarm), not for fairness.
+        self._read_blocked = False
         self.peer: tuple[str, int] = ("", 0)
+        # Subject CN of the client's verified TLS certificate (the EXTERNAL mechanism's user name).
+        self.peer_cert_cn: str | None = None
         # The connection's id in every log line, the broker's included: the client's address and port.
         self.name = "?"
         self.connection: Connection | None = None
@@ -79,6 +87,14 @@ class AMQPProtocol(asyncio.Protocol):
         if isinstance(peername, tuple) and len(peername) >= 2:
             self.peer = (str(peername[0]), int(peername[1]))
         self.name = f"{self.peer[0]}:{self.peer[1]}"
+        if not self._server.admit(self):
+            # Over connection_max: close before any AMQP is read; no broker Connection is made.
+            self._closing = True
+            self.close_reason = "node connection limit is reached"
+            transport.close()
+            return
+        if transport.get_extra_info("ssl_object") is not None:
+            self.peer_cert_cn = peer_cert_cn(transport.get_extra_info("peercert"))
         broker: Broker = self._server.broker
         self.connection = broker.new_connection(self, self.peer)
         self._server.register(self)
@@ -122,7 +138,8 @@ class AMQPProtocol(asyncio.Protocol):
             except Exception:
                 log.exception("internal error in connection_lost", extra={"conn": self.name})
         self._server.unregister(self)
-        log.info("connection closed", extra={"conn": self.name, "reason": self.close_reason})
+        if connection is not None:  # a socket refused at accept is not logged once per attempt
+            log.info("connection closed", extra={"conn": self.name, "reason": self.close_reason})
 
     def pause_writing(self) -> None:
         """The socket's write buffer passed its high-water mark: hold deliveries back."""
@@ -158,6 +175,17 @@ class AMQPProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def pause_reading(self) -> None:
+        """Stop reading the socket until `resume_reading` (a publisher blocked by a resource alarm)."""
+        self._read_blocked = True
+        if self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the socket again after `pause_reading`."""
+        self._read_blocked = False
+        self._resume_reading()
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Run `callback` after `delay` seconds; the handle's `cancel()` stops it."""
         return self._loop.call_later(delay, callback)
@@ -175,7 +203,12 @@ class AMQPProtocol(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         transport = self._transport
-        if transport is not None and not self._closing and not transport.is_closing():
+        if (
+            transport is not None
+            and not self._closing
+            and not self._read_blocked
+            and not transport.is_closing()
+        ):
             transport.resume_reading()
 
     def _flush(self) -> None:

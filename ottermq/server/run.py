@@ -12,9 +12,14 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol
 
+from ottermq.server.control import ControlServer
+from ottermq.server.limits import raise_open_file_limit
+from ottermq.server.monitor import MonitorOptions, ResourceMonitor
 from ottermq.server.server import Server
+from ottermq.server.tls import TLSConfigError, TLSOptions, server_context
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -30,6 +35,28 @@ class ServeOptions:
     port: int = 5672
     write_buffer_limit: int = 1024 * 1024
     shutdown_timeout: float = 3.0
+    # Most open client connections (0 = no limit).
+    connection_max: int = 0
+    # The AMQPS listener (on `host`), or None for none.
+    tls: TLSOptions | None = None
+    # Memory and disk alarms, or None to run without the resource monitor.
+    monitor: MonitorOptions | None = None
+    # The durable store (ottermq.store.DurableStore), or None with in-memory persistence.
+    store: StoreService | None = None
+    # The Unix socket `ottermq ctl` talks to (<data-dir>/ctl.sock), or None for none.
+    control_socket: Path | None = None
+
+
+class StoreService(Protocol):
+    """What the server needs of a durable store: start inside the loop, stop after the last client."""
+
+    async def start(self) -> None:
+        """Start group commit and background snapshots (before clients are accepted)."""
+        ...
+
+    async def stop(self) -> None:
+        """Snapshot and close (after every connection has ended)."""
+        ...
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -55,16 +82,19 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def format_address(host: str, port: int) -> str:
+def format_address(host: str, port: int, scheme: str = "amqp") -> str:
     """amqp://host:port, with IPv6 hosts in brackets."""
     shown = f"[{host}]" if ":" in host else host
-    return f"amqp://{shown}:{port}"
+    return f"{scheme}://{shown}:{port}"
 
 
 async def serve_async(broker: Broker, options: ServeOptions) -> int:
     """Listen, serve until SIGTERM/SIGINT, stop gracefully; the exit status (0 clean, 1 cannot listen)."""
     server = Server(
-        broker, write_buffer_limit=options.write_buffer_limit, shutdown_timeout=options.shutdown_timeout,
+        broker,
+        write_buffer_limit=options.write_buffer_limit,
+        shutdown_timeout=options.shutdown_timeout,
+        connection_max=options.connection_max,
     )
     try:
         addresses = await server.start(options.host, options.port)
@@ -79,6 +109,23 @@ async def serve_async(broker: Broker, options: ServeOptions) -> int:
     for host, port in addresses:
         fields = {"host": host, "port": port, "loop": loop_name}
         log.info(f"listening on {format_address(host, port)}", extra=fields)
+    if options.tls is not None:
+        where = format_address(options.host, options.tls.port, "amqps")
+        try:
+            context = server_context(options.tls)
+            tls_addresses = await server.start_tls(options.host, options.tls.port, context)
+        except (OSError, TLSConfigError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            log.error(f"cannot listen on {where}: {detail}")
+            await server.stop("startup failed")
+            return 1
+        for host, port in tls_addresses:
+            fields = {"host": host, "port": port}
+            log.info(f"listening on {format_address(host, port, 'amqps')}", extra=fields)
+    monitor = ResourceMonitor(broker, options.monitor) if options.monitor is not None else None
+    if monitor is not None:
+        monitor.start()
+    control = await _start_control(broker, options.control_socket)
     stop = asyncio.Event()
     received: list[str] = []
 
@@ -97,15 +144,46 @@ async def serve_async(broker: Broker, options: ServeOptions) -> int:
         log.info("shutting down", extra={"signal": received[0] if received else "none"})
         await server.stop("shutdown")
     finally:
+        if control is not None:
+            await control.stop()
+        if monitor is not None:
+            monitor.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
     return 0
 
 
+async def _start_control(broker: Broker, path: Path | None) -> ControlServer | None:
+    """The `ottermq ctl` endpoint; without it the broker still serves AMQP (the error is logged)."""
+    if path is None:
+        return None
+    control = ControlServer(broker, path)
+    try:
+        await control.start()
+    except OSError as exc:
+        log.error(f"cannot serve ottermq ctl on {path}: {exc.strerror or exc}")
+        return None
+    log.info("ottermq ctl socket ready", extra={"path": str(path)})
+    return control
+
+
 def serve(broker: Broker, options: ServeOptions) -> int:
     """Run the server in a fresh event loop (uvloop when available) until a signal; the exit status."""
     factory = _loop_factory()
     tune_gc()
+    raise_open_file_limit()
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve_async(broker, options))
+        return runner.run(_serve_with_store(broker, options))
+
+
+async def _serve_with_store(broker: Broker, options: ServeOptions) -> int:
+    """`serve_async` between the store's start and its stop (snapshot on a clean stop)."""
+    store = options.store
+    if store is None:
+        return await serve_async(broker, options)
+    await store.start()
+    try:
+        return await serve_async(broker, options)
+    finally:
+        await store.stop()

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from typing import TYPE_CHECKING, Final
 
+from ottermq.server.limits import ConnectionLimit
 from ottermq.server.protocol import AMQPProtocol
 
 if TYPE_CHECKING:
@@ -29,13 +31,20 @@ class Server:
     """Serves AMQP for one Broker on the addresses given to `start`."""
 
     def __init__(
-        self, broker: Broker, *, write_buffer_limit: int = 1024 * 1024, shutdown_timeout: float = 3.0,
+        self,
+        broker: Broker,
+        *,
+        write_buffer_limit: int = 1024 * 1024,
+        shutdown_timeout: float = 3.0,
+        connection_max: int = 0,
     ) -> None:
         self.broker = broker
         self.write_buffer_limit = write_buffer_limit
         self.shutdown_timeout = shutdown_timeout
         self.connections: set[AMQPProtocol] = set()
+        self.limit = ConnectionLimit(connection_max)
         self._listener: asyncio.Server | None = None
+        self._tls_listener: asyncio.Server | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
 
@@ -56,6 +65,29 @@ class Server:
         self._ticker = loop.call_later(TICK_INTERVAL, self._tick)
         return [self._address(sock) for sock in self._listener.sockets]
 
+    async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> list[tuple[str, int]]:
+        """Also listen for AMQPS on host:port with `context`; returns the bound (host, port) pairs.
+
+        The TLS handshake must finish within the broker's handshake timeout. Raises OSError when the
+        address cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        self._tls_listener = await loop.create_server(
+            lambda: AMQPProtocol(self),
+            host=host or None,
+            port=port,
+            family=socket.AF_UNSPEC,
+            reuse_address=True,
+            backlog=1024,
+            ssl=context,
+            ssl_handshake_timeout=self.broker.settings.handshake_timeout,
+        )
+        return [self._address(sock) for sock in self._tls_listener.sockets]
+
+    def admit(self, proto: AMQPProtocol) -> bool:
+        """Whether a just-accepted socket may stay (connection_max); called by the protocol."""
+        return self.limit.admit(len(self.connections), proto.name)
+
     def register(self, proto: AMQPProtocol) -> None:
         """A socket was accepted (called by the protocol)."""
         self.connections.add(proto)
@@ -70,6 +102,8 @@ class Server:
         """Graceful stop: no new sockets, connection.close 320 to all, a short wait, then cut the rest."""
         if self._listener is not None:
             self._listener.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -100,6 +134,8 @@ class Server:
                     await asyncio.sleep(0)
         if self._listener is not None:
             await self._listener.wait_closed()
+        if self._tls_listener is not None:
+            await self._tls_listener.wait_closed()
 
     def abort_all(self, reason: str) -> None:
         """Cut every socket now, without waiting for close-ok (ends a graceful stop early)."""
@@ -117,6 +153,11 @@ class Server:
             except Exception:
                 log.exception("internal error in tick; dropping connection", extra={"conn": proto.name})
                 proto.abort("internal error")
+        try:
+            # Queue timers (TTL, x-expires) and the consumer timeout work on wall-clock time.
+            self.broker.tick(time.time())
+        except Exception:
+            log.exception("internal error in the broker's tick")
         self._ticker = asyncio.get_running_loop().call_later(TICK_INTERVAL, self._tick)
 
     @staticmethod

@@ -57,7 +57,7 @@ def test_version() -> None:
         (["--log-format", "xml"], {}, "ottermq: error: --log-format: 'xml' is not one of kv, json"),
         ([], {"OTTERMQ_FRAME_MAX": "10"}, "environment variable OTTERMQ_FRAME_MAX: 10 is out of range"),
         (["--config", "/nonexistent/ottermq.toml"], {}, "config file /nonexistent/ottermq.toml not found"),
-        ([], {"OTTERMQ_PERSISTENCE": "memento"}, "persistence: 'memento' is not available"),
+        ([], {"OTTERMQ_SNAPSHOT_INTERVAL": "0"}, "environment variable OTTERMQ_SNAPSHOT_INTERVAL: 0"),
     ],
 )
 def test_bad_values_exit_2_with_one_readable_line(args: list[str], env: dict[str, str], message: str) -> None:
@@ -94,4 +94,4 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
 def test_defaults() -> None:
     s = effective()
     assert (s["host"], s["port"], s["data_dir"], s["http_port"]) == ("0.0.0.0", 5672, "data", 15672)
-    assert s["persistence"] == "memory" and s["log_format"] == "kv"
+    assert s["persistence"] == "memento" and s["log_format"] == "kv"

@@ -21,7 +21,7 @@ def test_defaults_match_rabbitmq() -> None:
     assert (s.frame_max, s.channel_max, s.heartbeat) == (131072, 2047, 60)
     assert s.max_message_size == 128 * 1024 * 1024
     assert (s.default_user, s.default_pass, s.loopback_users) == ("guest", "guest", ("guest",))
-    assert s.persistence == "memory"
+    assert s.persistence == "memento"
 
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:

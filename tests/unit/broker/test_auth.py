@@ -1,16 +1,30 @@
-"""PLAIN and AMQPLAIN logins, wrong credentials, and guest's loopback-only rule."""
+"""PLAIN, AMQPLAIN and EXTERNAL logins, wrong credentials, guest's loopback-only rule, password hashes."""
 
 import pytest
 
 from ottermq.amqp.table import encode_table
-from ottermq.broker.auth import Authenticator, AuthFailure, is_loopback, parse_amqplain, parse_plain
+from ottermq.broker.access import AccessControl
+from ottermq.broker.auth import (
+    Authenticator,
+    AuthFailure,
+    check_hash_format,
+    hash_password,
+    is_loopback,
+    parse_amqplain,
+    parse_plain,
+    verify_password,
+)
+from ottermq.broker.journal import MemoryJournal
+
+FAST = 1_000  # iterations for hashes made only to test the format
 
 
 def authenticator() -> Authenticator:
-    auth = Authenticator()
-    auth.add_user("guest", "guest")
-    auth.add_user("alice", "s3cret")
-    return auth
+    access = AccessControl(MemoryJournal())
+    access.add_user("guest", "guest")
+    access.add_user("alice", "s3cret")
+    access.add_user("nopass")
+    return Authenticator(access)
 
 
 def amqplain(login: str, password: str) -> bytes:
@@ -32,6 +46,7 @@ def test_amqplain_login() -> None:
     [
         ("PLAIN", b"\x00guest\x00wrong"),
         ("PLAIN", b"\x00nobody\x00guest"),
+        ("PLAIN", b"\x00nopass\x00"),
         ("PLAIN", b"garbage"),
         ("AMQPLAIN", b"\xff\xff"),
         ("AMQPLAIN", encode_table({"LOGIN": "guest"})[4:]),
@@ -41,6 +56,13 @@ def test_amqplain_login() -> None:
 def test_refused(mechanism: str, response: bytes) -> None:
     with pytest.raises(AuthFailure):
         authenticator().authenticate(mechanism, response, "127.0.0.1")
+
+
+def test_refusal_reason_never_holds_the_password() -> None:
+    with pytest.raises(AuthFailure) as caught:
+        authenticator().authenticate("PLAIN", b"\x00alice\x00hunter2", "10.0.0.1")
+    assert "hunter2" not in str(caught.value)
+    assert "alice" in str(caught.value)
 
 
 def test_guest_only_from_loopback() -> None:
@@ -61,11 +83,64 @@ def test_loopback_addresses() -> None:
     assert not is_loopback("example.com")
 
 
-def test_user_management() -> None:
+def test_external_only_with_a_certificate() -> None:
     auth = authenticator()
-    auth.add_user("alice", "new")
-    assert auth.check_password("alice", "new")
+    assert auth.mechanisms(None) == ("PLAIN", "AMQPLAIN")
+    assert auth.mechanisms("alice") == ("PLAIN", "AMQPLAIN", "EXTERNAL")
+    assert auth.authenticate("EXTERNAL", b"", "10.0.0.1", peer_cert_cn="alice") == "alice"
+    with pytest.raises(AuthFailure, match="no such user"):
+        auth.authenticate("EXTERNAL", b"", "10.0.0.1", peer_cert_cn="mallory")
+    with pytest.raises(AuthFailure, match="localhost"):
+        auth.authenticate("EXTERNAL", b"", "10.0.0.1", peer_cert_cn="guest")
+
+
+def test_password_change_is_seen_by_the_cache() -> None:
+    auth = authenticator()
+    assert auth.check_password("alice", "s3cret")
+    assert auth.check_password("alice", "s3cret")  # from the cache
+    auth.access.change_password("alice", "new")
     assert not auth.check_password("alice", "s3cret")
-    auth.delete_user("alice")
-    assert not auth.has_user("alice")
-    auth.delete_user("alice")
+    assert auth.check_password("alice", "new")
+    assert not auth.check_password("alice", "NEW")
+    auth.access.delete_user("alice")
+    assert not auth.check_password("alice", "new")
+
+
+def test_hash_is_salted_and_self_describing() -> None:
+    first, second = hash_password("pw", FAST), hash_password("pw", FAST)
+    assert first != second  # a fresh salt each time
+    assert first.startswith("pbkdf2-sha256$1000$")
+    assert "pw" not in first.split("$", 2)[2]
+    assert verify_password(first, "pw") and verify_password(second, "pw")
+    assert not verify_password(first, "pW")
+    assert not verify_password("", "")
+    assert not verify_password("garbage", "pw")
+    check_hash_format(first)
+
+
+def test_hash_matches_pbkdf2_sha256() -> None:
+    import base64
+    import hashlib
+
+    stored = hash_password("pässword", 2_000, salt=b"0123456789abcdef")
+    expected = hashlib.pbkdf2_hmac("sha256", "pässword".encode(), b"0123456789abcdef", 2_000)
+    assert stored == f"pbkdf2-sha256$2000${base64.b64encode(b'0123456789abcdef').decode()}$" + (
+        base64.b64encode(expected).decode()
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "plain",
+        "md5$1000$AAAAAAAAAAA=$AAAA",
+        "pbkdf2-sha256$x$AAAAAAAAAAA=$" + "A" * 44,
+        "pbkdf2-sha256$10$AAAAAAAAAAA=$" + "A" * 43 + "=",
+        "pbkdf2-sha256$1000$!!$" + "A" * 43 + "=",
+        "pbkdf2-sha256$1000$AAAAAAAAAAA=$AAAA",
+    ],
+)
+def test_bad_hash_formats(bad: str) -> None:
+    with pytest.raises(ValueError):
+        check_hash_format(bad)

@@ -42,13 +42,20 @@ class SlowJournal:
         self.position = 0
         self.durable_position = 0
         self.failed = False
+        self.last_loc = 0
         self.waiting: list[tuple[int, Callable[[], None]]] = []
+
+    @property
+    def next_position(self) -> int:
+        return self.position + 1
 
     def append(self, event: Event) -> int:
         self.position += 1
         return self.position
 
-    def when_durable(self, position: int, callback: Callable[[], None]) -> None:
+    def when_durable(
+        self, position: int, callback: Callable[[], None], failed: Callable[[], None] | None = None
+    ) -> None:
         if position <= self.durable_position:
             callback()
         else:

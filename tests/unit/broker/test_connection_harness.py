@@ -63,7 +63,10 @@ class CollectingTransport:
         self.out = bytearray()
         self.closed = False
         self.is_writable = True
+        self.reading = True
         self.timers: list[Timer] = []
+        # A test sets it to play a TLS connection with a verified client certificate.
+        self.peer_cert_cn: str | None = None
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
@@ -71,6 +74,12 @@ class CollectingTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(delay, callback)

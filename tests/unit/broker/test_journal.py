@@ -30,13 +30,20 @@ class RecordingJournal:
         self.events: list[Event] = []
         self.durable_position = 0
         self.failed = False
+        self.last_loc = 0
+
+    @property
+    def next_position(self) -> int:
+        return len(self.events) + 1
 
     def append(self, event: Event) -> int:
         self.events.append(event)
         self.durable_position = len(self.events)
         return len(self.events)
 
-    def when_durable(self, position: int, callback: Callable[[], None]) -> None:
+    def when_durable(
+        self, position: int, callback: Callable[[], None], failed: Callable[[], None] | None = None
+    ) -> None:
         callback()
 
 

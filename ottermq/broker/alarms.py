@@ -1,0 +1,87 @@
+"""Resource alarms (memory, disk): while one is on, publishers are blocked and consumers keep draining.
+
+Strategy: as RabbitMQ. The server's resource monitor samples memory and free disk and calls
+`Broker.set_alarm(name, active)`; this module keeps which alarms are on and, when the first one goes on or
+the last one goes off, tells every live connection. A connection then sends connection.blocked (with
+RabbitMQ's reason text) or connection.unblocked if its client announced the `connection.blocked`
+capability, and arms itself: the next content it receives (a publish) makes it stop reading from its socket
+until the alarms clear. A consuming connection never publishes, so it keeps reading acks and keeps
+receiving deliveries; nothing is dropped, the publisher's own TCP window simply stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ottermq.broker.connection import Connection
+
+log: Final = logging.getLogger("ottermq.broker")
+
+ALARM_MEMORY: Final = "memory"
+ALARM_DISK: Final = "disk"
+# Raised by the durable store when the log cannot be written (fsync error, ENOSPC); it stays on until a
+# restart, whatever the free-disk monitor sees.
+ALARM_JOURNAL: Final = "journal"
+# connection.blocked reasons, as RabbitMQ words them (a journal failure reads as a disk alarm to clients).
+REASONS: Final = {ALARM_MEMORY: "low on memory", ALARM_DISK: "low on disk", ALARM_JOURNAL: "low on disk"}
+
+
+class Alarms:
+    """Which resource alarms are on; `set` tells the connections when the broker becomes (un)blocked."""
+
+    __slots__ = ("_active",)
+
+    def __init__(self) -> None:
+        # Insertion-ordered: the reason sent is that of the alarm that went on first.
+        self._active: dict[str, None] = {}
+
+    @property
+    def active(self) -> tuple[str, ...]:
+        """Names of the alarms that are on, oldest first."""
+        return tuple(self._active)
+
+    @property
+    def blocking(self) -> bool:
+        """True while any alarm is on (publishers are blocked)."""
+        return bool(self._active)
+
+    @property
+    def reason(self) -> str:
+        """The connection.blocked reason for the alarms now on ("" when none is)."""
+        for name in self._active:
+            return REASONS[name]
+        return ""
+
+    def set(self, name: str, active: bool, connections: Iterable[Connection]) -> bool:
+        """Turn alarm `name` on or off; returns True when the broker's blocked state changed.
+
+        Raises ValueError for an unknown alarm name.
+        """
+        if name not in REASONS:
+            raise ValueError(f"unknown resource alarm {name!r}; expected one of {', '.join(REASONS)}")
+        was_blocking = bool(self._active)
+        if active:
+            if name in self._active:
+                return False
+            self._active[name] = None
+            log.warning("resource alarm set; blocking publishers", extra={"alarm": name})
+        else:
+            if name not in self._active:
+                return False
+            del self._active[name]
+            log.warning("resource alarm cleared", extra={"alarm": name})
+        blocking = bool(self._active)
+        if blocking == was_blocking:
+            return False
+        reason = self.reason
+        for connection in list(connections):
+            if blocking:
+                connection.block(reason)
+            else:
+                connection.unblock()
+        if not blocking:
+            log.info("all resource alarms cleared; publishers unblocked")
+        return True

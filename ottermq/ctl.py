@@ -1,0 +1,317 @@
+"""`ottermq ctl`: manage a running broker with rabbitmqctl's verbs, over its control socket.
+
+Strategy: a thin client. Each verb turns its command-line arguments into one JSON request, sends it to
+`<data-dir>/ctl.sock` (served by `ottermq.server.control` inside the broker), and prints the reply as
+rabbitmqctl does: an informational line ("Adding user "bob" ..."), then the result (tab-separated
+tables for list_* verbs), or JSON with `--json`. Errors are one line on stderr and an exit status
+from sysexits.h, as rabbitmqctl's: 64 usage, 65 bad data, 67 no such user, 69 broker or vhost
+unavailable, 70 already exists / internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import typer
+
+SOCKET_NAME: Final = "ctl.sock"
+TIMEOUT: Final = 60.0
+
+EXIT_USAGE: Final = 64
+EXIT_DATAERR: Final = 65
+EXIT_NOUSER: Final = 67
+EXIT_UNAVAILABLE: Final = 69
+EXIT_SOFTWARE: Final = 70
+
+EXIT_CODES: Final = {
+    "usage": EXIT_USAGE,
+    "invalid": EXIT_DATAERR,
+    "no_user": EXIT_NOUSER,
+    "no_vhost": EXIT_UNAVAILABLE,
+    "unavailable": EXIT_UNAVAILABLE,
+    "exists": EXIT_SOFTWARE,
+    "internal": EXIT_SOFTWARE,
+}
+
+
+class CtlError(Exception):
+    """A failed request: the message for stderr and the exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def request(socket_path: Path, verb: str, args: dict[str, Any], timeout: float = TIMEOUT) -> Any:
+    """Send one request to the broker and return its result; CtlError on any failure."""
+    payload = json.dumps({"verb": verb, "args": args}).encode() + b"\n"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(socket_path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise CtlError(
+                f"cannot reach the broker: no control socket at {socket_path} (is ottermq serve running "
+                "with this --data-dir?)",
+                EXIT_UNAVAILABLE,
+            ) from None
+        except OSError as exc:
+            message = f"cannot reach the broker at {socket_path}: {exc.strerror or exc}"
+            raise CtlError(message, EXIT_UNAVAILABLE) from None
+        sock.sendall(payload)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        raise CtlError(f"the broker did not answer within {timeout:g} s", EXIT_UNAVAILABLE) from None
+    except OSError as exc:
+        message = f"lost the broker's control connection: {exc.strerror or exc}"
+        raise CtlError(message, EXIT_UNAVAILABLE) from None
+    finally:
+        sock.close()
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        message = "the broker closed the control connection without an answer"
+        raise CtlError(message, EXIT_UNAVAILABLE) from None
+    if not reply.get("ok"):
+        kind = str(reply.get("kind", "internal"))
+        raise CtlError(str(reply.get("error", "unknown error")), EXIT_CODES.get(kind, EXIT_SOFTWARE))
+    return reply.get("result")
+
+
+# -- the command line ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    """The group options every verb sees."""
+
+    socket_path: Path
+    json: bool
+    quiet: bool
+
+
+app = typer.Typer(
+    help="Manage a running OtterMQ broker (rabbitmqctl's verbs) through its control socket.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    data_dir: str = typer.Option(
+        "./data", "--data-dir", envvar="OTTERMQ_DATA_DIR", help="The broker's data directory"
+    ),
+    socket_path: str | None = typer.Option(
+        None, "--socket", help="The control socket (default: <data-dir>/ctl.sock)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No informational messages"),
+) -> None:
+    """Options for every verb: where the broker is, and how to print."""
+    path = Path(socket_path) if socket_path else Path(data_dir).expanduser() / SOCKET_NAME
+    ctx.obj = Options(path, as_json, quiet)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    typer.echo(f"ottermq ctl: error: {message}", err=True)
+    raise typer.Exit(status)
+
+
+def _run(ctx: typer.Context, verb: str, args: dict[str, Any], info: str) -> Any:
+    options: Options = ctx.obj
+    if not options.quiet and not options.json:
+        typer.echo(info)
+    try:
+        result = request(options.socket_path, verb, args)
+    except CtlError as exc:
+        _fail(str(exc), exc.status)
+    if options.json:
+        typer.echo(json.dumps(result if result is not None else {"ok": True}, indent=None))
+    return result
+
+
+def _table(ctx: typer.Context, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    options: Options = ctx.obj
+    if options.json:
+        return
+    if not options.quiet:
+        typer.echo("\t".join(columns))
+    for row in rows:
+        typer.echo("\t".join(_cell(row.get(column)) for column in columns))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value) if value else "[]"
+    return "" if value is None else str(value)
+
+
+_VHOST = typer.Option("/", "-p", "--vhost", help="The virtual host")
+
+
+@app.command("add_user")
+def add_user(
+    ctx: typer.Context,
+    username: str,
+    password: str = typer.Argument(..., help="The password (or its hash with --pre-hashed-password)"),
+    pre_hashed: bool = typer.Option(
+        False, "--pre-hashed-password", help="PASSWORD is a hash: pbkdf2-sha256$<iterations>$<salt>$<hash>"
+    ),
+    tags: str = typer.Option("", "--tags", help="Comma-separated tags"),
+) -> None:
+    """Create a user."""
+    args: dict[str, Any] = {"name": username, "tags": [t for t in tags.split(",") if t.strip()]}
+    args["password_hash" if pre_hashed else "password"] = password
+    _run(ctx, "add_user", args, f'Adding user "{username}" ...')
+
+
+@app.command("delete_user")
+def delete_user(ctx: typer.Context, username: str) -> None:
+    """Delete a user (its connections are closed)."""
+    _run(ctx, "delete_user", {"name": username}, f'Deleting user "{username}" ...')
+
+
+@app.command("change_password")
+def change_password(ctx: typer.Context, username: str, new_password: str) -> None:
+    """Set a user's password."""
+    _run(ctx, "change_password", {"name": username, "password": new_password},
+         f'Changing password for user "{username}" ...')
+
+
+@app.command("clear_password")
+def clear_password(ctx: typer.Context, username: str) -> None:
+    """Remove a user's password: it can then log in only by EXTERNAL."""
+    _run(ctx, "clear_password", {"name": username}, f'Clearing password for user "{username}" ...')
+
+
+@app.command("set_user_tags")
+def set_user_tags(ctx: typer.Context, username: str, tags: list[str] | None = typer.Argument(None)) -> None:
+    """Replace a user's tags (administrator, monitoring, management, policymaker...)."""
+    tag_list = list(tags or [])
+    _run(ctx, "set_user_tags", {"name": username, "tags": tag_list},
+         f'Setting tags for user "{username}" to [{", ".join(tag_list)}] ...')
+
+
+@app.command("list_users")
+def list_users(ctx: typer.Context) -> None:
+    """List users and their tags."""
+    rows = _run(ctx, "list_users", {}, "Listing users ...")
+    _table(ctx, rows, ["user", "tags"])
+
+
+@app.command("authenticate_user")
+def authenticate_user(ctx: typer.Context, username: str, password: str) -> None:
+    """Check a user's password."""
+    _run(ctx, "authenticate_user", {"name": username, "password": password},
+         f'Authenticating user "{username}" ...')
+    options: Options = ctx.obj
+    if not options.json:
+        typer.echo("Success")
+
+
+@app.command("add_vhost")
+def add_vhost(ctx: typer.Context, vhost: str) -> None:
+    """Create a virtual host."""
+    _run(ctx, "add_vhost", {"name": vhost}, f'Adding vhost "{vhost}" ...')
+
+
+@app.command("delete_vhost")
+def delete_vhost(ctx: typer.Context, vhost: str) -> None:
+    """Delete a virtual host with everything in it (its connections are closed)."""
+    _run(ctx, "delete_vhost", {"name": vhost}, f'Deleting vhost "{vhost}" ...')
+
+
+@app.command("list_vhosts")
+def list_vhosts(ctx: typer.Context) -> None:
+    """List virtual hosts."""
+    rows = _run(ctx, "list_vhosts", {}, "Listing vhosts ...")
+    _table(ctx, rows, ["name"])
+
+
+@app.command("set_permissions")
+def set_permissions(
+    ctx: typer.Context, user: str, conf: str, write: str, read: str, vhost: str = _VHOST,
+) -> None:
+    """Set a user's configure, write and read regexes on a vhost."""
+    _run(ctx, "set_permissions",
+         {"user": user, "vhost": vhost, "configure": conf, "write": write, "read": read},
+         f'Setting permissions for user "{user}" in vhost "{vhost}" ...')
+
+
+@app.command("clear_permissions")
+def clear_permissions(ctx: typer.Context, user: str, vhost: str = _VHOST) -> None:
+    """Remove a user's permissions on a vhost."""
+    _run(ctx, "clear_permissions", {"user": user, "vhost": vhost},
+         f'Clearing permissions for user "{user}" in vhost "{vhost}" ...')
+
+
+@app.command("list_permissions")
+def list_permissions(ctx: typer.Context, vhost: str = _VHOST) -> None:
+    """List the permissions on a vhost."""
+    rows = _run(ctx, "list_permissions", {"vhost": vhost}, f'Listing permissions for vhost "{vhost}" ...')
+    _table(ctx, rows, ["user", "configure", "write", "read"])
+
+
+@app.command("list_user_permissions")
+def list_user_permissions(ctx: typer.Context, user: str) -> None:
+    """List a user's permissions on every vhost."""
+    rows = _run(ctx, "list_user_permissions", {"user": user}, f'Listing permissions for user "{user}" ...')
+    _table(ctx, rows, ["vhost", "configure", "write", "read"])
+
+
+@app.command("list_queues")
+def list_queues(ctx: typer.Context, vhost: str = _VHOST) -> None:
+    """List the queues of a vhost with their ready and consumer counts."""
+    rows = _run(ctx, "list_queues", {"vhost": vhost}, f"Listing queues for vhost {vhost} ...")
+    _table(ctx, rows, ["name", "messages", "consumers", "durable"])
+
+
+@app.command("list_exchanges")
+def list_exchanges(ctx: typer.Context, vhost: str = _VHOST) -> None:
+    """List the exchanges of a vhost."""
+    rows = _run(ctx, "list_exchanges", {"vhost": vhost}, f"Listing exchanges for vhost {vhost} ...")
+    _table(ctx, rows, ["name", "type"])
+
+
+@app.command("list_bindings")
+def list_bindings(ctx: typer.Context, vhost: str = _VHOST) -> None:
+    """List the bindings of a vhost."""
+    rows = _run(ctx, "list_bindings", {"vhost": vhost}, f"Listing bindings for vhost {vhost}...")
+    _table(ctx, rows, [
+        "source_name", "source_kind", "destination_name", "destination_kind", "routing_key", "arguments",
+    ])
+
+
+@app.command("list_connections")
+def list_connections(ctx: typer.Context) -> None:
+    """List client connections."""
+    rows = _run(ctx, "list_connections", {}, "Listing connections ...")
+    _table(ctx, rows, ["name", "user", "vhost", "state", "channels"])
+
+
+@app.command("status")
+def status(ctx: typer.Context) -> None:
+    """The broker's status: version, pid, uptime and counts."""
+    result = _run(ctx, "status", {}, "Status of OtterMQ ...")
+    options: Options = ctx.obj
+    if not options.json:
+        for key, value in result.items():
+            typer.echo(f"{key}: {value}")
+

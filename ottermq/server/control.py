@@ -1,0 +1,416 @@
+"""The server side of `ottermq ctl`: a Unix socket in the data directory, one JSON object per line.
+
+Strategy: management runs inside the broker's own event loop, so a request sees and changes the same
+objects as the AMQP connections, with no locking: each request line is handled synchronously between
+two socket reads. The socket is created with mode 0600 inside the data directory, so only the broker's
+owner (or root) can manage it; that is the whole authorisation, as with rabbitmqctl's Erlang cookie.
+
+Request: `{"verb": "add_user", "args": {"name": "bob", "password": "pw"}}`. Reply:
+`{"ok": true, "result": ...}` or `{"ok": false, "kind": "no_user", "error": "User \"bob\" does not exist"}`
+(`kind` is `AccessError.kind`, or "usage" for a malformed request, or "internal"). Verbs are the names
+of rabbitmqctl's commands; `VERBS` maps each to a handler `(broker, args) -> result`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ottermq.broker.access import AccessError
+from ottermq.broker.broker import VERSION
+
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
+    from ottermq.broker.vhost import VHost
+
+log: Final = logging.getLogger("ottermq.server")
+
+SOCKET_NAME: Final = "ctl.sock"
+# A request line longer than this is refused (a password or a regex never needs that much).
+MAX_REQUEST: Final = 1024 * 1024
+# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+_MAX_PATH_BYTES: Final = 107
+
+
+class UsageError(Exception):
+    """A request the broker cannot read (missing argument, unknown verb)."""
+
+
+Handler = Callable[["Broker", dict[str, Any]], Any]
+VERBS: dict[str, Handler] = {}
+
+
+def verb(name: str) -> Callable[[Handler], Handler]:
+    """Register a handler for `name` (other modules may add verbs the same way)."""
+
+    def register(handler: Handler) -> Handler:
+        VERBS[name] = handler
+        return handler
+
+    return register
+
+
+def _arg(args: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = args.get(name, default)
+    if not isinstance(value, str):
+        raise UsageError(f"argument '{name}' is required (a string)")
+    return value
+
+
+def _vhost(broker: Broker, args: dict[str, Any]) -> VHost:
+    name = _arg(args, "vhost", "/")
+    vhost = broker.vhosts.get(name)
+    if vhost is None:
+        raise AccessError("no_vhost", f"Virtual host '{name}' does not exist")
+    return vhost
+
+
+# -- users ----------------------------------------------------------------------------------------------
+
+
+def _tags(args: dict[str, Any]) -> list[str]:
+    tags = args.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise UsageError("argument 'tags' must be a list of strings")
+    return tags
+
+
+@verb("add_user")
+def _add_user(broker: Broker, args: dict[str, Any]) -> None:
+    tags = _tags(args)
+    password_hash = args.get("password_hash")
+    if password_hash is not None:
+        broker.access.add_user(_arg(args, "name"), tags=tags, password_hash=_arg(args, "password_hash"))
+    else:
+        broker.access.add_user(_arg(args, "name"), _arg(args, "password"), tags)
+
+
+@verb("delete_user")
+def _delete_user(broker: Broker, args: dict[str, Any]) -> None:
+    broker.access.delete_user(_arg(args, "name"))
+
+
+@verb("change_password")
+def _change_password(broker: Broker, args: dict[str, Any]) -> None:
+    broker.access.change_password(_arg(args, "name"), _arg(args, "password"))
+
+
+@verb("clear_password")
+def _clear_password(broker: Broker, args: dict[str, Any]) -> None:
+    broker.access.change_password(_arg(args, "name"), None)
+
+
+@verb("set_user_tags")
+def _set_user_tags(broker: Broker, args: dict[str, Any]) -> None:
+    broker.access.set_user_tags(_arg(args, "name"), _tags(args))
+
+
+@verb("list_users")
+def _list_users(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"user": user.name, "tags": list(user.tags)} for user in broker.access.users.values()]
+
+
+@verb("authenticate_user")
+def _authenticate_user(broker: Broker, args: dict[str, Any]) -> None:
+    name = _arg(args, "name")
+    if not broker.auth.check_password(name, _arg(args, "password")):
+        raise AccessError("invalid", f"failed to authenticate user \"{name}\": invalid credentials")
+
+
+# -- vhosts and permissions ----------------------------------------------------------------------------
+
+
+@verb("add_vhost")
+def _add_vhost(broker: Broker, args: dict[str, Any]) -> None:
+    broker.add_vhost(_arg(args, "name"))
+
+
+@verb("delete_vhost")
+def _delete_vhost(broker: Broker, args: dict[str, Any]) -> None:
+    broker.delete_vhost(_arg(args, "name"))
+
+
+@verb("list_vhosts")
+def _list_vhosts(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": name} for name in broker.access.vhosts]
+
+
+@verb("set_permissions")
+def _set_permissions(broker: Broker, args: dict[str, Any]) -> None:
+    broker.access.set_permissions(
+        _arg(args, "user"), _arg(args, "vhost", "/"), _arg(args, "configure"), _arg(args, "write"),
+        _arg(args, "read"),
+    )
+
+
+@verb("clear_permissions")
+def _clear_permissions(broker: Broker, args: dict[str, Any]) -> None:
+    broker.access.clear_permissions(_arg(args, "user"), _arg(args, "vhost", "/"))
+
+
+@verb("list_permissions")
+def _list_permissions(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    vhost = _vhost(broker, args)
+    return [
+        {"user": user, "configure": p.configure, "write": p.write, "read": p.read}
+        for user, p in broker.access.vhost_permissions(vhost.name)
+    ]
+
+
+@verb("list_user_permissions")
+def _list_user_permissions(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    name = _arg(args, "user")
+    if broker.access.user(name) is None:
+        raise AccessError("no_user", f'User "{name}" does not exist')
+    return [
+        {"vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+        for vhost, p in broker.access.user_permissions(name)
+    ]
+
+
+# -- what is there ----------------------------------------------------------------------------------------
+
+
+@verb("list_queues")
+def _list_queues(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": queue.name,
+            "messages": queue.ready_count,
+            "consumers": queue.consumer_count,
+            "durable": queue.durable,
+            "auto_delete": queue.auto_delete,
+            "exclusive": queue.exclusive_owner is not None,
+            "arguments": _jsonable(queue.arguments),
+        }
+        for queue in _vhost(broker, args).queues.values()
+    ]
+
+
+@verb("list_exchanges")
+def _list_exchanges(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": exchange.name,
+            "type": exchange.type,
+            "durable": exchange.durable,
+            "auto_delete": exchange.auto_delete,
+            "internal": exchange.internal,
+            "arguments": _jsonable(exchange.arguments),
+        }
+        for exchange in _vhost(broker, args).exchanges.values()
+    ]
+
+
+@verb("list_bindings")
+def _list_bindings(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    vhost = _vhost(broker, args)
+    # The default exchange's implicit bindings first, as rabbitmqctl lists them.
+    rows = [
+        {
+            "source_name": "", "source_kind": "exchange", "destination_name": name,
+            "destination_kind": "queue", "routing_key": name, "arguments": {},
+        }
+        for name in vhost.queues
+    ]
+    rows.extend(
+        {
+            "source_name": binding.source,
+            "source_kind": "exchange",
+            "destination_name": binding.destination,
+            "destination_kind": binding.destination_kind,
+            "routing_key": binding.routing_key,
+            "arguments": _jsonable(dict(binding.arguments)),
+        }
+        for binding in vhost.bindings()
+    )
+    return rows
+
+
+@verb("list_connections")
+def _list_connections(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": connection.name,
+            "user": connection.user,
+            "vhost": connection.vhost.name if connection.vhost is not None else "",
+            "state": connection.state,
+            "channels": len(connection.channels),
+            "peer_host": connection.peer[0],
+            "peer_port": connection.peer[1],
+        }
+        for connection in broker.connections
+    ]
+
+
+_STARTED: Final = time.time()
+
+
+@verb("status")
+def _status(broker: Broker, args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "product": "OtterMQ",
+        "version": VERSION,
+        "pid": os.getpid(),
+        "uptime_s": round(time.time() - _STARTED, 1),
+        "connections": len(broker.connections),
+        "vhosts": len(broker.vhosts),
+        "users": len(broker.access.users),
+        "queues": sum(len(vhost.queues) for vhost in broker.vhosts.values()),
+        "messages": sum(q.ready_count for vhost in broker.vhosts.values() for q in vhost.queues.values()),
+        "journal_failed": broker.journal.failed,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Field-table values as JSON can carry them (bytes and decimals as text)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+# -- the request loop ------------------------------------------------------------------------------------
+
+
+def handle_request(broker: Broker, line: bytes) -> dict[str, Any]:
+    """One request line -> its reply object (never raises)."""
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise UsageError("a request is a JSON object")
+        name = request.get("verb")
+        handler = VERBS.get(name) if isinstance(name, str) else None
+        if handler is None:
+            raise UsageError(f"unknown verb {name!r}")
+        args = request.get("args", {})
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise UsageError("'args' must be an object")
+        return {"ok": True, "result": handler(broker, args)}
+    except AccessError as exc:
+        return {"ok": False, "kind": exc.kind, "error": str(exc)}
+    except (UsageError, ValueError) as exc:
+        return {"ok": False, "kind": "usage", "error": str(exc)}
+    except Exception as exc:
+        log.exception("internal error in a control request")
+        return {"ok": False, "kind": "internal", "error": f"internal error: {exc}"}
+
+
+class ControlServer:
+    """Serves `ottermq ctl` on a Unix socket for one broker."""
+
+    def __init__(self, broker: Broker, path: Path) -> None:
+        self.broker = broker
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Bind the socket (mode 0600; a stale file is replaced). OSError if it cannot be bound, or if
+        another broker answers on it."""
+        path = self.path
+        if len(os.fsencode(path)) > _MAX_PATH_BYTES:
+            raise OSError(f"control socket path {path} is longer than {_MAX_PATH_BYTES} bytes")
+        if path.exists() or path.is_symlink():
+            if _answers(path):
+                raise OSError(f"another broker serves {path}")
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # no window in which the socket is accessible to others
+        try:
+            sock.bind(str(path))
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(old_umask)
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_REQUEST)
+
+    async def stop(self) -> None:
+        """Stop serving and remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # longer than MAX_REQUEST
+                    reply: dict[str, Any] = {"ok": False, "kind": "usage", "error": "request too long"}
+                    writer.write(json.dumps(reply).encode() + b"\n")
+                    break
+                if not line:
+                    break
+                reply = handle_request(self.broker, line)
+                if reply["ok"] and _mutates(line):
+                    # Answer once the change is on disk, as rabbitmqctl answers after the commit.
+                    if not await _durable(self.broker):
+                        reply = {"ok": False, "kind": "unavailable", "error": "the journal failed"}
+                    log.info("ctl request done", extra={"verb": _verb_of(line), "ok": reply["ok"]})
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _durable(broker: Broker) -> bool:
+    """Wait until everything journaled so far is durable; False if the journal failed first."""
+    journal = broker.journal
+    position = journal.next_position - 1
+    if position <= journal.durable_position:
+        return not journal.failed
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def settle(result: bool) -> None:
+        if not done.done():
+            done.set_result(result)
+
+    journal.when_durable(position, lambda: settle(True), lambda: settle(False))
+    return await done
+
+
+def _verb_of(line: bytes) -> str:
+    try:
+        return str(json.loads(line).get("verb"))
+    except Exception:
+        return "?"
+
+
+def _mutates(line: bytes) -> bool:
+    name = _verb_of(line)
+    return not (name.startswith("list_") or name in ("status", "authenticate_user"))
+
+
+def _answers(path: Path) -> bool:
+    """True when something accepts connections on the Unix socket at `path`."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

@@ -1,0 +1,62 @@
+"""The node-wide connection limit (RabbitMQ's `connection_max`), applied when a socket is accepted.
+
+Strategy: the cheapest refusal is the earliest. Above the limit a new TCP connection is closed right
+after accept, before a byte of AMQP is read or a broker `Connection` exists, so a flood of connections
+costs the broker almost nothing; as RabbitMQ, the client sees the socket close. The per-vhost limit
+(`max-connections`) needs the vhost named in connection.open, so the broker checks it there (530).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from typing import Final
+
+log: Final = logging.getLogger("ottermq.server")
+
+# At most one warning per this many seconds while connections are being refused.
+_WARN_INTERVAL: Final = 10.0
+
+
+class ConnectionLimit:
+    """Admits accepted sockets while fewer than `connection_max` are open (0 = no limit)."""
+
+    __slots__ = ("_last_warning", "connection_max", "refused")
+
+    def __init__(self, connection_max: int = 0) -> None:
+        if connection_max < 0:
+            raise ValueError("connection_max must be 0 (no limit) or positive")
+        self.connection_max = connection_max
+        self.refused = 0
+        self._last_warning = 0.0
+
+    def admit(self, open_connections: int, peer: str) -> bool:
+        """True if one more connection may open beside `open_connections`; counts and logs refusals."""
+        limit = self.connection_max
+        if not limit or open_connections < limit:
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_INTERVAL:
+            self._last_warning = now
+            log.warning(
+                "node connection limit is reached; refusing new connections",
+                extra={"conn": peer, "limit": limit, "refused": self.refused},
+            )
+        return False
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one (each connection is a descriptor; the usual soft
+    limit of 1024 would cap a broker at about a thousand clients). Returns (soft, hard) afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # keep the soft limit; the warning in the log below says what it is
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        log.warning("open-file limit is low; it caps the number of connections", extra={"limit": soft})
+    return soft, hard

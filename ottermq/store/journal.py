@@ -1,0 +1,279 @@
+"""The broker's `Journal` over a Memento log: appends encode and stage, a writer thread group-commits.
+
+Strategy: `append` encodes the event and stages it in the log (no I/O, no await) and returns the LSN as
+the position. Durability callbacks wait in a FIFO ordered by position; at most one AsyncWriter future is
+outstanding at a time, for the newest position waited on, so a batch of thousands of confirms costs one
+future, not one each. When it resolves, every callback up to the writer's durable LSN runs in order.
+
+A write or fsync failure is final: the failure callbacks of everything pending run (confirms become
+basic.nack, tx.commit fails), `failed` turns True (durable changes are refused with 541), and the
+`on_failure` hook (the store) raises the disk alarm and says why in the log.
+
+Reading a message back (`read_content`) goes through a small cache of decoded contents keyed by loc, so
+the fan-out copies of one publish and a redelivery do not read the segment again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Final
+
+from memento.errors import MementoError
+from memento.log import Log
+from memento.record import RecordPosition
+from memento.writer import AsyncWriter
+from ottermq.amqp.constants import INTERNAL_ERROR
+from ottermq.amqp.errors import AMQPConnectionError
+from ottermq.broker.events import Event, MessagePublished, MessagesRemoved
+from ottermq.broker.message import StoredMessage
+from ottermq.store.codec import (
+    RT_PUBLISH,
+    RT_REMOVED,
+    RT_TX,
+    CodecError,
+    decode_content,
+    encode,
+    encode_removed,
+    inner_records,
+    pack_loc,
+    publish_prefix,
+    unpack_loc,
+)
+
+# Decoded message contents kept for re-reads (fan-out copies of a recovered publish); bounded by bytes.
+CONTENT_CACHE_BYTES: Final = 4 * 1024 * 1024
+# Contents of logged messages kept in memory at most (then the oldest are dropped, read back on delivery).
+RESIDENT_BYTES: Final = 32 * 1024 * 1024
+# What a message costs beyond its body and properties, for the resident budget.
+_MESSAGE_OVERHEAD: Final = 128
+
+Waiter = tuple[int, Callable[[], None], "Callable[[], None] | None"]
+
+
+class MementoJournal:
+    """A `Journal` writing to a Memento log; `start()` inside the event loop before the first append."""
+
+    def __init__(self, log: Log, resident_bytes: int = RESIDENT_BYTES) -> None:
+        self.log = log
+        self.resident_limit = resident_bytes
+        self.writer: AsyncWriter | None = None
+        self.last_loc = 0
+        self.appended_bytes = 0  # since open: the store snapshots by log volume
+        self.on_failure: Callable[[BaseException], None] | None = None
+        self._error: BaseException | None = None
+        self._waiters: deque[Waiter] = deque()
+        self._requested = 0  # the position the outstanding writer future waits for (0: none)
+        self._cache: OrderedDict[int, tuple[str, str, bytes, bytes]] = OrderedDict()
+        self._cache_bytes = 0
+        # Publish payload prefixes by (vhost, queues, exchange, routing key, properties size).
+        self._prefixes: dict[tuple[str, tuple[str, ...], str, str, int], bytes] = {}
+        # Removals waiting for the end of the event-loop turn, by (vhost, queue, reason): one record each.
+        self._removed: dict[tuple[str, str, str], list[int]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Logged messages holding their content, oldest first, with the bytes each was counted for.
+        self._resident: deque[tuple[StoredMessage, int]] = deque()
+        self.resident_bytes = 0
+        self.evicted_bytes = 0  # since the store last looked (it then returns freed memory to the system)
+        self._evicting = False
+
+    def start(self) -> None:
+        """Start group commit (inside the running event loop)."""
+        self.writer = AsyncWriter(self.log)
+        self._loop = asyncio.get_running_loop()
+
+    # -- the Journal protocol ---------------------------------------------------------------------------
+
+    @property
+    def durable_position(self) -> int:
+        """The highest LSN on disk."""
+        writer = self.writer
+        return writer.durable_lsn if writer is not None else self.log.durable_lsn
+
+    @property
+    def failed(self) -> bool:
+        """True once a write or fsync failed."""
+        return self._error is not None
+
+    @property
+    def next_position(self) -> int:
+        """The LSN the next append gets (gathered removals are staged first, so that it really does)."""
+        if self._removed:
+            self.flush_removals()
+        return self.log.end_lsn + 1
+
+    def append(self, event: Event) -> int:
+        """Encode and stage `event`; its LSN. 541 (connection error) if the log cannot take it.
+
+        Removals (acks...) are not waited for by anyone, so while serving they are gathered until the end
+        of the event-loop turn and logged as one record per queue; the position returned for one is that
+        of the last record already staged. Any other event but a publish first stages the gathered
+        removals, so the order of removals and entity changes is kept.
+        """
+        if self._error is not None:
+            raise AMQPConnectionError(INTERNAL_ERROR, "INTERNAL_ERROR - the journal has failed")
+        if isinstance(event, MessagePublished):
+            key = (event.vhost, event.queues, event.exchange, event.routing_key, len(event.properties))
+            prefix = self._prefixes.get(key)
+            if prefix is None:
+                if len(self._prefixes) >= 4096:
+                    self._prefixes.clear()
+                prefix = self._prefixes[key] = publish_prefix(*key)
+            rtype = RT_PUBLISH
+            payload = b"".join((prefix, event.properties, event.body))
+        elif isinstance(event, MessagesRemoved) and self._loop is not None:
+            key_removed = (event.vhost, event.queue, event.reason)
+            pending = self._removed.get(key_removed)
+            if pending is None:
+                if not self._removed:
+                    self._loop.call_soon(self.flush_removals)
+                self._removed[key_removed] = list(event.ids)
+            else:
+                pending.extend(event.ids)
+            return self.log.end_lsn
+        else:
+            if self._removed:
+                self.flush_removals()
+            rtype, payload = encode(event)
+        return self._stage(rtype, payload)
+
+    def flush_removals(self) -> None:
+        """Stage the gathered removals (one record per queue and reason)."""
+        removed, self._removed = self._removed, {}
+        if self._error is not None:
+            return
+        for (vhost, queue, reason), ids in removed.items():
+            try:
+                self._stage(RT_REMOVED, encode_removed(MessagesRemoved(vhost, queue, tuple(ids), reason)))
+            except AMQPConnectionError:
+                return  # the failure is recorded and reported; nothing more can be logged
+
+    def _stage(self, rtype: int, payload: bytes) -> int:
+        log = self.log
+        try:
+            lsn = log.append(rtype, payload)
+        except MementoError as exc:
+            self._fail(exc)
+            raise AMQPConnectionError(
+                INTERNAL_ERROR, f"INTERNAL_ERROR - the journal has failed: {exc}"
+            ) from None
+        position = log.last_position
+        self.last_loc = pack_loc(position.segment, position.offset)
+        self.appended_bytes += len(payload)
+        return lsn
+
+    def when_durable(
+        self, position: int, callback: Callable[[], None], failed: Callable[[], None] | None = None
+    ) -> None:
+        """Run `callback` once `position` is on disk, or `failed` if the log fails first."""
+        if self._error is not None:
+            if failed is not None:
+                failed()
+            return
+        writer = self.writer
+        if writer is None or position <= writer.durable_lsn:
+            callback()
+            return
+        self._waiters.append((position, callback, failed))
+        if not self._requested:
+            self._request(position)
+
+    # -- waking waiters -----------------------------------------------------------------------------------
+
+    def _request(self, position: int) -> None:
+        writer = self.writer
+        assert writer is not None
+        self._requested = position
+        try:
+            future = writer.wait_durable(position)
+        except MementoError as exc:
+            self._fail(exc)
+            return
+        future.add_done_callback(self._on_durable)
+
+    def _on_durable(self, future: asyncio.Future[None]) -> None:
+        self._requested = 0
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self._fail(error)
+            return
+        writer = self.writer
+        assert writer is not None
+        durable = writer.durable_lsn
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= durable:
+            waiters.popleft()[1]()
+        if waiters:
+            # Positions are appended in order, so the newest waited on is the last one.
+            self._request(waiters[-1][0])
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is not None:
+            return
+        self._error = error
+        waiters, self._waiters = self._waiters, deque()
+        for _position, _callback, failed in waiters:
+            if failed is not None:
+                failed()
+        if self.on_failure is not None:
+            self.on_failure(error)
+
+    def check(self) -> None:
+        """Notice a writer failure even when nobody waits (the store polls this)."""
+        writer = self.writer
+        if writer is not None and self._error is None and writer.failed is not None:
+            self._fail(writer.failed)
+
+    # -- contents in memory ------------------------------------------------------------------------------
+
+    def loaded(self, message: StoredMessage) -> None:
+        """A logged message holds its content (just published, or read back): count it against the
+        resident budget; over it, the oldest are dropped at the end of this event-loop turn."""
+        size = len(message.body) + len(message.properties) + _MESSAGE_OVERHEAD
+        self._resident.append((message, size))
+        self.resident_bytes += size
+        if self.resident_bytes > self.resident_limit and not self._evicting and self._loop is not None:
+            # Never now: a transaction's messages get their loc only at the end of the commit.
+            self._evicting = True
+            self._loop.call_soon(self.evict)
+
+    def evict(self) -> None:
+        """Drop the contents of the oldest resident messages until a quarter of the budget is free."""
+        self._evicting = False
+        resident = self._resident
+        target = self.resident_limit * 3 // 4
+        while self.resident_bytes > target and resident:
+            message, size = resident.popleft()
+            self.resident_bytes -= size
+            if message.loc:
+                message.evict()
+                self.evicted_bytes += size
+
+    # -- reading messages back ---------------------------------------------------------------------------
+
+    def read_content(self, loc: int) -> tuple[str, str, bytes, bytes]:
+        """(exchange, routing_key, properties, body) of the publish at `loc` (`ContentSource`)."""
+        cache = self._cache
+        content = cache.get(loc)
+        if content is not None:
+            return content
+        segment, offset, index = unpack_loc(loc)
+        record = self.log.read(RecordPosition(segment, offset))
+        if record.type == RT_PUBLISH:
+            content = decode_content(record.payload)
+        elif record.type == RT_TX:
+            publishes = [inner for rtype, inner in inner_records(record.payload) if rtype == RT_PUBLISH]
+            content = decode_content(publishes[index])
+        else:
+            raise CodecError(f"no message at segment {segment} offset {offset} (record type {record.type})")
+        size = len(content[3]) + 64
+        if size * 4 < CONTENT_CACHE_BYTES:
+            cache[loc] = content
+            self._cache_bytes += size
+            while self._cache_bytes > CONTENT_CACHE_BYTES:
+                _loc, old = cache.popitem(last=False)
+                self._cache_bytes -= len(old[3]) + 64
+        return content

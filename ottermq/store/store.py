@@ -1,0 +1,412 @@
+"""The durable store: opens the log, rebuilds the broker from it, snapshots, reclaims space, closes.
+
+Strategy: the broker's state is a projection of the log. Opening runs Memento's recovery (torn tail
+repaired, anything else refused), loads the newest snapshot into a broker made without defaults, replays
+the records after it through the same `apply` code the live path uses, and only then makes the recovered
+messages ready: redelivered after a crash, exactly as recorded after a clean stop. Publish records that
+compaction copied forward (FLAG_RELOCATED) are skipped on replay: the snapshot that preceded the copy
+already holds their messages, at their original places, which stay on disk until a later snapshot
+covers the copies.
+
+While serving, a background task snapshots when enough log volume was appended or enough time passed,
+and after each snapshot asks Memento to reclaim space: a segment whose records are all covered and hold
+no live message is deleted, sparse ones are compacted (their live publishes copied forward, and the
+messages' locations updated). A clean stop snapshots after the last append is durable, so the next start
+replays (almost) nothing.
+
+Layout: `<data_dir>/log` is the Memento directory (wal/, snapshots/, quarantine/, LOCK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from memento.log import Log
+from memento.record import FLAG_RELOCATED, RecordPosition
+from ottermq.broker.alarms import ALARM_JOURNAL
+from ottermq.store.codec import (
+    RECORD_TYPES,
+    RT_PUBLISH,
+    decode,
+    decode_publish_targets,
+    pack_loc,
+    record_key,
+)
+from ottermq.store.journal import MementoJournal
+from ottermq.store.replay import apply_record, load_queues
+from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
+
+if TYPE_CHECKING:
+    from memento.disk import DiskIO
+    from ottermq.broker.broker import Broker
+
+log: Final = logging.getLogger("ottermq.store")
+
+LOG_DIR: Final = "log"
+# Present while a broker serves from the log; a start that finds it knows the last run did not stop
+# cleanly, even when nothing was logged after the last (clean) snapshot.
+RUNNING_MARK: Final = "ottermq-running"
+INDEX_MASK: Final = (1 << 20) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """How the store snapshots and sizes its log."""
+
+    segment_size: int = 64 * 1024 * 1024
+    # Snapshot after this much log volume, or this many seconds with appends, whichever comes first.
+    snapshot_bytes: int = 128 * 1024 * 1024
+    snapshot_interval: float = 300.0
+    # How often the background task looks (seconds).
+    check_interval: float = 1.0
+    salvage: bool = False
+    # Memento's I/O seam (memento.disk.DiskIO); tests pass one that injects EIO or ENOSPC.
+    disk: DiskIO | None = None
+
+
+@dataclass(slots=True)
+class RecoveryInfo:
+    """What opening the store found: for the start-up log lines and for tests."""
+
+    snapshot_lsn: int = 0
+    end_lsn: int = 0
+    replayed: int = 0
+    crashed: bool = False
+    fresh: bool = False
+    messages: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _load_trim()
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system (glibc keeps them): evicted message bodies are freed in
+    bulk, interleaved with live objects, so without this the RSS would stay at its high-water mark."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+class DurableStore:
+    """One broker's log: `open`, `recover(broker)`, then inside the loop `start()`, and `stop()`."""
+
+    def __init__(self, memento_log: Log, options: StoreOptions) -> None:
+        self.log = memento_log
+        self.options = options
+        self.journal = MementoJournal(memento_log)
+        self.journal.on_failure = self._journal_failed
+        self.broker: Broker | None = None
+        self.recovery = RecoveryInfo()
+        self._task: asyncio.Task[None] | None = None
+        self._work: asyncio.Future[Any] | None = None  # the snapshot or reclaim the task is running
+        self._snapshot_bytes_mark = 0
+        self._snapshot_time = time.monotonic()
+        self._snapshot_lsn = memento_log.snapshot_lsn
+        self._snapshotting = False
+
+    @classmethod
+    def open(cls, data_dir: Path, options: StoreOptions | None = None) -> DurableStore:
+        """Open (creating) `<data_dir>/log` with recovery. Raises memento's RecoveryRefused (with segment,
+        offset, LSN) for damage other than a torn tail, LogLocked if another process holds it."""
+        options = options or StoreOptions()
+        memento_log = Log.open(
+            Path(data_dir) / LOG_DIR,
+            segment_size=options.segment_size,
+            registry=RECORD_TYPES,
+            salvage=options.salvage,
+            disk=options.disk,
+        )
+        return cls(memento_log, options)
+
+    # -- recovery ---------------------------------------------------------------------------------------
+
+    def recover(self, broker: Broker) -> RecoveryInfo:
+        """Rebuild `broker` (made with `defaults=False` and this store's journal) from snapshot and log."""
+        # Recovery allocates millions of long-lived objects and frees none: the cyclic collector would
+        # rescan the growing heap again and again (2/3 of the time for a million messages).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._recover(broker)
+        finally:
+            # What recovery built lives on: keep the collector from ever scanning it (reference counting
+            # still frees each message when it is acked).
+            gc.freeze()
+            self.log.snapshot = None  # the state bytes are decoded; do not hold them for the process life
+            if collecting:
+                gc.enable()
+
+    def _recover(self, broker: Broker) -> RecoveryInfo:
+        started = time.monotonic()
+        self.broker = broker
+        memento_log = self.log
+        info = self.recovery
+        report = memento_log.recovery_report
+        info.warnings = list(report.warnings)
+        info.quarantined = list(report.quarantined)
+        snapshot = memento_log.snapshot
+        clean = False
+        if snapshot is not None:
+            state = decode_snapshot(snapshot.state)
+            clean = state.clean
+            for event in state.events:
+                broker.apply(event)
+            load_queues(broker, state.queues, self.journal)
+            info.snapshot_lsn = snapshot.lsn
+        replayed = 0
+        for record in memento_log.replay():
+            replayed += 1
+            if record.flags & FLAG_RELOCATED:
+                continue
+            position = record.position
+            rtype = record.type
+            event = decode_publish_targets(record.payload) if rtype == RT_PUBLISH else decode(
+                rtype, record.payload
+            )
+            apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), self.journal)
+        info.replayed = replayed
+        info.end_lsn = memento_log.end_lsn
+        info.fresh = snapshot is None and memento_log.end_lsn == 0
+        running = (memento_log.path / RUNNING_MARK).exists()
+        info.crashed = not info.fresh and (running or not (clean and replayed == 0))
+        if info.fresh:
+            broker.create_defaults()
+        for vhost in broker.vhosts.values():
+            vhost.recovered(info.crashed)
+        info.messages = sum(
+            queue.logged_count for vhost in broker.vhosts.values() for queue in vhost.queues.values()
+        )
+        info.seconds = time.monotonic() - started
+        return info
+
+    def report_recovery(self) -> None:
+        """Log what recovery found and did (repairs first, as warnings)."""
+        info = self.recovery
+        for warning in info.warnings:
+            log.warning(f"recovery: {warning}")
+        for name in info.quarantined:
+            log.warning(f"recovery: damaged bytes kept in {name}")
+        log.info(
+            "recovered" if not info.fresh else "new log created",
+            extra={
+                "snapshot_lsn": info.snapshot_lsn, "end_lsn": info.end_lsn, "replayed": info.replayed,
+                "crashed": info.crashed, "messages": info.messages, "seconds": round(info.seconds, 3),
+            },
+        )
+
+    # -- serving ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start group commit and the snapshot task (inside the event loop, before clients arrive)."""
+        mark = self.log.path / RUNNING_MARK
+        mark.touch()
+        self.log.disk.fsync_dir(str(self.log.path))
+        self.journal.start()
+        self._snapshot_time = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name="ottermq-store")
+
+    def _logged_messages(self) -> int:
+        broker = self.broker
+        assert broker is not None
+        return sum(q.logged_count for v in broker.vhosts.values() for q in v.queues.values())
+
+    async def _reclaim_logged(self) -> None:
+        try:
+            await self.reclaim()
+        except Exception:
+            log.exception("reclaiming log space failed; will retry after the next snapshot")
+
+    async def _run(self) -> None:
+        options = self.options
+        first = True
+        while True:
+            await asyncio.sleep(options.check_interval)
+            journal = self.journal
+            journal.check()
+            if journal.evicted_bytes:
+                journal.evicted_bytes = 0
+                _trim_heap()
+            if journal.failed:
+                continue
+            if first:
+                first = False
+                await self._background(self._reclaim_logged())
+            volume = journal.appended_bytes - self._snapshot_bytes_mark
+            elapsed = time.monotonic() - self._snapshot_time
+            records = self.log.end_lsn - self._snapshot_lsn
+            due = volume >= options.snapshot_bytes or (elapsed >= options.snapshot_interval and records)
+            # A snapshot costs O(messages held): never more often than every half of that in records, so
+            # a large backlog is not rewritten for every 128 MiB that passes through.
+            if due and records * 2 >= self._logged_messages():
+                await self._background(self._periodic_snapshot())
+
+    async def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` so that stopping the task does not cut it in the middle (stop waits for it)."""
+        self._work = asyncio.ensure_future(work)
+        await asyncio.shield(self._work)
+
+    async def _periodic_snapshot(self) -> None:
+        try:
+            await self.snapshot(clean=False)
+        except Exception:
+            log.exception("snapshot failed; will retry")
+            self._snapshot_time = time.monotonic()
+
+    async def snapshot(self, clean: bool) -> int:
+        """Snapshot the projection as of the last append, once durable, then (unless `clean`: a stop
+        should be quick, the next start reclaims) reclaim space; the LSN."""
+        broker = self.broker
+        assert broker is not None
+        journal = self.journal
+        writer = journal.writer
+        if self._snapshotting or writer is None or journal.failed:
+            return 0
+        self._snapshotting = True
+        try:
+            lsn = self.log.end_lsn
+            if lsn == 0 or (lsn == self._snapshot_lsn and not clean):
+                return 0
+            self._snapshot_bytes_mark = journal.appended_bytes
+            self._snapshot_time = time.monotonic()
+            started = time.monotonic()
+            state = self._serialize(broker, clean)
+            await writer.wait_durable(lsn)
+            await asyncio.to_thread(self.log.save_snapshot, lsn, state)
+            self._snapshot_lsn = lsn
+            log.info(
+                "snapshot saved",
+                extra={"lsn": lsn, "bytes": len(state), "seconds": round(time.monotonic() - started, 3)},
+            )
+            if not clean:
+                await self._reclaim_logged()
+            return lsn
+        finally:
+            self._snapshotting = False
+
+    def _serialize(self, broker: Broker, clean: bool) -> bytes:
+        collecting = gc.isenabled()
+        gc.disable()  # temporary lists of a million items would trigger collections for nothing
+        try:
+            return self._serialize_now(broker, clean)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _serialize_now(self, broker: Broker, clean: bool) -> bytes:
+        indexes = [
+            index_of(vhost.name, queue.name, queue.logged_entries())
+            for vhost in broker.vhosts.values()
+            for queue in vhost.queues.values()
+            if queue.durable and queue.logged_count
+        ]
+        return encode_snapshot(broker.durable_events(), indexes, clean)
+
+    def live_records(self) -> set[int]:
+        """Record keys (segment, offset) that hold a message some durable queue still has."""
+        broker = self.broker
+        assert broker is not None
+        return {
+            record_key(entry.message.loc)
+            for vhost in broker.vhosts.values()
+            for queue in vhost.queues.values()
+            if queue.logged_count
+            for entry in queue.logged_entries()
+        }
+
+    async def reclaim(self) -> int:
+        """Delete covered segments without live messages, compact sparse ones; bytes freed."""
+        writer = self.journal.writer
+        if writer is None:
+            return 0
+        kept = self.log.snapshots.list()
+        if not kept:
+            return 0
+        live = self.live_records()
+
+        def is_live(position: RecordPosition) -> bool:
+            return pack_loc(position.segment, position.offset) in live
+
+        result = await writer.reclaim(kept[0].lsn, is_live)
+        if result.relocated:
+            self._relocated({pack_loc(old.segment, old.offset): pack_loc(new.segment, new.offset)
+                             for old, new in result.relocated.items()})
+        if result.deleted or result.relocated:
+            log.info(
+                "log space reclaimed",
+                extra={"deleted": len(result.deleted), "relocated": len(result.relocated),
+                       "freed_bytes": result.freed_bytes},
+            )
+        return result.freed_bytes
+
+    def _relocated(self, moved: dict[int, int]) -> None:
+        broker = self.broker
+        assert broker is not None
+        for vhost in broker.vhosts.values():
+            for queue in vhost.queues.values():
+                if not queue.logged_count:
+                    continue
+                for entry in queue.logged_entries():
+                    message = entry.message
+                    loc = message.loc
+                    new = moved.get(loc & ~INDEX_MASK)
+                    if new is not None:
+                        message.loc = new | (loc & INDEX_MASK)
+
+    async def stop(self) -> None:
+        """Clean stop (connections already closed): snapshot, flush, close the log."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._work is not None and not self._work.done():
+            await asyncio.wait([self._work])
+        writer = self.journal.writer
+        self.journal.flush_removals()
+        try:
+            if writer is not None and not self.journal.failed and await self.snapshot(clean=True):
+                (self.log.path / RUNNING_MARK).unlink(missing_ok=True)
+        except Exception:
+            log.exception("final snapshot failed; the next start replays the log")
+        finally:
+            if writer is not None:
+                await writer.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the log (releases the directory lock)."""
+        try:
+            self.log.close()
+        except Exception as exc:
+            log.error(f"closing the log failed: {exc}")
+
+    def _journal_failed(self, error: BaseException) -> None:
+        log.error(
+            f"the journal failed; nothing further is confirmed and publishers are blocked: {error}",
+            extra={"lsn": self.journal.durable_position},
+        )
+        # An alarm of its own: the free-disk monitor must not clear it when space looks fine again.
+        if self.broker is not None:
+            self.broker.set_alarm(ALARM_JOURNAL, True)

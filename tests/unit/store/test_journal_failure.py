@@ -1,0 +1,128 @@
+"""When the disk fails (fsync error, ENOSPC), nothing further is confirmed and durable changes are refused.
+
+A real log over a `DiskIO` that fails on demand (memento's fault-injection seam), the real store and
+broker, driven inside an event loop as `ottermq serve` runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from pathlib import Path
+
+import pytest
+
+from memento.disk import DiskIO
+from memento.log import Log
+from ottermq.amqp.errors import AMQPConnectionError
+from ottermq.amqp.properties import BasicProperties, encode_properties
+from ottermq.broker.broker import Broker
+from ottermq.broker.message import Message
+from ottermq.store.codec import RECORD_TYPES
+from ottermq.store.store import LOG_DIR, DurableStore, StoreOptions
+
+PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
+
+
+class FlakyDisk(DiskIO):
+    """Fails every fdatasync with `error` once told to."""
+
+    def __init__(self) -> None:
+        self.error: int | None = None
+
+    def fdatasync(self, fd: int) -> None:
+        if self.error is not None:
+            raise OSError(self.error, "injected")
+        super().fdatasync(fd)
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC], ids=["EIO", "ENOSPC"])
+def test_a_failed_fsync_nacks_pending_confirms_and_refuses_durable_work(tmp_path: Path, error: int) -> None:
+    asyncio.run(scenario(tmp_path, error))
+
+
+async def scenario(tmp_path: Path, error: int) -> None:
+    disk = FlakyDisk()
+    log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, disk=disk, segment_size=1 << 20)
+    store = DurableStore(log, StoreOptions(check_interval=0.05))
+    broker = Broker(journal=store.journal, defaults=False)
+    store.recover(broker)
+    await store.start()
+    journal = store.journal
+    vhost = broker.vhosts["/"]
+    queue = vhost.declare_queue("q", durable=True)
+    outcome: list[str] = []
+
+    def publish(body: bytes) -> int:
+        message = Message("", "q", PERSISTENT, body)
+        position = vhost.log_publish(message, [queue])
+        queue.enqueue(message)
+        if position > 0:
+            journal.when_durable(position, lambda: outcome.append(f"ack {body!r}"),
+                                 lambda: outcome.append(f"nack {body!r}"))
+        return position
+
+    assert publish(b"before") > 0
+    assert journal.writer is not None
+    await journal.writer.sync()
+    assert outcome == ["ack b'before'"]
+
+    disk.error = error
+    assert publish(b"pending") > 0
+    for _ in range(100):
+        if journal.failed:
+            break
+        await asyncio.sleep(0.01)
+    assert journal.failed
+    assert outcome == ["ack b'before'", "nack b'pending'"]
+    assert "journal" in broker.alarms.active  # publishers are blocked
+    # The free-disk monitor clearing its own alarm does not unblock publishers after a journal failure.
+    broker.set_alarm("disk", True)
+    broker.set_alarm("disk", False)
+    assert broker.alarms.blocking
+    assert publish(b"after") == -1  # the channel nacks it at once
+    with pytest.raises(AMQPConnectionError) as refused:
+        vhost.declare_queue("new", durable=True)
+    assert refused.value.reply_code == 541
+    # Consumers keep draining: taking and settling messages does not fail.
+    entry = queue.get()
+    assert entry is not None
+    queue.settle([entry])
+    vhost.declare_queue("transient")  # nothing durable: still fine
+    await store.stop()
+
+
+def test_removals_gathered_in_a_turn_do_not_slip_into_a_transaction(tmp_path: Path) -> None:
+    asyncio.run(gathered_then_tx(tmp_path))
+
+
+async def gathered_then_tx(tmp_path: Path) -> None:
+    store = DurableStore.open(tmp_path, StoreOptions(segment_size=1 << 20))
+    broker = Broker(journal=store.journal, defaults=False)
+    store.recover(broker)
+    await store.start()
+    vhost = broker.vhosts["/"]
+    queue = vhost.declare_queue("q", durable=True)
+    for body in (b"a", b"b", b"c"):
+        message = Message("", "q", PERSISTENT, body)
+        vhost.log_publish(message, [queue])
+        queue.enqueue(message)
+    first = queue.get()
+    assert first is not None
+    queue.settle([first])  # gathered until the end of the turn
+    vhost.begin_tx()
+    message = Message("", "q", PERSISTENT, b"in-tx")
+    vhost.log_publish(message, [queue])
+    queue.enqueue(message)
+    second = queue.get()
+    assert second is not None
+    queue.settle([second])
+    position = vhost.end_tx()
+    assert message.msg_id >> 20 == position
+    await store.stop()
+    store = DurableStore.open(tmp_path)
+    rebuilt = Broker(journal=store.journal, defaults=False)
+    store.recover(rebuilt)
+    bodies = [e.message.body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
+    store.close()
+    assert bodies == [b"c", b"in-tx"]
