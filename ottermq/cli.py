@@ -200,11 +200,19 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
 
 
 def _seed_access(broker: Broker, settings: Settings) -> list[str]:
-    """Create the config file's [[vhosts]], [[users]] and [[permissions]] that do not exist yet."""
+    """Create the config file's [[vhosts]], [[users]] and [[permissions]] that do not exist yet, then set
+    its [[vhost_limits]] on vhosts that have no limits (once set, `ottermq ctl` manages them)."""
     from ottermq.broker.access import AccessError, seed
 
     try:
-        return seed(broker.access, settings.users, settings.vhosts, settings.permissions)
+        seeded = seed(broker.access, settings.users, settings.vhosts, settings.permissions)
+        for entry in settings.vhost_limits:
+            vhost = entry.get("vhost", "/")
+            if vhost not in broker.vhost_limits:
+                limits = {key.replace("_", "-"): value for key, value in entry.items() if key != "vhost"}
+                broker.set_vhost_limits(vhost, limits)
+                seeded.append(f"vhost limits {vhost}")
+        return seeded
     except AccessError as exc:
         raise ConfigError(f"config file: {exc}") from None
 

@@ -85,6 +85,8 @@ class Settings:
     users: tuple[dict[str, Any], ...] = ()
     vhosts: tuple[dict[str, Any], ...] = ()
     permissions: tuple[dict[str, Any], ...] = ()
+    # [[vhost_limits]] (vhost="/", max_connections, max_queues): set at start on a vhost without limits.
+    vhost_limits: tuple[dict[str, Any], ...] = ()
 
 
 FIELDS: Final[dict[str, dataclasses.Field[Any]]] = {f.name: f for f in dataclasses.fields(Settings)}
@@ -152,7 +154,10 @@ ACCESS_KEYS: Final = {
     "users": (("name",), ("password", "password_hash", "tags")),
     "vhosts": (("name",), ()),
     "permissions": (("user", "configure", "write", "read"), ("vhost",)),
+    "vhost_limits": ((), ("vhost", "max_connections", "max_queues")),
 }
+# The keys of those tables whose values are integers (every other one is a string).
+_INT_KEYS: Final = ("max_connections", "max_queues")
 
 
 def _parse_tables(value: object) -> tuple[dict[str, Any], ...]:
@@ -182,7 +187,10 @@ def _check_access_entry(name: str, entry: dict[str, Any]) -> dict[str, Any]:
     elif tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
         raise ValueError("'tags' must be a list of strings")
     for key, item in checked.items():
-        if key != "tags" and not isinstance(item, str):
+        if key in _INT_KEYS:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise ValueError(f"{key!r} must be an integer (negative = no limit)")
+        elif key != "tags" and not isinstance(item, str):
             raise ValueError(f"{key!r} must be a string")
     if name == "users" and "password" in checked and "password_hash" in checked:
         raise ValueError("give 'password' or 'password_hash', not both")

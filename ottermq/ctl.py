@@ -276,6 +276,49 @@ def list_user_permissions(ctx: typer.Context, user: str) -> None:
     _table(ctx, rows, ["vhost", "configure", "write", "read"])
 
 
+@app.command("set_vhost_limits")
+def set_vhost_limits(
+    ctx: typer.Context,
+    definition: str = typer.Argument(
+        ..., help='A JSON object, e.g. \'{"max-connections": 10, "max-queues": 5}\' (negative = no limit)'
+    ),
+    vhost: str = _VHOST,
+) -> None:
+    """Replace a vhost's limits (max-connections, max-queues)."""
+    _run(ctx, "set_vhost_limits", {"vhost": vhost, "definition": definition},
+         f'Setting vhost limits to "{definition}" for vhost "{vhost}" ...')
+
+
+@app.command("clear_vhost_limits")
+def clear_vhost_limits(ctx: typer.Context, vhost: str = _VHOST) -> None:
+    """Remove every limit of a vhost."""
+    _run(ctx, "clear_vhost_limits", {"vhost": vhost}, f'Clearing vhost "{vhost}" limits ...')
+
+
+@app.command("list_vhost_limits")
+def list_vhost_limits(
+    ctx: typer.Context,
+    vhost: str = _VHOST,
+    all_vhosts: bool = typer.Option(False, "--global", help="List the limits of every vhost"),
+) -> None:
+    """Show a vhost's limits as JSON (with --global: every vhost that has limits)."""
+    info = "Listing limits for all vhosts ..." if all_vhosts else f'Listing limits for vhost "{vhost}" ...'
+    rows = _run(ctx, "list_vhost_limits", {"vhost": vhost, "global": all_vhosts}, info)
+    options: Options = ctx.obj
+    if options.json:
+        return
+    if all_vhosts:
+        _table(ctx, [{**row, "limits": _compact(row["limits"])} for row in rows], ["vhost", "limits"])
+    else:
+        for row in rows:
+            typer.echo(_compact(row["limits"]))
+
+
+def _compact(limits: dict[str, Any]) -> str:
+    """Limits as rabbitmqctl prints them: JSON without spaces."""
+    return json.dumps(limits, separators=(",", ":"))
+
+
 @app.command("list_queues")
 def list_queues(ctx: typer.Context, vhost: str = _VHOST) -> None:
     """List the queues of a vhost with their ready and consumer counts."""

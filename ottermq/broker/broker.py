@@ -9,8 +9,9 @@ set of live connections so a graceful stop can close them all and the management
 
 from __future__ import annotations
 
+import json
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -23,12 +24,20 @@ from ottermq.amqp.constants import (
     NOT_ALLOWED,
 )
 from ottermq.amqp.errors import AMQPConnectionError
-from ottermq.broker.access import AccessControl
+from ottermq.broker.access import AccessControl, AccessError
 from ottermq.broker.ack_timeout import AckTimeouts
 from ottermq.broker.alarms import Alarms
 from ottermq.broker.auth import Authenticator
 from ottermq.broker.connection import Connection
-from ottermq.broker.events import ACCESS_EVENTS, AccessEvent, Event, UserDeleted, VHostAdded, VHostDeleted
+from ottermq.broker.events import (
+    ACCESS_EVENTS,
+    AccessEvent,
+    Event,
+    UserDeleted,
+    VHostAdded,
+    VHostDeleted,
+    VHostLimitsSet,
+)
 from ottermq.broker.journal import Journal, MemoryJournal
 from ottermq.broker.limits_queue import tick_queues
 from ottermq.broker.vhost import VHost
@@ -47,6 +56,33 @@ def _version() -> str:
 
 
 VERSION = _version()
+
+# The per-vhost limits RabbitMQ knows (rabbitmqctl set_vhost_limits).
+VHOST_LIMIT_NAMES = ("max-connections", "max-queues")
+
+
+def validate_vhost_limits(limits: object) -> dict[str, int]:
+    """A set_vhost_limits definition checked as RabbitMQ checks it: a JSON object of known limit names
+    to integers (negative = no limit). Raises AccessError("invalid", ...) with a readable line."""
+    if not isinstance(limits, Mapping):
+        shown = json.dumps(limits, default=str)
+        raise AccessError("invalid", f"Validation failed: limits must be a JSON object, actually was {shown}")
+    unknown = [str(name) for name in limits if name not in VHOST_LIMIT_NAMES]
+    if unknown:
+        raise AccessError(
+            "invalid",
+            f"Validation failed: unrecognised terms {', '.join(unknown)} in limits "
+            f"(known: {', '.join(VHOST_LIMIT_NAMES)})",
+        )
+    checked: dict[str, int] = {}
+    for name, value in limits.items():
+        # bool is an int in Python but not a number to RabbitMQ; the bound keeps it a 64-bit field.
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+            shown = json.dumps(value, default=str)
+            message = f"Validation failed: {name} should be an integer, actually was {shown}"
+            raise AccessError("invalid", message)
+        checked[name] = value
+    return checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +120,8 @@ class Broker:
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.connections: set[Connection] = set()
         self.vhosts: dict[str, VHost] = {}
+        # Per-vhost limits as set (set_vhost_limits, journaled): {"/": {"max-connections": 10}}.
+        self.vhost_limits: dict[str, dict[str, int]] = {}
         # Users, vhost names and permissions; its events create and drop the VHost objects (access_applied).
         self.access = AccessControl(self.journal)
         self.access.on_applied = self._access_applied
@@ -93,8 +131,6 @@ class Broker:
         self.server_properties = server_properties()
         # Resource alarms (memory, disk) that block publishers; set by the server's resource monitor.
         self.alarms = Alarms()
-        # Per-vhost limits, as RabbitMQ's set_vhost_limits: {"/": {"max-connections": 10}}.
-        self.vhost_limits: dict[str, dict[str, int]] = {}
         self._ack_timeouts = AckTimeouts()
 
     def add_vhost(self, name: str) -> VHost:
@@ -135,6 +171,8 @@ class Broker:
         """Apply one journaled event (the replay entry point; the live path runs the same code)."""
         if isinstance(event, ACCESS_EVENTS):
             self.access.apply(event)  # type: ignore[arg-type]
+        elif type(event) is VHostLimitsSet:
+            self._apply_vhost_limits(event)
         else:
             vhost = self.vhosts.get(getattr(event, "vhost", ""))
             if vhost is not None:
@@ -142,8 +180,10 @@ class Broker:
 
     def durable_events(self) -> list[Event]:
         """Events that rebuild the durable state of a broker made with `defaults=False` (for snapshots):
-        vhosts, users and permissions first, then each vhost's exchanges, queues and bindings."""
+        vhosts, users and permissions first, then vhost limits, then each vhost's exchanges, queues and
+        bindings."""
         events: list[Event] = list(self.access.durable_events())
+        events.extend(VHostLimitsSet(name, dict(limits)) for name, limits in self.vhost_limits.items())
         for vhost in self.vhosts.values():
             events.extend(vhost.durable_events())
         return events
@@ -155,6 +195,7 @@ class Broker:
                 self.vhosts[event.name] = VHost(event.name, self.journal)
         elif isinstance(event, VHostDeleted):
             self.vhosts.pop(event.name, None)
+            self.vhost_limits.pop(event.name, None)  # a vhost created again later starts unlimited
         elif isinstance(event, UserDeleted):
             text = f"CONNECTION_FORCED - user '{event.name}' is deleted"
             for connection in [c for c in self.connections if c.user == event.name and c.vhost is not None]:
@@ -176,21 +217,49 @@ class Broker:
         blocked or unblocked. Raises ValueError for an unknown name."""
         return self.alarms.set(name, active, self.connections)
 
+    def set_vhost_limits(self, vhost: str, limits: object) -> None:
+        """rabbitmqctl set_vhost_limits: replace the limits of `vhost` as a whole ({} clears them), through
+        the journal. Raises AccessError: "invalid" for a bad definition (validate_vhost_limits),
+        "no_vhost" for a missing vhost, "unavailable" when the journal failed."""
+        checked = validate_vhost_limits(limits)
+        if vhost not in self.access.vhosts:
+            raise AccessError("no_vhost", f"Virtual host '{vhost}' does not exist")
+        if self.journal.failed:
+            raise AccessError("unavailable", "the journal has failed: no durable change is accepted")
+        event = VHostLimitsSet(vhost, checked)
+        self.journal.append(event)
+        self._apply_vhost_limits(event)
+
+    def clear_vhost_limits(self, vhost: str) -> None:
+        """rabbitmqctl clear_vhost_limits: no limits on `vhost` any more (AccessError as set_vhost_limits)."""
+        self.set_vhost_limits(vhost, {})
+
     def set_vhost_limit(self, vhost: str, name: str, value: int | None) -> None:
-        """Set (or with None remove) a vhost limit; only "max-connections" is known so far (negative or
-        None = no limit, as RabbitMQ). Raises ValueError for another name."""
-        if name != "max-connections":
+        """Set (or with None remove) one limit of `vhost`, keeping the others (negative = no limit, as
+        RabbitMQ). Raises ValueError for a name other than VHOST_LIMIT_NAMES."""
+        if name not in VHOST_LIMIT_NAMES:
             raise ValueError(f"unknown vhost limit {name!r}")
-        limits = self.vhost_limits.setdefault(vhost, {})
-        if value is None or value < 0:
+        limits = dict(self.vhost_limits.get(vhost, {}))
+        if value is None:
             limits.pop(name, None)
         else:
             limits[name] = value
+        self.set_vhost_limits(vhost, limits)
+
+    def _apply_vhost_limits(self, event: VHostLimitsSet) -> None:
+        vhost = self.vhosts.get(event.vhost)
+        if vhost is None:
+            return  # no such vhost (a valid log never names one): nothing to limit
+        if event.limits:
+            self.vhost_limits[event.vhost] = dict(event.limits)
+        else:
+            self.vhost_limits.pop(event.vhost, None)
+        vhost.max_queues = event.limits.get("max-queues", -1)
 
     def check_connection_limit(self, vhost: VHost, user: str) -> None:
         """Raise 530 when `vhost` already holds its max-connections (connection.open checks this)."""
-        limit = self.vhost_limits.get(vhost.name, {}).get("max-connections") if self.vhost_limits else None
-        if limit is None:
+        limit = self.vhost_limits.get(vhost.name, {}).get("max-connections", -1) if self.vhost_limits else -1
+        if limit < 0:
             return
         count = sum(1 for connection in self.connections if connection.vhost is vhost)
         if count >= limit:

@@ -156,6 +156,20 @@ class PermissionsCleared:
     vhost: str
 
 
+# -- vhost limits (applied by the Broker) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VHostLimitsSet:
+    """A vhost's limits replaced as a whole, as rabbitmqctl set_vhost_limits does ({} clears them).
+
+    `limits` maps a limit name ("max-connections", "max-queues") to an integer; a negative value means no
+    limit, as in RabbitMQ, and is kept so that listing shows what was set."""
+
+    vhost: str
+    limits: dict[str, int]
+
+
 AccessEvent = (
     UserAdded | UserDeleted | PasswordChanged | UserTagsSet | VHostAdded | VHostDeleted | PermissionsSet
     | PermissionsCleared
@@ -220,5 +234,5 @@ MessageEvent = MessagePublished | MessagesRemoved | TxCommitted
 
 Event = (
     ExchangeDeclared | ExchangeDeleted | QueueDeclared | QueueDeleted | QueuePurged | BindingAdded
-    | BindingRemoved | AccessEvent | MessageEvent
+    | BindingRemoved | AccessEvent | VHostLimitsSet | MessageEvent
 )

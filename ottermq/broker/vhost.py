@@ -87,6 +87,8 @@ class VHost:
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        # The vhost's max-queues limit (negative = none); the Broker sets it from set_vhost_limits.
+        self.max_queues = -1
         # Bindings by destination, to drop them with the destination.
         self._bound_to: dict[tuple[DestinationKind, str], dict[Binding, None]] = {}
         self._default_router = DefaultRouter()
@@ -399,6 +401,12 @@ class VHost:
                 existing.features.used()  # a redeclare restarts x-expires
             return existing
         check_queue_arguments(self._resource("queue", name), args)
+        if 0 <= self.max_queues <= len(self.queues):
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - cannot declare queue '{name}': queue limit in vhost '{self.name}' "
+                f"({self.max_queues}) is reached",
+            )
         event = QueueDeclared(self.name, name, durable, exclusive, auto_delete, args)
         self._journal(event, durable)
         self._apply_queue_declared(event, owner)

@@ -176,6 +176,35 @@ def _list_user_permissions(broker: Broker, args: dict[str, Any]) -> list[dict[st
     ]
 
 
+# -- vhost limits --------------------------------------------------------------------------------------------
+
+
+@verb("set_vhost_limits")
+def _set_vhost_limits(broker: Broker, args: dict[str, Any]) -> None:
+    # The definition arrives as the user typed it, so the broker words every error as rabbitmqctl does.
+    definition = _arg(args, "definition")
+    try:
+        limits = json.loads(definition)
+    except ValueError as exc:
+        raise AccessError("invalid", f"JSON decoding error: {exc} in {definition!r}") from None
+    broker.set_vhost_limits(_arg(args, "vhost", "/"), limits)
+
+
+@verb("clear_vhost_limits")
+def _clear_vhost_limits(broker: Broker, args: dict[str, Any]) -> None:
+    broker.clear_vhost_limits(_arg(args, "vhost", "/"))
+
+
+@verb("list_vhost_limits")
+def _list_vhost_limits(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per vhost with limits (every vhost with `global`), else the row of `vhost` if it has any."""
+    if args.get("global"):
+        return [{"vhost": name, "limits": dict(limits)} for name, limits in broker.vhost_limits.items()]
+    vhost = _vhost(broker, args)
+    limits = broker.vhost_limits.get(vhost.name)
+    return [{"vhost": vhost.name, "limits": dict(limits)}] if limits else []
+
+
 # -- what is there ----------------------------------------------------------------------------------------
 
 
