@@ -201,6 +201,19 @@ class Queue:
         self._seq = seq = self._seq + 1
         self._logged[message.msg_id] = QueueEntry(message, seq, redelivered)
 
+    def restore_many(self, messages: list[Message], redelivered: list[bool]) -> None:
+        """Recovery in bulk (a snapshot's index of the queue, in log order): `restore` of each message,
+        without a method call per message when `restore` is not overridden (a million at start-up)."""
+        if type(self).restore is not Queue.restore:
+            for message, again in zip(messages, redelivered, strict=True):
+                self.restore(message, again)
+            return
+        seqs = range(self._seq + 1, self._seq + 1 + len(messages))
+        self._seq += len(messages)
+        entries = [QueueEntry(message, seq, again)
+                   for message, seq, again in zip(messages, seqs, redelivered, strict=True)]
+        self._logged.update(zip([message.msg_id for message in messages], entries, strict=True))
+
     def recovered(self, redelivered: bool) -> None:
         """Recovery is over: every restored message still logged becomes ready, in log order;
         `redelivered` marks them all (after a crash they may have been delivered)."""

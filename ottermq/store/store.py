@@ -42,6 +42,7 @@ from ottermq.store.codec import (
     record_key,
 )
 from ottermq.store.journal import MementoJournal
+from ottermq.store.live import LiveRecords
 from ottermq.store.replay import apply_record, load_queues
 from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
 
@@ -155,6 +156,8 @@ class DurableStore:
             self.log.snapshot = None  # the state bytes are decoded; do not hold them for the process life
             if collecting:
                 gc.enable()
+            # The decompressed snapshot and its decoded arrays are gone: give their pages back.
+            _trim_heap()
 
     def _recover(self, broker: Broker) -> RecoveryInfo:
         started = time.monotonic()
@@ -290,12 +293,15 @@ class DurableStore:
             self._snapshot_time = time.monotonic()
             started = time.monotonic()
             state = self._serialize(broker, clean)
+            size = len(state)
             await writer.wait_durable(lsn)
             await asyncio.to_thread(self.log.save_snapshot, lsn, state)
             self._snapshot_lsn = lsn
+            del state
+            _trim_heap()  # the serialized copy and its temporary lists are freed
             log.info(
                 "snapshot saved",
-                extra={"lsn": lsn, "bytes": len(state), "seconds": round(time.monotonic() - started, 3)},
+                extra={"lsn": lsn, "bytes": size, "seconds": round(time.monotonic() - started, 3)},
             )
             if not clean:
                 await self._reclaim_logged()
@@ -321,17 +327,17 @@ class DurableStore:
         ]
         return encode_snapshot(broker.durable_events(), indexes, clean)
 
-    def live_records(self) -> set[int]:
+    def live_records(self) -> LiveRecords:
         """Record keys (segment, offset) that hold a message some durable queue still has."""
         broker = self.broker
         assert broker is not None
-        return {
+        return LiveRecords(
             record_key(entry.message.loc)
             for vhost in broker.vhosts.values()
             for queue in vhost.queues.values()
             if queue.logged_count
             for entry in queue.logged_entries()
-        }
+        )
 
     async def reclaim(self) -> int:
         """Delete covered segments without live messages, compact sparse ones; bytes freed."""
@@ -346,7 +352,11 @@ class DurableStore:
         def is_live(position: RecordPosition) -> bool:
             return pack_loc(position.segment, position.offset) in live
 
-        result = await writer.reclaim(kept[0].lsn, is_live)
+        try:
+            result = await writer.reclaim(kept[0].lsn, is_live)
+        finally:
+            # Reclaim parses whole segments (a Record per record): give the transient heap back.
+            _trim_heap()
         if result.relocated:
             self._relocated({pack_loc(old.segment, old.offset): pack_loc(new.segment, new.offset)
                              for old, new in result.relocated.items()})
