@@ -9,6 +9,13 @@ segment (live bytes <= `sparse` of its bytes) has its live records appended agai
 itself is deleted by a later call, once the caller no longer calls those records live and a snapshot taken
 after the copies covers them (covered_lsn >= the last copy's LSN).
 
+Memory and time: planning reads only record headers, through one reusable 1 MiB window (no mmap: touched
+file pages would count in the RSS), and keeps only the offsets and sizes of live records, so a fully live
+64 MiB segment costs a few hundred KiB, not its bytes plus a copy of every payload. A scan stops as soon as
+its answer is known (a live record in a segment that cannot be compacted; more live bytes than a sparse
+segment may hold). Payloads are read, and their crc checked, only for the records actually copied. The
+planning calls no Log method, so AsyncWriter runs it in a worker thread.
+
 Crash safety (FORMAT.md, "Reclamation order"): copies are written and fdatasynced before any deletion;
 a segment compacted in one call is never deleted in the same call. A crash anywhere leaves the original
 and maybe its copy: duplicates, never loss.
@@ -17,12 +24,15 @@ and maybe its copy: duplicates, never loss.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from memento.errors import CorruptRecord
 from memento.log import Log, _Segment
-from memento.reader import records_in
-from memento.record import HEAD_SIZE, Record, RecordPosition
+from memento.reader import decode_at
+from memento.record import BODY_HEAD_SIZE, HEAD, HEAD_SIZE, TYPE_SEAL, Record, RecordPosition
+from memento.segment import HEADER_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +45,32 @@ class ReclaimResult:
 
 
 MAX_COPY_BYTES = 64 << 20  # copies planned per call at most: bounds memory and the call's duration
+WINDOW = 1 << 20  # bytes read at a time while scanning headers
+READ_BATCH = 4 << 20  # bytes of records to copy read back at a time
+
+
+@dataclass(slots=True)
+class LiveSpans:
+    """The live records of one segment to copy forward: offsets and record sizes, in file order."""
+
+    seg: _Segment
+    offsets: array[int] = field(default_factory=lambda: array("Q"))
+    sizes: array[int] = field(default_factory=lambda: array("I"))
 
 
 @dataclass(slots=True)
 class ReclaimPlan:
-    """Which covered segments to delete and which live records to copy forward (built by `consider`)."""
+    """Which covered segments to delete and which live records to copy forward (built by `plan`).
+
+    `first_seq` and `relocated` are taken from the log when the plan starts, so that planning reads
+    nothing the event loop changes and may run in a worker thread."""
 
     covered_lsn: int
     sparse: float
+    first_seq: int
+    relocated: dict[int, int]
     delete: list[_Segment] = field(default_factory=list)
-    copy: list[tuple[_Segment, list[Record]]] = field(default_factory=list)
+    copy: list[LiveSpans] = field(default_factory=list)
     copy_bytes: int = 0
     prefix: bool = True  # every segment considered so far is deleted
 
@@ -55,50 +81,127 @@ def check_covered(log: Log, covered_lsn: int) -> None:
         raise ValueError(f"covered_lsn {covered_lsn} is beyond the newest snapshot (LSN {log.snapshot_lsn})")
 
 
-def candidates(log: Log, covered_lsn: int) -> list[_Segment]:
-    """Sealed segments wholly covered by `covered_lsn`, oldest first."""
-    return [seg for seg, last in log._sealed_segments() if last <= covered_lsn]
+def new_plan(log: Log, covered_lsn: int, sparse: float) -> tuple[ReclaimPlan, list[_Segment]]:
+    """An empty plan and the sealed segments wholly covered by `covered_lsn`, oldest first (on the loop)."""
+    check_covered(log, covered_lsn)
+    todo = ReclaimPlan(covered_lsn, sparse, log._segments[0].seq, dict(log.relocated_through))
+    return todo, [seg for seg, last in log._sealed_segments() if last <= covered_lsn]
 
 
-def load(seg: _Segment) -> bytes:
-    """A segment's bytes (file reads only: safe in a thread while the log appends)."""
-    with open(seg.path, "rb") as f:
-        return f.read()
+def plan(todo: ReclaimPlan, segments: list[_Segment], live: Callable[[RecordPosition], bool]) -> None:
+    """Consider each candidate in order, oldest first; file reads and `live` calls only (thread-safe
+    as far as `live` is)."""
+    for seg in segments:
+        consider(todo, seg, live)
 
 
-def consider(log: Log, todo: ReclaimPlan, seg: _Segment, data: bytes,
-             live: Callable[[RecordPosition], bool]) -> None:
-    """Add one candidate (in order, oldest first) to the plan; calls `live` once per record."""
-    total = 0
-    live_bytes = 0
-    keep: list[Record] = []
-    for record in records_in(data, seg.seq, seg.base_lsn, seg.name):
-        size = HEAD_SIZE + len(record.payload)
-        total += size
-        if live(record.position):
-            keep.append(record)
-            live_bytes += size
-    copied_ok = log.relocated_through.get(seg.seq, 0) <= todo.covered_lsn
-    if todo.prefix and not keep and copied_ok and (todo.delete or seg is log._segments[0]):
+def consider(todo: ReclaimPlan, seg: _Segment, live: Callable[[RecordPosition], bool]) -> None:
+    """Add one candidate to the plan: deleted if it extends the dead prefix, compacted if sparse."""
+    copied_ok = todo.relocated.get(seg.seq, 0) <= todo.covered_lsn
+    may_delete = todo.prefix and copied_ok and (bool(todo.delete) or seg.seq == todo.first_seq)
+    may_copy = seg.seq not in todo.relocated and todo.copy_bytes < MAX_COPY_BYTES
+    if not may_delete and not may_copy:
+        todo.prefix = False
+        return
+    spans = LiveSpans(seg)
+    # Over this many live bytes the segment is not sparse whatever its total (records fit in the file).
+    limit = int(todo.sparse * os.path.getsize(seg.path)) if may_copy else -1
+    total, live_bytes, complete = scan(seg, live, limit, spans)
+    if may_delete and complete and live_bytes == 0:
         todo.delete.append(seg)
         return
     todo.prefix = False
-    if keep and live_bytes <= todo.sparse * total and seg.seq not in log.relocated_through \
-            and todo.copy_bytes < MAX_COPY_BYTES:
-        todo.copy.append((seg, keep))
+    if may_copy and complete and live_bytes and live_bytes <= todo.sparse * total:
+        todo.copy.append(spans)
         todo.copy_bytes += live_bytes
 
 
-def copy_forward(log: Log, todo: ReclaimPlan) -> dict[RecordPosition, RecordPosition]:
-    """Append the copies (staged only: the caller makes them durable before any deletion)."""
-    moved: dict[RecordPosition, RecordPosition] = {}
-    for seg, records in todo.copy:
-        last = 0
-        for record in records:
-            last = log._relocate(record)
-            moved[record.position] = log.last_position
+def scan(seg: _Segment, live: Callable[[RecordPosition], bool], limit: int,
+         spans: LiveSpans) -> tuple[int, int, bool]:
+    """Walk the record headers of a sealed segment, asking `live` about each record in order; note live
+    records in `spans`. Stops early once live bytes exceed `limit`. (record bytes, live bytes, complete).
+
+    Only lengths and LSNs are checked here (a crc needs the payload); copied records are verified when
+    read back, and a deleted segment's bytes are never needed again.
+    """
+    unpack = HEAD.unpack_from
+    new = tuple.__new__
+    seq = seg.seq
+    offsets = spans.offsets
+    sizes = spans.sizes
+    total = live_bytes = 0
+    expected = seg.base_lsn
+    fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        pos = HEADER_SIZE
+        while pos + HEAD_SIZE <= size:
+            window = os.pread(fd, WINDOW, pos)
+            base = pos
+            rel = 0
+            end = len(window) - HEAD_SIZE
+            while rel <= end:
+                length, _crc, rtype, _flags, _res, lsn = unpack(window, rel)
+                if length == 0:
+                    return total, live_bytes, True
+                record = 8 + length
+                at = base + rel
+                if lsn != expected or length < BODY_HEAD_SIZE or at + record > size:
+                    raise CorruptRecord(f"{seg.name} offset {at} LSN {expected}: record damaged since open",
+                                        segment=seg.name, offset=at, lsn=expected)
+                if rtype == TYPE_SEAL:
+                    return total, live_bytes, True
+                total += record
+                if live(new(RecordPosition, (seq, at))):
+                    live_bytes += record
+                    if live_bytes > limit:
+                        return total, live_bytes, False
+                    offsets.append(at)
+                    sizes.append(record)
+                expected = lsn + 1
+                rel += record
+            pos = base + rel
+    finally:
+        os.close(fd)
+    return total, live_bytes, True
+
+
+def batches(spans: LiveSpans, budget: int = READ_BATCH) -> Iterator[tuple[int, int]]:
+    """Index ranges [start, stop) of `spans` holding about `budget` bytes each (at least one record)."""
+    start = taken = 0
+    sizes = spans.sizes
+    for i, size in enumerate(sizes):
+        if taken and taken + size > budget:
+            yield start, i
+            start, taken = i, 0
+        taken += size
+    if start < len(sizes):
+        yield start, len(sizes)
+
+
+def read_live(spans: LiveSpans, start: int, stop: int) -> list[Record]:
+    """Records start..stop-1 of `spans`, read back and verified (file reads only: safe in a thread)."""
+    seg = spans.seg
+    offsets = spans.offsets
+    sizes = spans.sizes
+    fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return [decode_at(os.pread(fd, sizes[i], offsets[i]), 0, seg.seq, seg.name, offsets[i])
+                for i in range(start, stop)]
+    finally:
+        os.close(fd)
+
+
+def copy_records(log: Log, seg: _Segment, records: list[Record],
+                 moved: dict[RecordPosition, RecordPosition]) -> None:
+    """Append copies of some of one segment's live records, in order (staged only: the caller makes
+    them durable before any deletion), and note old -> new positions in `moved`."""
+    last = 0
+    for record in records:
+        last = log._relocate(record)
+        moved[record.position] = log.last_position
+    if last:
         log.relocated_through[seg.seq] = last
-    return moved
 
 
 def delete(log: Log, todo: ReclaimPlan, sync_dir: bool = True) -> tuple[tuple[str, ...], int]:
@@ -122,12 +225,12 @@ def reclaim(log: Log, covered_lsn: int, live: Callable[[RecordPosition], bool],
     `covered_lsn` must be the LSN of the OLDEST snapshot kept (the store keeps a fallback), so that
     recovery from either snapshot still finds every record it needs.
     """
-    check_covered(log, covered_lsn)
-    todo = ReclaimPlan(covered_lsn, sparse)
-    for seg in candidates(log, covered_lsn):
-        consider(log, todo, seg, load(seg), live)
-    moved = copy_forward(log, todo)
-    if moved:
-        log.sync()
+    todo, segments = new_plan(log, covered_lsn, sparse)
+    plan(todo, segments, live)
+    moved: dict[RecordPosition, RecordPosition] = {}
+    for spans in todo.copy:
+        for start, stop in batches(spans):
+            copy_records(log, spans.seg, read_live(spans, start, stop), moved)
+            log.sync()  # written now, so staged copies never hold more than a batch
     names, freed = delete(log, todo)
     return ReclaimResult(names, moved, freed)

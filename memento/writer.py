@@ -21,16 +21,7 @@ from collections.abc import Callable
 
 from memento.errors import LogClosed, LogFailed
 from memento.log import Log, _Batch
-from memento.reclaim import (
-    ReclaimPlan,
-    ReclaimResult,
-    candidates,
-    check_covered,
-    consider,
-    copy_forward,
-    delete,
-    load,
-)
+from memento.reclaim import ReclaimResult, batches, copy_records, delete, new_plan, plan, read_live
 from memento.record import RecordPosition
 
 
@@ -163,13 +154,16 @@ class AsyncWriter:
 
     async def reclaim(self, covered_lsn: int, live: Callable[[RecordPosition], bool],
                       sparse: float = 0.5) -> ReclaimResult:
-        """`Log.reclaim` for a log this writer owns: file reads in a thread, `live` and the copies on the
-        event loop, deletions only after the copies are durable."""
-        check_covered(self.log, covered_lsn)
-        todo = ReclaimPlan(covered_lsn, sparse)
-        for seg in candidates(self.log, covered_lsn):
-            consider(self.log, todo, seg, await asyncio.to_thread(load, seg), live)
-        moved = copy_forward(self.log, todo)
+        """`Log.reclaim` for a log this writer owns: the planning (header scans and the `live` calls, so
+        `live` must be safe to call from a worker thread) and the reads of the records to copy in a
+        thread, the copies on the event loop, deletions only after the copies are durable."""
+        todo, segments = new_plan(self.log, covered_lsn, sparse)
+        await asyncio.to_thread(plan, todo, segments, live)
+        moved: dict[RecordPosition, RecordPosition] = {}
+        for spans in todo.copy:
+            for start, stop in batches(spans):
+                records = await asyncio.to_thread(read_live, spans, start, stop)
+                copy_records(self.log, spans.seg, records, moved)
         if moved:
             await self.sync()
         names, freed = delete(self.log, todo, sync_dir=False)

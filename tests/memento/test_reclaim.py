@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from memento import reclaim as reclaim_module
 from memento.disk import DiskIO
+from memento.errors import CorruptRecord
 from memento.log import Log
 from memento.record import FLAG_RELOCATED, RecordPosition
 from memento.writer import AsyncWriter
@@ -140,3 +142,53 @@ def test_failure_while_deleting_loses_nothing(tmp_path: Path) -> None:
     with Log.open(tmp_path, segment_size=SEG) as log:
         assert log.read(keep).payload == b"%05d" % 70 * 20
         assert next(r.lsn for r in log.replay(after_lsn=70)) == 71
+
+
+def test_sparse_segment_relocates_exactly_its_live_records_and_full_one_stays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tiny scan window makes headers straddle window ends and records outgrow the window.
+    monkeypatch.setattr(reclaim_module, "WINDOW", 64)
+    monkeypatch.setattr(reclaim_module, "READ_BATCH", 200)  # copies read back one or two at a time
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        positions = fill(log, 100)
+        by_seg: dict[int, list[RecordPosition]] = {}
+        for pos in positions:
+            by_seg.setdefault(pos.segment, []).append(pos)
+        first, sparse_seg, full_seg = sorted(by_seg)[:3]
+        sparse_live = set(by_seg[sparse_seg][1::4])  # a quarter of its records: sparse
+        dense_live = {pos for i, pos in enumerate(by_seg[first]) if i % 4}  # three quarters: dense
+        live = sparse_live | set(by_seg[full_seg]) | dense_live
+        asked: list[RecordPosition] = []
+
+        def is_live(pos: RecordPosition) -> bool:
+            asked.append(pos)
+            return pos in live
+
+        log.save_snapshot(100, b"state")
+        result = log.reclaim(100, is_live)
+        assert result.deleted == ()
+        # The first segment is dense (3/4 live); the third is fully live: both stay put.
+        assert set(result.relocated) == sparse_live
+        for old, new in result.relocated.items():
+            copy = log.read(new)
+            original = log.read(old)
+            assert copy.payload == original.payload and copy.type == original.type
+            assert copy.flags == original.flags | FLAG_RELOCATED
+        assert asked == sorted(asked)  # ascending, as the store's LiveRecords cursor wants
+        # The fully live segment was given up on before its end: no need to ask about every record.
+        assert by_seg[full_seg][-1] not in asked
+        # Compacted once: a second call copies nothing again.
+        assert log.reclaim(100, is_live).relocated == {}
+
+
+def test_scan_reports_damage_in_a_header(tmp_path: Path) -> None:
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        positions = fill(log, 100)
+        log.save_snapshot(100, b"state")
+        victim = positions[5]
+        path = next(f for f in wal_files(tmp_path) if int(f.name.split("-")[0], 16) == victim.segment)
+        with open(path, "r+b") as f:
+            f.seek(victim.offset + 12)  # the LSN field
+            f.write(b"\xff" * 8)
+        with pytest.raises(CorruptRecord, match="damaged"):
+            log.reclaim(100, lambda pos: False)
