@@ -199,6 +199,9 @@ class MessagePublished(NamedTuple):
     routing_key: str
     properties: bytes
     body: bytes
+    # When it was published (ms since the epoch; 0: unknown, a record of an older log), so that its TTL
+    # deadline survives a restart.
+    published: int = 0
 
 
 class MessagesRemoved(NamedTuple):

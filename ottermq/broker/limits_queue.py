@@ -147,7 +147,11 @@ def ensure_features(queue: Queue, vhost: VHost) -> None:
 
 def message_ttl(message: Message) -> int | None:
     """The message's `expiration` in ms, or None (a malformed one was refused at publish already)."""
-    properties = message.properties
+    return properties_ttl(message.properties)
+
+
+def properties_ttl(properties: bytes) -> int | None:
+    """The `expiration` in ms of raw content-header properties, or None (also for a malformed one)."""
     if not (properties and properties[0] & _EXPIRATION_BIT):
         return None
     raw = peek_expiration(properties)
@@ -225,13 +229,14 @@ class FeatureQueue(Queue):
         self._expire_head(now_ms())
         self._enforce_limits()
 
-    def restore(self, message: Message, redelivered: bool = False) -> None:
-        """Recovery: a logged message comes back. Until the store logs absolute deadlines
-        (`QueueEntry.deadline`), the queue's x-message-ttl counts again from the restart; the message's
-        own `expiration` is not read here, as that would load every body of the backlog from the log."""
-        super().restore(message, redelivered)
+    def restore(self, message: Message, redelivered: bool = False, deadline: int = 0) -> None:
+        """Recovery: a logged message comes back with the absolute deadline the log kept (publish time +
+        TTL). A message of an older log has none (0 with x-message-ttl set cannot be a kept deadline):
+        the queue's x-message-ttl then counts again from the restart; its own `expiration` is not read
+        here, as that would load every body of the backlog from the log."""
+        super().restore(message, redelivered, deadline)
         features: QueueFeatures = self.features
-        if features.message_ttl is not None:
+        if features.message_ttl is not None and not deadline:
             entry = self._logged.get(message.msg_id)
             if entry is not None and not entry.deadline:
                 entry.deadline = now_ms() + features.message_ttl

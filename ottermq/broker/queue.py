@@ -195,15 +195,24 @@ class Queue:
         """How many logged messages the queue holds (ready or delivered)."""
         return len(self._logged)
 
-    def restore(self, message: Message, redelivered: bool = False) -> None:
-        """Recovery: add a logged message (from a snapshot or a replayed publish); it becomes ready in
-        `recovered`, so nothing is dispatched while the log is replayed."""
+    def restore(self, message: Message, redelivered: bool = False, deadline: int = 0) -> None:
+        """Recovery: add a logged message (from a snapshot or a replayed publish) with the absolute
+        deadline the log kept (0: none); it becomes ready in `recovered`, so nothing is dispatched while
+        the log is replayed."""
         self._seq = seq = self._seq + 1
-        self._logged[message.msg_id] = QueueEntry(message, seq, redelivered)
+        self._logged[message.msg_id] = entry = QueueEntry(message, seq, redelivered)
+        entry.deadline = deadline
 
-    def restore_many(self, messages: list[Message], redelivered: list[bool]) -> None:
+    def restore_many(
+        self, messages: list[Message], redelivered: list[bool], deadlines: list[int] | None = None
+    ) -> None:
         """Recovery in bulk (a snapshot's index of the queue, in log order): `restore` of each message,
-        without a method call per message when `restore` is not overridden (a million at start-up)."""
+        without a method call per message when `restore` is not overridden (a million at start-up).
+        `deadlines` are the kept absolute deadlines (None: a snapshot that kept none)."""
+        if deadlines is not None and any(deadlines):
+            for message, again, due in zip(messages, redelivered, deadlines, strict=True):
+                self.restore(message, again, due)
+            return
         if type(self).restore is not Queue.restore:
             for message, again in zip(messages, redelivered, strict=True):
                 self.restore(message, again)

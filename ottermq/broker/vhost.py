@@ -55,9 +55,10 @@ from ottermq.broker.events import (
 )
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Exchange
 from ottermq.broker.journal import Journal, MemoryJournal
-from ottermq.broker.limits_queue import new_queue
+from ottermq.broker.limits_queue import ensure_features, new_queue, properties_ttl
 from ottermq.broker.message import ContentSource, Message, StoredMessage
 from ottermq.broker.queue import Queue
+from ottermq.broker.ttl import deadline, now_ms
 
 # Exchanges every vhost has from the start: (name, type, internal). All durable.
 PREDECLARED: Final = (
@@ -168,7 +169,8 @@ class VHost:
         if journal.failed:
             return -1
         event = MessagePublished(
-            self.name, durable, message.exchange, message.routing_key, message.properties, message.body
+            self.name, durable, message.exchange, message.routing_key, message.properties, message.body,
+            now_ms(),
         )
         tx_messages = self._tx_messages
         if tx_messages is not None:
@@ -231,10 +233,19 @@ class VHost:
     def apply_published(self, event: MessagePublished, message: Message) -> None:
         """Replay a publish: `message` (named by the store) joins each durable target queue that exists."""
         queues = self.queues
+        published = event.published
+        # An older log has no publish time: the queue then falls back to restart + x-message-ttl.
+        ttl = properties_ttl(event.properties) if published else None
         for name in event.queues:
             queue = queues.get(name)
             if queue is not None and queue.durable:
-                queue.restore(message)
+                if published:
+                    if ttl is not None:
+                        ensure_features(queue, self)  # as the live path does for an expiration
+                    queue_ttl = queue.features.message_ttl if queue.features is not None else None
+                    queue.restore(message, False, deadline(published, ttl, queue_ttl))
+                else:
+                    queue.restore(message)
 
     def recovered(self, crashed: bool) -> None:
         """Replay is over: restored messages become ready (redelivered after a crash)."""

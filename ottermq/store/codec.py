@@ -12,8 +12,11 @@ Record types (memento user types):
   properties length; then vhost, each queue as `u8 len + name`, exchange, routing key, properties, body.
 - 2 REMOVED: `<BBBI` vhost and queue lengths, reason index (events.REMOVAL_REASONS), id count; then vhost,
   queue, ids as little-endian u64.
-- 3 TX: inner records, each `<BI` (type, length) + payload; PUBLISH, REMOVED or EVENT.
+- 3 TX: inner records, each `<BI` (type, length) + payload; PUBLISH(_AT), REMOVED or EVENT.
 - 4 EVENT: `u8 len + class name`, then the fields as a field table (tuples become arrays).
+- 5 PUBLISH_AT: `<Q` publish time (ms since the epoch), then a PUBLISH payload. What the broker writes
+  now: the publish time lets a TTL deadline survive a restart. Type 1 is still read (publish time 0,
+  unknown) so older logs replay as before.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ RT_PUBLISH: Final = 1
 RT_REMOVED: Final = 2
 RT_TX: Final = 3
 RT_EVENT: Final = 4
-RECORD_TYPES: Final = frozenset((RT_PUBLISH, RT_REMOVED, RT_TX, RT_EVENT))
+RT_PUBLISH_AT: Final = 5
+RECORD_TYPES: Final = frozenset((RT_PUBLISH, RT_REMOVED, RT_TX, RT_EVENT, RT_PUBLISH_AT))
+PUBLISH_TYPES: Final = frozenset((RT_PUBLISH, RT_PUBLISH_AT))
 
 _PUBLISH_HEAD: Final = struct.Struct("<BBBBI")
+PUBLISHED_AT: Final = struct.Struct("<Q")
 _REMOVED_HEAD: Final = struct.Struct("<BBBI")
 _INNER_HEAD: Final = struct.Struct("<BI")
 _REASON_CODES: Final = {reason: code for code, reason in enumerate(REMOVAL_REASONS)}
@@ -111,11 +117,11 @@ def publish_prefix(
 
 
 def encode_publish(event: MessagePublished) -> bytes:
-    """The PUBLISH payload of a message event."""
+    """The PUBLISH_AT payload of a message event."""
     prefix = publish_prefix(
         event.vhost, event.queues, event.exchange, event.routing_key, len(event.properties)
     )
-    return b"".join((prefix, event.properties, event.body))
+    return b"".join((PUBLISHED_AT.pack(event.published), prefix, event.properties, event.body))
 
 
 def encode_removed(event: MessagesRemoved) -> bytes:
@@ -164,7 +170,7 @@ def encode(event: Event | Any) -> tuple[int, bytes]:
     """(record type, payload) of any event (registered event classes of other modules too)."""
     cls = type(event)
     if cls is MessagePublished:
-        return RT_PUBLISH, encode_publish(event)  # type: ignore[arg-type]
+        return RT_PUBLISH_AT, encode_publish(event)  # type: ignore[arg-type]
     if cls is MessagesRemoved:
         return RT_REMOVED, encode_removed(event)  # type: ignore[arg-type]
     if cls is TxCommitted:
@@ -175,8 +181,8 @@ def encode(event: Event | Any) -> tuple[int, bytes]:
 # -- decoding -------------------------------------------------------------------------------------------
 
 
-def decode_publish(payload: bytes | memoryview) -> MessagePublished:
-    """A PUBLISH payload back as its event."""
+def decode_publish(payload: bytes | memoryview, published: int = 0) -> MessagePublished:
+    """A PUBLISH payload (without the PUBLISH_AT time: that is `published`) back as its event."""
     view = memoryview(payload)
     vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(view)
     pos = _PUBLISH_HEAD.size
@@ -195,13 +201,25 @@ def decode_publish(payload: bytes | memoryview) -> MessagePublished:
     pos += plen
     if pos > len(view):
         raise CodecError("PUBLISH payload is truncated")
-    return MessagePublished(vhost, tuple(queues), exchange, routing_key, properties, bytes(view[pos:]))
+    return MessagePublished(
+        vhost, tuple(queues), exchange, routing_key, properties, bytes(view[pos:]), published
+    )
 
 
-def decode_publish_targets(payload: bytes | memoryview) -> MessagePublished:
-    """A PUBLISH payload's vhost and queues only (exchange, routing key, properties and body left empty):
-    all that replay needs, since contents are read back on delivery."""
-    vlen, count, _xlen, _rlen, _plen = _PUBLISH_HEAD.unpack_from(payload)
+def publish_payload(rtype: int, payload: bytes | memoryview) -> tuple[int, memoryview]:
+    """(publish time, PUBLISH payload) of a PUBLISH or PUBLISH_AT record (time 0: not logged)."""
+    view = memoryview(payload)
+    if rtype == RT_PUBLISH_AT:
+        return PUBLISHED_AT.unpack_from(view)[0], view[PUBLISHED_AT.size:]
+    return 0, view
+
+
+def decode_publish_targets(payload: bytes | memoryview, rtype: int = RT_PUBLISH) -> MessagePublished:
+    """A publish record's vhost, queues, publish time and (for PUBLISH_AT) properties only (exchange,
+    routing key and body left empty): all that replay needs, since contents are read back on delivery;
+    the properties give the message's own TTL."""
+    published, payload = publish_payload(rtype, payload)
+    vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload)
     pos = _PUBLISH_HEAD.size
     # One copy of the few head bytes (at most 1.3 KiB), not of the body.
     head = bytes(payload[pos:pos + vlen + count * 256])
@@ -212,12 +230,16 @@ def decode_publish_targets(payload: bytes | memoryview) -> MessagePublished:
         qlen = head[pos]
         queues.append(head[pos + 1:pos + 1 + qlen].decode())
         pos += 1 + qlen
-    return MessagePublished(vhost, tuple(queues), "", "", b"", b"")
+    properties = b""
+    if published:
+        start = _PUBLISH_HEAD.size + pos + xlen + rlen
+        properties = bytes(payload[start:start + plen])
+    return MessagePublished(vhost, tuple(queues), "", "", properties, b"", published)
 
 
-def decode_content(payload: bytes | memoryview) -> tuple[str, str, bytes, bytes]:
-    """(exchange, routing_key, properties, body) of a PUBLISH payload: what a delivery needs."""
-    event = decode_publish(payload)
+def decode_content(payload: bytes | memoryview, rtype: int = RT_PUBLISH) -> tuple[str, str, bytes, bytes]:
+    """(exchange, routing_key, properties, body) of a publish record's payload: what a delivery needs."""
+    event = decode_publish(publish_payload(rtype, payload)[1])
     return event.exchange, event.routing_key, event.properties, event.body
 
 
@@ -277,6 +299,9 @@ def decode_tx(payload: bytes | memoryview) -> TxCommitted:
 def decode(rtype: int, payload: bytes | memoryview) -> Any:
     """The event a record holds (CodecError for an unknown type or a payload that does not decode)."""
     try:
+        if rtype == RT_PUBLISH_AT:
+            published, view = publish_payload(rtype, payload)
+            return decode_publish(view, published)
         if rtype == RT_PUBLISH:
             return decode_publish(payload)
         if rtype == RT_REMOVED:

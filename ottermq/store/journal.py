@@ -29,7 +29,9 @@ from ottermq.amqp.errors import AMQPConnectionError
 from ottermq.broker.events import Event, MessagePublished, MessagesRemoved
 from ottermq.broker.message import StoredMessage
 from ottermq.store.codec import (
-    RT_PUBLISH,
+    PUBLISH_TYPES,
+    PUBLISHED_AT,
+    RT_PUBLISH_AT,
     RT_REMOVED,
     RT_TX,
     CodecError,
@@ -120,8 +122,8 @@ class MementoJournal:
                 if len(self._prefixes) >= 4096:
                     self._prefixes.clear()
                 prefix = self._prefixes[key] = publish_prefix(*key)
-            rtype = RT_PUBLISH
-            payload = b"".join((prefix, event.properties, event.body))
+            rtype = RT_PUBLISH_AT
+            payload = b"".join((PUBLISHED_AT.pack(event.published), prefix, event.properties, event.body))
         elif isinstance(event, MessagesRemoved) and self._loop is not None:
             key_removed = (event.vhost, event.queue, event.reason)
             pending = self._removed.get(key_removed)
@@ -262,11 +264,12 @@ class MementoJournal:
             return content
         segment, offset, index = unpack_loc(loc)
         record = self.log.read(RecordPosition(segment, offset))
-        if record.type == RT_PUBLISH:
-            content = decode_content(record.payload)
+        if record.type in PUBLISH_TYPES:
+            content = decode_content(record.payload, record.type)
         elif record.type == RT_TX:
-            publishes = [inner for rtype, inner in inner_records(record.payload) if rtype == RT_PUBLISH]
-            content = decode_content(publishes[index])
+            publishes = [(rtype, inner) for rtype, inner in inner_records(record.payload)
+                         if rtype in PUBLISH_TYPES]
+            content = decode_content(publishes[index][1], publishes[index][0])
         else:
             raise CodecError(f"no message at segment {segment} offset {offset} (record type {record.type})")
         size = len(content[3]) + 64

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.events import MessagePublished, TxCommitted, message_id
+from ottermq.broker.limits_queue import ensure_features
 from ottermq.broker.message import ContentSource, Message, StoredMessage
 from ottermq.store.codec import OFFSET_SHIFT, SEGMENT_SHIFT
 from ottermq.store.snapshot import ENTRY_REDELIVERED, QueueIndex
@@ -27,14 +28,18 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex], source: ContentSo
     for index in indexes:
         vhost = broker.vhosts.get(index.vhost)
         queue = vhost.queues.get(index.queue) if vhost is not None else None
-        if queue is None or not queue.durable:
+        if vhost is None or queue is None or not queue.durable:
             continue
         # Comprehensions over the packed arrays and one bulk restore per chunk: a million messages come
         # back in under a second (a function call per message costs a third more), and the temporary
         # lists stay small.
-        ids, segments, offsets, numbers, marks = (
-            index.ids, index.segments, index.offsets, index.indexes, index.flags,
+        ids, segments, offsets, numbers, marks, deadlines = (
+            index.ids, index.segments, index.offsets, index.indexes, index.flags, index.deadlines,
         )
+        if deadlines is not None and any(deadlines):
+            ensure_features(queue, vhost)  # a message's own expiration made it a FeatureQueue live too
+        else:
+            deadlines = None
         for start in range(0, len(ids), _CHUNK):
             end = start + _CHUNK
             locs = [(segment << SEGMENT_SHIFT) | (offset << OFFSET_SHIFT) | number
@@ -43,7 +48,8 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex], source: ContentSo
             messages: list[Message] = [
                 StoredMessage(msg_id, loc, source) for msg_id, loc in zip(ids[start:end], locs, strict=True)
             ]
-            queue.restore_many(messages, [flags & ENTRY_REDELIVERED != 0 for flags in marks[start:end]])
+            queue.restore_many(messages, [flags & ENTRY_REDELIVERED != 0 for flags in marks[start:end]],
+                               None if deadlines is None else deadlines[start:end].tolist())
 
 
 def apply_record(broker: Broker, event: Any, lsn: int, loc: int, source: ContentSource) -> None:

@@ -9,7 +9,8 @@ log segments, which space reclamation keeps while a message lives.
 
 Layout: `OTQS` magic, `<HB` version and flags (bit 0: taken at a clean shutdown), `<I` event count, each
 event `<BI` type + length + payload; `<I` queue count, each queue `<BBI` vhost length, name length,
-message count, the names, then the five arrays.
+message count, the names, then the five arrays and (version 2) a sixth: each entry's absolute TTL
+deadline, u64 ms since the epoch (0: none). Version 1 (no deadlines) is still read.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from ottermq.store.codec import (
 )
 
 MAGIC: Final = b"OTQS"
-VERSION: Final = 1
+VERSION: Final = 2
+_VERSIONS: Final = (1, 2)
 FLAG_CLEAN: Final = 1
 ENTRY_REDELIVERED: Final = 1
 
@@ -55,6 +57,7 @@ class QueueIndex:
     offsets: array[int] = field(default_factory=lambda: array("I"))
     indexes: array[int] = field(default_factory=lambda: array("I"))
     flags: array[int] = field(default_factory=lambda: array("B"))
+    deadlines: array[int] | None = None  # None: a version 1 snapshot, which kept none
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,6 +86,7 @@ def index_of(vhost: str, queue: str, entries: Iterable[QueueEntry]) -> QueueInde
         array("I", [(loc >> OFFSET_SHIFT) & OFFSET_MASK for loc in locs]),
         array("I", [loc & INDEX_MASK for loc in locs]),
         array("B", [ENTRY_REDELIVERED if entry.redelivered else 0 for entry in listed]),
+        array("Q", [entry.deadline for entry in listed]),
     )
 
 
@@ -121,7 +125,8 @@ def encode_snapshot(events: Iterable[Any], queues: Iterable[QueueIndex], clean: 
         name = index.queue.encode()
         parts += (_QUEUE_HEAD.pack(len(vhost), len(name), len(index)), vhost, name)
         parts += (_raw(index.ids), _raw(index.segments), _raw(index.offsets), _raw(index.indexes),
-                  index.flags.tobytes())
+                  index.flags.tobytes(),
+                  _raw(index.deadlines if index.deadlines is not None else array("Q", bytes(8 * len(index)))))
     return b"".join(parts)
 
 
@@ -132,7 +137,7 @@ def decode_snapshot(state: bytes) -> SnapshotState:
         magic, version, flags = _HEAD.unpack_from(data)
         if magic != MAGIC:
             raise CodecError("not an OtterMQ snapshot (bad magic)")
-        if version != VERSION:
+        if version not in _VERSIONS:
             raise CodecError(f"unsupported OtterMQ snapshot version {version}")
         pos = _HEAD.size
         (count,) = _COUNT.unpack_from(data, pos)
@@ -158,7 +163,10 @@ def decode_snapshot(state: bytes) -> SnapshotState:
             offsets, pos = _load("I", data, pos, size)
             indexes, pos = _load("I", data, pos, size)
             marks, pos = _load("B", data, pos, size)
-            queues.append(QueueIndex(vhost, queue, ids, segments, offsets, indexes, marks))
+            deadlines = None
+            if version >= 2:
+                deadlines, pos = _load("Q", data, pos, size)
+            queues.append(QueueIndex(vhost, queue, ids, segments, offsets, indexes, marks, deadlines))
     except struct.error as exc:
         raise CodecError(f"snapshot is truncated: {exc}") from None
     return SnapshotState(bool(flags & FLAG_CLEAN), events, queues)

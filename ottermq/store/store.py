@@ -34,8 +34,8 @@ from memento.log import Log
 from memento.record import FLAG_RELOCATED, RecordPosition
 from ottermq.broker.alarms import ALARM_JOURNAL
 from ottermq.store.codec import (
+    PUBLISH_TYPES,
     RECORD_TYPES,
-    RT_PUBLISH,
     decode,
     decode_publish_targets,
     pack_loc,
@@ -183,7 +183,7 @@ class DurableStore:
                 continue
             position = record.position
             rtype = record.type
-            event = decode_publish_targets(record.payload) if rtype == RT_PUBLISH else decode(
+            event = decode_publish_targets(record.payload, rtype) if rtype in PUBLISH_TYPES else decode(
                 rtype, record.payload
             )
             apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), self.journal)
@@ -349,13 +349,15 @@ class DurableStore:
             return 0
         live = self.live_records()
 
+        # Called from Memento's planning thread (AsyncWriter.reclaim): safe, as `live` is this call's own
+        # snapshot of the keys and nothing else uses it meanwhile.
         def is_live(position: RecordPosition) -> bool:
             return pack_loc(position.segment, position.offset) in live
 
         try:
             result = await writer.reclaim(kept[0].lsn, is_live)
         finally:
-            # Reclaim parses whole segments (a Record per record): give the transient heap back.
+            # The live-key array and the copies read for compaction are freed: give the heap back.
             _trim_heap()
         if result.relocated:
             self._relocated({pack_loc(old.segment, old.offset): pack_loc(new.segment, new.offset)

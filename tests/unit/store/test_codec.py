@@ -15,6 +15,7 @@ from ottermq.store import codec
 from ottermq.store.codec import (
     RT_EVENT,
     RT_PUBLISH,
+    RT_PUBLISH_AT,
     RT_REMOVED,
     RT_TX,
     CodecError,
@@ -60,7 +61,7 @@ def test_round_trip(event: Any) -> None:
 
 
 def test_hot_events_have_their_own_record_types() -> None:
-    assert encode(PUBLISH)[0] == RT_PUBLISH
+    assert encode(PUBLISH)[0] == RT_PUBLISH_AT  # RT_PUBLISH: older logs, still read
     assert encode(REMOVED)[0] == RT_REMOVED
     assert encode(events.TxCommitted(()))[0] == RT_TX
     assert encode(SAMPLES[0])[0] == RT_EVENT
@@ -143,6 +144,6 @@ def test_locs_pack_segment_offset_and_index() -> None:
 def test_replay_reads_only_the_targets_of_a_publish() -> None:
     from ottermq.store.codec import decode_publish_targets
 
-    event = decode_publish_targets(encode(PUBLISH)[1])
+    event = decode_publish_targets(encode(PUBLISH)[1], RT_PUBLISH_AT)
     assert (event.vhost, event.queues) == (PUBLISH.vhost, PUBLISH.queues)
     assert event.body == b"" and event.properties == b""
