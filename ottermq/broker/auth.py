@@ -11,6 +11,9 @@ tens of milliseconds on purpose, which a broker cannot pay on every connection o
 successful check is remembered as a keyed BLAKE2b digest of the password (the key is random per process
 and never stored), and later logins with the same password and the same stored hash compare that
 digest instead. An unknown user is checked against a dummy hash, so timing does not tell the names.
+The full check must not run on the event loop (a flood of failed logins would stall every client), so
+`login` answers at once only when no PBKDF2 is needed and otherwise returns a `PendingLogin`: its
+`check()` is pure and runs on a worker thread, then `finish(pending, ok)` completes on the loop.
 Users in `loopback_users` (guest by default) may only log in from a loopback address, as RabbitMQ's
 `loopback_users`, whatever the mechanism. EXTERNAL (the subject CN of a verified TLS client
 certificate) is offered only to connections that have one; the user must exist, no password is asked.
@@ -25,6 +28,7 @@ import ipaddress
 import os
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ottermq.amqp.table import decode_table
@@ -141,6 +145,24 @@ def is_loopback(host: str) -> bool:
 # -- the login check ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PendingLogin:
+    """A login that needs the full password check: `check()` off the event loop, then
+    `Authenticator.finish(pending, ok)` on it."""
+
+    username: str
+    password: str
+    # The hash checked against: the user's when it was looked up, or the dummy one (unknown user, no
+    # password), whose check is made only to cost the same and always fails.
+    stored: str
+    known: bool
+    peer_host: str
+
+    def check(self) -> bool:
+        """The full PBKDF2 check: pure (reads only this object), so safe on any thread."""
+        return verify_password(self.stored, self.password) and self.known
+
+
 class Authenticator:
     """The login check against the access registry's users."""
 
@@ -160,33 +182,47 @@ class Authenticator:
     def _keyed(self, password: str) -> bytes:
         return hashlib.blake2b(password.encode("utf-8"), key=self._cache_key, digest_size=32).digest()
 
-    def check_password(self, username: str, password: str) -> bool:
-        """True when the user exists, has a password, and it matches."""
+    def _password_check(self, username: str, password: str, peer_host: str = "") -> bool | PendingLogin:
+        """The answer when the cache gives it (a password verified before, against the same hash), else
+        the full check still to make."""
         user = self.access.users.get(username)
         if user is None or not user.password_hash:
-            verify_password(_DUMMY_HASH, password)
-            return False
+            return PendingLogin(username, password, _DUMMY_HASH, False, peer_host)
         stored = user.password_hash
-        keyed = self._keyed(password)
         seen = self._verified.get(username)
         if seen is not None and seen[0] == stored:
-            return hmac.compare_digest(seen[1], keyed)
-        if not verify_password(stored, password):
+            return hmac.compare_digest(seen[1], self._keyed(password))
+        return PendingLogin(username, password, stored, True, peer_host)
+
+    def _checked(self, pending: PendingLogin, ok: bool) -> bool:
+        """Remember a successful full check, unless the user's password changed while it ran."""
+        if not ok:
             return False
-        self._verified[username] = (stored, keyed)
+        user = self.access.users.get(pending.username)
+        if user is None or user.password_hash != pending.stored:
+            return False
+        self._verified[pending.username] = (pending.stored, self._keyed(pending.password))
         return True
 
-    def authenticate(
+    def check_password(self, username: str, password: str) -> bool:
+        """True when the user exists, has a password, and it matches (the full check runs right here:
+        for callers off the AMQP path; connections use `login`)."""
+        answer = self._password_check(username, password)
+        if isinstance(answer, bool):
+            return answer
+        return self._checked(answer, answer.check())
+
+    def login(
         self, mechanism: str, response: bytes, peer_host: str, peer_cert_cn: str | None = None
-    ) -> str:
-        """The authenticated user name, or `AuthFailure` naming the reason."""
-        if mechanism == "PLAIN":
-            username, password = parse_plain(response)
-            if not self.check_password(username, password):
-                raise AuthFailure(f"user '{username}' - invalid credentials")
-        elif mechanism == "AMQPLAIN":
-            username, password = parse_amqplain(response)
-            if not self.check_password(username, password):
+    ) -> str | PendingLogin:
+        """The authenticated user name when no full password check is needed, else the `PendingLogin`
+        to check off the event loop and pass to `finish`; `AuthFailure` naming the reason."""
+        if mechanism == "PLAIN" or mechanism == "AMQPLAIN":
+            username, password = parse_plain(response) if mechanism == "PLAIN" else parse_amqplain(response)
+            answer = self._password_check(username, password, peer_host)
+            if not isinstance(answer, bool):
+                return answer
+            if not answer:
                 raise AuthFailure(f"user '{username}' - invalid credentials")
         elif mechanism == EXTERNAL and peer_cert_cn is not None:
             username = peer_cert_cn
@@ -194,6 +230,24 @@ class Authenticator:
                 raise AuthFailure(f"user '{username}' (certificate subject CN) - no such user")
         else:
             raise AuthFailure(f"unsupported mechanism {mechanism!r}")
+        return self._allowed_from(username, peer_host)
+
+    def finish(self, pending: PendingLogin, ok: bool) -> str:
+        """Complete a login once `pending.check()` answered `ok`: the user name, or `AuthFailure`."""
+        if not self._checked(pending, ok):
+            raise AuthFailure(f"user '{pending.username}' - invalid credentials")
+        return self._allowed_from(pending.username, pending.peer_host)
+
+    def _allowed_from(self, username: str, peer_host: str) -> str:
         if username in self.loopback_users and not is_loopback(peer_host):
             raise AuthFailure(f"user '{username}' can only connect via localhost")
         return username
+
+    def authenticate(
+        self, mechanism: str, response: bytes, peer_host: str, peer_cert_cn: str | None = None
+    ) -> str:
+        """`login` and, when needed, the full check right here: the user name or `AuthFailure`."""
+        answer = self.login(mechanism, response, peer_host, peer_cert_cn)
+        if isinstance(answer, str):
+            return answer
+        return self.finish(answer, answer.check())

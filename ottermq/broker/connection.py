@@ -61,7 +61,7 @@ from ottermq.amqp.methods import (
     ConnectionUpdateSecretOk,
     Method,
 )
-from ottermq.broker.auth import AuthFailure
+from ottermq.broker.auth import AuthFailure, PendingLogin
 from ottermq.broker.channel import Channel
 from ottermq.broker.permissions import Guard
 
@@ -96,6 +96,7 @@ class Connection:
     """The protocol state of one AMQP connection."""
 
     __slots__ = (
+        "_authenticating",
         "_block_on_publish",
         "_blocked_sent",
         "_close_deadline",
@@ -163,6 +164,8 @@ class Connection:
         self._block_on_publish = False
         self._blocked_sent = False
         self._read_paused = False
+        # A password check runs on a worker thread: no frame is handled (nor read) until it answers.
+        self._authenticating = False
 
     def __repr__(self) -> str:
         return f"Connection({self.name}, {_STATE_NAMES[self._state]})"
@@ -311,7 +314,7 @@ class Connection:
     def _process(self) -> None:
         reader = self._reader
         channels = self.channels
-        while not self.closed:
+        while not self.closed and not self._authenticating:
             frame: Any = None
             try:
                 while True:
@@ -324,7 +327,7 @@ class Connection:
                         number = frame.channel
                         if number == 0:
                             self._connection_method(frame.method)
-                            if self.closed:
+                            if self.closed or self._authenticating:
                                 return
                             continue
                         channel = channels.get(number)
@@ -542,21 +545,66 @@ class Connection:
                 f"COMMAND_INVALID - unknown authentication mechanism '{mechanism}'",
             )
         try:
-            self.user = self.broker.auth.authenticate(mechanism, method.response, self.peer[0], peer_cert_cn)
+            user = self.broker.auth.login(mechanism, method.response, self.peer[0], peer_cert_cn)
         except AuthFailure as exc:
-            log.warning(
-                "login refused",
-                extra={"conn": self.name, "mechanism": mechanism, "reason": str(exc)},
-            )
-            self.close_reason = f"login refused: {exc}"
-            if self.capabilities.get("authentication_failure_close") is True:
-                text = (
-                    f"ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. "
-                    "For details see the broker logfile."
-                )
-                self.send_method(0, ConnectionClose(ACCESS_REFUSED, text, 0, 0))
-            self._finish()
+            self._refuse_login(mechanism, exc)
             return
+        if isinstance(user, PendingLogin):
+            self._check_password(user, mechanism)
+            return
+        self.user = user
+        self._tune()
+
+    def _check_password(self, pending: PendingLogin, mechanism: str) -> None:
+        """Run the full password check on a worker thread (tens of ms of PBKDF2 must not stall the event
+        loop); reading and frame handling stop until `_password_checked`. Inline when the transport has
+        no worker threads (test transports)."""
+        run_blocking = getattr(self.transport, "run_blocking", None)
+        if run_blocking is None:
+            self._password_checked(pending, mechanism, pending.check())
+            return
+        self._authenticating = True
+        self.transport.pause_reading()
+        run_blocking(pending.check, lambda ok: self._password_checked(pending, mechanism, ok))
+
+    def _password_checked(self, pending: PendingLogin, mechanism: str, ok: bool) -> None:
+        """The password check answered: refuse, or tune and handle the frames that arrived meanwhile."""
+        waited = self._authenticating
+        self._authenticating = False
+        if self.closed:
+            return
+        try:
+            self.user = self.broker.auth.finish(pending, ok)
+        except AuthFailure as exc:
+            self._refuse_login(mechanism, exc)
+            return
+        self._tune()
+        if waited:
+            if not self._read_paused:
+                self.transport.resume_reading()
+            self._in_receive = True
+            try:
+                self._process()
+            finally:
+                self._in_receive = False
+            if self._deferred:
+                self._run_deferred()
+
+    def _refuse_login(self, mechanism: str, exc: AuthFailure) -> None:
+        log.warning(
+            "login refused",
+            extra={"conn": self.name, "mechanism": mechanism, "reason": str(exc)},
+        )
+        self.close_reason = f"login refused: {exc}"
+        if self.capabilities.get("authentication_failure_close") is True:
+            text = (
+                f"ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile."
+            )
+            self.send_method(0, ConnectionClose(ACCESS_REFUSED, text, 0, 0))
+        self._finish()
+
+    def _tune(self) -> None:
         settings = self.settings
         self._state = _TUNE
         self.send_method(

@@ -16,7 +16,8 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, cast
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from ottermq.server.tls import peer_cert_cn
 
@@ -29,6 +30,12 @@ log: Final = logging.getLogger("ottermq.server")
 
 # A read at least this big yields the socket to the others for one loop turn (see data_received).
 READ_YIELD_BYTES: Final = 64 * 1024
+# Worker threads for the broker's blocking steps (PBKDF2 password checks). Few on purpose: a flood of
+# failed logins then queues here instead of taking every core from the event loop.
+BLOCKING_WORKERS: Final = 2
+_blocking_pool = ThreadPoolExecutor(max_workers=BLOCKING_WORKERS, thread_name_prefix="ottermq-blocking")
+
+T = TypeVar("T")
 
 
 class AMQPProtocol(asyncio.Protocol):
@@ -189,6 +196,21 @@ class AMQPProtocol(asyncio.Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Run `callback` after `delay` seconds; the handle's `cancel()` stops it."""
         return self._loop.call_later(delay, callback)
+
+    def run_blocking(self, work: Callable[[], T], done: Callable[[T], None]) -> None:
+        """Run `work` on a worker thread, then `done(result)` on the event loop (not when the socket is
+        gone; a failure of either drops the connection, as in data_received)."""
+
+        def finished(future: asyncio.Future[T]) -> None:
+            if self._closing or future.cancelled():
+                return
+            try:
+                done(future.result())
+            except Exception:
+                log.exception("internal error; dropping the connection", extra={"conn": self.name})
+                self.abort("internal error")
+
+        self._loop.run_in_executor(_blocking_pool, work).add_done_callback(finished)
 
     # -- server side ---------------------------------------------------------------------------------------
 
