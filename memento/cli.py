@@ -3,6 +3,8 @@
 Exit codes (inspect and verify): 0 clean, 1 repairable (open would repair a torn tail or drop a leftover
 file), 2 refused (open would refuse), 3 unsupported version, 4 bad input (missing path, not a log
 directory, unknown decoder). Errors are one line on stderr; progress bars appear only on a terminal.
+A directory that holds no log but exactly one subdirectory that does (an application's data directory
+with its log one level down) stands for that subdirectory, named on stderr ("memento: using DATA/log").
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from memento.inspect import (
     WAL_DIR,
     Inspection,
     NotALogDir,
-    check_log_dir,
+    find_log_dir,
     inspect_log,
     iter_records,
     load_snapshot,
@@ -33,7 +35,8 @@ from memento.segment import SUFFIX
 app = typer.Typer(help="Memento: inspect, replay and verify a write-ahead log.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 
-DirArg = Annotated[str, typer.Argument(help="The log directory (holding wal/ and snapshots/).")]
+DirArg = Annotated[str, typer.Argument(
+    help="The log directory (holding wal/ and snapshots/), or a directory with exactly one of them.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 TypesOpt = Annotated[str | None, typer.Option(
     "--types", help="Record types the application uses, e.g. '1-3,7'; others count as unsupported.")]
@@ -65,13 +68,25 @@ def progress_for(root: str, label: str) -> Iterator[Callable[[str], None] | None
         yield step
 
 
+def log_dir(directory: str) -> str:
+    """The log directory to read for `directory` (itself, or its only subdirectory holding a log, which
+    is then named on stderr); exits with a one-line error when there is none or several."""
+    try:
+        path, nested = find_log_dir(directory)
+    except NotALogDir as exc:
+        fail(str(exc))
+    if nested:
+        typer.echo(f"memento: using {path}", err=True)
+    return str(path)
+
+
 def _inspect(directory: str, types: str | None, *, verify: bool, label: str) -> Inspection:
+    """Inspect `directory`, which `log_dir` has resolved already."""
     try:
         registry = parse_types(types) if types else None
     except ValueError:
         fail(f"--types {types!r}: expected numbers and ranges such as '1-3,7'")
     try:
-        check_log_dir(directory)
         with progress_for(directory, label) as step:
             return inspect_log(directory, registry=registry, verify_snapshots=verify, progress=step)
     except NotALogDir as exc:
@@ -130,7 +145,7 @@ def inspect(directory: DirArg, as_json: JsonOpt = False,
             records: Annotated[bool, typer.Option("--records", help="Also list every record.")] = False,
             types: TypesOpt = None) -> None:
     """Segments, LSN ranges, record counts by type, snapshots and damage; exit 0/1/2/3."""
-    insp = _inspect(directory, types, verify=False, label="inspecting")
+    insp = _inspect(log_dir(directory), types, verify=False, label="inspecting")
     if as_json:
         doc = insp.as_json()
         if records:
@@ -149,7 +164,7 @@ def inspect(directory: DirArg, as_json: JsonOpt = False,
 @app.command()
 def verify(directory: DirArg, as_json: JsonOpt = False, types: TypesOpt = None) -> None:
     """Read everything and check every checksum (segment headers, records, every snapshot chunk)."""
-    insp = _inspect(directory, types, verify=True, label="verifying")
+    insp = _inspect(log_dir(directory), types, verify=True, label="verifying")
     typer.echo(json.dumps(insp.as_json(), indent=2) if as_json else render(insp, verb="verify"))
     raise typer.Exit(insp.exit_code)
 
@@ -162,11 +177,15 @@ def replay(directory: DirArg,
            from_start: Annotated[bool, typer.Option(
                "--from-start", help="Ignore the snapshot; replay from the first record.")] = False,
            types: TypesOpt = None) -> None:
-    """Replay the records through a decoder and print the projection as it stood (JSON)."""
+    """Replay the records through a decoder and print the projection as it stood (JSON).
+
+    It starts from the snapshot recovery would use when that snapshot is at or before the target LSN
+    (the projection then includes the snapshot's state), else from the first record, and says so."""
     try:
         factory = resolve(decoder)
     except DecoderError as exc:
         fail(str(exc))
+    directory = log_dir(directory)
     insp = _inspect(directory, types, verify=False, label="reading")
     root = insp.path
     target = insp.end_lsn if to_lsn is None else to_lsn
@@ -181,6 +200,9 @@ def replay(directory: DirArg,
         if first > 1:
             held = f"the snapshot is at LSN {snapshot.lsn}" if snapshot else "there is no snapshot"
             fail(f"cannot rebuild the state at LSN {target}: the log starts at LSN {first} and {held}")
+        if snapshot is not None:
+            typer.echo(f"memento: replaying from the first record: the snapshot is at LSN {snapshot.lsn}, "
+                       f"after LSN {target}", err=True)
     if target > insp.end_lsn:
         typer.echo(f"memento: warning: the log ends at LSN {insp.end_lsn}", err=True)
     try:

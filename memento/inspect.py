@@ -133,6 +133,38 @@ def check_log_dir(path: str | os.PathLike[str]) -> Path:
     return root
 
 
+def _is_log_dir(path: Path) -> bool:
+    return (path / WAL_DIR).is_dir() or (path / SNAPSHOT_DIR).is_dir()
+
+
+def find_log_dir(path: str | os.PathLike[str]) -> tuple[Path, bool]:
+    """The log directory a tool should read for `path`, and whether it is a subdirectory of `path`.
+
+    An application often keeps its log one level down (a data directory holding `log/` and other files),
+    so when `path` holds no log but exactly one of its immediate subdirectories does, that one is used.
+    None or several: NotALogDir, naming what was found so the user can point at the right one.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise NotALogDir(f"{root}: no such directory")
+    if not root.is_dir():
+        raise NotALogDir(f"{root}: is a file, not a log directory")
+    if _is_log_dir(root):
+        return root, False
+    try:
+        children = sorted(child for child in root.iterdir() if child.is_dir())
+    except OSError as exc:
+        raise NotALogDir(f"{root}: {exc.strerror or exc}") from None
+    logs = [child for child in children if _is_log_dir(child)]
+    if len(logs) == 1:
+        return logs[0], True
+    if logs:
+        raise NotALogDir(f"{root}: not a Memento log directory, and several subdirectories are: "
+                         f"{', '.join(child.name for child in logs)}; name one of them")
+    found = f"; its subdirectories ({', '.join(c.name for c in children)}) are not either" if children else ""
+    raise NotALogDir(f"{root}: not a Memento log directory (it has neither wal/ nor snapshots/){found}")
+
+
 def parse_types(text: str) -> frozenset[int]:
     """Parse a record type list such as '1-3,7' (what `--types` takes)."""
     found: set[int] = set()

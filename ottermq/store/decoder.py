@@ -3,7 +3,7 @@
 Strategy: the decoder rebuilds a real (socket-less) Broker with the same replay code the store uses
 (`ottermq.store.replay`), so what it prints is what the broker would hold at that LSN; message contents
 are never read. Registered through the `memento.decoders` entry point, so memento itself never imports
-OtterMQ: `memento replay DATA_DIR/log --decoder ottermq [--to-lsn N]`.
+OtterMQ: `memento replay DATA_DIR --decoder ottermq [--to-lsn N]` (memento finds DATA_DIR/log itself).
 """
 
 from __future__ import annotations

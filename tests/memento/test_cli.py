@@ -138,8 +138,10 @@ def test_replay_generic(logdir: Path) -> None:
     assert doc["records_by_type"] == {"1": 25, "2": 25, "3": 20}
     full = json.loads(run("replay", "--from-start", str(logdir)).output)
     assert full["snapshot_lsn"] is None and full["first_lsn"] == 1 and full["records"] == 170
-    early = json.loads(run("replay", "--to-lsn", "40", str(logdir)).output)
+    before = run("replay", "--to-lsn", "40", str(logdir))
+    early = json.loads(before.stdout)
     assert early["snapshot_lsn"] is None and early["last_lsn"] == 40
+    assert "replaying from the first record: the snapshot is at LSN 100, after LSN 40" in before.stderr
 
 
 def test_replay_custom_decoders(logdir: Path) -> None:
