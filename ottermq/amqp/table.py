@@ -42,6 +42,14 @@ _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _DECIMAL_TEN: Final = decimal.Decimal(10)
 
+
+class Long(int):
+    """An integer sent as a signed 64-bit field ('l') whatever its value. A decoded 'l' becomes one, so
+    a table decoded and encoded again keeps its types; RabbitMQ writes x-death counts this way and some
+    clients read them as 64-bit only."""
+
+    __slots__ = ()
+
 _U8_unpack = U8.unpack_from
 _I8_unpack = I8.unpack_from
 _I16_unpack = I16.unpack_from
@@ -129,7 +137,7 @@ def _value(buf: Buffer, off: int, depth: int) -> tuple[Any, int]:
     if kind == 0x46:  # F
         return _table(buf, off, depth + 1)
     if kind == 0x6C:  # l
-        return _I64_unpack(buf, off)[0], off + 8
+        return Long(_I64_unpack(buf, off)[0]), off + 8
     if kind == 0x41:  # A
         return _array(buf, off, depth + 1)
     if kind == 0x56:  # V
@@ -197,7 +205,7 @@ def _encode_value(parts: list[bytes], value: Any) -> None:
     elif isinstance(value, bool):  # before int: bool is an int
         parts.append(b"t\x01" if value else b"t\x00")
     elif isinstance(value, int):
-        if _INT32_MIN <= value <= _INT32_MAX:
+        if _INT32_MIN <= value <= _INT32_MAX and not isinstance(value, Long):
             parts.append(b"I" + I32.pack(value))
         elif _INT64_MIN <= value <= _INT64_MAX:
             parts.append(b"l" + I64.pack(value))

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.amqp.properties import decode_properties, encode_properties
+from ottermq.amqp.table import Long
 from ottermq.broker.message import Message
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def _update_x_death(headers: dict[str, Any], info: dict[str, Any]) -> None:
         headers.setdefault("x-first-death-reason", info["reason"])
         headers.setdefault("x-first-death-queue", info["queue"])
         headers.setdefault("x-first-death-exchange", info["exchange"])
-        headers["x-death"] = [{"count": 1, **info}]
+        headers["x-death"] = [{"count": Long(1), **info}]
         return
     queue, reason = info["queue"], info["reason"]
     match: dict[str, Any] | None = None
@@ -97,10 +98,10 @@ def _update_x_death(headers: dict[str, Any], info: dict[str, Any]) -> None:
         else:
             others.append(death)
     if match is None:
-        entry = {"count": 1, **info}
+        entry = {"count": Long(1), **info}
     else:
         count = match.get("count")
-        entry = {**match, "count": count + 1 if isinstance(count, int) else 1}
+        entry = {**match, "count": Long(count + 1 if isinstance(count, int) else 1)}
     headers["x-death"] = [dict(sorted(entry.items())), *others]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from ottermq.amqp.constants import SYNTAX_ERROR
 from ottermq.amqp.errors import AMQPConnectionError
-from ottermq.amqp.table import decode_array, decode_table, encode_array, encode_table
+from ottermq.amqp.table import Long, decode_array, decode_table, encode_array, encode_table
 
 UTC = datetime.UTC
 
@@ -31,7 +31,7 @@ TYPED: list[tuple[str, bytes, Any]] = [
     ("u", b"u" + struct.pack(">H", 60000), 60000),
     ("I", b"I" + struct.pack(">i", -(2**31)), -(2**31)),
     ("i", b"i" + struct.pack(">I", 2**32 - 1), 2**32 - 1),
-    ("l", b"l" + struct.pack(">q", -(2**63)), -(2**63)),
+    ("l", b"l" + struct.pack(">q", -(2**63)), Long(-(2**63))),
     ("f", b"f" + struct.pack(">f", 1.5), 1.5),
     ("d", b"d" + struct.pack(">d", -2.25), -2.25),
     ("D", b"D\x02" + struct.pack(">i", -12345), decimal.Decimal("-123.45")),
@@ -60,6 +60,15 @@ def test_decode_every_type(key: str, encoded: bytes, value: Any) -> None:
     assert type(table[key]) is type(value)
     # Re-encoding keeps the value (the type letter may widen: b -> I, f -> d...).
     assert decode_table(encode_table(table), 0)[0] == table
+
+
+def test_a_decoded_long_stays_a_long() -> None:
+    """'l' decodes to `Long`, which encodes as 'l' again even when it would fit 'I'."""
+    raw = raw_table(("n", b"l" + struct.pack(">q", 3)))
+    table, _ = decode_table(raw, 0)
+    assert table == {"n": 3} and isinstance(table["n"], Long)
+    assert encode_table(table) == raw
+    assert encode_table({"n": 3}) == raw_table(("n", b"I" + struct.pack(">i", 3)))
 
 
 def test_encode_picks_types() -> None:

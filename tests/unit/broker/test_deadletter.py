@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ottermq.amqp.properties import BasicProperties, encode_properties
+from ottermq.amqp.table import Long
 from ottermq.broker import deadletter
 from ottermq.broker.message import Message
 from ottermq.broker.vhost import VHost
@@ -55,6 +56,20 @@ def test_same_queue_and_reason_counts_up_and_moves_first() -> None:
         ("b", "expired", 1),
     ]
     assert (third.headers or {})["x-first-death-queue"] == "a"
+
+
+def test_x_death_count_travels_as_a_64_bit_field() -> None:
+    """RabbitMQ sends x-death counts as 'l' (signed 64-bit); clients that read them as longs break on a
+    32-bit 'I'. A count decoded from the wire keeps that type when the headers are written again."""
+    first, _ = deadletter.dead_letter_copy(_message(), "rejected", "a", "dlx", None, 0)
+    assert b"\x05countl\x00\x00\x00\x00\x00\x00\x00\x01" in first.properties
+    second, _ = deadletter.dead_letter_copy(first, "rejected", "a", "dlx", None, 0)
+    assert b"\x05countl\x00\x00\x00\x00\x00\x00\x00\x02" in second.properties
+    # A user header sent as 'l' with a small value stays 'l' through the rewrite.
+    sent = _message({"big": Long(7), "small": 7})
+    third, _ = deadletter.dead_letter_copy(sent, "expired", "q", "dlx", None, 0)
+    assert b"\x03bigl\x00\x00\x00\x00\x00\x00\x00\x07" in third.properties
+    assert b"\x05smallI\x00\x00\x00\x07" in third.properties
 
 
 def test_cycles_without_a_reject_are_cut() -> None:
