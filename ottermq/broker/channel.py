@@ -231,6 +231,7 @@ class Channel:
         "_confirm_flush_pending",
         "_content",
         "_last_queue",
+        "_last_routing",
         "_max_size",
         "_properties",
         "_publish",
@@ -272,6 +273,9 @@ class Channel:
         self._properties = b""
         self._body_parts: list[bytes] | None = None
         self._body_remaining = 0
+        # The previous message's (exchange, routing key, properties): a publisher mostly repeats them,
+        # and a held message then shares those objects instead of keeping copies of its own.
+        self._last_routing: tuple[str, str, bytes] = ("", "", b"")
 
     def __repr__(self) -> str:
         return f"Channel({self.number}, consumers={len(self.consumers)}, unacked={len(self.unacked)})"
@@ -391,7 +395,13 @@ class Channel:
         if method.exchange not in self.guard.writable:
             self.guard.check_publish(method.exchange)
         exchange = self.vhost.exchange_for_publish(method.exchange)
-        message = Message(method.exchange, method.routing_key, properties, body)
+        last_exchange, last_key, last_properties = self._last_routing
+        if (method.exchange == last_exchange and method.routing_key == last_key
+                and properties == last_properties):
+            message = Message(last_exchange, last_key, last_properties, body)
+        else:
+            self._last_routing = (method.exchange, method.routing_key, properties)
+            message = Message(method.exchange, method.routing_key, properties, body)
         if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
             # Rare: decode only when the user-id flag is set (the low octet of the first flag word).
             user_id = message.props.user_id

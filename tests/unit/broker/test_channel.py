@@ -35,6 +35,7 @@ from ottermq.amqp.methods import (
     QueueDelete,
     QueueDeleteOk,
 )
+from ottermq.amqp.properties import BasicProperties, decode_properties, encode_properties
 from ottermq.broker.broker import Broker, BrokerSettings
 
 from .test_connection_harness import Client, connected
@@ -415,6 +416,26 @@ def test_queue_deletion_cancels_consumers_that_asked() -> None:
     cancel = client.expect(BasicCancel, 1)
     assert cancel.consumer_tag == tag
     assert not client.conn.channels[1].consumers
+
+
+def test_repeated_publish_details_are_shared_not_copied() -> None:
+    """Messages published with the same exchange, routing key and properties as the previous one share
+    those objects (a held backlog keeps one copy); a change is taken as sent."""
+    client = connected()
+    declare(client)
+    persistent = BasicProperties(delivery_mode=2, content_type="text/plain")
+    for body in (b"a", b"b", b"c"):
+        client.publish(1, "", "q", body, properties=persistent)
+    client.publish(1, "", "q", b"d", properties=BasicProperties(delivery_mode=1))
+    client.publish(1, "amq.direct", "q", b"e")
+    queue = client.broker.vhosts["/"].queues["q"]
+    messages = [entry.message for entry in queue._ready]
+    a, b, c, d = messages
+    assert a.properties is b.properties is c.properties
+    assert a.routing_key is b.routing_key is c.routing_key
+    assert d.properties == encode_properties(BasicProperties(delivery_mode=1)) != a.properties
+    assert [m.body for m in messages] == [b"a", b"b", b"c", b"d"]
+    assert decode_properties(c.properties).content_type == "text/plain"
 
 
 def test_publish_to_missing_exchange_is_404() -> None:
