@@ -36,6 +36,11 @@ class LogFailed(MementoError):
     accepts no more appends and every pending waiter fails. Restart to recover."""
 
 
+class SyncFailed(OSError):
+    """An fdatasync or directory fsync failed. Unlike running out of space while creating or writing a
+    file, this is never retried: after a failed flush what the file holds is unknown."""
+
+
 class LogClosed(MementoError):
     """The log (or writer) was used after close()."""
 

@@ -5,7 +5,8 @@ the position of every record is known at append time because the tail offset and
 in memory. A flush (`sync`, or the AsyncWriter's background thread) takes all staged chunks as one batch and
 does the I/O: create the next segment if a rollover was planned, one pwrite per chunk, fdatasync. Only the
 flush touches segment files for writing, so the event loop can keep appending while a flush runs; the
-batch being flushed stays readable from memory until it is done.
+batch being flushed stays readable from memory until it is done. `sync` treats any I/O error as final;
+the AsyncWriter retries a batch that met a full disk (see memento.writer).
 
 Directory layout: LOCK, wal/*.wal, snapshots/ (LMDB, memento.snapshot), quarantine/ (damaged bytes).
 """
@@ -28,8 +29,10 @@ from memento.lock import lock_directory
 from memento.reader import decode_at, records_in
 from memento.record import (
     BODY_HEAD,
+    BODY_HEAD_SIZE,
     ENGINE_TYPES,
     FLAG_RELOCATED,
+    HEAD,
     HEAD_SIZE,
     PREFIX,
     SEAL_SIZE,
@@ -50,6 +53,7 @@ from memento.segment import (
     TMP_SUFFIX,
     create_segment,
     parse_name,
+    synced,
 )
 from memento.snapshot import STATUS_DAMAGED, STATUS_FALLBACK, STATUS_UNREADABLE, Snapshot, SnapshotStore
 from memento.spare import SPARE_DIR, SparePreparer
@@ -62,6 +66,9 @@ SNAPSHOT_DIR: Final = "snapshots"
 QUARANTINE_DIR: Final = "quarantine"
 LOCK_FILE: Final = "LOCK"
 _READ_AHEAD: Final = 4096
+# Reads that walk forward through a segment (a queue's backlog being delivered) switch to one pread of
+# this size, and serve the following records from it.
+_WINDOW: Final = 256 * 1024
 _crc = crc32c.crc32c
 _pack_prefix = PREFIX.pack
 _pack_body_head = BODY_HEAD.pack
@@ -149,6 +156,9 @@ class Log:
         self._spares = SparePreparer(str(path / SPARE_DIR), disk)
         self._error: LogFailed | None = None
         self._closed = False
+        # The last window read (segment seq, offset, bytes) and where the last single read was.
+        self._window: tuple[int, int, bytes] = (-1, 0, b"")
+        self._last_read = (-1, 0)
         # seq -> last LSN copied out of that segment by compaction (see memento.reclaim)
         self.relocated_through: dict[int, int] = {}
 
@@ -404,18 +414,22 @@ class Log:
             waiter.set()
 
     def _write_batch(self, batch: _Batch) -> None:
-        """Do the I/O of one batch (any thread; never concurrently with another batch)."""
+        """Do the I/O of one batch (any thread; never concurrently with another batch).
+
+        Idempotent until a sync fails, so the AsyncWriter retries a batch that met a full disk: chunks
+        already written are written again with the same bytes, a segment already created is kept. A failed
+        fdatasync raises SyncFailed (never retried)."""
         disk = self.disk
         last = batch.chunks[-1]
         for chunk in batch.chunks:
             seg = chunk.segment
-            if chunk.create:
+            if chunk.create and seg.fd < 0:
                 seg.fd, _path = create_segment(self.wal_dir, seg.seq, seg.base_lsn, seg.size, disk,
                                                self._spares.take(seg.size))
             if chunk.data:
                 disk.pwrite(seg.fd, chunk.data, chunk.offset)
             if chunk.seal or chunk is last:
-                disk.fdatasync(seg.fd)
+                synced(disk.fdatasync, seg.fd)
         if (last.offset + len(last.data)) * 2 >= last.segment.size:
             self._spares.start(self.segment_size)  # half full: get the next segment ready
 
@@ -433,7 +447,8 @@ class Log:
                 seg.fd = -1
 
     def _fail(self, exc: BaseException) -> LogFailed:
-        """Stop the log for good after a write or fsync error; returns the LogFailed to raise."""
+        """Stop the log for good after a write or fsync error that is not retried; returns the LogFailed
+        to raise."""
         if self._error is None:
             self._error = LogFailed(f"{self.path}: write or fsync failed ({exc}); nothing after LSN "
                                     f"{self._durable_lsn} is durable; reopen to recover")
@@ -442,11 +457,25 @@ class Log:
     # -- reading -------------------------------------------------------------------------------------
 
     def read(self, position: RecordPosition) -> Record:
-        """The record at `position` (one or two preads, or from memory if not yet written)."""
-        seg = self._by_seq.get(position.segment)
+        """The record at `position` (one or two preads, or from memory if not yet written).
+
+        Reads that move forward through one segment are served from a window of `_WINDOW` bytes read
+        with one pread. A record found whole in the window, with its checksum right, is the record:
+        records are never changed in place. Anything else there (zeros or a partial record past what
+        was written when the window was read) is read again the plain way.
+        """
+        seq, off = position
+        w_seq, w_off, w_data = self._window
+        if w_seq == seq and w_off <= off < w_off + len(w_data) - HEAD_SIZE:
+            at = off - w_off
+            length, stored, rtype, flags, _res, lsn = HEAD.unpack_from(w_data, at)
+            end = at + 8 + length
+            if (length >= BODY_HEAD_SIZE and end <= len(w_data)
+                    and _crc(memoryview(w_data)[at + 8:end]) == stored):
+                return Record(lsn, rtype, flags, w_data[at + HEAD_SIZE:end], position)
+        seg = self._by_seq.get(seq)
         if seg is None:
-            raise KeyError(f"no segment {position.segment} in {self.wal_dir}")
-        off = position.offset
+            raise KeyError(f"no segment {seq} in {self.wal_dir}")
         if self._inflight is not None or self._staged:
             found = self._read_staged(seg, off)
             if found is not None:
@@ -454,6 +483,12 @@ class Log:
         fd = seg.fd
         if fd < 0:
             fd = seg.fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+        last_seq, last_off = self._last_read
+        self._last_read = (seq, off)
+        if last_seq == seq and 0 < off - last_off < _WINDOW:
+            data = os.pread(fd, _WINDOW, off)
+            self._window = (seq, off, data)
+            return decode_at(data, 0, seg.seq, seg.name, off)
         data = os.pread(fd, _READ_AHEAD, off)
         if len(data) >= HEAD_SIZE:
             total = 8 + PREFIX.unpack_from(data)[0]

@@ -2,22 +2,29 @@
 
 A segment is `wal/<seq:016x>-<base_lsn:016x>.wal`, preallocated with zeros, starting with a header and then
 records from offset HEADER_SIZE. It is created as `<name>.tmp`, preallocated, its header written and synced,
-then renamed and the directory synced: a segment under its final name always has a valid header.
+then renamed and the directory synced: a segment under its final name always has a valid header. A
+creation that fails before the rename removes its `*.tmp`, so that it can simply be tried again once the
+disk has room (a failed sync is never retried: see `synced`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import crc32c
 
 from memento.disk import DiskIO
+from memento.errors import SyncFailed
 from memento.spare import Spare
+
+_T = TypeVar("_T")
 
 MAGIC: Final = b"MEMWAL\r\n"  # \r\n catches a file mangled by text-mode transfers
 FORMAT_VERSION: Final = 1
@@ -95,14 +102,32 @@ def create_segment(wal_dir: str, seq: int, base_lsn: int, size: int, disk: DiskI
     else:
         tmp = path + TMP_SUFFIX
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    renamed = False
     try:
         if spare is None:
             disk.preallocate(fd, size)
         disk.pwrite(fd, encode_header(seq, base_lsn, size), 0)
-        disk.fdatasync(fd)
+        synced(disk.fdatasync, fd)
         os.rename(tmp, path)
-        disk.fsync_dir(wal_dir)
+        renamed = True
+        synced(disk.fsync_dir, wal_dir)
     except BaseException:
         os.close(fd)
+        if not renamed:
+            # Give back whatever the half-made file holds (a full disk is retried); recovery drops it anyway.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
     return fd, path
+
+
+def synced(flush: Callable[[_T], None], target: _T) -> None:
+    """`flush(target)` (an fdatasync or directory fsync), raising SyncFailed if it fails: such a failure is
+    final, unlike a full disk met while creating or writing."""
+    try:
+        flush(target)
+    except SyncFailed:
+        raise
+    except OSError as exc:
+        name = getattr(flush, "__name__", "sync")
+        raise SyncFailed(exc.errno, f"{name} failed: {exc.strerror or exc}") from exc

@@ -12,6 +12,7 @@ spare file, which `Log.open` deletes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -94,9 +95,12 @@ class SparePreparer:
                 self.disk.pwrite(fd, _ZERO_CHUNK[: min(len(_ZERO_CHUNK), size - offset)], offset)
             self.disk.fdatasync(fd)
         except OSError:
-            # No spare then: the rollover creates the segment directly and reports any real error.
+            # No spare then: the rollover creates the segment directly and reports any real error. The
+            # half-made file goes, so that a full disk gets its space back for the log itself.
             if fd >= 0:
                 os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             return
         with self._lock:
             self._ready = Spare(fd, path, size)

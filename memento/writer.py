@@ -7,22 +7,48 @@ during an fsync is the next batch, and there is no timer. Because the thread pic
 itself, the fsync of one batch overlaps the event loop's work of waking the previous batch's waiters and
 staging new records. When nothing is staged the thread sleeps on an Event that the next append sets.
 
-Any write or fsync error is fatal: the log refuses further appends, every pending waiter gets LogFailed,
-and nothing more becomes durable.
+A full disk is not fatal. Segments are preallocated, so running out of space (ENOSPC, EDQUOT) shows up
+while creating the next segment or writing into a sparse one, before anything is flushed; the batch's bytes
+are still in memory and writing them again at the same offsets is idempotent. So the thread keeps the
+batch, reports the writer suspended (`suspended`, `on_suspended`), and retries it with backoff (or at once
+on `retry_now`) while appends keep staging; when a retry succeeds it reports `on_resumed` and the batch as
+durable, then goes on with what was staged meanwhile. Waiters stay pending meanwhile. A crash while
+suspended leaves what any crash leaves: a torn tail or a sealed last segment, which recovery repairs.
+
+Any other error is final, and so is a failed fdatasync whatever its errno (after it the page cache state
+is unknown), more than `staging_limit` bytes staged while suspended, or closing while suspended: the log
+refuses further appends, every pending waiter gets LogFailed, and nothing more becomes durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import heapq
 import itertools
 import threading
+import time
 from collections.abc import Callable
+from typing import Final
 
-from memento.errors import LogClosed, LogFailed
+from memento.errors import LogClosed, LogFailed, SyncFailed
 from memento.log import Log, _Batch
 from memento.reclaim import ReclaimResult, batches, copy_records, delete, new_plan, plan, read_live
 from memento.record import RecordPosition
+
+# What a full disk looks like; only these are retried, and never from a sync (memento.errors.SyncFailed).
+RETRYABLE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Backoff between retries of a batch that met a full disk: doubling from the first to the last (seconds).
+RETRY_FIRST: Final = 0.2
+RETRY_MAX: Final = 2.0
+# Bytes staged while suspended beyond which the writer gives up: a long outage must not eat the memory.
+STAGING_LIMIT: Final = 64 << 20
+
+
+def retryable(exc: BaseException) -> bool:
+    """True for an error that a later attempt at the same batch may get past: a full disk met while
+    creating or writing a file (not while syncing one)."""
+    return isinstance(exc, OSError) and not isinstance(exc, SyncFailed) and exc.errno in RETRYABLE_ERRNOS
 
 
 class AsyncWriter:
@@ -30,8 +56,18 @@ class AsyncWriter:
     owns flushing: do not call `log.sync()` or `log.reclaim()` (use `sync` and `reclaim` here), and
     `await close()` before closing the log."""
 
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: Log, *, retry_first: float = RETRY_FIRST, retry_max: float = RETRY_MAX,
+                 staging_limit: int = STAGING_LIMIT) -> None:
         self.log = log
+        self.retry_first = retry_first
+        self.retry_max = retry_max
+        self.staging_limit = staging_limit
+        # Called on the event loop when a full disk suspends writing (with the error) and when writing
+        # resumes (with the seconds it was suspended); the owner sets them.
+        self.on_suspended: Callable[[OSError], None] | None = None
+        self.on_resumed: Callable[[float], None] | None = None
+        self._suspended: OSError | None = None
+        self._retry = threading.Event()
         self._loop = asyncio.get_running_loop()
         self._durable = log.durable_lsn
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (lsn, tie, future)
@@ -54,6 +90,15 @@ class AsyncWriter:
     def failed(self) -> LogFailed | None:
         """The failure that stopped the writer, or None."""
         return self._error or self.log.failed
+
+    @property
+    def suspended(self) -> OSError | None:
+        """The full-disk error the writer is retrying past (nothing becomes durable meanwhile), or None."""
+        return self._suspended
+
+    def retry_now(self) -> None:
+        """Retry a suspended batch now instead of at the end of the backoff (space was freed)."""
+        self._retry.set()
 
     def append(self, rtype: int, payload: bytes | bytearray | memoryview, flags: int = 0) -> int:
         """Stage a record and return its LSN without blocking; raises LogFailed after a failure."""
@@ -125,12 +170,58 @@ class AsyncWriter:
                     return
                 idle.wait()
                 continue
+            if not self._write(batch):
+                return
+            call(self._batch_durable, batch)
+
+    def _write(self, batch: _Batch) -> bool:
+        """Write `batch`, retrying past a full disk; False once the log failed for good (reported)."""
+        log = self.log
+        call = self._loop.call_soon_threadsafe
+        delay = self.retry_first
+        since = 0.0
+        while True:
             try:
                 log._write_batch(batch)
             except Exception as exc:  # an OSError in practice; anything else must not leave waiters hanging
-                call(self._fail, log._fail(exc))
-                return
-            call(self._batch_durable, batch)
+                if not isinstance(exc, OSError) or not retryable(exc):
+                    call(self._fail, log._fail(exc))
+                    return False
+                if not since:
+                    since = time.monotonic()
+                    call(self._suspend, exc)
+                if self._loop.is_closed():
+                    return False  # nobody is left to report to, or to wait
+                staged = self._staged_bytes()
+                if self._closing or staged > self.staging_limit:
+                    why = ("closed while suspended" if self._closing else
+                           f"{staged} bytes staged while suspended, over the {self.staging_limit}-byte limit")
+                    call(self._fail, log._fail(OSError(exc.errno, f"{exc.strerror or exc}; {why}")))
+                    return False
+                self._retry.wait(delay)
+                self._retry.clear()
+                delay = min(delay * 2, self.retry_max)
+                continue
+            if since:
+                call(self._resume, time.monotonic() - since)
+            return True
+
+    def _staged_bytes(self) -> int:
+        log = self.log
+        with log._lock:
+            return sum(len(chunk.data) for chunk in log._staged)
+
+    def _suspend(self, error: OSError) -> None:
+        if self._error is not None:
+            return
+        self._suspended = error
+        if self.on_suspended is not None:
+            self.on_suspended(error)
+
+    def _resume(self, seconds: float) -> None:
+        self._suspended = None
+        if self.on_resumed is not None:
+            self.on_resumed(seconds)
 
     def _batch_durable(self, batch: _Batch) -> None:
         self.log._batch_done(batch)
@@ -144,6 +235,7 @@ class AsyncWriter:
 
     def _fail(self, error: LogFailed) -> None:
         self._error = error
+        self._suspended = None
         for _lsn, _tie, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(error)
@@ -173,8 +265,10 @@ class AsyncWriter:
 
     async def close(self) -> None:
         """Make everything appended durable (unless failed) and stop the thread. The log stays open:
-        close it afterwards."""
+        close it afterwards. While suspended, the batch gets one more attempt; if the disk is still full
+        the log fails (the pending waiters get LogFailed)."""
         self._closing = True
         self.log._wake_idle()
+        self._retry.set()  # a suspended batch gets one last attempt, then fails
         await self._thread_done  # reported after the last batch's report, so all waiters are settled
         self._thread.join()

@@ -66,6 +66,11 @@ def serve(
     check_config: bool = typer.Option(
         False, "--check-config", help="Print the effective settings as TOML and exit, without serving",
     ),
+    salvage: bool = typer.Option(
+        False, "--salvage",
+        help="Start on a log damaged in the middle: keep what is valid up to the damage, quarantine the rest "
+        "(messages after it are lost)",
+    ),
 ) -> None:
     """Run the broker until SIGTERM or SIGINT.
 
@@ -75,7 +80,7 @@ def serve(
     """
     cli_values: dict[str, object | None] = {
         "host": host, "port": port, "data_dir": data_dir, "http_port": http_port,
-        "log_level": log_level, "log_format": log_format,
+        "log_level": log_level, "log_format": log_format, "salvage": True if salvage else None,
     }
     try:
         settings = load_settings(cli_values, Path(config) if config else None)
@@ -105,6 +110,7 @@ def serve(
     )
     if store is not None:
         store.report_recovery()
+        _report_salvage(store)
     if seeded:
         log.info("created from the config file", extra={"entries": ", ".join(seeded)})
     log.info("management HTTP API is not served yet", extra={"http_port": settings.http_port})
@@ -176,7 +182,7 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
     )
     if settings.persistence != "memento":
         return Broker(broker_settings, MemoryJournal()), None
-    from memento.errors import MementoError
+    from memento.errors import MementoError, RecoveryRefused
     from ottermq.store.codec import CodecError
     from ottermq.store.store import DurableStore, StoreOptions
 
@@ -185,11 +191,15 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
         snapshot_bytes=settings.snapshot_log_bytes,
         snapshot_interval=settings.snapshot_interval,
         check_interval=min(1.0, settings.snapshot_interval / 2),
+        salvage=settings.salvage,
     )
     try:
         store = DurableStore.open(data_path, store_options)
     except MementoError as exc:
-        raise ConfigError(f"cannot open the log in {data_path}: {exc}") from None
+        hint = "" if settings.salvage or not isinstance(exc, RecoveryRefused) else (
+            "; to start anyway, keeping what is valid up to the damage and losing what follows it, run "
+            "`ottermq serve --salvage` (or set salvage = true)")
+        raise ConfigError(f"cannot open the log in {data_path}: {exc}{hint}") from None
     try:
         broker = Broker(broker_settings, store.journal, defaults=False)
         store.recover(broker)
@@ -197,6 +207,28 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
         store.close()
         raise ConfigError(f"cannot recover the log in {data_path}: {exc}") from None
     return broker, store
+
+
+def _report_salvage(store: DurableStore) -> None:
+    """Say loudly, at error level, what a salvaging start dropped: it may include confirmed messages."""
+    from memento.recovery import REPAIRABLE
+
+    report = store.log.recovery_report
+    # Memento notes a skipped damaged snapshot as a "salvage: ..." warning without cutting the log.
+    for warning in report.warnings:
+        if warning.startswith("salvage:"):
+            log.error(warning)
+    if not report.salvaged:
+        return
+    for finding in report.findings:
+        if finding.severity != REPAIRABLE:
+            log.error(f"salvage: {finding.message}", extra={"segment": finding.segment,
+                                                             "offset": finding.offset, "lsn": finding.lsn})
+    log.error(
+        "salvage: the log was damaged; everything after the damage was dropped, including messages that "
+        "may have been confirmed",
+        extra={"kept_through_lsn": report.end_lsn, "quarantined": ", ".join(report.quarantined) or "-"},
+    )
 
 
 def _seed_access(broker: Broker, settings: Settings) -> list[str]:

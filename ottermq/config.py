@@ -64,6 +64,10 @@ class Settings:
     log_segment_size: int = 64 * 1024 * 1024
     snapshot_log_bytes: int = 128 * 1024 * 1024
     snapshot_interval: float = 300.0
+    # Start on a log damaged in the middle (a bit flip, a lost segment) instead of refusing: keep what is
+    # valid up to the first damage, move the rest to <data_dir>/log/quarantine/ and say so loudly. Confirmed
+    # messages after the damage are lost, so this is an operator's explicit choice, never a default.
+    salvage: bool = False
     # Most client connections at once (0 = no limit); above it a new TCP connection is closed at accept.
     connection_max: int = 0
     # Memory alarm: a fraction of RAM (RabbitMQ's vm_memory_high_watermark), or bytes of RSS when the

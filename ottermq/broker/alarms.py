@@ -22,8 +22,8 @@ log: Final = logging.getLogger("ottermq.broker")
 
 ALARM_MEMORY: Final = "memory"
 ALARM_DISK: Final = "disk"
-# Raised by the durable store when the log cannot be written (fsync error, ENOSPC); it stays on until a
-# restart, whatever the free-disk monitor sees.
+# Raised by the durable store when the log cannot be written (fsync error, ENOSPC); whatever the free-disk
+# monitor sees, only the store clears it: when writing resumes after a full disk (never after a failure).
 ALARM_JOURNAL: Final = "journal"
 # connection.blocked reasons, as RabbitMQ words them (a journal failure reads as a disk alarm to clients).
 REASONS: Final = {ALARM_MEMORY: "low on memory", ALARM_DISK: "low on disk", ALARM_JOURNAL: "low on disk"}

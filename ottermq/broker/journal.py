@@ -24,7 +24,14 @@ class Journal(Protocol):
 
     @property
     def failed(self) -> bool:
-        """True once the journal cannot make anything durable any more (the broker stops accepting work)."""
+        """True once the journal cannot make anything durable any more (the broker stops accepting work),
+        and while it is `suspended`."""
+        ...
+
+    @property
+    def suspended(self) -> bool:
+        """True while the journal waits for disk space (then `failed` is True too). Nothing new is
+        accepted, but removals (acks) are still appended: they become durable when it resumes."""
         ...
 
     @property
@@ -53,12 +60,13 @@ class Journal(Protocol):
 class MemoryJournal:
     """A journal that keeps nothing: every position is durable as soon as it is appended."""
 
-    __slots__ = ("durable_position", "failed", "last_loc", "position")
+    __slots__ = ("durable_position", "failed", "last_loc", "position", "suspended")
 
     def __init__(self) -> None:
         self.position = 0
         self.durable_position = 0
         self.failed = False
+        self.suspended = False
         self.last_loc = 0
 
     @property

@@ -163,6 +163,17 @@ def properties_ttl(properties: bytes) -> int | None:
         return None
 
 
+def ready_bytes(entries: Iterable[QueueEntry]) -> int:
+    """The body bytes of `entries`; a size not known yet (a message restored from an older snapshot)
+    is learnt by loading that body once."""
+    total = 0
+    for entry in entries:
+        message = entry.message
+        size = message.body_size
+        total += size if size >= 0 else len(message.body)
+    return total
+
+
 class FeatureQueue(Queue):
     """A queue with RabbitMQ's optional features; its state is `self.features` (a QueueFeatures)."""
 
@@ -176,7 +187,7 @@ class FeatureQueue(Queue):
             ready.extend(self._ready)
             self._ready = ready  # type: ignore[assignment]
         if features.sized:
-            features.ready_bytes = sum(len(entry.message.body) for entry in self._ready)
+            features.ready_bytes = ready_bytes(self._ready)
 
     # -- messages in ------------------------------------------------------------------------------------
 
@@ -184,7 +195,7 @@ class FeatureQueue(Queue):
         """Append a message unless the queue is full with reject-publish (then False); deliver it if a
         consumer can take it; then expire and drop from the head as the queue's TTL and limits say."""
         features: QueueFeatures = self.features
-        size = len(message.body)
+        size = message.body_size
         if (
             features.overflow != "drop-head"
             and (features.max_length is not None or features.max_bytes is not None)
@@ -224,7 +235,7 @@ class FeatureQueue(Queue):
             if over:
                 self._remove(over, deadletter.DELIVERY_LIMIT, "drop")
         if features.sized:
-            features.ready_bytes += sum(len(entry.message.body) for entry in back)
+            features.ready_bytes += sum(entry.message.body_size for entry in back)
         super().requeue(back)
         self._expire_head(now_ms())
         self._enforce_limits()
@@ -246,7 +257,7 @@ class FeatureQueue(Queue):
         super().recovered(redelivered)
         features: QueueFeatures = self.features
         if features.sized:
-            features.ready_bytes = sum(len(entry.message.body) for entry in self._ready)
+            features.ready_bytes = ready_bytes(self._ready)
 
     # -- messages out -----------------------------------------------------------------------------------
 
@@ -261,7 +272,7 @@ class FeatureQueue(Queue):
             return None
         entry = ready.popleft()
         if features.sized:
-            features.ready_bytes -= len(entry.message.body)
+            features.ready_bytes -= entry.message.body_size
         return entry
 
     def dispatch(self) -> None:
@@ -292,7 +303,7 @@ class FeatureQueue(Queue):
                     if due and due <= now and head is not fresh:
                         expired.append(ready.popleft())
                         if features.sized:
-                            features.ready_bytes -= len(head.message.body)
+                            features.ready_bytes -= head.message.body_size
                         continue
                     n = len(members)
                     if idle >= n:
@@ -304,7 +315,7 @@ class FeatureQueue(Queue):
                     if consumer.has_credit():
                         entry = ready.popleft()
                         if features.sized:
-                            features.ready_bytes -= len(entry.message.body)
+                            features.ready_bytes -= entry.message.body_size
                         consumer.deliver(self, entry)
                         idle = 0
                     else:
@@ -349,7 +360,7 @@ class FeatureQueue(Queue):
                 break
             expired.append(ready.popleft())
             if features.sized:
-                features.ready_bytes -= len(head.message.body)
+                features.ready_bytes -= head.message.body_size
         self._remove(expired, deadletter.EXPIRED, "expired")
 
     def _enforce_limits(self) -> None:
@@ -368,7 +379,7 @@ class FeatureQueue(Queue):
         ):
             entry = ready.popleft()
             if features.sized:
-                features.ready_bytes -= len(entry.message.body)
+                features.ready_bytes -= entry.message.body_size
             dropped.append(entry)
         if dropped:
             self._remove(dropped, deadletter.MAXLEN, "maxlen")

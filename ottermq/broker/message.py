@@ -15,12 +15,23 @@ from ottermq.amqp.properties import BasicProperties, decode_properties, peek_del
 
 _UNDECODED: Any = object()
 
+# One int object per distinct body size, shared by every message of that size: Python caches only the
+# ints up to 256, and a million held messages of 1 KiB would otherwise carry a million 32-byte ints.
+_SIZES: dict[int, int] = {}
+
+
+def _share_size(size: int) -> int:
+    if len(_SIZES) < 65536:
+        _SIZES[size] = size
+    return size
+
 
 class Message:
     """A published message: where it was published, its raw properties and its body."""
 
     __slots__ = (
-        "_props", "_source", "body", "exchange", "loc", "msg_id", "persistent", "properties", "routing_key",
+        "_props", "_source", "body", "body_size", "exchange", "loc", "msg_id", "persistent", "properties",
+        "routing_key",
     )
 
     def __init__(
@@ -37,6 +48,9 @@ class Message:
         self.routing_key = routing_key
         self.properties = properties
         self.body = body
+        # len(body), kept apart so that counting bytes (x-max-length-bytes) never loads an evicted body.
+        size = len(body)
+        self.body_size = _SIZES.get(size) or _share_size(size)
         self.persistent = peek_delivery_mode(properties) == 2 if persistent is None else persistent
         self._props: BasicProperties = _UNDECODED
         # Set by the journal when the message is logged: its id (0: not logged) and where its publish record
@@ -84,6 +98,13 @@ _SLOTS: dict[str, Any] = {
 _get_exchange: Callable[[Message], str] = _SLOTS["exchange"].__get__
 _get_routing_key: Callable[[Message], str] = _SLOTS["routing_key"].__get__
 _get_properties: Callable[[Message], bytes] = _SLOTS["properties"].__get__
+_del_body: Callable[[Message], None] = _SLOTS["body"].__delete__
+_set_exchange: Callable[[Message, str], None] = _SLOTS["exchange"].__set__
+_set_routing_key: Callable[[Message, str], None] = _SLOTS["routing_key"].__set__
+_set_properties: Callable[[Message, bytes], None] = _SLOTS["properties"].__set__
+_set_body: Callable[[Message, bytes], None] = _SLOTS["body"].__set__
+_DELETE_REST: tuple[Callable[[Message], None], ...] = tuple(
+    _SLOTS[name].__delete__ for name in ("exchange", "routing_key", "properties"))
 _get_body: Callable[[Message], bytes] = _SLOTS["body"].__get__
 
 
@@ -100,19 +121,26 @@ class StoredMessage(Message):
 
     _source: ContentSource
 
-    def __init__(self, msg_id: int, loc: int, source: ContentSource) -> None:
+    def __init__(self, msg_id: int, loc: int, source: ContentSource, body_size: int = -1) -> None:
+        """`body_size` comes from the log or the snapshot; -1 (unknown: an older snapshot) is filled in
+        on the first load."""
         # Message.__init__ is skipped on purpose: the content is not here yet.
         self.msg_id = msg_id
         self.loc = loc
+        self.body_size = _SIZES.get(body_size) or _share_size(body_size)
         self._source = source
         self.persistent = True
         self._props = _UNDECODED
 
     def _load(self) -> None:
         source = self._source
-        content = source.read_content(self.loc)
-        for name, value in zip(_SLOTS, content, strict=True):
-            _SLOTS[name].__set__(self, value)
+        exchange, routing_key, properties, body = source.read_content(self.loc)
+        _set_exchange(self, exchange)
+        _set_routing_key(self, routing_key)
+        _set_properties(self, properties)
+        _set_body(self, body)
+        if self.body_size < 0:
+            self.body_size = len(body)
         source.loaded(self)
 
     @staticmethod
@@ -184,9 +212,13 @@ class StoredMessage(Message):
 
     def evict(self) -> None:
         """Forget the content (it is durable in the log and read back on the next use)."""
-        for slot in _SLOTS.values():
+        try:
+            _del_body(self)
+        except AttributeError:
+            return  # not loaded (the content attributes are loaded and set together)
+        for delete in _DELETE_REST:
             try:
-                slot.__delete__(self)
+                delete(self)
             except AttributeError:
                 pass
         self._props = _UNDECODED

@@ -194,14 +194,15 @@ class VHost:
         """A durable queue settled logged messages for good: journal (without waiting), then forget them.
 
         With a failed journal the removal is not logged (consumers keep draining); after a restart those
-        messages come back, which at-least-once allows.
+        messages come back, which at-least-once allows. A suspended journal (disk full) still stages it,
+        to be written when it resumes.
         """
         if reason not in REMOVAL_REASONS:
             reason = "drop"  # the log knows a fixed set of reasons; the removal itself is what matters
         event = MessagesRemoved(self.name, queue.name, tuple(ids), reason)
         if self._tx_events is not None:
             self._tx_events.append(event)
-        elif not self.journal.failed:
+        elif not self.journal.failed or self.journal.suspended:
             self.journal.append(event)
         self._apply_messages_removed(event)
 

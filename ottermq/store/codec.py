@@ -218,6 +218,13 @@ def decode_publish_targets(payload: bytes | memoryview, rtype: int = RT_PUBLISH)
     """A publish record's vhost, queues, publish time and (for PUBLISH_AT) properties only (exchange,
     routing key and body left empty): all that replay needs, since contents are read back on delivery;
     the properties give the message's own TTL."""
+    return decode_publish_index(payload, rtype)[0]
+
+
+def decode_publish_index(
+    payload: bytes | memoryview, rtype: int = RT_PUBLISH
+) -> tuple[MessagePublished, int]:
+    """`decode_publish_targets` and the length of the body it leaves out (for x-max-length-bytes)."""
     published, payload = publish_payload(rtype, payload)
     vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload)
     pos = _PUBLISH_HEAD.size
@@ -231,10 +238,11 @@ def decode_publish_targets(payload: bytes | memoryview, rtype: int = RT_PUBLISH)
         queues.append(head[pos + 1:pos + 1 + qlen].decode())
         pos += 1 + qlen
     properties = b""
+    start = _PUBLISH_HEAD.size + pos + xlen + rlen
     if published:
-        start = _PUBLISH_HEAD.size + pos + xlen + rlen
         properties = bytes(payload[start:start + plen])
-    return MessagePublished(vhost, tuple(queues), "", "", properties, b"", published)
+    event = MessagePublished(vhost, tuple(queues), "", "", properties, b"", published)
+    return event, len(payload) - start - plen
 
 
 def decode_content(payload: bytes | memoryview, rtype: int = RT_PUBLISH) -> tuple[str, str, bytes, bytes]:

@@ -5,9 +5,13 @@ the position. Durability callbacks wait in a FIFO ordered by position; at most o
 outstanding at a time, for the newest position waited on, so a batch of thousands of confirms costs one
 future, not one each. When it resolves, every callback up to the writer's durable LSN runs in order.
 
-A write or fsync failure is final: the failure callbacks of everything pending run (confirms become
-basic.nack, tx.commit fails), `failed` turns True (durable changes are refused with 541), and the
-`on_failure` hook (the store) raises the disk alarm and says why in the log.
+A full disk suspends the journal (the writer retries until space returns): the failure callbacks of
+everything pending run (confirms become basic.nack, tx.commit fails), `failed` turns True (new publishes
+are nacked, durable changes refused with 541) and `suspended` too, and the `on_suspended` hook (the store)
+raises the disk alarm and says why. Removals (acks) keep being staged, so consumers keep draining and what
+they settled is logged on resume, in order; what was staged is written then too. When a retry succeeds,
+`on_resumed` runs and everything works again. Any other write or fsync failure is final: the same
+callbacks run, `failed` stays True for good, and `on_failure` is called.
 
 Reading a message back (`read_content`) goes through a small cache of decoded contents keyed by loc, so
 the fan-out copies of one publish and a redelivery do not read the segment again.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from sys import getrefcount
 from typing import Final
 
 from memento.errors import MementoError
@@ -50,8 +55,16 @@ CONTENT_CACHE_BYTES: Final = 4 * 1024 * 1024
 RESIDENT_BYTES: Final = 32 * 1024 * 1024
 # What a message costs beyond its body and properties, for the resident budget.
 _MESSAGE_OVERHEAD: Final = 128
+# getrefcount of a resident message just taken off the resident deque when nothing else holds it (no
+# queue, no consumer, no transaction): the local name and getrefcount's own argument.
+_GONE: Final = 2
 
 Waiter = tuple[int, Callable[[], None], "Callable[[], None] | None"]
+
+
+def _size(message: StoredMessage) -> int:
+    """What a resident message is counted for."""
+    return message.body_size + len(message.properties) + _MESSAGE_OVERHEAD
 
 
 class MementoJournal:
@@ -64,7 +77,11 @@ class MementoJournal:
         self.last_loc = 0
         self.appended_bytes = 0  # since open: the store snapshots by log volume
         self.on_failure: Callable[[BaseException], None] | None = None
+        self.on_suspended: Callable[[OSError], None] | None = None
+        self.on_resumed: Callable[[float], None] | None = None
         self._error: BaseException | None = None
+        self._suspended: OSError | None = None
+        self._refusing = False  # failed or suspended: read on every publish, so a plain attribute
         self._waiters: deque[Waiter] = deque()
         self._requested = 0  # the position the outstanding writer future waits for (0: none)
         self._cache: OrderedDict[int, tuple[str, str, bytes, bytes]] = OrderedDict()
@@ -75,14 +92,16 @@ class MementoJournal:
         self._removed: dict[tuple[str, str, str], list[int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # Logged messages holding their content, oldest first, with the bytes each was counted for.
-        self._resident: deque[tuple[StoredMessage, int]] = deque()
+        self._resident: deque[StoredMessage] = deque()
         self.resident_bytes = 0
         self.evicted_bytes = 0  # since the store last looked (it then returns freed memory to the system)
         self._evicting = False
 
     def start(self) -> None:
         """Start group commit (inside the running event loop)."""
-        self.writer = AsyncWriter(self.log)
+        writer = self.writer = AsyncWriter(self.log)
+        writer.on_suspended = self._suspend
+        writer.on_resumed = self._resume
         self._loop = asyncio.get_running_loop()
 
     # -- the Journal protocol ---------------------------------------------------------------------------
@@ -95,8 +114,15 @@ class MementoJournal:
 
     @property
     def failed(self) -> bool:
-        """True once a write or fsync failed."""
-        return self._error is not None
+        """True once a write or fsync failed, and while suspended by a full disk: nothing new is
+        confirmed, publishes are nacked and durable changes refused."""
+        return self._refusing
+
+    @property
+    def suspended(self) -> bool:
+        """True while a full disk holds writing up (until it resumes or fails for good); removals are
+        still staged meanwhile."""
+        return self._suspended is not None
 
     @property
     def next_position(self) -> int:
@@ -113,8 +139,9 @@ class MementoJournal:
         of the last record already staged. Any other event but a publish first stages the gathered
         removals, so the order of removals and entity changes is kept.
         """
-        if self._error is not None:
-            raise AMQPConnectionError(INTERNAL_ERROR, "INTERNAL_ERROR - the journal has failed")
+        if self._refusing and (self._error is not None or not isinstance(event, MessagesRemoved)):
+            why = "has failed" if self._error is not None else "is suspended: the disk is full"
+            raise AMQPConnectionError(INTERNAL_ERROR, f"INTERNAL_ERROR - the journal {why}")
         if isinstance(event, MessagePublished):
             key = (event.vhost, event.queues, event.exchange, event.routing_key, len(event.properties))
             prefix = self._prefixes.get(key)
@@ -168,8 +195,9 @@ class MementoJournal:
     def when_durable(
         self, position: int, callback: Callable[[], None], failed: Callable[[], None] | None = None
     ) -> None:
-        """Run `callback` once `position` is on disk, or `failed` if the log fails first."""
-        if self._error is not None:
+        """Run `callback` once `position` is on disk, or `failed` if the log fails or suspends first
+        (at once while it is suspended: nothing further is confirmed)."""
+        if self._refusing:
             if failed is not None:
                 failed()
             return
@@ -216,12 +244,44 @@ class MementoJournal:
         if self._error is not None:
             return
         self._error = error
+        self._suspended = None
+        self._refusing = True
+        self._fail_waiters()
+        if self.on_failure is not None:
+            self.on_failure(error)
+
+    def _fail_waiters(self) -> None:
         waiters, self._waiters = self._waiters, deque()
         for _position, _callback, failed in waiters:
             if failed is not None:
                 failed()
-        if self.on_failure is not None:
-            self.on_failure(error)
+
+    def _suspend(self, error: OSError) -> None:
+        """The writer met a full disk: nothing pending will be confirmed (it is written on resume all the
+        same), nothing new is accepted but removals."""
+        if self._error is not None:
+            return
+        self._suspended = error
+        self._refusing = True
+        # The report of the last good batch may still be on its way to `_on_durable`: what it made
+        # durable is confirmed, not nacked.
+        writer = self.writer
+        durable = writer.durable_lsn if writer is not None else 0
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= durable:
+            waiters.popleft()[1]()
+        self._fail_waiters()
+        if self.on_suspended is not None:
+            self.on_suspended(error)
+
+    def _resume(self, seconds: float) -> None:
+        """A retry got through: what was staged meanwhile follows; confirm and accept again."""
+        if self._error is not None or self._suspended is None:
+            return
+        self._suspended = None
+        self._refusing = False
+        if self.on_resumed is not None:
+            self.on_resumed(seconds)
 
     def check(self) -> None:
         """Notice a writer failure even when nobody waits (the store polls this)."""
@@ -234,25 +294,46 @@ class MementoJournal:
     def loaded(self, message: StoredMessage) -> None:
         """A logged message holds its content (just published, or read back): count it against the
         resident budget; over it, the oldest are dropped at the end of this event-loop turn."""
-        size = len(message.body) + len(message.properties) + _MESSAGE_OVERHEAD
-        self._resident.append((message, size))
-        self.resident_bytes += size
+        self._resident.append(message)
+        self.resident_bytes += _size(message)
         if self.resident_bytes > self.resident_limit and not self._evicting and self._loop is not None:
             # Never now: a transaction's messages get their loc only at the end of the commit.
             self._evicting = True
             self._loop.call_soon(self.evict)
 
     def evict(self) -> None:
-        """Drop the contents of the oldest resident messages until a quarter of the budget is free."""
+        """Drop the contents of the oldest resident messages until a quarter of the budget is free
+        (messages already gone are just let go)."""
         self._evicting = False
         resident = self._resident
         target = self.resident_limit * 3 // 4
         while self.resident_bytes > target and resident:
-            message, size = resident.popleft()
+            message = resident.popleft()
+            size = _size(message)
             self.resident_bytes -= size
-            if message.loc:
+            if getrefcount(message) > _GONE and message.loc:
                 message.evict()
                 self.evicted_bytes += size
+        if not resident:
+            self.resident_bytes = 0
+
+    def sweep(self, limit: int = 100_000) -> None:
+        """Let go of resident messages nothing else holds any more (settled from every queue), looking
+        at up to `limit` of them, oldest first; the live ones move to the newest end. The store calls
+        this periodically, so a message consumed while resident stops counting (and its memory is
+        freed) within a few seconds, without a weak reference per message."""
+        resident = self._resident
+        append = resident.append
+        popleft = resident.popleft
+        freed = 0
+        for _ in range(min(limit, len(resident))):
+            message = popleft()
+            if getrefcount(message) > _GONE:
+                append(message)
+            else:
+                freed += _size(message)
+        self.resident_bytes = max(0, self.resident_bytes - freed) if resident else 0
+        self.evicted_bytes += freed
 
     # -- reading messages back ---------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ log segments, which space reclamation keeps while a message lives.
 Layout: `OTQS` magic, `<HB` version and flags (bit 0: taken at a clean shutdown), `<I` event count, each
 event `<BI` type + length + payload; `<I` queue count, each queue `<BBI` vhost length, name length,
 message count, the names, then the five arrays and (version 2) a sixth: each entry's absolute TTL
-deadline, u64 ms since the epoch (0: none). Version 1 (no deadlines) is still read.
+deadline, u64 ms since the epoch (0: none), and (version 3) a seventh: each message's body length, i32
+(-1: not known, a message restored from an older snapshot and not read since), so that
+x-max-length-bytes counts a backlog without reading its bodies. Versions 1 and 2 are still read.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from ottermq.store.codec import (
 )
 
 MAGIC: Final = b"OTQS"
-VERSION: Final = 2
-_VERSIONS: Final = (1, 2)
+VERSION: Final = 3
+_VERSIONS: Final = (1, 2, 3)
 FLAG_CLEAN: Final = 1
 ENTRY_REDELIVERED: Final = 1
 
@@ -58,6 +60,7 @@ class QueueIndex:
     indexes: array[int] = field(default_factory=lambda: array("I"))
     flags: array[int] = field(default_factory=lambda: array("B"))
     deadlines: array[int] | None = None  # None: a version 1 snapshot, which kept none
+    sizes: array[int] | None = None  # body lengths; None: a version 1 or 2 snapshot, which kept none
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,6 +90,7 @@ def index_of(vhost: str, queue: str, entries: Iterable[QueueEntry]) -> QueueInde
         array("I", [loc & INDEX_MASK for loc in locs]),
         array("B", [ENTRY_REDELIVERED if entry.redelivered else 0 for entry in listed]),
         array("Q", [entry.deadline for entry in listed]),
+        array("i", [message.body_size for message in messages]),
     )
 
 
@@ -126,7 +130,8 @@ def encode_snapshot(events: Iterable[Any], queues: Iterable[QueueIndex], clean: 
         parts += (_QUEUE_HEAD.pack(len(vhost), len(name), len(index)), vhost, name)
         parts += (_raw(index.ids), _raw(index.segments), _raw(index.offsets), _raw(index.indexes),
                   index.flags.tobytes(),
-                  _raw(index.deadlines if index.deadlines is not None else array("Q", bytes(8 * len(index)))))
+                  _raw(index.deadlines if index.deadlines is not None else array("Q", bytes(8 * len(index)))),
+                  _raw(index.sizes if index.sizes is not None else array("i", [-1]) * len(index)))
     return b"".join(parts)
 
 
@@ -166,7 +171,10 @@ def decode_snapshot(state: bytes) -> SnapshotState:
             deadlines = None
             if version >= 2:
                 deadlines, pos = _load("Q", data, pos, size)
-            queues.append(QueueIndex(vhost, queue, ids, segments, offsets, indexes, marks, deadlines))
+            sizes = None
+            if version >= 3:
+                sizes, pos = _load("i", data, pos, size)
+            queues.append(QueueIndex(vhost, queue, ids, segments, offsets, indexes, marks, deadlines, sizes))
     except struct.error as exc:
         raise CodecError(f"snapshot is truncated: {exc}") from None
     return SnapshotState(bool(flags & FLAG_CLEAN), events, queues)

@@ -37,7 +37,7 @@ from ottermq.store.codec import (
     PUBLISH_TYPES,
     RECORD_TYPES,
     decode,
-    decode_publish_targets,
+    decode_publish_index,
     pack_loc,
     record_key,
 )
@@ -57,6 +57,20 @@ LOG_DIR: Final = "log"
 # cleanly, even when nothing was logged after the last (clean) snapshot.
 RUNNING_MARK: Final = "ottermq-running"
 INDEX_MASK: Final = (1 << 20) - 1
+_MiB: Final = 1024 * 1024
+# What one held logged message costs in memory without its content (message, queue entry, their slots).
+INDEX_BYTES: Final = 350
+# Bounds of the memory for the contents of logged messages (see `content_budget`).
+CONTENT_MIN: Final = 8 * _MiB
+CONTENT_MAX: Final = 128 * _MiB
+
+
+def content_budget(messages: int, memory: int) -> int:
+    """How many bytes of logged messages' contents to keep in memory when `messages` are held and
+    `memory` is what all of them may take: their index comes first, the contents get what is left,
+    between CONTENT_MIN and CONTENT_MAX. A backlog of a few hundred thousand messages is then served
+    from memory, and a million held messages still fit well under `memory` plus the broker itself."""
+    return max(CONTENT_MIN, min(CONTENT_MAX, memory - messages * INDEX_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,9 @@ class StoreOptions:
     # How often the background task looks (seconds).
     check_interval: float = 1.0
     salvage: bool = False
+    # Memory for held logged messages, index and contents (`content_budget`); 0 keeps the journal's
+    # fixed budget for contents.
+    message_memory: int = 320 * _MiB
     # Memento's I/O seam (memento.disk.DiskIO); tests pass one that injects EIO or ENOSPC.
     disk: DiskIO | None = None
 
@@ -116,6 +133,8 @@ class DurableStore:
         self.options = options
         self.journal = MementoJournal(memento_log)
         self.journal.on_failure = self._journal_failed
+        self.journal.on_suspended = self._journal_suspended
+        self.journal.on_resumed = self._journal_resumed
         self.broker: Broker | None = None
         self.recovery = RecoveryInfo()
         self._task: asyncio.Task[None] | None = None
@@ -183,10 +202,12 @@ class DurableStore:
                 continue
             position = record.position
             rtype = record.type
-            event = decode_publish_targets(record.payload, rtype) if rtype in PUBLISH_TYPES else decode(
-                rtype, record.payload
-            )
-            apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), self.journal)
+            if rtype in PUBLISH_TYPES:
+                event, size = decode_publish_index(record.payload, rtype)
+            else:
+                event, size = decode(rtype, record.payload), -1
+            apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), self.journal,
+                         size)
         info.replayed = replayed
         info.end_lsn = memento_log.end_lsn
         info.fresh = snapshot is None and memento_log.end_lsn == 0
@@ -246,6 +267,11 @@ class DurableStore:
             await asyncio.sleep(options.check_interval)
             journal = self.journal
             journal.check()
+            journal.sweep()
+            if options.message_memory:
+                journal.resident_limit = content_budget(self._logged_messages(), options.message_memory)
+                if journal.resident_bytes > journal.resident_limit:
+                    journal.evict()
             if journal.evicted_bytes:
                 journal.evicted_bytes = 0
                 _trim_heap()
@@ -393,12 +419,19 @@ class DurableStore:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        writer = self.journal.writer
+        suspended = writer is not None and writer.suspended is not None
+        if writer is not None and suspended:
+            # The disk is still full: one last attempt (with the gathered acks), else the log fails,
+            # which also ends a snapshot or reclaim waiting for durability (it would wait forever).
+            self.journal.flush_removals()
+            await writer.close()
         if self._work is not None and not self._work.done():
             await asyncio.wait([self._work])
-        writer = self.journal.writer
         self.journal.flush_removals()
         try:
-            if writer is not None and not self.journal.failed and await self.snapshot(clean=True):
+            if writer is not None and not suspended and not self.journal.failed \
+                    and await self.snapshot(clean=True):
                 (self.log.path / RUNNING_MARK).unlink(missing_ok=True)
         except Exception:
             log.exception("final snapshot failed; the next start replays the log")
@@ -422,3 +455,19 @@ class DurableStore:
         # An alarm of its own: the free-disk monitor must not clear it when space looks fine again.
         if self.broker is not None:
             self.broker.set_alarm(ALARM_JOURNAL, True)
+
+    def _journal_suspended(self, error: OSError) -> None:
+        log.error(
+            f"the journal is suspended, the disk is full ({error}): nothing further is confirmed and "
+            f"publishers are blocked until writing resumes; the log needs {self.log.segment_size} bytes "
+            f"free in {self.log.wal_dir} for its next segment (retrying)",
+            extra={"lsn": self.journal.durable_position},
+        )
+        if self.broker is not None:
+            self.broker.set_alarm(ALARM_JOURNAL, True)
+
+    def _journal_resumed(self, seconds: float) -> None:
+        log.warning("journal resumed", extra={"suspended_seconds": round(seconds, 3),
+                                              "lsn": self.journal.durable_position})
+        if self.broker is not None:
+            self.broker.set_alarm(ALARM_JOURNAL, False)

@@ -1,5 +1,6 @@
-"""Disk faults under load, injected through Memento's I/O seam: an fsync that fails with EIO, a write that
-fails with ENOSPC.
+"""Disk faults under load, injected through Memento's I/O seam: an fsync that fails with EIO or ENOSPC, a
+write that fails with ENOSPC and never recovers (the broker then stops with the disk still full). A full
+disk that frees up again is tests/integration/test_resume.py.
 
 Strategy: the broker runs in this process (its event loop in a thread, on a free port) over a store opened
 with a `DiskIO` that fails on demand, so the fault lands exactly where a real disk would fail, while pika
@@ -79,8 +80,8 @@ class FaultyDisk(DiskIO):
 class LiveBroker:
     """A broker with a durable store, served by this process on a free port (event loop in a thread)."""
 
-    def __init__(self, data_dir: Path, disk: DiskIO | None = None) -> None:
-        self.store = DurableStore.open(data_dir, StoreOptions(disk=disk))
+    def __init__(self, data_dir: Path, disk: DiskIO | None = None, segment_size: int = 64 << 20) -> None:
+        self.store = DurableStore.open(data_dir, StoreOptions(disk=disk, segment_size=segment_size))
         self.broker = Broker(BrokerSettings(), self.store.journal, defaults=False)
         self.store.recover(self.broker)
         self.server = Server(self.broker, shutdown_timeout=1.0)

@@ -42,6 +42,7 @@ class SlowJournal:
         self.position = 0
         self.durable_position = 0
         self.failed = False
+        self.suspended = False
         self.last_loc = 0
         self.waiting: list[tuple[int, Callable[[], None]]] = []
 

@@ -30,6 +30,7 @@ class RecordingJournal:
         self.events: list[Event] = []
         self.durable_position = 0
         self.failed = False
+        self.suspended = False
         self.last_loc = 0
 
     @property

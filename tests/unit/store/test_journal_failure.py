@@ -1,4 +1,5 @@
-"""When the disk fails (fsync error, ENOSPC), nothing further is confirmed and durable changes are refused.
+"""When the disk fails (fsync error, ENOSPC), nothing further is confirmed and durable changes are refused;
+after a full disk (ENOSPC creating a segment) the store resumes once space returns.
 
 A real log over a `DiskIO` that fails on demand (memento's fault-injection seam), the real store and
 broker, driven inside an event loop as `ottermq serve` runs them.
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from memento.disk import DiskIO
 from memento.log import Log
+from memento.segment import HEADER_SIZE
 from ottermq.amqp.errors import AMQPConnectionError
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
@@ -126,3 +129,109 @@ async def gathered_then_tx(tmp_path: Path) -> None:
     bodies = [e.message.body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
     store.close()
     assert bodies == [b"c", b"in-tx"]
+
+
+class FullDisk(DiskIO):
+    """Refuses to make new segments with ENOSPC while `full`: to preallocate one, or to write the header
+    of one taken from a spare that a background thread finished meanwhile."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.hits = 0
+
+    def _refuse(self) -> None:
+        self.hits += 1
+        raise OSError(errno.ENOSPC, "injected")
+
+    def preallocate(self, fd: int, size: int) -> None:
+        if self.full:
+            self._refuse()
+        super().preallocate(fd, size)
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        if self.full and offset == 0 and len(data) == HEADER_SIZE:
+            self._refuse()
+        super().pwrite(fd, data, offset)
+
+
+def test_a_full_disk_blocks_publishers_until_space_returns(tmp_path: Path) -> None:
+    kept = asyncio.run(full_disk_scenario(tmp_path))
+    # Restarted from the same directory: every message logged and not settled, nothing settled.
+    store = DurableStore.open(tmp_path)
+    rebuilt = Broker(journal=store.journal, defaults=False)
+    store.recover(rebuilt)
+    bodies = [e.message.body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
+    store.close()
+    assert bodies == kept
+
+
+async def full_disk_scenario(tmp_path: Path) -> list[bytes]:
+    """Publish until a rollover meets the full disk, drain some while suspended, free space, publish more;
+    the bodies the log must hold afterwards, in order."""
+    disk = FullDisk()
+    log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, disk=disk, segment_size=1 << 20)
+    store = DurableStore(log, StoreOptions(check_interval=0.05))
+    broker = Broker(journal=store.journal, defaults=False)
+    store.recover(broker)
+    await store.start()
+    journal = store.journal
+    writer = journal.writer
+    assert writer is not None
+    vhost = broker.vhosts["/"]
+    queue = vhost.declare_queue("q", durable=True)
+    outcome: dict[bytes, str] = {}
+    body_size = 64 * 1024
+
+    def publish(i: int) -> int:
+        body = b"%06d" % i + bytes(body_size)
+        message = Message("", "q", PERSISTENT, body)
+        position = vhost.log_publish(message, [queue])
+        if position < 0:
+            outcome[body] = "refused"
+            return position
+        queue.enqueue(message)
+        outcome[body] = "pending"
+        journal.when_durable(position, partial(outcome.__setitem__, body, "ack"),
+                             partial(outcome.__setitem__, body, "nack"))
+        return position
+
+    for i in range(10):
+        publish(i)
+    await writer.sync()
+    disk.full = True
+    i = 10
+    while not journal.suspended:
+        assert i < 200, "never suspended"
+        publish(i)
+        i += 1
+        await asyncio.sleep(0.002)
+    assert disk.hits and "journal" in broker.alarms.active
+    assert journal.failed and writer.failed is None
+    assert "pending" not in outcome.values()  # everything pending was nacked
+    assert publish(999) == -1  # refused at once: nacked
+    with pytest.raises(AMQPConnectionError) as refused:
+        vhost.declare_queue("new", durable=True)
+    assert refused.value.reply_code == 541 and "new" not in vhost.queues
+    # Consumers keep draining; their acks are staged and become durable on resume.
+    drained: list[bytes] = []
+    for _ in range(3):
+        entry = queue.get()
+        assert entry is not None
+        drained.append(entry.message.body)
+        queue.settle([entry])
+    await asyncio.sleep(0.3)
+    assert journal.suspended
+    disk.full = False
+    writer.retry_now()
+    for _ in range(500):
+        if not journal.suspended:
+            break
+        await asyncio.sleep(0.01)
+    assert not journal.failed and not broker.alarms.blocking
+    publish(1000)
+    await writer.sync()
+    await asyncio.sleep(0)
+    assert outcome[b"%06d" % 1000 + bytes(body_size)] == "ack"
+    kept = [b for b, state in outcome.items() if state != "refused" and b not in drained]
+    await store.stop()
+    return kept

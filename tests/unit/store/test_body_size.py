@@ -1,0 +1,184 @@
+"""x-max-length-bytes counts a durable backlog without reading bodies back from the log.
+
+A message keeps its body length (`Message.body_size`) from publish, replay (the publish record) and
+snapshot restore (a column of the snapshot index since version 3). These tests fill a capped durable
+queue past the journal's resident budget, so bodies are evicted, and check that drop-head, a clean
+restart and a crash restart count bytes exactly while the log is never read.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memento.log import Log
+from memento.record import Record, RecordPosition
+from ottermq.amqp.properties import BasicProperties, encode_properties
+from ottermq.broker.broker import Broker
+from ottermq.broker.limits_queue import FeatureQueue
+from ottermq.broker.message import Message, StoredMessage
+from ottermq.store.codec import RECORD_TYPES
+from ottermq.store.journal import MementoJournal
+from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
+from ottermq.store.store import LOG_DIR, DurableStore
+
+PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
+LIMIT = 10_000
+CAPPED = {"x-max-length-bytes": LIMIT}
+
+
+class CountingLog:
+    """Counts `Log.read` calls on one open log (the only way a body comes back from disk)."""
+
+    def __init__(self, log: Log) -> None:
+        self.reads = 0
+        read = log.read
+
+        def counted(position: RecordPosition) -> Record:
+            self.reads += 1
+            return read(position)
+
+        log.read = counted  # type: ignore[method-assign]
+
+
+def publish(broker: Broker, journal: MementoJournal, size: int, tag: int) -> None:
+    """One persistent message of `size` bytes into "capped", then the end of an event-loop turn: the
+    journal evicts contents over its budget, as it does live."""
+    vhost = broker.vhosts["/"]
+    message = Message("", "capped", PERSISTENT, bytes([tag % 251]) * size)
+    queues = vhost.route("", "capped", message)
+    vhost.log_publish(message, queues)
+    for target in queues:
+        target.enqueue(message)
+    journal.evict()
+
+
+def capped(broker: Broker) -> FeatureQueue:
+    queue = broker.vhosts["/"].queues["capped"]
+    assert isinstance(queue, FeatureQueue)
+    return queue
+
+
+def state(queue: FeatureQueue) -> tuple[int, int, int]:
+    """(ready messages, counted bytes, real bytes: from the sizes, without loading anything)."""
+    return queue.ready_count, queue.features.ready_bytes, sum(
+        e.message.body_size for e in queue.logged_entries())
+
+
+def evicted(queue: FeatureQueue) -> int:
+    messages = [e.message for e in queue.logged_entries()]
+    return sum(1 for m in messages if isinstance(m, StoredMessage) and not m.loaded)
+
+
+def open_store(path: Path) -> tuple[Broker, DurableStore, CountingLog]:
+    store = DurableStore.open(path)
+    counter = CountingLog(store.log)
+    store.journal.resident_limit = 4096
+    broker = Broker(journal=store.journal, defaults=False)
+    store.recover(broker)
+    return broker, store, counter
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Iterator[tuple[Broker, Log, MementoJournal, CountingLog]]:
+    """A capped durable queue fed 60 messages of 700..1290 bytes with a 4 KiB resident budget."""
+    log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
+    journal = MementoJournal(log, resident_bytes=4096)
+    counter = CountingLog(log)
+    broker = Broker(journal=journal)
+    broker.vhosts["/"].declare_queue("capped", durable=True, arguments=CAPPED)
+    for i in range(60):
+        publish(broker, journal, 700 + 10 * i, i)
+    yield broker, log, journal, counter
+    log.close()  # a no-op when the test closed it
+
+
+def expected_tail(sizes: list[int]) -> tuple[int, int]:
+    """What drop-head keeps of messages of these sizes: (count, bytes) of the longest tail within LIMIT."""
+    total = count = 0
+    for size in reversed(sizes):
+        if total + size > LIMIT:
+            break
+        total += size
+        count += 1
+    return count, total
+
+
+def test_drop_head_counts_evicted_messages_without_reading_them(filled: Any) -> None:
+    broker, _log, journal, counter = filled
+    queue = capped(broker)
+    count, total = expected_tail([700 + 10 * i for i in range(60)])
+    assert state(queue) == (count, total, total)
+    assert journal.evicted_bytes > 0 and evicted(queue) > 0  # bodies left memory...
+    assert counter.reads == 0  # ...and none came back to be counted or dropped
+    # Deliveries read what they deliver, and only that; the count stays exact.
+    entry = queue.get()
+    assert entry is not None and len(entry.message.body) == entry.message.body_size
+    assert queue.features.ready_bytes == total - entry.message.body_size
+
+
+def test_a_clean_restart_counts_from_the_snapshot_without_reading(filled: Any, tmp_path: Path) -> None:
+    broker, log, _journal, _counter = filled
+    queue = capped(broker)
+    before = state(queue)
+    log.sync()
+    index = index_of("/", "capped", queue.logged_entries())
+    assert index.sizes is not None
+    assert list(index.sizes) == [e.message.body_size for e in queue.logged_entries()]
+    log.save_snapshot(log.end_lsn, encode_snapshot(broker.durable_events(), [index], clean=True))
+    log.close()
+
+    rebuilt, store, counter = open_store(tmp_path)
+    try:
+        assert store.recovery.snapshot_lsn > 0 and store.recovery.replayed == 0
+        queue = capped(rebuilt)
+        assert state(queue) == before and counter.reads == 0
+        # One more message drops exactly as many from the head as its size needs, still without a read.
+        sizes = [e.message.body_size for e in queue.logged_entries()]
+        publish(rebuilt, store.journal, 1500, 99)
+        count, total = expected_tail([*sizes, 1500])
+        assert state(queue) == (count, total, total) and counter.reads == 0
+    finally:
+        store.close()
+
+
+def test_a_crash_restart_counts_from_the_publish_records_without_reading(filled: Any, tmp_path: Path) -> None:
+    broker, log, _journal, _counter = filled
+    before = state(capped(broker))
+    log.sync()
+    log.close()  # no snapshot: everything is replayed
+
+    rebuilt, store, counter = open_store(tmp_path)
+    try:
+        assert store.recovery.snapshot_lsn == 0 and store.recovery.replayed > 60
+        assert state(capped(rebuilt)) == before and counter.reads == 0
+    finally:
+        store.close()
+
+
+def test_an_older_snapshot_without_sizes_still_counts_exactly(filled: Any, tmp_path: Path) -> None:
+    broker, log, _journal, _counter = filled
+    queue = capped(broker)
+    before = state(queue)
+    log.sync()
+    index = index_of("/", "capped", queue.logged_entries())
+    current = encode_snapshot(broker.durable_events(), [index], clean=True)
+    # The same snapshot as version 2 wrote it: the version field says 2 and the queue (the last thing in
+    # it) has no size column.
+    older = current[:4] + struct.pack("<H", 2) + current[6:-4 * len(index)]
+    assert decode_snapshot(older).queues[0].sizes is None
+    assert list(decode_snapshot(older).queues[0].ids) == list(index.ids)
+    log.save_snapshot(log.end_lsn, older)
+    log.close()
+
+    rebuilt, store, counter = open_store(tmp_path)
+    try:
+        queue = capped(rebuilt)
+        # Sizes are learnt once, by reading each body at start-up (what every restart did before).
+        assert state(queue) == before and counter.reads == before[0]
+    finally:
+        store.close()
