@@ -295,7 +295,9 @@ def _status(broker: Broker, args: dict[str, Any]) -> dict[str, Any]:
         "users": len(broker.access.users),
         "queues": sum(len(vhost.queues) for vhost in broker.vhosts.values()),
         "messages": sum(q.ready_count for vhost in broker.vhosts.values() for q in vhost.queues.values()),
-        "journal_failed": broker.journal.failed,
+        # A full disk suspends the journal (it resumes by itself); failed alone means for good.
+        "journal_failed": broker.journal.failed and not broker.journal.suspended,
+        "journal_suspended": broker.journal.suspended,
     }
 
 

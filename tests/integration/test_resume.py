@@ -24,6 +24,7 @@ import pytest
 
 from memento.disk import DiskIO
 from memento.segment import HEADER_SIZE
+from ottermq.server.control import handle_request
 from tests.integration.test_faults import QUEUE, LiveBroker, drain
 
 pytestmark = [
@@ -136,6 +137,12 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
         time.sleep(0.01)
 
 
+def status(live: LiveBroker) -> tuple[bool, bool]:
+    """(journal_failed, journal_suspended) as `ottermq ctl status` reports them."""
+    reply = handle_request(live.broker, b'{"verb": "status"}')
+    return reply["result"]["journal_failed"], reply["result"]["journal_suspended"]
+
+
 def test_a_full_disk_blocks_publishers_and_resumes_when_space_returns(tmp_path: Path) -> None:
     disk = FillableDisk()
     live = LiveBroker(tmp_path / "data", disk, segment_size=SEGMENT)
@@ -153,6 +160,7 @@ def test_a_full_disk_blocks_publishers_and_resumes_when_space_returns(tmp_path: 
         # (which pika hands over only once its blocked publish returns: checked at the end).
         wait_for(lambda: bool(publisher.nacked), "a nack")
         assert journal.suspended and disk.refusals and live.broker.alarms.active == ("journal",)
+        assert status(live) == (False, True)  # `ottermq ctl status`: suspended, not failed
         acked_at_block = len(publisher.acked)
 
         # Consumers keep draining while suspended, and their acks are kept for the log.
@@ -165,6 +173,7 @@ def test_a_full_disk_blocks_publishers_and_resumes_when_space_returns(tmp_path: 
         disk.full = False  # space returns: the writer's next retry gets through
         wait_for(lambda: len(publisher.acked) >= acked_at_block + 100, "100 confirms after space returned")
         assert not journal.failed and not journal.suspended and not live.broker.alarms.blocking
+        assert status(live) == (False, False)
         assert publisher.notices == ["blocked", "unblocked"]
         publisher.stop.set()
         publisher.join(20)
