@@ -22,6 +22,7 @@ certificate) is offered only to connections that have one; the user must exist, 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -99,7 +100,10 @@ def verify_password(stored: str, password: str) -> bool:
 
 
 # Checked when the user is unknown or has no password, so a refusal costs the same either way.
-_DUMMY_HASH: Final = hash_password("", salt=b"\x00" * _SALT_BYTES)
+@functools.cache
+def _dummy_hash() -> str:
+    # Made on first use, not at import: a PBKDF2 run costs tens of ms of every start-up.
+    return hash_password("", salt=b"\x00" * _SALT_BYTES)
 
 
 # -- SASL responses -------------------------------------------------------------------------------------
@@ -187,7 +191,7 @@ class Authenticator:
         the full check still to make."""
         user = self.access.users.get(username)
         if user is None or not user.password_hash:
-            return PendingLogin(username, password, _DUMMY_HASH, False, peer_host)
+            return PendingLogin(username, password, _dummy_hash(), False, peer_host)
         stored = user.password_hash
         seen = self._verified.get(username)
         if seen is not None and seen[0] == stored:
