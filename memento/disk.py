@@ -33,9 +33,17 @@ class DiskIO:
     def preallocate(self, fd: int, size: int) -> None:
         """Reserve `size` bytes of zeros so that later writes cannot fail for lack of space.
 
-        Falls back to ftruncate (a sparse file: reads give zeros, space is taken on write) where the file
-        system cannot allocate.
+        Raises ENOSPC at once, allocating nothing, when the file system plainly lacks the room: a
+        fallocate that fails part-way fills the disk to the last block first, so that every other writer
+        (and the free-disk alarm) would see it full until the file is deleted. Falls back to ftruncate (a
+        sparse file: reads give zeros, space is taken on write) where the file system cannot allocate.
         """
+        needed = size - os.fstat(fd).st_blocks * 512
+        if needed > 0:
+            fs = os.fstatvfs(fd)
+            if fs.f_bavail * fs.f_frsize < needed:
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({needed} bytes needed, "
+                                            f"{fs.f_bavail * fs.f_frsize} free)")
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:

@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import threading
+import time
 from typing import Final
 
 from memento.disk import DiskIO
@@ -23,6 +24,9 @@ from memento.disk import DiskIO
 SPARE_DIR: Final = "spare"
 SPARE_NAME: Final = "next.tmp"
 _ZERO_CHUNK: Final = bytes(1 << 20)
+# After a failed preparation (a full disk), no new attempt before this many seconds: the writer asks for
+# a spare after every batch once the segment is half full.
+RETRY_AFTER: Final = 5.0
 
 
 class Spare:
@@ -45,6 +49,7 @@ class SparePreparer:
         self._lock = threading.Lock()
         self._ready: Spare | None = None
         self._thread: threading.Thread | None = None
+        self._failed_at = -RETRY_AFTER  # time.monotonic() of the last failed preparation
 
     @staticmethod
     def clear(directory: str) -> None:
@@ -55,6 +60,8 @@ class SparePreparer:
         """Begin preparing a spare of `size` bytes unless one is ready or under way."""
         with self._lock:
             if self._ready is not None or (self._thread is not None and self._thread.is_alive()):
+                return
+            if time.monotonic() - self._failed_at < RETRY_AFTER:
                 return
             self._thread = threading.Thread(target=self._prepare, args=(size,), name="memento-spare",
                                             daemon=True)
@@ -101,6 +108,8 @@ class SparePreparer:
                 os.close(fd)
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+            with self._lock:
+                self._failed_at = time.monotonic()
             return
         with self._lock:
             self._ready = Spare(fd, path, size)
