@@ -113,7 +113,14 @@ def serve(
         _report_salvage(store)
     if seeded:
         log.info("created from the config file", extra={"entries": ", ".join(seeded)})
-    log.info("management HTTP API is not served yet", extra={"http_port": settings.http_port})
+    http = None
+    if settings.http_port:
+        from ottermq.http.service import ManagementService
+
+        # Listens (and logs "management API listening on ...") once the AMQP listener is up.
+        http = ManagementService(settings.host, settings.http_port, store)
+    else:
+        log.info("management API disabled (http_port = 0)")
     options = ServeOptions(
         host=settings.host,
         port=settings.port,
@@ -129,6 +136,7 @@ def serve(
             data_dir=data_path,
         ),
         control_socket=data_path / CTL_SOCKET_NAME,
+        http=http,
     )
     status = run_server(broker, options)
     if store is not None:

@@ -20,9 +20,11 @@ ALLOWED: dict[str, set[str]] = {
     "ottermq.broker": {"ottermq.amqp"},
     "ottermq.store": {"ottermq.amqp", "ottermq.broker", "memento"},
     "ottermq.server": {"ottermq.amqp", "ottermq.broker", "ottermq.store"},
-    "ottermq.mgmt": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server"},
+    # The management HTTP API: a peer of the server layer that reuses its ctl queries; the CLI wires it in.
+    "ottermq.http": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server"},
     "ottermq": {
-        "ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server", "ottermq.mgmt", "memento",
+        "ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server", "ottermq.http",
+        "memento",
     },
 }
 

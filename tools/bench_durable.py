@@ -233,13 +233,15 @@ class OtterMQNode:
 
     def __init__(self, data_dir: Path, log_path: Path, port: int) -> None:
         self.data_dir, self.log_path, self.port = data_dir, log_path, port
+        # The management API is served as by default (its memory and start-up time count too).
+        self.http_port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
         venv = ROOT / ".venv" / "bin" / "python"
         python = str(venv if venv.exists() else sys.executable)
         cmd = [python, "-m", "ottermq", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port), "--http-port", "0", "--data-dir", str(self.data_dir)]
+               "--port", str(self.port), "--http-port", str(self.http_port), "--data-dir", str(self.data_dir)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
         env["OTTERMQ_PERSISTENCE"] = "memento"
         began = time.monotonic()

@@ -77,6 +77,10 @@ class UnackedTracker(Generic[T]):
         merged.update(items)
         self._entries = dict(sorted(merged.items()))
 
+    def outstanding(self) -> list[T]:
+        """The deliveries still waiting to be settled, oldest first (for the management API's counts)."""
+        return list(self._entries.values())
+
     def tags(self) -> list[int]:
         """Outstanding tags in order (for diagnostics and tests)."""
         return list(self._entries)

@@ -29,6 +29,9 @@ from ottermq.broker.broker import VERSION
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.broker.connection import Connection
+    from ottermq.broker.exchange import Exchange
+    from ottermq.broker.queue import Queue
     from ottermq.broker.vhost import VHost
 
 log: Final = logging.getLogger("ottermq.server")
@@ -208,41 +211,52 @@ def _list_vhost_limits(broker: Broker, args: dict[str, Any]) -> list[dict[str, A
 # -- what is there ----------------------------------------------------------------------------------------
 
 
+# The row builders below are shared with the management HTTP API (ottermq.http), which adds its fields.
+
+
+def queue_info(queue: Queue) -> dict[str, Any]:
+    """One queue as list_queues shows it."""
+    return {
+        "name": queue.name,
+        "messages": queue.ready_count,
+        "consumers": queue.consumer_count,
+        "durable": queue.durable,
+        "auto_delete": queue.auto_delete,
+        "exclusive": queue.exclusive_owner is not None,
+        "arguments": jsonable(queue.arguments),
+    }
+
+
 @verb("list_queues")
 def _list_queues(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": queue.name,
-            "messages": queue.ready_count,
-            "consumers": queue.consumer_count,
-            "durable": queue.durable,
-            "auto_delete": queue.auto_delete,
-            "exclusive": queue.exclusive_owner is not None,
-            "arguments": _jsonable(queue.arguments),
-        }
-        for queue in _vhost(broker, args).queues.values()
-    ]
+    return [queue_info(queue) for queue in _vhost(broker, args).queues.values()]
+
+
+def exchange_info(exchange: Exchange) -> dict[str, Any]:
+    """One exchange as list_exchanges shows it."""
+    return {
+        "name": exchange.name,
+        "type": exchange.type,
+        "durable": exchange.durable,
+        "auto_delete": exchange.auto_delete,
+        "internal": exchange.internal,
+        "arguments": jsonable(exchange.arguments),
+    }
 
 
 @verb("list_exchanges")
 def _list_exchanges(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": exchange.name,
-            "type": exchange.type,
-            "durable": exchange.durable,
-            "auto_delete": exchange.auto_delete,
-            "internal": exchange.internal,
-            "arguments": _jsonable(exchange.arguments),
-        }
-        for exchange in _vhost(broker, args).exchanges.values()
-    ]
+    return [exchange_info(exchange) for exchange in _vhost(broker, args).exchanges.values()]
 
 
 @verb("list_bindings")
 def _list_bindings(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
-    vhost = _vhost(broker, args)
-    # The default exchange's implicit bindings first, as rabbitmqctl lists them.
+    return binding_infos(_vhost(broker, args))
+
+
+def binding_infos(vhost: VHost) -> list[dict[str, Any]]:
+    """The bindings of a vhost as list_bindings shows them, the default exchange's implicit ones first
+    (as rabbitmqctl lists them)."""
     rows = [
         {
             "source_name": "", "source_kind": "exchange", "destination_name": name,
@@ -257,27 +271,29 @@ def _list_bindings(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]
             "destination_name": binding.destination,
             "destination_kind": binding.destination_kind,
             "routing_key": binding.routing_key,
-            "arguments": _jsonable(dict(binding.arguments)),
+            "arguments": jsonable(dict(binding.arguments)),
         }
         for binding in vhost.bindings()
     )
     return rows
 
 
+def connection_info(connection: Connection) -> dict[str, Any]:
+    """One connection as list_connections shows it."""
+    return {
+        "name": connection.name,
+        "user": connection.user,
+        "vhost": connection.vhost.name if connection.vhost is not None else "",
+        "state": connection.state,
+        "channels": len(connection.channels),
+        "peer_host": connection.peer[0],
+        "peer_port": connection.peer[1],
+    }
+
+
 @verb("list_connections")
 def _list_connections(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": connection.name,
-            "user": connection.user,
-            "vhost": connection.vhost.name if connection.vhost is not None else "",
-            "state": connection.state,
-            "channels": len(connection.channels),
-            "peer_host": connection.peer[0],
-            "peer_port": connection.peer[1],
-        }
-        for connection in broker.connections
-    ]
+    return [connection_info(connection) for connection in broker.connections]
 
 
 _STARTED: Final = time.time()
@@ -301,12 +317,12 @@ def _status(broker: Broker, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Field-table values as JSON can carry them (bytes and decimals as text)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, bytes):
@@ -395,7 +411,7 @@ class ControlServer:
                 reply = handle_request(self.broker, line)
                 if reply["ok"] and _mutates(line):
                     # Answer once the change is on disk, as rabbitmqctl answers after the commit.
-                    if not await _durable(self.broker):
+                    if not await wait_durable(self.broker):
                         reply = {"ok": False, "kind": "unavailable", "error": "the journal failed"}
                     log.info("ctl request done", extra={"verb": _verb_of(line), "ok": reply["ok"]})
                 writer.write(json.dumps(reply).encode() + b"\n")
@@ -406,7 +422,7 @@ class ControlServer:
             writer.close()
 
 
-async def _durable(broker: Broker) -> bool:
+async def wait_durable(broker: Broker) -> bool:
     """Wait until everything journaled so far is durable; False if the journal failed first."""
     journal = broker.journal
     position = journal.next_position - 1

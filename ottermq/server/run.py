@@ -45,6 +45,23 @@ class ServeOptions:
     store: StoreService | None = None
     # The Unix socket `ottermq ctl` talks to (<data-dir>/ctl.sock), or None for none.
     control_socket: Path | None = None
+    # The management HTTP API (ottermq.http.service.ManagementService), or None for none.
+    http: HttpService | None = None
+
+
+class HttpService(Protocol):
+    """What the server needs of the management API: start once AMQP listens, stop before the clients."""
+
+    host: str
+    port: int
+
+    async def start(self, broker: Broker, amqp: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Listen (OSError if it cannot); the bound addresses. `amqp` is where AMQP listens."""
+        ...
+
+    async def stop(self, timeout: float) -> None:
+        """Stop listening; requests in flight get `timeout` seconds."""
+        ...
 
 
 class StoreService(Protocol):
@@ -126,6 +143,7 @@ async def serve_async(broker: Broker, options: ServeOptions) -> int:
     if monitor is not None:
         monitor.start()
     control = await _start_control(broker, options.control_socket)
+    http = await _start_http(broker, options.http, addresses)
     stop = asyncio.Event()
     received: list[str] = []
 
@@ -142,8 +160,14 @@ async def serve_async(broker: Broker, options: ServeOptions) -> int:
     try:
         await stop.wait()
         log.info("shutting down", extra={"signal": received[0] if received else "none"})
+        if http is not None:
+            # First, so no request sees the broker half stopped; a short share of the shutdown timeout.
+            await http.stop(min(1.0, options.shutdown_timeout / 2))
+            http = None
         await server.stop("shutdown")
     finally:
+        if http is not None:
+            await http.stop(0.1)
         if control is not None:
             await control.stop()
         if monitor is not None:
@@ -166,6 +190,24 @@ async def _start_control(broker: Broker, path: Path | None) -> ControlServer | N
         return None
     log.info("ottermq ctl socket ready", extra={"path": str(path)})
     return control
+
+
+async def _start_http(
+    broker: Broker, http: HttpService | None, amqp: list[tuple[str, int]]
+) -> HttpService | None:
+    """The management API; without it the broker still serves AMQP (the error is logged)."""
+    if http is None:
+        return None
+    where = format_address(http.host, http.port, "http")
+    try:
+        addresses = await http.start(broker, amqp)
+    except OSError as exc:
+        log.error(f"cannot serve the management API on {where}: {exc.strerror or exc}")
+        return None
+    for host, port in addresses:
+        log.info(f"management API listening on {format_address(host, port, 'http')}",
+                 extra={"host": host, "port": port})
+    return http
 
 
 def serve(broker: Broker, options: ServeOptions) -> int:

@@ -35,6 +35,7 @@ STARTUP_TIMEOUT = 20.0
 SHUTDOWN_GRACE = 10.0
 
 _LISTENING = re.compile(r"listening on amqp://[^\s:/]+:(\d+)")
+_HTTP_LISTENING = re.compile(r"management API listening on http://[^\s/]+:(\d+)")
 _ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,6 +49,8 @@ class BrokerInfo:
     data_dir: Path | None
     process: subprocess.Popen[bytes] | None
     log_path: Path | None = None
+    # The management HTTP API's port (None when it is not served).
+    http_port: int | None = None
 
     @property
     def external(self) -> bool:
@@ -114,7 +117,7 @@ def _start(data_dir: Path, log_path: Path, port: int) -> tuple[subprocess.Popen[
         "--port",
         str(port),
         "--http-port",
-        "0",
+        str(_free_port()),  # 0 would disable the management API
         "--data-dir",
         str(data_dir),
     ]
@@ -156,6 +159,17 @@ def _launch(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], in
     return process, port
 
 
+def _http_port(log_path: Path) -> int | None:
+    """The management API's port as the broker logged it (it starts right after the AMQP listener)."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        match = _HTTP_LISTENING.search(log_path.read_text(errors="replace"))
+        if match is not None:
+            return int(match.group(1))
+        time.sleep(0.02)
+    return None
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
     """The broker under test: OTTERMQ_TEST_URL if set, else an OtterMQ process started for this worker."""
@@ -168,6 +182,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
             url=url,
             data_dir=None,
             process=None,
+            http_port=int(os.environ.get("OTTERMQ_TEST_HTTP_PORT", "15672")),
         )
         return
     base = tmp_path_factory.mktemp("ottermq")
@@ -182,6 +197,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
         data_dir=data_dir,
         process=process,
         log_path=log_path,
+        http_port=_http_port(log_path),
     )
     try:
         yield info

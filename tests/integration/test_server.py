@@ -81,7 +81,7 @@ def test_listening_line_data_dir_and_port_zero(tmp_path: Path) -> None:
         assert server.port != 0
         assert (tmp_path / "nested" / "data").is_dir()
         assert f"listening on amqp://127.0.0.1:{server.port}" in server.log()
-        assert "management HTTP API is not served yet" in server.log()
+        assert "management API disabled" in server.log()  # ottermq_server passes --http-port 0
 
 
 def test_json_logs_carry_connection_ids_and_close_reasons(tmp_path: Path) -> None:

@@ -1,0 +1,326 @@
+"""Node, vhost, user and permission endpoints: /api/overview, whoami, health checks, aliveness-test,
+/api/vhosts, /api/users, /api/permissions.
+
+Strategy: every change goes through the `ottermq ctl` verbs (ottermq.server.control.VERBS), so the HTTP
+API and the ctl socket validate and word errors the same way, then waits for the journal (`ctx.durable`).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import TYPE_CHECKING, Any, Final
+
+from ottermq.broker.broker import PRODUCT, VERSION
+from ottermq.http.app import Ctx, no_content, not_found, ok, route
+from ottermq.http.auth import require_admin, require_vhost, sees_all, visible_vhosts
+from ottermq.http.messages import get, publish
+from ottermq.http.server import HttpError, Response, json_response
+from ottermq.http.stats import NODE, totals, unacked_by_queue
+from ottermq.server.control import VERBS
+
+if TYPE_CHECKING:
+    from ottermq.broker.access import User
+
+# The management API version clients check (rabbitmqadmin, dashboards): the RabbitMQ release we follow.
+MANAGEMENT_VERSION: Final = "3.10.8"
+HASHING_ALGORITHM: Final = "ottermq_pbkdf2_sha256"
+ALIVENESS_QUEUE: Final = "aliveness-test"
+
+
+def ctl(ctx: Ctx, verb: str, **args: Any) -> Any:
+    """Run one `ottermq ctl` verb on the broker."""
+    return VERBS[verb](ctx.broker, args)
+
+
+# -- node ------------------------------------------------------------------------------------------------
+
+
+@route("GET", "/api/overview")
+async def overview(ctx: Ctx) -> Response:
+    """Versions, object and message totals, listeners."""
+    broker = ctx.broker
+    total = totals(broker, None if sees_all(ctx.me) else visible_vhosts(broker, ctx.me))
+    return ok({
+        "management_version": MANAGEMENT_VERSION,
+        "rabbitmq_version": MANAGEMENT_VERSION,
+        "product_name": PRODUCT,
+        "product_version": VERSION,
+        "rates_mode": "none",
+        "python_version": platform.python_version(),
+        "node": NODE,
+        "cluster_name": NODE,
+        "exchange_types": [
+            {"name": name, "description": "", "enabled": True}
+            for name in ("direct", "fanout", "headers", "topic")
+        ],
+        "object_totals": {
+            "connections": total.connections, "channels": total.channels, "exchanges": total.exchanges,
+            "queues": total.queues, "consumers": total.consumers,
+        },
+        "queue_totals": {
+            "messages": total.messages, "messages_ready": total.messages_ready,
+            "messages_unacknowledged": total.messages_unacknowledged,
+        },
+        "message_stats": {},
+        "listeners": [{"node": NODE, **listener} for listener in ctx.context.listeners],
+        "contexts": [],
+        "alarms": list(broker.alarms.active),
+    })
+
+
+@route("GET", "/api/whoami")
+async def whoami(ctx: Ctx) -> Response:
+    """The authenticated user and its tags."""
+    return ok({"name": ctx.me.name, "tags": list(ctx.me.tags)})
+
+
+def _alarms(ctx: Ctx) -> Response:
+    active = ctx.broker.alarms.active
+    if not active:
+        return ok({"status": "ok"})
+    return json_response(503, {
+        "status": "failed",
+        "reason": f"resource alarm(s) in effect: {', '.join(active)}",
+        "alarms": [{"node": NODE, "resource": name} for name in active],
+    })
+
+
+@route("GET", "/api/health/checks/alarms")
+async def health_alarms(ctx: Ctx) -> Response:
+    """200 {"status": "ok"}, or 503 while a memory, disk or journal alarm is on."""
+    return _alarms(ctx)
+
+
+@route("GET", "/api/health/checks/local-alarms")
+async def health_local_alarms(ctx: Ctx) -> Response:
+    """The same as alarms: this node is the whole cluster."""
+    return _alarms(ctx)
+
+
+@route("GET", "/api/aliveness-test/{vhost}")
+async def aliveness_test(ctx: Ctx) -> Response:
+    """Declare the aliveness-test queue, publish a message to it and get it back, as RabbitMQ."""
+    name = ctx.params["vhost"]
+    require_vhost(ctx.broker, ctx.me, name)
+    vhost = ctx.broker.vhosts[name]
+    queue = vhost.declare_queue(ALIVENESS_QUEUE)
+    publish(vhost, "", ALIVENESS_QUEUE, b"\x00\x00", b"test_message")
+    got = get(queue, 1, "ack_requeue_false", "auto", None)
+    if not got or got[0]["payload"] != "test_message":
+        return json_response(503, {"status": "failed", "reason": "the test message did not come back"})
+    return ok({"status": "ok"})
+
+
+# -- vhosts ------------------------------------------------------------------------------------------------
+
+
+def vhost_row(ctx: Ctx, name: str, unacked: Any) -> dict[str, Any]:
+    """A vhost with its message totals."""
+    vhost = ctx.broker.vhosts[name]
+    ready = sum(q.ready_count for q in vhost.queues.values())
+    pending = sum(unacked[q] for q in vhost.queues.values())
+    return {
+        "name": name, "description": "", "tags": [], "metadata": {"description": "", "tags": []},
+        "default_queue_type": "classic", "tracing": False, "cluster_state": {NODE: "running"},
+        "messages": ready + pending, "messages_ready": ready, "messages_unacknowledged": pending,
+    }
+
+
+@route("GET", "/api/vhosts")
+async def list_vhosts(ctx: Ctx) -> Response:
+    """The vhosts the user may see."""
+    unacked = unacked_by_queue(ctx.broker)
+    return ok([vhost_row(ctx, name, unacked) for name in visible_vhosts(ctx.broker, ctx.me)
+               if name in ctx.broker.vhosts])
+
+
+@route("GET", "/api/vhosts/{vhost}")
+async def show_vhost(ctx: Ctx) -> Response:
+    """One vhost."""
+    name = ctx.params["vhost"]
+    require_vhost(ctx.broker, ctx.me, name)
+    return ok(vhost_row(ctx, name, unacked_by_queue(ctx.broker)))
+
+
+@route("PUT", "/api/vhosts/{vhost}")
+async def put_vhost(ctx: Ctx) -> Response:
+    """Create a vhost (201), or leave an existing one as it is (204)."""
+    require_admin(ctx.me)
+    ctx.body()  # description, tags...: validated as JSON, not kept
+    name = ctx.params["vhost"]
+    existed = name in ctx.broker.vhosts
+    ctl(ctx, "add_vhost", name=name)
+    await ctx.durable()
+    return no_content(204 if existed else 201)
+
+
+@route("DELETE", "/api/vhosts/{vhost}")
+async def delete_vhost(ctx: Ctx) -> Response:
+    """Delete a vhost with everything in it."""
+    require_admin(ctx.me)
+    name = ctx.params["vhost"]
+    if name not in ctx.broker.vhosts:
+        raise not_found()
+    ctl(ctx, "delete_vhost", name=name)
+    await ctx.durable()
+    return no_content()
+
+
+@route("GET", "/api/vhosts/{vhost}/permissions")
+async def vhost_permissions(ctx: Ctx) -> Response:
+    """Every user's permissions on one vhost."""
+    require_admin(ctx.me)
+    name = ctx.params["vhost"]
+    if name not in ctx.broker.vhosts:
+        raise not_found()
+    return ok([{"vhost": name, **row} for row in ctl(ctx, "list_permissions", vhost=name)])
+
+
+# -- users -----------------------------------------------------------------------------------------------
+
+
+def user_row(user: User) -> dict[str, Any]:
+    """A user as RabbitMQ shows it (the hash in OtterMQ's own format)."""
+    return {
+        "name": user.name, "password_hash": user.password_hash, "hashing_algorithm": HASHING_ALGORITHM,
+        "tags": list(user.tags), "limits": {},
+    }
+
+
+def _user(ctx: Ctx) -> User:
+    user = ctx.broker.access.user(ctx.params["user"])
+    if user is None:
+        raise not_found()
+    return user
+
+
+@route("GET", "/api/users")
+async def list_users(ctx: Ctx) -> Response:
+    """Every user."""
+    require_admin(ctx.me)
+    return ok([user_row(user) for user in ctx.broker.access.users.values()])
+
+
+@route("GET", "/api/users/{user}")
+async def show_user(ctx: Ctx) -> Response:
+    """One user."""
+    require_admin(ctx.me)
+    return ok(user_row(_user(ctx)))
+
+
+def _tags(value: Any) -> list[str]:
+    """Tags as RabbitMQ takes them: "a,b" or ["a", "b"]."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [tag.strip() for tag in value.split(",") if tag.strip()]
+    if isinstance(value, list) and all(isinstance(tag, str) for tag in value):
+        return value
+    raise HttpError(400, "bad_request", "tags must be a string or a list of strings")
+
+
+@route("PUT", "/api/users/{user}")
+async def put_user(ctx: Ctx) -> Response:
+    """Create a user (201) or change its password and tags (204)."""
+    require_admin(ctx.me)
+    body = ctx.body()
+    name = ctx.params["user"]
+    tags = _tags(body.get("tags"))
+    password, password_hash = body.get("password"), body.get("password_hash")
+    if password is not None and not isinstance(password, str):
+        raise HttpError(400, "bad_request", "password must be a string")
+    if password_hash is not None and not isinstance(password_hash, str):
+        raise HttpError(400, "bad_request", "password_hash must be a string")
+    existing = ctx.broker.access.user(name)
+    if existing is None:
+        if password_hash is not None:
+            ctl(ctx, "add_user", name=name, password_hash=password_hash, tags=tags)
+        else:
+            # No password: the user exists but password logins are refused, as in RabbitMQ.
+            ctl(ctx, "add_user", name=name, password=password or "", tags=tags)
+        await ctx.durable()
+        return no_content(201)
+    if password_hash is not None and password_hash != existing.password_hash:
+        raise HttpError(400, "bad_request", "the password_hash of an existing user cannot be changed; "
+                                            "send its password instead")
+    if password is not None:
+        ctl(ctx, "change_password", name=name, password=password)
+    ctl(ctx, "set_user_tags", name=name, tags=tags)
+    await ctx.durable()
+    return no_content()
+
+
+@route("DELETE", "/api/users/{user}")
+async def delete_user(ctx: Ctx) -> Response:
+    """Delete a user and its permissions."""
+    require_admin(ctx.me)
+    ctl(ctx, "delete_user", name=_user(ctx).name)
+    await ctx.durable()
+    return no_content()
+
+
+@route("GET", "/api/users/{user}/permissions")
+async def user_permissions(ctx: Ctx) -> Response:
+    """One user's permissions on every vhost."""
+    require_admin(ctx.me)
+    name = _user(ctx).name
+    return ok([{"user": name, **row} for row in ctl(ctx, "list_user_permissions", user=name)])
+
+
+# -- permissions -------------------------------------------------------------------------------------------
+
+
+@route("GET", "/api/permissions")
+async def list_permissions(ctx: Ctx) -> Response:
+    """Every permission of every user."""
+    require_admin(ctx.me)
+    return ok([
+        {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+        for (user, vhost), p in ctx.broker.access.permissions.items()
+    ])
+
+
+def _permission_target(ctx: Ctx) -> tuple[str, str]:
+    vhost, user = ctx.params["vhost"], ctx.params["user"]
+    if vhost not in ctx.broker.vhosts or ctx.broker.access.user(user) is None:
+        raise not_found()
+    return vhost, user
+
+
+@route("GET", "/api/permissions/{vhost}/{user}")
+async def show_permission(ctx: Ctx) -> Response:
+    """One user's permissions on one vhost."""
+    require_admin(ctx.me)
+    vhost, user = _permission_target(ctx)
+    p = ctx.broker.access.permission(user, vhost)
+    if p is None:
+        raise not_found()
+    return ok({"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read})
+
+
+@route("PUT", "/api/permissions/{vhost}/{user}")
+async def put_permission(ctx: Ctx) -> Response:
+    """Set a user's configure/write/read regexes on a vhost (201 new, 204 replaced)."""
+    require_admin(ctx.me)
+    body = ctx.body()
+    vhost, user = _permission_target(ctx)
+    patterns = {key: body.get(key) for key in ("configure", "write", "read")}
+    for key, value in patterns.items():
+        if not isinstance(value, str):
+            raise HttpError(400, "bad_request", f"{key} must be a string (a regular expression)")
+    existed = ctx.broker.access.permission(user, vhost) is not None
+    ctl(ctx, "set_permissions", user=user, vhost=vhost, **patterns)
+    await ctx.durable()
+    return no_content(204 if existed else 201)
+
+
+@route("DELETE", "/api/permissions/{vhost}/{user}")
+async def delete_permission(ctx: Ctx) -> Response:
+    """Remove a user's permissions on a vhost."""
+    require_admin(ctx.me)
+    vhost, user = _permission_target(ctx)
+    if ctx.broker.access.permission(user, vhost) is None:
+        raise not_found()
+    ctl(ctx, "clear_permissions", user=user, vhost=vhost)
+    await ctx.durable()
+    return no_content()

@@ -1,0 +1,180 @@
+"""The management application: request -> route -> auth -> handler -> response, and error mapping.
+
+Strategy: handlers register on one `Router` (`route` below) and are `async (Ctx) -> Response`. This
+module owns every translation of a failure into RabbitMQ's error body: a bad path or bad JSON is 400,
+a missing object 404, an AMQP error the broker raised (inequivalent redeclare, reserved name, in use)
+400 with its text, an access error the status RabbitMQ uses. Handlers that change durable state call
+`ctx.durable()` so the answer leaves only once the journal has the change on disk, as `ottermq ctl`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from ottermq.amqp.constants import ACCESS_REFUSED
+from ottermq.amqp.errors import AMQPError
+from ottermq.broker.access import AccessError
+from ottermq.http.auth import authenticate
+from ottermq.http.paths import BadPath, MethodNotAllowed, NotFound, Router, split_target
+from ottermq.http.server import HttpError, Request, Response, error_response, json_response
+from ottermq.server.control import UsageError, wait_durable
+
+if TYPE_CHECKING:
+    from ottermq.broker.access import User
+    from ottermq.broker.broker import Broker
+    from ottermq.store.store import DurableStore
+
+log: Final = logging.getLogger("ottermq.http")
+
+# "NOT_FOUND - no queue 'x' in vhost '/'" -> "no queue 'x' in vhost '/'"
+_CODE_PREFIX_END: Final = " - "
+_ACCESS_STATUS: Final = {"exists": 400, "no_user": 404, "no_vhost": 404, "invalid": 400, "unavailable": 503}
+
+
+@dataclass(slots=True)
+class Context:
+    """What every request may need besides itself: the broker and what the node serves."""
+
+    broker: Broker
+    # [{"protocol": "amqp", "ip_address": ..., "port": ...}, ...] for /api/overview.
+    listeners: list[dict[str, Any]] = field(default_factory=list)
+    # The durable store (ottermq.store.DurableStore) when persistence is memento, for /metrics.
+    store: DurableStore | None = None
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One request being handled."""
+
+    context: Context
+    request: Request
+    params: dict[str, str]
+    query: dict[str, str]
+    user: User | None = None
+
+    @property
+    def broker(self) -> Broker:
+        """The broker."""
+        return self.context.broker
+
+    @property
+    def me(self) -> User:
+        """The authenticated user (routes that are public have none)."""
+        assert self.user is not None
+        return self.user
+
+    def body(self) -> dict[str, Any]:
+        """The request body as a JSON object ({} when empty); 400 otherwise."""
+        raw = self.request.body
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise HttpError(400, "bad_request", "not_json") from None
+        if not isinstance(value, dict):
+            raise HttpError(400, "bad_request", "not_json")
+        return value
+
+    def flag(self, name: str) -> bool:
+        """A boolean query parameter (?if-empty=true)."""
+        return self.query.get(name, "").lower() == "true"
+
+    async def durable(self) -> None:
+        """Wait until the changes made so far are on disk; 503 if the journal failed."""
+        if not await wait_durable(self.broker):
+            raise HttpError(503, "unavailable", "the journal failed: the change is not durable")
+
+
+Handler = Callable[[Ctx], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A handler and whether it needs credentials."""
+
+    handler: Handler
+    public: bool = False
+
+
+router: Router[Endpoint] = Router()
+
+
+def route(method: str, path: str, public: bool = False) -> Callable[[Handler], Handler]:
+    """Register `handler` for `method` on `path` ("/api/queues/{vhost}/{name}")."""
+
+    def register(handler: Handler) -> Handler:
+        router.add(method, path)(Endpoint(handler, public))
+        return handler
+
+    return register
+
+
+def not_found() -> HttpError:
+    """RabbitMQ's 404."""
+    return HttpError(404, "Object Not Found", "Not Found")
+
+
+def amqp_text(error: AMQPError) -> str:
+    """An AMQP reply text without its "CODE - " prefix, as the management API words it."""
+    text = error.reply_text
+    head, sep, rest = text.partition(_CODE_PREFIX_END)
+    return rest if sep and head.isupper() else text
+
+
+class Application:
+    """The callable the HTTP server runs for each request."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._handle(request)
+        except HttpError as exc:
+            return exc.response()
+        except AccessError as exc:
+            return error_response(_ACCESS_STATUS.get(exc.kind, 400), "bad_request", str(exc))
+        except (UsageError, ValueError) as exc:
+            return error_response(400, "bad_request", str(exc))
+        except AMQPError as exc:
+            if exc.reply_code == 404:
+                return error_response(404, "Object Not Found", "Not Found")
+            if exc.reply_code == ACCESS_REFUSED:  # reserved names (amq.*), the default exchange
+                return error_response(401, "not_authorised", "Access refused.")
+            if exc.reply_code >= 500:
+                return error_response(503, "unavailable", amqp_text(exc))
+            return error_response(400, "bad_request", amqp_text(exc))
+
+    async def _handle(self, request: Request) -> Response:
+        try:
+            segments, query = split_target(request.target)
+        except BadPath as exc:
+            raise HttpError(400, "bad_request", str(exc)) from None
+        try:
+            endpoint, params = router.resolve(request.method, segments)
+        except NotFound:
+            raise not_found() from None
+        except MethodNotAllowed as exc:
+            response = error_response(405, "method_not_allowed", f"Method Not Allowed; use {exc}")
+            response.headers.append(("allow", ", ".join(exc.allowed)))
+            return response
+        ctx = Ctx(self.context, request, params, query)
+        if not endpoint.public:
+            ctx.user = await authenticate(self.context.broker, request.headers.get("authorization"),
+                                          request.peer_host)
+        return await endpoint.handler(ctx)
+
+
+def ok(value: Any) -> Response:
+    """200 with a JSON body."""
+    return json_response(200, value)
+
+
+def no_content(status: int = 204) -> Response:
+    """201/204 without a body."""
+    return Response(status)

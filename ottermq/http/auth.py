@@ -1,0 +1,109 @@
+"""Who is asking: HTTP basic auth against the broker's users, and RabbitMQ's management tag rules.
+
+Strategy: a login goes through the same `Authenticator.login` as an AMQP PLAIN login, so the password
+cache, the dummy-hash timing and the loopback-only rule for guest are the broker's own. A login that
+needs the full PBKDF2 check runs it on a one-thread pool (never on the event loop): a flood of bad
+logins then waits in that pool's queue instead of stalling AMQP. Tags, as RabbitMQ: management,
+policymaker, monitoring and administrator may use the API; monitoring and administrator see every
+vhost, the others only those they have permissions in; changing users, vhosts or permissions needs
+administrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Final
+
+from ottermq.broker.auth import AuthFailure
+from ottermq.http.server import HttpError, Response
+
+if TYPE_CHECKING:
+    from ottermq.broker.access import User
+    from ottermq.broker.broker import Broker
+
+API_TAGS: Final = frozenset({"management", "policymaker", "monitoring", "administrator"})
+SEE_ALL_TAGS: Final = frozenset({"monitoring", "administrator"})
+ADMINISTRATOR: Final = "administrator"
+REALM_HEADER: Final = ("www-authenticate", 'Basic realm="RabbitMQ Management"')
+
+_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ottermq-http-auth")
+
+
+class Unauthorized(HttpError):
+    """401 with the header that makes a browser ask for credentials."""
+
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(401, error, reason)
+
+    def response(self) -> Response:
+        """The 401 response, with WWW-Authenticate."""
+        response = super().response()
+        response.headers.append(REALM_HEADER)
+        return response
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """(user, password) from an `Authorization: Basic ...` value, or None if absent or malformed."""
+    if not header:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
+async def authenticate(broker: Broker, authorization: str | None, peer_host: str) -> User:
+    """The user behind the request's credentials, allowed to use the API; Unauthorized otherwise."""
+    credentials = parse_basic(authorization)
+    if credentials is None:
+        raise Unauthorized("not_authorized", "Login failed")
+    username, password = credentials
+    response = b"\x00" + username.encode() + b"\x00" + password.encode()
+    auth = broker.auth
+    try:
+        answer = auth.login("PLAIN", response, peer_host)
+        if not isinstance(answer, str):
+            ok = await asyncio.get_running_loop().run_in_executor(_pool, answer.check)
+            answer = auth.finish(answer, ok)
+    except AuthFailure:
+        raise Unauthorized("not_authorized", "Login failed") from None
+    user = broker.access.user(answer)
+    if user is None:
+        raise Unauthorized("not_authorized", "Login failed")
+    if not API_TAGS.intersection(user.tags):
+        raise Unauthorized("not_authorised", "Not management user")
+    return user
+
+
+def require_admin(user: User) -> None:
+    """Unauthorized unless the user is an administrator (RabbitMQ answers 401 here too)."""
+    if ADMINISTRATOR not in user.tags:
+        raise Unauthorized("not_authorised", "Not administrator user")
+
+
+def sees_all(user: User) -> bool:
+    """True for users who see every vhost (monitoring, administrator)."""
+    return bool(SEE_ALL_TAGS.intersection(user.tags))
+
+
+def visible_vhosts(broker: Broker, user: User) -> list[str]:
+    """The vhosts the user may look at, in creation order."""
+    if sees_all(user):
+        return list(broker.access.vhosts)
+    return [name for name in broker.access.vhosts if broker.access.can_open(user.name, name)]
+
+
+def require_vhost(broker: Broker, user: User, vhost: str) -> None:
+    """404 for a vhost that does not exist, 401 for one the user may not see."""
+    if vhost not in broker.vhosts:
+        raise HttpError(404, "Object Not Found", "Not Found")
+    if not sees_all(user) and not broker.access.can_open(user.name, vhost):
+        raise Unauthorized("not_authorised", "User not authorised to access virtual host")

@@ -1,0 +1,136 @@
+"""Publishing and getting messages over HTTP (publish, get, aliveness-test).
+
+Strategy: a message published here takes the same steps as a basic.publish on a channel without
+confirms: route in the vhost, log it when persistent and bound for durable queues, enqueue it. There is
+no channel, so the channel-only publish features (direct reply-to, CC/BCC headers) do not apply, as a
+management publish in RabbitMQ has no reply channel either. A get takes ready messages from the queue
+and settles or requeues them at once, as RabbitMQ's ackmodes do; nothing stays unacknowledged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from typing import TYPE_CHECKING, Any, Final
+
+from ottermq.amqp.properties import BasicProperties, decode_properties, encode_properties
+from ottermq.broker.message import Message
+from ottermq.http.server import HttpError
+from ottermq.server.control import jsonable
+
+if TYPE_CHECKING:
+    from ottermq.broker.message import QueueEntry
+    from ottermq.broker.queue import Queue
+    from ottermq.broker.vhost import VHost
+
+_PROPERTY_NAMES: Final = frozenset(f.name for f in dataclasses.fields(BasicProperties))
+_INT_PROPERTIES: Final = frozenset({"delivery_mode", "priority", "timestamp"})
+ACKMODES: Final = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false")
+
+
+def _bad(reason: str) -> HttpError:
+    return HttpError(400, "bad_request", reason)
+
+
+def encode_json_properties(properties: Any) -> bytes:
+    """Raw content-header properties from the management API's "properties" object; 400 if invalid."""
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        raise _bad("properties must be an object")
+    values: dict[str, Any] = {}
+    for name, value in properties.items():
+        if name not in _PROPERTY_NAMES:
+            raise _bad(f"unknown property '{name}'")
+        if name == "headers":
+            if not isinstance(value, dict):
+                raise _bad("property 'headers' must be an object")
+        elif name in _INT_PROPERTIES:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+                raise _bad(f"property '{name}' must be a non-negative integer")
+            if name != "timestamp" and value > 255:
+                raise _bad(f"property '{name}' must be at most 255")
+        elif not isinstance(value, str):
+            raise _bad(f"property '{name}' must be a string")
+        elif len(value.encode()) > 255:
+            raise _bad(f"property '{name}' is longer than 255 bytes")
+        values[name] = value
+    try:
+        return encode_properties(BasicProperties(**values))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _bad(f"properties cannot be encoded: {exc}") from None
+
+
+def decode_payload(payload: Any, encoding: Any) -> bytes:
+    """The body bytes of a publish request ("string" or "base64")."""
+    if not isinstance(payload, str):
+        raise _bad("payload must be a string")
+    if encoding in (None, "string"):
+        return payload.encode("utf-8")
+    if encoding == "base64":
+        try:
+            return base64.b64decode(payload, validate=True)
+        except binascii.Error:
+            raise _bad("payload is not valid base64") from None
+    raise _bad("payload_encoding must be 'string' or 'base64'")
+
+
+def publish(vhost: VHost, exchange_name: str, routing_key: str, properties: bytes, body: bytes) -> bool:
+    """Route and enqueue one message; True when at least one queue took it. AMQP errors propagate (404
+    for a missing exchange, 403 for an internal one)."""
+    exchange = vhost.exchange_for_publish(exchange_name)
+    message = Message(exchange_name, routing_key, properties, body)
+    queues = vhost.route(exchange, routing_key, message)
+    if not queues:
+        return False
+    if message.persistent:
+        vhost.log_publish(message, queues)
+    taken = False
+    for queue in queues:
+        taken = queue.enqueue(message) or taken
+    return taken
+
+
+def get(queue: Queue, count: int, ackmode: str, encoding: str, truncate: int | None) -> list[dict[str, Any]]:
+    """Take up to `count` ready messages and settle (or requeue) them as `ackmode` says."""
+    if ackmode not in ACKMODES:
+        raise _bad(f"ackmode must be one of {', '.join(ACKMODES)}")
+    if encoding not in ("auto", "base64"):
+        raise _bad("encoding must be 'auto' or 'base64'")
+    entries: list[QueueEntry] = []
+    while len(entries) < count:
+        entry = queue.get()
+        if entry is None:
+            break
+        entries.append(entry)
+    rows = []
+    for index, entry in enumerate(entries):
+        message = entry.message
+        body = message.body
+        shown = body if truncate is None else body[:truncate]
+        text: str | None = None
+        if encoding == "auto":
+            try:
+                text = shown.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+        props = decode_properties(message.properties) if message.properties else BasicProperties()
+        rows.append({
+            "payload_bytes": len(body),
+            "redelivered": entry.redelivered,
+            "exchange": message.exchange,
+            "routing_key": message.routing_key,
+            "message_count": queue.ready_count + len(entries) - index - 1,
+            "properties": {
+                k: jsonable(v) for k, v in dataclasses.asdict(props).items() if v is not None
+            },
+            "payload": text if text is not None else base64.b64encode(shown).decode("ascii"),
+            "payload_encoding": "string" if text is not None else "base64",
+        })
+    if entries:
+        if ackmode.endswith("requeue_true"):
+            queue.requeue(entries)
+        else:
+            queue.settle(entries, "ack" if ackmode.startswith("ack") else "reject")
+    return rows

@@ -1,0 +1,129 @@
+"""GET /metrics: the Prometheus text exposition format (version 0.0.4), written by hand.
+
+Strategy: the format is a few lines per metric (`# HELP`, `# TYPE`, then `name{label="v"} value`), and
+prometheus_client would cost the broker ~5 MiB of RSS for it, which its 400 MiB budget cannot spare; so
+`render` writes it, and `collect` reads every figure from the broker's objects at scrape time (nothing
+is counted on the AMQP path). Names follow RabbitMQ's prometheus plugin where one exists, so its
+dashboards find them; OtterMQ-only figures (the durable log) are prefixed `ottermq_`.
+Served without authentication, like RabbitMQ's plugin (on its own port 15692 there, on the management
+port here).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from ottermq.broker.alarms import ALARM_DISK, ALARM_JOURNAL, ALARM_MEMORY
+from ottermq.http.stats import totals, unacked_by_queue
+
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
+    from ottermq.store.store import DurableStore
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+
+Labels = dict[str, str]
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric: its name, help text, type and samples."""
+
+    name: str
+    help: str
+    type: str = "gauge"
+    samples: list[tuple[Labels, float]] = field(default_factory=list)
+
+    def add(self, value: float, **labels: str) -> Family:
+        """Append a sample (chainable)."""
+        self.samples.append((labels, value))
+        return self
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def render(families: Iterable[Family]) -> str:
+    """The exposition text of `families`, each with its HELP and TYPE lines."""
+    lines: list[str] = []
+    for family in families:
+        help_text = family.help.replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"# HELP {family.name} {help_text}")
+        lines.append(f"# TYPE {family.name} {family.type}")
+        for labels, value in family.samples:
+            if labels:
+                text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
+                lines.append(f"{family.name}{{{text}}} {_number(value)}")
+            else:
+                lines.append(f"{family.name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def resident_memory() -> int:
+    """This process's resident set size in bytes, from /proc/self/statm (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def collect(broker: Broker, store: DurableStore | None = None) -> list[Family]:
+    """Every metric, read now from the broker (and the durable store when there is one)."""
+    unacked = unacked_by_queue(broker)
+    ready = Family("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers")
+    pending = Family("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acked")
+    messages = Family("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages")
+    consumers = Family("rabbitmq_queue_consumers", "Consumers on a queue")
+    for vhost in broker.vhosts.values():
+        for queue in vhost.queues.values():
+            count, waiting = queue.ready_count, unacked[queue]
+            ready.add(count, vhost=vhost.name, queue=queue.name)
+            pending.add(waiting, vhost=vhost.name, queue=queue.name)
+            messages.add(count + waiting, vhost=vhost.name, queue=queue.name)
+            consumers.add(queue.consumer_count, vhost=vhost.name, queue=queue.name)
+    total = totals(broker)
+    active = broker.alarms.active
+    families = [
+        ready, pending, messages, consumers,
+        Family("rabbitmq_connections", "Connections currently open").add(total.connections),
+        Family("rabbitmq_channels", "Channels currently open").add(total.channels),
+        Family("rabbitmq_consumers", "Consumers currently connected").add(total.consumers),
+        Family("rabbitmq_queues", "Queues available").add(total.queues),
+        Family("rabbitmq_queue_messages_ready_total", "Messages ready in every queue")
+        .add(total.messages_ready),
+        Family("rabbitmq_queue_messages_unacked_total", "Messages unacknowledged in every queue")
+        .add(total.messages_unacknowledged),
+        Family("rabbitmq_alarms_memory_used_watermark", "1 if the memory alarm is in effect")
+        .add(ALARM_MEMORY in active),
+        Family("rabbitmq_alarms_free_disk_space_watermark", "1 if the disk alarm is in effect")
+        .add(ALARM_DISK in active),
+        Family("ottermq_alarms_journal", "1 if the durable log cannot be written (publishers blocked)")
+        .add(ALARM_JOURNAL in active),
+        Family("rabbitmq_process_resident_memory_bytes", "Resident memory of the broker process")
+        .add(resident_memory()),
+    ]
+    if store is not None:
+        log = store.log
+        families += [
+            Family("ottermq_log_segments", "Segments of the durable log").add(len(log.segments)),
+            Family("ottermq_log_bytes", "Bytes of the durable log's segments on disk")
+            .add(sum(segment.size for segment in log.segments)),
+            Family("ottermq_log_end_lsn", "LSN of the last record appended to the log").add(log.end_lsn),
+            Family("ottermq_log_durable_lsn", "Every record up to this LSN is on disk").add(log.durable_lsn),
+            Family("ottermq_log_snapshot_lsn", "LSN of the newest snapshot").add(log.snapshot_lsn),
+        ]
+    return families

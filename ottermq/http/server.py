@@ -1,0 +1,284 @@
+"""The HTTP/1.1 transport of the management API: h11 over asyncio streams.
+
+Strategy: h11 is sans-IO (bytes in, events out), so this module only moves bytes between a socket and
+an `h11.Connection`, collects one request at a time (body capped at `MAX_BODY`), hands it to the
+application callable and writes the response it returns. aiohttp would do the same at +17 MiB of RSS,
+which the broker's memory budget cannot pay. Anything the peer gets wrong (not HTTP, a bad header, an
+oversize body, a silent socket) ends that one HTTP connection with a 4xx or a close; the AMQP side
+never notices. Keep-alive is supported; each connection is one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import h11
+
+log: Final = logging.getLogger("ottermq.http")
+
+# Request bodies above this are refused with 413 (a definition or a published payload never needs more).
+MAX_BODY: Final = 1024 * 1024
+# Header block limit (h11's own default is 16 KiB).
+MAX_HEADERS: Final = 64 * 1024
+# A connection that sends nothing for this long is closed (a slow or idle peer holds no task forever).
+IDLE_TIMEOUT: Final = 30.0
+READ_SIZE: Final = 65536
+# Open HTTP connections beyond this are answered 503 and closed (management needs few).
+MAX_CONNECTIONS: Final = 256
+# After refusing a request: how long and how much of the rest of it to read before closing.
+LINGER_SECONDS: Final = 1.0
+LINGER_BYTES: Final = 8 * MAX_BODY
+
+REASONS: Final = {
+    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request as the application sees it."""
+
+    method: str
+    target: bytes
+    headers: dict[str, str]
+    body: bytes
+    peer_host: str
+
+
+@dataclass(slots=True)
+class Response:
+    """What the application answers: status, body and extra headers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def json_response(status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+    """A JSON response (compact, as RabbitMQ sends it)."""
+    body = json.dumps(value, separators=(",", ":")).encode()
+    return Response(status, body, "application/json", headers or [])
+
+
+def error_response(status: int, error: str, reason: str) -> Response:
+    """RabbitMQ's error body: {"error": ..., "reason": ...}."""
+    return json_response(status, {"error": error, "reason": reason})
+
+
+class HttpError(Exception):
+    """Raised by a handler to answer with RabbitMQ's error body."""
+
+    def __init__(self, status: int, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+    def response(self) -> Response:
+        """The error as a response."""
+        return error_response(self.status, self.error, self.reason)
+
+
+App = Callable[[Request], Awaitable[Response]]
+
+
+class HttpServer:
+    """Serves one application on a TCP port until `stop`."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Connections waiting for a request: a stop ends them at once instead of waiting for them.
+        self._idle: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
+        """Listen on host:port (0 = a free port); the bound addresses. OSError if it cannot listen."""
+        self._server = await asyncio.start_server(self._accepted, host, port, limit=READ_SIZE)
+        return [sock.getsockname()[:2] for sock in self._server.sockets]
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """Stop listening and end open connections (requests in flight get `timeout` to finish)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for task in self._idle:
+            task.cancel()
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), timeout)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._tasks) >= MAX_CONNECTIONS or self._server is None:
+            writer.write(_BUSY)
+            writer.close()
+            return
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a cancel comes from `stop`: the connection ends like any other
+        except Exception:
+            log.exception("internal error in an HTTP connection")
+        finally:
+            self._tasks.discard(task)
+            self._idle.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        peer_host = str(peer[0]) if isinstance(peer, tuple) else ""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
+        while True:
+            try:
+                request = await self._read_request(conn, reader, writer, peer_host)
+            except _Refused as refused:
+                # A broken or oversize request: answer if h11 still lets us, then close.
+                await self._send(conn, writer, refused.response, close=True)
+                await _linger(reader)
+                return
+            if request is None:
+                return
+            try:
+                response = await self.app(request)
+            except Exception:
+                log.exception("internal error in an HTTP request", extra={"target": request.target.decode()})
+                response = error_response(500, "internal_error", "internal error")
+            if request.method == "HEAD":
+                response = Response(response.status, b"", response.content_type, response.headers)
+            await self._send(conn, writer, response, close=False)
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_host: str
+    ) -> Request | None:
+        """The next whole request, or None when the peer closed or went idle between requests."""
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _Refused(error_response(exc.error_status_hint, "bad_request", str(exc))) from None
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue:
+                    # curl and others hold a large body back until told to go on.
+                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+                task = asyncio.current_task()
+                assert task is not None
+                if head is None:
+                    self._idle.add(task)
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT)
+                except TimeoutError:
+                    return None
+                finally:
+                    self._idle.discard(task)
+                if not data and head is None and conn.their_state is h11.IDLE:
+                    return None
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                head = event
+                length = _content_length(event.headers)
+                if length is not None and length > MAX_BODY:
+                    raise _Refused(_too_large())
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise _Refused(_too_large())
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                headers = {
+                    name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers
+                }
+                return Request(head.method.decode("ascii", "replace").upper(), bytes(head.target),
+                               headers, bytes(body), peer_host)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def _send(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response, close: bool
+    ) -> None:
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+            ("cache-control", "no-cache"),
+            *response.headers,
+        ]
+        if close:
+            headers.append(("connection", "close"))
+        try:
+            data = conn.send(h11.Response(status_code=response.status, headers=headers,
+                                          reason=REASONS.get(response.status, "").encode()))
+            data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"") if response.body else data
+            data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            return
+        writer.write(data)
+        await writer.drain()
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def _linger(reader: asyncio.StreamReader) -> None:
+    """Read (and drop) what the peer is still sending, briefly, before closing: closing a socket with
+    unread data resets it, and the peer would lose the answer it has not read yet."""
+    deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+    drained = 0
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        while drained < LINGER_BYTES:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            chunk = await asyncio.wait_for(reader.read(READ_SIZE), left)
+            if not chunk:
+                return
+            drained += len(chunk)
+
+
+_BUSY_BODY: Final = b'{"error":"unavailable","reason":"too many HTTP connections"}'
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+def _too_large() -> Response:
+    return error_response(413, "bad_request", f"request body larger than {MAX_BODY} bytes")
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return None

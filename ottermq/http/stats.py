@@ -1,0 +1,161 @@
+"""Counts the API and /metrics report, read from the broker's objects when a request comes.
+
+Strategy: nothing here runs on the AMQP path and nothing is counted per message. Ready counts and
+consumer counts live on the queues; unacknowledged deliveries live on the channels, so they are
+gathered by walking the channels once per request (cost: one step per unacked delivery, paid by the
+caller of the API, not by publishers).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ottermq.server.control import connection_info, jsonable, queue_info
+
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
+    from ottermq.broker.channel import Channel
+    from ottermq.broker.connection import Connection
+    from ottermq.broker.queue import Queue
+
+
+def unacked_by_queue(broker: Broker) -> Counter[Queue]:
+    """Unacknowledged deliveries per queue, over every channel of every connection."""
+    counts: Counter[Queue] = Counter()
+    for connection in broker.connections:
+        for channel in connection.channels.values():
+            for delivery in channel.unacked.outstanding():
+                counts[delivery[1]] += 1
+    return counts
+
+
+def queue_row(queue: Queue, unacked: int) -> dict[str, Any]:
+    """A queue as RabbitMQ's management API shows it."""
+    row = queue_info(queue)
+    ready = queue.ready_count
+    row.update(
+        vhost=queue.vhost, messages=ready + unacked, messages_ready=ready, messages_unacknowledged=unacked,
+        state="running", type="classic", node=NODE,
+    )
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Broker-wide object and message totals."""
+
+    connections: int
+    channels: int
+    consumers: int
+    queues: int
+    exchanges: int
+    messages_ready: int
+    messages_unacknowledged: int
+
+    @property
+    def messages(self) -> int:
+        """Ready plus unacknowledged."""
+        return self.messages_ready + self.messages_unacknowledged
+
+
+def totals(broker: Broker, vhosts: list[str] | None = None) -> Totals:
+    """Totals over `vhosts` (every vhost when None); connections and channels count every vhost's."""
+    names = list(broker.vhosts) if vhosts is None else vhosts
+    queues = [q for name in names if (v := broker.vhosts.get(name)) for q in v.queues.values()]
+    unacked = unacked_by_queue(broker)
+    return Totals(
+        connections=len(broker.connections),
+        channels=sum(len(c.channels) for c in broker.connections),
+        consumers=sum(q.consumer_count for q in queues),
+        queues=len(queues),
+        exchanges=sum(len(v.exchanges) for name in names if (v := broker.vhosts.get(name))),
+        messages_ready=sum(q.ready_count for q in queues),
+        messages_unacknowledged=sum(unacked[q] for q in queues),
+    )
+
+
+NODE = "ottermq@localhost"
+
+
+def connection_row(connection: Connection) -> dict[str, Any]:
+    """A connection as RabbitMQ's management API shows it."""
+    row = connection_info(connection)
+    row.update(
+        name=connection_name(connection),
+        node=NODE,
+        protocol="AMQP 0-9-1",
+        type="network",
+        frame_max=connection.frame_max,
+        channel_max=connection.channel_max,
+        timeout=connection.heartbeat,
+        client_properties=jsonable(connection.client_properties),
+        ssl=False,
+    )
+    return row
+
+
+def connection_name(connection: Connection) -> str:
+    """RabbitMQ names a connection "peer_host:peer_port -> host:port"; the local side is not kept, so
+    the peer alone names it here."""
+    return connection.name
+
+
+def channel_name(channel: Channel) -> str:
+    """As RabbitMQ: "<connection name> (<number>)"."""
+    return f"{connection_name(channel.connection)} ({channel.number})"
+
+
+def channel_details(channel: Channel) -> dict[str, Any]:
+    """The channel_details object RabbitMQ nests in consumers."""
+    connection = channel.connection
+    return {
+        "name": channel_name(channel),
+        "number": channel.number,
+        "connection_name": connection_name(connection),
+        "peer_host": connection.peer[0],
+        "peer_port": connection.peer[1],
+        "user": connection.user,
+    }
+
+
+def channel_row(channel: Channel) -> dict[str, Any]:
+    """A channel as RabbitMQ's management API shows it."""
+    connection = channel.connection
+    return {
+        "name": channel_name(channel),
+        "number": channel.number,
+        "node": NODE,
+        "user": connection.user,
+        "vhost": channel.vhost.name,
+        "state": "running" if channel.is_open else "closing",
+        "consumer_count": len(channel.consumers),
+        "messages_unacknowledged": len(channel.unacked),
+        "prefetch_count": channel.qos.consumer_prefetch,
+        "confirm": channel.confirms is not None,
+        "transactional": channel.tx is not None,
+        "connection_details": {
+            "name": connection_name(connection), "peer_host": connection.peer[0],
+            "peer_port": connection.peer[1],
+        },
+    }
+
+
+def consumer_rows(channel: Channel) -> list[dict[str, Any]]:
+    """The consumers of a channel as RabbitMQ's /api/consumers shows them."""
+    details = channel_details(channel)
+    return [
+        {
+            "consumer_tag": consumer.tag,
+            "queue": {"name": consumer.queue.name, "vhost": consumer.queue.vhost},
+            "channel_details": details,
+            "ack_required": not consumer.no_ack,
+            "exclusive": consumer.exclusive,
+            "prefetch_count": channel.qos.consumer_prefetch,
+            "active": consumer.active,
+            "activity_status": "up" if consumer.active else "waiting",
+            "arguments": jsonable(consumer.arguments),
+        }
+        for consumer in channel.consumers.values()
+    ]
