@@ -86,7 +86,7 @@ _S_IHB: Final = struct.Struct(">IHB")
 _S_II: Final = struct.Struct(">II")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionStart(Method):
     """connection.start (10, 10)."""
 
@@ -102,6 +102,22 @@ class ConnectionStart(Method):
     server_properties: dict[str, Any] = field(default_factory=dict)
     mechanisms: bytes = b"PLAIN"
     locales: bytes = b"en_US"
+
+    def __init__(
+        self,
+        version_major: int = 0,
+        version_minor: int = 9,
+        server_properties: dict[str, Any] | None = None,
+        mechanisms: bytes = b"PLAIN",
+        locales: bytes = b"en_US",
+    ) -> None:
+        self.version_major = version_major
+        self.version_minor = version_minor
+        self.server_properties = {} if server_properties is None else server_properties
+        self.mechanisms = mechanisms
+        self.locales = locales
+
+    _FIELDS = ("version_major", "version_minor", "server_properties", "mechanisms", "locales")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -126,7 +142,7 @@ class ConnectionStart(Method):
         return cls(v_version_major, v_version_minor, v_server_properties, v_mechanisms, v_locales)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionStartOk(Method):
     """connection.start-ok (10, 11)."""
 
@@ -141,6 +157,20 @@ class ConnectionStartOk(Method):
     mechanism: str = "PLAIN"
     response: bytes = b""
     locale: str = "en_US"
+
+    def __init__(
+        self,
+        client_properties: dict[str, Any] | None = None,
+        mechanism: str = "PLAIN",
+        response: bytes = b"",
+        locale: str = "en_US",
+    ) -> None:
+        self.client_properties = {} if client_properties is None else client_properties
+        self.mechanism = mechanism
+        self.response = response
+        self.locale = locale
+
+    _FIELDS = ("client_properties", "mechanism", "response", "locale")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -164,7 +194,7 @@ class ConnectionStartOk(Method):
         return cls(v_client_properties, v_mechanism, v_response, v_locale)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionSecure(Method):
     """connection.secure (10, 20)."""
 
@@ -176,6 +206,11 @@ class ConnectionSecure(Method):
     HAS_CONTENT = False
 
     challenge: bytes = b""
+
+    def __init__(self, challenge: bytes = b"") -> None:
+        self.challenge = challenge
+
+    _FIELDS = ("challenge",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -191,7 +226,7 @@ class ConnectionSecure(Method):
         return cls(v_challenge)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionSecureOk(Method):
     """connection.secure-ok (10, 21)."""
 
@@ -203,6 +238,11 @@ class ConnectionSecureOk(Method):
     HAS_CONTENT = False
 
     response: bytes = b""
+
+    def __init__(self, response: bytes = b"") -> None:
+        self.response = response
+
+    _FIELDS = ("response",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -218,7 +258,7 @@ class ConnectionSecureOk(Method):
         return cls(v_response)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionTune(Method):
     """connection.tune (10, 30)."""
 
@@ -233,6 +273,13 @@ class ConnectionTune(Method):
     frame_max: int = 0
     heartbeat: int = 0
 
+    def __init__(self, channel_max: int = 0, frame_max: int = 0, heartbeat: int = 0) -> None:
+        self.channel_max = channel_max
+        self.frame_max = frame_max
+        self.heartbeat = heartbeat
+
+    _FIELDS = ("channel_max", "frame_max", "heartbeat")
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return _S_HIH.pack(self.channel_max, self.frame_max, self.heartbeat)
@@ -247,7 +294,7 @@ class ConnectionTune(Method):
         return cls(v_channel_max, v_frame_max, v_heartbeat)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionTuneOk(Method):
     """connection.tune-ok (10, 31)."""
 
@@ -262,6 +309,13 @@ class ConnectionTuneOk(Method):
     frame_max: int = 0
     heartbeat: int = 0
 
+    def __init__(self, channel_max: int = 0, frame_max: int = 0, heartbeat: int = 0) -> None:
+        self.channel_max = channel_max
+        self.frame_max = frame_max
+        self.heartbeat = heartbeat
+
+    _FIELDS = ("channel_max", "frame_max", "heartbeat")
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return _S_HIH.pack(self.channel_max, self.frame_max, self.heartbeat)
@@ -276,7 +330,7 @@ class ConnectionTuneOk(Method):
         return cls(v_channel_max, v_frame_max, v_heartbeat)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionOpen(Method):
     """connection.open (10, 40)."""
 
@@ -290,6 +344,13 @@ class ConnectionOpen(Method):
     virtual_host: str = "/"
     capabilities: str = ""
     insist: bool = False
+
+    def __init__(self, virtual_host: str = "/", capabilities: str = "", insist: bool = False) -> None:
+        self.virtual_host = virtual_host
+        self.capabilities = capabilities
+        self.insist = insist
+
+    _FIELDS = ("virtual_host", "capabilities", "insist")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -311,7 +372,7 @@ class ConnectionOpen(Method):
         return cls(v_virtual_host, v_capabilities, bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionOpenOk(Method):
     """connection.open-ok (10, 41)."""
 
@@ -323,6 +384,11 @@ class ConnectionOpenOk(Method):
     HAS_CONTENT = False
 
     known_hosts: str = ""
+
+    def __init__(self, known_hosts: str = "") -> None:
+        self.known_hosts = known_hosts
+
+    _FIELDS = ("known_hosts",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -338,7 +404,7 @@ class ConnectionOpenOk(Method):
         return cls(v_known_hosts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionClose(Method):
     """connection.close (10, 50)."""
 
@@ -353,6 +419,20 @@ class ConnectionClose(Method):
     reply_text: str = ""
     class_id: int = 0
     method_id: int = 0
+
+    def __init__(
+        self,
+        reply_code: int = 0,
+        reply_text: str = "",
+        class_id: int = 0,
+        method_id: int = 0,
+    ) -> None:
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+        self.class_id = class_id
+        self.method_id = method_id
+
+    _FIELDS = ("reply_code", "reply_text", "class_id", "method_id")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -375,7 +455,7 @@ class ConnectionClose(Method):
         return cls(v_reply_code, v_reply_text, v_class_id, v_method_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionCloseOk(Method):
     """connection.close-ok (10, 51)."""
 
@@ -385,6 +465,8 @@ class ConnectionCloseOk(Method):
     NAME = "connection.close-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -396,7 +478,7 @@ class ConnectionCloseOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionBlocked(Method):
     """connection.blocked (10, 60)."""
 
@@ -408,6 +490,11 @@ class ConnectionBlocked(Method):
     HAS_CONTENT = False
 
     reason: str = ""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+
+    _FIELDS = ("reason",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -423,7 +510,7 @@ class ConnectionBlocked(Method):
         return cls(v_reason)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionUnblocked(Method):
     """connection.unblocked (10, 61)."""
 
@@ -433,6 +520,8 @@ class ConnectionUnblocked(Method):
     NAME = "connection.unblocked"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -444,7 +533,7 @@ class ConnectionUnblocked(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionUpdateSecret(Method):
     """connection.update-secret (10, 70)."""
 
@@ -457,6 +546,12 @@ class ConnectionUpdateSecret(Method):
 
     new_secret: bytes = b""
     reason: str = ""
+
+    def __init__(self, new_secret: bytes = b"", reason: str = "") -> None:
+        self.new_secret = new_secret
+        self.reason = reason
+
+    _FIELDS = ("new_secret", "reason")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -476,7 +571,7 @@ class ConnectionUpdateSecret(Method):
         return cls(v_new_secret, v_reason)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConnectionUpdateSecretOk(Method):
     """connection.update-secret-ok (10, 71)."""
 
@@ -486,6 +581,8 @@ class ConnectionUpdateSecretOk(Method):
     NAME = "connection.update-secret-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -497,7 +594,7 @@ class ConnectionUpdateSecretOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ChannelOpen(Method):
     """channel.open (20, 10)."""
 
@@ -509,6 +606,11 @@ class ChannelOpen(Method):
     HAS_CONTENT = False
 
     out_of_band: str = ""
+
+    def __init__(self, out_of_band: str = "") -> None:
+        self.out_of_band = out_of_band
+
+    _FIELDS = ("out_of_band",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -524,7 +626,7 @@ class ChannelOpen(Method):
         return cls(v_out_of_band)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ChannelOpenOk(Method):
     """channel.open-ok (20, 11)."""
 
@@ -536,6 +638,11 @@ class ChannelOpenOk(Method):
     HAS_CONTENT = False
 
     channel_id: bytes = b""
+
+    def __init__(self, channel_id: bytes = b"") -> None:
+        self.channel_id = channel_id
+
+    _FIELDS = ("channel_id",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -551,7 +658,7 @@ class ChannelOpenOk(Method):
         return cls(v_channel_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ChannelFlow(Method):
     """channel.flow (20, 20)."""
 
@@ -564,6 +671,11 @@ class ChannelFlow(Method):
 
     active: bool = False
 
+    def __init__(self, active: bool = False) -> None:
+        self.active = active
+
+    _FIELDS = ("active",)
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return _S_B.pack(1 if self.active else 0)
@@ -578,7 +690,7 @@ class ChannelFlow(Method):
         return cls(bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ChannelFlowOk(Method):
     """channel.flow-ok (20, 21)."""
 
@@ -591,6 +703,11 @@ class ChannelFlowOk(Method):
 
     active: bool = False
 
+    def __init__(self, active: bool = False) -> None:
+        self.active = active
+
+    _FIELDS = ("active",)
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return _S_B.pack(1 if self.active else 0)
@@ -605,7 +722,7 @@ class ChannelFlowOk(Method):
         return cls(bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ChannelClose(Method):
     """channel.close (20, 40)."""
 
@@ -620,6 +737,20 @@ class ChannelClose(Method):
     reply_text: str = ""
     class_id: int = 0
     method_id: int = 0
+
+    def __init__(
+        self,
+        reply_code: int = 0,
+        reply_text: str = "",
+        class_id: int = 0,
+        method_id: int = 0,
+    ) -> None:
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+        self.class_id = class_id
+        self.method_id = method_id
+
+    _FIELDS = ("reply_code", "reply_text", "class_id", "method_id")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -642,7 +773,7 @@ class ChannelClose(Method):
         return cls(v_reply_code, v_reply_text, v_class_id, v_method_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ChannelCloseOk(Method):
     """channel.close-ok (20, 41)."""
 
@@ -652,6 +783,8 @@ class ChannelCloseOk(Method):
     NAME = "channel.close-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -663,7 +796,7 @@ class ChannelCloseOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class AccessRequest(Method):
     """access.request (30, 10)."""
 
@@ -680,6 +813,24 @@ class AccessRequest(Method):
     active: bool = True
     write: bool = True
     read: bool = True
+
+    def __init__(
+        self,
+        realm: str = "/data",
+        exclusive: bool = False,
+        passive: bool = True,
+        active: bool = True,
+        write: bool = True,
+        read: bool = True,
+    ) -> None:
+        self.realm = realm
+        self.exclusive = exclusive
+        self.passive = passive
+        self.active = active
+        self.write = write
+        self.read = read
+
+    _FIELDS = ("realm", "exclusive", "passive", "active", "write", "read")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -712,7 +863,7 @@ class AccessRequest(Method):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class AccessRequestOk(Method):
     """access.request-ok (30, 11)."""
 
@@ -724,6 +875,11 @@ class AccessRequestOk(Method):
     HAS_CONTENT = False
 
     ticket: int = 1
+
+    def __init__(self, ticket: int = 1) -> None:
+        self.ticket = ticket
+
+    _FIELDS = ("ticket",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -739,7 +895,7 @@ class AccessRequestOk(Method):
         return cls(v_ticket)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ExchangeDeclare(Method):
     """exchange.declare (40, 10)."""
 
@@ -759,6 +915,40 @@ class ExchangeDeclare(Method):
     internal: bool = False
     nowait: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        ticket: int = 0,
+        exchange: str = "",
+        type: str = "direct",
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.ticket = ticket
+        self.exchange = exchange
+        self.type = type
+        self.passive = passive
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.internal = internal
+        self.nowait = nowait
+        self.arguments = {} if arguments is None else arguments
+
+    _FIELDS = (
+        "ticket",
+        "exchange",
+        "type",
+        "passive",
+        "durable",
+        "auto_delete",
+        "internal",
+        "nowait",
+        "arguments",
+    )
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -802,7 +992,7 @@ class ExchangeDeclare(Method):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ExchangeDeclareOk(Method):
     """exchange.declare-ok (40, 11)."""
 
@@ -812,6 +1002,8 @@ class ExchangeDeclareOk(Method):
     NAME = "exchange.declare-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -823,7 +1015,7 @@ class ExchangeDeclareOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ExchangeDelete(Method):
     """exchange.delete (40, 20)."""
 
@@ -838,6 +1030,20 @@ class ExchangeDelete(Method):
     exchange: str = ""
     if_unused: bool = False
     nowait: bool = False
+
+    def __init__(
+        self,
+        ticket: int = 0,
+        exchange: str = "",
+        if_unused: bool = False,
+        nowait: bool = False,
+    ) -> None:
+        self.ticket = ticket
+        self.exchange = exchange
+        self.if_unused = if_unused
+        self.nowait = nowait
+
+    _FIELDS = ("ticket", "exchange", "if_unused", "nowait")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -863,7 +1069,7 @@ class ExchangeDelete(Method):
         return cls(v_ticket, v_exchange, bool(bits0 & 1), bool(bits0 & 2))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ExchangeDeleteOk(Method):
     """exchange.delete-ok (40, 21)."""
 
@@ -873,6 +1079,8 @@ class ExchangeDeleteOk(Method):
     NAME = "exchange.delete-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -884,7 +1092,7 @@ class ExchangeDeleteOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ExchangeBind(Method):
     """exchange.bind (40, 30)."""
 
@@ -902,6 +1110,24 @@ class ExchangeBind(Method):
     nowait: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
 
+    def __init__(
+        self,
+        ticket: int = 0,
+        destination: str = "",
+        source: str = "",
+        routing_key: str = "",
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.ticket = ticket
+        self.destination = destination
+        self.source = source
+        self.routing_key = routing_key
+        self.nowait = nowait
+        self.arguments = {} if arguments is None else arguments
+
+    _FIELDS = ("ticket", "destination", "source", "routing_key", "nowait", "arguments")
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return b"".join((
@@ -930,7 +1156,7 @@ class ExchangeBind(Method):
         return cls(v_ticket, v_destination, v_source, v_routing_key, bool(bits0 & 1), v_arguments)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ExchangeBindOk(Method):
     """exchange.bind-ok (40, 31)."""
 
@@ -940,6 +1166,8 @@ class ExchangeBindOk(Method):
     NAME = "exchange.bind-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -951,7 +1179,7 @@ class ExchangeBindOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ExchangeUnbind(Method):
     """exchange.unbind (40, 40)."""
 
@@ -969,6 +1197,24 @@ class ExchangeUnbind(Method):
     nowait: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
 
+    def __init__(
+        self,
+        ticket: int = 0,
+        destination: str = "",
+        source: str = "",
+        routing_key: str = "",
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.ticket = ticket
+        self.destination = destination
+        self.source = source
+        self.routing_key = routing_key
+        self.nowait = nowait
+        self.arguments = {} if arguments is None else arguments
+
+    _FIELDS = ("ticket", "destination", "source", "routing_key", "nowait", "arguments")
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return b"".join((
@@ -997,7 +1243,7 @@ class ExchangeUnbind(Method):
         return cls(v_ticket, v_destination, v_source, v_routing_key, bool(bits0 & 1), v_arguments)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ExchangeUnbindOk(Method):
     """exchange.unbind-ok (40, 51)."""
 
@@ -1007,6 +1253,8 @@ class ExchangeUnbindOk(Method):
     NAME = "exchange.unbind-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1018,7 +1266,7 @@ class ExchangeUnbindOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueueDeclare(Method):
     """queue.declare (50, 10)."""
 
@@ -1037,6 +1285,28 @@ class QueueDeclare(Method):
     auto_delete: bool = False
     nowait: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        ticket: int = 0,
+        queue: str = "",
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.ticket = ticket
+        self.queue = queue
+        self.passive = passive
+        self.durable = durable
+        self.exclusive = exclusive
+        self.auto_delete = auto_delete
+        self.nowait = nowait
+        self.arguments = {} if arguments is None else arguments
+
+    _FIELDS = ("ticket", "queue", "passive", "durable", "exclusive", "auto_delete", "nowait", "arguments")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1077,7 +1347,7 @@ class QueueDeclare(Method):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueueDeclareOk(Method):
     """queue.declare-ok (50, 11)."""
 
@@ -1091,6 +1361,13 @@ class QueueDeclareOk(Method):
     queue: str = ""
     message_count: int = 0
     consumer_count: int = 0
+
+    def __init__(self, queue: str = "", message_count: int = 0, consumer_count: int = 0) -> None:
+        self.queue = queue
+        self.message_count = message_count
+        self.consumer_count = consumer_count
+
+    _FIELDS = ("queue", "message_count", "consumer_count")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1110,7 +1387,7 @@ class QueueDeclareOk(Method):
         return cls(v_queue, v_message_count, v_consumer_count)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueueBind(Method):
     """queue.bind (50, 20)."""
 
@@ -1127,6 +1404,24 @@ class QueueBind(Method):
     routing_key: str = ""
     nowait: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        ticket: int = 0,
+        queue: str = "",
+        exchange: str = "",
+        routing_key: str = "",
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.ticket = ticket
+        self.queue = queue
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.nowait = nowait
+        self.arguments = {} if arguments is None else arguments
+
+    _FIELDS = ("ticket", "queue", "exchange", "routing_key", "nowait", "arguments")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1156,7 +1451,7 @@ class QueueBind(Method):
         return cls(v_ticket, v_queue, v_exchange, v_routing_key, bool(bits0 & 1), v_arguments)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueueBindOk(Method):
     """queue.bind-ok (50, 21)."""
 
@@ -1166,6 +1461,8 @@ class QueueBindOk(Method):
     NAME = "queue.bind-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1177,7 +1474,7 @@ class QueueBindOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueuePurge(Method):
     """queue.purge (50, 30)."""
 
@@ -1191,6 +1488,13 @@ class QueuePurge(Method):
     ticket: int = 0
     queue: str = ""
     nowait: bool = False
+
+    def __init__(self, ticket: int = 0, queue: str = "", nowait: bool = False) -> None:
+        self.ticket = ticket
+        self.queue = queue
+        self.nowait = nowait
+
+    _FIELDS = ("ticket", "queue", "nowait")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1213,7 +1517,7 @@ class QueuePurge(Method):
         return cls(v_ticket, v_queue, bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueuePurgeOk(Method):
     """queue.purge-ok (50, 31)."""
 
@@ -1225,6 +1529,11 @@ class QueuePurgeOk(Method):
     HAS_CONTENT = False
 
     message_count: int = 0
+
+    def __init__(self, message_count: int = 0) -> None:
+        self.message_count = message_count
+
+    _FIELDS = ("message_count",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1240,7 +1549,7 @@ class QueuePurgeOk(Method):
         return cls(v_message_count)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueueDelete(Method):
     """queue.delete (50, 40)."""
 
@@ -1256,6 +1565,22 @@ class QueueDelete(Method):
     if_unused: bool = False
     if_empty: bool = False
     nowait: bool = False
+
+    def __init__(
+        self,
+        ticket: int = 0,
+        queue: str = "",
+        if_unused: bool = False,
+        if_empty: bool = False,
+        nowait: bool = False,
+    ) -> None:
+        self.ticket = ticket
+        self.queue = queue
+        self.if_unused = if_unused
+        self.if_empty = if_empty
+        self.nowait = nowait
+
+    _FIELDS = ("ticket", "queue", "if_unused", "if_empty", "nowait")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1282,7 +1607,7 @@ class QueueDelete(Method):
         return cls(v_ticket, v_queue, bool(bits0 & 1), bool(bits0 & 2), bool(bits0 & 4))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueueDeleteOk(Method):
     """queue.delete-ok (50, 41)."""
 
@@ -1294,6 +1619,11 @@ class QueueDeleteOk(Method):
     HAS_CONTENT = False
 
     message_count: int = 0
+
+    def __init__(self, message_count: int = 0) -> None:
+        self.message_count = message_count
+
+    _FIELDS = ("message_count",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1309,7 +1639,7 @@ class QueueDeleteOk(Method):
         return cls(v_message_count)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueueUnbind(Method):
     """queue.unbind (50, 50)."""
 
@@ -1325,6 +1655,22 @@ class QueueUnbind(Method):
     exchange: str = ""
     routing_key: str = ""
     arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        ticket: int = 0,
+        queue: str = "",
+        exchange: str = "",
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.ticket = ticket
+        self.queue = queue
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.arguments = {} if arguments is None else arguments
+
+    _FIELDS = ("ticket", "queue", "exchange", "routing_key", "arguments")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1351,7 +1697,7 @@ class QueueUnbind(Method):
         return cls(v_ticket, v_queue, v_exchange, v_routing_key, v_arguments)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class QueueUnbindOk(Method):
     """queue.unbind-ok (50, 51)."""
 
@@ -1361,6 +1707,8 @@ class QueueUnbindOk(Method):
     NAME = "queue.unbind-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1372,7 +1720,7 @@ class QueueUnbindOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicQos(Method):
     """basic.qos (60, 10)."""
 
@@ -1386,6 +1734,13 @@ class BasicQos(Method):
     prefetch_size: int = 0
     prefetch_count: int = 0
     global_qos: bool = False
+
+    def __init__(self, prefetch_size: int = 0, prefetch_count: int = 0, global_qos: bool = False) -> None:
+        self.prefetch_size = prefetch_size
+        self.prefetch_count = prefetch_count
+        self.global_qos = global_qos
+
+    _FIELDS = ("prefetch_size", "prefetch_count", "global_qos")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1401,7 +1756,7 @@ class BasicQos(Method):
         return cls(v_prefetch_size, v_prefetch_count, bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicQosOk(Method):
     """basic.qos-ok (60, 11)."""
 
@@ -1411,6 +1766,8 @@ class BasicQosOk(Method):
     NAME = "basic.qos-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1422,7 +1779,7 @@ class BasicQosOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicConsume(Method):
     """basic.consume (60, 20)."""
 
@@ -1441,6 +1798,28 @@ class BasicConsume(Method):
     exclusive: bool = False
     nowait: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        ticket: int = 0,
+        queue: str = "",
+        consumer_tag: str = "",
+        no_local: bool = False,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.ticket = ticket
+        self.queue = queue
+        self.consumer_tag = consumer_tag
+        self.no_local = no_local
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.nowait = nowait
+        self.arguments = {} if arguments is None else arguments
+
+    _FIELDS = ("ticket", "queue", "consumer_tag", "no_local", "no_ack", "exclusive", "nowait", "arguments")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1482,7 +1861,7 @@ class BasicConsume(Method):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicConsumeOk(Method):
     """basic.consume-ok (60, 21)."""
 
@@ -1494,6 +1873,11 @@ class BasicConsumeOk(Method):
     HAS_CONTENT = False
 
     consumer_tag: str = ""
+
+    def __init__(self, consumer_tag: str = "") -> None:
+        self.consumer_tag = consumer_tag
+
+    _FIELDS = ("consumer_tag",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1509,7 +1893,7 @@ class BasicConsumeOk(Method):
         return cls(v_consumer_tag)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicCancel(Method):
     """basic.cancel (60, 30)."""
 
@@ -1522,6 +1906,12 @@ class BasicCancel(Method):
 
     consumer_tag: str = ""
     nowait: bool = False
+
+    def __init__(self, consumer_tag: str = "", nowait: bool = False) -> None:
+        self.consumer_tag = consumer_tag
+        self.nowait = nowait
+
+    _FIELDS = ("consumer_tag", "nowait")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1541,7 +1931,7 @@ class BasicCancel(Method):
         return cls(v_consumer_tag, bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicCancelOk(Method):
     """basic.cancel-ok (60, 31)."""
 
@@ -1553,6 +1943,11 @@ class BasicCancelOk(Method):
     HAS_CONTENT = False
 
     consumer_tag: str = ""
+
+    def __init__(self, consumer_tag: str = "") -> None:
+        self.consumer_tag = consumer_tag
+
+    _FIELDS = ("consumer_tag",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1568,7 +1963,7 @@ class BasicCancelOk(Method):
         return cls(v_consumer_tag)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicGet(Method):
     """basic.get (60, 70)."""
 
@@ -1582,6 +1977,13 @@ class BasicGet(Method):
     ticket: int = 0
     queue: str = ""
     no_ack: bool = False
+
+    def __init__(self, ticket: int = 0, queue: str = "", no_ack: bool = False) -> None:
+        self.ticket = ticket
+        self.queue = queue
+        self.no_ack = no_ack
+
+    _FIELDS = ("ticket", "queue", "no_ack")
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1604,7 +2006,7 @@ class BasicGet(Method):
         return cls(v_ticket, v_queue, bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicGetEmpty(Method):
     """basic.get-empty (60, 72)."""
 
@@ -1616,6 +2018,11 @@ class BasicGetEmpty(Method):
     HAS_CONTENT = False
 
     cluster_id: str = ""
+
+    def __init__(self, cluster_id: str = "") -> None:
+        self.cluster_id = cluster_id
+
+    _FIELDS = ("cluster_id",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1631,7 +2038,7 @@ class BasicGetEmpty(Method):
         return cls(v_cluster_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicRecoverAsync(Method):
     """basic.recover-async (60, 100)."""
 
@@ -1644,6 +2051,11 @@ class BasicRecoverAsync(Method):
 
     requeue: bool = False
 
+    def __init__(self, requeue: bool = False) -> None:
+        self.requeue = requeue
+
+    _FIELDS = ("requeue",)
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return _S_B.pack(1 if self.requeue else 0)
@@ -1658,7 +2070,7 @@ class BasicRecoverAsync(Method):
         return cls(bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicRecover(Method):
     """basic.recover (60, 110)."""
 
@@ -1671,6 +2083,11 @@ class BasicRecover(Method):
 
     requeue: bool = False
 
+    def __init__(self, requeue: bool = False) -> None:
+        self.requeue = requeue
+
+    _FIELDS = ("requeue",)
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return _S_B.pack(1 if self.requeue else 0)
@@ -1685,7 +2102,7 @@ class BasicRecover(Method):
         return cls(bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class BasicRecoverOk(Method):
     """basic.recover-ok (60, 111)."""
 
@@ -1695,6 +2112,8 @@ class BasicRecoverOk(Method):
     NAME = "basic.recover-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1706,7 +2125,7 @@ class BasicRecoverOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConfirmSelect(Method):
     """confirm.select (85, 10)."""
 
@@ -1718,6 +2137,11 @@ class ConfirmSelect(Method):
     HAS_CONTENT = False
 
     nowait: bool = False
+
+    def __init__(self, nowait: bool = False) -> None:
+        self.nowait = nowait
+
+    _FIELDS = ("nowait",)
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
@@ -1733,7 +2157,7 @@ class ConfirmSelect(Method):
         return cls(bool(bits0 & 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class ConfirmSelectOk(Method):
     """confirm.select-ok (85, 11)."""
 
@@ -1744,6 +2168,8 @@ class ConfirmSelectOk(Method):
     SYNCHRONOUS = False
     HAS_CONTENT = False
 
+    _FIELDS = ()
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return b""
@@ -1754,7 +2180,7 @@ class ConfirmSelectOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class TxSelect(Method):
     """tx.select (90, 10)."""
 
@@ -1765,6 +2191,8 @@ class TxSelect(Method):
     SYNCHRONOUS = True
     HAS_CONTENT = False
 
+    _FIELDS = ()
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return b""
@@ -1775,7 +2203,7 @@ class TxSelect(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class TxSelectOk(Method):
     """tx.select-ok (90, 11)."""
 
@@ -1786,6 +2214,8 @@ class TxSelectOk(Method):
     SYNCHRONOUS = False
     HAS_CONTENT = False
 
+    _FIELDS = ()
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return b""
@@ -1796,7 +2226,7 @@ class TxSelectOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class TxCommit(Method):
     """tx.commit (90, 20)."""
 
@@ -1807,6 +2237,8 @@ class TxCommit(Method):
     SYNCHRONOUS = True
     HAS_CONTENT = False
 
+    _FIELDS = ()
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return b""
@@ -1817,7 +2249,7 @@ class TxCommit(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class TxCommitOk(Method):
     """tx.commit-ok (90, 21)."""
 
@@ -1828,6 +2260,8 @@ class TxCommitOk(Method):
     SYNCHRONOUS = False
     HAS_CONTENT = False
 
+    _FIELDS = ()
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return b""
@@ -1838,7 +2272,7 @@ class TxCommitOk(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class TxRollback(Method):
     """tx.rollback (90, 30)."""
 
@@ -1849,6 +2283,8 @@ class TxRollback(Method):
     SYNCHRONOUS = True
     HAS_CONTENT = False
 
+    _FIELDS = ()
+
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
         return b""
@@ -1859,7 +2295,7 @@ class TxRollback(Method):
         return cls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, repr=False, eq=False, slots=True)
 class TxRollbackOk(Method):
     """tx.rollback-ok (90, 31)."""
 
@@ -1869,6 +2305,8 @@ class TxRollbackOk(Method):
     NAME = "tx.rollback-ok"
     SYNCHRONOUS = False
     HAS_CONTENT = False
+
+    _FIELDS = ()
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""

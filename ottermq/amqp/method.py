@@ -22,6 +22,20 @@ class Method:
     NAME: ClassVar[str]
     SYNCHRONOUS: ClassVar[bool]
     HAS_CONTENT: ClassVar[bool]
+    # The field names in wire order; the generated methods set it, and the two methods below use it
+    # (the hand-written ones get theirs from @dataclass).
+    _FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__name__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable values, like a dataclass without frozen
 
     def encode(self) -> bytes:
         """The method payload after class-id and method-id."""
