@@ -21,7 +21,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(VENV)/.installed $@
 
+# Bytecode is compiled first (a no-op when up to date), as an installed package has it: where
+# PYTHONDONTWRITEBYTECODE is set, every start would otherwise compile every module again.
 run: $(VENV)/.installed
+	$(BIN)/python -m compileall -q ottermq memento > /dev/null
 	$(BIN)/ottermq serve --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT) --data-dir $(DATA_DIR)
 
 lint: $(VENV)/.installed-test
