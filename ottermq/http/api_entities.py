@@ -19,6 +19,7 @@ from ottermq.http.stats import queue_row, unacked_by_queue
 from ottermq.server.control import exchange_info
 
 if TYPE_CHECKING:
+    from ottermq.broker.queue import Queue
     from ottermq.broker.vhost import VHost
 
 # The default exchange's name in paths and listings, as RabbitMQ spells it there.
@@ -29,6 +30,15 @@ def path_vhost(ctx: Ctx) -> VHost:
     name = ctx.params["vhost"]
     require_vhost(ctx.broker, ctx.me, name)
     return ctx.broker.vhosts[name]
+
+
+def path_queue(ctx: Ctx) -> tuple[VHost, Queue]:
+    """The vhost and the queue named in the path; 404 when the queue does not exist."""
+    vhost = path_vhost(ctx)
+    queue = vhost.queues.get(ctx.params["name"])
+    if queue is None:
+        raise not_found()
+    return vhost, queue
 
 
 def path_vhosts(ctx: Ctx) -> list[VHost]:
@@ -92,9 +102,7 @@ async def list_queues(ctx: Ctx) -> Response:
 @route("GET", "/api/queues/{vhost}/{name}")
 async def show_queue(ctx: Ctx) -> Response:
     """One queue."""
-    queue = path_vhost(ctx).queues.get(ctx.params["name"])
-    if queue is None:
-        raise not_found()
+    _vhost, queue = path_queue(ctx)
     row = queue_row(queue, unacked_by_queue(ctx.broker)[queue])
     row["consumer_details"] = []
     return ok(row)
@@ -119,11 +127,8 @@ async def put_queue(ctx: Ctx) -> Response:
 @route("DELETE", "/api/queues/{vhost}/{name}")
 async def delete_queue(ctx: Ctx) -> Response:
     """Delete a queue (?if-empty=true, ?if-unused=true)."""
-    vhost = path_vhost(ctx)
-    name = ctx.params["name"]
-    queue = vhost.queues.get(name)
-    if queue is None:
-        raise not_found()
+    vhost, queue = path_queue(ctx)
+    name = queue.name
     check_access(ctx, vhost, CONFIGURE, "queue", name)
     vhost.delete_queue(name, owner=queue.exclusive_owner, if_unused=ctx.flag("if-unused"),
                        if_empty=ctx.flag("if-empty"))
@@ -134,11 +139,8 @@ async def delete_queue(ctx: Ctx) -> Response:
 @route("DELETE", "/api/queues/{vhost}/{name}/contents")
 async def purge_queue(ctx: Ctx) -> Response:
     """Purge a queue's ready messages."""
-    vhost = path_vhost(ctx)
-    name = ctx.params["name"]
-    queue = vhost.queues.get(name)
-    if queue is None:
-        raise not_found()
+    vhost, queue = path_queue(ctx)
+    name = queue.name
     check_access(ctx, vhost, READ, "queue", name)
     vhost.purge_queue(name, owner=queue.exclusive_owner)
     await ctx.durable()
@@ -148,11 +150,8 @@ async def purge_queue(ctx: Ctx) -> Response:
 @route("POST", "/api/queues/{vhost}/{name}/get")
 async def get_messages(ctx: Ctx) -> Response:
     """Get messages ({"count", "ackmode", "encoding", "truncate"}), as the management UI does."""
-    vhost = path_vhost(ctx)
-    name = ctx.params["name"]
-    queue = vhost.queues.get(name)
-    if queue is None:
-        raise not_found()
+    vhost, queue = path_queue(ctx)
+    name = queue.name
     body = ctx.body()
     check_access(ctx, vhost, READ, "queue", name)
     count, truncate = _int(body, "count", 1), _int(body, "truncate", None)
