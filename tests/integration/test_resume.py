@@ -11,7 +11,6 @@ directory every confirmed message that was not consumed is there, and nothing co
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 import time
@@ -22,10 +21,9 @@ import pika
 import pika.exceptions
 import pytest
 
-from memento.disk import DiskIO
-from memento.segment import HEADER_SIZE
 from ottermq.server.control import handle_request
 from tests.integration.test_faults import QUEUE, LiveBroker, drain
+from tests.memento.helpers import FillableDisk
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -35,29 +33,6 @@ pytestmark = [
 SEGMENT = 256 * 1024
 PADDING = b"." * 2000
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
-
-
-class FillableDisk(DiskIO):
-    """New segments cannot be made while `full` (ENOSPC), as on a file system with no room left: neither
-    preallocated nor taken from a spare finished in the background (its header write fails)."""
-
-    def __init__(self) -> None:
-        self.full = False
-        self.refusals = 0
-
-    def _refuse(self) -> None:
-        self.refusals += 1
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def preallocate(self, fd: int, size: int) -> None:
-        if self.full:
-            self._refuse()
-        super().preallocate(fd, size)
-
-    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
-        if self.full and offset == 0 and len(data) == HEADER_SIZE:
-            self._refuse()
-        super().pwrite(fd, data, offset)
 
 
 def params(live: LiveBroker) -> pika.ConnectionParameters:

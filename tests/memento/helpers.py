@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
+from memento.disk import DiskIO
 from memento.log import WAL_DIR
 from memento.record import TYPE_SEAL, encode
-from memento.segment import encode_header, segment_name
+from memento.segment import HEADER_SIZE, encode_header, segment_name
 
 SEG_SIZE = 64 * 1024
 
@@ -51,3 +53,26 @@ def write_segments(root: Path, segments: list[tuple[int, int, bytes]]) -> None:
     (root / WAL_DIR).mkdir(parents=True, exist_ok=True)
     for seq, base, data in segments:
         (root / WAL_DIR / segment_name(seq, base)).write_bytes(data)
+
+
+class FillableDisk(DiskIO):
+    """New segments cannot be made while `full` (ENOSPC), as on a file system with no room left: neither
+    preallocated nor taken from a spare finished in the background (its header write fails)."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.refusals = 0
+
+    def _refuse(self) -> None:
+        self.refusals += 1
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def preallocate(self, fd: int, size: int) -> None:
+        if self.full:
+            self._refuse()
+        super().preallocate(fd, size)
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        if self.full and offset == 0 and len(data) == HEADER_SIZE:
+            self._refuse()
+        super().pwrite(fd, data, offset)

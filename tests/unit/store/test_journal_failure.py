@@ -16,13 +16,13 @@ import pytest
 
 from memento.disk import DiskIO
 from memento.log import Log
-from memento.segment import HEADER_SIZE
 from ottermq.amqp.errors import AMQPConnectionError
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
 from ottermq.broker.message import Message
 from ottermq.store.codec import RECORD_TYPES
 from ottermq.store.store import LOG_DIR, DurableStore, StoreOptions
+from tests.memento.helpers import FillableDisk
 
 PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
 
@@ -131,29 +131,6 @@ async def gathered_then_tx(tmp_path: Path) -> None:
     assert bodies == [b"c", b"in-tx"]
 
 
-class FullDisk(DiskIO):
-    """Refuses to make new segments with ENOSPC while `full`: to preallocate one, or to write the header
-    of one taken from a spare that a background thread finished meanwhile."""
-
-    def __init__(self) -> None:
-        self.full = False
-        self.hits = 0
-
-    def _refuse(self) -> None:
-        self.hits += 1
-        raise OSError(errno.ENOSPC, "injected")
-
-    def preallocate(self, fd: int, size: int) -> None:
-        if self.full:
-            self._refuse()
-        super().preallocate(fd, size)
-
-    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
-        if self.full and offset == 0 and len(data) == HEADER_SIZE:
-            self._refuse()
-        super().pwrite(fd, data, offset)
-
-
 def test_a_full_disk_blocks_publishers_until_space_returns(tmp_path: Path) -> None:
     kept = asyncio.run(full_disk_scenario(tmp_path))
     # Restarted from the same directory: every message logged and not settled, nothing settled.
@@ -168,7 +145,7 @@ def test_a_full_disk_blocks_publishers_until_space_returns(tmp_path: Path) -> No
 async def full_disk_scenario(tmp_path: Path) -> list[bytes]:
     """Publish until a rollover meets the full disk, drain some while suspended, free space, publish more;
     the bodies the log must hold afterwards, in order."""
-    disk = FullDisk()
+    disk = FillableDisk()
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, disk=disk, segment_size=1 << 20)
     store = DurableStore(log, StoreOptions(check_interval=0.05))
     broker = Broker(journal=store.journal, defaults=False)
@@ -205,7 +182,7 @@ async def full_disk_scenario(tmp_path: Path) -> list[bytes]:
         publish(i)
         i += 1
         await asyncio.sleep(0.002)
-    assert disk.hits and "journal" in broker.alarms.active
+    assert disk.refusals and "journal" in broker.alarms.active
     assert journal.failed and writer.failed is None
     assert "pending" not in outcome.values()  # everything pending was nacked
     assert publish(999) == -1  # refused at once: nacked
