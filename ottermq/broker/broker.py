@@ -28,6 +28,7 @@ from ottermq.broker.access import AccessControl, AccessError
 from ottermq.broker.ack_timeout import AckTimeouts
 from ottermq.broker.alarms import Alarms
 from ottermq.broker.auth import Authenticator
+from ottermq.broker.channel import MESSAGE_COUNTERS
 from ottermq.broker.connection import Connection
 from ottermq.broker.events import (
     ACCESS_EVENTS,
@@ -132,6 +133,9 @@ class Broker:
         # Resource alarms (memory, disk) that block publishers; set by the server's resource monitor.
         self.alarms = Alarms()
         self._ack_timeouts = AckTimeouts()
+        # The message counters of channels that have ended (Channel.fold_counts); message_totals adds the
+        # open channels' counters to these.
+        self.message_counts: dict[str, int] = dict.fromkeys(MESSAGE_COUNTERS, 0)
 
     def add_vhost(self, name: str) -> VHost:
         """Create a vhost through the journal (or return the existing one); AccessError for a bad name."""
@@ -274,6 +278,21 @@ class Broker:
         expiry and x-expires of queues, and the consumer acknowledgement timeout."""
         tick_queues(self.vhosts.values(), int(now * 1000))
         self._ack_timeouts.tick(self.connections, now, self.settings.consumer_timeout)
+
+    def message_totals(self) -> dict[str, int]:
+        """Message counters since the broker started, keyed as MESSAGE_COUNTERS plus "received" (routed or
+        not) and "delivered" (consume and get, either ack mode): the ended channels' counts plus the open
+        ones', so no total ever goes back. Costs one step per open channel."""
+        totals = dict(self.message_counts)
+        for connection in self.connections:
+            for channel in connection.channels.values():
+                channel.add_counts(totals)
+        totals["received"] = totals["routed"] + totals["unroutable_dropped"] + totals["unroutable_returned"]
+        totals["delivered"] = (
+            totals["delivered_consume_auto_ack"] + totals["delivered_consume_manual_ack"]
+            + totals["delivered_get_auto_ack"] + totals["delivered_get_manual_ack"]
+        )
+        return totals
 
     def connection_closed(self, connection: Connection) -> None:
         """Forget a connection that has ended (called by the connection itself)."""

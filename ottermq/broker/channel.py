@@ -128,6 +128,22 @@ _EXPECTED_HEADER: Final = (
 _EXPECTED_BODY: Final = "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
 _EXPECTED_METHOD: Final = "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
 
+# The message counters a channel keeps (attribute "n_" + name), named as RabbitMQ's prometheus plugin names
+# its global counters without "rabbitmq_global_messages_" and "_total". `Broker.message_totals` adds them up.
+MESSAGE_COUNTERS: Final = (
+    "routed",
+    "unroutable_dropped",
+    "unroutable_returned",
+    "confirmed",
+    "delivered_consume_auto_ack",
+    "delivered_consume_manual_ack",
+    "delivered_get_auto_ack",
+    "delivered_get_manual_ack",
+    "redelivered",
+    "acknowledged",
+)
+_COUNTER_ATTRIBUTES: Final = tuple((name, "n_" + name) for name in MESSAGE_COUNTERS)
+
 
 def new_consumer_tag() -> str:
     """A server-generated consumer tag: "amq.ctag-" and 22 URL-safe base64 characters."""
@@ -210,10 +226,14 @@ class ChannelConsumer:
         )
         if self.no_ack:
             queue.settle((entry,))
+            channel.n_delivered_consume_auto_ack += 1
         else:
             unacked.track(tag, (tag, queue, entry, self))
             self.window.outstanding += 1
             channel.qos.shared.outstanding += 1
+            channel.n_delivered_consume_manual_ack += 1
+        if entry.redelivered:
+            channel.n_redelivered += 1
 
     def cancelled_by_broker(self) -> None:
         """The queue was deleted: forget the consumer, tell a client that asked (basic.cancel)."""
@@ -240,6 +260,16 @@ class Channel:
         "connection",
         "consumers",
         "guard",
+        "n_acknowledged",
+        "n_confirmed",
+        "n_delivered_consume_auto_ack",
+        "n_delivered_consume_manual_ack",
+        "n_delivered_get_auto_ack",
+        "n_delivered_get_manual_ack",
+        "n_redelivered",
+        "n_routed",
+        "n_unroutable_dropped",
+        "n_unroutable_returned",
         "number",
         "qos",
         "reply",
@@ -276,6 +306,18 @@ class Channel:
         # The previous message's (exchange, routing key, properties): a publisher mostly repeats them,
         # and a held message then shares those objects instead of keeping copies of its own.
         self._last_routing: tuple[str, str, bytes] = ("", "", b"")
+        # Message counters (MESSAGE_COUNTERS): plain ints bumped where the event happens, folded into the
+        # broker's totals when the channel ends. Received is routed + unroutable, so it is not kept apart.
+        self.n_routed = 0
+        self.n_unroutable_dropped = 0
+        self.n_unroutable_returned = 0
+        self.n_confirmed = 0
+        self.n_delivered_consume_auto_ack = 0
+        self.n_delivered_consume_manual_ack = 0
+        self.n_delivered_get_auto_ack = 0
+        self.n_delivered_get_manual_ack = 0
+        self.n_redelivered = 0
+        self.n_acknowledged = 0
 
     def __repr__(self) -> str:
         return f"Channel({self.number}, consumers={len(self.consumers)}, unacked={len(self.unacked)})"
@@ -432,12 +474,14 @@ class Channel:
         # is logged (and named) before it is enqueued; -1 means the journal failed (nack).
         position = 0
         if queues:
+            self.n_routed += 1
             if message.persistent:
                 position = self.vhost.log_publish(message, queues)
             for queue in queues:
                 if not queue.enqueue(message):
                     position = -1  # a full queue refused it (x-overflow reject-publish): nack
         elif mandatory:
+            self.n_unroutable_returned += 1
             connection = self.connection
             connection.sent = True
             self.transport.write(
@@ -452,6 +496,8 @@ class Channel:
                     connection.frame_max,
                 )
             )
+        else:
+            self.n_unroutable_dropped += 1
         if seq:
             if position > 0:
                 self.connection.broker.journal.when_durable(
@@ -466,6 +512,10 @@ class Channel:
         if confirms is None or self._state != _OPEN:
             return
         confirms.settle(seq, ack)
+        if ack:
+            # Counted per message as it is settled: acks may go out of order (a transient message
+            # before an earlier persistent one), and a Prometheus counter must never step back.
+            self.n_confirmed += 1
         if not self._confirm_flush_pending:
             self._confirm_flush_pending = True
             self.connection.defer(self._flush_confirms)
@@ -495,6 +545,8 @@ class Channel:
         self._apply_settle(kind, deliveries)
 
     def _apply_settle(self, kind: int, deliveries: list[Delivery]) -> None:
+        if kind == ACK:
+            self.n_acknowledged += len(deliveries)
         if len(deliveries) == 1:
             _, queue, entry, _ = deliveries[0]
             if kind == REJECT_REQUEUE:
@@ -643,8 +695,12 @@ class Channel:
         )
         if method.no_ack:
             queue.settle((entry,))
+            self.n_delivered_get_auto_ack += 1
         else:
             unacked.track(tag, (tag, queue, entry, None))
+            self.n_delivered_get_manual_ack += 1
+        if entry.redelivered:
+            self.n_redelivered += 1
 
     def _on_qos(self, method: BasicQos) -> None:
         self.qos.apply(method.prefetch_size, method.prefetch_count, method.global_qos)
@@ -689,6 +745,7 @@ class Channel:
         if self._state == _CLOSED:
             return
         self._state = _CLOSED
+        self.fold_counts(self.connection.broker.message_counts)
         self._content = _IDLE
         self._publish = None
         self._body_parts = None
@@ -707,6 +764,17 @@ class Channel:
         self.consumers.clear()
         for consumer in consumers:
             consumer.queue.remove_consumer(consumer)
+
+    def add_counts(self, totals: dict[str, int]) -> None:
+        """Add this channel's message counters to `totals` (keyed by MESSAGE_COUNTERS)."""
+        for name, attribute in _COUNTER_ATTRIBUTES:
+            totals[name] += getattr(self, attribute)
+
+    def fold_counts(self, totals: dict[str, int]) -> None:
+        """Move the counters into `totals` (the broker's, as the channel ends): totals never go back."""
+        for name, attribute in _COUNTER_ATTRIBUTES:
+            totals[name] += getattr(self, attribute)
+            setattr(self, attribute, 0)
 
     # -- confirm and tx --------------------------------------------------------------------------------
 

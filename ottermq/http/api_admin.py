@@ -40,12 +40,13 @@ async def overview(ctx: Ctx) -> Response:
     """Versions, object and message totals, listeners."""
     broker = ctx.broker
     total = totals(broker, None if sees_all(ctx.me) else visible_vhosts(broker, ctx.me))
+    rates = ctx.context.rates
     return ok({
         "management_version": MANAGEMENT_VERSION,
         "rabbitmq_version": MANAGEMENT_VERSION,
         "product_name": PRODUCT,
         "product_version": VERSION,
-        "rates_mode": "none",
+        "rates_mode": "basic",
         "python_version": platform.python_version(),
         "node": NODE,
         "cluster_name": NODE,
@@ -61,7 +62,8 @@ async def overview(ctx: Ctx) -> Response:
             "messages": total.messages, "messages_ready": total.messages_ready,
             "messages_unacknowledged": total.messages_unacknowledged,
         },
-        "message_stats": {},
+        # Counted broker-wide only: users who see only some vhosts get none, not other vhosts' traffic.
+        "message_stats": rates.message_stats() if rates is not None and sees_all(ctx.me) else {},
         "listeners": [{"node": NODE, **listener} for listener in ctx.context.listeners],
         "contexts": [],
         "alarms": list(broker.alarms.active),

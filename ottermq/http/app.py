@@ -26,6 +26,7 @@ from ottermq.server.control import UsageError, wait_durable
 if TYPE_CHECKING:
     from ottermq.broker.access import User
     from ottermq.broker.broker import Broker
+    from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
 
 log: Final = logging.getLogger("ottermq.http")
@@ -44,6 +45,8 @@ class Context:
     listeners: list[dict[str, Any]] = field(default_factory=list)
     # The durable store (ottermq.store.DurableStore) when persistence is memento, for /metrics.
     store: DurableStore | None = None
+    # The message-rate samples the service takes (stats.MessageRates), for /api/overview's message_stats.
+    rates: MessageRates | None = None
 
 
 @dataclass(slots=True)

@@ -2,11 +2,11 @@
 
 Strategy: the format is a few lines per metric (`# HELP`, `# TYPE`, then `name{label="v"} value`), and
 prometheus_client would cost the broker ~5 MiB of RSS for it, which its 400 MiB budget cannot spare; so
-`render` writes it, and `collect` reads every figure from the broker's objects at scrape time (nothing
-is counted on the AMQP path). Names follow RabbitMQ's prometheus plugin where one exists, so its
-dashboards find them; OtterMQ-only figures (the durable log) are prefixed `ottermq_`.
-Served without authentication, like RabbitMQ's plugin (on its own port 15692 there, on the management
-port here).
+`render` writes it, and `collect` reads every figure from the broker's objects at scrape time (the
+message counters are plain ints the channels bump, summed by `Broker.message_totals`). Names follow
+RabbitMQ's prometheus plugin where one exists, so its dashboards find them; OtterMQ-only figures (the
+durable log) are prefixed `ottermq_`. Served without authentication, like RabbitMQ's plugin (on its own
+port 15692 there, on the management port here).
 """
 
 from __future__ import annotations
@@ -27,6 +27,22 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 
 Labels = dict[str, str]
+
+# RabbitMQ's global message counters: rabbitmq_global_messages_<name>_total, keyed as Broker.message_totals.
+GLOBAL_COUNTERS: Final = (
+    ("received", "Total number of messages received from publishers"),
+    ("routed", "Total number of messages routed to queues"),
+    ("unroutable_dropped", "Total number of messages published as non-mandatory and dropped as unroutable"),
+    ("unroutable_returned", "Total number of messages published as mandatory and returned as unroutable"),
+    ("confirmed", "Total number of messages confirmed to publishers"),
+    ("delivered", "Total number of messages delivered to consumers"),
+    ("delivered_consume_auto_ack", "Total number of messages delivered by basic.consume with automatic ack"),
+    ("delivered_consume_manual_ack", "Total number of messages delivered by basic.consume with manual ack"),
+    ("delivered_get_auto_ack", "Total number of messages delivered by basic.get with automatic ack"),
+    ("delivered_get_manual_ack", "Total number of messages delivered by basic.get with manual ack"),
+    ("redelivered", "Total number of messages redelivered to consumers"),
+    ("acknowledged", "Total number of messages acknowledged by consumers"),
+)
 
 
 @dataclass(slots=True)
@@ -115,6 +131,12 @@ def collect(broker: Broker, store: DurableStore | None = None) -> list[Family]:
         .add(ALARM_JOURNAL in active),
         Family("rabbitmq_process_resident_memory_bytes", "Resident memory of the broker process")
         .add(resident_memory()),
+    ]
+    counts = broker.message_totals()
+    families += [
+        Family(f"rabbitmq_global_messages_{name}_total", text, "counter")
+        .add(counts[name], protocol="amqp091")
+        for name, text in GLOBAL_COUNTERS
     ]
     if store is not None:
         log = store.log

@@ -4,45 +4,89 @@ Strategy: `ottermq.server.run` gets an object with `start` and `stop`, so the se
 this package (the CLI builds the service and hands it over). The application's modules (the endpoint
 modules register their routes when imported; `public` adds /metrics and the web page) are imported in
 `start`, once the AMQP listener is up: their ~60 ms of imports do not delay AMQP clients at start-up.
+While it runs, a task samples the broker's message counters every `sample_interval` seconds for the
+message rates of /api/overview (5 s as RabbitMQ; OTTERMQ_STATS_INTERVAL overrides it, for tests).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
     from ottermq.http.server import HttpServer
+    from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
+
+log: Final = logging.getLogger("ottermq.http")
+
+# Seconds between samples of the message counters, as RabbitMQ's collect_statistics_interval (5000 ms).
+DEFAULT_SAMPLE_INTERVAL: Final = 5.0
+
+
+def _interval_from_env() -> float:
+    raw = os.environ.get("OTTERMQ_STATS_INTERVAL", "")
+    if not raw:
+        return DEFAULT_SAMPLE_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # also false for NaN
+        log.warning("OTTERMQ_STATS_INTERVAL=%r is not a positive number of seconds: using %s",
+                    raw, DEFAULT_SAMPLE_INTERVAL)
+        return DEFAULT_SAMPLE_INTERVAL
+    return value
 
 
 class ManagementService:
     """The management API on host:port, for one broker."""
 
-    def __init__(self, host: str, port: int, store: DurableStore | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, store: DurableStore | None = None, sample_interval: float | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.store = store
+        self.sample_interval = sample_interval if sample_interval is not None else _interval_from_env()
         self._server: HttpServer | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     async def start(self, broker: Broker, amqp: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Listen; the bound addresses. OSError if the port cannot be bound."""
         import ottermq.http.public  # noqa: F401  (importing it registers every route)
         from ottermq.http.app import Application, Context
         from ottermq.http.server import HttpServer
+        from ottermq.http.stats import MessageRates
 
         listeners: list[dict[str, Any]] = [
             {"protocol": "amqp", "ip_address": host, "port": port} for host, port in amqp
         ]
-        context = Context(broker, listeners, self.store)
+        rates = MessageRates(broker)
+        context = Context(broker, listeners, self.store, rates)
         server = HttpServer(Application(context))
         addresses = await server.start(self.host, self.port)
         listeners.extend({"protocol": "http", "ip_address": host, "port": port} for host, port in addresses)
         self._server = server
+        self._sampler = asyncio.get_running_loop().create_task(self._sample(rates), name="ottermq-stats")
         return addresses
+
+    async def _sample(self, rates: MessageRates) -> None:
+        """Sample the message counters every `sample_interval` seconds until cancelled."""
+        while True:
+            rates.sample(time.monotonic())
+            await asyncio.sleep(self.sample_interval)
 
     async def stop(self, timeout: float) -> None:
         """Stop listening; requests in flight get `timeout` seconds."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.wait((sampler,))  # unlike `await sampler`, does not re-raise its cancellation
         if self._server is not None:
             await self._server.stop(timeout)
             self._server = None

@@ -1,16 +1,17 @@
 """Counts the API and /metrics report, read from the broker's objects when a request comes.
 
-Strategy: nothing here runs on the AMQP path and nothing is counted per message. Ready counts and
-consumer counts live on the queues; unacknowledged deliveries live on the channels, so they are
-gathered by walking the channels once per request (cost: one step per unacked delivery, paid by the
-caller of the API, not by publishers).
+Strategy: nothing here runs on the AMQP path. Ready counts and consumer counts live on the queues;
+unacknowledged deliveries live on the channels, so they are gathered by walking the channels once per
+request (cost: one step per unacked delivery, paid by the caller of the API, not by publishers). Message
+counters are plain ints on the channels (`Broker.message_totals`); `MessageRates` turns two samples of
+them, taken by the service every few seconds, into the rates of /api/overview's message_stats.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.server.control import connection_info, jsonable, queue_info
 
@@ -159,3 +160,50 @@ def consumer_rows(channel: Channel) -> list[dict[str, Any]]:
         }
         for consumer in channel.consumers.values()
     ]
+
+
+# /api/overview's message_stats fields, each with the Broker.message_totals counter it reports.
+MESSAGE_STATS: Final = (
+    ("publish", "received"),
+    ("confirm", "confirmed"),
+    ("deliver_get", "delivered"),
+    ("deliver", "delivered_consume_manual_ack"),
+    ("deliver_no_ack", "delivered_consume_auto_ack"),
+    ("get", "delivered_get_manual_ack"),
+    ("get_no_ack", "delivered_get_auto_ack"),
+    ("redeliver", "redelivered"),
+    ("ack", "acknowledged"),
+    ("return_unroutable", "unroutable_returned"),
+    ("drop_unroutable", "unroutable_dropped"),
+)
+
+
+class MessageRates:
+    """The last two samples of a broker's message counters; rates are their difference per second."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._previous: tuple[float, dict[str, int]] | None = None
+        self._latest: tuple[float, dict[str, int]] | None = None
+
+    def sample(self, now: float) -> None:
+        """Take a sample at `now` (monotonic seconds); the oldest of the two kept is dropped."""
+        self._previous, self._latest = self._latest, (now, self.broker.message_totals())
+
+    def rates(self) -> dict[str, float]:
+        """Messages per second of each counter between the last two samples (0.0 before there are two)."""
+        previous, latest = self._previous, self._latest
+        if previous is None or latest is None or latest[0] <= previous[0]:
+            return dict.fromkeys(latest[1] if latest is not None else self.broker.message_totals(), 0.0)
+        seconds = latest[0] - previous[0]
+        return {name: (count - previous[1].get(name, 0)) / seconds for name, count in latest[1].items()}
+
+    def message_stats(self) -> dict[str, Any]:
+        """RabbitMQ's message_stats object: each count as of now, with `<name>_details: {"rate": r}`."""
+        counts = self.broker.message_totals()
+        rates = self.rates()
+        stats: dict[str, Any] = {}
+        for field_name, counter in MESSAGE_STATS:
+            stats[field_name] = counts[counter]
+            stats[f"{field_name}_details"] = {"rate": rates[counter]}
+        return stats
