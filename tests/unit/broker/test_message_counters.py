@@ -26,6 +26,7 @@ from ottermq.broker.broker import Broker
 from ottermq.broker.channel import MESSAGE_COUNTERS
 
 from .test_channel import consume, declare, deliveries
+from .test_channel_confirms_tx import SlowJournal
 from .test_connection_harness import Client, connected
 
 
@@ -221,3 +222,27 @@ def test_totals_add_every_open_channel_of_every_connection() -> None:
         for channel in (1, 2):
             client.publish(channel, "", "nowhere", b"x")
     assert broker.message_totals()["unroutable_dropped"] == 6
+
+
+def test_confirmed_never_steps_back_when_confirms_settle_out_of_order() -> None:
+    """A transient message is settled at once, an earlier persistent one only when the journal syncs:
+    the count grows by one each time (a Prometheus counter must never go back)."""
+    journal = SlowJournal()
+    broker = Broker(journal=journal)
+    client = connected(broker)
+    client.method(1, ConfirmSelect())
+    client.expect(ConfirmSelectOk, 1)
+    channel = client.conn.channels[1]
+    assert channel.confirms is not None
+    channel.confirms.publish()  # seq 1: a message the journal holds
+    position = journal.append(object())  # type: ignore[arg-type]
+    journal.when_durable(position, lambda: channel._confirmed(1))
+    declare(client)
+    client.publish(1, "", "q", b"transient")  # seq 2: settled at once, acked only after seq 1
+    seen = [broker.message_totals()["confirmed"]]
+    journal.sync()
+    client.transport.run_timers()
+    seen.append(broker.message_totals()["confirmed"])
+    ack = client.expect(BasicAck, 1)
+    assert (ack.delivery_tag, ack.multiple) == (2, True)
+    assert seen == [1, 2]
