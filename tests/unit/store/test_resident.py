@@ -8,6 +8,7 @@ it alive.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from memento.log import Log
@@ -16,7 +17,15 @@ from ottermq.broker.broker import Broker
 from ottermq.broker.message import Message, StoredMessage
 from ottermq.store.codec import RECORD_TYPES
 from ottermq.store.journal import MementoJournal
-from ottermq.store.store import CONTENT_MAX, CONTENT_MIN, INDEX_BYTES, LOG_DIR, content_budget
+from ottermq.store.store import (
+    CONTENT_MAX,
+    CONTENT_MIN,
+    INDEX_BYTES,
+    LOG_DIR,
+    DurableStore,
+    StoreOptions,
+    content_budget,
+)
 
 PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
 
@@ -91,3 +100,34 @@ def test_content_budget_gives_contents_what_the_index_leaves() -> None:
     assert content_budget(100_000, memory) == min(CONTENT_MAX, memory - 100_000 * INDEX_BYTES)
     assert CONTENT_MIN < content_budget(700_000, memory) < CONTENT_MAX
     assert content_budget(1_000_000, memory) == CONTENT_MIN
+
+
+def test_the_store_sizes_the_budget_by_the_messages_held_and_sweeps(tmp_path: Path) -> None:
+    """Every check_interval the store sets the content budget from the held messages and lets go of
+    consumed ones: with 2000 held and 16 MiB of memory for messages, the index takes 2000 * INDEX_BYTES and
+    the contents get the rest; after a purge the contents get it all and nothing is counted."""
+    asyncio.run(_budget_scenario(tmp_path))
+
+
+async def _budget_scenario(tmp_path: Path) -> None:
+    memory = 16 << 20
+    log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 22)
+    store = DurableStore(log, StoreOptions(check_interval=0.02, message_memory=memory))
+    broker = Broker(journal=store.journal, defaults=False)
+    store.recover(broker)
+    await store.start()
+    journal = store.journal
+    try:
+        broker.vhosts["/"].declare_queue("q", durable=True)
+        for i in range(2000):
+            publish(broker, bytes([i % 251]) * 100)
+        await asyncio.sleep(0.2)
+        assert journal.resident_limit == content_budget(2000, memory) == memory - 2000 * INDEX_BYTES
+        assert journal.resident_bytes == 2000 * (100 + len(PERSISTENT) + 128)
+        broker.vhosts["/"].purge_queue("q")
+        await asyncio.sleep(0.2)
+        assert journal.resident_limit == content_budget(0, memory) == memory
+        assert journal.resident_bytes == 0 and not journal._resident
+    finally:
+        await store.stop()
+        store.close()
