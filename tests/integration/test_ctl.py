@@ -321,16 +321,23 @@ def test_config_file_users_are_created_when_absent(tmp_path: Path) -> None:
         stop_broker(process)
 
 
-def test_bad_config_entries_stop_the_start(tmp_path: Path) -> None:
+def refused_start(tmp_path: Path, config_text: str) -> subprocess.CompletedProcess[str]:
+    """`ottermq serve` with this config file, which must refuse to start (exit 2); its outcome."""
     config = tmp_path / "bad.toml"
-    config.write_text('[[permissions]]\nuser = "ghost"\nconfigure = ""\nwrite = ""\nread = ""\n')
+    config.write_text(config_text)
     result = subprocess.run(
         [sys.executable, "-m", "ottermq", "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
          "--config", str(config)],
         capture_output=True, text=True, cwd=ROOT, timeout=30,
         env={k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")},
     )
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
+    return result
+
+
+def test_bad_config_entries_stop_the_start(tmp_path: Path) -> None:
+    result = refused_start(
+        tmp_path, '[[permissions]]\nuser = "ghost"\nconfigure = ""\nwrite = ""\nread = ""\n')
     assert "ottermq: error: config file: User ghost does not exist" in result.stderr
 
 

@@ -8,12 +8,10 @@ the verbs are RabbitMQ's; the restart test and the --json output are OtterMQ's o
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ from typer.testing import CliRunner
 
 from ottermq.cli import app
 from tests.integration.conftest import BrokerInfo, broker_error, unique
-from tests.integration.test_ctl import ROOT, connect, start_broker, stop_broker
+from tests.integration.test_ctl import connect, refused_start, start_broker, stop_broker
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -262,13 +260,5 @@ def test_config_file_limits_are_set_on_vhosts_without_limits(tmp_path: Path) -> 
 
 
 def test_config_file_limits_on_a_missing_vhost_stop_the_start(tmp_path: Path) -> None:
-    config = tmp_path / "bad.toml"
-    config.write_text('[[vhost_limits]]\nvhost = "nope"\nmax_queues = 1\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "ottermq", "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
-         "--config", str(config)],
-        capture_output=True, text=True, cwd=ROOT, timeout=30,
-        env={k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")},
-    )
-    assert result.returncode == 2
+    result = refused_start(tmp_path, '[[vhost_limits]]\nvhost = "nope"\nmax_queues = 1\n')
     assert "ottermq: error: config file: Virtual host 'nope' does not exist" in result.stderr
