@@ -486,14 +486,11 @@ class Log:
         last_seq, last_off = self._last_read
         self._last_read = (seq, off)
         if last_seq == seq and 0 < off - last_off < _WINDOW:
-            data = os.pread(fd, _WINDOW, off)
-            self._window = (seq, off, data)
-            return decode_at(data, 0, seg.seq, seg.name, off)
-        data = os.pread(fd, _READ_AHEAD, off)
-        if len(data) >= HEAD_SIZE:
-            total = 8 + PREFIX.unpack_from(data)[0]
-            if total > len(data) and total > HEAD_SIZE:
-                data += os.pread(fd, total - len(data), off + len(data))
+            data = _pread_whole(fd, _WINDOW, off)
+            if len(data) <= _WINDOW:  # a longer one is a single record: nothing more to serve from it
+                self._window = (seq, off, data)
+        else:
+            data = _pread_whole(fd, _READ_AHEAD, off)
         return decode_at(data, 0, seg.seq, seg.name, off)
 
     def _read_staged(self, seg: _Segment, off: int) -> Record | None:
@@ -588,3 +585,14 @@ class Log:
         os.unlink(seg.path)
         self._segments.remove(seg)
         del self._by_seq[seg.seq]
+
+
+def _pread_whole(fd: int, size: int, off: int) -> bytes:
+    """At least `size` bytes from `off` (fewer only at the end of the file), and always the whole record
+    that starts there: a record longer than the first read is completed with a second one."""
+    data = os.pread(fd, size, off)
+    if len(data) >= HEAD_SIZE:
+        total = 8 + PREFIX.unpack_from(data)[0]
+        if total > len(data):
+            data += os.pread(fd, total - len(data), off + len(data))
+    return data
