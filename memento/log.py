@@ -31,9 +31,11 @@ from memento.record import (
     BODY_HEAD,
     BODY_HEAD_SIZE,
     ENGINE_TYPES,
+    FLAG_ORIGIN,
     FLAG_RELOCATED,
     HEAD,
     HEAD_SIZE,
+    ORIGIN,
     PREFIX,
     SEAL_SIZE,
     TYPE_SEAL,
@@ -565,10 +567,15 @@ class Log:
     # -- used by memento.reclaim ---------------------------------------------------------------------
 
     def _relocate(self, record: Record) -> int:
-        """Append a copy of `record` (same type, payload, flags plus FLAG_RELOCATED); its new LSN."""
+        """Append a copy of `record` (same type and flags plus FLAG_RELOCATED | FLAG_ORIGIN, the payload
+        after the original's LSN); its new LSN. A copy of a copy keeps the first original's LSN."""
         if self._error is not None:
             raise self._error
-        return self._append(record.type, record.flags | FLAG_RELOCATED, record.payload)
+        flags = record.flags
+        if flags & FLAG_RELOCATED:  # already a copy: its origin (or a version-1 copy's lack of one) stays
+            return self._append(record.type, flags, record.payload)
+        return self._append(record.type, flags | FLAG_RELOCATED | FLAG_ORIGIN,
+                            ORIGIN.pack(record.lsn) + record.payload)
 
     def _sealed_segments(self) -> list[tuple[_Segment, int]]:
         """Segments whose seal is durable (the next one starts at or below durable_lsn), with the last

@@ -30,9 +30,13 @@ ENGINE_TYPES: Final = frozenset({TYPE_SEAL})
 FIRST_ENGINE_TYPE: Final = 0xF0
 USER_TYPES: Final = frozenset(range(1, FIRST_ENGINE_TYPE))
 
-# Flags: callers own bits 0x01..0x40; the engine sets 0x80 on records that compaction copied forward.
+# Flags: callers own bits 0x01..0x20; the engine sets 0x80 on records that compaction copied forward and
+# (since format version 2) 0x40 with it: the copy's payload then starts with the LSN of the original record,
+# so a reader that kept the original's LSN can tell the copy is the record it looks for.
+FLAG_ORIGIN: Final = 0x40
 FLAG_RELOCATED: Final = 0x80
-USER_FLAGS_MASK: Final = 0x7F
+USER_FLAGS_MASK: Final = 0x3F
+ORIGIN: Final = struct.Struct("<Q")  # the LSN a FLAG_ORIGIN copy's payload starts with
 
 SEAL_SIZE: Final = HEAD_SIZE  # a seal record has no payload
 
@@ -56,6 +60,18 @@ class Record(NamedTuple):
     flags: int
     payload: bytes
     position: RecordPosition
+
+
+def original(record: Record) -> tuple[int, bytes]:
+    """(LSN of the record as first written, the caller's payload). For a record never copied that is its
+    own LSN; a compaction copy carries its original's LSN (FLAG_ORIGIN); 0 for a copy made by format
+    version 1, which did not record it."""
+    flags = record.flags
+    if not flags & FLAG_RELOCATED:
+        return record.lsn, record.payload
+    if flags & FLAG_ORIGIN:
+        return ORIGIN.unpack_from(record.payload)[0], record.payload[ORIGIN.size:]
+    return 0, record.payload
 
 
 def encode(rtype: int, flags: int, lsn: int, payload: bytes | bytearray | memoryview) -> bytes:

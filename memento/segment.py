@@ -27,7 +27,7 @@ from memento.spare import Spare
 _T = TypeVar("_T")
 
 MAGIC: Final = b"MEMWAL\r\n"  # \r\n catches a file mangled by text-mode transfers
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 HEADER_SIZE: Final = 64
 HEADER: Final = struct.Struct("<8sHHIQQQ")  # magic, version, flags, header size, seq, base LSN, file size
 HEADER_CRC: Final = struct.Struct("<I")
@@ -81,9 +81,9 @@ def decode_header(data: bytes | memoryview | mmap.mmap) -> SegmentHeader | str:
     (stored,) = HEADER_CRC.unpack_from(data, HEADER.size)
     if crc32c.crc32c(data[: HEADER.size]) != stored:
         return "header checksum mismatch"
-    if version == FORMAT_VERSION and header_size != HEADER_SIZE:
+    if 1 <= version <= FORMAT_VERSION and header_size != HEADER_SIZE:
         return f"header size {header_size} != {HEADER_SIZE}"
-    if version == FORMAT_VERSION and any(data[HEADER.size + HEADER_CRC.size:HEADER_SIZE]):
+    if 1 <= version <= FORMAT_VERSION and any(data[HEADER.size + HEADER_CRC.size:HEADER_SIZE]):
         return "header padding is not zero"
     return SegmentHeader(version, seq, base_lsn, size)
 

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from memento.log import Log
 from memento.record import HEAD, HEAD_SIZE, TYPE_SEAL, encode
-from memento.segment import HEADER_SIZE, encode_header, parse_name
+from memento.segment import FORMAT_VERSION, HEADER_SIZE, encode_header, parse_name
 from memento.snapshot import CHUNK_KEY, CHUNK_PREFIX, SnapshotStore
 
 SEGMENT_SIZE = 4096
@@ -495,9 +495,10 @@ def future_version(data: Path) -> Expect:
     write_log(data, 200)
     tail = segments(data)[-1]
     seq, base = parse_name(tail.name) or (0, 0)
-    patch(tail, 0, encode_header(seq, base, SEGMENT_SIZE, version=2))
-    return expect(3, "unsupported", None, "segment format version 2 is newer than 1",
-                  description="the last segment's header says format version 2")
+    future = FORMAT_VERSION + 1
+    patch(tail, 0, encode_header(seq, base, SEGMENT_SIZE, version=future))
+    return expect(3, "unsupported", None, f"segment format version {future} is newer than {FORMAT_VERSION}",
+                  description=f"the last segment's header says format version {future}")
 
 
 # -- driver ------------------------------------------------------------------------------------------

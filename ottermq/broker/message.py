@@ -81,8 +81,9 @@ class Message:
 class ContentSource(Protocol):
     """Where a logged message's content can be read back from (the durable store)."""
 
-    def read_content(self, loc: int) -> tuple[str, str, bytes, bytes]:
-        """(exchange, routing_key, properties, body) of the publish at `loc`."""
+    def read_content(self, msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
+        """(exchange, routing_key, properties, body) of message `msg_id`, whose publish is at `loc`; raises
+        when what lies there is not that message's."""
         ...
 
     def loaded(self, message: StoredMessage) -> None:
@@ -134,7 +135,7 @@ class StoredMessage(Message):
 
     def _load(self) -> None:
         source = self._source
-        exchange, routing_key, properties, body = source.read_content(self.loc)
+        exchange, routing_key, properties, body = source.read_content(self.msg_id, self.loc)
         _set_exchange(self, exchange)
         _set_routing_key(self, routing_key)
         _set_properties(self, properties)

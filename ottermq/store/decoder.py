@@ -23,7 +23,7 @@ from ottermq.store.snapshot import decode_snapshot
 class _NoContent:
     """The decoder never delivers, so contents are never read."""
 
-    def read_content(self, loc: int) -> tuple[str, str, bytes, bytes]:
+    def read_content(self, msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
         raise LookupError("the replay decoder does not read message contents")
 
     def loaded(self, message: StoredMessage) -> None:

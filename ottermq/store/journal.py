@@ -13,7 +13,7 @@ they settled is logged on resume, in order; what was staged is written then too.
 `on_resumed` runs and everything works again. Any other write or fsync failure is final: the same
 callbacks run, `failed` stays True for good, and `on_failure` is called.
 
-Reading a message back (`read_content`) goes through a small cache of decoded contents keyed by loc, so
+Reading a message back (`read_content`) goes through a small cache of decoded contents keyed by id, so
 the fan-out copies of one publish and a redelivery do not read the segment again.
 """
 
@@ -27,11 +27,11 @@ from typing import Final
 
 from memento.errors import MementoError
 from memento.log import Log
-from memento.record import RecordPosition
+from memento.record import RecordPosition, original
 from memento.writer import AsyncWriter
 from ottermq.amqp.constants import INTERNAL_ERROR
 from ottermq.amqp.errors import AMQPConnectionError
-from ottermq.broker.events import Event, MessagePublished, MessagesRemoved
+from ottermq.broker.events import MESSAGE_INDEX_BITS, Event, MessagePublished, MessagesRemoved
 from ottermq.broker.message import StoredMessage
 from ottermq.store.codec import (
     PUBLISH_TYPES,
@@ -55,6 +55,13 @@ CONTENT_CACHE_BYTES: Final = 4 * 1024 * 1024
 RESIDENT_BYTES: Final = 32 * 1024 * 1024
 # What a message costs beyond its body and properties, for the resident budget.
 _MESSAGE_OVERHEAD: Final = 128
+_INDEX_MASK: Final = (1 << MESSAGE_INDEX_BITS) - 1
+
+
+class ContentMismatch(CodecError):
+    """The record at a message's stored position is not that message's publish."""
+
+
 # getrefcount of a resident message just taken off the resident deque when nothing else holds it (no
 # queue, no consumer, no transaction): the local name and getrefcount's own argument.
 _GONE: Final = 2
@@ -337,25 +344,36 @@ class MementoJournal:
 
     # -- reading messages back ---------------------------------------------------------------------------
 
-    def read_content(self, loc: int) -> tuple[str, str, bytes, bytes]:
-        """(exchange, routing_key, properties, body) of the publish at `loc` (`ContentSource`)."""
+    def read_content(self, msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
+        """(exchange, routing_key, properties, body) of message `msg_id`, whose publish is at `loc`
+        (`ContentSource`). The record found there must be that message's own: its LSN (or, for a copy made
+        by compaction, its original's) and the publish's index in it are those of `msg_id`; anything else
+        (a position that went stale, a segment that is not this log's) raises `ContentMismatch`."""
         cache = self._cache
-        content = cache.get(loc)
+        content = cache.get(msg_id)  # by id, not loc: only a record that proved its owner is cached
         if content is not None:
             return content
         segment, offset, index = unpack_loc(loc)
         record = self.log.read(RecordPosition(segment, offset))
+        lsn, payload = original(record)
+        if lsn and (lsn != msg_id >> MESSAGE_INDEX_BITS or index != msg_id & _INDEX_MASK):
+            raise ContentMismatch(f"message {msg_id} (LSN {msg_id >> MESSAGE_INDEX_BITS} index "
+                                  f"{msg_id & _INDEX_MASK}): the record at segment {segment} offset {offset} "
+                                  f"is LSN {lsn}'s, not its own; refusing to serve another message's body")
         if record.type in PUBLISH_TYPES:
-            content = decode_content(record.payload, record.type)
+            content = decode_content(payload, record.type)
         elif record.type == RT_TX:
-            publishes = [(rtype, inner) for rtype, inner in inner_records(record.payload)
-                         if rtype in PUBLISH_TYPES]
+            publishes = [(rtype, inner) for rtype, inner in inner_records(payload) if rtype in PUBLISH_TYPES]
+            if index >= len(publishes):
+                raise ContentMismatch(f"message {msg_id}: the transaction at segment {segment} offset "
+                                      f"{offset} holds {len(publishes)} publishes, not {index + 1}")
             content = decode_content(publishes[index][1], publishes[index][0])
         else:
-            raise CodecError(f"no message at segment {segment} offset {offset} (record type {record.type})")
+            raise ContentMismatch(f"message {msg_id}: no message at segment {segment} offset {offset} "
+                                  f"(record type {record.type})")
         size = len(content[3]) + 64
         if size * 4 < CONTENT_CACHE_BYTES:
-            cache[loc] = content
+            cache[msg_id] = content
             self._cache_bytes += size
             while self._cache_bytes > CONTENT_CACHE_BYTES:
                 _loc, old = cache.popitem(last=False)

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 
 from memento.errors import RecoveryRefused
 from memento.log import Log
-from memento.record import HEAD_SIZE
+from memento.record import HEAD_SIZE, USER_FLAGS_MASK
 
 from .helpers import flip, wal_files
 
 SEG = 4096
 PROFILE = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-records = st.lists(st.tuples(st.integers(1, 0xEF), st.integers(0, 0x7F), st.binary(max_size=700)),
+records = st.lists(st.tuples(st.integers(1, 0xEF), st.integers(0, USER_FLAGS_MASK), st.binary(max_size=700)),
                    min_size=1, max_size=40)
 
 

@@ -12,7 +12,7 @@ from memento import reclaim as reclaim_module
 from memento.disk import DiskIO
 from memento.errors import CorruptRecord
 from memento.log import Log
-from memento.record import FLAG_RELOCATED, RecordPosition
+from memento.record import FLAG_ORIGIN, FLAG_RELOCATED, RecordPosition, original
 from memento.writer import AsyncWriter
 
 from .helpers import wal_files
@@ -63,12 +63,14 @@ def test_sparse_segments_are_compacted_then_deleted(tmp_path: Path) -> None:
         positions = fill(log, 100)
         keep = {positions[3], positions[50]}  # one live record in two old segments
         index = {p: log.read(p).payload for p in keep}
+        lsns = {p: log.read(p).lsn for p in keep}
         log.save_snapshot(100, b"state")
         result = log.reclaim(100, lambda pos: pos in index)
         assert set(result.relocated) == keep and not result.deleted
         for old, new in result.relocated.items():
             record = log.read(new)
-            assert record.payload == index[old] and record.flags & FLAG_RELOCATED and record.lsn > 100
+            assert original(record) == (lsns[old], index[old])
+            assert record.flags & FLAG_RELOCATED and record.lsn > 100
             index[new] = index.pop(old)
         last_copy = log.end_lsn
         # The copies are not covered yet: the compacted segments stay.
@@ -80,7 +82,7 @@ def test_sparse_segments_are_compacted_then_deleted(tmp_path: Path) -> None:
         assert all(pos.segment >= first_seq for pos in index)
     with Log.open(tmp_path, segment_size=SEG) as log:
         assert log.recovery_report.status == "clean"
-        assert sorted(log.read(p).payload for p in index) == sorted(index.values())
+        assert sorted(original(log.read(p))[1] for p in index) == sorted(index.values())
 
 
 def test_crash_after_copy_leaves_duplicates_not_loss(tmp_path: Path) -> None:
@@ -91,7 +93,7 @@ def test_crash_after_copy_leaves_duplicates_not_loss(tmp_path: Path) -> None:
         assert result.relocated
     # "Crash" before the caller snapshots: the original and its copy are both there.
     with Log.open(tmp_path, segment_size=SEG) as log:
-        payloads = [r.payload for r in log.replay(after_lsn=0)]
+        payloads = [original(r)[1] for r in log.replay(after_lsn=0)]
         assert payloads.count(b"%05d" % 3 * 20) == 2
         assert log.read(positions[3]).lsn == 4
 
@@ -109,7 +111,7 @@ def test_reclaim_through_the_async_writer(tmp_path: Path) -> None:
             result = await writer.reclaim(100, lambda pos: pos in live)
             assert list(result.relocated) == [positions[2]]
             new = result.relocated[positions[2]]
-            assert log.read(new).payload == b"%05d" % 2 * 20
+            assert original(log.read(new)) == (3, b"%05d" % 2 * 20)
             log.save_snapshot(log.durable_lsn, b"s")
             result = await writer.reclaim(log.durable_lsn, lambda pos: pos == new)
             assert result.deleted
@@ -171,9 +173,9 @@ def test_sparse_segment_relocates_exactly_its_live_records_and_full_one_stays(
         assert set(result.relocated) == sparse_live
         for old, new in result.relocated.items():
             copy = log.read(new)
-            original = log.read(old)
-            assert copy.payload == original.payload and copy.type == original.type
-            assert copy.flags == original.flags | FLAG_RELOCATED
+            was = log.read(old)
+            assert original(copy) == (was.lsn, was.payload) and copy.type == was.type
+            assert copy.flags == was.flags | FLAG_RELOCATED | FLAG_ORIGIN
         assert asked == sorted(asked)  # ascending, as the store's LiveRecords cursor wants
         # The fully live segment was given up on before its end: no need to ask about every record.
         assert by_seg[full_seg][-1] not in asked
@@ -192,3 +194,18 @@ def test_scan_reports_damage_in_a_header(tmp_path: Path) -> None:
             f.write(b"\xff" * 8)
         with pytest.raises(CorruptRecord, match="damaged"):
             log.reclaim(100, lambda pos: False)
+
+
+def test_a_copy_of_a_copy_keeps_the_first_original(tmp_path: Path) -> None:
+    """Compaction may move a record twice: its copies always name the LSN it was first written at, which
+    is what a reader that kept that LSN checks (the store's message ids)."""
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        positions = fill(log, 100)
+        log.save_snapshot(100, b"state")
+        first = log.reclaim(100, lambda pos: pos == positions[3]).relocated[positions[3]]
+        fill(log, 100)  # push the copy into an old, sparse segment of its own
+        log.save_snapshot(log.durable_lsn, b"state")
+        second = log.reclaim(log.durable_lsn, lambda pos: pos == first).relocated[first]
+        copy = log.read(second)
+        assert copy.lsn > log.read(first).lsn > 100
+        assert original(copy) == (4, b"%05d" % 3 * 20)

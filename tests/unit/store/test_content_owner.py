@@ -1,0 +1,108 @@
+"""A logged message's body is read back only from its own record.
+
+Bodies are found by position (segment, offset, index); the record there must prove it is the message's
+own (its LSN, or for a copy made by compaction the LSN of the original, and the publish's index). A
+position that points at another message's record (stale after a salvage, a foreign segment, a bad
+snapshot) is refused, never served as this message's body. Sizes span the log's read window.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memento.log import Log
+from memento.record import RecordPosition
+from ottermq.amqp.properties import BasicProperties, encode_properties
+from ottermq.broker.broker import Broker
+from ottermq.broker.message import Message, StoredMessage
+from ottermq.store.codec import RECORD_TYPES, pack_loc, unpack_loc
+from ottermq.store.journal import ContentMismatch, MementoJournal
+from ottermq.store.store import LOG_DIR
+
+PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
+# Around the log's 256 KiB read window, and past it.
+EDGES = [262_123, 262_144, 262_145, 400_000, 3 << 20]
+
+
+def make(path: Path) -> tuple[Broker, Log, MementoJournal]:
+    log = Log.open(path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
+    journal = MementoJournal(log, resident_bytes=1 << 30)
+    broker = Broker(journal=journal)
+    broker.vhosts["/"].declare_queue("q", durable=True)
+    return broker, log, journal
+
+
+def publish(broker: Broker, body: bytes) -> Message:
+    vhost = broker.vhosts["/"]
+    message = Message("ex", "q", PERSISTENT, body)
+    queues = vhost.route("", "q", message)
+    vhost.log_publish(message, queues)
+    for target in queues:
+        target.enqueue(message)
+    return message
+
+
+def body_of(i: int, size: int) -> bytes:
+    return random.Random(i).randbytes(size)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.one_of(st.integers(0, 300_000), st.sampled_from(EDGES)), min_size=1, max_size=10))
+def test_evicted_bodies_of_any_size_read_back(tmp_path_factory: pytest.TempPathFactory,
+                                              sizes: list[int]) -> None:
+    broker, log, journal = make(tmp_path_factory.mktemp("d"))
+    messages = [publish(broker, body_of(i, size)) for i, size in enumerate(sizes)]
+    log.sync()
+    journal.resident_limit = 0
+    journal.evict()
+    for i, message in enumerate(messages):
+        assert isinstance(message, StoredMessage) and not message.loaded
+        assert message.body == body_of(i, sizes[i])
+        assert message.exchange == "ex" and message.routing_key == "q"
+    log.close()
+
+
+def test_a_position_holding_another_messages_record_is_refused(tmp_path: Path) -> None:
+    broker, log, journal = make(tmp_path)
+    first = publish(broker, b"first body")
+    second = publish(broker, b"second body")
+    log.sync()
+    assert journal.read_content(first.msg_id, first.loc)[3] == b"first body"
+    with pytest.raises(ContentMismatch, match=f"message {second.msg_id}"):
+        journal.read_content(second.msg_id, first.loc)  # the position of another message's publish
+    segment, offset, _index = unpack_loc(first.loc)
+    journal._cache.clear()  # the verified content of `first` is cached by its id; read the log again
+    with pytest.raises(ContentMismatch):
+        journal.read_content(first.msg_id, pack_loc(segment, offset, 1))  # right record, wrong index
+    # What a stale position does to a message: its body is refused, not replaced by another's.
+    journal.resident_limit = 0
+    journal.evict()
+    assert isinstance(second, StoredMessage)
+    second.loc = first.loc
+    with pytest.raises(ContentMismatch):
+        _ = second.body
+    log.close()
+
+
+def test_a_compacted_copy_still_proves_its_owner(tmp_path: Path) -> None:
+    """After compaction moves a record, the copy carries the original's LSN: the read is accepted at the
+    new position and refused for any other message."""
+    broker, log, journal = make(tmp_path)
+    kept = publish(broker, b"k" * 5000)
+    others = [publish(broker, bytes([i % 251]) * 5000) for i in range(400)]  # fill old segments
+    log.sync()
+    log.save_snapshot(log.durable_lsn, b"state")
+    segment, offset, _index = unpack_loc(kept.loc)
+    where = RecordPosition(segment, offset)
+    new = log.reclaim(log.durable_lsn, lambda pos: pos == where).relocated[where]
+    new_loc = pack_loc(new.segment, new.offset)
+    journal._cache.clear()
+    assert journal.read_content(kept.msg_id, new_loc)[3] == b"k" * 5000
+    with pytest.raises(ContentMismatch):
+        journal.read_content(others[0].msg_id, new_loc)
+    log.close()
