@@ -220,6 +220,7 @@ class Application:
         if not endpoint.public:
             ctx.user = await authenticate(self.context.broker, request.headers.get("authorization"),
                                           request.peer_host)
+            request.authenticated = True  # the connection has proven itself (see server.Limits)
         return await endpoint.handler(ctx)
 
 

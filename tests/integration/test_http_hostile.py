@@ -9,6 +9,8 @@ names this way (the wording is its own); it accepts the rest, which OtterMQ cann
 from __future__ import annotations
 
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +149,69 @@ def test_deepest_arguments_accepted_survive_a_restart(tmp_path: Path) -> None:
         _wait_http(server.log_path)
         reply = request(port, "GET", "/api/queues/%2F/deep")
         assert reply.status == 200, server.log_path.read_text(errors="replace")[-2000:]
+
+
+# -- slow peers ----------------------------------------------------------------------------------------
+
+SLOW_SOCKETS = 300
+HEAD_TIMEOUT = 2.0
+# Generous for a loaded 2-core machine: a real request behind slow sockets answers in milliseconds.
+PROMPT = 2.0
+
+
+def _answer(sock: socket.socket, timeout: float) -> bytes | None:
+    """What the server sends until it ends the connection (EOF or reset); None if it is still open after
+    `timeout` seconds."""
+    sock.settimeout(timeout)
+    got = b""
+    try:
+        while chunk := sock.recv(4096):
+            got += chunk
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return got
+
+
+def _dribble(socks: list[socket.socket], byte: bytes) -> None:
+    for sock in socks:
+        try:
+            sock.send(byte)
+        except OSError:
+            pass  # closed by the server already
+
+
+@pytest.mark.skipif(bool(os.environ.get("OTTERMQ_TEST_URL")), reason="needs a broker of its own")
+def test_slowloris_does_not_take_the_api_down(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {"OTTERMQ_HTTP_HEAD_TIMEOUT": str(HEAD_TIMEOUT)}
+    with ottermq_server(tmp_path, "--http-port", str(port), env=env) as server:
+        _wait_http(server.log_path)
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(SLOW_SOCKETS):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.sendall(b"GET /api/overview HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                socks.append(sock)
+            started = time.monotonic()
+            # While the sockets dribble one byte each, real requests and health checks answer at once.
+            for _ in range(6):
+                _dribble(socks, b"a")
+                for path in ("/api/health/checks/alarms", "/api/whoami"):
+                    asked = time.monotonic()
+                    reply = request(port, "GET", path)
+                    assert reply.status == 200, (path, reply)
+                    assert time.monotonic() - asked < PROMPT, path
+                time.sleep(0.25)
+            # No slow socket outlives its head deadline, although it kept sending.
+            _dribble(socks, b"a")
+            deadline = started + HEAD_TIMEOUT + PROMPT
+            answers = [_answer(sock, max(0.1, deadline - time.monotonic())) for sock in socks]
+            still_open = sum(answer is None for answer in answers)
+            assert not still_open, f"{still_open} slow sockets still open after the head deadline"
+            # The newest ones were not evicted but timed out: they were told so.
+            assert (answers[-1] or b"").startswith(b"HTTP/1.1 408 "), answers[-1]
+        finally:
+            for sock in socks:
+                sock.close()
