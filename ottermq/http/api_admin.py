@@ -11,7 +11,7 @@ import platform
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.broker import PRODUCT, VERSION
-from ottermq.http.app import Ctx, no_content, not_found, ok, route
+from ottermq.http.app import Ctx, check_printable, no_content, not_found, ok, route
 from ottermq.http.auth import require_admin, require_vhost, sees_all, visible_vhosts
 from ottermq.http.messages import get, publish
 from ottermq.http.server import HttpError, Response, json_response
@@ -150,6 +150,7 @@ async def put_vhost(ctx: Ctx) -> Response:
     require_admin(ctx.me)
     ctx.body()  # description, tags...: validated as JSON, not kept
     name = ctx.params["vhost"]
+    check_printable("vhost", name)
     existed = name in ctx.broker.vhosts
     ctl(ctx, "add_vhost", name=name)
     await ctx.durable()
@@ -227,6 +228,7 @@ async def put_user(ctx: Ctx) -> Response:
     require_admin(ctx.me)
     body = ctx.body()
     name = ctx.params["user"]
+    check_printable("user", name)
     tags = _tags(body.get("tags"))
     password, password_hash = body.get("password"), body.get("password_hash")
     if password is not None and not isinstance(password, str):

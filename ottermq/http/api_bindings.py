@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from ottermq.broker.access import READ, WRITE
 from ottermq.http.api_entities import arguments_of, check_access, exchange_name, path_vhost, path_vhosts
-from ottermq.http.app import Ctx, no_content, not_found, ok, route
+from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.server import HttpError, Response
 from ottermq.server.control import binding_infos, jsonable
 
@@ -108,6 +108,7 @@ def _register(kind: str, letter: str) -> None:
         routing_key = body.get("routing_key", "")
         if not isinstance(routing_key, str):
             raise HttpError(400, "bad_request", "routing_key must be a string")
+        check_shortstr("routing_key", routing_key)
         arguments = arguments_of(body)
         source, destination = _between(ctx, vhost, kind)
         check_access(ctx, vhost, WRITE, kind, destination)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.access import CONFIGURE, READ, WRITE
-from ottermq.http.app import Ctx, no_content, not_found, ok, route
+from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.auth import Unauthorized, require_vhost, visible_vhosts
 from ottermq.http.messages import decode_payload, encode_json_properties, get, publish
 from ottermq.http.server import HttpError, Response
@@ -113,6 +113,7 @@ async def put_queue(ctx: Ctx) -> Response:
     """Declare a queue: 201 created, 204 an equivalent one exists, 400 an inequivalent one does."""
     vhost = path_vhost(ctx)
     name = ctx.params["name"]
+    check_shortstr("queue", name)
     body = ctx.body()
     check_access(ctx, vhost, CONFIGURE, "queue", name)
     existed = name in vhost.queues
@@ -194,6 +195,7 @@ async def put_exchange(ctx: Ctx) -> Response:
     """Declare an exchange ({"type", "durable", "auto_delete", "internal", "arguments"})."""
     vhost = path_vhost(ctx)
     name = exchange_name(ctx.params["name"])
+    check_shortstr("exchange", name)
     body = ctx.body()
     kind = body.get("type")
     if not isinstance(kind, str):
@@ -228,8 +230,9 @@ async def publish_message(ctx: Ctx) -> Response:
     name = exchange_name(ctx.params["name"])
     body = ctx.body()
     routing_key = body.get("routing_key", "")
-    if not isinstance(routing_key, str) or len(routing_key.encode()) > 255:
-        raise HttpError(400, "bad_request", "routing_key must be a string of at most 255 bytes")
+    if not isinstance(routing_key, str):
+        raise HttpError(400, "bad_request", "routing_key must be a string")
+    check_shortstr("routing_key", routing_key)
     properties = encode_json_properties(body.get("properties"))
     payload = decode_payload(body.get("payload", ""), body.get("payload_encoding"))
     if name not in vhost.exchanges:

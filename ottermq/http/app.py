@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -34,6 +35,14 @@ log: Final = logging.getLogger("ottermq.http")
 # "NOT_FOUND - no queue 'x' in vhost '/'" -> "no queue 'x' in vhost '/'"
 _CODE_PREFIX_END: Final = " - "
 _ACCESS_STATUS: Final = {"exists": 400, "no_user": 404, "no_vhost": 404, "invalid": 400, "unavailable": 503}
+# JSON bodies nested deeper than this are refused. Their arguments and headers become AMQP field tables,
+# which the decoder reads only up to ottermq.amqp.table.MAX_DEPTH (100) levels: a deeper table accepted
+# here would be journaled and then refused when the journal is read back at the next start.
+MAX_JSON_DEPTH: Final = 100
+# Names and keys AMQP carries as short strings (queue, exchange, routing key) fit in 255 bytes.
+MAX_SHORTSTR: Final = 255
+# C0 controls and DEL: a NUL cannot travel in a PLAIN login, a newline splits log lines and ctl output.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(slots=True)
@@ -77,10 +86,12 @@ class Ctx:
             return {}
         try:
             value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: nesting deeper than the interpreter's stack allows (100k "[" parses to it).
             raise HttpError(400, "bad_request", "not_json") from None
         if not isinstance(value, dict):
             raise HttpError(400, "bad_request", "not_json")
+        _check_json(value)
         return value
 
     def flag(self, name: str) -> bool:
@@ -91,6 +102,45 @@ class Ctx:
         """Wait until the changes made so far are on disk; 503 if the journal failed."""
         if not await wait_durable(self.broker):
             raise HttpError(503, "unavailable", "the journal failed: the change is not durable")
+
+
+def _check_json(value: dict[str, Any]) -> None:
+    """400 unless `value` nests at most MAX_JSON_DEPTH levels and every string is valid Unicode (JSON's
+    "\\ud800" decodes to a lone surrogate, which no UTF-8 encoder takes). Walked with a stack of its
+    own: the nesting must not cost the interpreter's."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise HttpError(400, "bad_request", "a JSON string is not valid Unicode") from None
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise HttpError(400, "bad_request", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        else:
+            stack.extend((child, depth + 1) for child in item)
+
+
+def check_shortstr(kind: str, value: str) -> None:
+    """400 for a queue or exchange name or routing key that AMQP cannot carry (over 255 bytes), worded
+    as RabbitMQ words it for queues (trailing newline included)."""
+    size = len(value.encode("utf-8"))
+    if size > MAX_SHORTSTR:
+        raise HttpError(400, "bad_request", f"{kind} should be less than 255 bytes, actually was {size}\n")
+
+
+def check_printable(kind: str, name: str) -> None:
+    """400 for a vhost or user name with control characters (NUL, newline...)."""
+    if _CONTROL.search(name):
+        raise HttpError(400, "bad_request", f"{kind} name must not contain control characters")
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]
@@ -170,6 +220,7 @@ class Application:
         if not endpoint.public:
             ctx.user = await authenticate(self.context.broker, request.headers.get("authorization"),
                                           request.peer_host)
+            request.authenticated = True  # the connection has proven itself (see server.Limits)
         return await endpoint.handler(ctx)
 
 

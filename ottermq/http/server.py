@@ -6,6 +6,15 @@ application callable and writes the response it returns. aiohttp would do the sa
 which the broker's memory budget cannot pay. Anything the peer gets wrong (not HTTP, a bad header, an
 oversize body, a silent socket) ends that one HTTP connection with a 4xx or a close; the AMQP side
 never notices. Keep-alive is supported; each connection is one task.
+
+Slow peers (slowloris) are held to deadlines (`Limits`): the request head must be whole within
+`head_timeout` of the connection's start (or of its first byte on a kept-alive connection), the body
+within `body_timeout` of the head, a response must be taken within `send_timeout`, and a kept-alive
+connection may wait `idle_timeout` for its next request. Capacity is kept for real clients: a
+connection is "proven" once it has sent a request that authenticated; at most `max_unproven`
+connections that are not proven may be reading a request at once, and a new connection beyond that
+(or beyond `max_connections`) evicts the oldest of them instead of being refused. So dribbling sockets
+push each other out, never a request that is whole or a client that has logged in.
 """
 
 from __future__ import annotations
@@ -26,23 +35,40 @@ log: Final = logging.getLogger("ottermq.http")
 MAX_BODY: Final = 1024 * 1024
 # Header block limit (h11's own default is 16 KiB).
 MAX_HEADERS: Final = 64 * 1024
-# A connection that sends nothing for this long is closed (a slow or idle peer holds no task forever).
-IDLE_TIMEOUT: Final = 30.0
 READ_SIZE: Final = 65536
-# Open HTTP connections beyond this are answered 503 and closed (management needs few).
-MAX_CONNECTIONS: Final = 256
 # After refusing a request: how long and how much of the rest of it to read before closing.
 LINGER_SECONDS: Final = 1.0
 LINGER_BYTES: Final = 8 * MAX_BODY
 
 REASONS: Final = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    413: "Payload Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """How long and how many: what keeps slow or idle peers from holding the API (seconds, counts)."""
+
+    # The whole request head, from the connection's start or the next request's first byte (as
+    # Apache's and nginx's default header timeouts).
+    head_timeout: float = 10.0
+    # The whole body, from the end of the head (MAX_BODY in 30 s is ~35 KB/s: any real link).
+    body_timeout: float = 30.0
+    # A kept-alive connection waiting for its next request.
+    idle_timeout: float = 30.0
+    # Writing one response to a peer that does not read it.
+    send_timeout: float = 30.0
+    # Open connections (management needs few); beyond it, the oldest evictable one makes room, else 503.
+    max_connections: int = 256
+    # Connections not yet proven (no authenticated request) that are reading a request; beyond it the
+    # oldest of them is closed to make room, so they never fill `max_connections`.
+    max_unproven: int = 64
+
+
+@dataclass(slots=True)
 class Request:
     """One HTTP request as the application sees it."""
 
@@ -51,6 +77,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     peer_host: str
+    # Set by the application once the request's credentials are accepted: the connection is proven.
+    authenticated: bool = False
 
 
 @dataclass(slots=True)
@@ -91,15 +119,29 @@ class HttpError(Exception):
 App = Callable[[Request], Awaitable[Response]]
 
 
+# What a connection is doing: waiting for a next request, reading one, or having one handled.
+_IDLE: Final = "idle"
+_READING: Final = "reading"
+_WORKING: Final = "working"
+
+
+@dataclass(slots=True, eq=False)
+class _Conn:
+    task: asyncio.Task[None]
+    state: str = _READING
+    proven: bool = False
+
+
 class HttpServer:
     """Serves one application on a TCP port until `stop`."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, limits: Limits | None = None) -> None:
         self.app = app
+        self.limits = limits or Limits()
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Connections waiting for a request: a stop ends them at once instead of waiting for them.
-        self._idle: set[asyncio.Task[None]] = set()
+        # Open connections in the order they came (the first is the oldest, evicted first).
+        self._conns: dict[asyncio.Task[None], _Conn] = {}
+        self.evicted = 0
 
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
         """Listen on host:port (0 = a free port); the bound addresses. OSError if it cannot listen."""
@@ -112,9 +154,10 @@ class HttpServer:
         if server is None:
             return
         server.close()
-        for task in self._idle:
-            task.cancel()
-        tasks = list(self._tasks)
+        for conn in self._conns.values():
+            if conn.state != _WORKING:
+                conn.task.cancel()
+        tasks = list(self._conns)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
@@ -124,57 +167,102 @@ class HttpServer:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), timeout)
 
+    def _evict_oldest(self, proven: bool) -> bool:
+        """Close the oldest connection that may make room: one not proven that is not being answered,
+        or (`proven`) a proven one idle between requests. False when there is none."""
+        for conn in self._conns.values():
+            if conn.state == _WORKING or conn.proven != proven or (proven and conn.state != _IDLE):
+                continue
+            del self._conns[conn.task]
+            conn.task.cancel()
+            self.evicted += 1
+            return True
+        return False
+
+    def _make_room(self) -> bool:
+        """Room for one more connection, evicting if needed; False when every slot is in real use."""
+        limits = self.limits
+        unproven = sum(1 for c in self._conns.values() if not c.proven and c.state != _WORKING)
+        if unproven >= limits.max_unproven:
+            self._evict_oldest(proven=False)
+        if len(self._conns) >= limits.max_connections:
+            return self._evict_oldest(proven=False) or self._evict_oldest(proven=True)
+        return True
+
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._tasks) >= MAX_CONNECTIONS or self._server is None:
+        if self._server is None or not self._make_room():
             writer.write(_BUSY)
             writer.close()
             return
-        self._tasks.add(task)
+        conn = _Conn(task)
+        self._conns[task] = conn
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, conn)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # a cancel comes from `stop`: the connection ends like any other
+            pass  # a cancel comes from `stop` or an eviction: the connection ends like any other
         except Exception:
             log.exception("internal error in an HTTP connection")
         finally:
-            self._tasks.discard(task)
-            self._idle.discard(task)
+            if self._conns.get(task) is conn:
+                del self._conns[task]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Conn) -> None:
         peer = writer.get_extra_info("peername")
         peer_host = str(peer[0]) if isinstance(peer, tuple) else ""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
+        loop = asyncio.get_running_loop()
+        # The first request's head is due `head_timeout` after the connection opened.
+        head_due: float | None = loop.time() + self.limits.head_timeout
         while True:
             try:
-                request = await self._read_request(conn, reader, writer, peer_host)
+                request = await self._read_request(conn, reader, writer, peer_host, state, head_due)
             except _Refused as refused:
                 # A broken or oversize request: answer if h11 still lets us, then close.
                 await self._send(conn, writer, refused.response, close=True)
                 await _linger(reader)
                 return
+            except _TooSlow:
+                # Part of a request came, not the rest in time: say so (the peer may not read it) and close.
+                writer.write(_TIMEOUT)
+                return
             if request is None:
                 return
+            state.state = _WORKING
             try:
                 response = await self.app(request)
             except Exception:
                 log.exception("internal error in an HTTP request", extra={"target": request.target.decode()})
                 response = error_response(500, "internal_error", "internal error")
+            state.proven = state.proven or request.authenticated
             if request.method == "HEAD":
                 response = Response(response.status, b"", response.content_type, response.headers)
             await self._send(conn, writer, response, close=False)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
+            state.state = _IDLE
+            head_due = None
 
     async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_host: str
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        peer_host: str, state: _Conn, head_due: float | None,
     ) -> Request | None:
-        """The next whole request, or None when the peer closed or went idle between requests."""
+        """The next whole request, or None when the peer closed or stayed idle between requests;
+        `_TooSlow` when a request started but did not arrive in time. `head_due`: when the head must be
+        whole (None: from the first byte of the request on)."""
+        limits = self.limits
+        loop = asyncio.get_running_loop()
+        if head_due is None and conn.trailing_data[0]:
+            head_due = loop.time() + limits.head_timeout  # a pipelined request is already under way
+        if head_due is not None:
+            state.state = _READING
+        # When the current wait ends: the head's or body's deadline, or the idle timeout before a request.
+        due = head_due if head_due is not None else loop.time() + limits.idle_timeout
         head: h11.Request | None = None
         body = bytearray()
         while True:
@@ -186,18 +274,17 @@ class HttpServer:
                 if conn.they_are_waiting_for_100_continue:
                     # curl and others hold a large body back until told to go on.
                     writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
-                task = asyncio.current_task()
-                assert task is not None
-                if head is None:
-                    self._idle.add(task)
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT)
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), max(0.0, due - loop.time()))
                 except TimeoutError:
-                    return None
-                finally:
-                    self._idle.discard(task)
+                    if state.state == _IDLE:
+                        return None
+                    raise _TooSlow() from None
                 if not data and head is None and conn.their_state is h11.IDLE:
                     return None
+                if data and state.state == _IDLE:
+                    state.state = _READING
+                    due = loop.time() + limits.head_timeout
                 conn.receive_data(data)
                 continue
             if isinstance(event, h11.Request):
@@ -205,6 +292,7 @@ class HttpServer:
                 length = _content_length(event.headers)
                 if length is not None and length > MAX_BODY:
                     raise _Refused(_too_large())
+                due = loop.time() + limits.body_timeout
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY:
@@ -240,7 +328,12 @@ class HttpServer:
         except h11.LocalProtocolError:
             return
         writer.write(data)
-        await writer.drain()
+        # A peer that does not read its answer holds the connection no longer than this.
+        await asyncio.wait_for(writer.drain(), self.limits.send_timeout)
+
+
+class _TooSlow(Exception):
+    """A request began but its head or body did not arrive before its deadline."""
 
 
 class _Refused(Exception):
@@ -269,6 +362,13 @@ _BUSY_BODY: Final = b'{"error":"unavailable","reason":"too many HTTP connections
 _BUSY: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
     b"content-length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+_TIMEOUT_BODY: Final = b'{"error":"request_timeout","reason":"the request did not arrive in time"}'
+_TIMEOUT: Final = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
 )
 
 

@@ -6,11 +6,15 @@ modules register their routes when imported; `public` adds /metrics and the web 
 `start`, once the AMQP listener is up: their ~60 ms of imports do not delay AMQP clients at start-up.
 While it runs, a task samples the broker's message counters every `sample_interval` seconds for the
 message rates of /api/overview (5 s as RabbitMQ; OTTERMQ_STATS_INTERVAL overrides it, for tests).
+The transport's limits against slow and idle peers (`server.Limits`) may be set the same way:
+OTTERMQ_HTTP_HEAD_TIMEOUT, _BODY_TIMEOUT, _IDLE_TIMEOUT, _SEND_TIMEOUT (seconds), _MAX_CONNECTIONS and
+_MAX_UNPROVEN; the configuration's own settings do not know them (yet).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
-    from ottermq.http.server import HttpServer
+    from ottermq.http.server import HttpServer, Limits
     from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
 
@@ -28,19 +32,37 @@ log: Final = logging.getLogger("ottermq.http")
 DEFAULT_SAMPLE_INTERVAL: Final = 5.0
 
 
-def _interval_from_env() -> float:
-    raw = os.environ.get("OTTERMQ_STATS_INTERVAL", "")
+def _positive_from_env(name: str, default: float) -> float:
+    """A positive number from the environment variable `name`, else `default` (with a warning when set
+    to something else)."""
+    raw = os.environ.get(name, "")
     if not raw:
-        return DEFAULT_SAMPLE_INTERVAL
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = 0.0
     if not value > 0:  # also false for NaN
-        log.warning("OTTERMQ_STATS_INTERVAL=%r is not a positive number of seconds: using %s",
-                    raw, DEFAULT_SAMPLE_INTERVAL)
-        return DEFAULT_SAMPLE_INTERVAL
+        log.warning("%s=%r is not a positive number: using %s", name, raw, default)
+        return default
     return value
+
+
+def _interval_from_env() -> float:
+    return _positive_from_env("OTTERMQ_STATS_INTERVAL", DEFAULT_SAMPLE_INTERVAL)
+
+
+def limits_from_env() -> Limits:
+    """The HTTP transport's limits, each overridable by OTTERMQ_HTTP_<NAME>."""
+    from ottermq.http.server import Limits
+
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Limits):
+        default = field.default
+        assert isinstance(default, int | float)
+        value = _positive_from_env(f"OTTERMQ_HTTP_{field.name.upper()}", default)
+        values[field.name] = max(1, int(value)) if isinstance(default, int) else value
+    return Limits(**values)
 
 
 class ManagementService:
@@ -68,7 +90,7 @@ class ManagementService:
         ]
         rates = MessageRates(broker)
         context = Context(broker, listeners, self.store, rates)
-        server = HttpServer(Application(context))
+        server = HttpServer(Application(context), limits_from_env())
         addresses = await server.start(self.host, self.port)
         listeners.extend({"protocol": "http", "ip_address": host, "port": port} for host, port in addresses)
         self._server = server

@@ -7,15 +7,18 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-import pytest
-
 from ottermq.http import server as http_server
-from ottermq.http.server import HttpServer, Request, Response, json_response
+from ottermq.http.server import HttpServer, Limits, Request, Response, json_response
 
 
 async def echo(request: Request) -> Response:
     return json_response(200, {"method": request.method, "target": request.target.decode(),
                                "body": len(request.body)})
+
+
+async def slow(request: Request) -> Response:
+    await asyncio.sleep(1)
+    return await echo(request)
 
 
 async def exchange(port: int, data: bytes, read_all: bool = True) -> bytes:
@@ -74,17 +77,96 @@ def test_stop_ends_idle_connections_at_once() -> None:
     run(scenario())
 
 
-def test_connections_beyond_the_cap_get_503(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_server, "MAX_CONNECTIONS", 1)
-
+def test_connections_beyond_the_cap_get_503() -> None:
     async def scenario() -> None:
-        server = HttpServer(echo)
+        server = HttpServer(slow, Limits(max_connections=1))
         port = (await server.start("127.0.0.1", 0))[0][1]
         try:
+            # A connection whose request is being answered is never evicted to make room.
             _, holder = await asyncio.open_connection("127.0.0.1", port)
+            holder.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             await asyncio.sleep(0.05)
             assert (await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503 ")
             holder.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+async def authenticated(request: Request) -> Response:
+    request.authenticated = request.target == b"/login"
+    return await echo(request)
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """Everything the server sends until it closes, which must happen within `seconds`."""
+    return await asyncio.wait_for(reader.read(1 << 20), seconds)
+
+
+def test_deadlines_for_head_body_and_idle() -> None:
+    limits = Limits(head_timeout=0.3, body_timeout=0.3, idle_timeout=0.3)
+
+    async def scenario() -> None:
+        server = HttpServer(echo, limits)
+        port = (await server.start("127.0.0.1", 0))[0][1]
+        try:
+            # A head dribbled byte by byte, a body that never ends: 408 and closed at the deadline, although
+            # bytes kept coming (before, each byte restarted a 30 s timer).
+            body_head = b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 99\r\n\r\n"
+            for start in (b"GET / HTTP/1.1\r\nX: ", body_head):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(start)
+                for _ in range(2):
+                    await asyncio.sleep(0.1)
+                    writer.write(b"a")
+                assert (await closed_within(reader, 2)).startswith(b"HTTP/1.1 408 ")
+                writer.close()
+            # A kept-alive connection with no next request is closed quietly.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await asyncio.wait_for(reader.readuntil(b"}"), 5)
+            assert first.startswith(b"HTTP/1.1 200 ")
+            assert await closed_within(reader, 2) == b""
+            writer.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_unproven_connections_make_room_for_new_ones_not_for_each_other_forever() -> None:
+    limits = Limits(max_connections=4, max_unproven=2)
+
+    async def scenario() -> None:
+        server = HttpServer(authenticated, limits)
+        port = (await server.start("127.0.0.1", 0))[0][1]
+        try:
+            # Two proven connections, idle between requests.
+            proven = []
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+                await asyncio.wait_for(reader.readuntil(b"}"), 5)
+                proven.append((reader, writer))
+            # Slow ones: each new one beyond two pushes the oldest slow one out.
+            slow = []
+            for _ in range(4):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET / HTTP/1.1\r\n")
+                slow.append((reader, writer))
+                await asyncio.sleep(0.05)
+            for reader, _ in slow[:2]:
+                assert await closed_within(reader, 2) == b""
+            # A real request still gets in (evicting a slow one), and the proven ones are still served.
+            assert b'"target":"/x"' in await exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", False)
+            assert server.evicted == 3
+            for reader, writer in proven:
+                writer.write(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert b'"target":"/again"' in await asyncio.wait_for(reader.readuntil(b"}"), 5)
+                writer.close()
+            for _, writer in slow:
+                writer.close()
         finally:
             await server.stop()
 
