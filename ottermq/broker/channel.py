@@ -250,6 +250,7 @@ class Channel:
         "_committing",
         "_confirm_flush_pending",
         "_content",
+        "_deferred_cancels",
         "_last_queue",
         "_last_routing",
         "_max_size",
@@ -297,6 +298,9 @@ class Channel:
         self._committing = False
         self._confirm_flush_pending = False
         self._last_queue = ""
+        # While this channel deletes a queue: the tags of its own consumers the delete cancelled, told to
+        # the client after queue.delete-ok (RabbitMQ's order on the deleting channel).
+        self._deferred_cancels: list[str] | None = None
         self._max_size = connection.settings.max_message_size
         self._content = _IDLE
         self._publish: BasicPublish | None = None
@@ -666,7 +670,9 @@ class Channel:
         """The broker ended a consumer (queue deleted): basic.cancel if the client asked for it."""
         if self.consumers.get(consumer.tag) is consumer:
             del self.consumers[consumer.tag]
-            if self._state == _OPEN and self.connection.consumer_cancel_notify:
+            if self._deferred_cancels is not None:
+                self._deferred_cancels.append(consumer.tag)
+            elif self._state == _OPEN and self.connection.consumer_cancel_notify:
                 self.connection.send_method(self.number, BasicCancel(consumer.tag, True))
 
     def _on_get(self, method: BasicGet) -> None:
@@ -962,14 +968,24 @@ class Channel:
     def _on_queue_delete(self, method: QueueDelete) -> None:
         name = self._queue_name(method.queue)
         self.guard.check_method(method, name)
-        count = self.vhost.delete_queue(
-            name,
-            if_unused=method.if_unused,
-            if_empty=method.if_empty,
-            owner=self.connection,
-        )
-        if not method.nowait:
-            self.connection.send_method(self.number, QueueDeleteOk(count))
+        # RabbitMQ answers queue.delete-ok before the deleting channel hears of its own consumers'
+        # cancellation (other channels are told at once); clients' test suites (kombu) rely on it.
+        cancelled: list[str] = []
+        self._deferred_cancels = cancelled
+        try:
+            count = self.vhost.delete_queue(
+                name,
+                if_unused=method.if_unused,
+                if_empty=method.if_empty,
+                owner=self.connection,
+            )
+            if not method.nowait:
+                self.connection.send_method(self.number, QueueDeleteOk(count))
+        finally:
+            self._deferred_cancels = None
+            if cancelled and self._state == _OPEN and self.connection.consumer_cancel_notify:
+                for tag in cancelled:
+                    self.connection.send_method(self.number, BasicCancel(tag, True))
 
 
 def _tag_of(delivery: Delivery) -> int:
