@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -94,7 +94,7 @@ from ottermq.amqp.methods import (
 )
 from ottermq.amqp.properties import FLAG_USER_ID
 from ottermq.broker import exchange_types, publish_hooks, reply_to
-from ottermq.broker.confirms import ConfirmTracker
+from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
 from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.qos import ChannelQos, PrefetchWindow
 from ottermq.broker.reply_to import ReplyQueue
@@ -110,6 +110,8 @@ if TYPE_CHECKING:
 Delivery = tuple[int, "Queue", QueueEntry, "ChannelConsumer | None"]
 # A buffered transactional publish: (message, exchange, mandatory).
 TxPublish = tuple[Message, "Exchange", bool]
+# A confirmed publish held until the journal has it: (message, its queues, confirm sequence number).
+HeldPublish = tuple[Message, "Sequence[Queue]", int]
 
 _OPEN: Final = 0
 _CLOSING: Final = 1  # channel.close sent by us: only close / close-ok are read
@@ -251,6 +253,7 @@ class Channel:
         "_confirm_flush_pending",
         "_content",
         "_deferred_cancels",
+        "_held",
         "_last_queue",
         "_last_routing",
         "_max_size",
@@ -297,6 +300,8 @@ class Channel:
         self.tx: TxBuffer[TxPublish, Delivery] | None = None
         self._committing = False
         self._confirm_flush_pending = False
+        # Confirmed publishes waiting for the journal before they reach their queues (confirm mode only).
+        self._held: HeldPublishes[HeldPublish] | None = None
         self._last_queue = ""
         # While this channel deletes a queue: the tags of its own consumers the delete cancelled, told to
         # the client after queue.delete-ok (RabbitMQ's order on the deleting channel).
@@ -474,17 +479,17 @@ class Channel:
             queues = self.vhost.route(exchange, message.routing_key, message)
         confirms = self.confirms
         seq = confirms.publish() if confirms is not None else 0
-        # The journal position this publish must wait for: a persistent message reaching a durable queue
-        # is logged (and named) before it is enqueued; -1 means the journal failed (nack).
-        position = 0
         if queues:
             self.n_routed += 1
-            if message.persistent:
-                position = self.vhost.log_publish(message, queues)
+            if seq:
+                return self._publish_confirmed(message, queues, seq)
+            # No confirm: a persistent message reaching a durable queue is logged (and named) before it
+            # is enqueued, and goes to its queues at once (without a journal it is at most once).
+            position = self.vhost.log_publish(message, queues) if message.persistent else 0
             for queue in queues:
-                if not queue.enqueue(message):
-                    position = -1  # a full queue refused it (x-overflow reject-publish): nack
-        elif mandatory:
+                queue.enqueue(message)
+            return position
+        if mandatory:
             self.n_unroutable_returned += 1
             connection = self.connection
             connection.sent = True
@@ -503,13 +508,67 @@ class Channel:
         else:
             self.n_unroutable_dropped += 1
         if seq:
-            if position > 0:
-                self.connection.broker.journal.when_durable(
-                    position, partial(self._confirmed, seq), partial(self._confirmed, seq, False)
-                )
+            self._confirmed(seq)
+        return 0
+
+    def _publish_confirmed(self, message: Message, queues: Sequence[Queue], seq: int) -> int:
+        """A publish on a confirm channel: it reaches its queues only once the journal has it, so a
+        nacked message is never enqueued nor delivered (see `HeldPublishes`). The journal position it
+        waits for (0: none, -1: refused and nacked)."""
+        position = self.vhost.log_publish(message, queues) if message.persistent else 0
+        if position < 0:
+            # The journal refuses (failed, or suspended by a full disk): nothing is enqueued.
+            self._confirmed(seq, False)
+            return -1
+        held = self._held
+        if not position:
+            if held is None or not len(held):
+                self._confirmed(seq, self._enqueue_all(message, queues))
             else:
-                self._confirmed(seq, position == 0)
+                held.hold((message, queues, seq), stored=True)  # behind earlier publishes, in order
+            return 0
+        if held is None:
+            held = self._held = HeldPublishes()
+        for queue in queues:
+            queue.hold(message)  # counted as logged meanwhile: snapshots keep it
+        waiting = held.hold((message, queues, seq))
+        self.connection.broker.journal.when_durable(
+            position, partial(self._journaled, waiting, True), partial(self._journaled, waiting, False)
+        )
         return position
+
+    def _journaled(self, waiting: Held[HeldPublish], stored: bool) -> None:
+        """A held publish is durable (or never will be): release what may go now, in publish order. Runs
+        after the channel closed too: a message published and not nacked still reaches its queues."""
+        held = self._held
+        assert held is not None
+        for (message, queues, seq), ok in held.settle(waiting, stored):
+            if ok:
+                self._confirmed(seq, self._enqueue_all(message, queues))
+            else:
+                self.vhost.publish_nacked(message, queues)
+                self._confirmed(seq, False)
+
+    def _enqueue_all(self, message: Message, queues: Sequence[Queue]) -> bool:
+        """Enqueue a confirmed publish in all its queues, or in none when one of them refuses it (a full
+        queue with x-overflow reject-publish): a nacked message is delivered nowhere. True if enqueued."""
+        for queue in queues:
+            if queue.features is not None and queue.refuses(message):
+                break
+        else:
+            enqueued = True
+            for queue in queues:
+                if not queue.deleted and not queue.enqueue(message):
+                    enqueued = False
+            return enqueued
+        for queue in queues:
+            if queue.deleted:
+                continue
+            if queue.features is not None and queue.refuses(message):
+                queue.enqueue(message)  # refused: dead-lettered by reject-publish-dlx, its removal logged
+            elif message.msg_id and queue.durable:
+                self.vhost.publish_nacked(message, (queue,))
+        return False
 
     def _confirmed(self, seq: int, ack: bool = True) -> None:
         confirms = self.confirms

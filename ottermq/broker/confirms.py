@@ -10,6 +10,11 @@ nacks a single `basic.nack`. One drain per event-loop turn gives one frame per b
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Final, Generic, TypeVar
+
+T = TypeVar("T")
+
 
 class ConfirmTracker:
     """Sequence numbers of one confirm-mode channel."""
@@ -55,3 +60,54 @@ class ConfirmTracker:
             seq += 1
         self._low = seq
         return out
+
+
+_WAITING: Final = 0
+_STORED: Final = 1
+_FAILED: Final = 2
+
+
+class Held(Generic[T]):
+    """One publish held back until the journal has it."""
+
+    __slots__ = ("item", "state")
+
+    def __init__(self, item: T, state: int) -> None:
+        self.item = item
+        self.state = state
+
+
+class HeldPublishes(Generic[T]):
+    """The publishes of a confirm channel that wait for the journal before they reach their queues.
+
+    Strategy: a persistent message routed to a durable queue is logged at once but enqueued only when
+    its record is durable, so a message that ends in basic.nack (the journal failed or the disk filled
+    up before it was written) has never been in a queue nor delivered. Publishes after a held one wait
+    behind it even when they need no journal (a transient message), so each queue still receives a
+    channel's messages in publish order. `settle` marks a publish stored or failed and returns the
+    publishes now released, oldest first, each with whether it was stored.
+    """
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: deque[Held[T]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, item: T, stored: bool = False) -> Held[T]:
+        """Hold `item` behind the publishes already held; `stored`: it needs no journal write."""
+        held = Held(item, _STORED if stored else _WAITING)
+        self._held.append(held)
+        return held
+
+    def settle(self, held: Held[T], stored: bool) -> list[tuple[T, bool]]:
+        """`held` is durable (`stored`) or will never be: what may go to the queues now, in order."""
+        held.state = _STORED if stored else _FAILED
+        queue = self._held
+        released: list[tuple[T, bool]] = []
+        while queue and queue[0].state != _WAITING:
+            first = queue.popleft()
+            released.append((first.item, first.state == _STORED))
+        return released

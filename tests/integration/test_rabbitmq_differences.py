@@ -114,7 +114,7 @@ def test_delete_ok_comes_before_the_cancel_of_the_deleting_channels_own_consumer
     raw.expect(spec.Basic.ConsumeOk)
 
     raw.send_method(1, spec.Queue.Delete(queue=queue))
-    got = [(number, type(method), getattr(method, "consumer_tag", None)) for number, method in methods(raw, 3)]
+    got = [(number, type(m), getattr(m, "consumer_tag", None)) for number, m in methods(raw, 3)]
     own = [entry for entry in got if entry[0] == 1]
     assert own == [(1, spec.Queue.DeleteOk, None), (1, spec.Basic.Cancel, "own")]
     # Another channel's consumer is told too (RabbitMQ usually tells it before the delete-ok).
