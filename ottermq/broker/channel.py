@@ -123,6 +123,7 @@ _HEADER: Final = 1
 _BODY: Final = 2
 
 _PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
+_TX_NOT_LOGGED: Final = "INTERNAL_ERROR - the journal has failed: the transaction was not logged"
 _USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-flags word
 _EXPECTED_HEADER: Final = (
     "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
@@ -260,6 +261,7 @@ class Channel:
         "_properties",
         "_publish",
         "_state",
+        "_tx_publishes",
         "confirms",
         "connection",
         "consumers",
@@ -302,6 +304,8 @@ class Channel:
         self._confirm_flush_pending = False
         # Confirmed publishes waiting for the journal before they reach their queues (confirm mode only).
         self._held: HeldPublishes[HeldPublish] | None = None
+        # During tx.commit: its routed publishes, enqueued once the commit's record is durable.
+        self._tx_publishes: list[tuple[Message, Sequence[Queue]]] | None = None
         self._last_queue = ""
         # While this channel deletes a queue: the tags of its own consumers the delete cancelled, told to
         # the client after queue.delete-ok (RabbitMQ's order on the deleting channel).
@@ -486,6 +490,12 @@ class Channel:
             # No confirm: a persistent message reaching a durable queue is logged (and named) before it
             # is enqueued, and goes to its queues at once (without a journal it is at most once).
             position = self.vhost.log_publish(message, queues) if message.persistent else 0
+            committing = self._tx_publishes
+            if committing is not None:
+                if position < 0:
+                    raise AMQPConnectionError(INTERNAL_ERROR, _TX_NOT_LOGGED)
+                committing.append((message, queues))  # enqueued once the commit's record is durable
+                return 0
             for queue in queues:
                 queue.enqueue(message)
             return position
@@ -867,7 +877,10 @@ class Channel:
         if tx is None:
             raise ChannelError(PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional")
         vhost = self.vhost
-        # Every publish and removal of the commit goes into one journal record (all or nothing).
+        # Every publish and removal of the commit goes into one journal record (all or nothing). Its
+        # publishes reach their queues once that record is durable: a commit that fails is not delivered.
+        publishes: list[tuple[Message, Sequence[Queue]]] = []
+        self._tx_publishes = publishes
         vhost.begin_tx()
         try:
             for op in tx.commit():
@@ -878,22 +891,38 @@ class Channel:
                 elif op.deliveries:
                     self._apply_settle(op.kind, op.deliveries)
         finally:
+            self._tx_publishes = None
             position = vhost.end_tx()
         if position:
+            for message, queues in publishes:
+                if message.msg_id:
+                    for queue in queues:
+                        queue.hold(message)  # counted as logged meanwhile: snapshots keep it
             self._committing = True
             self.connection.broker.journal.when_durable(
-                position, self._commit_durable, self._commit_failed
+                position, partial(self._commit_durable, publishes), partial(self._commit_failed, publishes)
             )
         else:
+            self._enqueue_committed(publishes)
             self.connection.send_method(self.number, TxCommitOk())
 
-    def _commit_durable(self) -> None:
+    @staticmethod
+    def _enqueue_committed(publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
+        for message, queues in publishes:
+            for queue in queues:
+                if not queue.deleted:
+                    queue.enqueue(message)
+
+    def _commit_durable(self, publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
         self._committing = False
+        self._enqueue_committed(publishes)  # also when the channel closed meanwhile: they are committed
         if self._state == _OPEN:
             self.connection.send_method(self.number, TxCommitOk())
 
-    def _commit_failed(self) -> None:
+    def _commit_failed(self, publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
         self._committing = False
+        for message, queues in publishes:
+            self.vhost.publish_nacked(message, queues)
         self.fail(INTERNAL_ERROR, "INTERNAL_ERROR - the journal failed: the transaction is not durable",
                   TxCommit.CLASS_ID, TxCommit.METHOD_ID)
 

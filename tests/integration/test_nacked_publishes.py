@@ -39,6 +39,7 @@ LIVE_DURABLE = "nack.live-durable"
 LIVE_TRANSIENT = "nack.live-transient"
 KEPT = "nack.kept"  # durable, not read until after the restart
 BATCH = 40
+PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 
 class ConfirmPublisher:
@@ -134,6 +135,40 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
         time.sleep(0.02)
 
 
+def params(live: LiveBroker) -> pika.ConnectionParameters:
+    # No blocked_connection_timeout: a connection blocked by the disk alarm must stay connected.
+    return pika.ConnectionParameters("127.0.0.1", live.port, socket_timeout=5, stack_timeout=10,
+                                     connection_attempts=1)
+
+
+def declare(live: LiveBroker) -> None:
+    setup = pika.BlockingConnection(params(live))
+    ch = setup.channel()
+    ch.exchange_declare(EXCHANGE, "fanout", durable=True)
+    for queue, durable in ((LIVE_DURABLE, True), (LIVE_TRANSIENT, False), (KEPT, True)):
+        ch.queue_declare(queue, durable=durable)
+        ch.queue_bind(queue, EXCHANGE)
+    setup.close()
+
+
+def kept_after_restart(data_dir: Path) -> list[str]:
+    """The ids in the unread durable queue once the broker restarted from `data_dir`."""
+    restarted = LiveBroker(data_dir, segment_size=SEGMENT)
+    try:
+        conn = pika.BlockingConnection(restarted.params())
+        ch = conn.channel()
+        recovered = []
+        while True:
+            method, _props, body = ch.basic_get(KEPT, auto_ack=True)
+            if method is None:
+                break
+            recovered.append(body.split(b"|")[0].decode())
+        conn.close()
+    finally:
+        restarted.close()
+    return recovered
+
+
 def test_nacked_publishes_are_never_delivered(tmp_path: Path) -> None:
     disk = FillableDisk()
     live = LiveBroker(tmp_path / "data", disk, segment_size=SEGMENT)
@@ -141,13 +176,7 @@ def test_nacked_publishes_are_never_delivered(tmp_path: Path) -> None:
     consumer = Consumer(live.port)
     publisher: ConfirmPublisher | None = None
     try:
-        setup = pika.BlockingConnection(live.params())
-        ch = setup.channel()
-        ch.exchange_declare(EXCHANGE, "fanout", durable=True)
-        for queue, durable in ((LIVE_DURABLE, True), (LIVE_TRANSIENT, False), (KEPT, True)):
-            ch.queue_declare(queue, durable=durable)
-            ch.queue_bind(queue, EXCHANGE)
-        setup.close()
+        declare(live)
         consumer.start()
         publisher = ConfirmPublisher(live.port)
         for _ in range(5):
@@ -198,21 +227,80 @@ def test_nacked_publishes_are_never_delivered(tmp_path: Path) -> None:
             publisher.close()
         live.close()
 
-    restarted = LiveBroker(tmp_path / "data", segment_size=SEGMENT)
-    try:
-        conn = pika.BlockingConnection(restarted.params())
-        ch = conn.channel()
-        recovered = []
-        while True:
-            method, _props, body = ch.basic_get(KEPT, auto_ack=True)
-            if method is None:
-                break
-            recovered.append(body.split(b"|")[0].decode())
-        conn.close()
-    finally:
-        restarted.close()
+    recovered = kept_after_restart(tmp_path / "data")
     back = nacked & set(recovered)
     assert not back, f"{len(back)} nacked messages came back after the restart, e.g. {sorted(back)[:5]}"
     missing = (acked & publisher.persistent) - set(recovered)
     assert not missing, f"{len(missing)} confirmed persistent messages lost, e.g. {sorted(missing)[:5]}"
     assert set(recovered) <= publisher.persistent
+
+
+def test_a_commit_that_fails_is_never_delivered(tmp_path: Path) -> None:
+    """tx.commit: its publishes reach the queues once its record is durable. A commit pending when the disk
+    fills up fails (541), one sent while the journal is suspended too (it used to get commit-ok although
+    nothing was logged); neither is delivered nor comes back after a restart."""
+    disk = FillableDisk()
+    live = LiveBroker(tmp_path / "data", disk, segment_size=SEGMENT)
+    journal = live.store.journal
+    consumer = Consumer(live.port)
+    early = pika.BlockingConnection(params(live))
+    committer = pika.BlockingConnection(params(live))
+    committed: set[str] = set()
+    failed: set[str] = set()
+    try:
+        declare(live)
+        consumer.start()
+        early_ch = early.channel()
+        early_ch.tx_select()
+        early_ids = {f"early-{i}" for i in range(5)}
+        for msg_id in sorted(early_ids):  # buffered in the transaction until the commit
+            early_ch.basic_publish(EXCHANGE, "", msg_id.encode() + b"|", PERSISTENT)
+
+        ch = committer.channel()
+        ch.tx_select()
+        disk.full = True
+        for commit in range(20):
+            ids = [f"c{commit}-{i}" for i in range(60)]
+            for msg_id in ids:
+                ch.basic_publish(EXCHANGE, "", msg_id.encode() + b"|" + PADDING, PERSISTENT)
+            try:
+                ch.tx_commit()
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                assert exc.reply_code == 541, exc
+                failed.update(ids)
+                break
+            committed.update(ids)
+        assert failed, "no commit failed on the full disk"
+        assert journal.suspended
+
+        # The journal is suspended: a commit now cannot be logged, so it must not be confirmed.
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            early_ch.tx_commit()
+        assert closed.value.reply_code == 541
+        failed |= early_ids
+        time.sleep(0.5)
+        for queue, got in consumer.got.items():
+            delivered = failed & set(got)
+            assert not delivered, f"{len(delivered)} uncommitted from {queue}: {sorted(delivered)[:5]}"
+
+        disk.full = False
+        wait_for(lambda: not journal.suspended, "the journal to resume")
+        wait_for(lambda: all(committed <= set(got) for got in consumer.got.values()), "every committed one")
+        time.sleep(0.3)
+        consumer.stop.set()
+        consumer.join(20)
+        assert not consumer.is_alive() and not consumer.error, consumer.error
+        for queue, got in consumer.got.items():
+            delivered = failed & set(got)
+            assert not delivered, f"{len(delivered)} uncommitted from {queue}: {sorted(delivered)[:5]}"
+    finally:
+        consumer.stop.set()
+        for conn in (early, committer):
+            if conn.is_open:
+                conn.close()
+        live.close()
+
+    recovered = set(kept_after_restart(tmp_path / "data"))
+    back = failed & recovered
+    assert not back, f"{len(back)} uncommitted messages came back after the restart, e.g. {sorted(back)[:5]}"
+    assert committed <= recovered
