@@ -6,6 +6,7 @@ settlements may arrive out of order (a transient message needs no fsync, a persi
 does). Acks go out in sequence order: `drain` releases the contiguous settled prefix, and each run of
 acks in it becomes a single `basic.ack multiple=true` (or a plain ack for a run of one), each run of
 nacks a single `basic.nack`. One drain per event-loop turn gives one frame per batch of messages.
+`HeldPublishes` keeps the publishes that wait for the journal before they may reach their queues.
 """
 
 from __future__ import annotations
