@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -94,7 +94,7 @@ from ottermq.amqp.methods import (
 )
 from ottermq.amqp.properties import FLAG_USER_ID
 from ottermq.broker import exchange_types, publish_hooks, reply_to
-from ottermq.broker.confirms import ConfirmTracker
+from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
 from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.qos import ChannelQos, PrefetchWindow
 from ottermq.broker.reply_to import ReplyQueue
@@ -110,6 +110,8 @@ if TYPE_CHECKING:
 Delivery = tuple[int, "Queue", QueueEntry, "ChannelConsumer | None"]
 # A buffered transactional publish: (message, exchange, mandatory).
 TxPublish = tuple[Message, "Exchange", bool]
+# A confirmed publish held until the journal has it: (message, its queues, confirm sequence number).
+HeldPublish = tuple[Message, "Sequence[Queue]", int]
 
 _OPEN: Final = 0
 _CLOSING: Final = 1  # channel.close sent by us: only close / close-ok are read
@@ -121,6 +123,7 @@ _HEADER: Final = 1
 _BODY: Final = 2
 
 _PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
+_TX_NOT_LOGGED: Final = "INTERNAL_ERROR - the journal has failed: the transaction was not logged"
 _USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-flags word
 _EXPECTED_HEADER: Final = (
     "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
@@ -250,12 +253,15 @@ class Channel:
         "_committing",
         "_confirm_flush_pending",
         "_content",
+        "_deferred_cancels",
+        "_held",
         "_last_queue",
         "_last_routing",
         "_max_size",
         "_properties",
         "_publish",
         "_state",
+        "_tx_publishes",
         "confirms",
         "connection",
         "consumers",
@@ -296,7 +302,14 @@ class Channel:
         self.tx: TxBuffer[TxPublish, Delivery] | None = None
         self._committing = False
         self._confirm_flush_pending = False
+        # Confirmed publishes waiting for the journal before they reach their queues (confirm mode only).
+        self._held: HeldPublishes[HeldPublish] | None = None
+        # During tx.commit: its routed publishes, enqueued once the commit's record is durable.
+        self._tx_publishes: list[tuple[Message, Sequence[Queue]]] | None = None
         self._last_queue = ""
+        # While this channel deletes a queue: the tags of its own consumers the delete cancelled, told to
+        # the client after queue.delete-ok (RabbitMQ's order on the deleting channel).
+        self._deferred_cancels: list[str] | None = None
         self._max_size = connection.settings.max_message_size
         self._content = _IDLE
         self._publish: BasicPublish | None = None
@@ -470,17 +483,23 @@ class Channel:
             queues = self.vhost.route(exchange, message.routing_key, message)
         confirms = self.confirms
         seq = confirms.publish() if confirms is not None else 0
-        # The journal position this publish must wait for: a persistent message reaching a durable queue
-        # is logged (and named) before it is enqueued; -1 means the journal failed (nack).
-        position = 0
         if queues:
             self.n_routed += 1
-            if message.persistent:
-                position = self.vhost.log_publish(message, queues)
+            if seq:
+                return self._publish_confirmed(message, queues, seq)
+            # No confirm: a persistent message reaching a durable queue is logged (and named) before it
+            # is enqueued, and goes to its queues at once (without a journal it is at most once).
+            position = self.vhost.log_publish(message, queues) if message.persistent else 0
+            committing = self._tx_publishes
+            if committing is not None:
+                if position < 0:
+                    raise AMQPConnectionError(INTERNAL_ERROR, _TX_NOT_LOGGED)
+                committing.append((message, queues))  # enqueued once the commit's record is durable
+                return 0
             for queue in queues:
-                if not queue.enqueue(message):
-                    position = -1  # a full queue refused it (x-overflow reject-publish): nack
-        elif mandatory:
+                queue.enqueue(message)
+            return position
+        if mandatory:
             self.n_unroutable_returned += 1
             connection = self.connection
             connection.sent = True
@@ -499,13 +518,67 @@ class Channel:
         else:
             self.n_unroutable_dropped += 1
         if seq:
-            if position > 0:
-                self.connection.broker.journal.when_durable(
-                    position, partial(self._confirmed, seq), partial(self._confirmed, seq, False)
-                )
+            self._confirmed(seq)
+        return 0
+
+    def _publish_confirmed(self, message: Message, queues: Sequence[Queue], seq: int) -> int:
+        """A publish on a confirm channel: it reaches its queues only once the journal has it, so a
+        nacked message is never enqueued nor delivered (see `HeldPublishes`). The journal position it
+        waits for (0: none, -1: refused and nacked)."""
+        position = self.vhost.log_publish(message, queues) if message.persistent else 0
+        if position < 0:
+            # The journal refuses (failed, or suspended by a full disk): nothing is enqueued.
+            self._confirmed(seq, False)
+            return -1
+        held = self._held
+        if not position:
+            if held is None or not len(held):
+                self._confirmed(seq, self._enqueue_all(message, queues))
             else:
-                self._confirmed(seq, position == 0)
+                held.hold((message, queues, seq), stored=True)  # behind earlier publishes, in order
+            return 0
+        if held is None:
+            held = self._held = HeldPublishes()
+        for queue in queues:
+            queue.hold(message)  # counted as logged meanwhile: snapshots keep it
+        waiting = held.hold((message, queues, seq))
+        self.connection.broker.journal.when_durable(
+            position, partial(self._journaled, waiting, True), partial(self._journaled, waiting, False)
+        )
         return position
+
+    def _journaled(self, waiting: Held[HeldPublish], stored: bool) -> None:
+        """A held publish is durable (or never will be): release what may go now, in publish order. Runs
+        after the channel closed too: a message published and not nacked still reaches its queues."""
+        held = self._held
+        assert held is not None
+        for (message, queues, seq), ok in held.settle(waiting, stored):
+            if ok:
+                self._confirmed(seq, self._enqueue_all(message, queues))
+            else:
+                self.vhost.publish_nacked(message, queues)
+                self._confirmed(seq, False)
+
+    def _enqueue_all(self, message: Message, queues: Sequence[Queue]) -> bool:
+        """Enqueue a confirmed publish in all its queues, or in none when one of them refuses it (a full
+        queue with x-overflow reject-publish): a nacked message is delivered nowhere. True if enqueued."""
+        for queue in queues:
+            if queue.features is not None and queue.refuses(message):
+                break
+        else:
+            enqueued = True
+            for queue in queues:
+                if not queue.deleted and not queue.enqueue(message):
+                    enqueued = False
+            return enqueued
+        for queue in queues:
+            if queue.deleted:
+                continue
+            if queue.features is not None and queue.refuses(message):
+                queue.enqueue(message)  # refused: dead-lettered by reject-publish-dlx, its removal logged
+            elif message.msg_id and queue.durable:
+                self.vhost.publish_nacked(message, (queue,))
+        return False
 
     def _confirmed(self, seq: int, ack: bool = True) -> None:
         confirms = self.confirms
@@ -666,7 +739,9 @@ class Channel:
         """The broker ended a consumer (queue deleted): basic.cancel if the client asked for it."""
         if self.consumers.get(consumer.tag) is consumer:
             del self.consumers[consumer.tag]
-            if self._state == _OPEN and self.connection.consumer_cancel_notify:
+            if self._deferred_cancels is not None:
+                self._deferred_cancels.append(consumer.tag)
+            elif self._state == _OPEN and self.connection.consumer_cancel_notify:
                 self.connection.send_method(self.number, BasicCancel(consumer.tag, True))
 
     def _on_get(self, method: BasicGet) -> None:
@@ -802,7 +877,10 @@ class Channel:
         if tx is None:
             raise ChannelError(PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional")
         vhost = self.vhost
-        # Every publish and removal of the commit goes into one journal record (all or nothing).
+        # Every publish and removal of the commit goes into one journal record (all or nothing). Its
+        # publishes reach their queues once that record is durable: a commit that fails is not delivered.
+        publishes: list[tuple[Message, Sequence[Queue]]] = []
+        self._tx_publishes = publishes
         vhost.begin_tx()
         try:
             for op in tx.commit():
@@ -813,22 +891,38 @@ class Channel:
                 elif op.deliveries:
                     self._apply_settle(op.kind, op.deliveries)
         finally:
+            self._tx_publishes = None
             position = vhost.end_tx()
         if position:
+            for message, queues in publishes:
+                if message.msg_id:
+                    for queue in queues:
+                        queue.hold(message)  # counted as logged meanwhile: snapshots keep it
             self._committing = True
             self.connection.broker.journal.when_durable(
-                position, self._commit_durable, self._commit_failed
+                position, partial(self._commit_durable, publishes), partial(self._commit_failed, publishes)
             )
         else:
+            self._enqueue_committed(publishes)
             self.connection.send_method(self.number, TxCommitOk())
 
-    def _commit_durable(self) -> None:
+    @staticmethod
+    def _enqueue_committed(publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
+        for message, queues in publishes:
+            for queue in queues:
+                if not queue.deleted:
+                    queue.enqueue(message)
+
+    def _commit_durable(self, publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
         self._committing = False
+        self._enqueue_committed(publishes)  # also when the channel closed meanwhile: they are committed
         if self._state == _OPEN:
             self.connection.send_method(self.number, TxCommitOk())
 
-    def _commit_failed(self) -> None:
+    def _commit_failed(self, publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
         self._committing = False
+        for message, queues in publishes:
+            self.vhost.publish_nacked(message, queues)
         self.fail(INTERNAL_ERROR, "INTERNAL_ERROR - the journal failed: the transaction is not durable",
                   TxCommit.CLASS_ID, TxCommit.METHOD_ID)
 
@@ -962,14 +1056,24 @@ class Channel:
     def _on_queue_delete(self, method: QueueDelete) -> None:
         name = self._queue_name(method.queue)
         self.guard.check_method(method, name)
-        count = self.vhost.delete_queue(
-            name,
-            if_unused=method.if_unused,
-            if_empty=method.if_empty,
-            owner=self.connection,
-        )
-        if not method.nowait:
-            self.connection.send_method(self.number, QueueDeleteOk(count))
+        # RabbitMQ answers queue.delete-ok before the deleting channel hears of its own consumers'
+        # cancellation (other channels are told at once); clients' test suites (kombu) rely on it.
+        cancelled: list[str] = []
+        self._deferred_cancels = cancelled
+        try:
+            count = self.vhost.delete_queue(
+                name,
+                if_unused=method.if_unused,
+                if_empty=method.if_empty,
+                owner=self.connection,
+            )
+            if not method.nowait:
+                self.connection.send_method(self.number, QueueDeleteOk(count))
+        finally:
+            self._deferred_cancels = None
+            if cancelled and self._state == _OPEN and self.connection.consumer_cancel_notify:
+                for tag in cancelled:
+                    self.connection.send_method(self.number, BasicCancel(tag, True))
 
 
 def _tag_of(delivery: Delivery) -> int:

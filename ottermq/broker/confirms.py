@@ -6,9 +6,15 @@ settlements may arrive out of order (a transient message needs no fsync, a persi
 does). Acks go out in sequence order: `drain` releases the contiguous settled prefix, and each run of
 acks in it becomes a single `basic.ack multiple=true` (or a plain ack for a run of one), each run of
 nacks a single `basic.nack`. One drain per event-loop turn gives one frame per batch of messages.
+`HeldPublishes` keeps the publishes that wait for the journal before they may reach their queues.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from typing import Final, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class ConfirmTracker:
@@ -55,3 +61,54 @@ class ConfirmTracker:
             seq += 1
         self._low = seq
         return out
+
+
+_WAITING: Final = 0
+_STORED: Final = 1
+_FAILED: Final = 2
+
+
+class Held(Generic[T]):
+    """One publish held back until the journal has it."""
+
+    __slots__ = ("item", "state")
+
+    def __init__(self, item: T, state: int) -> None:
+        self.item = item
+        self.state = state
+
+
+class HeldPublishes(Generic[T]):
+    """The publishes of a confirm channel that wait for the journal before they reach their queues.
+
+    Strategy: a persistent message routed to a durable queue is logged at once but enqueued only when
+    its record is durable, so a message that ends in basic.nack (the journal failed or the disk filled
+    up before it was written) has never been in a queue nor delivered. Publishes after a held one wait
+    behind it even when they need no journal (a transient message), so each queue still receives a
+    channel's messages in publish order. `settle` marks a publish stored or failed and returns the
+    publishes now released, oldest first, each with whether it was stored.
+    """
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: deque[Held[T]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, item: T, stored: bool = False) -> Held[T]:
+        """Hold `item` behind the publishes already held; `stored`: it needs no journal write."""
+        held = Held(item, _STORED if stored else _WAITING)
+        self._held.append(held)
+        return held
+
+    def settle(self, held: Held[T], stored: bool) -> list[tuple[T, bool]]:
+        """`held` is durable (`stored`) or will never be: what may go to the queues now, in order."""
+        held.state = _STORED if stored else _FAILED
+        queue = self._held
+        released: list[tuple[T, bool]] = []
+        while queue and queue[0].state != _WAITING:
+            first = queue.popleft()
+            released.append((first.item, first.state == _STORED))
+        return released

@@ -388,6 +388,8 @@ class Connection:
             raise AMQPConnectionError(
                 UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {method.NAME} before connection.open"
             )
+        # channel_max bounds how many channels are open at once, not their numbers: as in RabbitMQ, any
+        # number 1..65535 may be opened (aiormq starts at 65535) while fewer than channel_max are open.
         channel_max = self.channel_max or _CHANNEL_ID_MAX
         if len(self.channels) >= channel_max:
             raise AMQPConnectionError(
@@ -395,8 +397,6 @@ class Connection:
                 f"NOT_ALLOWED - number of channels opened ({len(self.channels)}) "
                 f"has reached the negotiated channel_max ({channel_max})",
             )
-        if number > channel_max:
-            raise AMQPConnectionError(CHANNEL_ERROR, f"CHANNEL_ERROR - channel id {number} out of range")
         if type(method) is not ChannelOpen:
             raise AMQPConnectionError(CHANNEL_ERROR, "CHANNEL_ERROR - expected 'channel.open'")
         self.channels[number] = Channel(self, number)

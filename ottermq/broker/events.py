@@ -221,7 +221,11 @@ class TxCommitted:
 
 
 # Removal reasons (MessagesRemoved.reason); the store encodes them as one octet, in this order.
-REMOVAL_REASONS: tuple[str, ...] = ("ack", "reject", "drop", "expired", "dead-lettered", "purge", "maxlen")
+# Why logged messages left (by index in the log: append new reasons at the end). "nacked": a publish the
+# publisher was told was not taken (its record may still reach the disk; the removal follows it).
+REMOVAL_REASONS: tuple[str, ...] = (
+    "ack", "reject", "drop", "expired", "dead-lettered", "purge", "maxlen", "nacked",
+)
 
 # A message id packs the LSN of the record that holds its publish and the publish's index in that record
 # (0 but in a transaction), so ids grow in log order and survive compaction of the segments.

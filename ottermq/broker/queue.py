@@ -137,6 +137,25 @@ class Queue:
             self.dispatch()
         return True
 
+    def refuses(self, message: Message) -> bool:
+        """True when `enqueue` would refuse `message` now (a full queue with x-overflow reject-publish or
+        reject-publish-dlx): a confirm channel then enqueues it nowhere (a nacked message is never
+        delivered)."""
+        features = self.features
+        return (
+            features is not None
+            and features.overflow != "drop-head"
+            and (features.max_length is not None or features.max_bytes is not None)
+            and features.would_overflow(len(self._ready), message.body_size)
+        )
+
+    def hold(self, message: Message) -> None:
+        """A logged message for this durable queue waits for its record to be durable before it is
+        enqueued: it counts among the logged messages already (a snapshot taken meanwhile keeps it, and
+        its record stays live), not among the ready ones. `enqueue` or a removal (`forget`) ends it."""
+        if self.durable:
+            self._logged[message.msg_id] = QueueEntry(message, 0)
+
     def get(self) -> QueueEntry | None:
         """Take the oldest ready message (basic.get), or None when there is none."""
         ready = self._ready

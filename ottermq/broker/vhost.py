@@ -190,6 +190,16 @@ class VHost:
             StoredMessage.stored(message, self._source)
         return position
 
+    def publish_nacked(self, message: Message, queues: Sequence[Queue]) -> None:
+        """A logged publish was nacked before it reached `queues` (held by a confirm channel until its
+        record was durable): log its removal from each durable one, so that the record, should it still be
+        written (a full disk resumes), does not bring the message back after a restart."""
+        if not message.msg_id:
+            return
+        for queue in queues:
+            if queue.durable and not queue.deleted:
+                self._messages_removed(queue, [message.msg_id], "nacked")
+
     def _messages_removed(self, queue: Queue, ids: list[int], reason: str) -> None:
         """A durable queue settled logged messages for good: journal (without waiting), then forget them.
 
