@@ -1,15 +1,15 @@
 """The full password check runs off the event loop, and the connection waits for it in order.
 
-A transport with `run_blocking` gets the PBKDF2 check as work for a worker thread; this one keeps the
-work until the test runs it, so the test can check what the connection does meanwhile: nothing is sent,
-reading is paused, and frames the client pipelined behind start-ok stay unhandled until the answer.
-A remembered successful check needs no worker and answers at once.
+With a runner installed (the server installs worker threads), the PBKDF2 check goes to the
+authenticator's scheduler as work for a worker thread; this runner keeps the work until the test runs
+it, so the test can check what the connection does meanwhile: nothing is sent, reading is paused, and
+frames the client pipelined behind start-ok stay unhandled until the answer. A remembered successful
+check needs no worker and answers at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -30,14 +30,15 @@ from tests.unit.broker.test_connection_harness import CLIENT_CAPABILITIES, Clien
 
 
 class WorkerTransport(CollectingTransport):
-    """A transport whose worker threads run only when the test says so."""
+    """A transport whose broker's worker threads run only when the test says so."""
 
-    def __init__(self) -> None:
+    def __init__(self, broker: Broker) -> None:
         super().__init__()
-        self.work: list[tuple[Callable[[], Any], Callable[[Any], None]]] = []
+        self.work: list[tuple[Callable[[], bool], Callable[[bool], None]]] = []
+        broker.auth.checks.runner = self
 
-    def run_blocking(self, work: Callable[[], Any], done: Callable[[Any], None]) -> None:
-        self.work.append((work, done))
+    def run(self, work: Callable[[], bool], finished: Callable[[bool], None]) -> None:
+        self.work.append((work, finished))
 
     def finish_work(self) -> None:
         items, self.work = self.work, []
@@ -47,7 +48,7 @@ class WorkerTransport(CollectingTransport):
 
 def client(broker: Broker) -> tuple[Client, WorkerTransport]:
     c = Client(broker)
-    transport = WorkerTransport()
+    transport = WorkerTransport(broker)
     c.transport = transport
     c.conn = broker.new_connection(transport, ("127.0.0.1", 40000))
     return c, transport
