@@ -111,6 +111,7 @@ class CheckScheduler:
     and a failure budget per source."""
 
     __slots__ = (
+        "_active",
         "_budgets",
         "_by_key",
         "_clock",
@@ -148,6 +149,8 @@ class CheckScheduler:
         self._queues: dict[str, deque[Check]] = {}
         self._queued = 0
         self._running = 0
+        # Running checks by source.
+        self._active: dict[str, int] = {}
         # Waiting and running checks by credentials key, to share them.
         self._by_key: dict[bytes, Check] = {}
         # source -> (seconds of failed checks it may still spend, when counted); absent: a full budget.
@@ -248,7 +251,7 @@ class CheckScheduler:
         if runner is None:
             return
         while self._running < self.workers and self._queues:
-            source = next((s for s in self._queues if self.budget(s) > 0.0), None)
+            source = self._next_source()
             if source is None:
                 self._wake_when_refilled(runner)
                 return
@@ -261,7 +264,20 @@ class CheckScheduler:
             if queue:
                 self._queues[source] = queue  # to the end of the round
             self._running += 1
+            self._active[source] = self._active.get(source, 0) + 1
             runner.run(check.work, self._finisher(check, self._clock()))
+
+    def _next_source(self) -> str | None:
+        """The first source in the round with budget left, preferring one without a check running (one
+        with a check running, or just finished, had its turn)."""
+        busy = None
+        for source in self._queues:
+            if self.budget(source) > 0.0:
+                if source not in self._active:
+                    return source
+                if busy is None:
+                    busy = source
+        return busy
 
     def _wake_when_refilled(self, runner: Runner) -> None:
         """Every waiting source has spent its failure budget: look again when the first has some back."""
@@ -282,7 +298,12 @@ class CheckScheduler:
                     self._charge(check.source, self._clock() - started)
                 self._answer(check, ok)
             finally:
-                self._start_next()
+                try:
+                    self._start_next()  # this source still counts as running: the others go first
+                finally:
+                    left = self._active.pop(check.source) - 1
+                    if left:
+                        self._active[check.source] = left
 
         return finished
 

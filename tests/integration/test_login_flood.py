@@ -33,10 +33,12 @@ pytestmark = pytest.mark.skipif(
 
 FLOODERS = 400
 LOGINS = 8
-# Measured on the 2-core test machine, 400 flooders, before the fair scheduling of checks: the first
-# legitimate login from 127.0.0.2 took 5-11 s; see the report in the commit for the numbers after.
+# Measured on the 2-core test machine (busy with other work) with 400 flooders. With all checks in one
+# first-come queue, no legitimate login completed: each hit the 10 s handshake timeout, from 127.0.0.2
+# as from 127.0.0.1. With checks scheduled per source address: from 127.0.0.2 median 0.04-0.23 s, max
+# 0.08-0.72 s; from 127.0.0.1 median 0.3 s, max 0.6 s.
 MAX_LOGIN = 1.0
-MEDIAN_LOGIN = 0.3
+MEDIAN_LOGIN = 0.5
 MAX_LOGIN_SAME_ADDRESS = 2.0
 LOGIN_TIMEOUT = 5.0
 
@@ -137,20 +139,20 @@ def login_time(port: int, source: str, user: str) -> float:
         sock.sendall(HEADER)
         buffer = bytearray()
         assert read_method(sock, buffer) == (10, 10)  # connection.start
-        opened = time.perf_counter()
         sock.sendall(start_ok(user, PASSWORD))
         method = read_method(sock, buffer)
         assert method == CONNECTION_TUNE, f"login of {user} answered {method}"
-    print(f"  {user}: start after {opened - started:.3f}s, tune {time.perf_counter() - opened:.3f}s later")
     return time.perf_counter() - started
 
 
 def measure(node: Node, flood_user: str, source: str, users: list[str]) -> list[float]:
     with Flood(node.port, flood_user) as flood:
+        # In full swing: every flooder was refused once and tries again (or 10 s went by: before the
+        # fix, refusals took longer than that).
         deadline = time.monotonic() + 10
-        while flood.refused < FLOODERS // 4 and time.monotonic() < deadline:
-            time.sleep(0.05)  # the flood is in full swing
-        assert flood.refused, "no login of the flood was refused"
+        while flood.attempts < 2 * FLOODERS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert flood.attempts >= FLOODERS
         times = []
         for user in users:
             started = time.perf_counter()
@@ -161,6 +163,7 @@ def measure(node: Node, flood_user: str, source: str, users: list[str]) -> list[
                 print(f"login of {user} failed after {times[-1]:.3f}s: {exc!r}")
                 break  # already failed: do not wait for the others
         refused = flood.refused
+    assert refused, "no login of the flood was refused"
     print(f"logins from {source} under the flood: {[round(t, 3) for t in times]} "
           f"(median {statistics.median(times):.3f}s); {refused} flood logins refused")
     return times
