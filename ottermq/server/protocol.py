@@ -31,10 +31,9 @@ log: Final = logging.getLogger("ottermq.server")
 
 # A read at least this big yields the socket to the others for one loop turn (see data_received).
 READ_YIELD_BYTES: Final = 64 * 1024
-# Worker threads for the broker's blocking steps (PBKDF2 password checks). The broker's check scheduler
-# runs at most `CHECK_WORKERS` at a time and keeps the waiting ones in its own fair queues, not here.
-BLOCKING_WORKERS: Final = CHECK_WORKERS
-_blocking_pool = ThreadPoolExecutor(max_workers=BLOCKING_WORKERS, thread_name_prefix="ottermq-blocking")
+# Worker threads for the PBKDF2 password checks: the broker's check scheduler runs at most
+# `CHECK_WORKERS` at a time and keeps the waiting ones in its own fair queues, not in this pool's.
+_check_pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="ottermq-check")
 
 
 class CheckRunner:
@@ -47,7 +46,7 @@ class CheckRunner:
         def done(future: asyncio.Future[bool]) -> None:
             finished(not future.cancelled() and future.exception() is None and future.result() is True)
 
-        asyncio.get_running_loop().run_in_executor(_blocking_pool, work).add_done_callback(done)
+        asyncio.get_running_loop().run_in_executor(_check_pool, work).add_done_callback(done)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Run `callback` after `delay` seconds on the loop."""
