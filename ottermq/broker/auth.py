@@ -206,6 +206,7 @@ class Authenticator:
         it must be wrong: refusing it at once would tell that the user exists."""
         user = self.access.users.get(username)
         if user is None or not user.password_hash:
+            self._verified.pop(username, None)  # deleted users leave nothing behind
             return PendingLogin(username, password, _dummy_hash(), False, peer_host)
         stored = user.password_hash
         seen = self._verified.get(username)

@@ -56,6 +56,8 @@ FAILURE_BURST: Final = 1.0
 # flood that reconnects when refused then cycles at most this often per client (RabbitMQ waits 3 s
 # before closing a failed handshake).
 UNCHECKED_REFUSAL_DELAY: Final = 2.0
+# Checks refused unchecked are logged as one summary line at most this often (seconds).
+SHED_LOG_INTERVAL: Final = 10.0
 # Failure budgets are forgotten once refilled; the table is swept when it grows past this.
 _BUDGET_SWEEP: Final = 1024
 
@@ -118,6 +120,8 @@ class CheckScheduler:
         "_queued",
         "_queues",
         "_running",
+        "_shed_count",
+        "_shed_logged",
         "_sweep_at",
         "_wakeup",
         "failure_burst",
@@ -157,6 +161,9 @@ class CheckScheduler:
         self._budgets: dict[str, tuple[float, float]] = {}
         self._sweep_at = _BUDGET_SWEEP
         self._wakeup: Cancellable | None = None
+        # Checks refused unchecked since the last summary line, and when that was.
+        self._shed_count = 0
+        self._shed_logged = -SHED_LOG_INTERVAL
 
     @property
     def queued(self) -> int:
@@ -242,6 +249,16 @@ class CheckScheduler:
         most = max(counts.values())
         victim = next(check for check in queue if counts[check.username] == most)
         self._unqueue(queue, victim)
+        self._shed_count += 1
+        now = self._clock()
+        if now - self._shed_logged >= SHED_LOG_INTERVAL:
+            log.warning(
+                "password checks refused unchecked: too many waiting",
+                # count: since the last such line; source and user: of the latest one.
+                extra={"count": self._shed_count, "source": victim.source, "user": victim.username},
+            )
+            self._shed_count = 0
+            self._shed_logged = now
         self._answer(victim, None)
 
     # -- running -------------------------------------------------------------------------------------------

@@ -602,7 +602,9 @@ class Connection:
         try:
             self.user = self.broker.auth.finish(pending, ok)
         except AuthFailure as exc:
-            self._refuse_login(mechanism, exc)
+            # One line per login refused unchecked would flood the log with the flood (the scheduler
+            # sums them up instead).
+            self._refuse_login(mechanism, exc, logging.DEBUG if ok is None else logging.WARNING)
             return
         self._tune()
         if waited:
@@ -616,8 +618,9 @@ class Connection:
             if self._deferred:
                 self._run_deferred()
 
-    def _refuse_login(self, mechanism: str, exc: AuthFailure) -> None:
-        log.warning(
+    def _refuse_login(self, mechanism: str, exc: AuthFailure, level: int = logging.WARNING) -> None:
+        log.log(
+            level,
             "login refused",
             extra={"conn": self.name, "mechanism": mechanism, "reason": str(exc)},
         )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from ottermq.broker.checks import CheckScheduler, source_of
+import pytest
+
+from ottermq.broker.checks import SHED_LOG_INTERVAL, CheckScheduler, source_of
 
 
 class Clock:
@@ -194,3 +197,15 @@ def test_sources() -> None:
     assert source_of("2001:db8::1") == source_of("2001:db8::ffff:1") == "2001:db8::/64"
     assert source_of("fe80::1%eth0") == "fe80::/64"
     assert source_of("localhost") == "localhost"
+
+
+def test_checks_refused_unchecked_are_summed_up_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    checks, runner, log = scheduler(workers=1, per_source=1)
+    with caplog.at_level(logging.WARNING, logger="ottermq.broker"):
+        for i in range(20):
+            submit(checks, log, "10.0.0.1", "mallory", f"m{i}")
+        runner.clock.now += SHED_LOG_INTERVAL
+        submit(checks, log, "10.0.0.1", "mallory", "late")
+    assert sum(answer is None for answer in log.answers.values()) == 19
+    lines = [r for r in caplog.records if "refused unchecked" in r.getMessage()]
+    assert len(lines) == 2 and lines[1].__dict__["count"] == 18
