@@ -10,10 +10,13 @@ form `pbkdf2-sha256$<iterations>$<salt>$<hash>` (base64), compared in constant t
 tens of milliseconds on purpose, which a broker cannot pay on every connection of a busy client; so a
 successful check is remembered as a keyed BLAKE2b digest of the password (the key is random per process
 and never stored), and later logins with the same password and the same stored hash compare that
-digest instead. An unknown user is checked against a dummy hash, so timing does not tell the names.
-The full check must not run on the event loop (a flood of failed logins would stall every client), so
-`login` answers at once only when no PBKDF2 is needed and otherwise returns a `PendingLogin`: its
-`check()` is pure and runs on a worker thread, then `finish(pending, ok)` completes on the loop.
+digest instead. Any other password gets the full check, as does an unknown user (against a dummy
+hash): a refusal takes the same path and time whether the user exists or was seen before, so timing
+does not tell the names. The full check must not run on the event loop (a flood of failed logins would
+stall every client), so `login` answers at once only when no PBKDF2 is needed and otherwise returns a
+`PendingLogin`: `submit(pending, done)` queues its `check()` fairly among source addresses
+(`checks.py`: bounded, round-robin, identical credentials share a check), `done(ok)` follows on the
+loop and `finish(pending, ok)` completes the login.
 Users in `loopback_users` (guest by default) may only log in from a loopback address, as RabbitMQ's
 `loopback_users`, whatever the mechanism. EXTERNAL (the subject CN of a verified TLS client
 certificate) is offered only to connections that have one; the user must exist, no password is asked.
@@ -28,11 +31,12 @@ import hmac
 import ipaddress
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ottermq.amqp.table import decode_table
+from ottermq.broker.checks import CheckScheduler, Ticket, source_of
 
 if TYPE_CHECKING:
     from ottermq.broker.access import AccessControl
@@ -170,7 +174,7 @@ class PendingLogin:
 class Authenticator:
     """The login check against the access registry's users."""
 
-    __slots__ = ("_cache_key", "_verified", "access", "loopback_users")
+    __slots__ = ("_cache_key", "_verified", "access", "checks", "loopback_users")
 
     def __init__(self, access: AccessControl, loopback_users: Iterable[str] = ("guest",)) -> None:
         self.access = access
@@ -178,6 +182,8 @@ class Authenticator:
         self._cache_key = os.urandom(32)
         # user -> (stored hash it was verified against, keyed digest of the password that matched)
         self._verified: dict[str, tuple[str, bytes]] = {}
+        # Where full checks wait for a worker; the server sets its `runner` (without one they run inline).
+        self.checks = CheckScheduler()
 
     def mechanisms(self, peer_cert_cn: str | None = None) -> tuple[str, ...]:
         """The mechanisms to offer: EXTERNAL only with a verified client certificate."""
@@ -186,16 +192,26 @@ class Authenticator:
     def _keyed(self, password: str) -> bytes:
         return hashlib.blake2b(password.encode("utf-8"), key=self._cache_key, digest_size=32).digest()
 
-    def _password_check(self, username: str, password: str, peer_host: str = "") -> bool | PendingLogin:
-        """The answer when the cache gives it (a password verified before, against the same hash), else
-        the full check still to make."""
+    def _check_key(self, pending: PendingLogin) -> bytes:
+        """Names a check by its credentials and stored hash (keyed, so no password is kept in the clear)."""
+        digest = hashlib.blake2b(key=self._cache_key, digest_size=32, person=b"ottermq-check")
+        for part in (pending.username, pending.password, pending.stored):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(_LENGTH.pack(len(data)) + data)
+        return digest.digest()
+
+    def _password_check(self, username: str, password: str, peer_host: str = "") -> PendingLogin | None:
+        """None when the cache vouches for the password (verified before, against the same hash), else
+        the full check still to make. A password the cache does not know gets the full check even when
+        it must be wrong: refusing it at once would tell that the user exists."""
         user = self.access.users.get(username)
         if user is None or not user.password_hash:
+            self._verified.pop(username, None)  # deleted users leave nothing behind
             return PendingLogin(username, password, _dummy_hash(), False, peer_host)
         stored = user.password_hash
         seen = self._verified.get(username)
-        if seen is not None and seen[0] == stored:
-            return hmac.compare_digest(seen[1], self._keyed(password))
+        if seen is not None and seen[0] == stored and hmac.compare_digest(seen[1], self._keyed(password)):
+            return None
         return PendingLogin(username, password, stored, True, peer_host)
 
     def _checked(self, pending: PendingLogin, ok: bool) -> bool:
@@ -211,10 +227,10 @@ class Authenticator:
     def check_password(self, username: str, password: str) -> bool:
         """True when the user exists, has a password, and it matches (the full check runs right here:
         for callers off the AMQP path; connections use `login`)."""
-        answer = self._password_check(username, password)
-        if isinstance(answer, bool):
-            return answer
-        return self._checked(answer, answer.check())
+        pending = self._password_check(username, password)
+        if pending is None:
+            return True
+        return self._checked(pending, pending.check())
 
     def login(
         self, mechanism: str, response: bytes, peer_host: str, peer_cert_cn: str | None = None
@@ -223,11 +239,9 @@ class Authenticator:
         to check off the event loop and pass to `finish`; `AuthFailure` naming the reason."""
         if mechanism == "PLAIN" or mechanism == "AMQPLAIN":
             username, password = parse_plain(response) if mechanism == "PLAIN" else parse_amqplain(response)
-            answer = self._password_check(username, password, peer_host)
-            if not isinstance(answer, bool):
-                return answer
-            if not answer:
-                raise AuthFailure(f"user '{username}' - invalid credentials")
+            pending = self._password_check(username, password, peer_host)
+            if pending is not None:
+                return pending
         elif mechanism == EXTERNAL and peer_cert_cn is not None:
             username = peer_cert_cn
             if username not in self.access.users:
@@ -236,8 +250,26 @@ class Authenticator:
             raise AuthFailure(f"unsupported mechanism {mechanism!r}")
         return self._allowed_from(username, peer_host)
 
-    def finish(self, pending: PendingLogin, ok: bool) -> str:
-        """Complete a login once `pending.check()` answered `ok`: the user name, or `AuthFailure`."""
+    def submit(self, pending: PendingLogin, done: Callable[[bool | None], None]) -> Ticket:
+        """Queue `pending.check()` fairly among source addresses; `done(ok)` follows on the event loop
+        (at once when no runner is set), with ok None when the check was refused unchecked because too
+        many wait (pass it to `finish` as it is). `cancel(ticket)` if the answer is no longer wanted."""
+        return self.checks.submit(
+            source_of(pending.peer_host), pending.username, self._check_key(pending), pending.check, done
+        )
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Give up on a submitted check (the client left); harmless once answered."""
+        self.checks.cancel(ticket)
+
+    def finish(self, pending: PendingLogin, ok: bool | None) -> str:
+        """Complete a login once `pending.check()` answered `ok` (None: refused unchecked, see `submit`):
+        the user name, or `AuthFailure`."""
+        if ok is None:
+            raise AuthFailure(
+                f"user '{pending.username}' - refused unchecked: too many password checks waiting "
+                f"from {source_of(pending.peer_host)}"
+            )
         if not self._checked(pending, ok):
             raise AuthFailure(f"user '{pending.username}' - invalid credentials")
         return self._allowed_from(pending.username, pending.peer_host)

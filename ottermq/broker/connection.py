@@ -63,6 +63,7 @@ from ottermq.amqp.methods import (
 )
 from ottermq.broker.auth import AuthFailure, PendingLogin
 from ottermq.broker.channel import Channel
+from ottermq.broker.checks import UNCHECKED_REFUSAL_DELAY, Ticket
 from ottermq.broker.permissions import Guard
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class Connection:
         "_in_receive",
         "_last_recv",
         "_last_sent",
+        "_login_check",
         "_read_paused",
         "_reader",
         "_received",
@@ -166,6 +168,7 @@ class Connection:
         self._read_paused = False
         # A password check runs on a worker thread: no frame is handled (nor read) until it answers.
         self._authenticating = False
+        self._login_check: Ticket | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.name}, {_STATE_NAMES[self._state]})"
@@ -460,6 +463,9 @@ class Connection:
             return
         self.closed = True
         self._state = _CLOSED
+        if self._login_check is not None:
+            self.broker.auth.cancel(self._login_check)  # nobody waits for it any more
+            self._login_check = None
         try:
             self._end_channels()
             if self.vhost is not None:
@@ -556,19 +562,39 @@ class Connection:
         self._tune()
 
     def _check_password(self, pending: PendingLogin, mechanism: str) -> None:
-        """Run the full password check on a worker thread (tens of ms of PBKDF2 must not stall the event
-        loop); reading and frame handling stop until `_password_checked`. Inline when the transport has
-        no worker threads (test transports)."""
-        run_blocking = getattr(self.transport, "run_blocking", None)
-        if run_blocking is None:
+        """Have the authenticator schedule the full password check (tens of ms of PBKDF2 on a worker
+        thread, fairly among source addresses); reading and frame handling stop until
+        `_password_checked`. Inline when the authenticator has no worker threads (test brokers)."""
+        auth = self.broker.auth
+        if auth.checks.runner is None:
             self._password_checked(pending, mechanism, pending.check())
             return
         self._authenticating = True
         self.transport.pause_reading()
-        run_blocking(pending.check, lambda ok: self._password_checked(pending, mechanism, ok))
 
-    def _password_checked(self, pending: PendingLogin, mechanism: str, ok: bool) -> None:
-        """The password check answered: refuse, or tune and handle the frames that arrived meanwhile."""
+        def done(ok: bool | None) -> None:
+            self._login_check = None
+            try:
+                self._password_checked(pending, mechanism, ok)
+            except Exception:
+                log.exception("internal error; closing the connection", extra={"conn": self.name})
+                self.close_reason = "internal error"
+                self._finish()
+
+        self._login_check = auth.submit(pending, done)
+
+    def _password_checked(
+        self, pending: PendingLogin, mechanism: str, ok: bool | None, paused: bool = False
+    ) -> None:
+        """The password check answered: refuse, or tune and handle the frames that arrived meanwhile.
+        A login refused unchecked (too many checks waiting from its address) is answered only after a
+        pause, as RabbitMQ pauses before closing a failed handshake: a flood that reconnects as soon as
+        it is refused would otherwise spin through connections as fast as the event loop can accept."""
+        if ok is None and not paused and not self.closed:
+            self.transport.call_later(
+                UNCHECKED_REFUSAL_DELAY, lambda: self._password_checked(pending, mechanism, None, True)
+            )
+            return
         waited = self._authenticating
         self._authenticating = False
         if self.closed:
@@ -576,7 +602,9 @@ class Connection:
         try:
             self.user = self.broker.auth.finish(pending, ok)
         except AuthFailure as exc:
-            self._refuse_login(mechanism, exc)
+            # One line per login refused unchecked would flood the log with the flood (the scheduler
+            # sums them up instead).
+            self._refuse_login(mechanism, exc, logging.DEBUG if ok is None else logging.WARNING)
             return
         self._tune()
         if waited:
@@ -590,8 +618,9 @@ class Connection:
             if self._deferred:
                 self._run_deferred()
 
-    def _refuse_login(self, mechanism: str, exc: AuthFailure) -> None:
-        log.warning(
+    def _refuse_login(self, mechanism: str, exc: AuthFailure, level: int = logging.WARNING) -> None:
+        log.log(
+            level,
             "login refused",
             extra={"conn": self.name, "mechanism": mechanism, "reason": str(exc)},
         )

@@ -17,8 +17,9 @@ import logging
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Final, cast
 
+from ottermq.broker.checks import CHECK_WORKERS
 from ottermq.server.tls import peer_cert_cn
 
 if TYPE_CHECKING:
@@ -30,12 +31,26 @@ log: Final = logging.getLogger("ottermq.server")
 
 # A read at least this big yields the socket to the others for one loop turn (see data_received).
 READ_YIELD_BYTES: Final = 64 * 1024
-# Worker threads for the broker's blocking steps (PBKDF2 password checks). Few on purpose: a flood of
-# failed logins then queues here instead of taking every core from the event loop.
-BLOCKING_WORKERS: Final = 2
-_blocking_pool = ThreadPoolExecutor(max_workers=BLOCKING_WORKERS, thread_name_prefix="ottermq-blocking")
+# Worker threads for the PBKDF2 password checks: the broker's check scheduler runs at most
+# `CHECK_WORKERS` at a time and keeps the waiting ones in its own fair queues, not in this pool's.
+_check_pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="ottermq-check")
 
-T = TypeVar("T")
+
+class CheckRunner:
+    """The broker's password-check runner (`CheckScheduler.runner`): work on the worker threads, the
+    answer and timers on the running event loop."""
+
+    def run(self, work: Callable[[], bool], finished: Callable[[bool], None]) -> None:
+        """`work` on a worker thread, then always `finished(result)` on the loop, False if `work` raised."""
+
+        def done(future: asyncio.Future[bool]) -> None:
+            finished(not future.cancelled() and future.exception() is None and future.result() is True)
+
+        asyncio.get_running_loop().run_in_executor(_check_pool, work).add_done_callback(done)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        """Run `callback` after `delay` seconds on the loop."""
+        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class AMQPProtocol(asyncio.Protocol):
@@ -196,21 +211,6 @@ class AMQPProtocol(asyncio.Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Run `callback` after `delay` seconds; the handle's `cancel()` stops it."""
         return self._loop.call_later(delay, callback)
-
-    def run_blocking(self, work: Callable[[], T], done: Callable[[T], None]) -> None:
-        """Run `work` on a worker thread, then `done(result)` on the event loop (not when the socket is
-        gone; a failure of either drops the connection, as in data_received)."""
-
-        def finished(future: asyncio.Future[T]) -> None:
-            if self._closing or future.cancelled():
-                return
-            try:
-                done(future.result())
-            except Exception:
-                log.exception("internal error; dropping the connection", extra={"conn": self.name})
-                self.abort("internal error")
-
-        self._loop.run_in_executor(_blocking_pool, work).add_done_callback(finished)
 
     # -- server side ---------------------------------------------------------------------------------------
 

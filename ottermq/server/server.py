@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from ottermq.server.limits import ConnectionLimit
-from ottermq.server.protocol import AMQPProtocol
+from ottermq.server.protocol import AMQPProtocol, CheckRunner
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -47,6 +47,8 @@ class Server:
         self._tls_listener: asyncio.Server | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
+        # Full password checks run on worker threads from now on (fairly scheduled by the broker).
+        broker.auth.checks.runner = CheckRunner()
 
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
         """Listen on host:port (port 0 = any free port); returns the bound (host, port) pairs.

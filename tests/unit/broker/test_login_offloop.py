@@ -1,9 +1,10 @@
 """The full password check runs off the event loop, and the connection waits for it in order.
 
-A transport with `run_blocking` gets the PBKDF2 check as work for a worker thread; this one keeps the
-work until the test runs it, so the test can check what the connection does meanwhile: nothing is sent,
-reading is paused, and frames the client pipelined behind start-ok stay unhandled until the answer.
-A remembered successful check needs no worker and answers at once.
+With a runner installed (the server installs worker threads), the PBKDF2 check goes to the
+authenticator's scheduler as work for a worker thread; this runner keeps the work until the test runs
+it, so the test can check what the connection does meanwhile: nothing is sent, reading is paused, and
+frames the client pipelined behind start-ok stay unhandled until the answer. A remembered successful
+check needs no worker and answers at once.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ from tests.unit.broker.test_connection_harness import CLIENT_CAPABILITIES, Clien
 
 
 class WorkerTransport(CollectingTransport):
-    """A transport whose worker threads run only when the test says so."""
+    """A transport whose broker's worker threads run only when the test says so."""
 
-    def __init__(self) -> None:
+    def __init__(self, broker: Broker) -> None:
         super().__init__()
-        self.work: list[tuple[Callable[[], Any], Callable[[Any], None]]] = []
+        self.work: list[tuple[Callable[[], bool], Callable[[bool], None]]] = []
+        broker.auth.checks.runner = self
 
-    def run_blocking(self, work: Callable[[], Any], done: Callable[[Any], None]) -> None:
-        self.work.append((work, done))
+    def run(self, work: Callable[[], bool], finished: Callable[[bool], None]) -> None:
+        self.work.append((work, finished))
 
     def finish_work(self) -> None:
         items, self.work = self.work, []
@@ -47,7 +49,7 @@ class WorkerTransport(CollectingTransport):
 
 def client(broker: Broker) -> tuple[Client, WorkerTransport]:
     c = Client(broker)
-    transport = WorkerTransport()
+    transport = WorkerTransport(broker)
     c.transport = transport
     c.conn = broker.new_connection(transport, ("127.0.0.1", 40000))
     return c, transport
@@ -120,3 +122,84 @@ def test_unknown_users_and_password_changes_fail_after_the_check() -> None:
     broker.access.change_password("guest", "changed")  # while the check ran
     with pytest.raises(AuthFailure, match="invalid credentials"):
         auth.finish(pending, True)
+
+
+# -- the scheduler behind the connections -------------------------------------------------------------
+
+
+class Workers:
+    """The broker's worker threads, run when the test says so; timers never fire by themselves."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.work: list[tuple[Callable[[], bool], Callable[[bool], None]]] = []
+        self.timers = CollectingTransport()
+        broker.auth.checks.runner = self
+
+    def run(self, work: Callable[[], bool], finished: Callable[[bool], None]) -> None:
+        self.work.append((work, finished))
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+        return self.timers.call_later(delay, callback)
+
+    def finish_one(self) -> None:
+        work, done = self.work.pop(0)
+        done(work())
+
+
+def start_login(broker: Broker, user: str, password: str, host: str = "127.0.0.1") -> Client:
+    c = Client(broker, peer=(host, 40000))
+    c.send(PROTOCOL_HEADER)
+    c.expect(ConnectionStart, 0)
+    response = b"\x00" + user.encode() + b"\x00" + password.encode()
+    properties = {"capabilities": CLIENT_CAPABILITIES}
+    c.send(encode_method_frame(0, ConnectionStartOk(properties, "PLAIN", response)))
+    return c
+
+
+def test_a_wrong_password_for_a_remembered_user_gets_the_full_check() -> None:
+    broker = Broker()
+    workers = Workers(broker)
+    good = start_login(broker, "guest", "guest")
+    workers.finish_one()
+    good.expect(ConnectionTune, 0)
+    assert start_login(broker, "guest", "guest").conn.state == "tuning"  # remembered: no check
+    # A wrong one is not refused at once (that would tell the user exists): it waits for a check,
+    # as a login of an unknown user does.
+    wrong = start_login(broker, "guest", "wrong")
+    unknown = start_login(broker, "nobody", "wrong")
+    assert wrong.silent() and unknown.silent() and len(workers.work) == 1
+    workers.finish_one()
+    workers.finish_one()
+    assert wrong.expect(ConnectionClose, 0).reply_code == 403
+    assert unknown.expect(ConnectionClose, 0).reply_code == 403
+
+
+def test_a_login_pushed_out_of_a_full_queue_is_refused_after_a_pause() -> None:
+    broker = Broker()
+    workers = Workers(broker)
+    broker.auth.checks.per_source = 3
+    running = start_login(broker, "nobody", "guess-0")
+    waiting = [start_login(broker, "nobody", f"guess-{i}") for i in (1, 2, 3)]
+    guest = start_login(broker, "guest", "guest")  # the same address: the flood's oldest guess leaves
+    assert waiting[0].transport.timers and waiting[0].silent()  # refused, but not yet answered
+    waiting[0].transport.run_timers()
+    assert waiting[0].expect(ConnectionClose, 0).reply_code == 403 and waiting[0].transport.closed
+    assert waiting[0].conn.close_reason.startswith("login refused: user 'nobody' - refused unchecked")
+    # The other user's login goes first among those waiting from this address.
+    workers.finish_one()
+    assert running.expect(ConnectionClose, 0).reply_code == 403
+    workers.finish_one()
+    guest.expect(ConnectionTune, 0)
+    assert waiting[1].silent() and waiting[2].silent() and broker.auth.checks.queued == 1
+
+
+def test_a_waiting_check_of_a_closed_connection_is_dropped() -> None:
+    broker = Broker()
+    workers = Workers(broker)
+    start_login(broker, "nobody", "a")
+    gone = start_login(broker, "nobody", "b")
+    assert broker.auth.checks.queued == 1
+    gone.conn.connection_lost()
+    assert broker.auth.checks.queued == 0
+    workers.finish_one()
+    assert workers.work == []
