@@ -116,9 +116,7 @@ class AMQPProtocol(asyncio.Protocol):
         try:
             connection.data_received(data)
         except Exception:
-            # A bug in the broker must cost this client its connection, never the server.
-            log.exception("internal error; dropping the connection", extra={"conn": self.name})
-            self.abort("internal error")
+            self._internal_error()
             return
         finally:
             self._receiving = False
@@ -157,7 +155,10 @@ class AMQPProtocol(asyncio.Protocol):
         self.is_writable = True
         connection = self.connection
         if connection is not None and not self._closing:
-            connection.resume_writing()
+            try:
+                connection.resume_writing()
+            except Exception:
+                self._internal_error()
 
     # -- the broker's Transport ----------------------------------------------------------------------------
 
@@ -207,8 +208,7 @@ class AMQPProtocol(asyncio.Protocol):
             try:
                 done(future.result())
             except Exception:
-                log.exception("internal error; dropping the connection", extra={"conn": self.name})
-                self.abort("internal error")
+                self._internal_error()
 
         self._loop.run_in_executor(_blocking_pool, work).add_done_callback(finished)
 
@@ -222,6 +222,16 @@ class AMQPProtocol(asyncio.Protocol):
         self._chunks.clear()
         if self._transport is not None:
             self._transport.abort()
+
+    def _internal_error(self) -> None:
+        """An unexpected exception (a bug, a MemoryError) while handling this socket's input or output costs
+        this client its connection for good, never the server. The socket is cut first (logging may fail as
+        well when memory is short); connection_lost then releases the broker's side."""
+        self.abort("internal error")
+        try:
+            log.exception("internal error; dropping the connection", extra={"conn": self.name})
+        except Exception:
+            pass  # nothing left to report with; the connection is gone either way
 
     def _resume_reading(self) -> None:
         transport = self._transport
@@ -238,9 +248,13 @@ class AMQPProtocol(asyncio.Protocol):
         chunks = self._chunks
         if not chunks or self._transport is None:
             return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._transport.write(data)
+        try:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self._transport.write(data)
+        except Exception:
+            # Bytes lost on the way out would desynchronise the peer: the connection cannot go on.
+            self._internal_error()
 
     def _describe_broker_close(self) -> str:
         connection = self.connection

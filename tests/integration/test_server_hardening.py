@@ -1,0 +1,163 @@
+"""The server process under hostile conditions: stop signals at any moment, failures inside a connection, IPv6
+and a flooding publisher.
+
+Each test starts its own `ottermq serve` (the session broker must not be disturbed) and talks to it with raw
+sockets or pika.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pika import spec
+
+from tests.integration.conftest import _free_port
+from tests.integration.test_raw import RawClient, raw_frame
+
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("OTTERMQ_TEST_URL")), reason="needs a broker process of its own"
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
+    env.update(extra or {})
+    return env
+
+
+def _accepts(host: str, port: int, timeout: float = 0.2) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((host, port))
+        except OSError:
+            return False
+        return True
+
+
+# -- stop signals --------------------------------------------------------------------------------------------
+
+
+def test_sigterm_as_soon_as_the_port_opens_is_a_graceful_stop(tmp_path: Path) -> None:
+    port = _free_port()
+    data_dir = tmp_path / "data"
+    log_path = tmp_path / "ottermq.log"
+    cmd = [sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--http-port", str(_free_port()), "--data-dir", str(data_dir)]
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_clean_env())
+    try:
+        deadline = time.monotonic() + 20
+        # Dial in a tight loop so the signal lands right after listen(), while the rest still starts up.
+        while not _accepts("127.0.0.1", port, timeout=0.05):
+            assert process.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "the broker never listened"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = log_path.read_text(errors="replace")
+    assert code == 0, log
+    assert "shutting down" in log and "stopped" in log, log
+    # The final snapshot was taken: the store's running mark is gone.
+    assert not (data_dir / "ottermq-running").exists(), log
+
+
+# -- an unexpected exception inside a connection -------------------------------------------------------------
+
+# The broker's own command line, with one fault injected at the frame reader: joining received chunks into a
+# frame raises MemoryError when the chunks carry MARKER, as it does when the process runs out of memory.
+MARKER = b"OTTERMQ-TEST-MEMORY-ERROR"
+FAULTY_BROKER = f"""
+import sys
+from ottermq.amqp.frames import FrameReader
+
+_fill = FrameReader._fill
+
+
+def failing_fill(self, need):
+    if any({MARKER!r} in chunk for chunk in self._more):
+        raise MemoryError
+    return _fill(self, need)
+
+
+FrameReader._fill = failing_fill
+from ottermq.cli import main
+
+sys.argv = ["ottermq", *sys.argv[1:]]
+main()
+"""
+
+
+def _start_broker(
+    tmp_path: Path, *args: str, program: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`ottermq serve` on 127.0.0.1 (or the given `program` with the same command line); its AMQP port."""
+    port = _free_port()
+    log_path = tmp_path / "ottermq.log"
+    launcher = ["-c", program] if program is not None else ["-m", "ottermq"]
+    cmd = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(port), "--http-port", "0",
+           "--data-dir", str(tmp_path / "data"), *args]
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_clean_env())
+    deadline = time.monotonic() + 20
+    while "listening on" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the broker did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.05)
+    return process, port
+
+
+def _stop_within(process: subprocess.Popen[bytes], seconds: float) -> int | None:
+    """SIGTERM; the exit status, or None (and a SIGKILL) when the process is still there after `seconds`."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+
+
+def test_an_exception_in_the_frame_reader_drops_that_connection_once(tmp_path: Path) -> None:
+    process, port = _start_broker(tmp_path, program=FAULTY_BROKER)
+    try:
+        victim = RawClient(port)
+        victim.handshake()
+        # A frame in two reads, so that the reader joins chunks: the second one carries the marker.
+        frame = raw_frame(3, 1, MARKER * 4)
+        victim.send(frame[:3])
+        time.sleep(0.2)
+        victim.send(frame[3:])
+        assert victim.read_until_closed(timeout=5) == b""  # cut, without a close handshake
+        victim.close()
+        # Another client is served as usual.
+        other = RawClient(port)
+        other.handshake()
+        other.send_method(1, spec.Channel.Open())
+        other.expect(spec.Channel.OpenOk)
+        other.close()
+        time.sleep(0.5)  # a loop that retried the bytes would by now have logged thousands of tracebacks
+        code = _stop_within(process, 5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = (tmp_path / "ottermq.log").read_text(errors="replace")
+    assert code == 0, log[-3000:]
+    assert log.count("MemoryError") == 1, log[-3000:]
+    assert log.count("internal error; dropping the connection") == 1, log[-3000:]
+    assert 'reason="internal error"' in log
