@@ -12,6 +12,7 @@ on the next start). A signal before the loop runs is remembered and stops the se
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -19,6 +20,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
+
+log: Final = logging.getLogger("ottermq.server")
 
 # After a stop signal, the event loop may stand still this long before the process is ended without a
 # graceful stop. A graceful stop keeps the loop turning (the final snapshot runs on a thread).
@@ -31,34 +34,44 @@ STALLED_EXIT: Final = 1
 
 
 class StallGuard:
-    """Ends the process when the event loop stops turning after a stop signal was received."""
+    """Ends the process when the event loop stops turning after a stop signal was received.
 
-    __slots__ = ("_beat", "_done", "_handle", "_limit", "_loop", "_thread")
+    Its thread starts with the loop (`start`), not at the signal: a process short of memory may be unable to
+    start a thread just when it must stop.
+    """
+
+    __slots__ = ("_armed", "_beat", "_done", "_handle", "_limit", "_loop", "_thread")
 
     def __init__(self, limit: float = STOP_STALL_LIMIT) -> None:
         self._limit = limit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat = time.monotonic()
+        self._armed = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._handle: asyncio.TimerHandle | None = None
 
-    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start watching (once; from the signal handler): `loop` must turn from now on."""
-        if self._thread is not None or self._done.is_set():
-            return
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the (idle) watching thread for `loop`. Raises RuntimeError if no thread can be started."""
         self._loop = loop
+        if self._thread is None:
+            thread = threading.Thread(target=self._watch, name="ottermq-stop-guard", daemon=True)
+            thread.start()
+            self._thread = thread
+
+    def arm(self) -> None:
+        """From now on the loop must keep turning (called from the signal handler; only once matters)."""
+        loop = self._loop
+        if loop is None or self._armed.is_set() or self._done.is_set():
+            return
         self._beat = time.monotonic()
-        self._thread = threading.Thread(target=self._watch, name="ottermq-stop-guard", daemon=True)
-        self._thread.start()
-        try:
-            loop.call_soon_threadsafe(self._tick)
-        except RuntimeError:
-            pass  # the loop is closed: the process is ending anyway
+        self._armed.set()
+        loop.call_soon_threadsafe(self._tick)
 
     def disarm(self) -> None:
         """The stop finished (or the loop ended): stop watching."""
         self._done.set()
+        self._armed.set()  # wakes the thread, which then sees _done
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -69,6 +82,7 @@ class StallGuard:
             self._handle = self._loop.call_later(_BEAT_INTERVAL, self._tick)
 
     def _watch(self) -> None:
+        self._armed.wait()
         while not self._done.wait(_BEAT_INTERVAL):
             stalled = time.monotonic() - self._beat
             if stalled > self._limit:
@@ -115,9 +129,13 @@ class StopSignals:
         """Deliver signals to `loop` from now on (`event`); a signal that came before is delivered now."""
         self._event = asyncio.Event()
         self._loop = loop
+        try:
+            self.guard.start(loop)
+        except RuntimeError as exc:
+            log.warning(f"no guard against a stuck event loop at stop: {exc}")
         if self.received:
             self._event.set()
-            self.guard.arm(loop)
+            self.guard.arm()
 
     @property
     def event(self) -> asyncio.Event:
@@ -126,16 +144,21 @@ class StopSignals:
         return self._event
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        # Runs in the main thread between two bytecodes, possibly inside a loop callback: only hand over.
+        # Runs in the main thread between two bytecodes, possibly inside a loop callback: hand over, and
+        # never raise (an exception would surface in whatever code the signal interrupted).
         name = signal.Signals(signum).name
         self.received.append(name)
         loop = self._loop
-        if loop is not None:  # else `attach` sets the event and arms the guard
-            self.guard.arm(loop)
-            try:
-                loop.call_soon_threadsafe(self._on_loop, name)
-            except RuntimeError:
-                pass  # the loop has just closed: the process is ending anyway
+        if loop is None:
+            return  # `attach` delivers it
+        try:
+            loop.call_soon_threadsafe(self._on_loop, name)
+        except Exception:
+            pass  # the loop has just closed (the process is ending anyway), or memory is short
+        try:
+            self.guard.arm()
+        except Exception:
+            pass
 
     def _on_loop(self, name: str) -> None:
         event = self._event

@@ -8,6 +8,7 @@ sockets or pika.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -15,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import pika
+import pika.exceptions
 import pytest
 from pika import spec
 
-from tests.integration.conftest import _free_port
+from tests.integration.conftest import _free_port, get_message
 from tests.integration.test_raw import RawClient, raw_frame
 
 pytestmark = pytest.mark.skipif(
@@ -161,3 +164,47 @@ def test_an_exception_in_the_frame_reader_drops_that_connection_once(tmp_path: P
     assert log.count("MemoryError") == 1, log[-3000:]
     assert log.count("internal error; dropping the connection") == 1, log[-3000:]
     assert 'reason="internal error"' in log
+
+
+def _address_space(pid: int) -> int:
+    """The process's virtual memory size (VmSize) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmSize")
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs prlimit (Linux)")
+def test_a_broker_out_of_address_space_drops_the_connection_then_serves_and_stops(tmp_path: Path) -> None:
+    process, port = _start_broker(tmp_path)
+    try:
+        # A login first, so the password-check threads exist before memory runs short.
+        warm = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port, socket_timeout=5))
+        warm.close()
+        # From now on the broker cannot grow by more than 48 MiB: a 100 MB message cannot fit.
+        limit = _address_space(process.pid) + 48 * 1024 * 1024
+        resource.prlimit(process.pid, resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+        publisher = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", port, socket_timeout=10, blocked_connection_timeout=10))
+        channel = publisher.channel()
+        channel.confirm_delivery()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        with pytest.raises(pika.exceptions.AMQPError):
+            channel.basic_publish("", queue, b"x" * (100 * 1000 * 1000))
+            publisher.process_data_events(time_limit=5)  # the close (or reset) arrives
+        assert not publisher.is_open
+        # Another client is served: connect, declare, publish and get a small message.
+        other = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port, socket_timeout=5))
+        ch = other.channel()
+        small = ch.queue_declare("", exclusive=True).method.queue
+        ch.basic_publish("", small, b"small")
+        assert get_message(ch, small)[2] == b"small"
+        other.close()
+        code = _stop_within(process, 5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = (tmp_path / "ottermq.log").read_text(errors="replace")
+    assert code == 0, log[-3000:]
+    assert log.count("Traceback") <= 5, log[-3000:]
