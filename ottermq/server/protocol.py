@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
+from ottermq.server.listen import plain_address
 from ottermq.server.tls import peer_cert_cn
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class AMQPProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=self._server.write_buffer_limit)
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and len(peername) >= 2:
-            self.peer = (str(peername[0]), int(peername[1]))
+            self.peer = (plain_address(str(peername[0])), int(peername[1]))
         self.name = f"{self.peer[0]}:{self.peer[1]}"
         if not self._server.admit(self):
             # Over connection_max: close before any AMQP is read; no broker Connection is made.

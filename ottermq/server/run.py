@@ -31,7 +31,7 @@ log: Final = logging.getLogger("ottermq.server")
 class ServeOptions:
     """What the server needs beyond the broker: where to listen and how to treat sockets."""
 
-    host: str = "0.0.0.0"
+    host: str = "::"
     port: int = 5672
     write_buffer_limit: int = 1024 * 1024
     shutdown_timeout: float = 3.0

@@ -105,23 +105,33 @@ main()
 
 
 def _start_broker(
-    tmp_path: Path, *args: str, program: str | None = None
-) -> tuple[subprocess.Popen[bytes], int]:
-    """`ottermq serve` on 127.0.0.1 (or the given `program` with the same command line); its AMQP port."""
-    port = _free_port()
+    tmp_path: Path, *args: str, program: str | None = None, host: str = "127.0.0.1", http: bool = False
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`ottermq serve` on `host` (or the given `program` with the same command line); its AMQP port and its
+    HTTP port (0 without `http`)."""
     log_path = tmp_path / "ottermq.log"
     launcher = ["-c", program] if program is not None else ["-m", "ottermq"]
-    cmd = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(port), "--http-port", "0",
-           "--data-dir", str(tmp_path / "data"), *args]
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_clean_env())
-    deadline = time.monotonic() + 20
-    while "listening on" not in log_path.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the broker did not start:\n{log_path.read_text(errors='replace')}")
-        time.sleep(0.05)
-    return process, port
+    for _attempt in range(3):
+        # Ports chosen here may be taken by someone else before the broker binds them: then try others.
+        port, http_port = _free_port(), _free_port() if http else 0
+        cmd = [sys.executable, *launcher, "serve", "--host", host, "--port", str(port),
+               "--http-port", str(http_port), "--data-dir", str(tmp_path / "data"), *args]
+        with log_path.open("wb") as out:
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_clean_env())
+        deadline = time.monotonic() + 20
+        wanted = "management API listening on" if http else "listening on"
+        while True:
+            log = log_path.read_text(errors="replace")
+            if wanted in log:
+                return process, port, http_port
+            if process.poll() is not None or "cannot serve" in log or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        process.kill()
+        process.wait()
+        if "Address already in use" not in log:
+            break
+    raise AssertionError(f"the broker did not start:\n{log_path.read_text(errors='replace')}")
 
 
 def _stop_within(process: subprocess.Popen[bytes], seconds: float) -> int | None:
@@ -136,7 +146,7 @@ def _stop_within(process: subprocess.Popen[bytes], seconds: float) -> int | None
 
 
 def test_an_exception_in_the_frame_reader_drops_that_connection_once(tmp_path: Path) -> None:
-    process, port = _start_broker(tmp_path, program=FAULTY_BROKER)
+    process, port, _ = _start_broker(tmp_path, program=FAULTY_BROKER)
     try:
         victim = RawClient(port)
         victim.handshake()
@@ -176,7 +186,7 @@ def _address_space(pid: int) -> int:
 
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs prlimit (Linux)")
 def test_a_broker_out_of_address_space_drops_the_connection_then_serves_and_stops(tmp_path: Path) -> None:
-    process, port = _start_broker(tmp_path)
+    process, port, _ = _start_broker(tmp_path)
     try:
         # A login first, so the password-check threads exist before memory runs short.
         warm = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port, socket_timeout=5))
@@ -208,3 +218,75 @@ def test_a_broker_out_of_address_space_drops_the_connection_then_serves_and_stop
     log = (tmp_path / "ottermq.log").read_text(errors="replace")
     assert code == 0, log[-3000:]
     assert log.count("Traceback") <= 5, log[-3000:]
+
+
+# -- IPv6 ----------------------------------------------------------------------------------------------------
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+
+
+def test_the_default_host_is_every_interface_of_both_families() -> None:
+    result = subprocess.run([sys.executable, "-m", "ottermq", "serve", "--check-config"], cwd=ROOT,
+                            env=_clean_env(), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert 'host = "::"' in result.stdout
+
+
+def _login(host: str, port: int) -> None:
+    """Connect as guest, declare a queue, close: the whole way a client goes."""
+    conn = pika.BlockingConnection(pika.ConnectionParameters(host, port, socket_timeout=5))
+    try:
+        conn.channel().queue_declare("", exclusive=True)
+    finally:
+        conn.close()
+
+
+def _http_ok(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect((host, port))
+        except OSError:
+            return False
+        sock.sendall(b"GET /api/health/checks/alarms HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return sock.recv(64).startswith(b"HTTP/1.1 ")
+
+
+@needs_ipv6
+@pytest.mark.parametrize(
+    ("host", "ipv4", "ipv6"),
+    [("::", True, True), ("127.0.0.1", True, False), ("::1", False, True)],
+    ids=["all", "ipv4-loopback", "ipv6-loopback"],
+)
+def test_listen_addresses_serve_the_families_they_name(
+    tmp_path: Path, host: str, ipv4: bool, ipv6: bool
+) -> None:
+    process, port, http_port = _start_broker(tmp_path, host=host, http=True)
+    try:
+        for client_host, served in (("127.0.0.1", ipv4), ("::1", ipv6)):
+            assert _accepts(client_host, port) is served, client_host
+            if served:
+                _login(client_host, port)  # guest is a loopback user: an IPv4-mapped peer is loopback too
+            assert _http_ok(client_host, http_port) is served, client_host
+        assert _stop_within(process, 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = (tmp_path / "ottermq.log").read_text(errors="replace")
+    if ipv4:
+        # An IPv4 client of a dual-stack socket is named by its plain IPv4 address.
+        assert "conn=127.0.0.1:" in log and "::ffff:" not in log, log
