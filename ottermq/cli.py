@@ -54,7 +54,9 @@ def _prepare_data_dir(path: Path) -> Path:
 
 @app.command()
 def serve(
-    host: str | None = typer.Option(None, "--host", help="AMQP listen address", show_default="0.0.0.0"),
+    host: str | None = typer.Option(
+        None, "--host", help="Listen address; :: = every interface, IPv6 and IPv4", show_default="::",
+    ),
     port: str | None = typer.Option(None, "--port", help="AMQP port; 0 = a free one", show_default="5672"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Data directory", show_default="./data"),
     http_port: str | None = typer.Option(None, "--http-port", help="Management port", show_default="15672"),

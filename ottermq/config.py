@@ -35,7 +35,8 @@ class ConfigError(Exception):
 class Settings:
     """Every OtterMQ setting with its default (RabbitMQ's where RabbitMQ has one)."""
 
-    host: str = "0.0.0.0"
+    # "::" is every interface, IPv6 and IPv4 (one dual-stack socket); "0.0.0.0" only IPv4.
+    host: str = "::"
     port: int = 5672
     data_dir: Path = Path("./data")
     http_port: int = 15672

@@ -369,6 +369,11 @@ class Connection:
                     return
                 self._fail(exc, frame)
             except Exception:
+                if frame is None or self._state == _CLOSING:
+                    # The reader itself failed (a MemoryError while joining a frame, say): the same bytes
+                    # would fail again, forever. Or the connection was closing already. Either way nothing
+                    # more can be read: the server drops the socket (see docs/internals.md).
+                    raise
                 log.exception("internal error; closing the connection", extra={"conn": self.name})
                 self._close(INTERNAL_ERROR, "INTERNAL_ERROR", *_ids_of(frame))
 

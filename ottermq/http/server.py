@@ -29,6 +29,8 @@ from typing import Any, Final
 
 import h11
 
+from ottermq.server.listen import dual_stack_socket
+
 log: Final = logging.getLogger("ottermq.http")
 
 # Request bodies above this are refused with 413 (a definition or a published payload never needs more).
@@ -145,7 +147,11 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
         """Listen on host:port (0 = a free port); the bound addresses. OSError if it cannot listen."""
-        self._server = await asyncio.start_server(self._accepted, host, port, limit=READ_SIZE)
+        sock = dual_stack_socket(host, port)  # "::" serves IPv4 too, as the AMQP listener
+        if sock is not None:
+            self._server = await asyncio.start_server(self._accepted, sock=sock, limit=READ_SIZE)
+        else:
+            self._server = await asyncio.start_server(self._accepted, host, port, limit=READ_SIZE)
         return [sock.getsockname()[:2] for sock in self._server.sockets]
 
     async def stop(self, timeout: float = 1.0) -> None:

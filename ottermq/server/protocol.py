@@ -6,8 +6,10 @@ connection is handling received bytes, its writes pile up and leave in one `tran
 a write from anywhere else (a delivery caused by another connection's publish, a timer) schedules one flush
 with `loop.call_soon`, so every write made in the same event-loop turn still leaves in a single system call.
 Backpressure: the socket's write buffer has a high-water mark; above it `is_writable` turns False and the
-broker holds deliveries back until `resume_writing`. Fairness: each read hands over everything the loop read
-(up to 256 KiB), but a big read pauses this socket for one loop turn, so every connection gets its turn.
+broker holds deliveries back until `resume_writing`. Fairness: a connection is handed at most TURN_BYTES per
+loop turn; a bigger read (the loop reads up to 256 KiB) is handed over in slices, one per turn, with reading
+paused until the last one, so a flooding publisher delays a new client's handshake step or a consumer's ack
+by about one slice of work per busy connection, not by whole reads.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, cast
 
 from ottermq.broker.checks import CHECK_WORKERS
+from ottermq.server.listen import plain_address
 from ottermq.server.tls import peer_cert_cn
 
 if TYPE_CHECKING:
@@ -29,8 +32,9 @@ if TYPE_CHECKING:
 
 log: Final = logging.getLogger("ottermq.server")
 
-# A read at least this big yields the socket to the others for one loop turn (see data_received).
-READ_YIELD_BYTES: Final = 64 * 1024
+# Most received bytes handed to a Connection in one loop turn: a bigger read is handed over in slices, one
+# per turn, and a read of this size or more yields the socket to the others for one turn (data_received).
+TURN_BYTES: Final = 32 * 1024
 # Worker threads for the PBKDF2 password checks: the broker's check scheduler runs at most
 # `CHECK_WORKERS` at a time and keeps the waiting ones in its own fair queues, not in this pool's.
 _check_pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="ottermq-check")
@@ -63,6 +67,8 @@ class AMQPProtocol(asyncio.Protocol):
         "_loop",
         "_read_blocked",
         "_receiving",
+        "_rest",
+        "_rest_pos",
         "_server",
         "_transport",
         "close_reason",
@@ -83,6 +89,9 @@ class AMQPProtocol(asyncio.Protocol):
         self._receiving = False
         # Reading stopped by the broker (a publisher blocked by a resource alarm), not for fairness.
         self._read_blocked = False
+        # The part of a big read not yet handed to the Connection (one slice per loop turn), from _rest_pos.
+        self._rest: bytes | None = None
+        self._rest_pos = 0
         self.peer: tuple[str, int] = ("", 0)
         # Subject CN of the client's verified TLS certificate (the EXTERNAL mechanism's user name).
         self.peer_cert_cn: str | None = None
@@ -107,7 +116,7 @@ class AMQPProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=self._server.write_buffer_limit)
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and len(peername) >= 2:
-            self.peer = (str(peername[0]), int(peername[1]))
+            self.peer = (plain_address(str(peername[0])), int(peername[1]))
         self.name = f"{self.peer[0]}:{self.peer[1]}"
         if not self._server.admit(self):
             # Over connection_max: close before any AMQP is read; no broker Connection is made.
@@ -123,6 +132,45 @@ class AMQPProtocol(asyncio.Protocol):
         log.info("connection opened", extra={"conn": self.name})
 
     def data_received(self, data: bytes) -> None:
+        """Hand the bytes to the Connection, at most TURN_BYTES per loop turn; see `_feed`."""
+        if self.connection is None or self._closing:
+            return
+        if len(data) <= TURN_BYTES:
+            self._feed(data)
+            if len(data) == TURN_BYTES:
+                # A full slice's worth: the peer has likely more queued. uvloop would keep reading this
+                # socket (up to 32 reads per wake-up), so a flooding publisher could starve every other
+                # connection. Yield: read again on the next loop turn, after everyone else.
+                self._yield_then(self._resume_reading)
+            return
+        # A big read (up to 256 KiB): one slice per loop turn, so that the others (a new client's
+        # handshake, consumers and their acks) wait for one slice, not for the whole read. Reading stays
+        # paused until the last slice is handed over.
+        self._rest = data
+        self._rest_pos = 0
+        self._transport.pause_reading()  # type: ignore[union-attr]
+        self._next_slice()
+
+    def _next_slice(self) -> None:
+        data = self._rest
+        if data is None or self._closing or self._read_blocked:
+            return  # resume_reading continues a rest held back by the broker
+        start = self._rest_pos
+        end = start + TURN_BYTES
+        if end >= len(data):
+            self._rest = None
+            end = len(data)
+        else:
+            self._rest_pos = end
+        self._feed(data[start:end])
+        self._yield_then(self._next_slice if self._rest is not None else self._resume_reading)
+
+    def _yield_then(self, callback: Callable[[], None]) -> None:
+        if not self._closing:
+            self._transport.pause_reading()  # type: ignore[union-attr]
+            self._loop.call_soon(callback)
+
+    def _feed(self, data: bytes) -> None:
         """Hand the bytes to the Connection, then send everything it wrote in response as one write."""
         connection = self.connection
         if connection is None or self._closing:
@@ -131,25 +179,18 @@ class AMQPProtocol(asyncio.Protocol):
         try:
             connection.data_received(data)
         except Exception:
-            # A bug in the broker must cost this client its connection, never the server.
-            log.exception("internal error; dropping the connection", extra={"conn": self.name})
-            self.abort("internal error")
+            self._internal_error()
             return
         finally:
             self._receiving = False
         if self._chunks:
             self._flush()
-        if len(data) >= READ_YIELD_BYTES and not self._closing:
-            # A big read means the peer has more queued. uvloop would keep reading this socket (up to 32
-            # reads per wake-up), so a flooding publisher could starve every other connection, consumers
-            # and their acks included. Yield: read again on the next loop turn, after everyone else.
-            self._transport.pause_reading()  # type: ignore[union-attr]
-            self._loop.call_soon(self._resume_reading)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The socket is gone: tell the Connection (it requeues unacked messages) and forget this socket."""
         self._closing = True
         self._chunks.clear()
+        self._rest = None
         self.is_writable = False
         if not self.close_reason:
             self.close_reason = f"socket error: {exc}" if exc is not None else "client closed the socket"
@@ -172,7 +213,10 @@ class AMQPProtocol(asyncio.Protocol):
         self.is_writable = True
         connection = self.connection
         if connection is not None and not self._closing:
-            connection.resume_writing()
+            try:
+                connection.resume_writing()
+            except Exception:
+                self._internal_error()
 
     # -- the broker's Transport ----------------------------------------------------------------------------
 
@@ -204,9 +248,12 @@ class AMQPProtocol(asyncio.Protocol):
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
-        """Read the socket again after `pause_reading`."""
+        """Read the socket again after `pause_reading` (first the rest of a big read, if one is held)."""
         self._read_blocked = False
-        self._resume_reading()
+        if self._rest is not None:
+            self._loop.call_soon(self._next_slice)
+        else:
+            self._resume_reading()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Run `callback` after `delay` seconds; the handle's `cancel()` stops it."""
@@ -223,12 +270,23 @@ class AMQPProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _internal_error(self) -> None:
+        """An unexpected exception (a bug, a MemoryError) while handling this socket's input or output costs
+        this client its connection for good, never the server. The socket is cut first (logging may fail as
+        well when memory is short); connection_lost then releases the broker's side."""
+        self.abort("internal error")
+        try:
+            log.exception("internal error; dropping the connection", extra={"conn": self.name})
+        except Exception:
+            pass  # nothing left to report with; the connection is gone either way
+
     def _resume_reading(self) -> None:
         transport = self._transport
         if (
             transport is not None
             and not self._closing
             and not self._read_blocked
+            and self._rest is None
             and not transport.is_closing()
         ):
             transport.resume_reading()
@@ -238,9 +296,13 @@ class AMQPProtocol(asyncio.Protocol):
         chunks = self._chunks
         if not chunks or self._transport is None:
             return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._transport.write(data)
+        try:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self._transport.write(data)
+        except Exception:
+            # Bytes lost on the way out would desynchronise the peer: the connection cannot go on.
+            self._internal_error()
 
     def _describe_broker_close(self) -> str:
         connection = self.connection

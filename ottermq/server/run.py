@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from ottermq.server.control import ControlServer
 from ottermq.server.limits import raise_open_file_limit
 from ottermq.server.monitor import MonitorOptions, ResourceMonitor
 from ottermq.server.server import Server
+from ottermq.server.signals import StopSignals
 from ottermq.server.tls import TLSConfigError, TLSOptions, server_context
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ log: Final = logging.getLogger("ottermq.server")
 class ServeOptions:
     """What the server needs beyond the broker: where to listen and how to treat sockets."""
 
-    host: str = "0.0.0.0"
+    host: str = "::"
     port: int = 5672
     write_buffer_limit: int = 1024 * 1024
     shutdown_timeout: float = 3.0
@@ -105,14 +105,39 @@ def format_address(host: str, port: int, scheme: str = "amqp") -> str:
     return f"{scheme}://{shown}:{port}"
 
 
-async def serve_async(broker: Broker, options: ServeOptions) -> int:
-    """Listen, serve until SIGTERM/SIGINT, stop gracefully; the exit status (0 clean, 1 cannot listen)."""
+async def serve_async(broker: Broker, options: ServeOptions, signals: StopSignals | None = None) -> int:
+    """Listen, serve until SIGTERM/SIGINT, stop gracefully; the exit status (0 clean, 1 cannot listen).
+
+    `signals` were installed (and attached to this loop) by the caller, before anything listens; without
+    them, they are installed here, for the time of this call.
+    """
+    own_signals = signals is None
+    if signals is None:
+        signals = StopSignals()
+        signals.install()
+        signals.attach(asyncio.get_running_loop())
+    try:
+        return await _serve(broker, options, signals)
+    finally:
+        if own_signals:
+            signals.restore()
+
+
+async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) -> int:
+    stop = signals.event
     server = Server(
         broker,
         write_buffer_limit=options.write_buffer_limit,
         shutdown_timeout=options.shutdown_timeout,
         connection_max=options.connection_max,
     )
+
+    def second_signal(name: str) -> None:
+        # A second signal while waiting for close-oks: the operator does not want to wait.
+        log.warning("second signal; closing sockets now", extra={"signal": name})
+        server.abort_all("shutdown")
+
+    signals.on_second = second_signal
     try:
         addresses = await server.start(options.host, options.port)
     except OSError as exc:
@@ -144,22 +169,9 @@ async def serve_async(broker: Broker, options: ServeOptions) -> int:
         monitor.start()
     control = await _start_control(broker, options.control_socket)
     http = await _start_http(broker, options.http, addresses)
-    stop = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        received.append(sig.name)
-        if stop.is_set():
-            # A second signal while waiting for close-oks: the operator does not want to wait.
-            log.warning("second signal; closing sockets now", extra={"signal": sig.name})
-            server.abort_all("shutdown")
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await stop.wait()
-        log.info("shutting down", extra={"signal": received[0] if received else "none"})
+        log.info("shutting down", extra={"signal": signals.received[0] if signals.received else "none"})
         if http is not None:
             # First, so no request sees the broker half stopped; a short share of the shutdown timeout.
             await http.stop(min(1.0, options.shutdown_timeout / 2))
@@ -172,8 +184,6 @@ async def serve_async(broker: Broker, options: ServeOptions) -> int:
             await control.stop()
         if monitor is not None:
             monitor.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
     log.info("stopped")
     return 0
 
@@ -212,20 +222,27 @@ async def _start_http(
 
 def serve(broker: Broker, options: ServeOptions) -> int:
     """Run the server in a fresh event loop (uvloop when available) until a signal; the exit status."""
-    factory = _loop_factory()
-    tune_gc()
-    raise_open_file_limit()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_serve_with_store(broker, options))
+    # First of all: from now on SIGTERM and SIGINT mean a graceful stop, whenever they come.
+    signals = StopSignals()
+    signals.install()
+    try:
+        factory = _loop_factory()
+        tune_gc()
+        raise_open_file_limit()
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(_serve_with_store(broker, options, signals))
+    finally:
+        signals.restore()
 
 
-async def _serve_with_store(broker: Broker, options: ServeOptions) -> int:
+async def _serve_with_store(broker: Broker, options: ServeOptions, signals: StopSignals) -> int:
     """`serve_async` between the store's start and its stop (snapshot on a clean stop)."""
+    signals.attach(asyncio.get_running_loop())
     store = options.store
     if store is None:
-        return await serve_async(broker, options)
+        return await serve_async(broker, options, signals)
     await store.start()
     try:
-        return await serve_async(broker, options)
+        return await serve_async(broker, options, signals)
     finally:
         await store.stop()

@@ -14,9 +14,10 @@ import logging
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.server.limits import ConnectionLimit
+from ottermq.server.listen import dual_stack_socket
 from ottermq.server.protocol import AMQPProtocol, CheckRunner
 
 if TYPE_CHECKING:
@@ -53,18 +54,10 @@ class Server:
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
         """Listen on host:port (port 0 = any free port); returns the bound (host, port) pairs.
 
-        Raises OSError when the address cannot be bound.
+        Host `::` serves IPv6 and IPv4 (see listen.py). Raises OSError when the address cannot be bound.
         """
-        loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(
-            lambda: AMQPProtocol(self),
-            host=host or None,
-            port=port,
-            family=socket.AF_UNSPEC,
-            reuse_address=True,
-            backlog=1024,
-        )
-        self._ticker = loop.call_later(TICK_INTERVAL, self._tick)
+        self._listener = await self._listen(host, port)
+        self._ticker = asyncio.get_running_loop().call_later(TICK_INTERVAL, self._tick)
         return [self._address(sock) for sock in self._listener.sockets]
 
     async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> list[tuple[str, int]]:
@@ -73,18 +66,29 @@ class Server:
         The TLS handshake must finish within the broker's handshake timeout. Raises OSError when the
         address cannot be bound.
         """
+        self._tls_listener = await self._listen(
+            host, port, ssl=context, ssl_handshake_timeout=self.broker.settings.handshake_timeout
+        )
+        return [self._address(sock) for sock in self._tls_listener.sockets]
+
+    async def _listen(self, host: str, port: int, **tls: Any) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        self._tls_listener = await loop.create_server(
+        sock = dual_stack_socket(host, port)
+        if sock is not None:
+            try:
+                return await loop.create_server(lambda: AMQPProtocol(self), sock=sock, backlog=1024, **tls)
+            except BaseException:
+                sock.close()
+                raise
+        return await loop.create_server(
             lambda: AMQPProtocol(self),
             host=host or None,
             port=port,
             family=socket.AF_UNSPEC,
             reuse_address=True,
             backlog=1024,
-            ssl=context,
-            ssl_handshake_timeout=self.broker.settings.handshake_timeout,
+            **tls,
         )
-        return [self._address(sock) for sock in self._tls_listener.sockets]
 
     def admit(self, proto: AMQPProtocol) -> bool:
         """Whether a just-accepted socket may stay (connection_max); called by the protocol."""

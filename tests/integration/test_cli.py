@@ -93,5 +93,5 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
 
 def test_defaults() -> None:
     s = effective()
-    assert (s["host"], s["port"], s["data_dir"], s["http_port"]) == ("0.0.0.0", 5672, "data", 15672)
+    assert (s["host"], s["port"], s["data_dir"], s["http_port"]) == ("::", 5672, "data", 15672)
     assert s["persistence"] == "memento" and s["log_format"] == "kv"
