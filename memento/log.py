@@ -26,6 +26,7 @@ import crc32c
 from memento.disk import DiskIO, disk_full
 from memento.errors import LogClosed, LogFailed, RecoveryRefused, SyncFailed, UnsupportedVersion
 from memento.lock import lock_directory
+from memento.private import private_dir
 from memento.reader import decode_at, records_in
 from memento.record import (
     BODY_HEAD,
@@ -180,7 +181,7 @@ class Log:
         if segment_size < MIN_SEGMENT_SIZE:
             raise ValueError(f"segment_size must be at least {MIN_SEGMENT_SIZE}")
         root = Path(path)
-        (root / WAL_DIR).mkdir(parents=True, exist_ok=True)
+        private_dir(root / WAL_DIR)
         lock_fd = lock_directory(root / LOCK_FILE)
         store: SnapshotStore | None = None
         try:

@@ -4,14 +4,13 @@ writes may be readable by other local users.
 Strategy: modes are set explicitly, never left to the umask (which only takes bits away, and which another
 thread may change for a moment): files are created with `create_private` (O_CREAT with 0600, then an
 fchmod, so a umask of 0277 does not leave them unwritable either), directories with `private_dir` (mkdir,
-then chmod 0700). Existing files and directories keep their modes: `exposed` says which an operator
-should tighten.
+then chmod 0700). Existing files and directories keep their modes (the broker warns at start when its
+data directory is open to others).
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Final
 
@@ -48,8 +47,3 @@ def private_dir(path: str | os.PathLike[str]) -> None:
                 continue  # made meanwhile by someone else: theirs to set
             raise
         os.chmod(directory, PRIVATE_DIR)
-
-
-def exposed(path: str | os.PathLike[str]) -> int:
-    """The group and other permission bits of `path` (0 when only its owner may use it)."""
-    return stat.S_IMODE(os.stat(path).st_mode) & 0o077

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from memento.disk import DiskIO
+from memento.private import create_private, private_dir
 from memento.recovery import RecoveryReport, Verdict
 from memento.scan import SegmentScan
 
@@ -24,7 +25,7 @@ def apply_verdict(wal_dir: str, quarantine: Path, scans: list[SegmentScan], verd
     cut = verdict.cut
     if cut is None:
         return scans
-    quarantine.mkdir(exist_ok=True)
+    private_dir(quarantine)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     keep = cut.index if cut.offset is None else cut.index + 1
     if cut.offset is not None:
@@ -57,7 +58,7 @@ def apply_verdict(wal_dir: str, quarantine: Path, scans: list[SegmentScan], verd
 
 
 def _write_durably(path: Path, data: bytes, disk: DiskIO) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = create_private(path, os.O_WRONLY | os.O_TRUNC)
     try:
         disk.pwrite(fd, data, 0)
         disk.fdatasync(fd)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -43,13 +44,31 @@ def _usage_error(message: str) -> NoReturn:
 
 
 def _prepare_data_dir(path: Path) -> Path:
+    """The data directory, created owner-only (0700, as every file in it) when missing."""
+    from memento.private import private_dir
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
     except FileExistsError:
         raise ConfigError(f"data_dir: {path} exists and is not a directory") from None
     except OSError as exc:
         raise ConfigError(f"data_dir: cannot create {path}: {exc.strerror or exc}") from None
     return path.resolve()
+
+
+def _warn_if_exposed(path: Path) -> None:
+    """Say so when other local users may enter the data directory: the log in it holds message bodies
+    and password hashes (directories made by older versions were 0755, their files 0644)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            f"data directory {path} is open to other local users (mode {mode:04o}): they may read message "
+            f"bodies and password hashes in it; run `chmod 700 {path}`",
+            extra={"path": str(path), "mode": f"{mode:04o}"},
+        )
 
 
 @app.command()
@@ -108,6 +127,7 @@ def serve(
             "python": sys.version.split()[0],
         },
     )
+    _warn_if_exposed(data_path)
     if store is not None:
         store.report_recovery()
         _report_salvage(store)
