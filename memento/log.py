@@ -13,6 +13,7 @@ Directory layout: LOCK, wal/*.wal, snapshots/ (LMDB, memento.snapshot), quaranti
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import threading
@@ -182,6 +183,11 @@ class Log:
             raise ValueError(f"segment_size must be at least {MIN_SEGMENT_SIZE}")
         root = Path(path)
         private_dir(root / WAL_DIR)
+        for name in (SNAPSHOT_DIR, QUARANTINE_DIR):
+            if os.path.lexists(root / name) and not (root / name).is_dir():
+                # Found now rather than at the first snapshot or repair, which would fail every time.
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory (the log keeps one there)",
+                                         str(root / name))
         lock_fd = lock_directory(root / LOCK_FILE)
         store: SnapshotStore | None = None
         try:

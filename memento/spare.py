@@ -54,8 +54,13 @@ class SparePreparer:
 
     @staticmethod
     def clear(directory: str) -> None:
-        """Delete what a previous run left behind (a spare is never part of the log)."""
-        shutil.rmtree(directory, ignore_errors=True)
+        """Delete what a previous run left behind (a spare is never part of the log), even a file in the
+        directory's place."""
+        if os.path.isdir(directory) and not os.path.islink(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory)
 
     def start(self, size: int) -> None:
         """Begin preparing a spare of `size` bytes unless one is ready or under way."""

@@ -7,13 +7,14 @@ during an fsync is the next batch, and there is no timer. Because the thread pic
 itself, the fsync of one batch overlaps the event loop's work of waking the previous batch's waiters and
 staging new records. When nothing is staged the thread sleeps on an Event that the next append sets.
 
-A full disk is not fatal. Segments are preallocated, so running out of space (ENOSPC, EDQUOT) shows up
-while creating the next segment or writing into a sparse one, before anything is flushed; the batch's bytes
-are still in memory and writing them again at the same offsets is idempotent. So the thread keeps the
-batch, reports the writer suspended (`suspended`, `on_suspended`), and retries it with backoff (or at once
-on `retry_now`) while appends keep staging; when a retry succeeds it reports `on_resumed` and the batch as
-durable, then goes on with what was staged meanwhile. Waiters stay pending meanwhile. A crash while
-suspended leaves what any crash leaves: a torn tail or a sealed last segment, which recovery repairs.
+A full disk is not fatal (nor is running out of file descriptors, EMFILE/ENFILE, handled the same way).
+Segments are preallocated, so running out of space (ENOSPC, EDQUOT) shows up while creating the next segment
+or writing into a sparse one, before anything is flushed; the batch's bytes are still in memory and writing
+them again at the same offsets is idempotent. So the thread keeps the batch, reports the writer suspended
+(`suspended`, `on_suspended`), and retries it with backoff (or at once on `retry_now`) while appends keep
+staging; when a retry succeeds it reports `on_resumed` and the batch as durable, then goes on with what was
+staged meanwhile. Waiters stay pending meanwhile. A crash while suspended leaves what any crash leaves: a torn
+tail or a sealed last segment, which recovery repairs.
 
 A log opened on a full disk starts with the creation of its next segment as the first batch (see
 `Log.open`), so the writer starts suspended and resumes in the same way.
@@ -27,6 +28,7 @@ becomes durable.
 from __future__ import annotations
 
 import asyncio
+import errno
 import heapq
 import itertools
 import threading
@@ -34,14 +36,16 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from memento.disk import FULL_DISK_ERRNOS, disk_full
+from memento.disk import FULL_DISK_ERRNOS
 from memento.errors import LogClosed, LogFailed, SyncFailed
 from memento.log import Log, _Batch
 from memento.reclaim import ReclaimResult, batches, copy_records, delete, new_plan, plan, read_live
 from memento.record import RecordPosition
 
-# What a full disk looks like; only these are retried, and never from a sync (memento.errors.SyncFailed).
-RETRYABLE_ERRNOS: Final = FULL_DISK_ERRNOS
+# What a full disk looks like, and running out of file descriptors (creating the next segment while
+# clients hold every descriptor: it works again once some close); only these are retried, and never from
+# a sync (memento.errors.SyncFailed).
+RETRYABLE_ERRNOS: Final = FULL_DISK_ERRNOS | {errno.EMFILE, errno.ENFILE}
 # Backoff between retries of a batch that met a full disk: doubling from the first to the last (seconds).
 RETRY_FIRST: Final = 0.2
 RETRY_MAX: Final = 2.0
@@ -52,7 +56,7 @@ STAGING_LIMIT: Final = 64 << 20
 def retryable(exc: BaseException) -> bool:
     """True for an error that a later attempt at the same batch may get past: a full disk met while
     creating or writing a file (not while syncing one)."""
-    return disk_full(exc) and not isinstance(exc, SyncFailed)
+    return isinstance(exc, OSError) and exc.errno in RETRYABLE_ERRNOS and not isinstance(exc, SyncFailed)
 
 
 class AsyncWriter:

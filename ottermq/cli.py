@@ -29,6 +29,21 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("ottermq")
 
 EXIT_USAGE: Final = 2
+# The data directory cannot be used (read-only, permissions, a foreign file where the log expects its own,
+# too few file descriptors): sysexits' EX_IOERR, as rabbitmqctl uses sysexits.
+EXIT_DATA_DIR: Final = 74
+
+
+class DataDirError(Exception):
+    """The data directory cannot be used: one line naming the file, exit EXIT_DATA_DIR."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`strerror: file` (both files for a rename), or the error's text when it names no file."""
+    names = [name for name in (exc.filename, exc.filename2) if name is not None]
+    if exc.strerror and names:
+        return f"{exc.strerror}: {' -> '.join(str(name) for name in names)}"
+    return exc.strerror or str(exc)
 
 app = typer.Typer(
     help="OtterMQ: a durable, RabbitMQ-compatible AMQP 0.9.1 broker.",
@@ -52,7 +67,7 @@ def _prepare_data_dir(path: Path) -> Path:
     except FileExistsError:
         raise ConfigError(f"data_dir: {path} exists and is not a directory") from None
     except OSError as exc:
-        raise ConfigError(f"data_dir: cannot create {path}: {exc.strerror or exc}") from None
+        raise DataDirError(f"data_dir: cannot create {path}: {describe_os_error(exc)}") from None
     return path.resolve()
 
 
@@ -112,6 +127,9 @@ def serve(
         tls = _tls_options(settings)
     except ConfigError as exc:
         _usage_error(str(exc))
+    except DataDirError as exc:
+        typer.echo(f"ottermq: error: {exc}", err=True)
+        raise typer.Exit(EXIT_DATA_DIR) from None
 
     from ottermq.server.log import configure_logging
     from ottermq.server.monitor import MonitorOptions
@@ -158,7 +176,12 @@ def serve(
         control_socket=data_path / CTL_SOCKET_NAME,
         http=http,
     )
-    status = run_server(broker, options)
+    try:
+        status = run_server(broker, options)
+    except OSError as exc:
+        # Start-up work on the data directory (the store's running mark...) that recovery did not catch.
+        log.error(f"cannot serve from {data_path}: {describe_os_error(exc)}")
+        status = EXIT_DATA_DIR
     if store is not None:
         # Everything is durable and closed: skip the interpreter's teardown, which would free a large
         # backlog object by object (seconds for a million messages) before the process could end.
@@ -223,6 +246,8 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
     )
     try:
         store = DurableStore.open(data_path, store_options)
+    except OSError as exc:
+        raise DataDirError(f"cannot open the log in {data_path}: {describe_os_error(exc)}") from None
     except MementoError as exc:
         hint = "" if settings.salvage or not isinstance(exc, RecoveryRefused) else (
             "; to start anyway, keeping what is valid up to the damage and losing what follows it, run "
@@ -234,6 +259,9 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
     except (MementoError, CodecError) as exc:
         store.close()
         raise ConfigError(f"cannot recover the log in {data_path}: {exc}") from None
+    except OSError as exc:
+        store.close()
+        raise DataDirError(f"cannot recover the log in {data_path}: {describe_os_error(exc)}") from None
     return broker, store
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import gc
 import logging
 import os
@@ -223,7 +224,12 @@ class DurableStore:
         info.replayed = replayed
         info.end_lsn = memento_log.end_lsn
         info.fresh = snapshot is None and memento_log.end_lsn == 0
-        running = (memento_log.path / RUNNING_MARK).exists()
+        mark = memento_log.path / RUNNING_MARK
+        running = os.path.lexists(mark)
+        if running and not mark.is_file():
+            # Serving would fail on it later (start() opens it): say so now, before anything is served.
+            raise IsADirectoryError(errno.EISDIR, "not a regular file (the broker keeps its running mark "
+                                    "there)", str(mark))
         info.crashed = not info.fresh and (running or not (clean and replayed == 0))
         if info.fresh:
             broker.create_defaults()
@@ -476,12 +482,15 @@ class DurableStore:
             self.broker.set_alarm(ALARM_JOURNAL, True)
 
     def _journal_suspended(self, error: OSError) -> None:
-        log.error(
-            f"the journal is suspended, the disk is full ({error}): nothing further is confirmed and "
-            f"publishers are blocked until writing resumes; the log needs {self.log.segment_size} bytes "
-            f"free in {self.log.wal_dir} for its next segment (retrying)",
-            extra={"lsn": self.journal.durable_position},
-        )
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            why = (f"out of file descriptors ({error}): nothing further is confirmed and publishers are "
+                   "blocked until writing resumes (retrying); raise the open-file limit (ulimit -n) or "
+                   "lower connection_max")
+        else:
+            why = (f"the disk is full ({error}): nothing further is confirmed and publishers are blocked "
+                   f"until writing resumes; the log needs {self.log.segment_size} bytes free in "
+                   f"{self.log.wal_dir} for its next segment (retrying)")
+        log.error(f"the journal is suspended, {why}", extra={"lsn": self.journal.durable_position})
         total = _file_system_size(self.log.wal_dir)
         if total is not None and total < self.log.segment_size:
             log.error(

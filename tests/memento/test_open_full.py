@@ -137,3 +137,34 @@ def test_a_log_opens_on_a_file_system_smaller_than_a_segment(tiny_tmpfs: Path) -
 
     asyncio.run(main())
     assert not wal_files(root)
+
+
+class NoDescriptors(DiskIO):
+    """Creating a segment fails with EMFILE while `exhausted` (clients hold every descriptor)."""
+
+    def __init__(self) -> None:
+        self.exhausted = False
+
+    def preallocate(self, fd: int, size: int) -> None:
+        if self.exhausted:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        super().preallocate(fd, size)
+
+
+def test_running_out_of_descriptors_at_a_rollover_suspends_instead_of_failing(tmp_path: Path) -> None:
+    disk = NoDescriptors()
+
+    async def main() -> None:
+        with Log.open(tmp_path, segment_size=SEG_SIZE, disk=disk) as log:
+            writer = AsyncWriter(log, retry_first=0.01, retry_max=0.05)
+            disk.exhausted = True
+            lsns = [writer.append(1, b"r" * 1000) for _ in range(100)]  # a rollover
+            await until(lambda: writer.suspended is not None)
+            assert writer.suspended is not None and writer.suspended.errno == errno.EMFILE
+            assert writer.failed is None
+            disk.exhausted = False
+            await asyncio.wait_for(writer.wait_durable(lsns[-1]), 10)
+            await writer.close()
+
+    asyncio.run(main())
+    assert len(records(tmp_path)) == 100
