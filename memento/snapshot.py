@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -36,7 +37,9 @@ from memento.private import PRIVATE_DIR, PRIVATE_FILE, private_dir
 SNAPSHOT_MAGIC: Final = b"MSNP"
 SNAPSHOT_FORMAT_VERSION: Final = 1
 CHUNK_INPUT_SIZE: Final = 1 << 20
-INITIAL_MAP_SIZE: Final = 1 << 30
+# The map reserves address space only, and grows (doubling) when a snapshot does not fit: small, so that a
+# broker under an address-space limit (ulimit -v) can open it.
+INITIAL_MAP_SIZE: Final = 64 << 20
 MANIFEST_HEAD: Final = struct.Struct(">4sHHQQII")
 CHUNK_ENTRY: Final = struct.Struct(">III")
 CRC: Final = struct.Struct(">I")
@@ -162,6 +165,10 @@ class SnapshotStore:
                 for name in ("data.mdb", "lock.mdb"):
                     with contextlib.suppress(FileNotFoundError):
                         os.chmod(self.path / name, PRIVATE_FILE)
+        except lmdb.MemoryError as exc:
+            # Not damage (salvage would not help): the address space is too small for the map.
+            raise OSError(errno.ENOMEM, f"cannot map {map_size} bytes of snapshots ({exc}); is an "
+                          "address-space limit (ulimit -v) too low?", str(self.path)) from None
         except lmdb.Error as exc:
             self._env = None
             self._open_error = f"snapshot store {self.path} is unreadable: {exc}"
