@@ -10,6 +10,7 @@ data directory is open to others).
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Final
@@ -31,7 +32,7 @@ def create_private(path: str | os.PathLike[str], flags: int) -> int:
 
 def private_dir(path: str | os.PathLike[str]) -> None:
     """Create the directory `path` and any missing parents, each 0700 (owner only); a directory that
-    exists is left as it is. FileExistsError when `path` (or a parent) exists and is not a directory."""
+    exists is left as it is. NotADirectoryError (naming it) when `path` or a parent is something else."""
     missing: list[Path] = []
     current = Path(path)
     while not current.is_dir():
@@ -45,5 +46,5 @@ def private_dir(path: str | os.PathLike[str]) -> None:
         except FileExistsError:
             if directory.is_dir():
                 continue  # made meanwhile by someone else: theirs to set
-            raise
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)) from None
         os.chmod(directory, PRIVATE_DIR)

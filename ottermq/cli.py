@@ -64,7 +64,7 @@ def _prepare_data_dir(path: Path) -> Path:
 
     try:
         private_dir(path)
-    except FileExistsError:
+    except NotADirectoryError:
         raise ConfigError(f"data_dir: {path} exists and is not a directory") from None
     except OSError as exc:
         raise DataDirError(f"data_dir: cannot create {path}: {describe_os_error(exc)}") from None

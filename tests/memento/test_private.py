@@ -49,8 +49,9 @@ def test_private_dir_leaves_an_existing_directory_alone(tmp_path: Path, umask: i
     private_dir(tmp_path)
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
     (tmp_path / "file").write_bytes(b"")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(NotADirectoryError) as info:
         private_dir(tmp_path / "file" / "sub")
+    assert info.value.filename == str(tmp_path / "file")
     fd = create_private(tmp_path / "new", os.O_WRONLY)
     os.close(fd)
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o600
