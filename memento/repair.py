@@ -8,6 +8,7 @@ preallocated again with zeros. Segments dropped whole (salvage) are renamed into
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import replace
@@ -62,5 +63,11 @@ def _write_durably(path: Path, data: bytes, disk: DiskIO) -> None:
     try:
         disk.pwrite(fd, data, 0)
         disk.fdatasync(fd)
+    except OSError as exc:
+        # Named, so that the operator knows where the room is needed (a full disk refuses the repair).
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise OSError(exc.errno, f"{exc.strerror or exc} (quarantining {len(data)} damaged bytes)",
+                      str(path)) from exc
     finally:
         os.close(fd)

@@ -168,3 +168,26 @@ def test_running_out_of_descriptors_at_a_rollover_suspends_instead_of_failing(tm
 
     asyncio.run(main())
     assert len(records(tmp_path)) == 100
+
+
+class NoRoomForQuarantine(DiskIO):
+    """Writing into quarantine/ fails with ENOSPC (the log's own preallocated files need no new room)."""
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        if "/quarantine/" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().pwrite(fd, data, offset)
+
+
+def test_a_torn_tail_that_cannot_be_quarantined_is_refused_by_name_and_kept(tmp_path: Path) -> None:
+    data = bytearray(segment_bytes(1, 1, [b"a", b"b"], size=SEG_SIZE))
+    end = len(segment_bytes(1, 1, [b"a", b"b"], size=SEG_SIZE).rstrip(b"\0"))
+    data[end:end + 48] = b"\xc8\x00\x00\x00\xde\xad\xbe\xef" + b"\x01" * 40  # a torn write
+    write_segments(tmp_path, [(1, 1, bytes(data))])
+    with pytest.raises(OSError) as info:
+        Log.open(tmp_path, segment_size=SEG_SIZE, disk=NoRoomForQuarantine())
+    assert info.value.errno == errno.ENOSPC
+    assert "/quarantine/" in str(info.value.filename) and "48 damaged bytes" in str(info.value)
+    assert not list((tmp_path / "quarantine").iterdir())  # no empty quarantine file left behind
+    assert wal_files(tmp_path)[0].read_bytes() == bytes(data)  # nothing cut
+    assert records(tmp_path) == [b"a", b"b"]  # once there is room, the repair goes through
