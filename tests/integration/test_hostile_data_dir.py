@@ -1,12 +1,13 @@
 """A data directory the broker cannot use, and a tight open-file limit.
 
-Strategy: the real `ottermq serve` is started on a data directory made by a first (clean) run, then
-spoiled: mounted read-only (a bind mount; skipped where mounting is not permitted), unreadable to the
-user the broker runs as (root ignores modes, so the broker runs as `nobody` through setpriv; skipped
-where that is not possible), or with a foreign file where the log keeps one of its own. Each is refused
-with exit 74 (EX_IOERR) and one line on stderr naming the file, never a traceback; a foreign file in the
-log's scratch place (spare/) is replaced and the broker serves. Under `prlimit --nofile=64` the broker
-keeps descriptors for its log: it refuses clients beyond what the limit leaves, and rollovers still work.
+Strategy: the real `ottermq serve` is started on a data directory made by a first (clean) run, then spoiled:
+mounted read-only (a bind mount; skipped where mounting is not permitted), unreadable to the user the broker
+runs as (root ignores modes, so the broker runs as `nobody` through setpriv; skipped where that is not
+possible), or with a foreign file where the log keeps one of its own. Each is refused with exit 74 (EX_IOERR)
+and one line on stderr naming the file, never a traceback; a foreign file in the log's scratch place (spare/)
+is replaced, one in the ctl socket's place only costs `ottermq ctl` (logged), and the broker serves. Under
+`prlimit --nofile=64` the broker keeps descriptors for its log: it refuses clients beyond what the limit
+leaves, and rollovers still work.
 """
 
 from __future__ import annotations
@@ -97,14 +98,18 @@ def test_a_foreign_file_in_the_data_directory_is_named_in_one_line(copy: Path, c
     assert_refused(serve(copy), str(copy / name))
 
 
-def test_a_file_in_place_of_the_spare_directory_is_replaced(copy: Path, tmp_path: Path) -> None:
-    (copy / "log" / "spare").write_bytes(b"not ours\n")
+def test_foreign_files_the_broker_can_do_without_are_survived(copy: Path, tmp_path: Path) -> None:
+    (copy / "log" / "spare").write_bytes(b"not ours\n")  # scratch space: replaced
+    (copy / "ctl.sock").mkdir()  # `ottermq ctl` is not served, AMQP is
     node = Node(tmp_path)
     node.start()
     conn = node.connect()
     conn.channel().queue_declare("q", durable=True)
     conn.close()
     node.stop()
+    text = node.log_text()
+    assert "Traceback" not in text
+    assert f"cannot serve ottermq ctl on {copy / 'ctl.sock'}: Is a directory" in text
 
 
 @pytest.fixture
