@@ -5,6 +5,16 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Final
+
+# What a full disk looks like (ENOSPC, or a quota): writing may succeed later at the same place, once
+# space is freed, so the writer retries and opening a log starts without its next segment.
+FULL_DISK_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for an OSError that says the file system (or the user's quota) has no room left."""
+    return isinstance(exc, OSError) and exc.errno in FULL_DISK_ERRNOS
 
 
 class DiskIO:

@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 from memento.errors import LogLocked
+from memento.private import create_private
 
 
 def lock_directory(path: Path) -> int:
     """Take the exclusive flock on `path` (the LOCK file) and write our pid in it; returns the fd, which
     holds the lock until closed. Raises LogLocked, naming the holder's pid, when someone holds it (flock
     is per open file, so a second Log in the same process is refused too)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = create_private(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

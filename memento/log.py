@@ -13,6 +13,7 @@ Directory layout: LOCK, wal/*.wal, snapshots/ (LMDB, memento.snapshot), quaranti
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import threading
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING, Final
 
 import crc32c
 
-from memento.disk import DiskIO
-from memento.errors import LogClosed, LogFailed, RecoveryRefused, UnsupportedVersion
+from memento.disk import DiskIO, disk_full
+from memento.errors import LogClosed, LogFailed, RecoveryRefused, SyncFailed, UnsupportedVersion
 from memento.lock import lock_directory
+from memento.private import private_dir
 from memento.reader import decode_at, records_in
 from memento.record import (
     BODY_HEAD,
@@ -55,6 +57,7 @@ from memento.segment import (
     TMP_SUFFIX,
     create_segment,
     parse_name,
+    segment_name,
     synced,
 )
 from memento.snapshot import STATUS_DAMAGED, STATUS_FALLBACK, STATUS_UNREADABLE, Snapshot, SnapshotStore
@@ -157,6 +160,7 @@ class Log:
         self._idle_waiter: threading.Event | None = None
         self._spares = SparePreparer(str(path / SPARE_DIR), disk)
         self._error: LogFailed | None = None
+        self._no_room: OSError | None = None  # why open could not create the tail segment
         self._closed = False
         # The last window read (segment seq, offset, bytes) and where the last single read was.
         self._window: tuple[int, int, bytes] = (-1, 0, b"")
@@ -180,7 +184,12 @@ class Log:
         if segment_size < MIN_SEGMENT_SIZE:
             raise ValueError(f"segment_size must be at least {MIN_SEGMENT_SIZE}")
         root = Path(path)
-        (root / WAL_DIR).mkdir(parents=True, exist_ok=True)
+        private_dir(root / WAL_DIR)
+        for name in (SNAPSHOT_DIR, QUARANTINE_DIR):
+            if os.path.lexists(root / name) and not (root / name).is_dir():
+                # Found now rather than at the first snapshot or repair, which would fail every time.
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory (the log keeps one there)",
+                                         str(root / name))
         lock_fd = lock_directory(root / LOCK_FILE)
         store: SnapshotStore | None = None
         try:
@@ -274,11 +283,25 @@ class Log:
             return
         # No segment, a sealed last one (crash mid-rollover), or salvage moved past the log's end.
         seq = kept[-1].seq + 1 if kept else 1
-        fd, path = create_segment(self.wal_dir, seq, self._next_lsn, self.segment_size, self.disk)
-        seg = _Segment(seq, self._next_lsn, self.segment_size, path, fd)
+        path = os.path.join(self.wal_dir, segment_name(seq, self._next_lsn))
+        seg = _Segment(seq, self._next_lsn, self.segment_size, path)
+        try:
+            seg.fd, _path = create_segment(self.wal_dir, seq, self._next_lsn, self.segment_size, self.disk)
+        except OSError as exc:
+            if not disk_full(exc) or isinstance(exc, SyncFailed):
+                raise
+            # A full disk (typically the crash that follows one) must not keep the log from opening:
+            # everything recovered is readable, and the creation becomes the first flush's work, which
+            # the AsyncWriter retries until space returns (suspended meanwhile, as for any rollover).
+            self.recovery_report.warnings.append(
+                f"no room for the next segment {seg.name} ({exc.strerror or exc}): writing waits for "
+                f"{self.segment_size} bytes free in {self.wal_dir}")
+            self._no_room = exc
         self._segments.append(seg)
         self._by_seq[seq] = seg
         self._set_tail(seg, HEADER_SIZE)
+        if seg.fd < 0:
+            self._new_chunk(True)
 
     def _set_tail(self, seg: _Segment, offset: int) -> None:
         self._tail = seg
@@ -301,6 +324,13 @@ class Log:
     def failed(self) -> LogFailed | None:
         """The failure that stopped the log, or None while it works."""
         return self._error
+
+    @property
+    def waiting_for_space(self) -> OSError | None:
+        """The full-disk error that kept `open` from creating the tail segment while it is still not
+        created (the next flush creates it), else None."""
+        tail = self._tail
+        return self._no_room if tail is not None and tail.fd < 0 else None
 
     @property
     def last_position(self) -> RecordPosition:
@@ -407,6 +437,12 @@ class Log:
             self._inflight = batch
             return batch
 
+    def _staged_data(self) -> bool:
+        """True when records are staged (not only the creation of a segment, which can wait for the
+        next flush: a log opened on a full disk closes without needing the space)."""
+        with self._lock:
+            return any(chunk.data for chunk in self._staged)
+
     def _wake_idle(self) -> None:
         """Wake the writer thread if it waits for work (used when closing)."""
         with self._lock:
@@ -511,13 +547,15 @@ class Log:
         records. Flushes staged appends first, so not while an AsyncWriter runs (replay before starting
         one). Raises CorruptRecord on damage found on the way."""
         start = self.snapshot_lsn if after_lsn is None else after_lsn
-        if self._staged:
+        if self._staged_data():
             self.sync()
         segments = list(self._segments)
         for i, seg in enumerate(segments):
             if i + 1 < len(segments) and segments[i + 1].base_lsn <= start + 1:
                 continue
             if seg is self._tail:
+                if seg.fd < 0:
+                    continue  # not created yet (opened on a full disk): it holds no record
                 yield from records_in(os.pread(seg.fd, self._tail_off, 0), seg.seq, seg.base_lsn, seg.name,
                                       start)
                 continue
@@ -546,7 +584,7 @@ class Log:
         if self._closed:
             return
         try:
-            if self._error is None:
+            if self._error is None and self._staged_data():
                 self.sync()
         finally:
             self._closed = True

@@ -8,12 +8,14 @@ preallocated again with zeros. Segments dropped whole (salvage) are renamed into
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from memento.disk import DiskIO
+from memento.private import create_private, private_dir
 from memento.recovery import RecoveryReport, Verdict
 from memento.scan import SegmentScan
 
@@ -24,7 +26,7 @@ def apply_verdict(wal_dir: str, quarantine: Path, scans: list[SegmentScan], verd
     cut = verdict.cut
     if cut is None:
         return scans
-    quarantine.mkdir(exist_ok=True)
+    private_dir(quarantine)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     keep = cut.index if cut.offset is None else cut.index + 1
     if cut.offset is not None:
@@ -57,9 +59,15 @@ def apply_verdict(wal_dir: str, quarantine: Path, scans: list[SegmentScan], verd
 
 
 def _write_durably(path: Path, data: bytes, disk: DiskIO) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = create_private(path, os.O_WRONLY | os.O_TRUNC)
     try:
         disk.pwrite(fd, data, 0)
         disk.fdatasync(fd)
+    except OSError as exc:
+        # Named, so that the operator knows where the room is needed (a full disk refuses the repair).
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise OSError(exc.errno, f"{exc.strerror or exc} (quarantining {len(data)} damaged bytes)",
+                      str(path)) from exc
     finally:
         os.close(fd)

@@ -22,6 +22,7 @@ import crc32c
 
 from memento.disk import DiskIO
 from memento.errors import SyncFailed
+from memento.private import create_private
 from memento.spare import Spare
 
 _T = TypeVar("_T")
@@ -101,7 +102,7 @@ def create_segment(wal_dir: str, seq: int, base_lsn: int, size: int, disk: DiskI
         fd, tmp = spare.fd, spare.path
     else:
         tmp = path + TMP_SUFFIX
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = create_private(tmp, os.O_RDWR | os.O_TRUNC)
     renamed = False
     try:
         if spare is None:

@@ -19,6 +19,9 @@ one (`status`), and a read-only store (for `memento inspect`) takes no lock and 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import errno
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +32,14 @@ import crc32c
 import lmdb
 import zstandard
 
+from memento.private import PRIVATE_DIR, PRIVATE_FILE, private_dir
+
 SNAPSHOT_MAGIC: Final = b"MSNP"
 SNAPSHOT_FORMAT_VERSION: Final = 1
 CHUNK_INPUT_SIZE: Final = 1 << 20
-INITIAL_MAP_SIZE: Final = 1 << 30
+# The map reserves address space only, and grows (doubling) when a snapshot does not fit: small, so that a
+# broker under an address-space limit (ulimit -v) can open it.
+INITIAL_MAP_SIZE: Final = 64 << 20
 MANIFEST_HEAD: Final = struct.Struct(">4sHHQQII")
 CHUNK_ENTRY: Final = struct.Struct(">III")
 CRC: Final = struct.Struct(">I")
@@ -148,9 +155,20 @@ class SnapshotStore:
         data = self.path / "data.mdb"
         map_size = max(INITIAL_MAP_SIZE, data.stat().st_size * 2 if data.exists() else 0)
         try:
+            # LMDB creates data.mdb and lock.mdb with `mode` less x bits and the umask: owner-only, and
+            # set again below whatever the umask.
             self._env = lmdb.open(str(self.path), map_size=map_size, subdir=True, readonly=self.readonly,
-                                  lock=not self.readonly, create=create, max_dbs=0, readahead=False)
+                                  lock=not self.readonly, create=create, max_dbs=0, readahead=False,
+                                  mode=PRIVATE_DIR)
             self._open_error = None
+            if create:
+                for name in ("data.mdb", "lock.mdb"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(self.path / name, PRIVATE_FILE)
+        except lmdb.MemoryError as exc:
+            # Not damage (salvage would not help): the address space is too small for the map.
+            raise OSError(errno.ENOMEM, f"cannot map {map_size} bytes of snapshots ({exc}); is an "
+                          "address-space limit (ulimit -v) too low?", str(self.path)) from None
         except lmdb.Error as exc:
             self._env = None
             self._open_error = f"snapshot store {self.path} is unreadable: {exc}"
@@ -181,7 +199,7 @@ class SnapshotStore:
         if self._env is None:
             if self.exists:
                 raise SnapshotError(self._open_error or f"snapshot store {self.path} is unreadable")
-            self.path.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path)
             self._open(create=True)
             if self._env is None:
                 raise SnapshotError(self._open_error or f"cannot create snapshot store {self.path}")

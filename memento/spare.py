@@ -20,6 +20,7 @@ import time
 from typing import Final
 
 from memento.disk import DiskIO
+from memento.private import create_private, private_dir
 
 SPARE_DIR: Final = "spare"
 SPARE_NAME: Final = "next.tmp"
@@ -53,8 +54,13 @@ class SparePreparer:
 
     @staticmethod
     def clear(directory: str) -> None:
-        """Delete what a previous run left behind (a spare is never part of the log)."""
-        shutil.rmtree(directory, ignore_errors=True)
+        """Delete what a previous run left behind (a spare is never part of the log), even a file in the
+        directory's place."""
+        if os.path.isdir(directory) and not os.path.islink(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory)
 
     def start(self, size: int) -> None:
         """Begin preparing a spare of `size` bytes unless one is ready or under way."""
@@ -95,8 +101,8 @@ class SparePreparer:
         path = os.path.join(self.directory, SPARE_NAME)
         fd = -1
         try:
-            os.makedirs(self.directory, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            private_dir(self.directory)
+            fd = create_private(path, os.O_RDWR | os.O_TRUNC)
             self.disk.preallocate(fd, size)
             for offset in range(0, size, len(_ZERO_CHUNK)):
                 self.disk.pwrite(fd, _ZERO_CHUNK[: min(len(_ZERO_CHUNK), size - offset)], offset)

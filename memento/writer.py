@@ -7,17 +7,22 @@ during an fsync is the next batch, and there is no timer. Because the thread pic
 itself, the fsync of one batch overlaps the event loop's work of waking the previous batch's waiters and
 staging new records. When nothing is staged the thread sleeps on an Event that the next append sets.
 
-A full disk is not fatal. Segments are preallocated, so running out of space (ENOSPC, EDQUOT) shows up
-while creating the next segment or writing into a sparse one, before anything is flushed; the batch's bytes
-are still in memory and writing them again at the same offsets is idempotent. So the thread keeps the
-batch, reports the writer suspended (`suspended`, `on_suspended`), and retries it with backoff (or at once
-on `retry_now`) while appends keep staging; when a retry succeeds it reports `on_resumed` and the batch as
-durable, then goes on with what was staged meanwhile. Waiters stay pending meanwhile. A crash while
-suspended leaves what any crash leaves: a torn tail or a sealed last segment, which recovery repairs.
+A full disk is not fatal (nor is running out of file descriptors, EMFILE/ENFILE, handled the same way).
+Segments are preallocated, so running out of space (ENOSPC, EDQUOT) shows up while creating the next segment
+or writing into a sparse one, before anything is flushed; the batch's bytes are still in memory and writing
+them again at the same offsets is idempotent. So the thread keeps the batch, reports the writer suspended
+(`suspended`, `on_suspended`), and retries it with backoff (or at once on `retry_now`) while appends keep
+staging; when a retry succeeds it reports `on_resumed` and the batch as durable, then goes on with what was
+staged meanwhile. Waiters stay pending meanwhile. A crash while suspended leaves what any crash leaves: a torn
+tail or a sealed last segment, which recovery repairs.
+
+A log opened on a full disk starts with the creation of its next segment as the first batch (see
+`Log.open`), so the writer starts suspended and resumes in the same way.
 
 Any other error is final, and so is a failed fdatasync whatever its errno (after it the page cache state
-is unknown), more than `staging_limit` bytes staged while suspended, or closing while suspended: the log
-refuses further appends, every pending waiter gets LogFailed, and nothing more becomes durable.
+is unknown), more than `staging_limit` bytes staged while suspended, or closing while suspended with
+records staged: the log refuses further appends, every pending waiter gets LogFailed, and nothing more
+becomes durable.
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from memento.disk import FULL_DISK_ERRNOS
 from memento.errors import LogClosed, LogFailed, SyncFailed
 from memento.log import Log, _Batch
 from memento.reclaim import ReclaimResult, batches, copy_records, delete, new_plan, plan, read_live
 from memento.record import RecordPosition
 
-# What a full disk looks like; only these are retried, and never from a sync (memento.errors.SyncFailed).
-RETRYABLE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+# What a full disk looks like, and running out of file descriptors (creating the next segment while
+# clients hold every descriptor: it works again once some close); only these are retried, and never from
+# a sync (memento.errors.SyncFailed).
+RETRYABLE_ERRNOS: Final = FULL_DISK_ERRNOS | {errno.EMFILE, errno.ENFILE}
 # Backoff between retries of a batch that met a full disk: doubling from the first to the last (seconds).
 RETRY_FIRST: Final = 0.2
 RETRY_MAX: Final = 2.0
@@ -48,7 +56,7 @@ STAGING_LIMIT: Final = 64 << 20
 def retryable(exc: BaseException) -> bool:
     """True for an error that a later attempt at the same batch may get past: a full disk met while
     creating or writing a file (not while syncing one)."""
-    return isinstance(exc, OSError) and not isinstance(exc, SyncFailed) and exc.errno in RETRYABLE_ERRNOS
+    return isinstance(exc, OSError) and exc.errno in RETRYABLE_ERRNOS and not isinstance(exc, SyncFailed)
 
 
 class AsyncWriter:
@@ -69,6 +77,14 @@ class AsyncWriter:
         self._suspended: OSError | None = None
         self._retry = threading.Event()
         self._loop = asyncio.get_running_loop()
+        # monotonic time since which writing is suspended, when it is from the start (read by the thread)
+        self._suspended_since = 0.0
+        no_room = log.waiting_for_space
+        if no_room is not None:
+            # Opened on a full disk: report it before anything else runs on the loop, so that the owner
+            # refuses work (and blocks publishers) before its first client is served.
+            self._suspended_since = time.monotonic()
+            self._loop.call_soon(self._suspend, no_room)
         self._durable = log.durable_lsn
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (lsn, tie, future)
         self._tie = itertools.count()
@@ -179,7 +195,7 @@ class AsyncWriter:
         log = self.log
         call = self._loop.call_soon_threadsafe
         delay = self.retry_first
-        since = 0.0
+        since, self._suspended_since = self._suspended_since, 0.0
         while True:
             try:
                 log._write_batch(batch)
@@ -192,6 +208,10 @@ class AsyncWriter:
                     call(self._suspend, exc)
                 if self._loop.is_closed():
                     return False  # nobody is left to report to, or to wait
+                if self._closing and not any(chunk.data for chunk in batch.chunks):
+                    # Only the creation of a segment (a log opened on a full disk) and no record for it:
+                    # stopping without it loses nothing, so the log is not failed for it.
+                    return True
                 staged = self._staged_bytes()
                 if self._closing or staged > self.staging_limit:
                     why = ("closed while suspended" if self._closing else

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -28,6 +29,21 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("ottermq")
 
 EXIT_USAGE: Final = 2
+# The data directory cannot be used (read-only, permissions, a foreign file where the log expects its own,
+# too few file descriptors): sysexits' EX_IOERR, as rabbitmqctl uses sysexits.
+EXIT_DATA_DIR: Final = 74
+
+
+class DataDirError(Exception):
+    """The data directory cannot be used: one line naming the file, exit EXIT_DATA_DIR."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`strerror: file` (both files for a rename), or the error's text when it names no file."""
+    names = [name for name in (exc.filename, exc.filename2) if name is not None]
+    if exc.strerror and names:
+        return f"{exc.strerror}: {' -> '.join(str(name) for name in names)}"
+    return exc.strerror or str(exc)
 
 app = typer.Typer(
     help="OtterMQ: a durable, RabbitMQ-compatible AMQP 0.9.1 broker.",
@@ -43,13 +59,31 @@ def _usage_error(message: str) -> NoReturn:
 
 
 def _prepare_data_dir(path: Path) -> Path:
+    """The data directory, created owner-only (0700, as every file in it) when missing."""
+    from memento.private import private_dir
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+        private_dir(path)
+    except NotADirectoryError:
         raise ConfigError(f"data_dir: {path} exists and is not a directory") from None
     except OSError as exc:
-        raise ConfigError(f"data_dir: cannot create {path}: {exc.strerror or exc}") from None
+        raise DataDirError(f"data_dir: cannot create {path}: {describe_os_error(exc)}") from None
     return path.resolve()
+
+
+def _warn_if_exposed(path: Path) -> None:
+    """Say so when other local users may enter the data directory: the log in it holds message bodies
+    and password hashes (directories made by older versions were 0755, their files 0644)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            f"data directory {path} is open to other local users (mode {mode:04o}): they may read message "
+            f"bodies and password hashes in it; run `chmod 700 {path}`",
+            extra={"path": str(path), "mode": f"{mode:04o}"},
+        )
 
 
 @app.command()
@@ -95,6 +129,9 @@ def serve(
         tls = _tls_options(settings)
     except ConfigError as exc:
         _usage_error(str(exc))
+    except DataDirError as exc:
+        typer.echo(f"ottermq: error: {exc}", err=True)
+        raise typer.Exit(EXIT_DATA_DIR) from None
 
     from ottermq.server.log import configure_logging
     from ottermq.server.monitor import MonitorOptions
@@ -110,6 +147,7 @@ def serve(
             "python": sys.version.split()[0],
         },
     )
+    _warn_if_exposed(data_path)
     if store is not None:
         store.report_recovery()
         _report_salvage(store)
@@ -140,7 +178,12 @@ def serve(
         control_socket=data_path / CTL_SOCKET_NAME,
         http=http,
     )
-    status = run_server(broker, options)
+    try:
+        status = run_server(broker, options)
+    except OSError as exc:
+        # Start-up work on the data directory (the store's running mark...) that recovery did not catch.
+        log.error(f"cannot serve from {data_path}: {describe_os_error(exc)}")
+        status = EXIT_DATA_DIR
     if store is not None:
         # Everything is durable and closed: skip the interpreter's teardown, which would free a large
         # backlog object by object (seconds for a million messages) before the process could end.
@@ -205,6 +248,8 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
     )
     try:
         store = DurableStore.open(data_path, store_options)
+    except OSError as exc:
+        raise DataDirError(f"cannot open the log in {data_path}: {describe_os_error(exc)}") from None
     except MementoError as exc:
         hint = "" if settings.salvage or not isinstance(exc, RecoveryRefused) else (
             "; to start anyway, keeping what is valid up to the damage and losing what follows it, run "
@@ -216,6 +261,9 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
     except (MementoError, CodecError) as exc:
         store.close()
         raise ConfigError(f"cannot recover the log in {data_path}: {exc}") from None
+    except OSError as exc:
+        store.close()
+        raise DataDirError(f"cannot recover the log in {data_path}: {describe_os_error(exc)}") from None
     return broker, store
 
 

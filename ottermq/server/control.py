@@ -380,6 +380,7 @@ class ControlServer:
         old_umask = os.umask(0o177)  # no window in which the socket is accessible to others
         try:
             sock.bind(str(path))
+            os.chmod(path, 0o600)  # and 0600 whatever the umask was meant to be
         except OSError:
             sock.close()
             raise

@@ -4,6 +4,10 @@ Strategy: the cheapest refusal is the earliest. Above the limit a new TCP connec
 after accept, before a byte of AMQP is read or a broker `Connection` exists, so a flood of connections
 costs the broker almost nothing; as RabbitMQ, the client sees the socket close. The per-vhost limit
 (`max-connections`) needs the vhost named in connection.open, so the broker checks it there (530).
+
+The open-file limit caps client sockets too, below the limit itself (as RabbitMQ keeps descriptors for its
+files): the log must always be able to open its next segment and the segments it reads messages back from,
+so `fd_reserve(limit)` descriptors are kept for everything but AMQP clients.
 """
 
 from __future__ import annotations
@@ -17,33 +21,52 @@ log: Final = logging.getLogger("ottermq.server")
 
 # At most one warning per this many seconds while connections are being refused.
 _WARN_INTERVAL: Final = 10.0
+# Descriptors kept for the log, the management API, the ctl socket...: a tenth of the limit, at least this.
+FD_RESERVE_MIN: Final = 32
+
+
+def fd_reserve(limit: int) -> int:
+    """Descriptors kept for everything but AMQP client sockets under an open-file limit of `limit`."""
+    return max(FD_RESERVE_MIN, limit // 10)
+
+
+def socket_limit() -> int:
+    """Most AMQP client sockets the current open-file limit leaves room for (0 = no limit)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(1, soft - fd_reserve(soft))
 
 
 class ConnectionLimit:
-    """Admits accepted sockets while fewer than `connection_max` are open (0 = no limit)."""
+    """Admits accepted sockets while fewer than `connection_max` (0 = no limit) and fewer than the
+    open-file limit leaves room for (`sockets`, `socket_limit()` by default) are open."""
 
-    __slots__ = ("_last_warning", "connection_max", "refused")
+    __slots__ = ("_last_warning", "connection_max", "refused", "sockets")
 
-    def __init__(self, connection_max: int = 0) -> None:
+    def __init__(self, connection_max: int = 0, sockets: int | None = None) -> None:
         if connection_max < 0:
             raise ValueError("connection_max must be 0 (no limit) or positive")
         self.connection_max = connection_max
+        self.sockets = socket_limit() if sockets is None else sockets
         self.refused = 0
         self._last_warning = 0.0
 
     def admit(self, open_connections: int, peer: str) -> bool:
         """True if one more connection may open beside `open_connections`; counts and logs refusals."""
         limit = self.connection_max
-        if not limit or open_connections < limit:
+        if (not limit or open_connections < limit) and (not self.sockets or open_connections < self.sockets):
             return True
         self.refused += 1
         now = time.monotonic()
         if now - self._last_warning >= _WARN_INTERVAL:
             self._last_warning = now
-            log.warning(
-                "node connection limit is reached; refusing new connections",
-                extra={"conn": peer, "limit": limit, "refused": self.refused},
-            )
+            if limit and open_connections >= limit:
+                what, extra = "node connection limit is reached", {"limit": limit}
+            else:
+                what, extra = "open-file limit leaves no room for more clients", {"sockets": self.sockets}
+            log.warning(f"{what}; refusing new connections",
+                        extra={"conn": peer, **extra, "refused": self.refused})
         return False
 
 

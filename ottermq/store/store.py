@@ -22,15 +22,19 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from memento.disk import disk_full
 from memento.log import Log
+from memento.private import PRIVATE_FILE
 from memento.record import FLAG_RELOCATED, RecordPosition
 from ottermq.broker.alarms import ALARM_JOURNAL
 from ottermq.store.codec import (
@@ -104,6 +108,15 @@ class RecoveryInfo:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
+
+
+def _file_system_size(path: str) -> int | None:
+    """Total bytes of the file system holding `path` (None if unreadable)."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_blocks * stat.f_frsize
 
 
 def _load_trim() -> Callable[[int], int] | None:
@@ -211,7 +224,12 @@ class DurableStore:
         info.replayed = replayed
         info.end_lsn = memento_log.end_lsn
         info.fresh = snapshot is None and memento_log.end_lsn == 0
-        running = (memento_log.path / RUNNING_MARK).exists()
+        mark = memento_log.path / RUNNING_MARK
+        running = os.path.lexists(mark)
+        if running and not mark.is_file():
+            # Serving would fail on it later (start() opens it): say so now, before anything is served.
+            raise IsADirectoryError(errno.EISDIR, "not a regular file (the broker keeps its running mark "
+                                    "there)", str(mark))
         info.crashed = not info.fresh and (running or not (clean and replayed == 0))
         if info.fresh:
             broker.create_defaults()
@@ -243,8 +261,15 @@ class DurableStore:
     async def start(self) -> None:
         """Start group commit and the snapshot task (inside the event loop, before clients arrive)."""
         mark = self.log.path / RUNNING_MARK
-        mark.touch()
-        self.log.disk.fsync_dir(str(self.log.path))
+        try:
+            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
+            self.log.disk.fsync_dir(str(self.log.path))
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            # Started on a full disk: serving matters more than telling the next start about a crash.
+            log.warning(f"cannot create {mark}: {exc.strerror or exc}; a crash before the next clean stop "
+                        "will not be noticed as one")
         self.journal.start()
         self._snapshot_time = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="ottermq-store")
@@ -457,12 +482,22 @@ class DurableStore:
             self.broker.set_alarm(ALARM_JOURNAL, True)
 
     def _journal_suspended(self, error: OSError) -> None:
-        log.error(
-            f"the journal is suspended, the disk is full ({error}): nothing further is confirmed and "
-            f"publishers are blocked until writing resumes; the log needs {self.log.segment_size} bytes "
-            f"free in {self.log.wal_dir} for its next segment (retrying)",
-            extra={"lsn": self.journal.durable_position},
-        )
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            why = (f"out of file descriptors ({error}): nothing further is confirmed and publishers are "
+                   "blocked until writing resumes (retrying); raise the open-file limit (ulimit -n) or "
+                   "lower connection_max")
+        else:
+            why = (f"the disk is full ({error}): nothing further is confirmed and publishers are blocked "
+                   f"until writing resumes; the log needs {self.log.segment_size} bytes free in "
+                   f"{self.log.wal_dir} for its next segment (retrying)")
+        log.error(f"the journal is suspended, {why}", extra={"lsn": self.journal.durable_position})
+        total = _file_system_size(self.log.wal_dir)
+        if total is not None and total < self.log.segment_size:
+            log.error(
+                f"the file system holding {self.log.wal_dir} is {total} bytes, smaller than one log segment "
+                f"({self.log.segment_size} bytes): writing cannot resume there; lower log_segment_size or "
+                f"move data_dir to a larger file system",
+            )
         if self.broker is not None:
             self.broker.set_alarm(ALARM_JOURNAL, True)
 
