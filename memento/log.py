@@ -17,6 +17,7 @@ import errno
 import mmap
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,8 @@ _READ_AHEAD: Final = 4096
 # Reads that walk forward through a segment (a queue's backlog being delivered) switch to one pread of
 # this size, and serve the following records from it.
 _WINDOW: Final = 256 * 1024
+# Read-only descriptors kept open on sealed segments (least recently read closed first).
+_READ_FDS: Final = 8
 _crc = crc32c.crc32c
 _pack_prefix = PREFIX.pack
 _pack_body_head = BODY_HEAD.pack
@@ -164,6 +167,8 @@ class Log:
         self._closed = False
         # The last window read (segment seq, offset, bytes) and where the last single read was.
         self._window: tuple[int, int, bytes] = (-1, 0, b"")
+        # Read-only descriptors on sealed segments, least recently read first (`_read_fd`).
+        self._read_fds: OrderedDict[int, int] = OrderedDict()
         self._last_read = (-1, 0)
         # seq -> last LSN copied out of that segment by compaction (see memento.reclaim)
         self.relocated_through: dict[int, int] = {}
@@ -520,7 +525,7 @@ class Log:
                 return found
         fd = seg.fd
         if fd < 0:
-            fd = seg.fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._read_fd(seg)
         last_seq, last_off = self._last_read
         self._last_read = (seq, off)
         if last_seq == seq and 0 < off - last_off < _WINDOW:
@@ -530,6 +535,26 @@ class Log:
         else:
             data = _pread_whole(fd, _READ_AHEAD, off)
         return decode_at(data, 0, seg.seq, seg.name, off)
+
+    def _read_fd(self, seg: _Segment) -> int:
+        """A read-only descriptor on a segment that has no open one of its own (sealed), from a small LRU:
+        readers touch few segments at a time, and a descriptor per segment ever read would run a broker
+        with many segments out of descriptors (the log needs some to create its next segment)."""
+        fds = self._read_fds
+        fd = fds.get(seg.seq)
+        if fd is not None:
+            fds.move_to_end(seg.seq)
+            return fd
+        fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+        fds[seg.seq] = fd
+        if len(fds) > _READ_FDS:
+            os.close(fds.popitem(last=False)[1])
+        return fd
+
+    def _close_read_fd(self, seq: int) -> None:
+        fd = self._read_fds.pop(seq, None)
+        if fd is not None:
+            os.close(fd)
 
     def _read_staged(self, seg: _Segment, off: int) -> Record | None:
         with self._lock:
@@ -592,6 +617,7 @@ class Log:
                 if seg.fd >= 0:
                     os.close(seg.fd)
                     seg.fd = -1
+                self._close_read_fd(seg.seq)
             self._spares.close()
             self.snapshots.close()
             os.close(self._lock_fd)
@@ -627,6 +653,7 @@ class Log:
         if seg.fd >= 0:
             os.close(seg.fd)
             seg.fd = -1
+        self._close_read_fd(seg.seq)
         os.unlink(seg.path)
         self._segments.remove(seg)
         del self._by_seq[seg.seq]

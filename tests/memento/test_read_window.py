@@ -92,3 +92,22 @@ def test_damage_inside_a_window_is_reported(tmp_path: Path) -> None:
         with pytest.raises(CorruptRecord):
             log.read(positions[10])
         assert log.read(positions[11]).payload == payloads[11]
+
+
+def test_reads_across_many_segments_keep_few_descriptors(tmp_path: Path) -> None:
+    """Reading back records from every one of many sealed segments holds only a few descriptors: one per
+    segment ever read would exhaust a low `ulimit -n` (the log then could not create its next segment)."""
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with Log.open(tmp_path, segment_size=4096) as log:
+        positions = append_all(log, [bytes([i % 251]) * 1500 for i in range(200)])
+        log.sync()
+        assert len(log.segments) > 24
+        before = open_fds()
+        for _ in range(2):
+            for i, position in enumerate(positions):
+                assert log.read(position).payload == bytes([i % 251]) * 1500
+        assert open_fds() <= before + 8  # the LRU's size
+    assert open_fds() < before
