@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 0.0.0.0
+HOST ?= ::
 PORT ?= 5672
 HTTP_PORT ?= 15672
 DATA_DIR ?= ./data

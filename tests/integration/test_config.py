@@ -17,7 +17,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_match_rabbitmq() -> None:
     s = load_settings(environ={})
-    assert (s.host, s.port, s.http_port, s.data_dir) == ("0.0.0.0", 5672, 15672, Path("./data"))
+    assert (s.host, s.port, s.http_port, s.data_dir) == ("::", 5672, 15672, Path("./data"))  # IPv6 and IPv4
     assert (s.frame_max, s.channel_max, s.heartbeat) == (131072, 2047, 60)
     assert s.max_message_size == 128 * 1024 * 1024
     assert (s.default_user, s.default_pass, s.loopback_users) == ("guest", "guest", ("guest",))
