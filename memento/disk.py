@@ -40,6 +40,11 @@ class DiskIO:
         finally:
             os.close(fd)
 
+    def free_bytes(self, path: str) -> int:
+        """Bytes an unprivileged writer may still allocate on the file system holding `path`."""
+        fs = os.statvfs(path)
+        return fs.f_bavail * fs.f_frsize
+
     def preallocate(self, fd: int, size: int) -> None:
         """Reserve `size` bytes of zeros so that later writes cannot fail for lack of space.
 

@@ -75,6 +75,9 @@ _READ_AHEAD: Final = 4096
 # Reads that walk forward through a segment (a queue's backlog being delivered) switch to one pread of
 # this size, and serve the following records from it.
 _WINDOW: Final = 256 * 1024
+_PAGE: Final = 4096
+# The smallest segment a rollover falls back to on a nearly full disk (_next_segment_size).
+_SMALLEST_FALLBACK: Final = 1 << 20
 # Read-only descriptors kept open on sealed segments (least recently read closed first).
 _READ_FDS: Final = 8
 _crc = crc32c.crc32c
@@ -405,7 +408,7 @@ class Log:
         body_head = _pack_body_head(TYPE_SEAL, 0, 0, self._next_lsn)
         chunk.data += _pack_prefix(len(body_head), _crc(body_head)) + body_head
         chunk.seal = True
-        seg_size = max(self.segment_size, HEADER_SIZE + size + SEAL_SIZE)
+        seg_size = max(self._next_segment_size(), HEADER_SIZE + size + SEAL_SIZE)
         seq = tail.seq + 1
         path = os.path.join(self.wal_dir, f"{seq:016x}-{self._next_lsn:016x}{SUFFIX}")
         seg = _Segment(seq, self._next_lsn, seg_size, path)
@@ -413,6 +416,23 @@ class Log:
         self._by_seq[seq] = seg
         self._set_tail(seg, HEADER_SIZE)
         self._new_chunk(True)
+
+    def _next_segment_size(self) -> int:
+        """The configured segment size, or less when the disk has not twice that much room: a quarter
+        of the free space, at least 1 MiB (or the configured size if smaller). A rollover that insists
+        on a whole segment suspends the log while smaller files would still fit, and a suspended log
+        writes nothing that could free space (consumers' acks, then a snapshot and the reclaim of old
+        segments)."""
+        full = self.segment_size
+        if self._spares.ready(full):
+            return full  # already allocated
+        try:
+            free = self.disk.free_bytes(self.wal_dir)
+        except OSError:
+            return full
+        if free >= 2 * full:
+            return full
+        return max(min(full, _SMALLEST_FALLBACK), free // 4 // _PAGE * _PAGE)
 
     # -- flushing (the AsyncWriter runs _write_batch in its thread) -----------------------------------
 

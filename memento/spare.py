@@ -73,6 +73,11 @@ class SparePreparer:
                                             daemon=True)
             self._thread.start()
 
+    def ready(self, size: int) -> bool:
+        """True when a spare of this size is ready to be taken."""
+        with self._lock:
+            return self._ready is not None and self._ready.size == size
+
     def take(self, size: int) -> Spare | None:
         """The ready spare if it has this size (the caller now owns it), else None."""
         with self._lock:
