@@ -250,9 +250,11 @@ class Channel:
         "_committing",
         "_confirm_flush_pending",
         "_content",
+        "_in_flight",
         "_last_queue",
         "_last_routing",
         "_max_size",
+        "_memory",
         "_properties",
         "_publish",
         "_state",
@@ -303,6 +305,10 @@ class Channel:
         self._properties = b""
         self._body_parts: list[bytes] | None = None
         self._body_remaining = 0
+        # Bytes of the pending content received so far (multi-frame only), counted in the connection's
+        # and the broker's content in flight (memory.py) until the message completes or is dropped.
+        self._in_flight = 0
+        self._memory = connection.broker.memory
         # The previous message's (exchange, routing key, properties): a publisher mostly repeats them,
         # and a held message then shares those objects instead of keeping copies of its own.
         self._last_routing: tuple[str, str, bytes] = ("", "", b"")
@@ -413,6 +419,7 @@ class Channel:
             else:
                 parts.append(payload)
             self._body_remaining = remaining
+            self._hold(len(payload))
             return
         if remaining < 0:
             raise AMQPConnectionError(
@@ -426,7 +433,40 @@ class Channel:
         else:
             parts.append(payload)
             self._body_parts = None
+            self._drop_in_flight()
             self._published(self._properties, b"".join(parts))
+
+    def _hold(self, size: int) -> None:
+        """`size` more bytes of an incomplete content: count them in flight. One message alone is bounded by
+        max_message_size; several at once on one connection (interleaved over its channels) by the
+        account's `content_limit`, past which this channel's message is refused (406) and its bytes freed."""
+        self._in_flight += size
+        memory = self._memory
+        memory.in_flight += size
+        connection = self.connection
+        total = connection.content_bytes = connection.content_bytes + size
+        if total > memory.content_limit and total > self._in_flight:
+            self._content = _IDLE
+            self._body_parts = None
+            self._drop_in_flight()
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - {total} bytes of messages in progress on this connection "
+                f"is more than the limit {memory.content_limit}",
+                *_PUBLISH_IDS,
+            )
+
+    def _drop_in_flight(self) -> None:
+        size = self._in_flight
+        if size:
+            self._in_flight = 0
+            self._memory.in_flight -= size
+            self.connection.content_bytes -= size
+
+    @property
+    def content_in_progress(self) -> bool:
+        """True between basic.publish and the last frame of its content."""
+        return self._content != _IDLE
 
     # -- publish ---------------------------------------------------------------------------------------
 
@@ -454,6 +494,7 @@ class Channel:
                     f"but authenticated user was '{self.connection.user}'",
                     *_PUBLISH_IDS,
                 )
+        self._memory.track(message)
         tx = self.tx
         if tx is not None:
             tx.publish((message, exchange, method.mandatory))
@@ -749,6 +790,7 @@ class Channel:
         self._content = _IDLE
         self._publish = None
         self._body_parts = None
+        self._drop_in_flight()
         self.confirms = None
         for consumer in self.consumers.values():
             consumer.active = False

@@ -105,6 +105,7 @@ class Connection:
         "_in_receive",
         "_last_recv",
         "_last_sent",
+        "_memory",
         "_read_paused",
         "_reader",
         "_received",
@@ -117,6 +118,7 @@ class Connection:
         "close_reason",
         "closed",
         "consumer_cancel_notify",
+        "content_bytes",
         "frame_max",
         "guard",
         "heartbeat",
@@ -166,6 +168,9 @@ class Connection:
         self._read_paused = False
         # A password check runs on a worker thread: no frame is handled (nor read) until it answers.
         self._authenticating = False
+        # Bytes of incomplete contents over all channels (kept by the channels; see Channel._hold).
+        self.content_bytes = 0
+        self._memory = broker.memory
 
     def __repr__(self) -> str:
         return f"Connection({self.name}, {_STATE_NAMES[self._state]})"
@@ -190,6 +195,15 @@ class Connection:
             self._in_receive = False
         if self._deferred:
             self._run_deferred()
+        if self._memory.over_estimate():
+            # What this read added may have taken the broker past its memory high-water mark: sample now,
+            # not at the next timer tick, so a flood overshoots the mark by one read at most.
+            self._memory.check()
+
+    @property
+    def input_buffered(self) -> int:
+        """Bytes received but not handled yet: incomplete frames, and contents not yet complete."""
+        return self._reader.buffered + self.content_bytes
 
     def connection_lost(self) -> None:
         """The socket is gone: requeue unacked messages, drop consumers and exclusive queues."""
@@ -256,10 +270,13 @@ class Connection:
         self._close(reply_code, reply_text, 0, 0)
 
     def block(self, reason: str) -> None:
-        """A resource alarm went on: notify the client (if it asked) and pause reading at its next publish."""
+        """A resource alarm went on: notify the client (if it asked) and pause reading at its next publish,
+        or now if a message is under way on one of its channels (its further body frames are not read)."""
         if self.closed:
             return
         self._block_on_publish = True
+        if any(channel.content_in_progress for channel in self.channels.values()):
+            self._pause_for_alarm()
         if (
             self._state == _RUNNING
             and not self._blocked_sent

@@ -139,7 +139,7 @@ async def serve_async(broker: Broker, options: ServeOptions) -> int:
         for host, port in tls_addresses:
             fields = {"host": host, "port": port}
             log.info(f"listening on {format_address(host, port, 'amqps')}", extra=fields)
-    monitor = ResourceMonitor(broker, options.monitor) if options.monitor is not None else None
+    monitor = ResourceMonitor(broker, options.monitor, server) if options.monitor is not None else None
     if monitor is not None:
         monitor.start()
     control = await _start_control(broker, options.control_socket)
