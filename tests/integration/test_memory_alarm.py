@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pika
@@ -27,10 +28,10 @@ from tests.integration.test_raw import RawClient, ServerProcess, ottermq_server
 MiB = 1024 * 1024
 
 
-def _memory_broker(tmp_path: Path, limit: int, **settings: int) -> ServerProcess:
+def _memory_broker(tmp_path: Path, limit: int, **settings: int) -> AbstractContextManager[ServerProcess]:
     env = {"OTTERMQ_VM_MEMORY_HIGH_WATERMARK_ABSOLUTE": str(limit)}
     env.update({f"OTTERMQ_{name.upper()}": str(value) for name, value in settings.items()})
-    return ottermq_server(tmp_path, env=env)  # type: ignore[return-value]
+    return ottermq_server(tmp_path, env=env)
 
 
 def _status(proc: ServerProcess, field: str) -> int:

@@ -1,0 +1,157 @@
+"""What the broker counts as held in memory (memory.py), and how a connection acts on it: content in flight
+counted and bounded, a check asked for as soon as reads may pass the mark, reading stopped at once for a
+message under way when the alarm goes on."""
+
+from __future__ import annotations
+
+import struct
+
+from ottermq.amqp.constants import PRECONDITION_FAILED
+from ottermq.amqp.frames import encode_method_frame
+from ottermq.amqp.methods import BasicPublish, ChannelClose, ConnectionBlocked, QueueDeclare, QueueDeclareOk
+from ottermq.broker.alarms import ALARM_MEMORY
+from ottermq.broker.broker import Broker
+from ottermq.broker.memory import MESSAGE_OVERHEAD, MemoryAccount
+from ottermq.broker.message import Message, StoredMessage
+
+from .test_connection_harness import Client, connected
+
+
+def _message(size: int) -> Message:
+    return Message("", "q", b"\x00\x00", b"x" * size)
+
+
+def _start(client: Client, channel: int, size: int) -> bytes:
+    """basic.publish and a content header announcing `size` bytes of body."""
+    return encode_method_frame(channel, BasicPublish(0, "", "q", False, False)) + client.content(
+        channel, b"", body_size=size
+    )
+
+
+def _body(channel: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", 3, channel, len(payload)) + payload + b"\xce"
+
+
+def test_tracked_messages_count_until_nothing_holds_them() -> None:
+    account = MemoryAccount()
+    kept = [_message(1000) for _ in range(3)]
+    for message in kept:
+        account.track(message)
+    del message
+    account.track(_message(5000))  # held by nobody once tracked
+    assert account.held_bytes == 8000 + 4 * MESSAGE_OVERHEAD
+    assert account.sweep() == 5000 + MESSAGE_OVERHEAD
+    assert account.held_bytes == 3 * (1000 + MESSAGE_OVERHEAD) and account.messages == 3
+    del kept[0]
+    # A batch looks at the oldest first; the live ones move to the end.
+    assert account.sweep(limit=1) == 1000 + MESSAGE_OVERHEAD
+    kept.clear()
+    account.sweep()
+    assert account.held_bytes == 0 and account.messages == 0
+
+
+def test_logged_messages_are_left_to_the_journal() -> None:
+    account = MemoryAccount()
+    message = _message(100)
+    account.track(message)
+    message.__class__ = StoredMessage  # as StoredMessage.stored does once it is logged
+    assert account.sweep() == 100 + MESSAGE_OVERHEAD and account.held_bytes == 0
+
+
+def test_a_check_is_asked_for_once_per_crossing_and_never_while_the_alarm_is_on() -> None:
+    account = MemoryAccount()
+    checks: list[int] = []
+    account.on_check = lambda: checks.append(account.held_bytes)
+    account.track(_message(10))
+    assert not account.over_estimate()  # no limit: nothing is checked
+    account.limit = 32_000
+    account.base = 1000
+    account.rearm(False)
+    kept = [_message(10_000) for _ in range(3)]
+    for message in kept:
+        account.track(message)
+    assert account.over_estimate()
+    account.check()
+    assert len(checks) == 1 and not account.over_estimate()
+    # Just under the mark after a sweep: the next check waits for another 1/32 of it.
+    account.sweep()
+    account.rearm(False)
+    assert account.check_at == account.held_bytes + 1000
+    account.rearm(True)
+    account.track(_message(100_000))
+    assert not account.over_estimate()
+
+
+def test_a_read_that_may_pass_the_mark_asks_for_a_check_at_once() -> None:
+    broker = Broker()
+    account = broker.memory
+    checks: list[int] = []
+    account.on_check = lambda: checks.append(account.used)
+    account.limit = 100_000
+    account.rearm(False)
+    client = connected(broker)
+    client.publish(1, "", "nowhere", b"x" * 1000)
+    assert not checks
+    client.publish(1, "", "nowhere", b"x" * 100_000)
+    assert len(checks) == 1 and checks[0] >= 101_000
+
+
+def test_content_in_flight_is_counted_and_released_when_the_message_completes() -> None:
+    broker = Broker()
+    client = connected(broker)
+    client.method(1, QueueDeclare(queue="q"))
+    client.expect(QueueDeclareOk, 1)
+    client.send(_start(client, 1, 20_000) + _body(1, b"y" * 12_000))
+    assert client.conn.content_bytes == broker.memory.in_flight == 12_000
+    client.send(_body(1, b"y" * 8000))
+    assert client.conn.content_bytes == 0 and broker.memory.in_flight == 0
+    assert broker.memory.held_bytes == 20_000 + MESSAGE_OVERHEAD
+    # A connection that goes away mid-message gives its bytes back too.
+    client.send(_start(client, 1, 20_000) + _body(1, b"y" * 12_000))
+    assert broker.memory.in_flight == 12_000
+    client.conn.connection_lost()
+    assert broker.memory.in_flight == 0
+
+
+def test_several_messages_in_flight_on_one_connection_are_bounded() -> None:
+    broker = Broker()
+    broker.memory.content_limit = 10_000
+    client = connected(broker)
+    client.open_channel(2)
+    # One message alone may pass the bound (max_message_size bounds it)...
+    client.send(_start(client, 1, 30_000) + _body(1, b"a" * 16_000))
+    assert client.conn.content_bytes == 16_000
+    # ...but a second one under way on another channel is refused once the total passes it.
+    client.send(_start(client, 2, 30_000) + _body(2, b"b" * 4000))
+    close = client.expect(ChannelClose, 2)
+    assert close.reply_code == PRECONDITION_FAILED
+    assert close.reply_text == (
+        "PRECONDITION_FAILED - 20000 bytes of messages in progress on this connection is more than the "
+        "limit 10000"
+    )
+    assert client.conn.content_bytes == broker.memory.in_flight == 16_000
+    # The first one goes on and completes; the refused channel's later frames are dropped.
+    client.send(_body(2, b"b" * 4000) + _body(1, b"a" * 14_000))
+    assert client.conn.content_bytes == 0 and broker.memory.in_flight == 0 and not client.conn.closed
+
+
+def test_a_message_under_way_stops_being_read_when_the_alarm_goes_on() -> None:
+    broker = Broker()
+    publisher = connected(broker)
+    idle = connected(broker)
+    publisher.send(_start(publisher, 1, 20_000) + _body(1, b"z" * 5000))
+    broker.set_alarm(ALARM_MEMORY, True)
+    publisher.expect(ConnectionBlocked, 0)
+    # Not at its next content header: now.
+    assert not publisher.transport.reading
+    assert idle.transport.reading
+    broker.set_alarm(ALARM_MEMORY, False)
+    assert publisher.transport.reading
+
+
+def test_a_client_without_channels_is_not_paused() -> None:
+    broker = Broker()
+    client = Client(broker)
+    client.handshake()
+    broker.set_alarm(ALARM_MEMORY, True)
+    assert client.transport.reading
