@@ -297,6 +297,20 @@ class Connection:
             self._read_paused = False
             self.transport.resume_reading()
 
+    @property
+    def read_paused(self) -> bool:
+        """True while a resource alarm keeps this connection's socket unread."""
+        return self._read_paused
+
+    def finish_content(self) -> None:
+        """Read again while the alarm stays on, until the next content header: the messages under way on
+        this connection complete. The memory monitor asks this of one connection at a time when content in
+        flight alone keeps the alarm on, which nothing else could clear."""
+        if self._read_paused and not self.closed:
+            self._read_paused = False
+            log.info("publisher read again to complete its messages under way", extra={"conn": self.name})
+            self.transport.resume_reading()
+
     def _pause_for_alarm(self) -> None:
         # Frames already read are still handled; what the client sends next waits in its TCP window.
         if not self._read_paused:

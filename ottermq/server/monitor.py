@@ -204,10 +204,26 @@ class ResourceMonitor:
             )
             broker.set_alarm(ALARM_MEMORY, over)
         account.rearm(over)
+        if over and account.in_flight and account.in_flight + account.base >= limit:
+            self._finish_one_content()
         self._freed += freed
         if self._freed >= TRIM_AFTER or (alarm_on and not over):
             self._freed = 0
             _trim_heap()
+
+    def _finish_one_content(self) -> None:
+        """Content in flight alone keeps the alarm on (a message larger than the mark, or several under way
+        on paused connections): draining queues cannot clear it, so let the connection holding the most
+        complete its messages, one connection at a time; what it held in flight is then held as messages,
+        which consumers can take."""
+        paused = []
+        for connection in self.broker.connections:
+            if connection.content_bytes:
+                if not connection.read_paused:
+                    return  # one is finishing already
+                paused.append(connection)
+        if paused:
+            max(paused, key=lambda connection: connection.content_bytes).finish_content()
 
     def _base(self) -> int:
         """Bytes held besides tracked messages and content in flight: the durable journal's resident

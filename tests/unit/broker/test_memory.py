@@ -155,3 +155,33 @@ def test_a_client_without_channels_is_not_paused() -> None:
     client.handshake()
     broker.set_alarm(ALARM_MEMORY, True)
     assert client.transport.reading
+
+
+def test_a_message_larger_than_the_mark_is_let_complete_instead_of_holding_the_alarm_for_ever() -> None:
+    from ottermq.server.monitor import CONNECTION_OVERHEAD, MonitorOptions, ResourceMonitor
+
+    broker = Broker()
+    limit = 2 * CONNECTION_OVERHEAD + 100_000
+    monitor = ResourceMonitor(broker, MonitorOptions(memory_limit_bytes=limit, disk_free_limit=0))
+    big = connected(broker)
+    small = connected(broker)
+    big.method(1, QueueDeclare(queue="q"))
+    big.expect(QueueDeclareOk, 1)
+    monitor.sample()
+    assert not broker.alarms.blocking
+    # A small message under way on one connection, then a large one on another passes the mark.
+    small.send(_start(small, 1, 50_000) + _body(1, b"s" * 10_000))
+    big.send(_start(big, 1, 300_000) + _body(1, b"b" * 120_000))
+    assert broker.alarms.blocking
+    # Only content in flight holds the alarm on: the connection holding the most may complete its message.
+    assert big.transport.reading and not small.transport.reading
+    big.send(_body(1, b"b" * 90_000) + _body(1, b"b" * 90_000))
+    assert broker.memory.in_flight == 10_000
+    monitor.sample()
+    # Now it is a message in a queue: the alarm stays on until a consumer takes it, and the other one waits.
+    assert broker.alarms.blocking and not small.transport.reading
+    big.send(_start(big, 1, 10))
+    assert not big.transport.reading
+    broker.vhosts["/"].queues["q"].purge()
+    monitor.sample()
+    assert not broker.alarms.blocking and small.transport.reading and big.transport.reading
