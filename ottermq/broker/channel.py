@@ -95,6 +95,7 @@ from ottermq.amqp.methods import (
 from ottermq.amqp.properties import FLAG_USER_ID
 from ottermq.broker import exchange_types, publish_hooks, reply_to
 from ottermq.broker.confirms import ConfirmTracker
+from ottermq.broker.memory import MESSAGE_OVERHEAD
 from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.qos import ChannelQos, PrefetchWindow
 from ottermq.broker.reply_to import ReplyQueue
@@ -480,10 +481,12 @@ class Channel:
         last_exchange, last_key, last_properties = self._last_routing
         if (method.exchange == last_exchange and method.routing_key == last_key
                 and properties == last_properties):
-            message = Message(last_exchange, last_key, last_properties, body)
+            message = self._memory.message_class(last_exchange, last_key, last_properties, body)
         else:
             self._last_routing = (method.exchange, method.routing_key, properties)
-            message = Message(method.exchange, method.routing_key, properties, body)
+            message = self._memory.message_class(method.exchange, method.routing_key, properties, body)
+        # Counted until it is freed (or logged: the journal counts it then); see memory.py.
+        self._memory.held_bytes += message.body_size + MESSAGE_OVERHEAD
         if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
             # Rare: decode only when the user-id flag is set (the low octet of the first flag word).
             user_id = message.props.user_id
@@ -494,7 +497,6 @@ class Channel:
                     f"but authenticated user was '{self.connection.user}'",
                     *_PUBLISH_IDS,
                 )
-        self._memory.track(message)
         tx = self.tx
         if tx is not None:
             tx.publish((message, exchange, method.mandatory))

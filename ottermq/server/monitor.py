@@ -38,12 +38,7 @@ _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 _CGROUP_MEMORY_MAX: Final = Path("/sys/fs/cgroup/memory.max")
 # What an open connection costs beyond its buffers (its objects, the socket's kernel-side state is not ours).
 CONNECTION_OVERHEAD: Final = 32 * 1024
-# Tracked messages looked at per sample (~80 ns each): under the mark, and while the alarm is on (then the
-# count only errs high, so the alarm clears at the first sample whose batches let it). Before the alarm goes
-# on, all of them are: it is raised on an exact count only.
-SWEEP_BATCH: Final = 50_000
-SWEEP_BATCH_ALARM: Final = 200_000
-# Give freed heap back to the system after this many bytes of messages were let go (see `_trim_heap`).
+# Give freed heap back to the system once what is held fell this much below its last peak (`_trim_heap`).
 TRIM_AFTER: Final = 32 * 1024 * 1024
 
 
@@ -140,7 +135,7 @@ class ResourceMonitor:
         self.used = 0
         self.rss = 0
         self.disk_free: int | None = None
-        self._freed = 0
+        self._peak = 0
         self._timer: asyncio.TimerHandle | None = None
         self._disk_unreadable_logged = False
 
@@ -183,25 +178,21 @@ class ResourceMonitor:
             self.broker.set_alarm(ALARM_DISK, low)
 
     def sample_memory(self) -> None:
-        """Count what the broker holds and raise or clear the memory alarm. Tracked messages are swept in
-        batches, entirely before the alarm is raised."""
+        """Count what the broker holds and raise or clear the memory alarm."""
         limit = self.memory_limit
         if limit <= 0:
             return
         broker = self.broker
         account = broker.memory
         alarm_on = ALARM_MEMORY in broker.alarms.active
-        freed = account.sweep(SWEEP_BATCH_ALARM if alarm_on else SWEEP_BATCH)
         account.base = self._base()
-        if account.used > limit and not alarm_on:
-            freed += account.sweep()
         used = self.used = account.used
         over = used > limit
         if over != alarm_on:
             log.warning(
                 "memory high-water mark crossed" if over else "memory back under the high-water mark",
                 extra={
-                    "used": used, "limit": limit, "rss": self.rss, "messages": account.messages,
+                    "used": used, "limit": limit, "rss": self.rss, "messages_bytes": account.held_bytes,
                     "in_flight": account.in_flight,
                 },
             )
@@ -209,9 +200,9 @@ class ResourceMonitor:
         account.rearm(over)
         if over and account.in_flight and account.in_flight + account.base >= limit:
             self._finish_one_content()
-        self._freed += freed
-        if self._freed >= TRIM_AFTER or (alarm_on and not over):
-            self._freed = 0
+        self._peak = max(self._peak, used)
+        if self._peak - used >= TRIM_AFTER or (alarm_on and not over):
+            self._peak = used
             _trim_heap()
 
     def _finish_one_content(self) -> None:
@@ -229,7 +220,7 @@ class ResourceMonitor:
             max(paused, key=lambda connection: connection.content_bytes).finish_content()
 
     def _base(self) -> int:
-        """Bytes held besides tracked messages and content in flight: the durable journal's resident
+        """Bytes held besides published messages and content in flight: the durable journal's resident
         contents and the index of logged messages, and every connection's buffers."""
         broker = self.broker
         total = 0

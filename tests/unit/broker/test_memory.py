@@ -17,8 +17,11 @@ from ottermq.broker.message import Message, StoredMessage
 from .test_connection_harness import Client, connected
 
 
-def _message(size: int) -> Message:
-    return Message("", "q", b"\x00\x00", b"x" * size)
+def _message(account: MemoryAccount, size: int) -> Message:
+    """A published message, counted as a channel counts it."""
+    message = account.message_class("", "q", b"\x00\x00", b"x" * size)
+    account.held_bytes += size + MESSAGE_OVERHEAD
+    return message
 
 
 def _start(client: Client, channel: int, size: int) -> bytes:
@@ -32,53 +35,61 @@ def _body(channel: int, payload: bytes) -> bytes:
     return struct.pack(">BHI", 3, channel, len(payload)) + payload + b"\xce"
 
 
-def test_tracked_messages_count_until_nothing_holds_them() -> None:
+def test_published_messages_count_until_they_are_freed() -> None:
     account = MemoryAccount()
-    kept = [_message(1000) for _ in range(3)]
-    for message in kept:
-        account.track(message)
-    del message
-    account.track(_message(5000))  # held by nobody once tracked
-    assert account.held_bytes == 8000 + 4 * MESSAGE_OVERHEAD
-    assert account.sweep() == 5000 + MESSAGE_OVERHEAD
-    assert account.held_bytes == 3 * (1000 + MESSAGE_OVERHEAD) and account.messages == 3
+    kept = [_message(account, 1000) for _ in range(3)]
+    _message(account, 5000)  # held by nobody
+    assert account.held_bytes == 3 * (1000 + MESSAGE_OVERHEAD)
     del kept[0]
-    # A batch looks at the oldest first; the live ones move to the end.
-    assert account.sweep(limit=1) == 1000 + MESSAGE_OVERHEAD
+    assert account.held_bytes == 2 * (1000 + MESSAGE_OVERHEAD)
     kept.clear()
-    account.sweep()
-    assert account.held_bytes == 0 and account.messages == 0
+    assert account.held_bytes == 0
+    # Each account counts its own messages.
+    other = MemoryAccount()
+    message = _message(other, 10)
+    assert account.held_bytes == 0 and other.held_bytes == 10 + MESSAGE_OVERHEAD
+    del message
+    assert other.held_bytes == 0
 
 
 def test_logged_messages_are_left_to_the_journal() -> None:
     account = MemoryAccount()
-    message = _message(100)
-    account.track(message)
-    message.__class__ = StoredMessage  # as StoredMessage.stored does once it is logged
-    assert account.sweep() == 100 + MESSAGE_OVERHEAD and account.held_bytes == 0
+    message = _message(account, 100)
+    loaded: list[StoredMessage] = []
+
+    class Source:
+        def read_content(self, loc: int) -> tuple[str, str, bytes, bytes]:
+            raise AssertionError("not read")
+
+        def loaded(self, stored: StoredMessage) -> None:
+            loaded.append(stored)
+
+    stored = StoredMessage.stored(message, Source())
+    assert stored is message and loaded == [message] and account.held_bytes == 0
+    del message, stored, loaded[:]
+    assert account.held_bytes == 0
 
 
 def test_a_check_is_asked_for_once_per_crossing_and_never_while_the_alarm_is_on() -> None:
     account = MemoryAccount()
     checks: list[int] = []
     account.on_check = lambda: checks.append(account.held_bytes)
-    account.track(_message(10))
+    kept = [_message(account, 10)]
     assert not account.over_estimate()  # no limit: nothing is checked
     account.limit = 32_000
     account.base = 1000
     account.rearm(False)
-    kept = [_message(10_000) for _ in range(3)]
-    for message in kept:
-        account.track(message)
+    kept += [_message(account, 10_000) for _ in range(3)]
     assert account.over_estimate()
     account.check()
     assert len(checks) == 1 and not account.over_estimate()
-    # Just under the mark after a sweep: the next check waits for another 1/32 of it.
-    account.sweep()
+    # Just under the mark (the sample found less besides): the next check waits for another 1/32 of it.
+    account.base = 500
     account.rearm(False)
+    assert account.held_bytes + account.base < account.limit
     assert account.check_at == account.held_bytes + 1000
     account.rearm(True)
-    account.track(_message(100_000))
+    kept.append(_message(account, 100_000))
     assert not account.over_estimate()
 
 
@@ -90,9 +101,13 @@ def test_a_read_that_may_pass_the_mark_asks_for_a_check_at_once() -> None:
     account.limit = 100_000
     account.rearm(False)
     client = connected(broker)
-    client.publish(1, "", "nowhere", b"x" * 1000)
+    client.method(1, QueueDeclare(queue="q"))
+    client.expect(QueueDeclareOk, 1)
+    client.publish(1, "", "nowhere", b"x" * 200_000)  # dropped at once: nothing is held
+    assert not checks and broker.memory.held_bytes == 0
+    client.publish(1, "", "q", b"x" * 1000)
     assert not checks
-    client.publish(1, "", "nowhere", b"x" * 100_000)
+    client.publish(1, "", "q", b"x" * 100_000)
     assert len(checks) == 1 and checks[0] >= 101_000
 
 
