@@ -37,20 +37,20 @@ CONTENT_IN_FLIGHT_MIN: Final = 8 * 1024 * 1024
 _NEVER: Final = 1 << 62
 
 
-class TrackedMessage(Message):
-    """A published message whose bytes are counted in an account until it is freed or logged. Each
-    `MemoryAccount` has its own subclass (naming the account), so a message costs no extra slot; the layout
-    is Message's, so it can still become a StoredMessage in place."""
+def _tracked_message_class(account: MemoryAccount) -> type[Message]:
+    """A Message subclass whose instances are counted in `account` until freed or logged. One class per
+    account, with the account bound into its finalizer (a default argument: 0.3 us per message instead of
+    0.5 us through a class attribute), so a message costs no extra slot; the layout is Message's, so it can
+    still become a StoredMessage in place."""
 
-    __slots__ = ()
-    _account: MemoryAccount
-
-    def untrack(self) -> None:
+    def untrack(self: Message, account: MemoryAccount = account) -> None:
         """Stop counting it here (it is logged: the journal counts it); call before changing its class."""
-        self._account.held_bytes -= self.body_size + MESSAGE_OVERHEAD
+        account.held_bytes -= self.body_size + MESSAGE_OVERHEAD
 
-    def __del__(self) -> None:
-        self._account.held_bytes -= self.body_size + MESSAGE_OVERHEAD
+    def finalize(self: Message, account: MemoryAccount = account) -> None:
+        account.held_bytes -= self.body_size + MESSAGE_OVERHEAD
+
+    return type("TrackedMessage", (Message,), {"__slots__": (), "untrack": untrack, "__del__": finalize})
 
 
 class MemoryAccount:
@@ -62,9 +62,7 @@ class MemoryAccount:
     def __init__(self) -> None:
         # Bytes of published messages alive and not logged (channels add, TrackedMessage takes back).
         self.held_bytes = 0
-        self.message_class: type[Message] = type(
-            "TrackedMessage", (TrackedMessage,), {"__slots__": (), "_account": self}
-        )
+        self.message_class = _tracked_message_class(self)
         # Bytes of incomplete contents received, over all connections.
         self.in_flight = 0
         # Sampled by the monitor: journal contents, index, buffers, connections.
