@@ -23,6 +23,7 @@ from ottermq.ctl import app as ctl_app
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.server.monitor import MonitorOptions
     from ottermq.server.tls import TLSOptions
     from ottermq.store.store import DurableStore
 
@@ -134,7 +135,6 @@ def serve(
         raise typer.Exit(EXIT_DATA_DIR) from None
 
     from ottermq.server.log import configure_logging
-    from ottermq.server.monitor import MonitorOptions
     from ottermq.server.run import ServeOptions
     from ottermq.server.run import serve as run_server
 
@@ -169,12 +169,7 @@ def serve(
         store=store,
         connection_max=settings.connection_max,
         tls=tls,
-        monitor=MonitorOptions(
-            memory_high_watermark=settings.vm_memory_high_watermark,
-            memory_limit_bytes=settings.vm_memory_high_watermark_absolute,
-            disk_free_limit=settings.disk_free_limit,
-            data_dir=data_path,
-        ),
+        monitor=_monitor_options(settings, data_path),
         control_socket=data_path / CTL_SOCKET_NAME,
         http=http,
     )
@@ -215,6 +210,28 @@ def _tls_options(settings: Settings) -> TLSOptions | None:
     return options
 
 
+def _message_memory(settings: Settings, data_path: Path, default: int) -> int:
+    """Memory for logged messages held (index and the contents kept in memory): at most half of the memory
+    high-water mark, as RabbitMQ pages messages out at half of it, so that contents the store would drop
+    anyway never raise the memory alarm."""
+    from ottermq.server.monitor import memory_limit
+
+    limit = memory_limit(_monitor_options(settings, data_path))
+    return max(1, min(default, limit // 2)) if limit > 0 else default
+
+
+def _monitor_options(settings: Settings, data_path: Path) -> MonitorOptions:
+    from ottermq.server.monitor import MonitorOptions
+
+    return MonitorOptions(
+        memory_high_watermark=settings.vm_memory_high_watermark,
+        memory_limit_bytes=settings.vm_memory_high_watermark_absolute,
+        disk_free_limit=settings.disk_free_limit,
+        data_dir=data_path,
+        max_content_in_flight=settings.max_content_in_flight,
+    )
+
+
 def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableStore | None]:
     """The Broker for these settings, with the chosen persistence backend: `memory`, or `memento` (the
     log in <data_dir>/log, recovered here: a refused recovery is a ConfigError naming segment and LSN)."""
@@ -245,6 +262,7 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
         snapshot_interval=settings.snapshot_interval,
         check_interval=min(1.0, settings.snapshot_interval / 2),
         salvage=settings.salvage,
+        message_memory=_message_memory(settings, data_path, StoreOptions().message_memory),
     )
     try:
         store = DurableStore.open(data_path, store_options)

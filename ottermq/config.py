@@ -71,10 +71,16 @@ class Settings:
     salvage: bool = False
     # Most client connections at once (0 = no limit); above it a new TCP connection is closed at accept.
     connection_max: int = 0
-    # Memory alarm: a fraction of RAM (RabbitMQ's vm_memory_high_watermark), or bytes of RSS when the
-    # absolute setting is non-zero. Publishers are blocked (connection.blocked) while the RSS is above it.
+    # Memory alarm: a fraction of RAM (RabbitMQ's vm_memory_high_watermark), or bytes when the absolute
+    # setting is non-zero. Publishers are blocked (connection.blocked) while what the broker holds (message
+    # contents, content in flight, index, buffers) is above it; it clears as soon as consumers take it back
+    # under. Logged contents kept in memory are capped at half of it (the rest is read back from the log).
     vm_memory_high_watermark: float = 0.4
     vm_memory_high_watermark_absolute: int = 0
+    # Bytes of content a connection may have in flight over several messages at once (interleaved over its
+    # channels; one message alone is bounded by max_message_size); past it the channel whose frame crossed
+    # it is closed with 406. 0: an eighth of the memory high-water mark, at least 8 MiB.
+    max_content_in_flight: int = 0
     # Disk alarm: publishers are blocked while the data directory's file system has less free space.
     disk_free_limit: int = 50_000_000
     # AMQPS listener, off unless tls_port, tls_certfile and tls_keyfile are set (RabbitMQ's port: 5671).
@@ -240,7 +246,9 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 4096, 2**31)
     elif name in ("handshake_timeout", "shutdown_timeout"):
         _in_range(value, 0.01, 86400)
-    elif name in ("connection_max", "vm_memory_high_watermark_absolute", "disk_free_limit"):
+    elif name in (
+        "connection_max", "vm_memory_high_watermark_absolute", "disk_free_limit", "max_content_in_flight"
+    ):
         _in_range(value, 0, 2**63)
     elif name == "vm_memory_high_watermark":
         _in_range(value, 0.0, 1.0)

@@ -41,6 +41,7 @@ from ottermq.broker.events import (
 )
 from ottermq.broker.journal import Journal, MemoryJournal
 from ottermq.broker.limits_queue import tick_queues
+from ottermq.broker.memory import MemoryAccount
 from ottermq.broker.vhost import VHost
 
 if TYPE_CHECKING:
@@ -132,6 +133,8 @@ class Broker:
         self.server_properties = server_properties()
         # Resource alarms (memory, disk) that block publishers; set by the server's resource monitor.
         self.alarms = Alarms()
+        # What the broker holds in memory, for the memory alarm (memory.py); the monitor sets its limit.
+        self.memory = MemoryAccount()
         self._ack_timeouts = AckTimeouts()
         # The message counters of channels that have ended (Channel.fold_counts); message_totals adds the
         # open channels' counters to these.

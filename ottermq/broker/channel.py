@@ -95,6 +95,7 @@ from ottermq.amqp.methods import (
 from ottermq.amqp.properties import FLAG_USER_ID
 from ottermq.broker import exchange_types, publish_hooks, reply_to
 from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
+from ottermq.broker.memory import MESSAGE_OVERHEAD
 from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.qos import ChannelQos, PrefetchWindow
 from ottermq.broker.reply_to import ReplyQueue
@@ -255,9 +256,11 @@ class Channel:
         "_content",
         "_deferred_cancels",
         "_held",
+        "_in_flight",
         "_last_queue",
         "_last_routing",
         "_max_size",
+        "_memory",
         "_properties",
         "_publish",
         "_state",
@@ -316,6 +319,10 @@ class Channel:
         self._properties = b""
         self._body_parts: list[bytes] | None = None
         self._body_remaining = 0
+        # Bytes of the pending content received so far (multi-frame only), counted in the connection's
+        # and the broker's content in flight (memory.py) until the message completes or is dropped.
+        self._in_flight = 0
+        self._memory = connection.broker.memory
         # The previous message's (exchange, routing key, properties): a publisher mostly repeats them,
         # and a held message then shares those objects instead of keeping copies of its own.
         self._last_routing: tuple[str, str, bytes] = ("", "", b"")
@@ -426,6 +433,7 @@ class Channel:
             else:
                 parts.append(payload)
             self._body_remaining = remaining
+            self._hold(len(payload))
             return
         if remaining < 0:
             raise AMQPConnectionError(
@@ -439,7 +447,40 @@ class Channel:
         else:
             parts.append(payload)
             self._body_parts = None
+            self._drop_in_flight()
             self._published(self._properties, b"".join(parts))
+
+    def _hold(self, size: int) -> None:
+        """`size` more bytes of an incomplete content: count them in flight. One message alone is bounded by
+        max_message_size; several at once on one connection (interleaved over its channels) by the
+        account's `content_limit`, past which this channel's message is refused (406) and its bytes freed."""
+        self._in_flight += size
+        memory = self._memory
+        memory.in_flight += size
+        connection = self.connection
+        total = connection.content_bytes = connection.content_bytes + size
+        if total > memory.content_limit and total > self._in_flight:
+            self._content = _IDLE
+            self._body_parts = None
+            self._drop_in_flight()
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - {total} bytes of messages in progress on this connection "
+                f"is more than the limit {memory.content_limit}",
+                *_PUBLISH_IDS,
+            )
+
+    def _drop_in_flight(self) -> None:
+        size = self._in_flight
+        if size:
+            self._in_flight = 0
+            self._memory.in_flight -= size
+            self.connection.content_bytes -= size
+
+    @property
+    def content_in_progress(self) -> bool:
+        """True between basic.publish and the last frame of its content."""
+        return self._content != _IDLE
 
     # -- publish ---------------------------------------------------------------------------------------
 
@@ -453,10 +494,12 @@ class Channel:
         last_exchange, last_key, last_properties = self._last_routing
         if (method.exchange == last_exchange and method.routing_key == last_key
                 and properties == last_properties):
-            message = Message(last_exchange, last_key, last_properties, body)
+            message = self._memory.message_class(last_exchange, last_key, last_properties, body)
         else:
             self._last_routing = (method.exchange, method.routing_key, properties)
-            message = Message(method.exchange, method.routing_key, properties, body)
+            message = self._memory.message_class(method.exchange, method.routing_key, properties, body)
+        # Counted until it is freed (or logged: the journal counts it then); see memory.py.
+        self._memory.held_bytes += message.body_size + MESSAGE_OVERHEAD
         if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
             # Rare: decode only when the user-id flag is set (the low octet of the first flag word).
             user_id = message.props.user_id
@@ -824,6 +867,7 @@ class Channel:
         self._content = _IDLE
         self._publish = None
         self._body_parts = None
+        self._drop_in_flight()
         self.confirms = None
         for consumer in self.consumers.values():
             consumer.active = False

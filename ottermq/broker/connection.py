@@ -107,6 +107,7 @@ class Connection:
         "_last_recv",
         "_last_sent",
         "_login_check",
+        "_memory",
         "_read_paused",
         "_reader",
         "_received",
@@ -119,6 +120,7 @@ class Connection:
         "close_reason",
         "closed",
         "consumer_cancel_notify",
+        "content_bytes",
         "frame_max",
         "guard",
         "heartbeat",
@@ -169,6 +171,9 @@ class Connection:
         # A password check runs on a worker thread: no frame is handled (nor read) until it answers.
         self._authenticating = False
         self._login_check: Ticket | None = None
+        # Bytes of incomplete contents over all channels (kept by the channels; see Channel._hold).
+        self.content_bytes = 0
+        self._memory = broker.memory
 
     def __repr__(self) -> str:
         return f"Connection({self.name}, {_STATE_NAMES[self._state]})"
@@ -193,6 +198,15 @@ class Connection:
             self._in_receive = False
         if self._deferred:
             self._run_deferred()
+        if self._memory.over_estimate():
+            # What this read added may have taken the broker past its memory high-water mark: sample now,
+            # not at the next timer tick, so a flood overshoots the mark by one read at most.
+            self._memory.check()
+
+    @property
+    def input_buffered(self) -> int:
+        """Bytes received but not handled yet: incomplete frames, and contents not yet complete."""
+        return self._reader.buffered + self.content_bytes
 
     def connection_lost(self) -> None:
         """The socket is gone: requeue unacked messages, drop consumers and exclusive queues."""
@@ -259,10 +273,13 @@ class Connection:
         self._close(reply_code, reply_text, 0, 0)
 
     def block(self, reason: str) -> None:
-        """A resource alarm went on: notify the client (if it asked) and pause reading at its next publish."""
+        """A resource alarm went on: notify the client (if it asked) and pause reading at its next publish,
+        or now if a message is under way on one of its channels (its further body frames are not read)."""
         if self.closed:
             return
         self._block_on_publish = True
+        if any(channel.content_in_progress for channel in self.channels.values()):
+            self._pause_for_alarm()
         if (
             self._state == _RUNNING
             and not self._blocked_sent
@@ -281,6 +298,20 @@ class Connection:
             self.send_method(0, ConnectionUnblocked())
         if self._read_paused:
             self._read_paused = False
+            self.transport.resume_reading()
+
+    @property
+    def read_paused(self) -> bool:
+        """True while a resource alarm keeps this connection's socket unread."""
+        return self._read_paused
+
+    def finish_content(self) -> None:
+        """Read again while the alarm stays on, until the next content header: the messages under way on
+        this connection complete. The memory monitor asks this of one connection at a time when content in
+        flight alone keeps the alarm on, which nothing else could clear."""
+        if self._read_paused and not self.closed:
+            self._read_paused = False
+            log.info("publisher read again to complete its messages under way", extra={"conn": self.name})
             self.transport.resume_reading()
 
     def _pause_for_alarm(self) -> None:

@@ -73,6 +73,9 @@ class Message:
         """The `headers` property (a field table), or None when absent."""
         return self.props.headers
 
+    def untrack(self) -> None:
+        """Stop counting this message in the broker's memory account (memory.py); a plain one is not."""
+
     def __repr__(self) -> str:
         return f"Message({self.exchange!r}, {self.routing_key!r}, {len(self.body)} bytes)"
 
@@ -148,6 +151,7 @@ class StoredMessage(Message):
     def stored(message: Message, source: ContentSource) -> StoredMessage:
         """Turn a just-logged message (content in memory) into a StoredMessage in place, so its content
         can be dropped under memory pressure and read back from the log; the source is told it is loaded."""
+        message.untrack()  # the source counts it from now on
         message._source = source
         message.__class__ = StoredMessage
         assert isinstance(message, StoredMessage)

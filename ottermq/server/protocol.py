@@ -255,6 +255,15 @@ class AMQPProtocol(asyncio.Protocol):
         else:
             self._resume_reading()
 
+    @property
+    def write_buffered(self) -> int:
+        """Bytes written and not yet taken by the socket (the memory alarm counts them)."""
+        transport = self._transport
+        pending = sum(map(len, self._chunks))
+        if transport is None or self._closing:
+            return pending
+        return pending + transport.get_write_buffer_size()
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Run `callback` after `delay` seconds; the handle's `cancel()` stops it."""
         return self._loop.call_later(delay, callback)

@@ -164,7 +164,7 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
         for host, port in tls_addresses:
             fields = {"host": host, "port": port}
             log.info(f"listening on {format_address(host, port, 'amqps')}", extra=fields)
-    monitor = ResourceMonitor(broker, options.monitor) if options.monitor is not None else None
+    monitor = ResourceMonitor(broker, options.monitor, server) if options.monitor is not None else None
     if monitor is not None:
         monitor.start()
     control = await _start_control(broker, options.control_socket)

@@ -1,10 +1,10 @@
 """Memory and disk alarms end to end: connection.blocked, publishers paused, consumers draining, nothing lost.
 
 Strategy: real brokers with thresholds tests can cross. The memory test sets an absolute high-water mark
-(RSS) a few tens of MB above an idle broker's, fills a queue with 512 KiB messages until connection.blocked
-arrives, checks that a publisher's later frames are not read while consumers drain every message, and
-that draining clears the alarm (large bodies are given back to the OS when freed). The disk test sets a
-free-disk limit above any real free space, so the alarm is on from the first sample.
+(bytes the broker holds), fills a queue with 512 KiB messages until connection.blocked arrives, checks that
+a publisher's later frames are not read while consumers drain every message, and that draining clears the
+alarm (test_memory_alarm.py has the rest). The disk test sets a free-disk limit above any real free space,
+so the alarm is on from the first sample.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pika import frame, spec
 from tests.integration.test_raw import RawClient, ServerProcess, ottermq_server
 
 BODY = b"m" * (512 * 1024)
-# RSS limit: an idle broker uses 40-60 MB here; the queue has to hold ~100 MB before the alarm.
+# The queue has to hold about this much before the alarm.
 MEMORY_LIMIT = 160 * 1024 * 1024
 
 
@@ -115,8 +115,8 @@ def test_memory_alarm_blocks_publishers_until_consumers_drain(memory_broker: Ser
         with pytest.raises(TimeoutError):
             raw.read_frame(timeout=1.5)
 
-        # Consumers keep draining; the next sample after the queue empties (freed bodies go back to the
-        # OS) clears the alarm, the paused publishers are read again, and every message arrives.
+        # Consumers keep draining; the first sample after the queue is back under the mark clears the
+        # alarm, the paused publishers are read again, and every message arrives.
         channel = consumer.channel()
         received: list[bytes] = []
 
