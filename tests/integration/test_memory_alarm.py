@@ -58,7 +58,10 @@ def _flood_until_blocked(connection: pika.BlockingConnection, queue: str, body: 
         assert published < most, f"no connection.blocked after {published} messages"
         channel.basic_publish("", queue, body)
         published += 1
-        connection.process_data_events(time_limit=0)
+        # A moment for connection.blocked to arrive: once the alarm is on the broker stops reading this
+        # connection at once, and publishing on past a socket buffer's worth would block this loop in
+        # pika's write until its blocked_connection_timeout (seen on a loaded machine).
+        connection.process_data_events(time_limit=0.005)
     return published
 
 
