@@ -18,6 +18,8 @@ per source address (an IPv4 address, or an IPv6 /64: one machine's worth).
   without a check (`None`): its client learns no more than from any failed login.
 - Identical credentials checked against the same stored hash share one check (the caller gives a keyed
   digest as key), so a client reconnecting many times at once costs one PBKDF2.
+AMQP connections and the management API's basic auth submit here alike (through `Authenticator.submit`),
+so one pool serves both and an address's AMQP and HTTP attempts share one queue and one failure budget.
 Nothing here depends on whether the user exists (an unknown user's check fails like a wrong password),
 so neither the order, the budget nor the refusals tell the names. Everything but the work itself runs
 on the event loop.

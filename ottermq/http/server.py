@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import h11
 
-from ottermq.server.listen import dual_stack_socket
+from ottermq.server.listen import dual_stack_socket, plain_address
 
 log: Final = logging.getLogger("ottermq.http")
 
@@ -219,7 +219,8 @@ class HttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Conn) -> None:
         peer = writer.get_extra_info("peername")
-        peer_host = str(peer[0]) if isinstance(peer, tuple) else ""
+        # As the AMQP listener names its peers: an IPv4 client of the dual-stack socket by its IPv4 address.
+        peer_host = plain_address(str(peer[0])) if isinstance(peer, tuple) else ""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
         loop = asyncio.get_running_loop()
         # The first request's head is due `head_timeout` after the connection opened.

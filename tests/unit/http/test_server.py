@@ -7,6 +7,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import pytest
+
 from ottermq.http import server as http_server
 from ottermq.http.server import HttpServer, Limits, Request, Response, json_response
 
@@ -167,6 +169,26 @@ def test_unproven_connections_make_room_for_new_ones_not_for_each_other_forever(
                 writer.close()
             for _, writer in slow:
                 writer.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_an_ipv4_client_of_the_dual_stack_listener_is_named_by_its_ipv4_address() -> None:
+    async def peer(request: Request) -> Response:
+        return json_response(200, {"peer": request.peer_host})
+
+    async def scenario() -> None:
+        server = HttpServer(peer)
+        try:
+            port = (await server.start("::", 0))[0][1]
+        except OSError:
+            pytest.skip("no IPv6 on this machine")
+        try:
+            answer = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            # Not "::ffff:127.0.0.1": the password checks account it to the same source as AMQP.
+            assert answer.endswith(b'{"peer":"127.0.0.1"}'), answer
         finally:
             await server.stop()
 
