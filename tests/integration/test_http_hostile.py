@@ -231,7 +231,10 @@ FLOOD_ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 LEGIT_USERS = 6
 # Measured on the 2-core test machine with 60 flooders: before the fair queue, a first login took
 # p50 2.9-4.8 s, max 7.2 s; after, p50 0.08 s (0.34 s with the machine busy with other work), max
-# 0.17-0.52 s: one full check, after the one running. Repeat logins (cached) stay at ~2 ms.
+# 0.17-0.52 s: one full check, after the one running. Repeat logins (cached) stay at ~2 ms. With the
+# checks in the broker's scheduler, shared with AMQP (load average 3-4, side by side): the HTTP-only queue
+# p50 0.065-0.14 s, max 0.08-0.25 s; plain round-robin over the addresses p50 0.42-0.59 s, max 0.58-0.70 s
+# (a round of the 4 flooding ones); whole-budget sources first p50 0.10-0.28 s, max 0.20-0.63 s.
 FIRST_LOGIN_P50, FIRST_LOGIN_MAX = 1.0, 2.0
 REPEAT_P50, REPEAT_MAX = 0.3, 1.0
 
