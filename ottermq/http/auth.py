@@ -7,7 +7,9 @@ scheduler (`Authenticator.submit`, `ottermq.broker.checks`) like an AMQP login, 
 the answer: the same worker threads, the same fair round-robin over source addresses and the same failure
 budget per address, so a client's AMQP and HTTP attempts count together and neither protocol can starve
 the other's logins. A check the scheduler refuses unchecked (too many waiting from the address, or in
-all) is answered 429 with Retry-After, at once; a request that goes away cancels its check. Tags, as
+all) is answered 429 with Retry-After, at once. While it waits the request is marked `waiting`: the HTTP
+server may evict its connection to make room, and a request cancelled so (or by a stop) gives its check
+up. Tags, as
 RabbitMQ: management, policymaker, monitoring and administrator may use the API; monitoring and
 administrator see every vhost, the others only those they have permissions in; changing users, vhosts
 or permissions needs administrator.
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 from ottermq.broker.auth import Authenticator, AuthFailure, PendingLogin
 from ottermq.broker.checks import UNCHECKED_REFUSAL_DELAY
-from ottermq.http.server import HttpError, Response
+from ottermq.http.server import HttpError, Request, Response
 
 if TYPE_CHECKING:
     from ottermq.broker.access import User
@@ -80,9 +82,10 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return (user, password) if colon else None
 
 
-async def _full_check(auth: Authenticator, pending: PendingLogin) -> bool | None:
-    """The answer of the broker's scheduled full check of `pending` (None: refused unchecked); the check
-    is given up if the request is cancelled (its connection ended) while it waits."""
+async def _full_check(auth: Authenticator, pending: PendingLogin, request: Request | None) -> bool | None:
+    """The answer of the broker's scheduled full check of `pending` (None: refused unchecked), with
+    `request` marked waiting meanwhile; the check is given up if the request is cancelled (its connection
+    evicted or the server stopping) while it waits."""
     answer: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
 
     def done(ok: bool | None) -> None:
@@ -90,15 +93,23 @@ async def _full_check(auth: Authenticator, pending: PendingLogin) -> bool | None
             answer.set_result(ok)
 
     ticket = auth.submit(pending, done)
+    if request is not None:
+        request.waiting = True
     try:
         return await answer
     except asyncio.CancelledError:
         auth.cancel(ticket)
         raise
+    finally:
+        if request is not None:
+            request.waiting = False
 
 
-async def authenticate(broker: Broker, authorization: str | None, peer_host: str) -> User:
-    """The user behind the request's credentials, allowed to use the API; Unauthorized otherwise."""
+async def authenticate(
+    broker: Broker, authorization: str | None, peer_host: str, request: Request | None = None
+) -> User:
+    """The user behind the request's credentials, allowed to use the API; Unauthorized otherwise (or
+    TooManyLogins). `request` is marked waiting while its password check waits (see `_full_check`)."""
     credentials = parse_basic(authorization)
     if credentials is None:
         raise Unauthorized("not_authorized", "Login failed")
@@ -108,7 +119,7 @@ async def authenticate(broker: Broker, authorization: str | None, peer_host: str
     try:
         answer = auth.login("PLAIN", response, peer_host)
         if not isinstance(answer, str):
-            ok = await _full_check(auth, answer)
+            ok = await _full_check(auth, answer, request)
             if ok is None:
                 raise TooManyLogins()
             answer = auth.finish(answer, ok)

@@ -321,3 +321,38 @@ def test_one_address_gets_429_beyond_its_share_of_checks(broker: BrokerInfo) -> 
         replies = list(pool.map(lambda i: _login(port, f"nobody{i}", "x", "127.0.0.9")[0], range(logins)))
     assert set(replies) == {401, 429}, replies
     assert replies.count(401) >= CHECKS_PER_SOURCE
+
+
+@pytest.mark.skipif(bool(os.environ.get("OTTERMQ_TEST_URL")), reason="needs a broker of its own")
+def test_logins_waiting_for_checks_do_not_fill_the_api(tmp_path: Path) -> None:
+    # Few connection slots, more flooders than slots: every slot soon holds a login waiting for its check.
+    slots = 16
+    port = _free_port()
+    env = {"OTTERMQ_HTTP_MAX_CONNECTIONS": str(slots)}
+    with ottermq_server(tmp_path, "--http-port", str(port), env=env) as server:
+        _wait_http(server.log_path)
+        assert _login(port, "guest", "guest")[0] == 200  # remembered: no check from now on
+        stop = threading.Event()
+
+        def flood(i: int) -> None:
+            source = FLOOD_ADDRESSES[i % len(FLOOD_ADDRESSES)]
+            attempt = 0
+            while not stop.is_set():
+                attempt += 1  # a new password each time: no check shared
+                try:
+                    _login(port, f"mallory{i}", f"wrong{attempt}", source)
+                except (OSError, http.client.HTTPException):
+                    time.sleep(0.05)  # evicted: reconnects
+
+        threads = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(slots + 8)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            # Before, each got 503: every slot was a request being answered, none could be evicted.
+            statuses = [_login(port, "guest", "guest")[0] for _ in range(5)]
+        finally:
+            stop.set()
+        assert statuses == [200] * 5, statuses
+        for thread in threads:
+            thread.join(timeout=10)

@@ -12,6 +12,7 @@ import pytest
 from ottermq.amqp.methods import ConnectionClose
 from ottermq.broker.broker import Broker
 from ottermq.http.auth import TooManyLogins, Unauthorized, authenticate, parse_basic, visible_vhosts
+from ottermq.http.server import Request
 from tests.unit.broker.test_login_offloop import start_login
 
 
@@ -136,5 +137,21 @@ def test_a_cancelled_request_gives_its_waiting_check_up() -> None:
         workers.finish_one()
         await _turns()
         assert workers.work == [] and isinstance(running.exception(), Unauthorized)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_is_marked_waiting_while_its_check_waits() -> None:
+    broker = Broker()
+    workers = Workers(broker)
+    request = Request("GET", b"/api/whoami", {}, b"", "10.0.0.10")
+
+    async def scenario() -> None:
+        login = asyncio.ensure_future(authenticate(broker, basic(b"nobody:x"), "10.0.0.10", request))
+        await _turns()
+        assert request.waiting
+        workers.finish_one()
+        await _turns()
+        assert isinstance(login.exception(), Unauthorized) and not request.waiting
 
     asyncio.run(scenario())

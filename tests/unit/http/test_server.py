@@ -193,3 +193,39 @@ def test_an_ipv4_client_of_the_dual_stack_listener_is_named_by_its_ipv4_address(
             await server.stop()
 
     run(scenario())
+
+
+def test_a_full_api_evicts_the_oldest_login_waiting_for_its_password_check() -> None:
+    gave_up: list[bytes] = []
+
+    async def checking(request: Request) -> Response:
+        if request.target != b"/check":
+            return await echo(request)
+        request.waiting = True  # as the application marks a login waiting for the hashing workers
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            gave_up.append(request.target)
+            raise
+        raise AssertionError("never answered")
+
+    async def scenario() -> None:
+        server = HttpServer(checking, Limits(max_connections=2))
+        port = (await server.start("127.0.0.1", 0))[0][1]
+        try:
+            waiting = []
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /check HTTP/1.1\r\nHost: x\r\n\r\n")
+                waiting.append((reader, writer))
+                await asyncio.sleep(0.05)
+            # Full of logins waiting for checks: a new request gets in, the oldest waiting one is closed.
+            assert b'"target":"/x"' in await exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", False)
+            assert await closed_within(waiting[0][0], 2) == b""
+            assert gave_up == [b"/check"] and server.evicted == 1
+            for _, writer in waiting:
+                writer.close()
+        finally:
+            await server.stop(timeout=0.1)
+
+    run(scenario())
