@@ -9,10 +9,9 @@ budget per address, so a client's AMQP and HTTP attempts count together and neit
 the other's logins. A check the scheduler refuses unchecked (too many waiting from the address, or in
 all) is answered 429 with Retry-After, at once. While it waits the request is marked `waiting`: the HTTP
 server may evict its connection to make room, and a request cancelled so (or by a stop) gives its check
-up. Tags, as
-RabbitMQ: management, policymaker, monitoring and administrator may use the API; monitoring and
-administrator see every vhost, the others only those they have permissions in; changing users, vhosts
-or permissions needs administrator.
+up. Tags, as RabbitMQ: management, policymaker, monitoring and administrator may use the API; monitoring
+and administrator see every vhost, the others only those they have permissions in; changing users,
+vhosts or permissions needs administrator.
 """
 
 from __future__ import annotations
