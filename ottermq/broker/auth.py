@@ -16,7 +16,8 @@ does not tell the names. The full check must not run on the event loop (a flood 
 stall every client), so `login` answers at once only when no PBKDF2 is needed and otherwise returns a
 `PendingLogin`: `submit(pending, done)` queues its `check()` fairly among source addresses
 (`checks.py`: bounded, round-robin, identical credentials share a check), `done(ok)` follows on the
-loop and `finish(pending, ok)` completes the login.
+loop and `finish(pending, ok)` completes the login (AMQP connections and the management API's basic auth
+alike).
 Users in `loopback_users` (guest by default) may only log in from a loopback address, as RabbitMQ's
 `loopback_users`, whatever the mechanism. EXTERNAL (the subject CN of a verified TLS client
 certificate) is offered only to connections that have one; the user must exist, no password is asked.

@@ -5,6 +5,11 @@ of them at a time (on threads the server provides through `runner`), and the oth
 per source address (an IPv4 address, or an IPv6 /64: one machine's worth).
 - Sources are served round-robin: a flood from one address gets one turn per round like any other
   address, so a login from elsewhere waits for at most the checks already running plus one round.
+  But a source whose failure budget (below) is whole goes before those in the round whose budget is not:
+  a client without a failed login lately (a first login, a service reconnecting) waits only for the
+  checks running and those of other such sources, while a flood's budget stops being whole at its first
+  failed check. The budget refills with time, not with turns, so a source that failed lately waits at
+  most until it is whole again, then has its turn in the round like the others: none is starved.
 - Each source has a budget of worker time for checks that fail (`failure_share` of a worker, up to
   `failure_burst` seconds at once): a source that spent it is skipped until it refills, so a guessing
   flood keeps a worker busy only that share of the time (a login from elsewhere seldom finds it taken)
@@ -18,6 +23,8 @@ per source address (an IPv4 address, or an IPv6 /64: one machine's worth).
   without a check (`None`): its client learns no more than from any failed login.
 - Identical credentials checked against the same stored hash share one check (the caller gives a keyed
   digest as key), so a client reconnecting many times at once costs one PBKDF2.
+AMQP connections and the management API's basic auth submit here alike (through `Authenticator.submit`),
+so one pool serves both and an address's AMQP and HTTP attempts share one queue and one failure budget.
 Nothing here depends on whether the user exists (an unknown user's check fails like a wrong password),
 so neither the order, the budget nor the refusals tell the names. Everything but the work itself runs
 on the event loop.
@@ -285,16 +292,21 @@ class CheckScheduler:
             runner.run(check.work, self._finisher(check, self._clock()))
 
     def _next_source(self) -> str | None:
-        """The first source in the round with budget left, preferring one without a check running (one
-        with a check running, or just finished, had its turn)."""
-        busy = None
+        """The first source in the round with its failure budget whole, else the first with budget left,
+        preferring one without a check running (one with a check running, or just finished, had its
+        turn)."""
+        idle = busy = None
         for source in self._queues:
-            if self.budget(source) > 0.0:
+            left = self.budget(source)
+            if left > 0.0:
                 if source not in self._active:
-                    return source
-                if busy is None:
+                    if left >= self.failure_burst:
+                        return source
+                    if idle is None:
+                        idle = source
+                elif busy is None:
                     busy = source
-        return busy
+        return idle if idle is not None else busy
 
     def _wake_when_refilled(self, runner: Runner) -> None:
         """Every waiting source has spent its failure budget: look again when the first has some back."""

@@ -2,14 +2,16 @@
 
 Strategy: a login goes through the same `Authenticator.login` as an AMQP PLAIN login, so the password
 cache (a repeat login answers without hashing), the dummy-hash timing and the loopback-only rule for
-guest are the broker's own. A login that needs the full PBKDF2 check runs it on a one-thread pool (never
-on the event loop), fairly: each source address has its own queue, and the next check is taken from the
-address with the fewest under way, so a flood of bad logins from some addresses delays a first login
-from another by about one check, not by the whole flood. An address may have `MAX_CHECKS_PER_SOURCE`
-checks waiting or running; a login that needs one more is answered 429 at once, unchecked. Tags, as
-RabbitMQ: management, policymaker, monitoring and administrator may use the API; monitoring and
-administrator see every vhost, the others only those they have permissions in; changing users, vhosts
-or permissions needs administrator.
+guest are the broker's own. A login that needs the full PBKDF2 check hands it to the broker's check
+scheduler (`Authenticator.submit`, `ottermq.broker.checks`) like an AMQP login, and the request waits for
+the answer: the same worker threads, the same fair round-robin over source addresses and the same failure
+budget per address, so a client's AMQP and HTTP attempts count together and neither protocol can starve
+the other's logins. A check the scheduler refuses unchecked (too many waiting from the address, or in
+all) is answered 429 with Retry-After, at once. While it waits the request is marked `waiting`: the HTTP
+server may evict its connection to make room, and a request cancelled so (or by a stop) gives its check
+up. Tags, as RabbitMQ: management, policymaker, monitoring and administrator may use the API; monitoring
+and administrator see every vhost, the others only those they have permissions in; changing users,
+vhosts or permissions needs administrator.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+import math
 from typing import TYPE_CHECKING, Final
 
-from ottermq.broker.auth import AuthFailure, PendingLogin
-from ottermq.http.server import HttpError, Response
+from ottermq.broker.auth import Authenticator, AuthFailure, PendingLogin
+from ottermq.broker.checks import UNCHECKED_REFUSAL_DELAY
+from ottermq.http.server import HttpError, Request, Response
 
 if TYPE_CHECKING:
     from ottermq.broker.access import User
@@ -33,14 +35,13 @@ SEE_ALL_TAGS: Final = frozenset({"monitoring", "administrator"})
 ADMINISTRATOR: Final = "administrator"
 REALM_HEADER: Final = ("www-authenticate", 'Basic realm="RabbitMQ Management"')
 
-# Full password checks one source address may have waiting or running (a browser opens ~6 connections).
-MAX_CHECKS_PER_SOURCE: Final = 16
-
-_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ottermq-http-auth")
+# Seconds a client refused unchecked is asked to wait before trying again: as long as an AMQP client
+# refused unchecked waits for its answer.
+RETRY_AFTER: Final = math.ceil(UNCHECKED_REFUSAL_DELAY)
 
 
 class TooManyLogins(HttpError):
-    """429: the address has too many password checks under way."""
+    """429: the broker refused the password check unchecked (too many waiting from this address)."""
 
     def __init__(self) -> None:
         super().__init__(429, "too_many_requests", "too many logins under way from this address")
@@ -48,73 +49,8 @@ class TooManyLogins(HttpError):
     def response(self) -> Response:
         """The 429 response, with Retry-After."""
         response = super().response()
-        response.headers.append(("retry-after", "1"))
+        response.headers.append(("retry-after", str(RETRY_AFTER)))
         return response
-
-
-class FairChecks:
-    """Full password checks, one at a time on `_pool`, taken from each source address's queue in turn,
-    the address with the fewest under way first."""
-
-    def __init__(self) -> None:
-        self._queues: dict[str, deque[tuple[PendingLogin, asyncio.Future[bool]]]] = {}
-        # Addresses with checks waiting, in the order they are served next.
-        self._turns: deque[str] = deque()
-        # Checks waiting or running per address.
-        self._counts: dict[str, int] = {}
-        self._worker: asyncio.Task[None] | None = None
-
-    async def check(self, source: str, pending: PendingLogin) -> bool:
-        """`pending.check()` off the event loop, after the checks queued before it by the same address
-        and at most one of each other address; TooManyLogins when `source` has too many under way."""
-        count = self._counts.get(source, 0)
-        if count >= MAX_CHECKS_PER_SOURCE:
-            raise TooManyLogins()
-        self._counts[source] = count + 1
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        queue = self._queues.get(source)
-        if queue is None:
-            queue = self._queues[source] = deque()
-            self._turns.append(source)
-        queue.append((pending, future))
-        loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._worker = loop.create_task(self._work(), name="ottermq-http-auth")
-        try:
-            return await future
-        finally:
-            left = self._counts[source] - 1
-            if left:
-                self._counts[source] = left
-            else:
-                del self._counts[source]
-
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._turns:
-            # The address with the fewest checks under way goes first (the longest waiting of them): a
-            # first login is next after the running check, whatever other addresses have queued.
-            source = min(self._turns, key=self._counts.__getitem__)
-            self._turns.remove(source)
-            queue = self._queues[source]
-            pending, future = queue.popleft()
-            if queue:
-                self._turns.append(source)
-            else:
-                del self._queues[source]
-            if future.done():
-                continue  # its request is gone (connection closed): no check for nobody
-            try:
-                ok = await loop.run_in_executor(_pool, pending.check)
-            except Exception as exc:  # never expected; the request gets a 500, the queue goes on
-                if not future.done():
-                    future.set_exception(exc)
-                continue
-            if not future.done():
-                future.set_result(ok)
-
-
-_checks = FairChecks()
 
 
 class Unauthorized(HttpError):
@@ -145,8 +81,34 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return (user, password) if colon else None
 
 
-async def authenticate(broker: Broker, authorization: str | None, peer_host: str) -> User:
-    """The user behind the request's credentials, allowed to use the API; Unauthorized otherwise."""
+async def _full_check(auth: Authenticator, pending: PendingLogin, request: Request | None) -> bool | None:
+    """The answer of the broker's scheduled full check of `pending` (None: refused unchecked), with
+    `request` marked waiting meanwhile; the check is given up if the request is cancelled (its connection
+    evicted or the server stopping) while it waits."""
+    answer: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+
+    def done(ok: bool | None) -> None:
+        if not answer.done():  # cancelled meanwhile
+            answer.set_result(ok)
+
+    ticket = auth.submit(pending, done)
+    if request is not None:
+        request.waiting = True
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        auth.cancel(ticket)
+        raise
+    finally:
+        if request is not None:
+            request.waiting = False
+
+
+async def authenticate(
+    broker: Broker, authorization: str | None, peer_host: str, request: Request | None = None
+) -> User:
+    """The user behind the request's credentials, allowed to use the API; Unauthorized otherwise (or
+    TooManyLogins). `request` is marked waiting while its password check waits (see `_full_check`)."""
     credentials = parse_basic(authorization)
     if credentials is None:
         raise Unauthorized("not_authorized", "Login failed")
@@ -156,7 +118,10 @@ async def authenticate(broker: Broker, authorization: str | None, peer_host: str
     try:
         answer = auth.login("PLAIN", response, peer_host)
         if not isinstance(answer, str):
-            answer = auth.finish(answer, await _checks.check(peer_host, answer))
+            ok = await _full_check(auth, answer, request)
+            if ok is None:
+                raise TooManyLogins()
+            answer = auth.finish(answer, ok)
     except AuthFailure:
         raise Unauthorized("not_authorized", "Login failed") from None
     user = broker.access.user(answer)

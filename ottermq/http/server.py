@@ -14,7 +14,10 @@ connection may wait `idle_timeout` for its next request. Capacity is kept for re
 connection is "proven" once it has sent a request that authenticated; at most `max_unproven`
 connections that are not proven may be reading a request at once, and a new connection beyond that
 (or beyond `max_connections`) evicts the oldest of them instead of being refused. So dribbling sockets
-push each other out, never a request that is whole or a client that has logged in.
+push each other out, never a request that is whole or a client that has logged in. A request whose
+login waits for a password check (the application sets `Request.waiting`) is not yet being answered
+either: when `max_connections` are open, the oldest such unproven connection is evicted next (its check
+given up), so a flood of failing logins cannot fill the API while it waits for the hashing workers.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Final
 
 import h11
 
-from ottermq.server.listen import dual_stack_socket
+from ottermq.server.listen import dual_stack_socket, plain_address
 
 log: Final = logging.getLogger("ottermq.http")
 
@@ -81,6 +84,9 @@ class Request:
     peer_host: str
     # Set by the application once the request's credentials are accepted: the connection is proven.
     authenticated: bool = False
+    # Set by the application while the request only waits for its password check: an unproven connection
+    # may then be evicted to make room (the application's await is cancelled).
+    waiting: bool = False
 
 
 @dataclass(slots=True)
@@ -132,6 +138,8 @@ class _Conn:
     task: asyncio.Task[None]
     state: str = _READING
     proven: bool = False
+    # The request being answered (state _WORKING).
+    request: Request | None = None
 
 
 class HttpServer:
@@ -173,11 +181,20 @@ class HttpServer:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), timeout)
 
-    def _evict_oldest(self, proven: bool) -> bool:
-        """Close the oldest connection that may make room: one not proven that is not being answered,
-        or (`proven`) a proven one idle between requests. False when there is none."""
+    def _evict_oldest(self, proven: bool, waiting: bool = False) -> bool:
+        """Close the oldest connection that may make room: one not proven that is not being answered
+        (`waiting`: whose request waits for a password check), or (`proven`) a proven one idle between
+        requests. False when there is none."""
         for conn in self._conns.values():
-            if conn.state == _WORKING or conn.proven != proven or (proven and conn.state != _IDLE):
+            if conn.proven != proven:
+                continue
+            if proven:
+                if conn.state != _IDLE:
+                    continue
+            elif waiting:
+                if conn.state != _WORKING or conn.request is None or not conn.request.waiting:
+                    continue
+            elif conn.state == _WORKING:
                 continue
             del self._conns[conn.task]
             conn.task.cancel()
@@ -192,7 +209,8 @@ class HttpServer:
         if unproven >= limits.max_unproven:
             self._evict_oldest(proven=False)
         if len(self._conns) >= limits.max_connections:
-            return self._evict_oldest(proven=False) or self._evict_oldest(proven=True)
+            return (self._evict_oldest(proven=False) or self._evict_oldest(proven=False, waiting=True)
+                    or self._evict_oldest(proven=True))
         return True
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -219,7 +237,8 @@ class HttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Conn) -> None:
         peer = writer.get_extra_info("peername")
-        peer_host = str(peer[0]) if isinstance(peer, tuple) else ""
+        # As the AMQP listener names its peers: an IPv4 client of the dual-stack socket by its IPv4 address.
+        peer_host = plain_address(str(peer[0])) if isinstance(peer, tuple) else ""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
         loop = asyncio.get_running_loop()
         # The first request's head is due `head_timeout` after the connection opened.
@@ -239,11 +258,13 @@ class HttpServer:
             if request is None:
                 return
             state.state = _WORKING
+            state.request = request
             try:
                 response = await self.app(request)
             except Exception:
                 log.exception("internal error in an HTTP request", extra={"target": request.target.decode()})
                 response = error_response(500, "internal_error", "internal error")
+            state.request = None
             state.proven = state.proven or request.authenticated
             if request.method == "HEAD":
                 response = Response(response.status, b"", response.content_type, response.headers)

@@ -9,6 +9,8 @@ message rates of /api/overview (5 s as RabbitMQ; OTTERMQ_STATS_INTERVAL override
 The transport's limits against slow and idle peers (`server.Limits`) may be set the same way:
 OTTERMQ_HTTP_HEAD_TIMEOUT, _BODY_TIMEOUT, _IDLE_TIMEOUT, _SEND_TIMEOUT (seconds), _MAX_CONNECTIONS and
 _MAX_UNPROVEN; the configuration's own settings do not know them (yet).
+Logins share the broker's password-check scheduler with AMQP (`http/auth.py`): the AMQP server installs its
+worker threads, and `start` installs the same kind when it runs alone (tests), never hashing on the loop.
 """
 
 from __future__ import annotations
@@ -84,7 +86,11 @@ class ManagementService:
         from ottermq.http.app import Application, Context
         from ottermq.http.server import HttpServer
         from ottermq.http.stats import MessageRates
+        from ottermq.server.protocol import CheckRunner
 
+        if broker.auth.checks.runner is None:
+            # Served without the AMQP server (which installs it): logins still hash off the event loop.
+            broker.auth.checks.runner = CheckRunner()
         listeners: list[dict[str, Any]] = [
             {"protocol": "amqp", "ip_address": host, "port": port} for host, port in amqp
         ]

@@ -100,6 +100,23 @@ def test_sources_take_turns() -> None:
     assert log.answers["alice"] is True and log.answers["flood-0"] is False
 
 
+def test_a_source_without_failures_goes_before_the_round_of_those_that_failed() -> None:
+    checks, runner, log = scheduler(workers=1)
+    for source in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        for i in range(2):
+            submit(checks, log, source, "mallory", f"{source}-{i}")
+    runner.finish()
+    runner.finish()  # each flooding source has failed once now
+    submit(checks, log, "10.0.0.9", "alice", "alice", ok=True)
+    runner.finish()
+    runner.finish()
+    assert log.ran[3] == "alice"  # not after a round of the flood's sources
+    assert log.answers["alice"] is True
+    while runner.running:
+        runner.finish()
+    assert log.ran[4:] == ["10.0.0.1-1", "10.0.0.2-1", "10.0.0.3-1"]  # those take turns as before
+
+
 def test_without_a_runner_a_check_runs_at_once() -> None:
     checks = CheckScheduler()
     log = Log()

@@ -7,6 +7,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import pytest
+
 from ottermq.http import server as http_server
 from ottermq.http.server import HttpServer, Limits, Request, Response, json_response
 
@@ -169,5 +171,61 @@ def test_unproven_connections_make_room_for_new_ones_not_for_each_other_forever(
                 writer.close()
         finally:
             await server.stop()
+
+    run(scenario())
+
+
+def test_an_ipv4_client_of_the_dual_stack_listener_is_named_by_its_ipv4_address() -> None:
+    async def peer(request: Request) -> Response:
+        return json_response(200, {"peer": request.peer_host})
+
+    async def scenario() -> None:
+        server = HttpServer(peer)
+        try:
+            port = (await server.start("::", 0))[0][1]
+        except OSError:
+            pytest.skip("no IPv6 on this machine")
+        try:
+            answer = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            # Not "::ffff:127.0.0.1": the password checks account it to the same source as AMQP.
+            assert answer.endswith(b'{"peer":"127.0.0.1"}'), answer
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_a_full_api_evicts_the_oldest_login_waiting_for_its_password_check() -> None:
+    gave_up: list[bytes] = []
+
+    async def checking(request: Request) -> Response:
+        if request.target != b"/check":
+            return await echo(request)
+        request.waiting = True  # as the application marks a login waiting for the hashing workers
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            gave_up.append(request.target)
+            raise
+        raise AssertionError("never answered")
+
+    async def scenario() -> None:
+        server = HttpServer(checking, Limits(max_connections=2))
+        port = (await server.start("127.0.0.1", 0))[0][1]
+        try:
+            waiting = []
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /check HTTP/1.1\r\nHost: x\r\n\r\n")
+                waiting.append((reader, writer))
+                await asyncio.sleep(0.05)
+            # Full of logins waiting for checks: a new request gets in, the oldest waiting one is closed.
+            assert b'"target":"/x"' in await exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", False)
+            assert await closed_within(waiting[0][0], 2) == b""
+            assert gave_up == [b"/check"] and server.evicted == 1
+            for _, writer in waiting:
+                writer.close()
+        finally:
+            await server.stop(timeout=0.1)
 
     run(scenario())
