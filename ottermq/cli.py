@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import typer
 
 from ottermq import __version__
-from ottermq.config import LOG_LEVELS, ConfigError, Settings, load_settings, settings_as_toml
+from ottermq.config import LOG_LEVELS, ConfigError, Settings, http_limits, load_settings, settings_as_toml
 from ottermq.ctl import SOCKET_NAME as CTL_SOCKET_NAME
 from ottermq.ctl import app as ctl_app
 
@@ -158,7 +158,7 @@ def serve(
         from ottermq.http.service import ManagementService
 
         # Listens (and logs "management API listening on ...") once the AMQP listener is up.
-        http = ManagementService(settings.host, settings.http_port, store)
+        http = ManagementService(settings.host, settings.http_port, store, limits=http_limits(settings))
     else:
         log.info("management API disabled (http_port = 0)")
     options = ServeOptions(

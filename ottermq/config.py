@@ -81,6 +81,16 @@ class Settings:
     # channels; one message alone is bounded by max_message_size); past it the channel whose frame crossed
     # it is closed with 406. 0: an eighth of the memory high-water mark, at least 8 MiB.
     max_content_in_flight: int = 0
+    # The management API's limits against slow and idle peers (seconds; counts): the request head within
+    # http_head_timeout, its body within http_body_timeout (408 after), a response taken within
+    # http_send_timeout, a kept-alive connection idle at most http_idle_timeout; at most
+    # http_max_connections open, of which http_max_unproven not yet authenticated.
+    http_head_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_send_timeout: float = 30.0
+    http_idle_timeout: float = 30.0
+    http_max_connections: int = 256
+    http_max_unproven: int = 64
     # Disk alarm: publishers are blocked while the data directory's file system has less free space.
     disk_free_limit: int = 50_000_000
     # AMQPS listener, off unless tls_port, tls_certfile and tls_keyfile are set (RabbitMQ's port: 5671).
@@ -244,6 +254,10 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 1, MAX_MESSAGE_SIZE_LIMIT)
     elif name == "write_buffer_limit":
         _in_range(value, 4096, 2**31)
+    elif name in ("http_head_timeout", "http_body_timeout", "http_send_timeout", "http_idle_timeout"):
+        _in_range(value, 0.01, 86400)
+    elif name in ("http_max_connections", "http_max_unproven"):
+        _in_range(value, 1, 1 << 20)
     elif name in ("handshake_timeout", "shutdown_timeout"):
         _in_range(value, 0.01, 86400)
     elif name in (
@@ -362,3 +376,12 @@ def settings_as_toml(settings: Settings) -> str:
             text = repr(value)
         lines.append(f"{name} = {text}\n")
     return "".join(lines + tables)
+
+
+def http_limits(settings: Settings) -> dict[str, Any]:
+    """The management API's limits (`ottermq.http.server.Limits` fields) from the settings `http_<field>`."""
+    return {
+        name.removeprefix("http_"): getattr(settings, name)
+        for name in FIELDS
+        if name.startswith("http_") and name != "http_port"
+    }

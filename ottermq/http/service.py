@@ -6,9 +6,9 @@ modules register their routes when imported; `public` adds /metrics and the web 
 `start`, once the AMQP listener is up: their ~60 ms of imports do not delay AMQP clients at start-up.
 While it runs, a task samples the broker's message counters every `sample_interval` seconds for the
 message rates of /api/overview (5 s as RabbitMQ; OTTERMQ_STATS_INTERVAL overrides it, for tests).
-The transport's limits against slow and idle peers (`server.Limits`) may be set the same way:
-OTTERMQ_HTTP_HEAD_TIMEOUT, _BODY_TIMEOUT, _IDLE_TIMEOUT, _SEND_TIMEOUT (seconds), _MAX_CONNECTIONS and
-_MAX_UNPROVEN; the configuration's own settings do not know them (yet).
+The transport's limits against slow and idle peers (`server.Limits`) are the settings `http_head_timeout`,
+`http_body_timeout`, `http_idle_timeout`, `http_send_timeout`, `http_max_connections`, `http_max_unproven`
+(`ottermq.config.http_limits` names them by field).
 Logins share the broker's password-check scheduler with AMQP (`http/auth.py`): the AMQP server installs its
 worker threads, and `start` installs the same kind when it runs alone (tests), never hashing on the loop.
 """
@@ -16,15 +16,15 @@ worker threads, and `start` installs the same kind when it runs alone (tests), n
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
-    from ottermq.http.server import HttpServer, Limits
+    from ottermq.http.server import HttpServer
     from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
 
@@ -54,26 +54,16 @@ def _interval_from_env() -> float:
     return _positive_from_env("OTTERMQ_STATS_INTERVAL", DEFAULT_SAMPLE_INTERVAL)
 
 
-def limits_from_env() -> Limits:
-    """The HTTP transport's limits, each overridable by OTTERMQ_HTTP_<NAME>."""
-    from ottermq.http.server import Limits
-
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(Limits):
-        default = field.default
-        assert isinstance(default, int | float)
-        value = _positive_from_env(f"OTTERMQ_HTTP_{field.name.upper()}", default)
-        values[field.name] = max(1, int(value)) if isinstance(default, int) else value
-    return Limits(**values)
-
-
 class ManagementService:
     """The management API on host:port, for one broker."""
 
     def __init__(
-        self, host: str, port: int, store: DurableStore | None = None, sample_interval: float | None = None
+        self, host: str, port: int, store: DurableStore | None = None, sample_interval: float | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host
+        # `server.Limits` fields by name (`ottermq.config.http_limits`); the defaults where absent.
+        self.limits = dict(limits or {})
         self.port = port
         self.store = store
         self.sample_interval = sample_interval if sample_interval is not None else _interval_from_env()
@@ -84,7 +74,7 @@ class ManagementService:
         """Listen; the bound addresses. OSError if the port cannot be bound."""
         import ottermq.http.public  # noqa: F401  (importing it registers every route)
         from ottermq.http.app import Application, Context
-        from ottermq.http.server import HttpServer
+        from ottermq.http.server import HttpServer, Limits
         from ottermq.http.stats import MessageRates
         from ottermq.server.protocol import CheckRunner
 
@@ -96,7 +86,7 @@ class ManagementService:
         ]
         rates = MessageRates(broker)
         context = Context(broker, listeners, self.store, rates)
-        server = HttpServer(Application(context), limits_from_env())
+        server = HttpServer(Application(context), Limits(**self.limits))
         addresses = await server.start(self.host, self.port)
         listeners.extend({"protocol": "http", "ip_address": host, "port": port} for host, port in addresses)
         self._server = server

@@ -94,3 +94,17 @@ def test_toml_rendering_reads_back_to_the_same_settings(tmp_path: Path) -> None:
     s = Settings(host="::1", data_dir=Path("/var/lib/otter mq"), default_pass='p"w\\', heartbeat=5)
     path = write(tmp_path, settings_as_toml(s))
     assert load_settings(config_file=path, environ={}) == s
+
+
+def test_http_limits_are_settings(tmp_path: Path) -> None:
+    """The management API's limits against slow peers come from the config file and the environment."""
+    from ottermq.config import http_limits
+    from ottermq.http.server import Limits
+
+    config = write(tmp_path, "http_head_timeout = 2.5\nhttp-max-connections = 32\n")
+    settings = load_settings(config_file=config, environ={"OTTERMQ_HTTP_MAX_UNPROVEN": "8"})
+    limits = Limits(**http_limits(settings))
+    assert (limits.head_timeout, limits.max_connections, limits.max_unproven) == (2.5, 32, 8)
+    assert Limits(**http_limits(load_settings(environ={}))) == Limits()
+    with pytest.raises(ConfigError, match=r"OTTERMQ_HTTP_HEAD_TIMEOUT: 0\.0 is out of range"):
+        load_settings(environ={"OTTERMQ_HTTP_HEAD_TIMEOUT": "0"})
