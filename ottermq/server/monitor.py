@@ -15,17 +15,15 @@ unprivileged users). Each sample calls `Broker.set_alarm`, which only acts on a 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ottermq.broker.alarms import ALARM_DISK, ALARM_MEMORY
 from ottermq.broker.memory import CONTENT_IN_FLIGHT_MIN
+from ottermq.store.heap import trim_heap
 from ottermq.store.store import INDEX_BYTES
 
 if TYPE_CHECKING:
@@ -38,7 +36,7 @@ _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 _CGROUP_MEMORY_MAX: Final = Path("/sys/fs/cgroup/memory.max")
 # What an open connection costs beyond its buffers (its objects, the socket's kernel-side state is not ours).
 CONNECTION_OVERHEAD: Final = 32 * 1024
-# Give freed heap back to the system once what is held fell this much below its last peak (`_trim_heap`).
+# Give freed heap back to the system once what is held fell this much below its last peak (`trim_heap`).
 TRIM_AFTER: Final = 32 * 1024 * 1024
 
 
@@ -93,28 +91,6 @@ def free_disk(path: Path) -> int | None:
     except OSError:
         return None
     return stat.f_bavail * stat.f_frsize
-
-
-def _load_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-_malloc_trim = _load_trim()
-
-
-def _trim_heap() -> None:
-    """Give freed heap pages back to the system. glibc keeps the pages of freed message bodies (those under
-    its mmap threshold, which rises to 32 MiB once large bodies were freed) in its arenas. Measured: 100 MB
-    of 4 KiB transient messages queued, then the queue deleted: the RSS stayed at 144 MB (idle: 43 MB)
-    without this, and went back to 47 MB with it. The alarm does not depend on it (it counts what the
-    broker holds); it keeps the RSS that operators and the cgroup see close to that."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
 
 
 class ResourceMonitor:
@@ -203,7 +179,7 @@ class ResourceMonitor:
         self._peak = max(self._peak, used)
         if self._peak - used >= TRIM_AFTER or (alarm_on and not over):
             self._peak = used
-            _trim_heap()
+            trim_heap()
 
     def _finish_one_content(self) -> None:
         """Content in flight alone keeps the alarm on (a message larger than the mark, or several under way

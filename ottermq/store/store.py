@@ -20,14 +20,12 @@ Layout: `<data_dir>/log` is the Memento directory (wal/, snapshots/, quarantine/
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -45,6 +43,7 @@ from ottermq.store.codec import (
     pack_loc,
     record_key,
 )
+from ottermq.store.heap import trim_heap
 from ottermq.store.journal import MementoJournal
 from ottermq.store.live import LiveRecords
 from ottermq.store.replay import apply_record, load_queues
@@ -119,25 +118,6 @@ def _file_system_size(path: str) -> int | None:
     return stat.f_blocks * stat.f_frsize
 
 
-def _load_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-_malloc_trim = _load_trim()
-
-
-def _trim_heap() -> None:
-    """Give freed heap pages back to the system (glibc keeps them): evicted message bodies are freed in
-    bulk, interleaved with live objects, so without this the RSS would stay at its high-water mark."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
 class DurableStore:
     """One broker's log: `open`, `recover(broker)`, then inside the loop `start()`, and `stop()`."""
 
@@ -189,7 +169,7 @@ class DurableStore:
             if collecting:
                 gc.enable()
             # The decompressed snapshot and its decoded arrays are gone: give their pages back.
-            _trim_heap()
+            trim_heap()
 
     def _recover(self, broker: Broker) -> RecoveryInfo:
         started = time.monotonic()
@@ -299,7 +279,7 @@ class DurableStore:
                     journal.evict()
             if journal.evicted_bytes:
                 journal.evicted_bytes = 0
-                _trim_heap()
+                trim_heap()
             if journal.failed:
                 continue
             if first:
@@ -349,7 +329,7 @@ class DurableStore:
             await asyncio.to_thread(self.log.save_snapshot, lsn, state)
             self._snapshot_lsn = lsn
             del state
-            _trim_heap()  # the serialized copy and its temporary lists are freed
+            trim_heap()  # the serialized copy and its temporary lists are freed
             log.info(
                 "snapshot saved",
                 extra={"lsn": lsn, "bytes": size, "seconds": round(time.monotonic() - started, 3)},
@@ -409,7 +389,7 @@ class DurableStore:
             result = await writer.reclaim(kept[0].lsn, is_live)
         finally:
             # The live-key array and the copies read for compaction are freed: give the heap back.
-            _trim_heap()
+            trim_heap()
         if result.relocated:
             self._relocated({pack_loc(old.segment, old.offset): pack_loc(new.segment, new.offset)
                              for old, new in result.relocated.items()})

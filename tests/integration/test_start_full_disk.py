@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pika
@@ -106,21 +105,6 @@ def test_a_broker_starts_after_a_crash_on_a_full_disk_and_resumes(tmp_path: Path
         restarted.close()
     assert not recovered & set(confirmed), "messages acked while the disk was full came back"
     assert set(publisher.acked) <= recovered
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs (skips when mounting is not permitted here)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_fresh_broker_on_a_file_system_smaller_than_a_segment_starts_with_the_alarm(

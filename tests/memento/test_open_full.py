@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,21 +105,6 @@ def test_other_errors_creating_the_segment_still_refuse_the_open(tmp_path: Path)
     with pytest.raises(OSError) as info:
         Log.open(tmp_path, segment_size=SEG_SIZE, disk=BrokenDisk())
     assert info.value.errno == errno.EIO
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs (skips when mounting is not permitted here)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_log_opens_on_a_file_system_smaller_than_a_segment(tiny_tmpfs: Path) -> None:
