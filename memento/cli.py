@@ -32,14 +32,26 @@ from memento.inspect import (
 from memento.inspect_decoders import DecoderError, resolve
 from memento.segment import SUFFIX
 
-app = typer.Typer(help="Memento: inspect, replay and verify a write-ahead log.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Memento: inspect, replay and verify a write-ahead log.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
-DirArg = Annotated[str, typer.Argument(
-    help="The log directory (holding wal/ and snapshots/), or a directory with exactly one of them.")]
+DirArg = Annotated[
+    str,
+    typer.Argument(
+        help="The log directory (holding wal/ and snapshots/), or a directory with exactly one of them."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
-TypesOpt = Annotated[str | None, typer.Option(
-    "--types", help="Record types the application uses, e.g. '1-3,7'; others count as unsupported.")]
+TypesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--types", help="Record types the application uses, e.g. '1-3,7'; others count as unsupported."
+    ),
+]
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -103,26 +115,35 @@ def render(insp: Inspection, *, verb: str) -> str:
     """The human-readable report of an inspection."""
     lines = [f"log directory {insp.path}"]
     if insp.snapshots:
-        lines.append(f"snapshots: {len(insp.snapshots)} (recovery starts from LSN {insp.snapshot_lsn}, "
-                     f"{insp.snapshot_status})")
+        lines.append(
+            f"snapshots: {len(insp.snapshots)} (recovery starts from LSN {insp.snapshot_lsn}, "
+            f"{insp.snapshot_status})"
+        )
         for snap in insp.snapshots:
             state = snap.damage or ("verified" if snap.verified else "manifest ok")
-            lines.append(f"  LSN {snap.lsn:<10} {snap.raw_size:>12} bytes, {snap.stored_size:>10} stored, "
-                         f"{snap.chunks} chunks  {state}")
+            lines.append(
+                f"  LSN {snap.lsn:<10} {snap.raw_size:>12} bytes, {snap.stored_size:>10} stored, "
+                f"{snap.chunks} chunks  {state}"
+            )
     else:
         lines.append(f"snapshots: none ({insp.snapshot_note or insp.snapshot_status})")
     lines.append(f"segments: {len(insp.segments)}")
     for seg in insp.segments:
         if seg.header_problem is not None:
-            lines.append(f"  {seg.name}  seq {seg.seq}  base {seg.base_lsn}  size {seg.size}  "
-                         f"BAD HEADER: {seg.header_problem}")
+            lines.append(
+                f"  {seg.name}  seq {seg.seq}  base {seg.base_lsn}  size {seg.size}  "
+                f"BAD HEADER: {seg.header_problem}"
+            )
             continue
         types = " ".join(f"{t}:{n}" for t, n in sorted(seg.by_type.items())) or "-"
-        extra = ("  sealed" if seg.sealed else "") + (f"  {seg.junk_bytes} bytes after data"
-                                                     if seg.junk_bytes else "")
+        extra = ("  sealed" if seg.sealed else "") + (
+            f"  {seg.junk_bytes} bytes after data" if seg.junk_bytes else ""
+        )
         lsns = _lsns(seg.first_lsn, seg.last_lsn)
-        lines.append(f"  {seg.name}  seq {seg.seq}  base {seg.base_lsn}  LSN {lsns}"
-                     f"  size {seg.size}  data {seg.data_end}  records {seg.records} [{types}]{extra}")
+        lines.append(
+            f"  {seg.name}  seq {seg.seq}  base {seg.base_lsn}  LSN {lsns}"
+            f"  size {seg.size}  data {seg.data_end}  records {seg.records} [{types}]{extra}"
+        )
     for name in insp.temp_files:
         lines.append(f"  {name}  (temporary)")
     for name in insp.stray_files:
@@ -136,14 +157,26 @@ def render(insp: Inspection, *, verb: str) -> str:
 
 
 def _records_json(insp: Inspection) -> list[dict[str, Any]]:
-    return [{"lsn": r.lsn, "type": r.type, "flags": r.flags, "size": len(r.payload),
-             "segment": r.position.segment, "offset": r.position.offset} for r in iter_records(insp)]
+    return [
+        {
+            "lsn": r.lsn,
+            "type": r.type,
+            "flags": r.flags,
+            "size": len(r.payload),
+            "segment": r.position.segment,
+            "offset": r.position.offset,
+        }
+        for r in iter_records(insp)
+    ]
 
 
 @app.command()
-def inspect(directory: DirArg, as_json: JsonOpt = False,
-            records: Annotated[bool, typer.Option("--records", help="Also list every record.")] = False,
-            types: TypesOpt = None) -> None:
+def inspect(
+    directory: DirArg,
+    as_json: JsonOpt = False,
+    records: Annotated[bool, typer.Option("--records", help="Also list every record.")] = False,
+    types: TypesOpt = None,
+) -> None:
     """Segments, LSN ranges, record counts by type, snapshots and damage; exit 0/1/2/3."""
     insp = _inspect(log_dir(directory), types, verify=False, label="inspecting")
     if as_json:
@@ -156,8 +189,10 @@ def inspect(directory: DirArg, as_json: JsonOpt = False,
         if records:
             typer.echo("records:")
             for r in iter_records(insp):
-                typer.echo(f"  LSN {r.lsn}  type {r.type}  flags {r.flags:#04x}  {len(r.payload)} bytes  "
-                           f"segment {r.position.segment} offset {r.position.offset}")
+                typer.echo(
+                    f"  LSN {r.lsn}  type {r.type}  flags {r.flags:#04x}  {len(r.payload)} bytes  "
+                    f"segment {r.position.segment} offset {r.position.offset}"
+                )
     raise typer.Exit(insp.exit_code)
 
 
@@ -170,13 +205,17 @@ def verify(directory: DirArg, as_json: JsonOpt = False, types: TypesOpt = None) 
 
 
 @app.command()
-def replay(directory: DirArg,
-           to_lsn: Annotated[int | None, typer.Option("--to-lsn", help="Stop after this LSN.")] = None,
-           decoder: Annotated[str, typer.Option(
-               "--decoder", help="Registered decoder name or module:callable.")] = "generic",
-           from_start: Annotated[bool, typer.Option(
-               "--from-start", help="Ignore the snapshot; replay from the first record.")] = False,
-           types: TypesOpt = None) -> None:
+def replay(
+    directory: DirArg,
+    to_lsn: Annotated[int | None, typer.Option("--to-lsn", help="Stop after this LSN.")] = None,
+    decoder: Annotated[
+        str, typer.Option("--decoder", help="Registered decoder name or module:callable.")
+    ] = "generic",
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="Ignore the snapshot; replay from the first record.")
+    ] = False,
+    types: TypesOpt = None,
+) -> None:
     """Replay the records through a decoder and print the projection as it stood (JSON).
 
     It starts from the snapshot recovery would use when that snapshot is at or before the target LSN
@@ -201,8 +240,11 @@ def replay(directory: DirArg,
             held = f"the snapshot is at LSN {snapshot.lsn}" if snapshot else "there is no snapshot"
             fail(f"cannot rebuild the state at LSN {target}: the log starts at LSN {first} and {held}")
         if snapshot is not None:
-            typer.echo(f"memento: replaying from the first record: the snapshot is at LSN {snapshot.lsn}, "
-                       f"after LSN {target}", err=True)
+            typer.echo(
+                f"memento: replaying from the first record: the snapshot is at LSN {snapshot.lsn}, "
+                f"after LSN {target}",
+                err=True,
+            )
     if target > insp.end_lsn:
         typer.echo(f"memento: warning: the log ends at LSN {insp.end_lsn}", err=True)
     try:
@@ -215,8 +257,11 @@ def replay(directory: DirArg,
         fail(f"decoder {decoder!r} failed: {type(exc).__name__}: {exc}")
     typer.echo(json.dumps(projection.projection(), indent=2, default=str))
     if insp.exit_code >= 2:
-        typer.echo(f"memento: warning: log is {insp.status}; replayed only up to LSN {insp.end_lsn} "
-                   "(see memento inspect)", err=True)
+        typer.echo(
+            f"memento: warning: log is {insp.status}; replayed only up to LSN {insp.end_lsn} "
+            "(see memento inspect)",
+            err=True,
+        )
         raise typer.Exit(insp.exit_code)
 
 

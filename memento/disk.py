@@ -57,8 +57,10 @@ class DiskIO:
         if needed > 0:
             fs = os.fstatvfs(fd)
             if fs.f_bavail * fs.f_frsize < needed:
-                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({needed} bytes needed, "
-                                            f"{fs.f_bavail * fs.f_frsize} free)")
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{os.strerror(errno.ENOSPC)} ({needed} bytes needed, {fs.f_bavail * fs.f_frsize} free)",
+                )
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:

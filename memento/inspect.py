@@ -60,11 +60,21 @@ class SegmentReport:
 
     def as_json(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"file": self.name, "seq": self.seq, "base_lsn": self.base_lsn, "size": self.size,
-                "version": self.version, "header_problem": self.header_problem, "records": self.records,
-                "first_lsn": self.first_lsn, "last_lsn": self.last_lsn, "data_end": self.data_end,
-                "sealed": self.sealed, "junk_bytes": self.junk_bytes,
-                "records_by_type": {str(t): n for t, n in sorted(self.by_type.items())}}
+        return {
+            "file": self.name,
+            "seq": self.seq,
+            "base_lsn": self.base_lsn,
+            "size": self.size,
+            "version": self.version,
+            "header_problem": self.header_problem,
+            "records": self.records,
+            "first_lsn": self.first_lsn,
+            "last_lsn": self.last_lsn,
+            "data_end": self.data_end,
+            "sealed": self.sealed,
+            "junk_bytes": self.junk_bytes,
+            "records_by_type": {str(t): n for t, n in sorted(self.by_type.items())},
+        }
 
 
 @dataclass(slots=True)
@@ -80,8 +90,14 @@ class SnapshotReport:
 
     def as_json(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"lsn": self.lsn, "raw_size": self.raw_size, "stored_size": self.stored_size,
-                "chunks": self.chunks, "damage": self.damage, "verified": self.verified}
+        return {
+            "lsn": self.lsn,
+            "raw_size": self.raw_size,
+            "stored_size": self.stored_size,
+            "chunks": self.chunks,
+            "damage": self.damage,
+            "verified": self.verified,
+        }
 
 
 @dataclass(slots=True)
@@ -110,14 +126,28 @@ class Inspection:
     def as_json(self) -> dict[str, Any]:
         """JSON-able form."""
         return {
-            "path": str(self.path), "status": self.status, "exit_code": self.exit_code,
-            "end_lsn": self.end_lsn, "snapshot_lsn": self.snapshot_lsn,
-            "snapshot_status": self.snapshot_status, "snapshot_note": self.snapshot_note,
+            "path": str(self.path),
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "end_lsn": self.end_lsn,
+            "snapshot_lsn": self.snapshot_lsn,
+            "snapshot_status": self.snapshot_status,
+            "snapshot_note": self.snapshot_note,
             "segments": [s.as_json() for s in self.segments],
             "snapshots": [s.as_json() for s in self.snapshots],
-            "temp_files": self.temp_files, "stray_files": self.stray_files,
-            "findings": [{"kind": f.kind, "severity": f.severity, "segment": f.segment, "offset": f.offset,
-                          "lsn": f.lsn, "message": f.message} for f in self.findings],
+            "temp_files": self.temp_files,
+            "stray_files": self.stray_files,
+            "findings": [
+                {
+                    "kind": f.kind,
+                    "severity": f.severity,
+                    "segment": f.segment,
+                    "offset": f.offset,
+                    "lsn": f.lsn,
+                    "message": f.message,
+                }
+                for f in self.findings
+            ],
         }
 
 
@@ -159,8 +189,10 @@ def find_log_dir(path: str | os.PathLike[str]) -> tuple[Path, bool]:
     if len(logs) == 1:
         return logs[0], True
     if logs:
-        raise NotALogDir(f"{root}: not a Memento log directory, and several subdirectories are: "
-                         f"{', '.join(child.name for child in logs)}; name one of them")
+        raise NotALogDir(
+            f"{root}: not a Memento log directory, and several subdirectories are: "
+            f"{', '.join(child.name for child in logs)}; name one of them"
+        )
     found = f"; its subdirectories ({', '.join(c.name for c in children)}) are not either" if children else ""
     raise NotALogDir(f"{root}: not a Memento log directory (it has neither wal/ nor snapshots/){found}")
 
@@ -195,8 +227,14 @@ def _count_types(data: bytes, end: int) -> dict[int, int]:
 
 def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
     header = scan.header
-    report = SegmentReport(scan.name, scan.seq, scan.base_lsn, scan.size,
-                           header.version if header is not None else None, scan.header_problem)
+    report = SegmentReport(
+        scan.name,
+        scan.seq,
+        scan.base_lsn,
+        scan.size,
+        header.version if header is not None else None,
+        scan.header_problem,
+    )
     if not scan.scanned:
         return report
     report.records = scan.count
@@ -216,14 +254,26 @@ def _snapshot_findings(store: SnapshotStore) -> list[Finding]:
     if store.status in (STATUS_DAMAGED, STATUS_UNREADABLE):
         return [Finding("snapshot-damaged", REFUSED, "", -1, -1, f"{where}: {store.fallback_reason}")]
     if store.status == STATUS_FALLBACK:
-        return [Finding("snapshot-fallback", REPAIRABLE, "", -1, -1,
-                        f"{where}: newest snapshot damaged, falling back: {store.fallback_reason}")]
+        return [
+            Finding(
+                "snapshot-fallback",
+                REPAIRABLE,
+                "",
+                -1,
+                -1,
+                f"{where}: newest snapshot damaged, falling back: {store.fallback_reason}",
+            )
+        ]
     return []
 
 
-def inspect_log(path: str | os.PathLike[str], *, registry: Set[int] | None = None,
-                verify_snapshots: bool = False,
-                progress: Callable[[str], None] | None = None) -> Inspection:
+def inspect_log(
+    path: str | os.PathLike[str],
+    *,
+    registry: Set[int] | None = None,
+    verify_snapshots: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Inspection:
     """Inspect the log directory at `path` without modifying it.
 
     `registry` lists the record types in use (default: every caller type plus the engine's known ones).
@@ -238,25 +288,41 @@ def inspect_log(path: str | os.PathLike[str], *, registry: Set[int] | None = Non
         snapshots = []
         for info in infos:
             damage = store.verify(info) if verify_snapshots else info.damage
-            snapshots.append(SnapshotReport(info.lsn, info.raw_size, info.stored_size, len(info.chunks),
-                                            damage, verify_snapshots))
+            snapshots.append(
+                SnapshotReport(
+                    info.lsn, info.raw_size, info.stored_size, len(info.chunks), damage, verify_snapshots
+                )
+            )
         findings = _snapshot_findings(store)
         snapshot_status, snapshot_note = store.status, store.fallback_reason
     if verify_snapshots:
         for snap in snapshots:
             if snap.damage is not None and not any(snap.damage in f.message for f in findings):
-                findings.append(Finding("snapshot-damaged", REFUSED, "", -1, snap.lsn,
-                                        f"snapshot {snap.lsn}: {snap.damage}"))
+                findings.append(
+                    Finding(
+                        "snapshot-damaged", REFUSED, "", -1, snap.lsn, f"snapshot {snap.lsn}: {snap.damage}"
+                    )
+                )
     snapshot_lsn = snapshot.lsn if snapshot is not None else 0
     wal = root / WAL_DIR
     names = sorted(os.listdir(wal)) if wal.is_dir() else []
     temp_files = [n for n in names if n.endswith(TMP_SUFFIX)]
     stray = [n for n in names if not n.endswith(TMP_SUFFIX) and parse_name(n) is None]
     for name in temp_files:
-        findings.append(Finding("temp-file", REPAIRABLE, name, -1, -1,
-                                f"{name}: unfinished segment (crash during rollover); open deletes it"))
-    segment_names = sorted((n for n in names if n.endswith(SUFFIX) and parse_name(n) is not None),
-                           key=lambda n: parse_name(n) or (0, 0))
+        findings.append(
+            Finding(
+                "temp-file",
+                REPAIRABLE,
+                name,
+                -1,
+                -1,
+                f"{name}: unfinished segment (crash during rollover); open deletes it",
+            )
+        )
+    segment_names = sorted(
+        (n for n in names if n.endswith(SUFFIX) and parse_name(n) is not None),
+        key=lambda n: parse_name(n) or (0, 0),
+    )
     scans: list[SegmentScan] = []
     segments: list[SegmentReport] = []
     for name in segment_names:
@@ -269,8 +335,21 @@ def inspect_log(path: str | os.PathLike[str], *, registry: Set[int] | None = Non
     verdict = classify(scans, snapshot_lsn)
     findings.extend(verdict.findings)
     status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)
-    return Inspection(root, segments, snapshots, snapshot_lsn, snapshot_status, snapshot_note, temp_files,
-                      stray, findings, status, verdict.end_lsn, verdict, scans)
+    return Inspection(
+        root,
+        segments,
+        snapshots,
+        snapshot_lsn,
+        snapshot_status,
+        snapshot_note,
+        temp_files,
+        stray,
+        findings,
+        status,
+        verdict.end_lsn,
+        verdict,
+        scans,
+    )
 
 
 def load_snapshot(path: Path) -> Snapshot | None:
@@ -279,8 +358,12 @@ def load_snapshot(path: Path) -> Snapshot | None:
         return store.load_latest()
 
 
-def iter_records(inspection: Inspection, after_lsn: int = 0, to_lsn: int | None = None,
-                 progress: Callable[[str], None] | None = None) -> Iterator[Record]:
+def iter_records(
+    inspection: Inspection,
+    after_lsn: int = 0,
+    to_lsn: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[Record]:
     """Valid records with after_lsn < LSN <= to_lsn (default: up to where recovery would keep the log),
     in order, read-only. Stops at the first damage, as recovery's cut does."""
     last = inspection.end_lsn if to_lsn is None else min(to_lsn, inspection.end_lsn)
@@ -304,7 +387,7 @@ def iter_records(inspection: Inspection, after_lsn: int = 0, to_lsn: int | None 
             if lsn > last:
                 return
             if rtype != TYPE_SEAL and lsn > after_lsn:
-                yield Record(lsn, rtype, flags, data[pos + HEAD_SIZE:stop], RecordPosition(seq, pos))
+                yield Record(lsn, rtype, flags, data[pos + HEAD_SIZE : stop], RecordPosition(seq, pos))
             pos = stop
         if scan.damage is not None or scan.unknown_type is not None:
             return

@@ -136,8 +136,17 @@ class Log:
     """A Memento log directory, open for appending. Create with `Log.open`; not thread-safe (one owner,
     plus at most one AsyncWriter, which takes over flushing)."""
 
-    def __init__(self, path: Path, *, segment_size: int, registry: frozenset[int] | None, disk: DiskIO,
-                 lock_fd: int, store: SnapshotStore, snapshot: Snapshot | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        segment_size: int,
+        registry: frozenset[int] | None,
+        disk: DiskIO,
+        lock_fd: int,
+        store: SnapshotStore,
+        snapshot: Snapshot | None,
+    ) -> None:
         self.path = path
         self.wal_dir = str(path / WAL_DIR)
         self.segment_size = segment_size
@@ -179,9 +188,16 @@ class Log:
     # -- opening -------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, segment_size: int = DEFAULT_SEGMENT_SIZE,
-             salvage: bool = False, registry: Iterable[int] | None = None, disk: DiskIO | None = None,
-             full_check: bool = False) -> Log:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        salvage: bool = False,
+        registry: Iterable[int] | None = None,
+        disk: DiskIO | None = None,
+        full_check: bool = False,
+    ) -> Log:
         """Open (creating if needed) the log at `path`: lock it, load the newest snapshot, recover.
 
         `registry` lists the record types callers use (None accepts all); a record of another type found
@@ -196,16 +212,24 @@ class Log:
         for name in (SNAPSHOT_DIR, QUARANTINE_DIR):
             if os.path.lexists(root / name) and not (root / name).is_dir():
                 # Found now rather than at the first snapshot or repair, which would fail every time.
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory (the log keeps one there)",
-                                         str(root / name))
+                raise NotADirectoryError(
+                    errno.ENOTDIR, "not a directory (the log keeps one there)", str(root / name)
+                )
         lock_fd = lock_directory(root / LOCK_FILE)
         store: SnapshotStore | None = None
         try:
             store = SnapshotStore(root / SNAPSHOT_DIR)
             snapshot = store.load_latest()
             known = frozenset(registry) | ENGINE_TYPES if registry is not None else None
-            log = cls(root, segment_size=segment_size, registry=known, disk=disk or DiskIO(), lock_fd=lock_fd,
-                      store=store, snapshot=snapshot)
+            log = cls(
+                root,
+                segment_size=segment_size,
+                registry=known,
+                disk=disk or DiskIO(),
+                lock_fd=lock_fd,
+                store=store,
+                snapshot=snapshot,
+            )
             log._recover(salvage=salvage, full_check=full_check)
             return log
         except BaseException:
@@ -224,8 +248,9 @@ class Log:
                 raise RecoveryRefused(f"{store.path}: {store.fallback_reason}")
             report.warnings.append(f"salvage: ignoring snapshots: {store.fallback_reason}")
         elif store.status == STATUS_FALLBACK:
-            report.warnings.append(f"newest snapshot damaged, using LSN {self.snapshot_lsn}: "
-                                   f"{store.fallback_reason}")
+            report.warnings.append(
+                f"newest snapshot damaged, using LSN {self.snapshot_lsn}: {store.fallback_reason}"
+            )
         names = sorted(os.listdir(self.wal_dir))
         for name in names:
             if name.endswith(TMP_SUFFIX):
@@ -248,8 +273,12 @@ class Log:
                 text = "; ".join(f.message for f in verdict.findings if f.severity != "repairable")
                 first = next(f for f in verdict.findings if f.severity in (REFUSED, UNSUPPORTED))
                 error = UnsupportedVersion if verdict.status == UNSUPPORTED else RecoveryRefused
-                raise error(f"{self.path}: recovery refused: {text} (salvage keeps what is valid)",
-                            segment=first.segment, offset=first.offset, lsn=first.lsn)
+                raise error(
+                    f"{self.path}: recovery refused: {text} (salvage keeps what is valid)",
+                    segment=first.segment,
+                    offset=first.offset,
+                    lsn=first.lsn,
+                )
             report.salvaged = True
         for finding in verdict.findings:
             report.warnings.append(finding.message)
@@ -266,8 +295,11 @@ class Log:
             covered = next_base is not None and next_base <= self.snapshot_lsn + 1 and not full_check
             with open(path, "rb") as f:
                 if covered or os.fstat(f.fileno()).st_size < HEADER_SIZE:
-                    scans.append(scan_segment(name, f.read(HEADER_SIZE if covered else -1), self.registry,
-                                              headers_only=covered))
+                    scans.append(
+                        scan_segment(
+                            name, f.read(HEADER_SIZE if covered else -1), self.registry, headers_only=covered
+                        )
+                    )
                     continue
                 with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                     scans.append(scan_segment(name, data, self.registry))
@@ -276,15 +308,20 @@ class Log:
     def _start(self, kept: list[SegmentScan], verdict: Verdict) -> None:
         for scan in kept:
             size = scan.header.size if scan.header is not None else scan.size
-            seg = _Segment(scan.seq, scan.base_lsn, max(size, scan.size),
-                           os.path.join(self.wal_dir, scan.name))
+            seg = _Segment(
+                scan.seq, scan.base_lsn, max(size, scan.size), os.path.join(self.wal_dir, scan.name)
+            )
             self._segments.append(seg)
             self._by_seq[seg.seq] = seg
         self._next_lsn = verdict.next_lsn
         self._durable_lsn = verdict.next_lsn - 1
         tail_scan = kept[-1] if kept else None
-        if tail_scan is not None and tail_scan.scanned and not tail_scan.sealed \
-                and tail_scan.last_lsn + 1 == self._next_lsn:
+        if (
+            tail_scan is not None
+            and tail_scan.scanned
+            and not tail_scan.sealed
+            and tail_scan.last_lsn + 1 == self._next_lsn
+        ):
             tail = self._segments[-1]
             tail.fd = os.open(tail.path, os.O_RDWR | os.O_CLOEXEC)
             self._set_tail(tail, tail_scan.data_end)
@@ -303,7 +340,8 @@ class Log:
             # the AsyncWriter retries until space returns (suspended meanwhile, as for any rollover).
             self.recovery_report.warnings.append(
                 f"no room for the next segment {seg.name} ({exc.strerror or exc}): writing waits for "
-                f"{self.segment_size} bytes free in {self.wal_dir}")
+                f"{self.segment_size} bytes free in {self.wal_dir}"
+            )
             self._no_room = exc
         self._segments.append(seg)
         self._by_seq[seq] = seg
@@ -487,8 +525,9 @@ class Log:
         for chunk in batch.chunks:
             seg = chunk.segment
             if chunk.create and seg.fd < 0:
-                seg.fd, _path = create_segment(self.wal_dir, seg.seq, seg.base_lsn, seg.size, disk,
-                                               self._spares.take(seg.size))
+                seg.fd, _path = create_segment(
+                    self.wal_dir, seg.seq, seg.base_lsn, seg.size, disk, self._spares.take(seg.size)
+                )
             if chunk.data:
                 disk.pwrite(seg.fd, chunk.data, chunk.offset)
             if chunk.seal or chunk is last:
@@ -513,8 +552,10 @@ class Log:
         """Stop the log for good after a write or fsync error that is not retried; returns the LogFailed
         to raise."""
         if self._error is None:
-            self._error = LogFailed(f"{self.path}: write or fsync failed ({exc}); nothing after LSN "
-                                    f"{self._durable_lsn} is durable; reopen to recover")
+            self._error = LogFailed(
+                f"{self.path}: write or fsync failed ({exc}); nothing after LSN "
+                f"{self._durable_lsn} is durable; reopen to recover"
+            )
         return self._error
 
     # -- reading -------------------------------------------------------------------------------------
@@ -533,9 +574,12 @@ class Log:
             at = off - w_off
             length, stored, rtype, flags, _res, lsn = HEAD.unpack_from(w_data, at)
             end = at + 8 + length
-            if (length >= BODY_HEAD_SIZE and end <= len(w_data)
-                    and _crc(memoryview(w_data)[at + 8:end]) == stored):
-                return Record(lsn, rtype, flags, w_data[at + HEAD_SIZE:end], position)
+            if (
+                length >= BODY_HEAD_SIZE
+                and end <= len(w_data)
+                and _crc(memoryview(w_data)[at + 8 : end]) == stored
+            ):
+                return Record(lsn, rtype, flags, w_data[at + HEAD_SIZE : end], position)
         seg = self._by_seq.get(seq)
         if seg is None:
             raise KeyError(f"no segment {seq} in {self.wal_dir}")
@@ -584,7 +628,7 @@ class Log:
             if chunk.segment is seg and chunk.offset <= off < chunk.offset + len(chunk.data):
                 rel = off - chunk.offset
                 total = 8 + PREFIX.unpack_from(chunk.data, rel)[0]
-                return decode_at(bytes(chunk.data[rel:rel + total]), 0, seg.seq, seg.name, off)
+                return decode_at(bytes(chunk.data[rel : rel + total]), 0, seg.seq, seg.name, off)
         return None
 
     def replay(self, after_lsn: int | None = None) -> Iterator[Record]:
@@ -601,8 +645,9 @@ class Log:
             if seg is self._tail:
                 if seg.fd < 0:
                     continue  # not created yet (opened on a full disk): it holds no record
-                yield from records_in(os.pread(seg.fd, self._tail_off, 0), seg.seq, seg.base_lsn, seg.name,
-                                      start)
+                yield from records_in(
+                    os.pread(seg.fd, self._tail_off, 0), seg.seq, seg.base_lsn, seg.name, start
+                )
                 continue
             with open(seg.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 yield from records_in(data, seg.seq, seg.base_lsn, seg.name, start)
@@ -616,8 +661,9 @@ class Log:
         self.snapshots.save(lsn, state)
         self.snapshot_lsn = lsn
 
-    def reclaim(self, covered_lsn: int, live: Callable[[RecordPosition], bool],
-                sparse: float = 0.5) -> ReclaimResult:
+    def reclaim(
+        self, covered_lsn: int, live: Callable[[RecordPosition], bool], sparse: float = 0.5
+    ) -> ReclaimResult:
         """Delete old segments and compact sparse ones; see memento.reclaim.reclaim. Not while an
         AsyncWriter owns the log (use AsyncWriter.reclaim)."""
         from memento.reclaim import reclaim
@@ -658,15 +704,19 @@ class Log:
         flags = record.flags
         if flags & FLAG_RELOCATED:  # already a copy: its origin (or a version-1 copy's lack of one) stays
             return self._append(record.type, flags, record.payload)
-        return self._append(record.type, flags | FLAG_RELOCATED | FLAG_ORIGIN,
-                            ORIGIN.pack(record.lsn) + record.payload)
+        return self._append(
+            record.type, flags | FLAG_RELOCATED | FLAG_ORIGIN, ORIGIN.pack(record.lsn) + record.payload
+        )
 
     def _sealed_segments(self) -> list[tuple[_Segment, int]]:
         """Segments whose seal is durable (the next one starts at or below durable_lsn), with the last
         LSN each holds."""
         segs = self._segments
-        return [(segs[i], segs[i + 1].base_lsn - 1) for i in range(len(segs) - 1)
-                if segs[i + 1].base_lsn <= self._durable_lsn]
+        return [
+            (segs[i], segs[i + 1].base_lsn - 1)
+            for i in range(len(segs) - 1)
+            if segs[i + 1].base_lsn <= self._durable_lsn
+        ]
 
     def _drop_segment(self, seg: _Segment) -> None:
         """Forget and delete a segment file (the caller syncs the directory)."""

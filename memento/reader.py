@@ -24,13 +24,14 @@ def decode_at(data: bytes, at: int, seq: int, name: str, off: int) -> Record:
         raise CorruptRecord(f"{name} offset {off}: no record there", segment=name, offset=off)
     length, stored, rtype, flags, _res, lsn = HEAD.unpack_from(data, at)
     end = at + 8 + length
-    if length < BODY_HEAD_SIZE or end > len(data) or _crc(memoryview(data)[at + 8:end]) != stored:
+    if length < BODY_HEAD_SIZE or end > len(data) or _crc(memoryview(data)[at + 8 : end]) != stored:
         raise CorruptRecord(f"{name} offset {off}: no valid record there", segment=name, offset=off, lsn=lsn)
-    return Record(lsn, rtype, flags, data[at + HEAD_SIZE:end], RecordPosition(seq, off))
+    return Record(lsn, rtype, flags, data[at + HEAD_SIZE : end], RecordPosition(seq, off))
 
 
-def records_in(data: bytes | mmap.mmap, seq: int, base_lsn: int, name: str,
-               after: int = 0) -> Iterator[Record]:
+def records_in(
+    data: bytes | mmap.mmap, seq: int, base_lsn: int, name: str, after: int = 0
+) -> Iterator[Record]:
     """Every record of segment `seq`'s bytes with LSN > `after`, in order; stops at the end of data or at
     the seal. Raises CorruptRecord where a record fails its checks."""
     view = memoryview(data)
@@ -46,14 +47,18 @@ def records_in(data: bytes | mmap.mmap, seq: int, base_lsn: int, name: str,
             if length == 0:
                 return
             end = pos + 8 + length
-            if lsn != expected or end > size or crc(view[pos + 8:end]) != stored:
-                raise CorruptRecord(f"{name} offset {pos} LSN {expected}: record damaged since open",
-                                    segment=name, offset=pos, lsn=expected)
+            if lsn != expected or end > size or crc(view[pos + 8 : end]) != stored:
+                raise CorruptRecord(
+                    f"{name} offset {pos} LSN {expected}: record damaged since open",
+                    segment=name,
+                    offset=pos,
+                    lsn=expected,
+                )
             if rtype == TYPE_SEAL:
                 return
             if lsn > after:
                 position = new(RecordPosition, (seq, pos))
-                yield new(Record, (lsn, rtype, flags, data[pos + HEAD_SIZE:end], position))
+                yield new(Record, (lsn, rtype, flags, data[pos + HEAD_SIZE : end], position))
             expected = lsn + 1
             pos = end
     finally:

@@ -116,8 +116,9 @@ def consider(todo: ReclaimPlan, seg: _Segment, live: Callable[[RecordPosition], 
         todo.copy_bytes += live_bytes
 
 
-def scan(seg: _Segment, live: Callable[[RecordPosition], bool], limit: int,
-         spans: LiveSpans) -> tuple[int, int, bool]:
+def scan(
+    seg: _Segment, live: Callable[[RecordPosition], bool], limit: int, spans: LiveSpans
+) -> tuple[int, int, bool]:
     """Walk the record headers of a sealed segment, asking `live` about each record in order; note live
     records in `spans`. Stops early once live bytes exceed `limit`. (record bytes, live bytes, complete).
 
@@ -147,8 +148,12 @@ def scan(seg: _Segment, live: Callable[[RecordPosition], bool], limit: int,
                 record = 8 + length
                 at = base + rel
                 if lsn != expected or length < BODY_HEAD_SIZE or at + record > size:
-                    raise CorruptRecord(f"{seg.name} offset {at} LSN {expected}: record damaged since open",
-                                        segment=seg.name, offset=at, lsn=expected)
+                    raise CorruptRecord(
+                        f"{seg.name} offset {at} LSN {expected}: record damaged since open",
+                        segment=seg.name,
+                        offset=at,
+                        lsn=expected,
+                    )
                 if rtype == TYPE_SEAL:
                     return total, live_bytes, True
                 total += record
@@ -186,14 +191,17 @@ def read_live(spans: LiveSpans, start: int, stop: int) -> list[Record]:
     sizes = spans.sizes
     fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return [decode_at(os.pread(fd, sizes[i], offsets[i]), 0, seg.seq, seg.name, offsets[i])
-                for i in range(start, stop)]
+        return [
+            decode_at(os.pread(fd, sizes[i], offsets[i]), 0, seg.seq, seg.name, offsets[i])
+            for i in range(start, stop)
+        ]
     finally:
         os.close(fd)
 
 
-def copy_records(log: Log, seg: _Segment, records: list[Record],
-                 moved: dict[RecordPosition, RecordPosition]) -> None:
+def copy_records(
+    log: Log, seg: _Segment, records: list[Record], moved: dict[RecordPosition, RecordPosition]
+) -> None:
     """Append copies of some of one segment's live records, in order (staged only: the caller makes
     them durable before any deletion), and note old -> new positions in `moved`."""
     last = 0
@@ -218,8 +226,9 @@ def delete(log: Log, todo: ReclaimPlan, sync_dir: bool = True) -> tuple[tuple[st
     return tuple(names), freed
 
 
-def reclaim(log: Log, covered_lsn: int, live: Callable[[RecordPosition], bool],
-            sparse: float = 0.5) -> ReclaimResult:
+def reclaim(
+    log: Log, covered_lsn: int, live: Callable[[RecordPosition], bool], sparse: float = 0.5
+) -> ReclaimResult:
     """Reclaim space synchronously: plan, copy live records of sparse segments, sync, delete.
 
     `covered_lsn` must be the LSN of the OLDEST snapshot kept (the store keeps a fallback), so that

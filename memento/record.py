@@ -70,7 +70,7 @@ def original(record: Record) -> tuple[int, bytes]:
     if not flags & FLAG_RELOCATED:
         return record.lsn, record.payload
     if flags & FLAG_ORIGIN:
-        return ORIGIN.unpack_from(record.payload)[0], record.payload[ORIGIN.size:]
+        return ORIGIN.unpack_from(record.payload)[0], record.payload[ORIGIN.size :]
     return 0, record.payload
 
 
@@ -80,8 +80,9 @@ def encode(rtype: int, flags: int, lsn: int, payload: bytes | bytearray | memory
     return _pack_prefix(BODY_HEAD_SIZE + len(payload), _crc(payload, _crc(body_head))) + body_head + payload
 
 
-def append_to(buf: bytearray, rtype: int, flags: int, lsn: int,
-              payload: bytes | bytearray | memoryview) -> None:
+def append_to(
+    buf: bytearray, rtype: int, flags: int, lsn: int, payload: bytes | bytearray | memoryview
+) -> None:
     """Append the bytes of one record to `buf` (the hot path: no intermediate record object)."""
     body_head = _pack_body_head(rtype, flags, 0, lsn)
     buf += _pack_prefix(BODY_HEAD_SIZE + len(payload), _crc(payload, _crc(body_head)))

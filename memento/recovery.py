@@ -78,8 +78,9 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int) -> Verdict:
     findings: list[Finding] = []
     cut: Cut | None = None
 
-    def add(kind: str, severity: str, scan: SegmentScan | None, offset: int, lsn: int, message: str,
-            at: Cut) -> None:
+    def add(
+        kind: str, severity: str, scan: SegmentScan | None, offset: int, lsn: int, message: str, at: Cut
+    ) -> None:
         nonlocal cut
         name = scan.name if scan is not None else ""
         where = f"{name} offset {offset} LSN {lsn}" if name else f"LSN {lsn}"
@@ -93,33 +94,73 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int) -> Verdict:
             break
         header = scan.header
         if header is None:
-            add("bad-header", REFUSED, scan, 0, scan.base_lsn,
-                f"segment header invalid: {scan.header_problem}", Cut(i, None))
+            add(
+                "bad-header",
+                REFUSED,
+                scan,
+                0,
+                scan.base_lsn,
+                f"segment header invalid: {scan.header_problem}",
+                Cut(i, None),
+            )
             break
         if header.version > FORMAT_VERSION:
-            add("unsupported-version", UNSUPPORTED, scan, 0, scan.base_lsn,
-                f"segment format version {header.version} is newer than {FORMAT_VERSION}", Cut(i, None))
+            add(
+                "unsupported-version",
+                UNSUPPORTED,
+                scan,
+                0,
+                scan.base_lsn,
+                f"segment format version {header.version} is newer than {FORMAT_VERSION}",
+                Cut(i, None),
+            )
             break
         if header.seq != scan.seq or header.base_lsn != scan.base_lsn:
-            add("bad-header", REFUSED, scan, 0, scan.base_lsn,
+            add(
+                "bad-header",
+                REFUSED,
+                scan,
+                0,
+                scan.base_lsn,
                 f"header names segment {header.seq} base LSN {header.base_lsn}, not what the file name says",
-                Cut(i, None))
+                Cut(i, None),
+            )
             break
         if i > 0:
             prev = scans[i - 1]
             if scan.seq != prev.seq + 1:
-                add("missing-segment", REFUSED, scan, 0, scan.base_lsn,
-                    f"segments {prev.seq + 1}..{scan.seq - 1} are missing", Cut(i, None))
+                add(
+                    "missing-segment",
+                    REFUSED,
+                    scan,
+                    0,
+                    scan.base_lsn,
+                    f"segments {prev.seq + 1}..{scan.seq - 1} are missing",
+                    Cut(i, None),
+                )
                 break
             expected = prev.next_lsn if prev.scanned else None
             if expected is not None and scan.base_lsn != expected:
-                add("lsn-gap", REFUSED, scan, 0, scan.base_lsn,
+                add(
+                    "lsn-gap",
+                    REFUSED,
+                    scan,
+                    0,
+                    scan.base_lsn,
                     f"segment starts at LSN {scan.base_lsn}, previous one ends before LSN {expected}",
-                    Cut(i, None))
+                    Cut(i, None),
+                )
                 break
             if expected is None and scan.base_lsn <= prev.base_lsn:
-                add("lsn-gap", REFUSED, scan, 0, scan.base_lsn,
-                    f"segment base LSN {scan.base_lsn} does not follow {prev.base_lsn}", Cut(i, None))
+                add(
+                    "lsn-gap",
+                    REFUSED,
+                    scan,
+                    0,
+                    scan.base_lsn,
+                    f"segment base LSN {scan.base_lsn} does not follow {prev.base_lsn}",
+                    Cut(i, None),
+                )
                 break
         if not scan.scanned:
             continue
@@ -130,20 +171,47 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int) -> Verdict:
             break
         if damage is not None:
             if scan.resync is not None:
-                add("corrupt-record", REFUSED, scan, damage.offset, damage.lsn,
+                add(
+                    "corrupt-record",
+                    REFUSED,
+                    scan,
+                    damage.offset,
+                    damage.lsn,
                     f"{damage.reason}, followed by a valid record (LSN {scan.resync.lsn} at offset "
-                    f"{scan.resync.offset})", Cut(i, damage.offset))
+                    f"{scan.resync.offset})",
+                    Cut(i, damage.offset),
+                )
             elif i != last:
-                add("corrupt-sealed", REFUSED, scan, damage.offset, damage.lsn,
-                    f"{damage.reason} in a sealed segment", Cut(i, damage.offset))
+                add(
+                    "corrupt-sealed",
+                    REFUSED,
+                    scan,
+                    damage.offset,
+                    damage.lsn,
+                    f"{damage.reason} in a sealed segment",
+                    Cut(i, damage.offset),
+                )
             else:
-                add("torn-tail", REPAIRABLE, scan, damage.offset, damage.lsn,
+                add(
+                    "torn-tail",
+                    REPAIRABLE,
+                    scan,
+                    damage.offset,
+                    damage.lsn,
                     f"torn tail: {damage.reason}; {scan.dirty_end - damage.offset} bytes quarantined",
-                    Cut(i, damage.offset))
+                    Cut(i, damage.offset),
+                )
             break
         if i != last and not scan.sealed:
-            add("unsealed", REFUSED, scan, scan.data_end, scan.last_lsn + 1,
-                "sealed segment ends without its seal record", Cut(i, scan.data_end))
+            add(
+                "unsealed",
+                REFUSED,
+                scan,
+                scan.data_end,
+                scan.last_lsn + 1,
+                "sealed segment ends without its seal record",
+                Cut(i, scan.data_end),
+            )
             break
 
     end_lsn = _end_lsn(scans, cut, snapshot_lsn)
@@ -152,13 +220,29 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int) -> Verdict:
     if kept and kept[0].base_lsn > snapshot_lsn + 1:
         first = kept[0]
         # Salvage cannot bring the missing records back: it keeps the log as it is (no cut).
-        findings.append(Finding("log-after-snapshot", REFUSED, first.name, HEADER_SIZE, first.base_lsn,
-                                f"{first.name} offset {HEADER_SIZE} LSN {first.base_lsn}: log starts at LSN "
-                                f"{first.base_lsn} but the snapshot covers only up to LSN {snapshot_lsn}"))
+        findings.append(
+            Finding(
+                "log-after-snapshot",
+                REFUSED,
+                first.name,
+                HEADER_SIZE,
+                first.base_lsn,
+                f"{first.name} offset {HEADER_SIZE} LSN {first.base_lsn}: log starts at LSN "
+                f"{first.base_lsn} but the snapshot covers only up to LSN {snapshot_lsn}",
+            )
+        )
     elif snapshot_lsn > end_lsn:
         # Everything the log still holds is older than the snapshot: salvage drops it and continues after it.
-        findings.append(Finding("snapshot-beyond-log", REFUSED, "", -1, snapshot_lsn,
-                                f"LSN {snapshot_lsn}: snapshot is beyond the end of the log (LSN {end_lsn})"))
+        findings.append(
+            Finding(
+                "snapshot-beyond-log",
+                REFUSED,
+                "",
+                -1,
+                snapshot_lsn,
+                f"LSN {snapshot_lsn}: snapshot is beyond the end of the log (LSN {end_lsn})",
+            )
+        )
         cut = Cut(0, None) if scans else None
         next_lsn = snapshot_lsn + 1
     status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)

@@ -20,8 +20,14 @@ from memento.recovery import RecoveryReport, Verdict
 from memento.scan import SegmentScan
 
 
-def apply_verdict(wal_dir: str, quarantine: Path, scans: list[SegmentScan], verdict: Verdict,
-                  disk: DiskIO, report: RecoveryReport) -> list[SegmentScan]:
+def apply_verdict(
+    wal_dir: str,
+    quarantine: Path,
+    scans: list[SegmentScan],
+    verdict: Verdict,
+    disk: DiskIO,
+    report: RecoveryReport,
+) -> list[SegmentScan]:
     """Carry out `verdict.cut` (if any); returns the scans of the segments kept, as they now stand."""
     cut = verdict.cut
     if cut is None:
@@ -52,9 +58,18 @@ def apply_verdict(wal_dir: str, quarantine: Path, scans: list[SegmentScan], verd
     kept = list(scans[:keep])
     if cut.offset is not None:
         tail = kept[-1]
-        kept[-1] = replace(tail, count=max(0, verdict.end_lsn - tail.base_lsn + 1), last_lsn=verdict.end_lsn,
-                           data_end=cut.offset, sealed=False, seal_lsn=-1, damage=None, resync=None,
-                           unknown_type=None, dirty_end=cut.offset)
+        kept[-1] = replace(
+            tail,
+            count=max(0, verdict.end_lsn - tail.base_lsn + 1),
+            last_lsn=verdict.end_lsn,
+            data_end=cut.offset,
+            sealed=False,
+            seal_lsn=-1,
+            damage=None,
+            resync=None,
+            unknown_type=None,
+            dirty_end=cut.offset,
+        )
     return kept
 
 
@@ -67,7 +82,8 @@ def _write_durably(path: Path, data: bytes, disk: DiskIO) -> None:
         # Named, so that the operator knows where the room is needed (a full disk refuses the repair).
         with contextlib.suppress(OSError):
             os.unlink(path)
-        raise OSError(exc.errno, f"{exc.strerror or exc} (quarantining {len(data)} damaged bytes)",
-                      str(path)) from exc
+        raise OSError(
+            exc.errno, f"{exc.strerror or exc} (quarantining {len(data)} damaged bytes)", str(path)
+        ) from exc
     finally:
         os.close(fd)

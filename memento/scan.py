@@ -121,7 +121,7 @@ def find_resync(data: ByteSource, start: int, expected_lsn: int) -> Resync | Non
         end = pos + 8 + length
         if length >= BODY_HEAD_SIZE and end <= size:
             _len, stored, rtype, _flags, reserved, lsn = HEAD.unpack_from(data, pos)
-            if reserved == 0 and rtype != TYPE_NONE and crc(memoryview(data)[pos + 8:end]) == stored:
+            if reserved == 0 and rtype != TYPE_NONE and crc(memoryview(data)[pos + 8 : end]) == stored:
                 if expected_lsn <= lsn <= expected_lsn + (pos - start) // HEAD_SIZE + 1:
                     return Resync(pos, lsn)
                 pos = end
@@ -130,8 +130,9 @@ def find_resync(data: ByteSource, start: int, expected_lsn: int) -> Resync | Non
     return None
 
 
-def scan_segment(name: str, data: ByteSource, registry: Set[int] | None = None, *,
-                 headers_only: bool = False) -> SegmentScan:
+def scan_segment(
+    name: str, data: ByteSource, registry: Set[int] | None = None, *, headers_only: bool = False
+) -> SegmentScan:
     """Scan the whole file content `data` of segment `name`; `registry` lists the known record types
     (None accepts every type)."""
     parsed = parse_name(name)
@@ -169,7 +170,7 @@ def scan_segment(name: str, data: ByteSource, registry: Set[int] | None = None, 
         if end > size:
             damage = Damage(pos, lsn, f"record length {length} runs past the end of the file")
             break
-        if crc(view[pos + 8:end]) != stored:
+        if crc(view[pos + 8 : end]) != stored:
             damage = Damage(pos, lsn, "record checksum mismatch")
             break
         if rlsn != lsn:
@@ -197,8 +198,27 @@ def scan_segment(name: str, data: ByteSource, registry: Set[int] | None = None, 
         # Bytes after the end of data: either later records behind a zeroed span (corruption) or junk
         # from a torn write (a torn tail, to be zeroed so that later appends never meet it).
         resync = find_resync(data, pos, lsn)
-        damage = Damage(pos, lsn, "zeroed bytes before later valid records" if resync
-                        else "non-zero bytes after the end of data")
+        damage = Damage(
+            pos,
+            lsn,
+            "zeroed bytes before later valid records" if resync else "non-zero bytes after the end of data",
+        )
     dirty_end = last_nonzero_end(data, pos) if damage is not None or unknown is not None else pos
-    return SegmentScan(name, seq, base, size, header, None, True, count, lsn - 1, pos, sealed, seal_lsn,
-                       damage, resync, unknown, dirty_end)
+    return SegmentScan(
+        name,
+        seq,
+        base,
+        size,
+        header,
+        None,
+        True,
+        count,
+        lsn - 1,
+        pos,
+        sealed,
+        seal_lsn,
+        damage,
+        resync,
+        unknown,
+        dirty_end,
+    )

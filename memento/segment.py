@@ -84,13 +84,14 @@ def decode_header(data: bytes | memoryview | mmap.mmap) -> SegmentHeader | str:
         return "header checksum mismatch"
     if 1 <= version <= FORMAT_VERSION and header_size != HEADER_SIZE:
         return f"header size {header_size} != {HEADER_SIZE}"
-    if 1 <= version <= FORMAT_VERSION and any(data[HEADER.size + HEADER_CRC.size:HEADER_SIZE]):
+    if 1 <= version <= FORMAT_VERSION and any(data[HEADER.size + HEADER_CRC.size : HEADER_SIZE]):
         return "header padding is not zero"
     return SegmentHeader(version, seq, base_lsn, size)
 
 
-def create_segment(wal_dir: str, seq: int, base_lsn: int, size: int, disk: DiskIO,
-                   spare: Spare | None = None) -> tuple[int, str]:
+def create_segment(
+    wal_dir: str, seq: int, base_lsn: int, size: int, disk: DiskIO, spare: Spare | None = None
+) -> tuple[int, str]:
     """Create segment `seq` crash-safely; returns (an O_RDWR fd on it, its path).
 
     Order: create <name>.tmp and preallocate it (or take a ready `spare` of that size, already

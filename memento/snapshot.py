@@ -92,8 +92,11 @@ class SnapshotInfo:
 
 def encode_manifest(lsn: int, raw_size: int, chunks: list[ChunkInfo]) -> bytes:
     """Encode a manifest (head, chunk table, trailing crc32c over both)."""
-    parts = [MANIFEST_HEAD.pack(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT_VERSION, 0, lsn, raw_size, len(chunks),
-                                CHUNK_INPUT_SIZE)]
+    parts = [
+        MANIFEST_HEAD.pack(
+            SNAPSHOT_MAGIC, SNAPSHOT_FORMAT_VERSION, 0, lsn, raw_size, len(chunks), CHUNK_INPUT_SIZE
+        )
+    ]
     parts.extend(CHUNK_ENTRY.pack(c.stored_size, c.raw_size, c.crc) for c in chunks)
     body = b"".join(parts)
     return body + CRC.pack(crc32c.crc32c(body))
@@ -101,6 +104,7 @@ def encode_manifest(lsn: int, raw_size: int, chunks: list[ChunkInfo]) -> bytes:
 
 def decode_manifest(key_lsn: int, raw: bytes) -> SnapshotInfo:
     """Decode a manifest stored under `key_lsn`; a manifest that fails a check carries `damage`."""
+
     def damaged(why: str, version: int = 0) -> SnapshotInfo:
         return SnapshotInfo(key_lsn, version, 0, 0, (), f"snapshot {key_lsn}: manifest {why}")
 
@@ -119,8 +123,10 @@ def decode_manifest(key_lsn: int, raw: bytes) -> SnapshotInfo:
         return damaged("checksum mismatch", version)
     if lsn != key_lsn:
         return damaged(f"names LSN {lsn}", version)
-    chunks = tuple(ChunkInfo(*CHUNK_ENTRY.unpack_from(raw, MANIFEST_HEAD.size + i * CHUNK_ENTRY.size))
-                   for i in range(count))
+    chunks = tuple(
+        ChunkInfo(*CHUNK_ENTRY.unpack_from(raw, MANIFEST_HEAD.size + i * CHUNK_ENTRY.size))
+        for i in range(count)
+    )
     if sum(c.raw_size for c in chunks) != raw_size:
         return damaged("chunk sizes do not add up", version)
     return SnapshotInfo(lsn, version, raw_size, sum(c.stored_size for c in chunks), chunks)
@@ -157,9 +163,17 @@ class SnapshotStore:
         try:
             # LMDB creates data.mdb and lock.mdb with `mode` less x bits and the umask: owner-only, and
             # set again below whatever the umask.
-            self._env = lmdb.open(str(self.path), map_size=map_size, subdir=True, readonly=self.readonly,
-                                  lock=not self.readonly, create=create, max_dbs=0, readahead=False,
-                                  mode=PRIVATE_DIR)
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                subdir=True,
+                readonly=self.readonly,
+                lock=not self.readonly,
+                create=create,
+                max_dbs=0,
+                readahead=False,
+                mode=PRIVATE_DIR,
+            )
             self._open_error = None
             if create:
                 for name in ("data.mdb", "lock.mdb"):
@@ -167,8 +181,12 @@ class SnapshotStore:
                         os.chmod(self.path / name, PRIVATE_FILE)
         except lmdb.MemoryError as exc:
             # Not damage (salvage would not help): the address space is too small for the map.
-            raise OSError(errno.ENOMEM, f"cannot map {map_size} bytes of snapshots ({exc}); is an "
-                          "address-space limit (ulimit -v) too low?", str(self.path)) from None
+            raise OSError(
+                errno.ENOMEM,
+                f"cannot map {map_size} bytes of snapshots ({exc}); is an "
+                "address-space limit (ulimit -v) too low?",
+                str(self.path),
+            ) from None
         except lmdb.Error as exc:
             self._env = None
             self._open_error = f"snapshot store {self.path} is unreadable: {exc}"
@@ -221,7 +239,7 @@ class SnapshotStore:
         items: list[tuple[bytes, bytes]] = []
         chunks: list[ChunkInfo] = []
         for index, start in enumerate(range(0, len(state), CHUNK_INPUT_SIZE)):
-            piece = view[start:start + CHUNK_INPUT_SIZE]
+            piece = view[start : start + CHUNK_INPUT_SIZE]
             stored = compress(piece)
             chunks.append(ChunkInfo(len(stored), len(piece), crc32c.crc32c(stored)))
             items.append((CHUNK_KEY.pack(CHUNK_PREFIX, lsn, index), stored))
@@ -269,8 +287,10 @@ class SnapshotStore:
         if self._env is None:
             return []
         with self._env.begin() as txn:
-            return [decode_manifest(lsn, bytes(txn.get(LSN_KEY.pack(MANIFEST_PREFIX, lsn)) or b""))
-                    for lsn in self._manifest_lsns(txn)]
+            return [
+                decode_manifest(lsn, bytes(txn.get(LSN_KEY.pack(MANIFEST_PREFIX, lsn)) or b""))
+                for lsn in self._manifest_lsns(txn)
+            ]
 
     def verify(self, info: SnapshotInfo) -> str | None:
         """Check every chunk of `info` (crc32c, decompression, sizes); the damage found, or None."""

@@ -69,8 +69,9 @@ class SparePreparer:
                 return
             if time.monotonic() - self._failed_at < RETRY_AFTER:
                 return
-            self._thread = threading.Thread(target=self._prepare, args=(size,), name="memento-spare",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._prepare, args=(size,), name="memento-spare", daemon=True
+            )
             self._thread.start()
 
     def ready(self, size: int) -> bool:

@@ -64,8 +64,14 @@ class AsyncWriter:
     owns flushing: do not call `log.sync()` or `log.reclaim()` (use `sync` and `reclaim` here), and
     `await close()` before closing the log."""
 
-    def __init__(self, log: Log, *, retry_first: float = RETRY_FIRST, retry_max: float = RETRY_MAX,
-                 staging_limit: int = STAGING_LIMIT) -> None:
+    def __init__(
+        self,
+        log: Log,
+        *,
+        retry_first: float = RETRY_FIRST,
+        retry_max: float = RETRY_MAX,
+        staging_limit: int = STAGING_LIMIT,
+    ) -> None:
         self.log = log
         self.retry_first = retry_first
         self.retry_max = retry_max
@@ -122,8 +128,9 @@ class AsyncWriter:
             raise LogClosed("writer is closed")
         return self.log.append(rtype, payload, flags)
 
-    def append_at(self, rtype: int, payload: bytes | bytearray | memoryview,
-                  flags: int = 0) -> tuple[int, RecordPosition]:
+    def append_at(
+        self, rtype: int, payload: bytes | bytearray | memoryview, flags: int = 0
+    ) -> tuple[int, RecordPosition]:
         """`append`, also returning where the record will be (for reading it back by position)."""
         lsn = self.append(rtype, payload, flags)
         return lsn, self.log.last_position
@@ -151,7 +158,8 @@ class AsyncWriter:
             callback()
             return
         self.wait_durable(lsn).add_done_callback(
-            lambda fut: callback() if not fut.cancelled() and fut.exception() is None else None)
+            lambda fut: callback() if not fut.cancelled() and fut.exception() is None else None
+        )
 
     async def sync(self) -> None:
         """Wait until everything appended so far is durable."""
@@ -214,8 +222,11 @@ class AsyncWriter:
                     return True
                 staged = self._staged_bytes()
                 if self._closing or staged > self.staging_limit:
-                    why = ("closed while suspended" if self._closing else
-                           f"{staged} bytes staged while suspended, over the {self.staging_limit}-byte limit")
+                    why = (
+                        "closed while suspended"
+                        if self._closing
+                        else f"{staged} bytes staged while suspended, over the {self.staging_limit} B limit"
+                    )
                     call(self._fail, log._fail(OSError(exc.errno, f"{exc.strerror or exc}; {why}")))
                     return False
                 self._retry.wait(delay)
@@ -264,8 +275,9 @@ class AsyncWriter:
 
     # -- space, closing ----------------------------------------------------------------------------------
 
-    async def reclaim(self, covered_lsn: int, live: Callable[[RecordPosition], bool],
-                      sparse: float = 0.5) -> ReclaimResult:
+    async def reclaim(
+        self, covered_lsn: int, live: Callable[[RecordPosition], bool], sparse: float = 0.5
+    ) -> ReclaimResult:
         """`Log.reclaim` for a log this writer owns: the planning (header scans and the `live` calls, so
         `live` must be safe to call from a worker thread) and the reads of the records to copy in a
         thread, the copies on the event loop, deletions only after the copies are durable."""

@@ -46,6 +46,7 @@ def describe_os_error(exc: OSError) -> str:
         return f"{exc.strerror}: {' -> '.join(str(name) for name in names)}"
     return exc.strerror or str(exc)
 
+
 app = typer.Typer(
     help="OtterMQ: a durable, RabbitMQ-compatible AMQP 0.9.1 broker.",
     no_args_is_help=True,
@@ -90,21 +91,30 @@ def _warn_if_exposed(path: Path) -> None:
 @app.command()
 def serve(
     host: str | None = typer.Option(
-        None, "--host", help="Listen address; :: = every interface, IPv6 and IPv4", show_default="::",
+        None,
+        "--host",
+        help="Listen address; :: = every interface, IPv6 and IPv4",
+        show_default="::",
     ),
     port: str | None = typer.Option(None, "--port", help="AMQP port; 0 = a free one", show_default="5672"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Data directory", show_default="./data"),
     http_port: str | None = typer.Option(None, "--http-port", help="Management port", show_default="15672"),
     config: str | None = typer.Option(
-        None, "--config", envvar="OTTERMQ_CONFIG", help="TOML file with settings (keys as in OTTERMQ_<NAME>)",
+        None,
+        "--config",
+        envvar="OTTERMQ_CONFIG",
+        help="TOML file with settings (keys as in OTTERMQ_<NAME>)",
     ),
     log_level: str | None = typer.Option(None, "--log-level", help="|".join(LOG_LEVELS), show_default="info"),
     log_format: str | None = typer.Option(None, "--log-format", help="kv|json", show_default="kv"),
     check_config: bool = typer.Option(
-        False, "--check-config", help="Print the effective settings as TOML and exit, without serving",
+        False,
+        "--check-config",
+        help="Print the effective settings as TOML and exit, without serving",
     ),
     salvage: bool = typer.Option(
-        False, "--salvage",
+        False,
+        "--salvage",
         help="Start on a log damaged in the middle: keep what is valid up to the damage, quarantine the rest "
         "(messages after it are lost)",
     ),
@@ -116,8 +126,13 @@ def serve(
     file.
     """
     cli_values: dict[str, object | None] = {
-        "host": host, "port": port, "data_dir": data_dir, "http_port": http_port,
-        "log_level": log_level, "log_format": log_format, "salvage": True if salvage else None,
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "http_port": http_port,
+        "log_level": log_level,
+        "log_format": log_format,
+        "salvage": True if salvage else None,
     }
     try:
         settings = load_settings(cli_values, Path(config) if config else None)
@@ -142,8 +157,11 @@ def serve(
     log.info(
         f"ottermq {__version__} starting",
         extra={
-            "data_dir": str(data_path), "persistence": settings.persistence, "frame_max": settings.frame_max,
-            "channel_max": settings.channel_max, "heartbeat": settings.heartbeat,
+            "data_dir": str(data_path),
+            "persistence": settings.persistence,
+            "frame_max": settings.frame_max,
+            "channel_max": settings.channel_max,
+            "heartbeat": settings.heartbeat,
             "python": sys.version.split()[0],
         },
     )
@@ -269,9 +287,14 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
     except OSError as exc:
         raise DataDirError(f"cannot open the log in {data_path}: {describe_os_error(exc)}") from None
     except MementoError as exc:
-        hint = "" if settings.salvage or not isinstance(exc, RecoveryRefused) else (
-            "; to start anyway, keeping what is valid up to the damage and losing what follows it, run "
-            "`ottermq serve --salvage` (or set salvage = true)")
+        hint = (
+            ""
+            if settings.salvage or not isinstance(exc, RecoveryRefused)
+            else (
+                "; to start anyway, keeping what is valid up to the damage and losing what follows it, run "
+                "`ottermq serve --salvage` (or set salvage = true)"
+            )
+        )
         raise ConfigError(f"cannot open the log in {data_path}: {exc}{hint}") from None
     try:
         broker = Broker(broker_settings, store.journal, defaults=False)
@@ -298,8 +321,10 @@ def _report_salvage(store: DurableStore) -> None:
         return
     for finding in report.findings:
         if finding.severity != REPAIRABLE:
-            log.error(f"salvage: {finding.message}", extra={"segment": finding.segment,
-                                                             "offset": finding.offset, "lsn": finding.lsn})
+            log.error(
+                f"salvage: {finding.message}",
+                extra={"segment": finding.segment, "offset": finding.offset, "lsn": finding.lsn},
+            )
     log.error(
         "salvage: the log was damaged; everything after the damage was dropped, including messages that "
         "may have been confirmed",

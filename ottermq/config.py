@@ -261,7 +261,10 @@ def _check(name: str, value: Any) -> Any:
     elif name in ("handshake_timeout", "shutdown_timeout"):
         _in_range(value, 0.01, 86400)
     elif name in (
-        "connection_max", "vm_memory_high_watermark_absolute", "disk_free_limit", "max_content_in_flight"
+        "connection_max",
+        "vm_memory_high_watermark_absolute",
+        "disk_free_limit",
+        "max_content_in_flight",
     ):
         _in_range(value, 0, 2**63)
     elif name == "vm_memory_high_watermark":
@@ -326,7 +329,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue
-        name = key[len(ENV_PREFIX):].lower()
+        name = key[len(ENV_PREFIX) :].lower()
         if name in FIELDS:
             found[name] = parse_value(name, raw, f"environment variable {key}")
     return found

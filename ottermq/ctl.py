@@ -191,8 +191,12 @@ def delete_user(ctx: typer.Context, username: str) -> None:
 @app.command("change_password")
 def change_password(ctx: typer.Context, username: str, new_password: str) -> None:
     """Set a user's password."""
-    _run(ctx, "change_password", {"name": username, "password": new_password},
-         f'Changing password for user "{username}" ...')
+    _run(
+        ctx,
+        "change_password",
+        {"name": username, "password": new_password},
+        f'Changing password for user "{username}" ...',
+    )
 
 
 @app.command("clear_password")
@@ -205,8 +209,12 @@ def clear_password(ctx: typer.Context, username: str) -> None:
 def set_user_tags(ctx: typer.Context, username: str, tags: list[str] | None = typer.Argument(None)) -> None:
     """Replace a user's tags (administrator, monitoring, management, policymaker...)."""
     tag_list = list(tags or [])
-    _run(ctx, "set_user_tags", {"name": username, "tags": tag_list},
-         f'Setting tags for user "{username}" to [{", ".join(tag_list)}] ...')
+    _run(
+        ctx,
+        "set_user_tags",
+        {"name": username, "tags": tag_list},
+        f'Setting tags for user "{username}" to [{", ".join(tag_list)}] ...',
+    )
 
 
 @app.command("list_users")
@@ -219,8 +227,12 @@ def list_users(ctx: typer.Context) -> None:
 @app.command("authenticate_user")
 def authenticate_user(ctx: typer.Context, username: str, password: str) -> None:
     """Check a user's password."""
-    _run(ctx, "authenticate_user", {"name": username, "password": password},
-         f'Authenticating user "{username}" ...')
+    _run(
+        ctx,
+        "authenticate_user",
+        {"name": username, "password": password},
+        f'Authenticating user "{username}" ...',
+    )
     options: Options = ctx.obj
     if not options.json:
         typer.echo("Success")
@@ -247,19 +259,31 @@ def list_vhosts(ctx: typer.Context) -> None:
 
 @app.command("set_permissions")
 def set_permissions(
-    ctx: typer.Context, user: str, conf: str, write: str, read: str, vhost: str = _VHOST,
+    ctx: typer.Context,
+    user: str,
+    conf: str,
+    write: str,
+    read: str,
+    vhost: str = _VHOST,
 ) -> None:
     """Set a user's configure, write and read regexes on a vhost."""
-    _run(ctx, "set_permissions",
-         {"user": user, "vhost": vhost, "configure": conf, "write": write, "read": read},
-         f'Setting permissions for user "{user}" in vhost "{vhost}" ...')
+    _run(
+        ctx,
+        "set_permissions",
+        {"user": user, "vhost": vhost, "configure": conf, "write": write, "read": read},
+        f'Setting permissions for user "{user}" in vhost "{vhost}" ...',
+    )
 
 
 @app.command("clear_permissions")
 def clear_permissions(ctx: typer.Context, user: str, vhost: str = _VHOST) -> None:
     """Remove a user's permissions on a vhost."""
-    _run(ctx, "clear_permissions", {"user": user, "vhost": vhost},
-         f'Clearing permissions for user "{user}" in vhost "{vhost}" ...')
+    _run(
+        ctx,
+        "clear_permissions",
+        {"user": user, "vhost": vhost},
+        f'Clearing permissions for user "{user}" in vhost "{vhost}" ...',
+    )
 
 
 @app.command("list_permissions")
@@ -285,8 +309,12 @@ def set_vhost_limits(
     vhost: str = _VHOST,
 ) -> None:
     """Replace a vhost's limits (max-connections, max-queues)."""
-    _run(ctx, "set_vhost_limits", {"vhost": vhost, "definition": definition},
-         f'Setting vhost limits to "{definition}" for vhost "{vhost}" ...')
+    _run(
+        ctx,
+        "set_vhost_limits",
+        {"vhost": vhost, "definition": definition},
+        f'Setting vhost limits to "{definition}" for vhost "{vhost}" ...',
+    )
 
 
 @app.command("clear_vhost_limits")
@@ -337,9 +365,18 @@ def list_exchanges(ctx: typer.Context, vhost: str = _VHOST) -> None:
 def list_bindings(ctx: typer.Context, vhost: str = _VHOST) -> None:
     """List the bindings of a vhost."""
     rows = _run(ctx, "list_bindings", {"vhost": vhost}, f"Listing bindings for vhost {vhost}...")
-    _table(ctx, rows, [
-        "source_name", "source_kind", "destination_name", "destination_kind", "routing_key", "arguments",
-    ])
+    _table(
+        ctx,
+        rows,
+        [
+            "source_name",
+            "source_kind",
+            "destination_name",
+            "destination_kind",
+            "routing_key",
+            "arguments",
+        ],
+    )
 
 
 @app.command("list_connections")
@@ -357,4 +394,3 @@ def status(ctx: typer.Context) -> None:
     if not options.json:
         for key, value in result.items():
             typer.echo(f"{key}: {value}")
-

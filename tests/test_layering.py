@@ -23,7 +23,11 @@ ALLOWED: dict[str, set[str]] = {
     # The management HTTP API: a peer of the server layer that reuses its ctl queries; the CLI wires it in.
     "ottermq.http": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server"},
     "ottermq": {
-        "ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server", "ottermq.http",
+        "ottermq.amqp",
+        "ottermq.broker",
+        "ottermq.store",
+        "ottermq.server",
+        "ottermq.http",
         "memento",
     },
 }

@@ -92,27 +92,38 @@ def throughput(bench: ModuleType, rounds: int, duration: float, rabbit: bool) ->
                         log(f"round {round_no}/{rounds} {scenario} {name}")
                         r = bench.run_loadgen(binary, uri, scenario, duration, broker_pid)
                         results.setdefault(scenario, {}).setdefault(name, []).append(r)
-                        log(f"  confirmed/s {r.get('confirmed_per_s')} consumed/s {r.get('consumed_per_s')} "
-                            f"errors {r.get('errors')}")
+                        log(
+                            f"  confirmed/s {r.get('confirmed_per_s')} consumed/s {r.get('consumed_per_s')} "
+                            f"errors {r.get('errors')}"
+                        )
         finally:
             node.cleanup()
     return render_throughput(bench, results, rounds, duration)
 
 
 def render_throughput(
-    bench: ModuleType, results: dict[str, dict[str, list[dict[str, Any]]]], rounds: int, duration: float,
+    bench: ModuleType,
+    results: dict[str, dict[str, list[dict[str, Any]]]],
+    rounds: int,
+    duration: float,
 ) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     columns = [
-        ("confirmed/s", "confirmed_per_s", "{:.0f}"), ("consumed/s", "consumed_per_s", "{:.0f}"),
-        ("p50 ms", "latency_p50_ms", "{:.1f}"), ("p99 ms", "latency_p99_ms", "{:.1f}"),
+        ("confirmed/s", "confirmed_per_s", "{:.0f}"),
+        ("consumed/s", "consumed_per_s", "{:.0f}"),
+        ("p50 ms", "latency_p50_ms", "{:.1f}"),
+        ("p99 ms", "latency_p99_ms", "{:.1f}"),
         ("broker cpu%", "broker_cpu_pct", "{:.0f}"),
     ]
     lines = [
         THROUGHPUT[0],
         f"Measured {now}, median of {rounds} interleaved rounds ({duration:g} s windows for S3). "
         "Reproduce with:",
-        "", "```sh", f"tools/bench_durable.py --what throughput --rounds {rounds}", "```", "",
+        "",
+        "```sh",
+        f"tools/bench_durable.py --what throughput --rounds {rounds}",
+        "```",
+        "",
         "| scenario | broker | " + " | ".join(c[0] for c in columns) + " | errors |",
         "|---|---|" + "---|" * (len(columns) + 1),
     ]
@@ -179,8 +190,13 @@ def dir_mib(path: Path) -> float:
 def wait_served(port: int, began: float, timeout: float = 900.0) -> float:
     """Seconds from `began` until a basic.get on the restart queue returns a message (requeued afterwards)."""
     params = pika.ConnectionParameters(
-        "127.0.0.1", port, credentials=pika.PlainCredentials("guest", "guest"), socket_timeout=1,
-        stack_timeout=5, connection_attempts=1, blocked_connection_timeout=5,
+        "127.0.0.1",
+        port,
+        credentials=pika.PlainCredentials("guest", "guest"),
+        socket_timeout=1,
+        stack_timeout=5,
+        connection_attempts=1,
+        blocked_connection_timeout=5,
     )
     while time.monotonic() - began < timeout:
         try:
@@ -215,10 +231,29 @@ def queue_count(port: int) -> int:
 
 def fill(binary: Path, port: int, pid: int, messages: int, size: int) -> float:
     """Publish `messages` persistent messages with confirms into the restart queue; confirmed msg/s."""
-    args = [str(binary), "--uri", f"amqp://guest:guest@127.0.0.1:{port}/", "--consumers", "0",
-            "--size", str(size), "--persistent", "--confirm", "1000", "--messages", str(messages),
-            "--duration", "0", "--queue-name", RESTART_QUEUE, "--keep", "--json", "--quiet",
-            "--broker-pid", str(pid)]
+    args = [
+        str(binary),
+        "--uri",
+        f"amqp://guest:guest@127.0.0.1:{port}/",
+        "--consumers",
+        "0",
+        "--size",
+        str(size),
+        "--persistent",
+        "--confirm",
+        "1000",
+        "--messages",
+        str(messages),
+        "--duration",
+        "0",
+        "--queue-name",
+        RESTART_QUEUE,
+        "--keep",
+        "--json",
+        "--quiet",
+        "--broker-pid",
+        str(pid),
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=1800)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -240,8 +275,20 @@ class OtterMQNode:
     def start(self) -> float:
         venv = ROOT / ".venv" / "bin" / "python"
         python = str(venv if venv.exists() else sys.executable)
-        cmd = [python, "-m", "ottermq", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port), "--http-port", str(self.http_port), "--data-dir", str(self.data_dir)]
+        cmd = [
+            python,
+            "-m",
+            "ottermq",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(self.http_port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
         env["OTTERMQ_PERSISTENCE"] = "memento"
         began = time.monotonic()
@@ -295,8 +342,12 @@ class RabbitNode:
 
     def _as_rabbitmq(self, command: str, timeout: float = 120.0) -> None:
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        subprocess.run(["su", "rabbitmq", "-s", "/bin/sh", "-c", f"{exports} {command}"], check=True,
-                       timeout=timeout, capture_output=True)
+        subprocess.run(
+            ["su", "rabbitmq", "-s", "/bin/sh", "-c", f"{exports} {command}"],
+            check=True,
+            timeout=timeout,
+            capture_output=True,
+        )
 
     def start(self) -> float:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -348,8 +399,9 @@ class RabbitNode:
             os.kill(pid, signal.SIGKILL)
 
 
-def restart_one(name: str, node: OtterMQNode | RabbitNode, binary: Path, messages: int, size: int,
-                data: Path) -> RestartResult:
+def restart_one(
+    name: str, node: OtterMQNode | RabbitNode, binary: Path, messages: int, size: int, data: Path
+) -> RestartResult:
     """Fill, SIGKILL + restart, clean stop + restart; the figures of one broker."""
     result = RestartResult(name, messages)
     node.start()
@@ -387,8 +439,12 @@ def restart_bench(binary: Path, messages: int, size: int, rabbit: bool, ottermq:
             # Bytecode compiled first, as `make run` and an installed package have it: where
             # PYTHONDONTWRITEBYTECODE is set, each start would otherwise compile every module again
             # (~0.15 s here), which is not what a deployment pays.
-            subprocess.run([sys.executable, "-m", "compileall", "-q", "ottermq", "memento"], cwd=ROOT,
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "compileall", "-q", "ottermq", "memento"],
+                cwd=ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             data = base / "ottermq"
             otter = OtterMQNode(data, base / "ottermq.log", _free_port())
             try:
@@ -416,8 +472,11 @@ def render_restart(results: list[RestartResult], messages: int, size: int, rabbi
     lines = [
         RESTART[0],
         f"Measured {now}: {messages} messages of {size} B, persistent, in one durable queue. Reproduce with:",
-        "", "```sh", f"tools/bench_durable.py --what restart --messages {messages} --size {size}{flags}",
-        "```", "",
+        "",
+        "```sh",
+        f"tools/bench_durable.py --what restart --messages {messages} --size {size}{flags}",
+        "```",
+        "",
         "| broker | fill msg/s | RSS loaded MiB | ready after SIGKILL s | RSS after SIGKILL restart MiB | "
         "clean stop s | ready after clean stop s | RSS after clean restart MiB | queued after | disk MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -443,7 +502,8 @@ def _free_port() -> int:
 def main() -> int:
     """Parse flags, run the chosen benchmarks, print and record the blocks."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--what", default="throughput,restart")
     parser.add_argument("--rounds", type=int, default=3)
@@ -466,7 +526,11 @@ def main() -> int:
             bench.write_benchmarks(block, *THROUGHPUT)
     if "restart" in what:
         block = restart_bench(
-            bench.ensure_loadgen(), opts.messages, opts.size, not opts.no_rabbit, not opts.no_ottermq,
+            bench.ensure_loadgen(),
+            opts.messages,
+            opts.size,
+            not opts.no_rabbit,
+            not opts.no_ottermq,
         )
         print(block)
         if not opts.no_write:

@@ -98,8 +98,9 @@ def snapshot_times(directory: Path, entries: int) -> dict[str, float]:
     from memento.snapshot import SnapshotStore
 
     pack = ENTRY.pack
-    state = b"".join(pack(i, i % 64, i // 65536, (i % 65536) * RECORD_SIZE, RECORD_SIZE)
-                     for i in range(entries))
+    state = b"".join(
+        pack(i, i % 64, i // 65536, (i % 65536) * RECORD_SIZE, RECORD_SIZE) for i in range(entries)
+    )
     path = directory / "snapshots"
     with SnapshotStore(path) as store:
         started = time.perf_counter()
@@ -110,8 +111,13 @@ def snapshot_times(directory: Path, entries: int) -> dict[str, float]:
         stored = store.list()[-1].stored_size
     assert loaded is not None and loaded.state == state
     shutil.rmtree(path)
-    return {"entries": entries, "state_bytes": len(state), "stored_bytes": stored, "save_s": saved - started,
-            "load_s": done - saved}
+    return {
+        "entries": entries,
+        "state_bytes": len(state),
+        "stored_bytes": stored,
+        "save_s": saved - started,
+        "load_s": done - saved,
+    }
 
 
 def group_commit_rate(directory: Path, waiters: int, seconds: float) -> dict[str, float]:
@@ -150,8 +156,12 @@ def group_commit_rate(directory: Path, waiters: int, seconds: float) -> dict[str
             cpu = time.process_time() - cpu
             await writer.close()
         latencies.sort()
-        return {"rate": done / elapsed, "p50_ms": latencies[len(latencies) // 2] * 1e3,
-                "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3, "cpu_share": cpu / elapsed}
+        return {
+            "rate": done / elapsed,
+            "p50_ms": latencies[len(latencies) // 2] * 1e3,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+            "cpu_share": cpu / elapsed,
+        }
 
     try:
         try:
@@ -189,40 +199,60 @@ def replay_rate(directory: Path, size: int) -> dict[str, float]:
         cpu = time.process_time() - cpu
     shutil.rmtree(path, ignore_errors=True)
     assert seen == count, (seen, count)
-    return {"records": count, "write_s": written - started, "open_s": opened - written,
-            "replay_s": replayed - opened, "replay_cpu_s": cpu, "rate": count / (replayed - opened),
-            "open_and_replay_rate": count / (replayed - written)}
+    return {
+        "records": count,
+        "write_s": written - started,
+        "open_s": opened - written,
+        "replay_s": replayed - opened,
+        "replay_cpu_s": cpu,
+        "rate": count / (replayed - opened),
+        "open_and_replay_rate": count / (replayed - written),
+    }
 
 
 def render(results: dict[str, Any]) -> str:
     """The human-readable table and ratios (of the sections that ran)."""
     lines = ["what                                        records/s    notes", "-" * 78]
     if "raw_fsync_per_write" in results:
-        lines.append(f"{'raw: fdatasync per 1 KiB write':<42}{results['raw_fsync_per_write']:>11,.0f}    "
-                     "physical limit, no batching")
-        lines.append(f"{'raw: fdatasync every 1 ms':<42}{results['raw_fsync_every_1ms']:>11,.0f}    "
-                     "ceiling for ~1 ms group commit")
+        lines.append(
+            f"{'raw: fdatasync per 1 KiB write':<42}{results['raw_fsync_per_write']:>11,.0f}    "
+            "physical limit, no batching"
+        )
+        lines.append(
+            f"{'raw: fdatasync every 1 ms':<42}{results['raw_fsync_every_1ms']:>11,.0f}    "
+            "ceiling for ~1 ms group commit"
+        )
     for waiters, g in results.get("group_commit", {}).items():
-        lines.append(f"{f'AsyncWriter, {waiters} waiters':<42}{g['rate']:>11,.0f}    "
-                     f"p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, CPU {g['cpu_share']:.0%}")
+        lines.append(
+            f"{f'AsyncWriter, {waiters} waiters':<42}{g['rate']:>11,.0f}    "
+            f"p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, CPU {g['cpu_share']:.0%}"
+        )
     if "replay" in results:
         r = results["replay"]
-        lines.append(f"{'replay (after open)':<42}{r['rate']:>11,.0f}    {r['records']:,} records, open "
-                     f"{r['open_s']:.2f} s, replay {r['replay_s']:.2f} s ({r['replay_cpu_s']:.2f} s CPU)")
+        lines.append(
+            f"{'replay (after open)':<42}{r['rate']:>11,.0f}    {r['records']:,} records, open "
+            f"{r['open_s']:.2f} s, replay {r['replay_s']:.2f} s ({r['replay_cpu_s']:.2f} s CPU)"
+        )
     if "snapshot" in results:
         s = results["snapshot"]
-        lines.append(f"snapshot of {s['entries']:,} entries: {s['state_bytes'] / 2**20:.1f} MiB -> "
-                     f"{s['stored_bytes'] / 2**20:.1f} MiB stored, save {s['save_s']:.3f} s, "
-                     f"load {s['load_s']:.3f} s")
+        lines.append(
+            f"snapshot of {s['entries']:,} entries: {s['state_bytes'] / 2**20:.1f} MiB -> "
+            f"{s['stored_bytes'] / 2**20:.1f} MiB stored, save {s['save_s']:.3f} s, "
+            f"load {s['load_s']:.3f} s"
+        )
     lines.append("-" * 78)
     if "ratio_128_vs_1ms" in results:
         ratio = results["ratio_128_vs_1ms"]
-        lines.append(f"128 waiters / fdatasync-every-1ms = {ratio:.0%} (target >= {GROUP_TARGET:.0%}: "
-                     f"{'met' if ratio >= GROUP_TARGET else 'MISSED'})")
+        lines.append(
+            f"128 waiters / fdatasync-every-1ms = {ratio:.0%} (target >= {GROUP_TARGET:.0%}: "
+            f"{'met' if ratio >= GROUP_TARGET else 'MISSED'})"
+        )
     if "replay" in results:
         rate = results["replay"]["rate"]
-        lines.append(f"replay = {rate:,.0f} rec/s (target >= {REPLAY_TARGET:,}: "
-                     f"{'met' if rate >= REPLAY_TARGET else 'MISSED'})")
+        lines.append(
+            f"replay = {rate:,.0f} rec/s (target >= {REPLAY_TARGET:,}: "
+            f"{'met' if rate >= REPLAY_TARGET else 'MISSED'})"
+        )
     return "\n".join(lines)
 
 
@@ -230,13 +260,18 @@ SECTIONS = ("raw", "group", "replay", "snapshot")
 
 
 @app.command()
-def run(size: str = typer.Option("1GiB", help="Size of the log replayed, e.g. 1GiB, 256MiB."),
-        seconds: float = typer.Option(2.0, help="Duration of each append measurement."),
-        directory: Path | None = typer.Option(None, "--dir", help="Where to write (default: a temp dir "
-                                              "under the current directory, i.e. the same disk)."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-        entries: int = typer.Option(SNAPSHOT_ENTRIES, help="Entries in the snapshotted projection."),
-        only: str = typer.Option(",".join(SECTIONS), help="Sections: raw,group,replay,snapshot.")) -> None:
+def run(
+    size: str = typer.Option("1GiB", help="Size of the log replayed, e.g. 1GiB, 256MiB."),
+    seconds: float = typer.Option(2.0, help="Duration of each append measurement."),
+    directory: Path | None = typer.Option(
+        None,
+        "--dir",
+        help="Where to write (default: a temp dir under the current directory, i.e. the same disk).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    entries: int = typer.Option(SNAPSHOT_ENTRIES, help="Entries in the snapshotted projection."),
+    only: str = typer.Option(",".join(SECTIONS), help="Sections: raw,group,replay,snapshot."),
+) -> None:
     """Run the measurements once and print the table (or JSON)."""
     chosen = {part.strip() for part in only.split(",") if part.strip()}
     if not chosen <= set(SECTIONS):

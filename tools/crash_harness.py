@@ -173,8 +173,13 @@ class Ledger:
 class Broker:
     """The OtterMQ process under test, restarted on the same data directory and port."""
 
-    def __init__(self, data_dir: Path, log_path: Path, settings: dict[str, str], start_timeout: float,
-                 ) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        settings: dict[str, str],
+        start_timeout: float,
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.settings = settings
@@ -187,8 +192,18 @@ class Broker:
         venv = ROOT / ".venv" / "bin" / "python"
         python = str(venv if venv.exists() else sys.executable)
         cmd = [
-            python, "-m", "ottermq", "serve", "--host", "127.0.0.1",
-            "--port", str(self.port), "--http-port", "0", "--data-dir", str(self.data_dir),
+            python,
+            "-m",
+            "ottermq",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
         env.update(self.settings)
@@ -228,8 +243,13 @@ class Broker:
     def params(self) -> pika.ConnectionParameters:
         """Short timeouts everywhere: a dead broker must surface as an exception within seconds."""
         return pika.ConnectionParameters(
-            host="127.0.0.1", port=self.port, credentials=pika.PlainCredentials("guest", "guest"),
-            heartbeat=5, socket_timeout=2, stack_timeout=5, blocked_connection_timeout=10,
+            host="127.0.0.1",
+            port=self.port,
+            credentials=pika.PlainCredentials("guest", "guest"),
+            heartbeat=5,
+            socket_timeout=2,
+            stack_timeout=5,
+            blocked_connection_timeout=10,
             connection_attempts=1,
         )
 
@@ -382,7 +402,11 @@ def assigned(index: int, opts: Options) -> list[str]:
 
 
 def consumer(
-    broker: Broker, ledger: Ledger, mine: list[str], opts: Options, stop: threading.Event,
+    broker: Broker,
+    ledger: Ledger,
+    mine: list[str],
+    opts: Options,
+    stop: threading.Event,
 ) -> None:
     """Consume (manual ack) the queues `mine` until `stop`, reconnecting after kills."""
     while not stop.is_set():
@@ -488,14 +512,21 @@ def run(opts: Options) -> Report:
     settings = {"OTTERMQ_PERSISTENCE": opts.persistence}
     if opts.snapshot_stress:
         settings.update(STRESS_SETTINGS)
-    broker = Broker(data_dir, base / "broker.log" if own_dir else base.parent / "broker.log",
-                    settings, opts.start_timeout)
+    broker = Broker(
+        data_dir, base / "broker.log" if own_dir else base.parent / "broker.log", settings, opts.start_timeout
+    )
     ledger, report = Ledger(), Report()
     pub_stop, con_stop = threading.Event(), threading.Event()
-    pubs = [threading.Thread(target=publisher, args=(broker, ledger, i, opts, pub_stop), daemon=True)
-            for i in range(opts.publishers)]
-    cons = [threading.Thread(target=consumer, args=(broker, ledger, assigned(i, opts), opts, con_stop),
-                             daemon=True) for i in range(opts.consumers)]
+    pubs = [
+        threading.Thread(target=publisher, args=(broker, ledger, i, opts, pub_stop), daemon=True)
+        for i in range(opts.publishers)
+    ]
+    cons = [
+        threading.Thread(
+            target=consumer, args=(broker, ledger, assigned(i, opts), opts, con_stop), daemon=True
+        )
+        for i in range(opts.consumers)
+    ]
     leftovers: dict[str, list[str]] = {}
     try:
         ledger.epoch += 1
@@ -517,7 +548,9 @@ def run(opts: Options) -> Report:
             report.failures.append("publishers stuck after stop")
         if opts.snapshot_stress:
             parked = threading.Thread(
-                target=consumer, args=(broker, ledger, [PARKED], opts, con_stop), daemon=True,
+                target=consumer,
+                args=(broker, ledger, [PARKED], opts, con_stop),
+                daemon=True,
             )
             parked.start()
             cons.append(parked)
@@ -607,8 +640,10 @@ def format_table(report: Report) -> str:
         ("redelivered flag seen", report.redelivered),
         ("duplicates without redelivered", report.duplicates_not_flagged),
         ("lost", report.lost),
-        ("tx committed / uncertain / aborted", f"{report.tx_committed} / {report.tx_uncertain} / "
-                                               f"{report.tx_aborted}"),
+        (
+            "tx committed / uncertain / aborted",
+            f"{report.tx_committed} / {report.tx_uncertain} / {report.tx_aborted}",
+        ),
         ("tx violations", report.tx_violations),
         ("reappeared after clean restart", report.reappeared),
         ("topology errors", report.topology_errors),
@@ -622,7 +657,8 @@ def format_table(report: Report) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run, print the table (or JSON); exit 0 ok, 1 violation, 2 the run failed."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rounds", type=int, default=10, help="SIGKILL/restart cycles")
     parser.add_argument("--seconds-per-round", type=float, default=3.0, help="upper bound of the kill delay")
@@ -635,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--persistence", default="memento", help="OTTERMQ_PERSISTENCE for the broker")
     parser.add_argument("--drain-timeout", type=float, default=60.0)
     parser.add_argument(
-        "--snapshot-stress", action="store_true",
+        "--snapshot-stress",
+        action="store_true",
         help="1 MiB segments, snapshots every 256 KiB of log or 0.5 s (kills land in snapshots, compaction)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -644,9 +681,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds >= 0, --publishers >= 1, --consumers >= 1, --seconds-per-round > 0")
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     opts = Options(
-        rounds=args.rounds, seconds_per_round=args.seconds_per_round, publishers=args.publishers,
-        consumers=args.consumers, seed=seed, size=max(16, args.size), data_dir=args.data_dir, keep=args.keep,
-        persistence=args.persistence, drain_timeout=args.drain_timeout, snapshot_stress=args.snapshot_stress,
+        rounds=args.rounds,
+        seconds_per_round=args.seconds_per_round,
+        publishers=args.publishers,
+        consumers=args.consumers,
+        seed=seed,
+        size=max(16, args.size),
+        data_dir=args.data_dir,
+        keep=args.keep,
+        persistence=args.persistence,
+        drain_timeout=args.drain_timeout,
+        snapshot_stress=args.snapshot_stress,
     )
     report = run(opts)
     if args.json:

@@ -98,8 +98,16 @@ def _seeds() -> list[bytes]:
     """Valid inputs for every target, so the fuzzer starts from deep inside the formats."""
     table = encode_table({"s": "text", "i": 7, "l": 2**40, "b": True, "f": 1.5, "t": {"n": [1, "a", None]}})
     props = encode_properties(
-        BasicProperties(content_type="text/plain", headers={"h": "v"}, delivery_mode=2, priority=5,
-                        expiration="1000", message_id="m", timestamp=0, user_id="guest")
+        BasicProperties(
+            content_type="text/plain",
+            headers={"h": "v"},
+            delivery_mode=2,
+            priority=5,
+            expiration="1000",
+            message_id="m",
+            timestamp=0,
+            user_id="guest",
+        )
     )
     seeds = [bytes([_TARGET_TABLE]) + table, bytes([_TARGET_PROPERTIES]) + props]
     content = encode_content(1, 60, props, b"body" * 8, 4096)

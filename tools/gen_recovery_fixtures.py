@@ -54,13 +54,16 @@ class Rec(NamedTuple):
 
 def case(name: str) -> Callable[[Builder], Builder]:
     """Register a fixture builder under `name` (the directory name)."""
+
     def register(fn: Builder) -> Builder:
         CASES[name] = fn
         return fn
+
     return register
 
 
 # -- building blocks ---------------------------------------------------------------------------------
+
 
 def rtype(lsn: int) -> int:
     """Record type of the record at `lsn` (types 1..3 rotate)."""
@@ -78,8 +81,9 @@ def state(lsn: int) -> bytes:
     return f"projection as of LSN {lsn}\n".encode() * 40
 
 
-def write_log(data: Path, count: int, *, snapshots: tuple[int, ...] = (), after: int = 0,
-              reclaim_to: int | None = None) -> None:
+def write_log(
+    data: Path, count: int, *, snapshots: tuple[int, ...] = (), after: int = 0, reclaim_to: int | None = None
+) -> None:
     """Append `count` records, save a snapshot at each LSN of `snapshots`, append `after` more records,
     optionally reclaim every segment wholly covered by `reclaim_to` (nothing live), and close."""
     with Log.open(data, segment_size=SEGMENT_SIZE) as log:
@@ -105,8 +109,10 @@ def tidy(data: Path) -> None:
 
 def segments(data: Path) -> list[Path]:
     """Segment files of `data`, oldest first."""
-    return sorted((p for p in (data / "wal").iterdir() if parse_name(p.name) is not None),
-                  key=lambda p: parse_name(p.name) or (0, 0))
+    return sorted(
+        (p for p in (data / "wal").iterdir() if parse_name(p.name) is not None),
+        key=lambda p: parse_name(p.name) or (0, 0),
+    )
 
 
 def records(path: Path) -> list[Rec]:
@@ -144,14 +150,28 @@ def cut(path: Path, size: int) -> None:
     os.truncate(path, size)
 
 
-def expect(exit_code: int, recovery: str, kept: tuple[int, int] | None, message: str, *,
-           snapshot_lsn: int = 0, description: str, note: str | None = None,
-           open_args: dict[str, Any] | None = None, inspect_args: list[str] | None = None,
-           full_replay: bool = True) -> Expect:
+def expect(
+    exit_code: int,
+    recovery: str,
+    kept: tuple[int, int] | None,
+    message: str,
+    *,
+    snapshot_lsn: int = 0,
+    description: str,
+    note: str | None = None,
+    open_args: dict[str, Any] | None = None,
+    inspect_args: list[str] | None = None,
+    full_replay: bool = True,
+) -> Expect:
     """The expected.json document of a case."""
-    doc: Expect = {"description": description, "inspect_exit": exit_code, "recovery": recovery,
-                   "kept_lsns": list(kept) if kept is not None else None, "snapshot_lsn": snapshot_lsn,
-                   "message": message}
+    doc: Expect = {
+        "description": description,
+        "inspect_exit": exit_code,
+        "recovery": recovery,
+        "kept_lsns": list(kept) if kept is not None else None,
+        "snapshot_lsn": snapshot_lsn,
+        "message": message,
+    }
     if note:
         doc["note"] = note
     if open_args:
@@ -165,6 +185,7 @@ def expect(exit_code: int, recovery: str, kept: tuple[int, int] | None, message:
 
 # -- healthy logs ------------------------------------------------------------------------------------
 
+
 @case("clean-multi-segment")
 def clean_multi_segment(data: Path) -> Expect:
     write_log(data, 200)
@@ -175,33 +196,55 @@ def clean_multi_segment(data: Path) -> Expect:
 @case("empty-segment")
 def empty_segment(data: Path) -> Expect:
     write_log(data, 0)
-    return expect(0, "clean", None, "clean",
-                  description="a fresh log: one preallocated segment with a header and no record")
+    return expect(
+        0,
+        "clean",
+        None,
+        "clean",
+        description="a fresh log: one preallocated segment with a header and no record",
+    )
 
 
 @case("header-only-segment")
 def header_only_segment(data: Path) -> Expect:
     write_log(data, 0)
     cut(segments(data)[0], HEADER_SIZE)
-    return expect(0, "clean", None, "clean",
-                  description="the only segment is exactly its 64-byte header (no preallocated zeros)")
+    return expect(
+        0,
+        "clean",
+        None,
+        "clean",
+        description="the only segment is exactly its 64-byte header (no preallocated zeros)",
+    )
 
 
 @case("preallocated-zeros")
 def preallocated_zeros(data: Path) -> Expect:
     write_log(data, 30)
-    return expect(0, "clean", (1, 30), "clean",
-                  description="records then the segment's preallocated zeros up to its end")
+    return expect(
+        0,
+        "clean",
+        (1, 30),
+        "clean",
+        description="records then the segment's preallocated zeros up to its end",
+    )
 
 
 @case("snapshot-mid-log")
 def snapshot_mid_log(data: Path) -> Expect:
     write_log(data, 120, snapshots=(70,), after=40)
-    return expect(0, "clean", (1, 160), "clean", snapshot_lsn=70,
-                  description="snapshot at LSN 70 of 160; recovery replays 71..160")
+    return expect(
+        0,
+        "clean",
+        (1, 160),
+        "clean",
+        snapshot_lsn=70,
+        description="snapshot at LSN 70 of 160; recovery replays 71..160",
+    )
 
 
 # -- torn tails (repairable) -------------------------------------------------------------------------
+
 
 @case("tail-cut-inside-length")
 def tail_cut_inside_length(data: Path) -> Expect:
@@ -209,8 +252,13 @@ def tail_cut_inside_length(data: Path) -> Expect:
     tail = segments(data)[-1]
     last = records(tail)[-1]
     cut(tail, last.offset + 2)
-    return expect(1, "repaired", (1, last.lsn - 1), "record header cut by the end of the file",
-                  description="the file ends 2 bytes into the last record's length word")
+    return expect(
+        1,
+        "repaired",
+        (1, last.lsn - 1),
+        "record header cut by the end of the file",
+        description="the file ends 2 bytes into the last record's length word",
+    )
 
 
 @case("tail-cut-inside-checksum")
@@ -219,8 +267,13 @@ def tail_cut_inside_checksum(data: Path) -> Expect:
     tail = segments(data)[-1]
     last = records(tail)[-1]
     cut(tail, last.offset + 6)
-    return expect(1, "repaired", (1, last.lsn - 1), "record header cut by the end of the file",
-                  description="the file ends inside the last record's crc32c")
+    return expect(
+        1,
+        "repaired",
+        (1, last.lsn - 1),
+        "record header cut by the end of the file",
+        description="the file ends inside the last record's crc32c",
+    )
 
 
 @case("length-past-end")
@@ -229,8 +282,13 @@ def length_past_end(data: Path) -> Expect:
     tail = segments(data)[-1]
     last = records(tail)[-1]
     patch(tail, last.offset, (0x00FF_FFF0).to_bytes(4, "little"))
-    return expect(1, "repaired", (1, last.lsn - 1), "runs past the end of the file",
-                  description="the last record's length points beyond the end of the segment")
+    return expect(
+        1,
+        "repaired",
+        (1, last.lsn - 1),
+        "runs past the end of the file",
+        description="the last record's length points beyond the end of the segment",
+    )
 
 
 @case("bad-checksum-last-then-zeros")
@@ -239,8 +297,13 @@ def bad_checksum_last(data: Path) -> Expect:
     tail = segments(data)[-1]
     last = records(tail)[-1]
     flip(tail, last.offset + last.size - 1)
-    return expect(1, "repaired", (1, last.lsn - 1), "record checksum mismatch",
-                  description="the last record's payload is damaged; only zeros follow")
+    return expect(
+        1,
+        "repaired",
+        (1, last.lsn - 1),
+        "record checksum mismatch",
+        description="the last record's payload is damaged; only zeros follow",
+    )
 
 
 @case("zeroed-sector-at-tail")
@@ -252,8 +315,13 @@ def zeroed_sector_at_tail(data: Path) -> Expect:
     sector = (end - 1) // SECTOR * SECTOR
     patch(tail, sector, bytes(SECTOR))
     kept = [r for r in recs if r.offset + r.size <= sector]
-    return expect(1, "repaired", (1, kept[-1].lsn), "torn tail",
-                  description="the 512-byte sector holding the end of the data reads back as zeros")
+    return expect(
+        1,
+        "repaired",
+        (1, kept[-1].lsn),
+        "torn tail",
+        description="the 512-byte sector holding the end of the data reads back as zeros",
+    )
 
 
 @case("stale-lower-lsn-after-tail")
@@ -263,9 +331,14 @@ def stale_after_tail(data: Path) -> Expect:
     recs = records(tail)
     end = recs[-1].offset + recs[-1].size
     patch(tail, end, encode(rtype(3), 0, 3, payload(3)))
-    return expect(1, "repaired", (1, 100), "record has LSN 3 where 101 was expected",
-                  description="a valid-crc record with an old LSN (3) right after the last record, as a "
-                              "reused file would hold; it is junk and is quarantined")
+    return expect(
+        1,
+        "repaired",
+        (1, 100),
+        "record has LSN 3 where 101 was expected",
+        description="a valid-crc record with an old LSN (3) right after the last record, as a "
+        "reused file would hold; it is junk and is quarantined",
+    )
 
 
 @case("zeros-then-stale-junk")
@@ -275,10 +348,15 @@ def zeros_then_junk(data: Path) -> Expect:
     recs = records(tail)
     end = recs[-1].offset + recs[-1].size
     patch(tail, end + 256, encode(rtype(5), 0, 5, payload(5)) + b"\xde\xad\xbe\xef" * 8)
-    return expect(1, "repaired", (1, 100), "non-zero bytes after the end of data",
-                  description="zeros after the last record, then an old record and garbage: not a record "
-                              "that could follow, so it is a torn tail: quarantined and zeroed",
-                  note="zeroing the junk means later appends can never run into it")
+    return expect(
+        1,
+        "repaired",
+        (1, 100),
+        "non-zero bytes after the end of data",
+        description="zeros after the last record, then an old record and garbage: not a record "
+        "that could follow, so it is a torn tail: quarantined and zeroed",
+        note="zeroing the junk means later appends can never run into it",
+    )
 
 
 @case("crash-mid-rollover")
@@ -291,9 +369,14 @@ def crash_mid_rollover(data: Path) -> Expect:
         seg.unlink()
     tmp = second.with_name(second.name + ".tmp")
     tmp.write_bytes(encode_header(2, first_lsn, SEGMENT_SIZE)[:40])
-    return expect(1, "repaired", (1, first_lsn - 1), "unfinished segment",
-                  description="segment 1 is sealed; the crash hit while segment 2 was still a .tmp "
-                              "(its records were never durable); open drops the .tmp and creates segment 2")
+    return expect(
+        1,
+        "repaired",
+        (1, first_lsn - 1),
+        "unfinished segment",
+        description="segment 1 is sealed; the crash hit while segment 2 was still a .tmp "
+        "(its records were never durable); open drops the .tmp and creates segment 2",
+    )
 
 
 @case("leftover-compaction-temp-file")
@@ -302,13 +385,19 @@ def leftover_temp(data: Path) -> Expect:
     segs = segments(data)
     copy = segs[0].with_name(segs[0].name + ".tmp")
     copy.write_bytes(segs[0].read_bytes()[:1000])
-    return expect(1, "repaired", (1, 150), "unfinished segment",
-                  description="a half-written *.tmp copy of segment 1 next to the real one; open deletes it",
-                  note="the engine's compaction copies records forward into the log and makes no temp "
-                       "file; any *.tmp in wal/ is unfinished work and is dropped")
+    return expect(
+        1,
+        "repaired",
+        (1, 150),
+        "unfinished segment",
+        description="a half-written *.tmp copy of segment 1 next to the real one; open deletes it",
+        note="the engine's compaction copies records forward into the log and makes no temp "
+        "file; any *.tmp in wal/ is unfinished work and is dropped",
+    )
 
 
 # -- refused -----------------------------------------------------------------------------------------
+
 
 @case("bit-flip-then-valid-records")
 def bit_flip_then_valid(data: Path) -> Expect:
@@ -317,8 +406,13 @@ def bit_flip_then_valid(data: Path) -> Expect:
     recs = [r for r in records(tail) if r.type != TYPE_SEAL]
     victim = recs[len(recs) // 2]
     flip(tail, victim.offset + HEAD_SIZE + 3)
-    return expect(2, "refused", None, "followed by a valid record",
-                  description=f"one bit flipped in LSN {victim.lsn}, mid last segment; valid records follow")
+    return expect(
+        2,
+        "refused",
+        None,
+        "followed by a valid record",
+        description=f"one bit flipped in LSN {victim.lsn}, mid last segment; valid records follow",
+    )
 
 
 @case("bit-flip-sealed-segment")
@@ -328,8 +422,13 @@ def bit_flip_sealed(data: Path) -> Expect:
     recs = records(first)
     victim = recs[10]
     flip(first, victim.offset + HEAD_SIZE + 1)
-    return expect(2, "refused", None, "record checksum mismatch",
-                  description=f"one bit flipped in LSN {victim.lsn} of sealed segment 1")
+    return expect(
+        2,
+        "refused",
+        None,
+        "record checksum mismatch",
+        description=f"one bit flipped in LSN {victim.lsn} of sealed segment 1",
+    )
 
 
 @case("bit-flip-covered-segment")
@@ -338,14 +437,19 @@ def bit_flip_covered(data: Path) -> Expect:
     first = segments(data)[0]
     victim = records(first)[10]
     flip(first, victim.offset + HEAD_SIZE + 1)
-    return expect(2, "clean", (1, 260), "record checksum mismatch", snapshot_lsn=250,
-                  description=f"one bit flipped in LSN {victim.lsn} of segment 1, which the snapshot at "
-                              "LSN 250 covers",
-                  note="open only checks the headers of segments the snapshot covers (unless "
-                       "full_check=True), so it opens clean; reading a damaged record later (log.read, "
-                       "replay from LSN 0) raises CorruptRecord. inspect and verify scan everything and "
-                       "report the damage as refused",
-                  full_replay=False)
+    return expect(
+        2,
+        "clean",
+        (1, 260),
+        "record checksum mismatch",
+        snapshot_lsn=250,
+        description=f"one bit flipped in LSN {victim.lsn} of segment 1, which the snapshot at LSN 250 covers",
+        note="open only checks the headers of segments the snapshot covers (unless "
+        "full_check=True), so it opens clean; reading a damaged record later (log.read, "
+        "replay from LSN 0) raises CorruptRecord. inspect and verify scan everything and "
+        "report the damage as refused",
+        full_replay=False,
+    )
 
 
 @case("bit-flip-seal-record")
@@ -355,8 +459,9 @@ def bit_flip_seal(data: Path) -> Expect:
     seal = records(first)[-1]
     assert seal.type == TYPE_SEAL
     flip(first, seal.offset + 8)
-    return expect(2, "refused", None, "in a sealed segment",
-                  description="the seal record of segment 1 is damaged")
+    return expect(
+        2, "refused", None, "in a sealed segment", description="the seal record of segment 1 is damaged"
+    )
 
 
 @case("lsn-gap")
@@ -365,11 +470,17 @@ def lsn_gap(data: Path) -> Expect:
     tail = segments(data)[-1]
     recs = records(tail)
     gap = recs[len(recs) // 2]
-    rewritten = b"".join(encode(rtype(r.lsn + 1), 0, r.lsn + 1, payload(r.lsn + 1))
-                         for r in recs if r.offset >= gap.offset)
+    rewritten = b"".join(
+        encode(rtype(r.lsn + 1), 0, r.lsn + 1, payload(r.lsn + 1)) for r in recs if r.offset >= gap.offset
+    )
     patch(tail, gap.offset, rewritten + bytes(SEGMENT_SIZE - gap.offset - len(rewritten)))
-    return expect(2, "refused", None, f"record has LSN {gap.lsn + 1} where {gap.lsn} was expected",
-                  description=f"LSN {gap.lsn} is missing: the records after it are valid but skip it")
+    return expect(
+        2,
+        "refused",
+        None,
+        f"record has LSN {gap.lsn + 1} where {gap.lsn} was expected",
+        description=f"LSN {gap.lsn} is missing: the records after it are valid but skip it",
+    )
 
 
 @case("missing-middle-segment")
@@ -378,8 +489,9 @@ def missing_middle(data: Path) -> Expect:
     segs = segments(data)
     assert len(segs) >= 4
     segs[1].unlink()
-    return expect(2, "refused", None, "segments 2..2 are missing",
-                  description="segment 2 of 4+ is gone; no snapshot")
+    return expect(
+        2, "refused", None, "segments 2..2 are missing", description="segment 2 of 4+ is gone; no snapshot"
+    )
 
 
 @case("missing-covered-middle-segment")
@@ -387,11 +499,17 @@ def missing_covered_middle(data: Path) -> Expect:
     write_log(data, 260, snapshots=(250,))
     segs = segments(data)
     segs[1].unlink()
-    return expect(2, "refused", None, "segments 2..2 are missing", snapshot_lsn=250,
-                  description="segment 2 is gone although the snapshot (LSN 250) covers it",
-                  note="covered is not the same as dead: the projection may still point into segment 2 for "
-                       "message bodies, and reclamation only ever deletes the oldest segments, so a hole "
-                       "means lost data and is refused")
+    return expect(
+        2,
+        "refused",
+        None,
+        "segments 2..2 are missing",
+        snapshot_lsn=250,
+        description="segment 2 is gone although the snapshot (LSN 250) covers it",
+        note="covered is not the same as dead: the projection may still point into segment 2 for "
+        "message bodies, and reclamation only ever deletes the oldest segments, so a hole "
+        "means lost data and is refused",
+    )
 
 
 @case("missing-oldest-covered-segment")
@@ -400,11 +518,17 @@ def missing_oldest_covered(data: Path) -> Expect:
     segs = segments(data)
     second_base = (parse_name(segs[1].name) or (0, 0))[1]
     segs[0].unlink()
-    return expect(0, "clean", (second_base, 260), "clean", snapshot_lsn=250,
-                  description="segment 1 (wholly covered by the snapshot at 250) is gone, as if reclaimed",
-                  note="indistinguishable from legitimate reclamation, so the log opens clean; if a body the "
-                       "projection still needs lived there, only the application notices (log.read of a "
-                       "position in segment 1 raises KeyError) and must treat it as loss")
+    return expect(
+        0,
+        "clean",
+        (second_base, 260),
+        "clean",
+        snapshot_lsn=250,
+        description="segment 1 (wholly covered by the snapshot at 250) is gone, as if reclaimed",
+        note="indistinguishable from legitimate reclamation, so the log opens clean; if a body the "
+        "projection still needs lived there, only the application notices (log.read of a "
+        "position in segment 1 raises KeyError) and must treat it as loss",
+    )
 
 
 @case("truncated-header-last-segment")
@@ -412,10 +536,15 @@ def truncated_header(data: Path) -> Expect:
     write_log(data, 200)
     tail = segments(data)[-1]
     cut(tail, 30)
-    return expect(2, "refused", None, "segment header invalid",
-                  description="the last segment is 30 bytes: its header is cut",
-                  note="segments appear under their final name only after their header is synced, so a "
-                       "cut header is media damage, not a crash artefact")
+    return expect(
+        2,
+        "refused",
+        None,
+        "segment header invalid",
+        description="the last segment is 30 bytes: its header is cut",
+        note="segments appear under their final name only after their header is synced, so a "
+        "cut header is media damage, not a crash artefact",
+    )
 
 
 @case("zero-length-segment")
@@ -423,8 +552,9 @@ def zero_length_segment(data: Path) -> Expect:
     write_log(data, 200)
     tail = segments(data)[-1]
     cut(tail, 0)
-    return expect(2, "refused", None, "segment header invalid",
-                  description="the last segment file is empty (0 bytes)")
+    return expect(
+        2, "refused", None, "segment header invalid", description="the last segment file is empty (0 bytes)"
+    )
 
 
 @case("snapshot-newer-than-log")
@@ -433,8 +563,13 @@ def snapshot_newer(data: Path) -> Expect:
     with SnapshotStore(data / "snapshots") as store:
         store.save(300, state(300))
     tidy(data)
-    return expect(2, "refused", None, "snapshot is beyond the end of the log",
-                  description="the snapshot is at LSN 300, the log ends at 100 (segments lost or replaced)")
+    return expect(
+        2,
+        "refused",
+        None,
+        "snapshot is beyond the end of the log",
+        description="the snapshot is at LSN 300, the log ends at 100 (segments lost or replaced)",
+    )
 
 
 @case("bad-newest-snapshot-chunk")
@@ -450,10 +585,16 @@ def bad_snapshot_chunk(data: Path) -> Expect:
         txn.put(key, bytes(chunk))
     env.close()
     tidy(data)
-    return expect(1, "repaired", (1, 120), "checksum mismatch", snapshot_lsn=60,
-                  description="the newest snapshot (LSN 100) has a damaged chunk; recovery falls back to "
-                              "the one at LSN 60 and replays 61..120",
-                  note="nothing changes on disk; 'repaired' here means open succeeds with a warning")
+    return expect(
+        1,
+        "repaired",
+        (1, 120),
+        "checksum mismatch",
+        snapshot_lsn=60,
+        description="the newest snapshot (LSN 100) has a damaged chunk; recovery falls back to "
+        "the one at LSN 60 and replays 61..120",
+        note="nothing changes on disk; 'repaired' here means open succeeds with a warning",
+    )
 
 
 @case("missing-lmdb")
@@ -462,19 +603,31 @@ def missing_lmdb(data: Path) -> Expect:
     assert (parse_name(segments(data)[0].name) or (0, 0))[1] > 1, "reclaim deleted nothing"
     shutil.rmtree(data / "snapshots")
     first = (parse_name(segments(data)[0].name) or (0, 0))[1]
-    return expect(2, "refused", None, f"log starts at LSN {first}",
-                  description="the snapshot store is gone and the segments it covered were reclaimed")
+    return expect(
+        2,
+        "refused",
+        None,
+        f"log starts at LSN {first}",
+        description="the snapshot store is gone and the segments it covered were reclaimed",
+    )
 
 
 @case("missing-lmdb-full-log")
 def missing_lmdb_full(data: Path) -> Expect:
     write_log(data, 150, snapshots=(100,))
     shutil.rmtree(data / "snapshots")
-    return expect(0, "clean", (1, 150), "snapshot store", snapshot_lsn=0,
-                  description="the snapshot store is gone but every segment is there: replay from LSN 1")
+    return expect(
+        0,
+        "clean",
+        (1, 150),
+        "snapshot store",
+        snapshot_lsn=0,
+        description="the snapshot store is gone but every segment is there: replay from LSN 1",
+    )
 
 
 # -- unsupported -------------------------------------------------------------------------------------
+
 
 @case("unknown-record-type")
 def unknown_type(data: Path) -> Expect:
@@ -483,11 +636,16 @@ def unknown_type(data: Path) -> Expect:
     recs = records(tail)
     end = recs[-1].offset + recs[-1].size
     patch(tail, end, encode(0xF7, 0, 101, b"from a newer engine"))
-    return expect(3, "unsupported", None, "unknown record type 247",
-                  description="LSN 101 has type 0xF7, an engine type this version does not know",
-                  open_args={"registry": [1, 2, 3]},
-                  note="Log.open(registry=None) accepts every type, so the test opens with the types "
-                       "the log uses; inspect knows the engine's own types and flags 0xF7 without help")
+    return expect(
+        3,
+        "unsupported",
+        None,
+        "unknown record type 247",
+        description="LSN 101 has type 0xF7, an engine type this version does not know",
+        open_args={"registry": [1, 2, 3]},
+        note="Log.open(registry=None) accepts every type, so the test opens with the types "
+        "the log uses; inspect knows the engine's own types and flags 0xF7 without help",
+    )
 
 
 @case("future-version")
@@ -497,11 +655,17 @@ def future_version(data: Path) -> Expect:
     seq, base = parse_name(tail.name) or (0, 0)
     future = FORMAT_VERSION + 1
     patch(tail, 0, encode_header(seq, base, SEGMENT_SIZE, version=future))
-    return expect(3, "unsupported", None, f"segment format version {future} is newer than {FORMAT_VERSION}",
-                  description=f"the last segment's header says format version {future}")
+    return expect(
+        3,
+        "unsupported",
+        None,
+        f"segment format version {future} is newer than {FORMAT_VERSION}",
+        description=f"the last segment's header says format version {future}",
+    )
 
 
 # -- driver ------------------------------------------------------------------------------------------
+
 
 def generate(out: Path, only: list[str] | None = None) -> list[str]:
     """Rebuild every case (or those named) under `out`; returns the case names built."""
@@ -525,13 +689,18 @@ def generate(out: Path, only: list[str] | None = None) -> list[str]:
 
 def write_readme(out: Path) -> None:
     """An index of the cases (rebuilt with them, so it never drifts)."""
-    lines = ["# Recovery fixtures", "",
-             "Damaged Memento log directories and what must happen to each. Rebuilt by",
-             "`tools/gen_recovery_fixtures.py` (do not edit by hand); checked by",
-             "`tests/memento/test_fixtures.py`.",
-             "`expected.json` fields: see the generator's docstring. inspect exit: 0 clean, 1 repairable,",
-             "2 refused, 3 unsupported.", "",
-             "| case | inspect | open | what |", "|---|---|---|---|"]
+    lines = [
+        "# Recovery fixtures",
+        "",
+        "Damaged Memento log directories and what must happen to each. Rebuilt by",
+        "`tools/gen_recovery_fixtures.py` (do not edit by hand); checked by",
+        "`tests/memento/test_fixtures.py`.",
+        "`expected.json` fields: see the generator's docstring. inspect exit: 0 clean, 1 repairable,",
+        "2 refused, 3 unsupported.",
+        "",
+        "| case | inspect | open | what |",
+        "|---|---|---|---|",
+    ]
     for case_dir in sorted(p for p in out.iterdir() if (p / "expected.json").exists()):
         doc = json.loads((case_dir / "expected.json").read_text())
         what = doc["description"] + (f" ({doc['note']})" if "note" in doc else "")

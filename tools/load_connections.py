@@ -103,11 +103,15 @@ def rabbit_memory() -> dict[str, int]:
         memory = json.loads(out)["memory"]
     except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
         return {}
-    connections = sum(memory.get(k, 0) for k in (
-        "connection_readers", "connection_writers", "connection_channels", "connection_other"
-    ))
-    return {"connections": connections, "queues": memory.get("queue_procs", 0),
-            "erlang": memory.get("total", {}).get("erlang", 0)}
+    connections = sum(
+        memory.get(k, 0)
+        for k in ("connection_readers", "connection_writers", "connection_channels", "connection_other")
+    )
+    return {
+        "connections": connections,
+        "queues": memory.get("queue_procs", 0),
+        "erlang": memory.get("total", {}).get("erlang", 0),
+    }
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -253,8 +257,18 @@ def start_ottermq(data_dir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     """`ottermq serve` on a free port with a raised fd limit; returns the process, port and log path."""
     log_path = data_dir / "ottermq.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
-    cmd = [sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", "0",
-           "--data-dir", str(data_dir / "data")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ottermq",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir / "data"),
+    ]
     with log_path.open("wb") as out:
         # The child inherits the raised open-file limit.
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -304,15 +318,22 @@ def main() -> None:
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return
-    print(f"{'broker':<9} {'conns':>6} {'queues':>7} {'idle MB':>8} {'+conns MB':>10} {'+queues MB':>11} "
-          f"{'KiB/conn':>9} {'KiB/queue':>10} {'connect s':>10} {'declare s':>10}")
+    print(
+        f"{'broker':<9} {'conns':>6} {'queues':>7} {'idle MB':>8} {'+conns MB':>10} {'+queues MB':>11} "
+        f"{'KiB/conn':>9} {'KiB/queue':>10} {'connect s':>10} {'declare s':>10}"
+    )
     for r in results:
         if r.accounted_kib_per_connection is not None:
-            print(f"  ({r.broker} by its own accounting: {r.accounted_kib_per_connection} KiB/conn, "
-                  f"{r.accounted_kib_per_queue} KiB/queue)", file=sys.stderr)
-        print(f"{r.broker:<9} {r.connections:>6} {r.queues:>7} {r.rss_idle_mb:>8} {r.rss_connections_mb:>10} "
-              f"{r.rss_queues_mb:>11} {r.kib_per_connection:>9} {r.kib_per_queue:>10} {r.connect_s:>10} "
-              f"{r.declare_s:>10}")
+            print(
+                f"  ({r.broker} by its own accounting: {r.accounted_kib_per_connection} KiB/conn, "
+                f"{r.accounted_kib_per_queue} KiB/queue)",
+                file=sys.stderr,
+            )
+        print(
+            f"{r.broker:<9} {r.connections:>6} {r.queues:>7} {r.rss_idle_mb:>8} {r.rss_connections_mb:>10} "
+            f"{r.rss_queues_mb:>11} {r.kib_per_connection:>9} {r.kib_per_queue:>10} {r.connect_s:>10} "
+            f"{r.declare_s:>10}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,5 +39,6 @@ async def main(path: str, segment_size: int, clients: int) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    asyncio.run(main(args[0], int(args[1]) if len(args) > 1 else 1 << 20,
-                     int(args[2]) if len(args) > 2 else 32))
+    asyncio.run(
+        main(args[0], int(args[1]) if len(args) > 1 else 1 << 20, int(args[2]) if len(args) > 2 else 32)
+    )

@@ -50,15 +50,12 @@ def _too_long(*values: bytes) -> ValueError:
 def encode_method_frame(channel: int, method: Method) -> bytes:
     """One method frame."""
     payload = method.encode()
-    return (
-        _METHOD_HEAD.pack(1, channel, 4 + len(payload), method.CLASS_ID, method.METHOD_ID)
-        + payload
-        + _END
-    )
+    return _METHOD_HEAD.pack(1, channel, 4 + len(payload), method.CLASS_ID, method.METHOD_ID) + payload + _END
 
 
-def _content_tail(parts: list[bytes], channel: int, class_id: int, properties: bytes, body: bytes,
-                  frame_max: int) -> None:
+def _content_tail(
+    parts: list[bytes], channel: int, class_id: int, properties: bytes, body: bytes, frame_max: int
+) -> None:
     """Append the end of the previous method frame, the header frame and the body frames."""
     size = len(body)
     parts.append(_pack_header(0xCE, 2, channel, 12 + len(properties), class_id, 0, size))
@@ -111,11 +108,21 @@ def encode_deliver(
     size = len(body)
     if size and (not frame_max or size <= frame_max - 8):
         # The common case, one body frame: no helper call, one join.
-        return b"".join((
-            head, ctag, tag, ex, rk_len, rk,
-            _pack_header(0xCE, 2, channel, 12 + len(properties), 60, 0, size), properties,
-            _pack_body(0xCE, 3, channel, size), body, _END,
-        ))
+        return b"".join(
+            (
+                head,
+                ctag,
+                tag,
+                ex,
+                rk_len,
+                rk,
+                _pack_header(0xCE, 2, channel, 12 + len(properties), 60, 0, size),
+                properties,
+                _pack_body(0xCE, 3, channel, size),
+                body,
+                _END,
+            )
+        )
     parts = [head, ctag, tag, ex, rk_len, rk]
     _content_tail(parts, channel, 60, properties, body, frame_max)
     return b"".join(parts)

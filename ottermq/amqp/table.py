@@ -50,6 +50,7 @@ class Long(int):
 
     __slots__ = ()
 
+
 _U8_unpack = U8.unpack_from
 _I8_unpack = I8.unpack_from
 _I16_unpack = I16.unpack_from

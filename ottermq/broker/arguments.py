@@ -202,7 +202,7 @@ def _overflow(value: Any, _args: Mapping[str, Any]) -> str | None:
 def _queue_mode(value: Any, _args: Mapping[str, Any]) -> str | None:
     if not isinstance(value, str):
         return _unacceptable(value)
-    return None if value in ("default", "lazy") else f'"unsupported queue mode \'{value}\'"'
+    return None if value in ("default", "lazy") else f"\"unsupported queue mode '{value}'\""
 
 
 def _boolean(value: Any, _args: Mapping[str, Any]) -> str | None:

@@ -292,8 +292,10 @@ class Broker:
                 channel.add_counts(totals)
         totals["received"] = totals["routed"] + totals["unroutable_dropped"] + totals["unroutable_returned"]
         totals["delivered"] = (
-            totals["delivered_consume_auto_ack"] + totals["delivered_consume_manual_ack"]
-            + totals["delivered_get_auto_ack"] + totals["delivered_get_manual_ack"]
+            totals["delivered_consume_auto_ack"]
+            + totals["delivered_consume_manual_ack"]
+            + totals["delivered_get_auto_ack"]
+            + totals["delivered_get_manual_ack"]
         )
         return totals
 

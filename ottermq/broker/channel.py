@@ -492,8 +492,11 @@ class Channel:
             self.guard.check_publish(method.exchange)
         exchange = self.vhost.exchange_for_publish(method.exchange)
         last_exchange, last_key, last_properties = self._last_routing
-        if (method.exchange == last_exchange and method.routing_key == last_key
-                and properties == last_properties):
+        if (
+            method.exchange == last_exchange
+            and method.routing_key == last_key
+            and properties == last_properties
+        ):
             message = self._memory.message_class(last_exchange, last_key, last_properties, body)
         else:
             self._last_routing = (method.exchange, method.routing_key, properties)
@@ -967,8 +970,12 @@ class Channel:
         self._committing = False
         for message, queues in publishes:
             self.vhost.publish_nacked(message, queues)
-        self.fail(INTERNAL_ERROR, "INTERNAL_ERROR - the journal failed: the transaction is not durable",
-                  TxCommit.CLASS_ID, TxCommit.METHOD_ID)
+        self.fail(
+            INTERNAL_ERROR,
+            "INTERNAL_ERROR - the journal failed: the transaction is not durable",
+            TxCommit.CLASS_ID,
+            TxCommit.METHOD_ID,
+        )
 
     def _reply_when_durable(self, reply: Method, before: int) -> None:
         """Send `reply`, but if the operation journaled anything (its first position would have been

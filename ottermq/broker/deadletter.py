@@ -91,8 +91,11 @@ def _update_x_death(headers: dict[str, Any], info: dict[str, Any]) -> None:
     match: dict[str, Any] | None = None
     others: list[Any] = []
     for death in deaths:
-        if match is None and isinstance(death, dict) and death.get("queue") == queue and (
-            death.get("reason") == reason
+        if (
+            match is None
+            and isinstance(death, dict)
+            and death.get("queue") == queue
+            and (death.get("reason") == reason)
         ):
             match = death
         else:

@@ -171,13 +171,25 @@ class VHostLimitsSet:
 
 
 AccessEvent = (
-    UserAdded | UserDeleted | PasswordChanged | UserTagsSet | VHostAdded | VHostDeleted | PermissionsSet
+    UserAdded
+    | UserDeleted
+    | PasswordChanged
+    | UserTagsSet
+    | VHostAdded
+    | VHostDeleted
+    | PermissionsSet
     | PermissionsCleared
 )
 
 # The events `Broker.apply` hands to the access registry rather than to a vhost.
 ACCESS_EVENTS: tuple[type, ...] = (
-    UserAdded, UserDeleted, PasswordChanged, UserTagsSet, VHostAdded, VHostDeleted, PermissionsSet,
+    UserAdded,
+    UserDeleted,
+    PasswordChanged,
+    UserTagsSet,
+    VHostAdded,
+    VHostDeleted,
+    PermissionsSet,
     PermissionsCleared,
 )
 
@@ -224,7 +236,14 @@ class TxCommitted:
 # Why logged messages left (by index in the log: append new reasons at the end). "nacked": a publish the
 # publisher was told was not taken (its record may still reach the disk; the removal follows it).
 REMOVAL_REASONS: tuple[str, ...] = (
-    "ack", "reject", "drop", "expired", "dead-lettered", "purge", "maxlen", "nacked",
+    "ack",
+    "reject",
+    "drop",
+    "expired",
+    "dead-lettered",
+    "purge",
+    "maxlen",
+    "nacked",
 )
 
 # A message id packs the LSN of the record that holds its publish and the publish's index in that record
@@ -240,6 +259,14 @@ def message_id(position: int, index: int = 0) -> int:
 MessageEvent = MessagePublished | MessagesRemoved | TxCommitted
 
 Event = (
-    ExchangeDeclared | ExchangeDeleted | QueueDeclared | QueueDeleted | QueuePurged | BindingAdded
-    | BindingRemoved | AccessEvent | VHostLimitsSet | MessageEvent
+    ExchangeDeclared
+    | ExchangeDeleted
+    | QueueDeclared
+    | QueueDeleted
+    | QueuePurged
+    | BindingAdded
+    | BindingRemoved
+    | AccessEvent
+    | VHostLimitsSet
+    | MessageEvent
 )

@@ -56,8 +56,16 @@ def _tracked_message_class(account: MemoryAccount) -> type[Message]:
 class MemoryAccount:
     """Bytes the broker holds: published messages, content in flight, and the monitor's sampled rest."""
 
-    __slots__ = ("base", "check_at", "content_limit", "held_bytes", "in_flight", "limit", "message_class",
-                 "on_check")
+    __slots__ = (
+        "base",
+        "check_at",
+        "content_limit",
+        "held_bytes",
+        "in_flight",
+        "limit",
+        "message_class",
+        "on_check",
+    )
 
     def __init__(self) -> None:
         # Bytes of published messages alive and not logged (channels add, TrackedMessage takes back).

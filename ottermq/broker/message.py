@@ -30,7 +30,15 @@ class Message:
     """A published message: where it was published, its raw properties and its body."""
 
     __slots__ = (
-        "_props", "_source", "body", "body_size", "exchange", "loc", "msg_id", "persistent", "properties",
+        "_props",
+        "_source",
+        "body",
+        "body_size",
+        "exchange",
+        "loc",
+        "msg_id",
+        "persistent",
+        "properties",
         "routing_key",
     )
 
@@ -108,7 +116,8 @@ _set_routing_key: Callable[[Message, str], None] = _SLOTS["routing_key"].__set__
 _set_properties: Callable[[Message, bytes], None] = _SLOTS["properties"].__set__
 _set_body: Callable[[Message, bytes], None] = _SLOTS["body"].__set__
 _DELETE_REST: tuple[Callable[[Message], None], ...] = tuple(
-    _SLOTS[name].__delete__ for name in ("exchange", "routing_key", "properties"))
+    _SLOTS[name].__delete__ for name in ("exchange", "routing_key", "properties")
+)
 _get_body: Callable[[Message], bytes] = _SLOTS["body"].__get__
 
 

@@ -238,8 +238,10 @@ class Queue:
             return
         seqs = range(self._seq + 1, self._seq + 1 + len(messages))
         self._seq += len(messages)
-        entries = [QueueEntry(message, seq, again)
-                   for message, seq, again in zip(messages, seqs, redelivered, strict=True)]
+        entries = [
+            QueueEntry(message, seq, again)
+            for message, seq, again in zip(messages, seqs, redelivered, strict=True)
+        ]
         self._logged.update(zip([message.msg_id for message in messages], entries, strict=True))
 
     def recovered(self, redelivered: bool) -> None:

@@ -169,7 +169,12 @@ class VHost:
         if journal.failed:
             return -1
         event = MessagePublished(
-            self.name, durable, message.exchange, message.routing_key, message.properties, message.body,
+            self.name,
+            durable,
+            message.exchange,
+            message.routing_key,
+            message.properties,
+            message.body,
             now_ms(),
         )
         tx_messages = self._tx_messages
@@ -557,7 +562,11 @@ class VHost:
         if binding in source.bindings:
             return
         event = BindingAdded(
-            self.name, binding.source, binding.destination, binding.destination_kind, binding.routing_key,
+            self.name,
+            binding.source,
+            binding.destination,
+            binding.destination_kind,
+            binding.routing_key,
             binding.arguments,
         )
         self._journal(event, source.durable and destination_durable)
@@ -565,7 +574,11 @@ class VHost:
 
     def _remove_binding(self, binding: Binding, durable: bool) -> None:
         event = BindingRemoved(
-            self.name, binding.source, binding.destination, binding.destination_kind, binding.routing_key,
+            self.name,
+            binding.source,
+            binding.destination,
+            binding.destination_kind,
+            binding.routing_key,
             binding.arguments,
         )
         self._journal(event, durable)
@@ -585,8 +598,13 @@ class VHost:
             if exchange.durable and exchange.name not in _PREDECLARED_NAMES:
                 events.append(
                     ExchangeDeclared(
-                        self.name, exchange.name, exchange.type, True, exchange.auto_delete,
-                        exchange.internal, dict(exchange.arguments),
+                        self.name,
+                        exchange.name,
+                        exchange.type,
+                        True,
+                        exchange.auto_delete,
+                        exchange.internal,
+                        dict(exchange.arguments),
                     )
                 )
         for queue in self.queues.values():
@@ -598,8 +616,12 @@ class VHost:
             if destination is not None and destination.durable and self.exchanges[binding.source].durable:
                 events.append(
                     BindingAdded(
-                        self.name, binding.source, binding.destination, binding.destination_kind,
-                        binding.routing_key, dict(binding.arguments),
+                        self.name,
+                        binding.source,
+                        binding.destination,
+                        binding.destination_kind,
+                        binding.routing_key,
+                        dict(binding.arguments),
                     )
                 )
         return events
@@ -652,7 +674,13 @@ class VHost:
             return
         router = exchange_types.lookup(event.type).new_router()
         self.exchanges[event.name] = Exchange(
-            event.name, event.type, router, self.name, event.durable, event.auto_delete, event.internal,
+            event.name,
+            event.type,
+            router,
+            self.name,
+            event.durable,
+            event.auto_delete,
+            event.internal,
             dict(event.arguments),
         )
 
@@ -671,7 +699,11 @@ class VHost:
         if event.name in self.queues:
             return
         queue = new_queue(
-            event.name, self, event.durable, owner if event.exclusive else None, event.auto_delete,
+            event.name,
+            self,
+            event.durable,
+            owner if event.exclusive else None,
+            event.auto_delete,
             dict(event.arguments),
         )
         queue.on_unused = self._queue_unused

@@ -41,33 +41,39 @@ async def overview(ctx: Ctx) -> Response:
     broker = ctx.broker
     total = totals(broker, None if sees_all(ctx.me) else visible_vhosts(broker, ctx.me))
     rates = ctx.context.rates
-    return ok({
-        "management_version": MANAGEMENT_VERSION,
-        "rabbitmq_version": MANAGEMENT_VERSION,
-        "product_name": PRODUCT,
-        "product_version": VERSION,
-        "rates_mode": "basic",
-        "python_version": platform.python_version(),
-        "node": NODE,
-        "cluster_name": NODE,
-        "exchange_types": [
-            {"name": name, "description": "", "enabled": True}
-            for name in ("direct", "fanout", "headers", "topic")
-        ],
-        "object_totals": {
-            "connections": total.connections, "channels": total.channels, "exchanges": total.exchanges,
-            "queues": total.queues, "consumers": total.consumers,
-        },
-        "queue_totals": {
-            "messages": total.messages, "messages_ready": total.messages_ready,
-            "messages_unacknowledged": total.messages_unacknowledged,
-        },
-        # Counted broker-wide only: users who see only some vhosts get none, not other vhosts' traffic.
-        "message_stats": rates.message_stats() if rates is not None and sees_all(ctx.me) else {},
-        "listeners": [{"node": NODE, **listener} for listener in ctx.context.listeners],
-        "contexts": [],
-        "alarms": list(broker.alarms.active),
-    })
+    return ok(
+        {
+            "management_version": MANAGEMENT_VERSION,
+            "rabbitmq_version": MANAGEMENT_VERSION,
+            "product_name": PRODUCT,
+            "product_version": VERSION,
+            "rates_mode": "basic",
+            "python_version": platform.python_version(),
+            "node": NODE,
+            "cluster_name": NODE,
+            "exchange_types": [
+                {"name": name, "description": "", "enabled": True}
+                for name in ("direct", "fanout", "headers", "topic")
+            ],
+            "object_totals": {
+                "connections": total.connections,
+                "channels": total.channels,
+                "exchanges": total.exchanges,
+                "queues": total.queues,
+                "consumers": total.consumers,
+            },
+            "queue_totals": {
+                "messages": total.messages,
+                "messages_ready": total.messages_ready,
+                "messages_unacknowledged": total.messages_unacknowledged,
+            },
+            # Counted broker-wide only: users who see only some vhosts get none, not other vhosts' traffic.
+            "message_stats": rates.message_stats() if rates is not None and sees_all(ctx.me) else {},
+            "listeners": [{"node": NODE, **listener} for listener in ctx.context.listeners],
+            "contexts": [],
+            "alarms": list(broker.alarms.active),
+        }
+    )
 
 
 @route("GET", "/api/whoami")
@@ -80,11 +86,14 @@ def _alarms(ctx: Ctx) -> Response:
     active = ctx.broker.alarms.active
     if not active:
         return ok({"status": "ok"})
-    return json_response(503, {
-        "status": "failed",
-        "reason": f"resource alarm(s) in effect: {', '.join(active)}",
-        "alarms": [{"node": NODE, "resource": name} for name in active],
-    })
+    return json_response(
+        503,
+        {
+            "status": "failed",
+            "reason": f"resource alarm(s) in effect: {', '.join(active)}",
+            "alarms": [{"node": NODE, "resource": name} for name in active],
+        },
+    )
 
 
 @route("GET", "/api/health/checks/alarms")
@@ -122,9 +131,16 @@ def vhost_row(ctx: Ctx, name: str, unacked: Any) -> dict[str, Any]:
     ready = sum(q.ready_count for q in vhost.queues.values())
     pending = sum(unacked[q] for q in vhost.queues.values())
     return {
-        "name": name, "description": "", "tags": [], "metadata": {"description": "", "tags": []},
-        "default_queue_type": "classic", "tracing": False, "cluster_state": {NODE: "running"},
-        "messages": ready + pending, "messages_ready": ready, "messages_unacknowledged": pending,
+        "name": name,
+        "description": "",
+        "tags": [],
+        "metadata": {"description": "", "tags": []},
+        "default_queue_type": "classic",
+        "tracing": False,
+        "cluster_state": {NODE: "running"},
+        "messages": ready + pending,
+        "messages_ready": ready,
+        "messages_unacknowledged": pending,
     }
 
 
@@ -132,8 +148,13 @@ def vhost_row(ctx: Ctx, name: str, unacked: Any) -> dict[str, Any]:
 async def list_vhosts(ctx: Ctx) -> Response:
     """The vhosts the user may see."""
     unacked = unacked_by_queue(ctx.broker)
-    return ok([vhost_row(ctx, name, unacked) for name in visible_vhosts(ctx.broker, ctx.me)
-               if name in ctx.broker.vhosts])
+    return ok(
+        [
+            vhost_row(ctx, name, unacked)
+            for name in visible_vhosts(ctx.broker, ctx.me)
+            if name in ctx.broker.vhosts
+        ]
+    )
 
 
 @route("GET", "/api/vhosts/{vhost}")
@@ -185,8 +206,11 @@ async def vhost_permissions(ctx: Ctx) -> Response:
 def user_row(user: User) -> dict[str, Any]:
     """A user as RabbitMQ shows it (the hash in OtterMQ's own format)."""
     return {
-        "name": user.name, "password_hash": user.password_hash, "hashing_algorithm": HASHING_ALGORITHM,
-        "tags": list(user.tags), "limits": {},
+        "name": user.name,
+        "password_hash": user.password_hash,
+        "hashing_algorithm": HASHING_ALGORITHM,
+        "tags": list(user.tags),
+        "limits": {},
     }
 
 
@@ -245,8 +269,11 @@ async def put_user(ctx: Ctx) -> Response:
         await ctx.durable()
         return no_content(201)
     if password_hash is not None and password_hash != existing.password_hash:
-        raise HttpError(400, "bad_request", "the password_hash of an existing user cannot be changed; "
-                                            "send its password instead")
+        raise HttpError(
+            400,
+            "bad_request",
+            "the password_hash of an existing user cannot be changed; send its password instead",
+        )
     if password is not None:
         ctl(ctx, "change_password", name=name, password=password)
     ctl(ctx, "set_user_tags", name=name, tags=tags)
@@ -278,10 +305,12 @@ async def user_permissions(ctx: Ctx) -> Response:
 async def list_permissions(ctx: Ctx) -> Response:
     """Every permission of every user."""
     require_admin(ctx.me)
-    return ok([
-        {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
-        for (user, vhost), p in ctx.broker.access.permissions.items()
-    ])
+    return ok(
+        [
+            {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+            for (user, vhost), p in ctx.broker.access.permissions.items()
+        ]
+    )
 
 
 def _permission_target(ctx: Ctx) -> tuple[str, str]:

@@ -58,8 +58,11 @@ def _between(ctx: Ctx, vhost: VHost, kind: str) -> tuple[str, str]:
 def _matching(ctx: Ctx, kind: str) -> tuple[VHost, list[dict[str, Any]]]:
     vhost = path_vhost(ctx)
     source, destination = _between(ctx, vhost, kind)
-    return vhost, [row for row in binding_rows(vhost) if row["source"] == source
-                   and row["destination"] == destination and row["destination_type"] == kind]
+    return vhost, [
+        row
+        for row in binding_rows(vhost)
+        if row["source"] == source and row["destination"] == destination and row["destination_type"] == kind
+    ]
 
 
 @route("GET", "/api/bindings")
@@ -75,8 +78,13 @@ async def queue_bindings(ctx: Ctx) -> Response:
     vhost, name = path_vhost(ctx), ctx.params["name"]
     if name not in vhost.queues:
         raise not_found()
-    return ok([row for row in binding_rows(vhost)
-               if row["destination"] == name and row["destination_type"] == "queue"])
+    return ok(
+        [
+            row
+            for row in binding_rows(vhost)
+            if row["destination"] == name and row["destination_type"] == "queue"
+        ]
+    )
 
 
 @route("GET", "/api/exchanges/{vhost}/{name}/bindings/{side}")
@@ -142,20 +150,24 @@ def _register(kind: str, letter: str) -> None:
             raise not_found()
         check_access(ctx, vhost, WRITE, kind, row["destination"])
         check_access(ctx, vhost, READ, "exchange", row["source"])
-        binding = next(b for b in vhost.bindings() if b.source == row["source"]
-                       and b.destination == row["destination"] and b.destination_kind == kind
-                       and b.routing_key == row["routing_key"]
-                       and properties_key(b.routing_key, jsonable(b.arguments)) == row["properties_key"])
+        binding = next(
+            b
+            for b in vhost.bindings()
+            if b.source == row["source"]
+            and b.destination == row["destination"]
+            and b.destination_kind == kind
+            and b.routing_key == row["routing_key"]
+            and properties_key(b.routing_key, jsonable(b.arguments)) == row["properties_key"]
+        )
         if kind == "queue":
             owner = vhost.queues[row["destination"]].exclusive_owner
-            vhost.unbind_queue(row["destination"], row["source"], row["routing_key"], binding.arguments,
-                               owner=owner)
+            vhost.unbind_queue(
+                row["destination"], row["source"], row["routing_key"], binding.arguments, owner=owner
+            )
         else:
-            vhost.unbind_exchange(row["destination"], row["source"], row["routing_key"],
-                                  binding.arguments)
+            vhost.unbind_exchange(row["destination"], row["source"], row["routing_key"], binding.arguments)
         await ctx.durable()
         return no_content()
-
 
 
 _register("queue", "q")

@@ -30,35 +30,66 @@ async def definitions(ctx: Ctx) -> Response:
     for vhost in broker.vhosts.values():
         shared_queues = {q.name for q in vhost.queues.values() if not q.exclusive}
         queues.extend(
-            {"name": q.name, "vhost": vhost.name, "durable": q.durable, "auto_delete": q.auto_delete,
-             "arguments": jsonable(q.arguments)}
-            for q in vhost.queues.values() if q.name in shared_queues
+            {
+                "name": q.name,
+                "vhost": vhost.name,
+                "durable": q.durable,
+                "auto_delete": q.auto_delete,
+                "arguments": jsonable(q.arguments),
+            }
+            for q in vhost.queues.values()
+            if q.name in shared_queues
         )
         own_exchanges = {x for x in vhost.exchanges if x and not x.startswith("amq.")}
         exchanges.extend(
-            {"name": x.name, "vhost": vhost.name, "type": x.type, "durable": x.durable,
-             "auto_delete": x.auto_delete, "internal": x.internal, "arguments": jsonable(x.arguments)}
-            for x in vhost.exchanges.values() if x.name in own_exchanges
+            {
+                "name": x.name,
+                "vhost": vhost.name,
+                "type": x.type,
+                "durable": x.durable,
+                "auto_delete": x.auto_delete,
+                "internal": x.internal,
+                "arguments": jsonable(x.arguments),
+            }
+            for x in vhost.exchanges.values()
+            if x.name in own_exchanges
         )
         for row in binding_rows(vhost):
             targets = shared_queues if row["destination_type"] == "queue" else own_exchanges
             if row["source"] in own_exchanges and row["destination"] in targets:
-                bindings.append({key: row[key] for key in (
-                    "source", "vhost", "destination", "destination_type", "routing_key", "arguments")})
-    return ok({
-        "rabbit_version": MANAGEMENT_VERSION,
-        "rabbitmq_version": MANAGEMENT_VERSION,
-        "product_name": PRODUCT,
-        "product_version": VERSION,
-        "users": [user_row(user) for user in broker.access.users.values()],
-        "vhosts": [{"name": name, "description": "", "tags": [], "metadata": {}}
-                   for name in broker.access.vhosts],
-        "permissions": [
-            {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
-            for (user, vhost), p in broker.access.permissions.items()
-        ],
-        "topic_permissions": [], "parameters": [], "global_parameters": [], "policies": [],
-        "queues": queues,
-        "exchanges": exchanges,
-        "bindings": bindings,
-    })
+                bindings.append(
+                    {
+                        key: row[key]
+                        for key in (
+                            "source",
+                            "vhost",
+                            "destination",
+                            "destination_type",
+                            "routing_key",
+                            "arguments",
+                        )
+                    }
+                )
+    return ok(
+        {
+            "rabbit_version": MANAGEMENT_VERSION,
+            "rabbitmq_version": MANAGEMENT_VERSION,
+            "product_name": PRODUCT,
+            "product_version": VERSION,
+            "users": [user_row(user) for user in broker.access.users.values()],
+            "vhosts": [
+                {"name": name, "description": "", "tags": [], "metadata": {}} for name in broker.access.vhosts
+            ],
+            "permissions": [
+                {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+                for (user, vhost), p in broker.access.permissions.items()
+            ],
+            "topic_permissions": [],
+            "parameters": [],
+            "global_parameters": [],
+            "policies": [],
+            "queues": queues,
+            "exchanges": exchanges,
+            "bindings": bindings,
+        }
+    )

@@ -118,7 +118,9 @@ async def put_queue(ctx: Ctx) -> Response:
     check_access(ctx, vhost, CONFIGURE, "queue", name)
     existed = name in vhost.queues
     vhost.declare_queue(
-        name, durable=_bool(body, "durable", True), auto_delete=_bool(body, "auto_delete", False),
+        name,
+        durable=_bool(body, "durable", True),
+        auto_delete=_bool(body, "auto_delete", False),
         arguments=arguments_of(body),
     )
     await ctx.durable()
@@ -131,8 +133,9 @@ async def delete_queue(ctx: Ctx) -> Response:
     vhost, queue = path_queue(ctx)
     name = queue.name
     check_access(ctx, vhost, CONFIGURE, "queue", name)
-    vhost.delete_queue(name, owner=queue.exclusive_owner, if_unused=ctx.flag("if-unused"),
-                       if_empty=ctx.flag("if-empty"))
+    vhost.delete_queue(
+        name, owner=queue.exclusive_owner, if_unused=ctx.flag("if-unused"), if_empty=ctx.flag("if-empty")
+    )
     await ctx.durable()
     return no_content()
 
@@ -203,8 +206,12 @@ async def put_exchange(ctx: Ctx) -> Response:
     check_access(ctx, vhost, CONFIGURE, "exchange", name)
     existed = name in vhost.exchanges
     vhost.declare_exchange(
-        name, kind, durable=_bool(body, "durable", True), auto_delete=_bool(body, "auto_delete", False),
-        internal=_bool(body, "internal", False), arguments=arguments_of(body),
+        name,
+        kind,
+        durable=_bool(body, "durable", True),
+        auto_delete=_bool(body, "auto_delete", False),
+        internal=_bool(body, "internal", False),
+        arguments=arguments_of(body),
     )
     await ctx.durable()
     return no_content(204 if existed else 201)

@@ -23,8 +23,10 @@ def _connections(ctx: Ctx) -> list[Connection]:
     if vhost is not None:
         require_vhost(ctx.broker, ctx.me, vhost)
     return [
-        c for c in ctx.broker.connections
-        if (every or c.user == ctx.me.name) and c.vhost is not None
+        c
+        for c in ctx.broker.connections
+        if (every or c.user == ctx.me.name)
+        and c.vhost is not None
         and (vhost is None or c.vhost.name == vhost)
     ]
 

@@ -218,8 +218,9 @@ class Application:
             return response
         ctx = Ctx(self.context, request, params, query)
         if not endpoint.public:
-            ctx.user = await authenticate(self.context.broker, request.headers.get("authorization"),
-                                          request.peer_host, request)
+            ctx.user = await authenticate(
+                self.context.broker, request.headers.get("authorization"), request.peer_host, request
+            )
             request.authenticated = True  # the connection has proven itself (see server.Limits)
         return await endpoint.handler(ctx)
 

@@ -116,18 +116,18 @@ def get(queue: Queue, count: int, ackmode: str, encoding: str, truncate: int | N
             except UnicodeDecodeError:
                 text = None
         props = decode_properties(message.properties) if message.properties else BasicProperties()
-        rows.append({
-            "payload_bytes": len(body),
-            "redelivered": entry.redelivered,
-            "exchange": message.exchange,
-            "routing_key": message.routing_key,
-            "message_count": queue.ready_count + len(entries) - index - 1,
-            "properties": {
-                k: jsonable(v) for k, v in dataclasses.asdict(props).items() if v is not None
-            },
-            "payload": text if text is not None else base64.b64encode(shown).decode("ascii"),
-            "payload_encoding": "string" if text is not None else "base64",
-        })
+        rows.append(
+            {
+                "payload_bytes": len(body),
+                "redelivered": entry.redelivered,
+                "exchange": message.exchange,
+                "routing_key": message.routing_key,
+                "message_count": queue.ready_count + len(entries) - index - 1,
+                "properties": {k: jsonable(v) for k, v in dataclasses.asdict(props).items() if v is not None},
+                "payload": text if text is not None else base64.b64encode(shown).decode("ascii"),
+                "payload_encoding": "string" if text is not None else "base64",
+            }
+        )
     if entries:
         if ackmode.endswith("requeue_true"):
             queue.requeue(entries)

@@ -114,36 +114,47 @@ def collect(broker: Broker, store: DurableStore | None = None) -> list[Family]:
     total = totals(broker)
     active = broker.alarms.active
     families = [
-        ready, pending, messages, consumers,
+        ready,
+        pending,
+        messages,
+        consumers,
         Family("rabbitmq_connections", "Connections currently open").add(total.connections),
         Family("rabbitmq_channels", "Channels currently open").add(total.channels),
         Family("rabbitmq_consumers", "Consumers currently connected").add(total.consumers),
         Family("rabbitmq_queues", "Queues available").add(total.queues),
-        Family("rabbitmq_queue_messages_ready_total", "Messages ready in every queue")
-        .add(total.messages_ready),
-        Family("rabbitmq_queue_messages_unacked_total", "Messages unacknowledged in every queue")
-        .add(total.messages_unacknowledged),
-        Family("rabbitmq_alarms_memory_used_watermark", "1 if the memory alarm is in effect")
-        .add(ALARM_MEMORY in active),
-        Family("rabbitmq_alarms_free_disk_space_watermark", "1 if the disk alarm is in effect")
-        .add(ALARM_DISK in active),
-        Family("ottermq_alarms_journal", "1 if the durable log cannot be written (publishers blocked)")
-        .add(ALARM_JOURNAL in active),
-        Family("rabbitmq_process_resident_memory_bytes", "Resident memory of the broker process")
-        .add(resident_memory()),
+        Family("rabbitmq_queue_messages_ready_total", "Messages ready in every queue").add(
+            total.messages_ready
+        ),
+        Family("rabbitmq_queue_messages_unacked_total", "Messages unacknowledged in every queue").add(
+            total.messages_unacknowledged
+        ),
+        Family("rabbitmq_alarms_memory_used_watermark", "1 if the memory alarm is in effect").add(
+            ALARM_MEMORY in active
+        ),
+        Family("rabbitmq_alarms_free_disk_space_watermark", "1 if the disk alarm is in effect").add(
+            ALARM_DISK in active
+        ),
+        Family("ottermq_alarms_journal", "1 if the durable log cannot be written (publishers blocked)").add(
+            ALARM_JOURNAL in active
+        ),
+        Family("rabbitmq_process_resident_memory_bytes", "Resident memory of the broker process").add(
+            resident_memory()
+        ),
     ]
     counts = broker.message_totals()
     families += [
-        Family(f"rabbitmq_global_messages_{name}_total", text, "counter")
-        .add(counts[name], protocol="amqp091")
+        Family(f"rabbitmq_global_messages_{name}_total", text, "counter").add(
+            counts[name], protocol="amqp091"
+        )
         for name, text in GLOBAL_COUNTERS
     ]
     if store is not None:
         log = store.log
         families += [
             Family("ottermq_log_segments", "Segments of the durable log").add(len(log.segments)),
-            Family("ottermq_log_bytes", "Bytes of the durable log's segments on disk")
-            .add(sum(segment.size for segment in log.segments)),
+            Family("ottermq_log_bytes", "Bytes of the durable log's segments on disk").add(
+                sum(segment.size for segment in log.segments)
+            ),
             Family("ottermq_log_end_lsn", "LSN of the last record appended to the log").add(log.end_lsn),
             Family("ottermq_log_durable_lsn", "Every record up to this LSN is on disk").add(log.durable_lsn),
             Family("ottermq_log_snapshot_lsn", "LSN of the newest snapshot").add(log.snapshot_lsn),

@@ -46,9 +46,18 @@ LINGER_SECONDS: Final = 1.0
 LINGER_BYTES: Final = 8 * MAX_BODY
 
 REASONS: Final = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    413: "Payload Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -209,8 +218,11 @@ class HttpServer:
         if unproven >= limits.max_unproven:
             self._evict_oldest(proven=False)
         if len(self._conns) >= limits.max_connections:
-            return (self._evict_oldest(proven=False) or self._evict_oldest(proven=False, waiting=True)
-                    or self._evict_oldest(proven=True))
+            return (
+                self._evict_oldest(proven=False)
+                or self._evict_oldest(proven=False, waiting=True)
+                or self._evict_oldest(proven=True)
+            )
         return True
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -276,8 +288,13 @@ class HttpServer:
             head_due = None
 
     async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        peer_host: str, state: _Conn, head_due: float | None,
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer_host: str,
+        state: _Conn,
+        head_due: float | None,
     ) -> Request | None:
         """The next whole request, or None when the peer closed or stayed idle between requests;
         `_TooSlow` when a request started but did not arrive in time. `head_due`: when the head must be
@@ -326,11 +343,14 @@ class HttpServer:
                     raise _Refused(_too_large())
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
-                headers = {
-                    name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers
-                }
-                return Request(head.method.decode("ascii", "replace").upper(), bytes(head.target),
-                               headers, bytes(body), peer_host)
+                headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers}
+                return Request(
+                    head.method.decode("ascii", "replace").upper(),
+                    bytes(head.target),
+                    headers,
+                    bytes(body),
+                    peer_host,
+                )
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
@@ -348,8 +368,13 @@ class HttpServer:
         if close:
             headers.append(("connection", "close"))
         try:
-            data = conn.send(h11.Response(status_code=response.status, headers=headers,
-                                          reason=REASONS.get(response.status, "").encode()))
+            data = conn.send(
+                h11.Response(
+                    status_code=response.status,
+                    headers=headers,
+                    reason=REASONS.get(response.status, "").encode(),
+                )
+            )
             data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"") if response.body else data
             data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:

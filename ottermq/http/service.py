@@ -58,7 +58,11 @@ class ManagementService:
     """The management API on host:port, for one broker."""
 
     def __init__(
-        self, host: str, port: int, store: DurableStore | None = None, sample_interval: float | None = None,
+        self,
+        host: str,
+        port: int,
+        store: DurableStore | None = None,
+        sample_interval: float | None = None,
         limits: Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host

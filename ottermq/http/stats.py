@@ -37,8 +37,13 @@ def queue_row(queue: Queue, unacked: int) -> dict[str, Any]:
     row = queue_info(queue)
     ready = queue.ready_count
     row.update(
-        vhost=queue.vhost, messages=ready + unacked, messages_ready=ready, messages_unacknowledged=unacked,
-        state="running", type="classic", node=NODE,
+        vhost=queue.vhost,
+        messages=ready + unacked,
+        messages_ready=ready,
+        messages_unacknowledged=unacked,
+        state="running",
+        type="classic",
+        node=NODE,
     )
     return row
 
@@ -137,7 +142,8 @@ def channel_row(channel: Channel) -> dict[str, Any]:
         "confirm": channel.confirms is not None,
         "transactional": channel.tx is not None,
         "connection_details": {
-            "name": connection_name(connection), "peer_host": connection.peer[0],
+            "name": connection_name(connection),
+            "peer_host": connection.peer[0],
             "peer_port": connection.peer[1],
         },
     }

@@ -125,7 +125,7 @@ def _list_users(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
 def _authenticate_user(broker: Broker, args: dict[str, Any]) -> None:
     name = _arg(args, "name")
     if not broker.auth.check_password(name, _arg(args, "password")):
-        raise AccessError("invalid", f"failed to authenticate user \"{name}\": invalid credentials")
+        raise AccessError("invalid", f'failed to authenticate user "{name}": invalid credentials')
 
 
 # -- vhosts and permissions ----------------------------------------------------------------------------
@@ -149,7 +149,10 @@ def _list_vhosts(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
 @verb("set_permissions")
 def _set_permissions(broker: Broker, args: dict[str, Any]) -> None:
     broker.access.set_permissions(
-        _arg(args, "user"), _arg(args, "vhost", "/"), _arg(args, "configure"), _arg(args, "write"),
+        _arg(args, "user"),
+        _arg(args, "vhost", "/"),
+        _arg(args, "configure"),
+        _arg(args, "write"),
         _arg(args, "read"),
     )
 
@@ -259,8 +262,12 @@ def binding_infos(vhost: VHost) -> list[dict[str, Any]]:
     (as rabbitmqctl lists them)."""
     rows = [
         {
-            "source_name": "", "source_kind": "exchange", "destination_name": name,
-            "destination_kind": "queue", "routing_key": name, "arguments": {},
+            "source_name": "",
+            "source_kind": "exchange",
+            "destination_name": name,
+            "destination_kind": "queue",
+            "routing_key": name,
+            "arguments": {},
         }
         for name in vhost.queues
     ]

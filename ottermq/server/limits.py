@@ -65,8 +65,9 @@ class ConnectionLimit:
                 what, extra = "node connection limit is reached", {"limit": limit}
             else:
                 what, extra = "open-file limit leaves no room for more clients", {"sockets": self.sockets}
-            log.warning(f"{what}; refusing new connections",
-                        extra={"conn": peer, **extra, "refused": self.refused})
+            log.warning(
+                f"{what}; refusing new connections", extra={"conn": peer, **extra, "refused": self.refused}
+            )
         return False
 
 

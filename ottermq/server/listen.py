@@ -44,5 +44,5 @@ def dual_stack_socket(host: str, port: int) -> socket.socket | None:
 def plain_address(host: str) -> str:
     """An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`, a v4 client of a dual-stack socket) as plain IPv4."""
     if host.startswith("::ffff:") and "." in host:
-        return host[len("::ffff:"):]
+        return host[len("::ffff:") :]
     return host

@@ -120,7 +120,8 @@ class ResourceMonitor:
         log.info(
             "resource limits",
             extra={
-                "memory_limit": self.memory_limit, "disk_free_limit": self.options.disk_free_limit,
+                "memory_limit": self.memory_limit,
+                "disk_free_limit": self.options.disk_free_limit,
                 "max_content_in_flight": self.broker.memory.content_limit,
             },
         )
@@ -168,7 +169,10 @@ class ResourceMonitor:
             log.warning(
                 "memory high-water mark crossed" if over else "memory back under the high-water mark",
                 extra={
-                    "used": used, "limit": limit, "rss": self.rss, "messages_bytes": account.held_bytes,
+                    "used": used,
+                    "limit": limit,
+                    "rss": self.rss,
+                    "messages_bytes": account.held_bytes,
                     "in_flight": account.in_flight,
                 },
             )

@@ -215,8 +215,10 @@ async def _start_http(
         log.error(f"cannot serve the management API on {where}: {exc.strerror or exc}")
         return None
     for host, port in addresses:
-        log.info(f"management API listening on {format_address(host, port, 'http')}",
-                 extra={"host": host, "port": port})
+        log.info(
+            f"management API listening on {format_address(host, port, 'http')}",
+            extra={"host": host, "port": port},
+        )
     return http
 
 

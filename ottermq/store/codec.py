@@ -132,12 +132,14 @@ def encode_removed(event: MessagesRemoved) -> bytes:
     reason = _REASON_CODES.get(event.reason)
     if reason is None:
         raise CodecError(f"unknown removal reason {event.reason!r}")
-    return b"".join((
-        _REMOVED_HEAD.pack(len(vhost), len(queue), reason, len(ids)),
-        vhost,
-        queue,
-        struct.pack(f"<{len(ids)}Q", *ids),
-    ))
+    return b"".join(
+        (
+            _REMOVED_HEAD.pack(len(vhost), len(queue), reason, len(ids)),
+            vhost,
+            queue,
+            struct.pack(f"<{len(ids)}Q", *ids),
+        )
+    )
 
 
 def encode_generic(event: Any) -> bytes:
@@ -186,18 +188,18 @@ def decode_publish(payload: bytes | memoryview, published: int = 0) -> MessagePu
     view = memoryview(payload)
     vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(view)
     pos = _PUBLISH_HEAD.size
-    vhost = str(view[pos:pos + vlen], "utf-8")
+    vhost = str(view[pos : pos + vlen], "utf-8")
     pos += vlen
     queues = []
     for _ in range(count):
         qlen = view[pos]
-        queues.append(str(view[pos + 1:pos + 1 + qlen], "utf-8"))
+        queues.append(str(view[pos + 1 : pos + 1 + qlen], "utf-8"))
         pos += 1 + qlen
-    exchange = str(view[pos:pos + xlen], "utf-8")
+    exchange = str(view[pos : pos + xlen], "utf-8")
     pos += xlen
-    routing_key = str(view[pos:pos + rlen], "utf-8")
+    routing_key = str(view[pos : pos + rlen], "utf-8")
     pos += rlen
-    properties = bytes(view[pos:pos + plen])
+    properties = bytes(view[pos : pos + plen])
     pos += plen
     if pos > len(view):
         raise CodecError("PUBLISH payload is truncated")
@@ -210,7 +212,7 @@ def publish_payload(rtype: int, payload: bytes | memoryview) -> tuple[int, memor
     """(publish time, PUBLISH payload) of a PUBLISH or PUBLISH_AT record (time 0: not logged)."""
     view = memoryview(payload)
     if rtype == RT_PUBLISH_AT:
-        return PUBLISHED_AT.unpack_from(view)[0], view[PUBLISHED_AT.size:]
+        return PUBLISHED_AT.unpack_from(view)[0], view[PUBLISHED_AT.size :]
     return 0, view
 
 
@@ -229,18 +231,18 @@ def decode_publish_index(
     vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload)
     pos = _PUBLISH_HEAD.size
     # One copy of the few head bytes (at most 1.3 KiB), not of the body.
-    head = bytes(payload[pos:pos + vlen + count * 256])
+    head = bytes(payload[pos : pos + vlen + count * 256])
     vhost = head[:vlen].decode()
     pos = vlen
     queues = []
     for _ in range(count):
         qlen = head[pos]
-        queues.append(head[pos + 1:pos + 1 + qlen].decode())
+        queues.append(head[pos + 1 : pos + 1 + qlen].decode())
         pos += 1 + qlen
     properties = b""
     start = _PUBLISH_HEAD.size + pos + xlen + rlen
     if published:
-        properties = bytes(payload[start:start + plen])
+        properties = bytes(payload[start : start + plen])
     event = MessagePublished(vhost, tuple(queues), "", "", properties, b"", published)
     return event, len(payload) - start - plen
 
@@ -256,9 +258,9 @@ def decode_removed(payload: bytes | memoryview) -> MessagesRemoved:
     view = memoryview(payload)
     vlen, qlen, reason, count = _REMOVED_HEAD.unpack_from(view)
     pos = _REMOVED_HEAD.size
-    vhost = str(view[pos:pos + vlen], "utf-8")
+    vhost = str(view[pos : pos + vlen], "utf-8")
     pos += vlen
-    queue = str(view[pos:pos + qlen], "utf-8")
+    queue = str(view[pos : pos + qlen], "utf-8")
     pos += qlen
     if pos + 8 * count != len(view) or reason >= len(REMOVAL_REASONS):
         raise CodecError("REMOVED payload has a wrong length or reason")
@@ -270,7 +272,7 @@ def decode_generic(payload: bytes | memoryview) -> Any:
     """An EVENT payload back as its event (CodecError for an unknown tag)."""
     view = memoryview(payload)
     tlen = view[0]
-    name = str(view[1:1 + tlen], "ascii")
+    name = str(view[1 : 1 + tlen], "ascii")
     cls = _EVENT_CLASSES.get(name)
     if cls is None:
         raise CodecError(f"unknown event type {name!r}")
@@ -295,7 +297,7 @@ def inner_records(payload: bytes | memoryview) -> Iterable[tuple[int, memoryview
         pos += _INNER_HEAD.size
         if pos + length > end:
             raise CodecError("TX payload is truncated")
-        yield rtype, view[pos:pos + length]
+        yield rtype, view[pos : pos + length]
         pos += length
 
 

@@ -64,19 +64,33 @@ class OtterMQDecoder:
         for name, vhost in sorted(self.broker.vhosts.items()):
             vhosts[name] = {
                 "exchanges": {
-                    ex.name: {"type": ex.type, "durable": ex.durable, "auto_delete": ex.auto_delete,
-                              "internal": ex.internal, "arguments": ex.arguments}
+                    ex.name: {
+                        "type": ex.type,
+                        "durable": ex.durable,
+                        "auto_delete": ex.auto_delete,
+                        "internal": ex.internal,
+                        "arguments": ex.arguments,
+                    }
                     for ex in sorted(vhost.exchanges.values(), key=lambda e: e.name)
                     if ex.name and not ex.name.startswith("amq.")
                 },
                 "queues": {
-                    queue.name: {"durable": queue.durable, "auto_delete": queue.auto_delete,
-                                 "arguments": queue.arguments, "messages": queue.logged_count}
+                    queue.name: {
+                        "durable": queue.durable,
+                        "auto_delete": queue.auto_delete,
+                        "arguments": queue.arguments,
+                        "messages": queue.logged_count,
+                    }
                     for queue in sorted(vhost.queues.values(), key=lambda q: q.name)
                 },
                 "bindings": [
-                    {"source": b.source, "destination": b.destination, "destination_kind": b.destination_kind,
-                     "routing_key": b.routing_key, "arguments": dict(b.arguments)}
+                    {
+                        "source": b.source,
+                        "destination": b.destination,
+                        "destination_kind": b.destination_kind,
+                        "routing_key": b.routing_key,
+                        "arguments": dict(b.arguments),
+                    }
                     for b in vhost.bindings()
                 ],
             }

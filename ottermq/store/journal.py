@@ -357,20 +357,26 @@ class MementoJournal:
         record = self.log.read(RecordPosition(segment, offset))
         lsn, payload = original(record)
         if lsn and (lsn != msg_id >> MESSAGE_INDEX_BITS or index != msg_id & _INDEX_MASK):
-            raise ContentMismatch(f"message {msg_id} (LSN {msg_id >> MESSAGE_INDEX_BITS} index "
-                                  f"{msg_id & _INDEX_MASK}): the record at segment {segment} offset {offset} "
-                                  f"is LSN {lsn}'s, not its own; refusing to serve another message's body")
+            raise ContentMismatch(
+                f"message {msg_id} (LSN {msg_id >> MESSAGE_INDEX_BITS} index "
+                f"{msg_id & _INDEX_MASK}): the record at segment {segment} offset {offset} "
+                f"is LSN {lsn}'s, not its own; refusing to serve another message's body"
+            )
         if record.type in PUBLISH_TYPES:
             content = decode_content(payload, record.type)
         elif record.type == RT_TX:
             publishes = [(rtype, inner) for rtype, inner in inner_records(payload) if rtype in PUBLISH_TYPES]
             if index >= len(publishes):
-                raise ContentMismatch(f"message {msg_id}: the transaction at segment {segment} offset "
-                                      f"{offset} holds {len(publishes)} publishes, not {index + 1}")
+                raise ContentMismatch(
+                    f"message {msg_id}: the transaction at segment {segment} offset "
+                    f"{offset} holds {len(publishes)} publishes, not {index + 1}"
+                )
             content = decode_content(publishes[index][1], publishes[index][0])
         else:
-            raise ContentMismatch(f"message {msg_id}: no message at segment {segment} offset {offset} "
-                                  f"(record type {record.type})")
+            raise ContentMismatch(
+                f"message {msg_id}: no message at segment {segment} offset {offset} "
+                f"(record type {record.type})"
+            )
         size = len(content[3]) + 64
         if size * 4 < CONTENT_CACHE_BYTES:
             cache[msg_id] = content

@@ -34,7 +34,12 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex], source: ContentSo
         # back in under a second (a function call per message costs a third more), and the temporary
         # lists stay small.
         ids, segments, offsets, numbers, marks, deadlines, sizes = (
-            index.ids, index.segments, index.offsets, index.indexes, index.flags, index.deadlines,
+            index.ids,
+            index.segments,
+            index.offsets,
+            index.indexes,
+            index.flags,
+            index.deadlines,
             index.sizes,
         )
         if deadlines is not None and any(deadlines):
@@ -43,22 +48,31 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex], source: ContentSo
             deadlines = None
         for start in range(0, len(ids), _CHUNK):
             end = start + _CHUNK
-            locs = [(segment << SEGMENT_SHIFT) | (offset << OFFSET_SHIFT) | number
-                    for segment, offset, number in zip(segments[start:end], offsets[start:end],
-                                                       numbers[start:end], strict=True)]
-            # Body sizes are unknown (-1) in an older snapshot: learnt when first needed (limits_queue).
-            messages: list[Message] = [
-                StoredMessage(msg_id, loc, source) for msg_id, loc in zip(ids[start:end], locs, strict=True)
-            ] if sizes is None else [
-                StoredMessage(msg_id, loc, source, body_size)
-                for msg_id, loc, body_size in zip(ids[start:end], locs, sizes[start:end], strict=True)
+            locs = [
+                (segment << SEGMENT_SHIFT) | (offset << OFFSET_SHIFT) | number
+                for segment, offset, number in zip(
+                    segments[start:end], offsets[start:end], numbers[start:end], strict=True
+                )
             ]
-            queue.restore_many(messages, [flags & ENTRY_REDELIVERED != 0 for flags in marks[start:end]],
-                               None if deadlines is None else deadlines[start:end].tolist())
+            # Body sizes are unknown (-1) in an older snapshot: learnt when first needed (limits_queue).
+            messages: list[Message] = (
+                [StoredMessage(msg_id, loc, source) for msg_id, loc in zip(ids[start:end], locs, strict=True)]
+                if sizes is None
+                else [
+                    StoredMessage(msg_id, loc, source, body_size)
+                    for msg_id, loc, body_size in zip(ids[start:end], locs, sizes[start:end], strict=True)
+                ]
+            )
+            queue.restore_many(
+                messages,
+                [flags & ENTRY_REDELIVERED != 0 for flags in marks[start:end]],
+                None if deadlines is None else deadlines[start:end].tolist(),
+            )
 
 
-def apply_record(broker: Broker, event: Any, lsn: int, loc: int, source: ContentSource,
-                 body_size: int = -1) -> None:
+def apply_record(
+    broker: Broker, event: Any, lsn: int, loc: int, source: ContentSource, body_size: int = -1
+) -> None:
     """Apply the event of the record at `lsn` (lying at `loc`) to `broker`. A publish decoded without
     its body (`decode_publish_index`) comes with the body's length as `body_size`."""
     kind = type(event)

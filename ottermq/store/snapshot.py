@@ -128,10 +128,15 @@ def encode_snapshot(events: Iterable[Any], queues: Iterable[QueueIndex], clean: 
         vhost = index.vhost.encode()
         name = index.queue.encode()
         parts += (_QUEUE_HEAD.pack(len(vhost), len(name), len(index)), vhost, name)
-        parts += (_raw(index.ids), _raw(index.segments), _raw(index.offsets), _raw(index.indexes),
-                  index.flags.tobytes(),
-                  _raw(index.deadlines if index.deadlines is not None else array("Q", bytes(8 * len(index)))),
-                  _raw(index.sizes if index.sizes is not None else array("i", [-1]) * len(index)))
+        parts += (
+            _raw(index.ids),
+            _raw(index.segments),
+            _raw(index.offsets),
+            _raw(index.indexes),
+            index.flags.tobytes(),
+            _raw(index.deadlines if index.deadlines is not None else array("Q", bytes(8 * len(index)))),
+            _raw(index.sizes if index.sizes is not None else array("i", [-1]) * len(index)),
+        )
     return b"".join(parts)
 
 
@@ -151,7 +156,7 @@ def decode_snapshot(state: bytes) -> SnapshotState:
         for _ in range(count):
             rtype, length = _EVENT_HEAD.unpack_from(data, pos)
             pos += _EVENT_HEAD.size
-            events.append(decode(rtype, data[pos:pos + length]))
+            events.append(decode(rtype, data[pos : pos + length]))
             pos += length
         (count,) = _COUNT.unpack_from(data, pos)
         pos += _COUNT.size
@@ -159,9 +164,9 @@ def decode_snapshot(state: bytes) -> SnapshotState:
         for _ in range(count):
             vlen, qlen, size = _QUEUE_HEAD.unpack_from(data, pos)
             pos += _QUEUE_HEAD.size
-            vhost = str(data[pos:pos + vlen], "utf-8")
+            vhost = str(data[pos : pos + vlen], "utf-8")
             pos += vlen
-            queue = str(data[pos:pos + qlen], "utf-8")
+            queue = str(data[pos : pos + qlen], "utf-8")
             pos += qlen
             ids, pos = _load("Q", data, pos, size)
             segments, pos = _load("I", data, pos, size)

@@ -199,8 +199,9 @@ class DurableStore:
                 event, size = decode_publish_index(record.payload, rtype)
             else:
                 event, size = decode(rtype, record.payload), -1
-            apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), self.journal,
-                         size)
+            apply_record(
+                broker, event, record.lsn, pack_loc(position.segment, position.offset), self.journal, size
+            )
         info.replayed = replayed
         info.end_lsn = memento_log.end_lsn
         info.fresh = snapshot is None and memento_log.end_lsn == 0
@@ -208,8 +209,9 @@ class DurableStore:
         running = os.path.lexists(mark)
         if running and not mark.is_file():
             # Serving would fail on it later (start() opens it): say so now, before anything is served.
-            raise IsADirectoryError(errno.EISDIR, "not a regular file (the broker keeps its running mark "
-                                    "there)", str(mark))
+            raise IsADirectoryError(
+                errno.EISDIR, "not a regular file (the broker keeps its running mark there)", str(mark)
+            )
         info.crashed = not info.fresh and (running or not (clean and replayed == 0))
         if info.fresh:
             broker.create_defaults()
@@ -231,8 +233,12 @@ class DurableStore:
         log.info(
             "recovered" if not info.fresh else "new log created",
             extra={
-                "snapshot_lsn": info.snapshot_lsn, "end_lsn": info.end_lsn, "replayed": info.replayed,
-                "crashed": info.crashed, "messages": info.messages, "seconds": round(info.seconds, 3),
+                "snapshot_lsn": info.snapshot_lsn,
+                "end_lsn": info.end_lsn,
+                "replayed": info.replayed,
+                "crashed": info.crashed,
+                "messages": info.messages,
+                "seconds": round(info.seconds, 3),
             },
         )
 
@@ -248,8 +254,10 @@ class DurableStore:
             if not disk_full(exc):
                 raise
             # Started on a full disk: serving matters more than telling the next start about a crash.
-            log.warning(f"cannot create {mark}: {exc.strerror or exc}; a crash before the next clean stop "
-                        "will not be noticed as one")
+            log.warning(
+                f"cannot create {mark}: {exc.strerror or exc}; a crash before the next clean stop "
+                "will not be noticed as one"
+            )
         self.journal.start()
         self._snapshot_time = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="ottermq-store")
@@ -391,13 +399,20 @@ class DurableStore:
             # The live-key array and the copies read for compaction are freed: give the heap back.
             trim_heap()
         if result.relocated:
-            self._relocated({pack_loc(old.segment, old.offset): pack_loc(new.segment, new.offset)
-                             for old, new in result.relocated.items()})
+            self._relocated(
+                {
+                    pack_loc(old.segment, old.offset): pack_loc(new.segment, new.offset)
+                    for old, new in result.relocated.items()
+                }
+            )
         if result.deleted or result.relocated:
             log.info(
                 "log space reclaimed",
-                extra={"deleted": len(result.deleted), "relocated": len(result.relocated),
-                       "freed_bytes": result.freed_bytes},
+                extra={
+                    "deleted": len(result.deleted),
+                    "relocated": len(result.relocated),
+                    "freed_bytes": result.freed_bytes,
+                },
             )
         return result.freed_bytes
 
@@ -435,8 +450,12 @@ class DurableStore:
             await asyncio.wait([self._work])
         self.journal.flush_removals()
         try:
-            if writer is not None and not suspended and not self.journal.failed \
-                    and await self.snapshot(clean=True):
+            if (
+                writer is not None
+                and not suspended
+                and not self.journal.failed
+                and await self.snapshot(clean=True)
+            ):
                 (self.log.path / RUNNING_MARK).unlink(missing_ok=True)
         except Exception:
             log.exception("final snapshot failed; the next start replays the log")
@@ -463,13 +482,17 @@ class DurableStore:
 
     def _journal_suspended(self, error: OSError) -> None:
         if error.errno in (errno.EMFILE, errno.ENFILE):
-            why = (f"out of file descriptors ({error}): nothing further is confirmed and publishers are "
-                   "blocked until writing resumes (retrying); raise the open-file limit (ulimit -n) or "
-                   "lower connection_max")
+            why = (
+                f"out of file descriptors ({error}): nothing further is confirmed and publishers are "
+                "blocked until writing resumes (retrying); raise the open-file limit (ulimit -n) or "
+                "lower connection_max"
+            )
         else:
-            why = (f"the disk is full ({error}): nothing further is confirmed and publishers are blocked "
-                   f"until writing resumes; the log needs {self.log.segment_size} bytes free in "
-                   f"{self.log.wal_dir} for its next segment (retrying)")
+            why = (
+                f"the disk is full ({error}): nothing further is confirmed and publishers are blocked "
+                f"until writing resumes; the log needs {self.log.segment_size} bytes free in "
+                f"{self.log.wal_dir} for its next segment (retrying)"
+            )
         log.error(f"the journal is suspended, {why}", extra={"lsn": self.journal.durable_position})
         total = _file_system_size(self.log.wal_dir)
         if total is not None and total < self.log.segment_size:
@@ -482,7 +505,9 @@ class DurableStore:
             self.broker.set_alarm(ALARM_JOURNAL, True)
 
     def _journal_resumed(self, seconds: float) -> None:
-        log.warning("journal resumed", extra={"suspended_seconds": round(seconds, 3),
-                                              "lsn": self.journal.durable_position})
+        log.warning(
+            "journal resumed",
+            extra={"suspended_seconds": round(seconds, 3), "lsn": self.journal.durable_position},
+        )
         if self.broker is not None:
             self.broker.set_alarm(ALARM_JOURNAL, False)

@@ -68,11 +68,14 @@ def _raw_channel(port: int) -> RawClient:
     client = RawClient(port)
     client.send(b"AMQP\x00\x00\x09\x01")
     client.expect(spec.Connection.Start)
-    client.send_method(0, spec.Connection.StartOk(
-        client_properties={"capabilities": {"connection.blocked": True}},
-        mechanism="PLAIN",
-        response=b"\x00guest\x00guest",
-    ))
+    client.send_method(
+        0,
+        spec.Connection.StartOk(
+            client_properties={"capabilities": {"connection.blocked": True}},
+            mechanism="PLAIN",
+            response=b"\x00guest\x00guest",
+        ),
+    )
     tune = client.expect(spec.Connection.Tune)
     client.send_method(0, spec.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
     client.send_method(0, spec.Connection.Open(virtual_host="/"))

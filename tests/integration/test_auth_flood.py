@@ -64,8 +64,10 @@ def test_failed_logins_do_not_stall_other_connections(node: Node) -> None:
     ch.queue_declare("latency")
     stop = threading.Event()
     refused: list[int] = []
-    threads = [threading.Thread(target=bad_logins, args=(node.port, stop, refused), daemon=True)
-               for _ in range(FLOODERS)]
+    threads = [
+        threading.Thread(target=bad_logins, args=(node.port, stop, refused), daemon=True)
+        for _ in range(FLOODERS)
+    ]
     for thread in threads:
         thread.start()
     times = []
@@ -88,8 +90,10 @@ def test_failed_logins_do_not_stall_other_connections(node: Node) -> None:
         for thread in threads:
             thread.join(timeout=15)
     conn.close()
-    print(f"round trips under the flood: max {max(times):.3f}s median {statistics.median(times):.3f}s; "
-          f"{during} logins refused")
+    print(
+        f"round trips under the flood: max {max(times):.3f}s median {statistics.median(times):.3f}s; "
+        f"{during} logins refused"
+    )
     assert during >= FLOODERS  # the flood really ran while we measured (~20-40 refusals a second)
     assert statistics.median(times) < MEDIAN_ROUND_TRIP, times
     assert max(times) < MAX_ROUND_TRIP, times

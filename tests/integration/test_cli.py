@@ -20,7 +20,11 @@ def ottermq(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "ottermq", *args], capture_output=True, text=True, env=full_env, cwd=ROOT,
+        [sys.executable, "-m", "ottermq", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
         timeout=30,
     )
 

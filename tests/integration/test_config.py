@@ -37,10 +37,17 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None
 
 def test_every_setting_has_an_environment_variable() -> None:
     env = {
-        "OTTERMQ_HOST": "127.0.0.1", "OTTERMQ_DATA_DIR": "/tmp/otter", "OTTERMQ_HTTP_PORT": "0",
-        "OTTERMQ_CHANNEL_MAX": "10", "OTTERMQ_MAX_MESSAGE_SIZE": "1024", "OTTERMQ_DEFAULT_USER": "otter",
-        "OTTERMQ_DEFAULT_PASS": "secret", "OTTERMQ_LOOPBACK_USERS": "a, b",
-        "OTTERMQ_HANDSHAKE_TIMEOUT": "1.5", "OTTERMQ_LOG_LEVEL": "DEBUG", "OTTERMQ_PERSISTENCE": "memento",
+        "OTTERMQ_HOST": "127.0.0.1",
+        "OTTERMQ_DATA_DIR": "/tmp/otter",
+        "OTTERMQ_HTTP_PORT": "0",
+        "OTTERMQ_CHANNEL_MAX": "10",
+        "OTTERMQ_MAX_MESSAGE_SIZE": "1024",
+        "OTTERMQ_DEFAULT_USER": "otter",
+        "OTTERMQ_DEFAULT_PASS": "secret",
+        "OTTERMQ_LOOPBACK_USERS": "a, b",
+        "OTTERMQ_HANDSHAKE_TIMEOUT": "1.5",
+        "OTTERMQ_LOG_LEVEL": "DEBUG",
+        "OTTERMQ_PERSISTENCE": "memento",
         "OTTERMQ_UNRELATED": "ignored",
     }
     s = load_settings(environ=env)

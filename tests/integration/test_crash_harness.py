@@ -40,8 +40,18 @@ def test_sigkill_rounds_lose_nothing_confirmed(tmp_path: Path) -> None:
     # --snapshot-stress: 1 MiB segments and snapshots every 256 KiB, one fan-out queue parked until the end,
     # so kills also land in snapshots, segment deletion and compaction.
     report = run_harness(
-        tmp_path, "--rounds", "4", "--seconds-per-round", "2", "--publishers", "3", "--consumers", "3",
-        "--seed", "20261128", "--snapshot-stress",
+        tmp_path,
+        "--rounds",
+        "4",
+        "--seconds-per-round",
+        "2",
+        "--publishers",
+        "3",
+        "--consumers",
+        "3",
+        "--seed",
+        "20261128",
+        "--snapshot-stress",
     )
     detail = json.dumps(report, indent=1)
     assert report["kills"] == 4, detail

@@ -100,7 +100,8 @@ def test_user_errors(ctl: Ctl) -> None:
     ctl.ok("add_user", user, "pw")
     assert ctl("add_user", user, "pw")[::2] == (70, f'ottermq ctl: error: User "{user}" already exists\n')
     assert ctl("delete_user", "nobody-here")[::2] == (
-        67, 'ottermq ctl: error: User "nobody-here" does not exist\n',
+        67,
+        'ottermq ctl: error: User "nobody-here" does not exist\n',
     )
     assert ctl("change_password", "nobody-here", "x")[0] == 67
     assert ctl("set_user_tags", "nobody-here", "x")[0] == 67
@@ -145,13 +146,16 @@ def test_vhost_and_permission_errors(ctl: Ctl) -> None:
     user = unique("u")
     ctl.ok("add_user", user, "pw")
     assert ctl("delete_vhost", "no-such-vhost")[::2] == (
-        69, "ottermq ctl: error: Virtual host 'no-such-vhost' does not exist\n",
+        69,
+        "ottermq ctl: error: Virtual host 'no-such-vhost' does not exist\n",
     )
     assert ctl("set_permissions", "-p", "no-such-vhost", user, "a", "b", "c")[::2] == (
-        69, "ottermq ctl: error: Virtual host no-such-vhost does not exist\n",
+        69,
+        "ottermq ctl: error: Virtual host no-such-vhost does not exist\n",
     )
     assert ctl("set_permissions", "nobody-here", "a", "b", "c")[::2] == (
-        67, "ottermq ctl: error: User nobody-here does not exist\n",
+        67,
+        "ottermq ctl: error: User nobody-here does not exist\n",
     )
     code, _, err = ctl("set_permissions", user, "(", ".*", ".*")
     assert code == 65 and "regular expression '(' is invalid" in err
@@ -176,8 +180,12 @@ def test_listing_what_is_there(ctl: Ctl, connection: pika.BlockingConnection) ->
     assert exchanges[exchange] == "topic" and exchanges["amq.fanout"] == "fanout"
     bindings = ctl.json("list_bindings")
     assert {
-        "source_name": exchange, "source_kind": "exchange", "destination_name": queue,
-        "destination_kind": "queue", "routing_key": "a.#", "arguments": {},
+        "source_name": exchange,
+        "source_kind": "exchange",
+        "destination_name": queue,
+        "destination_kind": "queue",
+        "routing_key": "a.#",
+        "arguments": {},
     } in bindings
     connections = ctl.json("list_connections")
     assert any(row["user"] == "guest" and row["channels"] >= 1 for row in connections)
@@ -197,7 +205,10 @@ def test_control_socket_is_private(broker: BrokerInfo) -> None:
 def test_broker_not_running(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ottermq", "ctl", "--data-dir", str(tmp_path), "list_users"],
-        capture_output=True, text=True, cwd=ROOT, timeout=30,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
     )
     assert result.returncode == 69
     assert result.stderr == (
@@ -213,8 +224,19 @@ def start_broker(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], 
     log_path = data_dir.parent / f"{data_dir.name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     cmd = [
-        sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
-        "--data-dir", str(data_dir), *extra,
+        sys.executable,
+        "-m",
+        "ottermq",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        *extra,
     ]
     with log_path.open("ab") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -240,7 +262,11 @@ def stop_broker(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> 
 
 def connect(port: int, user: str, password: str, vhost: str) -> pika.BlockingConnection:
     params = pika.ConnectionParameters(
-        "127.0.0.1", port, vhost, pika.PlainCredentials(user, password), socket_timeout=5,
+        "127.0.0.1",
+        port,
+        vhost,
+        pika.PlainCredentials(user, password),
+        socket_timeout=5,
     )
     return pika.BlockingConnection(params)
 
@@ -326,9 +352,22 @@ def refused_start(tmp_path: Path, config_text: str) -> subprocess.CompletedProce
     config = tmp_path / "bad.toml"
     config.write_text(config_text)
     result = subprocess.run(
-        [sys.executable, "-m", "ottermq", "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
-         "--config", str(config)],
-        capture_output=True, text=True, cwd=ROOT, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "ottermq",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
         env={k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")},
     )
     assert result.returncode == 2, result.stderr
@@ -337,7 +376,8 @@ def refused_start(tmp_path: Path, config_text: str) -> subprocess.CompletedProce
 
 def test_bad_config_entries_stop_the_start(tmp_path: Path) -> None:
     result = refused_start(
-        tmp_path, '[[permissions]]\nuser = "ghost"\nconfigure = ""\nwrite = ""\nread = ""\n')
+        tmp_path, '[[permissions]]\nuser = "ghost"\nconfigure = ""\nwrite = ""\nread = ""\n'
+    )
     assert "ottermq: error: config file: User ghost does not exist" in result.stderr
 
 

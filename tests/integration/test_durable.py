@@ -35,7 +35,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     yield from running_node(tmp_path)
 
 
-
 def test_tx_commit_is_all_or_nothing_across_a_crash(node: Node) -> None:
     conn = node.connect()
     setup = conn.channel()
@@ -138,17 +137,36 @@ def test_memento_replay_shows_the_broker_state(node: Node) -> None:
     memento = [sys.executable, "-c", "from memento.cli import main; main()"]
     out = subprocess.run(
         [*memento, "replay", str(node.data_dir / "log"), "--decoder", "ottermq"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     state = json.loads(out)["vhosts"]["/"]
     assert state["exchanges"]["shown"]["type"] == "topic"
     assert state["queues"]["counted"]["messages"] == 3
-    assert {"source": "shown", "destination": "counted", "destination_kind": "queue",
-            "routing_key": "k.#", "arguments": {}} in state["bindings"]
+    assert {
+        "source": "shown",
+        "destination": "counted",
+        "destination_kind": "queue",
+        "routing_key": "k.#",
+        "arguments": {},
+    } in state["bindings"]
     # As it stood before the publishes, replayed from the start.
     early = subprocess.run(
-        [*memento, "replay", str(node.data_dir / "log"), "--decoder", "ottermq", "--from-start",
-         "--to-lsn", "6"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            *memento,
+            "replay",
+            str(node.data_dir / "log"),
+            "--decoder",
+            "ottermq",
+            "--from-start",
+            "--to-lsn",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert json.loads(early)["messages"] == 0

@@ -101,7 +101,11 @@ class LiveBroker:
 
     def params(self) -> pika.ConnectionParameters:
         return pika.ConnectionParameters(
-            "127.0.0.1", self.port, socket_timeout=5, stack_timeout=10, blocked_connection_timeout=2,
+            "127.0.0.1",
+            self.port,
+            socket_timeout=5,
+            stack_timeout=10,
+            blocked_connection_timeout=2,
             connection_attempts=1,
         )
 

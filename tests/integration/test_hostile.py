@@ -143,9 +143,14 @@ def test_slowloris_during_start_ok_is_dropped(server: ServerProcess) -> None:
         started = time.monotonic()
         client.send(PROTOCOL_HEADER)
         client.expect(spec.Connection.Start)
-        start_ok = frame.Method(0, spec.Connection.StartOk(
-            client_properties={}, mechanism="PLAIN", response=b"\x00guest\x00guest",
-        )).marshal()
+        start_ok = frame.Method(
+            0,
+            spec.Connection.StartOk(
+                client_properties={},
+                mechanism="PLAIN",
+                response=b"\x00guest\x00guest",
+            ),
+        ).marshal()
         closed = False
         for byte in start_ok:
             try:
@@ -216,9 +221,14 @@ def test_huge_client_properties_before_tune_are_a_frame_error(server: ServerProc
         client.expect(spec.Connection.Start)
         # Before tune-ok, frames are bounded by the protocol minimum (4096 octets). The frame's header is
         # enough for the server to refuse it; sending all of it would race the server's close (a reset).
-        start_ok = frame.Method(0, spec.Connection.StartOk(
-            client_properties={"junk": "x" * 100_000}, mechanism="PLAIN", response=b"\x00guest\x00guest",
-        )).marshal()
+        start_ok = frame.Method(
+            0,
+            spec.Connection.StartOk(
+                client_properties={"junk": "x" * 100_000},
+                mechanism="PLAIN",
+                response=b"\x00guest\x00guest",
+            ),
+        ).marshal()
         client.send(start_ok[:1024])
         assert closed_with(client) == 501
     finally:
@@ -245,21 +255,36 @@ def test_deeply_nested_tables_are_a_clean_close(server: ServerProcess) -> None:
         # queue.declare with a field table claiming ~4 GB.
         ("table length", method_payload(50, 10, b"\x00\x00\x01q\x00" + struct.pack(">I", 0xFFFFFFF0))),
         # a long string (x) inside a table whose length is "negative" (0x80000000 and up as signed).
-        ("long string", method_payload(
-            50, 10, b"\x00\x00\x01q\x00" + struct.pack(">I", 8) + b"\x01kS" + struct.pack(">I", 0x80000001),
-        )),
+        (
+            "long string",
+            method_payload(
+                50,
+                10,
+                b"\x00\x00\x01q\x00" + struct.pack(">I", 8) + b"\x01kS" + struct.pack(">I", 0x80000001),
+            ),
+        ),
         # an array whose length runs past its table.
-        ("array length", method_payload(
-            50, 10, b"\x00\x00\x01q\x00" + struct.pack(">I", 8) + b"\x01kA" + struct.pack(">I", 0x7FFFFFFF),
-        )),
+        (
+            "array length",
+            method_payload(
+                50,
+                10,
+                b"\x00\x00\x01q\x00" + struct.pack(">I", 8) + b"\x01kA" + struct.pack(">I", 0x7FFFFFFF),
+            ),
+        ),
         # a short string longer than the frame.
         ("short string", method_payload(50, 10, b"\x00\x00\xffabc")),
         # invalid UTF-8 in a short string (the queue name).
         ("invalid utf-8", method_payload(50, 10, b"\x00\x00\x02\xff\xfe\x00" + struct.pack(">I", 0))),
         # invalid UTF-8 in a table key.
-        ("utf-8 key", method_payload(
-            50, 10, b"\x00\x00\x01q\x00" + struct.pack(">I", 4) + b"\x02\xc3\x28t",
-        )),
+        (
+            "utf-8 key",
+            method_payload(
+                50,
+                10,
+                b"\x00\x00\x01q\x00" + struct.pack(">I", 4) + b"\x02\xc3\x28t",
+            ),
+        ),
         # an unknown field type.
         ("field type", method_payload(50, 10, b"\x00\x00\x01q\x00" + struct.pack(">I", 3) + b"\x01kZ")),
         # an unknown method.

@@ -51,8 +51,21 @@ def serve(data_dir: Path, *prefix: str, timeout: float = 20) -> subprocess.Compl
     """Run `ottermq serve` on `data_dir` until it exits (it must, for these directories)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     env["PYTHONPATH"] = str(ROOT)
-    cmd = [*prefix, sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", "0",
-           "--http-port", "0", "--data-dir", str(data_dir)]
+    cmd = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "ottermq",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
 
 
@@ -121,8 +134,9 @@ def read_only(copy: Path, tmp_path: Path) -> Iterator[Path]:
     if done.returncode != 0:
         pytest.skip(f"cannot bind-mount here: {done.stderr.decode(errors='replace').strip()}")
     try:
-        done = subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], capture_output=True,
-                              check=False)
+        done = subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(mount)], capture_output=True, check=False
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot remount read-only here: {done.stderr.decode(errors='replace').strip()}")
         yield mount
@@ -138,8 +152,11 @@ def test_a_data_directory_the_broker_may_not_enter_is_refused_in_one_line(made: 
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv to run the broker as another user")
-    probe = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "true"],
-                           capture_output=True, check=False)
+    probe = subprocess.run(
+        [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "true"],
+        capture_output=True,
+        check=False,
+    )
     if probe.returncode != 0:
         pytest.skip("cannot run as nobody here")
     # The broker's user (nobody) reaches the data directory but may not enter it (root's, 0700).
@@ -162,9 +179,27 @@ def test_a_tight_open_file_limit_keeps_descriptors_for_the_log(tmp_path: Path) -
     log_path = tmp_path / "limited.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [prlimit, "--nofile=64", sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1",
-             "--port", "0", "--http-port", "0", "--data-dir", str(tmp_path / "data")],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            [
+                prlimit,
+                "--nofile=64",
+                sys.executable,
+                "-m",
+                "ottermq",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
     conns: list[pika.BlockingConnection] = []
     try:
         deadline = time.monotonic() + 20

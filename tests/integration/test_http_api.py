@@ -46,8 +46,13 @@ class Reply:
 
 
 def request(
-    port: int, method: str, path: str, body: Any = None, auth: tuple[str, str] | None = ("guest", "guest"),
-    raw: bytes | None = None, host: str = "127.0.0.1",
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    auth: tuple[str, str] | None = ("guest", "guest"),
+    raw: bytes | None = None,
+    host: str = "127.0.0.1",
 ) -> Reply:
     """One request on a fresh connection; `body` is sent as JSON, `raw` as is."""
     headers = {}
@@ -170,7 +175,9 @@ def test_no_or_bad_credentials_get_401_with_the_realm(api: Any) -> None:
 def test_tag_rules(api: Any, user: Any) -> None:
     plain = user("")
     assert api("GET", "/api/overview", auth=plain).body == {
-        "error": "not_authorised", "reason": "Not management user"}
+        "error": "not_authorised",
+        "reason": "Not management user",
+    }
     manager = user("management")
     assert api("GET", "/api/overview", auth=manager).status == 200
     reply = api("GET", "/api/users", auth=manager)
@@ -290,7 +297,12 @@ def test_put_queue_is_used_over_amqp(
     wait_for(channel.connection, counted, what="queue counts")
     row = api("GET", path).body
     assert (row["name"], row["vhost"], row["durable"], row["auto_delete"], row["exclusive"]) == (
-        queue, "/", True, False, False)
+        queue,
+        "/",
+        True,
+        False,
+        False,
+    )
     assert row["messages"] == 2
     if not broker.external:  # RabbitMQ adds these with its statistics
         assert (row["consumers"], row["state"], row["type"]) == (0, "running", "classic")
@@ -337,14 +349,21 @@ def test_exchange_binding_and_publish(api: Any, channel: Any, resources: Resourc
     assert [(r["source"], r["destination"], r["routing_key"]) for r in rows] == [(exchange, queue, "a.*")]
     assert any(r["source"] == exchange for r in api("GET", "/api/bindings/%2F").body)
     publish = f"/api/exchanges/%2F/{q(exchange)}/publish"
-    message = {"properties": {"headers": {"k": "v"}}, "routing_key": "a.b", "payload": "hi",
-               "payload_encoding": "string"}
+    message = {
+        "properties": {"headers": {"k": "v"}},
+        "routing_key": "a.b",
+        "payload": "hi",
+        "payload_encoding": "string",
+    }
     assert api("POST", publish, message).body == {"routed": True}
     assert api("POST", publish, {**message, "routing_key": "b"}).body == {"routed": False}
     _, props, body = get_message(channel, queue, auto_ack=True)
     assert (body, props.headers) == (b"hi", {"k": "v"})
-    default = api("POST", "/api/exchanges/%2F/amq.default/publish",
-                  {"properties": {}, "routing_key": queue, "payload": "aGk=", "payload_encoding": "base64"})
+    default = api(
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        {"properties": {}, "routing_key": queue, "payload": "aGk=", "payload_encoding": "base64"},
+    )
     assert default.body == {"routed": True}
     assert get_message(channel, queue, auto_ack=True)[2] == b"hi"
     missing = api("POST", f"/api/exchanges/%2F/{q(unique('x'))}/publish", message)
@@ -353,7 +372,9 @@ def test_exchange_binding_and_publish(api: Any, channel: Any, resources: Resourc
     assert api("DELETE", f"/api/exchanges/%2F/{q(exchange)}").status == 204
     assert api("GET", f"/api/exchanges/%2F/{q(exchange)}").status == 404
     assert api("DELETE", "/api/exchanges/%2F/amq.direct").body == {
-        "error": "not_authorised", "reason": "Access refused."}
+        "error": "not_authorised",
+        "reason": "Access refused.",
+    }
 
 
 def test_binding_by_properties_key_and_listings(api: Any, channel: Any, resources: Resources) -> None:
@@ -368,7 +389,10 @@ def test_binding_by_properties_key_and_listings(api: Any, channel: Any, resource
     assert keys["k1"] == "k1" and keys["k2"].startswith("k2~")
     assert api("GET", f"{pair}/k1").body["routing_key"] == "k1"
     assert {r["routing_key"] for r in api("GET", f"/api/queues/%2F/{q(queue)}/bindings").body} == {
-        queue, "k1", "k2"}
+        queue,
+        "k1",
+        "k2",
+    }
     assert len(api("GET", f"/api/exchanges/%2F/{q(exchange)}/bindings/source").body) == 2
     assert api("DELETE", f"{pair}/{q(keys['k2'])}").status == 204
     assert api("DELETE", f"{pair}/k1").status == 204
@@ -507,15 +531,19 @@ def test_health_checks_fail_while_an_alarm_is_on(tmp_path: Path, broker: BrokerI
 # -- hostile input ------------------------------------------------------------------------------------------
 
 
-def test_garbage_on_the_http_port_leaves_amqp_working(api: Any, broker: BrokerInfo, channel: Any,
-                                                       resources: Resources) -> None:
+def test_garbage_on_the_http_port_leaves_amqp_working(
+    api: Any, broker: BrokerInfo, channel: Any, resources: Resources
+) -> None:
     ottermq_only(broker)
     assert broker.http_port is not None
     rng = random.Random(7)
     payloads = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))) for _ in range(30)]
-    payloads += [b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 200_000 + b"\r\n\r\n",
-                 b"GET /api/overview HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-                 b"\r\n\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n"]
+    payloads += [
+        b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 200_000 + b"\r\n\r\n",
+        b"GET /api/overview HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"\r\n\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+    ]
     for payload in payloads:
         with socket.create_connection(("127.0.0.1", broker.http_port), timeout=5) as sock:
             try:

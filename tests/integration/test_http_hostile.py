@@ -72,8 +72,11 @@ def test_json_strings_that_are_not_unicode_are_400(api: Any, broker: BrokerInfo)
     if broker.external:
         pytest.skip("RabbitMQ 3.10 takes them")
     name = q(unique("q"))
-    for raw in (b'{"arguments":{"x-dead-letter-exchange":"\\ud800"}}', b'{"arguments":{"\\udfff":1}}',
-                b'{"arguments":{"x-dead-letter-exchange":"\xff"}}'):
+    for raw in (
+        b'{"arguments":{"x-dead-letter-exchange":"\\ud800"}}',
+        b'{"arguments":{"\\udfff":1}}',
+        b'{"arguments":{"x-dead-letter-exchange":"\xff"}}',
+    ):
         reply = api("PUT", f"/api/queues/%2F/{name}", raw=raw)
         assert (reply.status, reply.body["error"]) == (400, BAD), raw
     publish = b'{"routing_key":"k","payload":"\\ud800","payload_encoding":"string"}'
@@ -87,7 +90,9 @@ def test_names_amqp_cannot_carry_are_400(api: Any, broker: BrokerInfo) -> None:
     long, longest = "x" * 256, unique("n").ljust(255, "y")
     reply = api("PUT", f"/api/queues/%2F/{long}", {})
     assert (reply.status, reply.body) == (
-        400, {"error": BAD, "reason": "queue should be less than 255 bytes, actually was 256\n"})
+        400,
+        {"error": BAD, "reason": "queue should be less than 255 bytes, actually was 256\n"},
+    )
     # Bytes, not characters: 128 x "é" is 256 bytes.
     assert api("PUT", "/api/queues/%2F/" + q("é" * 128), {}).status == 400
     assert api("PUT", f"/api/exchanges/%2F/{long}", {"type": "direct"}).status == 400
@@ -100,10 +105,15 @@ def test_names_amqp_cannot_carry_are_400(api: Any, broker: BrokerInfo) -> None:
             path = f"/api/bindings/%2F/e/{longest}/{kind}/{longest}"
             reply = api("POST", path, {"routing_key": long})
             assert (reply.status, reply.body["reason"]) == (
-                400, "routing_key should be less than 255 bytes, actually was 256\n")
+                400,
+                "routing_key should be less than 255 bytes, actually was 256\n",
+            )
             assert api("POST", path, {"routing_key": "k" * 255}).status == 201
-        reply = api("POST", f"/api/exchanges/%2F/{longest}/publish",
-                    {"routing_key": long, "payload": "", "payload_encoding": "string", "properties": {}})
+        reply = api(
+            "POST",
+            f"/api/exchanges/%2F/{longest}/publish",
+            {"routing_key": long, "payload": "", "payload_encoding": "string", "properties": {}},
+        )
         assert reply.status == 400
         # What the API made, AMQP can name.
         conn = pika.BlockingConnection(broker.params())
@@ -127,10 +137,14 @@ def test_vhost_and_user_names_with_control_characters_are_400(
     name = unique("n") + char + "x"
     reply = api("PUT", f"/api/vhosts/{q(name)}", {})
     assert (reply.status, reply.body) == (
-        400, {"error": BAD, "reason": "vhost name must not contain control characters"})
+        400,
+        {"error": BAD, "reason": "vhost name must not contain control characters"},
+    )
     reply = api("PUT", f"/api/users/{q(name)}", {"password": "p", "tags": "management"})
     assert (reply.status, reply.body) == (
-        400, {"error": BAD, "reason": "user name must not contain control characters"})
+        400,
+        {"error": BAD, "reason": "user name must not contain control characters"},
+    )
     assert api("GET", f"/api/vhosts/{q(name)}").status == 404
     assert api("GET", f"/api/users/{q(name)}").status == 404
 
@@ -259,8 +273,10 @@ def test_failed_login_flood_does_not_delay_real_logins(tmp_path: Path) -> None:
         _wait_http(server.log_path)
         users = [unique("u") for _ in range(LEGIT_USERS)]
         for name in users:
-            assert request(port, "PUT", f"/api/users/{q(name)}",
-                           {"password": "pw", "tags": "management"}).status == 201
+            assert (
+                request(port, "PUT", f"/api/users/{q(name)}", {"password": "pw", "tags": "management"}).status
+                == 201
+            )
         stop = threading.Event()
         statuses: list[int] = []
 

@@ -72,10 +72,18 @@ def test_metrics_count_what_pika_did(tmp_path: Path, broker: BrokerInfo) -> None
         _traffic(server.port)
         # Counts are final once the connection is closed (the channel's counts fold into the broker's).
         expected = {
-            "received": N + 3, "routed": N + 1, "unroutable_dropped": 1, "unroutable_returned": 1,
-            "confirmed": N + 3, "delivered": N + 2, "delivered_consume_manual_ack": N,
-            "delivered_consume_auto_ack": 0, "delivered_get_auto_ack": 1, "delivered_get_manual_ack": 1,
-            "redelivered": 1, "acknowledged": N,
+            "received": N + 3,
+            "routed": N + 1,
+            "unroutable_dropped": 1,
+            "unroutable_returned": 1,
+            "confirmed": N + 3,
+            "delivered": N + 2,
+            "delivered_consume_manual_ack": N,
+            "delivered_consume_auto_ack": 0,
+            "delivered_get_auto_ack": 1,
+            "delivered_get_manual_ack": 1,
+            "redelivered": 1,
+            "acknowledged": N,
         }
         assert {name: _counter(http_port, name) for name in expected} == expected
 
@@ -103,8 +111,11 @@ def test_overview_rates_become_positive_after_two_samples(tmp_path: Path, broker
         overview = request(http_port, "GET", "/api/overview").body
         assert overview["rates_mode"] == "basic"
         assert overview["message_stats"]["publish_details"] == {"rate": 0.0}
-        conn = pika.BlockingConnection(pika.ConnectionParameters(
-            "127.0.0.1", server.port, credentials=pika.PlainCredentials("guest", "guest")))
+        conn = pika.BlockingConnection(
+            pika.ConnectionParameters(
+                "127.0.0.1", server.port, credentials=pika.PlainCredentials("guest", "guest")
+            )
+        )
         try:
             ch = conn.channel()
             ch.confirm_delivery()

@@ -73,8 +73,23 @@ def test_alternating_1k_and_400k_read_back_after_restart(node: Node) -> None:
 @pytest.mark.parametrize("frame_max", [4096, 131072])
 def test_sizes_around_frame_max_and_window_edges(node: Node, frame_max: int) -> None:
     window = 256 * 1024
-    sizes = [0, 1, frame_max - 9, frame_max - 8, frame_max - 7, frame_max, 2 * frame_max - 16,
-             window - 21, window - 20, window - 19, window + 1, 3 << 20, 7, 9 << 20, 2]
+    sizes = [
+        0,
+        1,
+        frame_max - 9,
+        frame_max - 8,
+        frame_max - 7,
+        frame_max,
+        2 * frame_max - 16,
+        window - 21,
+        window - 20,
+        window - 19,
+        window + 1,
+        3 << 20,
+        7,
+        9 << 20,
+        2,
+    ]
     sizes += random.Random(frame_max).sample(range(0, 600_000), 10)
     publish_all(node, "edges", sizes, frame_max)
     node.restart()
@@ -95,8 +110,11 @@ def test_large_transaction_and_dead_letter_records_read_back(node: Node) -> None
     channel = connection.channel()
     channel.queue_declare("txq", durable=True)
     channel.queue_declare("dlq", durable=True)
-    channel.queue_declare("src", durable=True, arguments={
-        "x-message-ttl": 200, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"})
+    channel.queue_declare(
+        "src",
+        durable=True,
+        arguments={"x-message-ttl": 200, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"},
+    )
     channel.tx_select()
     tx_sizes = [300_000, 5, 700_000, 1 << 20]
     for i, size in enumerate(tx_sizes):

@@ -112,9 +112,14 @@ def test_tune_ok_above_the_servers_frame_max_is_refused(server: ServerProcess) -
     try:
         client.send(b"AMQP\x00\x00\x09\x01")
         client.expect(spec.Connection.Start)
-        client.send_method(0, spec.Connection.StartOk(
-            client_properties={}, mechanism="PLAIN", response=b"\x00guest\x00guest",
-        ))
+        client.send_method(
+            0,
+            spec.Connection.StartOk(
+                client_properties={},
+                mechanism="PLAIN",
+                response=b"\x00guest\x00guest",
+            ),
+        )
         tune = client.expect(spec.Connection.Tune)
         too_big = spec.Connection.TuneOk(channel_max=0, frame_max=tune.frame_max + 1, heartbeat=0)
         client.send_method(0, too_big)

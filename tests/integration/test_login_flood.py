@@ -62,8 +62,11 @@ def add_users(node: Node, prefix: str, count: int) -> list[str]:
     names = [f"{prefix}-{i}" for i in range(count)]
     for name in names:
         request(node.data_dir / SOCKET_NAME, "add_user", {"name": name, "password": PASSWORD})
-        request(node.data_dir / SOCKET_NAME, "set_permissions",
-                {"user": name, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"})
+        request(
+            node.data_dir / SOCKET_NAME,
+            "set_permissions",
+            {"user": name, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+        )
     return names
 
 
@@ -120,8 +123,8 @@ def read_method(sock: socket.socket, buffer: bytearray) -> tuple[int, int]:
         if len(buffer) >= 7:
             kind, _, size = struct.unpack_from(">BHI", buffer)
             if len(buffer) >= 7 + size + 1:
-                payload = bytes(buffer[7:7 + size])
-                del buffer[:7 + size + 1]
+                payload = bytes(buffer[7 : 7 + size])
+                del buffer[: 7 + size + 1]
                 if kind == 1:
                     return struct.unpack_from(">HH", payload)
                 continue
@@ -134,8 +137,9 @@ def read_method(sock: socket.socket, buffer: bytearray) -> tuple[int, int]:
 def login_time(port: int, source: str, user: str) -> float:
     """Seconds from connect to connection.tune for a PLAIN login from `source`; fails if refused."""
     started = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=LOGIN_TIMEOUT,
-                                  source_address=(source, 0)) as sock:
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=LOGIN_TIMEOUT, source_address=(source, 0)
+    ) as sock:
         sock.sendall(HEADER)
         buffer = bytearray()
         assert read_method(sock, buffer) == (10, 10)  # connection.start
@@ -164,8 +168,10 @@ def measure(node: Node, flood_user: str, source: str, users: list[str]) -> list[
                 break  # already failed: do not wait for the others
         refused = flood.refused
     assert refused, "no login of the flood was refused"
-    print(f"logins from {source} under the flood: {[round(t, 3) for t in times]} "
-          f"(median {statistics.median(times):.3f}s); {refused} flood logins refused")
+    print(
+        f"logins from {source} under the flood: {[round(t, 3) for t in times]} "
+        f"(median {statistics.median(times):.3f}s); {refused} flood logins refused"
+    )
     return times
 
 

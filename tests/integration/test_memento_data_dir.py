@@ -42,8 +42,11 @@ def replay(data: Path, *args: str) -> tuple[dict[str, Any], str]:
 
 
 def counts(state: dict[str, Any]) -> dict[str, int]:
-    return {name: q["messages"] for name, q in state["vhosts"]["/"]["queues"].items()
-            if not name.startswith("barrier-")}
+    return {
+        name: q["messages"]
+        for name, q in state["vhosts"]["/"]["queues"].items()
+        if not name.startswith("barrier-")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +96,13 @@ def test_replay_includes_the_snapshot_and_the_tail(data: Path) -> None:
     assert counts(now) == {"counted": 4, "other": 1}  # 3 from the snapshot + 2 - 1 acked
     vhost = now["vhosts"]["/"]
     assert vhost["exchanges"]["shown"]["type"] == "topic"
-    assert {"source": "shown", "destination": "counted", "destination_kind": "queue",
-            "routing_key": "k.#", "arguments": {}} in vhost["bindings"]
+    assert {
+        "source": "shown",
+        "destination": "counted",
+        "destination_kind": "queue",
+        "routing_key": "k.#",
+        "arguments": {},
+    } in vhost["bindings"]
     # Exactly at the snapshot: its state alone, nothing replayed after it.
     at, _ = replay(data, "--to-lsn", str(snapshot_lsn))
     assert at["snapshot_lsn"] == snapshot_lsn and at["records_replayed"] == 0
@@ -113,8 +121,12 @@ def test_replay_before_the_snapshot_starts_from_the_first_record(data: Path) -> 
     # Declares first (empty queues appear), then the messages one by one, then the ack.
     assert history[0] == {}
     seen = [h for i, h in enumerate(history) if i == 0 or h != history[i - 1]]
-    assert seen[-4:] == [{"counted": 3, "other": 1}, {"counted": 4, "other": 1},
-                         {"counted": 5, "other": 1}, {"counted": 4, "other": 1}]
+    assert seen[-4:] == [
+        {"counted": 3, "other": 1},
+        {"counted": 4, "other": 1},
+        {"counted": 5, "other": 1},
+        {"counted": 4, "other": 1},
+    ]
     assert {"counted": 1, "other": 0} in seen and {"counted": 3, "other": 0} in seen
 
 
@@ -125,7 +137,8 @@ def test_a_directory_without_a_log_is_explained(tmp_path: Path, data: Path) -> N
     assert done.returncode == 4
     assert done.stderr.strip() == (
         f"memento: error: {tmp_path / 'empty'}: not a Memento log directory (it has neither wal/ nor "
-        "snapshots/); its subdirectories (notes) are not either")
+        "snapshots/); its subdirectories (notes) are not either"
+    )
     both = tmp_path / "both"
     both.mkdir()
     for name in ("one", "two"):
@@ -133,8 +146,13 @@ def test_a_directory_without_a_log_is_explained(tmp_path: Path, data: Path) -> N
     done = memento("replay", str(both))
     assert done.returncode == 4 and "several subdirectories are: one, two; name one of them" in done.stderr
     # The console script, as a user runs it.
-    script = subprocess.run([*MEMENTO, "replay", str(data), "--decoder", "ottermq"], capture_output=True,
-                            text=True, timeout=60, check=True)
+    script = subprocess.run(
+        [*MEMENTO, "replay", str(data), "--decoder", "ottermq"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert counts(json.loads(script.stdout)) == {"counted": 4, "other": 1}
     assert script.stderr.strip() == f"memento: using {data / 'log'}"
     # The log directory itself still works as before, without the note.

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def fanout(channel: pika.adapters.blocking_connection.BlockingChannel, resources: Resources,
-           durable: bool = False) -> tuple[str, str, str]:
+def fanout(
+    channel: pika.adapters.blocking_connection.BlockingChannel, resources: Resources, durable: bool = False
+) -> tuple[str, str, str]:
     """A fanout exchange bound to a full reject-publish queue and to an ordinary queue."""
     exchange, full, other = resources.exchange(), resources.queue(), resources.queue()
     channel.exchange_declare(exchange, "fanout", durable=durable)

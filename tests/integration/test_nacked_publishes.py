@@ -71,8 +71,11 @@ class ConfirmPublisher:
                 self.persistent.add(msg_id)
             body = msg_id.encode() + b"|" + PADDING
             out.append(frame.Method(1, spec.Basic.Publish(exchange=EXCHANGE, routing_key="")).marshal())
-            out.append(frame.Header(1, len(body), spec.BasicProperties(
-                delivery_mode=2 if persistent else 1)).marshal())
+            out.append(
+                frame.Header(
+                    1, len(body), spec.BasicProperties(delivery_mode=2 if persistent else 1)
+                ).marshal()
+            )
             out.append(frame.Body(1, body).marshal())
         self.client.send(b"".join(out))
 
@@ -110,13 +113,18 @@ class Consumer(threading.Thread):
 
     def run(self) -> None:
         try:
-            conn = pika.BlockingConnection(pika.ConnectionParameters(
-                "127.0.0.1", self.port, socket_timeout=5, stack_timeout=10, connection_attempts=1))
+            conn = pika.BlockingConnection(
+                pika.ConnectionParameters(
+                    "127.0.0.1", self.port, socket_timeout=5, stack_timeout=10, connection_attempts=1
+                )
+            )
             ch = conn.channel()
             ch.basic_qos(prefetch_count=100)
             for queue in self.got:
-                def on_message(_ch: object, method: spec.Basic.Deliver, _p: object, body: bytes,
-                               queue: str = queue) -> None:
+
+                def on_message(
+                    _ch: object, method: spec.Basic.Deliver, _p: object, body: bytes, queue: str = queue
+                ) -> None:
                     self.got[queue].append(body.split(b"|")[0].decode())
                     ch.basic_ack(method.delivery_tag)
 
@@ -137,8 +145,9 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
 
 def params(live: LiveBroker) -> pika.ConnectionParameters:
     # No blocked_connection_timeout: a connection blocked by the disk alarm must stay connected.
-    return pika.ConnectionParameters("127.0.0.1", live.port, socket_timeout=5, stack_timeout=10,
-                                     connection_attempts=1)
+    return pika.ConnectionParameters(
+        "127.0.0.1", live.port, socket_timeout=5, stack_timeout=10, connection_attempts=1
+    )
 
 
 def declare(live: LiveBroker) -> None:

@@ -86,7 +86,8 @@ def test_server_named_queue_is_checked_under_its_name(scene: Scene) -> None:
 
 def test_reserved_queue_name_comes_before_permissions(scene: Scene) -> None:
     assert error(lambda: scene.channel().queue_declare("amq.q")) == (
-        403, "ACCESS_REFUSED - queue name 'amq.q' contains reserved prefix 'amq.*'",
+        403,
+        "ACCESS_REFUSED - queue name 'amq.q' contains reserved prefix 'amq.*'",
     )
 
 
@@ -160,7 +161,8 @@ def test_queue_bind_needs_write_on_queue_and_read_on_exchange(scene: Scene) -> N
 
 def test_binding_to_the_default_exchange_is_refused_after_the_write_check(scene: Scene) -> None:
     assert error(lambda: scene.channel().queue_bind("wq", "")) == (
-        403, "ACCESS_REFUSED - operation not permitted on the default exchange",
+        403,
+        "ACCESS_REFUSED - operation not permitted on the default exchange",
     )
     assert error(lambda: scene.channel().queue_bind("zq", "")) == scene.refused("queue", "zq")
 

@@ -27,13 +27,23 @@ def handshake(client: RawClient, channel_max: int | None = None) -> Any:
     """Log in announcing consumer_cancel_notify; tune-ok with `channel_max` (None: the server's)."""
     client.send(PROTOCOL_HEADER)
     client.expect(spec.Connection.Start)
-    client.send_method(0, spec.Connection.StartOk(
-        client_properties=CAPABILITIES, mechanism="PLAIN", response=b"\x00guest\x00guest",
-    ))
+    client.send_method(
+        0,
+        spec.Connection.StartOk(
+            client_properties=CAPABILITIES,
+            mechanism="PLAIN",
+            response=b"\x00guest\x00guest",
+        ),
+    )
     tune = client.expect(spec.Connection.Tune)
-    client.send_method(0, spec.Connection.TuneOk(
-        channel_max=tune.channel_max if channel_max is None else channel_max, frame_max=131072, heartbeat=0,
-    ))
+    client.send_method(
+        0,
+        spec.Connection.TuneOk(
+            channel_max=tune.channel_max if channel_max is None else channel_max,
+            frame_max=131072,
+            heartbeat=0,
+        ),
+    )
     client.send_method(0, spec.Connection.Open(virtual_host="/"))
     client.expect(spec.Connection.OpenOk)
     return tune

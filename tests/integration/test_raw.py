@@ -51,8 +51,19 @@ def ottermq_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     full_env.update(env or {})
     cmd = [
-        sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
-        "--data-dir", str(tmp / "data"), *args,
+        sys.executable,
+        "-m",
+        "ottermq",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--data-dir",
+        str(tmp / "data"),
+        *args,
     ]
     with log_path.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=full_env)
@@ -148,13 +159,23 @@ class RawClient:
         """Header, start-ok (PLAIN guest), tune-ok with these values, open '/'; returns the server's Tune."""
         self.send(PROTOCOL_HEADER)
         self.expect(spec.Connection.Start)
-        self.send_method(0, spec.Connection.StartOk(
-            client_properties={"product": "raw-test"}, mechanism="PLAIN", response=b"\x00guest\x00guest",
-        ))
+        self.send_method(
+            0,
+            spec.Connection.StartOk(
+                client_properties={"product": "raw-test"},
+                mechanism="PLAIN",
+                response=b"\x00guest\x00guest",
+            ),
+        )
         tune = self.expect(spec.Connection.Tune)
-        self.send_method(0, spec.Connection.TuneOk(
-            channel_max=channel_max or tune.channel_max, frame_max=frame_max, heartbeat=heartbeat,
-        ))
+        self.send_method(
+            0,
+            spec.Connection.TuneOk(
+                channel_max=channel_max or tune.channel_max,
+                frame_max=frame_max,
+                heartbeat=heartbeat,
+            ),
+        )
         self.send_method(0, spec.Connection.Open(virtual_host="/"))
         self.expect(spec.Connection.OpenOk)
         return tune

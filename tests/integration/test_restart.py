@@ -49,8 +49,20 @@ class Node:
         self.log_path = self.base / f"ottermq-{self.runs}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
         env.update({f"OTTERMQ_{k.upper()}": str(v) for k, v in self.settings.items()})
-        cmd = [sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", "0",
-               "--http-port", "0", "--data-dir", str(self.data_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ottermq",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+        ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT, env=env)
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -37,8 +37,9 @@ PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 def params(live: LiveBroker) -> pika.ConnectionParameters:
     # No blocked_connection_timeout: a publisher blocked for the whole outage must stay connected.
-    return pika.ConnectionParameters("127.0.0.1", live.port, socket_timeout=5, stack_timeout=10,
-                                     connection_attempts=1)
+    return pika.ConnectionParameters(
+        "127.0.0.1", live.port, socket_timeout=5, stack_timeout=10, connection_attempts=1
+    )
 
 
 class Publisher(threading.Thread):

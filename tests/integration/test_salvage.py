@@ -70,9 +70,14 @@ def test_damage_in_the_middle_is_refused_then_salvaged(node: Node) -> None:
 def test_the_flag_and_the_config_key_set_salvage(tmp_path: Path) -> None:
     def effective(*args: str, env: dict[str, str] | None = None) -> str:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
-        done = subprocess.run([sys.executable, "-m", "ottermq", "serve", "--check-config", *args],
-                              capture_output=True, text=True, timeout=60, check=True,
-                              env={**clean, **(env or {})})
+        done = subprocess.run(
+            [sys.executable, "-m", "ottermq", "serve", "--check-config", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**clean, **(env or {})},
+        )
         return done.stdout
 
     assert "salvage = false" in effective()

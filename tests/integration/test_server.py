@@ -119,9 +119,21 @@ def test_port_in_use_is_a_clean_error(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(tmp_path / "data")],
-            capture_output=True, text=True, timeout=20,
+            [
+                sys.executable,
+                "-m",
+                "ottermq",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
     assert result.returncode == 1
     assert f"cannot listen on amqp://127.0.0.1:{port}" in result.stderr

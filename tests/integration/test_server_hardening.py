@@ -55,8 +55,20 @@ def test_sigterm_as_soon_as_the_port_opens_is_a_graceful_stop(tmp_path: Path) ->
     port = _free_port()
     data_dir = tmp_path / "data"
     log_path = tmp_path / "ottermq.log"
-    cmd = [sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--http-port", str(_free_port()), "--data-dir", str(data_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ottermq",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http-port",
+        str(_free_port()),
+        "--data-dir",
+        str(data_dir),
+    ]
     with log_path.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_clean_env())
     try:
@@ -114,8 +126,20 @@ def _start_broker(
     for _attempt in range(3):
         # Ports chosen here may be taken by someone else before the broker binds them: then try others.
         port, http_port = _free_port(), _free_port() if http else 0
-        cmd = [sys.executable, *launcher, "serve", "--host", host, "--port", str(port),
-               "--http-port", str(http_port), "--data-dir", str(tmp_path / "data"), *args]
+        cmd = [
+            sys.executable,
+            *launcher,
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            *args,
+        ]
         with log_path.open("wb") as out:
             process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_clean_env())
         deadline = time.monotonic() + 20
@@ -194,8 +218,9 @@ def test_a_broker_out_of_address_space_drops_the_connection_then_serves_and_stop
         # From now on the broker cannot grow by more than 48 MiB: a 100 MB message cannot fit.
         limit = _address_space(process.pid) + 48 * 1024 * 1024
         resource.prlimit(process.pid, resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
-        publisher = pika.BlockingConnection(pika.ConnectionParameters(
-            "127.0.0.1", port, socket_timeout=10, blocked_connection_timeout=10))
+        publisher = pika.BlockingConnection(
+            pika.ConnectionParameters("127.0.0.1", port, socket_timeout=10, blocked_connection_timeout=10)
+        )
         channel = publisher.channel()
         channel.confirm_delivery()
         queue = channel.queue_declare("", exclusive=True).method.queue
@@ -238,8 +263,14 @@ needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has n
 
 
 def test_the_default_host_is_every_interface_of_both_families() -> None:
-    result = subprocess.run([sys.executable, "-m", "ottermq", "serve", "--check-config"], cwd=ROOT,
-                            env=_clean_env(), capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "ottermq", "serve", "--check-config"],
+        cwd=ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert 'host = "::"' in result.stdout
 
@@ -378,8 +409,12 @@ def _connect_and_declare(port: int) -> float:
 def test_a_new_client_is_served_promptly_while_publishers_flood_the_broker(tmp_path: Path) -> None:
     process, port, _ = _start_broker(tmp_path)
     flooders = [
-        subprocess.Popen([sys.executable, "-c", FLOODER, str(port), "5", f"flood{i}"], cwd=ROOT,
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", FLOODER, str(port), "5", f"flood{i}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for i in range(FLOODERS)
     ]
     try:
@@ -418,8 +453,12 @@ def test_a_pipelined_burst_is_handled_whole_and_in_order(tmp_path: Path) -> None
         queue = "burst"
         frames = [
             PROTOCOL_HEADER,
-            frame.Method(0, spec.Connection.StartOk(
-                client_properties={}, mechanism="PLAIN", response=b"\x00guest\x00guest")).marshal(),
+            frame.Method(
+                0,
+                spec.Connection.StartOk(
+                    client_properties={}, mechanism="PLAIN", response=b"\x00guest\x00guest"
+                ),
+            ).marshal(),
             frame.Method(0, spec.Connection.TuneOk(channel_max=10, frame_max=131072, heartbeat=0)).marshal(),
             frame.Method(0, spec.Connection.Open(virtual_host="/")).marshal(),
             frame.Method(1, spec.Channel.Open()).marshal(),

@@ -108,11 +108,24 @@ def test_a_broker_starts_after_a_crash_on_a_full_disk_and_resumes(tmp_path: Path
 
 
 def test_a_fresh_broker_on_a_file_system_smaller_than_a_segment_starts_with_the_alarm(
-        tiny_tmpfs: Path, tmp_path: Path) -> None:
+    tiny_tmpfs: Path, tmp_path: Path
+) -> None:
     log_path = tmp_path / "broker.log"
     port = _free_port()
-    cmd = [sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--http-port", "0", "--data-dir", str(tiny_tmpfs / "data")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ottermq",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http-port",
+        "0",
+        "--data-dir",
+        str(tiny_tmpfs / "data"),
+    ]
     with log_path.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:

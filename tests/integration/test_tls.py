@@ -293,7 +293,11 @@ def test_bad_tls_settings_exit_2_with_one_line(env: dict[str, str], message: str
     full_env.update(env)
     result = subprocess.run(
         [sys.executable, "-m", "ottermq", "serve", "--port", "0", "--data-dir", "/tmp/ottermq-tls-unused"],
-        capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=30,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=30,
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr

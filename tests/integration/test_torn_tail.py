@@ -28,7 +28,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     yield from running_node(tmp_path)
 
 
-
 def newest_segment(node: Node) -> tuple[Path, list[Record]]:
     """The newest segment file and its records."""
     wal = node.data_dir / "log" / "wal"

@@ -39,8 +39,11 @@ def counts(channel: Any, queues: list[str]) -> dict[str, int]:
 
 def declare(channel: Any) -> None:
     channel.queue_declare("dead", durable=True)
-    channel.queue_declare("short", durable=True, arguments={
-        "x-message-ttl": SHORT, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
+    channel.queue_declare(
+        "short",
+        durable=True,
+        arguments={"x-message-ttl": SHORT, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"},
+    )
     channel.queue_declare("long", durable=True, arguments={"x-message-ttl": LONG})
     channel.queue_declare("own-short", durable=True)
     channel.queue_declare("own-long", durable=True)

@@ -116,8 +116,9 @@ def test_set_list_and_clear(admin: Admin, vhost: str) -> None:
         ("notjson", ["json decoding error"], 65),
     ],
 )
-def test_bad_definitions_are_refused(admin: Admin, vhost: str, definition: str, words: list[str],
-                                     code: int) -> None:
+def test_bad_definitions_are_refused(
+    admin: Admin, vhost: str, definition: str, words: list[str], code: int
+) -> None:
     status, _, err = admin("set_vhost_limits", "-p", vhost, definition)
     # rabbitmqctl exits 69 for these; ottermq ctl says 65 (EX_DATAERR), as for its other bad data.
     assert status == (69 if admin.external else code)
@@ -140,7 +141,7 @@ def test_max_connections_after_set(admin: Admin, vhost: str, broker: BrokerInfo)
             pika.BlockingConnection(params(broker, vhost))
         assert (
             f"(530) \"NOT_ALLOWED - access to vhost '{vhost}' refused for user 'guest': "
-            "connection limit (1) is reached\""
+            'connection limit (1) is reached"'
         ) in str(caught.value)
     finally:
         first.close()

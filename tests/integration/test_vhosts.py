@@ -78,7 +78,8 @@ def test_deleting_a_vhost_closes_its_connections_and_drops_its_queues(admin: Adm
         # RabbitMQ says "is deleted", or "is down" when the vhost's processes stop first (a race).
         assert closed.reply_code == 320
         assert closed.reply_text in (
-            f"CONNECTION_FORCED - vhost '{vhost}' is deleted", f"CONNECTION_FORCED - vhost '{vhost}' is down",
+            f"CONNECTION_FORCED - vhost '{vhost}' is deleted",
+            f"CONNECTION_FORCED - vhost '{vhost}' is down",
         )
         assert other.is_open
         other.channel().queue_declare("", exclusive=True)

@@ -14,8 +14,9 @@ from memento.segment import HEADER_SIZE, encode_header, segment_name
 SEG_SIZE = 64 * 1024
 
 
-def segment_bytes(seq: int, base: int, payloads: list[bytes], *, size: int = 4096, seal: bool = False,
-                  rtype: int = 1) -> bytes:
+def segment_bytes(
+    seq: int, base: int, payloads: list[bytes], *, size: int = 4096, seal: bool = False, rtype: int = 1
+) -> bytes:
     """A whole preallocated segment file holding `payloads` as records base, base+1, ..."""
     data = bytearray(encode_header(seq, base, size))
     for i, payload in enumerate(payloads):

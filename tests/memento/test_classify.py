@@ -24,7 +24,7 @@ def scan(data: bytes, seq: int = 1, base: int = 1, registry: frozenset[int] | No
 
 def damaged(offset: int, replacement: bytes) -> bytes:
     data = bytearray(segment_bytes(1, 1, PAYLOADS))
-    data[offset:offset + len(replacement)] = replacement
+    data[offset : offset + len(replacement)] = replacement
     return bytes(data)
 
 
@@ -80,9 +80,9 @@ def test_torn_tail_zeroed_sector_at_end() -> None:
 
 def test_zeros_then_stale_junk_with_lower_lsns_is_torn_tail() -> None:
     data = bytearray(segment_bytes(1, 1, PAYLOADS, size=8192))
-    data[OFFSETS[3]:END] = bytes(END - OFFSETS[3])  # last record lost ...
+    data[OFFSETS[3] : END] = bytes(END - OFFSETS[3])  # last record lost ...
     stale = encode(1, 0, 2, b"old junk") + encode(1, 0, 3, b"older junk")
-    data[END + 100:END + 100 + len(stale)] = stale  # ... and stale records with lower LSNs further on
+    data[END + 100 : END + 100 + len(stale)] = stale  # ... and stale records with lower LSNs further on
     s = scan(bytes(data))
     assert s.damage is not None and s.resync is None
     verdict = classify([s], 0)
@@ -91,7 +91,7 @@ def test_zeros_then_stale_junk_with_lower_lsns_is_torn_tail() -> None:
 
 def test_junk_with_far_future_lsn_is_torn_tail() -> None:
     data = bytearray(segment_bytes(1, 1, PAYLOADS, size=8192))
-    data[END + 8:END + 8 + 30] = encode(1, 0, 10**12, b"x" * 10)
+    data[END + 8 : END + 8 + 30] = encode(1, 0, 10**12, b"x" * 10)
     data[OFFSETS[3] + 21] ^= 1
     assert classify([scan(bytes(data))], 0).status == REPAIRABLE
 
@@ -122,7 +122,7 @@ def test_zeroed_span_before_valid_records_is_refused() -> None:
 
 def test_lsn_out_of_sequence_inside_segment() -> None:
     data = bytearray(segment_bytes(1, 1, PAYLOADS[:2]))
-    data[OFFSETS[2]:OFFSETS[2] + 30] = encode(1, 0, 9, b"x" * 10)
+    data[OFFSETS[2] : OFFSETS[2] + 30] = encode(1, 0, 9, b"x" * 10)
     s = scan(bytes(data))
     assert s.damage is not None and "LSN 9" in s.damage.reason
     assert classify([s], 0).status == REPAIRABLE  # junk at the end, nothing valid after it
@@ -201,8 +201,9 @@ def test_log_starting_after_snapshot() -> None:
 
 
 def test_segments_covered_by_snapshot_are_only_header_checked() -> None:
-    first = scan_segment(segment_name(1, 1), segment_bytes(1, 1, PAYLOADS, seal=True)[:HEADER_SIZE],
-                         headers_only=True)
+    first = scan_segment(
+        segment_name(1, 1), segment_bytes(1, 1, PAYLOADS, seal=True)[:HEADER_SIZE], headers_only=True
+    )
     second = scan(segment_bytes(2, 5, [b"next"]), 2, 5)
     verdict = classify([first, second], 4)
     assert (verdict.status, verdict.end_lsn) == (CLEAN, 5)

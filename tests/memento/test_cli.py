@@ -170,11 +170,14 @@ def test_replay_cannot_go_before_reclaimed_segments(tmp_path: Path) -> None:
     assert result.exit_code == 4 and "the log starts at LSN" in result.output
 
 
-@pytest.mark.parametrize(("target", "message"), [
-    ("missing", "no such directory"),
-    ("file", "is a file, not a log directory"),
-    ("plain", "not a Memento log directory"),
-])
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("missing", "no such directory"),
+        ("file", "is a file, not a log directory"),
+        ("plain", "not a Memento log directory"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path: Path, target: str, message: str) -> None:
     path = tmp_path / target
     if target == "file":
@@ -194,8 +197,9 @@ def test_console_script(logdir: Path, tmp_path: Path) -> None:
         pytest.skip("console script not installed")
     ok = subprocess.run([str(exe), "inspect", str(logdir)], capture_output=True, text=True, check=False)
     assert ok.returncode == 0 and "verdict: clean" in ok.stdout
-    bad = subprocess.run([str(exe), "verify", str(tmp_path / "nope")], capture_output=True, text=True,
-                         check=False)
+    bad = subprocess.run(
+        [str(exe), "verify", str(tmp_path / "nope")], capture_output=True, text=True, check=False
+    )
     assert bad.returncode == 4
     assert bad.stderr.strip() == f"memento: error: {tmp_path / 'nope'}: no such directory"
     copy = tmp_path / "copy"

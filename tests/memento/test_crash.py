@@ -27,8 +27,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 def run_and_kill(path: Path, delay: float) -> dict[int, bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(path), str(SEG), "32"], stdout=subprocess.PIPE,
-                            env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(path), str(SEG), "32"], stdout=subprocess.PIPE, env=env
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"
     time.sleep(delay)

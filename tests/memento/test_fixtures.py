@@ -23,8 +23,10 @@ CASE_DIRS = sorted(p.parent for p in FIXTURES.glob("*/expected.json"))
 
 def tree(root: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under `root` (directories as '<dir>')."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def expected(case_dir: Path) -> dict[str, Any]:

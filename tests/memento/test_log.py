@@ -139,7 +139,7 @@ def test_torn_tail_is_quarantined_truncated_and_reported(tmp_path: Path) -> None
         assert Path(report.quarantined[0]).stat().st_size > 0
         assert [r.lsn for r in log.replay()] == [1, 2, 3, 4]
         assert path.stat().st_size == SEG
-        assert path.read_bytes()[last.offset:] == bytes(SEG - last.offset)
+        assert path.read_bytes()[last.offset :] == bytes(SEG - last.offset)
         assert log.append(1, b"new") == 5
     with Log.open(tmp_path, segment_size=SEG) as log:
         assert log.recovery_report.status == "clean"

@@ -165,7 +165,7 @@ class NoRoomForQuarantine(DiskIO):
 def test_a_torn_tail_that_cannot_be_quarantined_is_refused_by_name_and_kept(tmp_path: Path) -> None:
     data = bytearray(segment_bytes(1, 1, [b"a", b"b"], size=SEG_SIZE))
     end = len(segment_bytes(1, 1, [b"a", b"b"], size=SEG_SIZE).rstrip(b"\0"))
-    data[end:end + 48] = b"\xc8\x00\x00\x00\xde\xad\xbe\xef" + b"\x01" * 40  # a torn write
+    data[end : end + 48] = b"\xc8\x00\x00\x00\xde\xad\xbe\xef" + b"\x01" * 40  # a torn write
     write_segments(tmp_path, [(1, 1, bytes(data))])
     with pytest.raises(OSError) as info:
         Log.open(tmp_path, segment_size=SEG_SIZE, disk=NoRoomForQuarantine())

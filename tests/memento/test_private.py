@@ -39,8 +39,11 @@ def test_a_log_directory_is_owner_only(tmp_path: Path, umask: int) -> None:
     found = modes(tmp_path / "a")
     assert len([name for name in found if name.endswith(".wal")]) >= 2
     assert "log/snapshots/data.mdb" in found and "log/LOCK" in found
-    wrong = {name: f"{mode:04o}" for name, mode in found.items()
-             if mode != (0o700 if (tmp_path / "a" / name).is_dir() else 0o600)}
+    wrong = {
+        name: f"{mode:04o}"
+        for name, mode in found.items()
+        if mode != (0o700 if (tmp_path / "a" / name).is_dir() else 0o600)
+    }
     assert not wrong
 
 

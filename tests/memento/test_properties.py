@@ -19,8 +19,11 @@ from .helpers import flip, wal_files
 SEG = 4096
 PROFILE = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-records = st.lists(st.tuples(st.integers(1, 0xEF), st.integers(0, USER_FLAGS_MASK), st.binary(max_size=700)),
-                   min_size=1, max_size=40)
+records = st.lists(
+    st.tuples(st.integers(1, 0xEF), st.integers(0, USER_FLAGS_MASK), st.binary(max_size=700)),
+    min_size=1,
+    max_size=40,
+)
 
 
 @PROFILE
@@ -55,10 +58,14 @@ def write_stream(tmp: str, payloads: list[bytes]) -> list[tuple[int, int, int]]:
 
 
 @PROFILE
-@given(payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=30), where=st.floats(0, 1),
-       zero_fill=st.booleans())
+@given(
+    payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=30),
+    where=st.floats(0, 1),
+    zero_fill=st.booleans(),
+)
 def test_any_truncation_of_the_last_segment_keeps_the_complete_records(
-        payloads: list[bytes], where: float, zero_fill: bool) -> None:
+    payloads: list[bytes], where: float, zero_fill: bool
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spans = write_stream(tmp, payloads)
         last = wal_files(Path(tmp))[-1]
@@ -75,8 +82,10 @@ def test_any_truncation_of_the_last_segment_keeps_the_complete_records(
             os.truncate(last, cut)
         damaged = last.read_bytes()
         survivors = first_in_last + sum(
-            1 for seq, start, end in spans[first_in_last:]
-            if seq == last_seq and end <= len(damaged) and damaged[start:end] == original[start:end])
+            1
+            for seq, start, end in spans[first_in_last:]
+            if seq == last_seq and end <= len(damaged) and damaged[start:end] == original[start:end]
+        )
         with Log.open(tmp, segment_size=SEG) as log:
             assert [r.payload for r in log.replay()] == payloads[:survivors]
             assert log.recovery_report.status in ("clean", "repairable")
@@ -87,8 +96,12 @@ def test_any_truncation_of_the_last_segment_keeps_the_complete_records(
 
 
 @PROFILE
-@given(payloads=st.lists(st.binary(max_size=120), min_size=1, max_size=12), which=st.floats(0, 1),
-       where=st.floats(0, 1), bit=st.integers(0, 7))
+@given(
+    payloads=st.lists(st.binary(max_size=120), min_size=1, max_size=12),
+    which=st.floats(0, 1),
+    where=st.floats(0, 1),
+    bit=st.integers(0, 7),
+)
 def test_any_single_bit_flip_is_detected(payloads: list[bytes], which: float, where: float, bit: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spans = write_stream(tmp, payloads)
@@ -108,10 +121,15 @@ def test_any_single_bit_flip_is_detected(payloads: list[bytes], which: float, wh
 
 
 @PROFILE
-@given(payloads=st.lists(st.binary(max_size=400), min_size=1, max_size=30), which=st.floats(0, 1),
-       where=st.floats(0, 1), bit=st.integers(0, 7))
-def test_any_bit_flip_in_any_segment_is_refused_or_a_torn_tail(payloads: list[bytes], which: float,
-                                                               where: float, bit: int) -> None:
+@given(
+    payloads=st.lists(st.binary(max_size=400), min_size=1, max_size=30),
+    which=st.floats(0, 1),
+    where=st.floats(0, 1),
+    bit=st.integers(0, 7),
+)
+def test_any_bit_flip_in_any_segment_is_refused_or_a_torn_tail(
+    payloads: list[bytes], which: float, where: float, bit: int
+) -> None:
     """Flips anywhere in the written part of any segment (headers and seals included)."""
     with tempfile.TemporaryDirectory() as tmp:
         spans = write_stream(tmp, payloads)

@@ -17,9 +17,22 @@ from memento.log import _READ_AHEAD, _WINDOW, Log
 from memento.record import HEAD_SIZE, RecordPosition
 
 # Sizes at the edges of the reader's buffers, and a few large ones.
-EDGES = sorted({0, 1, _READ_AHEAD - HEAD_SIZE - 1, _READ_AHEAD - HEAD_SIZE, _READ_AHEAD - HEAD_SIZE + 1,
-                _WINDOW - HEAD_SIZE - 1, _WINDOW - HEAD_SIZE, _WINDOW - HEAD_SIZE + 1, _WINDOW, 400_000,
-                2 * _WINDOW + 3, 3 << 20})
+EDGES = sorted(
+    {
+        0,
+        1,
+        _READ_AHEAD - HEAD_SIZE - 1,
+        _READ_AHEAD - HEAD_SIZE,
+        _READ_AHEAD - HEAD_SIZE + 1,
+        _WINDOW - HEAD_SIZE - 1,
+        _WINDOW - HEAD_SIZE,
+        _WINDOW - HEAD_SIZE + 1,
+        _WINDOW,
+        400_000,
+        2 * _WINDOW + 3,
+        3 << 20,
+    }
+)
 SEG = 1 << 20
 
 
@@ -62,10 +75,14 @@ def test_edge_sizes_in_every_order(tmp_path: Path) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sizes=st.lists(st.one_of(st.sampled_from(EDGES), st.integers(0, 600_000)), min_size=1, max_size=12),
-       reads=st.lists(st.integers(0, 1000), max_size=30), sync_first=st.booleans())
-def test_any_sizes_any_read_order(tmp_path_factory: object, sizes: list[int], reads: list[int],
-                                  sync_first: bool) -> None:
+@given(
+    sizes=st.lists(st.one_of(st.sampled_from(EDGES), st.integers(0, 600_000)), min_size=1, max_size=12),
+    reads=st.lists(st.integers(0, 1000), max_size=30),
+    sync_first=st.booleans(),
+)
+def test_any_sizes_any_read_order(
+    tmp_path_factory: object, sizes: list[int], reads: list[int], sync_first: bool
+) -> None:
     """Whatever the sizes and the order of reads, staged or written, a read returns the record whole."""
     path = tmp_path_factory.mktemp("log")  # type: ignore[attr-defined]
     with Log.open(path, segment_size=SEG) as log:

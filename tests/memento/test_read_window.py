@@ -46,7 +46,11 @@ def test_forward_reads_use_few_preads_and_return_every_record(
         for i, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
             record = log.read(position)
             assert (record.lsn, record.type, record.payload, record.position) == (
-                i + 1, 1 + i % 3, payload, position)
+                i + 1,
+                1 + i % 3,
+                payload,
+                position,
+            )
         # ~2 MB read forward: a handful of windows, not one pread per record.
         assert pread.calls < 40
 

@@ -147,7 +147,8 @@ def test_failure_while_deleting_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_sparse_segment_relocates_exactly_its_live_records_and_full_one_stays(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A tiny scan window makes headers straddle window ends and records outgrow the window.
     monkeypatch.setattr(reclaim_module, "WINDOW", 64)
     monkeypatch.setattr(reclaim_module, "READ_BATCH", 200)  # copies read back one or two at a time

@@ -102,7 +102,8 @@ def test_bad_newest_chunk_falls_back(tmp_path: Path) -> None:
         assert loaded is not None and loaded.lsn == 100 and loaded.state == b"old" * 1000
         assert store.status == STATUS_FALLBACK
         assert store.fallback_reason is not None and "snapshot 200: chunk 0/1 checksum mismatch" in (
-            store.fallback_reason)
+            store.fallback_reason
+        )
         assert store.verify(store.list()[-1]) is not None
 
 

@@ -35,9 +35,21 @@ def test_the_map_starts_small() -> None:
 def test_a_map_that_cannot_be_reserved_is_an_os_error_naming_the_store(tmp_path: Path) -> None:
     with SnapshotStore(tmp_path) as store:
         store.save(1, b"state")
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), str(INITIAL_MAP_SIZE // 4)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), str(INITIAL_MAP_SIZE // 4)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
     assert done.stdout.split() == ["True", "True", "True"], done.stdout + done.stderr
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), str(INITIAL_MAP_SIZE * 4)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), str(INITIAL_MAP_SIZE * 4)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
     assert done.stdout.strip() == "opened", done.stdout + done.stderr

@@ -131,8 +131,9 @@ def test_io_error_fails_waiters_and_later_appends(tmp_path: Path, err: int, on_w
             await writer.wait_durable(ok)
             disk.armed = True
             doomed = [writer.append(1, b"lost") for _ in range(20)]
-            results = await asyncio.gather(*(writer.wait_durable(lsn) for lsn in doomed),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(writer.wait_durable(lsn) for lsn in doomed), return_exceptions=True
+            )
             assert all(isinstance(r, LogFailed) for r in results)
             assert writer.failed is not None and log.failed is not None
             assert writer.durable_lsn == ok == log.durable_lsn

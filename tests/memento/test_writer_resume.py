@@ -205,7 +205,7 @@ def test_too_much_staged_while_suspended_is_final(tmp_path: Path) -> None:
             while writer.failed is None:
                 writer.append(1, payload(0))
                 await asyncio.sleep(0.001)
-            with pytest.raises(LogFailed, match="over the 65536-byte limit"):
+            with pytest.raises(LogFailed, match="over the 65536 B limit"):
                 await writer.wait_durable(lsns[-1])
             await writer.close()
 

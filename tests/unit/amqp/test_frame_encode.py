@@ -58,8 +58,10 @@ def _check_content(frames: list[Any], body: bytes, frame_max: int) -> None:
     assert len(bodies) == (0 if not body else -(-len(body) // (frame_max - 8)) if frame_max else 1)
 
 
-@pytest.mark.parametrize(("size", "frame_max"), [(0, 4096), (16, 4096), (1024, 0), (4088, 4096),
-                                                 (4089, 4096), (20000, 4096), (300000, 131072)])
+@pytest.mark.parametrize(
+    ("size", "frame_max"),
+    [(0, 4096), (16, 4096), (1024, 0), (4088, 4096), (4089, 4096), (20000, 4096), (300000, 131072)],
+)
 def test_encode_deliver(size: int, frame_max: int) -> None:
     body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
     wire = encode_deliver(7, "ctag-ü", 2**64 - 1, True, "amq.topic", "a.b.c", PROPS, body, frame_max)
@@ -68,7 +70,11 @@ def test_encode_deliver(size: int, frame_max: int) -> None:
     m = method.method
     assert isinstance(m, pika.spec.Basic.Deliver)
     assert (m.consumer_tag, m.delivery_tag, m.redelivered, m.exchange, m.routing_key) == (
-        "ctag-ü", 2**64 - 1, True, "amq.topic", "a.b.c"
+        "ctag-ü",
+        2**64 - 1,
+        True,
+        "amq.topic",
+        "a.b.c",
     )
     _check_content(content, body, frame_max)
     frames = _ours(wire, frame_max)
@@ -112,9 +118,12 @@ def test_acks_match_pika_and_the_generic_encoder() -> None:
 def test_encode_content_alone() -> None:
     wire = encode_content(2, 60, PROPS, b"abc" * 3000, 4096)
     _check_content(_pika_frames(wire), b"abc" * 3000, 4096)
-    assert encode_content(2, 60, PROPS, b"", 4096) == pika.frame.Header(
-        2, 0, pika.spec.BasicProperties(content_type="text/plain", delivery_mode=2, headers={"h": 1})
-    ).marshal()
+    assert (
+        encode_content(2, 60, PROPS, b"", 4096)
+        == pika.frame.Header(
+            2, 0, pika.spec.BasicProperties(content_type="text/plain", delivery_mode=2, headers={"h": 1})
+        ).marshal()
+    )
 
 
 def test_heartbeat_frame() -> None:

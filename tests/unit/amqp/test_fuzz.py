@@ -27,9 +27,9 @@ PROPS = encode_properties(
     BasicProperties(content_type="a", headers=TABLE_SAMPLE, delivery_mode=2, priority=3, expiration="100")
 )
 PAYLOADS = [ours(name)(**sample_kwargs(fields)).encode() for name, fields in all_specs()]
-FRAMES = [
-    encode_method_frame(1, ours(name)(**sample_kwargs(fields))) for name, fields in all_specs()
-] + [encode_content(1, 60, PROPS, b"body" * 10, 4096)]
+FRAMES = [encode_method_frame(1, ours(name)(**sample_kwargs(fields))) for name, fields in all_specs()] + [
+    encode_content(1, 60, PROPS, b"body" * 10, 4096)
+]
 CLASSES = list(METHODS.values())
 
 

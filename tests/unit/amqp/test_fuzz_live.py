@@ -62,8 +62,9 @@ streams = st.one_of(
     frame_lists.map(b"".join),
     st.binary(max_size=200),
     # A frame header with any type, channel and size, then some bytes.
-    st.tuples(st.integers(0, 255), st.integers(0, 65535), st.integers(0, 2**32 - 1), st.binary(max_size=40))
-    .map(lambda t: struct.pack(">BHI", t[0], t[1], t[2]) + t[3]),
+    st.tuples(
+        st.integers(0, 255), st.integers(0, 65535), st.integers(0, 2**32 - 1), st.binary(max_size=40)
+    ).map(lambda t: struct.pack(">BHI", t[0], t[1], t[2]) + t[3]),
 )
 
 

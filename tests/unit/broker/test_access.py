@@ -172,8 +172,15 @@ def test_every_change_is_an_event_and_bumps_the_generation() -> None:
     access.delete_user("bob")
     kinds = [type(event) for event in journal.events]
     assert kinds == [
-        VHostAdded, UserAdded, PasswordChanged, UserTagsSet, VHostAdded, PermissionsSet, PermissionsCleared,
-        VHostDeleted, UserDeleted,
+        VHostAdded,
+        UserAdded,
+        PasswordChanged,
+        UserTagsSet,
+        VHostAdded,
+        PermissionsSet,
+        PermissionsCleared,
+        VHostDeleted,
+        UserDeleted,
     ]
     assert access.generation == start + 8
 

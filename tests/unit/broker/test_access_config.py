@@ -67,7 +67,7 @@ def test_environment_takes_json() -> None:
         ('[[users]]\nname = "x"\nrole = "admin"\n', "users: unknown key 'role'"),
         ('[[users]]\nname = "x"\npassword = "a"\npassword_hash = "b"\n', "not both"),
         ('[[users]]\nname = "x"\ntags = [1]\n', "'tags' must be a list of strings"),
-        ('[[users]]\nname = 5\n', "'name' must be a string"),
+        ("[[users]]\nname = 5\n", "'name' must be a string"),
         ('[[permissions]]\nuser = "u"\nconfigure = ".*"\nwrite = ".*"\n', "every entry needs 'read'"),
         ('users = "bob"\n', "users: expected a JSON list of objects"),
     ],

@@ -66,8 +66,11 @@ def test_frames_behind_start_ok_wait_for_the_password_check() -> None:
     c.send(PROTOCOL_HEADER)
     c.expect(ConnectionStart, 0)
     # start-ok, tune-ok and open in one read, as a pipelining client would send them.
-    c.send(start_ok("guest") + encode_method_frame(0, ConnectionTuneOk(2047, 131072, 0))
-           + encode_method_frame(0, ConnectionOpen("/")))
+    c.send(
+        start_ok("guest")
+        + encode_method_frame(0, ConnectionTuneOk(2047, 131072, 0))
+        + encode_method_frame(0, ConnectionOpen("/"))
+    )
     assert len(transport.work) == 1 and not transport.reading
     assert c.silent() and c.conn.state == "starting"
     c.send(encode_method_frame(0, ConnectionOpen("/")))  # more bytes meanwhile: buffered, not handled

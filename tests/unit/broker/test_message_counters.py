@@ -50,7 +50,10 @@ def test_publish_routed_dropped_and_returned() -> None:
     client.publish(1, "", "nowhere", b"returned", mandatory=True)
     client.expect(BasicReturn, 1)
     assert changed(client.broker) == {
-        "received": 3, "routed": 1, "unroutable_dropped": 1, "unroutable_returned": 1,
+        "received": 3,
+        "routed": 1,
+        "unroutable_dropped": 1,
+        "unroutable_returned": 1,
     }
 
 
@@ -66,7 +69,10 @@ def test_confirms_count_routed_and_unroutable_messages() -> None:
     client.publish(1, "", "nowhere", b"c")
     client.expect(BasicAck, 1)
     assert changed(client.broker) == {
-        "received": 3, "routed": 2, "unroutable_dropped": 1, "confirmed": 3,
+        "received": 3,
+        "routed": 2,
+        "unroutable_dropped": 1,
+        "confirmed": 3,
     }
 
 
@@ -97,8 +103,11 @@ def test_consume_counts_auto_and_manual_ack_apart() -> None:
     client.publish(1, "", "manual", b"m2")
     assert len(deliveries(client)) == 3
     assert changed(client.broker) == {
-        "received": 3, "routed": 3, "delivered": 3,
-        "delivered_consume_auto_ack": 1, "delivered_consume_manual_ack": 2,
+        "received": 3,
+        "routed": 3,
+        "delivered": 3,
+        "delivered_consume_auto_ack": 1,
+        "delivered_consume_manual_ack": 2,
     }
 
 
@@ -114,8 +123,11 @@ def test_get_counts_auto_and_manual_ack_apart() -> None:
     client.expect(BasicGetOk, 1)
     client.expect_content()
     assert changed(client.broker) == {
-        "received": 2, "routed": 2, "delivered": 2,
-        "delivered_get_auto_ack": 1, "delivered_get_manual_ack": 1,
+        "received": 2,
+        "routed": 2,
+        "delivered": 2,
+        "delivered_get_auto_ack": 1,
+        "delivered_get_manual_ack": 1,
     }
 
 

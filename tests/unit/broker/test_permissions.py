@@ -33,11 +33,13 @@ MAPPING = [
     (m.QueueBind(queue="q", exchange=""), "q", (("write", "queue", "q"),)),
     (m.QueueBind(queue="", exchange="x"), "last", (("write", "queue", "last"), ("read", "exchange", "x"))),
     (
-        m.ExchangeBind(destination="d", source="s"), "",
+        m.ExchangeBind(destination="d", source="s"),
+        "",
         (("write", "exchange", "d"), ("read", "exchange", "s")),
     ),
     (
-        m.ExchangeUnbind(destination="d", source="s"), "",
+        m.ExchangeUnbind(destination="d", source="s"),
+        "",
         (("write", "exchange", "d"), ("read", "exchange", "s")),
     ),
     (m.ExchangeBind(destination="", source="s"), "", (("write", "exchange", ""),)),
@@ -64,13 +66,16 @@ def test_every_other_method_needs_nothing(cls: type[m.Method]) -> None:
 
 def test_declare_extras() -> None:
     assert declare_extras("queue", "q", {"x-dead-letter-exchange": "dlx"}) == (
-        ("read", "queue", "q"), ("write", "exchange", "dlx"),
+        ("read", "queue", "q"),
+        ("write", "exchange", "dlx"),
     )
     assert declare_extras("queue", "q", {"x-dead-letter-exchange": ""}) == (
-        ("read", "queue", "q"), ("write", "exchange", ""),
+        ("read", "queue", "q"),
+        ("write", "exchange", ""),
     )
     assert declare_extras("exchange", "x", {"alternate-exchange": b"ae"}) == (
-        ("read", "exchange", "x"), ("write", "exchange", "ae"),
+        ("read", "exchange", "x"),
+        ("write", "exchange", "ae"),
     )
     assert declare_extras("queue", "q", {}) == ()
     assert declare_extras("exchange", "x", {"alternate-exchange": 5}) == ()

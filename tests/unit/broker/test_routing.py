@@ -69,7 +69,8 @@ def test_publish_to_internal_exchange_is_refused(vhost: VHost) -> None:
     with pytest.raises(ChannelError) as caught:
         vhost.exchange_for_publish("int")
     assert (caught.value.reply_code, caught.value.reply_text) == (
-        403, "ACCESS_REFUSED - cannot publish to internal exchange 'int' in vhost '/'"
+        403,
+        "ACCESS_REFUSED - cannot publish to internal exchange 'int' in vhost '/'",
     )
     assert vhost.exchange_for_publish("amq.direct").name == "amq.direct"
     with pytest.raises(ChannelError):

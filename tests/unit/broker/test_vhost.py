@@ -60,17 +60,31 @@ def test_declare_and_redeclare_exchange(vhost: VHost) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "text"),
     [
-        ({"type": "fanout", "durable": True}, "inequivalent arg 'type' for exchange 'x' in vhost '/': "
-         "received 'fanout' but current is 'direct'"),
-        ({"type": "direct"}, "inequivalent arg 'durable' for exchange 'x' in vhost '/': "
-         "received 'false' but current is 'true'"),
-        ({"type": "direct", "durable": True, "auto_delete": True}, "inequivalent arg 'auto_delete' for "
-         "exchange 'x' in vhost '/': received 'true' but current is 'false'"),
-        ({"type": "direct", "durable": True, "internal": True}, "inequivalent arg 'internal' for "
-         "exchange 'x' in vhost '/': received 'true' but current is 'false'"),
-        ({"type": "direct", "durable": True, "arguments": {"alternate-exchange": "ae"}},
-         "inequivalent arg 'alternate-exchange' for exchange 'x' in vhost '/': "
-         "received the value 'ae' of type 'longstr' but current is none"),
+        (
+            {"type": "fanout", "durable": True},
+            "inequivalent arg 'type' for exchange 'x' in vhost '/': "
+            "received 'fanout' but current is 'direct'",
+        ),
+        (
+            {"type": "direct"},
+            "inequivalent arg 'durable' for exchange 'x' in vhost '/': "
+            "received 'false' but current is 'true'",
+        ),
+        (
+            {"type": "direct", "durable": True, "auto_delete": True},
+            "inequivalent arg 'auto_delete' for "
+            "exchange 'x' in vhost '/': received 'true' but current is 'false'",
+        ),
+        (
+            {"type": "direct", "durable": True, "internal": True},
+            "inequivalent arg 'internal' for "
+            "exchange 'x' in vhost '/': received 'true' but current is 'false'",
+        ),
+        (
+            {"type": "direct", "durable": True, "arguments": {"alternate-exchange": "ae"}},
+            "inequivalent arg 'alternate-exchange' for exchange 'x' in vhost '/': "
+            "received the value 'ae' of type 'longstr' but current is none",
+        ),
     ],
 )
 def test_inequivalent_exchange_redeclare(vhost: VHost, kwargs: dict[str, Any], text: str) -> None:
@@ -84,31 +98,47 @@ def test_exchange_redeclare_ignores_unknown_arguments(vhost: VHost) -> None:
 
 
 def test_passive_declare_of_missing_exchange(vhost: VHost) -> None:
-    fails(lambda: vhost.declare_exchange("nope", passive=True), 404,
-          "NOT_FOUND - no exchange 'nope' in vhost '/'")
+    fails(
+        lambda: vhost.declare_exchange("nope", passive=True),
+        404,
+        "NOT_FOUND - no exchange 'nope' in vhost '/'",
+    )
 
 
 def test_reserved_exchange_names(vhost: VHost) -> None:
-    fails(lambda: vhost.declare_exchange("amq.foo", "direct"), 403,
-          "ACCESS_REFUSED - exchange name 'amq.foo' contains reserved prefix 'amq.*'")
+    fails(
+        lambda: vhost.declare_exchange("amq.foo", "direct"),
+        403,
+        "ACCESS_REFUSED - exchange name 'amq.foo' contains reserved prefix 'amq.*'",
+    )
     default = "ACCESS_REFUSED - operation not permitted on the default exchange"
     fails(lambda: vhost.declare_exchange("", "direct"), 403, default)
     fails(lambda: vhost.declare_exchange("", passive=True), 403, default)
     fails(lambda: vhost.delete_exchange(""), 403, default)
-    fails(lambda: vhost.delete_exchange("amq.direct"), 403,
-          "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed")
+    fails(
+        lambda: vhost.delete_exchange("amq.direct"),
+        403,
+        "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed",
+    )
 
 
 def test_unknown_exchange_type_is_a_connection_error(vhost: VHost) -> None:
-    fails(lambda: vhost.declare_exchange("x", "nonsense"), 503,
-          "COMMAND_INVALID - unknown exchange type 'nonsense'", AMQPConnectionError)
+    fails(
+        lambda: vhost.declare_exchange("x", "nonsense"),
+        503,
+        "COMMAND_INVALID - unknown exchange type 'nonsense'",
+        AMQPConnectionError,
+    )
     assert "x" not in vhost.exchanges
 
 
 def test_alternate_exchange_argument_must_be_a_string(vhost: VHost) -> None:
-    fails(lambda: vhost.declare_exchange("x", "direct", arguments={"alternate-exchange": 5}), 406,
-          "PRECONDITION_FAILED - invalid type 'signedint' for arg 'alternate-exchange' in exchange 'x' "
-          "in vhost '/'")
+    fails(
+        lambda: vhost.declare_exchange("x", "direct", arguments={"alternate-exchange": 5}),
+        406,
+        "PRECONDITION_FAILED - invalid type 'signedint' for arg 'alternate-exchange' in exchange 'x' "
+        "in vhost '/'",
+    )
 
 
 def test_delete_exchange(vhost: VHost) -> None:
@@ -116,8 +146,11 @@ def test_delete_exchange(vhost: VHost) -> None:
     vhost.declare_exchange("x", "direct")
     vhost.declare_queue("q")
     vhost.bind_queue("q", "x", "k")
-    fails(lambda: vhost.delete_exchange("x", if_unused=True), 406,
-          "PRECONDITION_FAILED - exchange 'x' in vhost '/' in use")
+    fails(
+        lambda: vhost.delete_exchange("x", if_unused=True),
+        406,
+        "PRECONDITION_FAILED - exchange 'x' in vhost '/' in use",
+    )
     vhost.delete_exchange("x")
     assert "x" not in vhost.exchanges
     assert list(vhost.bindings()) == []
@@ -176,24 +209,45 @@ def test_passive_declare_of_missing_queue(vhost: VHost) -> None:
 
 
 def test_reserved_queue_name(vhost: VHost) -> None:
-    fails(lambda: vhost.declare_queue("amq.x"), 403,
-          "ACCESS_REFUSED - queue name 'amq.x' contains reserved prefix 'amq.*'")
+    fails(
+        lambda: vhost.declare_queue("amq.x"),
+        403,
+        "ACCESS_REFUSED - queue name 'amq.x' contains reserved prefix 'amq.*'",
+    )
 
 
 @pytest.mark.parametrize(
     ("first", "second", "text"),
     [
-        ({"durable": False}, {"durable": True},
-         "inequivalent arg 'durable' for queue 'q' in vhost '/': received 'true' but current is 'false'"),
-        ({}, {"auto_delete": True}, "inequivalent arg 'auto_delete' for queue 'q' in vhost '/': "
-         "received 'true' but current is 'false'"),
-        ({"arguments": {"x-message-ttl": 1000}}, {"arguments": {"x-message-ttl": 2000}},
-         "inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': "
-         "received '2000' but current is '1000'"),
-        ({}, {"arguments": {"x-max-length": 5}}, "inequivalent arg 'x-max-length' for queue 'q' in vhost "
-         "'/': received the value '5' of type 'signedint' but current is none"),
-        ({"arguments": {"x-dead-letter-exchange": "dlx"}}, {}, "inequivalent arg 'x-dead-letter-exchange' "
-         "for queue 'q' in vhost '/': received none but current is the value 'dlx' of type 'longstr'"),
+        (
+            {"durable": False},
+            {"durable": True},
+            "inequivalent arg 'durable' for queue 'q' in vhost '/': received 'true' but current is 'false'",
+        ),
+        (
+            {},
+            {"auto_delete": True},
+            "inequivalent arg 'auto_delete' for queue 'q' in vhost '/': "
+            "received 'true' but current is 'false'",
+        ),
+        (
+            {"arguments": {"x-message-ttl": 1000}},
+            {"arguments": {"x-message-ttl": 2000}},
+            "inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': "
+            "received '2000' but current is '1000'",
+        ),
+        (
+            {},
+            {"arguments": {"x-max-length": 5}},
+            "inequivalent arg 'x-max-length' for queue 'q' in vhost "
+            "'/': received the value '5' of type 'signedint' but current is none",
+        ),
+        (
+            {"arguments": {"x-dead-letter-exchange": "dlx"}},
+            {},
+            "inequivalent arg 'x-dead-letter-exchange' "
+            "for queue 'q' in vhost '/': received none but current is the value 'dlx' of type 'longstr'",
+        ),
     ],
 )
 def test_inequivalent_queue_redeclare(
@@ -212,28 +266,44 @@ def test_queue_redeclare_ignores_unknown_arguments(vhost: VHost) -> None:
     ("arguments", "error"),
     [
         ({"x-message-ttl": -1}, "'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}"),
-        ({"x-message-ttl": "10"},
-         "'x-message-ttl' for queue 'q' in vhost '/': \"expected integer, got longstr\""),
+        (
+            {"x-message-ttl": "10"},
+            "'x-message-ttl' for queue 'q' in vhost '/': \"expected integer, got longstr\"",
+        ),
         ({"x-expires": 0}, "'x-expires' for queue 'q' in vhost '/': {value_zero,0}"),
         ({"x-max-length": -2}, "'x-max-length' for queue 'q' in vhost '/': {value_negative,-2}"),
         ({"x-max-priority": 300}, "'x-max-priority' for queue 'q' in vhost '/': {max_value_exceeded,300}"),
-        ({"x-dead-letter-routing-key": "k"},
-         "'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined"),
+        (
+            {"x-dead-letter-routing-key": "k"},
+            "'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined",
+        ),
         ({"x-overflow": "drop-tail"}, "'x-overflow' for queue 'q' in vhost '/': invalid_overflow"),
     ],
 )
 def test_invalid_queue_arguments(vhost: VHost, arguments: dict[str, Any], error: str) -> None:
-    fails(lambda: vhost.declare_queue("q", arguments=arguments), 406,
-          "PRECONDITION_FAILED - invalid arg " + error)
+    fails(
+        lambda: vhost.declare_queue("q", arguments=arguments),
+        406,
+        "PRECONDITION_FAILED - invalid arg " + error,
+    )
     assert "q" not in vhost.queues
 
 
 def test_valid_queue_arguments(vhost: VHost) -> None:
-    vhost.declare_queue("q", arguments={
-        "x-message-ttl": 0, "x-expires": 1000, "x-max-length": 0, "x-max-priority": 10,
-        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "k", "x-overflow": "reject-publish",
-        "x-single-active-consumer": False, "x-queue-mode": "lazy",
-    })
+    vhost.declare_queue(
+        "q",
+        arguments={
+            "x-message-ttl": 0,
+            "x-expires": 1000,
+            "x-max-length": 0,
+            "x-max-priority": 10,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "k",
+            "x-overflow": "reject-publish",
+            "x-single-active-consumer": False,
+            "x-queue-mode": "lazy",
+        },
+    )
 
 
 def test_exclusive_queue_is_locked_to_its_owner(vhost: VHost) -> None:
@@ -276,12 +346,18 @@ def test_delete_queue(vhost: VHost) -> None:
     q = vhost.declare_queue("q")
     for body in (b"1", b"2"):
         publish(vhost, "", "q", body)
-    fails(lambda: vhost.delete_queue("q", if_empty=True), 406,
-          "PRECONDITION_FAILED - queue 'q' in vhost '/' not empty")
+    fails(
+        lambda: vhost.delete_queue("q", if_empty=True),
+        406,
+        "PRECONDITION_FAILED - queue 'q' in vhost '/' not empty",
+    )
     consumer = FakeConsumer("c", credit=0)
     q.add_consumer(consumer)
-    fails(lambda: vhost.delete_queue("q", if_unused=True), 406,
-          "PRECONDITION_FAILED - queue 'q' in vhost '/' in use")
+    fails(
+        lambda: vhost.delete_queue("q", if_unused=True),
+        406,
+        "PRECONDITION_FAILED - queue 'q' in vhost '/' in use",
+    )
     assert vhost.delete_queue("q") == 2
     assert consumer.cancelled
     assert q.deleted and "q" not in vhost.queues
@@ -292,8 +368,11 @@ def test_delete_if_empty_checked_before_if_unused(vhost: VHost) -> None:
     q = vhost.declare_queue("q")
     publish(vhost, "", "q")
     q.add_consumer(FakeConsumer("c", credit=0))
-    fails(lambda: vhost.delete_queue("q", if_unused=True, if_empty=True), 406,
-          "PRECONDITION_FAILED - queue 'q' in vhost '/' not empty")
+    fails(
+        lambda: vhost.delete_queue("q", if_unused=True, if_empty=True),
+        406,
+        "PRECONDITION_FAILED - queue 'q' in vhost '/' not empty",
+    )
 
 
 def test_purge_queue(vhost: VHost) -> None:
@@ -317,14 +396,19 @@ def test_bind_errors(vhost: VHost) -> None:
     fails(lambda: vhost.bind_queue("nope", "amq.direct"), 404, "NOT_FOUND - no queue 'nope' in vhost '/'")
     # the source is checked first
     fails(lambda: vhost.bind_queue("nope", "nope"), 404, "NOT_FOUND - no exchange 'nope' in vhost '/'")
-    fails(lambda: vhost.bind_exchange("amq.direct", "nope"), 404,
-          "NOT_FOUND - no exchange 'nope' in vhost '/'")
-    fails(lambda: vhost.bind_exchange("nope", "amq.direct"), 404,
-          "NOT_FOUND - no exchange 'nope' in vhost '/'")
+    fails(
+        lambda: vhost.bind_exchange("amq.direct", "nope"), 404, "NOT_FOUND - no exchange 'nope' in vhost '/'"
+    )
+    fails(
+        lambda: vhost.bind_exchange("nope", "amq.direct"), 404, "NOT_FOUND - no exchange 'nope' in vhost '/'"
+    )
     fails(lambda: vhost.bind_exchange("", "amq.direct"), 403, default)
-    fails(lambda: vhost.bind_queue("q", "amq.headers", arguments={"x-match": "one"}), 406,
-          'PRECONDITION_FAILED - Invalid x-match field value <<"one">>; '
-          "expected all, any, all-with-x, or any-with-x")
+    fails(
+        lambda: vhost.bind_queue("q", "amq.headers", arguments={"x-match": "one"}),
+        406,
+        'PRECONDITION_FAILED - Invalid x-match field value <<"one">>; '
+        "expected all, any, all-with-x, or any-with-x",
+    )
 
 
 def test_bind_is_idempotent_and_unbind_of_missing_is_fine(vhost: VHost) -> None:

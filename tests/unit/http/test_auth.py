@@ -37,8 +37,12 @@ def test_authenticate_applies_tags_and_loopback() -> None:
 
     assert login(basic(b"guest:guest")) == "guest"
     assert login(basic(b"mon:pw")) == "mon"
-    for header, host in ((basic(b"plain:pw"), "127.0.0.1"), (basic(b"guest:guest"), "10.1.2.3"),
-                         (basic(b"guest:nope"), "127.0.0.1"), ("", "127.0.0.1")):
+    for header, host in (
+        (basic(b"plain:pw"), "127.0.0.1"),
+        (basic(b"guest:guest"), "10.1.2.3"),
+        (basic(b"guest:nope"), "127.0.0.1"),
+        ("", "127.0.0.1"),
+    ):
         with pytest.raises(Unauthorized) as refused:
             login(header, host)
         assert refused.value.status == 401
@@ -105,8 +109,10 @@ def test_a_login_refused_unchecked_is_429_with_retry_after() -> None:
     broker.auth.checks.per_source = 2
 
     async def scenario() -> None:
-        guesses = [asyncio.ensure_future(authenticate(broker, basic(f"nobody:{i}".encode()), "10.0.0.8"))
-                   for i in range(4)]
+        guesses = [
+            asyncio.ensure_future(authenticate(broker, basic(f"nobody:{i}".encode()), "10.0.0.8"))
+            for i in range(4)
+        ]
         await _turns()
         # One runs, two wait; the fourth pushed the oldest waiting one out.
         assert guesses[1].done() and not any(g.done() for g in guesses[0:1] + guesses[2:])

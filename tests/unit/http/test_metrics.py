@@ -8,10 +8,12 @@ from ottermq.http.metrics import Family, collect, render, resident_memory
 
 
 def test_render_writes_help_type_and_escaped_samples() -> None:
-    text = render([
-        Family("a_total", "Things\nseen", "counter").add(3),
-        Family("b", "Per queue").add(1.5, vhost="/", queue='q"1\\').add(2, vhost="v", queue="x\ny"),
-    ])
+    text = render(
+        [
+            Family("a_total", "Things\nseen", "counter").add(3),
+            Family("b", "Per queue").add(1.5, vhost="/", queue='q"1\\').add(2, vhost="v", queue="x\ny"),
+        ]
+    )
     assert text == (
         "# HELP a_total Things\\nseen\n"
         "# TYPE a_total counter\n"

@@ -14,8 +14,9 @@ from ottermq.http.server import HttpServer, Limits, Request, Response, json_resp
 
 
 async def echo(request: Request) -> Response:
-    return json_response(200, {"method": request.method, "target": request.target.decode(),
-                               "body": len(request.body)})
+    return json_response(
+        200, {"method": request.method, "target": request.target.decode(), "body": len(request.body)}
+    )
 
 
 async def slow(request: Request) -> Response:
@@ -44,8 +45,10 @@ def test_keep_alive_and_errors() -> None:
         server = HttpServer(echo)
         port = (await server.start("127.0.0.1", 0))[0][1]
         try:
-            two = (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
-                   b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            two = (
+                b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            )
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(two)
             first = await asyncio.wait_for(reader.readuntil(b"}"), 5)

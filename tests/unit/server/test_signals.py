@@ -47,8 +47,13 @@ signals.restore()
 
 
 def run(mode: str, send: bool) -> tuple[int, str, float]:
-    child = subprocess.Popen([sys.executable, "-c", PROGRAM, mode], cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", PROGRAM, mode],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"
     started = time.monotonic()

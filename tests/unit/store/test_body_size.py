@@ -65,8 +65,11 @@ def capped(broker: Broker) -> FeatureQueue:
 
 def state(queue: FeatureQueue) -> tuple[int, int, int]:
     """(ready messages, counted bytes, real bytes: from the sizes, without loading anything)."""
-    return queue.ready_count, queue.features.ready_bytes, sum(
-        e.message.body_size for e in queue.logged_entries())
+    return (
+        queue.ready_count,
+        queue.features.ready_bytes,
+        sum(e.message.body_size for e in queue.logged_entries()),
+    )
 
 
 def evicted(queue: FeatureQueue) -> int:
@@ -169,7 +172,7 @@ def test_an_older_snapshot_without_sizes_still_counts_exactly(filled: Any, tmp_p
     current = encode_snapshot(broker.durable_events(), [index], clean=True)
     # The same snapshot as version 2 wrote it: the version field says 2 and the queue (the last thing in
     # it) has no size column.
-    older = current[:4] + struct.pack("<H", 2) + current[6:-4 * len(index)]
+    older = current[:4] + struct.pack("<H", 2) + current[6 : -4 * len(index)]
     assert decode_snapshot(older).queues[0].sizes is None
     assert list(decode_snapshot(older).queues[0].ids) == list(index.ids)
     log.save_snapshot(log.end_lsn, older)

@@ -46,7 +46,8 @@ SAMPLES: list[Any] = [
 
 def test_every_event_class_of_the_broker_is_encodable() -> None:
     classes = [
-        value for value in vars(events).values()
+        value
+        for value in vars(events).values()
         if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == events.__name__
     ]
     generic = set(codec.event_classes().values())
@@ -72,9 +73,19 @@ def test_access_events_round_trip_generically() -> None:
         fields: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             text = str(f.type)
-            fields[f.name] = ("a", "b") if text.startswith("tuple") else ({} if text.startswith("dict")
-                                                                          else False if text == "bool"
-                                                                          else 7 if text == "int" else "s")
+            fields[f.name] = (
+                ("a", "b")
+                if text.startswith("tuple")
+                else (
+                    {}
+                    if text.startswith("dict")
+                    else False
+                    if text == "bool"
+                    else 7
+                    if text == "int"
+                    else "s"
+                )
+            )
         try:
             event = cls(**fields)
         except TypeError:

@@ -53,8 +53,9 @@ def body_of(i: int, size: int) -> bytes:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.one_of(st.integers(0, 300_000), st.sampled_from(EDGES)), min_size=1, max_size=10))
-def test_evicted_bodies_of_any_size_read_back(tmp_path_factory: pytest.TempPathFactory,
-                                              sizes: list[int]) -> None:
+def test_evicted_bodies_of_any_size_read_back(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int]
+) -> None:
     broker, log, journal = make(tmp_path_factory.mktemp("d"))
     messages = [publish(broker, body_of(i, size)) for i, size in enumerate(sizes)]
     log.sync()

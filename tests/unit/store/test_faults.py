@@ -80,7 +80,9 @@ class Outcomes:
 
     def watch(self, journal: MementoJournal, position: int) -> None:
         journal.when_durable(
-            position, lambda: self.acked.append(position), lambda: self.nacked.append(position),
+            position,
+            lambda: self.acked.append(position),
+            lambda: self.nacked.append(position),
         )
 
     async def settle(self, total: int, timeout: float = 10.0) -> None:
@@ -95,8 +97,9 @@ def publish_event(i: int) -> MessagePublished:
     return MessagePublished("/", ("q",), "", "q", b"\x10\x00\x02", str(i).encode() + BODY)
 
 
-async def load_then_fault(path: Path, disk: FailingDisk, what: str, code: int, before: int, after: int,
-                          segment_size: int = 64 << 20) -> tuple[Outcomes, MementoJournal]:
+async def load_then_fault(
+    path: Path, disk: FailingDisk, what: str, code: int, before: int, after: int, segment_size: int = 64 << 20
+) -> tuple[Outcomes, MementoJournal]:
     """Append `before` events (all acked), arm the fault, append `after` more in small bursts."""
     log = Log.open(path, registry=RECORD_TYPES, disk=disk, segment_size=segment_size)
     journal = MementoJournal(log)
@@ -145,7 +148,12 @@ def recovered_lsns(path: Path) -> set[int]:
     ids=["fsync-EIO", "fsync-ENOSPC", "write-EIO"],
 )
 def test_fault_nacks_pending_and_keeps_acked(
-    tmp_path: Path, what: str, code: int, segment_size: int, before: int, after: int,
+    tmp_path: Path,
+    what: str,
+    code: int,
+    segment_size: int,
+    before: int,
+    after: int,
 ) -> None:
     path = tmp_path / LOG_DIR
     disk = FailingDisk()
@@ -190,8 +198,9 @@ def test_a_full_disk_suspends_then_resumes(tmp_path: Path, what: str, segment_si
     assert removed_ids(path) == {message_id(1), message_id(2)}
 
 
-async def suspend_then_resume(path: Path, disk: FailingDisk, what: str,
-                              segment_size: int) -> tuple[Outcomes, list[int | None], list[float]]:
+async def suspend_then_resume(
+    path: Path, disk: FailingDisk, what: str, segment_size: int
+) -> tuple[Outcomes, list[int | None], list[float]]:
     log = Log.open(path, registry=RECORD_TYPES, disk=disk, segment_size=segment_size)
     journal = MementoJournal(log)
     suspended: list[int | None] = []

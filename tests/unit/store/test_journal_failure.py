@@ -61,8 +61,9 @@ async def scenario(tmp_path: Path, error: int) -> None:
         position = vhost.log_publish(message, [queue])
         queue.enqueue(message)
         if position > 0:
-            journal.when_durable(position, lambda: outcome.append(f"ack {body!r}"),
-                                 lambda: outcome.append(f"nack {body!r}"))
+            journal.when_durable(
+                position, lambda: outcome.append(f"ack {body!r}"), lambda: outcome.append(f"nack {body!r}")
+            )
         return position
 
     assert publish(b"before") > 0
@@ -168,8 +169,9 @@ async def full_disk_scenario(tmp_path: Path) -> list[bytes]:
             return position
         queue.enqueue(message)
         outcome[body] = "pending"
-        journal.when_durable(position, partial(outcome.__setitem__, body, "ack"),
-                             partial(outcome.__setitem__, body, "nack"))
+        journal.when_durable(
+            position, partial(outcome.__setitem__, body, "ack"), partial(outcome.__setitem__, body, "nack")
+        )
         return position
 
     for i in range(10):

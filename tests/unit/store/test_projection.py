@@ -94,8 +94,12 @@ def workload(broker: Broker, log: Log, snapshot_after: int | None) -> None:
 
 
 def save_snapshot(broker: Broker, log: Log) -> None:
-    indexes = [index_of(v.name, q.name, q.logged_entries())
-               for v in broker.vhosts.values() for q in v.queues.values() if q.durable]
+    indexes = [
+        index_of(v.name, q.name, q.logged_entries())
+        for v in broker.vhosts.values()
+        for q in v.queues.values()
+        if q.durable
+    ]
     log.save_snapshot(log.end_lsn, encode_snapshot(broker.durable_events(), indexes, clean=False))
 
 
@@ -165,8 +169,12 @@ def test_snapshot_round_trip_keeps_order_locations_and_flags(tmp_path: Path) -> 
 def test_a_clean_snapshot_with_nothing_after_it_is_not_a_crash(tmp_path: Path) -> None:
     broker, log = live_broker(tmp_path)
     workload(broker, log, None)
-    indexes = [index_of(v.name, q.name, q.logged_entries())
-               for v in broker.vhosts.values() for q in v.queues.values() if q.durable]
+    indexes = [
+        index_of(v.name, q.name, q.logged_entries())
+        for v in broker.vhosts.values()
+        for q in v.queues.values()
+        if q.durable
+    ]
     log.save_snapshot(log.end_lsn, encode_snapshot(broker.durable_events(), indexes, clean=True))
     expected = projection(broker)
     log.close()

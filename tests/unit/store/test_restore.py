@@ -38,8 +38,12 @@ def publish(broker: Broker, queue: str, body: bytes) -> None:
 def snapshot_and_close(broker: Broker, log: Log) -> None:
     """What a clean stop leaves: a clean snapshot at the end of the log."""
     log.sync()
-    indexes = [index_of(v.name, q.name, q.logged_entries())
-               for v in broker.vhosts.values() for q in v.queues.values() if q.durable and q.logged_count]
+    indexes = [
+        index_of(v.name, q.name, q.logged_entries())
+        for v in broker.vhosts.values()
+        for q in v.queues.values()
+        if q.durable and q.logged_count
+    ]
     log.save_snapshot(log.end_lsn, encode_snapshot(broker.durable_events(), indexes, clean=True))
     log.close()
 

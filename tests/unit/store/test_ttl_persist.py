@@ -68,15 +68,25 @@ def test_an_older_publish_record_is_still_read_with_an_unknown_publish_time() ->
 
 
 def test_a_transaction_keeps_the_publish_time_of_each_publish() -> None:
-    inner = (MessagePublished("/", ("q",), "", "q", PERSISTENT, b"1", PUBLISHED),
-             MessagePublished("/", ("q",), "", "q", PERSISTENT, b"2", PUBLISHED + 7))
+    inner = (
+        MessagePublished("/", ("q",), "", "q", PERSISTENT, b"1", PUBLISHED),
+        MessagePublished("/", ("q",), "", "q", PERSISTENT, b"2", PUBLISHED + 7),
+    )
     rtype, payload = encode(TxCommitted(inner))
     assert decode(rtype, payload) == TxCommitted(inner)
 
 
 def test_a_snapshot_keeps_each_entry_deadline() -> None:
-    index = QueueIndex("/", "q", array("Q", [1, 2]), array("I", [0, 0]), array("I", [10, 20]),
-                       array("I", [0, 0]), array("B", [0, 1]), array("Q", [0, PUBLISHED]))
+    index = QueueIndex(
+        "/",
+        "q",
+        array("Q", [1, 2]),
+        array("I", [0, 0]),
+        array("I", [10, 20]),
+        array("I", [0, 0]),
+        array("B", [0, 1]),
+        array("Q", [0, PUBLISHED]),
+    )
     state = decode_snapshot(encode_snapshot([], [index], clean=True))
     assert state.queues[0].deadlines == array("Q", [0, PUBLISHED])
     assert list(state.queues[0].flags) == [0, 1]
@@ -84,11 +94,21 @@ def test_a_snapshot_keeps_each_entry_deadline() -> None:
 
 def test_a_version_1_snapshot_is_still_read_without_deadlines() -> None:
     name = b"q"
-    old = b"".join((
-        struct.pack("<4sHB", MAGIC, 1, 1), struct.pack("<I", 0), struct.pack("<I", 1),
-        struct.pack("<BBI", 1, len(name), 1), b"/", name,
-        struct.pack("<Q", 5), struct.pack("<I", 0), struct.pack("<I", 3), struct.pack("<I", 0), b"\x00",
-    ))
+    old = b"".join(
+        (
+            struct.pack("<4sHB", MAGIC, 1, 1),
+            struct.pack("<I", 0),
+            struct.pack("<I", 1),
+            struct.pack("<BBI", 1, len(name), 1),
+            b"/",
+            name,
+            struct.pack("<Q", 5),
+            struct.pack("<I", 0),
+            struct.pack("<I", 3),
+            struct.pack("<I", 0),
+            b"\x00",
+        )
+    )
     state = decode_snapshot(old)
     assert state.queues[0].deadlines is None and list(state.queues[0].ids) == [5]
 
@@ -133,8 +153,12 @@ def build(tmp_path: Path) -> tuple[Broker, Log, dict[str, list[int]]]:
 def test_a_restart_keeps_the_original_deadlines(tmp_path: Path, clean: bool) -> None:
     broker, log, live = build(tmp_path)
     if clean:
-        indexes = [index_of(v.name, q.name, q.logged_entries())
-                   for v in broker.vhosts.values() for q in v.queues.values() if q.durable and q.logged_count]
+        indexes = [
+            index_of(v.name, q.name, q.logged_entries())
+            for v in broker.vhosts.values()
+            for q in v.queues.values()
+            if q.durable and q.logged_count
+        ]
         log.save_snapshot(log.end_lsn, encode_snapshot(broker.durable_events(), indexes, clean=True))
     log.close()
 
