@@ -224,6 +224,17 @@ class FeatureQueue(Queue):
         self._enforce_limits()
         return True
 
+    def hold(self, message: Message) -> None:
+        """As `Queue.hold`, with the deadline the entry will have: a snapshot taken while the message
+        waits for its record keeps it (the entry enqueued then is computed the same way)."""
+        super().hold(message)
+        entry = self._logged.get(message.msg_id)
+        if entry is not None:
+            ttl = message_ttl(message)
+            queue_ttl = self.features.message_ttl
+            if ttl is not None or queue_ttl is not None:
+                entry.deadline = deadline(now_ms(), ttl, queue_ttl)
+
     def requeue(self, entries: Iterable[QueueEntry]) -> None:
         """Put delivered entries back (counting failed deliveries when x-delivery-limit is set)."""
         if self.deleted:

@@ -21,3 +21,32 @@ def test_settled_in_order_one_by_one() -> None:
     held: HeldPublishes[int] = HeldPublishes()
     items = [held.hold(i) for i in range(3)]
     assert [held.settle(item, True) for item in items] == [[(0, True)], [(1, True)], [(2, True)]]
+
+
+def test_a_message_held_for_its_record_keeps_its_deadline_for_a_snapshot() -> None:
+    """While a confirmed publish waits for its record to be durable, a snapshot lists it among the queue's
+    logged entries: with the deadline its TTL gives, or it would never expire after a restart."""
+    from ottermq.amqp.properties import BasicProperties, encode_properties
+    from ottermq.broker.broker import Broker
+    from ottermq.broker.limits_queue import ensure_features
+    from ottermq.broker.message import Message
+    from ottermq.broker.ttl import now_ms
+
+    broker = Broker()
+    vhost = broker.vhosts["/"]
+    by_queue_ttl = vhost.declare_queue("ttl", durable=True, arguments={"x-message-ttl": 60_000})
+    by_expiration = vhost.declare_queue("plain", durable=True)
+    ensure_features(by_expiration, vhost)  # as routing does for a message with an expiration
+    expiring = Message(
+        "", "plain", encode_properties(BasicProperties(delivery_mode=2, expiration="30000")), b"x"
+    )
+    expiring.msg_id = 7
+    plain = Message("", "ttl", encode_properties(BasicProperties(delivery_mode=2)), b"y")
+    plain.msg_id = 8
+    before = now_ms()
+    by_expiration.hold(expiring)
+    by_queue_ttl.hold(plain)
+    (held_expiring,) = by_expiration.logged_entries()
+    (held_plain,) = by_queue_ttl.logged_entries()
+    assert before + 30_000 <= held_expiring.deadline <= now_ms() + 30_000
+    assert before + 60_000 <= held_plain.deadline <= now_ms() + 60_000
