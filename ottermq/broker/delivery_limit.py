@@ -44,16 +44,16 @@ class DeliveryCounts:
             keep.append(entry)
         return keep, over
 
+    def __len__(self) -> int:
+        """How many entries have a count."""
+        return len(self._counts)
+
     def forget(self, entries: Iterable[QueueEntry]) -> None:
         """Entries left the queue for good."""
         counts = self._counts
         if counts:
             for entry in entries:
                 counts.pop(entry.seq, None)
-
-    def clear(self) -> None:
-        """The queue was purged or deleted."""
-        self._counts.clear()
 
 
 def with_delivery_count(message: Message, count: int) -> Message:

@@ -349,8 +349,10 @@ class FeatureQueue(Queue):
 
     def purge(self) -> int:
         """Drop every ready message (nothing is dead-lettered, as in RabbitMQ)."""
-        count = super().purge()
         features: QueueFeatures = self.features
+        if features.delivery is not None:
+            features.delivery.forget(self._ready)  # unacked entries keep theirs
+        count = super().purge()
         features.ready_bytes = 0
         return count
 

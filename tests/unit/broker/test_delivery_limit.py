@@ -37,3 +37,23 @@ def test_queue_drops_after_the_limit() -> None:
         assert entry is not None
         queue.requeue([entry])
     assert queue.ready_count == 0
+
+
+def test_purge_forgets_the_counts_of_purged_messages_only() -> None:
+    """Counts are kept by entry; a purge drops the ready entries, so their counts go too, while an entry
+    delivered and not yet settled keeps its count (it may still come back)."""
+    queue = VHost().declare_queue("q", arguments={"x-delivery-limit": 5})
+    for body in (b"a", b"b"):
+        queue.enqueue(_message(body))
+    first, second = queue.get(), queue.get()
+    assert first is not None and second is not None
+    queue.requeue([first, second])  # one failed delivery each
+    delivered = queue.get()
+    assert delivered is not None and delivered.message.body == b"a"
+    counts = queue.features.delivery
+    assert len(counts) == 2
+    assert queue.purge() == 1  # "b"
+    assert len(counts) == 1
+    queue.requeue([delivered])
+    again = queue.get()
+    assert again is not None and (again.message.headers or {})["x-delivery-count"] == 2
