@@ -79,6 +79,16 @@ def unique(prefix: str = "t") -> str:
     return f"test.{prefix}.{uuid.uuid4().hex[:12]}"
 
 
+def serve_cmd(
+    data_dir: Path, *extra: str, port: int = 0, http_port: int = 0, host: str = "127.0.0.1"
+) -> list[str]:
+    """The command line of `python -m ottermq serve` on `data_dir` (loopback, any free ports unless told)."""
+    return [
+        sys.executable, "-m", "ottermq", "serve", "--host", host, "--port", str(port),
+        "--http-port", str(http_port), "--data-dir", str(data_dir), *extra,
+    ]  # fmt: skip
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -107,20 +117,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def _start(data_dir: Path, log_path: Path, port: int) -> tuple[subprocess.Popen[bytes], int | None]:
     """Start the CLI and return it with the port it reports (None when it exits or never says)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "ottermq",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--http-port",
-        str(_free_port()),  # 0 would disable the management API
-        "--data-dir",
-        str(data_dir),
-    ]
+    cmd = serve_cmd(data_dir, port=port, http_port=_free_port())  # http port 0 would disable the API
     # Settings come from the flags and defaults only: a developer's OTTERMQ_* variables must not leak in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     with log_path.open("ab") as log:

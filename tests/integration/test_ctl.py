@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ottermq.cli import app
-from tests.integration.conftest import BrokerInfo, unique
+from tests.integration.conftest import BrokerInfo, serve_cmd, unique
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -223,21 +223,7 @@ def test_broker_not_running(tmp_path: Path) -> None:
 def start_broker(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     log_path = data_dir.parent / f"{data_dir.name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "ottermq",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--http-port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        *extra,
-    ]
+    cmd = serve_cmd(data_dir, *extra)
     with log_path.open("ab") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     deadline = time.monotonic() + 20

@@ -25,7 +25,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from tests.integration.conftest import _LISTENING
+from tests.integration.conftest import _LISTENING, serve_cmd
 from tests.integration.test_restart import Node
 
 pytestmark = [
@@ -179,22 +179,7 @@ def test_a_tight_open_file_limit_keeps_descriptors_for_the_log(tmp_path: Path) -
     log_path = tmp_path / "limited.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [
-                prlimit,
-                "--nofile=64",
-                sys.executable,
-                "-m",
-                "ottermq",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--http-port",
-                "0",
-                "--data-dir",
-                str(tmp_path / "data"),
-            ],
+            [prlimit, "--nofile=64", *serve_cmd(tmp_path / "data")],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -13,7 +13,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from typing import Any
 import pika
 import pytest
 from pika import frame, spec
+
+from tests.integration.conftest import serve_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -50,21 +51,7 @@ def ottermq_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> 
     log_path = tmp / "ottermq.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     full_env.update(env or {})
-    cmd = [
-        sys.executable,
-        "-m",
-        "ottermq",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--http-port",
-        "0",
-        "--data-dir",
-        str(tmp / "data"),
-        *args,
-    ]
+    cmd = serve_cmd(tmp / "data", *args)
     with log_path.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=full_env)
     try:

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pika
 import pytest
 
-from tests.integration.conftest import STARTUP_TIMEOUT, get_message
+from tests.integration.conftest import STARTUP_TIMEOUT, get_message, serve_cmd
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("OTTERMQ_TEST_URL")), reason="restarts need a broker process of our own"
@@ -49,20 +48,7 @@ class Node:
         self.log_path = self.base / f"ottermq-{self.runs}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
         env.update({f"OTTERMQ_{k.upper()}": str(v) for k, v in self.settings.items()})
-        cmd = [
-            sys.executable,
-            "-m",
-            "ottermq",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--data-dir",
-            str(self.data_dir),
-        ]
+        cmd = serve_cmd(self.data_dir)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT, env=env)
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -21,7 +21,7 @@ import pika.exceptions
 import pytest
 from pika import frame, spec
 
-from tests.integration.conftest import _free_port, get_message
+from tests.integration.conftest import _free_port, get_message, serve_cmd
 from tests.integration.test_raw import PROTOCOL_HEADER, RawClient, raw_frame
 
 pytestmark = pytest.mark.skipif(
@@ -55,20 +55,7 @@ def test_sigterm_as_soon_as_the_port_opens_is_a_graceful_stop(tmp_path: Path) ->
     port = _free_port()
     data_dir = tmp_path / "data"
     log_path = tmp_path / "ottermq.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "ottermq",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--http-port",
-        str(_free_port()),
-        "--data-dir",
-        str(data_dir),
-    ]
+    cmd = serve_cmd(data_dir, port=port, http_port=_free_port())
     with log_path.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_clean_env())
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from tests.integration.conftest import _free_port
+from tests.integration.conftest import _free_port, serve_cmd
 from tests.integration.test_faults import QUEUE, LiveBroker, drain
 from tests.integration.test_resume import PADDING, PERSISTENT, Publisher, params, status, wait_for
 from tests.memento.helpers import FillableDisk, wal_files
@@ -112,20 +111,7 @@ def test_a_fresh_broker_on_a_file_system_smaller_than_a_segment_starts_with_the_
 ) -> None:
     log_path = tmp_path / "broker.log"
     port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "ottermq",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--http-port",
-        "0",
-        "--data-dir",
-        str(tiny_tmpfs / "data"),
-    ]
+    cmd = serve_cmd(tiny_tmpfs / "data", port=port)
     with log_path.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
