@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -51,21 +50,7 @@ def serve(data_dir: Path, *prefix: str, timeout: float = 20) -> subprocess.Compl
     """Run `ottermq serve` on `data_dir` until it exits (it must, for these directories)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     env["PYTHONPATH"] = str(ROOT)
-    cmd = [
-        *prefix,
-        sys.executable,
-        "-m",
-        "ottermq",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--http-port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-    ]
+    cmd = [*prefix, *serve_cmd(data_dir)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pika
@@ -25,6 +24,7 @@ from pika import frame, spec
 
 from tests.integration.test_faults import LiveBroker
 from tests.integration.test_raw import RawClient
+from tests.integration.test_resume import wait_for
 from tests.memento.helpers import FillableDisk
 
 pytestmark = [
@@ -134,13 +134,6 @@ class Consumer(threading.Thread):
             conn.close()
         except (pika.exceptions.AMQPError, OSError) as exc:
             self.error = f"{type(exc).__name__} {exc}"
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def params(live: LiveBroker) -> pika.ConnectionParameters:
