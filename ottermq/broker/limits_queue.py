@@ -168,9 +168,10 @@ def ready_bytes(entries: Iterable[QueueEntry]) -> int:
     is learnt by loading that body once."""
     total = 0
     for entry in entries:
-        message = entry.message
-        size = message.body_size
-        total += size if size >= 0 else len(message.body)
+        size = entry.size
+        if size < 0:
+            size = entry.size = len(entry.message.body)
+        total += size
     return total
 
 
@@ -246,7 +247,7 @@ class FeatureQueue(Queue):
             if over:
                 self._remove(over, deadletter.DELIVERY_LIMIT, "drop")
         if features.sized:
-            features.ready_bytes += sum(entry.message.body_size for entry in back)
+            features.ready_bytes += sum(entry.size for entry in back)
         super().requeue(back)
         self._expire_head(now_ms())
         self._enforce_limits()
@@ -283,7 +284,7 @@ class FeatureQueue(Queue):
             return None
         entry = ready.popleft()
         if features.sized:
-            features.ready_bytes -= entry.message.body_size
+            features.ready_bytes -= entry.size
         return entry
 
     def dispatch(self) -> None:
@@ -314,7 +315,7 @@ class FeatureQueue(Queue):
                     if due and due <= now and head is not fresh:
                         expired.append(ready.popleft())
                         if features.sized:
-                            features.ready_bytes -= head.message.body_size
+                            features.ready_bytes -= head.size
                         continue
                     n = len(members)
                     if idle >= n:
@@ -326,7 +327,7 @@ class FeatureQueue(Queue):
                     if consumer.has_credit():
                         entry = ready.popleft()
                         if features.sized:
-                            features.ready_bytes -= entry.message.body_size
+                            features.ready_bytes -= entry.size
                         consumer.deliver(self, entry)
                         idle = 0
                     else:
@@ -373,7 +374,7 @@ class FeatureQueue(Queue):
                 break
             expired.append(ready.popleft())
             if features.sized:
-                features.ready_bytes -= head.message.body_size
+                features.ready_bytes -= head.size
         self._remove(expired, deadletter.EXPIRED, "expired")
 
     def _enforce_limits(self) -> None:
@@ -392,7 +393,7 @@ class FeatureQueue(Queue):
         ):
             entry = ready.popleft()
             if features.sized:
-                features.ready_bytes -= entry.message.body_size
+                features.ready_bytes -= entry.size
             dropped.append(entry)
         if dropped:
             self._remove(dropped, deadletter.MAXLEN, "maxlen")

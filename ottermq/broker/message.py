@@ -244,10 +244,13 @@ class StoredMessage(Message):
 class QueueEntry:
     """One message in one queue: `seq` orders it within the queue, `redelivered` is reported on delivery."""
 
-    __slots__ = ("deadline", "message", "redelivered", "seq")
+    __slots__ = ("deadline", "message", "msg_id", "redelivered", "seq", "size")
 
     def __init__(self, message: Message, seq: int, redelivered: bool = False) -> None:
         self.message = message
+        # The message's log id (0: not logged) and body size, read without touching the message.
+        self.msg_id = message.msg_id
+        self.size = message.body_size
         self.seq = seq
         self.redelivered = redelivered
         # When the entry expires (ms since the epoch; 0 = never), absolute so that a replay can restore it:

@@ -191,7 +191,7 @@ class Queue:
         journals their removal and then calls `forget`.
         """
         if self._logged and not self.deleted and self.on_removed is not None:
-            ids = [entry.message.msg_id for entry in entries if entry.message.msg_id]
+            ids = [entry.msg_id for entry in entries if entry.msg_id]
             if ids:
                 self.on_removed(self, ids, reason)
 
@@ -203,7 +203,7 @@ class Queue:
 
     def ready_logged_ids(self) -> list[int]:
         """Ids of the logged messages that are ready (what a purge removes)."""
-        return [entry.message.msg_id for entry in self._ready if entry.message.msg_id]
+        return [entry.msg_id for entry in self._ready if entry.msg_id]
 
     def logged_entries(self) -> list[QueueEntry]:
         """Every logged message of the queue, ready or delivered, oldest first."""
