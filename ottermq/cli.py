@@ -297,7 +297,7 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
         )
         raise ConfigError(f"cannot open the log in {data_path}: {exc}{hint}") from None
     try:
-        broker = Broker(broker_settings, store.journal, defaults=False)
+        broker = store.new_broker(broker_settings)
         store.recover(broker)
     except (MementoError, CodecError) as exc:
         store.close()

@@ -14,7 +14,7 @@ import platform
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ottermq.amqp.constants import (
     CHANNEL_MAX_DEFAULT,
@@ -30,13 +30,16 @@ from ottermq.broker.alarms import Alarms
 from ottermq.broker.auth import Authenticator
 from ottermq.broker.channel import MESSAGE_COUNTERS
 from ottermq.broker.connection import Connection
+from ottermq.broker.content import Contents
 from ottermq.broker.events import (
     ACCESS_EVENTS,
+    VHOST_EVENTS,
     AccessEvent,
     Event,
     UserDeleted,
     VHostAdded,
     VHostDeleted,
+    VHostEvent,
     VHostLimitsSet,
 )
 from ottermq.broker.journal import Journal, MemoryJournal
@@ -113,13 +116,24 @@ class Broker:
     """One broker node: vhosts, users, journal and live connections."""
 
     def __init__(
-        self, settings: BrokerSettings | None = None, journal: Journal | None = None, *, defaults: bool = True
+        self,
+        settings: BrokerSettings | None = None,
+        journal: Journal | None = None,
+        *,
+        defaults: bool = True,
+        contents: Contents | None = None,
     ) -> None:
         """`defaults`: create the default vhost, user and permissions now (through the journal). A durable
         store recovering a log passes False, replays, and calls `create_defaults()` only when the log was
-        empty, as RabbitMQ creates them only on a fresh node."""
+        empty, as RabbitMQ creates them only on a fresh node. `contents`: the content store (the durable
+        store's, which reads logged contents back; by default one that keeps everything in memory)."""
         self.settings = settings or BrokerSettings()
         self.journal: Journal = journal if journal is not None else MemoryJournal()
+        # What the broker holds in memory, for the memory alarm (memory.py); the monitor sets its limit.
+        self.memory = MemoryAccount()
+        # The one owner of message contents (content.py), shared by every vhost.
+        self.contents: Contents = contents if contents is not None else Contents()
+        self.contents.account = self.memory
         self.connections: set[Connection] = set()
         self.vhosts: dict[str, VHost] = {}
         # Per-vhost limits as set (set_vhost_limits, journaled): {"/": {"max-connections": 10}}.
@@ -133,8 +147,6 @@ class Broker:
         self.server_properties = server_properties()
         # Resource alarms (memory, disk) that block publishers; set by the server's resource monitor.
         self.alarms = Alarms()
-        # What the broker holds in memory, for the memory alarm (memory.py); the monitor sets its limit.
-        self.memory = MemoryAccount()
         self._ack_timeouts = AckTimeouts()
         # The message counters of channels that have ended (Channel.fold_counts); message_totals adds the
         # open channels' counters to these.
@@ -180,10 +192,12 @@ class Broker:
             self.access.apply(event)  # type: ignore[arg-type]
         elif type(event) is VHostLimitsSet:
             self._apply_vhost_limits(event)
-        else:
-            vhost = self.vhosts.get(getattr(event, "vhost", ""))
+        elif isinstance(event, VHOST_EVENTS):
+            vhost = self.vhosts.get(cast(VHostEvent, event).vhost)
             if vhost is not None:
                 vhost.apply(event)
+        else:
+            raise TypeError(f"not an event the broker applies: {event!r}")
 
     def durable_events(self) -> list[Event]:
         """Events that rebuild the durable state of a broker made with `defaults=False` (for snapshots):
@@ -199,7 +213,7 @@ class Broker:
         """Keep VHost objects and live connections in step with the access registry."""
         if isinstance(event, VHostAdded):
             if event.name not in self.vhosts:
-                self.vhosts[event.name] = VHost(event.name, self.journal)
+                self.vhosts[event.name] = VHost(event.name, self.journal, self.contents)
         elif isinstance(event, VHostDeleted):
             self.vhosts.pop(event.name, None)
             self.vhost_limits.pop(event.name, None)  # a vhost created again later starts unlimited

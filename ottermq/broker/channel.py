@@ -94,6 +94,7 @@ from ottermq.amqp.methods import (
 )
 from ottermq.amqp.properties import FLAG_USER_ID
 from ottermq.broker import exchange_types, publish_hooks, reply_to
+from ottermq.broker.apply import Placed
 from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
 from ottermq.broker.memory import MESSAGE_OVERHEAD
 from ottermq.broker.message import Message, QueueEntry
@@ -111,8 +112,8 @@ if TYPE_CHECKING:
 Delivery = tuple[int, "Queue", QueueEntry, "ChannelConsumer | None"]
 # A buffered transactional publish: (message, exchange, mandatory).
 TxPublish = tuple[Message, "Exchange", bool]
-# A confirmed publish held until the journal has it: (message, its queues, confirm sequence number).
-HeldPublish = tuple[Message, "Sequence[Queue]", int]
+# A confirmed publish held until the journal has it: (its queues' entries, confirm sequence number).
+HeldPublish = tuple[list[Placed], int]
 
 _OPEN: Final = 0
 _CLOSING: Final = 1  # channel.close sent by us: only close / close-ok are read
@@ -124,7 +125,6 @@ _HEADER: Final = 1
 _BODY: Final = 2
 
 _PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
-_TX_NOT_LOGGED: Final = "INTERNAL_ERROR - the journal has failed: the transaction was not logged"
 _USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-flags word
 _EXPECTED_HEADER: Final = (
     "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
@@ -212,7 +212,7 @@ class ChannelConsumer:
         channel = self.channel
         unacked = channel.unacked
         tag = unacked.last_tag = unacked.last_tag + 1
-        message = entry.message
+        message = queue.content_of(entry)
         connection = channel.connection
         connection.sent = True
         channel.transport.write(
@@ -264,6 +264,7 @@ class Channel:
         "_properties",
         "_publish",
         "_state",
+        "_tx_bytes",
         "_tx_publishes",
         "confirms",
         "connection",
@@ -307,6 +308,8 @@ class Channel:
         self._confirm_flush_pending = False
         # Confirmed publishes waiting for the journal before they reach their queues (confirm mode only).
         self._held: HeldPublishes[HeldPublish] | None = None
+        # Bytes of the transaction's buffered publishes, counted as held in the memory account.
+        self._tx_bytes = 0
         # During tx.commit: its routed publishes, enqueued once the commit's record is durable.
         self._tx_publishes: list[tuple[Message, Sequence[Queue]]] | None = None
         self._last_queue = ""
@@ -497,12 +500,10 @@ class Channel:
             and method.routing_key == last_key
             and properties == last_properties
         ):
-            message = self._memory.message_class(last_exchange, last_key, last_properties, body)
+            message = Message(last_exchange, last_key, last_properties, body)
         else:
             self._last_routing = (method.exchange, method.routing_key, properties)
-            message = self._memory.message_class(method.exchange, method.routing_key, properties, body)
-        # Counted until it is freed (or logged: the journal counts it then); see memory.py.
-        self._memory.held_bytes += message.body_size + MESSAGE_OVERHEAD
+            message = Message(method.exchange, method.routing_key, properties, body)
         if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
             # Rare: decode only when the user-id flag is set (the low octet of the first flag word).
             user_id = message.props.user_id
@@ -516,6 +517,11 @@ class Channel:
         tx = self.tx
         if tx is not None:
             tx.publish((message, exchange, method.mandatory))
+            # Counted as held until the commit routes it (the content store counts it then) or a rollback
+            # drops it; see memory.py.
+            size = message.body_size + MESSAGE_OVERHEAD
+            self._tx_bytes += size
+            self._memory.held_bytes += size
             return
         self._route(message, exchange, method.mandatory)
 
@@ -533,18 +539,13 @@ class Channel:
             self.n_routed += 1
             if seq:
                 return self._publish_confirmed(message, queues, seq)
-            # No confirm: a persistent message reaching a durable queue is logged (and named) before it
-            # is enqueued, and goes to its queues at once (without a journal it is at most once).
-            position = self.vhost.log_publish(message, queues) if message.persistent else 0
             committing = self._tx_publishes
             if committing is not None:
-                if position < 0:
-                    raise AMQPConnectionError(INTERNAL_ERROR, _TX_NOT_LOGGED)
-                committing.append((message, queues))  # enqueued once the commit's record is durable
+                committing.append((message, queues))  # logged with the commit, enqueued once durable
                 return 0
-            for queue in queues:
-                queue.enqueue(message)
-            return position
+            # No confirm: a persistent message reaching a durable queue is logged (and named) before it
+            # is enqueued, and goes to its queues at once (without a journal it is at most once).
+            return self.vhost.publish_now(message, queues)
         if mandatory:
             self.n_unroutable_returned += 1
             connection = self.connection
@@ -571,23 +572,23 @@ class Channel:
         """A publish on a confirm channel: it reaches its queues only once the journal has it, so a
         nacked message is never enqueued nor delivered (see `HeldPublishes`). The journal position it
         waits for (0: none, -1: refused and nacked)."""
-        position = self.vhost.log_publish(message, queues) if message.persistent else 0
+        vhost = self.vhost
+        position, placed = vhost.publish(message, queues)
         if position < 0:
             # The journal refuses (failed, or suspended by a full disk): nothing is enqueued.
+            vhost.publish_nacked(placed)
             self._confirmed(seq, False)
             return -1
         held = self._held
         if not position:
             if held is None or not len(held):
-                self._confirmed(seq, self._enqueue_all(message, queues))
+                self._confirmed(seq, self._enqueue_all(placed))
             else:
-                held.hold((message, queues, seq), stored=True)  # behind earlier publishes, in order
+                held.hold((placed, seq), stored=True)  # behind earlier publishes, in order
             return 0
         if held is None:
             held = self._held = HeldPublishes()
-        for queue in queues:
-            queue.hold(message)  # counted as logged meanwhile: snapshots keep it
-        waiting = held.hold((message, queues, seq))
+        waiting = held.hold((placed, seq))
         self.connection.broker.journal.when_durable(
             position, partial(self._journaled, waiting, True), partial(self._journaled, waiting, False)
         )
@@ -598,32 +599,37 @@ class Channel:
         after the channel closed too: a message published and not nacked still reaches its queues."""
         held = self._held
         assert held is not None
-        for (message, queues, seq), ok in held.settle(waiting, stored):
+        for (placed, seq), ok in held.settle(waiting, stored):
             if ok:
-                self._confirmed(seq, self._enqueue_all(message, queues))
+                self._confirmed(seq, self._enqueue_all(placed))
             else:
-                self.vhost.publish_nacked(message, queues)
+                self.vhost.publish_nacked(placed)
                 self._confirmed(seq, False)
 
-    def _enqueue_all(self, message: Message, queues: Sequence[Queue]) -> bool:
-        """Enqueue a confirmed publish in all its queues, or in none when one of them refuses it (a full
-        queue with x-overflow reject-publish): a nacked message is delivered nowhere. True if enqueued."""
-        for queue in queues:
-            if queue.features is not None and queue.refuses(message):
+    def _enqueue_all(self, placed: list[Placed]) -> bool:
+        """Make a confirmed publish ready in all its queues, or in none when one of them refuses it (a
+        full queue with x-overflow reject-publish): a nacked message is delivered nowhere. True if
+        enqueued."""
+        refused = False
+        for queue, entry in placed:
+            if queue.features is not None and not queue.deleted and queue.refuses(entry.size):
+                refused = True
                 break
-        else:
+        if not refused:
             enqueued = True
-            for queue in queues:
-                if not queue.deleted and not queue.enqueue(message):
+            for queue, entry in placed:
+                if queue.deleted:
+                    queue.contents.release(entry.msg_id)  # 0 for a logged one: the delete gave it back
+                elif not queue.enqueue(entry):
                     enqueued = False
             return enqueued
-        for queue in queues:
+        for queue, entry in placed:
             if queue.deleted:
-                continue
-            if queue.features is not None and queue.refuses(message):
-                queue.enqueue(message)  # refused: dead-lettered by reject-publish-dlx, its removal logged
-            elif message.msg_id and queue.durable:
-                self.vhost.publish_nacked(message, (queue,))
+                queue.contents.release(entry.msg_id)
+            elif queue.features is not None and queue.refuses(entry.size):
+                queue.enqueue(entry)  # refused: dead-lettered by reject-publish-dlx, its removal logged
+            else:
+                self.vhost.publish_nacked(((queue, entry),))
         return False
 
     def _confirmed(self, seq: int, ack: bool = True) -> None:
@@ -800,7 +806,7 @@ class Channel:
             return
         unacked = self.unacked
         tag = unacked.next_tag()
-        message = entry.message
+        message = queue.content_of(entry)
         self.connection.write(
             encode_get_ok(
                 self.number,
@@ -879,6 +885,7 @@ class Channel:
         if self.tx is not None:
             # Settled inside an uncommitted transaction: still unacknowledged as far as queues know.
             deliveries.extend(self.tx.rollback())
+            self._release_tx_bytes()
             self.tx = None
         for queue, entries in _by_queue(sorted(deliveries, key=_tag_of)).items():
             queue.requeue(entries)
@@ -928,6 +935,7 @@ class Channel:
         # publishes reach their queues once that record is durable: a commit that fails is not delivered.
         publishes: list[tuple[Message, Sequence[Queue]]] = []
         self._tx_publishes = publishes
+        self._release_tx_bytes()
         vhost.begin_tx()
         try:
             for op in tx.commit():
@@ -939,43 +947,47 @@ class Channel:
                     self._apply_settle(op.kind, op.deliveries)
         finally:
             self._tx_publishes = None
-            position = vhost.end_tx()
+            position, placed = vhost.end_tx(publishes)
         if position:
-            for message, queues in publishes:
-                if message.msg_id:
-                    for queue in queues:
-                        queue.hold(message)  # counted as logged meanwhile: snapshots keep it
             self._committing = True
             self.connection.broker.journal.when_durable(
-                position, partial(self._commit_durable, publishes), partial(self._commit_failed, publishes)
+                position, partial(self._commit_durable, placed), partial(self._commit_failed, placed)
             )
         else:
-            self._enqueue_committed(publishes)
+            self._enqueue_committed(placed)
             self.connection.send_method(self.number, TxCommitOk())
 
     @staticmethod
-    def _enqueue_committed(publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
-        for message, queues in publishes:
-            for queue in queues:
-                if not queue.deleted:
-                    queue.enqueue(message)
+    def _enqueue_committed(placed: list[list[Placed]]) -> None:
+        for entries in placed:
+            for queue, entry in entries:
+                if queue.deleted:
+                    queue.contents.release(entry.msg_id)  # 0 for a logged one: the delete gave it back
+                else:
+                    queue.enqueue(entry)
 
-    def _commit_durable(self, publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
+    def _commit_durable(self, placed: list[list[Placed]]) -> None:
         self._committing = False
-        self._enqueue_committed(publishes)  # also when the channel closed meanwhile: they are committed
+        self._enqueue_committed(placed)  # also when the channel closed meanwhile: they are committed
         if self._state == _OPEN:
             self.connection.send_method(self.number, TxCommitOk())
 
-    def _commit_failed(self, publishes: list[tuple[Message, Sequence[Queue]]]) -> None:
+    def _commit_failed(self, placed: list[list[Placed]]) -> None:
         self._committing = False
-        for message, queues in publishes:
-            self.vhost.publish_nacked(message, queues)
+        for entries in placed:
+            self.vhost.publish_nacked(entries)
         self.fail(
             INTERNAL_ERROR,
             "INTERNAL_ERROR - the journal failed: the transaction is not durable",
             TxCommit.CLASS_ID,
             TxCommit.METHOD_ID,
         )
+
+    def _release_tx_bytes(self) -> None:
+        """The buffered publishes leave the transaction's buffer (committed, rolled back, or the channel
+        ends): they no longer count as held by it."""
+        self._memory.held_bytes -= self._tx_bytes
+        self._tx_bytes = 0
 
     def _reply_when_durable(self, reply: Method, before: int) -> None:
         """Send `reply`, but if the operation journaled anything (its first position would have been
@@ -1000,6 +1012,7 @@ class Channel:
         if tx is None:
             raise ChannelError(PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional")
         restored = tx.rollback()
+        self._release_tx_bytes()
         if restored:
             self.unacked.restore((delivery[0], delivery) for delivery in restored)
         self.connection.send_method(self.number, TxRollbackOk())

@@ -150,12 +150,8 @@ def dead_letter(
     for message in messages:
         copy, keys = dead_letter_copy(message, reason, queue_name, exchange_name, routing_key, now)
         queues = route_dead_letter(vhost, exchange_name, copy, keys, reason)
-        if not queues:
-            continue
-        if copy.persistent:
-            vhost.log_publish(copy, queues)
-        for queue in queues:
-            queue.enqueue(copy)
+        if queues:
+            vhost.publish_now(copy, queues)
 
 
 def fresh_properties(properties: bytes, **changes: Any) -> bytes:

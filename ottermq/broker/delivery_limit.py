@@ -28,7 +28,7 @@ class DeliveryCounts:
     def returned(self, entries: Iterable[QueueEntry]) -> tuple[list[QueueEntry], list[QueueEntry]]:
         """Count one failed delivery for each returned entry: (entries to requeue, entries over the limit).
 
-        Requeued entries are given a message copy whose headers carry the new x-delivery-count.
+        A requeued entry's next delivery carries its count as x-delivery-count (`count`).
         """
         counts = self._counts
         keep: list[QueueEntry] = []
@@ -40,9 +40,12 @@ class DeliveryCounts:
                 over.append(entry)
                 continue
             counts[entry.seq] = count
-            entry.message = with_delivery_count(entry.message, count)
             keep.append(entry)
         return keep, over
+
+    def count(self, entry: QueueEntry) -> int:
+        """The failed deliveries of `entry` so far (0: none)."""
+        return self._counts.get(entry.seq, 0)
 
     def __len__(self) -> int:
         """How many entries have a count."""
@@ -57,7 +60,7 @@ class DeliveryCounts:
 
 
 def with_delivery_count(message: Message, count: int) -> Message:
-    """A copy of `message` whose headers say x-delivery-count = `count` (the log identity is kept)."""
+    """A copy of `message` whose headers say x-delivery-count = `count`, for one delivery."""
     headers = dict(message.headers or {})
     headers["x-delivery-count"] = count
     copy = Message(
@@ -67,6 +70,4 @@ def with_delivery_count(message: Message, count: int) -> Message:
         message.body,
         message.persistent,
     )
-    copy.msg_id = message.msg_id
-    copy.loc = message.loc
     return copy

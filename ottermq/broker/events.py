@@ -270,3 +270,26 @@ Event = (
     | VHostLimitsSet
     | MessageEvent
 )
+
+VHostEvent = (
+    ExchangeDeclared
+    | ExchangeDeleted
+    | QueueDeclared
+    | QueueDeleted
+    | QueuePurged
+    | BindingAdded
+    | BindingRemoved
+    | MessagesRemoved
+)
+
+# The events `Broker.apply` hands to the vhost they name (`VHost.apply`).
+VHOST_EVENTS: tuple[type, ...] = (
+    ExchangeDeclared,
+    ExchangeDeleted,
+    QueueDeclared,
+    QueueDeleted,
+    QueuePurged,
+    BindingAdded,
+    BindingRemoved,
+    MessagesRemoved,
+)

@@ -22,8 +22,8 @@ from ottermq.amqp.errors import ChannelError
 from ottermq.amqp.properties import FLAG_EXPIRATION, peek_expiration
 from ottermq.broker import deadletter
 from ottermq.broker.consumer import Consumer
-from ottermq.broker.delivery_limit import DeliveryCounts
-from ottermq.broker.message import Message, QueueEntry
+from ottermq.broker.delivery_limit import DeliveryCounts, with_delivery_count
+from ottermq.broker.message import Message, QueueEntry, message_priority
 from ottermq.broker.priority import PriorityReady
 from ottermq.broker.queue import Queue
 from ottermq.broker.single_active import WaitingConsumers
@@ -145,11 +145,6 @@ def ensure_features(queue: Queue, vhost: VHost) -> None:
     queue.setup(QueueFeatures(queue.arguments, vhost))
 
 
-def message_ttl(message: Message) -> int | None:
-    """The message's `expiration` in ms, or None (a malformed one was refused at publish already)."""
-    return properties_ttl(message.properties)
-
-
 def properties_ttl(properties: bytes) -> int | None:
     """The `expiration` in ms of raw content-header properties, or None (also for a malformed one)."""
     if not (properties and properties[0] & _EXPIRATION_BIT):
@@ -163,14 +158,14 @@ def properties_ttl(properties: bytes) -> int | None:
         return None
 
 
-def ready_bytes(entries: Iterable[QueueEntry]) -> int:
+def ready_bytes(queue: Queue, entries: Iterable[QueueEntry]) -> int:
     """The body bytes of `entries`; a size not known yet (a message restored from an older snapshot)
-    is learnt by loading that body once."""
+    is learnt by reading that content once."""
     total = 0
     for entry in entries:
         size = entry.size
         if size < 0:
-            size = entry.size = len(entry.message.body)
+            size = entry.size = queue.contents.get(entry.msg_id).body_size
         total += size
     return total
 
@@ -188,34 +183,34 @@ class FeatureQueue(Queue):
             ready.extend(self._ready)
             self._ready = ready  # type: ignore[assignment]
         if features.sized:
-            features.ready_bytes = ready_bytes(self._ready)
+            features.ready_bytes = ready_bytes(self, self._ready)
 
     # -- messages in ------------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message) -> bool:
-        """Append a message unless the queue is full with reject-publish (then False); deliver it if a
-        consumer can take it; then expire and drop from the head as the queue's TTL and limits say."""
+    def new_entry(self, msg_id: int, size: int, priority: int, published: int, ttl: int | None) -> QueueEntry:
+        """As `Queue.new_entry`, with the queue's x-message-ttl (also counted from `published`)."""
+        queue_ttl = self.features.message_ttl
+        due = deadline(published, ttl, queue_ttl) if ttl is not None or queue_ttl is not None else 0
+        return QueueEntry(msg_id, size, priority, due)
+
+    def enqueue(self, entry: QueueEntry) -> bool:
+        """Make an entry ready unless the queue is full with reject-publish (then False, and the entry
+        leaves as `maxlen`); deliver it if a consumer can take it; then expire and drop from the head as
+        the queue's TTL and limits say."""
         features: QueueFeatures = self.features
-        size = message.body_size
+        size = entry.size
         if (
             features.overflow != "drop-head"
             and (features.max_length is not None or features.max_bytes is not None)
             and features.would_overflow(len(self._ready), size)
         ):
             if features.overflow == "reject-publish-dlx":
-                self._dead_letter([message], deadletter.MAXLEN)
-            if message.msg_id and self.durable and self.on_removed is not None:
-                # Logged for this queue already (the channel logs before enqueueing): log it gone.
-                self.on_removed(self, [message.msg_id], "maxlen")
+                self._dead_letter([entry], deadletter.MAXLEN)
+            Queue.settle(self, (entry,), "maxlen")
             return False
         now = now_ms()
-        self._seq = seq = self._seq + 1
-        entry = QueueEntry(message, seq)
-        ttl = message_ttl(message)
-        if ttl is not None or features.message_ttl is not None:
-            entry.deadline = deadline(now, ttl, features.message_ttl)
-        if message.msg_id and self.durable:
-            self._logged[message.msg_id] = entry
+        if not entry.seq:
+            self._seq = entry.seq = self._seq + 1
         self._ready.append(entry)
         if features.sized:
             features.ready_bytes += size
@@ -225,20 +220,10 @@ class FeatureQueue(Queue):
         self._enforce_limits()
         return True
 
-    def hold(self, message: Message) -> None:
-        """As `Queue.hold`, with the deadline the entry will have: a snapshot taken while the message
-        waits for its record keeps it (the entry enqueued then is computed the same way)."""
-        super().hold(message)
-        entry = self._logged.get(message.msg_id)
-        if entry is not None:
-            ttl = message_ttl(message)
-            queue_ttl = self.features.message_ttl
-            if ttl is not None or queue_ttl is not None:
-                entry.deadline = deadline(now_ms(), ttl, queue_ttl)
-
     def requeue(self, entries: Iterable[QueueEntry]) -> None:
         """Put delivered entries back (counting failed deliveries when x-delivery-limit is set)."""
         if self.deleted:
+            self._release(entries)
             return
         features: QueueFeatures = self.features
         back = list(entries)
@@ -252,24 +237,41 @@ class FeatureQueue(Queue):
         self._expire_head(now_ms())
         self._enforce_limits()
 
-    def restore(self, message: Message, redelivered: bool = False, deadline: int = 0) -> None:
-        """Recovery: a logged message comes back with the absolute deadline the log kept (publish time +
+    def restore_index(self, entries: list[QueueEntry]) -> None:
+        """Recovery: logged messages come back with the absolute deadlines the log kept (publish time +
         TTL). A message of an older log has none (0 with x-message-ttl set cannot be a kept deadline):
         the queue's x-message-ttl then counts again from the restart; its own `expiration` is not read
-        here, as that would load every body of the backlog from the log."""
-        super().restore(message, redelivered, deadline)
+        here, as that would read every content of the backlog from the log. On a priority queue, a
+        priority not kept (-1) is read from the content once."""
+        super().restore_index(entries)
         features: QueueFeatures = self.features
-        if features.message_ttl is not None and not deadline:
-            entry = self._logged.get(message.msg_id)
-            if entry is not None and not entry.deadline:
-                entry.deadline = now_ms() + features.message_ttl
+        if features.message_ttl is not None:
+            due = now_ms() + features.message_ttl
+            for entry in entries:
+                if not entry.deadline:
+                    entry.deadline = due
+        if features.max_priority:
+            contents = self.contents
+            for entry in entries:
+                if entry.priority < 0:
+                    entry.priority = message_priority(contents.get(entry.msg_id).properties)
+
+    def content_of(self, entry: QueueEntry) -> Message:
+        """The content to deliver: with x-delivery-count when the entry came back before."""
+        message = self.contents.get(entry.msg_id)
+        delivery = self.features.delivery
+        if delivery is not None:
+            count = delivery.count(entry)
+            if count:
+                return with_delivery_count(message, count)
+        return message
 
     def recovered(self, redelivered: bool) -> None:
         """After replay: restored messages become ready (then byte counts are taken again)."""
         super().recovered(redelivered)
         features: QueueFeatures = self.features
         if features.sized:
-            features.ready_bytes = ready_bytes(self._ready)
+            features.ready_bytes = ready_bytes(self, self._ready)
 
     # -- messages out -----------------------------------------------------------------------------------
 
@@ -345,7 +347,7 @@ class FeatureQueue(Queue):
         if features.delivery is not None:
             features.delivery.forget(settled)
         if reason == "reject" and features.dlx is not None and not self.deleted:
-            self._dead_letter([entry.message for entry in settled], deadletter.REJECTED)
+            self._dead_letter(settled, deadletter.REJECTED)
         super().settle(settled, reason)
 
     def purge(self) -> int:
@@ -403,13 +405,17 @@ class FeatureQueue(Queue):
         features: QueueFeatures = self.features
         if features.delivery is not None:
             features.delivery.forget(entries)
-        self._dead_letter([entry.message for entry in entries], death)
+        self._dead_letter(entries, death)
         Queue.settle(self, entries, reason)
 
-    def _dead_letter(self, messages: list[Message], reason: str) -> None:
+    def _dead_letter(self, entries: Iterable[QueueEntry], reason: str) -> None:
+        """Republish the contents of `entries` to the dead-letter exchange (before they are settled:
+        settling gives their content references back)."""
         features: QueueFeatures = self.features
         if features.dlx is None or features.vhost is None:
             return
+        get = self.contents.get
+        messages = [get(entry.msg_id) for entry in entries if entry.msg_id]
         deadletter.dead_letter(
             features.vhost, self.name, features.dlx, features.dlrk, messages, reason, now_ms() / 1000
         )

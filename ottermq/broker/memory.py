@@ -5,11 +5,11 @@ set: CPython and malloc keep freed memory, so an RSS that once passed the mark m
 and publishers would stay blocked after every queue was drained. What is held is counted where it enters
 and where it leaves:
 
-- message contents: a channel makes every published message of the account's `message_class` and adds its
-  body + `MESSAGE_OVERHEAD` to `held_bytes`; the class's finalizer takes them back when the message is freed
-  (consumed, dropped, purged, its queue deleted), so the count is exact at every moment and costs no scan.
-  A message that is logged becomes a StoredMessage (`Message.untrack`): the durable journal counts the
-  contents it keeps in memory from then on.
+- message contents: the content store (content.py) adds a transient content's body + `MESSAGE_OVERHEAD`
+  to `held_bytes` when it is routed and takes them back at its last release (consumed, dropped, purged, its
+  queue deleted), so the count is exact at every moment and costs no scan; a transaction's buffered
+  publishes are added by the channel until committed or rolled back. Logged contents are the store's
+  `resident_bytes`, sampled into `base`.
 - content in flight: body frames of messages not yet complete, per connection and in total (`in_flight`),
   added by the channels as frames arrive and taken back when the message completes or is dropped.
 - the rest (the journal's resident contents, the index of logged messages, socket buffers) is sampled by the
@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from ottermq.broker.message import Message
-
 # What a held message costs beyond its body: the Message and its QueueEntry, the body's bytes header.
 # Properties are mostly shared between the messages of one publisher and are not counted. Measured: 200k
 # messages of 16 bytes held grew the broker's RSS by 275 bytes each.
@@ -35,22 +33,6 @@ MESSAGE_OVERHEAD: Final = 256
 # max(this, an eighth of the memory limit).
 CONTENT_IN_FLIGHT_MIN: Final = 8 * 1024 * 1024
 _NEVER: Final = 1 << 62
-
-
-def _tracked_message_class(account: MemoryAccount) -> type[Message]:
-    """A Message subclass whose instances are counted in `account` until freed or logged. One class per
-    account, with the account bound into its finalizer (a default argument: 0.3 us per message instead of
-    0.5 us through a class attribute), so a message costs no extra slot; the layout is Message's, so it can
-    still become a StoredMessage in place."""
-
-    def untrack(self: Message, account: MemoryAccount = account) -> None:
-        """Stop counting it here (it is logged: the journal counts it); call before changing its class."""
-        account.held_bytes -= self.body_size + MESSAGE_OVERHEAD
-
-    def finalize(self: Message, account: MemoryAccount = account) -> None:
-        account.held_bytes -= self.body_size + MESSAGE_OVERHEAD
-
-    return type("TrackedMessage", (Message,), {"__slots__": (), "untrack": untrack, "__del__": finalize})
 
 
 class MemoryAccount:
@@ -63,14 +45,14 @@ class MemoryAccount:
         "held_bytes",
         "in_flight",
         "limit",
-        "message_class",
         "on_check",
     )
 
     def __init__(self) -> None:
-        # Bytes of published messages alive and not logged (channels add, TrackedMessage takes back).
+        # Bytes of published contents held in memory and not logged: the content store adds them when a
+        # message is routed and takes them back at its last release; a channel adds a transaction's
+        # buffered publishes until the commit routes them or a rollback drops them.
         self.held_bytes = 0
-        self.message_class = _tracked_message_class(self)
         # Bytes of incomplete contents received, over all connections.
         self.in_flight = 0
         # Sampled by the monitor: journal contents, index, buffers, connections.

@@ -12,15 +12,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-from ottermq.amqp.properties import peek_priority
 from ottermq.broker.message import QueueEntry
 
 
 def entry_priority(entry: QueueEntry, maximum: int) -> int:
     """The priority an entry is served at: its message's priority property, capped at `maximum`."""
-    priority = peek_priority(entry.message.properties)
-    if priority is None:
-        return 0
+    priority = entry.priority
     return priority if priority < maximum else maximum
 
 

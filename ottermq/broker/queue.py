@@ -15,14 +15,18 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from ottermq.amqp.constants import ACCESS_REFUSED
 from ottermq.amqp.errors import ChannelError
 from ottermq.broker.consumer import Consumer
+from ottermq.broker.content import Contents
 from ottermq.broker.message import Message, QueueEntry
 
 _by_seq = attrgetter("seq")
+# The content store of queues made without a vhost (unit tests): contents are added by whoever makes
+# their entries, so one store for all of them is enough.
+_ORPHANS: Final = Contents()
 
 
 class _PriorityGroup:
@@ -51,6 +55,7 @@ class Queue:
         "arguments",
         "auto_delete",
         "consumer_count",
+        "contents",
         "deleted",
         "durable",
         "exclusive_owner",
@@ -81,6 +86,9 @@ class Queue:
         self.resource = f"queue '{name}' in vhost '{vhost}'"
         self.consumer_count = 0
         self.deleted = False
+        # The owner of the contents its entries name: each entry holds one reference, given back when it
+        # leaves the queue for good. Set by the vhost (a queue made alone, in tests, gets its own).
+        self.contents: Contents = _ORPHANS
         # Set by the vhost: called when an auto-delete queue loses its last consumer.
         self.on_unused: Callable[[Queue], None] | None = None
         # TTL, limits, dead lettering... (limits_queue.QueueFeatures) on a FeatureQueue; None on plain queues.
@@ -114,13 +122,24 @@ class Queue:
 
     # -- messages ---------------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message) -> bool:
-        """Append a message and hand it to a consumer if one has credit; False when the queue refused it
-        (a full queue with x-overflow reject-publish, see limits_queue.py)."""
-        self._seq = seq = self._seq + 1
-        entry = QueueEntry(message, seq)
-        if message.msg_id and self.durable:
-            self._logged[message.msg_id] = entry
+    def new_entry(self, msg_id: int, size: int, priority: int, published: int, ttl: int | None) -> QueueEntry:
+        """This queue's record of a message published at `published` (ms since the epoch) whose own
+        `expiration` is `ttl` ms (None: none); it expires `ttl` after `published`."""
+        return QueueEntry(msg_id, size, priority, published + ttl if ttl is not None else 0)
+
+    def index(self, entry: QueueEntry) -> None:
+        """A logged message joins this durable queue (the apply of its publish, live or replayed): it
+        counts among the logged messages from now on (a snapshot keeps it, its record stays live). It
+        becomes ready through `enqueue` (live) or `recovered` (after a replay)."""
+        self._seq = entry.seq = self._seq + 1
+        if self.durable:
+            self._logged[entry.msg_id] = entry
+
+    def enqueue(self, entry: QueueEntry) -> bool:
+        """Make an entry ready and hand it to a consumer if one has credit; False when the queue refused
+        it (a full queue with x-overflow reject-publish, see limits_queue.py; its reference is given back)."""
+        if not entry.seq:
+            self._seq = entry.seq = self._seq + 1
         sole = self._sole
         if sole is not None and not self._ready and not self._dispatching and sole.has_credit():
             # The common case, one consumer keeping up: deliver without the round-robin machinery.
@@ -137,24 +156,21 @@ class Queue:
             self.dispatch()
         return True
 
-    def refuses(self, message: Message) -> bool:
-        """True when `enqueue` would refuse `message` now (a full queue with x-overflow reject-publish or
-        reject-publish-dlx): a confirm channel then enqueues it nowhere (a nacked message is never
-        delivered)."""
+    def refuses(self, size: int) -> bool:
+        """True when `enqueue` would refuse a message of `size` bytes now (a full queue with x-overflow
+        reject-publish or reject-publish-dlx): a confirm channel then enqueues it nowhere (a nacked
+        message is never delivered)."""
         features = self.features
         return (
             features is not None
             and features.overflow != "drop-head"
             and (features.max_length is not None or features.max_bytes is not None)
-            and features.would_overflow(len(self._ready), message.body_size)
+            and features.would_overflow(len(self._ready), size)
         )
 
-    def hold(self, message: Message) -> None:
-        """A logged message for this durable queue waits for its record to be durable before it is
-        enqueued: it counts among the logged messages already (a snapshot taken meanwhile keeps it, and
-        its record stays live), not among the ready ones. `enqueue` or a removal (`forget`) ends it."""
-        if self.durable:
-            self._logged[message.msg_id] = QueueEntry(message, 0)
+    def content_of(self, entry: QueueEntry) -> Message:
+        """The content to deliver for `entry` (from the content store)."""
+        return self.contents.get(entry.msg_id)
 
     def get(self) -> QueueEntry | None:
         """Take the oldest ready message (basic.get), or None when there is none."""
@@ -168,6 +184,7 @@ class Queue:
         order. A deleted queue drops them.
         """
         if self.deleted:
+            self._release(entries)
             return
         back = sorted(entries, key=_by_seq)
         if not back:
@@ -185,25 +202,36 @@ class Queue:
         self.dispatch()
 
     def settle(self, entries: Iterable[QueueEntry], reason: str = "ack") -> None:
-        """Entries acknowledged or dropped for good (`reason` as in `events.REMOVAL_REASONS`).
-
-        Logged messages of a durable queue are reported to `on_removed` (one call per settle), which
-        journals their removal and then calls `forget`.
-        """
-        if self._logged and not self.deleted and self.on_removed is not None:
-            ids = [entry.msg_id for entry in entries if entry.msg_id]
-            if ids:
-                self.on_removed(self, ids, reason)
+        """Entries leave for good (`reason` as in `events.REMOVAL_REASONS`) and give their content
+        reference back. Logged ones are reported to `on_removed` (one call per settle), which journals
+        their removal and then applies it (`forget`)."""
+        logged: list[int] = []
+        release = self.contents.release
+        for entry in entries:
+            if entry.msg_id > 0 and self.durable and not self.deleted:
+                logged.append(entry.msg_id)
+            else:
+                release(entry.msg_id)
+        if logged:
+            if self.on_removed is not None:
+                self.on_removed(self, logged, reason)
+            else:
+                self.forget(logged)
 
     def forget(self, ids: Iterable[int]) -> None:
-        """Logged messages removed for good (applied from a MessagesRemoved event)."""
+        """Logged messages removed for good (the apply of a MessagesRemoved event): their entries give
+        their content references back."""
         logged = self._logged
+        release = self.contents.release
         for msg_id in ids:
-            logged.pop(msg_id, None)
+            if logged.pop(msg_id, None) is not None:
+                release(msg_id)
 
     def ready_logged_ids(self) -> list[int]:
         """Ids of the logged messages that are ready (what a purge removes)."""
-        return [entry.msg_id for entry in self._ready if entry.msg_id]
+        if not self.durable:
+            return []
+        return [entry.msg_id for entry in self._ready if entry.msg_id > 0]
 
     def logged_entries(self) -> list[QueueEntry]:
         """Every logged message of the queue, ready or delivered, oldest first."""
@@ -214,35 +242,14 @@ class Queue:
         """How many logged messages the queue holds (ready or delivered)."""
         return len(self._logged)
 
-    def restore(self, message: Message, redelivered: bool = False, deadline: int = 0) -> None:
-        """Recovery: add a logged message (from a snapshot or a replayed publish) with the absolute
-        deadline the log kept (0: none); it becomes ready in `recovered`, so nothing is dispatched while
-        the log is replayed."""
-        self._seq = seq = self._seq + 1
-        self._logged[message.msg_id] = entry = QueueEntry(message, seq, redelivered)
-        entry.deadline = deadline
-
-    def restore_many(
-        self, messages: list[Message], redelivered: list[bool], deadlines: list[int] | None = None
-    ) -> None:
-        """Recovery in bulk (a snapshot's index of the queue, in log order): `restore` of each message,
-        without a method call per message when `restore` is not overridden (a million at start-up).
-        `deadlines` are the kept absolute deadlines (None: a snapshot that kept none)."""
-        if deadlines is not None and any(deadlines):
-            for message, again, due in zip(messages, redelivered, deadlines, strict=True):
-                self.restore(message, again, due)
-            return
-        if type(self).restore is not Queue.restore:
-            for message, again in zip(messages, redelivered, strict=True):
-                self.restore(message, again)
-            return
-        seqs = range(self._seq + 1, self._seq + 1 + len(messages))
-        self._seq += len(messages)
-        entries = [
-            QueueEntry(message, seq, again)
-            for message, seq, again in zip(messages, seqs, redelivered, strict=True)
-        ]
-        self._logged.update(zip([message.msg_id for message in messages], entries, strict=True))
+    def restore_index(self, entries: list[QueueEntry]) -> None:
+        """Recovery in bulk (a snapshot's index of the queue, in log order): `index` of each entry,
+        without a method call per entry (a million at start-up)."""
+        start = self._seq + 1
+        for seq, entry in enumerate(entries, start):
+            entry.seq = seq
+        self._seq += len(entries)
+        self._logged.update([(entry.msg_id, entry) for entry in entries])
 
     def recovered(self, redelivered: bool) -> None:
         """Recovery is over: every restored message still logged becomes ready, in log order;
@@ -254,10 +261,29 @@ class Queue:
         self._ready.extend(entries)
 
     def purge(self) -> int:
-        """Drop every ready message; return how many there were."""
-        count = len(self._ready)
-        self._ready.clear()
+        """Drop every ready message; return how many there were. Logged ones were removed (and their
+        references given back) by the purge's MessagesRemoved; the others give theirs back here."""
+        ready = self._ready
+        count = len(ready)
+        self._release_transient(ready)
+        ready.clear()
         return count
+
+    def _release_transient(self, entries: Iterable[QueueEntry]) -> None:
+        """Give back the references of the entries that are not logged here (logged ones give theirs
+        back through `forget`)."""
+        release = self.contents.release
+        durable = self.durable
+        for entry in entries:
+            if not (durable and entry.msg_id > 0):
+                release(entry.msg_id)
+
+    def _release(self, entries: Iterable[QueueEntry]) -> None:
+        """Entries of a deleted queue come back: give their references back (0 for logged ones: `drop`
+        did already)."""
+        release = self.contents.release
+        for entry in entries:
+            release(entry.msg_id)
 
     # -- consumers --------------------------------------------------------------------------------------
 
@@ -371,9 +397,16 @@ class Queue:
     def drop(self) -> int:
         """Mark the queue deleted, drop its ready messages and cancel its consumers; return the drop count."""
         self.deleted = True
-        count = len(self._ready)
-        self._ready.clear()
-        self._logged.clear()
+        ready = self._ready
+        count = len(ready)
+        self._release_transient(ready)
+        ready.clear()
+        release = self.contents.release
+        logged = self._logged
+        for msg_id, entry in logged.items():
+            release(msg_id)
+            entry.msg_id = 0  # delivered ones settle later: their reference is given back already
+        logged.clear()
         for consumer in self.detach_consumers():
             consumer.cancelled_by_broker()
         return count

@@ -21,7 +21,7 @@ from ottermq.amqp.errors import AMQPConnectionError, ChannelError
 from ottermq.amqp.frames import encode_deliver
 from ottermq.amqp.methods import BasicConsume, BasicConsumeOk
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, DefaultRouter
-from ottermq.broker.message import Message
+from ottermq.broker.message import QueueEntry
 from ottermq.broker.queue import Queue
 
 if TYPE_CHECKING:
@@ -42,10 +42,15 @@ class ReplyQueue(Queue):
         super().__init__(REPLY_PREFIX + token, vhost.name if vhost is not None else "/")
         self.channel = channel
         self.tag = tag
+        if vhost is not None:
+            self.contents = vhost.contents
 
-    def enqueue(self, message: Message) -> bool:
+    def enqueue(self, entry: QueueEntry) -> bool:
         """Deliver the reply now (no-ack, never queued); dropped if the channel is closing."""
         channel = self.channel
+        contents = self.contents
+        message = contents.get(entry.msg_id)
+        contents.release(entry.msg_id)
         if not channel.is_open:
             return True
         connection = channel.connection

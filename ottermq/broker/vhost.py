@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, cast
 
 from ottermq.amqp.constants import (
@@ -29,6 +29,7 @@ from ottermq.amqp.constants import (
 )
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
 from ottermq.broker import exchange_types
+from ottermq.broker.apply import Placed, apply_published
 from ottermq.broker.arguments import (
     EXCHANGE_EQUIVALENCE_KEYS,
     QUEUE_EQUIVALENCE_KEYS,
@@ -37,6 +38,7 @@ from ottermq.broker.arguments import (
     check_exchange_arguments,
     check_queue_arguments,
 )
+from ottermq.broker.content import Contents
 from ottermq.broker.events import (
     REMOVAL_REASONS,
     BindingAdded,
@@ -55,10 +57,10 @@ from ottermq.broker.events import (
 )
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Exchange
 from ottermq.broker.journal import Journal, MemoryJournal
-from ottermq.broker.limits_queue import ensure_features, new_queue, properties_ttl
-from ottermq.broker.message import ContentSource, Message, StoredMessage
+from ottermq.broker.limits_queue import new_queue, properties_ttl
+from ottermq.broker.message import Message, message_priority
 from ottermq.broker.queue import Queue
-from ottermq.broker.ttl import deadline, now_ms
+from ottermq.broker.ttl import now_ms
 
 # Exchanges every vhost has from the start: (name, type, internal). All durable.
 PREDECLARED: Final = (
@@ -83,7 +85,9 @@ def server_generated_name(prefix: str = SERVER_NAMED_PREFIX) -> str:
 class VHost:
     """Exchanges, queues and bindings of one virtual host."""
 
-    def __init__(self, name: str = "/", journal: Journal | None = None) -> None:
+    def __init__(
+        self, name: str = "/", journal: Journal | None = None, contents: Contents | None = None
+    ) -> None:
         self.name = name
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.exchanges: dict[str, Exchange] = {}
@@ -93,11 +97,10 @@ class VHost:
         # Bindings by destination, to drop them with the destination.
         self._bound_to: dict[tuple[DestinationKind, str], dict[Binding, None]] = {}
         self._default_router = DefaultRouter()
-        # A journal that can read contents back lets logged messages drop theirs (see StoredMessage).
-        self._source = self.journal if isinstance(self.journal, ContentSource) else None
-        # While tx.commit runs: the events and logged messages of its single record (see begin_tx).
+        # The owner of every message content its queues hold (the broker's; see content.py).
+        self.contents: Contents = contents if contents is not None else Contents()
+        # While tx.commit runs: the removals of its single record (see begin_tx).
         self._tx_events: list[Event] | None = None
-        self._tx_messages: list[Message] | None = None
         self.exchanges[DEFAULT_EXCHANGE] = Exchange(
             DEFAULT_EXCHANGE, "direct", self._default_router, name, durable=True
         )
@@ -156,54 +159,73 @@ class VHost:
             else:
                 self.journal.append(event)
 
-    # -- logged messages --------------------------------------------------------------------------------
+    # -- publishing -------------------------------------------------------------------------------------
 
-    def log_publish(self, message: Message, queues: Sequence[Queue]) -> int:
-        """Journal a persistent message routed to `queues` if any of them is durable, naming it (msg_id,
-        loc) before it is enqueued. Returns the position to wait for before confirming: 0 when nothing was
-        logged (or inside a transaction: the commit waits), -1 when the journal has failed (nack)."""
-        durable = tuple([queue.name for queue in queues if queue.durable])
-        if not durable:
-            return 0
-        journal = self.journal
-        if journal.failed:
-            return -1
-        event = MessagePublished(
-            self.name,
-            durable,
-            message.exchange,
-            message.routing_key,
-            message.properties,
-            message.body,
-            now_ms(),
-        )
-        tx_messages = self._tx_messages
-        if tx_messages is not None:
-            # The transaction's record is appended at commit, as the next record: its position is known.
-            assert self._tx_events is not None
-            message.msg_id = message_id(journal.next_position, len(tx_messages))
-            tx_messages.append(message)
-            if self._source is not None:
-                # Its loc is set at commit; the source only evicts later, in a turn of its own.
-                StoredMessage.stored(message, self._source)
-            self._tx_events.append(event)
-            return 0
-        position = journal.append(event)
-        message.msg_id = message_id(position)
-        message.loc = journal.last_loc
-        if self._source is not None:
-            StoredMessage.stored(message, self._source)
+    def publish(self, message: Message, queues: Sequence[Queue]) -> tuple[int, list[Placed]]:
+        """A message routed to `queues` (outside a transaction): logged when persistent and one of them
+        is durable, and applied (`apply_published`) as a replay would; then added to the others. Returns
+        the position to wait for before confirming (0: nothing logged; -1: the journal refuses, nothing
+        was logged, and the message was added as a transient one) and each queue's entry, which the
+        caller makes ready (`Queue.enqueue`) at once, or once the position is durable."""
+        contents = self.contents
+        properties = message.properties
+        ttl = properties_ttl(properties)
+        priority = message_priority(properties)
+        size = message.body_size
+        position = 0
+        if message.persistent:
+            durable = tuple([queue.name for queue in queues if queue.durable])
+            if durable:
+                journal = self.journal
+                if journal.failed:
+                    position = -1
+                else:
+                    event = MessagePublished(
+                        self.name,
+                        durable,
+                        message.exchange,
+                        message.routing_key,
+                        properties,
+                        message.body,
+                        now_ms(),
+                    )
+                    position = journal.append(event)
+                    msg_id = message_id(position)
+                    placed = apply_published(self, event, msg_id, journal.last_loc, message)
+                    if len(placed) < len(queues):
+                        others = [queue for queue in queues if not queue.durable]
+                        contents.retain(msg_id, len(others))
+                        published = event.published
+                        placed.extend(
+                            (queue, queue.new_entry(msg_id, size, priority, published, ttl))
+                            for queue in others
+                        )
+                    return position, placed
+        msg_id = contents.put(message, len(queues))
+        now = now_ms() if ttl is not None or self._ttl_queues(queues) else 0
+        return position, [(queue, queue.new_entry(msg_id, size, priority, now, ttl)) for queue in queues]
+
+    @staticmethod
+    def _ttl_queues(queues: Sequence[Queue]) -> bool:
+        return any(queue.features is not None and queue.features.message_ttl is not None for queue in queues)
+
+    def publish_now(self, message: Message, queues: Sequence[Queue]) -> int:
+        """`publish`, and every entry made ready at once (no confirm waits for it); the position."""
+        position, placed = self.publish(message, queues)
+        for queue, entry in placed:
+            queue.enqueue(entry)
         return position
 
-    def publish_nacked(self, message: Message, queues: Sequence[Queue]) -> None:
-        """A logged publish was nacked before it reached `queues` (held by a confirm channel until its
-        record was durable): log its removal from each durable one, so that the record, should it still be
-        written (a full disk resumes), does not bring the message back after a restart."""
-        if not message.msg_id:
-            return
-        for queue in queues:
-            if queue.durable and not queue.deleted:
-                self._messages_removed(queue, [message.msg_id], "nacked")
+    def publish_nacked(self, placed: Iterable[Placed]) -> None:
+        """Published entries that never became ready (a nacked publish, held by a confirm channel until
+        its record was durable, or refused by a full queue) leave: a logged one's removal is logged, so
+        that the record, should it still be written (a full disk resumes), does not bring the message
+        back after a restart; the others give their content reference back."""
+        for queue, entry in placed:
+            if queue.durable and not queue.deleted and entry.msg_id > 0:
+                self._messages_removed(queue, [entry.msg_id], "nacked")
+            else:
+                self.contents.release(entry.msg_id)
 
     def _messages_removed(self, queue: Queue, ids: list[int], reason: str) -> None:
         """A durable queue settled logged messages for good: journal (without waiting), then forget them.
@@ -222,46 +244,63 @@ class VHost:
         self._apply_messages_removed(event)
 
     def begin_tx(self) -> None:
-        """tx.commit starts: publishes and removals are collected into one TxCommitted record."""
+        """tx.commit starts: removals are collected, to be logged with the publishes in one record."""
         self._tx_events = []
-        self._tx_messages = []
 
-    def end_tx(self) -> int:
-        """tx.commit's work is done: append the collected events as one record; the position to wait for
-        before tx.commit-ok (0 when nothing was logged)."""
-        events, messages = self._tx_events, self._tx_messages
-        self._tx_events = self._tx_messages = None
-        if not events or messages is None:
-            return 0
+    def end_tx(self, publishes: Sequence[tuple[Message, Sequence[Queue]]]) -> tuple[int, list[list[Placed]]]:
+        """tx.commit's work is done: log the collected removals and the persistent publishes to durable
+        queues as one TxCommitted record, and apply its publishes; the position to wait for before
+        tx.commit-ok (0 when nothing was logged) and each publish's entries, to be made ready when it
+        is durable. 541 when the journal has failed and there is something to log."""
+        events = self._tx_events or []
+        self._tx_events = None
+        logged: list[tuple[int, MessagePublished]] = []
+        published = now_ms()
+        for index, (message, queues) in enumerate(publishes):
+            if message.persistent:
+                durable = tuple([queue.name for queue in queues if queue.durable])
+                if durable:
+                    event = MessagePublished(
+                        self.name,
+                        durable,
+                        message.exchange,
+                        message.routing_key,
+                        message.properties,
+                        message.body,
+                        published,
+                    )
+                    logged.append((index, event))
+        position = 0
+        placed: list[list[Placed]] = []
         journal = self.journal
-        if journal.failed:
-            raise AMQPConnectionError(
-                INTERNAL_ERROR, "INTERNAL_ERROR - the journal has failed: the transaction was not logged"
-            )
-        expected = journal.next_position
-        position = journal.append(TxCommitted(tuple(events)))
-        assert position == expected, "an append slipped into a transaction's commit"
+        if events or logged:
+            if journal.failed:
+                raise AMQPConnectionError(
+                    INTERNAL_ERROR, "INTERNAL_ERROR - the journal has failed: the transaction was not logged"
+                )
+            position = journal.append(TxCommitted((*events, *[event for _, event in logged])))
         loc = journal.last_loc
-        for index, message in enumerate(messages):
-            message.loc = loc + index
-        return position
-
-    def apply_published(self, event: MessagePublished, message: Message) -> None:
-        """Replay a publish: `message` (named by the store) joins each durable target queue that exists."""
-        queues = self.queues
-        published = event.published
-        # An older log has no publish time: the queue then falls back to restart + x-message-ttl.
-        ttl = properties_ttl(event.properties) if published else None
-        for name in event.queues:
-            queue = queues.get(name)
-            if queue is not None and queue.durable:
-                if published:
-                    if ttl is not None:
-                        ensure_features(queue, self)  # as the live path does for an expiration
-                    queue_ttl = queue.features.message_ttl if queue.features is not None else None
-                    queue.restore(message, False, deadline(published, ttl, queue_ttl))
-                else:
-                    queue.restore(message)
+        by_index = dict(logged)
+        number = 0
+        for index, (message, queues) in enumerate(publishes):
+            logged_event = by_index.get(index)
+            if logged_event is None:
+                placed.append(self.publish(message, queues)[1])
+                continue
+            msg_id = message_id(position, number)
+            entries = apply_published(self, logged_event, msg_id, loc + number, message)
+            number += 1
+            others = [queue for queue in queues if not queue.durable]
+            if others:
+                self.contents.retain(msg_id, len(others))
+                ttl = properties_ttl(message.properties)
+                priority = message_priority(message.properties)
+                entries.extend(
+                    (queue, queue.new_entry(msg_id, message.body_size, priority, published, ttl))
+                    for queue in others
+                )
+            placed.append(entries)
+        return position, placed
 
     def recovered(self, crashed: bool) -> None:
         """Replay is over: restored messages become ready (redelivered after a crash)."""
@@ -270,9 +309,8 @@ class VHost:
                 queue.recovered(crashed)
 
     def apply(self, event: Event) -> None:
-        """Apply one event to the model: the replay entry point, also used by the live path.
-
-        Publishes need the message the store names: `apply_published`."""
+        """Apply one entity or removal event to the model: the replay entry point, also used by the live
+        path. Publishes are applied by `apply.apply_published`."""
         self._appliers[type(event)](event)
 
     # -- exchanges --------------------------------------------------------------------------------------
@@ -707,6 +745,7 @@ class VHost:
             dict(event.arguments),
         )
         queue.on_unused = self._queue_unused
+        queue.contents = self.contents
         if queue.durable:
             queue.on_removed = self._messages_removed
         self.queues[event.name] = queue

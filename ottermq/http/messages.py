@@ -84,11 +84,10 @@ def publish(vhost: VHost, exchange_name: str, routing_key: str, properties: byte
     queues = vhost.route(exchange, routing_key, message)
     if not queues:
         return False
-    if message.persistent:
-        vhost.log_publish(message, queues)
+    _, placed = vhost.publish(message, queues)
     taken = False
-    for queue in queues:
-        taken = queue.enqueue(message) or taken
+    for queue, entry in placed:
+        taken = queue.enqueue(entry) or taken
     return taken
 
 
@@ -106,7 +105,7 @@ def get(queue: Queue, count: int, ackmode: str, encoding: str, truncate: int | N
         entries.append(entry)
     rows = []
     for index, entry in enumerate(entries):
-        message = entry.message
+        message = queue.content_of(entry)
         body = message.body
         shown = body if truncate is None else body[:truncate]
         text: str | None = None

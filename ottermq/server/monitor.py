@@ -200,15 +200,11 @@ class ResourceMonitor:
             max(paused, key=lambda connection: connection.content_bytes).finish_content()
 
     def _base(self) -> int:
-        """Bytes held besides published messages and content in flight: the durable journal's resident
-        contents and the index of logged messages, and every connection's buffers."""
+        """Bytes held besides transient contents and content in flight: the logged contents the content
+        store keeps in memory and the index of logged messages, and every connection's buffers."""
         broker = self.broker
-        total = 0
-        resident = getattr(broker.journal, "resident_bytes", None)
-        if resident is not None:
-            # The durable store: contents it holds, and an index entry per logged message it keeps.
-            logged = sum(q.logged_count for v in broker.vhosts.values() for q in v.queues.values())
-            total += resident + logged * INDEX_BYTES
+        logged = sum(q.logged_count for v in broker.vhosts.values() for q in v.queues.values())
+        total = broker.contents.resident_bytes + logged * INDEX_BYTES
         for connection in broker.connections:
             total += CONNECTION_OVERHEAD + connection.input_buffered - connection.content_bytes
         if self.server is not None:

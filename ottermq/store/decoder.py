@@ -12,30 +12,25 @@ from typing import Any
 
 from memento.inspect_decoders import RecordView
 from memento.record import FLAG_RELOCATED
+from ottermq.broker.apply import apply_record
 from ottermq.broker.broker import Broker
 from ottermq.broker.journal import MemoryJournal
-from ottermq.broker.message import StoredMessage
 from ottermq.store.codec import decode
-from ottermq.store.replay import apply_record, load_queues
+from ottermq.store.contents import LogContents
+from ottermq.store.replay import load_queues
 from ottermq.store.snapshot import decode_snapshot
 
 
-class _NoContent:
+def _no_content(msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
     """The decoder never delivers, so contents are never read."""
-
-    def read_content(self, msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
-        raise LookupError("the replay decoder does not read message contents")
-
-    def loaded(self, message: StoredMessage) -> None:
-        """Never called: nothing is loaded."""
+    raise LookupError("the replay decoder does not read message contents")
 
 
 class OtterMQDecoder:
     """A memento replay decoder for OtterMQ data directories."""
 
     def __init__(self) -> None:
-        self.broker = Broker(journal=MemoryJournal(), defaults=False)
-        self._source = _NoContent()
+        self.broker = Broker(journal=MemoryJournal(), defaults=False, contents=LogContents(_no_content))
         self._snapshot_lsn: int | None = None
         self._last_lsn = 0
         self._records = 0
@@ -45,7 +40,7 @@ class OtterMQDecoder:
         snapshot = decode_snapshot(state)
         for event in snapshot.events:
             self.broker.apply(event)
-        load_queues(self.broker, snapshot.queues, self._source)
+        load_queues(self.broker, snapshot.queues)
         self._snapshot_lsn = lsn
         self._last_lsn = lsn
 
@@ -56,7 +51,7 @@ class OtterMQDecoder:
         if record.flags & FLAG_RELOCATED:
             return
         # The position is not needed: nothing is read back.
-        apply_record(self.broker, decode(record.type, record.payload), record.lsn, 0, self._source)
+        apply_record(self.broker, decode(record.type, record.payload), record.lsn, 0)
 
     def projection(self) -> dict[str, Any]:
         """Vhosts with their durable exchanges, queues (message counts) and bindings."""

@@ -13,16 +13,16 @@ they settled is logged on resume, in order; what was staged is written then too.
 `on_resumed` runs and everything works again. Any other write or fsync failure is final: the same
 callbacks run, `failed` stays True for good, and `on_failure` is called.
 
-Reading a message back (`read_content`) goes through a small cache of decoded contents keyed by id, so
-the fan-out copies of one publish and a redelivery do not read the segment again.
+Reading a message back (`read_content`) checks that the record found is that message's own publish; the
+content store (store/contents.py) keeps what was read, so fan-out copies and redeliveries do not read
+the segment again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
-from sys import getrefcount
 from typing import Final
 
 from memento.errors import MementoError
@@ -32,7 +32,6 @@ from memento.writer import AsyncWriter
 from ottermq.amqp.constants import INTERNAL_ERROR
 from ottermq.amqp.errors import AMQPConnectionError
 from ottermq.broker.events import MESSAGE_INDEX_BITS, Event, MessagePublished, MessagesRemoved
-from ottermq.broker.message import StoredMessage
 from ottermq.store.codec import (
     PUBLISH_TYPES,
     PUBLISHED_AT,
@@ -49,12 +48,6 @@ from ottermq.store.codec import (
     unpack_loc,
 )
 
-# Decoded message contents kept for re-reads (fan-out copies of a recovered publish); bounded by bytes.
-CONTENT_CACHE_BYTES: Final = 4 * 1024 * 1024
-# Contents of logged messages kept in memory at most (then the oldest are dropped, read back on delivery).
-RESIDENT_BYTES: Final = 32 * 1024 * 1024
-# What a message costs beyond its body and properties, for the resident budget.
-_MESSAGE_OVERHEAD: Final = 128
 _INDEX_MASK: Final = (1 << MESSAGE_INDEX_BITS) - 1
 
 
@@ -62,24 +55,14 @@ class ContentMismatch(CodecError):
     """The record at a message's stored position is not that message's publish."""
 
 
-# getrefcount of a resident message just taken off the resident deque when nothing else holds it (no
-# queue, no consumer, no transaction): the local name and getrefcount's own argument.
-_GONE: Final = 2
-
 Waiter = tuple[int, Callable[[], None], "Callable[[], None] | None"]
-
-
-def _size(message: StoredMessage) -> int:
-    """What a resident message is counted for."""
-    return message.body_size + len(message.properties) + _MESSAGE_OVERHEAD
 
 
 class MementoJournal:
     """A `Journal` writing to a Memento log; `start()` inside the event loop before the first append."""
 
-    def __init__(self, log: Log, resident_bytes: int = RESIDENT_BYTES) -> None:
+    def __init__(self, log: Log) -> None:
         self.log = log
-        self.resident_limit = resident_bytes
         self.writer: AsyncWriter | None = None
         self.last_loc = 0
         self.appended_bytes = 0  # since open: the store snapshots by log volume
@@ -91,18 +74,11 @@ class MementoJournal:
         self._refusing = False  # failed or suspended: read on every publish, so a plain attribute
         self._waiters: deque[Waiter] = deque()
         self._requested = 0  # the position the outstanding writer future waits for (0: none)
-        self._cache: OrderedDict[int, tuple[str, str, bytes, bytes]] = OrderedDict()
-        self._cache_bytes = 0
         # Publish payload prefixes by (vhost, queues, exchange, routing key, properties size).
         self._prefixes: dict[tuple[str, tuple[str, ...], str, str, int], bytes] = {}
         # Removals waiting for the end of the event-loop turn, by (vhost, queue, reason): one record each.
         self._removed: dict[tuple[str, str, str], list[int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Logged messages holding their content, oldest first, with the bytes each was counted for.
-        self._resident: deque[StoredMessage] = deque()
-        self.resident_bytes = 0
-        self.evicted_bytes = 0  # since the store last looked (it then returns freed memory to the system)
-        self._evicting = False
 
     def start(self) -> None:
         """Start group commit (inside the running event loop)."""
@@ -296,63 +272,14 @@ class MementoJournal:
         if writer is not None and self._error is None and writer.failed is not None:
             self._fail(writer.failed)
 
-    # -- contents in memory ------------------------------------------------------------------------------
-
-    def loaded(self, message: StoredMessage) -> None:
-        """A logged message holds its content (just published, or read back): count it against the
-        resident budget; over it, the oldest are dropped at the end of this event-loop turn."""
-        self._resident.append(message)
-        self.resident_bytes += _size(message)
-        if self.resident_bytes > self.resident_limit and not self._evicting and self._loop is not None:
-            # Never now: a transaction's messages get their loc only at the end of the commit.
-            self._evicting = True
-            self._loop.call_soon(self.evict)
-
-    def evict(self) -> None:
-        """Drop the contents of the oldest resident messages until a quarter of the budget is free
-        (messages already gone are just let go)."""
-        self._evicting = False
-        resident = self._resident
-        target = self.resident_limit * 3 // 4
-        while self.resident_bytes > target and resident:
-            message = resident.popleft()
-            size = _size(message)
-            self.resident_bytes -= size
-            if getrefcount(message) > _GONE and message.loc:
-                message.evict()
-                self.evicted_bytes += size
-        if not resident:
-            self.resident_bytes = 0
-
-    def sweep(self, limit: int = 100_000) -> None:
-        """Let go of resident messages nothing else holds any more (settled from every queue), looking
-        at up to `limit` of them, oldest first; the live ones move to the newest end. The store calls
-        this periodically, so a message consumed while resident stops counting (and its memory is
-        freed) within a few seconds, without a weak reference per message."""
-        resident = self._resident
-        append = resident.append
-        popleft = resident.popleft
-        freed = 0
-        for _ in range(min(limit, len(resident))):
-            message = popleft()
-            if getrefcount(message) > _GONE:
-                append(message)
-            else:
-                freed += _size(message)
-        self.resident_bytes = max(0, self.resident_bytes - freed) if resident else 0
-        self.evicted_bytes += freed
-
     # -- reading messages back ---------------------------------------------------------------------------
 
     def read_content(self, msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
         """(exchange, routing_key, properties, body) of message `msg_id`, whose publish is at `loc`
-        (`ContentSource`). The record found there must be that message's own: its LSN (or, for a copy made
-        by compaction, its original's) and the publish's index in it are those of `msg_id`; anything else
-        (a position that went stale, a segment that is not this log's) raises `ContentMismatch`."""
-        cache = self._cache
-        content = cache.get(msg_id)  # by id, not loc: only a record that proved its owner is cached
-        if content is not None:
-            return content
+        (the reader of store/contents.py's LogContents, which keeps what it read). The record found there
+        must be that message's own: its LSN (or, for a copy made by compaction, its original's) and the
+        publish's index in it are those of `msg_id`; anything else (a position that went stale, a segment
+        that is not this log's) raises `ContentMismatch`."""
         segment, offset, index = unpack_loc(loc)
         record = self.log.read(RecordPosition(segment, offset))
         lsn, payload = original(record)
@@ -377,11 +304,4 @@ class MementoJournal:
                 f"message {msg_id}: no message at segment {segment} offset {offset} "
                 f"(record type {record.type})"
             )
-        size = len(content[3]) + 64
-        if size * 4 < CONTENT_CACHE_BYTES:
-            cache[msg_id] = content
-            self._cache_bytes += size
-            while self._cache_bytes > CONTENT_CACHE_BYTES:
-                _loc, old = cache.popitem(last=False)
-                self._cache_bytes -= len(old[3]) + 64
         return content

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -75,22 +75,25 @@ class SnapshotState:
     queues: list[QueueIndex]
 
 
-def index_of(vhost: str, queue: str, entries: Iterable[QueueEntry]) -> QueueIndex:
-    """The packed index of a queue's logged entries."""
+def index_of(
+    vhost: str, queue: str, entries: Iterable[QueueEntry], locs_by_id: Mapping[int, int]
+) -> QueueIndex:
+    """The packed index of a queue's logged entries; `locs_by_id` is where each message lies in the log
+    (the content store's)."""
     listed = list(entries)
-    messages = [entry.message for entry in listed]
-    locs = [message.loc for message in messages]
+    ids = [entry.msg_id for entry in listed]
+    locs = [locs_by_id[msg_id] for msg_id in ids]
     # Plain arithmetic in comprehensions: a function call per message would double the time.
     return QueueIndex(
         vhost,
         queue,
-        array("Q", [message.msg_id for message in messages]),
+        array("Q", ids),
         array("I", [loc >> SEGMENT_SHIFT for loc in locs]),
         array("I", [(loc >> OFFSET_SHIFT) & OFFSET_MASK for loc in locs]),
         array("I", [loc & INDEX_MASK for loc in locs]),
         array("B", [ENTRY_REDELIVERED if entry.redelivered else 0 for entry in listed]),
         array("Q", [entry.deadline for entry in listed]),
-        array("i", [message.body_size for message in messages]),
+        array("i", [entry.size for entry in listed]),
     )
 
 

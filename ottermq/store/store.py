@@ -35,6 +35,7 @@ from memento.log import Log
 from memento.private import PRIVATE_FILE
 from memento.record import FLAG_RELOCATED, RecordPosition
 from ottermq.broker.alarms import ALARM_JOURNAL
+from ottermq.broker.apply import apply_record
 from ottermq.store.codec import (
     PUBLISH_TYPES,
     RECORD_TYPES,
@@ -43,15 +44,16 @@ from ottermq.store.codec import (
     pack_loc,
     record_key,
 )
+from ottermq.store.contents import LogContents
 from ottermq.store.heap import trim_heap
 from ottermq.store.journal import MementoJournal
 from ottermq.store.live import LiveRecords
-from ottermq.store.replay import apply_record, load_queues
+from ottermq.store.replay import load_queues
 from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
 
 if TYPE_CHECKING:
     from memento.disk import DiskIO
-    from ottermq.broker.broker import Broker
+    from ottermq.broker.broker import Broker, BrokerSettings
 
 log: Final = logging.getLogger("ottermq.store")
 
@@ -125,6 +127,8 @@ class DurableStore:
         self.log = memento_log
         self.options = options
         self.journal = MementoJournal(memento_log)
+        # The broker's content store (given to the Broker this store recovers).
+        self.contents = LogContents(self.journal.read_content)
         self.journal.on_failure = self._journal_failed
         self.journal.on_suspended = self._journal_suspended
         self.journal.on_resumed = self._journal_resumed
@@ -151,10 +155,19 @@ class DurableStore:
         )
         return cls(memento_log, options)
 
+    def new_broker(self, settings: BrokerSettings | None = None) -> Broker:
+        """The broker to `recover` into: no defaults, this store's journal and content store."""
+        from ottermq.broker.broker import Broker
+
+        return Broker(settings, self.journal, defaults=False, contents=self.contents)
+
     # -- recovery ---------------------------------------------------------------------------------------
 
     def recover(self, broker: Broker) -> RecoveryInfo:
-        """Rebuild `broker` (made with `defaults=False` and this store's journal) from snapshot and log."""
+        """Rebuild `broker` (made with `defaults=False`, this store's journal and its content store)
+        from snapshot and log."""
+        if broker.contents is not self.contents:
+            raise ValueError("the broker must be made with the store's content store (contents=...)")
         # Recovery allocates millions of long-lived objects and frees none: the cyclic collector would
         # rescan the growing heap again and again (2/3 of the time for a million messages).
         collecting = gc.isenabled()
@@ -186,7 +199,7 @@ class DurableStore:
             clean = state.clean
             for event in state.events:
                 broker.apply(event)
-            load_queues(broker, state.queues, self.journal)
+            load_queues(broker, state.queues)
             info.snapshot_lsn = snapshot.lsn
         replayed = 0
         for record in memento_log.replay():
@@ -199,9 +212,7 @@ class DurableStore:
                 event, size = decode_publish_index(record.payload, rtype)
             else:
                 event, size = decode(rtype, record.payload), -1
-            apply_record(
-                broker, event, record.lsn, pack_loc(position.segment, position.offset), self.journal, size
-            )
+            apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), size)
         info.replayed = replayed
         info.end_lsn = memento_log.end_lsn
         info.fresh = snapshot is None and memento_log.end_lsn == 0
@@ -280,13 +291,13 @@ class DurableStore:
             await asyncio.sleep(options.check_interval)
             journal = self.journal
             journal.check()
-            journal.sweep()
+            contents = self.contents
             if options.message_memory:
-                journal.resident_limit = content_budget(self._logged_messages(), options.message_memory)
-                if journal.resident_bytes > journal.resident_limit:
-                    journal.evict()
-            if journal.evicted_bytes:
-                journal.evicted_bytes = 0
+                contents.resident_limit = content_budget(self._logged_messages(), options.message_memory)
+                if contents.resident_bytes > contents.resident_limit:
+                    contents.evict()
+            if contents.evicted_bytes:
+                contents.evicted_bytes = 0
                 trim_heap()
             if journal.failed:
                 continue
@@ -358,8 +369,9 @@ class DurableStore:
                 gc.enable()
 
     def _serialize_now(self, broker: Broker, clean: bool) -> bytes:
+        locations = self.contents.locations
         indexes = [
-            index_of(vhost.name, queue.name, queue.logged_entries())
+            index_of(vhost.name, queue.name, queue.logged_entries(), locations)
             for vhost in broker.vhosts.values()
             for queue in vhost.queues.values()
             if queue.durable and queue.logged_count
@@ -368,15 +380,7 @@ class DurableStore:
 
     def live_records(self) -> LiveRecords:
         """Record keys (segment, offset) that hold a message some durable queue still has."""
-        broker = self.broker
-        assert broker is not None
-        return LiveRecords(
-            record_key(entry.message.loc)
-            for vhost in broker.vhosts.values()
-            for queue in vhost.queues.values()
-            if queue.logged_count
-            for entry in queue.logged_entries()
-        )
+        return LiveRecords(record_key(loc) for loc in self.contents.locations.values() if loc)
 
     async def reclaim(self) -> int:
         """Delete covered segments without live messages, compact sparse ones; bytes freed."""
@@ -417,18 +421,7 @@ class DurableStore:
         return result.freed_bytes
 
     def _relocated(self, moved: dict[int, int]) -> None:
-        broker = self.broker
-        assert broker is not None
-        for vhost in broker.vhosts.values():
-            for queue in vhost.queues.values():
-                if not queue.logged_count:
-                    continue
-                for entry in queue.logged_entries():
-                    message = entry.message
-                    loc = message.loc
-                    new = moved.get(loc & ~INDEX_MASK)
-                    if new is not None:
-                        message.loc = new | (loc & INDEX_MASK)
+        self.contents.relocate(moved, INDEX_MASK)
 
     async def stop(self) -> None:
         """Clean stop (connections already closed): snapshot, flush, close the log."""

@@ -82,7 +82,7 @@ class LiveBroker:
 
     def __init__(self, data_dir: Path, disk: DiskIO | None = None, segment_size: int = 64 << 20) -> None:
         self.store = DurableStore.open(data_dir, StoreOptions(disk=disk, segment_size=segment_size))
-        self.broker = Broker(BrokerSettings(), self.store.journal, defaults=False)
+        self.broker = self.store.new_broker(BrokerSettings())
         self.store.recover(self.broker)
         self.server = Server(self.broker, shutdown_timeout=1.0)
         self.loop = asyncio.new_event_loop()

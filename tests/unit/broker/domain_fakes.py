@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from ottermq.amqp.properties import EMPTY_PROPERTIES, BasicProperties, encode_properties
-from ottermq.broker.message import Message, QueueEntry
+from ottermq.broker.limits_queue import properties_ttl
+from ottermq.broker.message import Message, QueueEntry, message_priority
 from ottermq.broker.queue import Queue
+from ottermq.broker.ttl import now_ms
 from ottermq.broker.vhost import VHost
 
 
@@ -24,6 +26,8 @@ class FakeConsumer:
         self.priority = priority
         self.credit = credit
         self.received: list[QueueEntry] = []
+        # The content of each delivery, read when delivered (as a channel encodes it then).
+        self.messages: list[Message] = []
         self.cancelled = False
 
     def has_credit(self) -> bool:
@@ -32,12 +36,13 @@ class FakeConsumer:
     def deliver(self, queue: Queue, entry: QueueEntry) -> None:
         self.credit -= 1
         self.received.append(entry)
+        self.messages.append(queue.content_of(entry))
 
     def cancelled_by_broker(self) -> None:
         self.cancelled = True
 
     def bodies(self) -> list[bytes]:
-        return [entry.message.body for entry in self.received]
+        return [message.body for message in self.messages]
 
 
 def message(routing_key: str = "", body: bytes = b"", headers: dict[str, Any] | None = None) -> Message:
@@ -50,6 +55,21 @@ def publish(vhost: VHost, exchange: str, routing_key: str, body: bytes = b"") ->
     """Route a message as the channel does and enqueue it; return the names of the queues reached."""
     msg = message(routing_key, body)
     reached = vhost.route(exchange, routing_key, msg)
-    for queue in reached:
-        queue.enqueue(msg)
+    vhost.publish_now(msg, reached)
     return sorted(queue.name for queue in reached)
+
+
+def offer(queue: Queue, msg: Message) -> bool:
+    """Add a transient message to `queue` alone, as a publish routed only there does (its content in
+    the queue's content store, one reference); False when the queue refused it."""
+    properties = msg.properties
+    msg_id = queue.contents.put(msg, 1)
+    entry = queue.new_entry(
+        msg_id, msg.body_size, message_priority(properties), now_ms(), properties_ttl(properties)
+    )
+    return queue.enqueue(entry)
+
+
+def content(queue: Queue, entry: QueueEntry) -> Message:
+    """The content an entry of `queue` names."""
+    return queue.content_of(entry)

@@ -37,6 +37,7 @@ from ottermq.amqp.methods import (
 )
 from ottermq.amqp.properties import BasicProperties, decode_properties, encode_properties
 from ottermq.broker.broker import Broker, BrokerSettings
+from tests.unit.broker.domain_fakes import content
 
 from .test_connection_harness import Client, connected
 
@@ -429,7 +430,7 @@ def test_repeated_publish_details_are_shared_not_copied() -> None:
     client.publish(1, "", "q", b"d", properties=BasicProperties(delivery_mode=1))
     client.publish(1, "amq.direct", "q", b"e")
     queue = client.broker.vhosts["/"].queues["q"]
-    messages = [entry.message for entry in queue._ready]
+    messages = [content(queue, entry) for entry in queue._ready]
     a, b, c, d = messages
     assert a.properties is b.properties is c.properties
     assert a.routing_key is b.routing_key is c.routing_key

@@ -9,7 +9,7 @@ from ottermq.amqp.table import Long
 from ottermq.broker import deadletter
 from ottermq.broker.message import Message
 from ottermq.broker.vhost import VHost
-from tests.unit.broker.domain_fakes import publish
+from tests.unit.broker.domain_fakes import content, publish
 
 
 def _message(headers: dict[str, Any] | None = None, expiration: str | None = None) -> Message:
@@ -106,5 +106,5 @@ def test_rejected_message_reaches_the_dead_letter_queue() -> None:
     assert entry is not None
     source.settle([entry], "reject")
     got = dead.get()
-    assert got is not None and got.message.body == b"m"
-    assert (got.message.headers or {})["x-death"][0]["reason"] == "rejected"
+    assert got is not None and content(dead, got).body == b"m"
+    assert (content(dead, got).headers or {})["x-death"][0]["reason"] == "rejected"

@@ -40,13 +40,13 @@ def test_a_message_held_for_its_record_keeps_its_deadline_for_a_snapshot() -> No
     expiring = Message(
         "", "plain", encode_properties(BasicProperties(delivery_mode=2, expiration="30000")), b"x"
     )
-    expiring.msg_id = 7
     plain = Message("", "ttl", encode_properties(BasicProperties(delivery_mode=2)), b"y")
-    plain.msg_id = 8
     before = now_ms()
-    by_expiration.hold(expiring)
-    by_queue_ttl.hold(plain)
+    # Logged and applied; the entries are made ready only when the records are durable.
+    vhost.publish(expiring, [by_expiration])
+    vhost.publish(plain, [by_queue_ttl])
     (held_expiring,) = by_expiration.logged_entries()
     (held_plain,) = by_queue_ttl.logged_entries()
+    assert by_expiration.ready_count == by_queue_ttl.ready_count == 0
     assert before + 30_000 <= held_expiring.deadline <= now_ms() + 30_000
     assert before + 60_000 <= held_plain.deadline <= now_ms() + 60_000

@@ -8,18 +8,30 @@ import struct
 
 from ottermq.amqp.constants import PRECONDITION_FAILED
 from ottermq.amqp.frames import encode_method_frame
-from ottermq.amqp.methods import BasicPublish, ChannelClose, ConnectionBlocked, QueueDeclare, QueueDeclareOk
+from ottermq.amqp.methods import (
+    BasicPublish,
+    ChannelClose,
+    ConnectionBlocked,
+    QueueDeclare,
+    QueueDeclareOk,
+    QueuePurge,
+    TxCommit,
+    TxRollback,
+    TxSelect,
+)
 from ottermq.broker.alarms import ALARM_MEMORY
 from ottermq.broker.broker import Broker
+from ottermq.broker.content import Contents
 from ottermq.broker.memory import MESSAGE_OVERHEAD, MemoryAccount
-from ottermq.broker.message import Message, StoredMessage
+from ottermq.broker.message import Message
+from ottermq.store.contents import LogContents
 
 from .test_connection_harness import Client, connected
 
 
 def _message(account: MemoryAccount, size: int) -> Message:
-    """A published message, counted as a channel counts it."""
-    message = account.message_class("", "q", b"\x00\x00", b"x" * size)
+    """A published message, counted as the content store counts a routed one."""
+    message = Message("", "q", b"\x00\x00", b"x" * size)
     account.held_bytes += size + MESSAGE_OVERHEAD
     return message
 
@@ -35,38 +47,53 @@ def _body(channel: int, payload: bytes) -> bytes:
     return struct.pack(">BHI", 3, channel, len(payload)) + payload + b"\xce"
 
 
-def test_published_messages_count_until_they_are_freed() -> None:
+def test_transient_contents_count_until_their_last_release() -> None:
     account = MemoryAccount()
-    kept = [_message(account, 1000) for _ in range(3)]
-    _message(account, 5000)  # held by nobody
-    assert account.held_bytes == 3 * (1000 + MESSAGE_OVERHEAD)
-    del kept[0]
-    assert account.held_bytes == 2 * (1000 + MESSAGE_OVERHEAD)
-    kept.clear()
-    assert account.held_bytes == 0
-    # Each account counts its own messages.
+    contents = Contents(account)
+    ids = [contents.put(Message("", "q", b"\x00\x00", b"x" * 1000), 1) for _ in range(3)]
+    fanned = contents.put(Message("", "q", b"\x00\x00", b"x" * 5000), 2)  # routed to two queues
+    assert account.held_bytes == 3 * (1000 + MESSAGE_OVERHEAD) + 5000 + MESSAGE_OVERHEAD
+    contents.release(ids[0])
+    assert account.held_bytes == 2 * (1000 + MESSAGE_OVERHEAD) + 5000 + MESSAGE_OVERHEAD
+    contents.release(fanned)  # one queue still holds it
+    assert account.held_bytes == 2 * (1000 + MESSAGE_OVERHEAD) + 5000 + MESSAGE_OVERHEAD
+    contents.release(fanned)
+    for msg_id in ids[1:]:
+        contents.release(msg_id)
+    assert account.held_bytes == 0 and len(contents) == 0
+    # Each account counts its own contents.
     other = MemoryAccount()
-    message = _message(other, 10)
-    assert account.held_bytes == 0 and other.held_bytes == 10 + MESSAGE_OVERHEAD
-    del message
-    assert other.held_bytes == 0
+    msg_id = Contents(other).put(Message("", "q", b"\x00\x00", b"x" * 10), 1)
+    assert account.held_bytes == 0 and other.held_bytes == 10 + MESSAGE_OVERHEAD and msg_id < 0
 
 
-def test_logged_messages_are_left_to_the_journal() -> None:
+def test_logged_contents_are_left_to_the_store() -> None:
     account = MemoryAccount()
-    message = _message(account, 100)
-    loaded: list[StoredMessage] = []
 
-    class Source:
-        def read_content(self, msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
-            raise AssertionError("not read")
+    def reader(msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
+        raise AssertionError("not read")
 
-        def loaded(self, stored: StoredMessage) -> None:
-            loaded.append(stored)
+    contents = LogContents(reader, account)
+    contents.put_logged(1 << 20, Message("", "q", b"\x00\x00", b"x" * 100), 77, 1)
+    assert account.held_bytes == 0 and contents.resident_bytes > 100
+    contents.release(1 << 20)
+    assert contents.resident_bytes == 0 and len(contents) == 0
 
-    stored = StoredMessage.stored(message, Source())
-    assert stored is message and loaded == [message] and account.held_bytes == 0
-    del message, stored, loaded[:]
+
+def test_a_transaction_counts_its_buffered_publishes_until_commit_or_rollback() -> None:
+    broker = Broker()
+    account = broker.memory
+    client = connected(broker)
+    client.method(1, TxSelect())
+    client.method(1, QueueDeclare(0, "q", False, False, False, False, False, {}))
+    client.publish(1, "", "q", b"x" * 3000)
+    assert account.held_bytes == 3000 + MESSAGE_OVERHEAD
+    client.method(1, TxRollback())
+    assert account.held_bytes == 0
+    client.publish(1, "", "q", b"x" * 2000)
+    client.method(1, TxCommit())
+    assert account.held_bytes == 2000 + MESSAGE_OVERHEAD  # routed: the content store counts it now
+    client.method(1, QueuePurge(0, "q", False))
     assert account.held_bytes == 0
 
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from ottermq.amqp.properties import BasicProperties, encode_properties
-from ottermq.broker.message import Message, QueueEntry
+from ottermq.broker.message import Message, QueueEntry, message_priority
 from ottermq.broker.priority import PriorityReady, entry_priority
 from ottermq.broker.vhost import VHost
-from tests.unit.broker.domain_fakes import FakeConsumer
+from tests.unit.broker.domain_fakes import FakeConsumer, offer
+
+
+def _message(seq: int, priority: int | None) -> Message:
+    props = encode_properties(BasicProperties(priority=priority))
+    return Message("", "q", props, str(seq).encode())
 
 
 def _entry(seq: int, priority: int | None) -> QueueEntry:
-    props = encode_properties(BasicProperties(priority=priority))
-    return QueueEntry(Message("", "q", props, str(seq).encode()), seq)
-
-
-def _bodies(ready: PriorityReady) -> list[bytes]:
-    return [entry.message.body for entry in ready]
+    return QueueEntry(-seq, 1, message_priority(_message(seq, priority).properties), seq=seq)
 
 
 def test_highest_priority_first_fifo_within() -> None:
@@ -63,7 +63,7 @@ def test_priority_queue_dispatches_by_priority() -> None:
     vhost = VHost()
     queue = vhost.declare_queue("q", arguments={"x-max-priority": 9})
     for seq, priority in ((1, 1), (2, 9), (3, 4)):
-        queue.enqueue(_entry(seq, priority).message)
+        offer(queue, _message(seq, priority))
     consumer = FakeConsumer("c")
     queue.add_consumer(consumer)
     queue.dispatch()

@@ -11,13 +11,13 @@ from ottermq.amqp.errors import ChannelError
 from ottermq.broker.message import QueueEntry
 from ottermq.broker.queue import Queue
 from ottermq.broker.vhost import VHost
-from tests.unit.broker.domain_fakes import FakeConsumer, message
+from tests.unit.broker.domain_fakes import FakeConsumer, content, message, offer
 
 
 def filled(n: int) -> Queue:
     queue = Queue("q")
     for i in range(n):
-        queue.enqueue(message("q", str(i).encode()))
+        offer(queue, message("q", str(i).encode()))
     return queue
 
 
@@ -28,14 +28,14 @@ def take_all(queue: Queue) -> list[QueueEntry]:
     return entries
 
 
-def bodies(entries: list[QueueEntry]) -> list[bytes]:
-    return [entry.message.body for entry in entries]
+def bodies(queue: Queue, entries: list[QueueEntry]) -> list[bytes]:
+    return [content(queue, entry).body for entry in entries]
 
 
 def test_fifo() -> None:
     queue = filled(5)
     assert queue.ready_count == 5
-    assert bodies(take_all(queue)) == [b"0", b"1", b"2", b"3", b"4"]
+    assert bodies(queue, take_all(queue)) == [b"0", b"1", b"2", b"3", b"4"]
     assert queue.get() is None
 
 
@@ -46,14 +46,14 @@ def test_requeue_restores_original_order_at_the_head() -> None:
     queue.requeue([entries[3], entries[1]])  # out of order, as a consumer might
     queue.requeue([entries[2]])  # later, one that belongs in between
     rest = take_all(queue)
-    assert bodies(rest) == [b"1", b"2", b"3", b"4", b"5"]
+    assert bodies(queue, rest) == [b"1", b"2", b"3", b"4", b"5"]
     assert [entry.redelivered for entry in rest] == [True, True, True, False, False]
 
 
 def test_requeue_on_a_deleted_queue_drops() -> None:
     vhost = VHost()
     queue = vhost.declare_queue("q")
-    queue.enqueue(message("q"))
+    offer(queue, message("q"))
     entry = queue.get()
     assert entry is not None
     vhost.delete_queue("q")
@@ -67,7 +67,7 @@ def test_round_robin_among_consumers() -> None:
     for consumer in (a, b, c):
         queue.add_consumer(consumer)
     for i in range(7):
-        queue.enqueue(message("q", str(i).encode()))
+        offer(queue, message("q", str(i).encode()))
     assert a.bodies() == [b"0", b"3", b"6"]
     assert b.bodies() == [b"1", b"4"]
     assert c.bodies() == [b"2", b"5"]
@@ -79,7 +79,7 @@ def test_dispatch_skips_consumers_without_credit_and_waits_when_none_has_any() -
     queue.add_consumer(a)
     queue.add_consumer(b)
     for i in range(5):
-        queue.enqueue(message("q", str(i).encode()))
+        offer(queue, message("q", str(i).encode()))
     assert a.bodies() == [b"0"]
     assert b.bodies() == [b"1", b"2"]
     assert queue.ready_count == 2
@@ -106,7 +106,7 @@ def test_higher_priority_consumers_first() -> None:
         queue.add_consumer(consumer)
     assert [c.tag for c in queue.consumers()] == ["h1", "h2", "low"]
     for i in range(5):
-        queue.enqueue(message("q", str(i).encode()))
+        offer(queue, message("q", str(i).encode()))
     assert high1.bodies() == [b"0", b"2"]
     assert high2.bodies() == [b"1"]
     assert low.bodies() == [b"3", b"4"]
@@ -117,7 +117,7 @@ def test_requeued_messages_are_redelivered_first() -> None:
     first = FakeConsumer("a", credit=2)
     queue.add_consumer(first)
     for i in range(4):
-        queue.enqueue(message("q", str(i).encode()))
+        offer(queue, message("q", str(i).encode()))
     queue.remove_consumer(first)
     second = FakeConsumer("b")
     queue.add_consumer(second)
@@ -138,7 +138,7 @@ def test_consumer_leaving_inside_deliver() -> None:
     queue.add_consumer(leaving)
     queue.add_consumer(staying)
     for i in range(4):
-        queue.enqueue(message("q", str(i).encode()))
+        offer(queue, message("q", str(i).encode()))
     assert leaving.bodies() == [b"0"]
     assert staying.bodies() == [b"1", b"2", b"3"]
 
@@ -158,7 +158,7 @@ def test_consumer_requeueing_inside_deliver_gets_the_message_again() -> None:
         queue = Queue("q")
         for consumer in consumers:
             queue.add_consumer(consumer)
-        queue.enqueue(message("q", b"m"))
+        offer(queue, message("q", b"m"))
         assert flags == [False, True]
         assert sum(len(consumer.received) for consumer in consumers) == 2
         assert queue.ready_count == 0
@@ -170,12 +170,12 @@ def test_sole_consumer_changes_are_followed() -> None:
     queue.add_consumer(a)
     queue.add_consumer(b)
     queue.remove_consumer(a)
-    queue.enqueue(message("q", b"1"))
+    offer(queue, message("q", b"1"))
     queue.remove_consumer(b)
-    queue.enqueue(message("q", b"2"))  # nobody: stays ready
+    offer(queue, message("q", b"2"))  # nobody: stays ready
     queue.add_consumer(c)
     queue.dispatch()
-    queue.enqueue(message("q", b"3"))
+    offer(queue, message("q", b"3"))
     assert (a.bodies(), b.bodies(), c.bodies()) == ([], [b"1"], [b"2", b"3"])
 
 
@@ -227,7 +227,7 @@ def test_purge_leaves_delivered_messages_alone() -> None:
     assert queue.purge() == 2
     assert entry is not None
     queue.requeue([entry])
-    assert bodies(take_all(queue)) == [b"0"]
+    assert bodies(queue, take_all(queue)) == [b"0"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -249,4 +249,4 @@ def test_ready_messages_stay_in_publish_order(steps: list[tuple[bool, int]]) -> 
         seqs = [entry.seq for entry in queue._ready]
         assert seqs == sorted(seqs)
     queue.requeue(held)
-    assert bodies(take_all(queue)) == [str(i).encode() for i in range(10)]
+    assert bodies(queue, take_all(queue)) == [str(i).encode() for i in range(10)]

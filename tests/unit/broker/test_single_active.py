@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ottermq.broker.message import Message
 from ottermq.broker.vhost import VHost
-from tests.unit.broker.domain_fakes import FakeConsumer
+from tests.unit.broker.domain_fakes import FakeConsumer, offer
 
 
 def _message(body: bytes) -> Message:
@@ -18,11 +18,11 @@ def test_failover_in_subscription_order() -> None:
         queue.add_consumer(consumer)
     assert queue.consumer_count == 3
     assert queue.consumers() == [a, b, c]
-    queue.enqueue(_message(b"1"))
+    offer(queue, _message(b"1"))
     queue.remove_consumer(a)
-    queue.enqueue(_message(b"2"))
+    offer(queue, _message(b"2"))
     queue.remove_consumer(c)  # a waiting one leaves: nothing changes for b
-    queue.enqueue(_message(b"3"))
+    offer(queue, _message(b"3"))
     assert (a.bodies(), b.bodies(), c.bodies()) == ([b"1"], [b"2", b"3"], [])
     assert queue.consumer_count == 1
 
@@ -33,7 +33,7 @@ def test_new_active_consumer_gets_what_is_ready() -> None:
     queue.add_consumer(a)
     queue.add_consumer(b)
     for body in (b"1", b"2"):
-        queue.enqueue(_message(body))
+        offer(queue, _message(body))
     assert queue.ready_count == 2
     queue.remove_consumer(a)
     assert b.bodies() == [b"1", b"2"]

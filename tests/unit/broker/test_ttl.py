@@ -10,7 +10,7 @@ from ottermq.broker import ttl
 from ottermq.broker.limits_queue import FeatureQueue, tick_queues
 from ottermq.broker.message import Message
 from ottermq.broker.vhost import VHost
-from tests.unit.broker.domain_fakes import FakeConsumer
+from tests.unit.broker.domain_fakes import FakeConsumer, offer
 
 
 def _message(body: bytes, expiration: str | None = None) -> Message:
@@ -54,8 +54,8 @@ def test_expired_entries_leave_at_the_head_and_on_tick() -> None:
     vhost = VHost()
     queue = vhost.declare_queue("q", arguments={"x-message-ttl": 60_000})
     assert isinstance(queue, FeatureQueue)
-    queue.enqueue(_message(b"a"))
-    queue.enqueue(_message(b"b"))
+    offer(queue, _message(b"a"))
+    offer(queue, _message(b"b"))
     assert queue.ready_count == 2
     tick_queues([vhost], ttl.now_ms() + 61_000)
     assert queue.ready_count == 0
@@ -66,8 +66,8 @@ def test_ttl_zero_reaches_a_consumer_with_credit() -> None:
     queue = vhost.declare_queue("q", arguments={"x-message-ttl": 0})
     consumer = FakeConsumer("c", credit=1)
     queue.add_consumer(consumer)
-    queue.enqueue(_message(b"taken"))
-    queue.enqueue(_message(b"expired"))
+    offer(queue, _message(b"taken"))
+    offer(queue, _message(b"expired"))
     assert consumer.bodies() == [b"taken"]
     assert queue.ready_count == 0
 
@@ -75,7 +75,7 @@ def test_ttl_zero_reaches_a_consumer_with_credit() -> None:
 def test_requeued_entry_keeps_its_deadline() -> None:
     vhost = VHost()
     queue = vhost.declare_queue("q", arguments={"x-message-ttl": 60_000})
-    queue.enqueue(_message(b"a"))
+    offer(queue, _message(b"a"))
     entry = queue.get()
     assert entry is not None and entry.deadline > 0
     deadline = entry.deadline

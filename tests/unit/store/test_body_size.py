@@ -81,7 +81,7 @@ def open_store(path: Path) -> tuple[Broker, DurableStore, CountingLog]:
     store = DurableStore.open(path)
     counter = CountingLog(store.log)
     store.journal.resident_limit = 4096
-    broker = Broker(journal=store.journal, defaults=False)
+    broker = store.new_broker()
     store.recover(broker)
     return broker, store, counter
 

@@ -48,7 +48,7 @@ async def scenario(tmp_path: Path, error: int) -> None:
     disk = FlakyDisk()
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, disk=disk, segment_size=1 << 20)
     store = DurableStore(log, StoreOptions(check_interval=0.05))
-    broker = Broker(journal=store.journal, defaults=False)
+    broker = store.new_broker()
     store.recover(broker)
     await store.start()
     journal = store.journal
@@ -102,7 +102,7 @@ def test_removals_gathered_in_a_turn_do_not_slip_into_a_transaction(tmp_path: Pa
 
 async def gathered_then_tx(tmp_path: Path) -> None:
     store = DurableStore.open(tmp_path, StoreOptions(segment_size=1 << 20))
-    broker = Broker(journal=store.journal, defaults=False)
+    broker = store.new_broker()
     store.recover(broker)
     await store.start()
     vhost = broker.vhosts["/"]
@@ -125,7 +125,7 @@ async def gathered_then_tx(tmp_path: Path) -> None:
     assert message.msg_id >> 20 == position
     await store.stop()
     store = DurableStore.open(tmp_path)
-    rebuilt = Broker(journal=store.journal, defaults=False)
+    rebuilt = store.new_broker()
     store.recover(rebuilt)
     bodies = [e.message.body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
     store.close()
@@ -136,7 +136,7 @@ def test_a_full_disk_blocks_publishers_until_space_returns(tmp_path: Path) -> No
     kept = asyncio.run(full_disk_scenario(tmp_path))
     # Restarted from the same directory: every message logged and not settled, nothing settled.
     store = DurableStore.open(tmp_path)
-    rebuilt = Broker(journal=store.journal, defaults=False)
+    rebuilt = store.new_broker()
     store.recover(rebuilt)
     bodies = [e.message.body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
     store.close()
@@ -149,7 +149,7 @@ async def full_disk_scenario(tmp_path: Path) -> list[bytes]:
     disk = FillableDisk()
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, disk=disk, segment_size=1 << 20)
     store = DurableStore(log, StoreOptions(check_interval=0.05))
-    broker = Broker(journal=store.journal, defaults=False)
+    broker = store.new_broker()
     store.recover(broker)
     await store.start()
     journal = store.journal

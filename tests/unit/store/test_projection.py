@@ -105,7 +105,7 @@ def save_snapshot(broker: Broker, log: Log) -> None:
 
 def recovered(tmp_path: Path) -> tuple[Broker, DurableStore]:
     store = DurableStore.open(tmp_path)
-    broker = Broker(journal=store.journal, defaults=False)
+    broker = store.new_broker()
     store.recover(broker)
     return broker, store
 

@@ -113,7 +113,7 @@ async def _budget_scenario(tmp_path: Path) -> None:
     memory = 16 << 20
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 22)
     store = DurableStore(log, StoreOptions(check_interval=0.02, message_memory=memory))
-    broker = Broker(journal=store.journal, defaults=False)
+    broker = store.new_broker()
     store.recover(broker)
     await store.start()
     journal = store.journal

@@ -50,7 +50,7 @@ def snapshot_and_close(broker: Broker, log: Log) -> None:
 
 def recovered(tmp_path: Path) -> tuple[Broker, DurableStore]:
     store = DurableStore.open(tmp_path)
-    broker = Broker(journal=store.journal, defaults=False)
+    broker = store.new_broker()
     store.recover(broker)
     return broker, store
 
@@ -138,7 +138,7 @@ def test_reclaim_keeps_every_live_message_and_frees_acked_segments(tmp_path: Pat
     async def run() -> tuple[int, int]:
         options = StoreOptions(segment_size=1 << 20, check_interval=3600)
         store = DurableStore.open(tmp_path, options)
-        broker = Broker(journal=store.journal, defaults=False)
+        broker = store.new_broker()
         store.recover(broker)
         await store.start()
         vhost = broker.vhosts["/"]

@@ -164,7 +164,7 @@ def test_a_restart_keeps_the_original_deadlines(tmp_path: Path, clean: bool) -> 
 
     store = DurableStore.open(tmp_path)
     try:
-        rebuilt = Broker(journal=store.journal, defaults=False)
+        rebuilt = store.new_broker()
         store.recover(rebuilt)
         # The same absolute deadlines (publish and enqueue are a few microseconds apart live).
         for name in ("ttl", "plain"):
@@ -190,7 +190,7 @@ def test_a_message_past_its_deadline_at_restart_expires_at_once(tmp_path: Path) 
 
     store = DurableStore.open(tmp_path)
     try:
-        rebuilt = Broker(journal=store.journal, defaults=False)
+        rebuilt = store.new_broker()
         store.recover(rebuilt)
         queue = rebuilt.vhosts["/"].queues["q"]
         assert deadlines(rebuilt, "q") == [PUBLISHED + 1000, 0]

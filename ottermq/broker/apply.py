@@ -1,0 +1,92 @@
+"""Applying logged events to the broker: the one code path shared by the live broker, replay and followers.
+
+Strategy: every durable state change is an event (events.py). The live path appends the event to the
+journal and then applies it with the functions here and in VHost (`apply` for entity and removal events);
+replay (the store's recovery, `memento replay`) and a follower only apply. So the state a log rebuilds is
+the state the live broker had at the same position, object for object.
+
+A publish applies as: its content joins the content store under its log id (`message_id(lsn, index)`),
+with one reference per durable target queue that exists, and each of those queues indexes a new entry
+(`Queue.index`) whose deadline counts from the publish time the event carries. What is not durable is
+left to the caller: making entries ready and dispatching them (live: at once, or when a confirm or a
+transaction waits for durability; replay: `recovered` at the end), and a transient copy's entries in
+non-durable queues.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ottermq.broker.events import Event, MessagePublished, TxCommitted, message_id
+from ottermq.broker.limits_queue import ensure_features, properties_ttl
+from ottermq.broker.message import Message, QueueEntry, message_priority
+from ottermq.broker.queue import Queue
+from ottermq.broker.ttl import now_ms
+
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
+    from ottermq.broker.vhost import VHost
+
+# A queue and its entry for one message: what a publish hands back to be made ready.
+Placed = tuple[Queue, QueueEntry]
+
+
+def apply_published(
+    vhost: VHost, event: MessagePublished, msg_id: int, loc: int, message: Message | None, size: int = -1
+) -> list[Placed]:
+    """Apply a publish logged as `msg_id` at `loc`: its content (`message` when in memory, else left in the
+    log, `size` bytes long: -1 reads the event's body) joins each durable target queue that exists. The
+    entries made, not ready yet."""
+    queues = vhost.queues
+    targets = [queue for name in event.queues if (queue := queues.get(name)) is not None and queue.durable]
+    if not targets:
+        return []
+    published = event.published
+    properties = event.properties
+    # An older log kept no publish time: the queue's x-message-ttl then counts from now, and the
+    # message's own expiration is not known.
+    ttl = properties_ttl(properties) if published else None
+    if not published:
+        published = now_ms()
+    if ttl is not None:
+        for queue in targets:
+            ensure_features(queue, vhost)  # head expiry (see limits_queue.py)
+    contents = vhost.contents
+    if message is not None:
+        size = message.body_size
+        contents.put_logged(msg_id, message, loc, len(targets))
+    else:
+        if size < 0:
+            size = len(event.body)
+        contents.add_logged(msg_id, loc, size, len(targets))
+    priority = message_priority(properties)
+    placed: list[Placed] = []
+    for queue in targets:
+        entry = queue.new_entry(msg_id, size, priority, published, ttl)
+        queue.index(entry)
+        placed.append((queue, entry))
+    return placed
+
+
+def apply_record(broker: Broker, event: Event, lsn: int, loc: int, size: int = -1) -> None:
+    """Apply the event of the record at `lsn` (lying at `loc`) to `broker` (replay). A publish decoded
+    without its body (`codec.decode_publish_index`) comes with the body's length as `size`."""
+    kind = type(event)
+    if kind is MessagePublished:
+        assert isinstance(event, MessagePublished)
+        vhost = broker.vhosts.get(event.vhost)
+        if vhost is not None:
+            apply_published(vhost, event, message_id(lsn), loc, None, size)
+    elif kind is TxCommitted:
+        assert isinstance(event, TxCommitted)
+        index = 0
+        for inner in event.events:
+            if type(inner) is MessagePublished:
+                vhost = broker.vhosts.get(inner.vhost)
+                if vhost is not None:
+                    apply_published(vhost, inner, message_id(lsn, index), loc + index, None)
+                index += 1
+            else:
+                broker.apply(inner)
+    else:
+        broker.apply(event)
