@@ -80,7 +80,7 @@ class LiveBroker:
     def __init__(self, data_dir: Path, disk: DiskIO) -> None:
         self.data_dir = data_dir
         self.store = DurableStore.open(data_dir, StoreOptions(disk=disk, segment_size=SEGMENT_SIZE))
-        self.broker = Broker(BrokerSettings(), self.store.journal, defaults=False)
+        self.broker = self.store.new_broker(BrokerSettings())
         self.store.recover(self.broker)
         self.server = Server(self.broker, shutdown_timeout=1.0)
         self.loop = asyncio.new_event_loop()
@@ -204,7 +204,7 @@ def rebuild(data_dir: Path) -> Rebuilt:
     """What `ottermq serve` would hold after starting on `data_dir` (nothing is served)."""
     store = DurableStore.open(data_dir, StoreOptions(segment_size=SEGMENT_SIZE))
     try:
-        broker = Broker(BrokerSettings(), store.journal, defaults=False)
+        broker = store.new_broker(BrokerSettings())
         info = store.recover(broker)
         return Rebuilt(durable_view(broker), queue_kinds(broker), info.end_lsn, info.snapshot_lsn)
     finally:
@@ -608,18 +608,6 @@ class KnownDivergence(AssertionError):
     AssertionError, which fails the test outright."""
 
 
-# Live, a message's deadline counts from its enqueue (FeatureQueue.enqueue, ottermq/broker/limits_queue.py:211
-# and :216); replay counts from the publish time logged in the event (VHost.log_publish,
-# ottermq/broker/vhost.py:178; VHost.apply_published, vhost.py:262), and a snapshot keeps the deadline the
-# entry got when it was held (FeatureQueue.hold, limits_queue.py:237, also at publish time). A confirm-mode
-# publish (channel.py:603) and a committed transaction's publishes (channel.py:965) are enqueued only once
-# their record is durable, so live they expire an fsync later than after a restart.
-DEADLINES_FROM_ENQUEUE = (
-    "live deadlines count from enqueue time (limits_queue.py:211,216), replay from the publish time in the "
-    "event (vhost.py:178,262) and a snapshot from hold time (limits_queue.py:237): a confirm-mode or "
-    "transactional publish, enqueued after its fsync, expires later live than after a restart"
-)
-
 # Live, any message with an `expiration` turns a plain durable queue into a FeatureQueue in place
 # (publish_hooks.py:74), a transient message too; replay converts it only for a logged publish with an
 # expiration (vhost.py:260) or a snapshot entry with a deadline (replay.py:46), so after a restart the queue
@@ -630,26 +618,6 @@ KIND_FROM_EXPIRATION = (
     "transient message, while replay converts only on a logged publish with one (vhost.py:260) or a "
     "snapshot deadline (replay.py:46)"
 )
-
-
-def check_deadlines(live: dict[str, Any], rebuilt: dict[str, Any]) -> None:
-    """Equal deadlines; KnownDivergence when the only differences are messages that expire later live."""
-    differences = diff_views(live, rebuilt)
-    if not differences:
-        return
-    text = "\n".join(differences)
-    assert without_deadlines(live) == without_deadlines(rebuilt), f"more than deadlines differ:\n{text}"
-    later_live = all(
-        mine[2] > theirs[2]
-        for name, vhost in live["vhosts"].items()
-        for queue_name, queue in vhost["queues"].items()
-        for mine, theirs in zip(
-            queue["messages"], rebuilt["vhosts"][name]["queues"][queue_name]["messages"], strict=True
-        )
-        if mine != theirs
-    )
-    assert later_live, f"a deadline differs other than by enqueue after publish:\n{text}"
-    raise KnownDivergence(f"{DEADLINES_FROM_ENQUEUE}:\n{text}")
 
 
 def check_kinds(live: dict[str, dict[str, str]], rebuilt: dict[str, dict[str, str]]) -> None:
@@ -665,10 +633,12 @@ def check_kinds(live: dict[str, dict[str, str]], rebuilt: dict[str, dict[str, st
     raise KnownDivergence(f"{KIND_FROM_EXPIRATION}:\n{text}")
 
 
-@pytest.mark.xfail(strict=True, raises=KnownDivergence, reason=DEADLINES_FROM_ENQUEUE)
 @pytest.mark.parametrize("source", SOURCES)
 def test_replay_keeps_live_deadlines(session: Session, source: str) -> None:
-    check_deadlines(session.live, session.rebuilt[source].view)
+    """Deadlines count from the publish time the event carries, live and on replay alike: a confirm-mode
+    or transactional publish, made ready only after its fsync, expires exactly when it does after a
+    restart (the snapshot was taken while one was held)."""
+    assert_same(session.live, session.rebuilt[source].view)
 
 
 @pytest.mark.xfail(strict=True, raises=KnownDivergence, reason=KIND_FROM_EXPIRATION)
