@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ottermq.broker.events import Event, MessagePublished, TxCommitted, message_id
 from ottermq.broker.limits_queue import ensure_features, properties_ttl
-from ottermq.broker.message import Message, QueueEntry, message_priority
+from ottermq.broker.message import Message, QueueEntry, message_priority, share_size
 from ottermq.broker.queue import Queue
 from ottermq.broker.ttl import now_ms
 
@@ -56,8 +56,7 @@ def apply_published(
         size = message.body_size
         contents.put_logged(msg_id, message, loc, len(targets))
     else:
-        if size < 0:
-            size = len(event.body)
+        size = share_size(size if size >= 0 else len(event.body))
         contents.add_logged(msg_id, loc, size, len(targets))
     priority = message_priority(properties)
     placed: list[Placed] = []

@@ -98,17 +98,14 @@ class Contents:
         """One reference less; at zero the content is dropped. Id 0 (an entry whose reference its queue
         already gave back, see `Queue.drop`) is ignored."""
         refs = self._refs
-        count = refs.get(msg_id)
-        if count is not None:
-            if count > 2:
-                refs[msg_id] = count - 1
-            else:
-                del refs[msg_id]
-            return
-        if msg_id:
-            self._drop(msg_id)
-
-    def _drop(self, msg_id: int) -> None:
+        if refs:
+            count = refs.get(msg_id)
+            if count is not None:
+                if count > 2:
+                    refs[msg_id] = count - 1
+                else:
+                    del refs[msg_id]
+                return
         message = self._memory.pop(msg_id, None)
         if message is not None:
             self.account.held_bytes -= message.body_size + MESSAGE_OVERHEAD
@@ -117,10 +114,10 @@ class Contents:
 
     def get(self, msg_id: int) -> Message:
         """The content of `msg_id` (UnknownContent when it is not held)."""
-        message = self._memory.get(msg_id)
-        if message is None:
-            raise UnknownContent(f"message {msg_id} is not held by the content store")
-        return message
+        try:
+            return self._memory[msg_id]
+        except KeyError:
+            raise UnknownContent(f"message {msg_id} is not held by the content store") from None
 
     # -- log locations (none here) ----------------------------------------------------------------------
 

@@ -190,7 +190,9 @@ class FeatureQueue(Queue):
     def new_entry(self, msg_id: int, size: int, priority: int, published: int, ttl: int | None) -> QueueEntry:
         """As `Queue.new_entry`, with the queue's x-message-ttl (also counted from `published`)."""
         queue_ttl = self.features.message_ttl
-        due = deadline(published, ttl, queue_ttl) if ttl is not None or queue_ttl is not None else 0
+        if ttl is None and queue_ttl is None:
+            return QueueEntry(msg_id, size, priority)
+        due = deadline(published or now_ms(), ttl, queue_ttl)
         return QueueEntry(msg_id, size, priority, due)
 
     def enqueue(self, entry: QueueEntry) -> bool:

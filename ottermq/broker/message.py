@@ -26,6 +26,11 @@ def _share_size(size: int) -> int:
     return size
 
 
+def share_size(size: int) -> int:
+    """The shared int object for `size` (see _SIZES)."""
+    return _SIZES.get(size) or _share_size(size)
+
+
 class Message:
     """A published message's content: where it was published, its raw properties and its body.
 
@@ -102,8 +107,9 @@ class QueueEntry:
         redelivered: bool = False,
     ) -> None:
         self.msg_id = msg_id
-        # -1: not known yet (restored from an older snapshot; learnt from the content when needed).
-        self.size = _SIZES.get(size) or _share_size(size)
+        # -1: not known yet (restored from an older snapshot; learnt from the content when needed). A
+        # message's body_size is a shared int already (see `share_size` for other sources).
+        self.size = size
         # The message's priority property (0: none; -1: not known yet, as for `size`).
         self.priority = priority
         # When the entry expires (ms since the epoch; 0 = never), absolute so that a replay restores it:

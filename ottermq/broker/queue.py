@@ -205,8 +205,12 @@ class Queue:
         """Entries leave for good (`reason` as in `events.REMOVAL_REASONS`) and give their content
         reference back. Logged ones are reported to `on_removed` (one call per settle), which journals
         their removal and then applies it (`forget`)."""
-        logged: list[int] = []
         release = self.contents.release
+        if not self.durable or self.deleted:
+            for entry in entries:
+                release(entry.msg_id)
+            return
+        logged: list[int] = []
         for entry in entries:
             if entry.msg_id > 0 and self.durable and not self.deleted:
                 logged.append(entry.msg_id)

@@ -28,6 +28,7 @@ from ottermq.amqp.constants import (
     RESOURCE_LOCKED,
 )
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
+from ottermq.amqp.properties import FLAG_EXPIRATION, FLAG_PRIORITY
 from ottermq.broker import exchange_types
 from ottermq.broker.apply import Placed, apply_published
 from ottermq.broker.arguments import (
@@ -71,6 +72,9 @@ PREDECLARED: Final = (
     ("amq.match", "headers", False),
     ("amq.rabbitmq.trace", "topic", True),
 )
+
+# The priority and expiration flags, in the first octet of raw content-header properties.
+_TTL_OR_PRIORITY: Final = (FLAG_PRIORITY | FLAG_EXPIRATION) >> 8
 
 _PREDECLARED_NAMES: Final = frozenset([DEFAULT_EXCHANGE, *(name for name, _, _ in PREDECLARED)])
 
@@ -167,50 +171,60 @@ class VHost:
         the position to wait for before confirming (0: nothing logged; -1: the journal refuses, nothing
         was logged, and the message was added as a transient one) and each queue's entry, which the
         caller makes ready (`Queue.enqueue`) at once, or once the position is durable."""
-        contents = self.contents
-        properties = message.properties
-        ttl = properties_ttl(properties)
-        priority = message_priority(properties)
-        size = message.body_size
-        position = 0
         if message.persistent:
-            durable = tuple([queue.name for queue in queues if queue.durable])
-            if durable:
-                journal = self.journal
-                if journal.failed:
-                    position = -1
-                else:
-                    event = MessagePublished(
-                        self.name,
-                        durable,
-                        message.exchange,
-                        message.routing_key,
-                        properties,
-                        message.body,
-                        now_ms(),
-                    )
-                    position = journal.append(event)
-                    msg_id = message_id(position)
-                    placed = apply_published(self, event, msg_id, journal.last_loc, message)
-                    if len(placed) < len(queues):
-                        others = [queue for queue in queues if not queue.durable]
-                        contents.retain(msg_id, len(others))
-                        published = event.published
-                        placed.extend(
-                            (queue, queue.new_entry(msg_id, size, priority, published, ttl))
-                            for queue in others
-                        )
-                    return position, placed
-        msg_id = contents.put(message, len(queues))
-        now = now_ms() if ttl is not None or self._ttl_queues(queues) else 0
-        return position, [(queue, queue.new_entry(msg_id, size, priority, now, ttl)) for queue in queues]
+            logged = self._log_publish(message, queues)
+            if logged is not None:
+                return logged
+            position = -1 if self.journal.failed and any(queue.durable for queue in queues) else 0
+        else:
+            position = 0
+        msg_id = self.contents.put(message, len(queues))
+        size = message.body_size
+        properties = message.properties
+        if properties and properties[0] & _TTL_OR_PRIORITY:
+            ttl = properties_ttl(properties)
+            priority = message_priority(properties)
+            now = now_ms()
+            return position, [(queue, queue.new_entry(msg_id, size, priority, now, ttl)) for queue in queues]
+        # Publish time 0: a queue with x-message-ttl reads the clock itself.
+        return position, [(queue, queue.new_entry(msg_id, size, 0, 0, None)) for queue in queues]
 
-    @staticmethod
-    def _ttl_queues(queues: Sequence[Queue]) -> bool:
-        return any(queue.features is not None and queue.features.message_ttl is not None for queue in queues)
+    def _log_publish(self, message: Message, queues: Sequence[Queue]) -> tuple[int, list[Placed]] | None:
+        """Log and apply a persistent publish that reaches a durable queue (None: it reaches none, or the
+        journal refuses); the other queues get entries of the same content."""
+        durable = tuple([queue.name for queue in queues if queue.durable])
+        journal = self.journal
+        if not durable or journal.failed:
+            return None
+        properties = message.properties
+        event = MessagePublished(
+            self.name, durable, message.exchange, message.routing_key, properties, message.body, now_ms()
+        )
+        position = journal.append(event)
+        msg_id = message_id(position)
+        placed = apply_published(self, event, msg_id, journal.last_loc, message)
+        if len(placed) < len(queues):
+            others = [queue for queue in queues if not queue.durable]
+            self.contents.retain(msg_id, len(others))
+            ttl = properties_ttl(properties)
+            priority = message_priority(properties)
+            size = message.body_size
+            published = event.published
+            placed.extend(
+                (queue, queue.new_entry(msg_id, size, priority, published, ttl)) for queue in others
+            )
+        return position, placed
 
     def publish_now(self, message: Message, queues: Sequence[Queue]) -> int:
         """`publish`, and every entry made ready at once (no confirm waits for it); the position."""
+        properties = message.properties
+        if not message.persistent and not (properties and properties[0] & _TTL_OR_PRIORITY):
+            # The hot path (a transient message, no TTL, no priority): `publish` without the lists.
+            msg_id = self.contents.put(message, len(queues))
+            size = message.body_size
+            for queue in queues:
+                queue.enqueue(queue.new_entry(msg_id, size, 0, 0, None))
+            return 0
         position, placed = self.publish(message, queues)
         for queue, entry in placed:
             queue.enqueue(entry)

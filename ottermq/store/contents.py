@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from ottermq.broker.content import Contents, UnknownContent
-from ottermq.broker.memory import MemoryAccount
+from ottermq.broker.memory import MESSAGE_OVERHEAD, MemoryAccount
 from ottermq.broker.message import Message
 
 # Contents of logged messages kept in memory at most (then the least recently used are dropped).
@@ -78,9 +78,21 @@ class LogContents(Contents):
         if msg_id in self._locs:
             self._locs[msg_id] = loc
 
-    def _drop(self, msg_id: int) -> None:
-        if self._locs.pop(msg_id, None) is None:
-            super()._drop(msg_id)
+    def release(self, msg_id: int) -> None:
+        refs = self._refs
+        if refs:
+            count = refs.get(msg_id)
+            if count is not None:
+                if count > 2:
+                    refs[msg_id] = count - 1
+                else:
+                    del refs[msg_id]
+                return
+        if msg_id < 0 or self._locs.pop(msg_id, None) is None:
+            # Transient (or a logged content held in memory only): the base class's count.
+            message = self._memory.pop(msg_id, None)
+            if message is not None:
+                self.account.held_bytes -= message.body_size + MESSAGE_OVERHEAD
             return
         message = self._resident.pop(msg_id, None)
         if message is not None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from ottermq.broker.limits_queue import ensure_features
-from ottermq.broker.message import QueueEntry
+from ottermq.broker.message import QueueEntry, share_size
 from ottermq.store.codec import OFFSET_SHIFT, SEGMENT_SHIFT
 from ottermq.store.snapshot import ENTRY_REDELIVERED, QueueIndex
 
@@ -59,7 +59,7 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex]) -> None:
             contents.add_logged_many(chunk_ids, locs)
             # The priority is not kept in a snapshot (-1): a priority queue reads it when restoring.
             entries = [
-                QueueEntry(msg_id, size, -1, due, 0, flags & ENTRY_REDELIVERED != 0)
+                QueueEntry(msg_id, share_size(size), -1, due, 0, flags & ENTRY_REDELIVERED != 0)
                 for msg_id, size, due, flags in zip(
                     chunk_ids, sizes[start:end], deadlines[start:end], marks[start:end], strict=True
                 )
