@@ -100,6 +100,8 @@ class LogContents(Contents):
             self.evicted_bytes += _cost(message)
 
     def get(self, msg_id: int) -> Message:
+        if msg_id < 0:
+            return super().get(msg_id)  # transient
         message = self._resident.get(msg_id)
         if message is not None:
             self._resident.move_to_end(msg_id)
