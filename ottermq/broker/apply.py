@@ -15,7 +15,7 @@ non-durable queues.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ottermq.broker.events import Event, MessagePublished, TxCommitted, message_id
 from ottermq.broker.limits_queue import ensure_features, properties_ttl
@@ -25,6 +25,7 @@ from ottermq.broker.ttl import now_ms
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.broker.topology import Topology
     from ottermq.broker.vhost import VHost
 
 # A queue and its entry for one message: what a publish hands back to be made ready.
@@ -32,7 +33,7 @@ Placed = tuple[Queue, QueueEntry]
 
 
 def apply_published(
-    vhost: VHost, event: MessagePublished, msg_id: int, loc: int, message: Message | None, size: int = -1
+    vhost: Topology, event: MessagePublished, msg_id: int, loc: int, message: Message | None, size: int = -1
 ) -> list[Placed]:
     """Apply a publish logged as `msg_id` at `loc`: its content (`message` when in memory, else left in the
     log, `size` bytes long: -1 reads the event's body) joins each durable target queue that exists. The
@@ -50,7 +51,7 @@ def apply_published(
         published = now_ms()
     if ttl is not None:
         for queue in targets:
-            ensure_features(queue, vhost)  # head expiry (see limits_queue.py)
+            ensure_features(queue, cast("VHost", vhost))  # head expiry (see limits_queue.py)
     contents = vhost.contents
     if message is not None:
         size = message.body_size

@@ -1,36 +1,26 @@
-"""A virtual host: its exchanges, queues and bindings, and routing between them.
+"""A virtual host's operations: declare, delete, bind, purge, checked as RabbitMQ checks them.
 
 Strategy: every change follows validate -> journal -> apply. The public methods check the request against
 the current state and raise RabbitMQ's errors; a change is then described as an event (events.py), appended
-to the journal when it touches durable state, and applied by the `_apply_*` method for that event, the same
-method `apply` uses to replay a journal. Applying never decides anything: consequences such as an
-auto-delete exchange losing its last binding are decided on the live path, after the apply, and become
-events of their own. Exclusive queues are never durable, so their owner (an opaque object, in practice the
-connection) never needs to be journaled.
-
-Routing looks at the source exchange's router first; only when the exchange has exchange-to-exchange
-bindings, or an alternate exchange and nothing matched, does it walk the exchange graph, visiting each
-exchange once (so cycles end) and collecting each queue once.
+to the journal when it touches durable state, and applied by the model's `_apply_*` method for that event
+(topology.py), the same method a replay runs. Exclusive queues are never durable, so their owner (an opaque
+object, in practice the connection) never needs to be journaled.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from ottermq.amqp.constants import (
     ACCESS_REFUSED,
     INTERNAL_ERROR,
-    NOT_FOUND,
     PRECONDITION_FAILED,
-    RESOURCE_LOCKED,
 )
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
-from ottermq.amqp.properties import FLAG_EXPIRATION, FLAG_PRIORITY
 from ottermq.broker import exchange_types
-from ottermq.broker.apply import Placed, apply_published
 from ottermq.broker.arguments import (
     EXCHANGE_EQUIVALENCE_KEYS,
     QUEUE_EQUIVALENCE_KEYS,
@@ -39,44 +29,20 @@ from ottermq.broker.arguments import (
     check_exchange_arguments,
     check_queue_arguments,
 )
-from ottermq.broker.content import Contents
 from ottermq.broker.events import (
-    REMOVAL_REASONS,
     BindingAdded,
     BindingRemoved,
     DestinationKind,
     Event,
     ExchangeDeclared,
     ExchangeDeleted,
-    MessagePublished,
-    MessagesRemoved,
     QueueDeclared,
     QueueDeleted,
     QueuePurged,
-    TxCommitted,
-    message_id,
 )
-from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Exchange
-from ottermq.broker.journal import Journal, MemoryJournal
-from ottermq.broker.limits_queue import new_queue, properties_ttl
-from ottermq.broker.message import Message, message_priority
+from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, Exchange
+from ottermq.broker.publishing import Publishing
 from ottermq.broker.queue import Queue
-from ottermq.broker.ttl import now_ms
-
-# Exchanges every vhost has from the start: (name, type, internal). All durable.
-PREDECLARED: Final = (
-    ("amq.direct", "direct", False),
-    ("amq.fanout", "fanout", False),
-    ("amq.topic", "topic", False),
-    ("amq.headers", "headers", False),
-    ("amq.match", "headers", False),
-    ("amq.rabbitmq.trace", "topic", True),
-)
-
-# The priority and expiration flags, in the first octet of raw content-header properties.
-_TTL_OR_PRIORITY: Final = (FLAG_PRIORITY | FLAG_EXPIRATION) >> 8
-
-_PREDECLARED_NAMES: Final = frozenset([DEFAULT_EXCHANGE, *(name for name, _, _ in PREDECLARED)])
 
 SERVER_NAMED_PREFIX: Final = "amq.gen-"
 
@@ -86,71 +52,12 @@ def server_generated_name(prefix: str = SERVER_NAMED_PREFIX) -> str:
     return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode("ascii").rstrip("=")
 
 
-class VHost:
-    """Exchanges, queues and bindings of one virtual host."""
-
-    def __init__(
-        self, name: str = "/", journal: Journal | None = None, contents: Contents | None = None
-    ) -> None:
-        self.name = name
-        self.journal: Journal = journal if journal is not None else MemoryJournal()
-        self.exchanges: dict[str, Exchange] = {}
-        self.queues: dict[str, Queue] = {}
-        # The vhost's max-queues limit (negative = none); the Broker sets it from set_vhost_limits.
-        self.max_queues = -1
-        # Bindings by destination, to drop them with the destination.
-        self._bound_to: dict[tuple[DestinationKind, str], dict[Binding, None]] = {}
-        self._default_router = DefaultRouter()
-        # The owner of every message content its queues hold (the broker's; see content.py).
-        self.contents: Contents = contents if contents is not None else Contents()
-        # While tx.commit runs: the removals of its single record (see begin_tx).
-        self._tx_events: list[Event] | None = None
-        self.exchanges[DEFAULT_EXCHANGE] = Exchange(
-            DEFAULT_EXCHANGE, "direct", self._default_router, name, durable=True
-        )
-        for exchange_name, type_name, internal in PREDECLARED:
-            router = exchange_types.lookup(type_name).new_router()
-            self.exchanges[exchange_name] = Exchange(
-                exchange_name, type_name, router, name, durable=True, internal=internal
-            )
-        self._appliers: dict[type, Callable[[Any], None]] = {
-            ExchangeDeclared: self._apply_exchange_declared,
-            ExchangeDeleted: self._apply_exchange_deleted,
-            QueueDeclared: self._apply_queue_declared,
-            QueueDeleted: self._apply_queue_deleted,
-            QueuePurged: self._apply_queue_purged,
-            MessagesRemoved: self._apply_messages_removed,
-            BindingAdded: self._apply_binding_added,
-            BindingRemoved: self._apply_binding_removed,
-        }
+class VHost(Publishing):
+    """One virtual host: its model (topology.py), publishing (publishing.py) and the operations that
+    change them."""
 
     def __repr__(self) -> str:
         return f"VHost({self.name!r}, {len(self.exchanges)} exchanges, {len(self.queues)} queues)"
-
-    # -- texts ------------------------------------------------------------------------------------------
-
-    def _resource(self, kind: str, name: str) -> str:
-        return f"{kind} '{name}' in vhost '{self.name}'"
-
-    def _not_found(self, kind: str, name: str) -> ChannelError:
-        return ChannelError(NOT_FOUND, f"NOT_FOUND - no {kind} '{name}' in vhost '{self.name}'")
-
-    @staticmethod
-    def _default_refused() -> ChannelError:
-        return ChannelError(
-            ACCESS_REFUSED, "ACCESS_REFUSED - operation not permitted on the default exchange"
-        )
-
-    @staticmethod
-    def _locked(queue: Queue) -> ChannelError:
-        return ChannelError(
-            RESOURCE_LOCKED,
-            f"RESOURCE_LOCKED - cannot obtain exclusive access to locked {queue.resource}. It could be "
-            "originally declared on another connection or the exclusive property value does not match "
-            "that of the original declaration.",
-        )
-
-    # -- the journal ------------------------------------------------------------------------------------
 
     def _journal(self, event: Event, durable: bool) -> None:
         if durable:
@@ -162,172 +69,6 @@ class VHost:
                 self._tx_events.append(event)
             else:
                 self.journal.append(event)
-
-    # -- publishing -------------------------------------------------------------------------------------
-
-    def publish(self, message: Message, queues: Sequence[Queue]) -> tuple[int, list[Placed]]:
-        """A message routed to `queues` (outside a transaction): logged when persistent and one of them
-        is durable, and applied (`apply_published`) as a replay would; then added to the others. Returns
-        the position to wait for before confirming (0: nothing logged; -1: the journal refuses, nothing
-        was logged, and the message was added as a transient one) and each queue's entry, which the
-        caller makes ready (`Queue.enqueue`) at once, or once the position is durable."""
-        if message.persistent:
-            logged = self._log_publish(message, queues)
-            if logged is not None:
-                return logged
-            position = -1 if self.journal.failed and any(queue.durable for queue in queues) else 0
-        else:
-            position = 0
-        msg_id = self.contents.put(message, len(queues))
-        size = message.body_size
-        properties = message.properties
-        if properties and properties[0] & _TTL_OR_PRIORITY:
-            ttl = properties_ttl(properties)
-            priority = message_priority(properties)
-            now = now_ms()
-            return position, [(queue, queue.new_entry(msg_id, size, priority, now, ttl)) for queue in queues]
-        # Publish time 0: a queue with x-message-ttl reads the clock itself.
-        return position, [(queue, queue.new_entry(msg_id, size, 0, 0, None)) for queue in queues]
-
-    def _log_publish(self, message: Message, queues: Sequence[Queue]) -> tuple[int, list[Placed]] | None:
-        """Log and apply a persistent publish that reaches a durable queue (None: it reaches none, or the
-        journal refuses); the other queues get entries of the same content."""
-        durable = tuple([queue.name for queue in queues if queue.durable])
-        journal = self.journal
-        if not durable or journal.failed:
-            return None
-        properties = message.properties
-        event = MessagePublished(
-            self.name, durable, message.exchange, message.routing_key, properties, message.body, now_ms()
-        )
-        position = journal.append(event)
-        msg_id = message_id(position)
-        placed = apply_published(self, event, msg_id, journal.last_loc, message)
-        if len(placed) < len(queues):
-            others = [queue for queue in queues if not queue.durable]
-            self.contents.retain(msg_id, len(others))
-            ttl = properties_ttl(properties)
-            priority = message_priority(properties)
-            size = message.body_size
-            published = event.published
-            placed.extend(
-                (queue, queue.new_entry(msg_id, size, priority, published, ttl)) for queue in others
-            )
-        return position, placed
-
-    def publish_now(self, message: Message, queues: Sequence[Queue]) -> int:
-        """`publish`, and every entry made ready at once (no confirm waits for it); the position."""
-        properties = message.properties
-        if not message.persistent and not (properties and properties[0] & _TTL_OR_PRIORITY):
-            # The hot path (a transient message, no TTL, no priority): `publish` without the lists.
-            msg_id = self.contents.put(message, len(queues))
-            size = message.body_size
-            for queue in queues:
-                queue.enqueue(queue.new_entry(msg_id, size, 0, 0, None))
-            return 0
-        position, placed = self.publish(message, queues)
-        for queue, entry in placed:
-            queue.enqueue(entry)
-        return position
-
-    def publish_nacked(self, placed: Iterable[Placed]) -> None:
-        """Published entries that never became ready (a nacked publish, held by a confirm channel until
-        its record was durable, or refused by a full queue) leave: a logged one's removal is logged, so
-        that the record, should it still be written (a full disk resumes), does not bring the message
-        back after a restart; the others give their content reference back."""
-        for queue, entry in placed:
-            if queue.durable and not queue.deleted and entry.msg_id > 0:
-                self._messages_removed(queue, [entry.msg_id], "nacked")
-            else:
-                self.contents.release(entry.msg_id)
-
-    def _messages_removed(self, queue: Queue, ids: list[int], reason: str) -> None:
-        """A durable queue settled logged messages for good: journal (without waiting), then forget them.
-
-        With a failed journal the removal is not logged (consumers keep draining); after a restart those
-        messages come back, which at-least-once allows. A suspended journal (disk full) still stages it,
-        to be written when it resumes.
-        """
-        if reason not in REMOVAL_REASONS:
-            reason = "drop"  # the log knows a fixed set of reasons; the removal itself is what matters
-        event = MessagesRemoved(self.name, queue.name, tuple(ids), reason)
-        if self._tx_events is not None:
-            self._tx_events.append(event)
-        elif not self.journal.failed or self.journal.suspended:
-            self.journal.append(event)
-        self._apply_messages_removed(event)
-
-    def begin_tx(self) -> None:
-        """tx.commit starts: removals are collected, to be logged with the publishes in one record."""
-        self._tx_events = []
-
-    def end_tx(self, publishes: Sequence[tuple[Message, Sequence[Queue]]]) -> tuple[int, list[list[Placed]]]:
-        """tx.commit's work is done: log the collected removals and the persistent publishes to durable
-        queues as one TxCommitted record, and apply its publishes; the position to wait for before
-        tx.commit-ok (0 when nothing was logged) and each publish's entries, to be made ready when it
-        is durable. 541 when the journal has failed and there is something to log."""
-        events = self._tx_events or []
-        self._tx_events = None
-        logged: list[tuple[int, MessagePublished]] = []
-        published = now_ms()
-        for index, (message, queues) in enumerate(publishes):
-            if message.persistent:
-                durable = tuple([queue.name for queue in queues if queue.durable])
-                if durable:
-                    event = MessagePublished(
-                        self.name,
-                        durable,
-                        message.exchange,
-                        message.routing_key,
-                        message.properties,
-                        message.body,
-                        published,
-                    )
-                    logged.append((index, event))
-        position = 0
-        placed: list[list[Placed]] = []
-        journal = self.journal
-        if events or logged:
-            if journal.failed:
-                raise AMQPConnectionError(
-                    INTERNAL_ERROR, "INTERNAL_ERROR - the journal has failed: the transaction was not logged"
-                )
-            position = journal.append(TxCommitted((*events, *[event for _, event in logged])))
-        loc = journal.last_loc
-        by_index = dict(logged)
-        number = 0
-        for index, (message, queues) in enumerate(publishes):
-            logged_event = by_index.get(index)
-            if logged_event is None:
-                placed.append(self.publish(message, queues)[1])
-                continue
-            msg_id = message_id(position, number)
-            entries = apply_published(self, logged_event, msg_id, loc + number, message)
-            number += 1
-            others = [queue for queue in queues if not queue.durable]
-            if others:
-                self.contents.retain(msg_id, len(others))
-                ttl = properties_ttl(message.properties)
-                priority = message_priority(message.properties)
-                entries.extend(
-                    (queue, queue.new_entry(msg_id, message.body_size, priority, published, ttl))
-                    for queue in others
-                )
-            placed.append(entries)
-        return position, placed
-
-    def recovered(self, crashed: bool) -> None:
-        """Replay is over: restored messages become ready (redelivered after a crash)."""
-        for queue in self.queues.values():
-            if queue.durable:
-                queue.recovered(crashed)
-
-    def apply(self, event: Event) -> None:
-        """Apply one entity or removal event to the model: the replay entry point, also used by the live
-        path. Publishes are applied by `apply.apply_published`."""
-        self._appliers[type(event)](event)
-
-    # -- exchanges --------------------------------------------------------------------------------------
 
     def lookup_exchange(self, name: str) -> Exchange:
         """The exchange called `name` (404 if there is none)."""
@@ -419,8 +160,6 @@ class VHost:
             exchange = self.exchanges.get(name)
             if exchange is not None and exchange.auto_delete and not exchange.bindings:
                 self._delete_exchange(exchange)
-
-    # -- queues -----------------------------------------------------------------------------------------
 
     def lookup_queue(self, name: str, owner: object | None = None) -> Queue:
         """The queue called `name`, usable by `owner`: 404 if missing, 405 if exclusive to another owner."""
@@ -539,8 +278,6 @@ class VHost:
             queue.detach_consumers()
             self._delete_queue(queue)
 
-    # -- bindings ---------------------------------------------------------------------------------------
-
     def bind_queue(
         self,
         queue: str,
@@ -636,195 +373,3 @@ class VHost:
         self._journal(event, durable)
         self._apply_binding_removed(event)
         self._auto_delete_exchanges([binding.source])
-
-    def bindings(self) -> Iterator[Binding]:
-        """Every binding of the vhost, by source exchange."""
-        for exchange in self.exchanges.values():
-            yield from exchange.bindings
-
-    def durable_events(self) -> list[Event]:
-        """Events that rebuild this vhost's durable exchanges, queues and bindings from scratch (a snapshot
-        of the durable state, in an order `apply` accepts)."""
-        events: list[Event] = []
-        for exchange in self.exchanges.values():
-            if exchange.durable and exchange.name not in _PREDECLARED_NAMES:
-                events.append(
-                    ExchangeDeclared(
-                        self.name,
-                        exchange.name,
-                        exchange.type,
-                        True,
-                        exchange.auto_delete,
-                        exchange.internal,
-                        dict(exchange.arguments),
-                    )
-                )
-        for queue in self.queues.values():
-            if queue.durable:
-                arguments = dict(queue.arguments)
-                events.append(QueueDeclared(self.name, queue.name, True, False, queue.auto_delete, arguments))
-        for binding in self.bindings():
-            destination = self._destination(binding.destination_kind, binding.destination)
-            if destination is not None and destination.durable and self.exchanges[binding.source].durable:
-                events.append(
-                    BindingAdded(
-                        self.name,
-                        binding.source,
-                        binding.destination,
-                        binding.destination_kind,
-                        binding.routing_key,
-                        dict(binding.arguments),
-                    )
-                )
-        return events
-
-    # -- routing ----------------------------------------------------------------------------------------
-
-    def route(self, exchange: Exchange | str, routing_key: str, message: Message) -> Sequence[Queue]:
-        """The queues a message published to `exchange` reaches, each once (do not mutate the result).
-
-        Follows exchange-to-exchange bindings (each exchange visited once, so cycles end) and alternate
-        exchanges. `exchange` is an `Exchange` (from `exchange_for_publish`) or a name (404 if missing).
-        """
-        if isinstance(exchange, str):
-            found = self.exchanges.get(exchange)
-            if found is None:
-                raise self._not_found("exchange", exchange)
-            exchange = found
-        destinations = exchange.router.route(routing_key, message)
-        if not exchange.exchange_bindings and (destinations or exchange.alternate is None):
-            return cast("Sequence[Queue]", destinations)  # no exchange among them
-        return self._route_graph(exchange, routing_key, message, destinations)
-
-    def _route_graph(
-        self, exchange: Exchange, routing_key: str, message: Message, destinations: Sequence[object]
-    ) -> Sequence[Queue]:
-        queues: dict[Queue, None] = {}
-        seen: set[Exchange] = {exchange}
-        pending: list[tuple[Exchange, Sequence[object]]] = [(exchange, destinations)]
-        exchanges = self.exchanges
-        while pending:
-            current, found = pending.pop()
-            if not found and current.alternate is not None:
-                alternate = exchanges.get(current.alternate)
-                if alternate is not None and alternate not in seen:
-                    seen.add(alternate)
-                    pending.append((alternate, alternate.router.route(routing_key, message)))
-                continue
-            for destination in found:
-                if isinstance(destination, Queue):
-                    queues[destination] = None
-                elif isinstance(destination, Exchange) and destination not in seen:
-                    seen.add(destination)
-                    pending.append((destination, destination.router.route(routing_key, message)))
-        return tuple(queues)
-
-    # -- apply: the one place each event changes the model ----------------------------------------------
-
-    def _apply_exchange_declared(self, event: ExchangeDeclared) -> None:
-        if event.name in self.exchanges:
-            return
-        router = exchange_types.lookup(event.type).new_router()
-        self.exchanges[event.name] = Exchange(
-            event.name,
-            event.type,
-            router,
-            self.name,
-            event.durable,
-            event.auto_delete,
-            event.internal,
-            dict(event.arguments),
-        )
-
-    def _apply_exchange_deleted(self, event: ExchangeDeleted) -> None:
-        exchange = self.exchanges.get(event.name)
-        if exchange is None:
-            return
-        for binding in list(exchange.bindings):
-            self._unlink(binding)
-        for binding in list(self._bound_to.get(("exchange", event.name), ())):
-            self._unlink(binding)
-        del self.exchanges[event.name]
-        exchange.deleted = True
-
-    def _apply_queue_declared(self, event: QueueDeclared, owner: object | None = None) -> None:
-        if event.name in self.queues:
-            return
-        queue = new_queue(
-            event.name,
-            self,
-            event.durable,
-            owner if event.exclusive else None,
-            event.auto_delete,
-            dict(event.arguments),
-        )
-        queue.on_unused = self._queue_unused
-        queue.contents = self.contents
-        if queue.durable:
-            queue.on_removed = self._messages_removed
-        self.queues[event.name] = queue
-        self._default_router.add_queue(queue)
-
-    def _apply_queue_deleted(self, event: QueueDeleted) -> None:
-        queue = self.queues.get(event.name)
-        if queue is None:
-            return
-        for binding in list(self._bound_to.get(("queue", event.name), ())):
-            self._unlink(binding)
-        del self.queues[event.name]
-        self._default_router.remove_queue(event.name)
-        queue.drop()
-
-    def _apply_messages_removed(self, event: MessagesRemoved) -> None:
-        queue = self.queues.get(event.queue)
-        if queue is not None:
-            queue.forget(event.ids)
-
-    def _apply_queue_purged(self, event: QueuePurged) -> None:
-        queue = self.queues.get(event.name)
-        if queue is not None:
-            queue.purge()
-
-    def _destination(self, kind: DestinationKind, name: str) -> Queue | Exchange | None:
-        return self.queues.get(name) if kind == "queue" else self.exchanges.get(name)
-
-    def _apply_binding_added(self, event: BindingAdded) -> None:
-        source = self.exchanges.get(event.source)
-        destination = self._destination(event.destination_kind, event.destination)
-        if source is None or destination is None:
-            return
-        binding = Binding.of(
-            event.source, event.destination, event.destination_kind, event.routing_key, event.arguments
-        )
-        if binding in source.bindings:
-            return
-        source.bindings[binding] = None
-        source.router.bind(binding.routing_key, binding.arguments, destination)
-        if binding.destination_kind == "exchange":
-            source.exchange_bindings += 1
-        self._bound_to.setdefault((binding.destination_kind, binding.destination), {})[binding] = None
-
-    def _apply_binding_removed(self, event: BindingRemoved) -> None:
-        binding = Binding.of(
-            event.source, event.destination, event.destination_kind, event.routing_key, event.arguments
-        )
-        self._unlink(binding)
-
-    def _unlink(self, binding: Binding) -> None:
-        """Remove one binding from its source's router and from both indexes."""
-        source = self.exchanges.get(binding.source)
-        destination = self._destination(binding.destination_kind, binding.destination)
-        if source is None or binding not in source.bindings:
-            return
-        del source.bindings[binding]
-        if destination is not None:
-            # Routers key arguments order-insensitively, so these arguments name the binding as bound.
-            source.router.unbind(binding.routing_key, binding.arguments, destination)
-        if binding.destination_kind == "exchange":
-            source.exchange_bindings -= 1
-        key = (binding.destination_kind, binding.destination)
-        by_destination = self._bound_to.get(key)
-        if by_destination is not None:
-            by_destination.pop(binding, None)
-            if not by_destination:
-                del self._bound_to[key]
