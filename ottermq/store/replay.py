@@ -11,15 +11,55 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
+from memento.log import Log
+from memento.record import FLAG_RELOCATED
+from ottermq.broker.apply import apply_record
 from ottermq.broker.limits_queue import ensure_features
 from ottermq.broker.message import QueueEntry, share_size
-from ottermq.store.codec import OFFSET_SHIFT, SEGMENT_SHIFT
-from ottermq.store.snapshot import ENTRY_REDELIVERED, QueueIndex
+from ottermq.store.codec import (
+    OFFSET_SHIFT,
+    PUBLISH_TYPES,
+    SEGMENT_SHIFT,
+    decode,
+    decode_publish_index,
+    pack_loc,
+)
+from ottermq.store.snapshot import ENTRY_REDELIVERED, QueueIndex, decode_snapshot
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
 
 _CHUNK: Final = 1 << 16  # entries restored per bulk call
+
+
+def replay_log(broker: Broker, memento_log: Log) -> tuple[bool, int, int]:
+    """Load the log's snapshot (if any) into `broker`, then apply every record after it; (whether the
+    snapshot was taken at a clean stop, its LSN or 0, how many records were replayed). Copies made by
+    compaction (FLAG_RELOCATED) are skipped: the snapshot before the copy holds their messages, at their
+    original places."""
+    clean = False
+    snapshot_lsn = 0
+    snapshot = memento_log.snapshot
+    if snapshot is not None:
+        state = decode_snapshot(snapshot.state)
+        clean = state.clean
+        for event in state.events:
+            broker.apply(event)
+        load_queues(broker, state.queues)
+        snapshot_lsn = snapshot.lsn
+    replayed = 0
+    for record in memento_log.replay():
+        replayed += 1
+        if record.flags & FLAG_RELOCATED:
+            continue
+        position = record.position
+        rtype = record.type
+        if rtype in PUBLISH_TYPES:
+            event, size = decode_publish_index(record.payload, rtype)
+        else:
+            event, size = decode(rtype, record.payload), -1
+        apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), size)
+    return clean, snapshot_lsn, replayed
 
 
 def load_queues(broker: Broker, indexes: Iterable[QueueIndex]) -> None:

@@ -33,23 +33,19 @@ from typing import TYPE_CHECKING, Any, Final
 from memento.disk import disk_full
 from memento.log import Log
 from memento.private import PRIVATE_FILE
-from memento.record import FLAG_RELOCATED, RecordPosition
-from ottermq.broker.alarms import ALARM_JOURNAL
-from ottermq.broker.apply import apply_record
+from memento.record import RecordPosition
 from ottermq.store.codec import (
-    PUBLISH_TYPES,
     RECORD_TYPES,
-    decode,
-    decode_publish_index,
     pack_loc,
     record_key,
 )
 from ottermq.store.contents import LogContents
 from ottermq.store.heap import trim_heap
+from ottermq.store.incidents import JournalIncidents
 from ottermq.store.journal import MementoJournal
 from ottermq.store.live import LiveRecords
-from ottermq.store.replay import load_queues
-from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
+from ottermq.store.replay import replay_log
+from ottermq.store.snapshot import encode_snapshot, index_of
 
 if TYPE_CHECKING:
     from memento.disk import DiskIO
@@ -111,15 +107,6 @@ class RecoveryInfo:
     quarantined: list[str] = field(default_factory=list)
 
 
-def _file_system_size(path: str) -> int | None:
-    """Total bytes of the file system holding `path` (None if unreadable)."""
-    try:
-        stat = os.statvfs(path)
-    except OSError:
-        return None
-    return stat.f_blocks * stat.f_frsize
-
-
 class DurableStore:
     """One broker's log: `open`, `recover(broker)`, then inside the loop `start()`, and `stop()`."""
 
@@ -129,9 +116,10 @@ class DurableStore:
         self.journal = MementoJournal(memento_log)
         # The broker's content store (given to the Broker this store recovers).
         self.contents = LogContents(self.journal.read_content)
-        self.journal.on_failure = self._journal_failed
-        self.journal.on_suspended = self._journal_suspended
-        self.journal.on_resumed = self._journal_resumed
+        incidents = JournalIncidents(self)
+        self.journal.on_failure = incidents.failed
+        self.journal.on_suspended = incidents.suspended
+        self.journal.on_resumed = incidents.resumed
         self.broker: Broker | None = None
         self.recovery = RecoveryInfo()
         self._task: asyncio.Task[None] | None = None
@@ -193,26 +181,7 @@ class DurableStore:
         info.warnings = list(report.warnings)
         info.quarantined = list(report.quarantined)
         snapshot = memento_log.snapshot
-        clean = False
-        if snapshot is not None:
-            state = decode_snapshot(snapshot.state)
-            clean = state.clean
-            for event in state.events:
-                broker.apply(event)
-            load_queues(broker, state.queues)
-            info.snapshot_lsn = snapshot.lsn
-        replayed = 0
-        for record in memento_log.replay():
-            replayed += 1
-            if record.flags & FLAG_RELOCATED:
-                continue
-            position = record.position
-            rtype = record.type
-            if rtype in PUBLISH_TYPES:
-                event, size = decode_publish_index(record.payload, rtype)
-            else:
-                event, size = decode(rtype, record.payload), -1
-            apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), size)
+        clean, info.snapshot_lsn, replayed = replay_log(broker, memento_log)
         info.replayed = replayed
         info.end_lsn = memento_log.end_lsn
         info.fresh = snapshot is None and memento_log.end_lsn == 0
@@ -463,44 +432,3 @@ class DurableStore:
             self.log.close()
         except Exception as exc:
             log.error(f"closing the log failed: {exc}")
-
-    def _journal_failed(self, error: BaseException) -> None:
-        log.error(
-            f"the journal failed; nothing further is confirmed and publishers are blocked: {error}",
-            extra={"lsn": self.journal.durable_position},
-        )
-        # An alarm of its own: the free-disk monitor must not clear it when space looks fine again.
-        if self.broker is not None:
-            self.broker.set_alarm(ALARM_JOURNAL, True)
-
-    def _journal_suspended(self, error: OSError) -> None:
-        if error.errno in (errno.EMFILE, errno.ENFILE):
-            why = (
-                f"out of file descriptors ({error}): nothing further is confirmed and publishers are "
-                "blocked until writing resumes (retrying); raise the open-file limit (ulimit -n) or "
-                "lower connection_max"
-            )
-        else:
-            why = (
-                f"the disk is full ({error}): nothing further is confirmed and publishers are blocked "
-                f"until writing resumes; the log needs {self.log.segment_size} bytes free in "
-                f"{self.log.wal_dir} for its next segment (retrying)"
-            )
-        log.error(f"the journal is suspended, {why}", extra={"lsn": self.journal.durable_position})
-        total = _file_system_size(self.log.wal_dir)
-        if total is not None and total < self.log.segment_size:
-            log.error(
-                f"the file system holding {self.log.wal_dir} is {total} bytes, smaller than one log segment "
-                f"({self.log.segment_size} bytes): writing cannot resume there; lower log_segment_size or "
-                f"move data_dir to a larger file system",
-            )
-        if self.broker is not None:
-            self.broker.set_alarm(ALARM_JOURNAL, True)
-
-    def _journal_resumed(self, seconds: float) -> None:
-        log.warning(
-            "journal resumed",
-            extra={"suspended_seconds": round(seconds, 3), "lsn": self.journal.durable_position},
-        )
-        if self.broker is not None:
-            self.broker.set_alarm(ALARM_JOURNAL, False)
