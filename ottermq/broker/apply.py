@@ -18,10 +18,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ottermq.broker.events import Event, MessagePublished, TxCommitted, message_id
-from ottermq.broker.limits_queue import ensure_features, properties_ttl
 from ottermq.broker.message import Message, QueueEntry, message_priority
 from ottermq.broker.queue import Queue
-from ottermq.broker.ttl import now_ms
+from ottermq.broker.ttl import now_ms, properties_ttl
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -48,9 +47,6 @@ def apply_published(
     ttl = properties_ttl(properties) if published else None
     if not published:
         published = now_ms()
-    if ttl is not None:
-        for queue in targets:
-            ensure_features(queue, vhost)  # head expiry (see limits_queue.py)
     contents = vhost.contents
     if message is not None:
         size = message.body_size

@@ -56,11 +56,11 @@ from ottermq.broker.events import (
     message_id,
 )
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Exchange
+from ottermq.broker.features import parse_features
 from ottermq.broker.journal import Journal, MemoryJournal
-from ottermq.broker.limits_queue import new_queue, properties_ttl
 from ottermq.broker.message import Message, message_priority
 from ottermq.broker.queue import Queue
-from ottermq.broker.ttl import now_ms
+from ottermq.broker.ttl import now_ms, properties_ttl
 
 # Exchanges every vhost has from the start: (name, type, internal). All durable.
 PREDECLARED: Final = (
@@ -736,13 +736,15 @@ class VHost:
     def _apply_queue_declared(self, event: QueueDeclared, owner: object | None = None) -> None:
         if event.name in self.queues:
             return
-        queue = new_queue(
+        arguments = dict(event.arguments)
+        queue = Queue(
             event.name,
-            self,
+            self.name,
             event.durable,
             owner if event.exclusive else None,
             event.auto_delete,
-            dict(event.arguments),
+            arguments,
+            parse_features(arguments, self),
         )
         queue.on_unused = self._queue_unused
         queue.contents = self.contents

@@ -50,7 +50,9 @@ def test_purge_forgets_the_counts_of_purged_messages_only() -> None:
     queue.requeue([first, second])  # one failed delivery each
     delivered = queue.get()
     assert delivered is not None and content(queue, delivered).body == b"a"
+    assert queue.features is not None
     counts = queue.features.delivery
+    assert counts is not None
     assert len(counts) == 2
     assert queue.purge() == 1  # "b"
     assert len(counts) == 1

@@ -1,4 +1,4 @@
-"""TTL: parsing the expiration property, deadlines, and expiry in a FeatureQueue."""
+"""TTL: parsing the expiration property, deadlines, and expiry at the head of a queue."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from ottermq.amqp.errors import ChannelError
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker import ttl
-from ottermq.broker.limits_queue import FeatureQueue, tick_queues
 from ottermq.broker.message import Message
+from ottermq.broker.queue_expiry import tick_queues
 from ottermq.broker.vhost import VHost
 from tests.unit.broker.domain_fakes import FakeConsumer, offer
 
@@ -53,7 +53,7 @@ def test_deadline_takes_the_earlier() -> None:
 def test_expired_entries_leave_at_the_head_and_on_tick() -> None:
     vhost = VHost()
     queue = vhost.declare_queue("q", arguments={"x-message-ttl": 60_000})
-    assert isinstance(queue, FeatureQueue)
+    assert queue.features is not None and queue.features.message_ttl == 60_000
     offer(queue, _message(b"a"))
     offer(queue, _message(b"b"))
     assert queue.ready_count == 2
