@@ -59,6 +59,8 @@ class Queue:
         "_dispatching",
         "_exclusive_consumer",
         "_expiring",
+        "_fresh",
+        "_groups",
         "_had_consumer",
         "_logged",
         "_ready",
@@ -120,11 +122,15 @@ class Queue:
         self.plain = features is None
         self._seq = 0
         self._consumers = ConsumerGroups()
+        # The groups the dispatch loop walks (the same list as `_consumers.groups`: one lookup less).
+        self._groups = self._consumers.groups
         self._exclusive_consumer: Consumer | None = None
         # The only consumer, when there is exactly one (the enqueue fast path).
         self._sole: Consumer | None = None
         self._had_consumer = False
         self._dispatching = False
+        # The entry `enqueue` is dispatching, exempt from expiry while it is (see `dispatch`).
+        self._fresh: QueueEntry | None = None
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, ready={len(self._ready)}, consumers={self.consumer_count})"
@@ -203,16 +209,19 @@ class Queue:
         if not entry.seq:
             self._seq = entry.seq = self._seq + 1
         ready.append(entry)
-        now = now_ms() if self._expiring else 0
         if self.consumer_count and not self._dispatching:
-            self.dispatch(entry, now)
-        self._after_change(now, limit)
+            self._fresh = entry
+            try:
+                self.dispatch()
+            finally:
+                self._fresh = None
+        self._after_change(limit)
         return True
 
-    def _after_change(self, now: int, limit: LengthLimit | None) -> None:
-        """After messages entered: expire the head at `now` (0: nothing may expire), then drop-head."""
-        if now:
-            self._expire_head(now)
+    def _after_change(self, limit: LengthLimit | None) -> None:
+        """After messages entered: expire the head (if entries may expire), then drop-head."""
+        if self._expiring:
+            self._expire_head(now_ms())
         if limit is not None and limit.drops_head:
             ready = self._ready
             dropped: list[QueueEntry] = []
@@ -283,14 +292,10 @@ class Queue:
                     back.append(ready.popleft())
                 back.sort(key=_by_seq)
             ready.extendleft(reversed(back))
-        if self.plain:
-            if back:
-                self.dispatch()
-            return
-        now = now_ms() if self._expiring else 0
         if back:
-            self.dispatch(None, now)
-        self._after_change(now, features.limit if features is not None else None)
+            self.dispatch()
+        if not self.plain:
+            self._after_change(features.limit if features is not None else None)
 
     def settle(self, entries: Iterable[QueueEntry], reason: str = "ack") -> None:
         """Entries leave for good (`reason` as in `events.REMOVAL_REASONS`) and give their content
@@ -521,22 +526,23 @@ class Queue:
             return active + features.single_active.members()
         return active
 
-    def dispatch(self, fresh: QueueEntry | None = None, now: int = 0) -> None:
+    def dispatch(self) -> None:
         """Deliver ready messages to consumers with credit: priority first, round-robin within a priority.
 
-        Entries found at the head past their deadline leave as expired instead; the clock is read only
-        when entries may expire (`now`: the caller's reading, 0 to read it here if needed). `fresh`, the
-        entry being enqueued, is exempt, so a TTL of 0 still reaches a consumer that can take it at once.
+        Entries found at the head past their deadline leave as expired instead (the clock is read only
+        when entries may expire); the entry being enqueued (`_fresh`) is exempt, so a TTL of 0 still
+        reaches a consumer that can take it at once.
         """
         ready = self._ready
         if self._dispatching or not ready or not self.consumer_count:
             return
-        if not now and self._expiring:
-            now = now_ms()
+        # A bool, not the time: the per-message test of the loop stays a pointer comparison.
+        expiring = self._expiring
+        now = now_ms() if expiring else 0
         expired: list[QueueEntry] | None = None
         self._dispatching = True
         try:
-            groups = self._consumers.groups
+            groups = self._groups
             gi = 0
             # Indexes are re-read every turn: a consumer may go away inside deliver().
             while ready and gi < len(groups):
@@ -546,10 +552,10 @@ class Queue:
                 i = group.next
                 idle = 0
                 while ready:
-                    if now:
+                    if expiring:
                         head = ready[0]
                         due = head.deadline
-                        if due and due <= now and head is not fresh:
+                        if due and due <= now and head is not self._fresh:
                             if expired is None:
                                 expired = []
                             expired.append(ready.popleft())
@@ -569,7 +575,7 @@ class Queue:
                 group.next = i
         finally:
             self._dispatching = False
-        if expired:
+        if expired is not None:
             self._remove(expired, deadletter.EXPIRED, "expired")
 
     # -- lifecycle (called by the vhost) -----------------------------------------------------------------
