@@ -82,3 +82,15 @@ def test_requeued_entry_keeps_its_deadline() -> None:
     queue.requeue([entry])
     again = queue.get()
     assert again is entry and again.deadline == deadline
+
+
+def test_a_message_expiration_expires_on_a_plain_queue_without_features() -> None:
+    """A per-message expiration converts nothing: the queue keeps no features and expires at its head."""
+    vhost = VHost()
+    queue = vhost.declare_queue("q")
+    assert queue.plain
+    offer(queue, _message(b"short", expiration="60000"))
+    offer(queue, _message(b"kept"))
+    assert queue.features is None and not queue.plain
+    tick_queues([vhost], ttl.now_ms() + 61_000)
+    assert queue.ready_count == 1
