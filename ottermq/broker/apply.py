@@ -15,18 +15,16 @@ non-durable queues.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from ottermq.broker.events import Event, MessagePublished, TxCommitted, message_id
-from ottermq.broker.limits_queue import ensure_features, properties_ttl
 from ottermq.broker.message import Message, QueueEntry, message_priority, share_size
 from ottermq.broker.queue import Queue
-from ottermq.broker.ttl import now_ms
+from ottermq.broker.ttl import now_ms, properties_ttl
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
     from ottermq.broker.topology import Topology
-    from ottermq.broker.vhost import VHost
 
 # A queue and its entry for one message: what a publish hands back to be made ready.
 Placed = tuple[Queue, QueueEntry]
@@ -49,9 +47,6 @@ def apply_published(
     ttl = properties_ttl(properties) if published else None
     if not published:
         published = now_ms()
-    if ttl is not None:
-        for queue in targets:
-            ensure_features(queue, cast("VHost", vhost))  # head expiry (see limits_queue.py)
     contents = vhost.contents
     if message is not None:
         size = message.body_size

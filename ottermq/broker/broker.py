@@ -43,8 +43,8 @@ from ottermq.broker.events import (
     VHostLimitsSet,
 )
 from ottermq.broker.journal import Journal, MemoryJournal
-from ottermq.broker.limits_queue import tick_queues
 from ottermq.broker.memory import MemoryAccount
+from ottermq.broker.queue_expiry import tick_queues
 from ottermq.broker.vhost import VHost
 
 if TYPE_CHECKING:

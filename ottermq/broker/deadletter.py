@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -152,6 +153,22 @@ def dead_letter(
         queues = route_dead_letter(vhost, exchange_name, copy, keys, reason)
         if queues:
             vhost.publish_now(copy, queues)
+
+
+class DeadLetterTarget:
+    """Where the dead letters of one queue go: x-dead-letter-exchange of `vhost`, with the
+    x-dead-letter-routing-key if set."""
+
+    __slots__ = ("exchange", "routing_key", "vhost")
+
+    def __init__(self, vhost: VHost, exchange: str, routing_key: str | None) -> None:
+        self.vhost = vhost
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+    def send(self, queue_name: str, messages: Iterable[Message], reason: str) -> None:
+        """Republish `messages`, leaving queue `queue_name` for `reason`."""
+        dead_letter(self.vhost, queue_name, self.exchange, self.routing_key, messages, reason, time.time())
 
 
 def fresh_properties(properties: bytes, **changes: Any) -> bytes:

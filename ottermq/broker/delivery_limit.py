@@ -58,6 +58,10 @@ class DeliveryCounts:
             for entry in entries:
                 counts.pop(entry.seq, None)
 
+    def clear(self) -> None:
+        """The queue was deleted: no entry of it comes back."""
+        self._counts.clear()
+
 
 def with_delivery_count(message: Message, count: int) -> Message:
     """A copy of `message` whose headers say x-delivery-count = `count`, for one delivery."""

@@ -1,10 +1,11 @@
 """Priority queues (x-max-priority): the ready list as one FIFO per priority, highest served first.
 
-Strategy: `PriorityReady` offers exactly the deque operations `Queue` uses on its ready list (append,
-popleft, extendleft, extend, [0], len, clear, iteration), so a priority queue is an ordinary queue whose
-`_ready` is one of these. A message's priority is its `priority` property capped at the queue's maximum
-(absent = 0), as RabbitMQ's classic priority queues do; within one priority the order is FIFO, and
-requeued entries go back to the head of their own priority in their original order.
+Strategy: `PriorityReady` is a `ready.Ready` container (the deque operations `Queue` uses on its ready
+list: append, popleft, extendleft, extend, [0], len, clear, iteration), so a priority queue is an
+ordinary queue whose ready container is one of these (chosen at declare, features.py). A message's
+priority is its `priority` property capped at the queue's maximum (absent = 0), as RabbitMQ's classic
+priority queues do; within one priority the order is FIFO, and requeued entries go back to the head of
+their own priority in their original order.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Strategy: the channel routes a message through here only when its raw property flags show `headers`,
 `reply_to` or `expiration` (one bit test on the hot path); everything else never decodes its properties.
-Here: a malformed `expiration` gets RabbitMQ's 406, and the queues it reaches learn to expire messages
-(`limits_queue.ensure_features`); `reply_to: amq.rabbitmq.reply-to` is rewritten to the channel's reply
+Here: a malformed `expiration` gets RabbitMQ's 406 (every queue expires messages at its head, so a valid
+one needs nothing more); `reply_to: amq.rabbitmq.reply-to` is rewritten to the channel's reply
 address (406 without a reply consumer); the `CC` and `BCC` headers add routing keys (sender-selected
 distribution) and BCC is removed before anyone sees the message.
 """
@@ -18,7 +18,6 @@ from ottermq.amqp.methods import BasicPublish
 from ottermq.amqp.properties import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, encode_properties
 from ottermq.broker import reply_to
 from ottermq.broker.deadletter import header_routes
-from ottermq.broker.limits_queue import ensure_features
 from ottermq.broker.message import Message
 from ottermq.broker.ttl import parse_expiration
 
@@ -54,9 +53,7 @@ def route(channel: Channel, exchange: Exchange, message: Message) -> tuple[Messa
         keys.extend(header_routes(headers))
         if "BCC" in headers:
             changes["headers"] = {key: value for key, value in headers.items() if key != "BCC"}
-    expires = props.expiration is not None
-    if expires:
-        assert props.expiration is not None
+    if props.expiration is not None:
         parse_expiration(props.expiration, *_PUBLISH_IDS)
     if changes:
         message = _with_properties(message, encode_properties(dataclasses.replace(props, **changes)))
@@ -69,9 +66,6 @@ def route(channel: Channel, exchange: Exchange, message: Message) -> tuple[Messa
             for queue in vhost.route(exchange, key, message):
                 found[queue] = None
         queues = tuple(found)
-    if expires:
-        for queue in queues:
-            ensure_features(queue, vhost)
     return message, queues
 
 

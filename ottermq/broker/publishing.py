@@ -23,11 +23,10 @@ from ottermq.broker.events import (
     TxCommitted,
     message_id,
 )
-from ottermq.broker.limits_queue import properties_ttl
 from ottermq.broker.message import Message, message_priority
 from ottermq.broker.queue import Queue
 from ottermq.broker.topology import Topology
-from ottermq.broker.ttl import now_ms
+from ottermq.broker.ttl import now_ms, properties_ttl
 
 # The priority and expiration flags, in the first octet of raw content-header properties.
 _TTL_OR_PRIORITY: Final = (FLAG_PRIORITY | FLAG_EXPIRATION) >> 8

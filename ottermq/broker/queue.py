@@ -1,13 +1,27 @@
-"""A queue: ready messages in FIFO order and the consumers they are dispatched to.
+"""A queue: ready messages in FIFO order, the consumers they are dispatched to, and its features.
 
-Strategy: ready messages are a deque of `QueueEntry` ordered by `seq`; enqueue appends, delivery pops from
-the head, and requeued entries are merged back at the head by `seq`, so a message returned by a consumer
-takes its original place again. Unacknowledged entries are not kept here: the channel that received them
-holds them and hands them back through `requeue` or `settle`.
+Strategy: ready messages are `QueueEntry` records ordered by `seq` in a `Ready` container (a deque, or
+per priority: ready.py); enqueue appends, delivery pops from the head, and requeued entries are merged
+back at the head by `seq`, so a message returned by a consumer takes its original place again.
+Unacknowledged entries are not kept here: the channel that received them holds them and hands them back
+through `requeue` or `settle`.
 
-Consumers are grouped by priority, highest first; within a group they are served round-robin, skipping
-those without credit. `dispatch` runs until the ready list is empty or no consumer has credit, and is
-re-entrancy safe: a consumer that calls back into the queue from `deliver` does not start a nested pass.
+Consumers are grouped by priority, highest first (consumer_groups.py); within a group they are served
+round-robin, skipping those without credit. `dispatch` runs until the ready list is empty or no consumer
+has credit, and is re-entrancy safe: a consumer that calls back into the queue from `deliver` does not
+start a nested pass.
+
+Features (TTL, x-expires, length limits, dead lettering, priorities, single active consumer, delivery
+limit) are chosen once, at declare, as parts (features.py) that the queue consults where messages enter
+and leave. A queue without features whose entries never expire is `plain`: `enqueue` and `get` take
+their short paths (a sole consumer keeping up gets each message without the round-robin machinery). Any
+other queue takes the checked ones: overflow checks before a message enters, head expiry, drop-head
+after. Expiry works on every queue, as in RabbitMQ: an entry with a `deadline` leaves when it is found at
+the head past it (and on the once-a-second tick, queue_expiry.py); the clock is read only by a queue
+that may hold such entries (`_expiring`, set when one is made here), so a plain queue never reads it.
+Every message that leaves other than by an ack goes through `settle` with its reason, so the durable
+store logs it, and is dead-lettered first when the queue has a dead-letter exchange (a crash in between
+leaves a duplicate, never a loss).
 """
 
 from __future__ import annotations
@@ -19,33 +33,33 @@ from typing import Any, Final
 
 from ottermq.amqp.constants import ACCESS_REFUSED
 from ottermq.amqp.errors import ChannelError
+from ottermq.broker import deadletter
 from ottermq.broker.consumer import Consumer
+from ottermq.broker.consumer_groups import ConsumerGroups
 from ottermq.broker.content import Contents
-from ottermq.broker.message import Message, QueueEntry
+from ottermq.broker.delivery_limit import with_delivery_count
+from ottermq.broker.features import QueueFeatures
+from ottermq.broker.length_limit import REJECT_PUBLISH_DLX, LengthLimit
+from ottermq.broker.message import Message, QueueEntry, message_priority
+from ottermq.broker.ready import Ready
+from ottermq.broker.ttl import deadline, now_ms
 
 _by_seq = attrgetter("seq")
+_deadline_of = attrgetter("deadline")
 # The content store of queues made without a vhost (unit tests): contents are added by whoever makes
 # their entries, so one store for all of them is enough.
 _ORPHANS: Final = Contents()
-
-
-class _PriorityGroup:
-    """Consumers of one priority, served round-robin from `next`."""
-
-    __slots__ = ("members", "next", "priority")
-
-    def __init__(self, priority: int) -> None:
-        self.priority = priority
-        self.members: list[Consumer] = []
-        self.next = 0
 
 
 class Queue:
     """A queue of one vhost. Created and removed by `VHost`, which owns its lifecycle."""
 
     __slots__ = (
+        "_consumers",
         "_dispatching",
         "_exclusive_consumer",
+        "_expiring",
+        "_fresh",
         "_groups",
         "_had_consumer",
         "_logged",
@@ -63,6 +77,7 @@ class Queue:
         "name",
         "on_removed",
         "on_unused",
+        "plain",
         "resource",
         "vhost",
     )
@@ -75,7 +90,9 @@ class Queue:
         exclusive_owner: object | None = None,
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
+        features: QueueFeatures | None = None,
     ) -> None:
+        """`features` are those `features.parse_features` reads from the declare `arguments` (None: none)."""
         self.name = name
         self.vhost = vhost
         self.durable = durable
@@ -91,21 +108,29 @@ class Queue:
         self.contents: Contents = _ORPHANS
         # Set by the vhost: called when an auto-delete queue loses its last consumer.
         self.on_unused: Callable[[Queue], None] | None = None
-        # TTL, limits, dead lettering... (limits_queue.QueueFeatures) on a FeatureQueue; None on plain queues.
-        self.features: Any = None
+        self.features = features
         # Set by the vhost on durable queues: called with the ids of logged messages that leave for good.
         self.on_removed: Callable[[Queue, list[int], str], None] | None = None
         # Logged messages of a durable queue, ready or delivered, by id in log order: what a snapshot
         # records and what keeps their records alive in the log.
         self._logged: dict[int, QueueEntry] = {}
-        self._ready: deque[QueueEntry] = deque()
+        self._ready: Ready = deque() if features is None else features.new_ready()
+        # True once the queue may hold entries with a deadline (it has an x-message-ttl, or an entry with
+        # one was made here): only then is the clock read. It stays set.
+        self._expiring = features is not None and features.message_ttl is not None
+        # No features and no entry that may expire: the short paths suffice (and there are no timers).
+        self.plain = features is None
         self._seq = 0
-        self._groups: list[_PriorityGroup] = []
+        self._consumers = ConsumerGroups()
+        # The groups the dispatch loop walks (the same list as `_consumers.groups`: one lookup less).
+        self._groups = self._consumers.groups
         self._exclusive_consumer: Consumer | None = None
         # The only consumer, when there is exactly one (the enqueue fast path).
         self._sole: Consumer | None = None
         self._had_consumer = False
         self._dispatching = False
+        # The entry `enqueue` is dispatching, exempt from expiry while it is (see `dispatch`).
+        self._fresh: QueueEntry | None = None
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, ready={len(self._ready)}, consumers={self.consumer_count})"
@@ -120,12 +145,23 @@ class Queue:
         """Messages waiting for delivery (not counting delivered, unacknowledged ones)."""
         return len(self._ready)
 
-    # -- messages ---------------------------------------------------------------------------------------
+    def _may_expire(self) -> None:
+        """Entries with deadlines may be ready from now on: read the clock, take the checked paths."""
+        self._expiring = True
+        self.plain = False
+
+    # -- messages in ------------------------------------------------------------------------------------
 
     def new_entry(self, msg_id: int, size: int, priority: int, published: int, ttl: int | None) -> QueueEntry:
         """This queue's record of a message published at `published` (ms since the epoch) whose own
-        `expiration` is `ttl` ms (None: none); it expires `ttl` after `published`."""
-        return QueueEntry(msg_id, size, priority, published + ttl if ttl is not None else 0)
+        `expiration` is `ttl` ms (None: none); it expires `ttl` after `published`, or the queue's
+        x-message-ttl after it when that is earlier."""
+        features = self.features
+        queue_ttl = features.message_ttl if features is not None else None
+        if ttl is None and queue_ttl is None:
+            return QueueEntry(msg_id, size, priority)
+        self._may_expire()
+        return QueueEntry(msg_id, size, priority, deadline(published, ttl, queue_ttl))
 
     def index(self, entry: QueueEntry) -> None:
         """A logged message joins this durable queue (the apply of its publish, live or replayed): it
@@ -137,7 +173,9 @@ class Queue:
 
     def enqueue(self, entry: QueueEntry) -> bool:
         """Make an entry ready and hand it to a consumer if one has credit; False when the queue refused
-        it (a full queue with x-overflow reject-publish, see limits_queue.py; its reference is given back)."""
+        it (a full queue with x-overflow reject-publish, see length_limit.py; its reference is given back)."""
+        if not self.plain:
+            return self._enqueue_checked(entry)
         if not entry.seq:
             self._seq = entry.seq = self._seq + 1
         sole = self._sole
@@ -156,55 +194,122 @@ class Queue:
             self.dispatch()
         return True
 
+    def _enqueue_checked(self, entry: QueueEntry) -> bool:
+        """`enqueue` on a queue that is not plain: refused (and left as `maxlen`) when full with
+        reject-publish; else ready, delivered if a consumer can take it (a deadline of now still reaches
+        one), then the head expires and drops as deadlines and drop-head say."""
+        features = self.features
+        ready = self._ready
+        limit = features.limit if features is not None else None
+        if limit is not None and limit.refuses(len(ready), entry.size):
+            if limit.overflow == REJECT_PUBLISH_DLX:
+                self._dead_letter([entry], deadletter.MAXLEN)
+            self.settle((entry,), "maxlen")
+            return False
+        if not entry.seq:
+            self._seq = entry.seq = self._seq + 1
+        ready.append(entry)
+        if self.consumer_count and not self._dispatching:
+            self._fresh = entry
+            try:
+                self.dispatch()
+            finally:
+                self._fresh = None
+        self._after_change(limit)
+        return True
+
+    def _after_change(self, limit: LengthLimit | None) -> None:
+        """After messages entered: expire the head (if entries may expire), then drop-head."""
+        if self._expiring:
+            self._expire_head(now_ms())
+        if limit is not None and limit.drops_head:
+            ready = self._ready
+            dropped: list[QueueEntry] = []
+            while ready and limit.over(len(ready)):
+                dropped.append(ready.popleft())
+            if dropped:
+                self._remove(dropped, deadletter.MAXLEN, "maxlen")
+
     def refuses(self, size: int) -> bool:
         """True when `enqueue` would refuse a message of `size` bytes now (a full queue with x-overflow
         reject-publish or reject-publish-dlx): a confirm channel then enqueues it nowhere (a nacked
         message is never delivered)."""
         features = self.features
-        return (
-            features is not None
-            and features.overflow != "drop-head"
-            and (features.max_length is not None or features.max_bytes is not None)
-            and features.would_overflow(len(self._ready), size)
-        )
+        if features is None:
+            return False
+        limit = features.limit
+        return limit is not None and limit.refuses(len(self._ready), size)
 
     def content_of(self, entry: QueueEntry) -> Message:
-        """The content to deliver for `entry` (from the content store)."""
-        return self.contents.get(entry.msg_id)
+        """The content to deliver for `entry` (from the content store), with x-delivery-count when the
+        queue has a delivery limit and the entry came back before."""
+        message = self.contents.get(entry.msg_id)
+        features = self.features
+        if features is not None and features.delivery is not None:
+            count = features.delivery.count(entry)
+            if count:
+                return with_delivery_count(message, count)
+        return message
+
+    # -- messages out -----------------------------------------------------------------------------------
 
     def get(self) -> QueueEntry | None:
-        """Take the oldest ready message (basic.get), or None when there is none."""
+        """Take the oldest ready message (basic.get), or None when there is none (expired ones leave)."""
         ready = self._ready
+        if not self.plain:
+            now = now_ms()
+            features = self.features
+            if features is not None and features.expiry is not None:
+                features.expiry.used(now)
+            if self._expiring:
+                self._expire_head(now)
         return ready.popleft() if ready else None
 
     def requeue(self, entries: Iterable[QueueEntry]) -> None:
         """Put delivered entries back at the head, in their original queue order, marked redelivered.
 
         Entries requeued earlier and still ready are merged by `seq`, so the ready list stays in publish
-        order. A deleted queue drops them.
+        order. With x-delivery-limit each return counts a failed delivery, and an entry over the limit
+        leaves instead (dead-lettered as `delivery_limit`). A deleted queue drops them.
         """
         if self.deleted:
             self._release(entries)
             return
+        features = self.features
+        if features is not None and features.delivery is not None:
+            entries, over = features.delivery.returned(entries)
+            if over:
+                self._remove(over, deadletter.DELIVERY_LIMIT, "drop")
         back = sorted(entries, key=_by_seq)
-        if not back:
-            return
-        for entry in back:
-            entry.redelivered = True
-        ready = self._ready
-        last = back[-1].seq
-        if ready and ready[0].seq < last:
-            # Only entries requeued before and not yet redelivered can sit ahead; there are few.
-            while ready and ready[0].seq < last:
-                back.append(ready.popleft())
-            back.sort(key=_by_seq)
-        ready.extendleft(reversed(back))
-        self.dispatch()
+        if back:
+            for entry in back:
+                entry.redelivered = True
+            ready = self._ready
+            last = back[-1].seq
+            if ready and ready[0].seq < last:
+                # Only entries requeued before and not yet redelivered can sit ahead; there are few.
+                while ready and ready[0].seq < last:
+                    back.append(ready.popleft())
+                back.sort(key=_by_seq)
+            ready.extendleft(reversed(back))
+        if back:
+            self.dispatch()
+        if not self.plain:
+            self._after_change(features.limit if features is not None else None)
 
     def settle(self, entries: Iterable[QueueEntry], reason: str = "ack") -> None:
         """Entries leave for good (`reason` as in `events.REMOVAL_REASONS`) and give their content
-        reference back. Logged ones are reported to `on_removed` (one call per settle), which journals
-        their removal and then applies it (`forget`)."""
+        reference back; rejected ones (nack/reject without requeue) are dead-lettered first. Logged ones
+        are reported to `on_removed` (one call per settle), which journals their removal and then
+        applies it (`forget`)."""
+        features = self.features
+        if features is not None:
+            if not isinstance(entries, (list, tuple)):
+                entries = list(entries)
+            if features.delivery is not None:
+                features.delivery.forget(entries)
+            if reason == "reject" and features.dead_letter is not None and not self.deleted:
+                self._dead_letter(entries, deadletter.REJECTED)
         release = self.contents.release
         if not self.durable or self.deleted:
             for entry in entries:
@@ -222,6 +327,37 @@ class Queue:
             else:
                 self.forget(logged)
 
+    def _expire_head(self, now: int) -> None:
+        """Remove the entries at the head whose deadline has passed at `now`."""
+        ready = self._ready
+        if not ready:
+            return
+        due = ready[0].deadline
+        if not due or due > now:
+            return
+        expired: list[QueueEntry] = []
+        while ready:
+            due = ready[0].deadline
+            if not due or due > now:
+                break
+            expired.append(ready.popleft())
+        self._remove(expired, deadletter.EXPIRED, "expired")
+
+    def _remove(self, entries: list[QueueEntry], death: str, reason: str) -> None:
+        """Entries leave without an ack: dead-letter them first (if configured), then log the removal."""
+        self._dead_letter(entries, death)
+        self.settle(entries, reason)
+
+    def _dead_letter(self, entries: Iterable[QueueEntry], reason: str) -> None:
+        """Republish the contents of `entries` to the dead-letter exchange, if the queue has one (before
+        they are settled: settling gives their content references back)."""
+        features = self.features
+        target = features.dead_letter if features is not None else None
+        if target is None:
+            return
+        get = self.contents.get
+        target.send(self.name, [get(entry.msg_id) for entry in entries if entry.msg_id], reason)
+
     def forget(self, ids: Iterable[int]) -> None:
         """Logged messages removed for good (the apply of a MessagesRemoved event): their entries give
         their content references back."""
@@ -230,6 +366,8 @@ class Queue:
         for msg_id in ids:
             if logged.pop(msg_id, None) is not None:
                 release(msg_id)
+
+    # -- the durable index and recovery -----------------------------------------------------------------
 
     def ready_logged_ids(self) -> list[int]:
         """Ids of the logged messages that are ready (what a purge removes)."""
@@ -248,12 +386,33 @@ class Queue:
 
     def restore_index(self, entries: list[QueueEntry]) -> None:
         """Recovery in bulk (a snapshot's index of the queue, in log order): `index` of each entry,
-        without a method call per entry (a million at start-up)."""
+        without a method call per entry (a million at start-up).
+
+        The deadlines the log kept come back as they are. A message of an older log has none (0 with
+        x-message-ttl set cannot be a kept deadline): the queue's x-message-ttl then counts again from
+        the restart; its own `expiration` is not read here, as that would read every content of the
+        backlog from the log. On a priority queue, a priority not kept (-1) is read from the content once.
+        """
         start = self._seq + 1
         for seq, entry in enumerate(entries, start):
             entry.seq = seq
         self._seq += len(entries)
         self._logged.update([(entry.msg_id, entry) for entry in entries])
+        if not self._expiring and any(map(_deadline_of, entries)):
+            self._may_expire()
+        features = self.features
+        if features is None:
+            return
+        if features.message_ttl is not None:
+            due = now_ms() + features.message_ttl
+            for entry in entries:
+                if not entry.deadline:
+                    entry.deadline = due
+        if features.max_priority:
+            contents = self.contents
+            for entry in entries:
+                if entry.priority < 0:
+                    entry.priority = message_priority(contents.get(entry.msg_id).properties)
 
     def recovered(self, redelivered: bool) -> None:
         """Recovery is over: every restored message still logged becomes ready, in log order;
@@ -262,12 +421,23 @@ class Queue:
         if redelivered:
             for entry in entries:
                 entry.redelivered = True
+        features = self.features
+        if features is not None and features.limit is not None and features.limit.sized:
+            # Sizes not kept by an older snapshot (-1) are learnt from the contents, once.
+            get = self.contents.get
+            for entry in entries:
+                if entry.size < 0:
+                    entry.size = get(entry.msg_id).body_size
         self._ready.extend(entries)
 
     def purge(self) -> int:
-        """Drop every ready message; return how many there were. Logged ones were removed (and their
-        references given back) by the purge's MessagesRemoved; the others give theirs back here."""
+        """Drop every ready message (nothing is dead-lettered, as in RabbitMQ); return how many there
+        were. Logged ones were removed (and their references given back) by the purge's MessagesRemoved;
+        the others give theirs back here. Their delivery counts go (delivered entries keep theirs)."""
         ready = self._ready
+        features = self.features
+        if features is not None and features.delivery is not None:
+            features.delivery.forget(ready)
         count = len(ready)
         self._release_transient(ready)
         ready.clear()
@@ -297,19 +467,20 @@ class Queue:
             raise ChannelError(ACCESS_REFUSED, f"ACCESS_REFUSED - {self.resource} in exclusive use")
 
     def add_consumer(self, consumer: Consumer) -> None:
-        """Register a consumer (403 when exclusivity forbids it).
+        """Register a consumer (403 when exclusivity forbids it); on a single-active-consumer queue with
+        an active one, it waits its turn (and counts among the consumers all the same).
 
         It does not dispatch: the channel sends basic.consume-ok first, then calls `dispatch()`.
         """
         self.check_can_consume(consumer.exclusive)
-        priority = consumer.priority
-        groups = self._groups
-        index = 0
-        while index < len(groups) and groups[index].priority > priority:
-            index += 1
-        if index == len(groups) or groups[index].priority != priority:
-            groups.insert(index, _PriorityGroup(priority))
-        groups[index].members.append(consumer)
+        features = self.features
+        if features is not None:
+            features.used()
+        waiting = features.single_active if features is not None else None
+        if waiting is not None and self.consumer_count:
+            waiting.park(consumer)
+        else:
+            self._consumers.add(consumer)
         self.consumer_count += 1
         self._sole = consumer if self.consumer_count == 1 else None
         self._had_consumer = True
@@ -317,48 +488,62 @@ class Queue:
             self._exclusive_consumer = consumer
 
     def remove_consumer(self, consumer: Consumer) -> bool:
-        """Unregister a consumer (a no-op if unknown).
+        """Unregister a consumer (a no-op if unknown). When the active consumer of a single-active-consumer
+        queue leaves, the longest-waiting one takes over and gets what is ready.
 
         Returns True when this was the last consumer of an auto-delete queue: the queue is then deleted
         (through `on_unused`) before this returns.
         """
-        place = self._locate(consumer)
-        if place is None:
+        features = self.features
+        waiting = None
+        if features is not None:
+            features.used()
+            waiting = features.single_active
+            if waiting is not None and waiting.leave(consumer):
+                self.consumer_count -= 1
+                self._sole = self._consumers.first() if self.consumer_count == 1 else None
+                return False
+        consumers = self._consumers
+        if not consumers.remove(consumer):
             return False
-        gi, index = place
-        group = self._groups[gi]
-        del group.members[index]
-        if index < group.next:
-            group.next -= 1
-        if not group.members:
-            del self._groups[gi]
         self.consumer_count -= 1
-        self._sole = self._groups[0].members[0] if self.consumer_count == 1 else None
         if self._exclusive_consumer is consumer:
             self._exclusive_consumer = None
+        successor = waiting.next() if waiting is not None else None
+        if successor is not None:
+            consumers.add(successor)
+        self._sole = consumers.first() if self.consumer_count == 1 else None
+        if successor is not None:
+            self.dispatch()
+            return False
         if self.auto_delete and not self.consumer_count and self._had_consumer and not self.deleted:
             if self.on_unused is not None:
                 self.on_unused(self)
             return True
         return False
 
-    def _locate(self, consumer: Consumer) -> tuple[int, int] | None:
-        """(group index, member index) of a consumer, compared by identity."""
-        for gi, group in enumerate(self._groups):
-            for index, member in enumerate(group.members):
-                if member is consumer:
-                    return gi, index
-        return None
-
     def consumers(self) -> list[Consumer]:
-        """The consumers, highest priority first."""
-        return [member for group in self._groups for member in group.members]
+        """The consumers, highest priority first, then those waiting their turn (single active)."""
+        active = self._consumers.members()
+        features = self.features
+        if features is not None and features.single_active is not None:
+            return active + features.single_active.members()
+        return active
 
     def dispatch(self) -> None:
-        """Deliver ready messages to consumers with credit: priority first, round-robin within a priority."""
+        """Deliver ready messages to consumers with credit: priority first, round-robin within a priority.
+
+        Entries found at the head past their deadline leave as expired instead (the clock is read only
+        when entries may expire); the entry being enqueued (`_fresh`) is exempt, so a TTL of 0 still
+        reaches a consumer that can take it at once.
+        """
         ready = self._ready
         if self._dispatching or not ready or not self.consumer_count:
             return
+        # A bool, not the time: the per-message test of the loop stays a pointer comparison.
+        expiring = self._expiring
+        now = now_ms() if expiring else 0
+        expired: list[QueueEntry] | None = None
         self._dispatching = True
         try:
             groups = self._groups
@@ -371,6 +556,14 @@ class Queue:
                 i = group.next
                 idle = 0
                 while ready:
+                    if expiring:
+                        head = ready[0]
+                        due = head.deadline
+                        if due and due <= now and head is not self._fresh:
+                            if expired is None:
+                                expired = []
+                            expired.append(ready.popleft())
+                            continue
                     n = len(members)
                     if idle >= n:
                         break
@@ -386,13 +579,29 @@ class Queue:
                 group.next = i
         finally:
             self._dispatching = False
+        if expired is not None:
+            self._remove(expired, deadletter.EXPIRED, "expired")
 
     # -- lifecycle (called by the vhost) -----------------------------------------------------------------
 
+    def tick(self, now: int) -> bool:
+        """Once a second, on a queue that is not plain (queue_expiry.tick_queues): expire what is due at
+        the head; True when the queue has been unused for its x-expires (the vhost then deletes it)."""
+        if self.deleted:
+            return False
+        if self._expiring:
+            self._expire_head(now)
+        features = self.features
+        expiry = features.expiry if features is not None else None
+        return expiry is not None and not self.consumer_count and expiry.due(now)
+
     def detach_consumers(self) -> list[Consumer]:
-        """Forget every consumer without telling them; return them."""
+        """Forget every consumer (waiting ones too) without telling them; return them."""
         consumers = self.consumers()
-        self._groups.clear()
+        features = self.features
+        if features is not None and features.single_active is not None:
+            features.single_active.take_all()
+        self._consumers.clear()
         self.consumer_count = 0
         self._sole = None
         self._exclusive_consumer = None
@@ -411,6 +620,9 @@ class Queue:
             release(msg_id)
             entry.msg_id = 0  # delivered ones settle later: their reference is given back already
         logged.clear()
+        features = self.features
+        if features is not None and features.delivery is not None:
+            features.delivery.clear()  # entries that come back now are dropped: no count is needed
         for consumer in self.detach_consumers():
             consumer.cancelled_by_broker()
         return count

@@ -39,7 +39,7 @@ from ottermq.broker.events import (
 )
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Exchange
 from ottermq.broker.journal import Journal, MemoryJournal
-from ottermq.broker.limits_queue import new_queue
+from ottermq.broker.features import parse_features
 from ottermq.broker.message import Message
 from ottermq.broker.queue import Queue
 
@@ -258,13 +258,16 @@ class Topology:
     def _apply_queue_declared(self, event: QueueDeclared, owner: object | None = None) -> None:
         if event.name in self.queues:
             return
-        queue = new_queue(
+        arguments = dict(event.arguments)
+        queue = Queue(
             event.name,
-            cast("VHost", self),  # dead lettering and x-expires act through the vhost's operations
+            self.name,
             event.durable,
             owner if event.exclusive else None,
             event.auto_delete,
-            dict(event.arguments),
+            arguments,
+            # Dead lettering and x-expires act through the vhost's operations.
+            parse_features(arguments, cast("VHost", self)),
         )
         queue.on_unused = self._queue_unused
         queue.contents = self.contents

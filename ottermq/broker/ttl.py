@@ -4,9 +4,9 @@ Strategy: a TTL becomes an absolute deadline (milliseconds since the epoch, wall
 message is enqueued: the earlier of publish time + `expiration` and enqueue time + the queue's
 x-message-ttl (publish and enqueue are the same instant here). Absolute deadlines mean a message that
 comes back from the log after a restart expires when it would have, not a full TTL later. Expiry itself
-happens at the queue head, as in RabbitMQ (limits_queue.py), plus a once-a-second sweep from
-`Broker.tick`. A TTL of 0 means "deliver now or never": the entry is handed to a consumer that can take
-it at once, and expires otherwise.
+happens at the queue head, as in RabbitMQ (queue.py, on every queue: a per-message `expiration` needs no
+declared feature), plus a once-a-second sweep from `Broker.tick` (queue_expiry.py). A TTL of 0 means
+"deliver now or never": the entry is handed to a consumer that can take it at once, and expires otherwise.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from typing import Final
 
 from ottermq.amqp.constants import PRECONDITION_FAILED
 from ottermq.amqp.errors import ChannelError
+from ottermq.amqp.properties import FLAG_EXPIRATION, peek_expiration
 from ottermq.broker.arguments import MAX_EXPIRY
 
 _LEADING_INT: Final = re.compile(r"[+-]?\d+")
+# The expiration flag in the first octet of the raw property flags.
+_EXPIRATION_BIT: Final = FLAG_EXPIRATION >> 8
 
 
 def now_ms() -> int:
@@ -63,3 +66,16 @@ def deadline(now: int, message_ttl: int | None, queue_ttl: int | None) -> int:
     if queue_ttl is not None and queue_ttl < message_ttl:
         return now + queue_ttl
     return now + message_ttl
+
+
+def properties_ttl(properties: bytes) -> int | None:
+    """The `expiration` in ms of raw content-header properties, or None (also for a malformed one)."""
+    if not (properties and properties[0] & _EXPIRATION_BIT):
+        return None
+    raw = peek_expiration(properties)
+    if raw is None:
+        return None
+    try:
+        return parse_expiration(raw)
+    except ChannelError:
+        return None

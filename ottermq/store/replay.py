@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Final
 from memento.log import Log
 from memento.record import FLAG_RELOCATED
 from ottermq.broker.apply import apply_record
-from ottermq.broker.limits_queue import ensure_features
 from ottermq.broker.message import QueueEntry, share_size
 from ottermq.store.codec import (
     OFFSET_SHIFT,
@@ -82,11 +81,8 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex]) -> None:
         )
         count = len(ids)
         deadlines = index.deadlines if index.deadlines is not None else [0] * count
-        # Body sizes are unknown (-1) in an older snapshot: learnt when first needed (limits_queue).
+        # Body sizes are unknown (-1) in an older snapshot: learnt when first needed (Queue.recovered).
         sizes = index.sizes if index.sizes is not None else [-1] * count
-        if any(deadlines):
-            # A message's own expiration made the queue expire at its head live too (limits_queue.py).
-            ensure_features(queue, vhost)
         for start in range(0, count, _CHUNK):
             end = start + _CHUNK
             chunk_ids = ids[start:end]

@@ -171,9 +171,14 @@ class LiveBroker:
 
 
 def queue_kinds(broker: Broker) -> dict[str, dict[str, str]]:
-    """The class of each durable queue by vhost (a queue's features should follow from its declaration)."""
+    """What each durable queue is, by vhost: its class and the feature parts it has (they follow from its
+    declaration alone, never from the messages it received)."""
     return {
-        vhost.name: {name: type(queue).__name__ for name, queue in vhost.queues.items() if queue.durable}
+        vhost.name: {
+            name: " ".join([type(queue).__name__, *(queue.features.parts() if queue.features else [])])
+            for name, queue in vhost.queues.items()
+            if queue.durable
+        }
         for vhost in broker.vhosts.values()
     }
 
@@ -603,36 +608,6 @@ def test_replay_equals_live(session: Session, source: str) -> None:
     assert_same(without_deadlines(session.live), without_deadlines(session.rebuilt[source].view))
 
 
-class KnownDivergence(AssertionError):
-    """A difference of exactly the shape a strict xfail below names; any other difference is a plain
-    AssertionError, which fails the test outright."""
-
-
-# Live, any message with an `expiration` turns a plain durable queue into a FeatureQueue in place
-# (publish_hooks.py:74), a transient message too; replay converts it only for a logged publish with an
-# expiration (vhost.py:260) or a snapshot entry with a deadline (replay.py:46), so after a restart the queue
-# is a plain Queue again (q.conv: a transient message; q.conv2: a persistent one settled before the snapshot).
-CONVERTED_BY_EXPIRATION = {("/", "q.conv"), ("/", "q.conv2")}
-KIND_FROM_EXPIRATION = (
-    "a per-message expiration makes a plain queue a FeatureQueue live (publish_hooks.py:74), also for a "
-    "transient message, while replay converts only on a logged publish with one (vhost.py:260) or a "
-    "snapshot deadline (replay.py:46)"
-)
-
-
-def check_kinds(live: dict[str, dict[str, str]], rebuilt: dict[str, dict[str, str]]) -> None:
-    """Equal queue classes; KnownDivergence when the only differences are queues an expiration converted."""
-    differences = diff_views(live, rebuilt)
-    if not differences:
-        return
-    text = "\n".join(differences)
-    assert {v: set(q) for v, q in live.items()} == {v: set(q) for v, q in rebuilt.items()}, text
-    diverging = {(v, q) for v, queues in live.items() for q, kind in queues.items() if rebuilt[v][q] != kind}
-    assert diverging <= CONVERTED_BY_EXPIRATION, f"unexpected queue classes:\n{text}"
-    assert all(live[v][q] == "FeatureQueue" and rebuilt[v][q] == "Queue" for v, q in diverging), text
-    raise KnownDivergence(f"{KIND_FROM_EXPIRATION}:\n{text}")
-
-
 @pytest.mark.parametrize("source", SOURCES)
 def test_replay_keeps_live_deadlines(session: Session, source: str) -> None:
     """Deadlines count from the publish time the event carries, live and on replay alike: a confirm-mode
@@ -641,7 +616,10 @@ def test_replay_keeps_live_deadlines(session: Session, source: str) -> None:
     assert_same(session.live, session.rebuilt[source].view)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownDivergence, reason=KIND_FROM_EXPIRATION)
 @pytest.mark.parametrize("source", SOURCES)
 def test_replay_keeps_queue_kinds(session: Session, source: str) -> None:
-    check_kinds(session.kinds, session.rebuilt[source].kinds)
+    """Queues come back with the features they were declared with; a message with its own expiration
+    (q.conv: a transient one; q.conv2: a persistent one settled before the snapshot) changes none."""
+    kinds = session.rebuilt[source].kinds
+    assert_same(session.kinds, kinds)
+    assert kinds["/"]["q.conv"] == kinds["/"]["q.conv2"] == "Queue"

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ottermq.amqp.properties import EMPTY_PROPERTIES, BasicProperties, encode_properties
-from ottermq.broker.limits_queue import properties_ttl
 from ottermq.broker.message import Message, QueueEntry, message_priority
 from ottermq.broker.queue import Queue
-from ottermq.broker.ttl import now_ms
+from ottermq.broker.ttl import now_ms, properties_ttl
 from ottermq.broker.vhost import VHost
 
 

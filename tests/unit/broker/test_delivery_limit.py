@@ -50,10 +50,26 @@ def test_purge_forgets_the_counts_of_purged_messages_only() -> None:
     queue.requeue([first, second])  # one failed delivery each
     delivered = queue.get()
     assert delivered is not None and content(queue, delivered).body == b"a"
+    assert queue.features is not None
     counts = queue.features.delivery
+    assert counts is not None
     assert len(counts) == 2
     assert queue.purge() == 1  # "b"
     assert len(counts) == 1
     queue.requeue([delivered])
     again = queue.get()
     assert again is not None and (content(queue, again).headers or {})["x-delivery-count"] == 2
+
+
+def test_deleting_the_queue_forgets_the_counts() -> None:
+    vhost = VHost()
+    queue = vhost.declare_queue("q", arguments={"x-delivery-limit": 5})
+    offer(queue, _message(b"a"))
+    first = queue.get()
+    assert first is not None
+    queue.requeue([first])
+    assert queue.features is not None and queue.features.delivery is not None
+    counts = queue.features.delivery
+    assert len(counts) == 1
+    vhost.delete_queue("q")
+    assert len(counts) == 0

@@ -28,7 +28,6 @@ def test_a_message_held_for_its_record_keeps_its_deadline_for_a_snapshot() -> No
     logged entries: with the deadline its TTL gives, or it would never expire after a restart."""
     from ottermq.amqp.properties import BasicProperties, encode_properties
     from ottermq.broker.broker import Broker
-    from ottermq.broker.limits_queue import ensure_features
     from ottermq.broker.message import Message
     from ottermq.broker.ttl import now_ms
 
@@ -36,7 +35,6 @@ def test_a_message_held_for_its_record_keeps_its_deadline_for_a_snapshot() -> No
     vhost = broker.vhosts["/"]
     by_queue_ttl = vhost.declare_queue("ttl", durable=True, arguments={"x-message-ttl": 60_000})
     by_expiration = vhost.declare_queue("plain", durable=True)
-    ensure_features(by_expiration, vhost)  # as routing does for a message with an expiration
     expiring = Message(
         "", "plain", encode_properties(BasicProperties(delivery_mode=2, expiration="30000")), b"x"
     )

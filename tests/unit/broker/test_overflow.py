@@ -1,4 +1,4 @@
-"""Length limits of a FeatureQueue: drop-head, reject-publish, reject-publish-dlx, byte counts."""
+"""Length limits of a queue: drop-head, reject-publish, reject-publish-dlx, byte counts."""
 
 from __future__ import annotations
 

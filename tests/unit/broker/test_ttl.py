@@ -1,4 +1,4 @@
-"""TTL: parsing the expiration property, deadlines, and expiry in a FeatureQueue."""
+"""TTL: parsing the expiration property, deadlines, and expiry at the head of a queue."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from ottermq.amqp.errors import ChannelError
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker import ttl
-from ottermq.broker.limits_queue import FeatureQueue, tick_queues
 from ottermq.broker.message import Message
+from ottermq.broker.queue_expiry import tick_queues
 from ottermq.broker.vhost import VHost
 from tests.unit.broker.domain_fakes import FakeConsumer, offer
 
@@ -53,7 +53,7 @@ def test_deadline_takes_the_earlier() -> None:
 def test_expired_entries_leave_at_the_head_and_on_tick() -> None:
     vhost = VHost()
     queue = vhost.declare_queue("q", arguments={"x-message-ttl": 60_000})
-    assert isinstance(queue, FeatureQueue)
+    assert queue.features is not None and queue.features.message_ttl == 60_000
     offer(queue, _message(b"a"))
     offer(queue, _message(b"b"))
     assert queue.ready_count == 2
@@ -82,3 +82,15 @@ def test_requeued_entry_keeps_its_deadline() -> None:
     queue.requeue([entry])
     again = queue.get()
     assert again is entry and again.deadline == deadline
+
+
+def test_a_message_expiration_expires_on_a_plain_queue_without_features() -> None:
+    """A per-message expiration converts nothing: the queue keeps no features and expires at its head."""
+    vhost = VHost()
+    queue = vhost.declare_queue("q")
+    assert queue.plain
+    offer(queue, _message(b"short", expiration="60000"))
+    offer(queue, _message(b"kept"))
+    assert queue.features is None and not queue.plain
+    tick_queues([vhost], ttl.now_ms() + 61_000)
+    assert queue.ready_count == 1

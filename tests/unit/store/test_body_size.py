@@ -19,8 +19,8 @@ from memento.log import Log
 from memento.record import Record, RecordPosition
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
-from ottermq.broker.limits_queue import FeatureQueue
 from ottermq.broker.message import Message, StoredMessage
+from ottermq.broker.queue import Queue
 from ottermq.store.codec import RECORD_TYPES
 from ottermq.store.journal import MementoJournal
 from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
@@ -57,22 +57,26 @@ def publish(broker: Broker, journal: MementoJournal, size: int, tag: int) -> Non
     journal.evict()
 
 
-def capped(broker: Broker) -> FeatureQueue:
-    queue = broker.vhosts["/"].queues["capped"]
-    assert isinstance(queue, FeatureQueue)
-    return queue
+def capped(broker: Broker) -> Queue:
+    return broker.vhosts["/"].queues["capped"]
 
 
-def state(queue: FeatureQueue) -> tuple[int, int, int]:
+def ready_bytes(queue: Queue) -> int:
+    """The body bytes the queue's length limit counts."""
+    assert queue.features is not None and queue.features.limit is not None
+    return queue.features.limit.ready_bytes
+
+
+def state(queue: Queue) -> tuple[int, int, int]:
     """(ready messages, counted bytes, real bytes: from the sizes, without loading anything)."""
     return (
         queue.ready_count,
-        queue.features.ready_bytes,
+        ready_bytes(queue),
         sum(e.message.body_size for e in queue.logged_entries()),
     )
 
 
-def evicted(queue: FeatureQueue) -> int:
+def evicted(queue: Queue) -> int:
     messages = [e.message for e in queue.logged_entries()]
     return sum(1 for m in messages if isinstance(m, StoredMessage) and not m.loaded)
 
@@ -121,7 +125,7 @@ def test_drop_head_counts_evicted_messages_without_reading_them(filled: Any) -> 
     # Deliveries read what they deliver, and only that; the count stays exact.
     entry = queue.get()
     assert entry is not None and len(entry.message.body) == entry.message.body_size
-    assert queue.features.ready_bytes == total - entry.message.body_size
+    assert ready_bytes(queue) == total - entry.message.body_size
 
 
 def test_a_clean_restart_counts_from_the_snapshot_without_reading(filled: Any, tmp_path: Path) -> None:
