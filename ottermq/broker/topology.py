@@ -38,8 +38,8 @@ from ottermq.broker.events import (
     QueuePurged,
 )
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Exchange
-from ottermq.broker.journal import Journal, MemoryJournal
 from ottermq.broker.features import parse_features
+from ottermq.broker.journal import Journal, MemoryJournal
 from ottermq.broker.message import Message
 from ottermq.broker.queue import Queue
 
