@@ -46,6 +46,17 @@ from ottermq.amqp.errors import AMQPConnectionError, ChannelError
 from ottermq.amqp.events import NEED_DATA, ContentReceived, Event
 from ottermq.amqp.frame_encode import encode_method_frame
 from ottermq.amqp.frames import BodyFrame, FrameReader, HeaderFrame, HeartbeatFrame, MethodFrame
+from ottermq.amqp.handshake import (
+    CLOSED,
+    CLOSING,
+    OPENING,
+    RUNNING,
+    STARTING,
+    TUNING,
+    WAITING_HEADER,
+    negotiate,
+    reads,
+)
 from ottermq.amqp.heartbeat import HeartbeatClock
 from ottermq.amqp.method import Method
 from ottermq.amqp.methods import (
@@ -54,36 +65,12 @@ from ottermq.amqp.methods import (
     ChannelOpen,
     ConnectionClose,
     ConnectionCloseOk,
-    ConnectionOpen,
     ConnectionOpenOk,
-    ConnectionSecureOk,
-    ConnectionStartOk,
     ConnectionTune,
     ConnectionTuneOk,
-    ConnectionUpdateSecret,
 )
 
-__all__ = [
-    "CLOSED",
-    "CLOSING",
-    "OPENING",
-    "RUNNING",
-    "STARTING",
-    "STATE_NAMES",
-    "TUNING",
-    "WAITING_HEADER",
-    "ConnectionMachine",
-]
-
-# Connection states, in handshake order (so `state < RUNNING` means "still in the handshake").
-WAITING_HEADER: Final = 0
-STARTING: Final = 1
-TUNING: Final = 2
-OPENING: Final = 3
-RUNNING: Final = 4
-CLOSING: Final = 5
-CLOSED: Final = 6
-STATE_NAMES: Final = ("header", "starting", "tuning", "opening", "running", "closing", "closed")
+__all__ = ["ConnectionMachine"]
 
 # A channel's phase: idle (a method may come), a publish's header or body expected, or closing.
 _IDLE: Final = 0
@@ -92,8 +79,7 @@ _BODY: Final = 2
 _CLOSING: Final = 3
 
 _CHANNEL_ID_MAX: Final = 65535
-_CLASS_CONNECTION: Final = 10
-_METHOD_TUNE: Final = 30
+_new: Final = object.__new__
 _PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
 _EXPECTED_HEADER: Final = (
     "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
@@ -127,13 +113,14 @@ class ConnectionMachine:
 
     __slots__ = (
         "_channels",
+        "_next_frame",
         "_offered",
         "_reader",
         "channel_max",
         "content_bytes",
         "content_limit",
         "frame_max",
-        "headers_received",
+        "header_seen",
         "heartbeats",
         "max_body_size",
         "readable",
@@ -144,6 +131,7 @@ class ConnectionMachine:
         self._reader = FrameReader()
         # Until tune-ok, frames are bounded by the protocol minimum, as RabbitMQ does.
         self._reader.frame_max = FRAME_MIN_SIZE
+        self._next_frame = self._reader.next_frame
         self.state = WAITING_HEADER
         self._channels: dict[int, _Channel] = {}
         # The server's connection.tune (channel_max, frame_max): the bounds of the client's tune-ok.
@@ -154,8 +142,9 @@ class ConnectionMachine:
         self.max_body_size = max_body_size
         self.content_limit = content_limit
         self.content_bytes = 0
-        # Content headers taken so far: the broker pauses a publisher blocked by an alarm at its next one.
-        self.headers_received = 0
+        # Set at every content header taken; the owner clears it (a blocked publisher pauses at its next one).
+        # A flag, not a count: an int past 256 would be a new object per message.
+        self.header_seen = False
         self.readable = True
 
     @property
@@ -185,7 +174,7 @@ class ConnectionMachine:
 
     def next_event(self) -> Event:
         """The next event, or NEED_DATA once every complete frame received is handled."""
-        next_frame = self._reader.next_frame
+        next_frame = self._next_frame
         channels = self._channels
         while True:
             # Any: dispatched on type(frame) below, which mypy does not narrow through a variable.
@@ -227,7 +216,7 @@ class ConnectionMachine:
                     if content is not None:
                         return content
                     continue
-                self.headers_received += 1
+                self.header_seen = True
                 channel.properties = frame.properties
                 channel.remaining = body_size
                 channel.phase = _BODY
@@ -245,7 +234,14 @@ class ConnectionMachine:
                         return content
                     continue
                 channel.phase = _IDLE
-                return ContentReceived(number, channel.method, channel.properties, payload)  # type: ignore[arg-type]
+                # Built field by field: calling the class would run its __init__ through type.__call__, which
+                # CPython 3.11 does not inline (as much as the rest of the message's frame handling).
+                content = _new(ContentReceived)
+                content.channel = number
+                content.method = channel.method  # type: ignore[assignment]
+                content.properties = channel.properties
+                content.body = payload
+                return content
             elif kind is HeartbeatFrame:
                 continue
             else:  # the protocol header: the reader returns it once, before any frame
@@ -294,45 +290,19 @@ class ConnectionMachine:
 
     def _connection_method(self, frame: MethodFrame) -> MethodFrame | None:
         method = frame.method
+        if not reads(self.state, method):
+            return None
         kind = type(method)
-        state = self.state
-        if state == CLOSING:
-            if kind is ConnectionCloseOk:
-                self.state = CLOSED
-                return frame
-            return frame if kind is ConnectionClose else None
-        if kind is ConnectionClose and state >= STARTING:
-            return frame
-        if kind is ConnectionStartOk and state == STARTING:
-            return frame
-        if kind is ConnectionSecureOk and state == STARTING:
-            # Neither PLAIN nor AMQPLAIN nor EXTERNAL sends a challenge, so no secure-ok is expected.
-            raise _error(
-                CHANNEL_ERROR, "CHANNEL_ERROR - unexpected method in connection state securing", method
-            )
-        if kind is ConnectionTuneOk and state == TUNING:
-            self._tune_ok(method)  # type: ignore[arg-type]
-            return frame
-        if (kind is ConnectionOpen and state == OPENING) or (
-            kind is ConnectionUpdateSecret and state == RUNNING
-        ):
-            return frame
-        raise _error(
-            CHANNEL_ERROR,
-            f"CHANNEL_ERROR - unexpected method in connection state {STATE_NAMES[state]}",
-            method,
-        )
-
-    def _tune_ok(self, method: ConnectionTuneOk) -> None:
-        channel_max, frame_max = self._offered
-        _negotiate("frame_max", method.frame_max, FRAME_MIN_SIZE, frame_max)
-        _negotiate("channel_max", method.channel_max, 1, channel_max)
-        self.frame_max = method.frame_max or frame_max or 0
-        self.channel_max = method.channel_max or channel_max
-        # The client's interval, as RabbitMQ takes it (the server's offer is only a suggestion).
-        self.heartbeats.interval = method.heartbeat
-        self._reader.frame_max = self.frame_max
-        self.state = OPENING
+        if kind is ConnectionTuneOk:
+            channel_max, frame_max = self._offered
+            self.channel_max, self.frame_max = negotiate(channel_max, frame_max, method)  # type: ignore[arg-type]
+            # The client's interval, as RabbitMQ takes it (the server's offer is only a suggestion).
+            self.heartbeats.interval = method.heartbeat  # type: ignore[attr-defined]
+            self._reader.frame_max = self.frame_max
+            self.state = OPENING
+        elif kind is ConnectionCloseOk:
+            self.state = CLOSED
+        return frame
 
     # -- content ------------------------------------------------------------------------------------------
 
@@ -350,7 +320,7 @@ class ConnectionMachine:
         phase = channel.phase
         if phase == _CLOSING:
             if frame_phase == _HEADER:
-                self.headers_received += 1
+                self.header_seen = True
             return
         if phase == _IDLE:
             text = _EXPECTED_METHOD
@@ -377,7 +347,7 @@ class ConnectionMachine:
                 *_PUBLISH_IDS,
                 channel=number,
             )
-        self.headers_received += 1
+        self.header_seen = True
         return ContentReceived(number, channel.method, frame.properties, b"")  # type: ignore[arg-type]
 
     def _body_part(
@@ -469,24 +439,3 @@ class ConnectionMachine:
 
 def _error(code: int, text: str, method: Method) -> AMQPConnectionError:
     return AMQPConnectionError(code, text, method.CLASS_ID, method.METHOD_ID)
-
-
-def _negotiate(field: str, client: int, minimum: int, server: int) -> None:
-    """RabbitMQ's tune-ok checks: not below the minimum, not above (or unlimited past) the server's."""
-    if client != 0 and client < minimum:
-        raise AMQPConnectionError(
-            NOT_ALLOWED,
-            f"NOT_ALLOWED - negotiated {field} = {client} "
-            f"is lower than the minimum allowed value ({minimum})",
-            _CLASS_CONNECTION,
-            _METHOD_TUNE,
-        )
-    if server != 0 and (client == 0 or client > server):
-        detail = " (no limit)" if field == "channel_max" and client == 0 else ""
-        raise AMQPConnectionError(
-            NOT_ALLOWED,
-            f"NOT_ALLOWED - negotiated {field} = {client}{detail} "
-            f"is higher than the maximum allowed value ({server})",
-            _CLASS_CONNECTION,
-            _METHOD_TUNE,
-        )

@@ -34,8 +34,9 @@ from ottermq.amqp.constants import (
 from ottermq.amqp.errors import AMQPConnectionError, AMQPError, BadProtocolHeader
 from ottermq.amqp.events import NEED_DATA, ContentReceived, Event
 from ottermq.amqp.frames import HEARTBEAT_FRAME, MethodFrame
+from ottermq.amqp.handshake import CLOSING, RUNNING, STATE_NAMES, TUNING
 from ottermq.amqp.heartbeat import HeartbeatDue
-from ottermq.amqp.machine import CLOSING, RUNNING, STATE_NAMES, TUNING, ConnectionMachine
+from ottermq.amqp.machine import ConnectionMachine
 from ottermq.amqp.methods import (
     ChannelOpenOk,
     ConnectionBlocked,
@@ -81,7 +82,6 @@ class Connection:
         "_close_deadline",
         "_created",
         "_deferred",
-        "_headers_seen",
         "_in_receive",
         "_login_check",
         "_machine",
@@ -146,8 +146,6 @@ class Connection:
         # Bytes of incomplete contents over all channels (the machine's count as last added to the broker's
         # memory.in_flight; see _count_content).
         self.content_bytes = 0
-        # The machine's count of content headers when last looked at (a blocked publisher pauses at one).
-        self._headers_seen = 0
 
     def __repr__(self) -> str:
         return f"Connection({self.name}, {self.state})"
@@ -349,8 +347,8 @@ class Connection:
                         else:
                             channel.on_method(event.method)
                     elif event is NEED_DATA:
-                        if machine.headers_received != self._headers_seen:
-                            self._headers_seen = machine.headers_received
+                        if machine.header_seen:
+                            machine.header_seen = False
                             if self._block_on_publish:
                                 # Frames already read are handled; what the client sends next waits.
                                 self._pause_for_alarm()

@@ -11,7 +11,8 @@ and where it leaves:
   A message that is logged becomes a StoredMessage (`Message.untrack`): the durable journal counts the
   contents it keeps in memory from then on.
 - content in flight: body frames of messages not yet complete, per connection and in total (`in_flight`),
-  added by the channels as frames arrive and taken back when the message completes or is dropped.
+  counted by each connection's protocol machine as frames arrive and added here by the connection, taken back
+  when the message completes or is dropped.
 - the rest (the journal's resident contents, the index of logged messages, socket buffers) is sampled by the
   server's resource monitor into `base`.
 
