@@ -11,15 +11,19 @@ class AMQPError(Exception):
     """An error with an AMQP reply code and a RabbitMQ-style reply text.
 
     ``class_id``/``method_id`` name the method that caused it (0 when none), as
-    channel.close and connection.close report them.
+    channel.close and connection.close report them. ``channel`` is the channel whose frame caused it when
+    the raiser knows it (the protocol machine does; 0 otherwise: the handler's caller knows the channel).
     """
 
-    def __init__(self, reply_code: int, reply_text: str, class_id: int = 0, method_id: int = 0) -> None:
+    def __init__(
+        self, reply_code: int, reply_text: str, class_id: int = 0, method_id: int = 0, *, channel: int = 0
+    ) -> None:
         super().__init__(reply_code, reply_text)
         self.reply_code = reply_code
         self.reply_text = reply_text
         self.class_id = class_id
         self.method_id = method_id
+        self.channel = channel
 
     def __str__(self) -> str:
         return f"{self.reply_code} {self.reply_text}"

@@ -1,8 +1,8 @@
-"""One AMQP channel: every class-level method, content assembly, consumers, acks, confirms, tx.
+"""One AMQP channel: every class-level method, publishes, consumers, acks, confirms, tx.
 
-Strategy: the connection hands each frame of this channel to `on_method`, `on_header` or `on_body`.
-basic.publish and its content are assembled here (method, header, body frames, nothing else in
-between) and routed through the vhost; the per-message paths (publish, deliver, ack) are written out
+Strategy: the connection hands each method of this channel to `on_method` and each whole published message
+to `on_content` (the protocol machine assembles basic.publish, header and body frames and checks their
+sizes); messages are routed through the vhost; the per-message paths (publish, deliver, ack) are written out
 by hand with no per-message logging and few calls. Everything else dispatches through a table from
 method class to handler. Failures are raised as `AMQPError`s; the connection turns them into
 channel.close / connection.close and calls `fail` or `release` here.
@@ -22,16 +22,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.amqp.constants import (
     CHANNEL_ERROR,
-    CLASS_BASIC,
     COMMAND_INVALID,
-    FRAME_ERROR,
     INTERNAL_ERROR,
     NO_ROUTE,
     NOT_ALLOWED,
     NOT_FOUND,
     NOT_IMPLEMENTED,
     PRECONDITION_FAILED,
-    UNEXPECTED_FRAME,
 )
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
 from ottermq.amqp.frames import (
@@ -119,18 +116,8 @@ _OPEN: Final = 0
 _CLOSING: Final = 1  # channel.close sent by us: only close / close-ok are read
 _CLOSED: Final = 2
 
-# Content assembly states.
-_IDLE: Final = 0
-_HEADER: Final = 1
-_BODY: Final = 2
-
 _PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
 _USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-flags word
-_EXPECTED_HEADER: Final = (
-    "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
-)
-_EXPECTED_BODY: Final = "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
-_EXPECTED_METHOD: Final = "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
 
 # The message counters a channel keeps (attribute "n_" + name), named as RabbitMQ's prometheus plugin names
 # its global counters without "rabbitmq_global_messages_" and "_total". `Broker.message_totals` adds them up.
@@ -249,19 +236,13 @@ class Channel:
     """The state of one open channel of a connection."""
 
     __slots__ = (
-        "_body_parts",
-        "_body_remaining",
         "_committing",
         "_confirm_flush_pending",
-        "_content",
         "_deferred_cancels",
         "_held",
-        "_in_flight",
         "_last_queue",
         "_last_routing",
-        "_max_size",
         "_memory",
-        "_properties",
         "_publish",
         "_state",
         "_tx_bytes",
@@ -316,15 +297,7 @@ class Channel:
         # While this channel deletes a queue: the tags of its own consumers the delete cancelled, told to
         # the client after queue.delete-ok (RabbitMQ's order on the deleting channel).
         self._deferred_cancels: list[str] | None = None
-        self._max_size = connection.settings.max_message_size
-        self._content = _IDLE
         self._publish: BasicPublish | None = None
-        self._properties = b""
-        self._body_parts: list[bytes] | None = None
-        self._body_remaining = 0
-        # Bytes of the pending content received so far (multi-frame only), counted in the connection's
-        # and the broker's content in flight (memory.py) until the message completes or is dropped.
-        self._in_flight = 0
         self._memory = connection.broker.memory
         # The previous message's (exchange, routing key, properties): a publisher mostly repeats them,
         # and a held message then shares those objects instead of keeping copies of its own.
@@ -357,24 +330,12 @@ class Channel:
         if self._state != _OPEN:
             self._while_closing(method)
             return
-        if self._content != _IDLE:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                _EXPECTED_HEADER if self._content == _HEADER else _EXPECTED_BODY,
-                *_PUBLISH_IDS,
-            )
         kind = type(method)
         if self._committing and kind is not ChannelClose:
             raise AMQPConnectionError(
                 CHANNEL_ERROR,
                 "CHANNEL_ERROR - unexpected command while processing 'tx.commit'",
             )
-        if kind is BasicPublish:
-            if method.immediate:  # type: ignore[attr-defined]
-                raise AMQPConnectionError(NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true", *_PUBLISH_IDS)
-            self._publish = method  # type: ignore[assignment]
-            self._content = _HEADER
-            return
         if kind is BasicAck:
             self._settle(method.delivery_tag, method.multiple, ACK)  # type: ignore[attr-defined]
             return
@@ -383,107 +344,15 @@ class Channel:
             raise AMQPConnectionError(COMMAND_INVALID, "COMMAND_INVALID - unimplemented method")
         handler(self, method)
 
-    def on_header(self, class_id: int, body_size: int, properties: bytes) -> None:
-        """A content header: must follow basic.publish."""
-        if self._state != _OPEN:
-            return
-        if self._content != _HEADER:
+    def on_content(self, method: BasicPublish, properties: bytes, body: bytes) -> None:
+        """A whole published message (the machine checked its frames and sizes)."""
+        if self._committing:
             raise AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                _EXPECTED_METHOD if self._content == _IDLE else _EXPECTED_BODY,
-                *_PUBLISH_IDS,
+                CHANNEL_ERROR,
+                "CHANNEL_ERROR - unexpected command while processing 'tx.commit'",
             )
-        if class_id != CLASS_BASIC:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                "UNEXPECTED_FRAME - expected content header for class 60, "
-                f"got one for class {class_id} instead",
-                *_PUBLISH_IDS,
-            )
-        max_size = self._max_size
-        if body_size > max_size:
-            self._content = _IDLE
-            raise ChannelError(
-                PRECONDITION_FAILED,
-                f"PRECONDITION_FAILED - message size {body_size} "
-                f"is larger than configured max size {max_size}",
-                *_PUBLISH_IDS,
-            )
-        if body_size == 0:
-            self._content = _IDLE
-            self._published(properties, b"")
-            return
-        self._properties = properties
-        self._body_remaining = body_size
-        self._body_parts = None
-        self._content = _BODY
-
-    def on_body(self, payload: bytes) -> None:
-        """A content body frame: the next fragment of the pending publish."""
-        if self._state != _OPEN:
-            return
-        if self._content != _BODY:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                _EXPECTED_METHOD if self._content == _IDLE else _EXPECTED_HEADER,
-                *_PUBLISH_IDS,
-            )
-        remaining = self._body_remaining - len(payload)
-        parts = self._body_parts
-        if remaining > 0:
-            if parts is None:
-                self._body_parts = [payload]
-            else:
-                parts.append(payload)
-            self._body_remaining = remaining
-            self._hold(len(payload))
-            return
-        if remaining < 0:
-            raise AMQPConnectionError(
-                FRAME_ERROR,
-                f"FRAME_ERROR - content body exceeds the declared size by {-remaining} octets",
-                *_PUBLISH_IDS,
-            )
-        self._content = _IDLE
-        if parts is None:
-            self._published(self._properties, payload)
-        else:
-            parts.append(payload)
-            self._body_parts = None
-            self._drop_in_flight()
-            self._published(self._properties, b"".join(parts))
-
-    def _hold(self, size: int) -> None:
-        """`size` more bytes of an incomplete content: count them in flight. One message alone is bounded by
-        max_message_size; several at once on one connection (interleaved over its channels) by the
-        account's `content_limit`, past which this channel's message is refused (406) and its bytes freed."""
-        self._in_flight += size
-        memory = self._memory
-        memory.in_flight += size
-        connection = self.connection
-        total = connection.content_bytes = connection.content_bytes + size
-        if total > memory.content_limit and total > self._in_flight:
-            self._content = _IDLE
-            self._body_parts = None
-            self._drop_in_flight()
-            raise ChannelError(
-                PRECONDITION_FAILED,
-                f"PRECONDITION_FAILED - {total} bytes of messages in progress on this connection "
-                f"is more than the limit {memory.content_limit}",
-                *_PUBLISH_IDS,
-            )
-
-    def _drop_in_flight(self) -> None:
-        size = self._in_flight
-        if size:
-            self._in_flight = 0
-            self._memory.in_flight -= size
-            self.connection.content_bytes -= size
-
-    @property
-    def content_in_progress(self) -> bool:
-        """True between basic.publish and the last frame of its content."""
-        return self._content != _IDLE
+        self._publish = method
+        self._published(properties, body)
 
     # -- publish ---------------------------------------------------------------------------------------
 
@@ -873,10 +742,7 @@ class Channel:
             return
         self._state = _CLOSED
         self.fold_counts(self.connection.broker.message_counts)
-        self._content = _IDLE
         self._publish = None
-        self._body_parts = None
-        self._drop_in_flight()
         self.confirms = None
         for consumer in self.consumers.values():
             consumer.active = False

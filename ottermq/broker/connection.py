@@ -1,17 +1,18 @@
-"""One client connection: handshake, frame dispatch, heartbeats, errors and teardown.
+"""One client connection: login, vhost, channels, resource alarms, errors and teardown.
 
-Strategy: sans-IO. The server feeds bytes to `data_received`; a `FrameReader` cuts them into frames;
-channel-0 methods drive the connection state machine, other frames go to their `Channel`. Every
-protocol failure anywhere below is an `AMQPError`; `_fail` is the one place that turns it into
-channel.close (soft codes, on an open channel) or connection.close (hard codes, or during the
-handshake), filling in the class and method of the frame that caused it. An unexpected Python
-exception is logged and closes the connection with 541, never the process.
+Strategy: sans-IO. The server feeds bytes to `data_received`; the protocol machine
+(`ottermq.amqp.machine`) turns them into events and keeps the protocol's states (handshake, channels in
+use, content assembly, negotiation, heartbeat deadlines); this class does what the broker does with them:
+channel-0 methods log the client in and open the vhost, other methods and whole messages go to their
+`Channel`. Everything sent that changes a protocol state goes out through the machine (`send_method`).
+Every protocol failure, the machine's or a handler's, is an `AMQPError`; `_fail` is the one place that
+turns it into channel.close (soft codes, on an open channel) or connection.close (hard codes, or during the
+handshake), filling in the class and method of the event that caused it. An unexpected Python exception is
+logged and closes the connection with 541, never the process.
 
-States: header -> start (connection.start sent) -> tune (tune sent) -> open (tune-ok seen) ->
-running (open-ok sent) -> closing (connection.close sent: only close / close-ok are read) -> closed.
-Time comes from `tick(now)`, which the server calls about once a second: it sends heartbeats, drops
-a silent peer, and enforces the handshake and close timeouts. Traffic is noted with two flags set
-per read/write and turned into timestamps there, so the per-message path never reads a clock.
+Time comes from `tick(now)`, which the server calls about once a second: heartbeats (the machine's
+deadlines), the handshake and close timeouts. Traffic is noted with two flags set per read/write and
+turned into timestamps there, so the per-message path never reads a clock.
 """
 
 from __future__ import annotations
@@ -23,35 +24,26 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.amqp.constants import (
     ACCESS_REFUSED,
-    CHANNEL_ERROR,
     COMMAND_INVALID,
     CONNECTION_FORCED,
     FRAME_MIN_SIZE,
     INTERNAL_ERROR,
     NOT_ALLOWED,
     PROTOCOL_HEADER,
-    UNEXPECTED_FRAME,
 )
 from ottermq.amqp.errors import AMQPConnectionError, AMQPError, BadProtocolHeader
-from ottermq.amqp.frames import (
-    HEARTBEAT_FRAME,
-    BodyFrame,
-    FrameReader,
-    HeaderFrame,
-    HeartbeatFrame,
-    MethodFrame,
-    ProtocolHeader,
-    encode_method_frame,
-)
+from ottermq.amqp.events import NEED_DATA, ContentReceived, Event
+from ottermq.amqp.frames import HEARTBEAT_FRAME, MethodFrame
+from ottermq.amqp.handshake import CLOSING, RUNNING, STATE_NAMES, TUNING
+from ottermq.amqp.heartbeat import HeartbeatDue
+from ottermq.amqp.machine import ConnectionMachine
 from ottermq.amqp.methods import (
-    ChannelOpen,
     ChannelOpenOk,
     ConnectionBlocked,
     ConnectionClose,
     ConnectionCloseOk,
     ConnectionOpen,
     ConnectionOpenOk,
-    ConnectionSecureOk,
     ConnectionStart,
     ConnectionStartOk,
     ConnectionTune,
@@ -76,21 +68,8 @@ log: Final = logging.getLogger("ottermq.broker")
 # Codes the spec calls soft: they close a channel, not the connection.
 SOFT_CODES: Final = frozenset({311, 312, 313, 403, 404, 405, 406})
 
-_HEADER: Final = 0
-_START: Final = 1
-_TUNE: Final = 2
-_OPEN: Final = 3
-_RUNNING: Final = 4
-_CLOSING: Final = 5
-_CLOSED: Final = 6
-_STATE_NAMES: Final = ("header", "starting", "tuning", "opening", "running", "closing", "closed")
-
-_CHANNEL_ID_MAX: Final = 65535
-_PUBLISH_IDS: Final = (60, 40)
 # How long the socket stays open after our close-ok, waiting for the client to close it first.
 _CLOSE_OK_LINGER: Final = 5.0
-_CLASS_CONNECTION: Final = 10
-_METHOD_TUNE: Final = 30
 
 
 class Connection:
@@ -104,14 +83,11 @@ class Connection:
         "_created",
         "_deferred",
         "_in_receive",
-        "_last_recv",
-        "_last_sent",
         "_login_check",
+        "_machine",
         "_memory",
         "_read_paused",
-        "_reader",
         "_received",
-        "_state",
         "broker",
         "capabilities",
         "channel_max",
@@ -139,10 +115,8 @@ class Connection:
         self.transport = transport
         self.peer = peer
         self.name = f"{peer[0]}:{peer[1]}"
-        self._reader = FrameReader()
-        # Until tune-ok, frames are bounded by the protocol minimum, as RabbitMQ does.
-        self._reader.frame_max = FRAME_MIN_SIZE
-        self._state = _HEADER
+        self._memory = broker.memory
+        self._machine = ConnectionMachine(self.settings.max_message_size, self._memory.content_limit)
         self.channels: dict[int, Channel] = {}
         self.frame_max = FRAME_MIN_SIZE
         self.channel_max = self.settings.channel_max
@@ -159,8 +133,6 @@ class Connection:
         self.sent = False
         self._received = False
         self._created = time.monotonic()
-        self._last_recv = 0.0
-        self._last_sent = 0.0
         self._close_deadline = 0.0
         self._in_receive = False
         self._deferred: list[Callable[[], None]] = []
@@ -171,17 +143,17 @@ class Connection:
         # A password check runs on a worker thread: no frame is handled (nor read) until it answers.
         self._authenticating = False
         self._login_check: Ticket | None = None
-        # Bytes of incomplete contents over all channels (kept by the channels; see Channel._hold).
+        # Bytes of incomplete contents over all channels (the machine's count as last added to the broker's
+        # memory.in_flight; see _count_content).
         self.content_bytes = 0
-        self._memory = broker.memory
 
     def __repr__(self) -> str:
-        return f"Connection({self.name}, {_STATE_NAMES[self._state]})"
+        return f"Connection({self.name}, {self.state})"
 
     @property
     def state(self) -> str:
         """The state's name (for logs, the management API and tests)."""
-        return _STATE_NAMES[self._state]
+        return "closed" if self.closed else STATE_NAMES[self._machine.state]
 
     # -- the server's API ------------------------------------------------------------------------------
 
@@ -191,13 +163,18 @@ class Connection:
             return
         self._received = True
         self._in_receive = True
+        machine = self._machine
+        # The limit may be set after the connection was made (the resource monitor sets it at start).
+        machine.content_limit = self._memory.content_limit
         try:
-            self._reader.feed(data)
+            machine.receive_data(data)
             self._process()
         finally:
             self._in_receive = False
         if self._deferred:
             self._run_deferred()
+        if machine.content_bytes != self.content_bytes:
+            self._count_content()
         if self._memory.over_estimate():
             # What this read added may have taken the broker past its memory high-water mark: sample now,
             # not at the next timer tick, so a flood overshoots the mark by one read at most.
@@ -206,7 +183,7 @@ class Connection:
     @property
     def input_buffered(self) -> int:
         """Bytes received but not handled yet: incomplete frames, and contents not yet complete."""
-        return self._reader.buffered + self.content_bytes
+        return self._machine.buffered
 
     def connection_lost(self) -> None:
         """The socket is gone: requeue unacked messages, drop consumers and exclusive queues."""
@@ -224,39 +201,33 @@ class Connection:
         """Timers: handshake and close timeouts, heartbeats both ways."""
         if self.closed:
             return
-        state = self._state
-        if state < _RUNNING:
+        state = self._machine.state
+        if state < RUNNING:
             if now - self._created >= self.settings.handshake_timeout:
                 log.warning("handshake timeout; closing", extra={"conn": self.name, "state": self.state})
                 self.close_reason = "handshake timeout"
                 self._finish()
             return
-        if state == _CLOSING:
+        if state == CLOSING:
             if now >= self._close_deadline:
                 self.close_reason = self.close_reason or "no close-ok in time"
                 self._finish()
             return
-        if self._received or not self._last_recv or self._read_paused:
-            # A socket we stopped reading cannot show the client's heartbeats: as RabbitMQ, no timeout.
-            self._received = False
-            self._last_recv = now
-        if self.sent or not self._last_sent:
-            self.sent = False
-            self._last_sent = now
-        interval = self.heartbeat
-        if not interval:
-            return
-        if now - self._last_recv >= 2 * interval:
+        # A socket we stopped reading cannot show the client's heartbeats: as RabbitMQ, no timeout.
+        received = self._received or self._read_paused
+        sent = self.sent
+        self._received = self.sent = False
+        due = self._machine.heartbeats.poll(now, received, sent)
+        if due is HeartbeatDue.PEER_DEAD:
+            interval = self.heartbeat
             log.warning(
                 "missed heartbeats from client; closing",
                 extra={"conn": self.name, "timeout_s": interval},
             )
             self.close_reason = f"missed heartbeats from client, timeout: {interval}s"
             self._finish()
-            return
-        if now - self._last_sent >= interval / 2:
+        elif due is HeartbeatDue.SEND:
             self.transport.write(HEARTBEAT_FRAME)
-            self._last_sent = now
 
     def shutdown(
         self,
@@ -264,9 +235,10 @@ class Connection:
         reply_text: str = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
     ) -> None:
         """Close from the broker's side: connection.close, then the socket after close-ok or a timeout."""
-        if self.closed or self._state == _CLOSING:
+        state = self._machine.state
+        if self.closed or state == CLOSING:
             return
-        if self._state < _RUNNING:
+        if state < RUNNING:
             self.close_reason = reply_text
             self._finish()
             return
@@ -278,10 +250,10 @@ class Connection:
         if self.closed:
             return
         self._block_on_publish = True
-        if any(channel.content_in_progress for channel in self.channels.values()):
+        if self._machine.content_in_progress:
             self._pause_for_alarm()
         if (
-            self._state == _RUNNING
+            self._machine.state == RUNNING
             and not self._blocked_sent
             and self.capabilities.get("connection.blocked") is True
         ):
@@ -329,9 +301,12 @@ class Connection:
         self.transport.write(data)
 
     def send_method(self, channel: int, method: Method) -> None:
-        """Encode and send one method frame."""
+        """Encode and send one method frame (through the machine: it may change a protocol state)."""
         self.sent = True
-        self.transport.write(encode_method_frame(channel, method))
+        machine = self._machine
+        self.transport.write(machine.send(channel, method))
+        if machine.content_bytes != self.content_bytes:
+            self._count_content()  # a channel.close or connection.close dropped incomplete contents
 
     def defer(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the current batch of input is handled (or on the next loop turn)."""
@@ -343,49 +318,43 @@ class Connection:
         """A channel finished its close handshake: forget it so the number can be reused."""
         self.channels.pop(number, None)
 
-    # -- frame dispatch --------------------------------------------------------------------------------
+    # -- event dispatch --------------------------------------------------------------------------------
 
     def _process(self) -> None:
-        reader = self._reader
+        machine = self._machine
+        next_event = machine.next_event
         channels = self.channels
         while not self.closed and not self._authenticating:
-            frame: Any = None
+            # Any: dispatched on type(event) below, which mypy does not narrow through a variable.
+            event: Any = None
             try:
                 while True:
-                    frame = None
-                    frame = reader.next_frame()
-                    if frame is None:
-                        return
-                    kind = type(frame)
-                    if kind is MethodFrame:
-                        number = frame.channel
+                    event = None
+                    event = next_event()
+                    kind = type(event)
+                    if kind is ContentReceived:
+                        channels[event.channel].on_content(event.method, event.properties, event.body)
+                    elif kind is MethodFrame:
+                        number = event.channel
                         if number == 0:
-                            self._connection_method(frame.method)
+                            self._connection_method(event.method)
                             if self.closed or self._authenticating:
                                 return
                             continue
                         channel = channels.get(number)
-                        if channel is None:
-                            self._new_channel(number, frame.method)
+                        if channel is None:  # the machine checked it is a channel.open
+                            self._open_channel(number)
                         else:
-                            channel.on_method(frame.method)
-                    elif kind is HeaderFrame or kind is BodyFrame:
-                        number = frame.channel
-                        channel = channels.get(number)
-                        if channel is None or self._state != _RUNNING:
-                            self._stray_frame(number, kind)
-                        elif kind is BodyFrame:
-                            channel.on_body(frame.payload)
-                        else:
-                            channel.on_header(frame.class_id, frame.body_size, frame.properties)
+                            channel.on_method(event.method)
+                    elif event is NEED_DATA:
+                        if machine.header_seen:
+                            machine.header_seen = False
                             if self._block_on_publish:
+                                # Frames already read are handled; what the client sends next waits.
                                 self._pause_for_alarm()
-                    elif kind is HeartbeatFrame:
-                        continue
-                    elif kind is ProtocolHeader:
+                        return
+                    else:
                         self._on_protocol_header()
-                    else:  # pragma: no cover - the reader yields only the kinds above
-                        raise AMQPConnectionError(UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {kind.__name__}")
             except BadProtocolHeader as exc:
                 log.info("bad protocol header; refusing", extra={"conn": self.name, "header": exc.received})
                 self.transport.write(PROTOCOL_HEADER)
@@ -393,71 +362,43 @@ class Connection:
                 self._finish()
                 return
             except AMQPError as exc:
-                if frame is None:
-                    # The reader itself failed: the byte stream is out of sync, nothing more can be read.
+                if not machine.readable:
+                    # The frame reader failed: the byte stream is out of step, nothing more can be read.
                     self._close(exc.reply_code, exc.reply_text, exc.class_id, exc.method_id)
                     self._finish()
                     return
-                self._fail(exc, frame)
+                self._fail(exc, event)
             except Exception:
-                if frame is None or self._state == _CLOSING:
+                if not machine.readable or machine.state == CLOSING:
                     # The reader itself failed (a MemoryError while joining a frame, say): the same bytes
                     # would fail again, forever. Or the connection was closing already. Either way nothing
                     # more can be read: the server drops the socket (see docs/internals.md).
                     raise
                 log.exception("internal error; closing the connection", extra={"conn": self.name})
-                self._close(INTERNAL_ERROR, "INTERNAL_ERROR", *_ids_of(frame))
+                self._close(INTERNAL_ERROR, "INTERNAL_ERROR", *_ids_of(event))
 
-    def _stray_frame(self, number: int, kind: type) -> None:
-        """Content on channel 0, on a channel that is not open, or before the connection is open."""
-        if self._state == _CLOSING:
-            return
-        if number == 0 or self._state != _RUNNING:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {_frame_name(kind)} on channel {number}"
-            )
-        raise AMQPConnectionError(
-            UNEXPECTED_FRAME, "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
-        )
-
-    def _new_channel(self, number: int, method: Method) -> None:
-        if self._state != _RUNNING:
-            if self._state == _CLOSING:
-                return
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {method.NAME} before connection.open"
-            )
-        # channel_max bounds how many channels are open at once, not their numbers: as in RabbitMQ, any
-        # number 1..65535 may be opened (aiormq starts at 65535) while fewer than channel_max are open.
-        channel_max = self.channel_max or _CHANNEL_ID_MAX
-        if len(self.channels) >= channel_max:
-            raise AMQPConnectionError(
-                NOT_ALLOWED,
-                f"NOT_ALLOWED - number of channels opened ({len(self.channels)}) "
-                f"has reached the negotiated channel_max ({channel_max})",
-            )
-        if type(method) is not ChannelOpen:
-            raise AMQPConnectionError(CHANNEL_ERROR, "CHANNEL_ERROR - expected 'channel.open'")
+    def _open_channel(self, number: int) -> None:
         self.channels[number] = Channel(self, number)
         self.send_method(number, ChannelOpenOk())
 
     # -- errors ----------------------------------------------------------------------------------------
 
-    def _fail(self, exc: AMQPError, frame: Any) -> None:
-        """The one place where an error becomes channel.close or connection.close."""
+    def _fail(self, exc: AMQPError, event: Event | None) -> None:
+        """The one place where an error becomes channel.close or connection.close. `event` is the one whose
+        handling raised it (None: the machine refused a frame, or a deferred callback failed)."""
         class_id, method_id = exc.class_id, exc.method_id
         if not class_id:
-            class_id, method_id = _ids_of(frame)
-        number = getattr(frame, "channel", 0)
+            class_id, method_id = _ids_of(event)
+        number = event.channel if isinstance(event, MethodFrame | ContentReceived) else exc.channel
         channel = self.channels.get(number) if number else None
-        if exc.reply_code in SOFT_CODES and channel is not None and self._state == _RUNNING:
+        if exc.reply_code in SOFT_CODES and channel is not None and self._machine.state == RUNNING:
             log.info(
                 "channel error",
                 extra={"conn": self.name, "channel": number, "code": exc.reply_code, "text": exc.reply_text},
             )
             channel.fail(exc.reply_code, exc.reply_text, class_id, method_id)
             return
-        unauthenticated = self._state < _TUNE
+        unauthenticated = self._machine.state < TUNING
         self._close(exc.reply_code, exc.reply_text, class_id, method_id)
         if unauthenticated:
             # A peer that has not logged in is not waited for; RabbitMQ drops it right after the close.
@@ -465,7 +406,7 @@ class Connection:
 
     def _close(self, code: int, text: str, class_id: int, method_id: int) -> None:
         """Send connection.close and wait (bounded) for close-ok; channels end now."""
-        if self.closed or self._state == _CLOSING:
+        if self.closed or self._machine.state == CLOSING:
             return
         if code != CONNECTION_FORCED:
             log.warning(
@@ -474,7 +415,6 @@ class Connection:
             )
         self.close_reason = text
         self._end_channels()
-        self._state = _CLOSING
         timeout = (
             self.heartbeat
             if 0 < self.heartbeat < self.settings.close_timeout
@@ -498,7 +438,9 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        self._state = _CLOSED
+        # What the machine holds of incomplete contents goes with it.
+        self._memory.in_flight -= self.content_bytes
+        self.content_bytes = 0
         if self._login_check is not None:
             self.broker.auth.cancel(self._login_check)  # nobody waits for it any more
             self._login_check = None
@@ -512,6 +454,12 @@ class Connection:
                 self.transport.call_later(linger, self.transport.close)
             else:
                 self.transport.close()
+
+    def _count_content(self) -> None:
+        """Add the change of the machine's bytes of incomplete contents to the broker's total in flight."""
+        held = self._machine.content_bytes
+        self._memory.in_flight += held - self.content_bytes
+        self.content_bytes = held
 
     def _run_deferred(self) -> None:
         callbacks, self._deferred = self._deferred, []
@@ -529,50 +477,41 @@ class Connection:
     # -- channel 0 -------------------------------------------------------------------------------------
 
     def _on_protocol_header(self) -> None:
-        self._state = _START
         self.send_method(
             0,
             ConnectionStart(
                 version_major=0,
                 version_minor=9,
                 server_properties=self.broker.server_properties,
-                mechanisms=" ".join(self.broker.auth.mechanisms(self._peer_cert_cn())).encode(),
+                mechanisms=" ".join(self.broker.auth.mechanisms(self.transport.peer_cert_cn)).encode(),
                 locales=b"en_US",
             ),
         )
 
     def _connection_method(self, method: Method) -> None:
+        """A channel-0 method the machine found legal in its state."""
         kind = type(method)
-        state = self._state
-        if state == _CLOSING:
-            if kind is ConnectionClose:
-                self.send_method(0, ConnectionCloseOk())
-            elif kind is ConnectionCloseOk:
-                self._finish()
-            return
-        if kind is ConnectionClose and state >= _START:
+        if kind is ConnectionCloseOk:  # the answer to our connection.close
+            self._finish()
+        elif kind is ConnectionClose and self._machine.state == CLOSING:
+            self.send_method(0, ConnectionCloseOk())  # the closes crossed: answer, and wait for close-ok
+        elif kind is ConnectionClose:
             self.close_reason = "client closed the connection"
             self._end_channels()
             self.send_method(0, ConnectionCloseOk())
             self._finish(linger=_CLOSE_OK_LINGER)
-        elif kind is ConnectionStartOk and state == _START:
+        elif kind is ConnectionStartOk:
             self._start_ok(method)  # type: ignore[arg-type]
-        elif kind is ConnectionSecureOk and state == _START:
-            # Neither PLAIN nor AMQPLAIN sends a challenge, so no secure-ok is expected.
-            raise AMQPConnectionError(
-                CHANNEL_ERROR, "CHANNEL_ERROR - unexpected method in connection state securing"
-            )
-        elif kind is ConnectionTuneOk and state == _TUNE:
-            self._tune_ok(method)  # type: ignore[arg-type]
-        elif kind is ConnectionOpen and state == _OPEN:
+        elif kind is ConnectionTuneOk:
+            # Checked against our tune by the machine.
+            machine = self._machine
+            self.frame_max = machine.frame_max
+            self.channel_max = machine.channel_max
+            self.heartbeat = machine.heartbeat
+        elif kind is ConnectionOpen:
             self._open(method)  # type: ignore[arg-type]
-        elif kind is ConnectionUpdateSecret and state == _RUNNING:
+        elif kind is ConnectionUpdateSecret:
             self.send_method(0, ConnectionUpdateSecretOk())
-        else:
-            raise AMQPConnectionError(
-                CHANNEL_ERROR,
-                f"CHANNEL_ERROR - unexpected method in connection state {self.state}",
-            )
 
     def _start_ok(self, method: ConnectionStartOk) -> None:
         self.client_properties = method.client_properties or {}
@@ -580,7 +519,7 @@ class Connection:
         self.capabilities = capabilities if isinstance(capabilities, dict) else {}
         self.consumer_cancel_notify = self.capabilities.get("consumer_cancel_notify") is True
         mechanism = method.mechanism
-        peer_cert_cn = self._peer_cert_cn()
+        peer_cert_cn = self.transport.peer_cert_cn
         if mechanism not in self.broker.auth.mechanisms(peer_cert_cn):
             raise AMQPConnectionError(
                 COMMAND_INVALID,
@@ -653,6 +592,8 @@ class Connection:
                 self._in_receive = False
             if self._deferred:
                 self._run_deferred()
+            if self._machine.content_bytes != self.content_bytes:
+                self._count_content()
 
     def _refuse_login(self, mechanism: str, exc: AuthFailure, level: int = logging.WARNING) -> None:
         log.log(
@@ -671,28 +612,12 @@ class Connection:
 
     def _tune(self) -> None:
         settings = self.settings
-        self._state = _TUNE
         self.send_method(
             0,
             ConnectionTune(
                 channel_max=settings.channel_max, frame_max=settings.frame_max, heartbeat=settings.heartbeat
             ),
         )
-
-    def _tune_ok(self, method: ConnectionTuneOk) -> None:
-        settings = self.settings
-        _negotiate("frame_max", method.frame_max, FRAME_MIN_SIZE, settings.frame_max)
-        _negotiate("channel_max", method.channel_max, 1, settings.channel_max)
-        self.frame_max = method.frame_max or settings.frame_max or 0
-        self.channel_max = method.channel_max or settings.channel_max
-        self.heartbeat = method.heartbeat
-        self._reader.frame_max = self.frame_max
-        self._state = _OPEN
-
-    def _peer_cert_cn(self) -> str | None:
-        # Transports without TLS (and test transports) may not have the attribute at all.
-        cn: str | None = getattr(self.transport, "peer_cert_cn", None)
-        return cn
 
     def _open(self, method: ConnectionOpen) -> None:
         vhost = self.broker.vhosts.get(method.virtual_host)
@@ -705,7 +630,6 @@ class Connection:
             )
         self.guard = Guard(self.broker.access, self.user, vhost.name)
         self.vhost = vhost
-        self._state = _RUNNING
         self.send_method(0, ConnectionOpenOk())
         alarms = self.broker.alarms
         if alarms.blocking:
@@ -716,36 +640,8 @@ class Connection:
         )
 
 
-def _negotiate(field: str, client: int, minimum: int, server: int) -> None:
-    """RabbitMQ's tune-ok checks: not below the minimum, not above (or unlimited past) the server's."""
-    if client != 0 and client < minimum:
-        raise AMQPConnectionError(
-            NOT_ALLOWED,
-            f"NOT_ALLOWED - negotiated {field} = {client} "
-            f"is lower than the minimum allowed value ({minimum})",
-            _CLASS_CONNECTION,
-            _METHOD_TUNE,
-        )
-    if server != 0 and (client == 0 or client > server):
-        detail = " (no limit)" if field == "channel_max" and client == 0 else ""
-        raise AMQPConnectionError(
-            NOT_ALLOWED,
-            f"NOT_ALLOWED - negotiated {field} = {client}{detail} "
-            f"is higher than the maximum allowed value ({server})",
-            _CLASS_CONNECTION,
-            _METHOD_TUNE,
-        )
-
-
-def _frame_name(kind: type) -> str:
-    return {HeaderFrame: "content header", BodyFrame: "content body"}.get(kind, kind.__name__)
-
-
-def _ids_of(frame: Any) -> tuple[int, int]:
-    """Class and method id of the method a frame belongs to (content frames belong to basic.publish)."""
-    method = getattr(frame, "method", None)
-    if method is not None:
-        return method.CLASS_ID, method.METHOD_ID
-    if type(frame) is HeaderFrame or type(frame) is BodyFrame:
-        return _PUBLISH_IDS
+def _ids_of(event: Event | None) -> tuple[int, int]:
+    """Class and method id of the method an event carries (a message: its basic.publish)."""
+    if isinstance(event, MethodFrame | ContentReceived):
+        return event.method.CLASS_ID, event.method.METHOD_ID
     return 0, 0

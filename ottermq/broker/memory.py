@@ -11,7 +11,8 @@ and where it leaves:
   publishes are added by the channel until committed or rolled back. Logged contents are the store's
   `resident_bytes`, sampled into `base`.
 - content in flight: body frames of messages not yet complete, per connection and in total (`in_flight`),
-  added by the channels as frames arrive and taken back when the message completes or is dropped.
+  counted by each connection's protocol machine as frames arrive and added here by the connection, taken back
+  when the message completes or is dropped.
 - the rest (the journal's resident contents, the index of logged messages, socket buffers) is sampled by the
   server's resource monitor into `base`.
 

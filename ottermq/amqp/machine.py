@@ -1,0 +1,441 @@
+"""The AMQP 0.9.1 protocol state machine of one server-side connection: bytes in, events out.
+
+Strategy: sans-IO, after h11. `receive_data(data)` buffers bytes; `next_event()` returns the next thing the
+peer did that the broker must act on (events.py), or NEED_DATA. Everything the broker sends that changes a
+state goes through `send(channel, method) -> bytes`, so the machine sees both sides. The machine owns what
+the protocol says, the broker what it does with it:
+
+- the protocol header, then the connection states: starting (connection.start sent) -> tuning (tune sent)
+  -> opening (tune-ok received and checked) -> running (open-ok sent) -> closing (connection.close sent:
+  only close and close-ok are read) -> closed (close-ok sent or received);
+- which frames are legal in each state, refused with RabbitMQ's codes and texts: 505 UNEXPECTED_FRAME
+  (content where none belongs), 504 CHANNEL_ERROR (a method the state does not expect), 530 NOT_ALLOWED
+  (tune-ok out of bounds, too many channels), 540 (basic.publish with immediate), 501 (a body larger than
+  its header said), and whatever the frame reader refuses (501, 502, 540);
+- channel numbers in use against channel_max, and each channel's state: open, or closing (channel.close
+  sent: only close and close-ok are read) until close-ok;
+- content: basic.publish, its header, its body frames are one `ContentReceived`; the body size is checked
+  against `max_body_size` at the header (406, soft) and against the header's size at every body frame;
+  bytes of incomplete bodies are counted (`content_bytes`) and bounded per connection by `content_limit`
+  when several messages are under way at once (406, soft, on the channel that crossed it);
+- frame_max / channel_max / heartbeat negotiation, and the heartbeat deadlines (`heartbeats`).
+
+Errors are raised by `next_event()` as `AMQPError`s with the class and method ids they concern and, for
+content frames, the channel. The broker decides channel.close (soft codes) or connection.close and sends
+it through `send`, which moves the machine on. After the frame reader failed (`readable` is False) the
+byte stream is out of step: nothing more can be read.
+
+The per-message frames the broker sends (basic.deliver, get-ok, return, ack, nack) change no state: the
+broker writes them with the `frames.encode_*` functions without passing them here.
+"""
+
+from typing import Any, Final
+
+from ottermq.amqp.basic_hot import BasicPublish
+from ottermq.amqp.constants import (
+    CHANNEL_ERROR,
+    CLASS_BASIC,
+    FRAME_ERROR,
+    FRAME_MIN_SIZE,
+    NOT_ALLOWED,
+    NOT_IMPLEMENTED,
+    PRECONDITION_FAILED,
+    UNEXPECTED_FRAME,
+)
+from ottermq.amqp.errors import AMQPConnectionError, ChannelError
+from ottermq.amqp.events import NEED_DATA, ContentReceived, Event
+from ottermq.amqp.frame_encode import encode_method_frame
+from ottermq.amqp.frames import BodyFrame, FrameReader, HeaderFrame, HeartbeatFrame, MethodFrame
+from ottermq.amqp.handshake import (
+    CLOSED,
+    CLOSING,
+    OPENING,
+    RUNNING,
+    STARTING,
+    TUNING,
+    WAITING_HEADER,
+    negotiate,
+    reads,
+)
+from ottermq.amqp.heartbeat import HeartbeatClock
+from ottermq.amqp.method import Method
+from ottermq.amqp.methods import (
+    ChannelClose,
+    ChannelCloseOk,
+    ChannelOpen,
+    ConnectionClose,
+    ConnectionCloseOk,
+    ConnectionOpenOk,
+    ConnectionTune,
+    ConnectionTuneOk,
+)
+
+__all__ = ["ConnectionMachine"]
+
+# A channel's phase: idle (a method may come), a publish's header or body expected, or closing.
+_IDLE: Final = 0
+_HEADER: Final = 1
+_BODY: Final = 2
+_CLOSING: Final = 3
+
+_CHANNEL_ID_MAX: Final = 65535
+_new: Final = object.__new__
+_PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
+_EXPECTED_HEADER: Final = (
+    "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
+)
+_EXPECTED_BODY: Final = "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
+_EXPECTED_METHOD: Final = "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+# What the broker sends that moves a state (every other method passes through `send` untouched).
+_STATEFUL_SENDS: Final = frozenset(
+    (ChannelClose, ChannelCloseOk, ConnectionTune, ConnectionOpenOk, ConnectionClose, ConnectionCloseOk)
+)
+
+
+class _Channel:
+    """The protocol state of one channel in use: its phase and the publish being assembled."""
+
+    __slots__ = ("held", "method", "parts", "phase", "properties", "remaining")
+
+    def __init__(self) -> None:
+        self.phase = _IDLE
+        self.method: BasicPublish | None = None
+        self.properties = b""
+        self.remaining = 0
+        # Body frames received so far when a body spans several (None while it has one frame at most).
+        self.parts: list[bytes] | None = None
+        # Their bytes, counted in the machine's content_bytes until the message completes or is dropped.
+        self.held = 0
+
+
+class ConnectionMachine:
+    """The protocol state of one AMQP connection, server side (see the module docstring)."""
+
+    __slots__ = (
+        "_channels",
+        "_next_frame",
+        "_offered",
+        "_reader",
+        "channel_max",
+        "content_bytes",
+        "content_limit",
+        "frame_max",
+        "header_seen",
+        "heartbeats",
+        "max_body_size",
+        "readable",
+        "state",
+    )
+
+    def __init__(self, max_body_size: int, content_limit: int) -> None:
+        self._reader = FrameReader()
+        # Until tune-ok, frames are bounded by the protocol minimum, as RabbitMQ does.
+        self._reader.frame_max = FRAME_MIN_SIZE
+        self._next_frame = self._reader.next_frame
+        self.state = WAITING_HEADER
+        self._channels: dict[int, _Channel] = {}
+        # The server's connection.tune (channel_max, frame_max): the bounds of the client's tune-ok.
+        self._offered = (0, 0)
+        self.frame_max = FRAME_MIN_SIZE
+        self.channel_max = 0
+        self.heartbeats = HeartbeatClock()
+        self.max_body_size = max_body_size
+        self.content_limit = content_limit
+        self.content_bytes = 0
+        # Set at every content header taken; the owner clears it (a blocked publisher pauses at its next one).
+        # A flag, not a count: an int past 256 would be a new object per message.
+        self.header_seen = False
+        self.readable = True
+
+    @property
+    def heartbeat(self) -> int:
+        """The negotiated heartbeat interval in seconds (0: none)."""
+        return self.heartbeats.interval
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not handed over yet: incomplete frames and incomplete contents."""
+        return self._reader.buffered + self.content_bytes
+
+    @property
+    def content_in_progress(self) -> bool:
+        """True while a publish on some channel waits for its header or body frames."""
+        return any(channel.phase == _HEADER or channel.phase == _BODY for channel in self._channels.values())
+
+    def channel_in_use(self, number: int) -> bool:
+        """True from channel.open until the channel's close handshake is over."""
+        return number in self._channels
+
+    # -- bytes in, events out -----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the peer; `next_event` takes them apart."""
+        self._reader.feed(data)
+
+    def next_event(self) -> Event:
+        """The next event, or NEED_DATA once every complete frame received is handled."""
+        next_frame = self._next_frame
+        channels = self._channels
+        while True:
+            # Any: dispatched on type(frame) below, which mypy does not narrow through a variable.
+            frame: Any
+            try:
+                frame = next_frame()
+            except BaseException:
+                self.readable = False
+                raise
+            if frame is None:
+                return NEED_DATA
+            kind = type(frame)
+            # The hot path first: a publish is method, header, body on an open channel.
+            if kind is MethodFrame:
+                channel = channels.get(frame.channel)  # never channel 0
+                if channel is not None and channel.phase == _IDLE:
+                    method = frame.method
+                    if type(method) is not BasicPublish:
+                        return frame  # type: ignore[no-any-return]
+                    if method.immediate:
+                        raise AMQPConnectionError(
+                            NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true", *_PUBLISH_IDS
+                        )
+                    channel.method = method
+                    channel.phase = _HEADER
+                    continue
+                event = self._method(frame, channel)
+                if event is not None:
+                    return event
+            elif kind is HeaderFrame:
+                number = frame.channel
+                channel = channels.get(number)
+                if channel is None or channel.phase != _HEADER:
+                    self._stray_content(number, channel, _HEADER)
+                    continue
+                body_size = frame.body_size
+                if not 0 < body_size <= self.max_body_size or frame.class_id != CLASS_BASIC:
+                    content = self._odd_header(number, channel, frame)
+                    if content is not None:
+                        return content
+                    continue
+                self.header_seen = True
+                channel.properties = frame.properties
+                channel.remaining = body_size
+                channel.phase = _BODY
+            elif kind is BodyFrame:
+                number = frame.channel
+                channel = channels.get(number)
+                if channel is None or channel.phase != _BODY:
+                    self._stray_content(number, channel, _BODY)
+                    continue
+                payload = frame.payload
+                remaining = channel.remaining - len(payload)
+                if remaining or channel.parts is not None:
+                    content = self._body_part(number, channel, payload, remaining)
+                    if content is not None:
+                        return content
+                    continue
+                channel.phase = _IDLE
+                # Built field by field: calling the class would run its __init__ through type.__call__, which
+                # CPython 3.11 does not inline (as much as the rest of the message's frame handling).
+                content = _new(ContentReceived)
+                content.channel = number
+                content.method = channel.method  # type: ignore[assignment]
+                content.properties = channel.properties
+                content.body = payload
+                return content
+            elif kind is HeartbeatFrame:
+                continue
+            else:  # the protocol header: the reader returns it once, before any frame
+                self.state = STARTING
+                return frame  # type: ignore[no-any-return]
+
+    def _method(self, frame: MethodFrame, channel: _Channel | None) -> MethodFrame | None:
+        """A method frame off the hot path: channel 0, a new channel, a closing one, or content expected."""
+        number = frame.channel
+        method = frame.method
+        if not number:
+            return self._connection_method(frame)
+        if channel is None:
+            return self._channel_open(frame)
+        if channel.phase == _CLOSING:
+            kind = type(method)
+            if kind is ChannelCloseOk:
+                del self._channels[number]
+                return frame
+            return frame if kind is ChannelClose else None
+        raise AMQPConnectionError(
+            UNEXPECTED_FRAME, _EXPECTED_HEADER if channel.phase == _HEADER else _EXPECTED_BODY, *_PUBLISH_IDS
+        )
+
+    def _channel_open(self, frame: MethodFrame) -> MethodFrame | None:
+        method = frame.method
+        if self.state != RUNNING:
+            if self.state == CLOSING:
+                return None
+            raise _error(UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {method.NAME} before connection.open", method)
+        # channel_max bounds how many channels are open at once, not their numbers: as in RabbitMQ, any
+        # number 1..65535 may be opened (aiormq starts at 65535) while fewer than channel_max are open.
+        in_use = len(self._channels)
+        channel_max = self.channel_max or _CHANNEL_ID_MAX
+        if in_use >= channel_max:
+            raise _error(
+                NOT_ALLOWED,
+                f"NOT_ALLOWED - number of channels opened ({in_use}) "
+                f"has reached the negotiated channel_max ({channel_max})",
+                method,
+            )
+        if type(method) is not ChannelOpen:
+            raise _error(CHANNEL_ERROR, "CHANNEL_ERROR - expected 'channel.open'", method)
+        self._channels[frame.channel] = _Channel()
+        return frame
+
+    def _connection_method(self, frame: MethodFrame) -> MethodFrame | None:
+        method = frame.method
+        if not reads(self.state, method):
+            return None
+        kind = type(method)
+        if kind is ConnectionTuneOk:
+            channel_max, frame_max = self._offered
+            self.channel_max, self.frame_max = negotiate(channel_max, frame_max, method)  # type: ignore[arg-type]
+            # The client's interval, as RabbitMQ takes it (the server's offer is only a suggestion).
+            self.heartbeats.interval = method.heartbeat  # type: ignore[attr-defined]
+            self._reader.frame_max = self.frame_max
+            self.state = OPENING
+        elif kind is ConnectionCloseOk:
+            self.state = CLOSED
+        return frame
+
+    # -- content ------------------------------------------------------------------------------------------
+
+    def _stray_content(self, number: int, channel: _Channel | None, frame_phase: int) -> None:
+        """A header or body frame where none is expected: refused, or dropped where only close is read."""
+        if channel is None:
+            if self.state == CLOSING:
+                return
+            if number == 0 or self.state != RUNNING:
+                name = "content header" if frame_phase == _HEADER else "content body"
+                raise AMQPConnectionError(
+                    UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {name} on channel {number}", *_PUBLISH_IDS
+                )
+            raise AMQPConnectionError(UNEXPECTED_FRAME, _EXPECTED_METHOD, *_PUBLISH_IDS)
+        phase = channel.phase
+        if phase == _CLOSING:
+            if frame_phase == _HEADER:
+                self.header_seen = True
+            return
+        if phase == _IDLE:
+            text = _EXPECTED_METHOD
+        else:
+            text = _EXPECTED_HEADER if phase == _HEADER else _EXPECTED_BODY
+        raise AMQPConnectionError(UNEXPECTED_FRAME, text, *_PUBLISH_IDS)
+
+    def _odd_header(self, number: int, channel: _Channel, frame: HeaderFrame) -> ContentReceived | None:
+        """A content header of another class, too large, or with no body (the message is complete)."""
+        if frame.class_id != CLASS_BASIC:
+            raise AMQPConnectionError(
+                UNEXPECTED_FRAME,
+                "UNEXPECTED_FRAME - expected content header for class 60, "
+                f"got one for class {frame.class_id} instead",
+                *_PUBLISH_IDS,
+            )
+        channel.phase = _IDLE
+        body_size = frame.body_size
+        if body_size > self.max_body_size:
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - message size {body_size} "
+                f"is larger than configured max size {self.max_body_size}",
+                *_PUBLISH_IDS,
+                channel=number,
+            )
+        self.header_seen = True
+        return ContentReceived(number, channel.method, frame.properties, b"")  # type: ignore[arg-type]
+
+    def _body_part(
+        self, number: int, channel: _Channel, payload: bytes, remaining: int
+    ) -> ContentReceived | None:
+        """A body frame that does not complete a one-frame body: held, the last of several, or too large."""
+        parts = channel.parts
+        if remaining > 0:
+            if parts is None:
+                channel.parts = [payload]
+            else:
+                parts.append(payload)
+            channel.remaining = remaining
+            self._hold(number, channel, len(payload))
+            return None
+        if remaining < 0:
+            raise AMQPConnectionError(
+                FRAME_ERROR,
+                f"FRAME_ERROR - content body exceeds the declared size by {-remaining} octets",
+                *_PUBLISH_IDS,
+            )
+        assert parts is not None
+        parts.append(payload)
+        channel.phase = _IDLE
+        self._drop(channel)
+        return ContentReceived(number, channel.method, channel.properties, b"".join(parts))  # type: ignore[arg-type]
+
+    def _hold(self, number: int, channel: _Channel, size: int) -> None:
+        """Count `size` more bytes of an incomplete body. One message alone is bounded by max_body_size;
+        several at once on this connection by `content_limit`, past which this channel's message is
+        refused (406) and its bytes dropped."""
+        channel.held += size
+        total = self.content_bytes = self.content_bytes + size
+        if total > self.content_limit and total > channel.held:
+            channel.phase = _IDLE
+            self._drop(channel)
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - {total} bytes of messages in progress on this connection "
+                f"is more than the limit {self.content_limit}",
+                *_PUBLISH_IDS,
+                channel=number,
+            )
+
+    def _drop(self, channel: _Channel) -> None:
+        """Forget the channel's incomplete body."""
+        channel.parts = None
+        if channel.held:
+            self.content_bytes -= channel.held
+            channel.held = 0
+
+    # -- events in, bytes out -----------------------------------------------------------------------------
+
+    def send(self, channel: int, method: Method) -> bytes:
+        """The frame for a method the broker sends, after moving the states it changes."""
+        kind = type(method)
+        if kind in _STATEFUL_SENDS:
+            self._sent(channel, kind, method)
+        return encode_method_frame(channel, method)
+
+    def _sent(self, number: int, kind: type[Method], method: Method) -> None:
+        if number:
+            channel = self._channels.get(number)
+            if channel is None:
+                return
+            if kind is ChannelClose:
+                channel.phase = _CLOSING
+                self._drop(channel)
+            elif channel.phase != _CLOSING:
+                # close-ok to the client's close. After our own close the number stays in use until the
+                # client's close-ok, which crosses ours.
+                del self._channels[number]
+                self._drop(channel)
+        elif kind is ConnectionTune:
+            self._offered = (method.channel_max, method.frame_max)  # type: ignore[attr-defined]
+            self.state = TUNING
+        elif kind is ConnectionOpenOk:
+            self.state = RUNNING
+        else:
+            if kind is ConnectionClose:
+                self.state = CLOSING
+            elif self.state != CLOSING:
+                # close-ok to the client's close. After our own close we wait for the client's close-ok.
+                self.state = CLOSED
+            for channel in self._channels.values():
+                self._drop(channel)
+            self._channels.clear()
+
+
+def _error(code: int, text: str, method: Method) -> AMQPConnectionError:
+    return AMQPConnectionError(code, text, method.CLASS_ID, method.METHOD_ID)
