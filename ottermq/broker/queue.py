@@ -132,7 +132,7 @@ class Queue(Dispatcher):
     # -- messages in ------------------------------------------------------------------------------------
 
     def new_entry(self, msg_id: int, size: int, priority: int, published: int, ttl: int | None) -> QueueEntry:
-        """This queue's record of a message published at `published` (ms since the epoch) whose own
+        """This queue's record of a message published at `published` (ms since the epoch; 0: now) whose own
         `expiration` is `ttl` ms (None: none); it expires `ttl` after `published`, or the queue's
         x-message-ttl after it when that is earlier."""
         features = self.features
@@ -140,7 +140,9 @@ class Queue(Dispatcher):
         if ttl is None and queue_ttl is None:
             return QueueEntry(msg_id, size, priority)
         self._may_expire()
-        return QueueEntry(msg_id, size, priority, deadline(published, ttl, queue_ttl))
+        # Publish time 0: a transient publish without TTL or priority properties, whose time only a
+        # queue with x-message-ttl needs (read here, not on every publish).
+        return QueueEntry(msg_id, size, priority, deadline(published or now_ms(), ttl, queue_ttl))
 
     def index(self, entry: QueueEntry) -> None:
         """A logged message joins this durable queue (the apply of its publish, live or replayed): it

@@ -9,6 +9,7 @@ from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker import ttl
 from ottermq.broker.message import Message
 from ottermq.broker.queue_expiry import tick_queues
+from ottermq.broker.ttl import now_ms
 from ottermq.broker.vhost import VHost
 from tests.unit.broker.domain_fakes import FakeConsumer, offer
 
@@ -94,3 +95,14 @@ def test_a_message_expiration_expires_on_a_plain_queue_without_features() -> Non
     assert queue.features is None and not queue.plain
     tick_queues([vhost], ttl.now_ms() + 61_000)
     assert queue.ready_count == 1
+
+
+def test_a_transient_publish_counts_the_queue_ttl_from_now() -> None:
+    """A transient message without properties takes the publish path that reads no clock: the queue's
+    x-message-ttl must still count from now, not from the epoch (it expired at once)."""
+    vhost = VHost()
+    queue = vhost.declare_queue("q", arguments={"x-message-ttl": 60_000})
+    before = now_ms()
+    vhost.publish_now(Message("", "q", b"\x00\x00", b"kept"), [queue])
+    entry = queue.get()
+    assert entry is not None and before + 60_000 <= entry.deadline <= now_ms() + 60_000
