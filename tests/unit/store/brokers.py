@@ -8,10 +8,25 @@ builds, minus the store's background task.
 from __future__ import annotations
 
 from memento.log import Log
+from memento.record import Record, RecordPosition
 from ottermq.broker.broker import Broker
 from ottermq.store.contents import RESIDENT_BYTES, LogContents
 from ottermq.store.journal import MementoJournal
 from ottermq.store.snapshot import QueueIndex, index_of
+
+
+class CountingLog:
+    """Counts `Log.read` calls on one open log (the only way a content comes back from disk)."""
+
+    def __init__(self, log: Log) -> None:
+        self.reads = 0
+        read = log.read
+
+        def counted(position: RecordPosition) -> Record:
+            self.reads += 1
+            return read(position)
+
+        log.read = counted  # type: ignore[method-assign]
 
 
 def live_broker(log: Log, resident_limit: int = RESIDENT_BYTES) -> Broker:
