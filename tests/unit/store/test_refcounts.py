@@ -24,6 +24,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from memento.log import Log
 from ottermq.amqp.methods import (
     BasicAck,
     BasicCancel,
@@ -41,18 +42,21 @@ from ottermq.amqp.methods import (
     QueueDelete,
     QueuePurge,
 )
-from ottermq.amqp.properties import BasicProperties
+from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.auth import hash_password
-from ottermq.broker.broker import BrokerSettings
+from ottermq.broker.broker import Broker, BrokerSettings
 from ottermq.broker.events import PasswordChanged
 from ottermq.broker.limits_queue import tick_queues
 from ottermq.broker.memory import MESSAGE_OVERHEAD
-from ottermq.broker.message import QueueEntry
+from ottermq.broker.message import Message, QueueEntry
+from ottermq.broker.queue import Queue
 from ottermq.broker.ttl import now_ms
+from ottermq.store.codec import RECORD_TYPES
 from ottermq.store.contents import LogContents
-from ottermq.store.store import DurableStore, StoreOptions
+from ottermq.store.snapshot import encode_snapshot
+from ottermq.store.store import LOG_DIR, DurableStore, StoreOptions
 from tests.unit.broker.test_connection_harness import Client, connected
-from tests.unit.store.brokers import log_contents
+from tests.unit.store.brokers import live_broker, log_contents, snapshot_indexes
 
 # name: (durable, arguments). d2 drops from its head past 3 messages; t2 has a queue TTL.
 QUEUES: dict[str, tuple[bool, dict[str, Any]]] = {
@@ -271,3 +275,77 @@ class ClientWork(RuleBasedStateMachine):
 
 ClientWork.TestCase.settings = settings(max_examples=60, stateful_step_count=50, deadline=None)
 test_every_reference_is_counted_once_and_given_back_once = ClientWork.TestCase
+
+
+# -- after a restart ----------------------------------------------------------------------------------------
+
+
+def restart_workload(broker: Broker, log: Log, snapshot_at: int | None) -> None:
+    """Fan-out to durable queues, partial acks and a deleted queue; a snapshot after step `snapshot_at`
+    (None: none, everything is replayed)."""
+    vhost = broker.vhosts["/"]
+    vhost.declare_exchange("fan", "fanout", durable=True)
+    for name in ("a", "b", "c"):
+        vhost.declare_queue(name, durable=True)
+        vhost.bind_queue(name, "fan")
+    vhost.declare_queue("t")
+    vhost.bind_queue("t", "fan")
+
+    def publish(body: bytes, persistent: bool = True) -> None:
+        message = Message(
+            "fan", "", encode_properties(BasicProperties(delivery_mode=2 if persistent else 1)), body
+        )
+        vhost.publish_now(message, vhost.route("fan", "", message))
+
+    steps = [
+        lambda: publish(b"m1"),  # a, b, c and t
+        lambda: publish(b"m2"),
+        lambda: publish(b"transient", persistent=False),  # gone after the restart
+        lambda: settle_head(vhost.queues["a"]),  # m1 leaves a
+        lambda: settle_head(vhost.queues["b"]),  # m1 leaves b
+        lambda: vhost.delete_queue("c"),  # m1 and m2 leave c with it
+        lambda: publish(b"m3"),  # a, b and t
+        lambda: settle_head(vhost.queues["b"]),  # m2 leaves b
+    ]
+    for number, step in enumerate(steps):
+        step()
+        if number == snapshot_at:
+            log.sync()
+            state = encode_snapshot(broker.durable_events(), snapshot_indexes(broker), clean=False)
+            log.save_snapshot(log.end_lsn, state)
+    log.sync()
+
+
+def settle_head(queue: Queue) -> None:
+    entry = queue.get()
+    assert entry is not None
+    queue.settle([entry])
+
+
+@pytest.mark.parametrize("snapshot_at", [None, 0, 3, 5, 7], ids=lambda at: f"snapshot@{at}")
+def test_a_restart_rebuilds_the_reference_counts(tmp_path: Path, snapshot_at: int | None) -> None:
+    """Replayed publishes and a snapshot's indexes give each content one reference per durable queue
+    still holding it: settling them all empties the store, and not before the last."""
+    log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
+    restart_workload(live_broker(log), log, snapshot_at)
+    log.close()
+    store = DurableStore.open(tmp_path)
+    try:
+        broker = store.new_broker()
+        store.recover(broker)
+        contents = log_contents(broker)
+        queues = broker.vhosts["/"].queues
+        assert sorted(queues) == ["a", "b"]
+        held = {name: [contents.get(e.msg_id).body for e in queues[name].logged_entries()] for name in queues}
+        assert held == {"a": [b"m2", b"m3"], "b": [b"m3"]}
+        by_body = {contents.get(e.msg_id).body: e.msg_id for e in queues["a"].logged_entries()}
+        assert contents.refs(by_body[b"m2"]) == 1 and contents.refs(by_body[b"m3"]) == 2
+        assert len(contents) == 2 and broker.memory.held_bytes == 0
+        settle_head(queues["a"])  # m2: its last reference
+        assert by_body[b"m2"] not in contents and contents.refs(by_body[b"m3"]) == 2
+        settle_head(queues["a"])  # m3 from a: b still holds it
+        assert contents.refs(by_body[b"m3"]) == 1 and contents.get(by_body[b"m3"]).body == b"m3"
+        settle_head(queues["b"])
+        assert len(contents) == 0 and not contents.locations and contents.resident_bytes == 0
+    finally:
+        store.close()
