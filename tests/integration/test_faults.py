@@ -25,7 +25,7 @@ import pika.exceptions
 import pytest
 
 from memento.disk import DiskIO
-from ottermq.broker.broker import Broker, BrokerSettings
+from ottermq.broker.broker import BrokerSettings
 from ottermq.server.server import Server
 from ottermq.store.store import DurableStore, StoreOptions
 
