@@ -36,7 +36,7 @@ def test_collect_reads_queue_counts_and_alarms() -> None:
     vhost = broker.vhosts["/"]
     queue = vhost.declare_queue("q1")
     for _ in range(2):
-        queue.enqueue(Message("", "q1", b"\x00\x00", b"x"))
+        vhost.publish_now(Message("", "q1", b"\x00\x00", b"x"), [queue])
     broker.set_alarm("disk", True)
     text = render(collect(broker))
     assert 'rabbitmq_queue_messages_ready{vhost="/",queue="q1"} 2\n' in text

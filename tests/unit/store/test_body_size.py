@@ -1,9 +1,9 @@
 """x-max-length-bytes counts a durable backlog without reading bodies back from the log.
 
-A message keeps its body length (`Message.body_size`) from publish, replay (the publish record) and
-snapshot restore (a column of the snapshot index since version 3). These tests fill a capped durable
-queue past the journal's resident budget, so bodies are evicted, and check that drop-head, a clean
-restart and a crash restart count bytes exactly while the log is never read.
+A queue entry keeps its message's body length (`QueueEntry.size`) from publish, replay (the publish
+record) and snapshot restore (a column of the snapshot index since version 3). These tests fill a capped
+durable queue past the content store's resident budget, so contents are evicted, and check that
+drop-head, a clean restart and a crash restart count bytes exactly while the log is never read.
 """
 
 from __future__ import annotations
@@ -16,45 +16,26 @@ from typing import Any
 import pytest
 
 from memento.log import Log
-from memento.record import Record, RecordPosition
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
-from ottermq.broker.message import Message, StoredMessage
+from ottermq.broker.message import Message
 from ottermq.broker.queue import Queue
 from ottermq.store.codec import RECORD_TYPES
-from ottermq.store.journal import MementoJournal
 from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
 from ottermq.store.store import LOG_DIR, DurableStore
+from tests.unit.store.brokers import CountingLog, live_broker, log_contents
 
 PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
 LIMIT = 10_000
 CAPPED = {"x-max-length-bytes": LIMIT}
 
 
-class CountingLog:
-    """Counts `Log.read` calls on one open log (the only way a body comes back from disk)."""
-
-    def __init__(self, log: Log) -> None:
-        self.reads = 0
-        read = log.read
-
-        def counted(position: RecordPosition) -> Record:
-            self.reads += 1
-            return read(position)
-
-        log.read = counted  # type: ignore[method-assign]
-
-
-def publish(broker: Broker, journal: MementoJournal, size: int, tag: int) -> None:
-    """One persistent message of `size` bytes into "capped", then the end of an event-loop turn: the
-    journal evicts contents over its budget, as it does live."""
+def publish(broker: Broker, size: int, tag: int) -> None:
+    """One persistent message of `size` bytes into "capped" (the content store evicts contents over its
+    budget as they come in)."""
     vhost = broker.vhosts["/"]
     message = Message("", "capped", PERSISTENT, bytes([tag % 251]) * size)
-    queues = vhost.route("", "capped", message)
-    vhost.log_publish(message, queues)
-    for target in queues:
-        target.enqueue(message)
-    journal.evict()
+    vhost.publish_now(message, vhost.route("", "capped", message))
 
 
 def capped(broker: Broker) -> Queue:
@@ -68,39 +49,33 @@ def ready_bytes(queue: Queue) -> int:
 
 
 def state(queue: Queue) -> tuple[int, int, int]:
-    """(ready messages, counted bytes, real bytes: from the sizes, without loading anything)."""
+    """(ready messages, counted bytes, real bytes: from the entries' sizes, without loading anything)."""
     return (
         queue.ready_count,
         ready_bytes(queue),
-        sum(e.message.body_size for e in queue.logged_entries()),
+        sum(e.size for e in queue.logged_entries()),
     )
-
-
-def evicted(queue: Queue) -> int:
-    messages = [e.message for e in queue.logged_entries()]
-    return sum(1 for m in messages if isinstance(m, StoredMessage) and not m.loaded)
 
 
 def open_store(path: Path) -> tuple[Broker, DurableStore, CountingLog]:
     store = DurableStore.open(path)
     counter = CountingLog(store.log)
-    store.journal.resident_limit = 4096
+    store.contents.resident_limit = 4096
     broker = store.new_broker()
     store.recover(broker)
     return broker, store, counter
 
 
 @pytest.fixture
-def filled(tmp_path: Path) -> Iterator[tuple[Broker, Log, MementoJournal, CountingLog]]:
+def filled(tmp_path: Path) -> Iterator[tuple[Broker, Log, CountingLog]]:
     """A capped durable queue fed 60 messages of 700..1290 bytes with a 4 KiB resident budget."""
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
-    journal = MementoJournal(log, resident_bytes=4096)
     counter = CountingLog(log)
-    broker = Broker(journal=journal)
+    broker = live_broker(log, resident_limit=4096)
     broker.vhosts["/"].declare_queue("capped", durable=True, arguments=CAPPED)
     for i in range(60):
-        publish(broker, journal, 700 + 10 * i, i)
-    yield broker, log, journal, counter
+        publish(broker, 700 + 10 * i, i)
+    yield broker, log, counter
     log.close()  # a no-op when the test closed it
 
 
@@ -116,26 +91,29 @@ def expected_tail(sizes: list[int]) -> tuple[int, int]:
 
 
 def test_drop_head_counts_evicted_messages_without_reading_them(filled: Any) -> None:
-    broker, _log, journal, counter = filled
+    broker, _log, counter = filled
     queue = capped(broker)
+    contents = log_contents(broker)
     count, total = expected_tail([700 + 10 * i for i in range(60)])
     assert state(queue) == (count, total, total)
-    assert journal.evicted_bytes > 0 and evicted(queue) > 0  # bodies left memory...
+    # Contents left memory (the store holds the queue's ids, a few contents only)...
+    assert contents.evicted_bytes > 0 and len(contents) == count and contents.resident_bytes < total
     assert counter.reads == 0  # ...and none came back to be counted or dropped
     # Deliveries read what they deliver, and only that; the count stays exact.
     entry = queue.get()
-    assert entry is not None and len(entry.message.body) == entry.message.body_size
-    assert ready_bytes(queue) == total - entry.message.body_size
+    assert entry is not None and len(queue.content_of(entry).body) == entry.size
+    assert counter.reads == 1  # the head is the oldest: read back from the log
+    assert ready_bytes(queue) == total - entry.size
 
 
 def test_a_clean_restart_counts_from_the_snapshot_without_reading(filled: Any, tmp_path: Path) -> None:
-    broker, log, _journal, _counter = filled
+    broker, log, _counter = filled
     queue = capped(broker)
     before = state(queue)
     log.sync()
-    index = index_of("/", "capped", queue.logged_entries())
+    index = index_of("/", "capped", queue.logged_entries(), broker.contents.locations)
     assert index.sizes is not None
-    assert list(index.sizes) == [e.message.body_size for e in queue.logged_entries()]
+    assert list(index.sizes) == [e.size for e in queue.logged_entries()]
     log.save_snapshot(log.end_lsn, encode_snapshot(broker.durable_events(), [index], clean=True))
     log.close()
 
@@ -145,8 +123,8 @@ def test_a_clean_restart_counts_from_the_snapshot_without_reading(filled: Any, t
         queue = capped(rebuilt)
         assert state(queue) == before and counter.reads == 0
         # One more message drops exactly as many from the head as its size needs, still without a read.
-        sizes = [e.message.body_size for e in queue.logged_entries()]
-        publish(rebuilt, store.journal, 1500, 99)
+        sizes = [e.size for e in queue.logged_entries()]
+        publish(rebuilt, 1500, 99)
         count, total = expected_tail([*sizes, 1500])
         assert state(queue) == (count, total, total) and counter.reads == 0
     finally:
@@ -154,7 +132,7 @@ def test_a_clean_restart_counts_from_the_snapshot_without_reading(filled: Any, t
 
 
 def test_a_crash_restart_counts_from_the_publish_records_without_reading(filled: Any, tmp_path: Path) -> None:
-    broker, log, _journal, _counter = filled
+    broker, log, _counter = filled
     before = state(capped(broker))
     log.sync()
     log.close()  # no snapshot: everything is replayed
@@ -168,11 +146,11 @@ def test_a_crash_restart_counts_from_the_publish_records_without_reading(filled:
 
 
 def test_an_older_snapshot_without_sizes_still_counts_exactly(filled: Any, tmp_path: Path) -> None:
-    broker, log, _journal, _counter = filled
+    broker, log, _counter = filled
     queue = capped(broker)
     before = state(queue)
     log.sync()
-    index = index_of("/", "capped", queue.logged_entries())
+    index = index_of("/", "capped", queue.logged_entries(), broker.contents.locations)
     current = encode_snapshot(broker.durable_events(), [index], clean=True)
     # The same snapshot as version 2 wrote it: the version field says 2 and the queue (the last thing in
     # it) has no size column.

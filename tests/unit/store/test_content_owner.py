@@ -19,10 +19,11 @@ from memento.log import Log
 from memento.record import RecordPosition
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
-from ottermq.broker.message import Message, StoredMessage
+from ottermq.broker.message import Message
 from ottermq.store.codec import RECORD_TYPES, pack_loc, unpack_loc
 from ottermq.store.journal import ContentMismatch, MementoJournal
-from ottermq.store.store import LOG_DIR
+from ottermq.store.store import INDEX_MASK, LOG_DIR
+from tests.unit.store.brokers import CountingLog, live_broker, log_contents
 
 PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
 # Around the log's 256 KiB read window, and past it.
@@ -31,20 +32,21 @@ EDGES = [262_123, 262_144, 262_145, 400_000, 3 << 20]
 
 def make(path: Path) -> tuple[Broker, Log, MementoJournal]:
     log = Log.open(path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
-    journal = MementoJournal(log, resident_bytes=1 << 30)
-    broker = Broker(journal=journal)
+    broker = live_broker(log, resident_limit=1 << 30)
     broker.vhosts["/"].declare_queue("q", durable=True)
+    journal = broker.journal
+    assert isinstance(journal, MementoJournal)
     return broker, log, journal
 
 
-def publish(broker: Broker, body: bytes) -> Message:
+def publish(broker: Broker, body: bytes) -> int:
+    """Publish a persistent message to "q"; its id in the content store."""
     vhost = broker.vhosts["/"]
     message = Message("ex", "q", PERSISTENT, body)
-    queues = vhost.route("", "q", message)
-    vhost.log_publish(message, queues)
-    for target in queues:
-        target.enqueue(message)
-    return message
+    _position, placed = vhost.publish(message, vhost.route("", "q", message))
+    ((queue, entry),) = placed
+    queue.enqueue(entry)
+    return entry.msg_id
 
 
 def body_of(i: int, size: int) -> bytes:
@@ -56,15 +58,19 @@ def body_of(i: int, size: int) -> bytes:
 def test_evicted_bodies_of_any_size_read_back(
     tmp_path_factory: pytest.TempPathFactory, sizes: list[int]
 ) -> None:
-    broker, log, journal = make(tmp_path_factory.mktemp("d"))
-    messages = [publish(broker, body_of(i, size)) for i, size in enumerate(sizes)]
+    broker, log, _journal = make(tmp_path_factory.mktemp("d"))
+    counter = CountingLog(log)
+    ids = [publish(broker, body_of(i, size)) for i, size in enumerate(sizes)]
     log.sync()
-    journal.resident_limit = 0
-    journal.evict()
-    for i, message in enumerate(messages):
-        assert isinstance(message, StoredMessage) and not message.loaded
-        assert message.body == body_of(i, sizes[i])
-        assert message.exchange == "ex" and message.routing_key == "q"
+    contents = log_contents(broker)
+    contents.resident_limit = 0
+    contents.evict()
+    assert contents.resident_bytes == 0 and len(contents) == len(ids)
+    for i, msg_id in enumerate(ids):
+        message = contents.get(msg_id)
+        assert message.body == body_of(i, sizes[i]) and message.body_size == sizes[i]
+        assert message.exchange == "ex" and message.routing_key == "q" and message.persistent
+    assert counter.reads == len(ids)  # each one came back from the log
     log.close()
 
 
@@ -73,20 +79,22 @@ def test_a_position_holding_another_messages_record_is_refused(tmp_path: Path) -
     first = publish(broker, b"first body")
     second = publish(broker, b"second body")
     log.sync()
-    assert journal.read_content(first.msg_id, first.loc)[3] == b"first body"
-    with pytest.raises(ContentMismatch, match=f"message {second.msg_id}"):
-        journal.read_content(second.msg_id, first.loc)  # the position of another message's publish
-    segment, offset, _index = unpack_loc(first.loc)
-    journal._cache.clear()  # the verified content of `first` is cached by its id; read the log again
+    contents = log_contents(broker)
+    first_loc, second_loc = contents.locations[first], contents.locations[second]
+    assert journal.read_content(first, first_loc)[3] == b"first body"
+    with pytest.raises(ContentMismatch, match=f"message {second}"):
+        journal.read_content(second, first_loc)  # the position of another message's publish
+    segment, offset, _index = unpack_loc(first_loc)
     with pytest.raises(ContentMismatch):
-        journal.read_content(first.msg_id, pack_loc(segment, offset, 1))  # right record, wrong index
-    # What a stale position does to a message: its body is refused, not replaced by another's.
-    journal.resident_limit = 0
-    journal.evict()
-    assert isinstance(second, StoredMessage)
-    second.loc = first.loc
+        journal.read_content(first, pack_loc(segment, offset, 1))  # right record, wrong index
+    # What a stale position does to a message: its content is refused, not replaced by another's.
+    contents.resident_limit = 0
+    contents.evict()
+    contents.relocate({second_loc & ~INDEX_MASK: first_loc & ~INDEX_MASK}, INDEX_MASK)
+    assert contents.locations[second] == first_loc
     with pytest.raises(ContentMismatch):
-        _ = second.body
+        contents.get(second)
+    assert contents.get(first).body == b"first body"
     log.close()
 
 
@@ -98,12 +106,19 @@ def test_a_compacted_copy_still_proves_its_owner(tmp_path: Path) -> None:
     others = [publish(broker, bytes([i % 251]) * 5000) for i in range(400)]  # fill old segments
     log.sync()
     log.save_snapshot(log.durable_lsn, b"state")
-    segment, offset, _index = unpack_loc(kept.loc)
+    contents = log_contents(broker)
+    old_loc = contents.locations[kept]
+    segment, offset, _index = unpack_loc(old_loc)
     where = RecordPosition(segment, offset)
     new = log.reclaim(log.durable_lsn, lambda pos: pos == where).relocated[where]
     new_loc = pack_loc(new.segment, new.offset)
-    journal._cache.clear()
-    assert journal.read_content(kept.msg_id, new_loc)[3] == b"k" * 5000
+    assert journal.read_content(kept, new_loc)[3] == b"k" * 5000
     with pytest.raises(ContentMismatch):
-        journal.read_content(others[0].msg_id, new_loc)
+        journal.read_content(others[0], new_loc)
+    # The content store learns the move (as the store tells it after a reclaim) and reads the copy.
+    contents.relocate({old_loc: new_loc}, INDEX_MASK)
+    assert contents.locations[kept] == new_loc
+    contents.resident_limit = 0
+    contents.evict()
+    assert contents.get(kept).body == b"k" * 5000
     log.close()

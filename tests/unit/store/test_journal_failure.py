@@ -18,7 +18,6 @@ from memento.disk import DiskIO
 from memento.log import Log
 from ottermq.amqp.errors import AMQPConnectionError
 from ottermq.amqp.properties import BasicProperties, encode_properties
-from ottermq.broker.broker import Broker
 from ottermq.broker.message import Message
 from ottermq.store.codec import RECORD_TYPES
 from ottermq.store.store import LOG_DIR, DurableStore, StoreOptions
@@ -58,8 +57,12 @@ async def scenario(tmp_path: Path, error: int) -> None:
 
     def publish(body: bytes) -> int:
         message = Message("", "q", PERSISTENT, body)
-        position = vhost.log_publish(message, [queue])
-        queue.enqueue(message)
+        position, placed = vhost.publish(message, [queue])
+        if position < 0:
+            vhost.publish_nacked(placed)  # what a confirm channel does: nacked, enqueued nowhere
+            return position
+        for target, entry in placed:
+            target.enqueue(entry)
         if position > 0:
             journal.when_durable(
                 position, lambda: outcome.append(f"ack {body!r}"), lambda: outcome.append(f"nack {body!r}")
@@ -108,26 +111,23 @@ async def gathered_then_tx(tmp_path: Path) -> None:
     vhost = broker.vhosts["/"]
     queue = vhost.declare_queue("q", durable=True)
     for body in (b"a", b"b", b"c"):
-        message = Message("", "q", PERSISTENT, body)
-        vhost.log_publish(message, [queue])
-        queue.enqueue(message)
+        vhost.publish_now(Message("", "q", PERSISTENT, body), [queue])
     first = queue.get()
     assert first is not None
     queue.settle([first])  # gathered until the end of the turn
     vhost.begin_tx()
-    message = Message("", "q", PERSISTENT, b"in-tx")
-    vhost.log_publish(message, [queue])
-    queue.enqueue(message)
     second = queue.get()
     assert second is not None
     queue.settle([second])
-    position = vhost.end_tx()
-    assert message.msg_id >> 20 == position
+    position, placed = vhost.end_tx([(Message("", "q", PERSISTENT, b"in-tx"), [queue])])
+    ((target, entry),) = placed[0]
+    assert entry.msg_id >> 20 == position
+    target.enqueue(entry)
     await store.stop()
     store = DurableStore.open(tmp_path)
     rebuilt = store.new_broker()
     store.recover(rebuilt)
-    bodies = [e.message.body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
+    bodies = [rebuilt.contents.get(e.msg_id).body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
     store.close()
     assert bodies == [b"c", b"in-tx"]
 
@@ -138,7 +138,7 @@ def test_a_full_disk_blocks_publishers_until_space_returns(tmp_path: Path) -> No
     store = DurableStore.open(tmp_path)
     rebuilt = store.new_broker()
     store.recover(rebuilt)
-    bodies = [e.message.body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
+    bodies = [rebuilt.contents.get(e.msg_id).body for e in rebuilt.vhosts["/"].queues["q"].logged_entries()]
     store.close()
     assert bodies == kept
 
@@ -163,11 +163,13 @@ async def full_disk_scenario(tmp_path: Path) -> list[bytes]:
     def publish(i: int) -> int:
         body = b"%06d" % i + bytes(body_size)
         message = Message("", "q", PERSISTENT, body)
-        position = vhost.log_publish(message, [queue])
+        position, placed = vhost.publish(message, [queue])
         if position < 0:
+            vhost.publish_nacked(placed)  # what a confirm channel does: nacked, enqueued nowhere
             outcome[body] = "refused"
             return position
-        queue.enqueue(message)
+        for target, entry in placed:
+            target.enqueue(entry)
         outcome[body] = "pending"
         journal.when_durable(
             position, partial(outcome.__setitem__, body, "ack"), partial(outcome.__setitem__, body, "nack")
@@ -196,7 +198,7 @@ async def full_disk_scenario(tmp_path: Path) -> list[bytes]:
     for _ in range(3):
         entry = queue.get()
         assert entry is not None
-        drained.append(entry.message.body)
+        drained.append(queue.content_of(entry).body)
         queue.settle([entry])
     await asyncio.sleep(0.3)
     assert journal.suspended

@@ -14,44 +14,43 @@ import pytest
 from memento.log import Log
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
-from ottermq.broker.message import Message, StoredMessage
+from ottermq.broker.message import Message
 from ottermq.broker.vhost import VHost
 from ottermq.store.codec import RECORD_TYPES, unpack_loc
-from ottermq.store.journal import MementoJournal
 from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
 from ottermq.store.store import LOG_DIR, DurableStore
 from tests.unit.broker.domain_fakes import FakeConsumer
+from tests.unit.store.brokers import live_broker as logging_broker
+from tests.unit.store.brokers import log_contents
 
 PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
 
 
-def publish(vhost: VHost, exchange: str, key: str, body: bytes, persistent: bool = True) -> Message:
+def message(exchange: str, key: str, body: bytes, persistent: bool = True) -> Message:
+    return Message(exchange, key, PERSISTENT if persistent else b"\x00\x00", body)
+
+
+def publish(vhost: VHost, exchange: str, key: str, body: bytes, persistent: bool = True) -> None:
     """What the channel does for one publish."""
-    message = Message(exchange, key, PERSISTENT if persistent else b"\x00\x00", body)
-    queues = vhost.route(exchange, key, message)
-    if message.persistent:
-        vhost.log_publish(message, queues)
-    for queue in queues:
-        queue.enqueue(message)
-    return message
+    msg = message(exchange, key, body, persistent)
+    vhost.publish_now(msg, vhost.route(exchange, key, msg))
 
 
 def projection(broker: Broker) -> dict[str, Any]:
     """Durable entities, and per durable queue its logged messages in order with their content."""
     state: dict[str, Any] = {"events": sorted(map(repr, broker.durable_events()))}
+    contents = broker.contents
     for vhost in broker.vhosts.values():
         for queue in vhost.queues.values():
             if queue.durable:
-                state[queue.name] = [
-                    (e.message.msg_id, e.message.exchange, e.message.routing_key, e.message.body)
-                    for e in queue.logged_entries()
-                ]
+                messages = [(e.msg_id, contents.get(e.msg_id)) for e in queue.logged_entries()]
+                state[queue.name] = [(i, m.exchange, m.routing_key, m.body) for i, m in messages]
     return state
 
 
 def live_broker(tmp_path: Path) -> tuple[Broker, Log]:
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
-    return Broker(journal=MementoJournal(log)), log
+    return logging_broker(log), log
 
 
 def workload(broker: Broker, log: Log, snapshot_after: int | None) -> None:
@@ -83,10 +82,12 @@ def workload(broker: Broker, log: Log, snapshot_after: int | None) -> None:
     publish(vhost, "fan", "", b"after-purge")
     # A transaction: two publishes and an ack in one record.
     vhost.begin_tx()
-    publish(vhost, "", "c", b"tx-1")
-    publish(vhost, "", "c", b"tx-2")
     queue_a.settle(consumer.received[25:27])
-    vhost.end_tx()
+    queue_c = vhost.queues["c"]
+    _, placed = vhost.end_tx([(message("", "c", b"tx-1"), [queue_c]), (message("", "c", b"tx-2"), [queue_c])])
+    for entries in placed:
+        for queue, entry in entries:
+            queue.enqueue(entry)
     vhost.declare_queue("doomed", durable=True)
     publish(vhost, "", "doomed", b"gone")
     vhost.delete_queue("doomed")
@@ -95,7 +96,7 @@ def workload(broker: Broker, log: Log, snapshot_after: int | None) -> None:
 
 def save_snapshot(broker: Broker, log: Log) -> None:
     indexes = [
-        index_of(v.name, q.name, q.logged_entries())
+        index_of(v.name, q.name, q.logged_entries(), broker.contents.locations)
         for v in broker.vhosts.values()
         for q in v.queues.values()
         if q.durable
@@ -124,7 +125,7 @@ def test_replay_rebuilds_the_live_state(tmp_path: Path, snapshot_after: int | No
         queue_c = rebuilt.vhosts["/"].queues["c"]
         entry = queue_c.get()
         assert entry is not None and entry.redelivered
-        assert entry.message.body == b"fan-0"
+        assert queue_c.content_of(entry).body == b"fan-0"
     finally:
         store.close()
 
@@ -136,13 +137,15 @@ def test_recovered_messages_hold_no_content_until_used(tmp_path: Path) -> None:
     rebuilt, store = recovered(tmp_path)
     try:
         entries = rebuilt.vhosts["/"].queues["a"].logged_entries()
-        message = entries[0].message
-        assert isinstance(message, StoredMessage) and not message.loaded
-        assert message.body.startswith(b"fan-")
-        assert message.loaded
-        message.evict()
-        assert not message.loaded and message.persistent
-        assert message.routing_key == ""
+        contents = log_contents(rebuilt)
+        assert entries and contents.resident_bytes == 0  # every content is left in the log
+        content = contents.get(entries[0].msg_id)  # read back from the log, and kept
+        assert content.body.startswith(b"fan-") and contents.resident_bytes > 0
+        contents.resident_limit = 0
+        contents.evict()
+        assert contents.resident_bytes == 0 and entries[0].msg_id in contents
+        again = contents.get(entries[0].msg_id)
+        assert again.body == content.body and again.persistent and again.routing_key == ""
     finally:
         store.close()
 
@@ -153,15 +156,17 @@ def test_snapshot_round_trip_keeps_order_locations_and_flags(tmp_path: Path) -> 
     queue = broker.vhosts["/"].queues["a"]
     entries = queue.logged_entries()
     entries[-1].redelivered = True
-    state = decode_snapshot(encode_snapshot(broker.durable_events(), [index_of("/", "a", entries)], True))
+    locations = broker.contents.locations
+    index = index_of("/", "a", entries, locations)
+    state = decode_snapshot(encode_snapshot(broker.durable_events(), [index], True))
     assert state.clean
     assert sorted(map(repr, state.events)) == sorted(map(repr, broker.durable_events()))
     (index,) = state.queues
-    assert list(index.ids) == [e.message.msg_id for e in entries]
+    assert list(index.ids) == [e.msg_id for e in entries]
     assert list(index.flags) == [int(e.redelivered) for e in entries]
     assert index.flags[-1] == 1 and 0 in index.flags
     assert [(s, o, i) for s, o, i in zip(index.segments, index.offsets, index.indexes, strict=True)] == [
-        unpack_loc(e.message.loc) for e in entries
+        unpack_loc(locations[e.msg_id]) for e in entries
     ]
     log.close()
 
@@ -170,7 +175,7 @@ def test_a_clean_snapshot_with_nothing_after_it_is_not_a_crash(tmp_path: Path) -
     broker, log = live_broker(tmp_path)
     workload(broker, log, None)
     indexes = [
-        index_of(v.name, q.name, q.logged_entries())
+        index_of(v.name, q.name, q.logged_entries(), broker.contents.locations)
         for v in broker.vhosts.values()
         for q in v.queues.values()
         if q.durable

@@ -1,8 +1,9 @@
 """Start-up with a backlog: snapshot indexes restored in bulk, and the live-record set reclamation asks.
 
-A snapshot's queue index comes back through `Queue.restore_many` as content-less `StoredMessage`s; these
-tests check what a consumer then sees (order, redelivered flags, contents read back from the log), that
-queues with features still go through their own `restore`, and that `LiveRecords` answers like a set.
+A snapshot's queue index comes back through `replay.load_queues` as queue entries whose contents stay in
+the log (the content store holds their ids and locations only); these tests check what a consumer then
+sees (order, redelivered flags, contents read back from the log), that queues with features still go
+through their own `restore_index`, and that `LiveRecords` answers like a set.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from pathlib import Path
 from memento.log import Log
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
-from ottermq.broker.message import Message, StoredMessage
-from ottermq.broker.queue import Queue
+from ottermq.broker.message import Message
 from ottermq.store.codec import RECORD_TYPES, pack_loc, record_key
-from ottermq.store.journal import MementoJournal
 from ottermq.store.live import LiveRecords
-from ottermq.store.snapshot import encode_snapshot, index_of
+from ottermq.store.snapshot import encode_snapshot
 from ottermq.store.store import LOG_DIR, DurableStore, StoreOptions
 from tests.unit.broker.domain_fakes import FakeConsumer
+from tests.unit.store.brokers import live_broker, log_contents, snapshot_indexes
 
 PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
 
@@ -29,22 +29,14 @@ PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
 def publish(broker: Broker, queue: str, body: bytes) -> None:
     vhost = broker.vhosts["/"]
     message = Message("", queue, PERSISTENT, body)
-    queues = vhost.route("", queue, message)
-    vhost.log_publish(message, queues)
-    for target in queues:
-        target.enqueue(message)
+    vhost.publish_now(message, vhost.route("", queue, message))
 
 
 def snapshot_and_close(broker: Broker, log: Log) -> None:
     """What a clean stop leaves: a clean snapshot at the end of the log."""
     log.sync()
-    indexes = [
-        index_of(v.name, q.name, q.logged_entries())
-        for v in broker.vhosts.values()
-        for q in v.queues.values()
-        if q.durable and q.logged_count
-    ]
-    log.save_snapshot(log.end_lsn, encode_snapshot(broker.durable_events(), indexes, clean=True))
+    state = encode_snapshot(broker.durable_events(), snapshot_indexes(broker), clean=True)
+    log.save_snapshot(log.end_lsn, state)
     log.close()
 
 
@@ -57,7 +49,7 @@ def recovered(tmp_path: Path) -> tuple[Broker, DurableStore]:
 
 def test_a_restored_backlog_is_delivered_in_order_with_its_flags_and_contents(tmp_path: Path) -> None:
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
-    broker = Broker(journal=MementoJournal(log))
+    broker = live_broker(log)
     vhost = broker.vhosts["/"]
     vhost.declare_queue("backlog", durable=True)
     for i in range(300):
@@ -78,11 +70,15 @@ def test_a_restored_backlog_is_delivered_in_order_with_its_flags_and_contents(tm
         restored = rebuilt.vhosts["/"].queues["backlog"]
         assert restored.ready_count == 295 and restored.logged_count == 295
         entries = restored.logged_entries()
-        assert all(isinstance(e.message, StoredMessage) and not e.message.loaded for e in entries)
+        contents = log_contents(rebuilt)
+        # Every content is held by id, none in memory until a delivery asks for it.
+        assert len(contents) == 295 and all(e.msg_id in contents for e in entries)
+        assert contents.resident_bytes == 0
         assert [e.seq for e in entries] == list(range(1, 296))
         got = []
         while (entry := restored.get()) is not None:
-            got.append((entry.message.body, entry.redelivered, entry.message.routing_key))
+            content = restored.content_of(entry)
+            got.append((content.body, entry.redelivered, content.routing_key))
         expected_bodies = [b"m-%d" % i for i in (*range(5), *range(10, 300))]
         assert [body for body, _, _ in got] == expected_bodies
         assert [again for _, again, _ in got] == [True] * 5 + [False] * 290
@@ -91,14 +87,14 @@ def test_a_restored_backlog_is_delivered_in_order_with_its_flags_and_contents(tm
         restored.requeue(entries[:2])
         publish(rebuilt, "backlog", b"new")
         heads = [restored.get() for _ in range(3)]
-        assert [e.message.body for e in heads if e is not None] == [b"m-0", b"m-1", b"new"]
+        assert [restored.content_of(e).body for e in heads if e is not None] == [b"m-0", b"m-1", b"new"]
     finally:
         store.close()
 
 
-def test_queues_with_features_restore_through_their_own_restore(tmp_path: Path) -> None:
+def test_queues_with_features_restore_with_their_parts(tmp_path: Path) -> None:
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
-    broker = Broker(journal=MementoJournal(log))
+    broker = live_broker(log)
     broker.vhosts["/"].declare_queue("ttl", durable=True, arguments={"x-message-ttl": 60_000})
     for i in range(20):
         publish(broker, "ttl", b"t-%d" % i)
@@ -107,10 +103,10 @@ def test_queues_with_features_restore_through_their_own_restore(tmp_path: Path) 
     rebuilt, store = recovered(tmp_path)
     try:
         queue = rebuilt.vhosts["/"].queues["ttl"]
-        assert type(queue) is not Queue
+        assert queue.features is not None and queue.features.message_ttl == 60_000
         entries = queue.logged_entries()
         assert len(entries) == 20 and all(e.deadline > 0 for e in entries)
-        assert [e.message.body for e in entries] == [b"t-%d" % i for i in range(20)]
+        assert [queue.content_of(e).body for e in entries] == [b"t-%d" % i for i in range(20)]
     finally:
         store.close()
 
@@ -171,7 +167,7 @@ def test_reclaim_keeps_every_live_message_and_frees_acked_segments(tmp_path: Pat
     rebuilt, store = recovered(tmp_path)
     try:
         queue = rebuilt.vhosts["/"].queues["q"]
-        bodies = [entry.message.body for entry in iter(queue.get, None)]
+        bodies = [queue.content_of(entry).body for entry in iter(queue.get, None)]
         assert [body.split(b"-")[0] for body in bodies] == [b"%d" % i for i in range(0, 3000, 50)]
     finally:
         store.close()

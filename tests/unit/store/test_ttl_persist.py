@@ -29,9 +29,9 @@ from ottermq.store.codec import (
     encode,
     publish_prefix,
 )
-from ottermq.store.journal import MementoJournal
-from ottermq.store.snapshot import MAGIC, QueueIndex, decode_snapshot, encode_snapshot, index_of
+from ottermq.store.snapshot import MAGIC, QueueIndex, decode_snapshot, encode_snapshot
 from ottermq.store.store import LOG_DIR, DurableStore
+from tests.unit.store.brokers import live_broker, snapshot_indexes
 
 PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
 PUBLISHED = 1_700_000_000_123
@@ -118,9 +118,7 @@ def publish(broker: Broker, queue: str, body: bytes, properties: bytes = PERSIST
     vhost = broker.vhosts["/"]
     message = Message("", queue, properties, body)
     queues = vhost.route("", queue, message)
-    vhost.log_publish(message, queues)
-    for target in queues:
-        target.enqueue(message)
+    vhost.publish_now(message, queues)
 
 
 def deadlines(broker: Broker, queue: str) -> list[int]:
@@ -130,7 +128,7 @@ def deadlines(broker: Broker, queue: str) -> list[int]:
 def build(tmp_path: Path) -> tuple[Broker, Log, dict[str, list[int]]]:
     """Two durable queues, one with x-message-ttl, one plain; messages with and without an expiration."""
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
-    broker = Broker(journal=MementoJournal(log))
+    broker = live_broker(log)
     vhost = broker.vhosts["/"]
     vhost.declare_queue("ttl", durable=True, arguments={"x-message-ttl": 60_000})
     vhost.declare_queue("plain", durable=True)
@@ -148,13 +146,8 @@ def build(tmp_path: Path) -> tuple[Broker, Log, dict[str, list[int]]]:
 def test_a_restart_keeps_the_original_deadlines(tmp_path: Path, clean: bool) -> None:
     broker, log, live = build(tmp_path)
     if clean:
-        indexes = [
-            index_of(v.name, q.name, q.logged_entries())
-            for v in broker.vhosts.values()
-            for q in v.queues.values()
-            if q.durable and q.logged_count
-        ]
-        log.save_snapshot(log.end_lsn, encode_snapshot(broker.durable_events(), indexes, clean=True))
+        state = encode_snapshot(broker.durable_events(), snapshot_indexes(broker), clean=True)
+        log.save_snapshot(log.end_lsn, state)
     log.close()
 
     store = DurableStore.open(tmp_path)
@@ -174,7 +167,7 @@ def test_a_restart_keeps_the_original_deadlines(tmp_path: Path, clean: bool) -> 
 
 def test_a_message_past_its_deadline_at_restart_expires_at_once(tmp_path: Path) -> None:
     log = Log.open(tmp_path / LOG_DIR, registry=RECORD_TYPES, segment_size=1 << 20)
-    broker = Broker(journal=MementoJournal(log))
+    broker = live_broker(log)
     broker.vhosts["/"].declare_queue("q", durable=True)
     # Logged as if published long ago with a 1 s expiration: due long before this restart.
     broker.vhosts["/"].journal.append(
@@ -191,6 +184,6 @@ def test_a_message_past_its_deadline_at_restart_expires_at_once(tmp_path: Path) 
         queue = rebuilt.vhosts["/"].queues["q"]
         assert deadlines(rebuilt, "q") == [PUBLISHED + 1000, 0]
         entry = queue.get()
-        assert entry is not None and entry.message.body == b"fresh"
+        assert entry is not None and queue.content_of(entry).body == b"fresh"
     finally:
         store.close()
