@@ -89,12 +89,11 @@ class OtterMQDecoder:
                     for b in vhost.bindings()
                 ],
             }
-        users = getattr(self.broker, "access", None)
         return {
             "snapshot_lsn": self._snapshot_lsn,
             "last_lsn": self._last_lsn,
             "records_replayed": self._records,
             "vhosts": vhosts,
-            "users": sorted(getattr(users, "users", {}) or {}) if users is not None else [],
+            "users": sorted(self.broker.access.users),
             "messages": sum(q["messages"] for v in vhosts.values() for q in v["queues"].values()),
         }
