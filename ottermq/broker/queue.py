@@ -34,10 +34,10 @@ from typing import Any, Final
 from ottermq.broker import deadletter
 from ottermq.broker.content import Contents
 from ottermq.broker.delivery_limit import with_delivery_count
-from ottermq.broker.dispatch import Dispatcher
+from ottermq.broker.durable_index import DurableIndex
 from ottermq.broker.features import QueueFeatures
 from ottermq.broker.length_limit import REJECT_PUBLISH_DLX, LengthLimit
-from ottermq.broker.message import Message, QueueEntry, message_priority
+from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.ready import Ready
 from ottermq.broker.ttl import deadline, now_ms
 
@@ -48,15 +48,13 @@ _deadline_of = attrgetter("deadline")
 _ORPHANS: Final = Contents()
 
 
-class Queue(Dispatcher):
+class Queue(DurableIndex):
     """A queue of one vhost. Created and removed by `VHost`, which owns its lifecycle."""
 
     __slots__ = (
         "_expiring",
         "_fresh",
-        "_logged",
         "_ready",
-        "_seq",
         "arguments",
         "auto_delete",
         "contents",
@@ -97,17 +95,13 @@ class Queue(Dispatcher):
         self.features = features
         # Set by the vhost on durable queues: called with the ids of logged messages that leave for good.
         self.on_removed: Callable[[Queue, list[int], str], None] | None = None
-        # Logged messages of a durable queue, ready or delivered, by id in log order: what a snapshot
-        # records and what keeps their records alive in the log.
-        self._logged: dict[int, QueueEntry] = {}
         self._ready: Ready = deque() if features is None else features.new_ready()
         # True once the queue may hold entries with a deadline (it has an x-message-ttl, or an entry with
         # one was made here): only then is the clock read. It stays set.
         self._expiring = features is not None and features.message_ttl is not None
         # No features and no entry that may expire: the short paths suffice (and there are no timers).
         self.plain = features is None
-        self._seq = 0
-        Dispatcher.__init__(self)
+        DurableIndex.__init__(self)
         # The entry `enqueue` is dispatching, exempt from expiry while it is (see `dispatch`).
         self._fresh: QueueEntry | None = None
 
@@ -143,14 +137,6 @@ class Queue(Dispatcher):
         # Publish time 0: a transient publish without TTL or priority properties, whose time only a
         # queue with x-message-ttl needs (read here, not on every publish).
         return QueueEntry(msg_id, size, priority, deadline(published or now_ms(), ttl, queue_ttl))
-
-    def index(self, entry: QueueEntry) -> None:
-        """A logged message joins this durable queue (the apply of its publish, live or replayed): it
-        counts among the logged messages from now on (a snapshot keeps it, its record stays live). It
-        becomes ready through `enqueue` (live) or `recovered` (after a replay)."""
-        self._seq = entry.seq = self._seq + 1
-        if self.durable:
-            self._logged[entry.msg_id] = entry
 
     def enqueue(self, entry: QueueEntry) -> bool:
         """Make an entry ready and hand it to a consumer if one has credit; False when the queue refused
@@ -338,78 +324,6 @@ class Queue(Dispatcher):
             return
         get = self.contents.get
         target.send(self.name, [get(entry.msg_id) for entry in entries if entry.msg_id], reason)
-
-    def forget(self, ids: Iterable[int]) -> None:
-        """Logged messages removed for good (the apply of a MessagesRemoved event): their entries give
-        their content references back."""
-        logged = self._logged
-        release = self.contents.release
-        for msg_id in ids:
-            if logged.pop(msg_id, None) is not None:
-                release(msg_id)
-
-    # -- the durable index and recovery -----------------------------------------------------------------
-
-    def ready_logged_ids(self) -> list[int]:
-        """Ids of the logged messages that are ready (what a purge removes)."""
-        if not self.durable:
-            return []
-        return [entry.msg_id for entry in self._ready if entry.msg_id > 0]
-
-    def logged_entries(self) -> list[QueueEntry]:
-        """Every logged message of the queue, ready or delivered, oldest first."""
-        return list(self._logged.values())
-
-    @property
-    def logged_count(self) -> int:
-        """How many logged messages the queue holds (ready or delivered)."""
-        return len(self._logged)
-
-    def restore_index(self, entries: list[QueueEntry]) -> None:
-        """Recovery in bulk (a snapshot's index of the queue, in log order): `index` of each entry,
-        without a method call per entry (a million at start-up).
-
-        The deadlines the log kept come back as they are. A message of an older log has none (0 with
-        x-message-ttl set cannot be a kept deadline): the queue's x-message-ttl then counts again from
-        the restart; its own `expiration` is not read here, as that would read every content of the
-        backlog from the log. On a priority queue, a priority not kept (-1) is read from the content once.
-        """
-        start = self._seq + 1
-        for seq, entry in enumerate(entries, start):
-            entry.seq = seq
-        self._seq += len(entries)
-        self._logged.update([(entry.msg_id, entry) for entry in entries])
-        if not self._expiring and any(map(_deadline_of, entries)):
-            self._may_expire()
-        features = self.features
-        if features is None:
-            return
-        if features.message_ttl is not None:
-            due = now_ms() + features.message_ttl
-            for entry in entries:
-                if not entry.deadline:
-                    entry.deadline = due
-        if features.max_priority:
-            contents = self.contents
-            for entry in entries:
-                if entry.priority < 0:
-                    entry.priority = message_priority(contents.get(entry.msg_id).properties)
-
-    def recovered(self, redelivered: bool) -> None:
-        """Recovery is over: every restored message still logged becomes ready, in log order;
-        `redelivered` marks them all (after a crash they may have been delivered)."""
-        entries = self._logged.values()
-        if redelivered:
-            for entry in entries:
-                entry.redelivered = True
-        features = self.features
-        if features is not None and features.limit is not None and features.limit.sized:
-            # Sizes not kept by an older snapshot (-1) are learnt from the contents, once.
-            get = self.contents.get
-            for entry in entries:
-                if entry.size < 0:
-                    entry.size = get(entry.msg_id).body_size
-        self._ready.extend(entries)
 
     def purge(self) -> int:
         """Drop every ready message (nothing is dead-lettered, as in RabbitMQ); return how many there
