@@ -23,7 +23,7 @@ from ottermq.broker.events import (
     TxCommitted,
     message_id,
 )
-from ottermq.broker.message import Message, message_priority
+from ottermq.broker.message import Message, QueueEntry, message_priority
 from ottermq.broker.queue import Queue
 from ottermq.broker.topology import Topology
 from ottermq.broker.ttl import now_ms, properties_ttl
@@ -93,7 +93,12 @@ class Publishing(Topology):
             msg_id = self.contents.put(message, len(queues))
             size = message.body_size
             for queue in queues:
-                queue.enqueue(queue.new_entry(msg_id, size, 0, 0, None))
+                # A queue without features makes a bare entry: no call to ask it.
+                queue.enqueue(
+                    QueueEntry(msg_id, size)
+                    if queue.features is None
+                    else queue.new_entry(msg_id, size, 0, 0, None)
+                )
             return 0
         position, placed = self.publish(message, queues)
         for queue, entry in placed:

@@ -270,6 +270,11 @@ class Queue(DurableIndex):
         are reported to `on_removed` (one call per settle), which journals their removal and then
         applies it (`forget`)."""
         features = self.features
+        if features is None and not self.durable:  # the common case: nothing to log, nothing to decide
+            release = self.contents.release
+            for entry in entries:
+                release(entry.msg_id)
+            return
         if features is not None:
             if not isinstance(entries, (list, tuple)):
                 entries = list(entries)
