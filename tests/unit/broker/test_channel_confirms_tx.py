@@ -29,6 +29,7 @@ from ottermq.amqp.methods import (
     TxSelect,
     TxSelectOk,
 )
+from ottermq.broker import channel_publish
 from ottermq.broker.broker import Broker
 from ottermq.broker.events import Event
 
@@ -132,7 +133,7 @@ def test_acks_wait_for_the_journal_when_a_position_is_pending() -> None:
     channel = client.conn.channels[1]
     channel.confirms.publish() if channel.confirms else None  # seq 1: a message held by the journal
     position = journal.append(object())  # type: ignore[arg-type]
-    journal.when_durable(position, lambda: channel._confirmed(1))
+    journal.when_durable(position, lambda: channel_publish.confirmed(channel, 1))
     declare(client)
     client.publish(1, "", "q", b"transient")  # seq 2, confirmed at once but after 1
     assert client.silent()

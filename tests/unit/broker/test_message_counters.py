@@ -22,6 +22,7 @@ from ottermq.amqp.methods import (
     TxSelect,
     TxSelectOk,
 )
+from ottermq.broker import channel_publish
 from ottermq.broker.broker import Broker
 from ottermq.broker.channel import MESSAGE_COUNTERS
 
@@ -248,7 +249,7 @@ def test_confirmed_never_steps_back_when_confirms_settle_out_of_order() -> None:
     assert channel.confirms is not None
     channel.confirms.publish()  # seq 1: a message the journal holds
     position = journal.append(object())  # type: ignore[arg-type]
-    journal.when_durable(position, lambda: channel._confirmed(1))
+    journal.when_durable(position, lambda: channel_publish.confirmed(channel, 1))
     declare(client)
     client.publish(1, "", "q", b"transient")  # seq 2: settled at once, acked only after seq 1
     seen = [broker.message_totals()["confirmed"]]

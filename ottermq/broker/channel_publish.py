@@ -1,0 +1,224 @@
+"""Publishing on a channel: a whole message is routed, returned or dropped, and confirmed in confirm mode.
+
+Strategy: `published` runs once per message (the protocol machine assembled basic.publish, header and
+body); it and `route` are written out by hand with no per-message logging and few calls. In a transaction
+the message is held by the channel's `TxBuffer` until tx.commit routes it (channel_tx.py). On a confirm
+channel (confirm.select) every publish gets a sequence number (`ConfirmTracker`); a message the journal
+must write first is held (`HeldPublishes`) and reaches its queues only once the journal has it, in
+publish order, so a nacked message is never enqueued nor delivered. Acks go out once per event-loop run
+(`flush_confirms`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Final
+
+from ottermq.amqp.constants import NO_ROUTE, PRECONDITION_FAILED
+from ottermq.amqp.errors import ChannelError
+from ottermq.amqp.frames import encode_basic_ack, encode_basic_nack, encode_return
+from ottermq.amqp.methods import BasicPublish, ConfirmSelect, ConfirmSelectOk
+from ottermq.amqp.properties import FLAG_USER_ID
+from ottermq.broker import publish_hooks
+from ottermq.broker.apply import Placed
+from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
+from ottermq.broker.memory import MESSAGE_OVERHEAD
+from ottermq.broker.message import Message
+
+if TYPE_CHECKING:
+    from ottermq.broker.channel import Channel
+    from ottermq.broker.exchange import Exchange
+    from ottermq.broker.queue import Queue
+
+# A buffered transactional publish: (message, exchange, mandatory).
+TxPublish = tuple[Message, "Exchange", bool]
+# A confirmed publish held until the journal has it: (its queues' entries, confirm sequence number).
+HeldPublish = tuple[list[Placed], int]
+
+_PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
+_USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-flags word
+
+
+def published(channel: Channel, method: BasicPublish, properties: bytes, body: bytes) -> None:
+    """A whole message arrived: route it now, or hold it for tx.commit."""
+    if method.exchange not in channel.guard.writable:
+        channel.guard.check_publish(method.exchange)
+    exchange = channel.vhost.exchange_for_publish(method.exchange)
+    last_exchange, last_key, last_properties = channel.last_routing
+    if method.exchange == last_exchange and method.routing_key == last_key and properties == last_properties:
+        message = Message(last_exchange, last_key, last_properties, body)
+    else:
+        channel.last_routing = (method.exchange, method.routing_key, properties)
+        message = Message(method.exchange, method.routing_key, properties, body)
+    if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
+        # Rare: decode only when the user-id flag is set (the low octet of the first flag word).
+        user_id = message.props.user_id
+        if user_id is not None and user_id != channel.connection.user:
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"PRECONDITION_FAILED - user_id property set to '{user_id}' "
+                f"but authenticated user was '{channel.connection.user}'",
+                *_PUBLISH_IDS,
+            )
+    tx = channel.tx
+    if tx is not None:
+        tx.publish((message, exchange, method.mandatory))
+        # Counted as held until the commit routes it (the content store counts it then) or a rollback
+        # drops it; see memory.py.
+        size = message.body_size + MESSAGE_OVERHEAD
+        channel.tx_bytes += size
+        channel.memory.held_bytes += size
+        return
+    route(channel, message, exchange, method.mandatory)
+
+
+def route(channel: Channel, message: Message, exchange: Exchange, mandatory: bool) -> int:
+    """Route and enqueue one message; returns the journal position it waits for (0: none)."""
+    properties = message.properties
+    if properties and properties[0] & publish_hooks.SPECIAL_FLAGS:
+        # headers, reply_to or expiration: CC/BCC, direct reply-to and TTL need the properties read.
+        message, queues = publish_hooks.route(channel, exchange, message)
+    else:
+        queues = channel.vhost.route(exchange, message.routing_key, message)
+    confirms = channel.confirms
+    seq = confirms.publish() if confirms is not None else 0
+    if queues:
+        channel.n_routed += 1
+        if seq:
+            return _publish_confirmed(channel, message, queues, seq)
+        committing = channel.tx_publishes
+        if committing is not None:
+            committing.append((message, queues))  # logged with the commit, enqueued once durable
+            return 0
+        # No confirm: a persistent message reaching a durable queue is logged (and named) before it
+        # is enqueued, and goes to its queues at once (without a journal it is at most once).
+        return channel.vhost.publish_now(message, queues)
+    if mandatory:
+        channel.n_unroutable_returned += 1
+        connection = channel.connection
+        connection.sent = True
+        channel.transport.write(
+            encode_return(
+                channel.number,
+                NO_ROUTE,
+                "NO_ROUTE",
+                message.exchange,
+                message.routing_key,
+                message.properties,
+                message.body,
+                connection.frame_max,
+            )
+        )
+    else:
+        channel.n_unroutable_dropped += 1
+    if seq:
+        confirmed(channel, seq)
+    return 0
+
+
+def confirm_select(channel: Channel, method: ConfirmSelect) -> None:
+    """confirm.select: publishes are confirmed from now on (not on a transactional channel)."""
+    if channel.tx is not None:
+        raise ChannelError(PRECONDITION_FAILED, "PRECONDITION_FAILED - cannot switch from tx to confirm mode")
+    if channel.confirms is None:
+        channel.confirms = ConfirmTracker()
+    if not method.nowait:
+        channel.connection.send_method(channel.number, ConfirmSelectOk())
+
+
+def _publish_confirmed(channel: Channel, message: Message, queues: Sequence[Queue], seq: int) -> int:
+    """A publish on a confirm channel: it reaches its queues only once the journal has it, so a
+    nacked message is never enqueued nor delivered (see `HeldPublishes`). The journal position it
+    waits for (0: none, -1: refused and nacked)."""
+    vhost = channel.vhost
+    position, placed = vhost.publish(message, queues)
+    if position < 0:
+        # The journal refuses (failed, or suspended by a full disk): nothing is enqueued.
+        vhost.publish_nacked(placed)
+        confirmed(channel, seq, False)
+        return -1
+    held = channel.held
+    if not position:
+        if held is None or not len(held):
+            confirmed(channel, seq, _enqueue_all(channel, placed))
+        else:
+            held.hold((placed, seq), stored=True)  # behind earlier publishes, in order
+        return 0
+    if held is None:
+        held = channel.held = HeldPublishes()
+    waiting = held.hold((placed, seq))
+    channel.connection.broker.journal.when_durable(
+        position, partial(_journaled, channel, waiting, True), partial(_journaled, channel, waiting, False)
+    )
+    return position
+
+
+def _journaled(channel: Channel, waiting: Held[HeldPublish], stored: bool) -> None:
+    """A held publish is durable (or never will be): release what may go now, in publish order. Runs
+    after the channel closed too: a message published and not nacked still reaches its queues."""
+    held = channel.held
+    assert held is not None
+    for (placed, seq), ok in held.settle(waiting, stored):
+        if ok:
+            confirmed(channel, seq, _enqueue_all(channel, placed))
+        else:
+            channel.vhost.publish_nacked(placed)
+            confirmed(channel, seq, False)
+
+
+def _enqueue_all(channel: Channel, placed: list[Placed]) -> bool:
+    """Make a confirmed publish ready in all its queues, or in none when one of them refuses it (a
+    full queue with x-overflow reject-publish): a nacked message is delivered nowhere. True if
+    enqueued."""
+    refused = False
+    for queue, entry in placed:
+        if queue.features is not None and not queue.deleted and queue.refuses(entry.size):
+            refused = True
+            break
+    if not refused:
+        enqueued = True
+        for queue, entry in placed:
+            if queue.deleted:
+                queue.contents.release(entry.msg_id)  # 0 for a logged one: the delete gave it back
+            elif not queue.enqueue(entry):
+                enqueued = False
+        return enqueued
+    for queue, entry in placed:
+        if queue.deleted:
+            queue.contents.release(entry.msg_id)
+        elif queue.features is not None and queue.refuses(entry.size):
+            queue.enqueue(entry)  # refused: dead-lettered by reject-publish-dlx, its removal logged
+        else:
+            channel.vhost.publish_nacked(((queue, entry),))
+    return False
+
+
+def confirmed(channel: Channel, seq: int, ack: bool = True) -> None:
+    """Publish `seq` is settled (ack or nack); the frame goes out with the next flush."""
+    confirms = channel.confirms
+    if confirms is None or not channel.is_open:
+        return
+    confirms.settle(seq, ack)
+    if ack:
+        # Counted per message as it is settled: acks may go out of order (a transient message
+        # before an earlier persistent one), and a Prometheus counter must never step back.
+        channel.n_confirmed += 1
+    if not channel.confirm_flush_pending:
+        channel.confirm_flush_pending = True
+        channel.connection.defer(partial(flush_confirms, channel))
+
+
+def flush_confirms(channel: Channel) -> None:
+    """Send the acks released since the last flush (one frame per run)."""
+    channel.confirm_flush_pending = False
+    confirms = channel.confirms
+    if confirms is None or not channel.is_open:
+        return
+    number = channel.number
+    for tag, multiple, ack in confirms.drain():
+        channel.connection.write(
+            encode_basic_ack(number, tag, multiple)
+            if ack
+            else encode_basic_nack(number, tag, multiple, False)
+        )
