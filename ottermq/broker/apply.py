@@ -15,8 +15,9 @@ non-durable queues.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from ottermq.amqp.properties import FLAG_EXPIRATION, FLAG_PRIORITY
 from ottermq.broker.events import Event, MessagePublished, TxCommitted, message_id
 from ottermq.broker.message import Message, QueueEntry, message_priority, share_size
 from ottermq.broker.queue import Queue
@@ -25,6 +26,10 @@ from ottermq.broker.ttl import now_ms, properties_ttl
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
     from ottermq.broker.topology import Topology
+
+# The expiration and priority flags in the first octet of raw content-header properties.
+_EXPIRATION_BIT: Final = FLAG_EXPIRATION >> 8
+_PRIORITY_BIT: Final = FLAG_PRIORITY >> 8
 
 # A queue and its entry for one message: what a publish hands back to be made ready.
 Placed = tuple[Queue, QueueEntry]
@@ -35,18 +40,28 @@ def apply_published(
 ) -> list[Placed]:
     """Apply a publish logged as `msg_id` at `loc`: its content (`message` when in memory, else left in the
     log, `size` bytes long: -1 reads the event's body) joins each durable target queue that exists. The
-    entries made, not ready yet."""
+    entries made, not ready yet (on replay, `message` None, none are handed back: `recovered` makes them
+    ready)."""
     queues = vhost.queues
-    targets = [queue for name in event.queues if (queue := queues.get(name)) is not None and queue.durable]
-    if not targets:
-        return []
+    names = event.queues
+    if len(names) == 1:  # the common case, without building a list by comprehension
+        queue = queues.get(names[0])
+        if queue is None or not queue.durable:
+            return []
+        targets = [queue]
+    else:
+        targets = [queue for name in names if (queue := queues.get(name)) is not None and queue.durable]
+        if not targets:
+            return []
     published = event.published
     properties = event.properties
+    flags = properties[0] if properties else 0
     # An older log kept no publish time: the queue's x-message-ttl then counts from now, and the
     # message's own expiration is not known.
-    ttl = properties_ttl(properties) if published else None
+    ttl = properties_ttl(properties) if published and flags & _EXPIRATION_BIT else None
     if not published:
         published = now_ms()
+    priority = message_priority(properties) if flags & _PRIORITY_BIT else 0
     contents = vhost.contents
     if message is not None:
         size = message.body_size
@@ -54,12 +69,15 @@ def apply_published(
     else:
         size = share_size(size if size >= 0 else len(event.body))
         contents.add_logged(msg_id, loc, size, len(targets))
-    priority = message_priority(properties)
     placed: list[Placed] = []
     for queue in targets:
-        entry = queue.new_entry(msg_id, size, priority, published, ttl)
+        if queue.features is None and ttl is None:
+            entry = QueueEntry(msg_id, size, priority)  # what new_entry makes, without the call
+        else:
+            entry = queue.new_entry(msg_id, size, priority, published, ttl)
         queue.index(entry)
-        placed.append((queue, entry))
+        if message is not None:  # only the live path makes the entries ready (replay: `recovered`)
+            placed.append((queue, entry))
     return placed
 
 
