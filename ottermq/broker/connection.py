@@ -123,7 +123,7 @@ class Connection:
         self._close_deadline = 0.0
         self._in_receive = False
         self._deferred: list[Callable[[], None]] = []
-        # Resource alarms: armed while one is on; the next publish then pauses reading (see block()).
+        # Resource alarms: armed while one is on; the next publish then pauses reading (alarms.block).
         self._block_on_publish = False
         self._blocked_sent = False
         self._read_paused = False
