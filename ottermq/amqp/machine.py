@@ -14,10 +14,11 @@ the protocol says, the broker what it does with it:
   its header said), and whatever the frame reader refuses (501, 502, 540);
 - channel numbers in use against channel_max, and each channel's state: open, or closing (channel.close
   sent: only close and close-ok are read) until close-ok;
-- content: basic.publish, its header, its body frames are one `ContentReceived`; the body size is checked
-  against `max_body_size` at the header (406, soft) and against the header's size at every body frame;
-  bytes of incomplete bodies are counted (`content_bytes`) and bounded per connection by `content_limit`
-  when several messages are under way at once (406, soft, on the channel that crossed it);
+- content (assembled here on the hot path, content.py off it): basic.publish, its header, its body frames
+  are one `ContentReceived`; the body size is checked against `max_body_size` at the header (406, soft)
+  and against the header's size at every body frame; bytes of incomplete bodies are counted
+  (`content_bytes`) and bounded per connection by `content_limit` when several messages are under way at
+  once (406, soft, on the channel that crossed it);
 - frame_max / channel_max / heartbeat negotiation, and the heartbeat deadlines (`heartbeats`).
 
 Errors are raised by `next_event()` as `AMQPError`s with the class and method ids they concern and, for
@@ -35,14 +36,26 @@ from ottermq.amqp.basic_hot import BasicPublish
 from ottermq.amqp.constants import (
     CHANNEL_ERROR,
     CLASS_BASIC,
-    FRAME_ERROR,
     FRAME_MIN_SIZE,
     NOT_ALLOWED,
     NOT_IMPLEMENTED,
-    PRECONDITION_FAILED,
     UNEXPECTED_FRAME,
 )
-from ottermq.amqp.errors import AMQPConnectionError, ChannelError
+from ottermq.amqp.content import (
+    EXPECTED_BODY,
+    EXPECTED_HEADER,
+    PHASE_BODY,
+    PHASE_CLOSING,
+    PHASE_HEADER,
+    PHASE_IDLE,
+    PUBLISH_IDS,
+    ChannelState,
+    body_part,
+    drop,
+    odd_header,
+    stray_content,
+)
+from ottermq.amqp.errors import AMQPConnectionError
 from ottermq.amqp.events import NEED_DATA, ContentReceived, Event
 from ottermq.amqp.frame_encode import encode_method_frame
 from ottermq.amqp.frames import BodyFrame, FrameReader, HeaderFrame, HeartbeatFrame, MethodFrame
@@ -72,40 +85,12 @@ from ottermq.amqp.methods import (
 
 __all__ = ["ConnectionMachine"]
 
-# A channel's phase: idle (a method may come), a publish's header or body expected, or closing.
-_IDLE: Final = 0
-_HEADER: Final = 1
-_BODY: Final = 2
-_CLOSING: Final = 3
-
 _CHANNEL_ID_MAX: Final = 65535
 _new: Final = object.__new__
-_PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
-_EXPECTED_HEADER: Final = (
-    "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
-)
-_EXPECTED_BODY: Final = "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
-_EXPECTED_METHOD: Final = "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
 # What the broker sends that moves a state (every other method passes through `send` untouched).
 _STATEFUL_SENDS: Final = frozenset(
     (ChannelClose, ChannelCloseOk, ConnectionTune, ConnectionOpenOk, ConnectionClose, ConnectionCloseOk)
 )
-
-
-class _Channel:
-    """The protocol state of one channel in use: its phase and the publish being assembled."""
-
-    __slots__ = ("held", "method", "parts", "phase", "properties", "remaining")
-
-    def __init__(self) -> None:
-        self.phase = _IDLE
-        self.method: BasicPublish | None = None
-        self.properties = b""
-        self.remaining = 0
-        # Body frames received so far when a body spans several (None while it has one frame at most).
-        self.parts: list[bytes] | None = None
-        # Their bytes, counted in the machine's content_bytes until the message completes or is dropped.
-        self.held = 0
 
 
 class ConnectionMachine:
@@ -133,7 +118,7 @@ class ConnectionMachine:
         self._reader.frame_max = FRAME_MIN_SIZE
         self._next_frame = self._reader.next_frame
         self.state = WAITING_HEADER
-        self._channels: dict[int, _Channel] = {}
+        self._channels: dict[int, ChannelState] = {}
         # The server's connection.tune (channel_max, frame_max): the bounds of the client's tune-ok.
         self._offered = (0, 0)
         self.frame_max = FRAME_MIN_SIZE
@@ -160,7 +145,7 @@ class ConnectionMachine:
     @property
     def content_in_progress(self) -> bool:
         """True while a publish on some channel waits for its header or body frames."""
-        return any(channel.phase == _HEADER or channel.phase == _BODY for channel in self._channels.values())
+        return any(channel.phase in (PHASE_HEADER, PHASE_BODY) for channel in self._channels.values())
 
     def channel_in_use(self, number: int) -> bool:
         """True from channel.open until the channel's close handshake is over."""
@@ -190,16 +175,16 @@ class ConnectionMachine:
             # The hot path first: a publish is method, header, body on an open channel.
             if kind is MethodFrame:
                 channel = channels.get(frame.channel)  # never channel 0
-                if channel is not None and channel.phase == _IDLE:
+                if channel is not None and channel.phase == PHASE_IDLE:
                     method = frame.method
                     if type(method) is not BasicPublish:
                         return frame  # type: ignore[no-any-return]
                     if method.immediate:
                         raise AMQPConnectionError(
-                            NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true", *_PUBLISH_IDS
+                            NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true", *PUBLISH_IDS
                         )
                     channel.method = method
-                    channel.phase = _HEADER
+                    channel.phase = PHASE_HEADER
                     continue
                 event = self._method(frame, channel)
                 if event is not None:
@@ -207,33 +192,33 @@ class ConnectionMachine:
             elif kind is HeaderFrame:
                 number = frame.channel
                 channel = channels.get(number)
-                if channel is None or channel.phase != _HEADER:
-                    self._stray_content(number, channel, _HEADER)
+                if channel is None or channel.phase != PHASE_HEADER:
+                    stray_content(self, number, channel, PHASE_HEADER)
                     continue
                 body_size = frame.body_size
                 if not 0 < body_size <= self.max_body_size or frame.class_id != CLASS_BASIC:
-                    content = self._odd_header(number, channel, frame)
+                    content = odd_header(self, number, channel, frame)
                     if content is not None:
                         return content
                     continue
                 self.header_seen = True
                 channel.properties = frame.properties
                 channel.remaining = body_size
-                channel.phase = _BODY
+                channel.phase = PHASE_BODY
             elif kind is BodyFrame:
                 number = frame.channel
                 channel = channels.get(number)
-                if channel is None or channel.phase != _BODY:
-                    self._stray_content(number, channel, _BODY)
+                if channel is None or channel.phase != PHASE_BODY:
+                    stray_content(self, number, channel, PHASE_BODY)
                     continue
                 payload = frame.payload
                 remaining = channel.remaining - len(payload)
                 if remaining or channel.parts is not None:
-                    content = self._body_part(number, channel, payload, remaining)
+                    content = body_part(self, number, channel, payload, remaining)
                     if content is not None:
                         return content
                     continue
-                channel.phase = _IDLE
+                channel.phase = PHASE_IDLE
                 # Built field by field: calling the class would run its __init__ through type.__call__, which
                 # CPython 3.11 does not inline (as much as the rest of the message's frame handling).
                 content = _new(ContentReceived)
@@ -248,7 +233,7 @@ class ConnectionMachine:
                 self.state = STARTING
                 return frame  # type: ignore[no-any-return]
 
-    def _method(self, frame: MethodFrame, channel: _Channel | None) -> MethodFrame | None:
+    def _method(self, frame: MethodFrame, channel: ChannelState | None) -> MethodFrame | None:
         """A method frame off the hot path: channel 0, a new channel, a closing one, or content expected."""
         number = frame.channel
         method = frame.method
@@ -256,15 +241,14 @@ class ConnectionMachine:
             return self._connection_method(frame)
         if channel is None:
             return self._channel_open(frame)
-        if channel.phase == _CLOSING:
+        if channel.phase == PHASE_CLOSING:
             kind = type(method)
             if kind is ChannelCloseOk:
                 del self._channels[number]
                 return frame
             return frame if kind is ChannelClose else None
-        raise AMQPConnectionError(
-            UNEXPECTED_FRAME, _EXPECTED_HEADER if channel.phase == _HEADER else _EXPECTED_BODY, *_PUBLISH_IDS
-        )
+        text = EXPECTED_HEADER if channel.phase == PHASE_HEADER else EXPECTED_BODY
+        raise AMQPConnectionError(UNEXPECTED_FRAME, text, *PUBLISH_IDS)
 
     def _channel_open(self, frame: MethodFrame) -> MethodFrame | None:
         method = frame.method
@@ -285,7 +269,7 @@ class ConnectionMachine:
             )
         if type(method) is not ChannelOpen:
             raise _error(CHANNEL_ERROR, "CHANNEL_ERROR - expected 'channel.open'", method)
-        self._channels[frame.channel] = _Channel()
+        self._channels[frame.channel] = ChannelState()
         return frame
 
     def _connection_method(self, frame: MethodFrame) -> MethodFrame | None:
@@ -304,101 +288,6 @@ class ConnectionMachine:
             self.state = CLOSED
         return frame
 
-    # -- content ------------------------------------------------------------------------------------------
-
-    def _stray_content(self, number: int, channel: _Channel | None, frame_phase: int) -> None:
-        """A header or body frame where none is expected: refused, or dropped where only close is read."""
-        if channel is None:
-            if self.state == CLOSING:
-                return
-            if number == 0 or self.state != RUNNING:
-                name = "content header" if frame_phase == _HEADER else "content body"
-                raise AMQPConnectionError(
-                    UNEXPECTED_FRAME, f"UNEXPECTED_FRAME - {name} on channel {number}", *_PUBLISH_IDS
-                )
-            raise AMQPConnectionError(UNEXPECTED_FRAME, _EXPECTED_METHOD, *_PUBLISH_IDS)
-        phase = channel.phase
-        if phase == _CLOSING:
-            if frame_phase == _HEADER:
-                self.header_seen = True
-            return
-        if phase == _IDLE:
-            text = _EXPECTED_METHOD
-        else:
-            text = _EXPECTED_HEADER if phase == _HEADER else _EXPECTED_BODY
-        raise AMQPConnectionError(UNEXPECTED_FRAME, text, *_PUBLISH_IDS)
-
-    def _odd_header(self, number: int, channel: _Channel, frame: HeaderFrame) -> ContentReceived | None:
-        """A content header of another class, too large, or with no body (the message is complete)."""
-        if frame.class_id != CLASS_BASIC:
-            raise AMQPConnectionError(
-                UNEXPECTED_FRAME,
-                "UNEXPECTED_FRAME - expected content header for class 60, "
-                f"got one for class {frame.class_id} instead",
-                *_PUBLISH_IDS,
-            )
-        channel.phase = _IDLE
-        body_size = frame.body_size
-        if body_size > self.max_body_size:
-            raise ChannelError(
-                PRECONDITION_FAILED,
-                f"PRECONDITION_FAILED - message size {body_size} "
-                f"is larger than configured max size {self.max_body_size}",
-                *_PUBLISH_IDS,
-                channel=number,
-            )
-        self.header_seen = True
-        return ContentReceived(number, channel.method, frame.properties, b"")  # type: ignore[arg-type]
-
-    def _body_part(
-        self, number: int, channel: _Channel, payload: bytes, remaining: int
-    ) -> ContentReceived | None:
-        """A body frame that does not complete a one-frame body: held, the last of several, or too large."""
-        parts = channel.parts
-        if remaining > 0:
-            if parts is None:
-                channel.parts = [payload]
-            else:
-                parts.append(payload)
-            channel.remaining = remaining
-            self._hold(number, channel, len(payload))
-            return None
-        if remaining < 0:
-            raise AMQPConnectionError(
-                FRAME_ERROR,
-                f"FRAME_ERROR - content body exceeds the declared size by {-remaining} octets",
-                *_PUBLISH_IDS,
-            )
-        assert parts is not None
-        parts.append(payload)
-        channel.phase = _IDLE
-        self._drop(channel)
-        return ContentReceived(number, channel.method, channel.properties, b"".join(parts))  # type: ignore[arg-type]
-
-    def _hold(self, number: int, channel: _Channel, size: int) -> None:
-        """Count `size` more bytes of an incomplete body. One message alone is bounded by max_body_size;
-        several at once on this connection by `content_limit`, past which this channel's message is
-        refused (406) and its bytes dropped."""
-        channel.held += size
-        total = self.content_bytes = self.content_bytes + size
-        if total > self.content_limit and total > channel.held:
-            channel.phase = _IDLE
-            self._drop(channel)
-            raise ChannelError(
-                PRECONDITION_FAILED,
-                f"PRECONDITION_FAILED - {total} bytes of messages in progress on this connection "
-                f"is more than the limit {self.content_limit}",
-                *_PUBLISH_IDS,
-                channel=number,
-            )
-
-    def _drop(self, channel: _Channel) -> None:
-        """Forget the channel's incomplete body."""
-        channel.parts = None
-        if channel.held:
-            self.content_bytes -= channel.held
-            channel.held = 0
-
     # -- events in, bytes out -----------------------------------------------------------------------------
 
     def send(self, channel: int, method: Method) -> bytes:
@@ -414,13 +303,13 @@ class ConnectionMachine:
             if channel is None:
                 return
             if kind is ChannelClose:
-                channel.phase = _CLOSING
-                self._drop(channel)
-            elif channel.phase != _CLOSING:
+                channel.phase = PHASE_CLOSING
+                drop(self, channel)
+            elif channel.phase != PHASE_CLOSING:
                 # close-ok to the client's close. After our own close the number stays in use until the
                 # client's close-ok, which crosses ours.
                 del self._channels[number]
-                self._drop(channel)
+                drop(self, channel)
         elif kind is ConnectionTune:
             self._offered = (method.channel_max, method.frame_max)  # type: ignore[attr-defined]
             self.state = TUNING
@@ -433,7 +322,7 @@ class ConnectionMachine:
                 # close-ok to the client's close. After our own close we wait for the client's close-ok.
                 self.state = CLOSED
             for channel in self._channels.values():
-                self._drop(channel)
+                drop(self, channel)
             self._channels.clear()
 
 

@@ -7,6 +7,10 @@ RabbitMQ's reason text) or connection.unblocked if its client announced the `con
 capability, and arms itself: the next content it receives (a publish) makes it stop reading from its socket
 until the alarms clear. A consuming connection never publishes, so it keeps reading acks and keeps
 receiving deliveries; nothing is dropped, the publisher's own TCP window simply stops.
+
+What an alarm does to one connection is the functions below the `Alarms` class (`block`, `unblock`,
+`finish_content`, `pause_reading`): functions of `Connection` kept here with the concept; they set its
+alarm state (`_block_on_publish`, `_blocked_sent`, `_read_paused`) as its methods would.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
+
+from ottermq.amqp.handshake import RUNNING
+from ottermq.amqp.methods import ConnectionBlocked, ConnectionUnblocked
 
 if TYPE_CHECKING:
     from ottermq.broker.connection import Connection
@@ -79,9 +86,58 @@ class Alarms:
         reason = self.reason
         for connection in list(connections):
             if blocking:
-                connection.block(reason)
+                block(connection, reason)
             else:
-                connection.unblock()
+                unblock(connection)
         if not blocking:
             log.info("all resource alarms cleared; publishers unblocked")
         return True
+
+
+def block(conn: Connection, reason: str) -> None:
+    """A resource alarm went on: notify the client (if it asked) and pause reading at its next publish,
+    or now if a message is under way on one of its channels (its further body frames are not read)."""
+    if conn.closed:
+        return
+    conn._block_on_publish = True
+    if conn._machine.content_in_progress:
+        pause_reading(conn)
+    if (
+        conn._machine.state == RUNNING
+        and not conn._blocked_sent
+        and conn.capabilities.get("connection.blocked") is True
+    ):
+        conn._blocked_sent = True
+        conn.send_method(0, ConnectionBlocked(reason))
+
+
+def unblock(conn: Connection) -> None:
+    """Every resource alarm cleared: connection.unblocked, and read from the socket again."""
+    conn._block_on_publish = False
+    if conn.closed:
+        return
+    if conn._blocked_sent:
+        conn._blocked_sent = False
+        conn.send_method(0, ConnectionUnblocked())
+    if conn._read_paused:
+        conn._read_paused = False
+        conn.transport.resume_reading()
+
+
+def finish_content(conn: Connection) -> None:
+    """Read again while the alarm stays on, until the next content header: the messages under way on
+    this connection complete. The memory monitor asks this of one connection at a time when content in
+    flight alone keeps the alarm on, which nothing else could clear."""
+    if conn._read_paused and not conn.closed:
+        conn._read_paused = False
+        log.info("publisher read again to complete its messages under way", extra={"conn": conn.name})
+        conn.transport.resume_reading()
+
+
+def pause_reading(conn: Connection) -> None:
+    """Stop reading a blocked publisher. Frames already read are still handled; what the client sends
+    next waits in its TCP window."""
+    if not conn._read_paused:
+        conn._read_paused = True
+        log.info("publisher blocked by a resource alarm", extra={"conn": conn.name})
+        conn.transport.pause_reading()

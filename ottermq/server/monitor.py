@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from ottermq.broker.alarms import ALARM_DISK, ALARM_MEMORY
+from ottermq.broker.alarms import ALARM_DISK, ALARM_MEMORY, finish_content
 from ottermq.broker.memory import CONTENT_IN_FLIGHT_MIN
 from ottermq.store.heap import trim_heap
 from ottermq.store.store import INDEX_BYTES
@@ -197,7 +197,7 @@ class ResourceMonitor:
                     return  # one is finishing already
                 paused.append(connection)
         if paused:
-            max(paused, key=lambda connection: connection.content_bytes).finish_content()
+            finish_content(max(paused, key=lambda connection: connection.content_bytes))
 
     def _base(self) -> int:
         """Bytes held besides transient contents and content in flight: the logged contents the content
