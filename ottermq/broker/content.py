@@ -19,7 +19,7 @@ last release (the memory alarm reads it); logged ones in `resident_bytes` while 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from ottermq.broker.memory import MESSAGE_OVERHEAD, MemoryAccount
 from ottermq.broker.message import Message
@@ -79,7 +79,7 @@ class Contents:
         """Add a logged content that stays in the log (a replayed publish or a snapshot's index)."""
         raise UnknownContent(f"message {msg_id}: this content store cannot read contents back from a log")
 
-    def add_logged_many(self, ids: Iterable[int], locs: list[int]) -> None:
+    def add_logged_many(self, ids: list[int], locs: list[int]) -> None:
         """`add_logged` in bulk, one reference each (a snapshot's index of one queue; an id already held,
         from another queue's index, gains a reference)."""
         raise UnknownContent("this content store cannot read contents back from a log")

@@ -75,20 +75,23 @@ class DurableIndex(Dispatcher):
         """How many logged messages the queue holds (ready or delivered)."""
         return len(self._logged)
 
-    def restore_index(self, entries: list[QueueEntry]) -> None:
-        """Recovery in bulk (a snapshot's index of the queue, in log order): `index` of each entry,
-        without a method call per entry (a million at start-up).
+    def seqs(self, count: int) -> range:
+        """The next `count` sequence numbers, for entries restored in bulk (`restore_index`)."""
+        start = self._seq + 1
+        self._seq += count
+        return range(start, start + count)
+
+    def restore_index(self, ids: list[int], entries: list[QueueEntry]) -> None:
+        """Recovery in bulk (a snapshot's index of the queue, in log order): `index` of each entry
+        (`ids` are their ids, their seqs come from `seqs`), without a method call per entry (a million at
+        start-up).
 
         The deadlines the log kept come back as they are. A message of an older log has none (0 with
         x-message-ttl set cannot be a kept deadline): the queue's x-message-ttl then counts again from
         the restart; its own `expiration` is not read here, as that would read every content of the
         backlog from the log. On a priority queue, a priority not kept (-1) is read from the content once.
         """
-        start = self._seq + 1
-        for seq, entry in enumerate(entries, start):
-            entry.seq = seq
-        self._seq += len(entries)
-        self._logged.update([(entry.msg_id, entry) for entry in entries])
+        self._logged.update(zip(ids, entries, strict=True))
         if not self._expiring and any(map(_deadline_of, entries)):
             self._may_expire()
         features = self.features

@@ -14,7 +14,7 @@ kept here, not in the queues' records, so `relocate` and `locs` touch one map.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from ottermq.broker.content import Contents, UnknownContent
@@ -65,9 +65,8 @@ class LogContents(Contents):
         if refs != 1:
             self._refs[msg_id] = refs
 
-    def add_logged_many(self, ids: Iterable[int], locs: list[int]) -> None:
+    def add_logged_many(self, ids: list[int], locs: list[int]) -> None:
         known = self._locs
-        ids = list(ids)
         if not known.keys().isdisjoint(ids):
             for msg_id in ids:
                 if msg_id in known:
@@ -100,8 +99,11 @@ class LogContents(Contents):
             self.evicted_bytes += _cost(message)
 
     def get(self, msg_id: int) -> Message:
-        if msg_id < 0:
-            return super().get(msg_id)  # transient
+        if msg_id < 0:  # transient: the base class's map, read here without a super() call
+            try:
+                return self._memory[msg_id]
+            except KeyError:
+                raise UnknownContent(f"message {msg_id} is not held by the content store") from None
         message = self._resident.get(msg_id)
         if message is not None:
             self._resident.move_to_end(msg_id)

@@ -85,7 +85,8 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex]) -> None:
         sizes = index.sizes if index.sizes is not None else [-1] * count
         for start in range(0, count, _CHUNK):
             end = start + _CHUNK
-            chunk_ids = ids[start:end]
+            # One int object per id, shared by the content store's map, the queue's index and the entry.
+            chunk_ids = ids[start:end].tolist()
             locs = [
                 (segment << SEGMENT_SHIFT) | (offset << OFFSET_SHIFT) | number
                 for segment, offset, number in zip(
@@ -93,11 +94,18 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex]) -> None:
                 )
             ]
             contents.add_logged_many(chunk_ids, locs)
+            chunk_sizes = sizes[start:end]
+            shared = {size: share_size(size) for size in set(chunk_sizes)}  # one int per distinct size
             # The priority is not kept in a snapshot (-1): a priority queue reads it when restoring.
             entries = [
-                QueueEntry(msg_id, share_size(size), -1, due, 0, flags & ENTRY_REDELIVERED != 0)
-                for msg_id, size, due, flags in zip(
-                    chunk_ids, sizes[start:end], deadlines[start:end], marks[start:end], strict=True
+                QueueEntry(msg_id, shared[size], -1, due, seq, flags & ENTRY_REDELIVERED != 0)
+                for msg_id, size, due, flags, seq in zip(
+                    chunk_ids,
+                    chunk_sizes,
+                    deadlines[start:end],
+                    marks[start:end],
+                    queue.seqs(len(chunk_ids)),
+                    strict=True,
                 )
             ]
-            queue.restore_index(entries)
+            queue.restore_index(chunk_ids, entries)

@@ -22,6 +22,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Final
 
 from ottermq.broker.message import QueueEntry
@@ -75,14 +76,20 @@ class SnapshotState:
     queues: list[QueueIndex]
 
 
+_MSG_ID: Final = attrgetter("msg_id")
+_DEADLINE: Final = attrgetter("deadline")
+_SIZE: Final = attrgetter("size")
+
+
 def index_of(
     vhost: str, queue: str, entries: Iterable[QueueEntry], locs_by_id: Mapping[int, int]
 ) -> QueueIndex:
     """The packed index of a queue's logged entries; `locs_by_id` is where each message lies in the log
     (the content store's)."""
     listed = list(entries)
-    ids = [entry.msg_id for entry in listed]
-    locs = [locs_by_id[msg_id] for msg_id in ids]
+    # map() with attrgetter and the mapping's own __getitem__ loop in C: a million entries at a clean stop.
+    ids = list(map(_MSG_ID, listed))
+    locs = list(map(locs_by_id.__getitem__, ids))
     # Plain arithmetic in comprehensions: a function call per message would double the time.
     return QueueIndex(
         vhost,
@@ -92,8 +99,8 @@ def index_of(
         array("I", [(loc >> OFFSET_SHIFT) & OFFSET_MASK for loc in locs]),
         array("I", [loc & INDEX_MASK for loc in locs]),
         array("B", [ENTRY_REDELIVERED if entry.redelivered else 0 for entry in listed]),
-        array("Q", [entry.deadline for entry in listed]),
-        array("i", [entry.size for entry in listed]),
+        array("Q", map(_DEADLINE, listed)),
+        array("i", map(_SIZE, listed)),
     )
 
 
