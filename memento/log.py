@@ -9,14 +9,14 @@ batch being flushed stays readable from memory until it is done. `sync` treats a
 the AsyncWriter retries a batch that met a full disk (see memento.writer).
 
 This module holds the append and read paths. Opening and recovery are in memento.opening, the staging
-types and the flush in memento.staging, what compaction needs of the log in memento.reclaim.
+types and the flush in memento.staging, replay in memento.reader, what compaction needs of the log in
+memento.reclaim.
 
 Directory layout: LOCK, wal/*.wal, snapshots/ (LMDB, memento.snapshot), quarantine/ (damaged bytes).
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import threading
 from collections import OrderedDict
@@ -34,7 +34,7 @@ from memento.opening import QUARANTINE_DIR as QUARANTINE_DIR
 from memento.opening import SNAPSHOT_DIR as SNAPSHOT_DIR
 from memento.opening import WAL_DIR as WAL_DIR
 from memento.opening import open_log
-from memento.reader import decode_at, records_in
+from memento.reader import decode_at, replay_records
 from memento.record import (
     BODY_HEAD,
     BODY_HEAD_SIZE,
@@ -370,22 +370,7 @@ class Log:
         """Records with LSN > `after_lsn` (default: the snapshot's LSN), in order; seals are not
         records. Flushes staged appends first, so not while an AsyncWriter runs (replay before starting
         one). Raises CorruptRecord on damage found on the way."""
-        start = self.snapshot_lsn if after_lsn is None else after_lsn
-        if staged_data(self):
-            self.sync()
-        segments = list(self._segments)
-        for i, seg in enumerate(segments):
-            if i + 1 < len(segments) and segments[i + 1].base_lsn <= start + 1:
-                continue
-            if seg is self._tail:
-                if seg.fd < 0:
-                    continue  # not created yet (opened on a full disk): it holds no record
-                yield from records_in(
-                    os.pread(seg.fd, self._tail_off, 0), seg.seq, seg.base_lsn, seg.name, start
-                )
-                continue
-            with open(seg.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                yield from records_in(data, seg.seq, seg.base_lsn, seg.name, start)
+        return replay_records(self, after_lsn)
 
     # -- snapshots, space ----------------------------------------------------------------------------
 
