@@ -8,13 +8,15 @@ flush touches segment files for writing, so the event loop can keep appending wh
 batch being flushed stays readable from memory until it is done. `sync` treats any I/O error as final;
 the AsyncWriter retries a batch that met a full disk (see memento.writer).
 
+This module holds the append and read paths. Opening and recovery are in memento.opening, the staging
+types and the flush in memento.staging, replay in memento.reader, what compaction needs of the log in
+memento.reclaim.
+
 Directory layout: LOCK, wal/*.wal, snapshots/ (LMDB, memento.snapshot), quarantine/ (damaged bytes).
 """
 
 from __future__ import annotations
 
-import errno
-import mmap
 import os
 import threading
 from collections import OrderedDict
@@ -25,20 +27,20 @@ from typing import TYPE_CHECKING, Final
 
 import crc32c
 
-from memento.disk import DiskIO, disk_full
-from memento.errors import LogClosed, LogFailed, RecoveryRefused, SyncFailed, UnsupportedVersion
-from memento.lock import lock_directory
-from memento.private import private_dir
-from memento.reader import decode_at, records_in
+from memento.disk import DiskIO
+from memento.errors import LogClosed, LogFailed
+from memento.opening import LOCK_FILE as LOCK_FILE
+from memento.opening import QUARANTINE_DIR as QUARANTINE_DIR
+from memento.opening import SNAPSHOT_DIR as SNAPSHOT_DIR
+from memento.opening import WAL_DIR as WAL_DIR
+from memento.opening import open_log
+from memento.reader import decode_at, replay_records
 from memento.record import (
     BODY_HEAD,
     BODY_HEAD_SIZE,
     ENGINE_TYPES,
-    FLAG_ORIGIN,
-    FLAG_RELOCATED,
     HEAD,
     HEAD_SIZE,
-    ORIGIN,
     PREFIX,
     SEAL_SIZE,
     TYPE_SEAL,
@@ -47,79 +49,34 @@ from memento.record import (
     Record,
     RecordPosition,
 )
-from memento.recovery import REFUSED, UNSUPPORTED, RecoveryReport, Verdict, classify
-from memento.repair import apply_verdict
-from memento.scan import SegmentScan, scan_segment
-from memento.segment import (
-    DEFAULT_SEGMENT_SIZE,
-    HEADER_SIZE,
-    MIN_SEGMENT_SIZE,
-    SUFFIX,
-    TMP_SUFFIX,
-    create_segment,
-    parse_name,
-    segment_name,
-    synced,
-)
-from memento.snapshot import STATUS_DAMAGED, STATUS_FALLBACK, STATUS_UNREADABLE, Snapshot, SnapshotStore
+from memento.recovery import RecoveryReport
+from memento.segment import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, SUFFIX
+from memento.snapshot import Snapshot, SnapshotStore
 from memento.spare import SPARE_DIR, SparePreparer
+from memento.staging import (
+    _Batch,
+    _Chunk,
+    _Segment,
+    batch_done,
+    fail,
+    next_segment_size,
+    staged_data,
+    take_batch,
+    write_batch,
+)
 
 if TYPE_CHECKING:
     from memento.reclaim import ReclaimResult
 
-WAL_DIR: Final = "wal"
-SNAPSHOT_DIR: Final = "snapshots"
-QUARANTINE_DIR: Final = "quarantine"
-LOCK_FILE: Final = "LOCK"
 _READ_AHEAD: Final = 4096
 # Reads that walk forward through a segment (a queue's backlog being delivered) switch to one pread of
 # this size, and serve the following records from it.
 _WINDOW: Final = 256 * 1024
-_PAGE: Final = 4096
-# The smallest segment a rollover falls back to on a nearly full disk (_next_segment_size).
-_SMALLEST_FALLBACK: Final = 1 << 20
 # Read-only descriptors kept open on sealed segments (least recently read closed first).
 _READ_FDS: Final = 8
 _crc = crc32c.crc32c
 _pack_prefix = PREFIX.pack
 _pack_body_head = BODY_HEAD.pack
-
-
-class _Segment:
-    """One segment file as the log tracks it (planned, active or sealed)."""
-
-    __slots__ = ("base_lsn", "fd", "name", "path", "seq", "size")
-
-    def __init__(self, seq: int, base_lsn: int, size: int, path: str, fd: int = -1) -> None:
-        self.seq = seq
-        self.base_lsn = base_lsn
-        self.size = size
-        self.path = path
-        self.name = os.path.basename(path)
-        self.fd = fd  # -1 until opened (lazily for reads; by the flush when it creates the file)
-
-
-class _Chunk:
-    """Staged bytes for one segment, starting at `offset`; `create` and `seal` say what the flush does."""
-
-    __slots__ = ("create", "data", "offset", "seal", "segment")
-
-    def __init__(self, segment: _Segment, offset: int, create: bool) -> None:
-        self.segment = segment
-        self.offset = offset
-        self.data = bytearray()
-        self.create = create
-        self.seal = False
-
-
-class _Batch:
-    """What one flush writes: chunks in order, and the last LSN they hold."""
-
-    __slots__ = ("chunks", "last_lsn")
-
-    def __init__(self, chunks: list[_Chunk], last_lsn: int) -> None:
-        self.chunks = chunks
-        self.last_lsn = last_lsn
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,149 +162,15 @@ class Log:
         `recovery_report`); other damage raises RecoveryRefused, unless `salvage` keeps what is valid up to
         it. Segments wholly covered by the snapshot are only header-checked unless `full_check`.
         """
-        if segment_size < MIN_SEGMENT_SIZE:
-            raise ValueError(f"segment_size must be at least {MIN_SEGMENT_SIZE}")
-        root = Path(path)
-        private_dir(root / WAL_DIR)
-        for name in (SNAPSHOT_DIR, QUARANTINE_DIR):
-            if os.path.lexists(root / name) and not (root / name).is_dir():
-                # Found now rather than at the first snapshot or repair, which would fail every time.
-                raise NotADirectoryError(
-                    errno.ENOTDIR, "not a directory (the log keeps one there)", str(root / name)
-                )
-        lock_fd = lock_directory(root / LOCK_FILE)
-        store: SnapshotStore | None = None
-        try:
-            store = SnapshotStore(root / SNAPSHOT_DIR)
-            snapshot = store.load_latest()
-            known = frozenset(registry) | ENGINE_TYPES if registry is not None else None
-            log = cls(
-                root,
-                segment_size=segment_size,
-                registry=known,
-                disk=disk or DiskIO(),
-                lock_fd=lock_fd,
-                store=store,
-                snapshot=snapshot,
-            )
-            log._recover(salvage=salvage, full_check=full_check)
-            return log
-        except BaseException:
-            if store is not None:
-                store.close()
-            os.close(lock_fd)
-            raise
-
-    def _recover(self, *, salvage: bool, full_check: bool) -> None:
-        report = self.recovery_report
-        SparePreparer.clear(self._spares.directory)
-        report.snapshot_lsn = self.snapshot_lsn
-        store = self.snapshots
-        if store.status in (STATUS_DAMAGED, STATUS_UNREADABLE):
-            if not salvage:
-                raise RecoveryRefused(f"{store.path}: {store.fallback_reason}")
-            report.warnings.append(f"salvage: ignoring snapshots: {store.fallback_reason}")
-        elif store.status == STATUS_FALLBACK:
-            report.warnings.append(
-                f"newest snapshot damaged, using LSN {self.snapshot_lsn}: {store.fallback_reason}"
-            )
-        names = sorted(os.listdir(self.wal_dir))
-        for name in names:
-            if name.endswith(TMP_SUFFIX):
-                os.unlink(os.path.join(self.wal_dir, name))
-                report.dropped_tmp.append(name)
-                report.warnings.append(f"dropped unfinished segment {name}")
-        if report.dropped_tmp:
-            self.disk.fsync_dir(self.wal_dir)
-        segment_names = [n for n in names if n.endswith(SUFFIX) and parse_name(n) is not None]
-        segment_names.sort(key=lambda n: parse_name(n) or (0, 0))
-        for name in names:
-            if name.endswith(SUFFIX) and parse_name(name) is None:
-                report.warnings.append(f"ignored file with a segment suffix but no segment name: {name}")
-        scans = self._scan(segment_names, full_check)
-        verdict = classify(scans, self.snapshot_lsn)
-        report.findings.extend(verdict.findings)
-        report.status = verdict.status
-        if verdict.status in (REFUSED, UNSUPPORTED):
-            if not salvage:
-                text = "; ".join(f.message for f in verdict.findings if f.severity != "repairable")
-                first = next(f for f in verdict.findings if f.severity in (REFUSED, UNSUPPORTED))
-                error = UnsupportedVersion if verdict.status == UNSUPPORTED else RecoveryRefused
-                raise error(
-                    f"{self.path}: recovery refused: {text} (salvage keeps what is valid)",
-                    segment=first.segment,
-                    offset=first.offset,
-                    lsn=first.lsn,
-                )
-            report.salvaged = True
-        for finding in verdict.findings:
-            report.warnings.append(finding.message)
-        kept = apply_verdict(self.wal_dir, self.path / QUARANTINE_DIR, scans, verdict, self.disk, report)
-        self._start(kept, verdict)
-        report.end_lsn = self._next_lsn - 1
-
-    def _scan(self, names: list[str], full_check: bool) -> list[SegmentScan]:
-        bases = [(parse_name(n) or (0, 0))[1] for n in names]
-        scans: list[SegmentScan] = []
-        for i, name in enumerate(names):
-            path = os.path.join(self.wal_dir, name)
-            next_base = bases[i + 1] if i + 1 < len(names) else None
-            covered = next_base is not None and next_base <= self.snapshot_lsn + 1 and not full_check
-            with open(path, "rb") as f:
-                if covered or os.fstat(f.fileno()).st_size < HEADER_SIZE:
-                    scans.append(
-                        scan_segment(
-                            name, f.read(HEADER_SIZE if covered else -1), self.registry, headers_only=covered
-                        )
-                    )
-                    continue
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                    scans.append(scan_segment(name, data, self.registry))
-        return scans
-
-    def _start(self, kept: list[SegmentScan], verdict: Verdict) -> None:
-        for scan in kept:
-            size = scan.header.size if scan.header is not None else scan.size
-            seg = _Segment(
-                scan.seq, scan.base_lsn, max(size, scan.size), os.path.join(self.wal_dir, scan.name)
-            )
-            self._segments.append(seg)
-            self._by_seq[seg.seq] = seg
-        self._next_lsn = verdict.next_lsn
-        self._durable_lsn = verdict.next_lsn - 1
-        tail_scan = kept[-1] if kept else None
-        if (
-            tail_scan is not None
-            and tail_scan.scanned
-            and not tail_scan.sealed
-            and tail_scan.last_lsn + 1 == self._next_lsn
-        ):
-            tail = self._segments[-1]
-            tail.fd = os.open(tail.path, os.O_RDWR | os.O_CLOEXEC)
-            self._set_tail(tail, tail_scan.data_end)
-            return
-        # No segment, a sealed last one (crash mid-rollover), or salvage moved past the log's end.
-        seq = kept[-1].seq + 1 if kept else 1
-        path = os.path.join(self.wal_dir, segment_name(seq, self._next_lsn))
-        seg = _Segment(seq, self._next_lsn, self.segment_size, path)
-        try:
-            seg.fd, _path = create_segment(self.wal_dir, seq, self._next_lsn, self.segment_size, self.disk)
-        except OSError as exc:
-            if not disk_full(exc) or isinstance(exc, SyncFailed):
-                raise
-            # A full disk (typically the crash that follows one) must not keep the log from opening:
-            # everything recovered is readable, and the creation becomes the first flush's work, which
-            # the AsyncWriter retries until space returns (suspended meanwhile, as for any rollover).
-            self.recovery_report.warnings.append(
-                f"no room for the next segment {seg.name} ({exc.strerror or exc}): writing waits for "
-                f"{self.segment_size} bytes free in {self.wal_dir}"
-            )
-            self._no_room = exc
-        self._segments.append(seg)
-        self._by_seq[seq] = seg
-        self._set_tail(seg, HEADER_SIZE)
-        if seg.fd < 0:
-            self._new_chunk(True)
+        return open_log(
+            cls,
+            path,
+            segment_size=segment_size,
+            salvage=salvage,
+            registry=registry,
+            disk=disk,
+            full_check=full_check,
+        )
 
     def _set_tail(self, seg: _Segment, offset: int) -> None:
         self._tail = seg
@@ -446,7 +269,7 @@ class Log:
         body_head = _pack_body_head(TYPE_SEAL, 0, 0, self._next_lsn)
         chunk.data += _pack_prefix(len(body_head), _crc(body_head)) + body_head
         chunk.seal = True
-        seg_size = max(self._next_segment_size(), HEADER_SIZE + size + SEAL_SIZE)
+        seg_size = max(next_segment_size(self), HEADER_SIZE + size + SEAL_SIZE)
         seq = tail.seq + 1
         path = os.path.join(self.wal_dir, f"{seq:016x}-{self._next_lsn:016x}{SUFFIX}")
         seg = _Segment(seq, self._next_lsn, seg_size, path)
@@ -455,108 +278,20 @@ class Log:
         self._set_tail(seg, HEADER_SIZE)
         self._new_chunk(True)
 
-    def _next_segment_size(self) -> int:
-        """The configured segment size, or less when the disk has not twice that much room: a quarter
-        of the free space, at least 1 MiB (or the configured size if smaller). A rollover that insists
-        on a whole segment suspends the log while smaller files would still fit, and a suspended log
-        writes nothing that could free space (consumers' acks, then a snapshot and the reclaim of old
-        segments)."""
-        full = self.segment_size
-        if self._spares.ready(full):
-            return full  # already allocated
-        try:
-            free = self.disk.free_bytes(self.wal_dir)
-        except OSError:
-            return full
-        if free >= 2 * full:
-            return full
-        return max(min(full, _SMALLEST_FALLBACK), free // 4 // _PAGE * _PAGE)
-
-    # -- flushing (the AsyncWriter runs _write_batch in its thread) -----------------------------------
+    # -- flushing (memento.staging; the AsyncWriter runs write_batch in its thread) --------------------
 
     def sync(self) -> None:
         """Write and fdatasync everything appended so far. Raises LogFailed if the disk fails."""
         if self._error is not None:
             raise self._error
-        batch = self._take_batch()
+        batch = take_batch(self)
         if batch is None:
             return
         try:
-            self._write_batch(batch)
+            write_batch(self, batch)
         except OSError as exc:
-            raise self._fail(exc) from exc
-        self._batch_done(batch)
-
-    def _take_batch(self, idle: threading.Event | None = None) -> _Batch | None:
-        """Take everything staged as one batch; when there is nothing, register `idle` to be set by the
-        next append (the AsyncWriter's thread waits on it)."""
-        with self._lock:
-            if not self._staged:
-                self._idle_waiter = idle
-                return None
-            batch = _Batch(self._staged, self._next_lsn - 1)
-            self._staged = []
-            self._chunk = None
-            self._inflight = batch
-            return batch
-
-    def _staged_data(self) -> bool:
-        """True when records are staged (not only the creation of a segment, which can wait for the
-        next flush: a log opened on a full disk closes without needing the space)."""
-        with self._lock:
-            return any(chunk.data for chunk in self._staged)
-
-    def _wake_idle(self) -> None:
-        """Wake the writer thread if it waits for work (used when closing)."""
-        with self._lock:
-            waiter = self._idle_waiter
-            self._idle_waiter = None
-        if waiter is not None:
-            waiter.set()
-
-    def _write_batch(self, batch: _Batch) -> None:
-        """Do the I/O of one batch (any thread; never concurrently with another batch).
-
-        Idempotent until a sync fails, so the AsyncWriter retries a batch that met a full disk: chunks
-        already written are written again with the same bytes, a segment already created is kept. A failed
-        fdatasync raises SyncFailed (never retried)."""
-        disk = self.disk
-        last = batch.chunks[-1]
-        for chunk in batch.chunks:
-            seg = chunk.segment
-            if chunk.create and seg.fd < 0:
-                seg.fd, _path = create_segment(
-                    self.wal_dir, seg.seq, seg.base_lsn, seg.size, disk, self._spares.take(seg.size)
-                )
-            if chunk.data:
-                disk.pwrite(seg.fd, chunk.data, chunk.offset)
-            if chunk.seal or chunk is last:
-                synced(disk.fdatasync, seg.fd)
-        if (last.offset + len(last.data)) * 2 >= last.segment.size:
-            self._spares.start(self.segment_size)  # half full: get the next segment ready
-
-    def _batch_done(self, batch: _Batch) -> None:
-        """After a batch is durable (on the owner's thread): advance durable_lsn, and close the write fd
-        of segments it sealed (reads reopen them read-only on demand), so fds do not pile up."""
-        self._durable_lsn = batch.last_lsn
-        with self._lock:
-            if self._inflight is batch:
-                self._inflight = None
-        for chunk in batch.chunks:
-            seg = chunk.segment
-            if chunk.seal and seg.fd >= 0:
-                os.close(seg.fd)
-                seg.fd = -1
-
-    def _fail(self, exc: BaseException) -> LogFailed:
-        """Stop the log for good after a write or fsync error that is not retried; returns the LogFailed
-        to raise."""
-        if self._error is None:
-            self._error = LogFailed(
-                f"{self.path}: write or fsync failed ({exc}); nothing after LSN "
-                f"{self._durable_lsn} is durable; reopen to recover"
-            )
-        return self._error
+            raise fail(self, exc) from exc
+        batch_done(self, batch)
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -635,22 +370,7 @@ class Log:
         """Records with LSN > `after_lsn` (default: the snapshot's LSN), in order; seals are not
         records. Flushes staged appends first, so not while an AsyncWriter runs (replay before starting
         one). Raises CorruptRecord on damage found on the way."""
-        start = self.snapshot_lsn if after_lsn is None else after_lsn
-        if self._staged_data():
-            self.sync()
-        segments = list(self._segments)
-        for i, seg in enumerate(segments):
-            if i + 1 < len(segments) and segments[i + 1].base_lsn <= start + 1:
-                continue
-            if seg is self._tail:
-                if seg.fd < 0:
-                    continue  # not created yet (opened on a full disk): it holds no record
-                yield from records_in(
-                    os.pread(seg.fd, self._tail_off, 0), seg.seq, seg.base_lsn, seg.name, start
-                )
-                continue
-            with open(seg.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                yield from records_in(data, seg.seq, seg.base_lsn, seg.name, start)
+        return replay_records(self, after_lsn)
 
     # -- snapshots, space ----------------------------------------------------------------------------
 
@@ -675,7 +395,7 @@ class Log:
         if self._closed:
             return
         try:
-            if self._error is None and self._staged_data():
+            if self._error is None and staged_data(self):
                 self.sync()
         finally:
             self._closed = True
@@ -693,40 +413,6 @@ class Log:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- used by memento.reclaim ---------------------------------------------------------------------
-
-    def _relocate(self, record: Record) -> int:
-        """Append a copy of `record` (same type and flags plus FLAG_RELOCATED | FLAG_ORIGIN, the payload
-        after the original's LSN); its new LSN. A copy of a copy keeps the first original's LSN."""
-        if self._error is not None:
-            raise self._error
-        flags = record.flags
-        if flags & FLAG_RELOCATED:  # already a copy: its origin (or a version-1 copy's lack of one) stays
-            return self._append(record.type, flags, record.payload)
-        return self._append(
-            record.type, flags | FLAG_RELOCATED | FLAG_ORIGIN, ORIGIN.pack(record.lsn) + record.payload
-        )
-
-    def _sealed_segments(self) -> list[tuple[_Segment, int]]:
-        """Segments whose seal is durable (the next one starts at or below durable_lsn), with the last
-        LSN each holds."""
-        segs = self._segments
-        return [
-            (segs[i], segs[i + 1].base_lsn - 1)
-            for i in range(len(segs) - 1)
-            if segs[i + 1].base_lsn <= self._durable_lsn
-        ]
-
-    def _drop_segment(self, seg: _Segment) -> None:
-        """Forget and delete a segment file (the caller syncs the directory)."""
-        if seg.fd >= 0:
-            os.close(seg.fd)
-            seg.fd = -1
-        self._close_read_fd(seg.seq)
-        os.unlink(seg.path)
-        self._segments.remove(seg)
-        del self._by_seq[seg.seq]
 
 
 def _pread_whole(fd: int, size: int, off: int) -> bytes:

@@ -1,4 +1,5 @@
-"""Reading records back from segment bytes: one record at an offset, or all of a segment in order.
+"""Reading records back from segment bytes: one record at an offset, all of a segment in order, or all
+of a log's segments after an LSN (`Log.replay`).
 
 Strategy: these loops run once per record on replay and on every read by position, so records are built
 with tuple.__new__ (no Python-level constructor frame) and crc32c runs over memoryview slices.
@@ -7,13 +8,19 @@ with tuple.__new__ (no Python-level constructor frame) and crc32c runs over memo
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import crc32c
 
 from memento.errors import CorruptRecord
 from memento.record import BODY_HEAD_SIZE, HEAD, HEAD_SIZE, TYPE_SEAL, Record, RecordPosition
 from memento.segment import HEADER_SIZE
+from memento.staging import staged_data
+
+if TYPE_CHECKING:
+    from memento.log import Log
 
 _crc = crc32c.crc32c
 
@@ -63,3 +70,21 @@ def records_in(
             pos = end
     finally:
         view.release()
+
+
+def replay_records(log: Log, after_lsn: int | None) -> Iterator[Record]:
+    """`Log.replay`'s work (see there)."""
+    start = log.snapshot_lsn if after_lsn is None else after_lsn
+    if staged_data(log):
+        log.sync()
+    segments = list(log._segments)
+    for i, seg in enumerate(segments):
+        if i + 1 < len(segments) and segments[i + 1].base_lsn <= start + 1:
+            continue
+        if seg is log._tail:
+            if seg.fd < 0:
+                continue  # not created yet (opened on a full disk): it holds no record
+            yield from records_in(os.pread(seg.fd, log._tail_off, 0), seg.seq, seg.base_lsn, seg.name, start)
+            continue
+        with open(seg.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield from records_in(data, seg.seq, seg.base_lsn, seg.name, start)

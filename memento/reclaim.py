@@ -29,10 +29,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from memento.errors import CorruptRecord
-from memento.log import Log, _Segment
+from memento.log import Log
 from memento.reader import decode_at
-from memento.record import BODY_HEAD_SIZE, HEAD, HEAD_SIZE, TYPE_SEAL, Record, RecordPosition
+from memento.record import (
+    BODY_HEAD_SIZE,
+    FLAG_ORIGIN,
+    FLAG_RELOCATED,
+    HEAD,
+    HEAD_SIZE,
+    ORIGIN,
+    TYPE_SEAL,
+    Record,
+    RecordPosition,
+)
 from memento.segment import HEADER_SIZE
+from memento.staging import _Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +96,7 @@ def new_plan(log: Log, covered_lsn: int, sparse: float) -> tuple[ReclaimPlan, li
     """An empty plan and the sealed segments wholly covered by `covered_lsn`, oldest first (on the loop)."""
     check_covered(log, covered_lsn)
     todo = ReclaimPlan(covered_lsn, sparse, log._segments[0].seq, dict(log.relocated_through))
-    return todo, [seg for seg, last in log._sealed_segments() if last <= covered_lsn]
+    return todo, [seg for seg, last in sealed_segments(log) if last <= covered_lsn]
 
 
 def plan(todo: ReclaimPlan, segments: list[_Segment], live: Callable[[RecordPosition], bool]) -> None:
@@ -206,7 +217,7 @@ def copy_records(
     them durable before any deletion), and note old -> new positions in `moved`."""
     last = 0
     for record in records:
-        last = log._relocate(record)
+        last = relocate(log, record)
         moved[record.position] = log.last_position
     if last:
         log.relocated_through[seg.seq] = last
@@ -219,7 +230,7 @@ def delete(log: Log, todo: ReclaimPlan, sync_dir: bool = True) -> tuple[tuple[st
     for seg in todo.delete:
         freed += os.path.getsize(seg.path)
         names.append(seg.name)
-        log._drop_segment(seg)
+        drop_segment(log, seg)
         log.relocated_through.pop(seg.seq, None)
     if names and sync_dir:
         log.disk.fsync_dir(log.wal_dir)
@@ -243,3 +254,41 @@ def reclaim(
             log.sync()  # written now, so staged copies never hold more than a batch
     names, freed = delete(log, todo)
     return ReclaimResult(names, moved, freed)
+
+
+# -- what reclaiming needs of the Log (its own state, touched only here) -----------------------------------
+
+
+def relocate(log: Log, record: Record) -> int:
+    """Append a copy of `record` (same type and flags plus FLAG_RELOCATED | FLAG_ORIGIN, the payload
+    after the original's LSN); its new LSN. A copy of a copy keeps the first original's LSN."""
+    if log._error is not None:
+        raise log._error
+    flags = record.flags
+    if flags & FLAG_RELOCATED:  # already a copy: its origin (or a version-1 copy's lack of one) stays
+        return log._append(record.type, flags, record.payload)
+    return log._append(
+        record.type, flags | FLAG_RELOCATED | FLAG_ORIGIN, ORIGIN.pack(record.lsn) + record.payload
+    )
+
+
+def sealed_segments(log: Log) -> list[tuple[_Segment, int]]:
+    """Segments whose seal is durable (the next one starts at or below durable_lsn), with the last
+    LSN each holds."""
+    segs = log._segments
+    return [
+        (segs[i], segs[i + 1].base_lsn - 1)
+        for i in range(len(segs) - 1)
+        if segs[i + 1].base_lsn <= log._durable_lsn
+    ]
+
+
+def drop_segment(log: Log, seg: _Segment) -> None:
+    """Forget and delete a segment file (the caller syncs the directory)."""
+    if seg.fd >= 0:
+        os.close(seg.fd)
+        seg.fd = -1
+    log._close_read_fd(seg.seq)
+    os.unlink(seg.path)
+    log._segments.remove(seg)
+    del log._by_seq[seg.seq]

@@ -38,9 +38,10 @@ from typing import Final
 
 from memento.disk import FULL_DISK_ERRNOS
 from memento.errors import LogClosed, LogFailed, SyncFailed
-from memento.log import Log, _Batch
+from memento.log import Log
 from memento.reclaim import ReclaimResult, batches, copy_records, delete, new_plan, plan, read_live
 from memento.record import RecordPosition
+from memento.staging import _Batch, batch_done, fail, take_batch, wake_idle, write_batch
 
 # What a full disk looks like, and running out of file descriptors (creating the next segment while
 # clients hold every descriptor: it works again once some close); only these are retried, and never from
@@ -188,7 +189,7 @@ class AsyncWriter:
         idle = threading.Event()
         while True:
             idle.clear()
-            batch = log._take_batch(idle)
+            batch = take_batch(log, idle)
             if batch is None:
                 if self._closing:
                     return
@@ -206,10 +207,10 @@ class AsyncWriter:
         since, self._suspended_since = self._suspended_since, 0.0
         while True:
             try:
-                log._write_batch(batch)
+                write_batch(log, batch)
             except Exception as exc:  # an OSError in practice; anything else must not leave waiters hanging
                 if not isinstance(exc, OSError) or not retryable(exc):
-                    call(self._fail, log._fail(exc))
+                    call(self._fail, fail(log, exc))
                     return False
                 if not since:
                     since = time.monotonic()
@@ -227,7 +228,7 @@ class AsyncWriter:
                         if self._closing
                         else f"{staged} bytes staged while suspended, over the {self.staging_limit} B limit"
                     )
-                    call(self._fail, log._fail(OSError(exc.errno, f"{exc.strerror or exc}; {why}")))
+                    call(self._fail, fail(log, OSError(exc.errno, f"{exc.strerror or exc}; {why}")))
                     return False
                 self._retry.wait(delay)
                 self._retry.clear()
@@ -255,7 +256,7 @@ class AsyncWriter:
             self.on_resumed(seconds)
 
     def _batch_durable(self, batch: _Batch) -> None:
-        self.log._batch_done(batch)
+        batch_done(self.log, batch)
         last = self._durable = batch.last_lsn
         waiters = self._waiters
         pop = heapq.heappop
@@ -300,7 +301,7 @@ class AsyncWriter:
         close it afterwards. While suspended, the batch gets one more attempt; if the disk is still full
         the log fails (the pending waiters get LogFailed)."""
         self._closing = True
-        self.log._wake_idle()
+        wake_idle(self.log)
         self._retry.set()  # a suspended batch gets one last attempt, then fails
         await self._thread_done  # reported after the last batch's report, so all waiters are settled
         self._thread.join()

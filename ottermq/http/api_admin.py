@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ottermq.broker.broker import PRODUCT, VERSION
 from ottermq.http.app import Ctx, check_printable, no_content, not_found, ok, route
 from ottermq.http.auth import require_admin, require_vhost, sees_all, visible_vhosts
+from ottermq.http.interface import HttpError, Response, json_response
 from ottermq.http.messages import get, publish
-from ottermq.http.server import HttpError, Response, json_response
 from ottermq.http.stats import NODE, totals, unacked_by_queue
 from ottermq.server.control import VERBS
 

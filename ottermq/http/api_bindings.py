@@ -15,8 +15,8 @@ from urllib.parse import quote
 from ottermq.broker.access import READ, WRITE
 from ottermq.http.api_entities import arguments_of, check_access, exchange_name, path_vhost, path_vhosts
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
-from ottermq.http.server import HttpError, Response
-from ottermq.server.control import binding_infos, jsonable
+from ottermq.http.interface import HttpError, Response
+from ottermq.server.rows import binding_infos, jsonable
 
 if TYPE_CHECKING:
     from ottermq.broker.vhost import VHost

@@ -15,8 +15,8 @@ from ottermq.http.api_admin import MANAGEMENT_VERSION, user_row
 from ottermq.http.api_bindings import binding_rows
 from ottermq.http.app import Ctx, ok, route
 from ottermq.http.auth import require_admin
-from ottermq.http.server import Response
-from ottermq.server.control import jsonable
+from ottermq.http.interface import Response
+from ottermq.server.rows import jsonable
 
 
 @route("GET", "/api/definitions")

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Final
 from ottermq.broker.access import CONFIGURE, READ, WRITE
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.auth import Unauthorized, require_vhost, visible_vhosts
+from ottermq.http.interface import HttpError, Response
 from ottermq.http.messages import decode_payload, encode_json_properties, get, publish
-from ottermq.http.server import HttpError, Response
 from ottermq.http.stats import queue_row, unacked_by_queue
-from ottermq.server.control import exchange_info
+from ottermq.server.rows import exchange_info
 
 if TYPE_CHECKING:
     from ottermq.broker.queue import Queue

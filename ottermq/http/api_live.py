@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ottermq.http.app import Ctx, not_found, ok, route
 from ottermq.http.auth import require_vhost, sees_all
-from ottermq.http.server import Response
+from ottermq.http.interface import Response
 from ottermq.http.stats import channel_row, connection_name, connection_row, consumer_rows
 
 if TYPE_CHECKING:

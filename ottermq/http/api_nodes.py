@@ -12,8 +12,8 @@ from typing import Any, Final
 
 from ottermq.broker.alarms import ALARM_DISK, ALARM_JOURNAL, ALARM_MEMORY
 from ottermq.http.app import Ctx, not_found, ok, route
+from ottermq.http.interface import Response
 from ottermq.http.metrics import resident_memory
-from ottermq.http.server import Response
 from ottermq.http.stats import NODE
 
 _STARTED: Final = time.time()

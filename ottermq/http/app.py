@@ -20,8 +20,8 @@ from ottermq.amqp.constants import ACCESS_REFUSED
 from ottermq.amqp.errors import AMQPError
 from ottermq.broker.access import AccessError
 from ottermq.http.auth import authenticate
+from ottermq.http.interface import HttpError, Request, Response, error_response, json_response
 from ottermq.http.paths import BadPath, MethodNotAllowed, NotFound, Router, split_target
-from ottermq.http.server import HttpError, Request, Response, error_response, json_response
 from ottermq.server.control import UsageError, wait_durable
 
 if TYPE_CHECKING:

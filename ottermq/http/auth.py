@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 from ottermq.broker.auth import Authenticator, AuthFailure, PendingLogin
 from ottermq.broker.checks import UNCHECKED_REFUSAL_DELAY
-from ottermq.http.server import HttpError, Request, Response
+from ottermq.http.interface import HttpError, Request, Response
 
 if TYPE_CHECKING:
     from ottermq.broker.access import User

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.amqp.properties import BasicProperties, decode_properties, encode_properties
 from ottermq.broker.message import Message
-from ottermq.http.server import HttpError
-from ottermq.server.control import jsonable
+from ottermq.http.interface import HttpError
+from ottermq.server.rows import jsonable
 
 if TYPE_CHECKING:
     from ottermq.broker.message import QueueEntry

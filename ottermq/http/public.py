@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ottermq.http import api_admin, api_bindings, api_definitions, api_entities, api_live, api_nodes
 from ottermq.http.app import Ctx, route
+from ottermq.http.interface import Response
 from ottermq.http.metrics import CONTENT_TYPE, collect, render
-from ottermq.http.server import Response
 from ottermq.http.ui import PAGE
 
 # Imported for their routes.

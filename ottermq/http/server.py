@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
 
 import h11
 
+from ottermq.http.interface import App, Request, Response, error_response
 from ottermq.server.listen import dual_stack_socket, plain_address
 
 log: Final = logging.getLogger("ottermq.http")
@@ -80,60 +80,6 @@ class Limits:
     # Connections not yet proven (no authenticated request) that are reading a request; beyond it the
     # oldest of them is closed to make room, so they never fill `max_connections`.
     max_unproven: int = 64
-
-
-@dataclass(slots=True)
-class Request:
-    """One HTTP request as the application sees it."""
-
-    method: str
-    target: bytes
-    headers: dict[str, str]
-    body: bytes
-    peer_host: str
-    # Set by the application once the request's credentials are accepted: the connection is proven.
-    authenticated: bool = False
-    # Set by the application while the request only waits for its password check: an unproven connection
-    # may then be evicted to make room (the application's await is cancelled).
-    waiting: bool = False
-
-
-@dataclass(slots=True)
-class Response:
-    """What the application answers: status, body and extra headers."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-def json_response(status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-    """A JSON response (compact, as RabbitMQ sends it)."""
-    body = json.dumps(value, separators=(",", ":")).encode()
-    return Response(status, body, "application/json", headers or [])
-
-
-def error_response(status: int, error: str, reason: str) -> Response:
-    """RabbitMQ's error body: {"error": ..., "reason": ...}."""
-    return json_response(status, {"error": error, "reason": reason})
-
-
-class HttpError(Exception):
-    """Raised by a handler to answer with RabbitMQ's error body."""
-
-    def __init__(self, status: int, error: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.error = error
-        self.reason = reason
-
-    def response(self) -> Response:
-        """The error as a response."""
-        return error_response(self.status, self.error, self.reason)
-
-
-App = Callable[[Request], Awaitable[Response]]
 
 
 # What a connection is doing: waiting for a next request, reading one, or having one handled.

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ottermq.server.control import connection_info, jsonable, queue_info
+from ottermq.server.rows import connection_info, jsonable, queue_info
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker

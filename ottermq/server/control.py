@@ -26,12 +26,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.access import AccessError
 from ottermq.broker.broker import VERSION
+from ottermq.server.rows import binding_infos, connection_info, exchange_info, queue_info
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
-    from ottermq.broker.connection import Connection
-    from ottermq.broker.exchange import Exchange
-    from ottermq.broker.queue import Queue
     from ottermq.broker.vhost import VHost
 
 log: Final = logging.getLogger("ottermq.server")
@@ -211,40 +209,12 @@ def _list_vhost_limits(broker: Broker, args: dict[str, Any]) -> list[dict[str, A
     return [{"vhost": vhost.name, "limits": dict(limits)}] if limits else []
 
 
-# -- what is there ----------------------------------------------------------------------------------------
-
-
-# The row builders below are shared with the management HTTP API (ottermq.http), which adds its fields.
-
-
-def queue_info(queue: Queue) -> dict[str, Any]:
-    """One queue as list_queues shows it."""
-    return {
-        "name": queue.name,
-        "messages": queue.ready_count,
-        "consumers": queue.consumer_count,
-        "durable": queue.durable,
-        "auto_delete": queue.auto_delete,
-        "exclusive": queue.exclusive_owner is not None,
-        "arguments": jsonable(queue.arguments),
-    }
+# -- what is there (the rows come from ottermq.server.rows, shared with the management HTTP API) --------
 
 
 @verb("list_queues")
 def _list_queues(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
     return [queue_info(queue) for queue in _vhost(broker, args).queues.values()]
-
-
-def exchange_info(exchange: Exchange) -> dict[str, Any]:
-    """One exchange as list_exchanges shows it."""
-    return {
-        "name": exchange.name,
-        "type": exchange.type,
-        "durable": exchange.durable,
-        "auto_delete": exchange.auto_delete,
-        "internal": exchange.internal,
-        "arguments": jsonable(exchange.arguments),
-    }
 
 
 @verb("list_exchanges")
@@ -255,47 +225,6 @@ def _list_exchanges(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]
 @verb("list_bindings")
 def _list_bindings(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
     return binding_infos(_vhost(broker, args))
-
-
-def binding_infos(vhost: VHost) -> list[dict[str, Any]]:
-    """The bindings of a vhost as list_bindings shows them, the default exchange's implicit ones first
-    (as rabbitmqctl lists them)."""
-    rows = [
-        {
-            "source_name": "",
-            "source_kind": "exchange",
-            "destination_name": name,
-            "destination_kind": "queue",
-            "routing_key": name,
-            "arguments": {},
-        }
-        for name in vhost.queues
-    ]
-    rows.extend(
-        {
-            "source_name": binding.source,
-            "source_kind": "exchange",
-            "destination_name": binding.destination,
-            "destination_kind": binding.destination_kind,
-            "routing_key": binding.routing_key,
-            "arguments": jsonable(dict(binding.arguments)),
-        }
-        for binding in vhost.bindings()
-    )
-    return rows
-
-
-def connection_info(connection: Connection) -> dict[str, Any]:
-    """One connection as list_connections shows it."""
-    return {
-        "name": connection.name,
-        "user": connection.user,
-        "vhost": connection.vhost.name if connection.vhost is not None else "",
-        "state": connection.state,
-        "channels": len(connection.channels),
-        "peer_host": connection.peer[0],
-        "peer_port": connection.peer[1],
-    }
 
 
 @verb("list_connections")
@@ -322,19 +251,6 @@ def _status(broker: Broker, args: dict[str, Any]) -> dict[str, Any]:
         "journal_failed": broker.journal.failed and not broker.journal.suspended,
         "journal_suspended": broker.journal.suspended,
     }
-
-
-def jsonable(value: Any) -> Any:
-    """Field-table values as JSON can carry them (bytes and decimals as text)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 # -- the request loop ------------------------------------------------------------------------------------

@@ -20,13 +20,12 @@ Layout: `<data_dir>/log` is the Memento directory (wal/, snapshots/, quarantine/
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import os
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -44,7 +43,7 @@ from ottermq.store.heap import trim_heap
 from ottermq.store.incidents import JournalIncidents
 from ottermq.store.journal import MementoJournal
 from ottermq.store.live import LiveRecords
-from ottermq.store.replay import replay_log
+from ottermq.store.recovery import RUNNING_MARK, RecoveryInfo, rebuild, report_recovery
 from ottermq.store.snapshot import encode_snapshot, index_of
 
 if TYPE_CHECKING:
@@ -54,9 +53,6 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("ottermq.store")
 
 LOG_DIR: Final = "log"
-# Present while a broker serves from the log; a start that finds it knows the last run did not stop
-# cleanly, even when nothing was logged after the last (clean) snapshot.
-RUNNING_MARK: Final = "ottermq-running"
 INDEX_MASK: Final = (1 << 20) - 1
 _MiB: Final = 1024 * 1024
 # What one held logged message costs in memory without its content (message, queue entry, their slots).
@@ -90,21 +86,6 @@ class StoreOptions:
     message_memory: int = 320 * _MiB
     # Memento's I/O seam (memento.disk.DiskIO); tests pass one that injects EIO or ENOSPC.
     disk: DiskIO | None = None
-
-
-@dataclass(slots=True)
-class RecoveryInfo:
-    """What opening the store found: for the start-up log lines and for tests."""
-
-    snapshot_lsn: int = 0
-    end_lsn: int = 0
-    replayed: int = 0
-    crashed: bool = False
-    fresh: bool = False
-    messages: int = 0
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    quarantined: list[str] = field(default_factory=list)
 
 
 class DurableStore:
@@ -161,7 +142,8 @@ class DurableStore:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._recover(broker)
+            self.broker = broker
+            return rebuild(broker, self.log, self.recovery)
         finally:
             # What recovery built lives on: keep the collector from ever scanning it (reference counting
             # still frees each message when it is acked).
@@ -172,55 +154,9 @@ class DurableStore:
             # The decompressed snapshot and its decoded arrays are gone: give their pages back.
             trim_heap()
 
-    def _recover(self, broker: Broker) -> RecoveryInfo:
-        started = time.monotonic()
-        self.broker = broker
-        memento_log = self.log
-        info = self.recovery
-        report = memento_log.recovery_report
-        info.warnings = list(report.warnings)
-        info.quarantined = list(report.quarantined)
-        snapshot = memento_log.snapshot
-        clean, info.snapshot_lsn, replayed = replay_log(broker, memento_log)
-        info.replayed = replayed
-        info.end_lsn = memento_log.end_lsn
-        info.fresh = snapshot is None and memento_log.end_lsn == 0
-        mark = memento_log.path / RUNNING_MARK
-        running = os.path.lexists(mark)
-        if running and not mark.is_file():
-            # Serving would fail on it later (start() opens it): say so now, before anything is served.
-            raise IsADirectoryError(
-                errno.EISDIR, "not a regular file (the broker keeps its running mark there)", str(mark)
-            )
-        info.crashed = not info.fresh and (running or not (clean and replayed == 0))
-        if info.fresh:
-            broker.create_defaults()
-        for vhost in broker.vhosts.values():
-            vhost.recovered(info.crashed)
-        info.messages = sum(
-            queue.logged_count for vhost in broker.vhosts.values() for queue in vhost.queues.values()
-        )
-        info.seconds = time.monotonic() - started
-        return info
-
     def report_recovery(self) -> None:
         """Log what recovery found and did (repairs first, as warnings)."""
-        info = self.recovery
-        for warning in info.warnings:
-            log.warning(f"recovery: {warning}")
-        for name in info.quarantined:
-            log.warning(f"recovery: damaged bytes kept in {name}")
-        log.info(
-            "recovered" if not info.fresh else "new log created",
-            extra={
-                "snapshot_lsn": info.snapshot_lsn,
-                "end_lsn": info.end_lsn,
-                "replayed": info.replayed,
-                "crashed": info.crashed,
-                "messages": info.messages,
-                "seconds": round(info.seconds, 3),
-            },
-        )
+        report_recovery(self.recovery)
 
     # -- serving ----------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import pytest
 from ottermq.amqp.methods import ConnectionClose
 from ottermq.broker.broker import Broker
 from ottermq.http.auth import TooManyLogins, Unauthorized, authenticate, parse_basic, visible_vhosts
-from ottermq.http.server import Request
+from ottermq.http.interface import Request
 from tests.unit.broker.test_login_offloop import start_login
 
 

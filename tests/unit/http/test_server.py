@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from ottermq.http import server as http_server
-from ottermq.http.server import HttpServer, Limits, Request, Response, json_response
+from ottermq.http.interface import Request, Response, json_response
+from ottermq.http.server import HttpServer, Limits
 
 
 async def echo(request: Request) -> Response:
