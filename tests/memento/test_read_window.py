@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from memento.errors import CorruptRecord
-from memento.log import Log
+from memento.log import WAL_DIR, Log
 from memento.record import HEAD_SIZE, RecordPosition
 
 from .helpers import flip
@@ -103,14 +103,15 @@ def test_reads_across_many_segments_keep_few_descriptors(tmp_path: Path) -> None
     segment ever read would exhaust a low `ulimit -n` (the log then could not create its next segment)."""
 
     def open_fds() -> int:
-        """Descriptors open on this log's files (others, opened by the test runner, do not count)."""
+        """Descriptors open on this log's segment files: not those the test runner opens, nor the spare
+        segment the background preparer may be writing between two counts."""
         count = 0
         for name in os.listdir("/proc/self/fd"):
             try:
                 target = os.readlink(f"/proc/self/fd/{name}")
             except OSError:
                 continue  # closed meanwhile (the listing's own descriptor)
-            count += target.startswith(str(tmp_path))
+            count += target.startswith(str(tmp_path / WAL_DIR))
         return count
 
     with Log.open(tmp_path, segment_size=4096) as log:
