@@ -10,7 +10,7 @@ journal in order therefore rebuilds exactly the durable state that was live.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 DestinationKind = Literal["queue", "exchange"]
 
@@ -282,14 +282,5 @@ VHostEvent = (
     | MessagesRemoved
 )
 
-# The events `Broker.apply` hands to the vhost they name (`VHost.apply`).
-VHOST_EVENTS: tuple[type, ...] = (
-    ExchangeDeclared,
-    ExchangeDeleted,
-    QueueDeclared,
-    QueueDeleted,
-    QueuePurged,
-    BindingAdded,
-    BindingRemoved,
-    MessagesRemoved,
-)
+# The events `Broker.apply` hands to the vhost they name (`VHost.apply`), as a tuple for isinstance.
+VHOST_EVENTS: tuple[type, ...] = get_args(VHostEvent)
