@@ -26,6 +26,7 @@ from ottermq.amqp.methods import (
     BasicQosOk,
 )
 from ottermq.broker import reply_to
+from ottermq.broker.content import UnreadableContent
 from ottermq.broker.message import QueueEntry
 from ottermq.broker.qos import PrefetchWindow
 
@@ -97,11 +98,15 @@ class ChannelConsumer:
 
     def deliver(self, queue: Queue, entry: QueueEntry) -> None:
         """Send basic.deliver and track the delivery until it is settled."""
+        try:
+            # A plain queue (no features) delivers the stored content as is: one call less per delivery.
+            message = queue.contents.get(entry.msg_id) if queue.plain else queue.content_of(entry)
+        except UnreadableContent as exc:
+            queue.unreadable(entry, exc)  # dropped; the queue goes on with the next one
+            return
         channel = self.channel
         unacked = channel.unacked
         tag = unacked.last_tag = unacked.last_tag + 1
-        # A plain queue (no features) delivers the stored content as is: one call less per delivery.
-        message = queue.contents.get(entry.msg_id) if queue.plain else queue.content_of(entry)
         connection = channel.connection
         connection.sent = True
         channel.transport.write(
@@ -193,13 +198,19 @@ def get(channel: Channel, method: BasicGet) -> None:
     name = channel.queue_name(method.queue)
     channel.guard.check_method(method, name)
     queue = channel.vhost.lookup_queue(name, channel.connection)
-    entry = queue.get()
-    if entry is None:
-        channel.connection.send_method(channel.number, BasicGetEmpty())
-        return
+    while True:
+        entry = queue.get()
+        if entry is None:
+            channel.connection.send_method(channel.number, BasicGetEmpty())
+            return
+        try:
+            message = queue.content_of(entry)
+        except UnreadableContent as exc:
+            queue.unreadable(entry, exc)  # dropped: the next message is the answer
+            continue
+        break
     unacked = channel.unacked
     tag = unacked.next_tag()
-    message = queue.content_of(entry)
     channel.connection.write(
         encode_get_ok(
             channel.number,

@@ -25,7 +25,12 @@ from ottermq.broker.memory import MESSAGE_OVERHEAD, MemoryAccount
 from ottermq.broker.message import Message
 
 
-class UnknownContent(LookupError):
+class UnreadableContent(Exception):
+    """A content that cannot be served: not held, or its record in the log is damaged or not its own.
+    The text names the message and, for a logged one, where it lies."""
+
+
+class UnknownContent(UnreadableContent, LookupError):
     """A content asked for by an id the store does not hold (released already, or never added)."""
 
 
@@ -42,6 +47,8 @@ class Contents:
         self._last_transient = 0
         # Bytes of logged contents held in memory (the subclass evicts them past its budget).
         self.resident_bytes = 0
+        # Messages dropped because their content could not be read (Queue.unreadable), since start.
+        self.unreadable = 0
 
     def __len__(self) -> int:
         """How many contents are held."""

@@ -26,13 +26,14 @@ leaves a duplicate, never a loss).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any, Final
 
 from ottermq.broker import deadletter
-from ottermq.broker.content import Contents
+from ottermq.broker.content import Contents, UnreadableContent
 from ottermq.broker.delivery_limit import with_delivery_count
 from ottermq.broker.durable_index import DurableIndex
 from ottermq.broker.features import QueueFeatures
@@ -40,6 +41,8 @@ from ottermq.broker.length_limit import REJECT_PUBLISH_DLX, LengthLimit
 from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.ready import Ready
 from ottermq.broker.ttl import deadline, now_ms
+
+log: Final = logging.getLogger("ottermq.broker")
 
 _by_seq = attrgetter("seq")
 _deadline_of = attrgetter("deadline")
@@ -322,13 +325,37 @@ class Queue(DurableIndex):
 
     def _dead_letter(self, entries: Iterable[QueueEntry], reason: str) -> None:
         """Republish the contents of `entries` to the dead-letter exchange, if the queue has one (before
-        they are settled: settling gives their content references back)."""
+        they are settled: settling gives their content references back). A content that cannot be read
+        is not dead-lettered (the entry leaves all the same), with an error line naming it."""
         features = self.features
         target = features.dead_letter if features is not None else None
         if target is None:
             return
         get = self.contents.get
-        target.send(self.name, [get(entry.msg_id) for entry in entries if entry.msg_id], reason)
+        messages: list[Message] = []
+        for entry in entries:
+            if entry.msg_id:
+                try:
+                    messages.append(get(entry.msg_id))
+                except UnreadableContent as exc:
+                    self.contents.unreadable += 1
+                    log.error(
+                        f"message not dead-lettered: its content cannot be read: {exc}",
+                        extra={"vhost": self.vhost, "queue": self.name},
+                    )
+        target.send(self.name, messages, reason)
+
+    def unreadable(self, entry: QueueEntry, error: UnreadableContent) -> None:
+        """The content of `entry` cannot be read (its record is damaged, or not its own): the message
+        leaves the queue as dropped, with an error line naming the queue, the message and where it lay,
+        and is counted (`contents.unreadable`: /metrics and `ctl status`). Whoever asked (a consumer, a
+        basic.get) goes on with the next message; nothing else is disturbed."""
+        self.contents.unreadable += 1
+        log.error(
+            f"message dropped: its content cannot be read: {error}",
+            extra={"vhost": self.vhost, "queue": self.name},
+        )
+        self.settle((entry,), "drop")
 
     def purge(self) -> int:
         """Drop every ready message (nothing is dead-lettered, as in RabbitMQ); return how many there

@@ -15,6 +15,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.amqp.properties import BasicProperties, decode_properties, encode_properties
+from ottermq.broker.content import UnreadableContent
 from ottermq.broker.message import Message
 from ottermq.http.interface import HttpError
 from ottermq.server.rows import jsonable
@@ -98,14 +99,19 @@ def get(queue: Queue, count: int, ackmode: str, encoding: str, truncate: int | N
     if encoding not in ("auto", "base64"):
         raise _bad("encoding must be 'auto' or 'base64'")
     entries: list[QueueEntry] = []
+    messages: list[Message] = []
     while len(entries) < count:
         entry = queue.get()
         if entry is None:
             break
+        try:
+            messages.append(queue.content_of(entry))
+        except UnreadableContent as exc:
+            queue.unreadable(entry, exc)  # dropped, logged and counted: the next one is returned instead
+            continue
         entries.append(entry)
     rows = []
-    for index, entry in enumerate(entries):
-        message = queue.content_of(entry)
+    for index, (entry, message) in enumerate(zip(entries, messages, strict=True)):
         body = message.body
         shown = body if truncate is None else body[:truncate]
         text: str | None = None

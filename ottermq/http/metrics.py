@@ -137,6 +137,11 @@ def collect(broker: Broker, store: DurableStore | None = None) -> list[Family]:
         Family("ottermq_alarms_journal", "1 if the durable log cannot be written (publishers blocked)").add(
             ALARM_JOURNAL in active
         ),
+        Family(
+            "ottermq_messages_unreadable_total",
+            "Messages dropped because their content could not be read back (damaged or foreign record)",
+            "counter",
+        ).add(broker.contents.unreadable),
         Family("rabbitmq_process_resident_memory_bytes", "Resident memory of the broker process").add(
             resident_memory()
         ),

@@ -250,6 +250,8 @@ def _status(broker: Broker, args: dict[str, Any]) -> dict[str, Any]:
         # A full disk suspends the journal (it resumes by itself); failed alone means for good.
         "journal_failed": broker.journal.failed and not broker.journal.suspended,
         "journal_suspended": broker.journal.suspended,
+        # Messages dropped since start because their content could not be read back (Queue.unreadable).
+        "messages_unreadable": broker.contents.unreadable,
     }
 
 

@@ -17,9 +17,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from ottermq.broker.content import Contents, UnknownContent
+from memento.errors import MementoError
+from ottermq.broker.content import Contents, UnknownContent, UnreadableContent
 from ottermq.broker.memory import MESSAGE_OVERHEAD, MemoryAccount
 from ottermq.broker.message import Message
+from ottermq.store.codec import CodecError, unpack_loc
 
 # Contents of logged messages kept in memory at most (then the least recently used are dropped).
 RESIDENT_BYTES: Final = 32 * 1024 * 1024
@@ -115,7 +117,13 @@ class LogContents(Contents):
             return super().get(msg_id)
         if not loc:
             raise UnknownContent(f"message {msg_id} has no location in the log yet")
-        exchange, routing_key, properties, body = self._reader(msg_id, loc)
+        try:
+            exchange, routing_key, properties, body = self._reader(msg_id, loc)
+        except (CodecError, MementoError, OSError) as exc:
+            segment, offset, index = unpack_loc(loc)
+            raise UnreadableContent(
+                f"message {msg_id} (segment {segment} offset {offset} index {index}): {exc}"
+            ) from exc
         message = Message(exchange, routing_key, properties, body, True)
         self._keep(msg_id, message)
         return message

@@ -19,6 +19,7 @@ from memento.log import Log
 from memento.record import RecordPosition
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
+from ottermq.broker.content import UnreadableContent
 from ottermq.broker.message import Message
 from ottermq.store.codec import RECORD_TYPES, pack_loc, unpack_loc
 from ottermq.store.journal import ContentMismatch, MementoJournal
@@ -92,8 +93,9 @@ def test_a_position_holding_another_messages_record_is_refused(tmp_path: Path) -
     contents.evict()
     contents.relocate({second_loc & ~INDEX_MASK: first_loc & ~INDEX_MASK}, INDEX_MASK)
     assert contents.locations[second] == first_loc
-    with pytest.raises(ContentMismatch):
+    with pytest.raises(UnreadableContent, match="not its own") as refused:
         contents.get(second)
+    assert isinstance(refused.value.__cause__, ContentMismatch)  # the queue then drops it (Queue.unreadable)
     assert contents.get(first).body == b"first body"
     log.close()
 
