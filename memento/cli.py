@@ -30,6 +30,7 @@ from memento.inspect import (
     parse_types,
 )
 from memento.inspect_decoders import DecoderError, resolve
+from memento.recovery import REPAIRABLE
 from memento.segment import SUFFIX
 
 app = typer.Typer(
@@ -257,8 +258,10 @@ def replay(
         fail(f"decoder {decoder!r} failed: {type(exc).__name__}: {exc}")
     typer.echo(json.dumps(projection.projection(), indent=2, default=str))
     if insp.exit_code >= 2:
+        # The first refused finding names the file (a segment, or the snapshot store's data.mdb).
+        why = next((f"{f.kind}: {f.message}; " for f in insp.findings if f.severity != REPAIRABLE), "")
         typer.echo(
-            f"memento: warning: log is {insp.status}; replayed only up to LSN {insp.end_lsn} "
+            f"memento: warning: log is {insp.status}: {why}replayed only up to LSN {insp.end_lsn} "
             "(see memento inspect)",
             err=True,
         )

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,61 @@ STATUS_EMPTY: Final = "empty"  # a store with no snapshot in it
 STATUS_MISSING: Final = "missing"  # no LMDB environment at the path
 STATUS_UNREADABLE: Final = "unreadable"  # the environment exists but LMDB cannot open it
 STATUS_DAMAGED: Final = "damaged"  # snapshots exist but none verifies
+
+
+# LMDB's own file format (libraries/liblmdb/mdb.c: MDB_page, MDB_meta, MDB_db), read before LMDB maps the
+# file: LMDB trusts its meta page and maps up to the last page it names, so a file cut shorter than that
+# kills the process with SIGBUS at the first read instead of returning an error (see FORMAT.md).
+LMDB_MAGIC: Final = 0xBEEFC0DE
+LMDB_DATA_VERSION: Final = 1
+LMDB_P_META: Final = 0x08
+LMDB_NUM_METAS: Final = 2
+LMDB_MIN_PAGE: Final = 512
+LMDB_MAX_PAGE: Final = 0x10000
+_WORD: Final = struct.calcsize("P")  # pgno_t, size_t and pointers: the width of the writing process
+_ORDER: Final = "<" if sys.byteorder == "little" else ">"  # LMDB writes native byte order
+_PAGE_FLAGS_AT: Final = _WORD + 2  # MDB_page: pgno, u16 pad, u16 flags, u16 lower, u16 upper
+_META_AT: Final = _WORD + 8  # PAGEHDRSZ: the meta follows the page header
+_DB_SIZE: Final = 8 + 5 * _WORD  # MDB_db: u32 pad (page size in the first), u16 flags, u16 depth, 5 words
+_PSIZE_AT: Final = _META_AT + 8 + 2 * _WORD  # mm_dbs[0].md_pad, after magic, version, address, mapsize
+_LAST_PG_AT: Final = _PSIZE_AT + 2 * _DB_SIZE  # mm_last_pg, after the two MDB_db
+_META_END: Final = _LAST_PG_AT + 2 * _WORD  # and mm_txnid
+
+
+def check_lmdb_file(data: Path) -> str | None:
+    """Why the existing LMDB data file `data` must not be opened (LMDB would crash on it), or None.
+
+    A plausible file holds both meta pages, is a whole number of pages, and each meta page has
+    LMDB's magic and version and names a last page that lies inside the file.
+    """
+    word = "Q" if _WORD == 8 else "I"
+    with open(data, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(_META_END)
+        if len(head) < _META_END:
+            return f"{data}: {size} bytes, too short for an LMDB meta page"
+        (psize,) = struct.unpack_from(_ORDER + "I", head, _PSIZE_AT)
+        if not LMDB_MIN_PAGE <= psize <= LMDB_MAX_PAGE or psize & (psize - 1):
+            return f"{data}: not an LMDB file (page size {psize} in its first meta page)"
+        if size < LMDB_NUM_METAS * psize or size % psize:
+            return f"{data}: {size} bytes, not a whole number of {psize}-byte pages holding both meta pages"
+        f.seek(psize)
+        metas = [head, f.read(_META_END)]
+    for index, meta in enumerate(metas):
+        where = f"{data}: meta page {index}"
+        (flags,) = struct.unpack_from(_ORDER + "H", meta, _PAGE_FLAGS_AT)
+        magic, version = struct.unpack_from(_ORDER + "II", meta, _META_AT)
+        if magic != LMDB_MAGIC or not flags & LMDB_P_META:
+            return f"{where}: not an LMDB meta page (magic {magic:#010x}, page flags {flags:#06x})"
+        if version != LMDB_DATA_VERSION:
+            return f"{where}: unsupported LMDB data version {version}"
+        (last_pg,) = struct.unpack_from(_ORDER + word, meta, _LAST_PG_AT)
+        if last_pg < LMDB_NUM_METAS - 1 or (last_pg + 1) * psize > size:
+            return (
+                f"{where}: truncated: {size} bytes, but its last used page {last_pg} "
+                f"ends at {(last_pg + 1) * psize}"
+            )
+    return None
 
 
 class SnapshotError(Exception):
@@ -159,6 +215,15 @@ class SnapshotStore:
             self._open_error = f"snapshot store {self.path} is not a directory"
             return
         data = self.path / "data.mdb"
+        if not create:
+            try:
+                problem = check_lmdb_file(data)
+            except OSError as exc:
+                problem = f"{data}: {exc.strerror or exc}"
+            if problem is not None:
+                self._env = None
+                self._open_error = f"snapshot store {self.path} is unreadable: {problem}"
+                return
         map_size = max(INITIAL_MAP_SIZE, data.stat().st_size * 2 if data.exists() else 0)
         try:
             # LMDB creates data.mdb and lock.mdb with `mode` less x bits and the umask: owner-only, and

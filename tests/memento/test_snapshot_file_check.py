@@ -1,0 +1,131 @@
+"""A damaged LMDB data file is refused before LMDB maps it: no tool and no `Log.open` dies of SIGBUS.
+
+Every tool runs in a subprocess, so that a regression (LMDB mapping a truncated file) fails the test
+instead of killing pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from memento.log import Log
+from memento.snapshot import SnapshotStore, check_lmdb_file
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def make_log(path: Path) -> Path:
+    """A log of 200 records with two snapshots; the path of its LMDB data file."""
+    with Log.open(path) as log:
+        for i in range(200):
+            log.append(1, b"record %d" % i)
+        log.sync()
+        log.save_snapshot(100, os.urandom(300_000))
+        log.save_snapshot(150, os.urandom(300_000))
+    return path / "snapshots" / "data.mdb"
+
+
+def half(data: Path) -> None:
+    os.truncate(data, data.stat().st_size // 2)
+
+
+def whole_pages(data: Path) -> None:
+    # Both meta pages and a whole number of pages: only the meta's last page shows the cut.
+    os.truncate(data, 4 * PAGE)
+
+
+def few_bytes(data: Path) -> None:
+    os.truncate(data, 7)
+
+
+def empty(data: Path) -> None:
+    os.truncate(data, 0)
+
+
+def garbage(data: Path) -> None:
+    data.write_bytes(os.urandom(data.stat().st_size))
+
+
+DAMAGE: list[Callable[[Path], None]] = [half, whole_pages, few_bytes, empty, garbage]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from memento.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda d: d.__name__)
+def test_tools_refuse_a_damaged_data_file(tmp_path: Path, damage: Callable[[Path], None]) -> None:
+    data = make_log(tmp_path)
+    damage(data)
+    for command in ("inspect", "verify"):
+        result = run(command, str(tmp_path))
+        assert result.returncode == 2, (command, result.returncode, result.stderr)
+        refused = [line for line in result.stdout.splitlines() if "[refused]" in line]
+        assert len(refused) == 1 and "snapshot-damaged" in refused[0] and str(data) in refused[0]
+    result = run("replay", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert str(data) in line and "snapshot-damaged" in line
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda d: d.__name__)
+def test_open_refuses_a_damaged_data_file(tmp_path: Path, damage: Callable[[Path], None]) -> None:
+    data = make_log(tmp_path)
+    damage(data)
+    size = data.stat().st_size
+    script = (
+        "import sys\n"
+        "from memento.errors import MementoError\n"
+        "from memento.log import Log\n"
+        "try:\n"
+        "    Log.open(sys.argv[1]).close()\n"
+        "except MementoError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.startswith("RecoveryRefused ") and str(data) in result.stdout
+    assert data.stat().st_size == size  # LMDB did not write into it (it makes a new store of an empty file)
+
+
+def test_healthy_stores_pass_the_check(tmp_path: Path) -> None:
+    # Growing, shrinking and replaced snapshots: LMDB's free pages at the end never fail the check.
+    with SnapshotStore(tmp_path) as store:
+        for lsn, size in enumerate([0, 10, 5_000_000, 100, 3_000_000, 1, 2_000_000, 7], start=1):
+            store.save(lsn, os.urandom(size))
+            assert check_lmdb_file(tmp_path / "data.mdb") is None
+    with SnapshotStore(tmp_path, readonly=True) as again:
+        loaded = again.load_latest()
+        assert loaded is not None and loaded.lsn == 8
+
+
+def test_salvage_ignores_a_damaged_data_file(tmp_path: Path) -> None:
+    data = make_log(tmp_path)
+    half(data)
+    script = (
+        "import sys\n"
+        "from memento.log import Log\n"
+        "with Log.open(sys.argv[1], salvage=True) as log:\n"
+        "    print(log.snapshot_lsn, sum(1 for _ in log.replay()))\n"
+        "    print(*log.recovery_report.warnings, sep='\\n')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    counts, *warnings = result.stdout.splitlines()
+    assert counts == "0 200"  # the whole log is replayed
+    assert any(w.startswith("salvage: ignoring snapshots") and str(data) in w for w in warnings)
