@@ -17,7 +17,7 @@ from ottermq.broker.broker import Broker
 from ottermq.broker.journal import MemoryJournal
 from ottermq.store.codec import decode
 from ottermq.store.contents import LogContents
-from ottermq.store.replay import load_queues
+from ottermq.store.replay import ReplayError, load_queues
 from ottermq.store.snapshot import decode_snapshot
 
 
@@ -51,7 +51,12 @@ class OtterMQDecoder:
         if record.flags & FLAG_RELOCATED:
             return
         # The position is not needed: nothing is read back.
-        apply_record(self.broker, decode(record.type, record.payload), record.lsn, 0)
+        try:
+            apply_record(self.broker, decode(record.type, record.payload), record.lsn, 0)
+        except Exception as exc:  # a record that passed its checksum but cannot be decoded or applied
+            raise ReplayError(
+                f"record LSN {record.lsn} (type {record.type}) cannot be applied: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def projection(self) -> dict[str, Any]:
         """Vhosts with their durable exchanges, queues (message counts) and bindings."""

@@ -19,6 +19,7 @@ from ottermq.store.codec import (
     OFFSET_SHIFT,
     PUBLISH_TYPES,
     SEGMENT_SHIFT,
+    CodecError,
     decode,
     decode_publish_index,
     pack_loc,
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
 
 _CHUNK: Final = 1 << 16  # entries restored per bulk call
+
+
+class ReplayError(CodecError):
+    """A record whose checksum is good but whose payload cannot be decoded or applied; the text names its
+    LSN, type, segment and offset."""
 
 
 def replay_log(broker: Broker, memento_log: Log) -> tuple[bool, int, int]:
@@ -53,11 +59,17 @@ def replay_log(broker: Broker, memento_log: Log) -> tuple[bool, int, int]:
             continue
         position = record.position
         rtype = record.type
-        if rtype in PUBLISH_TYPES:
-            event, size = decode_publish_index(record.payload, rtype)
-        else:
-            event, size = decode(rtype, record.payload), -1
-        apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), size)
+        try:
+            if rtype in PUBLISH_TYPES:
+                event, size = decode_publish_index(record.payload, rtype)
+            else:
+                event, size = decode(rtype, record.payload), -1
+            apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), size)
+        except Exception as exc:  # whatever a record that passed its checksum can still make go wrong
+            raise ReplayError(
+                f"record LSN {record.lsn} (type {rtype}) at segment {position.segment} offset "
+                f"{position.offset} cannot be applied: {type(exc).__name__}: {exc}"
+            ) from exc
     return clean, snapshot_lsn, replayed
 
 
