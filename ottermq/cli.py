@@ -52,7 +52,29 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("ottermq")
+        except metadata.PackageNotFoundError:
+            version = "0.0.0"
+        typer.echo(f"ottermq {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+    ),
+) -> None:
+    """OtterMQ: a durable, RabbitMQ-compatible AMQP 0.9.1 broker."""
 
 
 def _usage_error(message: str) -> NoReturn:
