@@ -58,13 +58,9 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib import metadata
+        from ottermq.broker.broker import VERSION  # what the broker announces in connection.start
 
-        try:
-            version = metadata.version("ottermq")
-        except metadata.PackageNotFoundError:
-            version = "0.0.0"
-        typer.echo(f"ottermq {version}")
+        typer.echo(f"ottermq {VERSION}")
         raise typer.Exit()
 
 
