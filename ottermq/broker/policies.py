@@ -125,8 +125,8 @@ class VHostPolicies:
         return self.operator if operator else self.policies
 
     def listed(self, operator: bool) -> list[Policy]:
-        """Highest priority first, as RabbitMQ lists them."""
-        return sorted(self.table(operator).values(), key=lambda p: (-p.priority, p.name))
+        """Lowest priority first, as RabbitMQ lists them (rabbit_policy:sort_by_priority)."""
+        return sorted(self.table(operator).values(), key=lambda p: (p.priority, p.name))
 
     def __bool__(self) -> bool:
         return bool(self.policies or self.operator)
