@@ -615,3 +615,24 @@ def test_policies_survive_a_restart(node: Node, kill: bool) -> None:
         ch.basic_publish("", "pol.q", b"z%d" % i, pika.BasicProperties(delivery_mode=2))
     assert settle(ch, "pol.q", 2) == 2  # the policy's 2 alone now
     conn.close()
+
+
+def test_quorum_queue_takes_overflow_from_the_policy_and_classic_from_its_argument(
+    channel: Any, policies: Policies, resources: Resources
+) -> None:
+    """rabbit_quorum_queue gives a policy's overflow precedence over x-overflow; a classic queue keeps its
+    argument. Both take the lower max-length: 1, so which message is left says which overflow won."""
+    arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
+    classic, quorum = resources.queue(), resources.queue()
+    channel.queue_declare(classic, durable=True, arguments=arguments)
+    channel.queue_declare(quorum, durable=True, arguments={**arguments, "x-queue-type": "quorum"})
+    name = unique("qq")
+    pattern = f"^({re.escape(classic)}|{re.escape(quorum)})$"
+    body = {"pattern": pattern, "definition": {"overflow": "drop-head", "max-length": 5}}
+    assert policies.set(name, body).status == 201
+    for queue in (classic, quorum):
+        for i in range(3):
+            channel.basic_publish("", queue, b"m%d" % i)
+    assert settle(channel, classic, 1) == 1 and settle(channel, quorum, 1) == 1
+    assert bodies(channel, classic) == [b"m0"]  # reject-publish: the first stays
+    assert bodies(channel, quorum) == [b"m2"]  # drop-head: the last stays
