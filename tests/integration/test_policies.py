@@ -408,6 +408,7 @@ def test_policy_endpoints(policies: Policies) -> None:
     assert policies.api("GET", f"/api/policies/%2F/{q(name)}").body == row
     assert row in policies.api("GET", "/api/policies").body
     assert row in policies.api("GET", "/api/policies/%2F").body
+    assert row in policies.api("GET", "/api/definitions").body["policies"]
     assert policies.api("GET", "/api/policies/%2F/nope-" + name).status == 404
     missing_vhost = policies.api("PUT", f"/api/policies/no-such-vhost/{q(name)}", body)
     assert (missing_vhost.status, missing_vhost.body) == (
