@@ -171,6 +171,8 @@ class VHostPolicies:
         own = exchange.arguments.get("alternate-exchange")
         if isinstance(own, str):
             return own
+        if not exchange.name:
+            return None  # the default exchange routes by queue name only (RabbitMQ special-cases it too)
         policy, _operator = self.match("exchange", exchange.name)
         value = policy.definition.get("alternate-exchange") if policy is not None else None
         return value if isinstance(value, str) else None

@@ -311,7 +311,9 @@ def check_policy(pattern: Any, definition: Any, priority: Any, apply_to: Any, op
             compile_pattern(pattern)
         except re.error as exc:
             lines.append(_regex_line(pattern, exc))
-    if isinstance(priority, bool) or not isinstance(priority, (int, float)):
+    # A 64-bit bound (RabbitMQ takes any integer): the log keeps it as a 64-bit field.
+    number = isinstance(priority, (int, float)) and not isinstance(priority, bool)
+    if not number or not -_INT64 <= priority < _INT64:
         lines.append(f"priority should be a number, actually was {erl(priority)}")
     if lines:
         raise PolicyError(lines)

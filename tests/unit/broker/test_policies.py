@@ -135,6 +135,9 @@ def test_alternate_exchange_argument_wins_over_the_policy() -> None:
     v.declare_exchange("bare", "direct")
     set_policy(v, "ae", ".*", {"alternate-exchange": "theirs"}, apply_to="exchanges")
     assert (v.exchanges["own"].alternate, v.exchanges["bare"].alternate) == ("mine", "theirs")
+    # The default exchange shows the policy but routes by queue name alone (checked against RabbitMQ 3.10).
+    assert v.exchanges[""].alternate is None
+    assert policy_fields(v.policies, "exchange", "", {})["policy"] == "ae"
     clear_policy(v, "ae")
     assert v.exchanges["bare"].alternate is None
 
