@@ -637,3 +637,19 @@ def test_quorum_queue_takes_overflow_from_the_policy_and_classic_from_its_argume
     assert settle(channel, classic, 1) == 1 and settle(channel, quorum, 1) == 1
     assert bodies(channel, classic) == [b"m0"]  # reject-publish: the first stays
     assert bodies(channel, quorum) == [b"m2"]  # drop-head: the last stays
+
+
+def test_expires_policy_deletes_an_unused_existing_queue(
+    channel: Any, policies: Policies, resources: Resources
+) -> None:
+    queue, kept = resources.queue(), resources.queue()
+    channel.queue_declare(queue, durable=True)
+    channel.queue_declare(kept, durable=True)
+    name = unique("expires")
+    assert policies.set(name, {"pattern": exact(queue), "definition": {"expires": 300}}).status == 201
+    # Looked at through the API: a passive declare would count as a use and start x-expires over.
+    deadline = time.monotonic() + 10
+    while policies.api("GET", f"/api/queues/%2F/{q(queue)}").status != 404:
+        assert time.monotonic() < deadline, "the queue was not deleted by the policy's expires"
+        time.sleep(0.2)
+    assert policies.api("GET", f"/api/queues/%2F/{q(kept)}").status == 200
