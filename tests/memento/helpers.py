@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from memento.disk import DiskIO
+from memento.identity import Mark, MarkFile, read_mark
 from memento.log import WAL_DIR
 from memento.record import TYPE_SEAL, encode
 from memento.segment import HEADER_SIZE, encode_header, segment_name
@@ -77,3 +78,13 @@ class FillableDisk(DiskIO):
         if self.full and offset == 0 and len(data) == HEADER_SIZE:
             self._refuse()
         super().pwrite(fd, data, offset)
+
+
+def crashed(root: Path) -> None:
+    """Make a log closed cleanly look as if its process had died instead (MARK: not stopped cleanly), so
+    that damage done to its tail afterwards is what a crash leaves, not loss after a clean stop."""
+    mark = read_mark(root)
+    assert isinstance(mark, Mark)
+    marks = MarkFile(root, mark)
+    marks.write(mark.log_id, mark.newest_seq, mark.newest_base, None)
+    marks.close()
