@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from memento.identity import show_id
 from memento.inspect import (
     EXIT_BAD_INPUT,
     WAL_DIR,
@@ -115,7 +116,9 @@ def _lsns(first: int | None, last: int | None) -> str:
 
 def render(insp: Inspection, *, verb: str) -> str:
     """The human-readable report of an inspection."""
-    lines = [f"log directory {insp.path}"]
+    lines = [f"log directory {insp.path}", f"log id: {show_id(insp.log_id)}"]
+    if insp.last_stop is not None:
+        lines.extend(insp.last_stop.describe())
     if insp.snapshots:
         lines.append(
             f"snapshots: {len(insp.snapshots)} (recovery starts from LSN {insp.snapshot_lsn}, "

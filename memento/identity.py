@@ -198,7 +198,7 @@ class MarkFile:
             # need no free space.
             first = current or Mark(0, bytes(LOG_ID_SIZE), 0, 0, None)
             data = bytearray(MARK_FILE_SIZE)
-            data[: MARK_SLOT_SIZE] = encode_mark_slot(first)
+            data[:MARK_SLOT_SIZE] = encode_mark_slot(first)
             _replace_durably(self.path, bytes(data))
             self.current = first
         self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)

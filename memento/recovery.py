@@ -169,9 +169,7 @@ def resolve_identity(
     return Identity(log_id, checked, tuple(findings), foreign)
 
 
-def classify(
-    scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity | None = None
-) -> Verdict:
+def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity | None = None) -> Verdict:
     """Classify the scans of all segments (sorted by sequence number) against the snapshot LSN and, when
     given, the log's identity: its id (a segment with another is foreign) and MARK (the newest segment
     created and the clean stop's LSN must still be there)."""
@@ -371,10 +369,11 @@ def _mark_findings(scans: Sequence[SegmentScan], mark: Mark, end_lsn: int) -> li
     newest = scans[-1].seq if scans else 0
     if mark.newest_seq > newest:
         name = segment_name(mark.newest_seq, mark.newest_base)
+        present = scans[-1].name if scans else "none"
         which = (
-            f"segment {mark.newest_seq} ({name})"
+            f"segment {mark.newest_seq} is"
             if mark.newest_seq == newest + 1
-            else f"segments {newest + 1}..{mark.newest_seq} (the newest: {name})"
+            else f"segments {newest + 1}..{mark.newest_seq} are"
         )
         found.append(
             Finding(
@@ -383,8 +382,8 @@ def _mark_findings(scans: Sequence[SegmentScan], mark: Mark, end_lsn: int) -> li
                 name,
                 -1,
                 mark.newest_base,
-                f"{name}: newest {which} missing: the log's high-water mark says it was created, "
-                f"the newest segment file is {scans[-1].name if scans else 'none'}; the log ends at LSN {end_lsn}",
+                f"{name}: newest {which} missing: the log's high-water mark says {name} was created, "
+                f"the newest file left is {present}; the log ends at LSN {end_lsn}",
             )
         )
     if mark.clean_lsn is not None and end_lsn < mark.clean_lsn:
