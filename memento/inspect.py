@@ -43,6 +43,7 @@ SNAPSHOT_DIR: Final = "snapshots"
 LOCK_FILE: Final = "LOCK"
 EXIT_CODES: Final = {CLEAN: 0, REPAIRABLE: 1, REFUSED: 2, UNSUPPORTED: 3}
 EXIT_BAD_INPUT: Final = 4
+EXIT_IO_ERROR: Final = 74  # a file could not be read (sysexits' EX_IOERR, as `ottermq serve` uses)
 _RANK: Final = {CLEAN: 0, REPAIRABLE: 1, REFUSED: 2, UNSUPPORTED: 3}
 DEFAULT_TYPES: Final = USER_TYPES | ENGINE_TYPES
 
@@ -175,6 +176,7 @@ class LastStop:
     newest_segment: int | None
     lock_pid: int | None  # the pid LOCK holds (its last holder when nobody holds it now)
     lock_alive: bool | None  # whether that process runs (None: no pid)
+    lock_error: str | None = None  # why LOCK could not be read
 
     def as_json(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -184,6 +186,7 @@ class LastStop:
             "newest_segment": self.newest_segment,
             "lock_pid": self.lock_pid,
             "lock_process_running": self.lock_alive,
+            "lock_error": self.lock_error,
         }
 
     def describe(self) -> list[str]:
@@ -194,7 +197,9 @@ class LastStop:
             stop = f"last stop: clean, at LSN {self.clean_lsn}"
         else:
             stop = "last stop: not clean (the log is open now, or its process died)"
-        if self.lock_pid is None:
+        if self.lock_error is not None:
+            lock = f"lock: {self.lock_error}"
+        elif self.lock_pid is None:
             lock = "lock: no pid in LOCK"
         elif self.lock_alive:
             held = "holds the log" if self.clean is False else "is running (the pid may have been reused)"
@@ -218,11 +223,14 @@ def last_stop(root: Path, mark: Mark | str | None) -> LastStop:
     """What MARK and LOCK say about the last stop and the lock's holder (read-only: the lock is not
     tried, which could make a starting owner fail)."""
     pid: int | None = None
+    error: str | None = None
     try:
         text = (root / LOCK_FILE).read_text("ascii", "replace").strip()
         pid = int(text) if text.isdigit() else None
     except FileNotFoundError:
         pass
+    except OSError as exc:  # only the holder's pid is lost: the rest of the report stands
+        error = f"{root / LOCK_FILE}: {exc.strerror or exc}"
     valid = mark if isinstance(mark, Mark) else None
     return LastStop(
         valid.clean_lsn is not None if valid is not None else None,
@@ -230,6 +238,7 @@ def last_stop(root: Path, mark: Mark | str | None) -> LastStop:
         valid.newest_seq if valid is not None else None,
         pid,
         _pid_alive(pid) if pid is not None and pid > 0 else None,
+        error,
     )
 
 
@@ -290,8 +299,13 @@ def parse_types(text: str) -> frozenset[int]:
 
 
 def _read(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        if exc.filename is None:  # a read error on the open file: name it
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
 
 
 def _count_types(data: bytes, end: int) -> dict[int, int]:

@@ -212,17 +212,23 @@ def scan_segments(log: Log, names: list[str], full_check: bool) -> list[SegmentS
         path = os.path.join(log.wal_dir, name)
         next_base = bases[i + 1] if i + 1 < len(names) else None
         covered = next_base is not None and next_base <= log.snapshot_lsn + 1 and not full_check
-        with open(path, "rb") as f:
-            if covered or os.fstat(f.fileno()).st_size < HEADER_SIZE:
-                scans.append(
-                    scan_segment(
-                        name, f.read(HEADER_SIZE if covered else -1), log.registry, headers_only=covered
-                    )
-                )
-                continue
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                scans.append(scan_segment(name, data, log.registry))
+        try:
+            scans.append(_scan_file(log, name, path, covered))
+        except OSError as exc:
+            if exc.filename is None:  # a read error on the open file: name it
+                raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
+            raise
     return scans
+
+
+def _scan_file(log: Log, name: str, path: str, covered: bool) -> SegmentScan:
+    with open(path, "rb") as f:
+        if covered or os.fstat(f.fileno()).st_size < HEADER_SIZE:
+            return scan_segment(
+                name, f.read(HEADER_SIZE if covered else -1), log.registry, headers_only=covered
+            )
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return scan_segment(name, data, log.registry)
 
 
 def start(log: Log, kept: list[SegmentScan], verdict: Verdict) -> None:

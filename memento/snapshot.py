@@ -222,10 +222,14 @@ class SnapshotStore:
             return
         data = self.path / "data.mdb"
         if not create:
+            # A file that cannot be read (permissions, I/O error) is not damage: the OSError, naming
+            # it, goes to the caller, and salvage is never offered for it.
             try:
                 problem = check_lmdb_file(data)
             except OSError as exc:
-                problem = f"{data}: {exc.strerror or exc}"
+                if exc.filename is None:  # a read error on the open file: name it
+                    raise OSError(exc.errno, exc.strerror or str(exc), str(data)) from exc
+                raise
             if problem is not None:
                 self._env = None
                 self._open_error = f"snapshot store {self.path} is unreadable: {problem}"
@@ -258,9 +262,25 @@ class SnapshotStore:
                 "address-space limit (ulimit -v) too low?",
                 str(self.path),
             ) from None
+        except lmdb.ReadonlyError as exc:  # EACCES on data.mdb or lock.mdb: say which
+            self._name_unopenable()
+            raise PermissionError(
+                errno.EACCES, f"{os.strerror(errno.EACCES)} ({exc})", str(self.path)
+            ) from None
+        except lmdb.DiskError as exc:
+            raise OSError(errno.EIO, f"{os.strerror(errno.EIO)} ({exc})", str(self.path)) from None
         except lmdb.Error as exc:
             self._env = None
             self._open_error = f"snapshot store {self.path} is unreadable: {exc}"
+
+    def _name_unopenable(self) -> None:
+        """Raise the OSError, naming the file, of the first LMDB file this process may not open as LMDB
+        would (read-write unless read-only; lock.mdb is not used read-only)."""
+        flags = os.O_RDONLY if self.readonly else os.O_RDWR
+        names = ("data.mdb",) if self.readonly else ("data.mdb", "lock.mdb")
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.close(os.open(self.path / name, flags | os.O_CLOEXEC))
 
     @property
     def exists(self) -> bool:
