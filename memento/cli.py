@@ -15,9 +15,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -38,6 +37,9 @@ from memento.inspect_decoders import DecoderError, resolve
 from memento.recovery import REPAIRABLE
 from memento.segment import SUFFIX
 
+if TYPE_CHECKING:
+    from typer._click.core import Context as ClickContext  # the (vendored) click that typer's groups take
+
 
 def describe_os_error(exc: OSError) -> str:
     """`file: error` (both files for a rename), or the error's text when it names no file."""
@@ -50,7 +52,7 @@ class _Commands(TyperGroup):
     """Every command (present and future) turns an OSError into one line naming the file, exit 74:
     a permission or I/O error is not damage, and a traceback helps no operator."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except OSError as exc:
