@@ -272,10 +272,7 @@ def find_log_dir(path: str | os.PathLike[str]) -> tuple[Path, bool]:
         raise NotALogDir(f"{root}: is a file, not a log directory")
     if _is_log_dir(root):
         return root, False
-    try:
-        children = sorted(child for child in root.iterdir() if child.is_dir())
-    except OSError as exc:
-        raise NotALogDir(f"{root}: {exc.strerror or exc}") from None
+    children = sorted(child for child in root.iterdir() if child.is_dir())  # an OSError names root
     logs = [child for child in children if _is_log_dir(child)]
     if len(logs) == 1:
         return logs[0], True
