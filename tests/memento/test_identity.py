@@ -15,6 +15,7 @@ from memento.identity import (
     MARK_FILE,
     MARK_SLOT_AT,
     Mark,
+    MarkFile,
     decode_mark,
     encode_mark_slot,
     read_identity,
@@ -221,3 +222,21 @@ def test_inspect_tells_the_last_stop_and_who_holds_the_lock(tmp_path: Path) -> N
     assert stop is not None and stop.lock_alive is False
     assert "not running" in stop.describe()[1]
     assert (tmp_path / QUARANTINE_DIR).exists() is False
+
+
+def test_a_crash_while_creating_a_log_leaves_nothing_to_refuse(tmp_path: Path) -> None:
+    """MARK is written before IDENTITY and both before the first segment: a crash between leaves a MARK
+    (whose id the next open adopts) and maybe an IDENTITY.tmp (dropped)."""
+    make(tmp_path, 0)
+    (tmp_path / IDENTITY_FILE).rename(tmp_path / (IDENTITY_FILE + ".tmp"))
+    for path in wal_files(tmp_path):
+        path.unlink()
+    mark = read_mark(tmp_path)
+    assert isinstance(mark, Mark)
+    marks = MarkFile(tmp_path, mark)  # as written before the first segment: none yet
+    marks.write(ID, 0, 0, None)
+    marks.close()
+    with Log.open(tmp_path, segment_size=SEG) as log:
+        assert log.log_id == ID and log.recovery_report.status == "clean"
+        assert log.recovery_report.dropped_tmp == [IDENTITY_FILE + ".tmp"]
+    assert read_identity(tmp_path) == ID
