@@ -29,6 +29,7 @@ import crc32c
 
 from memento.disk import DiskIO
 from memento.errors import LogClosed, LogFailed
+from memento.identity import MarkFile
 from memento.opening import LOCK_FILE as LOCK_FILE
 from memento.opening import QUARANTINE_DIR as QUARANTINE_DIR
 from memento.opening import SNAPSHOT_DIR as SNAPSHOT_DIR
@@ -141,6 +142,9 @@ class Log:
         self._last_read = (-1, 0)
         # seq -> last LSN copied out of that segment by compaction (see memento.reclaim)
         self.relocated_through: dict[int, int] = {}
+        self.log_id = bytes(16)  # set by recovery (memento.identity)
+        self._mark: MarkFile | None = None
+        self._newest = (0, 0)  # (seq, base LSN) of the newest segment created, as MARK says
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -154,6 +158,7 @@ class Log:
         registry: Iterable[int] | None = None,
         disk: DiskIO | None = None,
         full_check: bool = False,
+        log_id: bytes | None = None,
     ) -> Log:
         """Open (creating if needed) the log at `path`: lock it, load the newest snapshot, recover.
 
@@ -161,6 +166,8 @@ class Log:
         on open raises UnsupportedVersion. A torn tail is quarantined and truncated (see
         `recovery_report`); other damage raises RecoveryRefused, unless `salvage` keeps what is valid up to
         it. Segments wholly covered by the snapshot are only header-checked unless `full_check`.
+        `log_id` (16 bytes) is the id a log created now gets, instead of a random one (fixtures); an
+        existing log keeps its own (`log.log_id`).
         """
         return open_log(
             cls,
@@ -170,6 +177,7 @@ class Log:
             registry=registry,
             disk=disk,
             full_check=full_check,
+            log_id=log_id,
         )
 
     def _set_tail(self, seg: _Segment, offset: int) -> None:
@@ -397,8 +405,13 @@ class Log:
         try:
             if self._error is None and staged_data(self):
                 self.sync()
+            if self._error is None and self._mark is not None:
+                # A clean stop: everything up to durable_lsn is on disk (FORMAT.md, "MARK").
+                self._mark.write(self.log_id, *self._newest, self._durable_lsn)
         finally:
             self._closed = True
+            if self._mark is not None:
+                self._mark.close()
             for seg in self._segments:
                 if seg.fd >= 0:
                     os.close(seg.fd)

@@ -20,10 +20,19 @@ from typing import TYPE_CHECKING, Final
 
 from memento.disk import DiskIO, disk_full
 from memento.errors import RecoveryRefused, SyncFailed, UnsupportedVersion
+from memento.identity import (
+    Mark,
+    MarkFile,
+    drop_leftovers,
+    new_log_id,
+    read_identity,
+    read_mark,
+    write_identity,
+)
 from memento.lock import lock_directory
 from memento.private import private_dir
 from memento.record import ENGINE_TYPES
-from memento.recovery import REFUSED, UNSUPPORTED, Verdict, classify
+from memento.recovery import REFUSED, UNSUPPORTED, Identity, Verdict, classify, resolve_identity
 from memento.repair import apply_verdict
 from memento.scan import SegmentScan, scan_segment
 from memento.segment import (
@@ -57,6 +66,7 @@ def open_log(
     registry: Iterable[int] | None,
     disk: DiskIO | None,
     full_check: bool,
+    log_id: bytes | None = None,
 ) -> Log:
     """`Log.open`'s work (see there)."""
     if segment_size < MIN_SEGMENT_SIZE:
@@ -84,7 +94,12 @@ def open_log(
             store=store,
             snapshot=snapshot,
         )
-        recover(log, salvage=salvage, full_check=full_check)
+        try:
+            recover(log, salvage=salvage, full_check=full_check, new_id=log_id)
+        except BaseException:
+            if log._mark is not None:
+                log._mark.close()
+            raise
         return log
     except BaseException:
         if store is not None:
@@ -93,10 +108,17 @@ def open_log(
         raise
 
 
-def recover(log: Log, *, salvage: bool, full_check: bool) -> None:
-    """Scan the segments, refuse or repair what is damaged, and start the log on what is kept."""
+def recover(log: Log, *, salvage: bool, full_check: bool, new_id: bytes | None = None) -> None:
+    """Scan the segments, refuse or repair what is damaged, and start the log on what is kept.
+
+    `new_id` is the id a log created now gets (default: random); an existing log keeps its own."""
     report = log.recovery_report
     SparePreparer.clear(log._spares.directory)
+    for name in drop_leftovers(log.path):
+        report.dropped_tmp.append(name)
+        report.warnings.append(f"dropped unfinished {name}")
+    identity_raw = read_identity(log.path)
+    mark_raw = read_mark(log.path)
     report.snapshot_lsn = log.snapshot_lsn
     store = log.snapshots
     if store.status in (STATUS_DAMAGED, STATUS_UNREADABLE):
@@ -121,7 +143,14 @@ def recover(log: Log, *, salvage: bool, full_check: bool) -> None:
         if name.endswith(SUFFIX) and parse_name(name) is None:
             report.warnings.append(f"ignored file with a segment suffix but no segment name: {name}")
     scans = scan_segments(log, segment_names, full_check)
-    verdict = classify(scans, log.snapshot_lsn)
+    identity = resolve_identity(str(log.path), identity_raw, mark_raw, scans, store.recorded_id())
+    if identity.store_foreign and salvage:
+        # Another log's snapshots say nothing about this one: replay the whole log instead.
+        report.warnings.append("salvage: ignoring snapshots of another log")
+        log.snapshot = None
+        log.snapshot_lsn = report.snapshot_lsn = 0
+        scans = scan_segments(log, segment_names, full_check)
+    verdict = classify(scans, log.snapshot_lsn, identity)
     report.findings.extend(verdict.findings)
     report.status = verdict.status
     if verdict.status in (REFUSED, UNSUPPORTED):
@@ -138,9 +167,41 @@ def recover(log: Log, *, salvage: bool, full_check: bool) -> None:
         report.salvaged = True
     for finding in verdict.findings:
         report.warnings.append(finding.message)
+    settle_identity(log, identity, mark_raw, scans, verdict, new_id)
     kept = apply_verdict(log.wal_dir, log.path / QUARANTINE_DIR, scans, verdict, log.disk, report)
     start(log, kept, verdict)
     report.end_lsn = log._next_lsn - 1
+    assert log._mark is not None
+    # The log is open: no clean stop until close says so, and MARK names the tail (FORMAT.md).
+    log._mark.write(log.log_id, *log._newest, None)
+
+
+def settle_identity(
+    log: Log,
+    identity: Identity,
+    mark_raw: Mark | str | None,
+    scans: list[SegmentScan],
+    verdict: Verdict,
+    new_id: bytes | None,
+) -> None:
+    """Give the log its id and its MARK file before anything is cut or created.
+
+    A fresh (or pre-version-3) log gets its id here: MARK first, IDENTITY last, so a crash in between
+    leaves a MARK whose id the next open adopts. Salvage lowers MARK's newest segment to the last one
+    kept before the cut quarantines the rest, so a crash during the cut is not refused again for the
+    segments salvage was dropping anyway."""
+    log.log_id = identity.log_id or new_id or new_log_id()
+    current = mark_raw if isinstance(mark_raw, Mark) and mark_raw.log_id == log.log_id else None
+    log._mark = MarkFile(log.path, current)
+    cut = verdict.cut
+    keep = len(scans) if cut is None else cut.index + (0 if cut.offset is None else 1)
+    kept = scans[keep - 1] if keep > 0 else None
+    log._newest = (kept.seq, kept.base_lsn) if kept is not None else (0, 0)
+    if current is None or log.recovery_report.salvaged or identity.findings:
+        log._mark.write(log.log_id, *log._newest, None)
+    if not isinstance(read_identity(log.path), bytes):
+        write_identity(log.path, log.log_id)
+    log.snapshots.log_id = log.log_id
 
 
 def scan_segments(log: Log, names: list[str], full_check: bool) -> list[SegmentScan]:
@@ -151,17 +212,23 @@ def scan_segments(log: Log, names: list[str], full_check: bool) -> list[SegmentS
         path = os.path.join(log.wal_dir, name)
         next_base = bases[i + 1] if i + 1 < len(names) else None
         covered = next_base is not None and next_base <= log.snapshot_lsn + 1 and not full_check
-        with open(path, "rb") as f:
-            if covered or os.fstat(f.fileno()).st_size < HEADER_SIZE:
-                scans.append(
-                    scan_segment(
-                        name, f.read(HEADER_SIZE if covered else -1), log.registry, headers_only=covered
-                    )
-                )
-                continue
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                scans.append(scan_segment(name, data, log.registry))
+        try:
+            scans.append(_scan_file(log, name, path, covered))
+        except OSError as exc:
+            if exc.filename is None:  # a read error on the open file: name it
+                raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
+            raise
     return scans
+
+
+def _scan_file(log: Log, name: str, path: str, covered: bool) -> SegmentScan:
+    with open(path, "rb") as f:
+        if covered or os.fstat(f.fileno()).st_size < HEADER_SIZE:
+            return scan_segment(
+                name, f.read(HEADER_SIZE if covered else -1), log.registry, headers_only=covered
+            )
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return scan_segment(name, data, log.registry)
 
 
 def start(log: Log, kept: list[SegmentScan], verdict: Verdict) -> None:
@@ -183,13 +250,17 @@ def start(log: Log, kept: list[SegmentScan], verdict: Verdict) -> None:
         tail = log._segments[-1]
         tail.fd = os.open(tail.path, os.O_RDWR | os.O_CLOEXEC)
         log._set_tail(tail, tail_scan.data_end)
+        log._newest = (tail.seq, tail.base_lsn)
         return
     # No segment, a sealed last one (crash mid-rollover), or salvage moved past the log's end.
     seq = kept[-1].seq + 1 if kept else 1
     path = os.path.join(log.wal_dir, segment_name(seq, log._next_lsn))
     seg = _Segment(seq, log._next_lsn, log.segment_size, path)
     try:
-        seg.fd, _path = create_segment(log.wal_dir, seq, log._next_lsn, log.segment_size, log.disk)
+        seg.fd, _path = create_segment(
+            log.wal_dir, seq, log._next_lsn, log.segment_size, log.disk, log_id=log.log_id
+        )
+        log._newest = (seq, log._next_lsn)
     except OSError as exc:
         if not disk_full(exc) or isinstance(exc, SyncFailed):
             raise

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from memento.identity import IDENTITY_FILE, MARK_FILE, Mark, show_id
 from memento.scan import SegmentScan
-from memento.segment import FORMAT_VERSION, HEADER_SIZE
+from memento.segment import FORMAT_VERSION, HEADER_SIZE, segment_name
 
 CLEAN: Final = "clean"
 REPAIRABLE: Final = "repairable"
@@ -73,9 +74,107 @@ class RecoveryReport:
         return bool(self.quarantined or self.dropped_tmp)
 
 
-def classify(scans: Sequence[SegmentScan], snapshot_lsn: int) -> Verdict:
-    """Classify the scans of all segments (sorted by sequence number) against the snapshot LSN."""
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Whose log this is, as far as the directory tells (`resolve_identity`): the log id segments must
+    carry (None: not known yet, a fresh or pre-version-3 log), the MARK state to check the segment set
+    against (None: nothing to check), and what is wrong with IDENTITY, MARK or the snapshot store's id."""
+
+    log_id: bytes | None
+    mark: Mark | None
+    findings: tuple[Finding, ...]
+    store_foreign: bool = False
+
+
+def _dir_finding(kind: str, message: str, lsn: int = -1) -> Finding:
+    return Finding(kind, REFUSED, "", -1, lsn, message)
+
+
+def resolve_identity(
+    root: str,
+    identity: bytes | str | None,
+    mark: Mark | str | None,
+    scans: Sequence[SegmentScan],
+    store_id: bytes | str | None,
+) -> Identity:
+    """Check IDENTITY (`identity`: the id, a damage sentence, or None when missing), MARK and the snapshot
+    store's id (`store_id`, None when it records none) against each other and the segments' ids.
+
+    IDENTITY is written before the first segment and MARK before IDENTITY (FORMAT.md), so a missing
+    IDENTITY is expected only in a fresh or pre-version-3 directory, where no segment and no store
+    carries an id yet; anywhere else it, and a missing MARK next to an IDENTITY, is damage: refused.
+    """
     findings: list[Finding] = []
+    seen = [s.header.log_id for s in scans if s.header is not None and s.header.log_id is not None]
+    valid_mark = mark if isinstance(mark, Mark) else None
+    if isinstance(identity, bytes):
+        log_id: bytes | None = identity
+    else:
+        # What salvage adopts: MARK's id when segments agree with it, else the newest segment's.
+        log_id = (
+            valid_mark.log_id
+            if valid_mark is not None and (not seen or valid_mark.log_id in seen)
+            else seen[-1]
+            if seen
+            else store_id
+            if isinstance(store_id, bytes)
+            else None
+        )
+        if isinstance(identity, str):
+            findings.append(_dir_finding("identity-damaged", f"{identity}: the log's identity is unreadable"))
+        elif seen or isinstance(store_id, bytes):
+            holder = "segments carry" if seen else "the snapshot store records"
+            findings.append(
+                _dir_finding(
+                    "identity-missing",
+                    f"{root}/{IDENTITY_FILE} is missing but {holder} log id {show_id(log_id)}: "
+                    "the directory lost a file or was assembled from pieces",
+                )
+            )
+        elif valid_mark is None:
+            log_id = None  # fresh, or written before version 3: open gives it an id
+    checked: Mark | None = None
+    if valid_mark is not None:
+        if log_id is not None and valid_mark.log_id != log_id:
+            findings.append(
+                _dir_finding(
+                    "mark-foreign",
+                    f"{root}/{MARK_FILE} belongs to log {show_id(valid_mark.log_id)}, "
+                    f"this log is {show_id(log_id)}",
+                )
+            )
+        else:
+            checked = valid_mark
+    elif isinstance(mark, str):
+        findings.append(_dir_finding("mark-damaged", f"{mark}: the newest segments cannot be checked"))
+    elif isinstance(identity, bytes):
+        findings.append(
+            _dir_finding(
+                "mark-missing",
+                f"{root}/{MARK_FILE} is missing: whether the newest segments are all there cannot be checked",
+            )
+        )
+    foreign = False
+    if isinstance(store_id, str):
+        findings.append(_dir_finding("snapshot-foreign", f"{store_id}"))
+        foreign = True
+    elif store_id is not None and log_id is not None and store_id != log_id:
+        findings.append(
+            _dir_finding(
+                "snapshot-foreign",
+                f"{root}/snapshots belongs to log {show_id(store_id)}, this log is {show_id(log_id)}",
+            )
+        )
+        foreign = True
+    return Identity(log_id, checked, tuple(findings), foreign)
+
+
+def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity | None = None) -> Verdict:
+    """Classify the scans of all segments (sorted by sequence number) against the snapshot LSN and, when
+    given, the log's identity: its id (a segment with another is foreign) and MARK (the newest segment
+    created and the clean stop's LSN must still be there)."""
+    findings: list[Finding] = list(identity.findings) if identity is not None else []
+    log_id = identity.log_id if identity is not None else None
     cut: Cut | None = None
 
     def add(
@@ -112,6 +211,17 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int) -> Verdict:
                 0,
                 scan.base_lsn,
                 f"segment format version {header.version} is newer than {FORMAT_VERSION}",
+                Cut(i, None),
+            )
+            break
+        if log_id is not None and header.log_id is not None and header.log_id != log_id:
+            add(
+                "foreign-segment",
+                REFUSED,
+                scan,
+                0,
+                scan.base_lsn,
+                f"segment belongs to log {show_id(header.log_id)}, this log is {show_id(log_id)}",
                 Cut(i, None),
             )
             break
@@ -245,8 +355,51 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int) -> Verdict:
         )
         cut = Cut(0, None) if scans else None
         next_lsn = snapshot_lsn + 1
+    mark = identity.mark if identity is not None else None
+    if mark is not None:
+        findings.extend(_mark_findings(scans, mark, end_lsn))
     status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)
     return Verdict(status, tuple(findings), cut, end_lsn, next_lsn)
+
+
+def _mark_findings(scans: Sequence[SegmentScan], mark: Mark, end_lsn: int) -> list[Finding]:
+    """Newest segments missing (MARK names a newer one than the newest file), or a log that ends before
+    the LSN of a clean stop. Neither cuts anything: what is gone is gone; salvage accepts the loss."""
+    found: list[Finding] = []
+    newest = scans[-1].seq if scans else 0
+    if mark.newest_seq > newest:
+        name = segment_name(mark.newest_seq, mark.newest_base)
+        present = scans[-1].name if scans else "none"
+        which = (
+            f"segment {mark.newest_seq} is"
+            if mark.newest_seq == newest + 1
+            else f"segments {newest + 1}..{mark.newest_seq} are"
+        )
+        found.append(
+            Finding(
+                "missing-newest",
+                REFUSED,
+                name,
+                -1,
+                mark.newest_base,
+                f"{name}: newest {which} missing: the log's high-water mark says {name} was created, "
+                f"the newest file left is {present}; the log ends at LSN {end_lsn}",
+            )
+        )
+    if mark.clean_lsn is not None and end_lsn < mark.clean_lsn:
+        tail = scans[-1].name if scans else ""
+        found.append(
+            Finding(
+                "ended-before-clean-stop",
+                REFUSED,
+                tail,
+                -1,
+                end_lsn + 1,
+                f"LSN {end_lsn + 1}: the log was stopped cleanly at LSN {mark.clean_lsn} but ends at LSN "
+                f"{end_lsn}: LSNs {end_lsn + 1}..{mark.clean_lsn} are missing",
+            )
+        )
+    return found
 
 
 def _end_lsn(scans: Sequence[SegmentScan], cut: Cut | None, snapshot_lsn: int) -> int:

@@ -122,8 +122,19 @@ def write_batch(log: Log, batch: _Batch) -> None:
         seg = chunk.segment
         if chunk.create and seg.fd < 0:
             seg.fd, _path = create_segment(
-                log.wal_dir, seg.seq, seg.base_lsn, seg.size, disk, log._spares.take(seg.size)
+                log.wal_dir,
+                seg.seq,
+                seg.base_lsn,
+                seg.size,
+                disk,
+                log._spares.take(seg.size),
+                log_id=log.log_id,
             )
+        if chunk.create and log._newest[0] < seg.seq and log._mark is not None:
+            # Before any record in it is reported durable, MARK names the new segment, so losing it
+            # later is noticed at open (FORMAT.md, "MARK"). Retried with the batch, like the creation.
+            log._mark.write(log.log_id, seg.seq, seg.base_lsn, None)
+            log._newest = (seg.seq, seg.base_lsn)
         if chunk.data:
             disk.pwrite(seg.fd, chunk.data, chunk.offset)
         if chunk.seal or chunk is last:

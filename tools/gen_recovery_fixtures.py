@@ -3,8 +3,10 @@
 Strategy: every case starts from a log written through the engine's own API (Log.open/append/sync,
 save_snapshot, reclaim) with 4 KiB segments so that fixtures stay a few KiB, then damages it by byte
 surgery (flip, cut, zero, rewrite, delete, rename) the way a crash or a bad disk would. Payloads and
-snapshot states are functions of the LSN, so a run rebuilds the same bytes every time; the pid in LOCK
-and LMDB's lock.mdb are removed because they are not part of the state.
+snapshot states are functions of the LSN, and every log gets the same id (LOG_ID), so a run rebuilds the
+same bytes every time; the pid in LOCK and LMDB's lock.mdb are removed because they are not part of the
+state. A log is left as a crash leaves it (MARK says it was not stopped cleanly) unless the case says
+`clean=True`: a torn tail is damage after a clean stop, but what a crash leaves otherwise.
 
 The expectations in expected.json are written here by hand from the construction (not read back from the
 engine), so tests/memento/test_fixtures.py checks the engine against them:
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from memento.identity import IDENTITY_FILE, Mark, MarkFile, read_mark
 from memento.log import Log
 from memento.record import HEAD, HEAD_SIZE, TYPE_SEAL, encode
 from memento.segment import FORMAT_VERSION, HEADER_SIZE, encode_header, parse_name
@@ -35,6 +38,8 @@ from memento.snapshot import CHUNK_KEY, CHUNK_PREFIX, SnapshotStore
 
 SEGMENT_SIZE = 4096
 SECTOR = 512
+LOG_ID = b"recovery-fixture"  # 16 bytes: the id of every fixture log
+OTHER_LOG_ID = b"another-log-here"  # the log a foreign segment comes from
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "recovery-fixtures"
 
@@ -82,11 +87,19 @@ def state(lsn: int) -> bytes:
 
 
 def write_log(
-    data: Path, count: int, *, snapshots: tuple[int, ...] = (), after: int = 0, reclaim_to: int | None = None
+    data: Path,
+    count: int,
+    *,
+    snapshots: tuple[int, ...] = (),
+    after: int = 0,
+    reclaim_to: int | None = None,
+    clean: bool = False,
+    log_id: bytes = LOG_ID,
 ) -> None:
     """Append `count` records, save a snapshot at each LSN of `snapshots`, append `after` more records,
-    optionally reclaim every segment wholly covered by `reclaim_to` (nothing live), and close."""
-    with Log.open(data, segment_size=SEGMENT_SIZE) as log:
+    optionally reclaim every segment wholly covered by `reclaim_to` (nothing live), and close; unless
+    `clean`, MARK is then set back to "not stopped cleanly", as if the process had been killed."""
+    with Log.open(data, segment_size=SEGMENT_SIZE, log_id=log_id) as log:
         for lsn in range(1, count + 1):
             log.append(rtype(lsn), payload(lsn))
         log.sync()
@@ -97,7 +110,22 @@ def write_log(
         log.sync()
         if reclaim_to is not None:
             log.reclaim(reclaim_to, lambda _position: False)
+    if not clean:
+        set_mark(data, clean_lsn=None)
     tidy(data)
+
+
+def set_mark(data: Path, *, clean_lsn: int | None, newest_seq: int | None = None) -> None:
+    """Rewrite MARK as the engine would have left it: the clean stop's LSN (None: not stopped cleanly)
+    and the newest segment created (default: as it is)."""
+    mark = read_mark(data)
+    assert isinstance(mark, Mark)
+    seq, base = mark.newest_seq, mark.newest_base
+    if newest_seq is not None:
+        seq, base = newest_seq, (parse_name(segments(data)[newest_seq - 1].name) or (0, 0))[1]
+    marks = MarkFile(data, mark)
+    marks.write(mark.log_id, seq, base, clean_lsn)
+    marks.close()
 
 
 def tidy(data: Path) -> None:
@@ -188,7 +216,7 @@ def expect(
 
 @case("clean-multi-segment")
 def clean_multi_segment(data: Path) -> Expect:
-    write_log(data, 200)
+    write_log(data, 200, clean=True)
     assert len(segments(data)) >= 3
     return expect(0, "clean", (1, 200), "clean", description="200 records over 3+ sealed segments")
 
@@ -367,6 +395,7 @@ def crash_mid_rollover(data: Path) -> Expect:
     first_lsn = records(second)[0].lsn
     for seg in segs[1:]:
         seg.unlink()
+    set_mark(data, clean_lsn=None, newest_seq=1)  # segment 2 was never created: MARK still names 1
     tmp = second.with_name(second.name + ".tmp")
     tmp.write_bytes(encode_header(2, first_lsn, SEGMENT_SIZE)[:40])
     return expect(
@@ -623,6 +652,75 @@ def missing_lmdb_full(data: Path) -> Expect:
         "snapshot store",
         snapshot_lsn=0,
         description="the snapshot store is gone but every segment is there: replay from LSN 1",
+    )
+
+
+@case("foreign-segment")
+def foreign_segment(data: Path) -> Expect:
+    write_log(data, 260)
+    other = data.parent / "other"
+    write_log(other, 260, log_id=OTHER_LOG_ID)
+    mine, theirs = segments(data), segments(other)
+    assert [p.name for p in mine] == [p.name for p in theirs]
+    shutil.copyfile(theirs[2], mine[2])
+    shutil.rmtree(other)
+    return expect(
+        2,
+        "refused",
+        None,
+        f"segment belongs to log {OTHER_LOG_ID.hex()}, this log is {LOG_ID.hex()}",
+        description=f"segment 3 was copied from another log with the same layout (same names, LSNs "
+        f"and record sizes) whose id is {OTHER_LOG_ID.hex()}",
+        note="each segment header (format 3) carries the log id; salvage keeps segments 1-2 and "
+        "quarantines segment 3 and what follows",
+    )
+
+
+@case("missing-newest-after-clean-stop")
+def missing_newest_clean(data: Path) -> Expect:
+    write_log(data, 260, clean=True)
+    segs = segments(data)
+    segs[-1].unlink()
+    return expect(
+        2,
+        "refused",
+        None,
+        f"{segs[-1].name}: newest segment {len(segs)} is missing",
+        description="the log was stopped cleanly at LSN 260, then its newest segment was deleted",
+        note="MARK names the newest segment created and the clean stop's LSN (260); both checks "
+        "fire. Salvage accepts the loss, continues after the last segment left and rewrites MARK",
+    )
+
+
+@case("missing-newest-after-crash")
+def missing_newest_crash(data: Path) -> Expect:
+    write_log(data, 260)
+    segs = segments(data)
+    segs[-1].unlink()
+    return expect(
+        2,
+        "refused",
+        None,
+        "missing: the log's high-water mark says",
+        description="the process died (no clean stop), then the newest segment was deleted",
+        note="MARK is updated after each new segment is created and before any record in it is "
+        "acknowledged, so a missing newest segment is loss, not a crash artefact (a crash mid-"
+        "rollover leaves MARK on the sealed segment: see crash-mid-rollover)",
+    )
+
+
+@case("missing-identity-file")
+def missing_identity(data: Path) -> Expect:
+    write_log(data, 200)
+    (data / IDENTITY_FILE).unlink()
+    return expect(
+        2,
+        "refused",
+        None,
+        f"IDENTITY is missing but segments carry log id {LOG_ID.hex()}",
+        description="IDENTITY (the log's id, written once when the log was created) is gone",
+        note="only a fresh or pre-format-3 log has no IDENTITY; salvage writes it again with the "
+        "id the segments and MARK carry",
     )
 
 

@@ -37,6 +37,7 @@ import pika.exceptions
 import pytest
 
 from memento.disk import DiskIO
+from memento.identity import IDENTITY_FILE, MARK_FILE
 from memento.snapshot import SnapshotStore
 from ottermq.broker.broker import Broker, BrokerSettings
 from ottermq.broker.policies import clear_policy, set_policy
@@ -152,6 +153,8 @@ class LiveBroker:
         source = self.data_dir / LOG_DIR
         for kind, target in copies.items():
             shutil.copytree(source / "wal", target / LOG_DIR / "wal")
+            for name in (IDENTITY_FILE, MARK_FILE):  # the log's id and high-water mark go with it
+                shutil.copyfile(source / name, target / LOG_DIR / name)
             if kind == "snapshot":
                 latest = self.store.log.snapshots.load_latest()
                 assert latest is not None, "the session's snapshot is missing"

@@ -110,3 +110,41 @@ def test_a_damaged_snapshot_is_refused_then_salvaged_from_the_log(node: Node) ->
     conn = node.connect()
     assert [b for b, _ in drain_all(conn.channel(), "q")] == [b"a", b"b"]  # the log still held them all
     conn.close()
+
+
+def test_a_newest_segment_lost_after_a_clean_stop_is_refused_then_salvaged_for_good(tmp_path: Path) -> None:
+    """Losing the newest segment used to start silently (confirmed messages gone); the log's
+    high-water mark and clean-stop LSN (MARK) now refuse it by name, until salvage accepts the loss."""
+    node = Node(tmp_path, log_segment_size=1 << 20)  # the smallest segments: a few messages fill three
+    node.start()
+    try:
+        conn = node.connect()
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("q", durable=True)
+        publish_confirmed(ch, "", "q", [bytes([i]) * 200_000 for i in range(12)])
+        conn.close()
+        node.stop()
+        segments = sorted((node.data_dir / "log" / "wal").glob("*.wal"))
+        assert len(segments) >= 3
+        lost = segments[-1]
+        lost.unlink()
+
+        assert node.start(expect_failure=True) == 2
+        refused = node.log_text()
+        assert lost.name in refused and "stopped cleanly at LSN" in refused, refused
+        assert "ottermq serve --salvage" in refused and "Traceback" not in refused
+
+        node.settings["salvage"] = "true"
+        node.start()
+        salvaged = node.log_text()
+        assert "level=error" in salvaged and f"salvage: {lost.name}" in salvaged, salvaged
+        node.stop()
+
+        # The cut is permanent: MARK was rewritten, so the next start needs no salvage.
+        del node.settings["salvage"]
+        node.start()
+        assert "salvage" not in node.log_text() and "level=error" not in node.log_text(), node.log_text()
+        node.stop()
+    finally:
+        node.close()

@@ -18,6 +18,8 @@ from memento.cli import app
 from memento.log import Log
 from memento.snapshot import CHUNK_KEY, CHUNK_PREFIX
 
+from .helpers import crashed
+
 SEGMENT = 4096
 
 
@@ -101,6 +103,7 @@ def test_inspect_while_log_is_open(tmp_path: Path) -> None:
 
 
 def test_inspect_torn_tail_then_types(logdir: Path) -> None:
+    crashed(logdir)  # a torn tail is what a crash leaves; after a clean stop it would be refused
     tail = sorted((logdir / "wal").iterdir())[-1]
     with open(tail, "r+b") as f:  # damage the last record's crc
         data = f.read()

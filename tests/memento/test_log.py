@@ -12,7 +12,7 @@ from memento.log import QUARANTINE_DIR, WAL_DIR, Log
 from memento.record import HEAD_SIZE, RecordPosition
 from memento.segment import FORMAT_VERSION, HEADER_SIZE, decode_header, encode_header, parse_name
 
-from .helpers import flip, patch, segment_bytes, wal_files, write_segments
+from .helpers import crashed, flip, patch, segment_bytes, wal_files, write_segments
 
 SEG = 4096
 
@@ -129,6 +129,7 @@ def test_torn_tail_is_quarantined_truncated_and_reported(tmp_path: Path) -> None
     with Log.open(tmp_path, segment_size=SEG) as log:
         fill(log, 5, size=50)
         last = log.last_position
+    crashed(tmp_path)
     path = wal_files(tmp_path)[-1]
     patch(path, last.offset + HEAD_SIZE + 3, b"\xff\xfe")
     with Log.open(tmp_path, segment_size=SEG) as log:
@@ -150,6 +151,7 @@ def test_truncated_file_is_preallocated_again(tmp_path: Path) -> None:
     with Log.open(tmp_path, segment_size=SEG) as log:
         fill(log, 5, size=50)
         last = log.last_position
+    crashed(tmp_path)
     path = wal_files(tmp_path)[-1]
     os.truncate(path, last.offset + 10)
     with Log.open(tmp_path, segment_size=SEG) as log:

@@ -14,7 +14,7 @@ from memento.errors import RecoveryRefused
 from memento.log import Log
 from memento.record import HEAD_SIZE, USER_FLAGS_MASK
 
-from .helpers import flip, wal_files
+from .helpers import crashed, flip, wal_files
 
 SEG = 4096
 PROFILE = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,6 +68,7 @@ def test_any_truncation_of_the_last_segment_keeps_the_complete_records(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spans = write_stream(tmp, payloads)
+        crashed(Path(tmp))
         last = wal_files(Path(tmp))[-1]
         original = last.read_bytes()
         last_seq = spans[-1][0]

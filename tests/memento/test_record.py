@@ -47,8 +47,29 @@ def test_header_roundtrip_and_layout() -> None:
     assert raw[:8] == MAGIC
     assert struct.unpack_from("<HHIQQQ", raw, 8) == (FORMAT_VERSION, 0, 64, 3, 1000, 65536)
     assert struct.unpack_from("<I", raw, 40)[0] == crc32c.crc32c(raw[:40])
-    assert raw[44:] == bytes(20)
+    assert raw[44:60] == bytes(16)  # no log id given: all zeros, which claims no log
+    assert struct.unpack_from("<I", raw, 60)[0] == crc32c.crc32c(raw[:60])
     assert decode_header(raw) == SegmentHeader(FORMAT_VERSION, 3, 1000, 65536)
+
+
+def test_version_3_header_carries_the_log_id_under_its_second_crc() -> None:
+    log_id = bytes(range(1, 17))
+    raw = encode_header(3, 1000, 65536, log_id=log_id)
+    assert raw[44:60] == log_id
+    assert struct.unpack_from("<I", raw, 60)[0] == crc32c.crc32c(raw[:60])
+    assert decode_header(raw) == SegmentHeader(3, 3, 1000, 65536, log_id)
+    for offset in (44, 59, 60, 63):
+        damaged = bytearray(raw)
+        damaged[offset] ^= 0x01
+        assert isinstance(decode_header(bytes(damaged)), str), offset
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_version_1_and_2_headers_have_no_id_and_zero_padding(version: int) -> None:
+    raw = encode_header(3, 1000, 65536, version=version, log_id=bytes(range(16)))
+    assert raw[44:] == bytes(20)
+    assert decode_header(raw) == SegmentHeader(version, 3, 1000, 65536, None)
+    assert "padding" in str(decode_header(raw[:50] + b"\x01" + raw[51:]))
 
 
 @pytest.mark.parametrize("offset", [0, 8, 16, 24, 32, 40])
