@@ -198,6 +198,7 @@ def broken_store(
     log.disk.fsync_dir(str(quarantine))
     log.disk.fsync_dir(str(log.path))
     log.recovery_report.quarantined.append(str(target))
+    log.recovery_report.snapshots_replaced = True
     log.recovery_report.warnings.append(f"moved the unusable snapshot store to {target}; a new one is made")
     log.snapshots = SnapshotStore(store.path)
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from memento.scan import SegmentScan
 from memento.segment import FORMAT_VERSION, HEADER_SIZE
+
+if TYPE_CHECKING:
+    from memento.salvage import SalvagePlan
 
 CLEAN: Final = "clean"
 REPAIRABLE: Final = "repairable"
@@ -100,7 +103,8 @@ class RecoveryReport:
     # Verdict.damaged as applied: where message bodies may be unreadable (the caller checks each one).
     damaged: dict[int, int] = field(default_factory=dict)
     # What salvage drops (memento.salvage.SalvagePlan), set when salvage acts or plans.
-    plan: object | None = None
+    plan: SalvagePlan | None = None
+    snapshots_replaced: bool = False  # an unusable snapshot store was moved to quarantine/, a new one made
 
     @property
     def repaired(self) -> bool:
