@@ -153,7 +153,7 @@ def recover(
         report.salvaged = True
     for finding in verdict.findings:
         report.warnings.append(finding.message)
-    report.plan = make_plan(scans, verdict, log.snapshot_lsn)
+    report.plan = make_plan(scans, verdict, log.snapshot_lsn, log.wal_dir if salvage else None)
     report.damaged = dict(verdict.damaged)
     if dry_run:
         start_dry_run(log, scans, verdict)

@@ -18,16 +18,19 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from memento.disk import DiskIO
+from memento.errors import CorruptRecord
 from memento.private import create_private
+from memento.reader import decode_at
+from memento.record import HEAD_SIZE, TYPE_SEAL, Record
 from memento.recovery import ACCEPTED, REPAIRABLE, Finding, Verdict
 from memento.scan import SegmentScan
-from memento.segment import HEADER_SIZE
+from memento.segment import HEADER_SIZE, parse_name
 
 ACCEPTED_FILE: Final = "SALVAGED"
 PLAN_PREFIX: Final = "salvage plan:"
@@ -45,6 +48,7 @@ class SalvagePlan:
     cut_segment: str = ""  # segment cut at `cut_offset` ("" when no segment is cut inside)
     cut_offset: int = -1
     cut_at: tuple[int, int] | None = None  # (seq, offset): bodies at or past this position are gone
+    resync: tuple[int, int] | None = None  # (offset, LSN) of the valid record found after the damage cut at
     dropped_segments: list[str] = field(default_factory=list)  # moved whole to quarantine
     dropped_seqs: list[int] = field(default_factory=list)
     kept_damaged: list[str] = field(default_factory=list)  # covered findings: segments kept in place
@@ -92,8 +96,11 @@ class SalvagePlan:
         return lines
 
 
-def make_plan(scans: list[SegmentScan], verdict: Verdict, snapshot_lsn: int) -> SalvagePlan:
-    """The plan of applying `verdict` to the segments `scans`."""
+def make_plan(
+    scans: list[SegmentScan], verdict: Verdict, snapshot_lsn: int, wal_dir: str | None = None
+) -> SalvagePlan:
+    """The plan of applying `verdict` to the segments `scans` (in `wal_dir`: then the records still
+    readable after a damaged one count among those dropped too)."""
     plan = SalvagePlan(snapshot_lsn, verdict.end_lsn, verdict.next_lsn, damaged=dict(verdict.damaged))
     plan.findings = list(verdict.findings)
     plan.kept_damaged = sorted(
@@ -108,6 +115,8 @@ def make_plan(scans: list[SegmentScan], verdict: Verdict, snapshot_lsn: int) -> 
         scan = scans[cut.index]
         plan.cut_segment, plan.cut_offset = scan.name, cut.offset
         plan.cut_at = (scan.seq, cut.offset)
+        if scan.resync is not None and scan.damage is not None and scan.damage.offset == cut.offset:
+            plan.resync = (scan.resync.offset, scan.resync.lsn)
         last = max(last, _last_lsn(scan))
     for scan in scans[keep:]:
         plan.dropped_segments.append(scan.name)
@@ -115,7 +124,43 @@ def make_plan(scans: list[SegmentScan], verdict: Verdict, snapshot_lsn: int) -> 
         last = max(last, _last_lsn(scan), scan.base_lsn - 1)
     if last > verdict.end_lsn:
         plan.first_dropped, plan.last_dropped = verdict.end_lsn + 1, last
+    if wal_dir is not None and plan.first_dropped:
+        for record in dropped_records(wal_dir, plan):
+            plan.last_dropped = max(plan.last_dropped, record.lsn)
     return plan
+
+
+def dropped_records(wal_dir: str, plan: SalvagePlan) -> Iterator[Record]:
+    """The records `plan` drops that can still be read, in order: in the cut segment from the cut (or,
+    past damage, from the valid record found after it), then in each dropped segment; a record that fails
+    its checks ends its segment's run."""
+    runs: list[tuple[str, int, int]] = []  # (segment, offset, expected LSN)
+    if plan.cut_segment:
+        offset, lsn = plan.resync or (plan.cut_offset, plan.first_dropped)
+        runs.append((plan.cut_segment, offset, lsn))
+    for name in plan.dropped_segments:
+        parsed = parse_name(name)
+        if parsed is not None:
+            runs.append((name, HEADER_SIZE, parsed[1]))
+    for name, offset, lsn in runs:
+        parsed = parse_name(name)
+        if parsed is None:
+            continue
+        try:
+            with open(os.path.join(wal_dir, name), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        while offset + HEAD_SIZE <= len(data):
+            try:
+                record = decode_at(data, offset, parsed[0], name, offset)
+            except CorruptRecord:
+                break
+            if record.lsn != lsn or record.type == TYPE_SEAL:
+                break
+            yield record
+            offset += HEAD_SIZE + len(record.payload)
+            lsn += 1
 
 
 def _last_lsn(scan: SegmentScan) -> int:
@@ -168,8 +213,3 @@ def save_accepted(root: Path, findings: Iterable[Finding], disk: DiskIO) -> None
         os.close(fd)
     os.rename(tmp, path)
     disk.fsync_dir(str(root))
-
-
-def whole_segment(offset: int) -> bool:
-    """True when a `damaged` offset means the whole segment (its header is in doubt)."""
-    return offset <= HEADER_SIZE

@@ -18,8 +18,6 @@ Every line starts with "salvage plan:" (what will be done) or "salvage:" (what w
 from __future__ import annotations
 
 import logging
-import mmap
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +26,8 @@ from typing import TYPE_CHECKING, Final
 
 from memento.errors import MementoError
 from memento.log import Log
-from memento.reader import records_in
 from memento.recovery import BadRecord
-from memento.salvage import PLAN_PREFIX, SalvagePlan
-from memento.segment import parse_name
+from memento.salvage import PLAN_PREFIX, SalvagePlan, dropped_records
 from ottermq.broker.message import QueueEntry
 from ottermq.store.codec import PUBLISH_TYPES, RECORD_TYPES, CodecError, decode_publish_index, unpack_loc
 from ottermq.store.replay import ReplayError, replay_log
@@ -136,31 +132,16 @@ def drop_lost(lost: dict[QueueKey, list[QueueEntry]], broker: Broker) -> list[st
 
 
 def published_in_dropped(memento_log: Log, plan: SalvagePlan) -> dict[QueueKey, int]:
-    """Per queue, the publishes in the records the plan drops that can still be read (best effort: a
-    damaged record ends the count in its segment)."""
+    """Per queue, the publishes in the records the plan drops that can still be read."""
     counts: Counter[QueueKey] = Counter()
-    if not plan.first_dropped:
-        return {}
-    names = list(plan.dropped_segments)
-    if plan.cut_segment:
-        names.insert(0, plan.cut_segment)
-    for name in names:
-        parsed = parse_name(name)
-        if parsed is None:
-            continue
-        seq, base = parsed
-        try:
-            with (
-                open(os.path.join(memento_log.wal_dir, name), "rb") as f,
-                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data,
-            ):
-                for record in records_in(data, seq, base, name, plan.first_dropped - 1):
-                    if record.type in PUBLISH_TYPES:
-                        event, _size = decode_publish_index(record.payload, record.type)
-                        for queue in event.queues:
-                            counts[(event.vhost, queue)] += 1
-        except (MementoError, CodecError, OSError, ValueError):
-            continue
+    for record in dropped_records(memento_log.wal_dir, plan):
+        if record.type in PUBLISH_TYPES:
+            try:
+                event, _size = decode_publish_index(record.payload, record.type)
+            except Exception:  # best effort: a record that passed its crc may still not decode
+                continue
+            for queue in event.queues:
+                counts[(event.vhost, queue)] += 1
     return dict(counts)
 
 
