@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from memento.record import ENGINE_TYPES, HEAD, HEAD_SIZE, TYPE_SEAL, USER_TYPES, Record, RecordPosition
-from memento.recovery import CLEAN, REFUSED, REPAIRABLE, UNSUPPORTED, Finding, Verdict, classify
+from memento.recovery import ACCEPTED, CLEAN, REFUSED, REPAIRABLE, UNSUPPORTED, Finding, Verdict, classify
+from memento.salvage import load_accepted
 from memento.scan import SegmentScan, last_nonzero_end, scan_segment
 from memento.segment import HEADER_SIZE, SUFFIX, TMP_SUFFIX, parse_name
 from memento.snapshot import (
@@ -332,9 +333,12 @@ def inspect_log(
         scan = scan_segment(name, data, known)
         scans.append(scan)
         segments.append(_segment_report(scan, data))
-    verdict = classify(scans, snapshot_lsn)
+    # Damage an earlier salvage accepted (memento.salvage) is reported as such, as `Log.open` does.
+    verdict = classify(scans, snapshot_lsn, accepted=load_accepted(root))
     findings.extend(verdict.findings)
-    status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)
+    status = max(
+        (f.severity for f in findings if f.severity != ACCEPTED), key=_RANK.__getitem__, default=CLEAN
+    )
     return Inspection(
         root,
         segments,

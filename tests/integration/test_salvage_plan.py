@@ -223,12 +223,16 @@ def test_dry_run_prints_the_plan_and_changes_nothing(node: Node) -> None:
     before = _tree_digest(node.data_dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     done = subprocess.run(
-        serve_cmd(node.data_dir, "--salvage", "--dry-run"), capture_output=True, text=True, timeout=60, env=env
+        serve_cmd(node.data_dir, "--salvage", "--dry-run"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     planned = [line for line in done.stdout.splitlines() if line.startswith("salvage plan:")]
     assert "salvage plan: dry run, nothing was changed" in planned
-    expected = per_queue(held + [hit])
+    expected = per_queue([*held, hit])
     for queue, count in expected.items():
         assert (
             f"salvage plan: drop {count} messages from queue '{queue}' in vhost '/': their bodies lie in "
@@ -241,7 +245,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(node: Node) -> None:
     assert logged == planned[:-1], (logged, planned)
     assert lost_lines(text) == expected
     restart_without_salvage(node)
-    expect_survivors(node, held + [hit])
+    expect_survivors(node, [*held, hit])
 
 
 def test_damage_after_the_snapshot_still_cuts_the_log_there(node: Node) -> None:
@@ -279,7 +283,7 @@ def test_a_record_the_broker_cannot_apply_is_cut_at_with_salvage(node: Node) -> 
     assert node.start(expect_failure=True) == 2
     assert f"record LSN {bad} (type 4)" in node.log_text()
     text = salvage(node)
-    assert f"salvage plan: finding: " in text and f"LSN {bad}: record cannot be decoded or applied" in text
+    assert "salvage plan: finding: " in text and f"LSN {bad}: record cannot be decoded or applied" in text
     assert f"salvage plan: drop records LSN {bad}..{bad + 1} (2 records)" in text, text
     assert "salvage plan: 1 messages published to queue 'a' in vhost '/' are in the dropped records" in text
     conn = node.connect()

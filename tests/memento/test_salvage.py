@@ -120,3 +120,14 @@ def test_a_snapshot_beyond_the_log_keeps_the_segments_it_covers(tmp_path: Path) 
     assert [p.name for p in wal_files(tmp_path)][: len(kept)] == kept
     with Log.open(tmp_path, segment_size=SEG) as log:
         assert log.end_lsn == 201
+
+
+def test_reclaim_keeps_a_segment_salvage_kept_damaged_instead_of_failing(tmp_path: Path) -> None:
+    make(tmp_path)
+    first, victim = wal_files(tmp_path)[:2]
+    flip(victim, 64 + 12)  # the first record's LSN field: the walk cannot go past it
+    with Log.open(tmp_path, segment_size=SEG, salvage=True) as log:
+        assert victim.name in str(log.recovery_report.findings)
+        result = log.reclaim(200, lambda pos: False)
+        assert result.deleted == (first.name,)  # the older one goes; the damaged one stays, no error
+    assert victim.exists()
