@@ -26,7 +26,7 @@ from memento.private import private_dir
 from memento.record import ENGINE_TYPES
 from memento.recovery import CLEAN, REFUSED, REPAIRABLE, UNSUPPORTED, BadRecord, Verdict, classify
 from memento.repair import apply_verdict
-from memento.salvage import load_accepted, make_plan, save_accepted
+from memento.salvage import load_accepted, make_plan, save_accepted, tail_end
 from memento.scan import SegmentScan, scan_segment
 from memento.segment import (
     HEADER_SIZE,
@@ -134,7 +134,10 @@ def recover(
         if name.endswith(SUFFIX) and parse_name(name) is None:
             report.warnings.append(f"ignored file with a segment suffix but no segment name: {name}")
     scans = scan_segments(log, segment_names, full_check or salvage)
-    verdict = classify(scans, log.snapshot_lsn, accepted=load_accepted(log.path), bad_record=bad_record)
+    end = tail_end(log.wal_dir, scans[-1]) if salvage and scans else None
+    verdict = classify(
+        scans, log.snapshot_lsn, accepted=load_accepted(log.path), bad_record=bad_record, tail_end=end
+    )
     if broken:
         broken_store(log, scans, verdict, salvage=salvage, dry_run=dry_run)
     report.findings.extend(verdict.findings)
@@ -222,6 +225,10 @@ def start_dry_run(log: Log, scans: list[SegmentScan], verdict: Verdict) -> None:
         log._by_seq[seg.seq] = seg
     if cut is not None and cut.offset is not None:
         log._read_limits[scans[cut.index].seq] = cut.offset
+    elif keep and scans[keep - 1].seq in verdict.damaged:
+        # Damage the snapshot covers in the last segment: the real start appends to a new segment, so
+        # replay (after the snapshot) reads nothing from this one.
+        log._read_limits[scans[keep - 1].seq] = verdict.damaged[scans[keep - 1].seq]
     log._next_lsn = verdict.next_lsn
     log._durable_lsn = verdict.next_lsn - 1
     log._error = LogFailed("dry run: the log is read-only")

@@ -118,11 +118,13 @@ def classify(
     *,
     accepted: Set[tuple[str, str, int]] = frozenset(),
     bad_record: BadRecord | None = None,
+    tail_end: int | None = None,
 ) -> Verdict:
     """Classify the scans of all segments (sorted by sequence number) against the snapshot LSN.
 
     `accepted`: keys (`Finding.key`) of covered findings an earlier salvage accepted. `bad_record`: a
-    record the caller could not decode or apply, cut at like damage."""
+    record the caller could not decode or apply, cut at like damage. `tail_end`: the last LSN of the run
+    of valid records that follows damage in the last segment (None: not known)."""
     findings: list[Finding] = []
     cut: Cut | None = None
     damaged: dict[int, int] = {}
@@ -153,6 +155,13 @@ def classify(
     def covered(i: int) -> bool:
         """Every record of segment i lies at or below the snapshot (by the next segment's name)."""
         return i + 1 < len(scans) and scans[i + 1].base_lsn <= snapshot_lsn + 1
+
+    def covered_tail(scan: SegmentScan, lsn: int) -> bool:
+        """Damage at `lsn` in the last segment lies under the snapshot, and so does every valid record
+        after it (`tail_end`, found by the opener): cutting there would drop records nothing replays."""
+        if lsn > snapshot_lsn:
+            return False
+        return scan.resync is None or (tail_end is not None and tail_end <= snapshot_lsn)
 
     last = len(scans) - 1
     after_damage = False  # the previous segment had covered damage: its end LSN cannot be trusted
@@ -246,7 +255,7 @@ def classify(
             add("unknown-type", UNSUPPORTED, scan, u.offset, u.lsn, u.reason, Cut(i, u.offset))
             break
         if damage is not None:
-            if covered(i):
+            if covered(i) or (i == last and covered_tail(scan, damage.lsn)):
                 reason = damage.reason
                 if scan.resync is not None:
                     reason += (

@@ -213,3 +213,15 @@ def save_accepted(root: Path, findings: Iterable[Finding], disk: DiskIO) -> None
         os.close(fd)
     os.rename(tmp, path)
     disk.fsync_dir(str(root))
+
+
+def tail_end(wal_dir: str, scan: SegmentScan) -> int | None:
+    """The last LSN of the run of valid records after the damage in segment `scan` (from its resync
+    point), or None when it has no damage followed by a valid record."""
+    if scan.damage is None or scan.resync is None:
+        return None
+    plan = SalvagePlan(0, 0, 0, cut_segment=scan.name, resync=(scan.resync.offset, scan.resync.lsn))
+    last = None
+    for record in dropped_records(wal_dir, plan):
+        last = record.lsn
+    return last

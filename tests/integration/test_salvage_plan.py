@@ -29,7 +29,7 @@ from ottermq.broker.events import MessagePublished, QueueDeclared
 from ottermq.store.codec import RECORD_TYPES, encode
 from ottermq.store.store import LOG_DIR
 from tests.integration.conftest import serve_cmd
-from tests.integration.test_restart import PERSISTENT, Node
+from tests.integration.test_restart import PERSISTENT, Node, drain_all
 
 pytestmark = [
     pytest.mark.skipif(bool(os.environ.get("OTTERMQ_TEST_URL")), reason="needs a broker process of our own"),
@@ -323,3 +323,34 @@ def test_a_broken_snapshot_store_without_the_whole_log_needs_salvage_once(node: 
     assert re.search(r'msg="snapshot saved" lsn=\d+', text), text
     restart_without_salvage(node)  # the next start needs no salvage
     assert re.search(r"msg=recovered snapshot_lsn=[1-9]\d* ", node.log_text()), node.log_text()
+
+
+def test_damage_under_the_snapshot_in_the_only_segment_drops_only_that_message(tmp_path: Path) -> None:
+    # Default 64 MiB segments: the one segment is the last one, and the clean stop's snapshot covers it.
+    node = Node(tmp_path)
+    node.start()
+    try:
+        conn = node.connect()
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("a", durable=True)
+        for i in range(300):
+            ch.basic_publish("", "a", body(i), PERSISTENT)
+        conn.close()
+        node.stop()
+        (segment,) = segments(node.data_dir)
+        raw = bytearray(segment.read_bytes())
+        raw[raw.find(body(150)) + 500] ^= 0xFF
+        segment.write_bytes(bytes(raw))
+        assert node.start(expect_failure=True) == 2
+        text = salvage(node)
+        assert lost_lines(text) == {"a": 1}, text
+        assert "salvage plan: drop no records" in text
+        restart_without_salvage(node)
+        conn = node.connect()
+        ch = conn.channel()
+        got = [b for b, _ in drain_all(ch, "a")]
+        conn.close()
+        assert got == [body(i) for i in range(300) if i != 150]
+    finally:
+        node.close()

@@ -131,3 +131,32 @@ def test_reclaim_keeps_a_segment_salvage_kept_damaged_instead_of_failing(tmp_pat
         result = log.reclaim(200, lambda pos: False)
         assert result.deleted == (first.name,)  # the older one goes; the damaged one stays, no error
     assert victim.exists()
+
+
+@pytest.mark.parametrize("where", ["middle", "last record"])
+def test_damage_under_the_snapshot_in_the_last_segment_cuts_nothing(tmp_path: Path, where: str) -> None:
+    # One large segment, a snapshot at its end (a clean stop): the segment is the last one, yet every
+    # record in it is covered, so valid records after the damage must stay readable.
+    payloads = [b"%04d" % i * 25 for i in range(200)]
+    with Log.open(tmp_path) as log:
+        for payload in payloads:
+            log.append(1, payload)
+        log.sync()
+        log.save_snapshot(200, b"state")
+        positions = [r.position for r in log.replay(after_lsn=0)]
+    victim = 99 if where == "middle" else 199
+    (segment,) = wal_files(tmp_path)
+    flip(segment, positions[victim].offset + 30)
+    with pytest.raises(RecoveryRefused):
+        Log.open(tmp_path)
+    with Log.open(tmp_path, salvage=True, dry_run=True) as log:
+        assert [r.lsn for r in log.replay()] == [] and log.end_lsn == 200
+    with Log.open(tmp_path, salvage=True) as log:
+        report = log.recovery_report
+        assert report.quarantined == [] and report.damaged == {1: positions[victim].offset}
+        assert [log.read(p).lsn for i, p in enumerate(positions) if i != victim] == [
+            i + 1 for i in range(200) if i != victim
+        ]
+        assert log.append(1, b"next") == 201
+    with Log.open(tmp_path) as log:  # permanent: the next open needs no salvage
+        assert log.end_lsn == 201 and [r.lsn for r in log.replay()] == [201]
