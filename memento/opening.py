@@ -157,6 +157,8 @@ def recover(
     for finding in verdict.findings:
         report.warnings.append(finding.message)
     report.plan = make_plan(scans, verdict, log.snapshot_lsn, log.wal_dir if salvage else None)
+    if broken:
+        report.plan.store_problem = store.fallback_reason or "unreadable"
     report.damaged = dict(verdict.damaged)
     if dry_run:
         start_dry_run(log, scans, verdict)

@@ -54,6 +54,7 @@ class SalvagePlan:
     kept_damaged: list[str] = field(default_factory=list)  # covered findings: segments kept in place
     damaged: dict[int, int] = field(default_factory=dict)  # Verdict.damaged
     findings: list[Finding] = field(default_factory=list)
+    store_problem: str = ""  # why the snapshot store is unusable (it goes to quarantine/, a new one is made)
 
     @property
     def records_dropped(self) -> int:
@@ -64,6 +65,12 @@ class SalvagePlan:
     def drops_anything(self) -> bool:
         """True when salvage removes records or keeps damage whose bodies may be lost."""
         return bool(self.first_dropped or self.damaged or self.dropped_segments)
+
+    @property
+    def needed(self) -> bool:
+        """True when the log cannot be opened without salvage (or salvage changes anything)."""
+        refused = any(f.severity not in (REPAIRABLE, ACCEPTED) for f in self.findings)
+        return refused or self.drops_anything or bool(self.store_problem)
 
     def lines(self) -> list[str]:
         """The plan as greppable lines (each starts with PLAN_PREFIX)."""
@@ -87,6 +94,11 @@ class SalvagePlan:
             lines.append(
                 f"{PLAN_PREFIX} keep damaged segment {name} in place (the snapshot's queues point into "
                 "it); messages whose bodies cannot be read there are dropped"
+            )
+        if self.store_problem:
+            lines.append(
+                f"{PLAN_PREFIX} move the unusable snapshot store to quarantine/ and make a new one: "
+                f"{self.store_problem}"
             )
         if self.next_lsn != self.end_lsn + 1:
             lines.append(

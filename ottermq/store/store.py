@@ -120,7 +120,7 @@ class DurableStore:
         if options.salvage:
             # Said before anything is changed: the same plan `serve --salvage --dry-run` prints.
             outcome = plan_salvage(Path(data_dir), options)
-            if outcome.plan.drops_anything or outcome.lost or outcome.bad_record is not None:
+            if outcome.plan.needed or outcome.lost or outcome.bad_record is not None:
                 for line in outcome.lines():
                     log.error(line)
         memento_log = Log.open(

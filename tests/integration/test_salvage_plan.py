@@ -317,6 +317,7 @@ def test_a_broken_snapshot_store_without_the_whole_log_needs_salvage_once(node: 
     assert "does not hold every record from LSN 1" in node.log_text()
     text = salvage(node)
     assert "salvage: ignoring snapshots" in text
+    assert "salvage plan: move the unusable snapshot store to quarantine/ and make a new one" in text
     assert list((node.data_dir / "log" / "quarantine").glob("snapshots.*"))
     # What the log still holds starts after the users, vhosts and queues were declared: the broker
     # serves what is there (nothing a client could log in to), and a snapshot of it is written at once.
