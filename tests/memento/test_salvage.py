@@ -160,3 +160,15 @@ def test_damage_under_the_snapshot_in_the_last_segment_cuts_nothing(tmp_path: Pa
         assert log.append(1, b"next") == 201
     with Log.open(tmp_path) as log:  # permanent: the next open needs no salvage
         assert log.end_lsn == 201 and [r.lsn for r in log.replay()] == [201]
+
+
+def test_inspect_reports_damage_a_salvage_accepted(tmp_path: Path) -> None:
+    from memento.inspect import inspect_log
+
+    make(tmp_path)
+    flip(wal_files(tmp_path)[1], 20)
+    assert inspect_log(tmp_path).status == "refused"
+    Log.open(tmp_path, segment_size=SEG, salvage=True).close()
+    inspection = inspect_log(tmp_path)
+    assert inspection.status == CLEAN and inspection.exit_code == 0
+    assert [f.severity for f in inspection.findings] == [ACCEPTED]
