@@ -187,9 +187,14 @@ def broken_store(
             f"snapshot store unusable, replaying the whole log (it holds every record from LSN 1): {reason}"
         )
     elif not salvage:
+        if scans and scans[0].base_lsn != 1:
+            why = f"the log starts at LSN {scans[0].base_lsn}"
+        else:
+            why = "; ".join(f.message for f in verdict.findings if f.severity in (REFUSED, UNSUPPORTED))
+            why = f"the log is damaged too: {why}"
         raise RecoveryRefused(
-            f"{store.path}: {reason}; the log does not hold every record from LSN 1, so the state cannot be "
-            "rebuilt without it"
+            f"{store.path}: {reason}; the log does not hold every record from LSN 1 ({why}), so the state "
+            "cannot be rebuilt without the snapshots"
         )
     else:
         log.recovery_report.warnings.append(f"salvage: ignoring snapshots: {reason}")
