@@ -24,7 +24,16 @@ from memento.errors import LogFailed, RecoveryRefused, SyncFailed, UnsupportedVe
 from memento.lock import lock_directory
 from memento.private import private_dir
 from memento.record import ENGINE_TYPES
-from memento.recovery import CLEAN, REFUSED, REPAIRABLE, UNSUPPORTED, BadRecord, Verdict, classify
+from memento.recovery import (
+    CLEAN,
+    REFUSED,
+    REPAIRABLE,
+    UNSUPPORTED,
+    BadRecord,
+    Finding,
+    Verdict,
+    classify,
+)
 from memento.repair import apply_verdict
 from memento.salvage import load_accepted, make_plan, save_accepted, tail_end
 from memento.scan import SegmentScan, scan_segment
@@ -166,7 +175,7 @@ def recover(
         return
     kept = apply_verdict(log.wal_dir, log.path / QUARANTINE_DIR, scans, verdict, log.disk, report)
     if report.salvaged:
-        accept_covered(log, verdict)
+        accept_covered(log, kept, verdict)
     start(log, kept, verdict)
     report.end_lsn = log._next_lsn - 1
 
@@ -213,9 +222,30 @@ def broken_store(
     log.snapshots = SnapshotStore(store.path)
 
 
-def accept_covered(log: Log, verdict: Verdict) -> None:
-    """Remember the covered damage this salvage kept in place, so that later starts accept it."""
+def accept_covered(log: Log, kept: list[SegmentScan], verdict: Verdict) -> None:
+    """Remember the covered damage this salvage kept in place, so that later starts accept it. When the
+    log continues after the snapshot, past its own end, the last segment kept is followed by one that
+    starts at S+1: a full scan would find that gap too (the kept one unsealed, or sealed for an LSN below
+    S+1), so it is accepted with the rest."""
     covered = [f for f in verdict.findings if f.covered and f.severity == REFUSED]
+    last = kept[-1] if kept else None
+    if last is not None and last.scanned and verdict.next_lsn > last.next_lsn:
+        if last.sealed:
+            name = segment_name(last.seq + 1, verdict.next_lsn)
+            message = (
+                f"segment starts at LSN {verdict.next_lsn}, previous one ends before LSN {last.next_lsn}"
+            )
+            covered.append(
+                Finding("lsn-gap", REFUSED, name, 0, verdict.next_lsn, f"{name}: {message}", covered=True)
+            )
+        else:
+            where = f"{last.name} offset {last.data_end} LSN {last.last_lsn + 1}"
+            message = f"{where}: sealed segment ends without its seal record"
+            covered.append(
+                Finding(
+                    "unsealed", REFUSED, last.name, last.data_end, last.last_lsn + 1, message, covered=True
+                )
+            )
     if covered:
         save_accepted(log.path, covered, log.disk)
 

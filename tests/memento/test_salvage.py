@@ -120,6 +120,9 @@ def test_a_snapshot_beyond_the_log_keeps_the_segments_it_covers(tmp_path: Path) 
     assert [p.name for p in wal_files(tmp_path)][: len(kept)] == kept
     with Log.open(tmp_path, segment_size=SEG) as log:
         assert log.end_lsn == 201
+    from memento.inspect import inspect_log
+
+    assert inspect_log(tmp_path).status == CLEAN  # a full scan accepts the unsealed segment it left
 
 
 def test_reclaim_keeps_a_segment_salvage_kept_damaged_instead_of_failing(tmp_path: Path) -> None:
@@ -160,6 +163,9 @@ def test_damage_under_the_snapshot_in_the_last_segment_cuts_nothing(tmp_path: Pa
         assert log.append(1, b"next") == 201
     with Log.open(tmp_path) as log:  # permanent: the next open needs no salvage
         assert log.end_lsn == 201 and [r.lsn for r in log.replay()] == [201]
+    from memento.inspect import inspect_log
+
+    assert inspect_log(tmp_path).status == CLEAN  # nor does a full scan
 
 
 def test_inspect_reports_damage_a_salvage_accepted(tmp_path: Path) -> None:
