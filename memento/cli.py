@@ -34,7 +34,7 @@ from memento.inspect import (
     parse_types,
 )
 from memento.inspect_decoders import DecoderError, resolve
-from memento.recovery import REPAIRABLE
+from memento.recovery import ACCEPTED, REPAIRABLE
 from memento.segment import SUFFIX
 
 if TYPE_CHECKING:
@@ -288,7 +288,10 @@ def replay(
     typer.echo(json.dumps(projection.projection(), indent=2, default=str))
     if insp.exit_code >= 2:
         # The first refused finding names the file (a segment, or the snapshot store's data.mdb).
-        why = next((f"{f.kind}: {f.message}; " for f in insp.findings if f.severity != REPAIRABLE), "")
+        why = next(
+            (f"{f.kind}: {f.message}; " for f in insp.findings if f.severity not in (REPAIRABLE, ACCEPTED)),
+            "",
+        )
         typer.echo(
             f"memento: warning: log is {insp.status}: {why}replayed only up to LSN {insp.end_lsn} "
             "(see memento inspect)",

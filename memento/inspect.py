@@ -19,6 +19,7 @@ from typing import Any, Final
 from memento.identity import IDENTITY_FILE, MARK_FILE, Mark, read_identity, read_mark
 from memento.record import ENGINE_TYPES, HEAD, HEAD_SIZE, TYPE_SEAL, USER_TYPES, Record, RecordPosition
 from memento.recovery import (
+    ACCEPTED,
     CLEAN,
     REFUSED,
     REPAIRABLE,
@@ -28,6 +29,7 @@ from memento.recovery import (
     classify,
     resolve_identity,
 )
+from memento.salvage import load_accepted
 from memento.scan import SegmentScan, last_nonzero_end, scan_segment
 from memento.segment import HEADER_SIZE, SUFFIX, TMP_SUFFIX, parse_name
 from memento.snapshot import (
@@ -434,9 +436,12 @@ def inspect_log(
         scans.append(scan)
         segments.append(_segment_report(scan, data))
     identity = resolve_identity(str(root), identity_raw, mark_raw, scans, store_id)
-    verdict = classify(scans, snapshot_lsn, identity)
+    # Damage an earlier salvage accepted (memento.salvage) is reported as such, as `Log.open` does.
+    verdict = classify(scans, snapshot_lsn, identity, accepted=load_accepted(root))
     findings.extend(verdict.findings)
-    status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)
+    status = max(
+        (f.severity for f in findings if f.severity != ACCEPTED), key=_RANK.__getitem__, default=CLEAN
+    )
     return Inspection(
         root,
         segments,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 import crc32c
 
 from memento.disk import DiskIO
-from memento.errors import LogClosed, LogFailed
+from memento.errors import CorruptRecord, LogClosed, LogFailed
 from memento.identity import MarkFile
 from memento.opening import LOCK_FILE as LOCK_FILE
 from memento.opening import QUARANTINE_DIR as QUARANTINE_DIR
@@ -50,7 +50,7 @@ from memento.record import (
     Record,
     RecordPosition,
 )
-from memento.recovery import RecoveryReport
+from memento.recovery import BadRecord, RecoveryReport
 from memento.segment import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, SUFFIX
 from memento.snapshot import Snapshot, SnapshotStore
 from memento.spare import SPARE_DIR, SparePreparer
@@ -140,6 +140,8 @@ class Log:
         # Read-only descriptors on sealed segments, least recently read first (`_read_fd`).
         self._read_fds: OrderedDict[int, int] = OrderedDict()
         self._last_read = (-1, 0)
+        # seq -> offset where replay stops in that segment (a dry run's cut, not applied on disk)
+        self._read_limits: dict[int, int] = {}
         # seq -> last LSN copied out of that segment by compaction (see memento.reclaim)
         self.relocated_through: dict[int, int] = {}
         self.log_id = bytes(16)  # set by recovery (memento.identity)
@@ -159,15 +161,19 @@ class Log:
         disk: DiskIO | None = None,
         full_check: bool = False,
         log_id: bytes | None = None,
+        dry_run: bool = False,
+        bad_record: BadRecord | None = None,
     ) -> Log:
         """Open (creating if needed) the log at `path`: lock it, load the newest snapshot, recover.
 
         `registry` lists the record types callers use (None accepts all); a record of another type found
         on open raises UnsupportedVersion. A torn tail is quarantined and truncated (see
         `recovery_report`); other damage raises RecoveryRefused, unless `salvage` keeps what is valid up to
-        it. Segments wholly covered by the snapshot are only header-checked unless `full_check`.
-        `log_id` (16 bytes) is the id a log created now gets, instead of a random one (fixtures); an
-        existing log keeps its own (`log.log_id`).
+        it. Segments wholly covered by the snapshot are only header-checked unless `full_check` (or
+        `salvage`). `log_id` (16 bytes) is the id a log created now gets, instead of a random one
+        (fixtures); an existing log keeps its own (`log.log_id`). `bad_record` (with salvage) cuts the log
+        at a record the caller cannot apply; `dry_run` (with salvage) plans the salvage without changing
+        anything and opens read-only (`recovery_report.plan` says what salvage would drop).
         """
         return open_log(
             cls,
@@ -178,6 +184,8 @@ class Log:
             disk=disk,
             full_check=full_check,
             log_id=log_id,
+            dry_run=dry_run,
+            bad_record=bad_record,
         )
 
     def _set_tail(self, seg: _Segment, offset: int) -> None:
@@ -325,7 +333,9 @@ class Log:
                 return Record(lsn, rtype, flags, w_data[at + HEAD_SIZE : end], position)
         seg = self._by_seq.get(seq)
         if seg is None:
-            raise KeyError(f"no segment {seq} in {self.wal_dir}")
+            # A position into a segment the log no longer has (lost, or dropped by salvage): damage as
+            # seen by a reader, not a programming error.
+            raise CorruptRecord(f"no segment {seq} in {self.wal_dir}", offset=off)
         if self._inflight is not None or self._staged:
             found = self._read_staged(seg, off)
             if found is not None:

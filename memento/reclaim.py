@@ -84,6 +84,9 @@ class ReclaimPlan:
     copy: list[LiveSpans] = field(default_factory=list)
     copy_bytes: int = 0
     prefix: bool = True  # every segment considered so far is deleted
+    # Segments recovery found damaged and salvage kept in place (recovery_report.damaged): their damage is
+    # known, so it keeps them (and every later segment) rather than failing the whole reclaim.
+    damaged: frozenset[int] = frozenset()
 
 
 def check_covered(log: Log, covered_lsn: int) -> None:
@@ -95,7 +98,13 @@ def check_covered(log: Log, covered_lsn: int) -> None:
 def new_plan(log: Log, covered_lsn: int, sparse: float) -> tuple[ReclaimPlan, list[_Segment]]:
     """An empty plan and the sealed segments wholly covered by `covered_lsn`, oldest first (on the loop)."""
     check_covered(log, covered_lsn)
-    todo = ReclaimPlan(covered_lsn, sparse, log._segments[0].seq, dict(log.relocated_through))
+    todo = ReclaimPlan(
+        covered_lsn,
+        sparse,
+        log._segments[0].seq,
+        dict(log.relocated_through),
+        damaged=frozenset(log.recovery_report.damaged),
+    )
     return todo, [seg for seg, last in sealed_segments(log) if last <= covered_lsn]
 
 
@@ -117,7 +126,13 @@ def consider(todo: ReclaimPlan, seg: _Segment, live: Callable[[RecordPosition], 
     spans = LiveSpans(seg)
     # Over this many live bytes the segment is not sparse whatever its total (records fit in the file).
     limit = int(todo.sparse * os.path.getsize(seg.path)) if may_copy else -1
-    total, live_bytes, complete = scan(seg, live, limit, spans)
+    try:
+        total, live_bytes, complete = scan(seg, live, limit, spans)
+    except CorruptRecord:
+        if seg.seq not in todo.damaged:
+            raise
+        todo.prefix = False
+        return
     if may_delete and complete and live_bytes == 0:
         todo.delete.append(seg)
         return

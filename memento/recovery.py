@@ -4,28 +4,41 @@ written by an unsupported version.
 Strategy: `classify` is a pure function of the segment scans and the snapshot LSN, so every kind of damage
 is a unit test of plain values. It returns the findings and one cut: the point from which the log is
 dropped, either to repair a torn tail or, with salvage, to keep what is valid up to the first damage.
+
+Damage inside segments the snapshot wholly covers is never a reason to cut: replay does not need their
+records, and the snapshot's queues may still point into them for message bodies. Such findings are
+refused like any other, but they set no cut: with salvage the segments stay where they are and the
+verdict's `damaged` says where bodies may be unreadable (the caller checks each message that lies
+there). A finding an earlier salvage already accepted (`accepted`) is reported as ACCEPTED, not refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Final
+from collections.abc import Sequence, Set
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Final
 
 from memento.identity import IDENTITY_FILE, MARK_FILE, Mark, show_id
 from memento.scan import SegmentScan
 from memento.segment import FORMAT_VERSION, HEADER_SIZE, segment_name
 
+if TYPE_CHECKING:
+    from memento.salvage import SalvagePlan
+
 CLEAN: Final = "clean"
 REPAIRABLE: Final = "repairable"
 REFUSED: Final = "refused"
 UNSUPPORTED: Final = "unsupported"
-_RANK: Final = {CLEAN: 0, REPAIRABLE: 1, REFUSED: 2, UNSUPPORTED: 3}
+# Damage in a covered segment that an earlier salvage accepted (recorded in the log directory): reported,
+# never refused again.
+ACCEPTED: Final = "accepted"
+_RANK: Final = {CLEAN: 0, ACCEPTED: 0, REPAIRABLE: 1, REFUSED: 2, UNSUPPORTED: 3}
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One thing recovery noticed. `severity` is REPAIRABLE, REFUSED or UNSUPPORTED."""
+    """One thing recovery noticed. `severity` is REPAIRABLE, REFUSED, UNSUPPORTED or ACCEPTED; `covered`
+    when it lies in segments the snapshot wholly covers (it sets no cut)."""
 
     kind: str
     severity: str
@@ -33,6 +46,23 @@ class Finding:
     offset: int
     lsn: int
     message: str
+    covered: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What identifies this finding when an earlier salvage accepted it."""
+        return (self.segment, self.kind, self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """A record whose frame and checksum are valid but whose reader cannot decode or apply it: salvage
+    cuts the log there as it would at physical damage."""
+
+    seq: int
+    offset: int
+    lsn: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +72,7 @@ class Cut:
 
     index: int
     offset: int | None
+    lsn: int = -1  # the first LSN dropped when it is not that of the damage found there (a bad record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +84,9 @@ class Verdict:
     cut: Cut | None
     end_lsn: int  # last LSN kept once the cut is applied
     next_lsn: int  # LSN of the next append once the cut is applied
+    # Segment seq -> offset from which records of a kept segment may be unreadable (covered damage, the
+    # cut segment past the cut, missing covered segments): message bodies there must be checked.
+    damaged: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -67,6 +101,11 @@ class RecoveryReport:
     salvaged: bool = False
     snapshot_lsn: int = 0
     end_lsn: int = 0
+    # Verdict.damaged as applied: where message bodies may be unreadable (the caller checks each one).
+    damaged: dict[int, int] = field(default_factory=dict)
+    # What salvage drops (memento.salvage.SalvagePlan), set when salvage acts or plans.
+    plan: SalvagePlan | None = None
+    snapshots_replaced: bool = False  # an unusable snapshot store was moved to quarantine/, a new one made
 
     @property
     def repaired(self) -> bool:
@@ -169,13 +208,26 @@ def resolve_identity(
     return Identity(log_id, checked, tuple(findings), foreign)
 
 
-def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity | None = None) -> Verdict:
+def classify(
+    scans: Sequence[SegmentScan],
+    snapshot_lsn: int,
+    identity: Identity | None = None,
+    *,
+    accepted: Set[tuple[str, str, int]] = frozenset(),
+    bad_record: BadRecord | None = None,
+    tail_end: int | None = None,
+) -> Verdict:
     """Classify the scans of all segments (sorted by sequence number) against the snapshot LSN and, when
     given, the log's identity: its id (a segment with another is foreign) and MARK (the newest segment
-    created and the clean stop's LSN must still be there)."""
+    created and the clean stop's LSN must still be there).
+
+    `accepted`: keys (`Finding.key`) of covered findings an earlier salvage accepted. `bad_record`: a
+    record the caller could not decode or apply, cut at like damage. `tail_end`: the last LSN of the run
+    of valid records that follows damage in the last segment (None: not known)."""
     findings: list[Finding] = list(identity.findings) if identity is not None else []
     log_id = identity.log_id if identity is not None else None
     cut: Cut | None = None
+    damaged: dict[int, int] = {}
 
     def add(
         kind: str, severity: str, scan: SegmentScan | None, offset: int, lsn: int, message: str, at: Cut
@@ -187,21 +239,44 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity
         if cut is None:
             cut = at
 
+    def add_covered(kind: str, scan: SegmentScan, offset: int, lsn: int, message: str, seqs: range) -> None:
+        """Damage the snapshot covers: no cut, the segments stay, their bodies are checked."""
+        where = f"{scan.name} offset {offset} LSN {lsn}"
+        finding = Finding(kind, REFUSED, scan.name, offset, lsn, f"{where}: {message}", covered=True)
+        if finding.key in accepted:
+            finding = replace(
+                finding, severity=ACCEPTED, message=f"{finding.message} (accepted by an earlier salvage)"
+            )
+        findings.append(finding)
+        for seq in seqs:
+            at = max(offset, HEADER_SIZE) if seq == scan.seq else HEADER_SIZE
+            damaged[seq] = min(damaged.get(seq, at), at)
+
+    def covered(i: int) -> bool:
+        """Every record of segment i lies at or below the snapshot (by the next segment's name)."""
+        return i + 1 < len(scans) and scans[i + 1].base_lsn <= snapshot_lsn + 1
+
+    def covered_tail(scan: SegmentScan, lsn: int) -> bool:
+        """Damage at `lsn` in the last segment lies under the snapshot, and so does every valid record
+        after it (`tail_end`, found by the opener): cutting there would drop records nothing replays."""
+        if lsn > snapshot_lsn:
+            return False
+        return scan.resync is None or (tail_end is not None and tail_end <= snapshot_lsn)
+
     last = len(scans) - 1
+    after_damage = False  # the previous segment had covered damage: its end LSN cannot be trusted
     for i, scan in enumerate(scans):
         if cut is not None:
             break
         header = scan.header
+        previous_damaged, after_damage = after_damage, False
         if header is None:
-            add(
-                "bad-header",
-                REFUSED,
-                scan,
-                0,
-                scan.base_lsn,
-                f"segment header invalid: {scan.header_problem}",
-                Cut(i, None),
-            )
+            message = f"segment header invalid: {scan.header_problem}"
+            if covered(i):
+                add_covered("bad-header", scan, 0, scan.base_lsn, message, range(scan.seq, scan.seq + 1))
+                after_damage = True
+                continue
+            add("bad-header", REFUSED, scan, 0, scan.base_lsn, message, Cut(i, None))
             break
         if header.version > FORMAT_VERSION:
             add(
@@ -226,41 +301,36 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity
             )
             break
         if header.seq != scan.seq or header.base_lsn != scan.base_lsn:
-            add(
-                "bad-header",
-                REFUSED,
-                scan,
-                0,
-                scan.base_lsn,
-                f"header names segment {header.seq} base LSN {header.base_lsn}, not what the file name says",
-                Cut(i, None),
+            message = (
+                f"header names segment {header.seq} base LSN {header.base_lsn}, not what the file name says"
             )
+            if covered(i):
+                add_covered("bad-header", scan, 0, scan.base_lsn, message, range(scan.seq, scan.seq + 1))
+                after_damage = True
+                continue
+            add("bad-header", REFUSED, scan, 0, scan.base_lsn, message, Cut(i, None))
             break
         if i > 0:
             prev = scans[i - 1]
             if scan.seq != prev.seq + 1:
-                add(
-                    "missing-segment",
-                    REFUSED,
-                    scan,
-                    0,
-                    scan.base_lsn,
-                    f"segments {prev.seq + 1}..{scan.seq - 1} are missing",
-                    Cut(i, None),
-                )
-                break
-            expected = prev.next_lsn if prev.scanned else None
+                message = f"segments {prev.seq + 1}..{scan.seq - 1} are missing"
+                if scan.base_lsn <= snapshot_lsn + 1:
+                    # Their records are all covered: only the bodies that lay in them are lost.
+                    add_covered(
+                        "missing-segment", scan, 0, scan.base_lsn, message, range(prev.seq + 1, scan.seq)
+                    )
+                    previous_damaged = True  # what the missing ones held is unknown: no LSN check
+                else:
+                    add("missing-segment", REFUSED, scan, 0, scan.base_lsn, message, Cut(i, None))
+                    break
+            expected = prev.next_lsn if prev.scanned and not previous_damaged else None
             if expected is not None and scan.base_lsn != expected:
-                add(
-                    "lsn-gap",
-                    REFUSED,
-                    scan,
-                    0,
-                    scan.base_lsn,
-                    f"segment starts at LSN {scan.base_lsn}, previous one ends before LSN {expected}",
-                    Cut(i, None),
-                )
-                break
+                message = f"segment starts at LSN {scan.base_lsn}, previous one ends before LSN {expected}"
+                if scan.base_lsn <= snapshot_lsn + 1:
+                    add_covered("lsn-gap", scan, 0, scan.base_lsn, message, range(prev.seq, prev.seq + 1))
+                else:
+                    add("lsn-gap", REFUSED, scan, 0, scan.base_lsn, message, Cut(i, None))
+                    break
             if expected is None and scan.base_lsn <= prev.base_lsn:
                 add(
                     "lsn-gap",
@@ -275,11 +345,37 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity
         if not scan.scanned:
             continue
         damage = scan.damage
+        if (
+            bad_record is not None
+            and bad_record.seq == scan.seq
+            and (damage is None or bad_record.offset < damage.offset)
+            and (scan.unknown_type is None or bad_record.offset < scan.unknown_type.offset)
+        ):
+            add(
+                "bad-record",
+                REFUSED,
+                scan,
+                bad_record.offset,
+                bad_record.lsn,
+                f"record cannot be decoded or applied: {bad_record.reason}",
+                Cut(i, bad_record.offset, bad_record.lsn),
+            )
+            break
         if scan.unknown_type is not None and (damage is None or scan.unknown_type.offset < damage.offset):
             u = scan.unknown_type
             add("unknown-type", UNSUPPORTED, scan, u.offset, u.lsn, u.reason, Cut(i, u.offset))
             break
         if damage is not None:
+            if covered(i) or (i == last and covered_tail(scan, damage.lsn)):
+                reason = damage.reason
+                if scan.resync is not None:
+                    reason += (
+                        f", followed by a valid record (LSN {scan.resync.lsn} at offset {scan.resync.offset})"
+                    )
+                kind = "corrupt-record" if scan.resync is not None else "corrupt-sealed"
+                add_covered(kind, scan, damage.offset, damage.lsn, reason, range(scan.seq, scan.seq + 1))
+                after_damage = True
+                continue
             if scan.resync is not None:
                 add(
                     "corrupt-record",
@@ -313,20 +409,21 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity
                 )
             break
         if i != last and not scan.sealed:
-            add(
-                "unsealed",
-                REFUSED,
-                scan,
-                scan.data_end,
-                scan.last_lsn + 1,
-                "sealed segment ends without its seal record",
-                Cut(i, scan.data_end),
-            )
+            message = "sealed segment ends without its seal record"
+            if covered(i):
+                add_covered("unsealed", scan, scan.data_end, scan.last_lsn + 1, message, range(0))
+                after_damage = True
+                continue
+            add("unsealed", REFUSED, scan, scan.data_end, scan.last_lsn + 1, message, Cut(i, scan.data_end))
             break
 
     end_lsn = _end_lsn(scans, cut, snapshot_lsn)
     next_lsn = end_lsn + 1
     kept = scans[: cut.index + (0 if cut.offset is None else 1)] if cut is not None else scans
+    if cut is not None and cut.offset is not None and end_lsn < snapshot_lsn:
+        # Records the snapshot covers are cut away with the rest: bodies that lay there are lost.
+        cut_seq = scans[cut.index].seq
+        damaged[cut_seq] = min(damaged.get(cut_seq, cut.offset), cut.offset)
     if kept and kept[0].base_lsn > snapshot_lsn + 1:
         first = kept[0]
         # Salvage cannot bring the missing records back: it keeps the log as it is (no cut).
@@ -342,7 +439,9 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity
             )
         )
     elif snapshot_lsn > end_lsn:
-        # Everything the log still holds is older than the snapshot: salvage drops it and continues after it.
+        # Everything the log still holds is older than the snapshot. Salvage keeps it (the snapshot's
+        # queues point into it) and continues after the snapshot; the bodies of the records lost between
+        # the end of the log and the snapshot are checked (the tail segment, and any segment that is gone).
         findings.append(
             Finding(
                 "snapshot-beyond-log",
@@ -353,13 +452,19 @@ def classify(scans: Sequence[SegmentScan], snapshot_lsn: int, identity: Identity
                 f"LSN {snapshot_lsn}: snapshot is beyond the end of the log (LSN {end_lsn})",
             )
         )
-        cut = Cut(0, None) if scans else None
+        if kept:
+            tail = kept[-1]
+            end = cut.offset if cut is not None and cut.offset is not None else tail.data_end
+            if tail.scanned:
+                damaged[tail.seq] = min(damaged.get(tail.seq, end), end)
         next_lsn = snapshot_lsn + 1
     mark = identity.mark if identity is not None else None
     if mark is not None:
         findings.extend(_mark_findings(scans, mark, end_lsn))
-    status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)
-    return Verdict(status, tuple(findings), cut, end_lsn, next_lsn)
+    status = max(
+        (f.severity for f in findings if f.severity != ACCEPTED), key=_RANK.__getitem__, default=CLEAN
+    )
+    return Verdict(status, tuple(findings), cut, end_lsn, next_lsn, damaged)
 
 
 def _mark_findings(scans: Sequence[SegmentScan], mark: Mark, end_lsn: int) -> list[Finding]:
@@ -410,6 +515,8 @@ def _end_lsn(scans: Sequence[SegmentScan], cut: Cut | None, snapshot_lsn: int) -
         tail = scans[-1]
         return tail.next_lsn - 1 if tail.scanned else tail.base_lsn - 1
     tail = scans[cut.index]
+    if cut.lsn >= 0:
+        return cut.lsn - 1
     if cut.offset is None:
         prev = scans[cut.index - 1] if cut.index > 0 else None
         return prev.next_lsn - 1 if prev is not None and prev.scanned else tail.base_lsn - 1
