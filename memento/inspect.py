@@ -11,13 +11,32 @@ version does not know (0xF0..0xFE) is reported as unsupported.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from memento.record import ENGINE_TYPES, HEAD, HEAD_SIZE, TYPE_SEAL, USER_TYPES, Record, RecordPosition
-from memento.recovery import CLEAN, REFUSED, REPAIRABLE, UNSUPPORTED, Finding, Verdict, classify
+from memento.record import (
+    ENGINE_TYPES,
+    LEGACY_HEAD,
+    TYPE_SEAL,
+    USER_TYPES,
+    Frame,
+    Record,
+    RecordPosition,
+    frame_of,
+)
+from memento.recovery import (
+    CLEAN,
+    REFUSED,
+    REPAIRABLE,
+    UNSUPPORTED,
+    Finding,
+    Verdict,
+    classify,
+    clock_warning,
+)
 from memento.scan import SegmentScan, last_nonzero_end, scan_segment
 from memento.segment import HEADER_SIZE, SUFFIX, TMP_SUFFIX, parse_name
 from memento.snapshot import (
@@ -117,6 +136,7 @@ class Inspection:
     end_lsn: int
     verdict: Verdict
     scans: list[SegmentScan] = field(repr=False)
+    warnings: list[str] = field(default_factory=list)  # what open would warn about besides the findings
 
     @property
     def exit_code(self) -> int:
@@ -137,6 +157,7 @@ class Inspection:
             "snapshots": [s.as_json() for s in self.snapshots],
             "temp_files": self.temp_files,
             "stray_files": self.stray_files,
+            "warnings": self.warnings,
             "findings": [
                 {
                     "kind": f.kind,
@@ -212,12 +233,13 @@ def _read(path: Path) -> bytes:
         return f.read()
 
 
-def _count_types(data: bytes, end: int) -> dict[int, int]:
+def _count_types(data: bytes, end: int, frame: Frame) -> dict[int, int]:
     """Records by type between the header and `end` (already validated by the scan); seals excluded."""
     counts: dict[int, int] = {}
     pos = HEADER_SIZE
-    unpack = HEAD.unpack_from
-    while pos + HEAD_SIZE <= end:
+    unpack = LEGACY_HEAD.unpack_from  # the fields every format version has
+    head_size = frame.head_size
+    while pos + head_size <= end:
         length, _crc, rtype, _flags, _res, _lsn = unpack(data, pos)
         if rtype != TYPE_SEAL:
             counts[rtype] = counts.get(rtype, 0) + 1
@@ -235,7 +257,7 @@ def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
         header.version if header is not None else None,
         scan.header_problem,
     )
-    if not scan.scanned:
+    if header is None or not scan.scanned:
         return report
     report.records = scan.count
     if scan.count:
@@ -243,7 +265,7 @@ def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
         report.last_lsn = scan.last_lsn
     report.data_end = scan.data_end
     report.sealed = scan.sealed
-    report.by_type = _count_types(data, scan.data_end)
+    report.by_type = _count_types(data, scan.data_end, frame_of(header.version))
     report.junk_bytes = max(scan.dirty_end, last_nonzero_end(data, scan.data_end)) - scan.data_end
     return report
 
@@ -335,6 +357,7 @@ def inspect_log(
     verdict = classify(scans, snapshot_lsn)
     findings.extend(verdict.findings)
     status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)
+    moved_back = clock_warning(scans, time.time_ns() // 1000)
     return Inspection(
         root,
         segments,
@@ -349,6 +372,7 @@ def inspect_log(
         verdict.end_lsn,
         verdict,
         scans,
+        [moved_back] if moved_back is not None else [],
     )
 
 
@@ -380,14 +404,16 @@ def iter_records(
         pos = HEADER_SIZE
         end = scan.data_end
         seq = scan.seq
-        unpack = HEAD.unpack_from
-        while pos + HEAD_SIZE <= end:
-            length, _crc, rtype, flags, _res, lsn = unpack(data, pos)
+        frame = frame_of(scan.header.version)
+        unpack = frame.unpack
+        head_size = frame.head_size
+        while pos + head_size <= end:
+            length, _crc, rtype, flags, _res, lsn, when = unpack(data, pos)
             stop = pos + 8 + length
             if lsn > last:
                 return
             if rtype != TYPE_SEAL and lsn > after_lsn:
-                yield Record(lsn, rtype, flags, data[pos + HEAD_SIZE : stop], RecordPosition(seq, pos))
+                yield Record(lsn, rtype, flags, data[pos + head_size : stop], RecordPosition(seq, pos), when)
             pos = stop
         if scan.damage is not None or scan.unknown_type is not None:
             return

@@ -28,7 +28,7 @@ from memento.spare import Spare
 _T = TypeVar("_T")
 
 MAGIC: Final = b"MEMWAL\r\n"  # \r\n catches a file mangled by text-mode transfers
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 HEADER_SIZE: Final = 64
 HEADER: Final = struct.Struct("<8sHHIQQQ")  # magic, version, flags, header size, seq, base LSN, file size
 HEADER_CRC: Final = struct.Struct("<I")
