@@ -2,7 +2,9 @@
 of a log's segments after an LSN (`Log.replay`).
 
 Strategy: these loops run once per record on replay and on every read by position, so records are built
-with tuple.__new__ (no Python-level constructor frame) and crc32c runs over memoryview slices.
+with tuple.__new__ (no Python-level constructor frame) and crc32c runs over memoryview slices. The record
+layout (memento.record.Frame: header size, and the header reader that yields the time) is the segment's,
+chosen once per segment by the caller; version-3 segments unpack their whole header in one C call.
 """
 
 from __future__ import annotations
