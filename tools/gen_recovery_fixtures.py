@@ -37,7 +37,8 @@ from memento.snapshot import CHUNK_KEY, CHUNK_PREFIX, SnapshotStore
 
 SEGMENT_SIZE = 4096
 SECTOR = 512
-CLOCK_START = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in microseconds since the epoch
+CLOCK_START = 1_577_836_800_000_000  # 2020-01-01T00:00:00Z (microseconds since the epoch): in the past
+FAR_FUTURE = 4_102_444_800_000_000  # 2100-01-01T00:00:00Z: a clock far ahead of any machine running the tests
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "recovery-fixtures"
 
@@ -59,10 +60,10 @@ class Rec(NamedTuple):
 
 
 class FixedClock:
-    """A deterministic wall clock for the log: CLOCK_START, then 1 ms later at each reading."""
+    """A deterministic wall clock for the log: `start`, then 1 ms later at each reading."""
 
-    def __init__(self) -> None:
-        self.now = CLOCK_START
+    def __init__(self, start: int = CLOCK_START) -> None:
+        self.now = start
 
     def __call__(self) -> int:
         self.now += 1000
@@ -99,11 +100,18 @@ def state(lsn: int) -> bytes:
 
 
 def write_log(
-    data: Path, count: int, *, snapshots: tuple[int, ...] = (), after: int = 0, reclaim_to: int | None = None
+    data: Path,
+    count: int,
+    *,
+    snapshots: tuple[int, ...] = (),
+    after: int = 0,
+    reclaim_to: int | None = None,
+    clock_start: int = CLOCK_START,
 ) -> None:
     """Append `count` records, save a snapshot at each LSN of `snapshots`, append `after` more records,
-    optionally reclaim every segment wholly covered by `reclaim_to` (nothing live), and close."""
-    with Log.open(data, segment_size=SEGMENT_SIZE, clock=FixedClock()) as log:
+    optionally reclaim every segment wholly covered by `reclaim_to` (nothing live), and close. Record times
+    start at `clock_start`."""
+    with Log.open(data, segment_size=SEGMENT_SIZE, clock=FixedClock(clock_start)) as log:
         for lsn in range(1, count + 1):
             log.append(rtype(lsn), payload(lsn))
         log.sync()
@@ -328,6 +336,22 @@ def version_2_torn_tail(data: Path) -> Expect:
         (1, last.lsn - 1),
         "record checksum mismatch",
         description="a version-2 log whose last record's payload is damaged; only zeros follow",
+    )
+
+
+@case("clock-moved-back")
+def clock_moved_back(data: Path) -> Expect:
+    write_log(data, 120, clock_start=FAR_FUTURE)
+    return expect(
+        0,
+        "repaired",
+        (1, 120),
+        "clock moved back by",
+        description="the records were appended at 2100-01-01 by the log's clock: far ahead of the wall clock "
+        "at open, as after a clock that ran ahead and was set back",
+        note="nothing is damaged or changed; open and inspect warn (deadlines taken from the old clock, such "
+        "as message TTLs, lie that much further in the future); 'repaired' here means open succeeds with a "
+        "warning",
     )
 
 

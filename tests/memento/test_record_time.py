@@ -23,7 +23,7 @@ from memento.writer import AsyncWriter
 from .helpers import segment_bytes, wal_files, write_segments
 
 SEG = 4096
-T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z, microseconds since the epoch
+T0 = 1_577_836_800_000_000  # 2020-01-01T00:00:00Z, microseconds since the epoch
 
 
 class SetClock:
