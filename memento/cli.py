@@ -179,6 +179,7 @@ def render(insp: Inspection, *, verb: str) -> str:
     for name in insp.stray_files:
         lines.append(f"  {name}  (not a segment; ignored)")
     lines.append(f"log ends at LSN {insp.end_lsn}")
+    lines.extend(f"warning: {warning}" for warning in insp.warnings)
     if insp.findings:
         lines.append("damage:")
         lines.extend(f"  [{f.severity}] {f.kind}: {f.message}" for f in insp.findings)

@@ -11,13 +11,23 @@ version does not know (0xF0..0xFE) is reported as unsupported.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from memento.identity import IDENTITY_FILE, MARK_FILE, Mark, read_identity, read_mark
-from memento.record import ENGINE_TYPES, HEAD, HEAD_SIZE, TYPE_SEAL, USER_TYPES, Record, RecordPosition
+from memento.record import (
+    ENGINE_TYPES,
+    LEGACY_HEAD,
+    TYPE_SEAL,
+    USER_TYPES,
+    Frame,
+    Record,
+    RecordPosition,
+    frame_of,
+)
 from memento.recovery import (
     ACCEPTED,
     CLEAN,
@@ -27,6 +37,7 @@ from memento.recovery import (
     Finding,
     Verdict,
     classify,
+    clock_warning,
     resolve_identity,
 )
 from memento.salvage import load_accepted
@@ -133,6 +144,7 @@ class Inspection:
     scans: list[SegmentScan] = field(repr=False)
     log_id: bytes | None = None
     last_stop: LastStop | None = None
+    warnings: list[str] = field(default_factory=list)  # what open would warn about besides the findings
 
     @property
     def exit_code(self) -> int:
@@ -155,6 +167,7 @@ class Inspection:
             "stray_files": self.stray_files,
             "log_id": self.log_id.hex() if self.log_id is not None else None,
             "last_stop": self.last_stop.as_json() if self.last_stop is not None else None,
+            "warnings": self.warnings,
             "findings": [
                 {
                     "kind": f.kind,
@@ -307,12 +320,13 @@ def _read(path: Path) -> bytes:
         raise
 
 
-def _count_types(data: bytes, end: int) -> dict[int, int]:
+def _count_types(data: bytes, end: int, frame: Frame) -> dict[int, int]:
     """Records by type between the header and `end` (already validated by the scan); seals excluded."""
     counts: dict[int, int] = {}
     pos = HEADER_SIZE
-    unpack = HEAD.unpack_from
-    while pos + HEAD_SIZE <= end:
+    unpack = LEGACY_HEAD.unpack_from  # the fields every format version has
+    head_size = frame.head_size
+    while pos + head_size <= end:
         length, _crc, rtype, _flags, _res, _lsn = unpack(data, pos)
         if rtype != TYPE_SEAL:
             counts[rtype] = counts.get(rtype, 0) + 1
@@ -330,7 +344,7 @@ def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
         header.version if header is not None else None,
         scan.header_problem,
     )
-    if not scan.scanned:
+    if header is None or not scan.scanned:
         return report
     report.records = scan.count
     if scan.count:
@@ -338,7 +352,7 @@ def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
         report.last_lsn = scan.last_lsn
     report.data_end = scan.data_end
     report.sealed = scan.sealed
-    report.by_type = _count_types(data, scan.data_end)
+    report.by_type = _count_types(data, scan.data_end, frame_of(header.version))
     report.junk_bytes = max(scan.dirty_end, last_nonzero_end(data, scan.data_end)) - scan.data_end
     return report
 
@@ -442,6 +456,7 @@ def inspect_log(
     status = max(
         (f.severity for f in findings if f.severity != ACCEPTED), key=_RANK.__getitem__, default=CLEAN
     )
+    moved_back = clock_warning(scans, time.time_ns() // 1000)
     return Inspection(
         root,
         segments,
@@ -458,6 +473,7 @@ def inspect_log(
         scans,
         identity.log_id,
         last_stop(root, mark_raw),
+        [moved_back] if moved_back is not None else [],
     )
 
 
@@ -489,14 +505,16 @@ def iter_records(
         pos = HEADER_SIZE
         end = scan.data_end
         seq = scan.seq
-        unpack = HEAD.unpack_from
-        while pos + HEAD_SIZE <= end:
-            length, _crc, rtype, flags, _res, lsn = unpack(data, pos)
+        frame = frame_of(scan.header.version)
+        unpack = frame.unpack
+        head_size = frame.head_size
+        while pos + head_size <= end:
+            length, _crc, rtype, flags, _res, lsn, when = unpack(data, pos)
             stop = pos + 8 + length
             if lsn > last:
                 return
             if rtype != TYPE_SEAL and lsn > after_lsn:
-                yield Record(lsn, rtype, flags, data[pos + HEAD_SIZE : stop], RecordPosition(seq, pos))
+                yield Record(lsn, rtype, flags, data[pos + head_size : stop], RecordPosition(seq, pos), when)
             pos = stop
         if scan.damage is not None or scan.unknown_type is not None:
             return

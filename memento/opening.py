@@ -3,8 +3,10 @@
 Strategy: `Log.open` runs this once. Segments wholly covered by the snapshot are only header-checked
 (unless `full_check`); the others are scanned through an mmap. memento.recovery classifies what the scans
 found, memento.repair quarantines and truncates what may be repaired, and `start` hands the Log its
-segments and its tail: the last segment reopened for appending when it is whole and unsealed, else a new
-one (whose creation waits for the first flush when the disk is full).
+segments and its tail: the last segment reopened for appending when it is whole, unsealed and of the current
+format version, else a new one (whose creation waits for the first flush when the disk is full). A last
+segment of an older version is sealed first, in its own layout, so that every record appended from now on
+has the current layout (and a time); it is then exactly a crash-mid-rollover state, which open handles.
 
 Directory layout: LOCK, wal/*.wal, snapshots/ (LMDB, memento.snapshot), quarantine/ (damaged bytes).
 """
@@ -15,7 +17,7 @@ import errno
 import mmap
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -32,7 +34,7 @@ from memento.identity import (
 )
 from memento.lock import lock_directory
 from memento.private import private_dir
-from memento.record import ENGINE_TYPES
+from memento.record import ENGINE_TYPES, TYPE_SEAL, encode, frame_of
 from memento.recovery import (
     CLEAN,
     REFUSED,
@@ -43,12 +45,14 @@ from memento.recovery import (
     Identity,
     Verdict,
     classify,
+    clock_warning,
     resolve_identity,
 )
 from memento.repair import apply_verdict
 from memento.salvage import load_accepted, make_plan, save_accepted, tail_end
 from memento.scan import SegmentScan, scan_segment
 from memento.segment import (
+    FORMAT_VERSION,
     HEADER_SIZE,
     MIN_SEGMENT_SIZE,
     SUFFIX,
@@ -56,6 +60,7 @@ from memento.segment import (
     create_segment,
     parse_name,
     segment_name,
+    synced,
 )
 from memento.snapshot import STATUS_DAMAGED, STATUS_FALLBACK, STATUS_UNREADABLE, SnapshotStore
 from memento.spare import SparePreparer
@@ -82,6 +87,7 @@ def open_log(
     log_id: bytes | None = None,
     dry_run: bool = False,
     bad_record: BadRecord | None = None,
+    clock: Callable[[], int],
 ) -> Log:
     """`Log.open`'s work (see there)."""
     if segment_size < MIN_SEGMENT_SIZE:
@@ -108,6 +114,7 @@ def open_log(
             lock_fd=lock_fd,
             store=store,
             snapshot=snapshot,
+            clock=clock,
         )
         try:
             recover(
@@ -220,6 +227,9 @@ def recover(
     kept = apply_verdict(log.wal_dir, log.path / QUARANTINE_DIR, scans, verdict, log.disk, report)
     if report.salvaged:
         accept_covered(log, kept, verdict)
+    moved_back = clock_warning(kept, log.clock())
+    if moved_back is not None:
+        report.warnings.append(moved_back)
     start(log, kept, verdict)
     report.end_lsn = log._next_lsn - 1
     assert log._mark is not None
@@ -376,8 +386,11 @@ def _scan_file(log: Log, name: str, path: str, covered: bool) -> SegmentScan:
 def start(log: Log, kept: list[SegmentScan], verdict: Verdict) -> None:
     """Give the log the segments recovery kept and its tail (reopened, or a new segment)."""
     for scan in kept:
-        size = scan.header.size if scan.header is not None else scan.size
-        seg = _Segment(scan.seq, scan.base_lsn, max(size, scan.size), os.path.join(log.wal_dir, scan.name))
+        header = scan.header
+        size = header.size if header is not None else scan.size
+        path = os.path.join(log.wal_dir, scan.name)
+        frame = frame_of(header.version if header is not None else FORMAT_VERSION)
+        seg = _Segment(scan.seq, scan.base_lsn, max(size, scan.size), path, frame=frame)
         log._segments.append(seg)
         log._by_seq[seg.seq] = seg
     log._next_lsn = verdict.next_lsn
@@ -390,11 +403,15 @@ def start(log: Log, kept: list[SegmentScan], verdict: Verdict) -> None:
         and tail_scan.last_lsn + 1 == log._next_lsn
     ):
         tail = log._segments[-1]
-        tail.fd = os.open(tail.path, os.O_RDWR | os.O_CLOEXEC)
-        log._set_tail(tail, tail_scan.data_end)
-        log._newest = (tail.seq, tail.base_lsn)
-        return
-    # No segment, a sealed last one (crash mid-rollover), or salvage moved past the log's end.
+        if tail_scan.header is not None and tail_scan.header.version < FORMAT_VERSION:
+            seal_old_tail(log, tail, tail_scan.data_end)
+        else:
+            tail.fd = os.open(tail.path, os.O_RDWR | os.O_CLOEXEC)
+            log._set_tail(tail, tail_scan.data_end)
+            log._newest = (tail.seq, tail.base_lsn)
+            return
+    # No segment, a sealed last one (crash mid-rollover, or of an older format version), or salvage moved
+    # past the log's end.
     seq = kept[-1].seq + 1 if kept else 1
     path = os.path.join(log.wal_dir, segment_name(seq, log._next_lsn))
     seg = _Segment(seq, log._next_lsn, log.segment_size, path)
@@ -419,3 +436,16 @@ def start(log: Log, kept: list[SegmentScan], verdict: Verdict) -> None:
     log._set_tail(seg, HEADER_SIZE)
     if seg.fd < 0:
         log._new_chunk(True)
+
+
+def seal_old_tail(log: Log, tail: _Segment, data_end: int) -> None:
+    """Write the seal of the last segment, which an older format version wrote, in that version's layout
+    (the writer of that version kept room for it), and make it durable: appends then go to a new segment
+    of the current version, created as after a crash mid-rollover."""
+    seal = encode(TYPE_SEAL, 0, log._next_lsn, b"", log.clock(), timed=tail.frame.timed)
+    fd = os.open(tail.path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        log.disk.pwrite(fd, seal, data_end)
+        synced(log.disk.fdatasync, fd)
+    finally:
+        os.close(fd)

@@ -32,11 +32,9 @@ from memento.errors import CorruptRecord
 from memento.log import Log
 from memento.reader import decode_at
 from memento.record import (
-    BODY_HEAD_SIZE,
     FLAG_ORIGIN,
     FLAG_RELOCATED,
-    HEAD,
-    HEAD_SIZE,
+    LEGACY_HEAD,
     ORIGIN,
     TYPE_SEAL,
     Record,
@@ -151,7 +149,9 @@ def scan(
     Only lengths and LSNs are checked here (a crc needs the payload); copied records are verified when
     read back, and a deleted segment's bytes are never needed again.
     """
-    unpack = HEAD.unpack_from
+    unpack = LEGACY_HEAD.unpack_from  # the fields every format version has, at the same offsets
+    head_size = seg.frame.head_size
+    min_len = seg.frame.min_len
     new = tuple.__new__
     seq = seg.seq
     offsets = spans.offsets
@@ -162,18 +162,18 @@ def scan(
     try:
         size = os.fstat(fd).st_size
         pos = HEADER_SIZE
-        while pos + HEAD_SIZE <= size:
+        while pos + head_size <= size:
             window = os.pread(fd, WINDOW, pos)
             base = pos
             rel = 0
-            end = len(window) - HEAD_SIZE
+            end = len(window) - head_size
             while rel <= end:
                 length, _crc, rtype, _flags, _res, lsn = unpack(window, rel)
                 if length == 0:
                     return total, live_bytes, True
                 record = 8 + length
                 at = base + rel
-                if lsn != expected or length < BODY_HEAD_SIZE or at + record > size:
+                if lsn != expected or length < min_len or at + record > size:
                     raise CorruptRecord(
                         f"{seg.name} offset {at} LSN {expected}: record damaged since open",
                         segment=seg.name,
@@ -218,7 +218,7 @@ def read_live(spans: LiveSpans, start: int, stop: int) -> list[Record]:
     fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return [
-            decode_at(os.pread(fd, sizes[i], offsets[i]), 0, seg.seq, seg.name, offsets[i])
+            decode_at(os.pread(fd, sizes[i], offsets[i]), 0, seg.seq, seg.name, offsets[i], seg.frame)
             for i in range(start, stop)
         ]
     finally:
@@ -276,14 +276,19 @@ def reclaim(
 
 def relocate(log: Log, record: Record) -> int:
     """Append a copy of `record` (same type and flags plus FLAG_RELOCATED | FLAG_ORIGIN, the payload
-    after the original's LSN); its new LSN. A copy of a copy keeps the first original's LSN."""
+    after the original's LSN); its new LSN. A copy of a copy keeps the first original's LSN. The copy
+    keeps the original's time too: it says when the record was written, which compaction does not
+    change (0, unknown, for an original older than format version 3)."""
     if log._error is not None:
         raise log._error
     flags = record.flags
     if flags & FLAG_RELOCATED:  # already a copy: its origin (or a version-1 copy's lack of one) stays
-        return log._append(record.type, flags, record.payload)
+        return log._append(record.type, flags, record.payload, record.time)
     return log._append(
-        record.type, flags | FLAG_RELOCATED | FLAG_ORIGIN, ORIGIN.pack(record.lsn) + record.payload
+        record.type,
+        flags | FLAG_RELOCATED | FLAG_ORIGIN,
+        ORIGIN.pack(record.lsn) + record.payload,
+        record.time,
     )
 
 

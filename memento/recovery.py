@@ -14,6 +14,7 @@ there). A finding an earlier salvage already accepted (`accepted`) is reported a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
@@ -33,6 +34,9 @@ UNSUPPORTED: Final = "unsupported"
 # never refused again.
 ACCEPTED: Final = "accepted"
 _RANK: Final = {CLEAN: 0, ACCEPTED: 0, REPAIRABLE: 1, REFUSED: 2, UNSUPPORTED: 3}
+# How far the newest record's time may lie ahead of the wall clock before open warns that the clock moved
+# back (microseconds): more than clock adjustments by NTP, less than any TTL worth flagging.
+CLOCK_SLACK_US: Final = 60_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,3 +528,26 @@ def _end_lsn(scans: Sequence[SegmentScan], cut: Cut | None, snapshot_lsn: int) -
         if damage is not None and damage.offset == cut.offset:
             return damage.lsn - 1
     return tail.last_lsn
+
+
+def clock_warning(scans: Sequence[SegmentScan], now_us: int) -> str | None:
+    """A warning when the newest record time the scans found lies more than CLOCK_SLACK_US ahead of
+    `now_us` (the wall clock moved back since it was written: deadlines computed then, such as message
+    TTLs, now lie that much further in the future), else None. Segments not scanned, or written before
+    format version 3, hold no time and are skipped."""
+    newest = next((scan for scan in reversed(scans) if scan.last_time), None)
+    if newest is None or newest.last_time - now_us <= CLOCK_SLACK_US:
+        return None
+    ahead = (newest.last_time - now_us) // 1_000_000
+    return (
+        f"clock moved back by {ahead} s: the newest record (in {newest.name}) was appended at "
+        f"{_utc(newest.last_time)}, the wall clock now says {_utc(now_us)}; times and deadlines (message "
+        f"TTLs, expiries) taken before lie up to {ahead} s further in the future than meant"
+    )
+
+
+def _utc(micros: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(micros // 1_000_000))
+    except (OverflowError, OSError, ValueError):  # a clock gone wild must not stop the open
+        return f"{micros} us after the epoch"

@@ -15,20 +15,30 @@ from memento.disk import DiskIO
 from memento.identity import Mark, MarkFile, read_mark
 from memento.log import WAL_DIR
 from memento.record import TYPE_SEAL, encode
-from memento.segment import HEADER_SIZE, encode_header, segment_name
+from memento.segment import FORMAT_VERSION, HEADER_SIZE, encode_header, segment_name
 
 SEG_SIZE = 64 * 1024
 
 
 def segment_bytes(
-    seq: int, base: int, payloads: list[bytes], *, size: int = 4096, seal: bool = False, rtype: int = 1
+    seq: int,
+    base: int,
+    payloads: list[bytes],
+    *,
+    size: int = 4096,
+    seal: bool = False,
+    rtype: int = 1,
+    version: int = FORMAT_VERSION,
+    time: int = 0,
 ) -> bytes:
-    """A whole preallocated segment file holding `payloads` as records base, base+1, ..."""
-    data = bytearray(encode_header(seq, base, size))
+    """A whole preallocated segment file holding `payloads` as records base, base+1, ... in the layout of
+    format `version`; record i has time `time + i` (from version 3 on)."""
+    data = bytearray(encode_header(seq, base, size, version=version))
+    timed = version >= 3
     for i, payload in enumerate(payloads):
-        data += encode(rtype, 0, base + i, payload)
+        data += encode(rtype, 0, base + i, payload, time + i, timed=timed)
     if seal:
-        data += encode(TYPE_SEAL, 0, base + len(payloads), b"")
+        data += encode(TYPE_SEAL, 0, base + len(payloads), b"", time + len(payloads), timed=timed)
     assert len(data) <= size
     return bytes(data.ljust(size, b"\0"))
 
