@@ -135,15 +135,14 @@ def _walk(reader: _Reader, lsn: int, next_lsn: int | None, registry: Set[int] | 
             start = pos
             rel = 0
         if len(buf) - rel < 8 or _U32.unpack_from(buf, rel)[0] == 0:
-            problem = "the segment ends without its seal"
-            check.damage.append(DamagedSpan(pos, size, lsn, problem))
+            check.damage.append(DamagedSpan(pos, size, lsn, "the segment ends without its seal"))
             return
         if len(buf) - rel < HEAD_SIZE:
             check.damage.append(DamagedSpan(pos, size, lsn, "record header cut by the end of the file"))
             return
         length, stored, rtype, _flags, _reserved, rlsn = unpack(buf, rel)
         end = pos + 8 + length
-        problem = None
+        problem: str | None = None
         if length < BODY_HEAD_SIZE:
             problem = f"record length {length} is too small"
         elif end > size:

@@ -1,0 +1,275 @@
+"""The background scrub: sealed segments verified at a bounded rate, damage reported before a reader meets it.
+
+Strategy: a record damaged on disk after it was written (a bad sector, a stray write) is otherwise found
+only when a consumer reaches the message, or when reclamation reads it, maybe months later. The scrub reads
+every sealed segment again, pass after pass (`scrub_interval` seconds from the start of one pass to the
+next), checking what recovery checks (memento.scrub.verify_sealed: header, each record's length, crc and
+LSN, the seal). The reading runs in a worker thread, one segment at a time, in chunks of 1 MiB; after each
+chunk the thread sleeps as long as needed to stay under `scrub_rate` bytes per second over the pass, so
+the scrub neither blocks the event loop nor competes with the log's own I/O. Segments are listed on the
+loop at the start of each one; a segment deleted by reclamation meanwhile is skipped.
+
+A damaged span is reported once (per segment and offset, as long as the broker runs): an error line names
+the segment, the offset, the LSN and the reason, and the messages whose contents lie in the span, by queue
+(the content store knows each held message's location). Nothing is dropped: a message in a damaged span
+is dropped, as before, when a reader reaches it (Queue.unreadable). The counters and the current findings
+are in `ctl status` (`scrub_*`) and `/metrics` (`ottermq_scrub_*`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from memento.log import Log
+from memento.scrub import DamagedSpan, verify_sealed
+from ottermq.store.codec import unpack_loc
+from ottermq.store.health import describe, iso_time
+
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
+
+log: Final = logging.getLogger("ottermq.store")
+
+_MiB: Final = 1024 * 1024
+DEFAULT_RATE: Final = 8 * _MiB
+DEFAULT_INTERVAL: Final = 3600.0
+# Queue names and message ids named in one error line at most (the count is always complete).
+NAMED_IDS: Final = 10
+
+
+class _Stopped(Exception):
+    """Raised in the worker thread when the scrub stops in the middle of a segment."""
+
+
+@dataclass(slots=True)
+class Finding:
+    """One damaged span of a sealed segment, and the held messages whose contents lie in it."""
+
+    segment: str
+    offset: int
+    end: int
+    lsn: int
+    reason: str
+    found: float
+    # (vhost, queue) -> ids of its messages in the span
+    messages: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    def status(self) -> dict[str, Any]:
+        """The finding as `ctl status` shows it."""
+        return {
+            "segment": self.segment,
+            "offset": self.offset,
+            "end": self.end,
+            "lsn": self.lsn,
+            "reason": self.reason,
+            "found": iso_time(self.found),
+            "messages": sum(len(ids) for ids in self.messages.values()),
+            "queues": [
+                {"vhost": vhost, "queue": queue, "messages": len(ids), "ids": ids[:NAMED_IDS]}
+                for (vhost, queue), ids in sorted(self.messages.items())
+            ],
+        }
+
+
+def messages_in(
+    broker: Broker | None, locations: Mapping[int, int], seq: int, span: DamagedSpan
+) -> dict[tuple[str, str], list[int]]:
+    """The held messages whose content lies in `span` of segment `seq`, by (vhost, queue)."""
+    ids = sorted(
+        msg_id
+        for msg_id, loc in locations.items()
+        if loc and (at := unpack_loc(loc))[0] == seq and span.offset <= at[1] < span.end
+    )
+    found: dict[tuple[str, str], list[int]] = {}
+    if not ids or broker is None:
+        return found
+    for vhost in broker.vhosts.values():
+        for queue in vhost.queues.values():
+            held = [msg_id for msg_id in ids if queue.holds_logged(msg_id)]
+            if held:
+                found[(vhost.name, queue.name)] = held
+    return found
+
+
+class Scrubber:
+    """Verifies the sealed segments of `log` in the background; `start()` in the loop, `await stop()`."""
+
+    def __init__(
+        self,
+        log: Log,
+        locations: Mapping[int, int],
+        *,
+        rate: int = DEFAULT_RATE,
+        interval: float = DEFAULT_INTERVAL,
+        registry: Set[int] | None = None,
+    ) -> None:
+        self.log = log
+        self.locations = locations
+        self.rate = rate
+        self.interval = interval
+        self.registry = registry
+        self.broker: Broker | None = None  # set by the store once recovered (queues named in reports)
+        self.bytes_verified = 0
+        self.segments_verified = 0
+        self.passes = 0
+        self.damage_found = 0
+        self.errors = 0  # segments that could not be read at all (permission, I/O error)
+        self.last_pass_completed: float | None = None
+        self.last_pass_seconds = 0.0
+        self.findings: dict[tuple[str, int], Finding] = {}
+        self._stop = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pass_started = 0.0
+        self._pass_bytes = 0
+
+    @property
+    def enabled(self) -> bool:
+        """False when `scrub_rate` or `scrub_interval` is 0."""
+        return self.rate > 0 and self.interval > 0
+
+    def start(self) -> None:
+        """Start the pass loop (inside the event loop); nothing when disabled."""
+        if self.enabled and self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self._run(), name="ottermq-scrub")
+
+    async def stop(self) -> None:
+        """Stop at once (the worker thread notices within one chunk)."""
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.scrub_pass()
+            except _Stopped:
+                return
+            except Exception:
+                # A bug, not damage (which is reported, not raised): keep the broker serving.
+                log.exception("scrub pass failed; the next one runs as planned")
+            await asyncio.sleep(max(0.0, started + self.interval - time.monotonic()))
+
+    def sealed(self) -> list[tuple[str, int, int]]:
+        """(path, seq, next segment's base LSN) of each segment whose seal is durable, oldest first."""
+        segments = self.log.segments
+        durable = self.log.durable_lsn
+        return [
+            (segments[i].path, segments[i].seq, segments[i + 1].base_lsn)
+            for i in range(len(segments) - 1)
+            if segments[i + 1].base_lsn <= durable
+        ]
+
+    async def scrub_pass(self) -> None:
+        """Verify every sealed segment once, at most `rate` bytes per second over the pass."""
+        self._pass_started = time.monotonic()
+        self._pass_bytes = 0
+        present: set[str] = set()
+        done = 0
+        while True:
+            # Listed again before each segment: reclamation deletes and compaction adds meanwhile.
+            todo = [item for item in self.sealed() if item[0] not in present]
+            if not todo:
+                break
+            path, seq, next_lsn = todo[0]
+            present.add(path)
+            try:
+                check = await asyncio.to_thread(
+                    verify_sealed, path, next_lsn=next_lsn, registry=self.registry, pace=self._pace
+                )
+            except FileNotFoundError as exc:
+                if any(item[0] == path for item in self.sealed()):
+                    self._unreadable(path, exc)  # gone, but the log still counts on it
+                continue  # else reclaimed while we were about to read it
+            except OSError as exc:
+                self._unreadable(path, exc)
+                continue
+            self.bytes_verified += check.bytes_read
+            self.segments_verified += 1
+            done += 1
+            for span in check.damage:
+                self._found(check.name, seq, span)
+        names = {path.rsplit("/", 1)[-1] for path, _seq, _next in self.sealed()}
+        for key in [key for key in self.findings if key[0] not in names]:
+            del self.findings[key]  # the segment was reclaimed: its damage went with it
+        self.passes += 1
+        self.last_pass_completed = time.time()
+        self.last_pass_seconds = time.monotonic() - self._pass_started
+        (log.info if done else log.debug)(
+            "scrub pass completed",
+            extra={
+                "segments": done,
+                "bytes": self._pass_bytes,
+                "seconds": round(self.last_pass_seconds, 3),
+                "damaged_spans": len(self.findings),
+            },
+        )
+
+    def _pace(self, count: int) -> None:
+        """In the worker thread, after each chunk: sleep until the pass is back under `rate`."""
+        if self._stop.is_set():
+            raise _Stopped
+        self._pass_bytes += count
+        ahead = self._pass_bytes / self.rate - (time.monotonic() - self._pass_started)
+        if ahead > 0 and self._stop.wait(ahead):
+            raise _Stopped
+
+    def _unreadable(self, path: str, exc: OSError) -> None:
+        name = path.rsplit("/", 1)[-1]
+        key = (name, -1)
+        self.errors += 1
+        if key not in self.findings:
+            self.damage_found += 1
+            self.findings[key] = Finding(name, -1, -1, -1, f"cannot read: {describe(exc)}", time.time())
+            log.error(f"scrub cannot read sealed segment {name}: {describe(exc)}", extra={"segment": name})
+
+    def _found(self, name: str, seq: int, span: DamagedSpan) -> None:
+        key = (name, span.offset)
+        if key in self.findings:
+            return
+        self.damage_found += 1
+        finding = Finding(name, span.offset, span.end, span.lsn, span.reason, time.time())
+        finding.messages = messages_in(self.broker, self.locations, seq, span)
+        self.findings[key] = finding
+        count = sum(len(ids) for ids in finding.messages.values())
+        named = "; ".join(
+            f"queue '{queue}' in vhost '{vhost}': {len(ids)} (ids {', '.join(map(str, ids[:NAMED_IDS]))}"
+            f"{', ...' if len(ids) > NAMED_IDS else ''})"
+            for (vhost, queue), ids in sorted(finding.messages.items())[:NAMED_IDS]
+        )
+        held = f"{count} held message(s) lie in it: {named}" if count else "no held message lies in it"
+        log.error(
+            f"scrub found damage in sealed segment {name} at offset {span.offset} (LSN {span.lsn}): "
+            f"{span.reason}; bytes {span.offset}..{span.end}; {held}",
+            extra={"segment": name, "offset": span.offset, "lsn": span.lsn, "messages": count},
+        )
+
+    @property
+    def messages_at_risk(self) -> int:
+        """Held messages whose contents lie in a damaged span found so far (some may have left since)."""
+        return sum(len(ids) for finding in self.findings.values() for ids in finding.messages.values())
+
+    def status(self) -> dict[str, Any]:
+        """The `ctl status` fields."""
+        return {
+            "scrub_enabled": self.enabled,
+            "scrub_rate": self.rate,
+            "scrub_bytes_verified": self.bytes_verified,
+            "scrub_segments_verified": self.segments_verified,
+            "scrub_passes": self.passes,
+            "scrub_last_pass_completed": iso_time(self.last_pass_completed),
+            "scrub_damage_found": self.damage_found,
+            "scrub_damage": [finding.status() for finding in self.findings.values()],
+        }
