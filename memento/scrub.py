@@ -23,7 +23,7 @@ from typing import Final
 
 import crc32c
 
-from memento.record import BODY_HEAD_SIZE, HEAD, HEAD_SIZE, TYPE_NONE, TYPE_SEAL
+from memento.record import BODY_HEAD_SIZE, ENGINE_TYPES, HEAD, HEAD_SIZE, TYPE_NONE, TYPE_SEAL, USER_TYPES
 from memento.scan import find_resync
 from memento.segment import HEADER_SIZE, decode_header, parse_name
 
@@ -125,11 +125,34 @@ def _walk(reader: _Reader, lsn: int, next_lsn: int | None, registry: Set[int] | 
     size = reader.size
     crc = crc32c.crc32c
     unpack = HEAD.unpack_from
+    plain = (registry if registry is not None else USER_TYPES) - ENGINE_TYPES
     pos = HEADER_SIZE
     buf = b""  # file bytes from `start`
     start = pos
     while True:
+        # The common case, in a tight loop: whole valid records of a known type inside `buf`. Anything
+        # else (the buffer's end, the end of data, the seal, damage) is left to the careful code below.
         rel = pos - start
+        limit = len(buf) - HEAD_SIZE
+        view = memoryview(buf)
+        count = 0
+        while rel <= limit:
+            length, stored, rtype, _flags, _reserved, rlsn = unpack(buf, rel)
+            end = rel + 8 + length
+            if (
+                length < BODY_HEAD_SIZE
+                or end > len(buf)
+                or rlsn != lsn
+                or rtype not in plain
+                or crc(view[rel + 8 : end]) != stored
+            ):
+                break
+            lsn += 1
+            count += 1
+            rel = end
+        view.release()
+        check.records += count
+        pos = start + rel
         if len(buf) - rel < HEAD_SIZE and start + len(buf) < size:
             buf = buf[rel:] + reader.read(start + len(buf), reader.chunk)
             start = pos
