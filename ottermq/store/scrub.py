@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from memento.log import Log
-from memento.scrub import DamagedSpan, SegmentCheck, verify_sealed
+from memento.scrub import SegmentCheck, verify_sealed
 from ottermq.store.codec import unpack_loc
 from ottermq.store.health import describe, iso_time
 
@@ -59,7 +59,8 @@ class Finding:
     """One damaged span of a sealed segment, and the held messages whose contents lie in it."""
 
     segment: str
-    offset: int
+    seq: int
+    offset: int  # -1: the whole segment (it could not be read)
     end: int
     lsn: int
     reason: str
@@ -84,23 +85,17 @@ class Finding:
         }
 
 
-def messages_in(
-    broker: Broker | None, locations: Mapping[int, int], seq: int, span: DamagedSpan
-) -> dict[tuple[str, str], list[int]]:
-    """The held messages whose content lies in `span` of segment `seq`, by (vhost, queue)."""
-    ids = sorted(
-        msg_id
-        for msg_id, loc in locations.items()
-        if loc and (at := unpack_loc(loc))[0] == seq and span.offset <= at[1] < span.end
-    )
-    found: dict[tuple[str, str], list[int]] = {}
-    if not ids or broker is None:
-        return found
-    for vhost in broker.vhosts.values():
-        for queue in vhost.queues.values():
-            held = [msg_id for msg_id in ids if queue.holds_logged(msg_id)]
-            if held:
-                found[(vhost.name, queue.name)] = held
+def locate(locations: dict[int, int], spans: dict[int, list[Finding]]) -> dict[int, Finding]:
+    """Message id -> the finding whose span holds its content, for every location in `spans`' segments
+    (a plain function over a copy of the locations: it runs in a worker thread)."""
+    found: dict[int, Finding] = {}
+    for msg_id, loc in locations.items():
+        if loc:
+            seq, offset, _index = unpack_loc(loc)
+            for finding in spans.get(seq, ()):
+                if finding.offset <= offset < finding.end:
+                    found[msg_id] = finding
+                    break
     return found
 
 
@@ -197,19 +192,28 @@ class Scrubber:
                 check = await asyncio.to_thread(self._verify, path, next_lsn)
             except FileNotFoundError as exc:
                 if any(item[0] == path for item in self.sealed()):
-                    self._unreadable(path, exc)  # gone, but the log still counts on it
+                    self._unreadable(path, seq, exc)  # gone, but the log still counts on it
                 continue  # else reclaimed while we were about to read it
             except OSError as exc:
-                self._unreadable(path, exc)
+                self._unreadable(path, seq, exc)
                 continue
             self.bytes_verified += check.bytes_read
             self.segments_verified += 1
             done += 1
-            for span in check.damage:
-                self._found(check.name, seq, span)
+            new = [
+                Finding(check.name, seq, span.offset, span.end, span.lsn, span.reason, time.time())
+                for span in check.damage
+                if (check.name, span.offset) not in self.findings
+            ]
+            if new:
+                await self._attribute(new)
+                for finding in new:
+                    self._report(finding)
         names = {path.rsplit("/", 1)[-1] for path, _seq, _next in self.sealed()}
         for key in [key for key in self.findings if key[0] not in names]:
             del self.findings[key]  # the segment was reclaimed: its damage went with it
+        if self.findings:
+            await self._attribute(list(self.findings.values()))  # messages leave: counted again
         self.passes += 1
         self.last_pass_completed = time.time()
         self.last_pass_seconds = time.monotonic() - self._pass_started
@@ -241,23 +245,42 @@ class Scrubber:
         if pause > 0 and self._stop.wait(pause):
             raise _Stopped
 
-    def _unreadable(self, path: str, exc: OSError) -> None:
+    def _unreadable(self, path: str, seq: int, exc: OSError) -> None:
         name = path.rsplit("/", 1)[-1]
         key = (name, -1)
         self.errors += 1
         if key not in self.findings:
             self.damage_found += 1
-            self.findings[key] = Finding(name, -1, -1, -1, f"cannot read: {describe(exc)}", time.time())
+            self.findings[key] = Finding(name, seq, -1, -1, -1, f"cannot read: {describe(exc)}", time.time())
             log.error(f"scrub cannot read sealed segment {name}: {describe(exc)}", extra={"segment": name})
 
-    def _found(self, name: str, seq: int, span: DamagedSpan) -> None:
-        key = (name, span.offset)
-        if key in self.findings:
+    async def _attribute(self, findings: list[Finding]) -> None:
+        """Set each finding's `messages`: the held messages whose contents lie in its span, by queue. The
+        locations are copied on the loop (one C-level copy) and searched in a worker thread; only the
+        few ids found are looked up in the queues, on the loop."""
+        spans: dict[int, list[Finding]] = {}
+        for finding in findings:
+            finding.messages = {}
+            if finding.offset >= 0:
+                spans.setdefault(finding.seq, []).append(finding)
+        if not spans:
             return
+        found = await asyncio.to_thread(locate, dict(self.locations), spans)
+        broker = self.broker
+        if not found or broker is None:
+            return
+        ids = sorted(found)
+        for vhost in broker.vhosts.values():
+            for queue in vhost.queues.values():
+                for msg_id in ids:
+                    if queue.holds_logged(msg_id):
+                        found[msg_id].messages.setdefault((vhost.name, queue.name), []).append(msg_id)
+
+    def _report(self, finding: Finding) -> None:
+        """Count and log a new finding (once per segment and offset)."""
         self.damage_found += 1
-        finding = Finding(name, span.offset, span.end, span.lsn, span.reason, time.time())
-        finding.messages = messages_in(self.broker, self.locations, seq, span)
-        self.findings[key] = finding
+        self.findings[(finding.segment, finding.offset)] = finding
+        name = finding.segment
         count = sum(len(ids) for ids in finding.messages.values())
         named = "; ".join(
             f"queue '{queue}' in vhost '{vhost}': {len(ids)} (ids {', '.join(map(str, ids[:NAMED_IDS]))}"
@@ -266,14 +289,14 @@ class Scrubber:
         )
         held = f"{count} held message(s) lie in it: {named}" if count else "no held message lies in it"
         log.error(
-            f"scrub found damage in sealed segment {name} at offset {span.offset} (LSN {span.lsn}): "
-            f"{span.reason}; bytes {span.offset}..{span.end}; {held}",
-            extra={"segment": name, "offset": span.offset, "lsn": span.lsn, "messages": count},
+            f"scrub found damage in sealed segment {name} at offset {finding.offset} (LSN {finding.lsn}): "
+            f"{finding.reason}; bytes {finding.offset}..{finding.end}; {held}",
+            extra={"segment": name, "offset": finding.offset, "lsn": finding.lsn, "messages": count},
         )
 
     @property
     def messages_at_risk(self) -> int:
-        """Held messages whose contents lie in a damaged span found so far (some may have left since)."""
+        """Held messages whose contents lie in a damaged span (as of the finding or the last pass)."""
         return sum(len(ids) for finding in self.findings.values() for ids in finding.messages.values())
 
     def status(self) -> dict[str, Any]:

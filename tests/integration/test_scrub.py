@@ -161,6 +161,10 @@ def test_the_scrub_reports_damage_in_a_sealed_segment_before_a_consumer_reaches_
     passes = status(node)["scrub_passes"]
     wait_for(lambda: status(node)["scrub_passes"] >= passes + 2, "two more passes")
     assert node.log_text().count("scrub found damage") == 1
+    # The damage stays reported; the message it held has left (dropped), so none is at risk any more.
+    [report] = status(node)["scrub_damage"]
+    assert report["offset"] == found["scrub_damage"][0]["offset"] and report["messages"] == 0
+    assert metrics(node)["ottermq_scrub_messages_at_risk"] == 0
     assert "Traceback" not in node.log_text()
     node.stop()
 
