@@ -207,6 +207,10 @@ def _store_work(store: DurableStore) -> list[Family]:
             "ottermq_scrub_last_pass_completed_timestamp_seconds", "Unix time the last scrub pass completed"
         ).add(scrub.last_pass_completed or 0),
         Family(
+            "ottermq_scrub_last_pass_duration_seconds",
+            "How long the last scrub pass took (the CPU share limit may make it slower than the rate)",
+        ).add(round(scrub.last_pass_seconds, 3)),
+        Family(
             "ottermq_scrub_damage_found_total",
             "Damaged spans (or unreadable segments) the scrub found",
             "counter",

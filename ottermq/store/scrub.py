@@ -308,6 +308,7 @@ class Scrubber:
             "scrub_segments_verified": self.segments_verified,
             "scrub_passes": self.passes,
             "scrub_last_pass_completed": iso_time(self.last_pass_completed),
+            "scrub_last_pass_seconds": round(self.last_pass_seconds, 3),
             "scrub_damage_found": self.damage_found,
             "scrub_damage": [finding.status() for finding in self.findings.values()],
         }
