@@ -80,6 +80,11 @@ _DB_SIZE: Final = 8 + 5 * _WORD  # MDB_db: u32 pad (page size in the first), u16
 _PSIZE_AT: Final = _META_AT + 8 + 2 * _WORD  # mm_dbs[0].md_pad, after magic, version, address, mapsize
 _LAST_PG_AT: Final = _PSIZE_AT + 2 * _DB_SIZE  # mm_last_pg, after the two MDB_db
 _META_END: Final = _LAST_PG_AT + 2 * _WORD  # and mm_txnid
+# LMDB sizes lock.mdb with ftruncate (a sparse file) and writes it through a shared mapping: on a full file
+# system the first write to a page without a block kills the process with SIGBUS. Memento allocates the
+# file's blocks first (8 KiB is LMDB's size for its default 126 readers on 64-bit; a larger file only
+# allows more readers), so a full disk is an ENOSPC here, before LMDB maps anything.
+LOCK_FILE_SIZE: Final = 16 * 1024
 
 
 def check_lmdb_file(data: Path) -> str | None:
@@ -116,6 +121,28 @@ def check_lmdb_file(data: Path) -> str | None:
                 f"ends at {(last_pg + 1) * psize}"
             )
     return None
+
+
+def allocate_lock_file(path: Path) -> None:
+    """Give LMDB's lock file its disk blocks before LMDB maps it (see LOCK_FILE_SIZE); OSError (ENOSPC)
+    when the file system has no room for them. A file that already has them is left alone."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        st = os.fstat(fd)
+        if st.st_size == 0:
+            os.fchmod(fd, PRIVATE_FILE)  # made now (an existing file keeps its mode)
+        if st.st_size >= LOCK_FILE_SIZE and st.st_blocks * 512 >= LOCK_FILE_SIZE:
+            return
+        try:
+            os.posix_fallocate(fd, 0, max(LOCK_FILE_SIZE, st.st_size))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+            # No fallocate on this file system: write zeros past the end (as LMDB would, but with an error).
+            os.pwrite(fd, bytes(max(0, LOCK_FILE_SIZE - st.st_size)), st.st_size)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class SnapshotError(Exception):
@@ -235,6 +262,9 @@ class SnapshotStore:
                 self._open_error = f"snapshot store {self.path} is unreadable: {problem}"
                 return
         map_size = max(INITIAL_MAP_SIZE, data.stat().st_size * 2 if data.exists() else 0)
+        made = create and not data.exists()
+        if not self.readonly:
+            allocate_lock_file(self.path / "lock.mdb")  # OSError (a full disk: ENOSPC) naming the file
         try:
             # LMDB creates data.mdb and lock.mdb with `mode` less x bits and the umask: owner-only, and
             # set again below whatever the umask.
@@ -272,6 +302,14 @@ class SnapshotStore:
         except lmdb.Error as exc:
             self._env = None
             self._open_error = f"snapshot store {self.path} is unreadable: {exc}"
+            if made:
+                # A store this call began to create and could not finish (a full disk writing its meta
+                # pages) holds nothing: removed, so the next save creates it again instead of finding
+                # an "unreadable" store forever, and the next start does not refuse an empty data.mdb.
+                self._open_error = f"cannot create snapshot store {self.path}: {exc}"
+                for name in ("data.mdb", "lock.mdb"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path / name)
 
     def _name_unopenable(self) -> None:
         """Raise the OSError, naming the file, of the first LMDB file this process may not open as LMDB

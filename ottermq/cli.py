@@ -308,6 +308,8 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
         snapshot_interval=settings.snapshot_interval,
         check_interval=min(1.0, settings.snapshot_interval / 2),
         salvage=settings.salvage,
+        scrub_rate=settings.scrub_rate,
+        scrub_interval=settings.scrub_interval,
         message_memory=_message_memory(settings, data_path, StoreOptions().message_memory),
     )
     try:

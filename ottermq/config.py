@@ -69,6 +69,11 @@ class Settings:
     # valid up to the first damage, move the rest to <data_dir>/log/quarantine/ and say so loudly. Confirmed
     # messages after the damage are lost, so this is an operator's explicit choice, never a default.
     salvage: bool = False
+    # The background scrub: sealed log segments are read again and verified (checksums, LSNs, seals) at
+    # most scrub_rate bytes per second, a pass every scrub_interval seconds; damage is reported (log, ctl
+    # status, /metrics) before a consumer meets it. 0 in either turns the scrub off.
+    scrub_rate: int = 8 * 1024 * 1024
+    scrub_interval: float = 3600.0
     # Most client connections at once (0 = no limit); above it a new TCP connection is closed at accept.
     connection_max: int = 0
     # Memory alarm: a fraction of RAM (RabbitMQ's vm_memory_high_watermark), or bytes when the absolute
@@ -287,6 +292,10 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 1, 2**63)
     elif name == "snapshot_interval":
         _in_range(value, 0.1, 86400 * 365)
+    elif name == "scrub_rate":
+        _in_range(value, 0, 2**63)
+    elif name == "scrub_interval":
+        _in_range(value, 0.0, 86400 * 365)
     elif name in ("host", "default_user") and not value:
         raise ValueError("must not be empty")
     return value

@@ -509,4 +509,6 @@ def status(ctx: typer.Context) -> None:
     options: Options = ctx.obj
     if not options.json:
         for key, value in result.items():
-            typer.echo(f"{key}: {value}")
+            # Lists and objects (the scrub's findings) as JSON, never as Python's repr.
+            shown = json.dumps(value) if isinstance(value, list | dict) or value is None else value
+            typer.echo(f"{key}: {shown}")

@@ -70,6 +70,10 @@ class DurableIndex(Dispatcher):
         """Every logged message of the queue, ready or delivered, oldest first."""
         return list(self._logged.values())
 
+    def holds_logged(self, msg_id: int) -> bool:
+        """True when the logged message `msg_id` is one of this queue's (ready or delivered)."""
+        return msg_id in self._logged
+
     @property
     def logged_count(self) -> int:
         """How many logged messages the queue holds (ready or delivered)."""

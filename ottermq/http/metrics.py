@@ -164,4 +164,62 @@ def collect(broker: Broker, store: DurableStore | None = None) -> list[Family]:
             Family("ottermq_log_durable_lsn", "Every record up to this LSN is on disk").add(log.durable_lsn),
             Family("ottermq_log_snapshot_lsn", "LSN of the newest snapshot").add(log.snapshot_lsn),
         ]
+        families += _store_work(store)
+    return families
+
+
+def _store_work(store: DurableStore) -> list[Family]:
+    """How snapshots, reclamation and the scrub went since the broker started."""
+    families: list[Family] = []
+    for kind, what, health in (
+        ("snapshot", "snapshots", store.snapshot_health),
+        ("reclaim", "log space reclamations", store.reclaim_health),
+    ):
+        families += [
+            Family(f"ottermq_{kind}_failures_total", f"Failed {what}", "counter").add(health.failures),
+            Family(
+                f"ottermq_{kind}_last_success_timestamp_seconds", f"Unix time of the last successful {kind}"
+            ).add(health.last_success_time or 0),
+            Family(
+                f"ottermq_{kind}_last_failure_timestamp_seconds", f"Unix time of the last failed {kind}"
+            ).add(health.last_error_time or 0),
+        ]
+        if health.last_error is not None:
+            families.append(
+                Family(f"ottermq_{kind}_last_error_info", f"The cause of the last failed {kind} (label)").add(
+                    1, error=health.last_error
+                )
+            )
+    scrub = store.scrubber
+    families += [
+        Family("ottermq_scrub_enabled", "1 if the background scrub of sealed segments runs").add(
+            scrub.enabled
+        ),
+        Family("ottermq_scrub_rate_bytes", "Bytes per second the scrub reads at most").add(scrub.rate),
+        Family("ottermq_scrub_bytes_verified_total", "Bytes of sealed segments verified", "counter").add(
+            scrub.bytes_verified
+        ),
+        Family("ottermq_scrub_segments_verified_total", "Sealed segments verified", "counter").add(
+            scrub.segments_verified
+        ),
+        Family("ottermq_scrub_passes_total", "Scrub passes completed", "counter").add(scrub.passes),
+        Family(
+            "ottermq_scrub_last_pass_completed_timestamp_seconds", "Unix time the last scrub pass completed"
+        ).add(scrub.last_pass_completed or 0),
+        Family(
+            "ottermq_scrub_last_pass_duration_seconds",
+            "How long the last scrub pass took (the CPU share limit may make it slower than the rate)",
+        ).add(round(scrub.last_pass_seconds, 3)),
+        Family(
+            "ottermq_scrub_damage_found_total",
+            "Damaged spans (or unreadable segments) the scrub found",
+            "counter",
+        ).add(scrub.damage_found),
+        Family("ottermq_scrub_damaged_spans", "Damaged spans found in segments still present").add(
+            len(scrub.findings)
+        ),
+        Family("ottermq_scrub_messages_at_risk", "Held messages whose contents lie in a damaged span").add(
+            scrub.messages_at_risk
+        ),
+    ]
     return families

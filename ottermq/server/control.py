@@ -336,9 +336,13 @@ def handle_request(broker: Broker, line: bytes) -> dict[str, Any]:
 class ControlServer:
     """Serves `ottermq ctl` on a Unix socket for one broker."""
 
-    def __init__(self, broker: Broker, path: Path) -> None:
+    def __init__(
+        self, broker: Broker, path: Path, status: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.broker = broker
         self.path = path
+        # More `status` fields (the durable store's: snapshots, reclamation, scrub), when there is one.
+        self.status = status
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -385,6 +389,8 @@ class ControlServer:
                 if not line:
                     break
                 reply = handle_request(self.broker, line)
+                if reply["ok"] and self.status is not None and _verb_of(line) == "status":
+                    reply["result"].update(self.status())
                 if reply["ok"] and _mutates(line):
                     # Answer once the change is on disk, as rabbitmqctl answers after the commit.
                     if not await wait_durable(self.broker):

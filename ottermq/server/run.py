@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ottermq.server.control import ControlServer
 from ottermq.server.limits import raise_open_file_limit
@@ -73,6 +73,10 @@ class StoreService(Protocol):
 
     async def stop(self) -> None:
         """Snapshot and close (after every connection has ended)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Fields for `ottermq ctl status` (JSON-able)."""
         ...
 
 
@@ -167,7 +171,7 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
     monitor = ResourceMonitor(broker, options.monitor, server) if options.monitor is not None else None
     if monitor is not None:
         monitor.start()
-    control = await _start_control(broker, options.control_socket)
+    control = await _start_control(broker, options.control_socket, options.store)
     http = await _start_http(broker, options.http, addresses)
     try:
         await stop.wait()
@@ -188,11 +192,13 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
     return 0
 
 
-async def _start_control(broker: Broker, path: Path | None) -> ControlServer | None:
+async def _start_control(
+    broker: Broker, path: Path | None, store: StoreService | None
+) -> ControlServer | None:
     """The `ottermq ctl` endpoint; without it the broker still serves AMQP (the error is logged)."""
     if path is None:
         return None
-    control = ControlServer(broker, path)
+    control = ControlServer(broker, path, store.status if store is not None else None)
     try:
         await control.start()
     except OSError as exc:

@@ -12,7 +12,9 @@ While serving, a background task snapshots when enough log volume was appended o
 and after each snapshot asks Memento to reclaim space: a segment whose records are all covered and hold
 no live message is deleted, sparse ones are compacted (their live publishes copied forward, and the
 messages' locations updated). A clean stop snapshots after the last append is durable, so the next start
-replays (almost) nothing.
+replays (almost) nothing. A failed snapshot or reclaim is logged in one line and counted (`health.py`),
+and tried again later; the broker keeps serving. A background scrub (`scrub.py`) verifies the sealed
+segments at a bounded rate and reports damage before a reader meets it.
 
 Layout: `<data_dir>/log` is the Memento directory (wal/, snapshots/, quarantine/, LOCK).
 """
@@ -39,12 +41,14 @@ from ottermq.store.codec import (
     record_key,
 )
 from ottermq.store.contents import LogContents
+from ottermq.store.health import EXPECTED_FAILURES, TaskHealth
 from ottermq.store.heap import trim_heap
 from ottermq.store.incidents import JournalIncidents
 from ottermq.store.journal import MementoJournal
 from ottermq.store.live import LiveRecords
 from ottermq.store.recovery import RUNNING_MARK, RecoveryInfo, rebuild, report_recovery
 from ottermq.store.salvage import plan_salvage
+from ottermq.store.scrub import DEFAULT_INTERVAL, DEFAULT_RATE, Scrubber
 from ottermq.store.snapshot import encode_snapshot, index_of
 
 if TYPE_CHECKING:
@@ -87,6 +91,10 @@ class StoreOptions:
     message_memory: int = 320 * _MiB
     # Memento's I/O seam (memento.disk.DiskIO); tests pass one that injects EIO or ENOSPC.
     disk: DiskIO | None = None
+    # The background scrub of sealed segments: bytes per second, seconds from one pass to the next (either
+    # 0: no scrub).
+    scrub_rate: int = DEFAULT_RATE
+    scrub_interval: float = DEFAULT_INTERVAL
 
 
 class DurableStore:
@@ -110,6 +118,16 @@ class DurableStore:
         self._snapshot_time = time.monotonic()
         self._snapshot_lsn = memento_log.snapshot_lsn
         self._snapshotting = False
+        # How snapshots and reclamation went (ctl status, /metrics).
+        self.snapshot_health = TaskHealth()
+        self.reclaim_health = TaskHealth()
+        self.scrubber = Scrubber(
+            memento_log,
+            self.contents.locations,
+            rate=options.scrub_rate,
+            interval=options.scrub_interval,
+            registry=RECORD_TYPES,
+        )
 
     @classmethod
     def open(cls, data_dir: Path, options: StoreOptions | None = None) -> DurableStore:
@@ -152,6 +170,7 @@ class DurableStore:
         gc.disable()
         try:
             self.broker = broker
+            self.scrubber.broker = broker
             return rebuild(broker, self.log, self.recovery, self.journal.read_content)
         finally:
             # What recovery built lives on: keep the collector from ever scanning it (reference counting
@@ -190,6 +209,15 @@ class DurableStore:
             # anyone is served: a later start, without salvage, finds the same state.
             await self._periodic_snapshot()
         self._task = asyncio.create_task(self._run(), name="ottermq-store")
+        self.scrubber.start()
+
+    def status(self) -> dict[str, Any]:
+        """What `ottermq ctl status` shows of the store: snapshot and reclaim outcomes, the scrub."""
+        return {
+            **self.snapshot_health.status("snapshot"),
+            **self.reclaim_health.status("reclaim"),
+            **self.scrubber.status(),
+        }
 
     def _logged_messages(self) -> int:
         broker = self.broker
@@ -199,8 +227,8 @@ class DurableStore:
     async def _reclaim_logged(self) -> None:
         try:
             await self.reclaim()
-        except Exception:
-            log.exception("reclaiming log space failed; will retry after the next snapshot")
+        except Exception as exc:
+            _failed("reclaiming log space", self.reclaim_health, exc, "will retry after the next snapshot")
 
     async def _run(self) -> None:
         options = self.options
@@ -239,8 +267,8 @@ class DurableStore:
     async def _periodic_snapshot(self) -> None:
         try:
             await self.snapshot(clean=False)
-        except Exception:
-            log.exception("snapshot failed; will retry")
+        except Exception as exc:
+            _failed("snapshot", self.snapshot_health, exc, "will retry")
             self._snapshot_time = time.monotonic()
 
     async def snapshot(self, clean: bool) -> int:
@@ -264,6 +292,7 @@ class DurableStore:
             size = len(state)
             await writer.wait_durable(lsn)
             await asyncio.to_thread(self.log.save_snapshot, lsn, state)
+            self.snapshot_health.succeeded()
             self._snapshot_lsn = lsn
             del state
             trim_heap()  # the serialized copy and its temporary lists are freed
@@ -320,6 +349,7 @@ class DurableStore:
         finally:
             # The live-key array and the copies read for compaction are freed: give the heap back.
             trim_heap()
+        self.reclaim_health.succeeded()
         if result.relocated:
             self._relocated(
                 {
@@ -343,6 +373,7 @@ class DurableStore:
 
     async def stop(self) -> None:
         """Clean stop (connections already closed): snapshot, flush, close the log."""
+        await self.scrubber.stop()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -368,8 +399,8 @@ class DurableStore:
                 and await self.snapshot(clean=True)
             ):
                 (self.log.path / RUNNING_MARK).unlink(missing_ok=True)
-        except Exception:
-            log.exception("final snapshot failed; the next start replays the log")
+        except Exception as exc:
+            _failed("final snapshot", self.snapshot_health, exc, "the next start replays the log")
         finally:
             if writer is not None:
                 await writer.close()
@@ -381,3 +412,10 @@ class DurableStore:
             self.log.close()
         except Exception as exc:
             log.error(f"closing the log failed: {exc}")
+
+
+def _failed(what: str, health: TaskHealth, exc: Exception, then: str) -> None:
+    """Count a failed snapshot or reclaim and log one line naming the cause (with the traceback only
+    when the cause is a bug rather than the disk, the files or the data)."""
+    cause = health.failed(exc)
+    log.error(f"{what} failed: {cause}; {then}", exc_info=not isinstance(exc, EXPECTED_FAILURES))

@@ -33,8 +33,9 @@ PERSISTENT = pika.BasicProperties(delivery_mode=2)
 class Node:
     """An OtterMQ process on a data directory that outlives it."""
 
-    def __init__(self, base: Path, **settings: Any) -> None:
+    def __init__(self, base: Path, *, http_port: int = 0, **settings: Any) -> None:
         self.base = base
+        self.http_port = http_port  # 0: no management API
         self.data_dir = base / "data"
         self.settings = settings
         self.runs = 0
@@ -48,7 +49,7 @@ class Node:
         self.log_path = self.base / f"ottermq-{self.runs}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
         env.update({f"OTTERMQ_{k.upper()}": str(v) for k, v in self.settings.items()})
-        cmd = serve_cmd(self.data_dir)
+        cmd = serve_cmd(self.data_dir, http_port=self.http_port)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT, env=env)
         deadline = time.monotonic() + STARTUP_TIMEOUT

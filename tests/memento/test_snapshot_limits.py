@@ -53,3 +53,43 @@ def test_a_map_that_cannot_be_reserved_is_an_os_error_naming_the_store(tmp_path:
         check=False,
     )
     assert done.stdout.strip() == "opened", done.stdout + done.stderr
+
+
+# Run in a child: before LMDB's lock file had its blocks, this died of SIGBUS (exit -7) with no output.
+FULL_CHILD = """
+import os, sys
+from memento.snapshot import SnapshotStore
+store = SnapshotStore(sys.argv[1])
+try:
+    store.save(1, b"state" * 1000)
+except OSError as exc:
+    print("refused", exc.errno, exc.filename)
+os.unlink(sys.argv[2])
+store.save(2, b"state" * 1000)
+store.close()
+print("saved", SnapshotStore(sys.argv[1]).load_latest().lsn)
+"""
+
+
+def test_a_first_snapshot_on_a_full_file_system_is_an_error_then_works_once_there_is_room(
+    tiny_tmpfs: Path,
+) -> None:
+    filler = tiny_tmpfs / "filler"
+    with filler.open("wb") as f:  # fill the file system up to the last block
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    store = tiny_tmpfs / "snapshots"
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_CHILD, str(store), str(filler)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert done.stdout.splitlines() == [f"refused 28 {store / 'lock.mdb'}", "saved 2"]

@@ -94,16 +94,17 @@ def test_access_events_round_trip_generically() -> None:
 
 
 def test_a_new_event_class_persists_once_registered() -> None:
+    # A name no real event has: registering replaces the class of that name for the whole process.
     @dataclasses.dataclass(frozen=True, slots=True)
-    class PolicySet:
+    class ShovelDeclaredForTest:
         vhost: str
         name: str
         pattern: str
         definition: dict[str, Any]
         apply_to: tuple[str, ...]
 
-    register_event(PolicySet)
-    event = PolicySet("/", "p", "^q", {"max-length": 10}, ("queues",))
+    register_event(ShovelDeclaredForTest)
+    event = ShovelDeclaredForTest("/", "p", "^q", {"max-length": 10}, ("queues",))
     assert decode(*encode(event)) == event
 
 
