@@ -1,0 +1,185 @@
+"""`memento trace`: find the few records that mention something, fast, without knowing what they mean.
+
+Strategy: the application knows which bytes identify what it looks for (a message id as it is encoded in a
+payload, the packed id its removal records list) and hands them over as needles; Memento does the reading.
+Each segment is searched whole with `bytes.find` (C speed, several GB/s), and a segment holding none of the
+needles is never walked. Where a needle occurs, record headers are walked up to the record that holds it;
+that record is yielded (crc checked, as `decode_at` does) only when one needle lies wholly inside its
+payload and its type is one the caller asked for. The caller decodes and verifies what it gets: a needle
+found by chance inside another record's body is a false positive it drops. The needle list may grow while
+the scan runs (what a found record reveals, e.g. the id its later removal will name): later records are
+searched for the new needles too. Records are read up to where recovery would keep the log, as
+`iter_records` reads them.
+
+The meaning of the records (what is a publish, which id a removal lists) is the tracer's: an application
+offers one through its replay decoder (`memento.inspect_decoders`), as a `trace` method (`Tracer`).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator, Sequence, Set
+from contextlib import contextmanager
+from typing import Any, Protocol, runtime_checkable
+
+from memento.errors import CorruptRecord
+from memento.inspect import WAL_DIR, Inspection
+from memento.inspect_decoders import DecoderError, names, resolve
+from memento.reader import decode_at
+from memento.record import HEAD, HEAD_SIZE, TYPE_SEAL, Record
+from memento.segment import HEADER_SIZE
+
+# One line of a trace: its human text and the same as a JSON-able document.
+TraceLine = tuple[str, dict[str, Any]]
+
+
+@runtime_checkable
+class Tracer(Protocol):
+    """What a decoder offers to `memento trace`: the history of one item, as lines in log order."""
+
+    def trace(self, inspection: Inspection, key: str | None, lsn: int | None) -> list[TraceLine]:
+        """Every record that touched the item named by `key` (the application's own id) or logged at `lsn`."""
+        ...
+
+
+@contextmanager
+def _mapped(path: os.PathLike[str] | str) -> Iterator[bytes | mmap.mmap]:
+    """The file's bytes without copying them (a 64 MiB segment is searched in place)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield data
+
+
+def _first_hit(data: bytes | mmap.mmap, needles: Sequence[bytes], start: int, end: int) -> int:
+    """The smallest offset >= start where one of `needles` lies wholly before `end`, or -1."""
+    best = -1
+    for needle in needles:
+        # Once a hit is known, only a match starting before it matters: search no further.
+        limit = end if best < 0 else min(end, best - 1 + len(needle))
+        found = data.find(needle, start, limit)
+        if found >= 0:
+            best = found
+    return best
+
+
+def records_containing(
+    inspection: Inspection,
+    needles: list[bytes],
+    types: Set[int],
+    after_lsn: int = 0,
+    to_lsn: int | None = None,
+) -> Iterator[Record]:
+    """Records with after_lsn < LSN <= to_lsn (default: where recovery keeps the log), of one of `types`,
+    whose payload holds one of `needles` (which the caller may extend between records), in LSN order."""
+    last = inspection.end_lsn if to_lsn is None else min(to_lsn, inspection.end_lsn)
+    wal = inspection.path / WAL_DIR
+    scans = inspection.scans
+    unpack = HEAD.unpack_from
+    for i, scan in enumerate(scans):
+        if scan.header is None or not scan.scanned or scan.base_lsn > last:
+            return
+        if i + 1 < len(scans) and scans[i + 1].base_lsn <= after_lsn + 1:
+            continue
+        end = scan.data_end
+        with _mapped(wal / scan.name) as data:
+            pos = HEADER_SIZE
+            while pos + HEAD_SIZE <= end:
+                hit = _first_hit(data, needles, pos, end) if needles else -1
+                if hit < 0:
+                    break
+                # Walk the headers up to the record the hit lies in (maybe in its header: checked below).
+                while True:
+                    length, _crc, rtype, _flags, _res, lsn = unpack(data, pos)
+                    stop = pos + 8 + length
+                    if stop > hit or stop >= end:
+                        break
+                    pos = stop
+                if lsn > last:
+                    return
+                if (
+                    lsn > after_lsn
+                    and rtype != TYPE_SEAL
+                    and rtype in types
+                    and _first_hit(data, needles, pos + HEAD_SIZE, stop) >= 0
+                ):
+                    yield decode_at(data, pos, scan.seq, scan.name, pos)  # type: ignore[arg-type]
+                pos = stop
+        if scan.damage is not None or scan.unknown_type is not None:
+            return
+
+
+def record_at(inspection: Inspection, lsn: int) -> Record | None:
+    """The record logged at `lsn` (None when the log, as recovery would keep it, does not hold it)."""
+    if lsn < 1 or lsn > inspection.end_lsn:
+        return None
+    scans = inspection.scans
+    unpack = HEAD.unpack_from
+    for i, scan in enumerate(scans):
+        if scan.header is None or not scan.scanned or scan.base_lsn > lsn:
+            return None
+        if i + 1 < len(scans) and scans[i + 1].base_lsn <= lsn:
+            continue
+        with _mapped(inspection.path / WAL_DIR / scan.name) as data:
+            pos = HEADER_SIZE
+            end = scan.data_end
+            while pos + HEAD_SIZE <= end:
+                length, _crc, rtype, _flags, _res, found = unpack(data, pos)
+                if found == lsn and rtype != TYPE_SEAL:
+                    return decode_at(data, pos, scan.seq, scan.name, pos)  # type: ignore[arg-type]
+                if found > lsn:
+                    return None
+                pos += 8 + length
+        return None
+    return None
+
+
+def read_record(inspection: Inspection, segment: int, offset: int) -> Record | None:
+    """The record at `offset` of segment `segment` (by sequence number), crc checked; None when that
+    segment is not in the log or no valid record starts there."""
+    for scan in inspection.scans:
+        if scan.seq != segment or scan.header is None:
+            continue
+        if not HEADER_SIZE <= offset <= scan.data_end - HEAD_SIZE:
+            return None
+        fd = os.open(inspection.path / WAL_DIR / scan.name, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            head = os.pread(fd, HEAD_SIZE, offset)
+            data = head + os.pread(fd, max(0, 8 + HEAD.unpack_from(head)[0] - HEAD_SIZE), offset + HEAD_SIZE)
+        finally:
+            os.close(fd)
+        try:
+            return decode_at(data, 0, scan.seq, scan.name, offset)
+        except CorruptRecord:
+            return None
+    return None
+
+
+class TracerError(Exception):
+    """No decoder that can trace, or the one named cannot."""
+
+
+def find_tracer(spec: str | None) -> Tracer:
+    """The tracer of decoder `spec` (a name or module:callable), or of the one installed decoder that
+    offers a trace when `spec` is None."""
+    if spec is not None:
+        try:
+            decoder = resolve(spec)()
+        except DecoderError as exc:
+            raise TracerError(str(exc)) from None
+        if not isinstance(decoder, Tracer):
+            raise TracerError(f"decoder {spec!r} cannot trace (it has no trace method)")
+        return decoder
+    for name in names():
+        try:
+            decoder = resolve(name)()
+        except Exception:  # an installed decoder that cannot even load is no candidate
+            continue
+        if isinstance(decoder, Tracer):
+            return decoder
+    raise TracerError(
+        f"no installed decoder can trace (decoders: {', '.join(names())}); name one with --decoder"
+    )
