@@ -129,9 +129,13 @@ def totals(holders: Iterable[Holder]) -> list[HolderTotal]:
     return sorted(found.values(), key=lambda t: (-t.bytes, t.name))
 
 
+def _records(count: int) -> str:
+    return f"{count} {'record' if count == 1 else 'records'}"
+
+
 def _held_by(holders: list[Holder]) -> str:
     parts = [
-        f"{h.name} ({h.records} {'record' if h.records == 1 else 'records'}, oldest LSN {h.oldest_lsn})"
+        f"{h.name} ({_records(h.records)}, oldest LSN {h.oldest_lsn})"
         for h in sorted(holders, key=lambda h: -h.records)
     ]
     return "held by " + ", ".join(parts)
@@ -197,7 +201,7 @@ def render_pins(pins: list[SegmentPin], holder_totals: list[HolderTotal]) -> lis
         lines.append("  none: no live record")
     for t in holder_totals:
         lines.append(
-            f"  {t.name}: {t.records} records, {t.bytes} bytes in {t.segments} "
+            f"  {t.name}: {_records(t.records)}, {t.bytes} bytes in {t.segments} "
             f"{'segment' if t.segments == 1 else 'segments'}, oldest LSN {t.oldest_lsn}"
             + (f" ({_time(t.oldest_time)})" if t.oldest_time else "")
         )
