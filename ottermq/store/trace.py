@@ -472,10 +472,8 @@ class MessageTrace:
             snapshot_lsn, held = view
             queues = [h.partition("\x00")[2] for h in held.get(traced.msg_id, [])]
             doc = {"event": "snapshot", "message": name, "lsn": snapshot_lsn, "queues": queues}
-            text = f"snapshot at LSN {snapshot_lsn}: " + (
-                f"in {_queues(queues)}" if queues else "in no queue"
-            )
-            lines = sorted([*lines, ((snapshot_lsn, (f"  LSN {snapshot_lsn:<10} {text}", doc)))], key=_by_lsn)
+            text = _line(traced, snapshot_lsn, 0, f"snapshot at LSN {snapshot_lsn}: in {_queues(queues)}", "")
+            lines = sorted([*lines, (snapshot_lsn, (text, doc))], key=_by_lsn)
             if traced.reclaimed:
                 # What the snapshot says replaces what the copy's publish record listed: removals from
                 # before the snapshot may be gone with the original's segment.
@@ -503,8 +501,8 @@ def _queues(names: Any) -> str:
     return ("queue " if len(listed) == 1 else "queues ") + ", ".join(repr(n) for n in listed)
 
 
-def _line(traced: Traced, lsn: int, micros: int, text: str) -> str:
-    stamp = when(micros) or "(time not logged)"
+def _line(traced: Traced, lsn: int, micros: int, text: str, unknown: str = "(time not logged)") -> str:
+    stamp = when(micros) or unknown
     return f"  LSN {lsn:<10} {stamp:<27} message {msg_name(traced.msg_id)}: {text}"
 
 
