@@ -18,8 +18,10 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from memento.errors import CorruptRecord
 from memento.inspect import (
     EXIT_BAD_INPUT,
+    EXIT_CODES,
     WAL_DIR,
     Inspection,
     NotALogDir,
@@ -31,7 +33,7 @@ from memento.inspect import (
 from memento.inspect_decoders import DecoderError, resolve
 from memento.pins import CopyTracker, HoldsSegments, render_pins, segment_pins, totals
 from memento.record import FLAG_RELOCATED
-from memento.recovery import REPAIRABLE
+from memento.recovery import REFUSED, REPAIRABLE
 from memento.replay_start import Start, choose_start
 from memento.segment import SUFFIX
 from memento.trace import read_record
@@ -322,7 +324,7 @@ def trace(
 ) -> None:
     """Every record that touched one item (a message: published where, removed why, when); exit 0 found,
     1 not found, 2 or 3 as inspect when the log is damaged (the trace then stops where recovery would)."""
-    from memento.trace import TracerError, find_tracer
+    from memento.trace import TracerError, find_tracer, quick_inspection
 
     if len(args) != (1 if lsn is not None else 2):
         fail("give ID DIR, or DIR with --lsn N")
@@ -332,9 +334,13 @@ def trace(
     except TracerError as exc:
         fail(str(exc))
     directory = log_dir(args[-1])
-    insp = _inspect(directory, None, verify=False, label="reading")
     try:
+        insp = quick_inspection(directory)
         lines = tracer.trace(insp, key, lsn)
+    except NotALogDir as exc:
+        fail(str(exc))
+    except CorruptRecord as exc:
+        fail(str(exc), EXIT_CODES[REFUSED])
     except OSError as exc:
         fail(f"{exc.filename or directory}: {exc.strerror or exc}")
     except ValueError as exc:

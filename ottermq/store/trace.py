@@ -48,7 +48,9 @@ from ottermq.store.snapshot import decode_snapshot
 _ID: Final = struct.Struct("<Q")
 # The events that take messages away without a removal record, as their EVENT payload starts.
 _DROPPING_EVENTS: Final = ("QueueDeleted", "VHostDeleted")
-_EVENT_NEEDLES: Final = tuple(bytes((len(name),)) + name.encode() for name in _DROPPING_EVENTS)
+# One needle for both tags (one search of the log instead of two); other "...Deleted" events are dropped
+# after decoding their tag.
+_EVENT_NEEDLE: Final = b"Deleted"
 BODY_NEEDLE: Final = 64  # bytes of a body searched for when a message has no message-id
 _MIN_BODY_NEEDLE: Final = 12  # shorter bodies match too much to be worth a search
 NOT_LOGGED: Final = (
@@ -90,6 +92,14 @@ class Traced:
     @property
     def lsn(self) -> int:
         return self.msg_id >> MESSAGE_INDEX_BITS
+
+
+def id_needle(value: int) -> bytes:
+    """A u64 as a REMOVED record lists it (little-endian), without its trailing zero bytes (a needle
+    ending in a zero byte is searched three times slower: zeros are everywhere in a log), but at least
+    5 bytes long, so that small values do not match everywhere."""
+    raw = _ID.pack(value)
+    return raw[: max(5, len(raw.rstrip(b"\x00")))]
 
 
 def _record_time(record: Record, published_ms: int = 0) -> int:
@@ -141,7 +151,7 @@ class MessageTrace:
                 return self.inspection.end_lsn  # not a publish: nothing to follow
             return lsn
         # Reclaimed: a compaction copy carries the LSN first; else the snapshot knows where it is.
-        self.needles.append(_ID.pack(lsn))
+        self.needles.append(id_needle(lsn))
         return 0
 
     def _record(self, record: Record) -> None:
@@ -237,9 +247,11 @@ class MessageTrace:
         self.messages[msg_id] = traced
         self.order.append(traced)
         needles = self.needles
-        needles.append(_ID.pack(msg_id))
-        if len(self.order) == 1:
-            needles.extend(_EVENT_NEEDLES)
+        needles.append(id_needle(msg_id))
+        if traced.reclaimed or self.lsn is not None:
+            needles.append(id_needle(traced.lsn))  # a compaction copy starts with its original's LSN
+        if _EVENT_NEEDLE not in needles:
+            needles.append(_EVENT_NEEDLE)
         # What finds its dead-lettered copies: the message-id they keep, else the body they keep.
         if props.message_id is not None:
             raw = props.message_id.encode()
@@ -263,6 +275,15 @@ class MessageTrace:
             traced.lines.append(
                 (record.lsn, self._removed_line(traced, record, removal.queue, removal.reason, copy, tx_lsn))
             )
+        self._prune()
+
+    def _prune(self) -> None:
+        """Once no traced message is queued, stop searching for what only concerned them (in a trace by
+        message-id, a later publish with the same id is still looked for): the rest of the log is
+        searched for one needle, not four."""
+        if not self.order or any(t.live for t in self.order):
+            return
+        self.needles[:] = self.needles[:1] if self.key is not None else []
 
     def _event(self, record: Record, payload: bytes | memoryview) -> None:
         name = bytes(payload[1 : 1 + payload[0]]).decode("ascii", "replace")
@@ -278,6 +299,7 @@ class MessageTrace:
                 del traced.live[queue]
                 why = "queue deleted" if name == "QueueDeleted" else f"vhost {vhost!r} deleted"
                 traced.lines.append((record.lsn, self._removed_line(traced, record, queue, why, None, 0)))
+        self._prune()
 
     # -- lines -------------------------------------------------------------------------------------------
 
