@@ -21,6 +21,7 @@ import mmap
 import os
 from collections.abc import Iterator, Sequence, Set
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from memento.errors import CorruptRecord
@@ -34,7 +35,7 @@ from memento.inspect import (
     SnapshotReport,
     check_log_dir,
 )
-from memento.inspect_decoders import DecoderError, names, resolve
+from memento.inspect_decoders import ENTRY_POINT_GROUP, DecoderError, names, resolve
 from memento.reader import decode_at
 from memento.record import BODY_HEAD_SIZE, HEAD, HEAD_SIZE, TYPE_SEAL, Record
 from memento.recovery import CLEAN, REFUSED, Finding, classify
@@ -273,7 +274,9 @@ def find_tracer(spec: str | None) -> Tracer:
         if not isinstance(decoder, Tracer):
             raise TracerError(f"decoder {spec!r} cannot trace (it has no trace method)")
         return decoder
-    for name in names():
+    # Installed applications first (entry points), then decoders registered in this process.
+    installed = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    for name in [*installed, *(n for n in names() if n not in installed)]:
         try:
             decoder = resolve(name)()
         except Exception:  # an installed decoder that cannot even load is no candidate

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memento.inspect import inspect_log
+import pytest
+from typer.testing import CliRunner
+
+from memento import inspect_decoders
+from memento.cli import app
+from memento.errors import CorruptRecord
+from memento.inspect import Inspection, inspect_log
 from memento.log import Log
 from memento.pins import (
     ACTIVE,
@@ -25,7 +31,8 @@ from memento.pins import (
     segment_pins,
     totals,
 )
-from memento.trace import read_record, record_at, records_containing
+from memento.segment import HEADER_SIZE
+from memento.trace import TraceLine, quick_inspection, read_record, record_at, records_containing
 
 SEGMENT = 4096
 
@@ -96,11 +103,6 @@ def test_segment_pins_follow_the_reclamation_rules(tmp_path: Path) -> None:
 
 
 def test_replay_text_names_the_pins(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from memento import inspect_decoders
-    from memento.cli import app
-
     class Holding(inspect_decoders.GenericDecoder):
         def holders(self, read: object) -> list[Holder]:
             return [Holder("the keeper", 2, 1, 10, 30)]
@@ -112,3 +114,32 @@ def test_replay_text_names_the_pins(tmp_path: Path) -> None:
     assert "the keeper: 1 record, 10 bytes in 1 segment, oldest LSN 30" in result.stdout
     assert "reclaimable now" in result.stdout
     assert "held by the keeper (1 record, oldest LSN 30)" in result.stdout
+
+
+def test_damage_met_on_the_way_is_named_not_skipped(tmp_path: Path) -> None:
+    make_log(tmp_path)
+    insp = quick_inspection(tmp_path)
+    # The older segments are only header-checked up front: damage there is found when walked.
+    assert not insp.scans[0].scanned and insp.scans[-1].scanned and insp.end_lsn == 200
+    target = record_at(insp, 150)
+    assert target is not None
+    name = next(s.name for s in insp.scans if s.seq == target.position.segment)
+    path = tmp_path / "wal" / name
+    data = bytearray(path.read_bytes())
+    data[HEADER_SIZE : HEADER_SIZE + 4] = (3).to_bytes(4, "little")  # a length no record can have
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptRecord, match=f"{name} offset {HEADER_SIZE}"):
+        list(records_containing(quick_inspection(tmp_path), [b"NEEDLE"], {1, 2, 3}))
+
+    class Finder(inspect_decoders.GenericDecoder):
+        def trace(self, inspection: Inspection, key: str | None, lsn: int | None) -> list[TraceLine]:
+            found = records_containing(inspection, [(key or "").encode()], {1, 2, 3})
+            return [(f"LSN {r.lsn}", {"lsn": r.lsn}) for r in found]
+
+    inspect_decoders.register("finder", Finder)
+    result = CliRunner().invoke(app, ["trace", "--decoder", "finder", "NEEDLE", str(tmp_path)])
+    assert result.exit_code == 2 and f"{name} offset {HEADER_SIZE}" in result.stderr
+    result = CliRunner().invoke(app, ["trace", "--decoder", "finder", "item-0003 ", str(tmp_path)])
+    assert result.exit_code == 0 and result.stdout == "LSN 3\n"
+    result = CliRunner().invoke(app, ["trace", "--decoder", "generic", "x", str(tmp_path)])
+    assert result.exit_code == 4 and "decoder 'generic' cannot trace" in result.stderr
