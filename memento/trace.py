@@ -2,7 +2,8 @@
 
 Strategy: the application knows which bytes identify what it looks for (a message id as it is encoded in a
 payload, the packed id its removal records list) and hands them over as needles; Memento does the reading.
-Each segment is searched whole with `bytes.find` (C speed, several GB/s), and a segment holding none of the
+Each segment is searched whole with `bytes.find` (C speed, about 1.5 GB/s a needle), each needle once
+over the file (where it occurs next is kept until the walk passes it), and a segment holding none of the
 needles is never walked. Where a needle occurs, record headers are walked up to the record that holds it;
 that record is yielded (crc checked, as `decode_at` does) only when one needle lies wholly inside its
 payload and its type is one the caller asked for. The caller decodes and verifies what it gets: a needle
@@ -67,16 +68,9 @@ def _mapped(path: os.PathLike[str] | str) -> Iterator[bytes | mmap.mmap]:
             yield data
 
 
-def _first_hit(data: bytes | mmap.mmap, needles: Sequence[bytes], start: int, end: int) -> int:
-    """The smallest offset >= start where one of `needles` lies wholly before `end`, or -1."""
-    best = -1
-    for needle in needles:
-        # Once a hit is known, only a match starting before it matters: search no further.
-        limit = end if best < 0 else min(end, best - 1 + len(needle))
-        found = data.find(needle, start, limit)
-        if found >= 0:
-            best = found
-    return best
+def _holds(data: bytes | mmap.mmap, needles: Sequence[bytes], start: int, end: int) -> bool:
+    """Whether one of `needles` lies wholly inside data[start:end]."""
+    return any(data.find(needle, start, end) >= 0 for needle in needles)
 
 
 def quick_inspection(path: str | os.PathLike[str]) -> Inspection:
@@ -176,9 +170,16 @@ def records_containing(
             end = scan.data_end if scan.scanned else len(data)
             pos = HEADER_SIZE
             expected = scan.base_lsn
+            ahead: dict[bytes, int] = {}  # needle -> where it occurs next (end: nowhere), valid from pos
             while pos + HEAD_SIZE <= end:
-                hit = _first_hit(data, needles, pos, end) if needles else -1
-                if hit < 0:
+                hit = end
+                for needle in needles:
+                    at = ahead.get(needle, -1)
+                    if at < pos:
+                        at = data.find(needle, pos, end)
+                        ahead[needle] = at = end if at < 0 else at
+                    hit = min(hit, at)
+                if hit >= end:
                     break
                 # Walk the headers up to the record the hit lies in (maybe in its header: checked below).
                 while True:
@@ -197,11 +198,7 @@ def records_containing(
                     break
                 if lsn > last:
                     return
-                if (
-                    lsn > after_lsn
-                    and rtype in types
-                    and _first_hit(data, needles, pos + HEAD_SIZE, stop) >= 0
-                ):
+                if lsn > after_lsn and rtype in types and _holds(data, needles, pos + HEAD_SIZE, stop):
                     yield decode_at(data, pos, scan.seq, scan.name, pos)  # type: ignore[arg-type]
                 pos = stop
                 expected += 1
