@@ -65,7 +65,7 @@ def records_in(
                 return
             if lsn > after:
                 position = new(RecordPosition, (seq, pos))
-                yield new(Record, (lsn, rtype, flags, data[pos + HEAD_SIZE : end], position))
+                yield new(Record, (lsn, rtype, flags, data[pos + HEAD_SIZE : end], position, 0))
             expected = lsn + 1
             pos = end
     finally:

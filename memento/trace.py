@@ -5,7 +5,7 @@ payload, the packed id its removal records list) and hands them over as needles;
 Each segment is searched whole with `bytes.find` (C speed, about 1.5 GB/s a needle), each needle once
 over the file (where it occurs next is kept until the walk passes it), and a segment holding none of the
 needles is never walked. Where a needle occurs, record headers are walked up to the record that holds it;
-that record is yielded (crc checked, as `decode_at` does) only when one needle lies wholly inside its
+that record is yielded (crc checked) only when one needle lies wholly inside its
 payload and its type is one the caller asked for. The caller decodes and verifies what it gets: a needle
 found by chance inside another record's body is a false positive it drops. The needle list may grow while
 the scan runs (what a found record reveals, e.g. the id its later removal will name): later records are
@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 from collections.abc import Iterator, Sequence, Set
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
+
+import crc32c
 
 from memento.errors import CorruptRecord
 from memento.inspect import (
@@ -37,8 +40,7 @@ from memento.inspect import (
     check_log_dir,
 )
 from memento.inspect_decoders import ENTRY_POINT_GROUP, DecoderError, names, resolve
-from memento.reader import decode_at
-from memento.record import BODY_HEAD_SIZE, HEAD, HEAD_SIZE, TYPE_SEAL, Record
+from memento.record import TYPE_SEAL, Record, RecordPosition
 from memento.recovery import CLEAN, REFUSED, Finding, classify
 from memento.scan import SegmentScan, scan_segment
 from memento.segment import HEADER_SIZE, SUFFIX, parse_name
@@ -46,6 +48,29 @@ from memento.snapshot import STATUS_DAMAGED, STATUS_UNREADABLE, SnapshotStore
 
 # One line of a trace: its human text and the same as a JSON-able document.
 TraceLine = tuple[str, dict[str, Any]]
+
+# The first 20 bytes of a record header in every format version: len, crc, type, flags, reserved, lsn.
+# Format version 3 adds a u64 wall-clock time after them (FORMAT.md); this module reads records through
+# these two, so that it reads every version's segments without caring which one wrote them.
+_PREFIX = struct.Struct("<IIBBHQ")
+_TIME = struct.Struct("<Q")
+_TIMED_VERSION = 3
+
+
+def _head_size(scan: SegmentScan) -> int:
+    """Bytes before the payload in the records of this segment."""
+    timed = scan.header is not None and scan.header.version >= _TIMED_VERSION
+    return _PREFIX.size + (_TIME.size if timed else 0)
+
+
+def _record_at(data: bytes | mmap.mmap, pos: int, head: int, scan: SegmentScan) -> Record:
+    """The record at `pos` of this segment's bytes, its crc checked (CorruptRecord if it fails)."""
+    length, stored, rtype, flags, _res, lsn = _PREFIX.unpack_from(data, pos)
+    stop = pos + 8 + length
+    if length < head - 8 or stop > len(data) or crc32c.crc32c(data[pos + 8 : stop]) != stored:
+        raise _damaged(scan, pos, lsn, "no valid record there")
+    when = _TIME.unpack_from(data, pos + _PREFIX.size)[0] if head > _PREFIX.size else 0
+    return Record(lsn, rtype, flags, data[pos + head : stop], RecordPosition(scan.seq, pos), when)
 
 
 @runtime_checkable
@@ -160,18 +185,19 @@ def records_containing(
     last = inspection.end_lsn if to_lsn is None else min(to_lsn, inspection.end_lsn)
     wal = inspection.path / WAL_DIR
     scans = inspection.scans
-    unpack = HEAD.unpack_from
+    unpack = _PREFIX.unpack_from
     for i, scan in enumerate(scans):
         if scan.header is None or scan.base_lsn > last:
             return
         if i + 1 < len(scans) and scans[i + 1].base_lsn <= after_lsn + 1:
             continue
+        head = _head_size(scan)
         with _mapped(wal / scan.name) as data:
             end = scan.data_end if scan.scanned else len(data)
             pos = HEADER_SIZE
             expected = scan.base_lsn
             ahead: dict[bytes, int] = {}  # needle -> where it occurs next (end: nowhere), valid from pos
-            while pos + HEAD_SIZE <= end:
+            while pos + head <= end:
                 hit = end
                 for needle in needles:
                     at = ahead.get(needle, -1)
@@ -188,9 +214,9 @@ def records_containing(
                     if length == 0 or rtype == TYPE_SEAL:
                         stop = end  # the end of this segment's data: no record holds the hit
                         break
-                    if length < BODY_HEAD_SIZE or stop > end or lsn != expected:
+                    if length < head - 8 or stop > end or lsn != expected:
                         raise _damaged(scan, pos, expected, "record damaged")
-                    if stop > hit or stop + HEAD_SIZE > end:
+                    if stop > hit or stop + head > end:
                         break
                     pos = stop
                     expected += 1
@@ -198,8 +224,8 @@ def records_containing(
                     break
                 if lsn > last:
                     return
-                if lsn > after_lsn and rtype in types and _holds(data, needles, pos + HEAD_SIZE, stop):
-                    yield decode_at(data, pos, scan.seq, scan.name, pos)  # type: ignore[arg-type]
+                if lsn > after_lsn and rtype in types and _holds(data, needles, pos + head, stop):
+                    yield _record_at(data, pos, head, scan)
                 pos = stop
                 expected += 1
         if scan.damage is not None or scan.unknown_type is not None:
@@ -211,24 +237,25 @@ def record_at(inspection: Inspection, lsn: int) -> Record | None:
     if lsn < 1 or lsn > inspection.end_lsn:
         return None
     scans = inspection.scans
-    unpack = HEAD.unpack_from
+    unpack = _PREFIX.unpack_from
     for i, scan in enumerate(scans):
         if scan.header is None or scan.base_lsn > lsn:
             return None
         if i + 1 < len(scans) and scans[i + 1].base_lsn <= lsn:
             continue
+        head = _head_size(scan)
         with _mapped(inspection.path / WAL_DIR / scan.name) as data:
             pos = HEADER_SIZE
             end = scan.data_end if scan.scanned else len(data)
             expected = scan.base_lsn
-            while pos + HEAD_SIZE <= end:
+            while pos + head <= end:
                 length, _crc, rtype, _flags, _res, found = unpack(data, pos)
                 if length == 0 or rtype == TYPE_SEAL:
                     return None
-                if length < BODY_HEAD_SIZE or pos + 8 + length > end or found != expected:
+                if length < head - 8 or pos + 8 + length > end or found != expected:
                     raise _damaged(scan, pos, expected, "record damaged")
                 if found == lsn:
-                    return decode_at(data, pos, scan.seq, scan.name, pos)  # type: ignore[arg-type]
+                    return _record_at(data, pos, head, scan)
                 pos += 8 + length
                 expected += 1
         return None
@@ -241,17 +268,19 @@ def read_record(inspection: Inspection, segment: int, offset: int) -> Record | N
     for scan in inspection.scans:
         if scan.seq != segment or scan.header is None:
             continue
-        if not HEADER_SIZE <= offset <= scan.data_end - HEAD_SIZE:
-            return None
+        head = _head_size(scan)
         fd = os.open(inspection.path / WAL_DIR / scan.name, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            head = os.pread(fd, HEAD_SIZE, offset)
-            data = head + os.pread(fd, max(0, 8 + HEAD.unpack_from(head)[0] - HEAD_SIZE), offset + HEAD_SIZE)
+            size = os.fstat(fd).st_size
+            if not HEADER_SIZE <= offset <= size - head:
+                return None
+            length = _PREFIX.unpack_from(os.pread(fd, _PREFIX.size, offset))[0]
+            data = os.pread(fd, 8 + length, offset) if offset + 8 + length <= size else b""
         finally:
             os.close(fd)
         try:
-            return decode_at(data, 0, scan.seq, scan.name, offset)
-        except CorruptRecord:
+            return _record_at(data, 0, head, scan)._replace(position=RecordPosition(segment, offset))
+        except (CorruptRecord, struct.error):
             return None
     return None
 
