@@ -18,10 +18,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from memento.errors import CorruptRecord
 from memento.inspect import (
     EXIT_BAD_INPUT,
-    EXIT_CODES,
     WAL_DIR,
     Inspection,
     NotALogDir,
@@ -31,12 +29,8 @@ from memento.inspect import (
     parse_types,
 )
 from memento.inspect_decoders import DecoderError, resolve
-from memento.pins import CopyTracker, HoldsSegments, render_pins, segment_pins, totals
-from memento.record import FLAG_RELOCATED
-from memento.recovery import REFUSED, REPAIRABLE
-from memento.replay_start import Start, choose_start
+from memento.recovery import REPAIRABLE
 from memento.segment import SUFFIX
-from memento.trace import read_record
 
 app = typer.Typer(
     help="Memento: inspect, replay and verify a write-ahead log.",
@@ -234,6 +228,11 @@ def replay(
     It starts from the newest snapshot at or before the target LSN (the projection then includes the
     snapshot's state), else from the first record, and says which on stderr. Replayed to the end with a
     decoder that names what holds records (ottermq: queues), it adds what keeps each segment on disk."""
+    from memento.pins import CopyTracker, HoldsSegments, render_pins, segment_pins, totals
+    from memento.record import FLAG_RELOCATED
+    from memento.replay_start import Start, choose_start
+    from memento.trace import read_record
+
     if as_json and as_text:
         fail("--json and --text exclude each other")
     try:
@@ -324,6 +323,9 @@ def trace(
 ) -> None:
     """Every record that touched one item (a message: published where, removed why, when); exit 0 found,
     1 not found, 2 or 3 as inspect when the log is damaged (the trace then stops where recovery would)."""
+    from memento.errors import CorruptRecord
+    from memento.inspect import EXIT_CODES
+    from memento.recovery import REFUSED
     from memento.trace import TracerError, find_tracer, quick_inspection
 
     if len(args) != (1 if lsn is not None else 2):

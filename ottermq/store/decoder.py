@@ -11,14 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 from memento.inspect_decoders import RecordView
-from memento.pins import Holder, ReadRecord
-from memento.record import FLAG_ORIGIN, FLAG_RELOCATED, ORIGIN
+from memento.record import FLAG_RELOCATED
 from ottermq.broker.apply import apply_record
 from ottermq.broker.broker import Broker
 from ottermq.broker.journal import MemoryJournal
-from ottermq.store.codec import decode, pack_loc
+from ottermq.store.codec import decode
 from ottermq.store.contents import LogContents
-from ottermq.store.holders import follow_copies, queue_holders, queue_stats
+from ottermq.store.holders import (
+    Holder,
+    ReadRecord,
+    follow_copies,
+    note_copy,
+    queue_holders,
+    queue_stats,
+    record_loc,
+)
 from ottermq.store.replay import ReplayError, load_queues
 from ottermq.store.snapshot import decode_snapshot
 from ottermq.store.trace import trace_message
@@ -55,12 +62,9 @@ class OtterMQDecoder:
         """Apply one record (copies made by compaction are already in the state: skipped)."""
         self._records += 1
         self._last_lsn = record.lsn
-        # Where it lies (for `holders`; memento's records have a position, a bare RecordView may not).
-        position = getattr(record, "position", None)
-        loc = pack_loc(position.segment, position.offset) if position is not None else 0
+        loc = record_loc(record)  # where it lies, for `holders`
         if record.flags & FLAG_RELOCATED:
-            if record.flags & FLAG_ORIGIN and loc:
-                self._copies[ORIGIN.unpack_from(record.payload)[0]] = loc
+            note_copy(self._copies, record, loc)
             return
         try:
             apply_record(self.broker, decode(record.type, record.payload), record.lsn, loc)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from memento.inspect_decoders import RecordView
 from memento.pins import Holder, ReadRecord
-from memento.record import Record, original
+from memento.record import FLAG_ORIGIN, ORIGIN, Record, original
 from ottermq.broker.events import MESSAGE_INDEX_BITS
 from ottermq.store.codec import (
     INDEX_MASK,
@@ -20,6 +21,7 @@ from ottermq.store.codec import (
     RT_TX,
     SEGMENT_SHIFT,
     inner_records,
+    pack_loc,
     publish_payload,
     record_key,
     unpack_loc,
@@ -27,6 +29,30 @@ from ottermq.store.codec import (
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+
+__all__ = [
+    "Holder",
+    "ReadRecord",
+    "follow_copies",
+    "holder_name",
+    "note_copy",
+    "publish_time",
+    "queue_holders",
+    "queue_stats",
+    "record_loc",
+]
+
+
+def record_loc(record: RecordView) -> int:
+    """The loc of a replayed record (memento's records have a position; a bare RecordView may not: 0)."""
+    position = getattr(record, "position", None)
+    return pack_loc(position.segment, position.offset) if position is not None else 0
+
+
+def note_copy(copies: dict[int, int], record: RecordView, loc: int) -> None:
+    """A compaction copy replayed at `loc`: its original's LSN now lies there (the newest copy wins)."""
+    if record.flags & FLAG_ORIGIN and loc:
+        copies[ORIGIN.unpack_from(record.payload)[0]] = loc
 
 
 def holder_name(vhost: str, queue: str) -> str:
