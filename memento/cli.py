@@ -30,7 +30,6 @@ from memento.inspect import (
     find_log_dir,
     inspect_log,
     iter_records,
-    load_snapshot,
     parse_types,
 )
 from memento.inspect_decoders import DecoderError, resolve
@@ -243,14 +242,28 @@ def replay(
         str, typer.Option("--decoder", help="Registered decoder name or module:callable.")
     ] = "generic",
     from_start: Annotated[
-        bool, typer.Option("--from-start", help="Ignore the snapshot; replay from the first record.")
+        bool, typer.Option("--from-start", help="Ignore the snapshots; replay from the first record.")
     ] = False,
     types: TypesOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the projection as JSON (the default).")
+    ] = False,
+    as_text: Annotated[
+        bool, typer.Option("--text", help="Print a summary for people: what holds the log's space.")
+    ] = False,
 ) -> None:
     """Replay the records through a decoder and print the projection as it stood (JSON).
 
-    It starts from the snapshot recovery would use when that snapshot is at or before the target LSN
-    (the projection then includes the snapshot's state), else from the first record, and says so."""
+    It starts from the newest snapshot at or before the target LSN (the projection then includes the
+    snapshot's state), else from the first record, and says which on stderr. Replayed to the end with a
+    decoder that names what holds records (ottermq: queues), it adds what keeps each segment on disk."""
+    from memento.pins import CopyTracker, HoldsSegments, render_pins, segment_pins, totals
+    from memento.record import FLAG_RELOCATED
+    from memento.replay_start import Start, choose_start
+    from memento.trace import read_record
+
+    if as_json and as_text:
+        fail("--json and --text exclude each other")
     try:
         factory = resolve(decoder)
     except DecoderError as exc:
@@ -260,45 +273,118 @@ def replay(
     root = insp.path
     target = insp.end_lsn if to_lsn is None else to_lsn
     projection = factory()
-    snapshot = None if from_start else load_snapshot(root)
+    start = Start(None, ()) if from_start else choose_start(root, target)
     after = 0
-    if snapshot is not None and snapshot.lsn <= target:
-        projection.load_snapshot(snapshot.lsn, snapshot.state)
-        after = snapshot.lsn
-    else:
-        first = next((s.base_lsn for s in insp.segments), 1)
-        if first > 1:
-            held = f"the snapshot is at LSN {snapshot.lsn}" if snapshot else "there is no snapshot"
-            fail(f"cannot rebuild the state at LSN {target}: the log starts at LSN {first} and {held}")
-        if snapshot is not None:
-            typer.echo(
-                f"memento: replaying from the first record: the snapshot is at LSN {snapshot.lsn}, "
-                f"after LSN {target}",
-                err=True,
-            )
+    if start.snapshot is not None:
+        projection.load_snapshot(start.snapshot.lsn, start.snapshot.state)
+        after = start.snapshot.lsn
+    first = next((s.base_lsn for s in insp.segments), 1)
+    if first > after + 1:
+        held = (
+            f"the snapshots are at LSN {', '.join(map(str, start.kept))}"
+            if start.kept
+            else "there is no snapshot"
+        )
+        fail(f"cannot rebuild the state at LSN {target}: the log starts at LSN {first} and {held}")
+    if not from_start and (to_lsn is not None or start.skipped):
+        typer.echo(f"memento: {start.describe(target)}", err=True)
     if target > insp.end_lsn:
         typer.echo(f"memento: warning: the log ends at LSN {insp.end_lsn}", err=True)
+    copied = CopyTracker(insp)
     try:
         with progress_for(directory, "replaying") as step:
             for record in iter_records(insp, after, target, progress=step):
+                if record.flags & FLAG_RELOCATED:
+                    copied.note(record)
                 projection.apply(record)
     except OSError:
         raise  # one line naming the file, exit 74 (_Commands)
     except Exception as exc:
         fail(f"decoder {decoder!r} failed: {type(exc).__name__}: {exc}")
-    typer.echo(json.dumps(projection.projection(), indent=2, default=str))
+    doc = projection.projection()
+    lines: list[str] = []
+    if isinstance(projection, HoldsSegments) and target >= insp.end_lsn:
+        try:
+            holders = projection.holders(lambda seq, offset: read_record(insp, seq, offset))
+        except OSError as exc:
+            fail(f"{exc.filename or directory}: {exc.strerror or exc}")
+        pins = segment_pins(insp, holders, copied.through)
+        holder_totals = totals(holders)
+        doc["holders"] = [t.as_json() for t in holder_totals]
+        doc["segments"] = [p.as_json() for p in pins]
+        lines = render_pins(pins, holder_totals)
+    if as_text:
+        typer.echo(f"replayed {root} up to LSN {min(target, insp.end_lsn)}")
+        typer.echo("\n".join(lines) if lines else json.dumps(doc, indent=2, default=str))
+    else:
+        typer.echo(json.dumps(doc, indent=2, default=str))
     if insp.exit_code >= 2:
-        # The first refused finding names the file (a segment, or the snapshot store's data.mdb).
-        why = next(
-            (f"{f.kind}: {f.message}; " for f in insp.findings if f.severity not in (REPAIRABLE, ACCEPTED)),
-            "",
-        )
-        typer.echo(
-            f"memento: warning: log is {insp.status}: {why}replayed only up to LSN {insp.end_lsn} "
-            "(see memento inspect)",
-            err=True,
-        )
+        _warn_refused(insp, "replayed")
         raise typer.Exit(insp.exit_code)
+
+
+def _warn_refused(insp: Inspection, verb: str) -> None:
+    # The first refused finding names the file (a segment, or the snapshot store's data.mdb).
+    why = next(
+        (f"{f.kind}: {f.message}; " for f in insp.findings if f.severity not in (REPAIRABLE, ACCEPTED)), ""
+    )
+    typer.echo(
+        f"memento: warning: log is {insp.status}: {why}{verb} only up to LSN {insp.end_lsn} "
+        "(see memento inspect)",
+        err=True,
+    )
+
+
+@app.command()
+def trace(
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[ID] DIR", help="The item's id (an OtterMQ message's message-id) and the log directory."
+        ),
+    ],
+    lsn: Annotated[
+        int | None, typer.Option("--lsn", help="Trace what the record at this LSN logged (then only DIR).")
+    ] = None,
+    decoder: Annotated[
+        str | None,
+        typer.Option("--decoder", help="Decoder that traces (default: the installed one that can)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of text.")] = False,
+) -> None:
+    """Every record that touched one item (a message: published where, removed why, when); exit 0 found,
+    1 not found, 2 or 3 as inspect when the log is damaged (the trace then stops where recovery would)."""
+    from memento.errors import CorruptRecord
+    from memento.inspect import EXIT_CODES
+    from memento.recovery import REFUSED
+    from memento.trace import TracerError, find_tracer, quick_inspection
+
+    if len(args) != (1 if lsn is not None else 2):
+        fail("give ID DIR, or DIR with --lsn N")
+    key = None if lsn is not None else args[0]
+    try:
+        tracer = find_tracer(decoder)
+    except TracerError as exc:
+        fail(str(exc))
+    directory = log_dir(args[-1])
+    try:
+        insp = quick_inspection(directory)
+        lines = tracer.trace(insp, key, lsn)
+    except NotALogDir as exc:
+        fail(str(exc))
+    except CorruptRecord as exc:
+        fail(str(exc), EXIT_CODES[REFUSED])
+    except OSError as exc:
+        fail(f"{exc.filename or directory}: {exc.strerror or exc}")
+    except ValueError as exc:
+        fail(str(exc))
+    for text, doc in lines:
+        typer.echo(json.dumps(doc, default=str) if as_json else text)
+    if insp.exit_code >= 2:
+        _warn_refused(insp, "traced")
+        raise typer.Exit(insp.exit_code)
+    if any(doc.get("event") == "not-found" for _text, doc in lines):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -17,8 +17,18 @@ from ottermq.broker.broker import Broker
 from ottermq.broker.journal import MemoryJournal
 from ottermq.store.codec import decode
 from ottermq.store.contents import LogContents
+from ottermq.store.holders import (
+    Holder,
+    ReadRecord,
+    follow_copies,
+    note_copy,
+    queue_holders,
+    queue_stats,
+    record_loc,
+)
 from ottermq.store.replay import ReplayError, load_queues
 from ottermq.store.snapshot import decode_snapshot
+from ottermq.store.trace import trace_message
 
 
 def _no_content(msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
@@ -29,11 +39,15 @@ def _no_content(msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
 class OtterMQDecoder:
     """A memento replay decoder for OtterMQ data directories."""
 
+    # `memento trace MESSAGE_ID DATA_DIR` (memento.trace.Tracer): see ottermq.store.trace.
+    trace = staticmethod(trace_message)
+
     def __init__(self) -> None:
         self.broker = Broker(journal=MemoryJournal(), defaults=False, contents=LogContents(_no_content))
         self._snapshot_lsn: int | None = None
         self._last_lsn = 0
         self._records = 0
+        self._copies: dict[int, int] = {}  # origin LSN -> loc of its newest compaction copy
 
     def load_snapshot(self, lsn: int, state: bytes) -> None:
         """Start from the snapshot's entities and message indexes."""
@@ -48,11 +62,12 @@ class OtterMQDecoder:
         """Apply one record (copies made by compaction are already in the state: skipped)."""
         self._records += 1
         self._last_lsn = record.lsn
+        loc = record_loc(record)  # where it lies, for `holders`
         if record.flags & FLAG_RELOCATED:
+            note_copy(self._copies, record, loc)
             return
-        # The position is not needed: nothing is read back.
         try:
-            apply_record(self.broker, decode(record.type, record.payload), record.lsn, 0)
+            apply_record(self.broker, decode(record.type, record.payload), record.lsn, loc)
         except Exception as exc:  # a record that passed its checksum but cannot be decoded or applied
             raise ReplayError(
                 f"record LSN {record.lsn} (type {record.type}) cannot be applied: {type(exc).__name__}: {exc}"
@@ -80,6 +95,7 @@ class OtterMQDecoder:
                         "auto_delete": queue.auto_delete,
                         "arguments": queue.arguments,
                         "messages": queue.logged_count,
+                        **queue_stats(self.broker, name, queue.name),
                     }
                     for queue in sorted(vhost.queues.values(), key=lambda q: q.name)
                 },
@@ -102,3 +118,9 @@ class OtterMQDecoder:
             "users": sorted(self.broker.access.users),
             "messages": sum(q["messages"] for v in vhosts.values() for q in v["queues"].values()),
         }
+
+    def holders(self, read: ReadRecord) -> list[Holder]:
+        """After a replay to the end: the messages each durable queue keeps in each segment
+        (`memento.pins.HoldsSegments`)."""
+        follow_copies(self.broker, self._copies)
+        return queue_holders(self.broker, read)

@@ -136,10 +136,10 @@ def test_verify_checks_every_snapshot(logdir: Path) -> None:
 def test_replay_generic(logdir: Path) -> None:
     result = run("replay", str(logdir))
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)
     assert doc["snapshot_lsn"] == 100 and doc["first_lsn"] == 101 and doc["last_lsn"] == 170
     assert doc["records_by_type"] == {"1": 25, "2": 25, "3": 20}
-    full = json.loads(run("replay", "--from-start", str(logdir)).output)
+    full = json.loads(run("replay", "--from-start", str(logdir)).stdout)
     assert full["snapshot_lsn"] is None and full["first_lsn"] == 1 and full["records"] == 170
     before = run("replay", "--to-lsn", "40", str(logdir))
     early = json.loads(before.stdout)
@@ -149,11 +149,11 @@ def test_replay_generic(logdir: Path) -> None:
 
 def test_replay_custom_decoders(logdir: Path) -> None:
     spec = f"{__name__}:Summer"
-    doc = json.loads(run("replay", "--decoder", spec, "--to-lsn", "120", str(logdir)).output)
+    doc = json.loads(run("replay", "--decoder", spec, "--to-lsn", "120", str(logdir)).stdout)
     expected = 100 + sum(i % 30 for i in range(101, 121))
     assert doc == {"total": expected, "last": 120}
     inspect_decoders.register("summer", Summer)
-    assert json.loads(run("replay", "--decoder", "summer", str(logdir)).output)["last"] == 170
+    assert json.loads(run("replay", "--decoder", "summer", str(logdir)).stdout)["last"] == 170
     assert "summer" in inspect_decoders.names()
     bad = run("replay", "--decoder", "nope", str(logdir))
     assert bad.exit_code == 4 and "unknown decoder 'nope'" in bad.output
