@@ -23,7 +23,7 @@ from typing import Final
 
 import crc32c
 
-from memento.record import BODY_HEAD_SIZE, ENGINE_TYPES, HEAD, HEAD_SIZE, TYPE_NONE, TYPE_SEAL, USER_TYPES
+from memento.record import ENGINE_TYPES, TYPE_NONE, TYPE_SEAL, USER_TYPES, Frame, frame_of
 from memento.scan import find_resync
 from memento.segment import HEADER_SIZE, decode_header, parse_name
 
@@ -86,7 +86,7 @@ def verify_sealed(
                 )
             )
             return check
-        _walk(reader, header.base_lsn, next_lsn, registry)
+        _walk(reader, header.base_lsn, next_lsn, registry, frame_of(header.version))
     finally:
         os.close(fd)
     return check
@@ -120,11 +120,14 @@ class _Reader:
         return b"".join(parts)
 
 
-def _walk(reader: _Reader, lsn: int, next_lsn: int | None, registry: Set[int] | None) -> None:
+def _walk(reader: _Reader, lsn: int, next_lsn: int | None, registry: Set[int] | None, frame: Frame) -> None:
+    """Walk the records of a segment whose record layout is `frame`."""
     check = reader.check
     size = reader.size
     crc = crc32c.crc32c
-    unpack = HEAD.unpack_from
+    unpack = frame.unpack
+    head_size = frame.head_size
+    min_len = frame.min_len
     plain = (registry if registry is not None else USER_TYPES) - ENGINE_TYPES
     pos = HEADER_SIZE
     buf = b""  # file bytes from `start`
@@ -133,14 +136,14 @@ def _walk(reader: _Reader, lsn: int, next_lsn: int | None, registry: Set[int] | 
         # The common case, in a tight loop: whole valid records of a known type inside `buf`. Anything
         # else (the buffer's end, the end of data, the seal, damage) is left to the careful code below.
         rel = pos - start
-        limit = len(buf) - HEAD_SIZE
+        limit = len(buf) - head_size
         view = memoryview(buf)
         count = 0
         while rel <= limit:
-            length, stored, rtype, _flags, _reserved, rlsn = unpack(buf, rel)
+            length, stored, rtype, _flags, _reserved, rlsn, _time = unpack(buf, rel)
             end = rel + 8 + length
             if (
-                length < BODY_HEAD_SIZE
+                length < min_len
                 or end > len(buf)
                 or rlsn != lsn
                 or rtype not in plain
@@ -153,20 +156,20 @@ def _walk(reader: _Reader, lsn: int, next_lsn: int | None, registry: Set[int] | 
         view.release()
         check.records += count
         pos = start + rel
-        if len(buf) - rel < HEAD_SIZE and start + len(buf) < size:
+        if len(buf) - rel < head_size and start + len(buf) < size:
             buf = buf[rel:] + reader.read(start + len(buf), reader.chunk)
             start = pos
             rel = 0
         if len(buf) - rel < 8 or _U32.unpack_from(buf, rel)[0] == 0:
             check.damage.append(DamagedSpan(pos, size, lsn, "the segment ends without its seal"))
             return
-        if len(buf) - rel < HEAD_SIZE:
+        if len(buf) - rel < head_size:
             check.damage.append(DamagedSpan(pos, size, lsn, "record header cut by the end of the file"))
             return
-        length, stored, rtype, _flags, _reserved, rlsn = unpack(buf, rel)
+        length, stored, rtype, _flags, _reserved, rlsn, _time = unpack(buf, rel)
         end = pos + 8 + length
         problem: str | None = None
-        if length < BODY_HEAD_SIZE:
+        if length < min_len:
             problem = f"record length {length} is too small"
         elif end > size:
             problem = f"record length {length} runs past the end of the file"
@@ -195,7 +198,7 @@ def _walk(reader: _Reader, lsn: int, next_lsn: int | None, registry: Set[int] | 
             continue
         # Damage: find where verifiable records start again, as recovery would, and go on from there.
         rest = reader.read(pos, size - pos)
-        resync = find_resync(rest, 1, lsn)
+        resync = find_resync(rest, 1, lsn, frame)
         if resync is None:
             check.damage.append(DamagedSpan(pos, size, lsn, problem))
             return
