@@ -153,7 +153,10 @@ def normalize_hash(value: str) -> str:
 
 
 def verify_password(stored: str, password: str) -> bool:
-    """True when `password` matches the stored hash ("" or a malformed hash matches nothing)."""
+    """True when `password` matches the stored hash ("" or a malformed hash matches nothing; an empty
+    password matches nothing either, as RabbitMQ refuses empty passwords whatever the hash)."""
+    if not password:
+        return False
     if stored.startswith(RABBIT_PREFIX):
         try:
             digest, raw = _parse_rabbit(stored)
