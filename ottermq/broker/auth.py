@@ -147,7 +147,7 @@ def normalize_hash(value: str) -> str:
         return import_hash(None, value)
     except ValueError:
         raise ValueError(
-            f"password hash is neither RabbitMQ's base64 (salt + SHA-256) nor of the form "
+            "password hash is not of the form <base64 of salt + SHA-256> (RabbitMQ's) or "
             f"{HASH_SCHEME}$<iterations>$<salt>$<hash>"
         ) from None
 
