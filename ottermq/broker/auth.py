@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ottermq.amqp.table import decode_table
-from ottermq.broker.checks import CheckScheduler, Ticket, source_of
+from ottermq.broker.checks import MIN_FAILURE_CHARGE, CheckScheduler, Ticket, source_of
 
 if TYPE_CHECKING:
     from ottermq.broker.access import AccessControl
@@ -294,7 +294,7 @@ class Authenticator:
         # user -> (stored hash it was verified against, keyed digest of the password that matched)
         self._verified: dict[str, tuple[str, bytes]] = {}
         # Where full checks wait for a worker; the server sets its `runner` (without one they run inline).
-        self.checks = CheckScheduler()
+        self.checks = CheckScheduler(min_failure_charge=MIN_FAILURE_CHARGE)
 
     def mechanisms(self, peer_cert_cn: str | None = None) -> tuple[str, ...]:
         """The mechanisms to offer: EXTERNAL only with a verified client certificate."""
