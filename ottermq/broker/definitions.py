@@ -113,8 +113,9 @@ def _vhost_objects(
     vhost: VHost, limits: Mapping[str, int] | None, scoped: bool
 ) -> dict[str, list[dict[str, Any]]]:
     """The parameters (operator policies, `limits`), policies, queues, exchanges and bindings of one vhost
-    (without their `vhost` key in a vhost-scoped export, as RabbitMQ)."""
+    (queues, exchanges and bindings without their `vhost` key in a vhost-scoped export, as RabbitMQ)."""
     where = {} if scoped else {"vhost": vhost.name}
+    always = {"vhost": vhost.name}
     parameters: list[dict[str, Any]] = [
         {
             "value": {
@@ -123,20 +124,15 @@ def _vhost_objects(
                 "priority": p.priority,
                 "apply-to": p.apply_to,
             },
-            **where,
+            **always,
             "component": OPERATOR_POLICY,
             "name": p.name,
         }
         for p in vhost.policies.listed(True)
     ]
     if limits:
-        parameters.append({"value": dict(limits), **where, "component": VHOST_LIMITS, "name": "limits"})
-    policies = []
-    for p in vhost.policies.listed(False):
-        row = p.row()
-        if scoped:
-            row.pop("vhost")
-        policies.append(row)
+        parameters.append({"value": dict(limits), **always, "component": VHOST_LIMITS, "name": "limits"})
+    policies = [p.row() for p in vhost.policies.listed(False)]
     shared = {q.name for q in vhost.queues.values() if not q.exclusive}
     own = {x for x in vhost.exchanges if x and not x.startswith("amq.")}
     queues = [

@@ -298,7 +298,10 @@ def test_an_ottermq_export_imports_into_a_fresh_node(nodes: Any) -> None:
     third = nodes("third")
     assert third.api("PUT", "/api/vhosts/elsewhere").status == 201
     assert third.api("POST", "/api/definitions/elsewhere", vhost_export).status == 204
-    assert third.api("GET", "/api/definitions/elsewhere").body == {**vhost_export}
+    copied = third.api("GET", "/api/definitions/elsewhere").body
+    for category in ("queues", "exchanges", "bindings"):
+        assert objects(copied, category) == objects(vhost_export, category)
+    assert [row["vhost"] for row in copied["policies"] + copied["parameters"]] == ["elsewhere"] * 3
 
 
 BAD_DOCUMENTS: list[tuple[bytes, str]] = [

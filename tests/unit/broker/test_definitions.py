@@ -30,7 +30,10 @@ from ottermq.broker.definitions import DefinitionsError, export_definitions, imp
 from ottermq.broker.events import PasswordChanged, PolicySet, QueueDeclared, UserAdded
 from ottermq.broker.journal import MemoryJournal
 
-RABBITMQ_EXPORT = Path(__file__).resolve().parents[2] / "data" / "rabbitmq-3.10-definitions.json"
+DATA = Path(__file__).resolve().parents[2] / "data"
+RABBITMQ_EXPORT = DATA / "rabbitmq-3.10-definitions.json"
+# GET /api/definitions/shop of the same RabbitMQ node (vhost keys only on parameters and policies).
+RABBITMQ_VHOST_EXPORT = DATA / "rabbitmq-3.10-definitions-shop.json"
 
 
 class RecordingJournal(MemoryJournal):
@@ -296,3 +299,14 @@ def test_export_has_operator_policies_and_limits_as_rabbitmqs_parameters() -> No
     key = lambda row: json.dumps(row, sort_keys=True)  # noqa: E731
     assert sorted(map(key, exported["parameters"])) == sorted(map(key, recorded()["parameters"]))
     assert exported["vhosts"] == [{"name": "/"}, {"name": "shop"}]
+
+
+def test_the_vhost_export_has_rabbitmqs_shape() -> None:
+    model, _ = broker()
+    import_definitions(model, recorded())
+    exported = export_definitions(model, "shop")
+    theirs = json.loads(RABBITMQ_VHOST_EXPORT.read_text())
+    assert list(exported) == list(theirs)
+    for category in ("parameters", "policies", "queues", "exchanges", "bindings"):
+        key = lambda row: json.dumps(row, sort_keys=True)  # noqa: E731
+        assert sorted(map(key, exported[category])) == sorted(map(key, theirs[category])), category
