@@ -176,7 +176,9 @@ def add_user(
     username: str,
     password: str = typer.Argument(..., help="The password (or its hash with --pre-hashed-password)"),
     pre_hashed: bool = typer.Option(
-        False, "--pre-hashed-password", help="PASSWORD is a hash: pbkdf2-sha256$<iterations>$<salt>$<hash>"
+        False,
+        "--pre-hashed-password",
+        help="PASSWORD is a hash: RabbitMQ's base64 (salt + SHA-256), or pbkdf2-sha256$<iter>$<salt>$<hash>",
     ),
     tags: str = typer.Option("", "--tags", help="Comma-separated tags"),
 ) -> None:
