@@ -679,6 +679,11 @@ def _plan_bindings(
             and _bound(model, source, destination, kind, routing_key, arguments)
         ):
             continue
+        queue = model.queues.get(destination) if model is not None and kind == "queue" else None
+        if queue is not None and queue.exclusive:
+            # Only its own connection may bind it (405 otherwise); it leaves with that connection anyway.
+            result.skipped.append(f"{what} in vhost {vhost!r} (exclusive queue)")
+            continue
         result.add(
             f"{what} in {vhost}", _bind(broker, vhost, source, destination, kind, routing_key, arguments)
         )

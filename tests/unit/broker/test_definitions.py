@@ -310,3 +310,16 @@ def test_the_vhost_export_has_rabbitmqs_shape() -> None:
     for category in ("parameters", "policies", "queues", "exchanges", "bindings"):
         key = lambda row: json.dumps(row, sort_keys=True)  # noqa: E731
         assert sorted(map(key, exported[category])) == sorted(map(key, theirs[category])), category
+
+
+def test_a_binding_to_an_exclusive_queue_is_skipped() -> None:
+    model, _ = broker()
+    owner = object()
+    model.vhosts["/"].declare_queue("mine", exclusive=True, owner=owner)
+    document = {
+        "bindings": [
+            {"source": "amq.direct", "vhost": "/", "destination": "mine", "destination_type": "queue"}
+        ]
+    }
+    steps = import_definitions(model, document)
+    assert steps.changes == [] and "exclusive" in steps.skipped[0]
