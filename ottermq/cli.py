@@ -7,6 +7,7 @@ code 2, no traceback. This module is also where the pieces meet: settings -> Bro
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -130,6 +131,11 @@ def serve(
         "--check-config",
         help="Print the effective settings as TOML and exit, without serving",
     ),
+    load_definitions: str | None = typer.Option(
+        None,
+        "--load-definitions",
+        help="A definitions file (RabbitMQ's export format) or a directory of them, imported at start",
+    ),
     salvage: bool = typer.Option(
         False,
         "--salvage",
@@ -157,6 +163,7 @@ def serve(
         "log_level": log_level,
         "log_format": log_format,
         "salvage": True if salvage else None,
+        "load_definitions": load_definitions,
     }
     try:
         settings = load_settings(cli_values, Path(config) if config else None)
@@ -172,6 +179,7 @@ def serve(
         configure_logging(settings.log_level, settings.log_format)
         broker, store = _build_broker(settings, data_path)
         seeded = _seed_access(broker, settings)
+        loaded = _load_definitions(broker, settings)
         tls = _tls_options(settings)
     except ConfigError as exc:
         _usage_error(str(exc))
@@ -199,6 +207,8 @@ def serve(
         _report_salvage(store)
     if seeded:
         log.info("created from the config file", extra={"entries": ", ".join(seeded)})
+    for line in loaded:
+        log.info(line)
     http = None
     if settings.http_port:
         from ottermq.http.service import ManagementService
@@ -295,6 +305,7 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
         loopback_users=settings.loopback_users,
         handshake_timeout=settings.handshake_timeout,
         consumer_timeout=settings.consumer_timeout,
+        seed_defaults=not settings.load_definitions,
     )
     if settings.persistence != "memento":
         return Broker(broker_settings, MemoryJournal()), None
@@ -414,6 +425,34 @@ def _seed_access(broker: Broker, settings: Settings) -> list[str]:
         return seeded
     except AccessError as exc:
         raise ConfigError(f"config file: {exc}") from None
+
+
+def _load_definitions(broker: Broker, settings: Settings) -> list[str]:
+    """Import the load_definitions file (or every *.json of the directory, by name) after recovery, as
+    RabbitMQ does at boot; lines for the log. A file that cannot be read or imported stops the start
+    (ConfigError), as it stops RabbitMQ's."""
+    if not settings.load_definitions:
+        return []
+    from ottermq.broker.definitions import DefinitionsError, import_definitions
+
+    path = Path(settings.load_definitions).expanduser()
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    lines: list[str] = []
+    for file in files:
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"load_definitions: cannot read {describe_os_error(exc)}") from None
+        except (ValueError, RecursionError):
+            raise ConfigError(f"load_definitions: {file} is not JSON") from None
+        try:
+            plan = import_definitions(broker, document)
+        except DefinitionsError as exc:
+            raise ConfigError(f"load_definitions: {file}: {exc.reason.rstrip()}") from None
+        lines.append(
+            f"definitions loaded from {file}: {len(plan.changes)} changes, {len(plan.skipped)} skipped"
+        )
+    return lines
 
 
 app.add_typer(ctl_app, name="ctl")

@@ -113,6 +113,10 @@ class Settings:
     permissions: tuple[dict[str, Any], ...] = ()
     # [[vhost_limits]] (vhost="/", max_connections, max_queues): set at start on a vhost without limits.
     vhost_limits: tuple[dict[str, Any], ...] = ()
+    # A definitions file (RabbitMQ's export format) or a directory of them (*.json), imported at every
+    # start after recovery, as RabbitMQ's load_definitions: what exists is left or updated as an import
+    # does, so an unchanged file changes nothing. A fresh node then gets no default user and vhost.
+    load_definitions: str = ""
 
 
 FIELDS: Final[dict[str, dataclasses.Field[Any]]] = {f.name: f for f in dataclasses.fields(Settings)}

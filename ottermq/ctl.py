@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -175,7 +176,9 @@ def add_user(
     username: str,
     password: str = typer.Argument(..., help="The password (or its hash with --pre-hashed-password)"),
     pre_hashed: bool = typer.Option(
-        False, "--pre-hashed-password", help="PASSWORD is a hash: pbkdf2-sha256$<iterations>$<salt>$<hash>"
+        False,
+        "--pre-hashed-password",
+        help="PASSWORD is a hash: RabbitMQ's base64 (salt + SHA-256), or pbkdf2-sha256$<iter>$<salt>$<hash>",
     ),
     tags: str = typer.Option("", "--tags", help="Comma-separated tags"),
 ) -> None:
@@ -461,6 +464,55 @@ def clear_operator_policy(ctx: typer.Context, name: str, vhost: str = _VHOST) ->
 def list_operator_policies(ctx: typer.Context, vhost: str = _VHOST) -> None:
     """List a vhost's operator policies, lowest priority first."""
     _list_policies(ctx, True, vhost)
+
+
+# -- definitions (rabbitmqctl's syntax; "-" is standard input or output) ---------------------------------
+
+
+@app.command("import_definitions")
+def import_definitions(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., help='A JSON file in RabbitMQ\'s export format, or "-" for stdin'),
+) -> None:
+    """Import users, vhosts, permissions, policies, queues, exchanges and bindings from a definitions file."""
+    if path == "-":
+        info = "Importing definitions in JSON from standard input ..."
+        text = sys.stdin.read()
+    else:
+        info = f'Importing definitions in JSON from a file at "{path}" ...'
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", EXIT_DATAERR)
+    _run(ctx, "import_definitions", {"definitions": text}, info)
+    options: Options = ctx.obj
+    if not options.quiet and not options.json:
+        typer.echo("Successfully imported definitions.")
+
+
+@app.command("export_definitions")
+def export_definitions(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., help='Where to write the JSON, or "-" for stdout'),
+) -> None:
+    """Export the broker's definitions in RabbitMQ's format (importable into RabbitMQ and OtterMQ)."""
+    options: Options = ctx.obj
+    quiet = options.quiet or path == "-"  # "-": only the JSON on stdout, as rabbitmqctl
+    info = f'Exporting definitions in JSON to a file at "{path}" ...'
+    try:
+        result = request(options.socket_path, "export_definitions", {})
+    except CtlError as exc:
+        _fail(str(exc), exc.status)
+    text = json.dumps(result, separators=(",", ":"))
+    if path == "-":
+        typer.echo(text)
+        return
+    if not quiet:
+        typer.echo(info)
+    try:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc}", EXIT_DATAERR)
 
 
 @app.command("list_queues")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from ottermq.broker.auth import check_hash_format, hash_password
+from ottermq.broker.auth import new_password_hash, normalize_hash
 from ottermq.broker.events import (
     AccessEvent,
     PasswordChanged,
@@ -152,13 +152,9 @@ class AccessControl:
         if name in self.users:
             raise AccessError("exists", f'User "{name}" already exists')
         if password_hash is not None:
-            try:
-                check_hash_format(password_hash)
-            except ValueError as exc:
-                raise AccessError("invalid", str(exc)) from None
-            stored = password_hash
+            stored = _stored_hash(password_hash)
         else:
-            stored = hash_password(password) if password else ""
+            stored = new_password_hash(password) if password else ""
         self._commit(UserAdded(name, stored, _tags(tags)))
 
     def delete_user(self, name: str) -> None:
@@ -169,7 +165,13 @@ class AccessControl:
     def change_password(self, name: str, password: str | None) -> None:
         """Replace a user's password (None or "" clears it: password logins are then refused)."""
         self._require_user(name, quoted=True)
-        self._commit(PasswordChanged(name, hash_password(password) if password else ""))
+        self._commit(PasswordChanged(name, new_password_hash(password) if password else ""))
+
+    def set_password_hash(self, name: str, password_hash: str) -> None:
+        """Replace a user's stored hash with a ready one (a definitions import; "" clears it)."""
+        self._require_user(name, quoted=True)
+        stored = _stored_hash(password_hash) if password_hash else ""
+        self._commit(PasswordChanged(name, stored))
 
     def set_user_tags(self, name: str, tags: Iterable[str]) -> None:
         """Replace a user's tags."""
@@ -274,6 +276,13 @@ def _check_name(kind: str, name: str) -> None:
         raise AccessError("invalid", f"{kind} name must not be empty")
     if len(name.encode("utf-8")) > 255:
         raise AccessError("invalid", f"{kind} name is longer than 255 bytes")
+
+
+def _stored_hash(password_hash: str) -> str:
+    try:
+        return normalize_hash(password_hash)
+    except ValueError as exc:
+        raise AccessError("invalid", str(exc)) from None
 
 
 def _tags(tags: Iterable[str]) -> tuple[str, ...]:

@@ -5,19 +5,23 @@ raises `AuthFailure` carrying the detailed reason for the log. The connection tu
 deliberately vague 403 RabbitMQ sends, so a client never learns whether the user exists. Users live in
 the access registry (`access.py`); this module only reads them.
 
-Passwords are stored as PBKDF2-HMAC-SHA256 with a 16-byte random salt per user, in the self-describing
-form `pbkdf2-sha256$<iterations>$<salt>$<hash>` (base64), compared in constant time. A full check costs
-tens of milliseconds on purpose, which a broker cannot pay on every connection of a busy client; so a
-successful check is remembered as a keyed BLAKE2b digest of the password (the key is random per process
-and never stored), and later logins with the same password and the same stored hash compare that
-digest instead. Any other password gets the full check, as does an unknown user (against a dummy
-hash): a refusal takes the same path and time whether the user exists or was seen before, so timing
-does not tell the names. The full check must not run on the event loop (a flood of failed logins would
-stall every client), so `login` answers at once only when no PBKDF2 is needed and otherwise returns a
-`PendingLogin`: `submit(pending, done)` queues its `check()` fairly among source addresses
-(`checks.py`: bounded, round-robin, identical credentials share a check), `done(ok)` follows on the
-loop and `finish(pending, ok)` completes the login (AMQP connections and the management API's basic auth
-alike).
+Stored hashes are self-describing strings, compared in constant time. New passwords are hashed as
+RabbitMQ hashes them (`rabbit_password_hashing_sha256`: base64 of a 4-byte random salt and SHA-256(salt +
+password)), stored as `rabbit-sha256$<base64>`, so that an export of the definitions imports into
+RabbitMQ with its users able to log in; hashes RabbitMQ made with its md5 and sha512 modules are kept as
+`rabbit-md5$...` / `rabbit-sha512$...`. Hashes of earlier OtterMQ versions, PBKDF2-HMAC-SHA256 with a
+16-byte salt (`pbkdf2-sha256$<iterations>$<salt>$<hash>`), still verify. `export_hash` / `import_hash`
+translate between the stored form and RabbitMQ's (hashing_algorithm, password_hash) pair. A PBKDF2 check
+costs tens of milliseconds on purpose, which a broker cannot pay on every connection of a busy client; so
+a successful check is remembered as a keyed BLAKE2b digest of the password (the key is random per process
+and never stored), and later logins with the same password and the same stored hash compare that digest
+instead. Any other password gets the full check, as does an unknown user (against a dummy hash): a
+refusal takes the same path and time whether the user exists or was seen before, so timing does not tell
+the names. The full check must not run on the event loop (a flood of failed logins would stall every
+client), so `login` answers at once only when no PBKDF2 is needed and otherwise returns a `PendingLogin`:
+`submit(pending, done)` queues its `check()` fairly among source addresses (`checks.py`: bounded, round-
+robin, identical credentials share a check), `done(ok)` follows on the loop and `finish(pending, ok)`
+completes the login (AMQP connections and the management API's basic auth alike).
 Users in `loopback_users` (guest by default) may only log in from a loopback address, as RabbitMQ's
 `loopback_users`, whatever the mechanism. EXTERNAL (the subject CN of a verified TLS client
 certificate) is offered only to connections that have one; the user must exist, no password is asked.
@@ -37,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ottermq.amqp.table import decode_table
-from ottermq.broker.checks import CheckScheduler, Ticket, source_of
+from ottermq.broker.checks import MIN_FAILURE_CHARGE, CheckScheduler, Ticket, source_of
 
 if TYPE_CHECKING:
     from ottermq.broker.access import AccessControl
@@ -50,6 +54,15 @@ HASH_SCHEME: Final = "pbkdf2-sha256"
 HASH_ITERATIONS: Final = 100_000
 _SALT_BYTES: Final = 16
 _MIN_ITERATIONS: Final = 1_000
+
+# RabbitMQ's hashing modules (rabbit_password_hashing_<digest>) and how they are stored here.
+RABBIT_ALGORITHM_PREFIX: Final = "rabbit_password_hashing_"
+RABBIT_PREFIX: Final = "rabbit-"
+RABBIT_DIGESTS: Final = ("sha256", "sha512", "md5")
+RABBIT_DEFAULT: Final = "sha256"
+_RABBIT_SALT_BYTES: Final = 4
+# The name exports give PBKDF2 hashes of earlier OtterMQ versions.
+OTTERMQ_ALGORITHM: Final = "ottermq_pbkdf2_sha256"
 
 _LENGTH = struct.Struct(">I")
 
@@ -89,26 +102,123 @@ def _parse_hash(stored: str) -> tuple[int, bytes, bytes]:
     return iterations, salt, digest
 
 
+def rabbit_hash(password: str, digest: str = RABBIT_DEFAULT, salt: bytes | None = None) -> str:
+    """The stored form of a password hashed as RabbitMQ's `rabbit_password_hashing_<digest>` hashes it:
+    `rabbit-<digest>$<base64 of salt + digest(salt + password)>` (4-byte random salt)."""
+    salt = os.urandom(_RABBIT_SALT_BYTES) if salt is None else salt
+    hashed = hashlib.new(digest, salt + password.encode("utf-8")).digest()
+    return f"{RABBIT_PREFIX}{digest}${_b64(salt + hashed)}"
+
+
+def new_password_hash(password: str) -> str:
+    """How a new password is stored: RabbitMQ's default (SHA-256), so exports work in RabbitMQ."""
+    return rabbit_hash(password)
+
+
+def _parse_rabbit(stored: str) -> tuple[str, bytes]:
+    """(digest name, salt + hash) of a `rabbit-<digest>$<base64>` hash; ValueError otherwise."""
+    scheme, sep, encoded = stored.partition("$")
+    digest = scheme[len(RABBIT_PREFIX) :]
+    if not sep or not scheme.startswith(RABBIT_PREFIX) or digest not in RABBIT_DIGESTS:
+        raise ValueError(f"password hash is not of the form {RABBIT_PREFIX}<sha256|sha512|md5>$<base64>")
+    try:
+        return digest, base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise ValueError("password hash is not valid base64") from None
+
+
 def check_hash_format(stored: str) -> None:
-    """ValueError (one readable line) unless `stored` is a hash `hash_password` could have made."""
-    _parse_hash(stored)
+    """ValueError (one readable line) unless `stored` is a hash `hash_password` or `rabbit_hash` could
+    have made (a RabbitMQ hash is taken as RabbitMQ takes it: any base64)."""
+    if stored.startswith(RABBIT_PREFIX):
+        _parse_rabbit(stored)
+    else:
+        _parse_hash(stored)
+
+
+def normalize_hash(value: str) -> str:
+    """A hash as given to `add_user --pre-hashed-password`, the config file or the API: a stored form
+    (`rabbit-...$`, `pbkdf2-sha256$...`) as it is, else RabbitMQ's bare base64 (SHA-256, as rabbitmqctl
+    takes it); ValueError when it is neither."""
+    if value.startswith((RABBIT_PREFIX, HASH_SCHEME + "$")):
+        check_hash_format(value)
+        return value
+    try:
+        return import_hash(None, value)
+    except ValueError:
+        raise ValueError(
+            "password hash is not of the form <base64 of salt + SHA-256> (RabbitMQ's) or "
+            f"{HASH_SCHEME}$<iterations>$<salt>$<hash>"
+        ) from None
 
 
 def verify_password(stored: str, password: str) -> bool:
-    """True when `password` matches the stored hash ("" or a malformed hash matches nothing)."""
+    """True when `password` matches the stored hash ("" or a malformed hash matches nothing; an empty
+    password matches nothing either, as RabbitMQ refuses empty passwords whatever the hash)."""
+    if not password:
+        return False
+    if stored.startswith(RABBIT_PREFIX):
+        try:
+            digest, raw = _parse_rabbit(stored)
+        except ValueError:
+            return False
+        salt, expected = raw[:_RABBIT_SALT_BYTES], raw[_RABBIT_SALT_BYTES:]
+        if len(salt) < _RABBIT_SALT_BYTES or not expected:
+            return False
+        candidate = hashlib.new(digest, salt + password.encode("utf-8")).digest()
+        return hmac.compare_digest(candidate, expected)
     try:
-        iterations, salt, digest = _parse_hash(stored)
+        iterations, salt, digest_bytes = _parse_hash(stored)
     except ValueError:
         return False
     candidate = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return hmac.compare_digest(candidate, digest)
+    return hmac.compare_digest(candidate, digest_bytes)
 
 
-# Checked when the user is unknown or has no password, so a refusal costs the same either way.
+def export_hash(stored: str) -> tuple[str, str]:
+    """(hashing_algorithm, password_hash) as RabbitMQ's definitions carry a user's hash. A PBKDF2 hash of
+    an earlier version goes as `ottermq_pbkdf2_sha256` with the stored text in base64: RabbitMQ imports
+    it (it takes any algorithm name) though the user cannot log in there; OtterMQ takes it back."""
+    if not stored:
+        return RABBIT_ALGORITHM_PREFIX + RABBIT_DEFAULT, ""
+    if stored.startswith(RABBIT_PREFIX):
+        scheme, _, encoded = stored.partition("$")
+        return RABBIT_ALGORITHM_PREFIX + scheme[len(RABBIT_PREFIX) :], encoded
+    return OTTERMQ_ALGORITHM, _b64(stored.encode("utf-8"))
+
+
+def import_hash(algorithm: str | None, password_hash: str) -> str:
+    """The stored form of a hash given as RabbitMQ's definitions and API give it (no algorithm: SHA-256,
+    RabbitMQ's default); ValueError (one readable line) for what cannot be verified here."""
+    if not password_hash:
+        return ""
+    algorithm = algorithm or RABBIT_ALGORITHM_PREFIX + RABBIT_DEFAULT
+    if algorithm == OTTERMQ_ALGORITHM:
+        if password_hash.startswith(HASH_SCHEME + "$"):  # as exports of earlier versions wrote it
+            stored = password_hash
+        else:
+            try:
+                stored = base64.b64decode(password_hash, validate=True).decode("utf-8")
+            except ValueError:
+                raise ValueError(f"password_hash of {OTTERMQ_ALGORITHM} is not base64") from None
+        check_hash_format(stored)
+        return stored
+    digest = algorithm[len(RABBIT_ALGORITHM_PREFIX) :]
+    if not algorithm.startswith(RABBIT_ALGORITHM_PREFIX) or digest not in RABBIT_DIGESTS:
+        raise ValueError(
+            f"hashing_algorithm {algorithm!r} is not supported (rabbit_password_hashing_sha256, "
+            f"rabbit_password_hashing_sha512, rabbit_password_hashing_md5, {OTTERMQ_ALGORITHM})"
+        )
+    stored = f"{RABBIT_PREFIX}{digest}${password_hash}"
+    check_hash_format(stored)
+    return stored
+
+
+# Checked when the user is unknown or has no password, so a refusal costs the same either way: a hash
+# of the scheme new passwords get (users with PBKDF2 hashes of earlier versions take longer to refuse).
 @functools.cache
 def _dummy_hash() -> str:
-    # Made on first use, not at import: a PBKDF2 run costs tens of ms of every start-up.
-    return hash_password("", salt=b"\x00" * _SALT_BYTES)
+    return rabbit_hash("", salt=b"\x00" * _RABBIT_SALT_BYTES)
 
 
 # -- SASL responses -------------------------------------------------------------------------------------
@@ -184,7 +294,7 @@ class Authenticator:
         # user -> (stored hash it was verified against, keyed digest of the password that matched)
         self._verified: dict[str, tuple[str, bytes]] = {}
         # Where full checks wait for a worker; the server sets its `runner` (without one they run inline).
-        self.checks = CheckScheduler()
+        self.checks = CheckScheduler(min_failure_charge=MIN_FAILURE_CHARGE)
 
     def mechanisms(self, peer_cert_cn: str | None = None) -> tuple[str, ...]:
         """The mechanisms to offer: EXTERNAL only with a verified client certificate."""

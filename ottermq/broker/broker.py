@@ -101,6 +101,9 @@ class BrokerSettings:
     default_user: str = "guest"
     default_pass: str = "guest"
     default_vhost: str = "/"
+    # False: a fresh node gets no default vhost, user and permissions (`create_defaults` does nothing), as
+    # RabbitMQ seeds none when definitions are to be loaded at boot (load_definitions).
+    seed_defaults: bool = True
     # Users accepted from loopback addresses only, as RabbitMQ's loopback_users.
     loopback_users: tuple[str, ...] = ("guest",)
     # Seconds from accept to connection.open-ok before the socket is dropped.
@@ -180,6 +183,8 @@ class Broker:
     def create_defaults(self) -> None:
         """The default vhost, and the default user as administrator with full permissions on it."""
         settings = self.settings
+        if not settings.seed_defaults:
+            return
         access = self.access
         access.add_vhost(settings.default_vhost)
         if access.user(settings.default_user) is None:

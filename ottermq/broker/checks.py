@@ -59,6 +59,10 @@ CHECKS_TOTAL: Final = 256
 # clients, while a flood from one address leaves the worker free three quarters of the time.
 FAILURE_SHARE: Final = 0.25
 FAILURE_BURST: Final = 1.0
+# The least a failed check costs a source's budget (seconds): what a PBKDF2 check takes. A hash in
+# RabbitMQ's format (one salted SHA-256, what new passwords get) is checked in microseconds, and guesses
+# against it must still come as slowly as against a PBKDF2 hash.
+MIN_FAILURE_CHARGE: Final = 0.03
 # Seconds before a login refused unchecked is answered (the connection waits on a timer, at no cost): a
 # flood that reconnects when refused then cycles at most this often per client (RabbitMQ waits 3 s
 # before closing a failed handshake).
@@ -133,6 +137,7 @@ class CheckScheduler:
         "_wakeup",
         "failure_burst",
         "failure_share",
+        "min_failure_charge",
         "per_source",
         "runner",
         "total",
@@ -147,6 +152,7 @@ class CheckScheduler:
         failure_share: float = FAILURE_SHARE,
         failure_burst: float = FAILURE_BURST,
         clock: Callable[[], float] = time.monotonic,
+        min_failure_charge: float = 0.0,
     ) -> None:
         # None: no worker threads (a broker without a server), checks run inline at once.
         self.runner: Runner | None = None
@@ -155,6 +161,7 @@ class CheckScheduler:
         self.total = total
         self.failure_share = failure_share
         self.failure_burst = failure_burst
+        self.min_failure_charge = min_failure_charge
         self._clock = clock
         # Waiting checks by source, in round-robin order (a served source moves to the end).
         self._queues: dict[str, deque[Check]] = {}
@@ -324,7 +331,7 @@ class CheckScheduler:
             self._running -= 1
             try:
                 if not ok:
-                    self._charge(check.source, self._clock() - started)
+                    self._charge(check.source, max(self._clock() - started, self.min_failure_charge))
                 self._answer(check, ok)
             finally:
                 try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 from typing import TYPE_CHECKING, Any, Final
 
+from ottermq.broker.auth import export_hash, import_hash
 from ottermq.broker.broker import PRODUCT, VERSION
 from ottermq.http.app import Ctx, check_printable, no_content, not_found, ok, route
 from ottermq.http.auth import require_admin, require_vhost, sees_all, visible_vhosts
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 # The management API version clients check (rabbitmqadmin, dashboards): the RabbitMQ release we follow.
 MANAGEMENT_VERSION: Final = "3.10.8"
-HASHING_ALGORITHM: Final = "ottermq_pbkdf2_sha256"
 ALIVENESS_QUEUE: Final = "aliveness-test"
 
 
@@ -204,11 +204,12 @@ async def vhost_permissions(ctx: Ctx) -> Response:
 
 
 def user_row(user: User) -> dict[str, Any]:
-    """A user as RabbitMQ shows it (the hash in OtterMQ's own format)."""
+    """A user as RabbitMQ shows it (the hash as RabbitMQ's hashing_algorithm and base64 pair)."""
+    algorithm, password_hash = export_hash(user.password_hash)
     return {
         "name": user.name,
-        "password_hash": user.password_hash,
-        "hashing_algorithm": HASHING_ALGORITHM,
+        "password_hash": password_hash,
+        "hashing_algorithm": algorithm,
         "tags": list(user.tags),
         "limits": {},
     }
@@ -259,6 +260,14 @@ async def put_user(ctx: Ctx) -> Response:
         raise HttpError(400, "bad_request", "password must be a string")
     if password_hash is not None and not isinstance(password_hash, str):
         raise HttpError(400, "bad_request", "password_hash must be a string")
+    if password_hash is not None:
+        algorithm = body.get("hashing_algorithm")
+        if algorithm is not None and not isinstance(algorithm, str):
+            raise HttpError(400, "bad_request", "hashing_algorithm must be a string")
+        try:
+            password_hash = import_hash(algorithm, password_hash)
+        except ValueError as exc:
+            raise HttpError(400, "bad_request", str(exc)) from None
     existing = ctx.broker.access.user(name)
     if existing is None:
         if password_hash is not None:
@@ -268,13 +277,10 @@ async def put_user(ctx: Ctx) -> Response:
             ctl(ctx, "add_user", name=name, password=password or "", tags=tags)
         await ctx.durable()
         return no_content(201)
-    if password_hash is not None and password_hash != existing.password_hash:
-        raise HttpError(
-            400,
-            "bad_request",
-            "the password_hash of an existing user cannot be changed; send its password instead",
-        )
-    if password is not None:
+    if password_hash is not None:
+        if password_hash != existing.password_hash:
+            ctx.broker.access.set_password_hash(name, password_hash)
+    elif password is not None:
         ctl(ctx, "change_password", name=name, password=password)
     ctl(ctx, "set_user_tags", name=name, tags=tags)
     await ctx.durable()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.access import AccessError
 from ottermq.broker.broker import VERSION
+from ottermq.broker.definitions import DefinitionsError, export_definitions, import_definitions
 from ottermq.broker.policies import clear_policy, set_policy
 from ottermq.broker.policy_rules import PolicyError
 from ottermq.server.rows import binding_infos, connection_info, exchange_info, queue_info
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("ottermq.server")
 
 SOCKET_NAME: Final = "ctl.sock"
-# A request line longer than this is refused (a password or a regex never needs that much).
-MAX_REQUEST: Final = 1024 * 1024
+# A request line longer than this is refused (a definitions file to import is the longest request).
+MAX_REQUEST: Final = 64 * 1024 * 1024
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_PATH_BYTES: Final = 107
 
@@ -259,6 +260,28 @@ def _list_policies(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]
     return [policy.row() for policy in vhost.policies.listed(bool(args.get("operator")))]
 
 
+# -- definitions (ottermq.broker.definitions) ----------------------------------------------------------------
+
+
+@verb("import_definitions")
+def _import_definitions(broker: Broker, args: dict[str, Any]) -> dict[str, Any]:
+    """The definitions arrive as the file holds them (JSON text): the broker words every error."""
+    try:
+        document = json.loads(_arg(args, "definitions"))
+    except (ValueError, RecursionError):
+        raise AccessError("invalid", "Failed to deserialise input (format: JSON)") from None
+    try:
+        plan = import_definitions(broker, document)
+    except DefinitionsError as exc:
+        raise AccessError("invalid", exc.reason.rstrip("\n")) from None
+    return {"changes": len(plan.changes), "skipped": plan.skipped}
+
+
+@verb("export_definitions")
+def _export_definitions(broker: Broker, args: dict[str, Any]) -> dict[str, Any]:
+    return export_definitions(broker)
+
+
 # -- what is there (the rows come from ottermq.server.rows, shared with the management HTTP API) --------
 
 
@@ -429,7 +452,7 @@ def _verb_of(line: bytes) -> str:
 
 def _mutates(line: bytes) -> bool:
     name = _verb_of(line)
-    return not (name.startswith("list_") or name in ("status", "authenticate_user"))
+    return not (name.startswith("list_") or name in ("status", "authenticate_user", "export_definitions"))
 
 
 def _answers(path: Path) -> bool:
