@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ottermq.amqp.constants import ACCESS_REFUSED
+from ottermq.amqp.constants import ACCESS_REFUSED, COMMAND_INVALID
 from ottermq.amqp.errors import AMQPError
 from ottermq.broker.access import AccessError
 from ottermq.http.auth import authenticate
@@ -56,6 +56,8 @@ class Context:
     store: DurableStore | None = None
     # The message-rate samples the service takes (stats.MessageRates), for /api/overview's message_stats.
     rates: MessageRates | None = None
+    # What the API itself keeps while the node runs (not journaled): the cluster name PUT set.
+    runtime: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -199,7 +201,8 @@ class Application:
                 return error_response(404, "Object Not Found", "Not Found")
             if exc.reply_code == ACCESS_REFUSED:  # reserved names (amq.*), the default exchange
                 return error_response(401, "not_authorised", "Access refused.")
-            if exc.reply_code >= 500:
+            # COMMAND_INVALID (an unknown exchange type...) is the client's mistake: RabbitMQ answers 400.
+            if exc.reply_code >= 500 and exc.reply_code != COMMAND_INVALID:
                 return error_response(503, "unavailable", amqp_text(exc))
             return error_response(400, "bad_request", amqp_text(exc))
 
