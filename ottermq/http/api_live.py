@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_CLOSE_REASON: Final = "Closed via management plugin"
 # AMQP carries the reply text as a short string.
 _MAX_REPLY_TEXT: Final = 255
+_ELLIPSIS: Final = "..."
 
 
 def _connections(ctx: Ctx) -> list[Connection]:
@@ -71,12 +72,15 @@ async def close_connection(ctx: Ctx) -> Response:
 
 def reply_text(header: str | None) -> str:
     """The connection.close text for an X-Reason header (the server reads headers as latin-1; UTF-8
-    text is taken back), cut to what a short string holds, on a character boundary."""
+    text is taken back), cut to what a short string holds (on a character boundary, ending "...")."""
     reason = DEFAULT_CLOSE_REASON
     if header:
         reason = header.encode("latin-1", "replace").decode("utf-8", "replace")
-    text = f"CONNECTION_FORCED - {reason}".encode()[:_MAX_REPLY_TEXT]
-    return text.decode("utf-8", "ignore")
+    text = f"CONNECTION_FORCED - {reason}".encode()
+    if len(text) <= _MAX_REPLY_TEXT:
+        return text.decode()
+    # As RabbitMQ: cut to fit with "..." at the end.
+    return text[: _MAX_REPLY_TEXT - len(_ELLIPSIS)].decode("utf-8", "ignore") + _ELLIPSIS
 
 
 @route("GET", "/api/channels")

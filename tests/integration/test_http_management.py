@@ -199,6 +199,24 @@ def test_delete_connection_closes_it_with_the_reason_header(
     assert _closed_with(connection) == tuple(RECORDED["connection/delete/amqp"])
 
 
+@pytest.mark.parametrize(
+    ("reason", "told"),
+    [
+        # The header travels as bytes: UTF-8 text reaches the client as sent.
+        ("café".encode().decode("latin-1"), "CONNECTION_FORCED - café"),
+        # A reply text is a short string: RabbitMQ cuts it to 255 bytes ending with "...".
+        ("x" * 300, ("CONNECTION_FORCED - " + "x" * 300)[:252] + "..."),
+    ],
+)
+def test_delete_connection_reason_text_as_rabbitmq(
+    api: Any, broker: BrokerInfo, user_connection: Any, reason: str, told: str
+) -> None:
+    (name, _), connection = user_connection("")
+    conn_name = _connection_name(api, broker, name)
+    assert api("DELETE", f"/api/connections/{q(conn_name)}", headers={"X-Reason": reason}).status == 204
+    assert _closed_with(connection) == (320, told)
+
+
 def test_delete_connection_default_reason_and_404(api: Any, broker: BrokerInfo, user_connection: Any) -> None:
     (name, _), connection = user_connection("")
     conn_name = _connection_name(api, broker, name)
