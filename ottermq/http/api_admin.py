@@ -66,7 +66,7 @@ async def overview(ctx: Ctx) -> Response:
             "rates_mode": "basic",
             "python_version": platform.python_version(),
             "node": NODE,
-            "cluster_name": cluster_name(ctx.context),
+            "cluster_name": cluster_name(broker),
             "exchange_types": [
                 {"name": name, "description": "", "enabled": True}
                 for name in ("direct", "fanout", "headers", "topic")

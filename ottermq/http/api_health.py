@@ -6,8 +6,8 @@ a check that passes is 200 {"status": "ok", ...}, one that fails 503 {"status": 
 with the check's own extra keys, so Kubernetes probes and scripts written for RabbitMQ read them alike.
 OtterMQ is one node: the quorum and mirror checks always pass ("single node cluster"), the cluster-wide and
 local alarm checks read the same alarms, and every vhost is up while the node runs. Any management user may
-call them (as RabbitMQ); /api/auth needs no login (the UI asks it before one). The cluster name is kept in
-memory only: a restart gives the node name back.
+call them (as RabbitMQ); /api/auth needs no login (the UI asks it before one). The cluster name is
+journaled (`Broker.set_cluster_name`), as RabbitMQ keeps it across restarts.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.alarms import ALARM_DISK, ALARM_JOURNAL, ALARM_MEMORY
-from ottermq.http.app import Context, Ctx, no_content, not_found, ok, route
+from ottermq.http.app import Ctx, no_content, not_found, ok, route
 from ottermq.http.auth import require_admin
 from ottermq.http.interface import HttpError, Response, json_response
 from ottermq.http.stats import NODE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from ottermq.broker.broker import Broker
 
 # The alarm names RabbitMQ's health checks report ("disk space" for the disk alarm); the journal's own
 # alarm (its disk is full) is a disk alarm to an operator.
@@ -70,12 +72,10 @@ FEATURE_FLAGS: Final = (
     },
 )
 
-_CLUSTER_NAME_KEY: Final = "cluster_name"
 
-
-def cluster_name(context: Context) -> str:
-    """The name PUT /api/cluster-name set, else the node's name (as RabbitMQ's default)."""
-    return str(context.runtime.get(_CLUSTER_NAME_KEY, NODE))
+def cluster_name(broker: Broker) -> str:
+    """The name PUT /api/cluster-name set (journaled), else the node's name (as RabbitMQ's default)."""
+    return broker.cluster_name if broker.cluster_name is not None else NODE
 
 
 def _failed(reason: str, **extra: Any) -> Response:
@@ -184,7 +184,7 @@ async def extensions(ctx: Ctx) -> Response:
 @route("GET", "/api/cluster-name")
 async def show_cluster_name(ctx: Ctx) -> Response:
     """{"name": ...}."""
-    return ok({"name": cluster_name(ctx.context)})
+    return ok({"name": cluster_name(ctx.broker)})
 
 
 @route("PUT", "/api/cluster-name")
@@ -197,7 +197,8 @@ async def put_cluster_name(ctx: Ctx) -> Response:
     name = body["name"]
     if not isinstance(name, str):
         raise HttpError(400, "bad_request", "name must be a string")
-    ctx.context.runtime[_CLUSTER_NAME_KEY] = name
+    ctx.broker.set_cluster_name(name)
+    await ctx.durable()
     return no_content()
 
 

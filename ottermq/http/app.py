@@ -56,8 +56,6 @@ class Context:
     store: DurableStore | None = None
     # The message-rate samples the service takes (stats.MessageRates), for /api/overview's message_stats.
     rates: MessageRates | None = None
-    # What the API itself keeps while the node runs (not journaled): the cluster name PUT set.
-    runtime: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -352,6 +352,17 @@ def test_cluster_name_get_and_put(api: Any, user: Any) -> None:
         api("PUT", "/api/cluster-name", before.body)
 
 
+def test_cluster_name_survives_a_restart(tmp_path: Path, broker: BrokerInfo) -> None:
+    ottermq_only(broker)
+    port = _free_port()
+    with ottermq_server(tmp_path, "--http-port", str(port)) as server:
+        _wait_http(server.log_path)
+        assert request(port, "PUT", "/api/cluster-name", {"name": "kept"}).status == 204
+    with ottermq_server(tmp_path, "--http-port", str(port)) as server:
+        _wait_http(server.log_path)
+        assert request(port, "GET", "/api/cluster-name").body == {"name": "kept"}
+
+
 def test_feature_flags(api: Any, user: Any) -> None:
     reply = api("GET", "/api/feature-flags")
     same_as_recorded(reply, "feature-flags", exact=False)

@@ -44,7 +44,7 @@ def test_sort_by_a_dotted_key_missing_counts_as_zero_then_reverse() -> None:
 
 
 def test_erlang_term_order_numbers_atoms_strings() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": "s", "v": "x"},
         {"name": "t", "v": True},
         {"name": "n", "v": 3},
@@ -107,6 +107,6 @@ def test_lists_that_are_not_paged_ignore_page() -> None:
 )
 def test_bad_pages_are_rabbitmqs_400s(query: dict[str, str], error: str, reason: str) -> None:
     with pytest.raises(HttpError) as refused:
-        reply(ROWS, **query)
+        listed(ctx(**query), ROWS, paged=True)
     assert (refused.value.status, refused.value.error) == (400, error)
     assert refused.value.reason.endswith(reason)
