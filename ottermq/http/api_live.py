@@ -46,13 +46,29 @@ async def list_connections(ctx: Ctx) -> Response:
     return listed(ctx, [connection_row(c) for c in _connections(ctx)], paged=True)
 
 
+def _named(ctx: Ctx, may_see_all: bool) -> Connection:
+    """The connection the path names: 404 when there is none, 401 when it is another user's and the
+    user may not see (`may_see_all`: monitoring may read, only administrators close) others'."""
+    name = ctx.params["name"]
+    connection = next((c for c in ctx.broker.connections if connection_name(c) == name), None)
+    if connection is None or connection.vhost is None:
+        raise not_found()
+    if connection.user != ctx.me.name and not may_see_all:
+        raise Unauthorized("not_authorised", "User not authorised to access object")
+    return connection
+
+
 @route("GET", "/api/connections/{name}")
 async def show_connection(ctx: Ctx) -> Response:
     """One connection, by name."""
-    for connection in _connections(ctx):
-        if connection_name(connection) == ctx.params["name"]:
-            return shown(ctx, connection_row(connection))
-    raise not_found()
+    return shown(ctx, connection_row(_named(ctx, sees_all(ctx.me))))
+
+
+@route("GET", "/api/connections/{name}/channels")
+async def connection_channels(ctx: Ctx) -> Response:
+    """The channels of one connection."""
+    connection = _named(ctx, sees_all(ctx.me))
+    return listed(ctx, [channel_row(ch) for ch in connection.channels.values()], paged=True)
 
 
 @route("DELETE", "/api/connections/{name}")
@@ -60,12 +76,7 @@ async def close_connection(ctx: Ctx) -> Response:
     """Close a connection as RabbitMQ does: connection.close 320 CONNECTION_FORCED with the X-Reason
     header's text. Users close their own connections; administrators any (monitoring sees others' but
     may not close them, as in RabbitMQ)."""
-    name = ctx.params["name"]
-    connection = next((c for c in ctx.broker.connections if connection_name(c) == name), None)
-    if connection is None or connection.vhost is None:
-        raise not_found()
-    if connection.user != ctx.me.name and ADMINISTRATOR not in ctx.me.tags:
-        raise Unauthorized("not_authorised", "User not authorised to access object")
+    connection = _named(ctx, ADMINISTRATOR in ctx.me.tags)
     connection.shutdown(CONNECTION_FORCED, reply_text(ctx.request.headers.get("x-reason")))
     return no_content()
 

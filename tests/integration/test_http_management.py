@@ -235,6 +235,12 @@ def test_users_close_only_their_own_connections(api: Any, broker: BrokerInfo, us
         refused = api("DELETE", f"/api/connections/{q(conn_name)}", auth=who)
         same_as_recorded(refused, "connection/delete-not-own")
     assert connection.is_open
+    # Reading another user's connection: monitoring may, a management user may not (401, not 404).
+    path = f"/api/connections/{q(conn_name)}"
+    assert api("GET", path, auth=monitor).body["user"] == owner
+    same_as_recorded(api("GET", path, auth=manager), "connection/delete-not-own")
+    same_as_recorded(api("GET", path + "/channels", auth=manager), "connection/delete-not-own")
+    until(lambda: len(api("GET", path + "/channels").body) == 1, 10, "the connection's channel is listed")
     mine = _connection_name(api, broker, manager[0])
     assert api("DELETE", f"/api/connections/{q(mine)}", auth=manager).status == 204
 
