@@ -211,9 +211,9 @@ async def put_exchange(ctx: Ctx) -> Response:
     name = exchange_name(ctx.params["name"])
     check_shortstr("exchange", name)
     body = ctx.body()
-    kind = body.get("type")
+    kind = body.get("type", "direct")  # RabbitMQ declares a direct exchange when the body names no type
     if not isinstance(kind, str):
-        raise HttpError(400, "bad_request", "type must be set (direct, fanout, topic, headers...)")
+        raise HttpError(400, "bad_request", "type must be a string (direct, fanout, topic, headers...)")
     check_access(ctx, vhost, CONFIGURE, "exchange", name)
     existed = name in vhost.exchanges
     vhost.declare_exchange(

@@ -469,6 +469,15 @@ def test_unknown_exchange_type_is_400(api: Any) -> None:
     same_as_recorded(reply, "exchange/unknown-type")
 
 
+def test_exchange_type_empty_is_400_and_absent_is_direct(api: Any) -> None:
+    empty = api("PUT", f"/api/exchanges/%2F/{q(unique('x'))}", {"type": ""})
+    assert (empty.status, empty.body) == (400, {"error": "bad_request", "reason": "invalid exchange type ''"})
+    name = unique("x")
+    assert api("PUT", f"/api/exchanges/%2F/{q(name)}", {"durable": False}).status == 201
+    assert api("GET", f"/api/exchanges/%2F/{q(name)}?columns=type").body == {"type": "direct"}
+    api("DELETE", f"/api/exchanges/%2F/{q(name)}")
+
+
 def test_unknown_exchange_type_through_rabbitmqadmin(broker: BrokerInfo) -> None:
     declared = rabbitmqadmin(broker, "declare", "exchange", f"name={unique('x')}", "type=nosuch")
     assert declared.returncode != 0
