@@ -35,6 +35,7 @@ from ottermq.broker.events import (
     ACCESS_EVENTS,
     VHOST_EVENTS,
     AccessEvent,
+    ClusterNameSet,
     Event,
     UserDeleted,
     VHostAdded,
@@ -141,6 +142,8 @@ class Broker:
         self.vhosts: dict[str, VHost] = {}
         # Per-vhost limits as set (set_vhost_limits, journaled): {"/": {"max-connections": 10}}.
         self.vhost_limits: dict[str, dict[str, int]] = {}
+        # The cluster's name once set (journaled, ClusterNameSet); None: the node's name stands for it.
+        self.cluster_name: str | None = None
         # Users, vhost names and permissions; its events create and drop the VHost objects (access_applied).
         self.access = AccessControl(self.journal)
         self.access.on_applied = self._access_applied
@@ -197,6 +200,8 @@ class Broker:
             self.access.apply(event)  # type: ignore[arg-type]
         elif type(event) is VHostLimitsSet:
             self._apply_vhost_limits(event)
+        elif type(event) is ClusterNameSet:
+            self.cluster_name = event.name
         elif isinstance(event, VHOST_EVENTS):
             vhost = self.vhosts.get(cast(VHostEvent, event).vhost)
             if vhost is not None:
@@ -210,6 +215,8 @@ class Broker:
         bindings."""
         events: list[Event] = list(self.access.durable_events())
         events.extend(VHostLimitsSet(name, dict(limits)) for name, limits in self.vhost_limits.items())
+        if self.cluster_name is not None:
+            events.append(ClusterNameSet(self.cluster_name))
         for vhost in self.vhosts.values():
             events.extend(vhost.durable_events())
         return events
@@ -242,6 +249,15 @@ class Broker:
         """Turn resource alarm `name` ("memory" or "disk") on or off; True when publishers became
         blocked or unblocked. Raises ValueError for an unknown name."""
         return self.alarms.set(name, active, self.connections)
+
+    def set_cluster_name(self, name: str) -> None:
+        """Name the cluster (the management API's cluster-name), through the journal. Raises AccessError
+        "unavailable" when the journal failed."""
+        if self.journal.failed:
+            raise AccessError("unavailable", "the journal has failed: no durable change is accepted")
+        event = ClusterNameSet(name)
+        self.journal.append(event)
+        self.cluster_name = name
 
     def set_vhost_limits(self, vhost: str, limits: object) -> None:
         """rabbitmqctl set_vhost_limits: replace the limits of `vhost` as a whole ({} clears them), through

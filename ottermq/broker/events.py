@@ -170,6 +170,17 @@ class VHostLimitsSet:
     limits: dict[str, int]
 
 
+# -- node (applied by the Broker) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNameSet:
+    """The cluster's name, as the management API's PUT /api/cluster-name sets it (RabbitMQ keeps it as a
+    global runtime parameter, so it survives restarts)."""
+
+    name: str
+
+
 # -- policies (applied by the vhost's Topology, see policies.py) ------------------------------------------
 
 
@@ -296,6 +307,7 @@ Event = (
     | BindingRemoved
     | AccessEvent
     | VHostLimitsSet
+    | ClusterNameSet
     | PolicySet
     | PolicyCleared
     | MessageEvent

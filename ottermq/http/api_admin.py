@@ -1,4 +1,4 @@
-"""Node, vhost, user and permission endpoints: /api/overview, whoami, health checks, aliveness-test,
+"""Node, vhost, user and permission endpoints: /api/overview, whoami, aliveness-test,
 /api/vhosts, /api/users, /api/permissions.
 
 Strategy: every change goes through the `ottermq ctl` verbs (ottermq.server.control.VERBS), so the HTTP
@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.auth import export_hash, import_hash
 from ottermq.broker.broker import PRODUCT, VERSION
+from ottermq.http.api_health import cluster_name
 from ottermq.http.app import Ctx, check_printable, no_content, not_found, ok, route
 from ottermq.http.auth import require_admin, require_vhost, sees_all, visible_vhosts
 from ottermq.http.interface import HttpError, Response, json_response
+from ottermq.http.listing import listed, shown
 from ottermq.http.messages import get, publish
 from ottermq.http.stats import NODE, totals, unacked_by_queue
 from ottermq.server.control import VERBS
@@ -39,9 +41,23 @@ def ctl(ctx: Ctx, verb: str, **args: Any) -> Any:
 async def overview(ctx: Ctx) -> Response:
     """Versions, object and message totals, listeners."""
     broker = ctx.broker
-    total = totals(broker, None if sees_all(ctx.me) else visible_vhosts(broker, ctx.me))
+    every = sees_all(ctx.me)
+    total = totals(broker, None if every else visible_vhosts(broker, ctx.me))
+    object_totals = {
+        "connections": total.connections,
+        "channels": total.channels,
+        "exchanges": total.exchanges,
+        "queues": total.queues,
+        "consumers": total.consumers,
+    }
+    if not every:
+        # As RabbitMQ: a user who is not monitoring sees its own connections and channels, no consumers.
+        own = [c for c in broker.connections if c.user == ctx.me.name and c.vhost is not None]
+        object_totals.update(connections=len(own), channels=sum(len(c.channels) for c in own))
+        del object_totals["consumers"]
     rates = ctx.context.rates
-    return ok(
+    return shown(
+        ctx,
         {
             "management_version": MANAGEMENT_VERSION,
             "rabbitmq_version": MANAGEMENT_VERSION,
@@ -50,18 +66,12 @@ async def overview(ctx: Ctx) -> Response:
             "rates_mode": "basic",
             "python_version": platform.python_version(),
             "node": NODE,
-            "cluster_name": NODE,
+            "cluster_name": cluster_name(broker),
             "exchange_types": [
                 {"name": name, "description": "", "enabled": True}
                 for name in ("direct", "fanout", "headers", "topic")
             ],
-            "object_totals": {
-                "connections": total.connections,
-                "channels": total.channels,
-                "exchanges": total.exchanges,
-                "queues": total.queues,
-                "consumers": total.consumers,
-            },
+            "object_totals": object_totals,
             "queue_totals": {
                 "messages": total.messages,
                 "messages_ready": total.messages_ready,
@@ -72,7 +82,7 @@ async def overview(ctx: Ctx) -> Response:
             "listeners": [{"node": NODE, **listener} for listener in ctx.context.listeners],
             "contexts": [],
             "alarms": list(broker.alarms.active),
-        }
+        },
     )
 
 
@@ -80,32 +90,6 @@ async def overview(ctx: Ctx) -> Response:
 async def whoami(ctx: Ctx) -> Response:
     """The authenticated user and its tags."""
     return ok({"name": ctx.me.name, "tags": list(ctx.me.tags)})
-
-
-def _alarms(ctx: Ctx) -> Response:
-    active = ctx.broker.alarms.active
-    if not active:
-        return ok({"status": "ok"})
-    return json_response(
-        503,
-        {
-            "status": "failed",
-            "reason": f"resource alarm(s) in effect: {', '.join(active)}",
-            "alarms": [{"node": NODE, "resource": name} for name in active],
-        },
-    )
-
-
-@route("GET", "/api/health/checks/alarms")
-async def health_alarms(ctx: Ctx) -> Response:
-    """200 {"status": "ok"}, or 503 while a memory, disk or journal alarm is on."""
-    return _alarms(ctx)
-
-
-@route("GET", "/api/health/checks/local-alarms")
-async def health_local_alarms(ctx: Ctx) -> Response:
-    """The same as alarms: this node is the whole cluster."""
-    return _alarms(ctx)
 
 
 @route("GET", "/api/aliveness-test/{vhost}")
@@ -148,12 +132,14 @@ def vhost_row(ctx: Ctx, name: str, unacked: Any) -> dict[str, Any]:
 async def list_vhosts(ctx: Ctx) -> Response:
     """The vhosts the user may see."""
     unacked = unacked_by_queue(ctx.broker)
-    return ok(
+    return listed(
+        ctx,
         [
             vhost_row(ctx, name, unacked)
             for name in visible_vhosts(ctx.broker, ctx.me)
             if name in ctx.broker.vhosts
-        ]
+        ],
+        paged=True,
     )
 
 
@@ -162,7 +148,7 @@ async def show_vhost(ctx: Ctx) -> Response:
     """One vhost."""
     name = ctx.params["vhost"]
     require_vhost(ctx.broker, ctx.me, name)
-    return ok(vhost_row(ctx, name, unacked_by_queue(ctx.broker)))
+    return shown(ctx, vhost_row(ctx, name, unacked_by_queue(ctx.broker)))
 
 
 @route("PUT", "/api/vhosts/{vhost}")
@@ -226,7 +212,7 @@ def _user(ctx: Ctx) -> User:
 async def list_users(ctx: Ctx) -> Response:
     """Every user."""
     require_admin(ctx.me)
-    return ok([user_row(user) for user in ctx.broker.access.users.values()])
+    return listed(ctx, [user_row(user) for user in ctx.broker.access.users.values()])
 
 
 @route("GET", "/api/users/{user}")
@@ -311,11 +297,13 @@ async def user_permissions(ctx: Ctx) -> Response:
 async def list_permissions(ctx: Ctx) -> Response:
     """Every permission of every user."""
     require_admin(ctx.me)
-    return ok(
+    return listed(
+        ctx,
         [
             {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
             for (user, vhost), p in ctx.broker.access.permissions.items()
-        ]
+        ],
+        default_sort=("vhost", "user"),
     )
 
 

@@ -1,21 +1,24 @@
 """Bindings: list (all, per vhost, per exchange/queue pair, per source or destination), bind, unbind.
 
 Strategy: rows come from the ctl's `binding_infos` renamed to the management API's fields. A binding is
-named in paths by its properties key, as RabbitMQ: the routing key ("~" when empty), and when it has
-arguments, "~" and a digest of them, so two bindings differing only in arguments have different paths.
+named in paths by its properties key, as RabbitMQ: the routing key form-encoded ("~" when empty), and
+when it has arguments, "~" and a hash of them, so two bindings differing only in arguments have different
+paths.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from ottermq.broker.access import READ, WRITE
 from ottermq.http.api_entities import arguments_of, check_access, exchange_name, path_vhost, path_vhosts
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.interface import HttpError, Response
+from ottermq.http.listing import listed
 from ottermq.server.rows import binding_infos, jsonable
 
 if TYPE_CHECKING:
@@ -23,11 +26,17 @@ if TYPE_CHECKING:
 
 
 def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:
-    """The name of a binding in paths: routing key, or "~" for none; "~<digest>" added for arguments."""
+    """The name of a binding in paths, as rabbit_mgmt_format:pack_binding_props makes it: "~" for no
+    routing key and no arguments; else the routing key form-encoded (quote_plus: "#" -> "%23", " " -> "+")
+    with "~" as "%7E", then, when there are arguments, "~" and 6 base64url characters of a 32-bit hash of
+    them. RabbitMQ hashes them with erlang:phash2; this hash differs, so only the form is the same."""
+    if not routing_key and not arguments:
+        return "~"
+    key = quote_plus(routing_key, safe="").replace("~", "%7E")
     if not arguments:
-        return routing_key or "~"
-    digest = hashlib.blake2b(json.dumps(arguments, sort_keys=True, default=str).encode(), digest_size=8)
-    return f"{routing_key}~{digest.hexdigest()}"
+        return key
+    digest = hashlib.blake2b(json.dumps(arguments, sort_keys=True, default=str).encode(), digest_size=4)
+    return f"{key}~{base64.urlsafe_b64encode(digest.digest()).decode().rstrip('=')}"
 
 
 def binding_rows(vhost: VHost) -> list[dict[str, Any]]:
@@ -69,7 +78,7 @@ def _matching(ctx: Ctx, kind: str) -> tuple[VHost, list[dict[str, Any]]]:
 @route("GET", "/api/bindings/{vhost}")
 async def list_bindings(ctx: Ctx) -> Response:
     """Bindings (the default exchange's implicit ones first)."""
-    return ok([row for vhost in path_vhosts(ctx) for row in binding_rows(vhost)])
+    return listed(ctx, [row for vhost in path_vhosts(ctx) for row in binding_rows(vhost)], default_sort=())
 
 
 @route("GET", "/api/queues/{vhost}/{name}/bindings")

@@ -15,6 +15,7 @@ from ottermq.http.api_policies import exchange_policy, queue_policies
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.auth import Unauthorized, require_vhost, visible_vhosts
 from ottermq.http.interface import HttpError, Response
+from ottermq.http.listing import listed, shown
 from ottermq.http.messages import decode_payload, encode_json_properties, get, publish
 from ottermq.http.stats import queue_row, unacked_by_queue
 from ottermq.server.rows import exchange_info
@@ -97,12 +98,14 @@ def exchange_name(name: str) -> str:
 async def list_queues(ctx: Ctx) -> Response:
     """Queues with their message and consumer counts."""
     unacked = unacked_by_queue(ctx.broker)
-    return ok(
+    return listed(
+        ctx,
         [
             queue_policies(vhost, q, queue_row(q, unacked[q]))
             for vhost in path_vhosts(ctx)
             for q in vhost.queues.values()
-        ]
+        ],
+        paged=True,
     )
 
 
@@ -112,7 +115,7 @@ async def show_queue(ctx: Ctx) -> Response:
     vhost, queue = path_queue(ctx)
     row = queue_policies(vhost, queue, queue_row(queue, unacked_by_queue(ctx.broker)[queue]))
     row["consumer_details"] = []
-    return ok(row)
+    return shown(ctx, row)
 
 
 @route("PUT", "/api/queues/{vhost}/{name}")
@@ -187,7 +190,8 @@ def _exchange_row(vhost: VHost, exchange: Any) -> dict[str, Any]:
 @route("GET", "/api/exchanges/{vhost}")
 async def list_exchanges(ctx: Ctx) -> Response:
     """Exchanges (the default one named "")."""
-    return ok([_exchange_row(vhost, x) for vhost in path_vhosts(ctx) for x in vhost.exchanges.values()])
+    rows = [_exchange_row(vhost, x) for vhost in path_vhosts(ctx) for x in vhost.exchanges.values()]
+    return listed(ctx, rows, paged=True)
 
 
 @route("GET", "/api/exchanges/{vhost}/{name}")
@@ -197,7 +201,7 @@ async def show_exchange(ctx: Ctx) -> Response:
     exchange = vhost.exchanges.get(exchange_name(ctx.params["name"]))
     if exchange is None:
         raise not_found()
-    return ok(_exchange_row(vhost, exchange))
+    return shown(ctx, _exchange_row(vhost, exchange))
 
 
 @route("PUT", "/api/exchanges/{vhost}/{name}")
@@ -207,9 +211,9 @@ async def put_exchange(ctx: Ctx) -> Response:
     name = exchange_name(ctx.params["name"])
     check_shortstr("exchange", name)
     body = ctx.body()
-    kind = body.get("type")
+    kind = body.get("type", "direct")  # RabbitMQ declares a direct exchange when the body names no type
     if not isinstance(kind, str):
-        raise HttpError(400, "bad_request", "type must be set (direct, fanout, topic, headers...)")
+        raise HttpError(400, "bad_request", "type must be a string (direct, fanout, topic, headers...)")
     check_access(ctx, vhost, CONFIGURE, "exchange", name)
     existed = name in vhost.exchanges
     vhost.declare_exchange(

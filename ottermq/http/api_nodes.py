@@ -11,8 +11,10 @@ import time
 from typing import Any, Final
 
 from ottermq.broker.alarms import ALARM_DISK, ALARM_JOURNAL, ALARM_MEMORY
-from ottermq.http.app import Ctx, not_found, ok, route
+from ottermq.http.app import Ctx, not_found, route
+from ottermq.http.auth import require_monitor
 from ottermq.http.interface import Response
+from ottermq.http.listing import listed, shown
 from ottermq.http.metrics import resident_memory
 from ottermq.http.stats import NODE
 
@@ -46,13 +48,15 @@ def node_row(ctx: Ctx) -> dict[str, Any]:
 
 @route("GET", "/api/nodes")
 async def list_nodes(ctx: Ctx) -> Response:
-    """The one node."""
-    return ok([node_row(ctx)])
+    """The one node (monitoring and administrator users)."""
+    require_monitor(ctx.me)
+    return listed(ctx, [node_row(ctx)])
 
 
 @route("GET", "/api/nodes/{name}")
 async def show_node(ctx: Ctx) -> Response:
     """The node, by name."""
+    require_monitor(ctx.me)
     if ctx.params["name"] != NODE:
         raise not_found()
-    return ok(node_row(ctx))
+    return shown(ctx, node_row(ctx))

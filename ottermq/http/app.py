@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ottermq.amqp.constants import ACCESS_REFUSED
+from ottermq.amqp.constants import ACCESS_REFUSED, COMMAND_INVALID
 from ottermq.amqp.errors import AMQPError
 from ottermq.broker.access import AccessError
 from ottermq.http.auth import authenticate
@@ -199,7 +199,8 @@ class Application:
                 return error_response(404, "Object Not Found", "Not Found")
             if exc.reply_code == ACCESS_REFUSED:  # reserved names (amq.*), the default exchange
                 return error_response(401, "not_authorised", "Access refused.")
-            if exc.reply_code >= 500:
+            # COMMAND_INVALID (an unknown exchange type...) is the client's mistake: RabbitMQ answers 400.
+            if exc.reply_code >= 500 and exc.reply_code != COMMAND_INVALID:
                 return error_response(503, "unavailable", amqp_text(exc))
             return error_response(400, "bad_request", amqp_text(exc))
 

@@ -138,6 +138,12 @@ def require_admin(user: User) -> None:
         raise Unauthorized("not_authorised", "Not administrator user")
 
 
+def require_monitor(user: User) -> None:
+    """Unauthorized unless the user is tagged monitoring or administrator (/api/nodes...), as RabbitMQ."""
+    if not SEE_ALL_TAGS.intersection(user.tags):
+        raise Unauthorized("not_authorised", "Not monitor user")
+
+
 def sees_all(user: User) -> bool:
     """True for users who see every vhost (monitoring, administrator)."""
     return bool(SEE_ALL_TAGS.intersection(user.tags))

@@ -8,6 +8,7 @@ from ottermq.http import (
     api_bindings,
     api_definitions,
     api_entities,
+    api_health,
     api_live,
     api_nodes,
     api_policies,
@@ -18,7 +19,16 @@ from ottermq.http.metrics import CONTENT_TYPE, collect, render
 from ottermq.http.ui import PAGE
 
 # Imported for their routes.
-ENDPOINT_MODULES = (api_admin, api_bindings, api_definitions, api_entities, api_live, api_nodes, api_policies)
+ENDPOINT_MODULES = (
+    api_admin,
+    api_bindings,
+    api_definitions,
+    api_entities,
+    api_health,
+    api_live,
+    api_nodes,
+    api_policies,
+)
 
 
 @route("GET", "/metrics", public=True)

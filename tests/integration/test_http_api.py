@@ -520,7 +520,7 @@ def test_health_checks_fail_while_an_alarm_is_on(tmp_path: Path, broker: BrokerI
             assert time.monotonic() < deadline, "the disk alarm never showed"
             time.sleep(0.1)
         assert reply.status == 503
-        assert reply.body["status"] == "failed" and "disk" in reply.body["reason"]
+        assert reply.body["status"] == "failed" and reply.body["alarms"][0]["resource"] == "disk space"
         assert request(port, "GET", "/api/health/checks/local-alarms").status == 503
         metrics = parse_metrics(request(port, "GET", "/metrics", auth=None).raw.decode())
         assert metrics[("rabbitmq_alarms_free_disk_space_watermark", frozenset())] == 1
