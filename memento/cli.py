@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -29,7 +29,24 @@ from memento.inspect import (
     load_snapshot,
     parse_types,
 )
-from memento.inspect_decoders import DecoderError, resolve
+from memento.inspect_decoders import DecoderError, describer, resolve
+from memento.listing import (
+    DecodeOpt,
+    DecoderOpt,
+    FollowOpt,
+    FromOpt,
+    ListOptions,
+    MessageIdOpt,
+    PayloadOpt,
+    QueueOpt,
+    SinceOpt,
+    ToOpt,
+    TypeOpt,
+    UntilOpt,
+    dump_file,
+    list_log_records,
+)
+from memento.records import add_findings, undecodable
 from memento.recovery import REPAIRABLE
 from memento.segment import SUFFIX
 
@@ -158,50 +175,108 @@ def render(insp: Inspection, *, verb: str) -> str:
     return "\n".join(lines)
 
 
-def _records_json(insp: Inspection) -> list[dict[str, Any]]:
-    return [
-        {
-            "lsn": r.lsn,
-            "type": r.type,
-            "flags": r.flags,
-            "size": len(r.payload),
-            "segment": r.position.segment,
-            "offset": r.position.offset,
-        }
-        for r in iter_records(insp)
-    ]
-
-
 @app.command()
 def inspect(
     directory: DirArg,
     as_json: JsonOpt = False,
-    records: Annotated[bool, typer.Option("--records", help="Also list every record.")] = False,
+    records: Annotated[
+        bool,
+        typer.Option(
+            "--records",
+            help="List the records instead, one a line (with --json: JSON lines, streamed); the verdict, "
+            "when not clean, goes to stderr.",
+        ),
+    ] = False,
     types: TypesOpt = None,
+    decode: DecodeOpt = False,
+    payload: PayloadOpt = False,
+    decoder: DecoderOpt = None,
+    from_lsn: FromOpt = None,
+    to_lsn: ToOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    rtype: TypeOpt = None,
+    queue: QueueOpt = None,
+    message_id: MessageIdOpt = None,
+    follow: FollowOpt = False,
 ) -> None:
-    """Segments, LSN ranges, record counts by type, snapshots and damage; exit 0/1/2/3."""
+    """Segments, LSN ranges, record counts by type, snapshots and damage; exit 0/1/2/3.
+
+    With --records: the records themselves, filtered, described by a decoder (--decode), and with
+    --follow as a running broker appends them (read without the log's lock; Ctrl-C or SIGTERM ends it,
+    exit 0)."""
     insp = _inspect(log_dir(directory), types, verify=False, label="inspecting")
+    if records:
+        opts = ListOptions(
+            as_json, decode, payload, decoder, from_lsn, to_lsn, since, until,
+            rtype or [], queue or [], message_id or [], follow,
+        )  # fmt: skip
+        raise typer.Exit(list_log_records(insp, opts))
     if as_json:
-        doc = insp.as_json()
-        if records:
-            doc["records"] = _records_json(insp)
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(insp.as_json(), indent=2))
     else:
         typer.echo(render(insp, verb="verdict"))
-        if records:
-            typer.echo("records:")
-            for r in iter_records(insp):
-                typer.echo(
-                    f"  LSN {r.lsn}  type {r.type}  flags {r.flags:#04x}  {len(r.payload)} bytes  "
-                    f"segment {r.position.segment} offset {r.position.offset}"
-                )
     raise typer.Exit(insp.exit_code)
 
 
 @app.command()
-def verify(directory: DirArg, as_json: JsonOpt = False, types: TypesOpt = None) -> None:
+def dump(
+    file: Annotated[str, typer.Argument(help="A segment file (wal/*.wal) or a file of quarantine/.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines, one record each.")] = False,
+    decode: DecodeOpt = False,
+    payload: PayloadOpt = False,
+    decoder: DecoderOpt = None,
+    from_lsn: FromOpt = None,
+    to_lsn: ToOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    rtype: TypeOpt = None,
+    queue: QueueOpt = None,
+    message_id: MessageIdOpt = None,
+) -> None:
+    """The records of one file, as inspect --records lists them; exit 0 when its bytes parse to the end
+    of data, 1 when they stop parsing before it (where and why: on stderr), 4 when it cannot be read.
+
+    A quarantine file of cut bytes has no header: records are read from its offset 0 and shown at their
+    offset in the segment they were cut from."""
+    opts = ListOptions(
+        as_json, decode, payload, decoder, from_lsn, to_lsn, since, until,
+        rtype or [], queue or [], message_id or [],
+    )  # fmt: skip
+    raise typer.Exit(dump_file(file, opts))
+
+
+@app.command()
+def verify(
+    directory: DirArg,
+    as_json: JsonOpt = False,
+    types: TypesOpt = None,
+    decoder: Annotated[
+        str | None,
+        typer.Option(
+            "--decoder",
+            help="Also decode every payload with this decoder (e.g. ottermq): a record whose checksum "
+            "passes but whose payload does not decode is damage (exit 2), named by LSN, segment, offset.",
+        ),
+    ] = None,
+) -> None:
     """Read everything and check every checksum (segment headers, records, every snapshot chunk)."""
-    insp = _inspect(log_dir(directory), types, verify=True, label="verifying")
+    describe = None
+    if decoder is not None:
+        try:
+            describe = describer(resolve(decoder)())
+        except DecoderError as exc:
+            fail(str(exc))
+        if describe is None:
+            fail(f"decoder {decoder!r} cannot check records (it has no describe method)")
+    directory = log_dir(directory)
+    insp = _inspect(directory, types, verify=True, label="verifying")
+    if describe is not None:
+        try:
+            with progress_for(directory, "decoding") as step:
+                add_findings(insp, undecodable(insp, describe, step))
+        except OSError as exc:
+            fail(f"{directory}: {exc.strerror or exc}")
     typer.echo(json.dumps(insp.as_json(), indent=2) if as_json else render(insp, verb="verify"))
     raise typer.Exit(insp.exit_code)
 

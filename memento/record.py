@@ -60,6 +60,7 @@ class Record(NamedTuple):
     flags: int
     payload: bytes
     position: RecordPosition
+    time: int = 0  # wall-clock microseconds since the epoch when appended; 0 before format version 3
 
 
 def original(record: Record) -> tuple[int, bytes]:

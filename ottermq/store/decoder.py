@@ -1,21 +1,38 @@
-"""`memento replay --decoder ottermq`: an OtterMQ log shown as exchanges, queues, bindings and messages.
+"""`memento replay --decoder ottermq`: an OtterMQ log shown as exchanges, queues, bindings and messages;
+and `memento inspect --records` / `dump` / `verify --decoder ottermq`: one record at a time (`describe`).
 
 Strategy: the decoder rebuilds a real (socket-less) Broker with the same replay code the store uses
 (`ottermq.store.replay`), so what it prints is what the broker would hold at that LSN; message contents
 are never read. Registered through the `memento.decoders` entry point, so memento itself never imports
 OtterMQ: `memento replay DATA_DIR --decoder ottermq [--to-lsn N]` (memento finds DATA_DIR/log itself).
+
+`describe` decodes a record as strictly as replay does (`codec.decode`) and the properties of each publish
+as a delivery would, so a record it refuses is one the broker would fail on; it runs once per record of a
+whole log, so it reads only what it shows (no Broker, no event objects beyond the codec's).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from memento.inspect_decoders import RecordView
 from memento.record import FLAG_RELOCATED
+from ottermq.amqp.properties import decode_properties
 from ottermq.broker.apply import apply_record
 from ottermq.broker.broker import Broker
+from ottermq.broker.events import MESSAGE_INDEX_BITS, MessagePublished, MessagesRemoved, TxCommitted
 from ottermq.broker.journal import MemoryJournal
-from ottermq.store.codec import decode
+from ottermq.store.codec import (
+    RT_EVENT,
+    RT_PUBLISH,
+    RT_PUBLISH_AT,
+    RT_REMOVED,
+    RT_TX,
+    CodecError,
+    decode,
+    event_classes,
+)
 from ottermq.store.contents import LogContents
 from ottermq.store.replay import ReplayError, load_queues
 from ottermq.store.snapshot import decode_snapshot
@@ -24,6 +41,161 @@ from ottermq.store.snapshot import decode_snapshot
 def _no_content(msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
     """The decoder never delivers, so contents are never read."""
     raise LookupError("the replay decoder does not read message contents")
+
+
+# The names `describe` gives record types (an EVENT record is named after its event class).
+_TYPE_NAMES: Final = {RT_PUBLISH: "publish", RT_PUBLISH_AT: "publish", RT_REMOVED: "removed", RT_TX: "tx"}
+_INDEX_MASK: Final = (1 << MESSAGE_INDEX_BITS) - 1
+_HEADER_KEYS: Final = 16  # a headers summary shows at most this many keys
+_TEXT: Final = 64  # ... and cuts strings at this many characters
+_SECRET: Final = re.compile(r"password|secret|hash", re.IGNORECASE)
+
+
+def event_name(class_name: str) -> str:
+    """'QueueDeclared' -> 'queue.declared', 'VHostLimitsSet' -> 'vhost.limits.set'."""
+    return ".".join(part.lower() for part in re.findall(r"VHost|[A-Z][a-z]*", class_name))
+
+
+_EVENT_NAMES: Final = {name: event_name(name) for name in event_classes()}
+
+
+def message_ref(msg_id: int) -> str:
+    """A broker message id as 'LSN' (the publish record's LSN) or 'LSN#i' (the i-th publish of a tx)."""
+    lsn, index = msg_id >> MESSAGE_INDEX_BITS, msg_id & _INDEX_MASK
+    return f"{lsn}#{index}" if index else str(lsn)
+
+
+def _short(value: Any) -> Any:
+    """A header value as a summary shows it: scalars (strings cut), containers by their size."""
+    if isinstance(value, str):
+        return value if len(value) <= _TEXT else value[:_TEXT] + "..."
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _escaped(bytes(value[:_TEXT])) + ("..." if len(value) > _TEXT else "")
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, list):
+        return f"[{len(value)} items]"
+    if isinstance(value, dict):
+        return f"{{{len(value)} keys}}"
+    return str(value)
+
+
+def _escaped(raw: bytes) -> str:
+    return repr(raw)[2:-1]
+
+
+def headers_summary(headers: dict[str, Any]) -> dict[str, Any]:
+    """At most _HEADER_KEYS headers, values shortened; x-death as 'queue/reason xcount' per entry."""
+    summary: dict[str, Any] = {}
+    for key, value in headers.items():
+        if len(summary) == _HEADER_KEYS:
+            summary["..."] = f"{len(headers) - _HEADER_KEYS} more"
+            break
+        if key == "x-death" and isinstance(value, list):
+            summary[key] = [
+                f"{d.get('queue')}/{d.get('reason')} x{d.get('count')}" if isinstance(d, dict) else _short(d)
+                for d in value[:4]
+            ]
+        else:
+            summary[key] = _short(value)
+    return summary
+
+
+def _jsonable(value: Any) -> Any:
+    """An event field as JSON-able data (bytes escaped, tuples as lists, other odd types as text)."""
+    if isinstance(value, str | bool | int | float) or value is None:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _escaped(bytes(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _describe_publish(event: MessagePublished, lsn: int, index: int) -> dict[str, Any]:
+    props = decode_properties(event.properties) if event.properties else None
+    desc: dict[str, Any] = {
+        "type": "publish",
+        "vhost": event.vhost,
+        "exchange": event.exchange,
+        "routing_key": event.routing_key,
+        "queues": list(event.queues),
+        "ids": [f"{lsn}#{index}" if index else str(lsn)],
+        "message_id": None,
+        "correlation_id": None,
+        "body_size": len(event.body),
+    }
+    if event.published:
+        desc["time_us"] = event.published * 1000
+    if props is not None:
+        desc["message_id"] = props.message_id
+        desc["correlation_id"] = props.correlation_id
+        if props.headers:
+            desc["headers"] = headers_summary(props.headers)
+        if props.expiration is not None:
+            desc["expiration"] = props.expiration
+        if props.priority is not None:
+            desc["priority"] = props.priority
+    desc["body"] = event.body
+    return desc
+
+
+def _describe_removed(event: MessagesRemoved) -> dict[str, Any]:
+    return {
+        "type": "removed",
+        "vhost": event.vhost,
+        "queue": event.queue,
+        "queues": [event.queue],
+        "reason": event.reason,
+        "count": len(event.ids),
+        "ids": [message_ref(i) for i in event.ids],
+    }
+
+
+def _describe_event(event: Any) -> dict[str, Any]:
+    cls = type(event).__name__
+    desc: dict[str, Any] = {"type": _EVENT_NAMES.get(cls) or event_name(cls)}
+    for key in event.__dataclass_fields__:
+        # An exchange's own "type" field would hide the record's type name.
+        shown = "exchange_type" if key == "type" else key
+        desc[shown] = "(hidden)" if _SECRET.search(key) else _jsonable(getattr(event, key))
+    if cls.startswith("Queue"):
+        desc["queues"] = [event.name]
+    elif cls.startswith("Binding") and event.destination_kind == "queue":
+        desc["queues"] = [event.destination]
+    return desc
+
+
+def _describe(event: Any, lsn: int, index: int) -> dict[str, Any]:
+    kind = type(event)
+    if kind is MessagePublished:
+        return _describe_publish(event, lsn, index)
+    if kind is MessagesRemoved:
+        return _describe_removed(event)
+    return _describe_event(event)
+
+
+def describe_record(rtype: int, payload: bytes, lsn: int) -> dict[str, Any]:
+    """What the record of type `rtype` logged at `lsn` means (CodecError, AMQPError when it does not
+    decode as replay and delivery would)."""
+    event = decode(rtype, payload)
+    if rtype == RT_TX:
+        assert isinstance(event, TxCommitted)
+        inner = []
+        index = 0
+        for item in event.events:
+            inner.append(_describe(item, lsn, index))
+            if type(item) is MessagePublished:
+                index += 1
+        return {"type": "tx", "count": len(inner), "records": inner}
+    desc = _describe(event, lsn, 0)
+    if rtype == RT_PUBLISH:
+        desc["format"] = "publish without time"
+    elif rtype not in _TYPE_NAMES and rtype != RT_EVENT:  # pragma: no cover - decode refuses these
+        raise CodecError(f"unknown record type {rtype}")
+    return desc
 
 
 class OtterMQDecoder:
@@ -57,6 +229,14 @@ class OtterMQDecoder:
             raise ReplayError(
                 f"record LSN {record.lsn} (type {record.type}) cannot be applied: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def describe(self, record: RecordView) -> dict[str, Any]:
+        """What one record means: see `describe_record`."""
+        return describe_record(record.type, record.payload, record.lsn)
+
+    def type_names(self) -> list[str]:
+        """Every record type name `describe` gives."""
+        return sorted({*_TYPE_NAMES.values(), *_EVENT_NAMES.values()})
 
     def projection(self) -> dict[str, Any]:
         """Vhosts with their durable exchanges, queues (message counts) and bindings."""
