@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from memento.inspect import EXIT_BAD_INPUT, WAL_DIR, Inspection, iter_records
+from memento.inspect import EXIT_BAD_INPUT, WAL_DIR, Inspection
 from memento.inspect_decoders import DecoderError, describer, resolve, type_names
 from memento.record import Record
 from memento.records import (
@@ -35,6 +35,7 @@ from memento.records import (
     described,
     file_info,
     last_time,
+    log_records,
     parse,
     parse_when,
     tail_start,
@@ -243,7 +244,7 @@ def list_log_records(insp: Inspection, opts: ListOptions) -> int:
     code = insp.exit_code
     try:
         with _stoppable():
-            for record in iter_records(insp, after, opts.to_lsn):
+            for record in log_records(insp, after, opts.to_lsn):
                 lister.feed(record)
             if opts.follow and (opts.to_lsn is None or lister.last_lsn < opts.to_lsn):
                 code = 0

@@ -14,16 +14,42 @@ whole log, so it reads only what it shows (no Broker, no event objects beyond th
 from __future__ import annotations
 
 import re
+import struct
 from typing import Any, Final
 
 from memento.inspect_decoders import RecordView
 from memento.record import FLAG_RELOCATED
-from ottermq.amqp.properties import decode_properties
+from ottermq.amqp.properties import (
+    FLAG_APP_ID,
+    FLAG_CLUSTER_ID,
+    FLAG_CONTENT_ENCODING,
+    FLAG_CONTENT_TYPE,
+    FLAG_CORRELATION_ID,
+    FLAG_DELIVERY_MODE,
+    FLAG_EXPIRATION,
+    FLAG_HEADERS,
+    FLAG_MESSAGE_ID,
+    FLAG_PRIORITY,
+    FLAG_REPLY_TO,
+    FLAG_TIMESTAMP,
+    FLAG_TYPE,
+    FLAG_USER_ID,
+    decode_properties,
+)
+from ottermq.amqp.table import decode_table
+from ottermq.amqp.wire import DECODE_ERRORS
 from ottermq.broker.apply import apply_record
 from ottermq.broker.broker import Broker
-from ottermq.broker.events import MESSAGE_INDEX_BITS, MessagePublished, MessagesRemoved, TxCommitted
+from ottermq.broker.events import (
+    MESSAGE_INDEX_BITS,
+    REMOVAL_REASONS,
+    MessagePublished,
+    MessagesRemoved,
+    TxCommitted,
+)
 from ottermq.broker.journal import MemoryJournal
 from ottermq.store.codec import (
+    PUBLISHED_AT,
     RT_EVENT,
     RT_PUBLISH,
     RT_PUBLISH_AT,
@@ -123,15 +149,15 @@ def _describe_publish(event: MessagePublished, lsn: int, index: int) -> dict[str
         "routing_key": event.routing_key,
         "queues": list(event.queues),
         "ids": [f"{lsn}#{index}" if index else str(lsn)],
-        "message_id": None,
-        "correlation_id": None,
         "body_size": len(event.body),
     }
     if event.published:
         desc["time_us"] = event.published * 1000
     if props is not None:
-        desc["message_id"] = props.message_id
-        desc["correlation_id"] = props.correlation_id
+        if props.message_id is not None:
+            desc["message_id"] = props.message_id
+        if props.correlation_id is not None:
+            desc["correlation_id"] = props.correlation_id
         if props.headers:
             desc["headers"] = headers_summary(props.headers)
         if props.expiration is not None:
@@ -177,9 +203,123 @@ def _describe(event: Any, lsn: int, index: int) -> dict[str, Any]:
     return _describe_event(event)
 
 
+_PUBLISH_HEAD: Final = struct.Struct("<BBBBI")
+_REMOVED_HEAD: Final = struct.Struct("<BBBI")
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
+_REASONS: Final = REMOVAL_REASONS
+_SHORTSTR_FLAGS: Final = (
+    (FLAG_CORRELATION_ID, "correlation_id"),
+    (FLAG_REPLY_TO, ""),
+    (FLAG_EXPIRATION, "expiration"),
+    (FLAG_MESSAGE_ID, "message_id"),
+)
+_TAIL_FLAGS: Final = (FLAG_TYPE, FLAG_USER_ID, FLAG_APP_ID, FLAG_CLUSTER_ID)
+
+
+def _properties(raw: bytes, desc: dict[str, Any]) -> None:
+    """The properties a description shows, read in place: every field is walked and bounds-checked
+    (a malformed list raises), only the shown ones are decoded. The hot path of `describe`, so it
+    avoids building a BasicProperties."""
+    flags = _U16.unpack_from(raw)[0]
+    off = 2
+    word = flags
+    while word & 1:  # further flag words carry no basic property
+        word = _U16.unpack_from(raw, off)[0]
+        off += 2
+    if flags & FLAG_CONTENT_TYPE:
+        off += 1 + raw[off]
+    if flags & FLAG_CONTENT_ENCODING:
+        off += 1 + raw[off]
+    if flags & FLAG_HEADERS:
+        headers, off = decode_table(raw, off)
+        if headers:
+            desc["headers"] = headers_summary(headers)
+    if flags & FLAG_DELIVERY_MODE:
+        off += 1
+    if flags & FLAG_PRIORITY:
+        desc["priority"] = raw[off]
+        off += 1
+    for flag, name in _SHORTSTR_FLAGS:
+        if flags & flag:
+            end = off + 1 + raw[off]
+            if name:
+                desc[name] = raw[off + 1 : end].decode()
+            off = end
+    if flags & FLAG_TIMESTAMP:
+        off += 8
+    for flag in _TAIL_FLAGS:
+        if flags & flag:
+            off += 1 + raw[off]
+    if off > len(raw):
+        raise CodecError("content properties are truncated")
+
+
+def _fast_publish(payload: bytes, lsn: int, timed: bool) -> dict[str, Any]:
+    """A PUBLISH(_AT) record's description straight from its bytes (what `_describe_publish` shows)."""
+    pos = 8 if timed else 0
+    vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload, pos)
+    pos += 8
+    vhost = payload[pos : pos + vlen].decode()
+    pos += vlen
+    queues = []
+    for _ in range(count):
+        qlen = payload[pos]
+        queues.append(payload[pos + 1 : pos + 1 + qlen].decode())
+        pos += 1 + qlen
+    exchange = payload[pos : pos + xlen].decode()
+    pos += xlen
+    routing_key = payload[pos : pos + rlen].decode()
+    pos += rlen
+    body_at = pos + plen
+    if body_at > len(payload):
+        raise CodecError("PUBLISH payload is truncated")
+    desc: dict[str, Any] = {
+        "type": "publish",
+        "vhost": vhost,
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "queues": queues,
+        "ids": [str(lsn)],
+        "body_size": len(payload) - body_at,
+    }
+    if timed:
+        desc["time_us"] = PUBLISHED_AT.unpack_from(payload)[0] * 1000
+    if plen:
+        _properties(payload[pos:body_at], desc)
+    desc["body"] = memoryview(payload)[body_at:]
+    return desc
+
+
+def _fast_removed(payload: bytes) -> dict[str, Any]:
+    vlen, qlen, reason, count = _REMOVED_HEAD.unpack_from(payload)
+    pos = _REMOVED_HEAD.size
+    vhost = payload[pos : pos + vlen].decode()
+    pos += vlen
+    queue = payload[pos : pos + qlen].decode()
+    pos += qlen
+    if pos + 8 * count != len(payload) or reason >= len(_REASONS):
+        raise CodecError("REMOVED payload has a wrong length or reason")
+    ids = struct.unpack_from(f"<{count}Q", payload, pos)
+    return {
+        "type": "removed",
+        "vhost": vhost,
+        "queue": queue,
+        "queues": [queue],
+        "reason": _REASONS[reason],
+        "count": count,
+        "ids": [message_ref(i) for i in ids],
+    }
+
+
 def describe_record(rtype: int, payload: bytes, lsn: int) -> dict[str, Any]:
     """What the record of type `rtype` logged at `lsn` means (CodecError, AMQPError when it does not
     decode as replay and delivery would)."""
+    if rtype in (RT_PUBLISH_AT, RT_REMOVED):
+        try:
+            return _fast_publish(payload, lsn, True) if rtype == RT_PUBLISH_AT else _fast_removed(payload)
+        except DECODE_ERRORS as exc:
+            raise CodecError(f"record type {rtype}: {exc}") from None
     event = decode(rtype, payload)
     if rtype == RT_TX:
         assert isinstance(event, TxCommitted)
