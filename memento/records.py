@@ -70,21 +70,28 @@ class BadSelection(ValueError):
 
 
 class IsoClock:
-    """Microseconds since the epoch as ISO 8601 UTC with milliseconds; the formatted second is cached,
-    since consecutive records mostly share it."""
+    """Microseconds since the epoch as ISO 8601 UTC with milliseconds; the formatted second and the last
+    millisecond are cached, since consecutive records mostly share them."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_last", "_ms", "_prefix", "_second")
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._ms = -1
+        self._last = ""
 
     def __call__(self, us: int) -> str:
-        second, rest = divmod(us, 1_000_000)
+        ms = us // 1000
+        if ms == self._ms:
+            return self._last
+        second, rest = divmod(ms, 1000)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{rest // 1000:03d}Z"
+        self._ms = ms
+        self._last = f"{self._prefix}.{rest:03d}Z"
+        return self._last
 
 
 def parse_when(text: str, *, now_us: int, last_us: Callable[[], int | None]) -> int:
@@ -246,11 +253,23 @@ if _c_make_encoder is not None:
 
     _json_encode = _json_encode_c
 _NEEDS_QUOTES: Final = re.compile(r'[\s="{},]').search
+_NOT_SHOWN: Final = frozenset(("type", "time_us", "body"))
 _HEAD_KEYS: Final = frozenset(("lsn", "time", "type", "type_code", "segment", "offset", "size"))
 
 
 def _json_line(doc: dict[str, Any]) -> str:
     return _json_encode(doc)
+
+
+_NAMES: dict[str, str] = {}
+
+
+def _json_name(name: str) -> str:
+    """A type name as a JSON string (cached: a log has few)."""
+    found = _NAMES.get(name)
+    if found is None:
+        found = _NAMES[name] = json.dumps(name)
+    return found
 
 
 def _text(value: Any) -> str:
@@ -301,10 +320,49 @@ class Printer:
         return item
 
     def write(self, record: Record, desc: dict[str, Any] | None, time_us: int) -> None:
-        """Write one record (`desc` None: no decoder; `time_us` 0: no time)."""
+        """Write one record (`desc` None: no decoder; `time_us` 0: no time). `desc` may be changed."""
         rtype = record.type
         position = record.position
         name = ENGINE_TYPE_NAMES.get(rtype) or (desc.get("type") if desc is not None else None)
+        simple = (
+            self.decode
+            and desc is not None
+            and not record.flags
+            and not self.payload
+            and "error" not in desc
+            and "records" not in desc
+        )
+        if simple and not self.as_json:
+            assert desc is not None
+            fields = " ".join(
+                [f"{k}={_text(v)}" for k, v in desc.items() if v is not None and k not in _NOT_SHOWN]
+            )
+            self.out.write(
+                f"{record.lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {name or str(rtype):<16}"
+                f"  {position.segment}:{position.offset}  {len(record.payload)} B  {fields}\n"
+            )
+            self.written += 1
+            if self.flush_each:
+                self.out.flush()
+            return
+        if simple:
+            assert desc is not None
+            # The common case, serialised without building a merged dict: the record's own fields as
+            # text, then the description encoded as it is.
+            desc.pop("type", None)
+            desc.pop("time_us", None)
+            desc.pop("body", None)
+            tail = _json_line(desc)
+            when = f'"{self.iso(time_us)}"' if time_us else "null"
+            self.out.write(
+                f'{{"lsn":{record.lsn},"type":{_json_name(name or str(rtype))},"type_code":{rtype},'
+                f'"time":{when},"segment":{position.segment},"offset":{position.offset},'
+                f'"size":{len(record.payload)}{"," + tail[1:] if len(tail) > 2 else "}"}\n'
+            )
+            self.written += 1
+            if self.flush_each:
+                self.out.flush()
+            return
         doc: dict[str, Any] = {
             "lsn": record.lsn,
             "type": name or str(rtype),

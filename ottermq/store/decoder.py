@@ -203,10 +203,9 @@ def _describe(event: Any, lsn: int, index: int) -> dict[str, Any]:
     return _describe_event(event)
 
 
-_PUBLISH_HEAD: Final = struct.Struct("<BBBBI")
 _REMOVED_HEAD: Final = struct.Struct("<BBBI")
 _U16: Final = struct.Struct(">H")
-_U32: Final = struct.Struct(">I")
+_U32LE: Final = struct.Struct("<I")
 _REASONS: Final = REMOVAL_REASONS
 _SHORTSTR_FLAGS: Final = (
     (FLAG_CORRELATION_ID, "correlation_id"),
@@ -255,22 +254,48 @@ def _properties(raw: bytes, desc: dict[str, Any]) -> None:
         raise CodecError("content properties are truncated")
 
 
+# Decoded routing parts of publish records by their bytes: a log holds few distinct ones (a stream's vhost,
+# exchange, routing key and queues repeat), and decoding them is most of a publish's description.
+_ROUTES: dict[bytes, tuple[str, list[str], str, str]] = {}
+_ROUTES_MAX: Final = 4096
+
+
+def _route(payload: bytes, pos: int) -> tuple[tuple[str, list[str], str, str], int]:
+    """(vhost, queues, exchange, routing key) of the publish head at `pos`, and where its properties start.
+    The queues list is shared between records: never mutated."""
+    vlen, count, xlen, rlen = payload[pos], payload[pos + 1], payload[pos + 2], payload[pos + 3]
+    at = pos + 8
+    if count == 1:
+        end = at + vlen + 1 + payload[at + vlen] + xlen + rlen
+    else:
+        end = at + vlen
+        for _ in range(count):
+            end += 1 + payload[end]
+        end += xlen + rlen
+    if end > len(payload):
+        raise CodecError("PUBLISH payload is truncated")
+    key = payload[pos : pos + 4] + payload[at:end]
+    route = _ROUTES.get(key)
+    if route is None:
+        vhost = payload[at : at + vlen].decode()
+        at += vlen
+        queues = []
+        for _ in range(count):
+            qlen = payload[at]
+            queues.append(payload[at + 1 : at + 1 + qlen].decode())
+            at += 1 + qlen
+        route = (vhost, queues, payload[at : at + xlen].decode(), payload[at + xlen : end].decode())
+        if len(_ROUTES) >= _ROUTES_MAX:
+            _ROUTES.clear()
+        _ROUTES[key] = route
+    return route, end
+
+
 def _fast_publish(payload: bytes, lsn: int, timed: bool) -> dict[str, Any]:
     """A PUBLISH(_AT) record's description straight from its bytes (what `_describe_publish` shows)."""
     pos = 8 if timed else 0
-    vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload, pos)
-    pos += 8
-    vhost = payload[pos : pos + vlen].decode()
-    pos += vlen
-    queues = []
-    for _ in range(count):
-        qlen = payload[pos]
-        queues.append(payload[pos + 1 : pos + 1 + qlen].decode())
-        pos += 1 + qlen
-    exchange = payload[pos : pos + xlen].decode()
-    pos += xlen
-    routing_key = payload[pos : pos + rlen].decode()
-    pos += rlen
+    plen = _U32LE.unpack_from(payload, pos + 4)[0]
+    (vhost, queues, exchange, routing_key), pos = _route(payload, pos)
     body_at = pos + plen
     if body_at > len(payload):
         raise CodecError("PUBLISH payload is truncated")
