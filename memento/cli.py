@@ -111,7 +111,9 @@ def log_dir(directory: str) -> str:
     return str(path)
 
 
-def _inspect(directory: str, types: str | None, *, verify: bool, label: str) -> Inspection:
+def _inspect(
+    directory: str, types: str | None, *, verify: bool, label: str, by_type: bool = True
+) -> Inspection:
     """Inspect `directory`, which `log_dir` has resolved already."""
     try:
         registry = parse_types(types) if types else None
@@ -119,7 +121,9 @@ def _inspect(directory: str, types: str | None, *, verify: bool, label: str) -> 
         fail(f"--types {types!r}: expected numbers and ranges such as '1-3,7'")
     try:
         with progress_for(directory, label) as step:
-            return inspect_log(directory, registry=registry, verify_snapshots=verify, progress=step)
+            return inspect_log(
+                directory, registry=registry, verify_snapshots=verify, progress=step, by_type=by_type
+            )
     except NotALogDir as exc:
         fail(str(exc))
     except OSError as exc:
@@ -205,7 +209,7 @@ def inspect(
     With --records: the records themselves, filtered, described by a decoder (--decode), and with
     --follow as a running broker appends them (read without the log's lock; Ctrl-C or SIGTERM ends it,
     exit 0)."""
-    insp = _inspect(log_dir(directory), types, verify=False, label="inspecting")
+    insp = _inspect(log_dir(directory), types, verify=False, label="inspecting", by_type=not records)
     if records:
         opts = ListOptions(
             as_json, decode, payload, decoder, from_lsn, to_lsn, since, until,

@@ -225,7 +225,7 @@ def _count_types(data: bytes, end: int) -> dict[int, int]:
     return counts
 
 
-def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
+def _segment_report(scan: SegmentScan, data: bytes, by_type: bool = True) -> SegmentReport:
     header = scan.header
     report = SegmentReport(
         scan.name,
@@ -243,7 +243,7 @@ def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
         report.last_lsn = scan.last_lsn
     report.data_end = scan.data_end
     report.sealed = scan.sealed
-    report.by_type = _count_types(data, scan.data_end)
+    report.by_type = _count_types(data, scan.data_end) if by_type else {}
     report.junk_bytes = max(scan.dirty_end, last_nonzero_end(data, scan.data_end)) - scan.data_end
     return report
 
@@ -273,12 +273,14 @@ def inspect_log(
     registry: Set[int] | None = None,
     verify_snapshots: bool = False,
     progress: Callable[[str], None] | None = None,
+    by_type: bool = True,
 ) -> Inspection:
     """Inspect the log directory at `path` without modifying it.
 
     `registry` lists the record types in use (default: every caller type plus the engine's known ones).
     `verify_snapshots` also checks every chunk of every snapshot (not only the one recovery would use).
-    `progress` is called with each segment's name before it is read.
+    `progress` is called with each segment's name before it is read. `by_type` False leaves the
+    segments' counts by type empty (a record listing does not show them: one pass less over the log).
     """
     root = check_log_dir(path)
     known = frozenset(registry) | ENGINE_TYPES if registry is not None else DEFAULT_TYPES
@@ -331,7 +333,7 @@ def inspect_log(
         data = _read(wal / name)
         scan = scan_segment(name, data, known)
         scans.append(scan)
-        segments.append(_segment_report(scan, data))
+        segments.append(_segment_report(scan, data, by_type))
     verdict = classify(scans, snapshot_lsn)
     findings.extend(verdict.findings)
     status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)

@@ -272,10 +272,19 @@ def _json_name(name: str) -> str:
     return found
 
 
+_TEXTS: dict[str, str] = {}  # strings as text shows them: a log repeats the same names over and over
+
+
 def _text(value: Any) -> str:
     kind = type(value)
     if kind is str:
-        return value if value and not _NEEDS_QUOTES(value) else json.dumps(value)
+        shown = _TEXTS.get(value)
+        if shown is None:
+            shown = value if value and not _NEEDS_QUOTES(value) else json.dumps(value)
+            if len(_TEXTS) > 4096:
+                _TEXTS.clear()
+            _TEXTS[value] = shown
+        return shown
     if kind is bool:
         return "true" if value else "false"
     if kind is list:
