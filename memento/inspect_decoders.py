@@ -63,8 +63,9 @@ class Describer(Protocol):
     - "ids": identifiers of what the record creates or removes: a later record sharing one with a record
       matched by `--message-id` matches too (so a message's removal follows its publish);
     - "records": the descriptions of inner records (a transaction), matched and shown one by one.
-    A `bytes` or `memoryview` value is a body: shown only with `--payload`, cut and escaped. Every other
-    value is shown as is and must be JSON-able.
+    - "body": the record's body (bytes or memoryview), shown only with `--payload`, cut and escaped.
+    Every other value is shown as is and must be JSON-able. The caller may change the returned dict (it
+    removes what it does not show), so return a new one each time; values may be shared.
     `type_names()` (optional) lists every name `describe` may give as "type", so that `--type NAME`
     can refuse a name that never matches.
     """
