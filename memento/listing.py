@@ -212,16 +212,18 @@ def _fail(message: str) -> Any:
 
 @contextlib.contextmanager
 def _stoppable() -> Iterator[None]:
-    """SIGTERM ends a listing as Ctrl-C does (KeyboardInterrupt); a closed stdout (`| head`) ends it too."""
+    """SIGTERM and SIGINT end a listing (as KeyboardInterrupt); a closed stdout (`| head`) ends it too."""
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # SIGINT too: a process started in the background by a shell inherits it ignored.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _quiet_stdout() -> None:
