@@ -347,7 +347,7 @@ class Printer:
                 [f"{k}={_text(v)}" for k, v in desc.items() if v is not None and k not in _NOT_SHOWN]
             )
             self.out.write(
-                f"{record.lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {name or str(rtype):<16}"
+                f"{record.lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {name or str(rtype):<18}"
                 f"  {position.segment}:{position.offset}  {len(record.payload)} B  {fields}\n"
             )
             self.written += 1
@@ -400,7 +400,7 @@ class Printer:
 
     def _line(self, doc: dict[str, Any]) -> str:
         head = (
-            f"{doc['lsn']:>9}  {doc['time'] or '-':<24}  {doc['type']:<16}"
+            f"{doc['lsn']:>9}  {doc['time'] or '-':<24}  {doc['type']:<18}"
             f"  {doc['segment']}:{doc['offset']}  {doc['size']} B"
         )
         rest = []
