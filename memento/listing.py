@@ -295,7 +295,7 @@ def dump_file(path: str, opts: ListOptions) -> int:
     except OSError as exc:
         _fail(f"{file}: {exc.strerror or exc}")
     info = file_info(file, data)
-    records, stop = parse(data, info.start, info.seq, info.expected_lsn, info.base_offset)
+    records, stop = parse(data, info.start, info.seq, info.expected_lsn, info.base_offset, info.frame)
 
     def newest(describe: Describe | None) -> int | None:
         stamps = [r.time or _payload_time(describe, r) for r in records]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, NamedTuple, TextIO
 
 import crc32c
 
@@ -58,6 +58,35 @@ _UNITS: Final = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_00
 _RELATIVE: Final = re.compile(r"(now)?-?(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LEN: Final = struct.Struct("<I")
+
+
+class Frame(NamedTuple):
+    """The record header of one segment format version, as `memento.record.Frame` of format version 3
+    has it (same fields): the parsers below pick one per segment and read every version the same way.
+    When format version 3 is merged, `frame_of` and `FRAMES` here give way to `memento.record.frame_of`
+    and its two frames (the timed one first)."""
+
+    timed: bool  # records carry a time
+    head_size: int  # bytes before the payload
+    min_len: int  # the smallest valid `len`
+    unpack: Callable[[Any, int], tuple[Any, ...]]  # (len, crc, type, flags, reserved, lsn, time)
+
+
+_NO_TIME: Final = (0,)
+
+
+def _unpack_untimed(data: Any, offset: int) -> tuple[Any, ...]:
+    return HEAD.unpack_from(data, offset) + _NO_TIME
+
+
+LEGACY_FRAME: Final = Frame(False, HEAD_SIZE, BODY_HEAD_SIZE, _unpack_untimed)
+FRAMES: Final = (LEGACY_FRAME,)  # every layout a headerless file may hold, the newest first
+
+
+def frame_of(version: int) -> Frame:
+    """The record layout of segments of format `version` (1 and 2 share one)."""
+    return LEGACY_FRAME
+
 
 Describe = Callable[[RecordView], dict[str, Any]]
 
@@ -466,7 +495,6 @@ def log_records(insp: Inspection, after_lsn: int = 0, to_lsn: int | None = None)
     wal = insp.path / WAL_DIR
     scans = insp.scans
     new = tuple.__new__
-    unpack = HEAD.unpack_from
     for i, scan in enumerate(scans):
         if scan.header is None or not scan.scanned or scan.base_lsn > last:
             return
@@ -477,14 +505,17 @@ def log_records(insp: Inspection, after_lsn: int = 0, to_lsn: int | None = None)
         pos = HEADER_SIZE
         end = scan.data_end
         seq = scan.seq
-        while pos + HEAD_SIZE <= end:
-            length, _crc, rtype, flags, _res, lsn = unpack(data, pos)
+        frame = frame_of(scan.header.version)
+        unpack = frame.unpack
+        head_size = frame.head_size
+        while pos + head_size <= end:
+            length, _crc, rtype, flags, _res, lsn, when = unpack(data, pos)
             stop = pos + 8 + length
             if lsn > last:
                 return
             if rtype != TYPE_SEAL and lsn > after_lsn:
                 position = new(RecordPosition, (seq, pos))
-                yield new(Record, (lsn, rtype, flags, data[pos + HEAD_SIZE : stop], position, 0))
+                yield new(Record, (lsn, rtype, flags, data[pos + head_size : stop], position, when))
             pos = stop
         if scan.damage is not None or scan.unknown_type is not None:
             return
@@ -561,23 +592,38 @@ class Stop:
 
 
 def parse(
-    data: bytes, start: int, seq: int, expected_lsn: int | None, base_offset: int = 0
+    data: bytes, start: int, seq: int, expected_lsn: int | None, base_offset: int, frame: Frame | None
 ) -> tuple[list[Record], Stop]:
     """Every valid record of data[start:], checked as recovery does (length, crc, LSN following the
     previous one; the first one's LSN is `expected_lsn` when given), and where the bytes stop parsing.
-    Positions are reported as base_offset + the offset in `data`."""
-    stop: list[Stop] = []
-    records = list(records_from(data, start, seq, expected_lsn, base_offset, stop))
-    return records, stop[0]
+    Positions are reported as base_offset + the offset in `data`. `frame` None (bytes without their
+    segment header): every layout is tried and the one that reads the most records wins (a wrong layout
+    fails the first record's crc)."""
+    best: tuple[list[Record], Stop] | None = None
+    for candidate in (frame,) if frame is not None else FRAMES:
+        stop: list[Stop] = []
+        records = list(records_from(data, start, seq, expected_lsn, base_offset, stop, candidate))
+        if best is None or len(records) > len(best[0]):
+            best = records, stop[0]
+    assert best is not None
+    return best
 
 
 def records_from(
-    data: bytes, start: int, seq: int, expected: int | None, base_offset: int, stop: list[Stop]
+    data: bytes,
+    start: int,
+    seq: int,
+    expected: int | None,
+    base_offset: int,
+    stop: list[Stop],
+    frame: Frame,
 ) -> Iterator[Record]:
     """The valid records of data[start:] one by one (see `parse`); at their end `stop` gets where and why."""
     view = memoryview(data)
     crc = crc32c.crc32c
-    unpack = HEAD.unpack_from
+    unpack = frame.unpack
+    head_size = frame.head_size
+    min_len = frame.min_len
     size = len(data)
     pos = start
     try:
@@ -591,13 +637,13 @@ def records_from(
             if length == 0:
                 stop.append(Stop(base_offset + pos, "end of data (zeros)", True))
                 return
-            if pos + HEAD_SIZE > size:
+            if pos + head_size > size:
                 stop.append(Stop(base_offset + pos, "record header cut by the end of the file", False))
                 return
-            _len, stored, rtype, flags, _res, lsn = unpack(data, pos)
+            _len, stored, rtype, flags, _res, lsn, when = unpack(data, pos)
             end = pos + 8 + length
             reason: str | None = None
-            if length < BODY_HEAD_SIZE:
+            if length < min_len:
                 reason = f"record length {length} is too small"
             elif end > size:
                 reason = f"record length {length} runs past the end of the file"
@@ -613,9 +659,8 @@ def records_from(
             if rtype == TYPE_SEAL:
                 stop.append(Stop(base_offset + pos, f"seal (the next segment starts at LSN {lsn})", True))
                 return
-            yield Record(
-                lsn, rtype, flags, data[pos + HEAD_SIZE : end], RecordPosition(seq, base_offset + pos)
-            )
+            position = RecordPosition(seq, base_offset + pos)
+            yield Record(lsn, rtype, flags, data[pos + head_size : end], position, when)
             expected = lsn + 1
             pos = end
     finally:
@@ -632,6 +677,7 @@ class FileInfo:
     expected_lsn: int | None
     header: SegmentHeader | None
     note: str
+    frame: Frame | None = None  # None: not known (no header), every layout is tried
 
 
 _QUARANTINED_TAIL: Final = re.compile(r"^(.+\.wal)\.(\d+)\.[0-9TZ]+\.bin$")
@@ -651,7 +697,8 @@ def file_info(path: Path, data: bytes) -> FileInfo:
             base = parsed[1] if parsed else None
             return FileInfo(seq, HEADER_SIZE, 0, base, None, f"segment header is damaged: {header}")
         note = f"segment seq {header.seq}, base LSN {header.base_lsn}, version {header.version}"
-        return FileInfo(header.seq, HEADER_SIZE, 0, header.base_lsn, header, note)
+        frame = frame_of(header.version)
+        return FileInfo(header.seq, HEADER_SIZE, 0, header.base_lsn, header, note, frame)
     tail = _QUARANTINED_TAIL.match(name)
     if tail is not None:
         parsed = parse_name(tail.group(1))
@@ -678,6 +725,7 @@ class Tail:
         self.warn = warn
         self._fd = -1
         self._name = ""
+        self._frame = LEGACY_FRAME
         self._stuck_since = 0.0
         self._warned = False
 
@@ -692,10 +740,17 @@ class Tail:
             parsed = parse_name(name)
             if parsed is not None and parsed[0] == self.seq:
                 try:
-                    self._fd = os.open(self.wal / name, os.O_RDONLY)
+                    fd = os.open(self.wal / name, os.O_RDONLY)
                 except FileNotFoundError:
                     return False
-                self._name = name
+                header = decode_header(os.pread(fd, HEADER_SIZE, 0))
+                if isinstance(header, str):  # a segment is renamed into place whole: this is damage
+                    os.close(fd)
+                    self._note_stuck(Stop(0, f"segment header: {header}", False))
+                    return False
+                self._fd, self._name, self._frame = fd, name, frame_of(header.version)
+                if self.next_lsn is None:
+                    self.next_lsn = header.base_lsn
                 return True
         return False
 
@@ -707,11 +762,11 @@ class Tail:
                 return out
             data = os.pread(self._fd, self.CHUNK, self.offset)
             stop: list[Stop] = []
-            records = list(records_from(data, 0, self.seq, self.next_lsn, self.offset, stop))
+            records = list(records_from(data, 0, self.seq, self.next_lsn, self.offset, stop, self._frame))
             end = stop[0]
             if records:
                 last = records[-1]
-                self.offset = last.position.offset + HEAD_SIZE + len(last.payload)
+                self.offset = last.position.offset + self._frame.head_size + len(last.payload)
                 self.next_lsn = last.lsn + 1
                 out.extend(records)
                 self._stuck_since = 0.0
@@ -732,7 +787,7 @@ class Tail:
                 return out
             # A record larger than a chunk: read it whole.
             data = os.pread(self._fd, 8 + length, self.offset)
-            big = list(records_from(data, 0, self.seq, self.next_lsn, self.offset, []))
+            big = list(records_from(data, 0, self.seq, self.next_lsn, self.offset, [], self._frame))
             if not big:
                 self._note_stuck(end)
                 return out
