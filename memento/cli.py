@@ -2,7 +2,8 @@
 
 Exit codes (inspect and verify): 0 clean, 1 repairable (open would repair a torn tail or drop a leftover
 file), 2 refused (open would refuse), 3 unsupported version, 4 bad input (missing path, not a log
-directory, unknown decoder). Errors are one line on stderr; progress bars appear only on a terminal.
+directory, unknown decoder), 74 a file could not be read (permissions, I/O error; every command: the line
+names the file). Errors are one line on stderr; progress bars appear only on a terminal.
 A directory that holds no log but exactly one subdirectory that does (an application's data directory
 with its log one level down) stands for that subdirectory, named on stderr ("memento: using DATA/log").
 """
@@ -14,12 +15,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
+from memento.identity import show_id
 from memento.inspect import (
     EXIT_BAD_INPUT,
+    EXIT_IO_ERROR,
     WAL_DIR,
     Inspection,
     NotALogDir,
@@ -47,10 +51,34 @@ from memento.listing import (
     list_log_records,
 )
 from memento.records import add_findings, undecodable
-from memento.recovery import REPAIRABLE
+from memento.recovery import ACCEPTED, REPAIRABLE
 from memento.segment import SUFFIX
 
+if TYPE_CHECKING:
+    from typer._click.core import Context as ClickContext  # the (vendored) click that typer's groups take
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`file: error` (both files for a rename), or the error's text when it names no file."""
+    names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+    text = exc.strerror or str(exc)
+    return f"{' -> '.join(names)}: {text}" if names else text
+
+
+class _Commands(TyperGroup):
+    """Every command (present and future) turns an OSError into one line naming the file, exit 74:
+    a permission or I/O error is not damage, and a traceback helps no operator."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            typer.echo(f"memento: error: {describe_os_error(exc)}", err=True)
+            raise typer.Exit(EXIT_IO_ERROR) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Memento: inspect, replay and verify a write-ahead log.",
     no_args_is_help=True,
     add_completion=False,
@@ -126,8 +154,6 @@ def _inspect(
             )
     except NotALogDir as exc:
         fail(str(exc))
-    except OSError as exc:
-        fail(f"{directory}: {exc.strerror or exc}")
 
 
 def _lsns(first: int | None, last: int | None) -> str:
@@ -136,7 +162,9 @@ def _lsns(first: int | None, last: int | None) -> str:
 
 def render(insp: Inspection, *, verb: str) -> str:
     """The human-readable report of an inspection."""
-    lines = [f"log directory {insp.path}"]
+    lines = [f"log directory {insp.path}", f"log id: {show_id(insp.log_id)}"]
+    if insp.last_stop is not None:
+        lines.extend(insp.last_stop.describe())
     if insp.snapshots:
         lines.append(
             f"snapshots: {len(insp.snapshots)} (recovery starts from LSN {insp.snapshot_lsn}, "
@@ -172,6 +200,7 @@ def render(insp: Inspection, *, verb: str) -> str:
     for name in insp.stray_files:
         lines.append(f"  {name}  (not a segment; ignored)")
     lines.append(f"log ends at LSN {insp.end_lsn}")
+    lines.extend(f"warning: {warning}" for warning in insp.warnings)
     if insp.findings:
         lines.append("damage:")
         lines.extend(f"  [{f.severity}] {f.kind}: {f.message}" for f in insp.findings)
@@ -332,14 +361,17 @@ def replay(
         with progress_for(directory, "replaying") as step:
             for record in iter_records(insp, after, target, progress=step):
                 projection.apply(record)
-    except OSError as exc:
-        fail(f"{directory}: {exc.strerror or exc}")
+    except OSError:
+        raise  # one line naming the file, exit 74 (_Commands)
     except Exception as exc:
         fail(f"decoder {decoder!r} failed: {type(exc).__name__}: {exc}")
     typer.echo(json.dumps(projection.projection(), indent=2, default=str))
     if insp.exit_code >= 2:
         # The first refused finding names the file (a segment, or the snapshot store's data.mdb).
-        why = next((f"{f.kind}: {f.message}; " for f in insp.findings if f.severity != REPAIRABLE), "")
+        why = next(
+            (f"{f.kind}: {f.message}; " for f in insp.findings if f.severity not in (REPAIRABLE, ACCEPTED)),
+            "",
+        )
         typer.echo(
             f"memento: warning: log is {insp.status}: {why}replayed only up to LSN {insp.end_lsn} "
             "(see memento inspect)",

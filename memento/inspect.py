@@ -11,13 +11,36 @@ version does not know (0xF0..0xFE) is reported as unsupported.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from memento.record import ENGINE_TYPES, HEAD, HEAD_SIZE, TYPE_SEAL, USER_TYPES, Record, RecordPosition
-from memento.recovery import CLEAN, REFUSED, REPAIRABLE, UNSUPPORTED, Finding, Verdict, classify
+from memento.identity import IDENTITY_FILE, MARK_FILE, Mark, read_identity, read_mark
+from memento.record import (
+    ENGINE_TYPES,
+    LEGACY_HEAD,
+    TYPE_SEAL,
+    USER_TYPES,
+    Frame,
+    Record,
+    RecordPosition,
+    frame_of,
+)
+from memento.recovery import (
+    ACCEPTED,
+    CLEAN,
+    REFUSED,
+    REPAIRABLE,
+    UNSUPPORTED,
+    Finding,
+    Verdict,
+    classify,
+    clock_warning,
+    resolve_identity,
+)
+from memento.salvage import load_accepted
 from memento.scan import SegmentScan, last_nonzero_end, scan_segment
 from memento.segment import HEADER_SIZE, SUFFIX, TMP_SUFFIX, parse_name
 from memento.snapshot import (
@@ -30,8 +53,10 @@ from memento.snapshot import (
 
 WAL_DIR: Final = "wal"
 SNAPSHOT_DIR: Final = "snapshots"
+LOCK_FILE: Final = "LOCK"
 EXIT_CODES: Final = {CLEAN: 0, REPAIRABLE: 1, REFUSED: 2, UNSUPPORTED: 3}
 EXIT_BAD_INPUT: Final = 4
+EXIT_IO_ERROR: Final = 74  # a file could not be read (sysexits' EX_IOERR, as `ottermq serve` uses)
 _RANK: Final = {CLEAN: 0, REPAIRABLE: 1, REFUSED: 2, UNSUPPORTED: 3}
 DEFAULT_TYPES: Final = USER_TYPES | ENGINE_TYPES
 
@@ -117,6 +142,9 @@ class Inspection:
     end_lsn: int
     verdict: Verdict
     scans: list[SegmentScan] = field(repr=False)
+    log_id: bytes | None = None
+    last_stop: LastStop | None = None
+    warnings: list[str] = field(default_factory=list)  # what open would warn about besides the findings
 
     @property
     def exit_code(self) -> int:
@@ -137,6 +165,9 @@ class Inspection:
             "snapshots": [s.as_json() for s in self.snapshots],
             "temp_files": self.temp_files,
             "stray_files": self.stray_files,
+            "log_id": self.log_id.hex() if self.log_id is not None else None,
+            "last_stop": self.last_stop.as_json() if self.last_stop is not None else None,
+            "warnings": self.warnings,
             "findings": [
                 {
                     "kind": f.kind,
@@ -149,6 +180,81 @@ class Inspection:
                 for f in self.findings
             ],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LastStop:
+    """How the log was last left (MARK) and who holds or held its LOCK."""
+
+    clean: bool | None  # None: no readable MARK (a log written before format 3, or damage)
+    clean_lsn: int | None
+    newest_segment: int | None
+    lock_pid: int | None  # the pid LOCK holds (its last holder when nobody holds it now)
+    lock_alive: bool | None  # whether that process runs (None: no pid)
+    lock_error: str | None = None  # why LOCK could not be read
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "clean": self.clean,
+            "clean_lsn": self.clean_lsn,
+            "newest_segment": self.newest_segment,
+            "lock_pid": self.lock_pid,
+            "lock_process_running": self.lock_alive,
+            "lock_error": self.lock_error,
+        }
+
+    def describe(self) -> list[str]:
+        """The text lines of `memento inspect`."""
+        if self.clean is None:
+            stop = "last stop: unknown (no readable MARK)"
+        elif self.clean:
+            stop = f"last stop: clean, at LSN {self.clean_lsn}"
+        else:
+            stop = "last stop: not clean (the log is open now, or its process died)"
+        if self.lock_error is not None:
+            lock = f"lock: {self.lock_error}"
+        elif self.lock_pid is None:
+            lock = "lock: no pid in LOCK"
+        elif self.lock_alive:
+            held = "holds the log" if self.clean is False else "is running (the pid may have been reused)"
+            lock = f"lock: process {self.lock_pid} {held}"
+        else:
+            lock = f"lock: free (LOCK names process {self.lock_pid}, which is not running)"
+        return [stop, lock]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def last_stop(root: Path, mark: Mark | str | None) -> LastStop:
+    """What MARK and LOCK say about the last stop and the lock's holder (read-only: the lock is not
+    tried, which could make a starting owner fail)."""
+    pid: int | None = None
+    error: str | None = None
+    try:
+        text = (root / LOCK_FILE).read_text("ascii", "replace").strip()
+        pid = int(text) if text.isdigit() else None
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # only the holder's pid is lost: the rest of the report stands
+        error = f"{root / LOCK_FILE}: {exc.strerror or exc}"
+    valid = mark if isinstance(mark, Mark) else None
+    return LastStop(
+        valid.clean_lsn is not None if valid is not None else None,
+        valid.clean_lsn if valid is not None else None,
+        valid.newest_seq if valid is not None else None,
+        pid,
+        _pid_alive(pid) if pid is not None and pid > 0 else None,
+        error,
+    )
 
 
 def check_log_dir(path: str | os.PathLike[str]) -> Path:
@@ -181,10 +287,7 @@ def find_log_dir(path: str | os.PathLike[str]) -> tuple[Path, bool]:
         raise NotALogDir(f"{root}: is a file, not a log directory")
     if _is_log_dir(root):
         return root, False
-    try:
-        children = sorted(child for child in root.iterdir() if child.is_dir())
-    except OSError as exc:
-        raise NotALogDir(f"{root}: {exc.strerror or exc}") from None
+    children = sorted(child for child in root.iterdir() if child.is_dir())  # an OSError names root
     logs = [child for child in children if _is_log_dir(child)]
     if len(logs) == 1:
         return logs[0], True
@@ -208,16 +311,22 @@ def parse_types(text: str) -> frozenset[int]:
 
 
 def _read(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        if exc.filename is None:  # a read error on the open file: name it
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
 
 
-def _count_types(data: bytes, end: int) -> dict[int, int]:
+def _count_types(data: bytes, end: int, frame: Frame) -> dict[int, int]:
     """Records by type between the header and `end` (already validated by the scan); seals excluded."""
     counts: dict[int, int] = {}
     pos = HEADER_SIZE
-    unpack = HEAD.unpack_from
-    while pos + HEAD_SIZE <= end:
+    unpack = LEGACY_HEAD.unpack_from  # the fields every format version has
+    head_size = frame.head_size
+    while pos + head_size <= end:
         length, _crc, rtype, _flags, _res, _lsn = unpack(data, pos)
         if rtype != TYPE_SEAL:
             counts[rtype] = counts.get(rtype, 0) + 1
@@ -235,7 +344,7 @@ def _segment_report(scan: SegmentScan, data: bytes, by_type: bool = True) -> Seg
         header.version if header is not None else None,
         scan.header_problem,
     )
-    if not scan.scanned:
+    if header is None or not scan.scanned:
         return report
     report.records = scan.count
     if scan.count:
@@ -243,7 +352,7 @@ def _segment_report(scan: SegmentScan, data: bytes, by_type: bool = True) -> Seg
         report.last_lsn = scan.last_lsn
     report.data_end = scan.data_end
     report.sealed = scan.sealed
-    report.by_type = _count_types(data, scan.data_end) if by_type else {}
+    report.by_type = _count_types(data, scan.data_end, frame_of(header.version)) if by_type else {}
     report.junk_bytes = max(scan.dirty_end, last_nonzero_end(data, scan.data_end)) - scan.data_end
     return report
 
@@ -284,7 +393,10 @@ def inspect_log(
     """
     root = check_log_dir(path)
     known = frozenset(registry) | ENGINE_TYPES if registry is not None else DEFAULT_TYPES
+    identity_raw = read_identity(root)
+    mark_raw = read_mark(root)
     with SnapshotStore(root / SNAPSHOT_DIR, readonly=True) as store:
+        store_id = store.recorded_id()
         snapshot = store.load_latest()
         infos = store.list()
         snapshots = []
@@ -310,6 +422,11 @@ def inspect_log(
     names = sorted(os.listdir(wal)) if wal.is_dir() else []
     temp_files = [n for n in names if n.endswith(TMP_SUFFIX)]
     stray = [n for n in names if not n.endswith(TMP_SUFFIX) and parse_name(n) is None]
+    for name in (n + TMP_SUFFIX for n in (IDENTITY_FILE, MARK_FILE)):
+        if (root / name).exists():
+            findings.append(
+                Finding("temp-file", REPAIRABLE, name, -1, -1, f"{name}: unfinished; open deletes it")
+            )
     for name in temp_files:
         findings.append(
             Finding(
@@ -334,9 +451,14 @@ def inspect_log(
         scan = scan_segment(name, data, known)
         scans.append(scan)
         segments.append(_segment_report(scan, data, by_type))
-    verdict = classify(scans, snapshot_lsn)
+    identity = resolve_identity(str(root), identity_raw, mark_raw, scans, store_id)
+    # Damage an earlier salvage accepted (memento.salvage) is reported as such, as `Log.open` does.
+    verdict = classify(scans, snapshot_lsn, identity, accepted=load_accepted(root))
     findings.extend(verdict.findings)
-    status = max((f.severity for f in findings), key=_RANK.__getitem__, default=CLEAN)
+    status = max(
+        (f.severity for f in findings if f.severity != ACCEPTED), key=_RANK.__getitem__, default=CLEAN
+    )
+    moved_back = clock_warning(scans, time.time_ns() // 1000)
     return Inspection(
         root,
         segments,
@@ -351,6 +473,9 @@ def inspect_log(
         verdict.end_lsn,
         verdict,
         scans,
+        identity.log_id,
+        last_stop(root, mark_raw),
+        [moved_back] if moved_back is not None else [],
     )
 
 
@@ -382,14 +507,16 @@ def iter_records(
         pos = HEADER_SIZE
         end = scan.data_end
         seq = scan.seq
-        unpack = HEAD.unpack_from
-        while pos + HEAD_SIZE <= end:
-            length, _crc, rtype, flags, _res, lsn = unpack(data, pos)
+        frame = frame_of(scan.header.version)
+        unpack = frame.unpack
+        head_size = frame.head_size
+        while pos + head_size <= end:
+            length, _crc, rtype, flags, _res, lsn, when = unpack(data, pos)
             stop = pos + 8 + length
             if lsn > last:
                 return
             if rtype != TYPE_SEAL and lsn > after_lsn:
-                yield Record(lsn, rtype, flags, data[pos + HEAD_SIZE : stop], RecordPosition(seq, pos))
+                yield Record(lsn, rtype, flags, data[pos + head_size : stop], RecordPosition(seq, pos), when)
             pos = stop
         if scan.damage is not None or scan.unknown_type is not None:
             return

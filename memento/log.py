@@ -12,6 +12,10 @@ This module holds the append and read paths. Opening and recovery are in memento
 types and the flush in memento.staging, replay in memento.reader, what compaction needs of the log in
 memento.reclaim.
 
+Every record carries the wall-clock time of its append (format version 3), from the log's `clock`, which
+callers may replace (a fixed clock makes a log's bytes reproducible). Segments written by older versions
+keep their record layout (memento.record.Frame, one per segment); reads follow each segment's.
+
 Directory layout: LOCK, wal/*.wal, snapshots/ (LMDB, memento.snapshot), quarantine/ (damaged bytes).
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,7 +33,8 @@ from typing import TYPE_CHECKING, Final
 import crc32c
 
 from memento.disk import DiskIO
-from memento.errors import LogClosed, LogFailed
+from memento.errors import CorruptRecord, LogClosed, LogFailed
+from memento.identity import MarkFile
 from memento.opening import LOCK_FILE as LOCK_FILE
 from memento.opening import QUARANTINE_DIR as QUARANTINE_DIR
 from memento.opening import SNAPSHOT_DIR as SNAPSHOT_DIR
@@ -37,19 +43,19 @@ from memento.opening import open_log
 from memento.reader import decode_at, replay_records
 from memento.record import (
     BODY_HEAD,
-    BODY_HEAD_SIZE,
     ENGINE_TYPES,
-    HEAD,
+    FRAME,
     HEAD_SIZE,
     PREFIX,
     SEAL_SIZE,
     TYPE_SEAL,
     USER_FLAGS_MASK,
     USER_TYPES,
+    Frame,
     Record,
     RecordPosition,
 )
-from memento.recovery import RecoveryReport
+from memento.recovery import BadRecord, RecoveryReport
 from memento.segment import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, SUFFIX
 from memento.snapshot import Snapshot, SnapshotStore
 from memento.spare import SPARE_DIR, SparePreparer
@@ -77,6 +83,12 @@ _READ_FDS: Final = 8
 _crc = crc32c.crc32c
 _pack_prefix = PREFIX.pack
 _pack_body_head = BODY_HEAD.pack
+_time_ns = time.time_ns
+
+
+def wall_clock() -> int:
+    """Microseconds since the Unix epoch now: the default clock that stamps appended records."""
+    return _time_ns() // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +115,7 @@ class Log:
         lock_fd: int,
         store: SnapshotStore,
         snapshot: Snapshot | None,
+        clock: Callable[[], int] = wall_clock,
     ) -> None:
         self.path = path
         self.wal_dir = str(path / WAL_DIR)
@@ -113,6 +126,7 @@ class Log:
         self.snapshot = snapshot
         self.snapshot_lsn = snapshot.lsn if snapshot is not None else 0
         self.recovery_report = RecoveryReport()
+        self.clock = clock  # wall-clock microseconds since the epoch, stamped on every record appended
         self._lock_fd = lock_fd
         self._allowed = (registry - ENGINE_TYPES) & USER_TYPES if registry is not None else USER_TYPES
         self._segments: list[_Segment] = []
@@ -134,13 +148,19 @@ class Log:
         self._error: LogFailed | None = None
         self._no_room: OSError | None = None  # why open could not create the tail segment
         self._closed = False
-        # The last window read (segment seq, offset, bytes) and where the last single read was.
-        self._window: tuple[int, int, bytes] = (-1, 0, b"")
+        # The last window read (segment seq, offset, bytes, its records' layout) and where the last single
+        # read was.
+        self._window: tuple[int, int, bytes, Frame] = (-1, 0, b"", FRAME)
         # Read-only descriptors on sealed segments, least recently read first (`_read_fd`).
         self._read_fds: OrderedDict[int, int] = OrderedDict()
         self._last_read = (-1, 0)
+        # seq -> offset where replay stops in that segment (a dry run's cut, not applied on disk)
+        self._read_limits: dict[int, int] = {}
         # seq -> last LSN copied out of that segment by compaction (see memento.reclaim)
         self.relocated_through: dict[int, int] = {}
+        self.log_id = bytes(16)  # set by recovery (memento.identity)
+        self._mark: MarkFile | None = None
+        self._newest = (0, 0)  # (seq, base LSN) of the newest segment created, as MARK says
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -154,13 +174,23 @@ class Log:
         registry: Iterable[int] | None = None,
         disk: DiskIO | None = None,
         full_check: bool = False,
+        log_id: bytes | None = None,
+        dry_run: bool = False,
+        bad_record: BadRecord | None = None,
+        clock: Callable[[], int] = wall_clock,
     ) -> Log:
         """Open (creating if needed) the log at `path`: lock it, load the newest snapshot, recover.
 
         `registry` lists the record types callers use (None accepts all); a record of another type found
         on open raises UnsupportedVersion. A torn tail is quarantined and truncated (see
         `recovery_report`); other damage raises RecoveryRefused, unless `salvage` keeps what is valid up to
-        it. Segments wholly covered by the snapshot are only header-checked unless `full_check`.
+        it. Segments wholly covered by the snapshot are only header-checked unless `full_check` (or
+        `salvage`). `log_id` (16 bytes) is the id a log created now gets, instead of a random one
+        (fixtures); an existing log keeps its own (`log.log_id`). `bad_record` (with salvage) cuts the log
+        at a record the caller cannot apply; `dry_run` (with salvage) plans the salvage without changing
+        anything and opens read-only (`recovery_report.plan` says what salvage would drop).
+        `clock` gives the wall-clock time in microseconds since the epoch that each append records (and
+        that open compares the newest record's time with: a warning when the clock moved back).
         """
         return open_log(
             cls,
@@ -170,6 +200,10 @@ class Log:
             registry=registry,
             disk=disk,
             full_check=full_check,
+            log_id=log_id,
+            dry_run=dry_run,
+            bad_record=bad_record,
+            clock=clock,
         )
 
     def _set_tail(self, seg: _Segment, offset: int) -> None:
@@ -225,9 +259,10 @@ class Log:
             raise self._error
         if rtype not in self._allowed or flags & ~USER_FLAGS_MASK:
             raise ValueError(f"record type {rtype} / flags {flags:#x} not allowed (see memento/FORMAT.md)")
-        return self._append(rtype, flags, payload)
+        return self._append(rtype, flags, payload, self.clock())
 
-    def _append(self, rtype: int, flags: int, payload: bytes | bytearray | memoryview) -> int:
+    def _append(self, rtype: int, flags: int, payload: bytes | bytearray | memoryview, when: int) -> int:
+        """Stage a record appended at wall-clock time `when` (microseconds since the epoch)."""
         if self._closed:
             raise LogClosed(f"{self.path}: log is closed")
         size = HEAD_SIZE + len(payload)
@@ -240,7 +275,7 @@ class Log:
             if chunk is None:
                 chunk = self._new_chunk(False)
             lsn = self._next_lsn
-            body_head = _pack_body_head(rtype, flags, 0, lsn)
+            body_head = _pack_body_head(rtype, flags, 0, lsn, when)
             buf = chunk.data
             buf += _pack_prefix(size - 8, _crc(payload, _crc(body_head)))
             buf += body_head
@@ -266,7 +301,7 @@ class Log:
         tail = self._tail
         assert tail is not None
         chunk = self._chunk or self._new_chunk(False)
-        body_head = _pack_body_head(TYPE_SEAL, 0, 0, self._next_lsn)
+        body_head = _pack_body_head(TYPE_SEAL, 0, 0, self._next_lsn, self.clock())
         chunk.data += _pack_prefix(len(body_head), _crc(body_head)) + body_head
         chunk.seal = True
         seg_size = max(next_segment_size(self), HEADER_SIZE + size + SEAL_SIZE)
@@ -304,20 +339,23 @@ class Log:
         was written when the window was read) is read again the plain way.
         """
         seq, off = position
-        w_seq, w_off, w_data = self._window
-        if w_seq == seq and w_off <= off < w_off + len(w_data) - HEAD_SIZE:
+        w_seq, w_off, w_data, w_frame = self._window
+        head_size = w_frame.head_size
+        if w_seq == seq and w_off <= off < w_off + len(w_data) - head_size:
             at = off - w_off
-            length, stored, rtype, flags, _res, lsn = HEAD.unpack_from(w_data, at)
+            length, stored, rtype, flags, _res, lsn, when = w_frame.unpack(w_data, at)
             end = at + 8 + length
             if (
-                length >= BODY_HEAD_SIZE
+                length >= w_frame.min_len
                 and end <= len(w_data)
                 and _crc(memoryview(w_data)[at + 8 : end]) == stored
             ):
-                return Record(lsn, rtype, flags, w_data[at + HEAD_SIZE : end], position)
+                return Record(lsn, rtype, flags, w_data[at + head_size : end], position, when)
         seg = self._by_seq.get(seq)
         if seg is None:
-            raise KeyError(f"no segment {seq} in {self.wal_dir}")
+            # A position into a segment the log no longer has (lost, or dropped by salvage): damage as
+            # seen by a reader, not a programming error.
+            raise CorruptRecord(f"no segment {seq} in {self.wal_dir}", offset=off)
         if self._inflight is not None or self._staged:
             found = self._read_staged(seg, off)
             if found is not None:
@@ -330,10 +368,10 @@ class Log:
         if last_seq == seq and 0 < off - last_off < _WINDOW:
             data = _pread_whole(fd, _WINDOW, off)
             if len(data) <= _WINDOW:  # a longer one is a single record: nothing more to serve from it
-                self._window = (seq, off, data)
+                self._window = (seq, off, data, seg.frame)
         else:
             data = _pread_whole(fd, _READ_AHEAD, off)
-        return decode_at(data, 0, seg.seq, seg.name, off)
+        return decode_at(data, 0, seg.seq, seg.name, off, seg.frame)
 
     def _read_fd(self, seg: _Segment) -> int:
         """A read-only descriptor on a segment that has no open one of its own (sealed), from a small LRU:
@@ -363,7 +401,7 @@ class Log:
             if chunk.segment is seg and chunk.offset <= off < chunk.offset + len(chunk.data):
                 rel = off - chunk.offset
                 total = 8 + PREFIX.unpack_from(chunk.data, rel)[0]
-                return decode_at(bytes(chunk.data[rel : rel + total]), 0, seg.seq, seg.name, off)
+                return decode_at(bytes(chunk.data[rel : rel + total]), 0, seg.seq, seg.name, off, seg.frame)
         return None
 
     def replay(self, after_lsn: int | None = None) -> Iterator[Record]:
@@ -397,8 +435,13 @@ class Log:
         try:
             if self._error is None and staged_data(self):
                 self.sync()
+            if self._error is None and self._mark is not None:
+                # A clean stop: everything up to durable_lsn is on disk (FORMAT.md, "MARK").
+                self._mark.write(self.log_id, *self._newest, self._durable_lsn)
         finally:
             self._closed = True
+            if self._mark is not None:
+                self._mark.close()
             for seg in self._segments:
                 if seg.fd >= 0:
                     os.close(seg.fd)
@@ -419,7 +462,7 @@ def _pread_whole(fd: int, size: int, off: int) -> bytes:
     """At least `size` bytes from `off` (fewer only at the end of the file), and always the whole record
     that starts there: a record longer than the first read is completed with a second one."""
     data = os.pread(fd, size, off)
-    if len(data) >= HEAD_SIZE:
+    if len(data) >= PREFIX.size:
         total = 8 + PREFIX.unpack_from(data)[0]
         if total > len(data):
             data += os.pread(fd, total - len(data), off + len(data))

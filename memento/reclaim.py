@@ -32,11 +32,9 @@ from memento.errors import CorruptRecord
 from memento.log import Log
 from memento.reader import decode_at
 from memento.record import (
-    BODY_HEAD_SIZE,
     FLAG_ORIGIN,
     FLAG_RELOCATED,
-    HEAD,
-    HEAD_SIZE,
+    LEGACY_HEAD,
     ORIGIN,
     TYPE_SEAL,
     Record,
@@ -84,6 +82,9 @@ class ReclaimPlan:
     copy: list[LiveSpans] = field(default_factory=list)
     copy_bytes: int = 0
     prefix: bool = True  # every segment considered so far is deleted
+    # Segments recovery found damaged and salvage kept in place (recovery_report.damaged): their damage is
+    # known, so it keeps them (and every later segment) rather than failing the whole reclaim.
+    damaged: frozenset[int] = frozenset()
 
 
 def check_covered(log: Log, covered_lsn: int) -> None:
@@ -95,7 +96,13 @@ def check_covered(log: Log, covered_lsn: int) -> None:
 def new_plan(log: Log, covered_lsn: int, sparse: float) -> tuple[ReclaimPlan, list[_Segment]]:
     """An empty plan and the sealed segments wholly covered by `covered_lsn`, oldest first (on the loop)."""
     check_covered(log, covered_lsn)
-    todo = ReclaimPlan(covered_lsn, sparse, log._segments[0].seq, dict(log.relocated_through))
+    todo = ReclaimPlan(
+        covered_lsn,
+        sparse,
+        log._segments[0].seq,
+        dict(log.relocated_through),
+        damaged=frozenset(log.recovery_report.damaged),
+    )
     return todo, [seg for seg, last in sealed_segments(log) if last <= covered_lsn]
 
 
@@ -117,7 +124,13 @@ def consider(todo: ReclaimPlan, seg: _Segment, live: Callable[[RecordPosition], 
     spans = LiveSpans(seg)
     # Over this many live bytes the segment is not sparse whatever its total (records fit in the file).
     limit = int(todo.sparse * os.path.getsize(seg.path)) if may_copy else -1
-    total, live_bytes, complete = scan(seg, live, limit, spans)
+    try:
+        total, live_bytes, complete = scan(seg, live, limit, spans)
+    except CorruptRecord:
+        if seg.seq not in todo.damaged:
+            raise
+        todo.prefix = False
+        return
     if may_delete and complete and live_bytes == 0:
         todo.delete.append(seg)
         return
@@ -136,7 +149,9 @@ def scan(
     Only lengths and LSNs are checked here (a crc needs the payload); copied records are verified when
     read back, and a deleted segment's bytes are never needed again.
     """
-    unpack = HEAD.unpack_from
+    unpack = LEGACY_HEAD.unpack_from  # the fields every format version has, at the same offsets
+    head_size = seg.frame.head_size
+    min_len = seg.frame.min_len
     new = tuple.__new__
     seq = seg.seq
     offsets = spans.offsets
@@ -147,18 +162,18 @@ def scan(
     try:
         size = os.fstat(fd).st_size
         pos = HEADER_SIZE
-        while pos + HEAD_SIZE <= size:
+        while pos + head_size <= size:
             window = os.pread(fd, WINDOW, pos)
             base = pos
             rel = 0
-            end = len(window) - HEAD_SIZE
+            end = len(window) - head_size
             while rel <= end:
                 length, _crc, rtype, _flags, _res, lsn = unpack(window, rel)
                 if length == 0:
                     return total, live_bytes, True
                 record = 8 + length
                 at = base + rel
-                if lsn != expected or length < BODY_HEAD_SIZE or at + record > size:
+                if lsn != expected or length < min_len or at + record > size:
                     raise CorruptRecord(
                         f"{seg.name} offset {at} LSN {expected}: record damaged since open",
                         segment=seg.name,
@@ -203,7 +218,7 @@ def read_live(spans: LiveSpans, start: int, stop: int) -> list[Record]:
     fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return [
-            decode_at(os.pread(fd, sizes[i], offsets[i]), 0, seg.seq, seg.name, offsets[i])
+            decode_at(os.pread(fd, sizes[i], offsets[i]), 0, seg.seq, seg.name, offsets[i], seg.frame)
             for i in range(start, stop)
         ]
     finally:
@@ -261,14 +276,19 @@ def reclaim(
 
 def relocate(log: Log, record: Record) -> int:
     """Append a copy of `record` (same type and flags plus FLAG_RELOCATED | FLAG_ORIGIN, the payload
-    after the original's LSN); its new LSN. A copy of a copy keeps the first original's LSN."""
+    after the original's LSN); its new LSN. A copy of a copy keeps the first original's LSN. The copy
+    keeps the original's time too: it says when the record was written, which compaction does not
+    change (0, unknown, for an original older than format version 3)."""
     if log._error is not None:
         raise log._error
     flags = record.flags
     if flags & FLAG_RELOCATED:  # already a copy: its origin (or a version-1 copy's lack of one) stays
-        return log._append(record.type, flags, record.payload)
+        return log._append(record.type, flags, record.payload, record.time)
     return log._append(
-        record.type, flags | FLAG_RELOCATED | FLAG_ORIGIN, ORIGIN.pack(record.lsn) + record.payload
+        record.type,
+        flags | FLAG_RELOCATED | FLAG_ORIGIN,
+        ORIGIN.pack(record.lsn) + record.payload,
+        record.time,
     )
 
 

@@ -30,24 +30,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TextIO
+from typing import Any, Final, TextIO
 
 import crc32c
 
 from memento.inspect import _RANK, WAL_DIR, Inspection, iter_records
 from memento.inspect_decoders import RecordView
 from memento.record import (
-    BODY_HEAD_SIZE,
     FLAG_RELOCATED,
-    HEAD,
-    HEAD_SIZE,
+    FRAME,
+    LEGACY_FRAME,
     TYPE_NONE,
     TYPE_SEAL,
+    Frame,
     Record,
     RecordPosition,
+    frame_of,
     original,
 )
-from memento.recovery import CLEAN, REFUSED, Finding
+from memento.recovery import ACCEPTED, CLEAN, REFUSED, Finding
 from memento.segment import HEADER_SIZE, MAGIC, SegmentHeader, decode_header, parse_name
 
 ENGINE_TYPE_NAMES: Final = {TYPE_SEAL: "seal"}
@@ -60,33 +61,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LEN: Final = struct.Struct("<I")
 
 
-class Frame(NamedTuple):
-    """The record header of one segment format version, as `memento.record.Frame` of format version 3
-    has it (same fields): the parsers below pick one per segment and read every version the same way.
-    When format version 3 is merged, `frame_of` and `FRAMES` here give way to `memento.record.frame_of`
-    and its two frames (the timed one first)."""
-
-    timed: bool  # records carry a time
-    head_size: int  # bytes before the payload
-    min_len: int  # the smallest valid `len`
-    unpack: Callable[[Any, int], tuple[Any, ...]]  # (len, crc, type, flags, reserved, lsn, time)
-
-
-_NO_TIME: Final = (0,)
-
-
-def _unpack_untimed(data: Any, offset: int) -> tuple[Any, ...]:
-    return HEAD.unpack_from(data, offset) + _NO_TIME
-
-
-LEGACY_FRAME: Final = Frame(False, HEAD_SIZE, BODY_HEAD_SIZE, _unpack_untimed)
-FRAMES: Final = (LEGACY_FRAME,)  # every layout a headerless file may hold, the newest first
-
-
-def frame_of(version: int) -> Frame:
-    """The record layout of segments of format `version` (1 and 2 share one)."""
-    return LEGACY_FRAME
-
+FRAMES: Final = (FRAME, LEGACY_FRAME)  # every layout a headerless file may hold, the newest first
 
 Describe = Callable[[RecordView], dict[str, Any]]
 
@@ -576,7 +551,9 @@ def undecodable(
 def add_findings(insp: Inspection, findings: list[Finding]) -> None:
     """Add findings to an inspection and raise its status to match."""
     insp.findings.extend(findings)
-    insp.status = max((f.severity for f in insp.findings), key=_RANK.__getitem__, default=CLEAN)
+    insp.status = max(
+        (f.severity for f in insp.findings if f.severity != ACCEPTED), key=_RANK.__getitem__, default=CLEAN
+    )
 
 
 # -- reading raw bytes: a segment or quarantine file, the live tail --------------------------------------

@@ -28,10 +28,17 @@ from memento.spare import Spare
 _T = TypeVar("_T")
 
 MAGIC: Final = b"MEMWAL\r\n"  # \r\n catches a file mangled by text-mode transfers
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 HEADER_SIZE: Final = 64
 HEADER: Final = struct.Struct("<8sHHIQQQ")  # magic, version, flags, header size, seq, base LSN, file size
 HEADER_CRC: Final = struct.Struct("<I")
+# Since version 3 the padding holds the log's id (16 bytes at 44) and a second crc32c (at 60) over bytes
+# 0..59; the first crc (at 40, over 0..39) stays in every version, so any reader can still tell a newer
+# version from damage.
+ID_VERSION: Final = 3
+LOG_ID_SIZE: Final = 16
+LOG_ID_AT: Final = HEADER.size + HEADER_CRC.size
+ID_CRC_AT: Final = LOG_ID_AT + LOG_ID_SIZE
 DEFAULT_SEGMENT_SIZE: Final = 64 << 20
 MIN_SEGMENT_SIZE: Final = 4096
 SUFFIX: Final = ".wal"
@@ -47,6 +54,7 @@ class SegmentHeader:
     seq: int
     base_lsn: int
     size: int
+    log_id: bytes | None = None  # the log this segment belongs to (version 3 on; None before)
 
 
 def segment_name(seq: int, base_lsn: int) -> str:
@@ -62,10 +70,18 @@ def parse_name(name: str) -> tuple[int, int] | None:
     return int(match.group(1), 16), int(match.group(2), 16)
 
 
-def encode_header(seq: int, base_lsn: int, size: int, version: int = FORMAT_VERSION) -> bytes:
-    """The HEADER_SIZE bytes that open a segment file."""
+def encode_header(
+    seq: int, base_lsn: int, size: int, version: int = FORMAT_VERSION, log_id: bytes = bytes(LOG_ID_SIZE)
+) -> bytes:
+    """The HEADER_SIZE bytes that open a segment file (`log_id` is written from version 3 on)."""
     fields = HEADER.pack(MAGIC, version, 0, HEADER_SIZE, seq, base_lsn, size)
-    return (fields + HEADER_CRC.pack(crc32c.crc32c(fields))).ljust(HEADER_SIZE, b"\0")
+    head = fields + HEADER_CRC.pack(crc32c.crc32c(fields))
+    if version < ID_VERSION:
+        return head.ljust(HEADER_SIZE, b"\0")
+    if len(log_id) != LOG_ID_SIZE:
+        raise ValueError(f"a log id is {LOG_ID_SIZE} bytes, not {len(log_id)}")
+    head += log_id
+    return (head + HEADER_CRC.pack(crc32c.crc32c(head))).ljust(HEADER_SIZE, b"\0")
 
 
 def decode_header(data: bytes | memoryview | mmap.mmap) -> SegmentHeader | str:
@@ -82,15 +98,33 @@ def decode_header(data: bytes | memoryview | mmap.mmap) -> SegmentHeader | str:
     (stored,) = HEADER_CRC.unpack_from(data, HEADER.size)
     if crc32c.crc32c(data[: HEADER.size]) != stored:
         return "header checksum mismatch"
-    if 1 <= version <= FORMAT_VERSION and header_size != HEADER_SIZE:
+    if not 1 <= version <= FORMAT_VERSION:
+        return SegmentHeader(version, seq, base_lsn, size)
+    if header_size != HEADER_SIZE:
         return f"header size {header_size} != {HEADER_SIZE}"
-    if 1 <= version <= FORMAT_VERSION and any(data[HEADER.size + HEADER_CRC.size : HEADER_SIZE]):
+    if version < ID_VERSION:
+        if any(data[LOG_ID_AT:HEADER_SIZE]):
+            return "header padding is not zero"
+        return SegmentHeader(version, seq, base_lsn, size)
+    (stored_id_crc,) = HEADER_CRC.unpack_from(data, ID_CRC_AT)
+    if crc32c.crc32c(data[:ID_CRC_AT]) != stored_id_crc:
+        return "header checksum mismatch (log id)"
+    if any(data[ID_CRC_AT + HEADER_CRC.size : HEADER_SIZE]):
         return "header padding is not zero"
-    return SegmentHeader(version, seq, base_lsn, size)
+    log_id = bytes(data[LOG_ID_AT:ID_CRC_AT])
+    # All zeros: written by something that did not know the log (a tool, a test), so no claim to check.
+    return SegmentHeader(version, seq, base_lsn, size, log_id if any(log_id) else None)
 
 
 def create_segment(
-    wal_dir: str, seq: int, base_lsn: int, size: int, disk: DiskIO, spare: Spare | None = None
+    wal_dir: str,
+    seq: int,
+    base_lsn: int,
+    size: int,
+    disk: DiskIO,
+    spare: Spare | None = None,
+    *,
+    log_id: bytes,
 ) -> tuple[int, str]:
     """Create segment `seq` crash-safely; returns (an O_RDWR fd on it, its path).
 
@@ -108,7 +142,7 @@ def create_segment(
     try:
         if spare is None:
             disk.preallocate(fd, size)
-        disk.pwrite(fd, encode_header(seq, base_lsn, size), 0)
+        disk.pwrite(fd, encode_header(seq, base_lsn, size, log_id=log_id), 0)
         synced(disk.fdatasync, fd)
         os.rename(tmp, path)
         renamed = True

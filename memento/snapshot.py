@@ -9,6 +9,7 @@ gives atomicity, so the checksums are there for what it does not give: bit rot a
 Keys (all in the default database; big-endian so that byte order is LSN order):
     b"m" + u64 lsn               -> manifest
     b"c" + u64 lsn + u32 index   -> compressed chunk
+    b"i"                         -> id of the log (16 bytes) + crc32c (4), since segment format 3
 Manifest: `MANIFEST_HEAD` (magic, version, flags, lsn, raw size, chunk count, chunk input size), then one
 `CHUNK_ENTRY` (stored size, raw size, crc32c of the stored bytes) per chunk, then the crc32c of all that.
 
@@ -48,6 +49,10 @@ LSN_KEY: Final = struct.Struct(">cQ")
 CHUNK_KEY: Final = struct.Struct(">cQI")
 MANIFEST_PREFIX: Final = b"m"
 CHUNK_PREFIX: Final = b"c"
+# The id of the log whose snapshots these are (memento.identity): 16 bytes + their crc32c, rewritten by
+# every save. Stores written before it have none and are accepted as they are.
+LOG_ID_KEY: Final = b"i"
+LOG_ID_SIZE: Final = 16
 
 # What the last `load_latest` found, in `SnapshotStore.status`.
 STATUS_OK: Final = "ok"  # the newest snapshot verified
@@ -199,6 +204,7 @@ class SnapshotStore:
     def __init__(self, path: str | Path, *, readonly: bool = False, level: int = 3) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self.log_id: bytes | None = None  # recorded by every save when set (the Log sets it)
         self.status: str = STATUS_EMPTY
         self.fallback_reason: str | None = None
         self._level = level
@@ -216,10 +222,14 @@ class SnapshotStore:
             return
         data = self.path / "data.mdb"
         if not create:
+            # A file that cannot be read (permissions, I/O error) is not damage: the OSError, naming
+            # it, goes to the caller, and salvage is never offered for it.
             try:
                 problem = check_lmdb_file(data)
             except OSError as exc:
-                problem = f"{data}: {exc.strerror or exc}"
+                if exc.filename is None:  # a read error on the open file: name it
+                    raise OSError(exc.errno, exc.strerror or str(exc), str(data)) from exc
+                raise
             if problem is not None:
                 self._env = None
                 self._open_error = f"snapshot store {self.path} is unreadable: {problem}"
@@ -252,9 +262,25 @@ class SnapshotStore:
                 "address-space limit (ulimit -v) too low?",
                 str(self.path),
             ) from None
+        except lmdb.ReadonlyError as exc:  # EACCES on data.mdb or lock.mdb: say which
+            self._name_unopenable()
+            raise PermissionError(
+                errno.EACCES, f"{os.strerror(errno.EACCES)} ({exc})", str(self.path)
+            ) from None
+        except lmdb.DiskError as exc:
+            raise OSError(errno.EIO, f"{os.strerror(errno.EIO)} ({exc})", str(self.path)) from None
         except lmdb.Error as exc:
             self._env = None
             self._open_error = f"snapshot store {self.path} is unreadable: {exc}"
+
+    def _name_unopenable(self) -> None:
+        """Raise the OSError, naming the file, of the first LMDB file this process may not open as LMDB
+        would (read-write unless read-only; lock.mdb is not used read-only)."""
+        flags = os.O_RDONLY if self.readonly else os.O_RDWR
+        names = ("data.mdb",) if self.readonly else ("data.mdb", "lock.mdb")
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.close(os.open(self.path / name, flags | os.O_CLOEXEC))
 
     @property
     def exists(self) -> bool:
@@ -322,6 +348,8 @@ class SnapshotStore:
             for key, value in items:
                 txn.put(key, value)
             txn.put(LSN_KEY.pack(MANIFEST_PREFIX, lsn), manifest)
+            if self.log_id is not None:
+                txn.put(LOG_ID_KEY, self.log_id + CRC.pack(crc32c.crc32c(self.log_id)))
 
     @staticmethod
     def _delete(txn: lmdb.Transaction, lsn: int) -> None:
@@ -346,6 +374,25 @@ class SnapshotStore:
         return found
 
     # -- reading -----------------------------------------------------------------------------------
+
+    def recorded_id(self) -> bytes | str | None:
+        """The log id the store records; None when it records none (no store, or one written before
+        ids); a sentence naming the store when the recorded id is damaged or cannot be read."""
+        if self._env is None:
+            return None
+        try:
+            with self._env.begin() as txn:
+                raw = txn.get(LOG_ID_KEY)
+        except lmdb.Error as exc:
+            return f"snapshot store {self.path}: cannot read its log id: {exc}"
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        if len(raw) != LOG_ID_SIZE + CRC.size or CRC.unpack_from(raw, LOG_ID_SIZE)[0] != crc32c.crc32c(
+            raw[:LOG_ID_SIZE]
+        ):
+            return f"snapshot store {self.path}: its log id is damaged"
+        return raw[:LOG_ID_SIZE]
 
     def list(self) -> list[SnapshotInfo]:
         """Every snapshot's manifest, oldest first (manifests only: use `verify` to check chunks)."""

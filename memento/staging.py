@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Final
 
 from memento.errors import LogFailed
+from memento.record import FRAME, Frame
 from memento.segment import create_segment, synced
 
 if TYPE_CHECKING:
@@ -28,15 +29,18 @@ _SMALLEST_FALLBACK: Final = 1 << 20
 class _Segment:
     """One segment file as the log tracks it (planned, active or sealed)."""
 
-    __slots__ = ("base_lsn", "fd", "name", "path", "seq", "size")
+    __slots__ = ("base_lsn", "fd", "frame", "name", "path", "seq", "size")
 
-    def __init__(self, seq: int, base_lsn: int, size: int, path: str, fd: int = -1) -> None:
+    def __init__(
+        self, seq: int, base_lsn: int, size: int, path: str, fd: int = -1, frame: Frame = FRAME
+    ) -> None:
         self.seq = seq
         self.base_lsn = base_lsn
         self.size = size
         self.path = path
         self.name = os.path.basename(path)
         self.fd = fd  # -1 until opened (lazily for reads; by the flush when it creates the file)
+        self.frame = frame  # its records' layout (its header's format version; new segments: current)
 
 
 class _Chunk:
@@ -122,8 +126,19 @@ def write_batch(log: Log, batch: _Batch) -> None:
         seg = chunk.segment
         if chunk.create and seg.fd < 0:
             seg.fd, _path = create_segment(
-                log.wal_dir, seg.seq, seg.base_lsn, seg.size, disk, log._spares.take(seg.size)
+                log.wal_dir,
+                seg.seq,
+                seg.base_lsn,
+                seg.size,
+                disk,
+                log._spares.take(seg.size),
+                log_id=log.log_id,
             )
+        if chunk.create and log._newest[0] < seg.seq and log._mark is not None:
+            # Before any record in it is reported durable, MARK names the new segment, so losing it
+            # later is noticed at open (FORMAT.md, "MARK"). Retried with the batch, like the creation.
+            log._mark.write(log.log_id, seg.seq, seg.base_lsn, None)
+            log._newest = (seg.seq, seg.base_lsn)
         if chunk.data:
             disk.pwrite(seg.fd, chunk.data, chunk.offset)
         if chunk.seal or chunk is last:

@@ -134,7 +134,13 @@ def serve(
         False,
         "--salvage",
         help="Start on a log damaged in the middle: keep what is valid up to the damage, quarantine the rest "
-        "(messages after it are lost)",
+        "(messages after it are lost); damaged segments the snapshot covers stay, and only the messages "
+        "whose bodies cannot be read there are dropped",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="With --salvage: print what salvage would drop ('salvage plan:' lines), change nothing, exit 0",
     ),
 ) -> None:
     """Run the broker until SIGTERM or SIGINT.
@@ -157,7 +163,13 @@ def serve(
         if check_config:
             typer.echo(settings_as_toml(settings), nl=False)
             raise typer.Exit(0)
+        if dry_run:
+            _salvage_dry_run(settings)
         data_path = _prepare_data_dir(settings.data_dir)
+        from ottermq.server.log import configure_logging
+
+        # Before the log is opened: a salvage says what it will drop before it acts.
+        configure_logging(settings.log_level, settings.log_format)
         broker, store = _build_broker(settings, data_path)
         seeded = _seed_access(broker, settings)
         tls = _tls_options(settings)
@@ -167,11 +179,9 @@ def serve(
         typer.echo(f"ottermq: error: {exc}", err=True)
         raise typer.Exit(EXIT_DATA_DIR) from None
 
-    from ottermq.server.log import configure_logging
     from ottermq.server.run import ServeOptions
     from ottermq.server.run import serve as run_server
 
-    configure_logging(settings.log_level, settings.log_format)
     log.info(
         f"ottermq {__version__} starting",
         extra={
@@ -326,9 +336,38 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
     return broker, store
 
 
+def _salvage_dry_run(settings: Settings) -> NoReturn:
+    """`serve --salvage --dry-run`: print the salvage plan (stdout), change nothing, exit 0 (2 when the log
+    cannot be planned for, 74 when the data directory cannot be read)."""
+    if not settings.salvage:
+        raise ConfigError("--dry-run plans a salvage: give --salvage too (or salvage = true)")
+    if settings.persistence != "memento":
+        raise ConfigError("--dry-run: persistence is not memento, there is no log to salvage")
+    from memento.errors import MementoError
+    from ottermq.store.codec import CodecError
+    from ottermq.store.salvage import plan_salvage
+    from ottermq.store.store import LOG_DIR, StoreOptions
+
+    data_path = Path(settings.data_dir)
+    if not (data_path / LOG_DIR).is_dir():
+        typer.echo(f"salvage plan: no log in {data_path}: nothing to salvage")
+        raise typer.Exit(0)
+    options = StoreOptions(segment_size=settings.log_segment_size, salvage=True)
+    try:
+        outcome = plan_salvage(data_path, options)
+    except OSError as exc:
+        raise DataDirError(f"cannot read the log in {data_path}: {describe_os_error(exc)}") from None
+    except (MementoError, CodecError) as exc:
+        raise ConfigError(f"cannot plan a salvage of the log in {data_path}: {exc}") from None
+    for line in outcome.lines():
+        typer.echo(line)
+    typer.echo("salvage plan: dry run, nothing was changed")
+    raise typer.Exit(0)
+
+
 def _report_salvage(store: DurableStore) -> None:
     """Say loudly, at error level, what a salvaging start dropped: it may include confirmed messages."""
-    from memento.recovery import REPAIRABLE
+    from memento.recovery import ACCEPTED, REPAIRABLE
 
     report = store.log.recovery_report
     # Memento notes a skipped damaged snapshot as a "salvage: ..." warning without cutting the log.
@@ -338,11 +377,18 @@ def _report_salvage(store: DurableStore) -> None:
     if not report.salvaged:
         return
     for finding in report.findings:
-        if finding.severity != REPAIRABLE:
+        if finding.severity not in (REPAIRABLE, ACCEPTED):
             log.error(
                 f"salvage: {finding.message}",
                 extra={"segment": finding.segment, "offset": finding.offset, "lsn": finding.lsn},
             )
+    if report.plan is not None and not report.plan.first_dropped:
+        log.error(
+            "salvage: the log was damaged where the snapshot covers it; no record was dropped, damaged "
+            "segments were kept in place and only messages whose bodies could not be read were dropped",
+            extra={"kept_through_lsn": report.end_lsn, "quarantined": ", ".join(report.quarantined) or "-"},
+        )
+        return
     log.error(
         "salvage: the log was damaged; everything after the damage was dropped, including messages that "
         "may have been confirmed",

@@ -34,6 +34,8 @@ EXIT_CODES: Final = {
     "no_vhost": EXIT_UNAVAILABLE,
     "unavailable": EXIT_UNAVAILABLE,
     "exists": EXIT_SOFTWARE,
+    "rejected": EXIT_UNAVAILABLE,
+    "vhost_absent": EXIT_DATAERR,
     "internal": EXIT_SOFTWARE,
 }
 
@@ -346,6 +348,119 @@ def list_vhost_limits(
 def _compact(limits: dict[str, Any]) -> str:
     """Limits as rabbitmqctl prints them: JSON without spaces."""
     return json.dumps(limits, separators=(",", ":"))
+
+
+# -- policies and operator policies (rabbitmqctl's syntax) ------------------------------------------------
+
+_PRIORITY = typer.Option(
+    0, "--priority", help="Priority: the highest of the policies matching an object applies"
+)
+_APPLY_TO = typer.Option("all", "--apply-to", help="What the policy applies to: queues, exchanges or all")
+
+
+def _set_policy(
+    ctx: typer.Context,
+    operator: bool,
+    name: str,
+    pattern: str,
+    definition: str,
+    priority: int,
+    apply_to: str,
+    vhost: str,
+) -> None:
+    kind = "operator policy override" if operator else "policy"
+    _run(
+        ctx,
+        "set_policy",
+        {
+            "vhost": vhost,
+            "name": name,
+            "pattern": pattern,
+            "definition": definition,
+            "priority": priority,
+            "apply_to": apply_to,
+            "operator": operator,
+        },
+        f'Setting {kind} "{name}" for pattern "{pattern}" to "{definition}" with priority "{priority}" '
+        f'for vhost "{vhost}" ...',
+    )
+
+
+def _list_policies(ctx: typer.Context, operator: bool, vhost: str) -> None:
+    kind = "operator policy overrides" if operator else "policies"
+    rows = _run(
+        ctx,
+        "list_policies",
+        {"vhost": vhost, "operator": operator},
+        f'Listing {kind} for vhost "{vhost}" ...',
+    )
+    _table(
+        ctx,
+        [{**row, "definition": _compact(row["definition"])} for row in rows],
+        ["vhost", "name", "pattern", "apply-to", "definition", "priority"],
+    )
+
+
+@app.command("set_policy")
+def set_policy(
+    ctx: typer.Context,
+    name: str,
+    pattern: str = typer.Argument(..., help="A regular expression the names of queues/exchanges must match"),
+    definition: str = typer.Argument(..., help="A JSON object, e.g. '{\"max-length\": 1000}'"),
+    priority: int = _PRIORITY,
+    apply_to: str = _APPLY_TO,
+    vhost: str = _VHOST,
+) -> None:
+    """Set (create or replace) a policy."""
+    _set_policy(ctx, False, name, pattern, definition, priority, apply_to, vhost)
+
+
+@app.command("clear_policy")
+def clear_policy(ctx: typer.Context, name: str, vhost: str = _VHOST) -> None:
+    """Remove a policy."""
+    _run(
+        ctx,
+        "clear_policy",
+        {"vhost": vhost, "name": name},
+        f'Clearing policy "{name}" on vhost "{vhost}" ...',
+    )
+
+
+@app.command("list_policies")
+def list_policies(ctx: typer.Context, vhost: str = _VHOST) -> None:
+    """List a vhost's policies, lowest priority first."""
+    _list_policies(ctx, False, vhost)
+
+
+@app.command("set_operator_policy")
+def set_operator_policy(
+    ctx: typer.Context,
+    name: str,
+    pattern: str = typer.Argument(..., help="A regular expression the names of queues/exchanges must match"),
+    definition: str = typer.Argument(..., help="A JSON object of limits, e.g. '{\"max-length\": 1000}'"),
+    priority: int = _PRIORITY,
+    apply_to: str = _APPLY_TO,
+    vhost: str = _VHOST,
+) -> None:
+    """Set an operator policy (limits that override policies where they are lower)."""
+    _set_policy(ctx, True, name, pattern, definition, priority, apply_to, vhost)
+
+
+@app.command("clear_operator_policy")
+def clear_operator_policy(ctx: typer.Context, name: str, vhost: str = _VHOST) -> None:
+    """Remove an operator policy."""
+    _run(
+        ctx,
+        "clear_policy",
+        {"vhost": vhost, "name": name, "operator": True},
+        f'Clearing operator policy "{name}" on vhost "{vhost}" ...',
+    )
+
+
+@app.command("list_operator_policies")
+def list_operator_policies(ctx: typer.Context, vhost: str = _VHOST) -> None:
+    """List a vhost's operator policies, lowest priority first."""
+    _list_policies(ctx, True, vhost)
 
 
 @app.command("list_queues")

@@ -177,9 +177,10 @@ def group_commit_rate(directory: Path, waiters: int, seconds: float) -> dict[str
 def replay_rate(directory: Path, size: int) -> dict[str, float]:
     """Write a log of about `size` bytes of 1 KiB records, then time opening it and replaying it."""
     from memento.log import Log
+    from memento.record import HEAD_SIZE
 
     path = directory / "replay"
-    record = os.urandom(RECORD_SIZE - 20)  # 1 KiB including the record header
+    record = os.urandom(RECORD_SIZE - HEAD_SIZE)  # 1 KiB including the record header
     count = max(1, size // RECORD_SIZE)
     started = time.perf_counter()
     with Log.open(path) as log:

@@ -3,8 +3,12 @@
 Strategy: every case starts from a log written through the engine's own API (Log.open/append/sync,
 save_snapshot, reclaim) with 4 KiB segments so that fixtures stay a few KiB, then damages it by byte
 surgery (flip, cut, zero, rewrite, delete, rename) the way a crash or a bad disk would. Payloads and
-snapshot states are functions of the LSN, so a run rebuilds the same bytes every time; the pid in LOCK
-and LMDB's lock.mdb are removed because they are not part of the state.
+snapshot states are functions of the LSN, record times come from a fixed clock (`FixedClock`), and every
+log gets the same id (LOG_ID), so a run rebuilds the same bytes every time; the pid in LOCK and LMDB's
+lock.mdb are removed because they are not part of the state. A log is left as a crash leaves it (MARK says
+it was not stopped cleanly) unless the case says `clean=True`: a torn tail is damage after a clean stop,
+but what a crash leaves otherwise. Logs of an older format version are made by rewriting the engine's
+segments in that version's layout (`downgrade`), as that version would have written them.
 
 The expectations in expected.json are written here by hand from the construction (not read back from the
 engine), so tests/memento/test_fixtures.py checks the engine against them:
@@ -28,13 +32,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from memento.identity import IDENTITY_FILE, Mark, MarkFile, read_mark
 from memento.log import Log
-from memento.record import HEAD, HEAD_SIZE, TYPE_SEAL, encode
-from memento.segment import FORMAT_VERSION, HEADER_SIZE, encode_header, parse_name
+from memento.record import HEAD_SIZE, TYPE_SEAL, encode, frame_of
+from memento.segment import FORMAT_VERSION, HEADER_SIZE, decode_header, encode_header, parse_name
 from memento.snapshot import CHUNK_KEY, CHUNK_PREFIX, SnapshotStore
 
 SEGMENT_SIZE = 4096
 SECTOR = 512
+LOG_ID = b"recovery-fixture"  # 16 bytes: the id of every fixture log
+OTHER_LOG_ID = b"another-log-here"  # the log a foreign segment comes from
+CLOCK_START = 1_577_836_800_000_000  # 2020-01-01T00:00:00Z (microseconds since the epoch): in the past
+FAR_FUTURE = 4_102_444_800_000_000  # 2100-01-01T00:00:00Z: a clock far ahead of any machine running the tests
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "recovery-fixtures"
 
@@ -44,12 +53,26 @@ CASES: dict[str, Builder] = {}
 
 
 class Rec(NamedTuple):
-    """A record found in a segment file: where it starts, its full size, LSN and type."""
+    """A record found in a segment file: where it starts, its full size, LSN, type, flags, time, payload."""
 
     offset: int
     size: int
     lsn: int
     type: int
+    flags: int
+    time: int
+    payload: bytes
+
+
+class FixedClock:
+    """A deterministic wall clock for the log: `start`, then 1 ms later at each reading."""
+
+    def __init__(self, start: int = CLOCK_START) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        self.now += 1000
+        return self.now
 
 
 def case(name: str) -> Callable[[Builder], Builder]:
@@ -82,11 +105,21 @@ def state(lsn: int) -> bytes:
 
 
 def write_log(
-    data: Path, count: int, *, snapshots: tuple[int, ...] = (), after: int = 0, reclaim_to: int | None = None
+    data: Path,
+    count: int,
+    *,
+    snapshots: tuple[int, ...] = (),
+    after: int = 0,
+    reclaim_to: int | None = None,
+    clean: bool = False,
+    log_id: bytes = LOG_ID,
+    clock_start: int = CLOCK_START,
 ) -> None:
     """Append `count` records, save a snapshot at each LSN of `snapshots`, append `after` more records,
-    optionally reclaim every segment wholly covered by `reclaim_to` (nothing live), and close."""
-    with Log.open(data, segment_size=SEGMENT_SIZE) as log:
+    optionally reclaim every segment wholly covered by `reclaim_to` (nothing live), and close; unless
+    `clean`, MARK is then set back to "not stopped cleanly", as if the process had been killed. Record
+    times start at `clock_start`."""
+    with Log.open(data, segment_size=SEGMENT_SIZE, log_id=log_id, clock=FixedClock(clock_start)) as log:
         for lsn in range(1, count + 1):
             log.append(rtype(lsn), payload(lsn))
         log.sync()
@@ -97,7 +130,22 @@ def write_log(
         log.sync()
         if reclaim_to is not None:
             log.reclaim(reclaim_to, lambda _position: False)
+    if not clean:
+        set_mark(data, clean_lsn=None)
     tidy(data)
+
+
+def set_mark(data: Path, *, clean_lsn: int | None, newest_seq: int | None = None) -> None:
+    """Rewrite MARK as the engine would have left it: the clean stop's LSN (None: not stopped cleanly)
+    and the newest segment created (default: as it is)."""
+    mark = read_mark(data)
+    assert isinstance(mark, Mark)
+    seq, base = mark.newest_seq, mark.newest_base
+    if newest_seq is not None:
+        seq, base = newest_seq, (parse_name(segments(data)[newest_seq - 1].name) or (0, 0))[1]
+    marks = MarkFile(data, mark)
+    marks.write(mark.log_id, seq, base, clean_lsn)
+    marks.close()
 
 
 def tidy(data: Path) -> None:
@@ -118,15 +166,34 @@ def segments(data: Path) -> list[Path]:
 def records(path: Path) -> list[Rec]:
     """The records (seal included) of a healthy segment file, in order."""
     raw = path.read_bytes()
+    header = decode_header(raw)
+    assert not isinstance(header, str), header
+    frame = frame_of(header.version)
     found = []
     pos = HEADER_SIZE
-    while pos + HEAD_SIZE <= len(raw):
-        length, _crc, kind, _flags, _res, lsn = HEAD.unpack_from(raw, pos)
+    while pos + frame.head_size <= len(raw):
+        length, _crc, kind, flags, _res, lsn, when = frame.unpack(raw, pos)
         if length == 0:
             break
-        found.append(Rec(pos, 8 + length, lsn, kind))
+        found.append(
+            Rec(pos, 8 + length, lsn, kind, flags, when, raw[pos + frame.head_size : pos + 8 + length])
+        )
         pos += 8 + length
     return found
+
+
+def downgrade(data: Path, version: int = 2) -> None:
+    """Rewrite every segment of a healthy log as format `version` (< 3) wrote it: its header's version, and
+    records without a time (8 bytes shorter each), then zeros up to the same file size."""
+    assert version < 3
+    for path in segments(data):
+        raw = path.read_bytes()
+        header = decode_header(raw)
+        assert not isinstance(header, str), header
+        out = bytearray(encode_header(header.seq, header.base_lsn, header.size, version=version))
+        for rec in records(path):
+            out += encode(rec.type, rec.flags, rec.lsn, rec.payload, timed=False)
+        path.write_bytes(bytes(out.ljust(len(raw), b"\0")))
 
 
 def patch(path: Path, offset: int, data: bytes) -> None:
@@ -188,7 +255,7 @@ def expect(
 
 @case("clean-multi-segment")
 def clean_multi_segment(data: Path) -> Expect:
-    write_log(data, 200)
+    write_log(data, 200, clean=True)
     assert len(segments(data)) >= 3
     return expect(0, "clean", (1, 200), "clean", description="200 records over 3+ sealed segments")
 
@@ -240,6 +307,74 @@ def snapshot_mid_log(data: Path) -> Expect:
         "clean",
         snapshot_lsn=70,
         description="snapshot at LSN 70 of 160; recovery replays 71..160",
+    )
+
+
+@case("version-2-log")
+def version_2_log(data: Path) -> Expect:
+    write_log(data, 200, snapshots=(100,))
+    downgrade(data)
+    assert len(segments(data)) >= 3
+    return expect(
+        0,
+        "clean",
+        (1, 200),
+        "clean",
+        snapshot_lsn=100,
+        description="a log written by format version 2 (records without a time), 200 records over 3+ "
+        "segments, snapshot at LSN 100",
+        note="open seals the last version-2 segment in its own layout and appends to a new version-3 "
+        "segment; replay reads both layouts",
+    )
+
+
+@case("version-2-then-3")
+def version_2_then_3(data: Path) -> Expect:
+    write_log(data, 150)
+    downgrade(data)
+    with Log.open(data, segment_size=SEGMENT_SIZE, clock=FixedClock()) as log:
+        for lsn in range(151, 301):
+            log.append(rtype(lsn), payload(lsn))
+    tidy(data)
+    return expect(
+        0,
+        "clean",
+        (1, 300),
+        "clean",
+        description="LSNs 1..150 in version-2 segments (the last one sealed by the upgrade), then 151..300 "
+        "appended by version 3 in version-3 segments",
+    )
+
+
+@case("version-2-torn-tail")
+def version_2_torn_tail(data: Path) -> Expect:
+    write_log(data, 100)
+    downgrade(data)
+    tail = segments(data)[-1]
+    last = records(tail)[-1]
+    flip(tail, last.offset + last.size - 1)
+    return expect(
+        1,
+        "repaired",
+        (1, last.lsn - 1),
+        "record checksum mismatch",
+        description="a version-2 log whose last record's payload is damaged; only zeros follow",
+    )
+
+
+@case("clock-moved-back")
+def clock_moved_back(data: Path) -> Expect:
+    write_log(data, 120, clock_start=FAR_FUTURE)
+    return expect(
+        0,
+        "repaired",
+        (1, 120),
+        "clock moved back by",
+        description="the records were appended at 2100-01-01 by the log's clock: far ahead of the wall clock "
+        "at open, as after a clock that ran ahead and was set back",
+        note="nothing is damaged or changed; open and inspect warn (deadlines taken from the old clock, such "
+        "as message TTLs, lie that much further in the future); 'repaired' here means open succeeds with a "
+        "warning",
     )
 
 
@@ -367,6 +502,7 @@ def crash_mid_rollover(data: Path) -> Expect:
     first_lsn = records(second)[0].lsn
     for seg in segs[1:]:
         seg.unlink()
+    set_mark(data, clean_lsn=None, newest_seq=1)  # segment 2 was never created: MARK still names 1
     tmp = second.with_name(second.name + ".tmp")
     tmp.write_bytes(encode_header(2, first_lsn, SEGMENT_SIZE)[:40])
     return expect(
@@ -623,6 +759,75 @@ def missing_lmdb_full(data: Path) -> Expect:
         "snapshot store",
         snapshot_lsn=0,
         description="the snapshot store is gone but every segment is there: replay from LSN 1",
+    )
+
+
+@case("foreign-segment")
+def foreign_segment(data: Path) -> Expect:
+    write_log(data, 260)
+    other = data.parent / "other"
+    write_log(other, 260, log_id=OTHER_LOG_ID)
+    mine, theirs = segments(data), segments(other)
+    assert [p.name for p in mine] == [p.name for p in theirs]
+    shutil.copyfile(theirs[2], mine[2])
+    shutil.rmtree(other)
+    return expect(
+        2,
+        "refused",
+        None,
+        f"segment belongs to log {OTHER_LOG_ID.hex()}, this log is {LOG_ID.hex()}",
+        description=f"segment 3 was copied from another log with the same layout (same names, LSNs "
+        f"and record sizes) whose id is {OTHER_LOG_ID.hex()}",
+        note="each segment header (format 3) carries the log id; salvage keeps segments 1-2 and "
+        "quarantines segment 3 and what follows",
+    )
+
+
+@case("missing-newest-after-clean-stop")
+def missing_newest_clean(data: Path) -> Expect:
+    write_log(data, 260, clean=True)
+    segs = segments(data)
+    segs[-1].unlink()
+    return expect(
+        2,
+        "refused",
+        None,
+        f"{segs[-1].name}: newest segment {len(segs)} is missing",
+        description="the log was stopped cleanly at LSN 260, then its newest segment was deleted",
+        note="MARK names the newest segment created and the clean stop's LSN (260); both checks "
+        "fire. Salvage accepts the loss, continues after the last segment left and rewrites MARK",
+    )
+
+
+@case("missing-newest-after-crash")
+def missing_newest_crash(data: Path) -> Expect:
+    write_log(data, 260)
+    segs = segments(data)
+    segs[-1].unlink()
+    return expect(
+        2,
+        "refused",
+        None,
+        "missing: the log's high-water mark says",
+        description="the process died (no clean stop), then the newest segment was deleted",
+        note="MARK is updated after each new segment is created and before any record in it is "
+        "acknowledged, so a missing newest segment is loss, not a crash artefact (a crash mid-"
+        "rollover leaves MARK on the sealed segment: see crash-mid-rollover)",
+    )
+
+
+@case("missing-identity-file")
+def missing_identity(data: Path) -> Expect:
+    write_log(data, 200)
+    (data / IDENTITY_FILE).unlink()
+    return expect(
+        2,
+        "refused",
+        None,
+        f"IDENTITY is missing but segments carry log id {LOG_ID.hex()}",
+        description="IDENTITY (the log's id, written once when the log was created) is gone",
+        note="only a fresh or pre-format-3 log has no IDENTITY; salvage writes it again with the "
+        "id the segments and MARK carry",
     )
 
 

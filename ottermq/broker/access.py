@@ -43,7 +43,9 @@ WRITE: Final = "write"
 READ: Final = "read"
 
 # What went wrong in a management call; `ottermq ctl` maps these to rabbitmqctl's exit codes.
-ErrorKind = Literal["exists", "no_user", "no_vhost", "invalid", "unavailable"]
+# "rejected": the broker's validation refused what was sent (rabbitmqctl exits 69 for a policy);
+# "vhost_absent": a named vhost does not exist where rabbitmqctl exits 65 for it (policies).
+ErrorKind = Literal["exists", "no_user", "no_vhost", "invalid", "unavailable", "rejected", "vhost_absent"]
 
 
 class AccessError(Exception):

@@ -170,6 +170,34 @@ class VHostLimitsSet:
     limits: dict[str, int]
 
 
+# -- policies (applied by the vhost's Topology, see policies.py) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """A policy (or, with `operator`, an operator policy) of a vhost created or replaced as a whole.
+
+    Validated before it is journaled (policy_rules.py); `priority` is a number as RabbitMQ keeps it (an
+    int, or a float when one was given), `apply_to` is "all", "queues" or "exchanges"."""
+
+    vhost: str
+    name: str
+    pattern: str
+    apply_to: str
+    definition: dict[str, Any]
+    priority: int | float
+    operator: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCleared:
+    """A policy (with `operator`, an operator policy) of a vhost removed."""
+
+    vhost: str
+    name: str
+    operator: bool
+
+
 AccessEvent = (
     UserAdded
     | UserDeleted
@@ -268,6 +296,8 @@ Event = (
     | BindingRemoved
     | AccessEvent
     | VHostLimitsSet
+    | PolicySet
+    | PolicyCleared
     | MessageEvent
 )
 
@@ -280,6 +310,8 @@ VHostEvent = (
     | BindingAdded
     | BindingRemoved
     | MessagesRemoved
+    | PolicySet
+    | PolicyCleared
 )
 
 # The events `Broker.apply` hands to the vhost they name (`VHost.apply`), as a tuple for isinstance.

@@ -62,6 +62,11 @@ class SizedReady:
         self.bytes = 0
 
 
+def unwrap(ready: Ready) -> Ready:
+    """The container inside a `SizedReady` (`ready` itself otherwise), to wrap it anew."""
+    return ready._inner if isinstance(ready, SizedReady) else ready
+
+
 class LengthLimit:
     """The length limits of one queue (at least one of them set) and its x-overflow behaviour."""
 

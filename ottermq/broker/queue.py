@@ -37,7 +37,7 @@ from ottermq.broker.content import Contents, UnreadableContent
 from ottermq.broker.delivery_limit import with_delivery_count
 from ottermq.broker.durable_index import DurableIndex
 from ottermq.broker.features import QueueFeatures
-from ottermq.broker.length_limit import REJECT_PUBLISH_DLX, LengthLimit
+from ottermq.broker.length_limit import REJECT_PUBLISH_DLX, LengthLimit, unwrap
 from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.ready import Ready
 from ottermq.broker.ttl import deadline, now_ms
@@ -68,6 +68,7 @@ class Queue(DurableIndex):
         "name",
         "on_removed",
         "plain",
+        "policy_arguments",
         "resource",
         "vhost",
     )
@@ -96,6 +97,9 @@ class Queue(DurableIndex):
         # leaves the queue for good. Set by the vhost (a queue made alone, in tests, gets its own).
         self.contents: Contents = _ORPHANS
         self.features = features
+        # The arguments the queue works by under the policies that apply to it (its own merged with
+        # theirs, policies.py), or None when no policy applies: then `arguments` alone.
+        self.policy_arguments: dict[str, Any] | None = None
         # Set by the vhost on durable queues: called with the ids of logged messages that leave for good.
         self.on_removed: Callable[[Queue, list[int], str], None] | None = None
         self._ready: Ready = deque() if features is None else features.new_ready()
@@ -125,6 +129,25 @@ class Queue(DurableIndex):
         """Entries with deadlines may be ready from now on: read the clock, take the checked paths."""
         self._expiring = True
         self.plain = False
+
+    def replace_features(self, features: QueueFeatures | None) -> None:
+        """Work by other features from now on (a policy changed, policies.py): the ready entries stay,
+        in a container counting bytes if the new length limit needs it. Decides nothing about them:
+        see `enforce_limits`."""
+        inner = unwrap(self._ready)
+        self.features = features
+        limit = features.limit if features is not None else None
+        self._ready = limit.wrap(inner) if limit is not None else inner
+        if features is not None and features.message_ttl is not None:
+            self._expiring = True
+        self.plain = features is None and not self._expiring
+
+    def enforce_limits(self) -> None:
+        """Live, after `replace_features`: expire the head and drop what a lower length limit leaves
+        over (dead-lettered first, as any drop-head)."""
+        if not self.plain:
+            features = self.features
+            self._after_change(features.limit if features is not None else None)
 
     # -- messages in ------------------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ from ottermq.broker.events import (
     ExchangeDeclared,
     ExchangeDeleted,
     MessagesRemoved,
+    PolicyCleared,
+    PolicySet,
     QueueDeclared,
     QueueDeleted,
     QueuePurged,
@@ -41,6 +43,7 @@ from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Ex
 from ottermq.broker.features import parse_features
 from ottermq.broker.journal import Journal, MemoryJournal
 from ottermq.broker.message import Message
+from ottermq.broker.policies import VHostPolicies, apply_event
 from ottermq.broker.queue import Queue
 
 if TYPE_CHECKING:
@@ -71,6 +74,8 @@ class Topology:
         self.queues: dict[str, Queue] = {}
         # The vhost's max-queues limit (negative = none); the Broker sets it from set_vhost_limits.
         self.max_queues = -1
+        # Its policies and operator policies (policies.py), applied at declare and when they change.
+        self.policies = VHostPolicies()
         # Bindings by destination, to drop them with the destination.
         self._bound_to: dict[tuple[DestinationKind, str], dict[Binding, None]] = {}
         self._default_router = DefaultRouter()
@@ -95,6 +100,8 @@ class Topology:
             MessagesRemoved: self._apply_messages_removed,
             BindingAdded: self._apply_binding_added,
             BindingRemoved: self._apply_binding_removed,
+            PolicySet: self._apply_policy,
+            PolicyCleared: self._apply_policy,
         }
 
     def _resource(self, kind: str, name: str) -> str:
@@ -157,7 +164,7 @@ class Topology:
     def durable_events(self) -> list[Event]:
         """Events that rebuild this vhost's durable exchanges, queues and bindings from scratch (a snapshot
         of the durable state, in an order `apply` accepts)."""
-        events: list[Event] = []
+        events: list[Event] = list(self.policies.events())
         for exchange in self.exchanges.values():
             if exchange.durable and exchange.name not in _PREDECLARED_NAMES:
                 events.append(
@@ -243,6 +250,8 @@ class Topology:
             event.internal,
             dict(event.arguments),
         )
+        if self.policies:
+            self.exchanges[event.name].alternate = self.policies.alternate(self.exchanges[event.name])
 
     def _apply_exchange_deleted(self, event: ExchangeDeleted) -> None:
         exchange = self.exchanges.get(event.name)
@@ -259,6 +268,8 @@ class Topology:
         if event.name in self.queues:
             return
         arguments = dict(event.arguments)
+        # What the policies make of the arguments (None: no policy applies to the queue).
+        effective = self.policies.queue_arguments(event.name, arguments) if self.policies else None
         queue = Queue(
             event.name,
             self.name,
@@ -267,14 +278,18 @@ class Topology:
             event.auto_delete,
             arguments,
             # Dead lettering and x-expires act through the vhost's operations.
-            parse_features(arguments, cast("VHost", self)),
+            parse_features(effective if effective is not None else arguments, cast("VHost", self)),
         )
+        queue.policy_arguments = effective
         queue.on_unused = self._queue_unused
         queue.contents = self.contents
         if queue.durable:
             queue.on_removed = self._messages_removed
         self.queues[event.name] = queue
         self._default_router.add_queue(queue)
+
+    def _apply_policy(self, event: PolicySet | PolicyCleared) -> None:
+        apply_event(self, event)
 
     def _apply_queue_deleted(self, event: QueueDeleted) -> None:
         queue = self.queues.get(event.name)

@@ -87,7 +87,7 @@ async def definitions(ctx: Ctx) -> Response:
             "topic_permissions": [],
             "parameters": [],
             "global_parameters": [],
-            "policies": [],
+            "policies": [p.row() for vhost in broker.vhosts.values() for p in vhost.policies.listed(False)],
             "queues": queues,
             "exchanges": exchanges,
             "bindings": bindings,

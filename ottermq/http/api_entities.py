@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.access import CONFIGURE, READ, WRITE
+from ottermq.http.api_policies import exchange_policy, queue_policies
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.auth import Unauthorized, require_vhost, visible_vhosts
 from ottermq.http.interface import HttpError, Response
@@ -96,14 +97,20 @@ def exchange_name(name: str) -> str:
 async def list_queues(ctx: Ctx) -> Response:
     """Queues with their message and consumer counts."""
     unacked = unacked_by_queue(ctx.broker)
-    return ok([queue_row(q, unacked[q]) for vhost in path_vhosts(ctx) for q in vhost.queues.values()])
+    return ok(
+        [
+            queue_policies(vhost, q, queue_row(q, unacked[q]))
+            for vhost in path_vhosts(ctx)
+            for q in vhost.queues.values()
+        ]
+    )
 
 
 @route("GET", "/api/queues/{vhost}/{name}")
 async def show_queue(ctx: Ctx) -> Response:
     """One queue."""
-    _vhost, queue = path_queue(ctx)
-    row = queue_row(queue, unacked_by_queue(ctx.broker)[queue])
+    vhost, queue = path_queue(ctx)
+    row = queue_policies(vhost, queue, queue_row(queue, unacked_by_queue(ctx.broker)[queue]))
     row["consumer_details"] = []
     return ok(row)
 
@@ -173,7 +180,7 @@ def _exchange_row(vhost: VHost, exchange: Any) -> dict[str, Any]:
     row = exchange_info(exchange)
     row["vhost"] = vhost.name
     row["user_who_performed_action"] = ""
-    return row
+    return exchange_policy(vhost, exchange, row)
 
 
 @route("GET", "/api/exchanges")

@@ -3,14 +3,22 @@ module registers every route of the management API."""
 
 from __future__ import annotations
 
-from ottermq.http import api_admin, api_bindings, api_definitions, api_entities, api_live, api_nodes
+from ottermq.http import (
+    api_admin,
+    api_bindings,
+    api_definitions,
+    api_entities,
+    api_live,
+    api_nodes,
+    api_policies,
+)
 from ottermq.http.app import Ctx, route
 from ottermq.http.interface import Response
 from ottermq.http.metrics import CONTENT_TYPE, collect, render
 from ottermq.http.ui import PAGE
 
 # Imported for their routes.
-ENDPOINT_MODULES = (api_admin, api_bindings, api_definitions, api_entities, api_live, api_nodes)
+ENDPOINT_MODULES = (api_admin, api_bindings, api_definitions, api_entities, api_live, api_nodes, api_policies)
 
 
 @route("GET", "/metrics", public=True)

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.access import AccessError
 from ottermq.broker.broker import VERSION
+from ottermq.broker.policies import clear_policy, set_policy
+from ottermq.broker.policy_rules import PolicyError
 from ottermq.server.rows import binding_infos, connection_info, exchange_info, queue_info
 
 if TYPE_CHECKING:
@@ -207,6 +209,54 @@ def _list_vhost_limits(broker: Broker, args: dict[str, Any]) -> list[dict[str, A
     vhost = _vhost(broker, args)
     limits = broker.vhost_limits.get(vhost.name)
     return [{"vhost": vhost.name, "limits": dict(limits)}] if limits else []
+
+
+# -- policies and operator policies (ottermq.broker.policies) --------------------------------------------
+
+
+def _policy_vhost(broker: Broker, args: dict[str, Any]) -> VHost:
+    name = _arg(args, "vhost", "/")
+    vhost = broker.vhosts.get(name)
+    if vhost is None:
+        raise AccessError("vhost_absent", f"Virtual host '{name}' does not exist")
+    return vhost
+
+
+@verb("set_policy")
+def _set_policy(broker: Broker, args: dict[str, Any]) -> None:
+    """set_policy / set_operator_policy (`operator`): the definition arrives as typed (JSON text)."""
+    vhost = _policy_vhost(broker, args)
+    definition_text = _arg(args, "definition")
+    try:
+        definition = json.loads(definition_text)
+    except ValueError:
+        raise AccessError("rejected", "JSON decoding error. Reason: badarg") from None
+    priority = args.get("priority", 0)
+    try:
+        set_policy(
+            vhost,
+            _arg(args, "name"),
+            _arg(args, "pattern"),
+            definition,
+            priority,
+            _arg(args, "apply_to", "all"),
+            operator=bool(args.get("operator")),
+        )
+    except PolicyError as exc:
+        raise AccessError("rejected", exc.reason.rstrip("\n")) from None
+
+
+@verb("clear_policy")
+def _clear_policy(broker: Broker, args: dict[str, Any]) -> None:
+    if not clear_policy(_policy_vhost(broker, args), _arg(args, "name"), bool(args.get("operator"))):
+        raise AccessError("rejected", "Parameter does not exist")
+
+
+@verb("list_policies")
+def _list_policies(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """A vhost's policies (operator policies with `operator`), lowest priority first (as rabbitmqctl)."""
+    vhost = _policy_vhost(broker, args)
+    return [policy.row() for policy in vhost.policies.listed(bool(args.get("operator")))]
 
 
 # -- what is there (the rows come from ottermq.server.rows, shared with the management HTTP API) --------

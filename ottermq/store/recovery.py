@@ -13,11 +13,13 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from memento.log import Log
 from ottermq.store.replay import replay_log
+from ottermq.store.salvage import drop_lost, find_lost
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -42,16 +44,31 @@ class RecoveryInfo:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
+    # Messages dropped at start because their bodies lie in damaged or dropped parts of the log, by
+    # (vhost, queue), and the lines saying so.
+    lost: dict[tuple[str, str], int] = field(default_factory=dict)
+    lost_lines: list[str] = field(default_factory=list)
+    salvaged: bool = False  # salvage changed the log or its snapshots (the store snapshots at once)
 
 
-def rebuild(broker: Broker, memento_log: Log, info: RecoveryInfo) -> RecoveryInfo:
-    """Replay `memento_log` into `broker` (made with `defaults=False`) and fill `info`; `info`."""
+def rebuild(
+    broker: Broker, memento_log: Log, info: RecoveryInfo, reader: Callable[[int, int], object]
+) -> RecoveryInfo:
+    """Replay `memento_log` into `broker` (made with `defaults=False`) and fill `info`; `info`. Held
+    messages whose bodies lie in damaged or dropped parts of the log (`reader(msg_id, loc)` cannot read
+    them back) are dropped now, counted per queue."""
     started = time.monotonic()
     report = memento_log.recovery_report
     info.warnings = list(report.warnings)
     info.quarantined = list(report.quarantined)
+    info.salvaged = report.salvaged or report.snapshots_replaced
     snapshot = memento_log.snapshot
     clean, info.snapshot_lsn, replayed = replay_log(broker, memento_log)
+    lost = find_lost(broker, memento_log, reader)
+    if lost:
+        info.lost = {key: len(entries) for key, entries in lost.items()}
+        info.lost_lines = drop_lost(lost, broker)
+        info.salvaged = True
     info.replayed = replayed
     info.end_lsn = memento_log.end_lsn
     info.fresh = snapshot is None and memento_log.end_lsn == 0
@@ -75,11 +92,13 @@ def rebuild(broker: Broker, memento_log: Log, info: RecoveryInfo) -> RecoveryInf
 
 
 def report_recovery(info: RecoveryInfo) -> None:
-    """Log what recovery found and did (repairs first, as warnings)."""
+    """Log what recovery found and did (repairs first, as warnings; messages lost at error level)."""
     for warning in info.warnings:
         log.warning(f"recovery: {warning}")
     for name in info.quarantined:
         log.warning(f"recovery: damaged bytes kept in {name}")
+    for line in info.lost_lines:
+        log.error(line)
     log.info(
         "recovered" if not info.fresh else "new log created",
         extra={

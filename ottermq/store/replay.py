@@ -34,7 +34,16 @@ _CHUNK: Final = 1 << 16  # entries restored per bulk call
 
 class ReplayError(CodecError):
     """A record whose checksum is good but whose payload cannot be decoded or applied; the text names its
-    LSN, type, segment and offset."""
+    LSN, type, segment and offset, and so do `lsn`, `segment` (seq) and `offset` (salvage cuts there)."""
+
+    def __init__(
+        self, message: str, *, lsn: int = -1, segment: int = -1, offset: int = -1, reason: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.lsn = lsn
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
 
 
 def replay_log(broker: Broker, memento_log: Log) -> tuple[bool, int, int]:
@@ -66,9 +75,14 @@ def replay_log(broker: Broker, memento_log: Log) -> tuple[bool, int, int]:
                 event, size = decode(rtype, record.payload), -1
             apply_record(broker, event, record.lsn, pack_loc(position.segment, position.offset), size)
         except Exception as exc:  # whatever a record that passed its checksum can still make go wrong
+            reason = f"{type(exc).__name__}: {exc}"
             raise ReplayError(
                 f"record LSN {record.lsn} (type {rtype}) at segment {position.segment} offset "
-                f"{position.offset} cannot be applied: {type(exc).__name__}: {exc}"
+                f"{position.offset} cannot be applied: {reason}",
+                lsn=record.lsn,
+                segment=position.segment,
+                offset=position.offset,
+                reason=reason,
             ) from exc
     return clean, snapshot_lsn, replayed
 

@@ -44,6 +44,7 @@ from ottermq.store.incidents import JournalIncidents
 from ottermq.store.journal import MementoJournal
 from ottermq.store.live import LiveRecords
 from ottermq.store.recovery import RUNNING_MARK, RecoveryInfo, rebuild, report_recovery
+from ottermq.store.salvage import plan_salvage
 from ottermq.store.snapshot import encode_snapshot, index_of
 
 if TYPE_CHECKING:
@@ -115,12 +116,20 @@ class DurableStore:
         """Open (creating) `<data_dir>/log` with recovery. Raises memento's RecoveryRefused (with segment,
         offset, LSN) for damage other than a torn tail, LogLocked if another process holds it."""
         options = options or StoreOptions()
+        outcome = None
+        if options.salvage:
+            # Said before anything is changed: the same plan `serve --salvage --dry-run` prints.
+            outcome = plan_salvage(Path(data_dir), options)
+            if outcome.plan.needed or outcome.lost or outcome.bad_record is not None:
+                for line in outcome.lines():
+                    log.error(line)
         memento_log = Log.open(
             Path(data_dir) / LOG_DIR,
             segment_size=options.segment_size,
             registry=RECORD_TYPES,
             salvage=options.salvage,
             disk=options.disk,
+            bad_record=outcome.bad_record if outcome is not None else None,
         )
         return cls(memento_log, options)
 
@@ -143,7 +152,7 @@ class DurableStore:
         gc.disable()
         try:
             self.broker = broker
-            return rebuild(broker, self.log, self.recovery)
+            return rebuild(broker, self.log, self.recovery, self.journal.read_content)
         finally:
             # What recovery built lives on: keep the collector from ever scanning it (reference counting
             # still frees each message when it is acked).
@@ -176,6 +185,10 @@ class DurableStore:
             )
         self.journal.start()
         self._snapshot_time = time.monotonic()
+        if self.recovery.salvaged:
+            # What salvage decided (messages dropped, snapshots started again) is in a snapshot before
+            # anyone is served: a later start, without salvage, finds the same state.
+            await self._periodic_snapshot()
         self._task = asyncio.create_task(self._run(), name="ottermq-store")
 
     def _logged_messages(self) -> int:

@@ -2,12 +2,13 @@
 
 Strategy: the design promises that the live path and replay build the same state; `durable_view` makes
 that checkable. It reads only what a log records: per vhost the durable exchanges, the durable queues
-with their logged messages (id, body size, deadline) in queue order, the bindings between durable ends
-and the vhost's limits; and the access registry's users and permissions. Everything a restart forgets
-on purpose is left out (consumers, unacked and redelivered marks, delivery counts, ready versus
-delivered, message locations in the log, which compaction moves). The result is made of dicts, lists,
-strings, numbers and tuples only, sorted where the broker's order carries no meaning, so two views
-compare with `==` and serialize with `json.dumps`; `diff_views` says where two of them differ.
+with their logged messages (id, body size, deadline) in queue order (and the arguments policies give
+them), the bindings between durable ends, the vhost's limits and its policies; and the access
+registry's users and permissions. Everything a restart forgets on purpose is left out (consumers,
+unacked and redelivered marks, delivery counts, ready versus delivered, message locations in the log,
+which compaction moves). The result is made of dicts, lists, strings, numbers and tuples only, sorted
+where the broker's order carries no meaning, so two views compare with `==` and serialize with
+`json.dumps`; `diff_views` says where two of them differ.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def _vhost_view(vhost: VHost, limits: Mapping[str, int]) -> dict[str, Any]:
             # Tuples: the one shape here that JSON turns into something else (a list), kept because a
             # message reads best as one (msg_id, size, deadline) triple.
             "messages": [(entry.msg_id, entry.size, entry.deadline) for entry in queue.logged_entries()],
+            # What the policies made of its arguments (only where one applies).
+            **({"policy_arguments": plain(queue.policy_arguments)} if queue.policy_arguments else {}),
         }
         for name, queue in sorted(vhost.queues.items())
         if queue.durable
@@ -89,12 +92,16 @@ def _vhost_view(vhost: VHost, limits: Mapping[str, int]) -> dict[str, Any]:
         ),
         key=lambda binding: json.dumps(binding, sort_keys=True),
     )
-    return {
+    view: dict[str, Any] = {
         "exchanges": exchanges,
         "queues": queues,
         "bindings": bindings,
         "limits": dict(sorted(limits.items())),
     }
+    if vhost.policies:
+        view["policies"] = {p.name: plain(p.row()) for p in vhost.policies.listed(False)}
+        view["operator_policies"] = {p.name: plain(p.row()) for p in vhost.policies.listed(True)}
+    return view
 
 
 def plain(value: Any) -> Any:

@@ -26,6 +26,7 @@ import pytest
 
 from tests.integration.conftest import _LISTENING, serve_cmd
 from tests.integration.test_restart import Node
+from tests.memento.helpers import unprivileged
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -202,3 +203,23 @@ def test_a_tight_open_file_limit_keeps_descriptors_for_the_log(tmp_path: Path) -
                 pass
         process.terminate()
         process.wait(20)
+
+
+UNREADABLE = [
+    f"log/wal/{SEGMENT}",
+    "log/wal",
+    "log/snapshots/data.mdb",
+    "log/snapshots/lock.mdb",
+    "log/IDENTITY",
+    "log/MARK",
+    "log/LOCK",
+]
+
+
+@pytest.mark.parametrize("name", UNREADABLE)
+def test_a_file_of_the_log_the_broker_may_not_open_is_named_in_one_line(copy: Path, name: str) -> None:
+    """Mode 000 on one file or directory of the log: refused with exit 74 naming it (not a refusal that
+    offers --salvage: a permission error is not damage). The broker runs as root without capabilities,
+    so that modes apply (see tests.memento.helpers.unprivileged)."""
+    (copy / name).chmod(0)
+    assert_refused(serve(copy, *unprivileged()), f"Permission denied: {copy / name}")

@@ -37,8 +37,10 @@ import pika.exceptions
 import pytest
 
 from memento.disk import DiskIO
+from memento.identity import IDENTITY_FILE, MARK_FILE
 from memento.snapshot import SnapshotStore
 from ottermq.broker.broker import Broker, BrokerSettings
+from ottermq.broker.policies import clear_policy, set_policy
 from ottermq.server.server import Server
 from ottermq.store.store import LOG_DIR, DurableStore, StoreOptions
 from ottermq.store.view import diff_views, durable_view
@@ -151,6 +153,8 @@ class LiveBroker:
         source = self.data_dir / LOG_DIR
         for kind, target in copies.items():
             shutil.copytree(source / "wal", target / LOG_DIR / "wal")
+            for name in (IDENTITY_FILE, MARK_FILE):  # the log's id and high-water mark go with it
+                shutil.copyfile(source / name, target / LOG_DIR / name)
             if kind == "snapshot":
                 latest = self.store.log.snapshots.load_latest()
                 assert latest is not None, "the session's snapshot is missing"
@@ -277,6 +281,38 @@ def declare_topology(ch: Any) -> None:
     ch.exchange_bind("ex.e2e", "ex.topic", "e2e.#")
     ch.exchange_bind("ex.e2e", "ex.topic", "gone.#")
     ch.exchange_bind("ex.internal", "ex.topic", "i.#")
+
+
+def policies_before(live: LiveBroker, ch: Any) -> None:
+    """Policies and an operator policy set before the queues they apply to exist, then messages that
+    their limits (the lower one of the two) and TTL apply to; before the snapshot."""
+
+    def change() -> None:
+        vhost = live.broker.vhosts["/"]
+        set_policy(vhost, "pol.len", r"^q\.pol", {"max-length": 4, "message-ttl": LONG_TTL}, 1, "queues")
+        set_policy(vhost, "pol.ae", r"^ex\.pol$", {"alternate-exchange": "ex.fanout"}, 0, "exchanges")
+        set_policy(vhost, "op.len", r"^q\.pol", {"max-length": 3}, 0, "queues", operator=True)
+
+    live.call(change)
+    ch.queue_declare("q.pol", durable=True)
+    ch.queue_declare("q.pol2", durable=True, arguments={"x-max-length": 10})
+    ch.exchange_declare("ex.pol", "direct", durable=True)
+    for i in range(5):
+        publish(ch, "", "q.pol", b"pol-%d" % i)  # the operator policy's 3: two dropped
+        publish(ch, "", "q.pol2", b"pol2-%d" % i)
+
+
+def policies_after(live: LiveBroker) -> None:
+    """After the snapshot: a policy replaced on queues that hold messages (a lower limit drops heads at
+    once), one cleared, one on another vhost."""
+
+    def change() -> None:
+        vhost = live.broker.vhosts["/"]
+        set_policy(vhost, "pol.len", r"^q\.pol$", {"max-length": 1}, 1, "queues")
+        clear_policy(vhost, "pol.ae")
+        set_policy(live.broker.vhosts["v2"], "pol.v2", ".*", {"expires": LONG_TTL})
+
+    live.call(change)
 
 
 def publish(ch: Any, exchange: str, key: str, body: bytes, props: pika.BasicProperties = PERSISTENT) -> None:
@@ -512,6 +548,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         connections.append(conn)
         ch = conn.channel()
         declare_topology(ch)
+        policies_before(live, ch)
         first_half(ch)
         # A snapshot taken while a confirm-mode publish waits for its (slowed) fsync.
         before = live.run(live.settled_end())
@@ -535,6 +572,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         deletions(ch)
         access_changes(live)
         connections.append(second_vhost(live))
+        policies_after(live)
         holder.basic_get("q.plain")  # one more unacked message, held to the end
         copies = {"log": root / "copy-log", "snapshot": root / "copy-snapshot"}
         view, kinds, lsn = live.run(live.capture(copies))
@@ -594,6 +632,14 @@ def test_the_session_did_what_it_says(session: Session) -> None:
     assert any(due for queue in queues.values() for _, _, due in queue["messages"])
     assert session.live["vhosts"]["v2"]["limits"] == {"max-queues": 100}
     assert set(session.live["users"]) == {"alice", "guest"}
+    # Policies: q.pol kept the operator policy's 3, then the replaced policy's 1; q.pol2 its 3 (no
+    # longer matched by the replaced policy: the operator policy's 3 and its own 10).
+    assert counts["q.pol"] == 1 and counts["q.pol2"] == 3
+    assert queues["q.pol"]["policy_arguments"] == {"x-max-length": 1}
+    assert queues["q.pol2"]["policy_arguments"] == {"x-max-length": 3}
+    assert set(session.live["vhosts"]["/"]["policies"]) == {"pol.len"}
+    assert set(session.live["vhosts"]["/"]["operator_policies"]) == {"op.len"}
+    assert set(session.live["vhosts"]["v2"]["policies"]) == {"pol.v2"}
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from memento.record import HEAD_SIZE
 from tests.integration.test_restart import Node, publish_confirmed
 from tests.integration.test_torn_tail import newest_segment
 
@@ -67,7 +68,7 @@ def test_every_file_the_broker_writes_is_owner_only(node: Node) -> None:
     assert len(list((node.data_dir / "log" / "wal").glob("*.wal"))) >= 2
     node.kill()
     path, records = newest_segment(node)
-    end = records[-1].position.offset + 24 + len(records[-1].payload)
+    end = records[-1].position.offset + HEAD_SIZE + len(records[-1].payload)
     with path.open("r+b") as f:
         f.seek(end)
         f.write(b"\xc8\x00\x00\x00\xde\xad\xbe\xef" + b"\x01" * 40)  # a torn write: quarantined on start

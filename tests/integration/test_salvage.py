@@ -88,7 +88,8 @@ def test_the_flag_and_the_config_key_set_salvage(tmp_path: Path) -> None:
     assert "salvage = true" in effective("--config", str(config))
 
 
-def test_a_damaged_snapshot_is_refused_then_salvaged_from_the_log(node: Node) -> None:
+@pytest.mark.parametrize("damage", ["chunks", "truncated"])
+def test_a_damaged_snapshot_with_the_whole_log_falls_back_to_a_full_replay(node: Node, damage: str) -> None:
     conn = node.connect()
     ch = conn.channel()
     ch.confirm_delivery()
@@ -96,17 +97,61 @@ def test_a_damaged_snapshot_is_refused_then_salvaged_from_the_log(node: Node) ->
     publish_confirmed(ch, "", "q", [b"a", b"b"])
     conn.close()
     node.stop()  # the clean stop writes the only snapshot
-    env = lmdb.open(str(node.data_dir / "log" / "snapshots"), max_dbs=0)
-    with env.begin(write=True) as txn:  # damage every chunk of it
-        for key, value in list(txn.cursor()):
-            if key[:1] == CHUNK_PREFIX:
-                txn.put(key, b"\0" + value[1:])
-    env.close()
-    assert node.start(expect_failure=True) == 2
-    assert "ottermq serve --salvage" in node.log_text()
-    node.settings["salvage"] = "true"
+    if damage == "chunks":
+        env = lmdb.open(str(node.data_dir / "log" / "snapshots"), max_dbs=0)
+        with env.begin(write=True) as txn:  # damage every chunk of it
+            for key, value in list(txn.cursor()):
+                if key[:1] == CHUNK_PREFIX:
+                    txn.put(key, b"\0" + value[1:])
+        env.close()
+    else:  # LMDB would die of SIGBUS on it: it fails the file check
+        data = node.data_dir / "log" / "snapshots" / "data.mdb"
+        os.truncate(data, data.stat().st_size // 2)
+    # The log still holds every record from LSN 1: nothing is lost, so no salvage is needed.
     node.start()
-    assert "level=error" in node.log_text() and "salvage: ignoring snapshots" in node.log_text()
+    text = node.log_text()
+    assert "level=warning" in text and "snapshot store unusable, replaying the whole log" in text, text
+    assert list((node.data_dir / "log" / "quarantine").glob("snapshots.*"))
     conn = node.connect()
-    assert [b for b, _ in drain_all(conn.channel(), "q")] == [b"a", b"b"]  # the log still held them all
+    assert [b for b, _ in drain_all(conn.channel(), "q")] == [b"a", b"b"]
     conn.close()
+    node.restart()  # snapshots are written again, and read back
+    assert "snapshot store unusable" not in node.log_text() and "snapshot_lsn=0 " not in node.log_text()
+
+
+def test_a_newest_segment_lost_after_a_clean_stop_is_refused_then_salvaged_for_good(tmp_path: Path) -> None:
+    """Losing the newest segment used to start silently (confirmed messages gone); the log's
+    high-water mark and clean-stop LSN (MARK) now refuse it by name, until salvage accepts the loss."""
+    node = Node(tmp_path, log_segment_size=1 << 20)  # the smallest segments: a few messages fill three
+    node.start()
+    try:
+        conn = node.connect()
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("q", durable=True)
+        publish_confirmed(ch, "", "q", [bytes([i]) * 200_000 for i in range(12)])
+        conn.close()
+        node.stop()
+        segments = sorted((node.data_dir / "log" / "wal").glob("*.wal"))
+        assert len(segments) >= 3
+        lost = segments[-1]
+        lost.unlink()
+
+        assert node.start(expect_failure=True) == 2
+        refused = node.log_text()
+        assert lost.name in refused and "stopped cleanly at LSN" in refused, refused
+        assert "ottermq serve --salvage" in refused and "Traceback" not in refused
+
+        node.settings["salvage"] = "true"
+        node.start()
+        salvaged = node.log_text()
+        assert "level=error" in salvaged and f"salvage: {lost.name}" in salvaged, salvaged
+        node.stop()
+
+        # The cut is permanent: MARK was rewritten, so the next start needs no salvage.
+        del node.settings["salvage"]
+        node.start()
+        assert "salvage" not in node.log_text() and "level=error" not in node.log_text(), node.log_text()
+        node.stop()
+    finally:
+        node.close()

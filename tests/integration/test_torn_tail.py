@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from memento.reader import records_in
-from memento.record import Record
+from memento.record import HEAD_SIZE, Record
 from memento.segment import parse_name
 from tests.integration.test_restart import Node, drain_all, publish_confirmed, running_node
 
@@ -51,7 +51,7 @@ def test_garbage_after_the_last_record_is_quarantined_and_nothing_is_lost(node: 
     bodies = publish_then_kill(node, 10)
     path, records = newest_segment(node)
     last = records[-1]
-    end = last.position.offset + 24 + len(last.payload)
+    end = last.position.offset + HEAD_SIZE + len(last.payload)
     with path.open("r+b") as f:
         # A record head that claims 200 bytes and a checksum that cannot match: a write torn by the crash.
         f.seek(end)
@@ -70,7 +70,7 @@ def test_a_torn_last_record_is_dropped_and_every_earlier_message_kept(node: Node
     last = records[-1]
     with path.open("r+b") as f:
         # Half of the last record never reached the disk.
-        f.seek(last.position.offset + 24 + len(last.payload) // 2)
+        f.seek(last.position.offset + HEAD_SIZE + len(last.payload) // 2)
         f.write(b"\x00" * (len(last.payload) // 2 + 8))
     node.start()
     assert "recovery:" in node.log_text()

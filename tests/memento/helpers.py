@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
+import pytest
+
 from memento.disk import DiskIO
+from memento.identity import Mark, MarkFile, read_mark
 from memento.log import WAL_DIR
 from memento.record import TYPE_SEAL, encode
-from memento.segment import HEADER_SIZE, encode_header, segment_name
+from memento.segment import FORMAT_VERSION, HEADER_SIZE, encode_header, segment_name
 
 SEG_SIZE = 64 * 1024
 
 
 def segment_bytes(
-    seq: int, base: int, payloads: list[bytes], *, size: int = 4096, seal: bool = False, rtype: int = 1
+    seq: int,
+    base: int,
+    payloads: list[bytes],
+    *,
+    size: int = 4096,
+    seal: bool = False,
+    rtype: int = 1,
+    version: int = FORMAT_VERSION,
+    time: int = 0,
 ) -> bytes:
-    """A whole preallocated segment file holding `payloads` as records base, base+1, ..."""
-    data = bytearray(encode_header(seq, base, size))
+    """A whole preallocated segment file holding `payloads` as records base, base+1, ... in the layout of
+    format `version`; record i has time `time + i` (from version 3 on)."""
+    data = bytearray(encode_header(seq, base, size, version=version))
+    timed = version >= 3
     for i, payload in enumerate(payloads):
-        data += encode(rtype, 0, base + i, payload)
+        data += encode(rtype, 0, base + i, payload, time + i, timed=timed)
     if seal:
-        data += encode(TYPE_SEAL, 0, base + len(payloads), b"")
+        data += encode(TYPE_SEAL, 0, base + len(payloads), b"", time + len(payloads), timed=timed)
     assert len(data) <= size
     return bytes(data.ljust(size, b"\0"))
 
@@ -77,3 +93,34 @@ class FillableDisk(DiskIO):
         if self.full and offset == 0 and len(data) == HEADER_SIZE:
             self._refuse()
         super().pwrite(fd, data, offset)
+
+
+def crashed(root: Path) -> None:
+    """Make a log closed cleanly look as if its process had died instead (MARK: not stopped cleanly), so
+    that damage done to its tail afterwards is what a crash leaves, not loss after a clean stop."""
+    mark = read_mark(root)
+    assert isinstance(mark, Mark)
+    marks = MarkFile(root, mark)
+    marks.write(mark.log_id, mark.newest_seq, mark.newest_base, None)
+    marks.close()
+
+
+def unprivileged() -> list[str]:
+    """A command prefix under which file modes apply to this (root) test run: setpriv with every
+    capability dropped (so no CAP_DAC_OVERRIDE). Not `runuser -u nobody`: the interpreter of the test
+    run may live where nobody cannot reach it (a pyenv under /root). Fails, never skips, when setpriv is
+    missing or does not take the privilege away."""
+    if os.geteuid() != 0:
+        return []  # modes already apply
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("these tests need setpriv (util-linux): apt-get install util-linux")
+    prefix = [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--"]
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe"
+        probe.write_bytes(b"x")
+        probe.chmod(0)
+        done = subprocess.run([*prefix, "cat", str(probe)], capture_output=True, check=False)
+    if done.returncode == 0:
+        pytest.fail(f"{' '.join(prefix)} still reads a file of mode 000: cannot test permission errors")
+    return prefix

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from memento.record import HEAD_SIZE, encode
-from memento.recovery import CLEAN, REFUSED, REPAIRABLE, UNSUPPORTED, Cut, classify
+from memento.recovery import ACCEPTED, CLEAN, REFUSED, REPAIRABLE, UNSUPPORTED, BadRecord, Cut, classify
 from memento.scan import SegmentScan, scan_segment
 from memento.segment import FORMAT_VERSION, HEADER_SIZE, encode_header, segment_name
 
@@ -191,7 +191,9 @@ def test_unknown_record_type_is_unsupported() -> None:
 def test_snapshot_beyond_end_of_log() -> None:
     verdict = classify([scan(segment_bytes(1, 1, PAYLOADS))], 10)
     assert verdict.status == REFUSED and verdict.findings[-1].kind == "snapshot-beyond-log"
-    assert verdict.cut == Cut(0, None) and verdict.next_lsn == 11
+    # Salvage keeps the segment (the snapshot's queues may point into it) and continues after the
+    # snapshot; the bodies of records lost past its end are to be checked.
+    assert verdict.cut is None and verdict.next_lsn == 11 and verdict.damaged == {1: END}
 
 
 def test_log_starting_after_snapshot() -> None:
@@ -207,3 +209,67 @@ def test_segments_covered_by_snapshot_are_only_header_checked() -> None:
     second = scan(segment_bytes(2, 5, [b"next"]), 2, 5)
     verdict = classify([first, second], 4)
     assert (verdict.status, verdict.end_lsn) == (CLEAN, 5)
+
+
+# -- damage the snapshot covers: refused, but never a cut (salvage keeps the segments in place) -----------
+
+
+def _three_sealed() -> list[bytes]:
+    return [
+        segment_bytes(1, 1, PAYLOADS, seal=True),
+        segment_bytes(2, 5, PAYLOADS, seal=True),
+        segment_bytes(3, 9, [b"tail"]),
+    ]
+
+
+def test_a_bad_header_in_a_covered_segment_sets_no_cut() -> None:
+    first, second, third = _three_sealed()
+    broken = bytearray(second)
+    broken[20] ^= 1
+    scans = [scan(first), scan(bytes(broken), 2, 5), scan(third, 3, 9)]
+    verdict = classify(scans, 8)  # the snapshot covers segments 1 and 2
+    assert verdict.status == REFUSED and verdict.findings[0].kind == "bad-header"
+    assert verdict.findings[0].covered and verdict.cut is None
+    assert (verdict.end_lsn, verdict.next_lsn, verdict.damaged) == (9, 10, {2: HEADER_SIZE})
+    # Not covered (the snapshot is older): the log is cut there, as before.
+    old = classify(scans, 3)
+    assert old.cut == Cut(1, None) and not old.findings[0].covered and old.damaged == {}
+
+
+def test_record_damage_in_a_covered_segment_marks_bodies_from_the_damage_on() -> None:
+    first, second, third = _three_sealed()
+    broken = bytearray(second)
+    broken[OFFSETS[1] + 21] ^= 4  # the second record of segment 2 (LSN 6)
+    verdict = classify([scan(first), scan(bytes(broken), 2, 5), scan(third, 3, 9)], 8)
+    assert verdict.cut is None and verdict.damaged == {2: OFFSETS[1]}
+    assert verdict.findings[0].lsn == 6 and verdict.end_lsn == 9
+
+
+def test_missing_covered_segments_mark_their_seqs() -> None:
+    first, _second, third = _three_sealed()
+    verdict = classify([scan(first), scan(third, 3, 9)], 8)
+    assert verdict.findings[0].kind == "missing-segment" and verdict.cut is None
+    assert verdict.damaged == {2: HEADER_SIZE} and verdict.end_lsn == 9
+    # Records after the snapshot in them: the log is cut, as before.
+    assert classify([scan(first), scan(third, 3, 9)], 4).cut == Cut(1, None)
+
+
+def test_accepted_covered_damage_is_not_refused_again() -> None:
+    first, second, third = _three_sealed()
+    broken = bytearray(second)
+    broken[20] ^= 1
+    scans = [scan(first), scan(bytes(broken), 2, 5), scan(third, 3, 9)]
+    key = classify(scans, 8).findings[0].key
+    verdict = classify(scans, 8, accepted={key})
+    assert verdict.status == CLEAN and verdict.findings[0].severity == ACCEPTED
+    assert verdict.damaged == {2: HEADER_SIZE}  # still checked: its bodies may be unreadable
+    assert classify(scans, 8, accepted={("other", "bad-header", 0)}).status == REFUSED
+
+
+def test_a_bad_record_is_cut_at_like_damage() -> None:
+    first, second, third = _three_sealed()
+    scans = [scan(first), scan(second, 2, 5), scan(third, 3, 9)]
+    verdict = classify(scans, 4, bad_record=BadRecord(2, OFFSETS[2], 7, "CodecError: nonsense"))
+    assert verdict.status == REFUSED and verdict.findings[0].kind == "bad-record"
+    assert verdict.cut == Cut(1, OFFSETS[2], 7) and verdict.end_lsn == 6 and verdict.next_lsn == 7
+    assert "LSN 7" in verdict.findings[0].message and "nonsense" in verdict.findings[0].message

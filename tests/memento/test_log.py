@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from memento.errors import LogClosed, LogLocked, RecoveryRefused, UnsupportedVersion
+from memento.errors import CorruptRecord, LogClosed, LogLocked, RecoveryRefused, UnsupportedVersion
 from memento.log import QUARANTINE_DIR, WAL_DIR, Log
 from memento.record import HEAD_SIZE, RecordPosition
 from memento.segment import FORMAT_VERSION, HEADER_SIZE, decode_header, encode_header, parse_name
 
-from .helpers import flip, patch, segment_bytes, wal_files, write_segments
+from .helpers import crashed, flip, patch, segment_bytes, wal_files, write_segments
 
 SEG = 4096
 
@@ -71,7 +71,7 @@ def test_read_by_position_written_and_staged(tmp_path: Path) -> None:
             assert (record.lsn, record.payload, record.position) == (i + 1, str(i).encode() * 20, pos)
     with Log.open(tmp_path, segment_size=SEG) as log:
         assert log.read(positions[33]).lsn == 34
-        with pytest.raises(KeyError):
+        with pytest.raises(CorruptRecord, match="no segment 99"):  # damage as a reader sees it
             log.read(RecordPosition(99, HEADER_SIZE))
 
 
@@ -129,6 +129,7 @@ def test_torn_tail_is_quarantined_truncated_and_reported(tmp_path: Path) -> None
     with Log.open(tmp_path, segment_size=SEG) as log:
         fill(log, 5, size=50)
         last = log.last_position
+    crashed(tmp_path)
     path = wal_files(tmp_path)[-1]
     patch(path, last.offset + HEAD_SIZE + 3, b"\xff\xfe")
     with Log.open(tmp_path, segment_size=SEG) as log:
@@ -150,6 +151,7 @@ def test_truncated_file_is_preallocated_again(tmp_path: Path) -> None:
     with Log.open(tmp_path, segment_size=SEG) as log:
         fill(log, 5, size=50)
         last = log.last_position
+    crashed(tmp_path)
     path = wal_files(tmp_path)[-1]
     os.truncate(path, last.offset + 10)
     with Log.open(tmp_path, segment_size=SEG) as log:
@@ -249,7 +251,7 @@ def test_full_check_scans_segments_covered_by_the_snapshot(tmp_path: Path) -> No
         Log.open(tmp_path, segment_size=SEG, full_check=True)
 
 
-def test_damaged_snapshot_store_is_refused_unless_salvaged(tmp_path: Path) -> None:
+def test_damaged_snapshot_store_falls_back_to_a_full_replay_of_a_whole_log(tmp_path: Path) -> None:
     state = os.urandom(64 * 1024)  # incompressible: stored verbatim, so it can be found and damaged
     with Log.open(tmp_path) as log:
         fill(log, 3)
@@ -258,8 +260,8 @@ def test_damaged_snapshot_store_is_refused_unless_salvaged(tmp_path: Path) -> No
     at = mdb.read_bytes().find(state[1000:1032])
     assert at > 0
     flip(mdb, at)
-    with pytest.raises(RecoveryRefused, match="snapshot"):
-        Log.open(tmp_path)
-    with Log.open(tmp_path, salvage=True) as log:
+    # The log holds every record from LSN 1: a full replay loses nothing, so it is not refused.
+    with Log.open(tmp_path) as log:
         assert log.snapshot is None and [r.lsn for r in log.replay()] == [1, 2, 3]
-        assert any("ignoring snapshots" in w for w in log.recovery_report.warnings)
+        assert any("replaying the whole log" in w for w in log.recovery_report.warnings)
+        assert log.recovery_report.quarantined and log.snapshots.status != "damaged"

@@ -1,5 +1,5 @@
-"""Property tests: random streams survive reopen; any truncation of the last segment keeps exactly the
-complete records before it; any single bit flip in a record is detected."""
+"""Property tests: random streams (with their record times) survive reopen; any truncation of the last
+segment keeps exactly the complete records before it; any single bit flip in a record is detected."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from memento.errors import RecoveryRefused
 from memento.log import Log
 from memento.record import HEAD_SIZE, USER_FLAGS_MASK
 
-from .helpers import flip, wal_files
+from .helpers import crashed, flip, wal_files
 
 SEG = 4096
 PROFILE = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -27,21 +27,34 @@ records = st.lists(
 
 
 @PROFILE
-@given(stream=records, reopen_every=st.integers(1, 20))
-def test_random_streams_survive_reopen(stream: list[tuple[int, int, bytes]], reopen_every: int) -> None:
+@given(
+    stream=records,
+    reopen_every=st.integers(1, 20),
+    times=st.lists(st.integers(0, 2**64 - 1), min_size=40, max_size=40),
+)
+def test_random_streams_survive_reopen(
+    stream: list[tuple[int, int, bytes]], reopen_every: int, times: list[int]
+) -> None:
+    now = [0]
+
+    def clock() -> int:
+        return now[0]
+
     with tempfile.TemporaryDirectory() as tmp:
-        log = Log.open(tmp, segment_size=SEG)
+        log = Log.open(tmp, segment_size=SEG, clock=clock)
         try:
             for i, (rtype, flags, payload) in enumerate(stream):
+                now[0] = times[i]
                 assert log.append(rtype, payload, flags) == i + 1
                 if (i + 1) % reopen_every == 0:
                     log.close()
-                    log = Log.open(tmp, segment_size=SEG)
+                    log = Log.open(tmp, segment_size=SEG, clock=clock)
         finally:
             log.close()
-        with Log.open(tmp, segment_size=SEG) as log:
+        with Log.open(tmp, segment_size=SEG, clock=clock) as log:
             got = [(r.type, r.flags, r.payload) for r in log.replay()]
             assert got == stream
+            assert [r.time for r in log.replay()] == times[: len(stream)]
             assert log.recovery_report.status == "clean"
             assert all(log.read(r.position) == r for r in log.replay())
 
@@ -68,6 +81,7 @@ def test_any_truncation_of_the_last_segment_keeps_the_complete_records(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spans = write_stream(tmp, payloads)
+        crashed(Path(tmp))
         last = wal_files(Path(tmp))[-1]
         original = last.read_bytes()
         last_seq = spans[-1][0]

@@ -80,8 +80,46 @@ def test_tools_refuse_a_damaged_data_file(tmp_path: Path, damage: Callable[[Path
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=lambda d: d.__name__)
-def test_open_refuses_a_damaged_data_file(tmp_path: Path, damage: Callable[[Path], None]) -> None:
+def test_open_replays_the_whole_log_past_a_damaged_data_file(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    # The log still holds every record from LSN 1: nothing is lost, so open falls back to a full replay
+    # (as for a missing store), moves the broken store to quarantine/ and makes a new one.
     data = make_log(tmp_path)
+    damage(data)
+    size = data.stat().st_size
+    script = (
+        "import sys\n"
+        "from memento.log import Log\n"
+        "with Log.open(sys.argv[1]) as log:\n"
+        "    print(log.snapshot_lsn, sum(1 for _ in log.replay()))\n"
+        "    log.save_snapshot(200, b'state')\n"
+        "    print(*log.recovery_report.warnings, sep='\\n')\n"
+        "with Log.open(sys.argv[1]) as log:\n"
+        "    print(log.snapshot_lsn, log.snapshots.status)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    counts, *warnings, again = result.stdout.splitlines()
+    assert counts == "0 200" and again == "200 ok"  # snapshots are written (and read) again
+    assert any(w.startswith("snapshot store unusable, replaying the whole log") for w in warnings), warnings
+    (moved,) = (tmp_path / "quarantine").glob("snapshots.*")
+    assert (moved / "data.mdb").stat().st_size == size  # LMDB did not write into it
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda d: d.__name__)
+def test_open_refuses_a_damaged_data_file_when_the_log_is_not_whole(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    with Log.open(tmp_path, segment_size=4096) as log:
+        for i in range(200):
+            log.append(1, b"record %d" % i)
+        log.sync()
+        log.save_snapshot(150, os.urandom(300_000))
+    data = tmp_path / "snapshots" / "data.mdb"
+    min((tmp_path / "wal").glob("*.wal")).unlink()  # records from LSN 1 are gone: the snapshot was needed
     damage(data)
     size = data.stat().st_size
     script = (
@@ -128,4 +166,5 @@ def test_salvage_ignores_a_damaged_data_file(tmp_path: Path) -> None:
     assert result.returncode == 0, (result.returncode, result.stderr)
     counts, *warnings = result.stdout.splitlines()
     assert counts == "0 200"  # the whole log is replayed
-    assert any(w.startswith("salvage: ignoring snapshots") and str(data) in w for w in warnings)
+    # The log is whole: with or without salvage, the store is replaced by a full replay.
+    assert any(w.startswith("snapshot store unusable") and str(data) in w for w in warnings)
