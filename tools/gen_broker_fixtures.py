@@ -649,18 +649,20 @@ def reported(text: str, data: Path) -> list[str]:
 
 
 def drain(broker: Broker, tag: str) -> dict[str, Any]:
-    """Per queue: the message ids a consumer receives (not acked: the channel's close requeues them)."""
+    """Per queue: the message ids a consumer receives (not acked: the channel's close requeues them).
+    A connection the broker closes is recorded for that queue and the next queue gets a new one."""
     result: dict[str, Any] = {}
-    conn = broker.connect()
+    conn: pika.BlockingConnection | None = None
     for queue in QUEUES:
         try:
+            if conn is None or not conn.is_open:
+                conn = broker.connect()
             result[queue] = drain_queue(conn, queue, tag)
         except pika.exceptions.ChannelClosedByBroker as exc:
             result[queue] = {"error": f"channel closed: {exc.reply_code} {exc.reply_text}"}
         except pika.exceptions.AMQPConnectionError as exc:
             result[queue] = {"error": f"connection lost: {exc!r}"}
-            conn = broker.connect()
-    if conn.is_open:
+    if conn is not None and conn.is_open:
         conn.close()
     return result
 
