@@ -70,6 +70,7 @@ def test_every_setting_has_an_environment_variable() -> None:
         ({"OTTERMQ_HEARTBEAT": "-1"}, "out of range"),
         ({"OTTERMQ_MAX_MESSAGE_SIZE": str(1 << 30)}, "out of range"),
         ({"OTTERMQ_HANDSHAKE_TIMEOUT": "soon"}, "expected a number"),
+        ({"OTTERMQ_LOG_SEGMENT_SIZE": "32768"}, "OTTERMQ_LOG_SEGMENT_SIZE: 32768 is out of range 65536.."),
     ],
 )
 def test_bad_environment_values_are_one_line_errors(env: dict[str, str], message: str) -> None:
