@@ -740,6 +740,10 @@ def observe(case_dir: Path, outcome: str, work: Path) -> Outcome:
     if data.exists():
         shutil.rmtree(data)
     shutil.copytree(case_dir / "data", data, symlinks=True)
+    # Owner-only, as the broker made them: git keeps no modes, and a checkout's 0755/0644 would add the
+    # broker's "open to other local users" warning to every outcome.
+    for path in [data, *data.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
     if outcome == "inspect":
         return observe_inspect(data)
     return observe_serve(data, work, salvage=outcome == "salvage")
