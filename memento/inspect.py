@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -376,6 +376,24 @@ def _snapshot_findings(store: SnapshotStore) -> list[Finding]:
     return []
 
 
+def _store_fallback(findings: list[Finding], scans: list[SegmentScan], verdict: Verdict) -> list[Finding]:
+    """An unusable snapshot store is repairable when the log still holds every record from LSN 1: open
+    then replays the whole log and replaces the store (memento.opening.broken_store), so say that."""
+    if (scans and scans[0].base_lsn != 1) or verdict.status not in (CLEAN, REPAIRABLE):
+        return findings
+    return [
+        replace(
+            f,
+            severity=REPAIRABLE,
+            message=f"{f.message}; the log holds every record from LSN 1: open replays all of it and "
+            "replaces the store",
+        )
+        if f.kind == "snapshot-damaged"
+        else f
+        for f in findings
+    ]
+
+
 def inspect_log(
     path: str | os.PathLike[str],
     *,
@@ -454,6 +472,8 @@ def inspect_log(
     identity = resolve_identity(str(root), identity_raw, mark_raw, scans, store_id)
     # Damage an earlier salvage accepted (memento.salvage) is reported as such, as `Log.open` does.
     verdict = classify(scans, snapshot_lsn, identity, accepted=load_accepted(root))
+    if snapshot_status in (STATUS_DAMAGED, STATUS_UNREADABLE):
+        findings = _store_fallback(findings, scans, verdict)
     findings.extend(verdict.findings)
     status = max(
         (f.severity for f in findings if f.severity != ACCEPTED), key=_RANK.__getitem__, default=CLEAN
