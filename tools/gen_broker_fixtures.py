@@ -467,9 +467,8 @@ def missing_newest(data: Path, _bases: Bases) -> str:
 @case(
     "foreign-segment",
     "crash",
-    "a segment after the snapshot (sealed if there is one, else the tail) replaced by the segment of the same "
-    "name from another broker's "
-    "log with the same layout (same queues and message ids, other bodies)",
+    "a segment after the snapshot (sealed if there is one, else the tail) replaced by the segment of the "
+    "same name from another broker's log with the same layout (same queues and message ids, other bodies)",
     "refused by serve and by inspect, naming the foreign segment (log identity in every segment header); "
     "never are another log's bodies delivered",
 )
@@ -739,7 +738,8 @@ def observe_serve(data: Path, logs: Path, *, salvage: bool, tag: str = "A") -> O
 
 
 def observe(case_dir: Path, outcome: str, work: Path) -> Outcome:
-    """One outcome ("inspect", "verify", "serve", "salvage") of the fixture in `case_dir`, on a copy in `work`."""
+    """One outcome ("inspect", "verify", "serve", "salvage") of the fixture in `case_dir`, on a copy in
+    `work`."""
     data = work / "data"
     if data.exists():
         shutil.rmtree(data)
