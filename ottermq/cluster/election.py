@@ -373,6 +373,9 @@ class Leadership:
                     await self._campaign(lease)
                 await self._wait_change(lost)
         finally:
+            # First of all (before the fence timer goes with the keep-alive task): a node whose session
+            # ended, whatever the cause, leads no more.
+            self._lose("etcd session ended")
             keepalive.cancel()
             with contextlib.suppress(BaseException):
                 await keepalive

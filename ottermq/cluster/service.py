@@ -9,10 +9,16 @@ at once (fencing), synchronously inside the election's `on_lost`: no confirm can
 
 Callbacks registered on `leadership` before `start` run before the gate opens (on_elected) and before the
 gate closes (on_lost): the replication layer registers its own first.
+
+Until the replication stream owns the in-sync set, there is nothing to replicate and every live member is
+trivially in sync: with `manage_isr` (the default) the leader keeps the ISR equal to the live members, so
+any of them may take over. The replication layer turns it off and calls `set_isr` itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.amqp.constants import CONNECTION_FORCED
 from ottermq.cluster.election import ClusterError, Leadership, NodeInfo
-from ottermq.cluster.etcd import EtcdClient
+from ottermq.cluster.etcd import EtcdClient, EtcdError
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -43,8 +49,12 @@ class ClusterOptions:
 class ClusterService:
     """The election of one node and its effect on clients."""
 
-    def __init__(self, options: ClusterOptions, durable_lsn: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self, options: ClusterOptions, durable_lsn: Callable[[], int] = lambda: 0, *, manage_isr: bool = True
+    ) -> None:
         self.options = options
+        self.manage_isr = manage_isr
+        self._isr_task: asyncio.Task[None] | None = None
         # A call to etcd gets a third of the lease's TTL: a keep-alive must fail well before the lease can.
         self.client = EtcdClient(options.etcd_endpoints, timeout=max(0.5, options.lease_ttl / 3))
         self.leadership = Leadership(
@@ -65,6 +75,8 @@ class ClusterService:
         self.leadership.on_elected(self._serve)
         self.leadership.on_lost(self._fence)
         await self.leadership.start()
+        if self.manage_isr:
+            self._isr_task = asyncio.get_running_loop().create_task(self._keep_isr(), name="ottermq-isr")
         log.info(
             "joining the cluster",
             extra={
@@ -76,7 +88,25 @@ class ClusterService:
 
     async def stop(self) -> None:
         """Leave the election (the lease is revoked, so another node takes over at once)."""
+        if self._isr_task is not None:
+            self._isr_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._isr_task
         await self.leadership.stop()
+
+    async def _keep_isr(self) -> None:
+        """While leading: the ISR = the live members (see the module's note)."""
+        leadership = self.leadership
+        while True:
+            await asyncio.sleep(leadership.member_interval)
+            if not leadership.is_leader():
+                continue
+            live = sorted({*leadership.members(), leadership.node_name})
+            if live != sorted(leadership.isr()):
+                try:
+                    await leadership.set_isr(live)
+                except (ClusterError, EtcdError) as exc:
+                    log.warning(f"cannot update the in-sync set: {exc}")
 
     def refusal(self) -> str | None:
         """Why a client is refused now (None: this node serves)."""
