@@ -479,7 +479,6 @@ class Leadership:
         # The transaction's revision is the leader key's create revision.
         kv = KeyValue(self.leader_key, b"", result.revision, result.revision, 1, lease)
         await self._become_leader(kv, value)
-        await self._refresh()
 
     async def _become_leader(self, kv: KeyValue, value: LeaderInfo | None) -> None:
         if value is None or self._lease_lost is None or self._lease_lost.is_set():
@@ -488,6 +487,8 @@ class Leadership:
         self._term = value.term
         self._leader_revision = kv.create_revision
         log.info("elected leader", extra={"node": self.node_name, "term": value.term})
+        # The callbacks see the keys as they are now (the ISR this transaction may have created).
+        await self._refresh()
         for callback in list(self._elected):
             if not self._leading:
                 break
