@@ -356,6 +356,7 @@ class Leadership:
         lost = self._lease_lost = asyncio.Event()
         log.info("etcd lease granted", extra={"node": self.node_name, "lease": f"{lease:x}", "ttl": ttl})
         keepalive = asyncio.get_running_loop().create_task(self._keepalive(lease, lost), name="ottermq-lease")
+        ended = "etcd session ended"
         try:
             await self._put_member()
             while not lost.is_set():
@@ -372,10 +373,13 @@ class Leadership:
                 elif self._may_campaign():
                     await self._campaign(lease)
                 await self._wait_change(lost)
+        except BaseException as exc:
+            ended = f"etcd session ended: {type(exc).__name__}: {exc}"
+            raise
         finally:
             # First of all (before the fence timer goes with the keep-alive task): a node whose session
             # ended, whatever the cause, leads no more.
-            self._lose("etcd session ended")
+            self._lose(ended)
             keepalive.cancel()
             with contextlib.suppress(BaseException):
                 await keepalive

@@ -145,7 +145,10 @@ def test_step_down_hands_over(cluster: Cluster) -> None:
     print(f"step-down handover: {time.monotonic() - started:.2f} s")
     assert successor.status()["term"] > term  # type: ignore[index]
     assert not leader.is_leader()
-    following = lambda: (leader.status() or {}).get("leader", {}).get("name") == other.name  # noqa: E731
+
+    def following() -> bool:
+        return bool((leader.status() or {}).get("leader", {}).get("name") == other.name)
+
     wait_until(following, 5, "the old leader to follow the new one")
     assert f"not the leader; leader is 127.0.0.1:{other.port}" in refusal(leader)
     # step_down on a follower is an error.
@@ -176,6 +179,7 @@ def test_leader_cut_off_from_etcd_stops_leading_within_ttl(private_cluster: Clus
         print(f"fenced {fenced:.2f} s after etcd stopped answering ({confirmed} confirms)")
         assert caught.value.reply_code == 320 and "not the leader" in caught.value.reply_text
         assert fenced < TTL, f"still leading {fenced:.2f} s after etcd stopped (TTL {TTL} s)"
+        wait_until(lambda: 'msg="leadership lost"' in node.log(), 5, "the log line")
         log = node.log()
         # on_lost (the gate closing every connection) ran before anything else of the loss.
         assert log.index("stopped serving clients: leadership lost") < log.index('msg="leadership lost"')
