@@ -193,6 +193,7 @@ def serve(
             raise typer.Exit(0)
         if dry_run:
             _salvage_dry_run(settings)
+        _check_cluster(settings)
         data_path = _prepare_data_dir(settings.data_dir)
         from ottermq.server.log import configure_logging
 
@@ -270,23 +271,31 @@ def serve(
     raise typer.Exit(status)
 
 
-def _cluster_service(settings: Settings, store: DurableStore | None) -> ClusterService | None:
-    """The cluster service when `etcd_endpoints` is set (None: a single node, nothing changes)."""
+def _check_cluster(settings: Settings) -> None:
+    """ConfigError for cluster settings that cannot work (checked before the log is opened)."""
     if not settings.etcd_endpoints:
-        return None
+        return
     if not settings.node_name:
         raise ConfigError("node_name: a clustered node (--etcd) needs --node-name")
-    import socket
-
-    from ottermq.cluster.election import NodeInfo
     from ottermq.cluster.etcd import parse_endpoint
-    from ottermq.cluster.service import ClusterOptions, ClusterService
 
     for url in settings.etcd_endpoints:
         try:
             parse_endpoint(url)
         except ValueError as exc:
             raise ConfigError(f"etcd_endpoints: {exc}") from None
+
+
+def _cluster_service(settings: Settings, store: DurableStore | None) -> ClusterService | None:
+    """The cluster service when `etcd_endpoints` is set (None: a single node, nothing changes)."""
+    if not settings.etcd_endpoints:
+        return None
+    _check_cluster(settings)
+    import socket
+
+    from ottermq.cluster.election import NodeInfo
+    from ottermq.cluster.service import ClusterOptions, ClusterService
+
     host = settings.advertise_host or settings.host
     if host in ("::", "0.0.0.0", "::0"):
         # Every interface is no address to give others: the machine's name is the best guess.

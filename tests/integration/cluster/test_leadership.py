@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -138,3 +139,32 @@ def test_on_lost_runs_first_and_synchronously_when_the_lease_goes(
 
     with caplog.at_level(logging.INFO, logger="ottermq.cluster"):
         run(scenario)
+
+
+def test_the_follower_with_the_highest_durable_lsn_takes_over(etcd: Etcd) -> None:
+    cluster = f"l{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        lsns = {"a": 10, "b": 5, "c": 7}
+        nodes = {}
+        for name in "abc":
+            client = EtcdClient([etcd.url], timeout=TTL / 3)
+            info = NodeInfo(name, "127.0.0.1", 1, 2, 3)
+            lsn = functools.partial(lsns.__getitem__, name)
+            nodes[name] = Leadership(client, info, cluster_name=cluster, lease_ttl=TTL, durable_lsn=lsn)
+        a, b, c = nodes.values()
+        await a.start()
+        await until(a.is_leader, 5, "a to lead")
+        await b.start()
+        await c.start()
+        await until(lambda: len(a.members()) == 3, 5, "three members")
+        await a.set_isr(["a", "b", "c"])
+        # b and c must have read the new ISR and each other's LSN before the leader goes.
+        await until(lambda: all(len(n.isr()) == 3 and len(n.members()) == 3 for n in (b, c)), 5, "views")
+        await a.step_down()
+        await until(lambda: b.is_leader() or c.is_leader(), TTL + 1, "a successor")
+        assert c.is_leader() and not b.is_leader()  # c's log is longer than b's
+        for n in (a, b, c):
+            await n.stop()
+
+    run(scenario)
