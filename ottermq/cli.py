@@ -277,6 +277,9 @@ def _check_cluster(settings: Settings) -> None:
         return
     if not settings.node_name:
         raise ConfigError("node_name: a clustered node (--etcd) needs --node-name")
+    if not settings.port:
+        # The port is what the node advertises to clients and the other nodes: it must be known.
+        raise ConfigError("port: a clustered node (--etcd) needs a fixed --port, not 0")
     from ottermq.cluster.etcd import parse_endpoint
 
     for url in settings.etcd_endpoints:

@@ -275,13 +275,27 @@ class EtcdClient:
                 connection = candidate
                 break
             candidate.close()
-        if connection is None:
-            connection = await _Connection.open(endpoint)
+        if connection is not None:
+            try:
+                return await self._exchange(connection, path, body)
+            except (OSError, h11.ProtocolError, ConnectionError) as exc:
+                if getattr(exc, "answered", False):
+                    raise
+                # A kept-alive connection etcd closed meanwhile (a restart): once more on a new one.
+        return await self._exchange(await _Connection.open(endpoint), path, body)
+
+    async def _exchange(self, connection: _Connection, path: str, body: bytes) -> dict[str, Any]:
+        """One request and its answer on `connection` (kept for reuse when it allows). An error raised
+        once the answer has begun carries `answered = True`: the request reached etcd."""
         keep = False
         try:
             await connection.send(path, body)
             status = await connection.response_head()
-            payload = await connection.body()
+            try:
+                payload = await connection.body()
+            except (OSError, h11.ProtocolError, ConnectionError) as exc:
+                exc.answered = True  # type: ignore[union-attr]
+                raise
             keep = connection.reusable() and not self._closed and len(self._idle) < _POOL_SIZE
         finally:
             if keep:

@@ -168,3 +168,18 @@ def test_the_follower_with_the_highest_durable_lsn_takes_over(etcd: Etcd) -> Non
             await n.stop()
 
     run(scenario)
+
+
+def test_a_kept_alive_connection_etcd_closed_is_replaced(private_etcd: Etcd) -> None:
+    async def scenario() -> None:
+        client = EtcdClient([private_etcd.url])
+        await client.put(b"/k", b"1")
+        # etcd restarts: the pooled connection is dead, the next call must not fail for it (a connection
+        # seen closed is dropped from the pool; one closed unseen is retried once on a new connection).
+        await asyncio.to_thread(private_etcd.stop)
+        await asyncio.to_thread(private_etcd.start)
+        kvs, _ = await client.range(b"/k")
+        assert kvs[0].value == b"1"
+        await client.close()
+
+    run(scenario)
