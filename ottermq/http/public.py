@@ -34,7 +34,8 @@ ENDPOINT_MODULES = (
 @route("GET", "/metrics", public=True)
 async def metrics(ctx: Ctx) -> Response:
     """Prometheus scrape endpoint (no authentication, as RabbitMQ's prometheus plugin)."""
-    body = render(collect(ctx.broker, ctx.context.store)).encode()
+    cluster = ctx.context.cluster
+    body = render(collect(ctx.broker, ctx.context.store, cluster.status() if cluster else None)).encode()
     return Response(200, body, CONTENT_TYPE)
 
 
