@@ -223,7 +223,7 @@ export async function detail(main, params, session) {
     { name: "ackmode" },
     h("option", { value: "reject_requeue_true" }, "Nack, requeue"),
     h("option", { value: "ack_requeue_false" }, "Ack, remove from the queue"),
-    h("option", { value: "reject_requeue_false" }, "Reject, no requeue (dead-letter)"),
+    h("option", { value: "reject_requeue_false" }, "Reject, no requeue"),
     h("option", { value: "ack_requeue_true" }, "Ack, requeue"),
   );
   const encoding = h("select", { name: "encoding" }, h("option", { value: "auto" }, "auto (string or base64)"), h("option", { value: "base64" }, "base64"));
