@@ -11,6 +11,7 @@ Chromium is found these tests fail (they are not skipped), saying how to install
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -489,6 +490,8 @@ def test_phone_viewport_has_no_horizontal_scroll(browser: Any, node: Broker) -> 
             ui.page.wait_for_selector(".paged-list[data-loaded]")
             for route, ready in routes:
                 ui.go(route, ready)
+                text = ui.page.inner_text("main")
+                assert re.search(r"\b(null|undefined|NaN)\b", text) is None, f"{route}: {text}"
                 width = ui.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
                 assert width[0] <= width[1], f"{route}: the page scrolls sideways ({width[0]} > {width[1]})"
     finally:

@@ -60,7 +60,7 @@ const TAG_HELP = "administrator, monitoring, policymaker, management (comma sepa
 
 export async function users(main, _params, session) {
   frame(main, "users", "Users");
-  const box = h("div");
+  const box = h("div", { class: "panel" });
   const name = h("input", { name: "username", required: true, autocomplete: "off" });
   const password = h("input", { name: "password", type: "password", autocomplete: "new-password" });
   const tags = h("input", { name: "tags", placeholder: "management" });
@@ -188,7 +188,7 @@ function permissionTable(rows, after) {
 
 export async function vhosts(main, _params, session) {
   frame(main, "vhosts", "Virtual hosts");
-  const box = h("div");
+  const box = h("div", { class: "panel" });
   const name = h("input", { name: "vhost_name", required: true });
   main.append(
     box,
@@ -249,7 +249,7 @@ async function optional(path) {
 
 export async function permissions(main, _params, session) {
   frame(main, "permissions", "Permissions");
-  const box = h("div");
+  const box = h("div", { class: "panel" });
   const topicBox = h("div");
   const who = userSelect();
   const vhost = vhostSelect(session);

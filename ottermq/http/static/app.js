@@ -188,7 +188,8 @@ async function start() {
   const canAdmin = tags.includes("administrator") || tags.includes("policymaker");
   nav.replaceChildren(
     ...NAV.filter(([, , section]) => section !== "admin" || canAdmin).map(([href, text, section]) =>
-      h("a", { href, dataset: { section } }, text),
+      // A policymaker may change policies only: its admin link opens them.
+      h("a", { href: section === "admin" && !tags.includes("administrator") ? "#/admin/policies" : href, dataset: { section } }, text),
     ),
   );
   nav.hidden = false;

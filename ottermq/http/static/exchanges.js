@@ -194,11 +194,15 @@ export async function detail(main, params) {
     const ok = await act(del, () => api("DELETE", exchangePath(vhost, name) + (ifUnused.checked ? "?if-unused=true" : "")).then(() => true), "Exchange deleted.");
     if (ok) location.hash = "#/exchanges";
   });
-  main.append(
-    section("Publish a message", publishForm(vhost, name)),
-    name && !name.startsWith("amq.") ? section("Add a binding from this exchange", bindForm) : null,
-    name && !name.startsWith("amq.") ? section("Delete", h("div", { class: "form-row" }, h("label", { class: "inline" }, ifUnused, " only if unused"), del)) : null,
-  );
+  // The default and amq.* exchanges take no bindings and cannot be deleted.
+  const own = name && !name.startsWith("amq.");
+  main.append(section("Publish a message", publishForm(vhost, name)));
+  if (own) {
+    main.append(
+      section("Add a binding from this exchange", bindForm),
+      section("Delete", h("div", { class: "form-row" }, h("label", { class: "inline" }, ifUnused, " only if unused"), del)),
+    );
+  }
 
   async function refresh() {
     let x;
@@ -223,7 +227,9 @@ export async function detail(main, params) {
             ["Policy", x.policy || ""],
             ["Publish in", rate(stats("publish_in"))],
             ["Publish out", rate(stats("publish_out"))],
-          ].map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))),
+          ]
+            .filter(([, v]) => v !== "")
+            .map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))),
         ),
       ),
     );
@@ -234,10 +240,8 @@ export async function detail(main, params) {
     const onUnbind = async (b, button) => {
       if (confirm("Remove this binding?") && (await unbind(b, button)) !== undefined) await refresh();
     };
-    bindings.replaceChildren(
-      section("Bindings from this exchange", bindingTable(from, { side: "source", onUnbind })),
-      to.length ? section("Bindings to this exchange", bindingTable(to, { side: "destination", onUnbind })) : null,
-    );
+    bindings.replaceChildren(section("Bindings from this exchange", bindingTable(from, { side: "source", onUnbind })));
+    if (to.length) bindings.append(section("Bindings to this exchange", bindingTable(to, { side: "destination", onUnbind })));
   }
   await refresh();
   return { refresh };

@@ -58,9 +58,11 @@ export async function render(main, _params, session) {
       if (details && typeof details.rate === "number") history.add(key, details.rate, now);
     }
     header.replaceChildren(
+      ...[
       h("h1", {}, "Overview"),
       h("span", { class: "muted" }, `${ov.product_name || "OtterMQ"} ${ov.product_version || ""} · ${ov.node || ""}`),
       ov.cluster_name ? h("span", { class: "muted" }, ` · cluster ${ov.cluster_name}`) : null,
+      ].filter(Boolean),
     );
     alarms.replaceChildren(
       ...(ov.alarms || []).map((alarm) =>
@@ -71,6 +73,7 @@ export async function render(main, _params, session) {
     const card = (label, value, href) =>
       h(href ? "a" : "div", { class: "card", href }, h("span", { class: "value" }, num(value)), h("span", { class: "label" }, label));
     totals.replaceChildren(
+      ...[
       card("Connections", objects.connections, "#/connections"),
       card("Channels", objects.channels, "#/channels"),
       card("Exchanges", objects.exchanges, "#/exchanges"),
@@ -79,6 +82,7 @@ export async function render(main, _params, session) {
       card("Ready", queued.messages_ready),
       card("Unacked", queued.messages_unacknowledged),
       card("Messages", queued.messages),
+      ].filter(Boolean),
     );
     charts.replaceChildren(
       lineChart("Queued messages", chartSeries(queued, LENGTHS, (k) => history.points(k), { rates: false })),
