@@ -192,6 +192,29 @@ def test_login_form_refuses_a_bad_password_without_a_browser_dialog(ui: UI) -> N
     assert page.evaluate("sessionStorage.getItem('ottermq.credentials')") is None
 
 
+def test_what_a_user_sees_follows_its_tags(ui: UI) -> None:
+    node = ui.node
+    node.api("PUT", "/api/users/ui-watcher", {"password": "w4tch", "tags": "management"})
+    node.api("PUT", "/api/permissions/%2F/ui-watcher", {"configure": "", "write": "", "read": ".*"})
+    node.api("PUT", "/api/users/ui-amqp-only", {"password": "amqp", "tags": ""})
+    # A user without a management tag is told why it cannot log in.
+    ui.page.goto(ui.node.url)
+    ui.page.fill("input[name=username]", "ui-amqp-only")
+    ui.page.fill("input[name=password]", "amqp")
+    ui.page.click("#login-form button[type=submit]")
+    ui.page.wait_for_selector("#login-form .error:has-text('management tag')")
+    # A management user: no admin pages, no broker-wide rates, its own vhost's queues.
+    ui.login("ui-watcher", "w4tch")
+    assert ui.page.locator("#nav a").all_inner_texts() == [
+        "Overview", "Connections", "Channels", "Exchanges", "Queues",
+    ]  # fmt: skip
+    ui.page.wait_for_selector("text=This user sees no broker-wide message rates")
+    ui.go("/queues", ".paged-list[data-loaded]")
+    assert "bulk.q." not in ui.page.inner_text(".paged-list tbody")
+    # A malformed address is "not found", not a broken page.
+    ui.go("/queues/%E0%A4%A/x", "h1:has-text('Not found')")
+
+
 def test_overview_shows_totals_and_live_charts(ui: UI) -> None:
     node = ui.node
     conn = node.amqp()

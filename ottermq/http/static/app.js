@@ -55,7 +55,13 @@ function route() {
     const params = {};
     let ok = true;
     want.forEach((piece, i) => {
-      if (piece.startsWith(":")) params[piece.slice(1)] = decodeURIComponent(parts[i]);
+      if (piece.startsWith(":")) {
+        try {
+          params[piece.slice(1)] = decodeURIComponent(parts[i]);
+        } catch {
+          ok = false; // a malformed %-escape typed into the address bar: not found
+        }
+      }
       else if (piece !== parts[i]) ok = false;
     });
     if (ok) return { page, title, params, section: parts[0] || "" };
