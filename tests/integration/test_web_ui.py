@@ -411,6 +411,17 @@ def test_queue_page_publish_get_move_purge_delete(ui: UI) -> None:
         ui.page.wait_for_url("**/#/queues")
         assert request(node.http_port, "GET", "/api/queues/%2F/ui.detail", auth=ADMIN).status == 404
 
+        # A message the API cannot carry (its request bodies stop at 1 MiB) is never taken: the move stops.
+        ch.queue_declare("ui.detail.big", durable=True)
+        ch.basic_publish("", "ui.detail.big", b"x" * (900 * 1024))
+        ch.basic_publish("", "ui.detail.big", b"small")
+        ui.go(f"/queues/%2F/{q('ui.detail.big')}", "#move-form")
+        ui.page.fill("#move-form input[name=target]", "ui.detail.target")
+        ui.page.click("#move-form button[type=submit]")
+        ui.page.wait_for_selector("#move-status:has-text('more than the HTTP API carries')")
+        assert node.api("GET", "/api/queues/%2F/ui.detail.big")["messages_ready"] == 2
+        assert node.api("GET", "/api/queues/%2F/ui.detail.target")["messages_ready"] == 0
+
         # A queue with a consumer lists it.
         ui.go(f"/queues/%2F/{q('ui.detail.consumed')}", "text=Consumers")
         ui.page.wait_for_selector("td:has-text('ui-tag')")
