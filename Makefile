@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+# tools/test_deps.sh: the system Chromium the web UI tests drive (apt-get when missing).
+$(VENV)/.installed-test: pyproject.toml constraints.txt tools/test_deps.sh | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	bash tools/test_deps.sh
 	touch $(VENV)/.installed $@
 
 # Bytecode is compiled first (a no-op when up to date), as an installed package has it: where

@@ -193,7 +193,13 @@ class Application:
         try:
             return await self._handle(request)
         except HttpError as exc:
-            return exc.response()
+            response = exc.response()
+            if request.headers.get("x-requested-with"):
+                # A script's request (the web UI's login form): without the challenge, the browser answers
+                # the 401 to the script instead of opening its own basic-auth dialog. Nothing is weaker: the
+                # request is refused all the same.
+                response.headers = [h for h in response.headers if h[0] != "www-authenticate"]
+            return response
         except AccessError as exc:
             return error_response(_ACCESS_STATUS.get(exc.kind, 400), "bad_request", str(exc))
         except (UsageError, ValueError) as exc:

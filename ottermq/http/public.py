@@ -1,4 +1,4 @@
-"""The two routes anyone may call (/metrics and the web page), and the endpoint modules: importing this
+"""The routes anyone may call (/metrics and the web UI's files), and the endpoint modules: importing this
 module registers every route of the management API."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from ottermq.http import (
     api_nodes,
     api_policies,
 )
-from ottermq.http.app import Ctx, route
+from ottermq.http.app import Ctx, not_found, route
 from ottermq.http.interface import Response
 from ottermq.http.metrics import CONTENT_TYPE, collect, render
-from ottermq.http.ui import PAGE
+from ottermq.http.ui import INDEX, static_file
 
 # Imported for their routes.
 ENDPOINT_MODULES = (
@@ -41,5 +41,16 @@ async def metrics(ctx: Ctx) -> Response:
 
 @route("GET", "/", public=True)
 async def page(ctx: Ctx) -> Response:
-    """The web page; it asks the API (with the browser's basic auth) for everything it shows."""
-    return Response(200, PAGE, "text/html; charset=utf-8")
+    """The web UI's page; its modules ask the API (with the credentials of its login form) for the rest."""
+    response = static_file(INDEX)
+    assert response is not None  # shipped with the package
+    return response
+
+
+@route("GET", "/ui/{file}", public=True)
+async def ui_file(ctx: Ctx) -> Response:
+    """One of the web UI's modules or its stylesheet (public, as the page: they hold no data)."""
+    response = static_file(ctx.params["file"])
+    if response is None:
+        raise not_found()
+    return response

@@ -485,7 +485,7 @@ def test_load_definitions_at_boot(nodes: Any, tmp_path: Path) -> None:
 def test_rabbitmqadmin_export_and_import(nodes: Any, tmp_path: Path) -> None:
     binary = shutil.which("rabbitmqadmin")
     if binary is None:
-        pytest.skip("rabbitmqadmin is not installed (Debian's rabbitmq-server ships it)")
+        pytest.fail("rabbitmqadmin is not installed: tools/test_deps.sh (run by make test) installs it")
     node = nodes("a")
 
     def admin(*argv: str) -> subprocess.CompletedProcess[str]:

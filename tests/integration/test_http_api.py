@@ -578,8 +578,33 @@ def test_web_page_is_served(broker: BrokerInfo) -> None:
     ottermq_only(broker)
     assert broker.http_port is not None
     reply = request(broker.http_port, "GET", "/", auth=None)
-    assert reply.status == 200 and b"/api/queues" in reply.raw
+    assert reply.status == 200 and b'src="/ui/app.js"' in reply.raw
     assert reply.headers["content-type"].startswith("text/html")
+    assert "frame-ancestors 'none'" in reply.headers["content-security-policy"]
+    module = request(broker.http_port, "GET", "/ui/app.js", auth=None)
+    assert module.status == 200 and module.headers["content-type"].startswith("text/javascript")
+    style = request(broker.http_port, "GET", "/ui/app.css", auth=None)
+    assert style.headers["content-type"].startswith("text/css")
+    # Only the UI's own files: nothing else of the package or the disk.
+    for path in ("/ui/nope.js", "/ui/..%2Fui.py", "/ui/%2E%2E%2F%2E%2E%2Fconfig.py", "/ui/ui.py"):
+        assert request(broker.http_port, "GET", path, auth=None).status == 404, path
+
+
+def test_a_scripts_401_has_no_basic_auth_challenge(broker: BrokerInfo) -> None:
+    """The web UI's requests carry X-Requested-With: their 401 leaves out WWW-Authenticate, so the browser
+    does not open its own login dialog over the UI's form; other clients still get the challenge."""
+    ottermq_only(broker)
+    assert broker.http_port is not None
+    conn = http.client.HTTPConnection("127.0.0.1", broker.http_port, timeout=10)
+    try:
+        conn.request("GET", "/api/whoami", headers={"X-Requested-With": "XMLHttpRequest"})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 401 and response.getheader("www-authenticate") is None
+    finally:
+        conn.close()
+    plain = request(broker.http_port, "GET", "/api/whoami", auth=None)
+    assert plain.status == 401 and plain.headers["www-authenticate"].startswith("Basic")
 
 
 # -- helpers ----------------------------------------------------------------------------------------------

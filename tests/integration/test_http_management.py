@@ -257,7 +257,7 @@ def test_rabbitmqadmin_close_connection(api: Any, broker: BrokerInfo, user_conne
 def rabbitmqadmin(broker: BrokerInfo, *argv: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("rabbitmqadmin")
     if binary is None:
-        pytest.skip("rabbitmqadmin is not installed (Debian's rabbitmq-server ships it)")
+        pytest.fail("rabbitmqadmin is not installed: tools/test_deps.sh (run by make test) installs it")
     command = [binary, "-H", "127.0.0.1", "-P", str(broker.http_port), "-u", "guest", "-p", "guest", *argv]
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
 
