@@ -167,6 +167,7 @@ def open_vhost(conn: Connection, method: ConnectionOpen) -> None:
         )
     conn.guard = Guard(broker.access, conn.user, vhost.name)
     conn.vhost = vhost
+    broker.churn.connections_opened += 1
     conn.send_method(0, ConnectionOpenOk())
     alarms = broker.alarms
     if alarms.blocking:

@@ -1,5 +1,5 @@
-"""The two routes anyone may call (/metrics and the web page), and the endpoint modules: importing this
-module registers every route of the management API."""
+"""The web page anyone may call, and the endpoint modules: importing this module registers every route of
+the management API (the Prometheus endpoints are `prometheus`'s)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from ottermq.http import (
     api_live,
     api_nodes,
     api_policies,
+    prometheus,
 )
 from ottermq.http.app import Ctx, route
 from ottermq.http.interface import Response
-from ottermq.http.metrics import CONTENT_TYPE, collect, render
 from ottermq.http.ui import PAGE
 
 # Imported for their routes.
@@ -28,14 +28,8 @@ ENDPOINT_MODULES = (
     api_live,
     api_nodes,
     api_policies,
+    prometheus,
 )
-
-
-@route("GET", "/metrics", public=True)
-async def metrics(ctx: Ctx) -> Response:
-    """Prometheus scrape endpoint (no authentication, as RabbitMQ's prometheus plugin)."""
-    body = render(collect(ctx.broker, ctx.context.store)).encode()
-    return Response(200, body, CONTENT_TYPE)
 
 
 @route("GET", "/", public=True)
