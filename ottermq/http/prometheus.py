@@ -572,8 +572,8 @@ def totals(scrape: Scrape) -> list[Family]:
     ]
 
 
-def globals_and_alarms(scrape: Scrape) -> list[Family]:
-    """The global counters, publishers and consumers, the alarms, the process start time."""
+def global_counters(scrape: Scrape) -> list[Family]:
+    """The global counters, publishers and consumers (rabbit_global_counters)."""
     broker = scrape.broker
     counts = broker.message_totals()
     counts.setdefault("get_empty", 0)
@@ -599,8 +599,13 @@ def globals_and_alarms(scrape: Scrape) -> list[Family]:
             publishers, protocol=PROTOCOL
         )
     )
-    active = broker.alarms.active
-    families += [
+    return families
+
+
+def alarms_and_process(scrape: Scrape) -> list[Family]:
+    """The alarms and the process start time (only /metrics has them, as RabbitMQ's default registry)."""
+    active = scrape.broker.alarms.active
+    return [
         Family(
             "rabbitmq_alarms_file_descriptor_limit",
             "is 1 if file descriptor limit alarm is in effect",
@@ -620,7 +625,6 @@ def globals_and_alarms(scrape: Scrape) -> list[Family]:
             int(_STARTED)
         ),
     ]
-    return families
 
 
 def ottermq_families(scrape: Scrape) -> list[Family]:
@@ -652,8 +656,10 @@ def scrape_text(
     scrape = Scrape(broker, store, None)
     per_object = view == "per-object"
     families = group_families(scrape, GROUPS, GROUPS, PREFIX, per_object)
-    families += totals(scrape) + identity(scrape) + globals_and_alarms(scrape) + ottermq_families(scrape)
-    return render(families)
+    families += totals(scrape) + identity(scrape) + global_counters(scrape)
+    if not per_object:
+        families += alarms_and_process(scrape)
+    return render(families + ottermq_families(scrape))
 
 
 def _multi_query(raw: bytes) -> dict[str, list[str]]:
