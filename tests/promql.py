@@ -13,6 +13,7 @@ scrapes (time, text), each sample given the target labels a Prometheus scrape ad
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable
@@ -132,7 +133,7 @@ class Parser:
         return self.tokens[index] if index < len(self.tokens) else ("end", "")
 
     def take(self, expected: str | None = None) -> str:
-        kind, text = self.peek()
+        _, text = self.peek()
         if expected is not None and text != expected:
             raise SyntaxError(f"expected {expected!r}, got {text!r}")
         self.pos += 1
@@ -304,7 +305,7 @@ def _range_function(function: str, name: str, matchers: list[tuple[str, str, str
             if function == "irate":
                 series = series[-2:]
             increase = 0.0
-            for (_, before), (_, after) in zip(series, series[1:], strict=False):
+            for (_, before), (_, after) in itertools.pairwise(series):
                 increase += after - before if after >= before else after  # a reset starts from 0
             result[_without_name(labels)] = increase / (series[-1][0] - series[0][0])
         return result
