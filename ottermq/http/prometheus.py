@@ -19,6 +19,7 @@ Erlang pid under that key; the management API's names stand in for pids here).
 from __future__ import annotations
 
 import base64
+import gzip
 import os
 import platform
 import resource
@@ -662,6 +663,51 @@ def scrape_text(
     return render(families + ottermq_families(scrape))
 
 
+# RabbitMQ's registry behind each view, by which its scrape telemetry is labelled.
+_REGISTRIES: Final = {"": "default", "per-object": "per-object", "detailed": "detailed"}
+# The scrape telemetry summaries: (name, help, by encoding).
+_TELEMETRY: Final = (
+    ("telemetry_scrape_duration_seconds", "Scrape duration", False),
+    ("telemetry_scrape_size_bytes", "Scrape size, not encoded", False),
+    ("telemetry_scrape_encoded_size_bytes", "Scrape size, encoded", True),
+)
+
+
+class Telemetry:
+    """Count and sum of each endpoint's scrape durations and sizes (RabbitMQ's telemetry_scrape_*
+    summaries; per process, as a node's registries): a scrape reports the scrapes before it."""
+
+    def __init__(self) -> None:
+        # (summary, registry, encoding) -> [count, sum]
+        self.observed: dict[tuple[str, str, str], list[float]] = {}
+
+    def observe(self, summary: str, registry: str, value: float, encoding: str = "") -> None:
+        """Add one observation."""
+        entry = self.observed.setdefault((summary, registry, encoding), [0, 0.0])
+        entry[0] += 1
+        entry[1] += value
+
+    def text(self, registry: str) -> str:
+        """The three summaries of `registry` in exposition format (count and sum samples, no quantiles)."""
+        lines: list[str] = []
+        for name, text, by_encoding in _TELEMETRY:
+            lines += [f"# TYPE {name} summary", f"# HELP {name} {text}"]
+            for (summary, where, encoding), (count, total) in self.observed.items():
+                if summary != name or where != registry:
+                    continue
+                labels = f'registry="{registry}",content_type="{CONTENT_TYPE_LABEL}"'
+                if by_encoding:
+                    labels += f',encoding="{encoding}"'
+                lines.append(f"{name}_count{{{labels}}} {int(count)}")
+                lines.append(f"{name}_sum{{{labels}}} {total!r}")
+        return "\n".join(lines) + "\n"
+
+
+# The content type as RabbitMQ's telemetry labels it (without the charset parameter).
+CONTENT_TYPE_LABEL: Final = "text/plain; version=0.0.4"
+TELEMETRY: Final = Telemetry()
+
+
 def _multi_query(raw: bytes) -> dict[str, list[str]]:
     """Every value of each query parameter (`family` repeats), percent-decoded."""
     from urllib.parse import parse_qs
@@ -673,9 +719,22 @@ def _multi_query(raw: bytes) -> dict[str, list[str]]:
 
 
 def _answer(view: str, request: Request, broker: Broker, store: DurableStore | None) -> Response:
+    """One scrape: the text, gzipped when the scraper accepts it (Prometheus does), with its telemetry."""
+    started = time.perf_counter()
     _, _, raw_query = request.target.partition(b"?")
-    body = scrape_text(view, broker, store, _multi_query(raw_query)).encode()
-    return Response(200, body, CONTENT_TYPE)
+    registry = _REGISTRIES[view]
+    text = scrape_text(view, broker, store, _multi_query(raw_query)) + TELEMETRY.text(registry)
+    body = text.encode()
+    TELEMETRY.observe("telemetry_scrape_duration_seconds", registry, time.perf_counter() - started)
+    TELEMETRY.observe("telemetry_scrape_size_bytes", registry, len(body))
+    headers: list[tuple[str, str]] = []
+    encoding = "identity"
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        body = gzip.compress(body, compresslevel=1)  # fast: a scrape is sent once, every 15 s or so
+        encoding = "gzip"
+        headers.append(("content-encoding", "gzip"))
+    TELEMETRY.observe("telemetry_scrape_encoded_size_bytes", registry, len(body), encoding)
+    return Response(200, body, CONTENT_TYPE, headers)
 
 
 @route("GET", "/metrics", public=True)

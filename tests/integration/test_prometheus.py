@@ -11,6 +11,8 @@ reference client's), so it is valid exposition format.
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import re
 import socket
 import time
@@ -73,7 +75,6 @@ ABSENT_PATTERNS: dict[str, str] = {
         _ERLANG
     ),
     r".*_process_reductions_total": _ERLANG,
-    r"telemetry_scrape_.*": "scrape telemetry summaries of the prometheus library",
     r"rabbitmq_(detailed_)?(io_.*|schema_db_.*|msg_store_.*|queue_index_.*)": _CLASSIC_STORE,
     r"rabbitmq_(detailed_)?raft_.*": "quorum queues (Raft) do not exist in OtterMQ",
     r"rabbitmq_(detailed_)?auth_attempts_.*": "authentication attempts are not counted yet",
@@ -272,6 +273,7 @@ def test_per_object_and_detailed_series_name_the_objects(node: Node) -> None:
     assert set(parse(node.scrape("/metrics/detailed")).types) == {
         "rabbitmq_build_info",
         "rabbitmq_identity_info",
+        *TELEMETRY_FAMILIES,
     }
     log_families = parse(node.scrape("/metrics/detailed?family=ottermq_metrics")).types
     assert "ottermq_log_segments" in log_families
@@ -301,6 +303,29 @@ def test_both_ports_serve_the_same_families_and_only_them(node: Node) -> None:
     assert request(node.prometheus_port, "GET", "/api/overview").status == 404
     assert request(node.prometheus_port, "POST", "/metrics", {}).status == 405
     assert "Prometheus metrics listening on http://127.0.0.1:" in node.server.log()
+
+
+def test_scrapes_are_gzipped_when_asked_and_counted(node: Node) -> None:
+    for _ in range(2):
+        conn = http.client.HTTPConnection("127.0.0.1", node.prometheus_port, timeout=10)
+        try:
+            conn.request("GET", "/metrics/per-object", headers={"Accept-Encoding": "gzip"})
+            response = conn.getresponse()
+            assert response.status == 200 and response.getheader("content-encoding") == "gzip"
+            text = gzip.decompress(response.read()).decode()
+        finally:
+            conn.close()
+    samples = parse(text).samples["telemetry_scrape_encoded_size_bytes"]
+    gzipped = [v for labels, v in samples if labels == {**TELEMETRY_LABELS, "encoding": "gzip"}]
+    assert len(gzipped) == 2 and gzipped[0] >= 1  # count and sum of the scrapes before this one
+
+
+TELEMETRY_FAMILIES = (
+    "telemetry_scrape_duration_seconds",
+    "telemetry_scrape_size_bytes",
+    "telemetry_scrape_encoded_size_bytes",
+)
+TELEMETRY_LABELS = {"registry": "per-object", "content_type": "text/plain; version=0.0.4"}
 
 
 def test_prometheus_port_zero_turns_the_listener_off(tmp_path: Path, broker: BrokerInfo) -> None:

@@ -111,6 +111,18 @@ def test_every_panel_of_the_overview_dashboard_has_a_series(scrapes: promql.Stor
     assert connections == {frozenset(): 3.0}
 
 
+def test_without_identity_info_the_dashboard_is_empty(node: Node) -> None:  # noqa: F811
+    """What the issue saw before: every panel joins on rabbitmq_identity_info, so without it none shows."""
+    store = promql.Store()
+    target = {"instance": f"127.0.0.1:{node.prometheus_port}", "job": "rabbitmq-server"}
+    text = "\n".join(line for line in node.scrape("/metrics").splitlines() if "identity_info" not in line)
+    store.add(3000.0, text, target)
+    store.add(3000.0 + SCRAPE_INTERVAL, text, target)
+    for _, expression in dashboard_queries():
+        filled = expression.replace("$rabbitmq_cluster", "ottermq@localhost").replace("$namespace", "")
+        assert promql.evaluate(filled, store) == {}
+
+
 def test_the_dashboard_is_rabbitmqs_3_10_8() -> None:
     document = json.loads(DASHBOARD.read_text())
     assert document["title"] == "RabbitMQ-Overview"
