@@ -29,7 +29,7 @@ from ottermq.broker.ack_timeout import AckTimeouts
 from ottermq.broker.alarms import Alarms
 from ottermq.broker.auth import Authenticator
 from ottermq.broker.channel import MESSAGE_COUNTERS
-from ottermq.broker.churn import Churn, DataDisk
+from ottermq.broker.churn import AuthAttempts, Churn, DataDisk
 from ottermq.broker.connection import Connection
 from ottermq.broker.content import Contents
 from ottermq.broker.events import (
@@ -142,6 +142,8 @@ class Broker:
         self.connections: set[Connection] = set()
         # Connections, channels and queues opened and closed since start (churn.py); the vhosts share it.
         self.churn = Churn()
+        # AMQP logins that succeeded and failed (login.py).
+        self.auth_attempts = AuthAttempts()
         # The data directory's disk and its free-space limit, as the resource monitor watches them.
         self.data_disk = DataDisk()
         self.vhosts: dict[str, VHost] = {}

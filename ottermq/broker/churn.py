@@ -1,5 +1,6 @@
 """Node-wide churn counters (RabbitMQ's connection_churn_metrics): connections, channels and queues that
-came and went since the broker started, for Prometheus' `rabbitmq_*_opened_total` and the like.
+came and went since the broker started, for Prometheus' `rabbitmq_*_opened_total` and the like; login
+attempts (auth_attempt_metrics).
 
 Strategy: plain ints bumped where the event happens (a connection opens its vhost, a channel opens or is
 released, a queue is declared, created or deleted by a client or the API), never on replay: recovering a
@@ -35,6 +36,17 @@ class Churn:
         self.queues_declared = 0
         self.queues_created = 0
         self.queues_deleted = 0
+
+
+class AuthAttempts:
+    """AMQP logins that succeeded and failed (RabbitMQ's auth_attempt_metrics; sources are not tracked,
+    as RabbitMQ's default `track_auth_attempt_source = false`)."""
+
+    __slots__ = ("failed", "succeeded")
+
+    def __init__(self) -> None:
+        self.succeeded = 0
+        self.failed = 0
 
 
 class DataDisk:

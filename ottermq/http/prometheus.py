@@ -129,6 +129,16 @@ def _disk_free(broker: Broker) -> int:
     return free or 0
 
 
+def _auth_attempts(scrape: Scrape, per_object: bool) -> Iterable[Row]:
+    attempts = scrape.broker.auth_attempts
+    total = attempts.succeeded + attempts.failed
+    yield {"protocol": PROTOCOL}, (total, attempts.succeeded, attempts.failed)
+
+
+def _no_rows(scrape: Scrape, per_object: bool) -> Iterable[Row]:
+    return ()
+
+
 def _node_coarse(scrape: Scrape, per_object: bool) -> Iterable[Row]:
     broker = scrape.broker
     yield {}, (open_fds(), len(broker.connections), resident_memory(), _disk_free(broker))
@@ -297,6 +307,40 @@ GROUPS: Final[dict[str, Group]] = {
         ),
         _node,
         per_object=False,
+    ),
+    "auth_attempt_metrics": Group(
+        _specs(
+            ("auth_attempts_total", "counter", "Total number of authorization attempts"),
+            (
+                "auth_attempts_succeeded_total",
+                "counter",
+                "Total number of successful authentication attempts",
+            ),
+            ("auth_attempts_failed_total", "counter", "Total number of failed authentication attempts"),
+        ),
+        _auth_attempts,
+        per_object=False,
+    ),
+    # By source address and user: not tracked (RabbitMQ's default), so the families have no samples.
+    "auth_attempt_detailed_metrics": Group(
+        _specs(
+            (
+                "auth_attempts_detailed_total",
+                "counter",
+                "Total number of authorization attempts with source info",
+            ),
+            (
+                "auth_attempts_detailed_succeeded_total",
+                "counter",
+                "Total number of successful authorization attempts with source info",
+            ),
+            (
+                "auth_attempts_detailed_failed_total",
+                "counter",
+                "Total number of failed authorization attempts with source info",
+            ),
+        ),
+        _no_rows,
     ),
     "queue_coarse_metrics": Group(
         _specs(
@@ -501,7 +545,7 @@ PROTOCOL: Final = "amqp091"
 
 def _families(prefix: str, group: Group, rows: list[Row], per_object: bool) -> list[Family]:
     families = [Family(prefix + spec.name, spec.help, spec.type) for spec in group.specs]
-    if per_object and group.per_object:
+    if (per_object and group.per_object) or not group.per_object:  # node-wide rows keep their labels
         for labels, values in rows:
             for family, value in zip(families, values, strict=True):
                 family.add(value, **labels)
@@ -525,6 +569,8 @@ def group_families(
             continue
         if name == "queue_consumer_count" and "queue_metrics" in wanted:
             continue  # the same family twice otherwise (RabbitMQ skips it likewise)
+        if name == "auth_attempt_detailed_metrics" and not per_object:
+            continue  # the aggregated view gives auth_attempt_metrics only, as RabbitMQ's
         if per_object and not group.has_objects:
             continue
         families += _families(prefix, group, list(group.read(scrape, per_object)), per_object)

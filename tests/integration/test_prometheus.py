@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pika
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -77,7 +78,6 @@ ABSENT_PATTERNS: dict[str, str] = {
     r".*_process_reductions_total": _ERLANG,
     r"rabbitmq_(detailed_)?(io_.*|schema_db_.*|msg_store_.*|queue_index_.*)": _CLASSIC_STORE,
     r"rabbitmq_(detailed_)?raft_.*": "quorum queues (Raft) do not exist in OtterMQ",
-    r"rabbitmq_(detailed_)?auth_attempts_.*": "authentication attempts are not counted yet",
     r"rabbitmq_(detailed_)?queue_(consumer_capacity|consumer_utilisation|process_memory_bytes|messages_ram.*"
     r"|messages_ready_ram|messages_unacked_ram|messages_persistent.*|messages_bytes|messages_ready_bytes"
     r"|messages_unacked_bytes|messages_paged_out.*|head_message_timestamp|disk_reads_total"
@@ -234,7 +234,8 @@ def test_aggregated_values_are_rabbitmqs_for_the_same_traffic(node: Node) -> Non
             r"|channel_messages_(unconfirmed|uncommitted)|channel_acks_uncommitted|channel_prefetch"
             r"|channel_messages_(published|confirmed|unroutable_returned|unroutable_dropped|delivered_ack"
             r"|delivered|redelivered|acked)_total|channel_get_(ack_)?total|connection_channels|connections"
-            r"|channels|consumers|queues|global_messages_(?!get_empty|dead_lettered).*|global_consumers)",
+            r"|channels|consumers|queues|global_messages_(?!get_empty|dead_lettered).*|global_consumers"
+            r"|auth_attempts_(succeeded_|failed_)?total)",
             name,
         )
     ]
@@ -335,4 +336,24 @@ def test_prometheus_port_zero_turns_the_listener_off(tmp_path: Path, broker: Bro
     with ottermq_server(tmp_path, "--prometheus-port", "0", "--http-port", str(port)) as server:
         _wait_port(port)
         assert "Prometheus metrics listening" not in server.log()
-        assert request(port, "GET", "/metrics", auth=None).status == 200
+        # And a refused login is counted, as RabbitMQ's auth_attempt_metrics.
+        wrong = pika.ConnectionParameters(
+            "127.0.0.1", server.port, credentials=pika.PlainCredentials("guest", "wrong")
+        )
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(wrong)
+        pika.BlockingConnection(
+            pika.ConnectionParameters(
+                "127.0.0.1", server.port, credentials=pika.PlainCredentials("guest", "guest")
+            )
+        ).close()
+        reply = request(port, "GET", "/metrics", auth=None)
+        assert reply.status == 200
+        samples = parse(reply.raw.decode()).samples
+        counts = {
+            name: samples[f"rabbitmq_auth_attempts{name}_total"] for name in ("", "_succeeded", "_failed")
+        }
+        assert counts == {
+            name: [({"protocol": "amqp091"}, value)]
+            for name, value in (("", 2), ("_succeeded", 1), ("_failed", 1))
+        }
