@@ -3,17 +3,18 @@ management port and on a port of their own (`prometheus_port`, RabbitMQ's 15692;
 
 Strategy: RabbitMQ's rabbitmq_prometheus plugin reads its figures from tables grouped as
 "metric families groups" (connection_churn_metrics, queue_coarse_metrics, channel_metrics...); its three
-endpoints differ only in how they read them: `/metrics` sums each group into unlabelled samples (the
-aggregated view its dashboards use), `/metrics/per-object` gives one sample per queue, channel or
-connection, and `/metrics/detailed` gives per-object samples of the groups named by `family=` (prefix
-`rabbitmq_detailed_`, or `rabbitmq_cluster_` for vhost_status, exchange_bindings, exchange_names),
-restricted to the vhosts named by `vhost=`. `GROUPS` below is that table of groups with RabbitMQ's names,
-types and help texts, limited to the figures OtterMQ has (README: what is absent and why); each group has
-a reader that yields (labels, values) rows. Everything is read from the broker at scrape time; nothing is
-added to the AMQP path but the churn counters (ottermq.broker.churn). Identity and build info close every
-endpoint, as RabbitMQ's, so the Grafana dashboards' `* on(instance) group_left(...) rabbitmq_identity_info`
-joins find them. Channels and connections are labelled `channel="<name>"` (RabbitMQ labels both with the
-Erlang pid under that key; the management API's names stand in for pids here).
+endpoints differ only in how they read them: `/metrics` sums each group's objects into one sample per
+family (the aggregated view its dashboards use; node-wide figures such as churn are one row anyway),
+`/metrics/per-object` gives one sample per queue, channel or connection, and `/metrics/detailed` gives
+per-object samples of the groups named by `family=` (prefix `rabbitmq_detailed_`, or `rabbitmq_cluster_`
+for vhost_status, exchange_bindings, exchange_names), restricted to the vhosts named by `vhost=`.
+`GROUPS` below is that table of groups with RabbitMQ's names, types and help texts, limited to the
+figures OtterMQ has (README: what is absent and why); each group has a reader that yields (labels,
+values) rows. Everything is read from the broker at scrape time; nothing is added to the AMQP path but
+the churn and login counters (ottermq.broker.churn). Identity and build info close every endpoint, as
+RabbitMQ's, so the Grafana dashboards' `* on(instance) group_left(...) rabbitmq_identity_info` joins find
+them. Channels and connections are labelled `channel="<name>"` (RabbitMQ labels both with the Erlang pid
+under that key; the management API's names stand in for pids here).
 """
 
 from __future__ import annotations
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
 PREFIX: Final = "rabbitmq_"
 DETAILED_PREFIX: Final = "rabbitmq_detailed_"
 CLUSTER_PREFIX: Final = "rabbitmq_cluster_"
-# RabbitMQ's default Prometheus port.
-DEFAULT_PORT: Final = 15692
 # The group `family=` names for OtterMQ's own log figures (`ottermq_*`) in /metrics/detailed.
 OTTERMQ_GROUP: Final = "ottermq_metrics"
 _STARTED: Final = time.time()
