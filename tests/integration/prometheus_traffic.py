@@ -101,7 +101,7 @@ def run(host: str, port: int) -> Traffic:
     auto.basic_consume(QUEUE_AUTO, lambda ch, m, p, b: got.append(b), auto_ack=True)
     while len(seen) < 3 or len(got) < PUBLISHED:
         consumer.process_data_events(time_limit=0.05)
-    manual.basic_ack(seen[0])  # two stay unacked, the third waits for room
+    manual.basic_ack(seen[0])  # a fourth comes: three stay unacked
     consumer.process_data_events(time_limit=0.1)
 
     other = _connect(host, port, OTHER_VHOST)
