@@ -32,7 +32,24 @@ from memento.inspect import (
     iter_records,
     parse_types,
 )
-from memento.inspect_decoders import DecoderError, resolve
+from memento.inspect_decoders import DecoderError, describer, resolve
+from memento.listing import (
+    DecodeOpt,
+    DecoderOpt,
+    FollowOpt,
+    FromOpt,
+    ListOptions,
+    MessageIdOpt,
+    PayloadOpt,
+    QueueOpt,
+    SinceOpt,
+    ToOpt,
+    TypeOpt,
+    UntilOpt,
+    dump_file,
+    list_log_records,
+)
+from memento.records import add_findings, undecodable
 from memento.recovery import ACCEPTED, REPAIRABLE
 from memento.segment import SUFFIX
 
@@ -121,7 +138,9 @@ def log_dir(directory: str) -> str:
     return str(path)
 
 
-def _inspect(directory: str, types: str | None, *, verify: bool, label: str) -> Inspection:
+def _inspect(
+    directory: str, types: str | None, *, verify: bool, label: str, by_type: bool = True
+) -> Inspection:
     """Inspect `directory`, which `log_dir` has resolved already."""
     try:
         registry = parse_types(types) if types else None
@@ -129,7 +148,9 @@ def _inspect(directory: str, types: str | None, *, verify: bool, label: str) -> 
         fail(f"--types {types!r}: expected numbers and ranges such as '1-3,7'")
     try:
         with progress_for(directory, label) as step:
-            return inspect_log(directory, registry=registry, verify_snapshots=verify, progress=step)
+            return inspect_log(
+                directory, registry=registry, verify_snapshots=verify, progress=step, by_type=by_type
+            )
     except NotALogDir as exc:
         fail(str(exc))
 
@@ -186,50 +207,108 @@ def render(insp: Inspection, *, verb: str) -> str:
     return "\n".join(lines)
 
 
-def _records_json(insp: Inspection) -> list[dict[str, Any]]:
-    return [
-        {
-            "lsn": r.lsn,
-            "type": r.type,
-            "flags": r.flags,
-            "size": len(r.payload),
-            "segment": r.position.segment,
-            "offset": r.position.offset,
-        }
-        for r in iter_records(insp)
-    ]
-
-
 @app.command()
 def inspect(
     directory: DirArg,
     as_json: JsonOpt = False,
-    records: Annotated[bool, typer.Option("--records", help="Also list every record.")] = False,
+    records: Annotated[
+        bool,
+        typer.Option(
+            "--records",
+            help="List the records instead, one a line (with --json: JSON lines, streamed); the verdict, "
+            "when not clean, goes to stderr.",
+        ),
+    ] = False,
     types: TypesOpt = None,
+    decode: DecodeOpt = False,
+    payload: PayloadOpt = False,
+    decoder: DecoderOpt = None,
+    from_lsn: FromOpt = None,
+    to_lsn: ToOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    rtype: TypeOpt = None,
+    queue: QueueOpt = None,
+    message_id: MessageIdOpt = None,
+    follow: FollowOpt = False,
 ) -> None:
-    """Segments, LSN ranges, record counts by type, snapshots and damage; exit 0/1/2/3."""
-    insp = _inspect(log_dir(directory), types, verify=False, label="inspecting")
+    """Segments, LSN ranges, record counts by type, snapshots and damage; exit 0/1/2/3.
+
+    With --records: the records themselves, filtered, described by a decoder (--decode), and with
+    --follow as a running broker appends them (read without the log's lock; Ctrl-C or SIGTERM ends it,
+    exit 0)."""
+    insp = _inspect(log_dir(directory), types, verify=False, label="inspecting", by_type=not records)
+    if records:
+        opts = ListOptions(
+            as_json, decode, payload, decoder, from_lsn, to_lsn, since, until,
+            rtype or [], queue or [], message_id or [], follow,
+        )  # fmt: skip
+        raise typer.Exit(list_log_records(insp, opts))
     if as_json:
-        doc = insp.as_json()
-        if records:
-            doc["records"] = _records_json(insp)
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(insp.as_json(), indent=2))
     else:
         typer.echo(render(insp, verb="verdict"))
-        if records:
-            typer.echo("records:")
-            for r in iter_records(insp):
-                typer.echo(
-                    f"  LSN {r.lsn}  type {r.type}  flags {r.flags:#04x}  {len(r.payload)} bytes  "
-                    f"segment {r.position.segment} offset {r.position.offset}"
-                )
     raise typer.Exit(insp.exit_code)
 
 
 @app.command()
-def verify(directory: DirArg, as_json: JsonOpt = False, types: TypesOpt = None) -> None:
+def dump(
+    file: Annotated[str, typer.Argument(help="A segment file (wal/*.wal) or a file of quarantine/.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines, one record each.")] = False,
+    decode: DecodeOpt = False,
+    payload: PayloadOpt = False,
+    decoder: DecoderOpt = None,
+    from_lsn: FromOpt = None,
+    to_lsn: ToOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    rtype: TypeOpt = None,
+    queue: QueueOpt = None,
+    message_id: MessageIdOpt = None,
+) -> None:
+    """The records of one file, as inspect --records lists them; exit 0 when its bytes parse to the end
+    of data, 1 when they stop parsing before it (where and why: on stderr), 4 when it cannot be read.
+
+    A quarantine file of cut bytes has no header: records are read from its offset 0 and shown at their
+    offset in the segment they were cut from."""
+    opts = ListOptions(
+        as_json, decode, payload, decoder, from_lsn, to_lsn, since, until,
+        rtype or [], queue or [], message_id or [],
+    )  # fmt: skip
+    raise typer.Exit(dump_file(file, opts))
+
+
+@app.command()
+def verify(
+    directory: DirArg,
+    as_json: JsonOpt = False,
+    types: TypesOpt = None,
+    decoder: Annotated[
+        str | None,
+        typer.Option(
+            "--decoder",
+            help="Also decode every payload with this decoder (e.g. ottermq): a record whose checksum "
+            "passes but whose payload does not decode is damage (exit 2), named by LSN, segment, offset.",
+        ),
+    ] = None,
+) -> None:
     """Read everything and check every checksum (segment headers, records, every snapshot chunk)."""
-    insp = _inspect(log_dir(directory), types, verify=True, label="verifying")
+    describe = None
+    if decoder is not None:
+        try:
+            describe = describer(resolve(decoder)())
+        except DecoderError as exc:
+            fail(str(exc))
+        if describe is None:
+            fail(f"decoder {decoder!r} cannot check records (it has no describe method)")
+    directory = log_dir(directory)
+    insp = _inspect(directory, types, verify=True, label="verifying")
+    if describe is not None:
+        try:
+            with progress_for(directory, "decoding") as step:
+                add_findings(insp, undecodable(insp, describe, step))
+        except OSError as exc:
+            fail(f"{directory}: {exc.strerror or exc}")
     typer.echo(json.dumps(insp.as_json(), indent=2) if as_json else render(insp, verb="verify"))
     raise typer.Exit(insp.exit_code)
 

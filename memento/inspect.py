@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -334,7 +334,7 @@ def _count_types(data: bytes, end: int, frame: Frame) -> dict[int, int]:
     return counts
 
 
-def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
+def _segment_report(scan: SegmentScan, data: bytes, by_type: bool = True) -> SegmentReport:
     header = scan.header
     report = SegmentReport(
         scan.name,
@@ -352,7 +352,7 @@ def _segment_report(scan: SegmentScan, data: bytes) -> SegmentReport:
         report.last_lsn = scan.last_lsn
     report.data_end = scan.data_end
     report.sealed = scan.sealed
-    report.by_type = _count_types(data, scan.data_end, frame_of(header.version))
+    report.by_type = _count_types(data, scan.data_end, frame_of(header.version)) if by_type else {}
     report.junk_bytes = max(scan.dirty_end, last_nonzero_end(data, scan.data_end)) - scan.data_end
     return report
 
@@ -376,18 +376,38 @@ def _snapshot_findings(store: SnapshotStore) -> list[Finding]:
     return []
 
 
+def _store_fallback(findings: list[Finding], scans: list[SegmentScan], verdict: Verdict) -> list[Finding]:
+    """An unusable snapshot store is repairable when the log still holds every record from LSN 1: open
+    then replays the whole log and replaces the store (memento.opening.broken_store), so say that."""
+    if (scans and scans[0].base_lsn != 1) or verdict.status not in (CLEAN, REPAIRABLE):
+        return findings
+    return [
+        replace(
+            f,
+            severity=REPAIRABLE,
+            message=f"{f.message}; the log holds every record from LSN 1: open replays all of it and "
+            "replaces the store",
+        )
+        if f.kind == "snapshot-damaged"
+        else f
+        for f in findings
+    ]
+
+
 def inspect_log(
     path: str | os.PathLike[str],
     *,
     registry: Set[int] | None = None,
     verify_snapshots: bool = False,
     progress: Callable[[str], None] | None = None,
+    by_type: bool = True,
 ) -> Inspection:
     """Inspect the log directory at `path` without modifying it.
 
     `registry` lists the record types in use (default: every caller type plus the engine's known ones).
     `verify_snapshots` also checks every chunk of every snapshot (not only the one recovery would use).
-    `progress` is called with each segment's name before it is read.
+    `progress` is called with each segment's name before it is read. `by_type` False leaves the
+    segments' counts by type empty (a record listing does not show them: one pass less over the log).
     """
     root = check_log_dir(path)
     known = frozenset(registry) | ENGINE_TYPES if registry is not None else DEFAULT_TYPES
@@ -448,10 +468,12 @@ def inspect_log(
         data = _read(wal / name)
         scan = scan_segment(name, data, known)
         scans.append(scan)
-        segments.append(_segment_report(scan, data))
+        segments.append(_segment_report(scan, data, by_type))
     identity = resolve_identity(str(root), identity_raw, mark_raw, scans, store_id)
     # Damage an earlier salvage accepted (memento.salvage) is reported as such, as `Log.open` does.
     verdict = classify(scans, snapshot_lsn, identity, accepted=load_accepted(root))
+    if snapshot_status in (STATUS_DAMAGED, STATUS_UNREADABLE):
+        findings = _store_fallback(findings, scans, verdict)
     findings.extend(verdict.findings)
     status = max(
         (f.severity for f in findings if f.severity != ACCEPTED), key=_RANK.__getitem__, default=CLEAN

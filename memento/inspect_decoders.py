@@ -5,6 +5,9 @@ Strategy: Memento knows nothing of what its records mean, so the application reg
 `--decoder module:callable` on the command line). A decoder receives the snapshot it starts from (when
 one is used) and then every record in LSN order, and finally returns its projection as JSON-able data.
 The generic decoder, always registered as "generic", counts records by type and notes the LSN range.
+
+A decoder may also describe single records for `memento inspect --records`, `dump` and
+`verify --decoder` (see `Describer`): memento then shows what a record means without knowing it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,31 @@ class Decoder(Protocol):
 
     def projection(self) -> dict[str, Any]:
         """The projection built so far, as JSON-able data."""
+
+
+class Describer(Protocol):
+    """The optional per-record side of a decoder (`describe`, and optionally `type_names`).
+
+    `describe(record)` returns what the record means as a flat dict, and raises (any exception) when its
+    payload does not decode: `verify --decoder` reports such a record as damage. It is given the record as
+    first written: a compaction copy arrives with its origin LSN and without the origin prefix. Keys memento
+    itself reads (all optional but "type"):
+    - "type": the record type's name ("publish", "queue.declared"...), shown instead of its number;
+    - "time_us": a time the payload carries (microseconds since the epoch), used when the record has none;
+    - "queues": names the record touches (matched by `--queue`);
+    - "message_id": the application's message identifier (matched by `--message-id`);
+    - "ids": identifiers of what the record creates or removes: a later record sharing one with a record
+      matched by `--message-id` matches too (so a message's removal follows its publish);
+    - "records": the descriptions of inner records (a transaction), matched and shown one by one.
+    - "body": the record's body (bytes or memoryview), shown only with `--payload`, cut and escaped.
+    Every other value is shown as is and must be JSON-able. The caller may change the returned dict (it
+    removes what it does not show), so return a new one each time; values may be shared.
+    `type_names()` (optional) lists every name `describe` may give as "type", so that `--type NAME`
+    can refuse a name that never matches.
+    """
+
+    def describe(self, record: RecordView) -> dict[str, Any]:
+        """What one record means (raises when its payload does not decode)."""
 
 
 DecoderFactory = Callable[[], Decoder]
@@ -93,6 +121,18 @@ class GenericDecoder:
 
 
 _registry: dict[str, DecoderFactory] = {"generic": GenericDecoder}
+
+
+def describer(decoder: object) -> Callable[[RecordView], dict[str, Any]] | None:
+    """The decoder's `describe` method, or None when it has none."""
+    method = getattr(decoder, "describe", None)
+    return method if callable(method) else None
+
+
+def type_names(decoder: object) -> frozenset[str] | None:
+    """The record type names the decoder's `describe` may give, or None when it does not say."""
+    method = getattr(decoder, "type_names", None)
+    return frozenset(method()) if callable(method) else None
 
 
 def register(name: str, factory: DecoderFactory) -> None:

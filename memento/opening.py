@@ -199,6 +199,7 @@ def recover(
     if broken:
         broken_store(log, scans, verdict, salvage=salvage, dry_run=dry_run)
     report.findings.extend(verdict.findings)
+    report.clean_stop_lsn = identity.mark.clean_lsn if identity.mark is not None else None
     report.status = verdict.status
     if verdict.status in (REFUSED, UNSUPPORTED):
         if not salvage:

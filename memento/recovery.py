@@ -110,6 +110,8 @@ class RecoveryReport:
     # What salvage drops (memento.salvage.SalvagePlan), set when salvage acts or plans.
     plan: SalvagePlan | None = None
     snapshots_replaced: bool = False  # an unusable snapshot store was moved to quarantine/, a new one made
+    # The LSN MARK says the last run stopped cleanly at (None: it did not, or MARK cannot tell).
+    clean_stop_lsn: int | None = None
 
     @property
     def repaired(self) -> bool:

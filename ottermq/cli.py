@@ -24,6 +24,7 @@ from ottermq.ctl import app as ctl_app
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.cluster.service import ClusterService
     from ottermq.server.monitor import MonitorOptions
     from ottermq.server.tls import TLSOptions
     from ottermq.store.store import DurableStore
@@ -151,6 +152,21 @@ def serve(
         "--dry-run",
         help="With --salvage: print what salvage would drop ('salvage plan:' lines), change nothing, exit 0",
     ),
+    etcd: str | None = typer.Option(
+        None, "--etcd", help="Join a cluster: etcd's client URLs, comma-separated (http://host:2379)"
+    ),
+    node_name: str | None = typer.Option(
+        None, "--node-name", help="This node's name in the cluster (unique, stable across restarts)"
+    ),
+    cluster_port: str | None = typer.Option(
+        None, "--cluster-port", help="The replication listener's port", show_default="25672"
+    ),
+    advertise_host: str | None = typer.Option(
+        None, "--advertise-host", help="How other nodes and clients reach this node", show_default="--host"
+    ),
+    cluster_name: str | None = typer.Option(
+        None, "--cluster-name", help="The cluster's etcd key prefix", show_default="ottermq"
+    ),
 ) -> None:
     """Run the broker until SIGTERM or SIGINT.
 
@@ -168,6 +184,11 @@ def serve(
         "log_format": log_format,
         "salvage": True if salvage else None,
         "load_definitions": load_definitions,
+        "etcd_endpoints": etcd,
+        "node_name": node_name,
+        "cluster_port": cluster_port,
+        "advertise_host": advertise_host,
+        "cluster_name": cluster_name,
     }
     try:
         settings = load_settings(cli_values, Path(config) if config else None)
@@ -176,6 +197,7 @@ def serve(
             raise typer.Exit(0)
         if dry_run:
             _salvage_dry_run(settings)
+        _check_cluster(settings)
         data_path = _prepare_data_dir(settings.data_dir)
         from ottermq.server.log import configure_logging
 
@@ -185,6 +207,7 @@ def serve(
         seeded = _seed_access(broker, settings)
         loaded = _load_definitions(broker, settings)
         tls = _tls_options(settings)
+        cluster = _cluster_service(settings, store)
     except ConfigError as exc:
         _usage_error(str(exc))
     except DataDirError as exc:
@@ -218,14 +241,16 @@ def serve(
         from ottermq.http.service import ManagementService
 
         # Listens (and logs "management API listening on ...") once the AMQP listener is up.
-        http = ManagementService(settings.host, settings.http_port, store, limits=http_limits(settings))
+        http = ManagementService(
+            settings.host, settings.http_port, store, limits=http_limits(settings), cluster=cluster
+        )
     else:
         log.info("management API disabled (http_port = 0)")
     prometheus = None
     if settings.prometheus_port:
         from ottermq.http.prometheus import PrometheusService
 
-        prometheus = PrometheusService(settings.host, settings.prometheus_port, store)
+        prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
     options = ServeOptions(
         host=settings.host,
         port=settings.port,
@@ -238,6 +263,7 @@ def serve(
         control_socket=data_path / CTL_SOCKET_NAME,
         http=http,
         prometheus=prometheus,
+        cluster=cluster,
     )
     try:
         status = run_server(broker, options)
@@ -253,6 +279,51 @@ def serve(
         sys.stderr.flush()
         os._exit(status)
     raise typer.Exit(status)
+
+
+def _check_cluster(settings: Settings) -> None:
+    """ConfigError for cluster settings that cannot work (checked before the log is opened)."""
+    if not settings.etcd_endpoints:
+        return
+    if not settings.node_name:
+        raise ConfigError("node_name: a clustered node (--etcd) needs --node-name")
+    if not settings.port:
+        # The port is what the node advertises to clients and the other nodes: it must be known.
+        raise ConfigError("port: a clustered node (--etcd) needs a fixed --port, not 0")
+    from ottermq.cluster.etcd import parse_endpoint
+
+    for url in settings.etcd_endpoints:
+        try:
+            parse_endpoint(url)
+        except ValueError as exc:
+            raise ConfigError(f"etcd_endpoints: {exc}") from None
+
+
+def _cluster_service(settings: Settings, store: DurableStore | None) -> ClusterService | None:
+    """The cluster service when `etcd_endpoints` is set (None: a single node, nothing changes)."""
+    if not settings.etcd_endpoints:
+        return None
+    _check_cluster(settings)
+    import socket
+
+    from ottermq.cluster.election import NodeInfo
+    from ottermq.cluster.service import ClusterOptions, ClusterService
+
+    host = settings.advertise_host or settings.host
+    if host in ("::", "0.0.0.0", "::0"):
+        # Every interface is no address to give others: the machine's name is the best guess.
+        host = socket.gethostname()
+    node = NodeInfo(settings.node_name, host, settings.port, settings.http_port, settings.cluster_port)
+    options = ClusterOptions(
+        etcd_endpoints=settings.etcd_endpoints,
+        node=node,
+        cluster_name=settings.cluster_name,
+        lease_ttl=settings.cluster_lease_ttl,
+        secret=settings.cluster_secret,
+        min_in_sync=settings.min_in_sync,
+    )
+    durable = (lambda: store.log.durable_lsn) if store is not None else (lambda: 0)
+    return ClusterService(options, durable)
 
 
 def _tls_options(settings: Settings) -> TLSOptions | None:

@@ -564,3 +564,31 @@ def status(ctx: typer.Context) -> None:
             # Lists and objects (the scrub's findings) as JSON, never as Python's repr.
             shown = json.dumps(value) if isinstance(value, list | dict) or value is None else value
             typer.echo(f"{key}: {shown}")
+
+
+@app.command("cluster_status")
+def cluster_status(ctx: typer.Context) -> None:
+    """The cluster as this node sees it: leader, term, members (durable LSN, last seen) and the ISR."""
+    result = _run(ctx, "cluster_status", {}, "Cluster status of OtterMQ ...")
+    options: Options = ctx.obj
+    if options.json:
+        return
+    leader = result.get("leader")
+    shown = f"{leader['name']} ({leader['host']}:{leader['amqp_port']})" if leader else "none"
+    typer.echo(f"cluster: {result.get('cluster_name')}")
+    typer.echo(f"node: {result.get('node')}")
+    typer.echo(f"leader: {shown}")
+    typer.echo(f"term: {result.get('term')}")
+    typer.echo(f"is_leader: {_cell(result.get('is_leader'))}")
+    typer.echo(f"isr: {_cell(result.get('isr', []))}")
+    typer.echo(f"etcd_reachable: {_cell(result.get('etcd_reachable'))}")
+    typer.echo("")
+    _table(
+        ctx, result.get("members", []), ["name", "host", "amqp_port", "durable_lsn", "last_seen_s", "leader"]
+    )
+
+
+@app.command("step_down")
+def step_down(ctx: typer.Context) -> None:
+    """Hand the leadership over to another in-sync node (for a rolling upgrade)."""
+    _run(ctx, "step_down", {}, "Stepping down as the cluster's leader ...")

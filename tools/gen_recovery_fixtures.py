@@ -46,6 +46,9 @@ CLOCK_START = 1_577_836_800_000_000  # 2020-01-01T00:00:00Z (microseconds since 
 FAR_FUTURE = 4_102_444_800_000_000  # 2100-01-01T00:00:00Z: a clock far ahead of any machine running the tests
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "recovery-fixtures"
+# Cases of tools/gen_broker_fixtures.py (real broker logs) share the directory and README.md.
+BROKER_PREFIX = "broker-"
+BROKER_SECTION = "\n## From real broker logs"
 
 Expect = dict[str, Any]
 Builder = Callable[[Path], Expect]
@@ -907,10 +910,15 @@ def write_readme(out: Path) -> None:
         "|---|---|---|---|",
     ]
     for case_dir in sorted(p for p in out.iterdir() if (p / "expected.json").exists()):
+        if case_dir.name.startswith(BROKER_PREFIX):
+            continue
         doc = json.loads((case_dir / "expected.json").read_text())
         what = doc["description"] + (f" ({doc['note']})" if "note" in doc else "")
         lines.append(f"| {case_dir.name} | {doc['inspect_exit']} | {doc['recovery']} | {what} |")
-    (out / "README.md").write_text("\n".join(lines) + "\n")
+    readme = out / "README.md"
+    # The table of the cases built from real broker logs is tools/gen_broker_fixtures.py's: kept as is.
+    theirs = readme.read_text().partition(BROKER_SECTION)[1:] if readme.exists() else ("", "")
+    readme.write_text("\n".join(lines) + "\n" + "".join(theirs))
 
 
 def main(argv: list[str]) -> None:

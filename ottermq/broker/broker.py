@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, cast
@@ -164,6 +164,9 @@ class Broker:
         # The message counters of channels that have ended (Channel.fold_counts); message_totals adds the
         # open channels' counters to these.
         self.message_counts: dict[str, int] = dict.fromkeys(MESSAGE_COUNTERS, 0)
+        # Asked at each connection.open: None admits the client, a text refuses it with 320
+        # CONNECTION_FORCED and that text (a cluster node that is not the leader says where the leader is).
+        self.admission: Callable[[], str | None] | None = None
 
     def add_vhost(self, name: str) -> VHost:
         """Create a vhost through the journal (or return the existing one); AccessError for a bad name."""

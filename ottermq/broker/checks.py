@@ -296,7 +296,7 @@ class CheckScheduler:
                 self._queues[source] = queue  # to the end of the round
             self._running += 1
             self._active[source] = self._active.get(source, 0) + 1
-            runner.run(check.work, self._finisher(check, self._clock()))
+            runner.run(self._paced(check.work), self._finisher(check, self._clock()))
 
     def _next_source(self) -> str | None:
         """The first source in the round with its failure budget whole, else the first with budget left,
@@ -325,6 +325,26 @@ class CheckScheduler:
     def _wake(self) -> None:
         self._wakeup = None
         self._start_next()
+
+    def _paced(self, work: Callable[[], bool]) -> Callable[[], bool]:
+        """`work` made to take at least `min_failure_charge` seconds when it fails (in its worker thread):
+        a failed login then costs a worker what a PBKDF2 check costs, whatever the hash, so a flood of
+        wrong passwords queues up and is shed as before, and a wrong password for an unknown user takes
+        as long as one for a known user."""
+        floor = self.min_failure_charge
+        if floor <= 0.0:
+            return work
+
+        def paced() -> bool:
+            started = time.monotonic()
+            ok = work()
+            if not ok:
+                rest = floor - (time.monotonic() - started)
+                if rest > 0.0:
+                    time.sleep(rest)
+            return ok
+
+        return paced
 
     def _finisher(self, check: Check, started: float) -> Callable[[bool], None]:
         def finished(ok: bool) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final
 
-from ottermq.amqp.constants import ACCESS_REFUSED, COMMAND_INVALID, NOT_ALLOWED
+from ottermq.amqp.constants import ACCESS_REFUSED, COMMAND_INVALID, CONNECTION_FORCED, NOT_ALLOWED
 from ottermq.amqp.errors import AMQPConnectionError
 from ottermq.amqp.methods import (
     ConnectionClose,
@@ -159,6 +159,9 @@ def open_vhost(conn: Connection, method: ConnectionOpen) -> None:
     """connection.open: the vhost exists, has room for one more connection of the user, and is theirs
     to use; a connection opened during a resource alarm is blocked at once."""
     broker = conn.broker
+    refusal = broker.admission() if broker.admission is not None else None
+    if refusal is not None:
+        raise AMQPConnectionError(CONNECTION_FORCED, f"CONNECTION_FORCED - {refusal}")
     vhost = broker.vhosts.get(method.virtual_host)
     if vhost is None:
         raise AMQPConnectionError(NOT_ALLOWED, f"NOT_ALLOWED - vhost {method.virtual_host} not found")

@@ -43,6 +43,7 @@ def node_row(ctx: Ctx) -> dict[str, Any]:
         "proc_used": 1,
         "uptime": int((time.time() - _STARTED) * 1000),
         "partitions": [],
+        **({"cluster": ctx.context.cluster.status()} if ctx.context.cluster is not None else {}),
     }
 
 

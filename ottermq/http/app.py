@@ -27,6 +27,7 @@ from ottermq.server.control import UsageError, wait_durable
 if TYPE_CHECKING:
     from ottermq.broker.access import User
     from ottermq.broker.broker import Broker
+    from ottermq.cluster.service import ClusterService
     from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
 
@@ -56,6 +57,9 @@ class Context:
     store: DurableStore | None = None
     # The message-rate samples the service takes (stats.MessageRates), for /api/overview's message_stats.
     rates: MessageRates | None = None
+    # The cluster service on a clustered node: /api/nodes shows its status; while it does not lead, the
+    # API answers reads only (503 for the rest, naming the leader).
+    cluster: ClusterService | None = None
 
 
 @dataclass(slots=True)
@@ -218,6 +222,11 @@ class Application:
             response.headers.append(("allow", ", ".join(exc.allowed)))
             return response
         ctx = Ctx(self.context, request, params, query)
+        cluster = self.context.cluster
+        if cluster is not None and request.method not in ("GET", "HEAD"):
+            refusal = cluster.refusal()
+            if refusal is not None:
+                raise HttpError(503, "unavailable", f"{refusal}: this node answers reads only")
         if not endpoint.public:
             ctx.user = await authenticate(
                 self.context.broker, request.headers.get("authorization"), request.peer_host, request

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.alarms import ALARM_JOURNAL
 
@@ -78,9 +78,12 @@ def resident_memory() -> int:
         return 0
 
 
-def collect(broker: Broker, store: DurableStore | None = None) -> list[Family]:
+def collect(
+    broker: Broker, store: DurableStore | None = None, cluster: dict[str, Any] | None = None
+) -> list[Family]:
     """OtterMQ's own figures (`ottermq_*`), read now from the broker and the durable store when there is
-    one; the RabbitMQ families are ottermq.http.prometheus's."""
+    one (`cluster`: the cluster service's status on a clustered node); the RabbitMQ families are
+    ottermq.http.prometheus's."""
     families = [
         Family("ottermq_alarms_journal", "1 if the durable log cannot be written (publishers blocked)").add(
             ALARM_JOURNAL in broker.alarms.active
@@ -103,7 +106,25 @@ def collect(broker: Broker, store: DurableStore | None = None) -> list[Family]:
             Family("ottermq_log_snapshot_lsn", "LSN of the newest snapshot").add(log.snapshot_lsn),
         ]
         families += _store_work(store)
+    if cluster is not None:
+        families += cluster_families(cluster)
     return families
+
+
+def cluster_families(status: dict[str, Any]) -> list[Family]:
+    """The ottermq_cluster_* metrics from the cluster service's status."""
+    return [
+        Family("ottermq_cluster_is_leader", "1 if this node leads the cluster and serves clients").add(
+            bool(status.get("is_leader"))
+        ),
+        Family("ottermq_cluster_term", "The current leader's term (ours while we lead)").add(
+            int(status.get("term", 0))
+        ),
+        Family("ottermq_cluster_members", "Nodes registered in etcd (their lease alive)").add(
+            len(status.get("members", []))
+        ),
+        Family("ottermq_cluster_isr_size", "Nodes in the in-sync set").add(len(status.get("isr", []))),
+    ]
 
 
 def _store_work(store: DurableStore) -> list[Family]:

@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.alarms import ALARM_DISK, ALARM_MEMORY
 from ottermq.broker.broker import VERSION
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ottermq.broker.channel import Channel
     from ottermq.broker.connection import Connection
     from ottermq.broker.queue import Queue
+    from ottermq.cluster.service import ClusterService
     from ottermq.http.server import HttpServer
     from ottermq.store.store import DurableStore
 
@@ -74,11 +75,13 @@ class Spec:
 
 @dataclass(frozen=True, slots=True)
 class Scrape:
-    """What one scrape reads: the broker, its store, and the vhosts `vhost=` kept (None: all)."""
+    """What one scrape reads: the broker, its store, the vhosts `vhost=` kept (None: all), and the cluster
+    service's status on a clustered node."""
 
     broker: Broker
     store: DurableStore | None
     vhosts: frozenset[str] | None
+    cluster: dict[str, Any] | None = None
 
     def queues(self) -> Iterator[Queue]:
         """Every queue of the vhosts in view."""
@@ -675,7 +678,8 @@ def alarms_and_process(scrape: Scrape) -> list[Family]:
 
 def ottermq_families(scrape: Scrape) -> list[Family]:
     """OtterMQ's own figures (`ottermq_*`: the durable log, its background work, the journal alarm)."""
-    return [family for family in collect(scrape.broker, scrape.store) if family.name.startswith("ottermq_")]
+    families = collect(scrape.broker, scrape.store, scrape.cluster)
+    return [family for family in families if family.name.startswith("ottermq_")]
 
 
 def _query_list(query: dict[str, list[str]], name: str) -> list[str] | None:
@@ -684,7 +688,11 @@ def _query_list(query: dict[str, list[str]], name: str) -> list[str] | None:
 
 
 def scrape_text(
-    view: str, broker: Broker, store: DurableStore | None, query: dict[str, list[str]] | None = None
+    view: str,
+    broker: Broker,
+    store: DurableStore | None,
+    query: dict[str, list[str]] | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> str:
     """The exposition text of one endpoint: view "" (/metrics), "per-object" or "detailed"; `query` holds
     the detailed endpoint's `family` and `vhost` parameters (repeatable, as RabbitMQ's)."""
@@ -692,14 +700,15 @@ def scrape_text(
     if view == "detailed":
         vhosts = _query_list(query, "vhost")
         # As RabbitMQ: names of vhosts that do not exist are dropped (all dropped: no queue matches).
-        scrape = Scrape(broker, store, frozenset(v for v in vhosts if v in broker.vhosts) if vhosts else None)
+        kept = frozenset(v for v in vhosts if v in broker.vhosts) if vhosts else None
+        scrape = Scrape(broker, store, kept, cluster)
         wanted = _query_list(query, "family") or []
         families = group_families(scrape, GROUPS, wanted, DETAILED_PREFIX, per_object=True)
         families += group_families(scrape, CLUSTER_GROUPS, wanted, CLUSTER_PREFIX, per_object=True)
         if OTTERMQ_GROUP in wanted:
             families += ottermq_families(scrape)
         return render(families + identity(scrape))
-    scrape = Scrape(broker, store, None)
+    scrape = Scrape(broker, store, None, cluster)
     per_object = view == "per-object"
     families = group_families(scrape, GROUPS, GROUPS, PREFIX, per_object)
     families += totals(scrape) + identity(scrape) + global_counters(scrape)
@@ -763,12 +772,19 @@ def _multi_query(raw: bytes) -> dict[str, list[str]]:
         return {}
 
 
-def _answer(view: str, request: Request, broker: Broker, store: DurableStore | None) -> Response:
+def _answer(
+    view: str,
+    request: Request,
+    broker: Broker,
+    store: DurableStore | None,
+    cluster: ClusterService | None = None,
+) -> Response:
     """One scrape: the text, gzipped when the scraper accepts it (Prometheus does), with its telemetry."""
     started = time.perf_counter()
     _, _, raw_query = request.target.partition(b"?")
     registry = _REGISTRIES[view]
-    text = scrape_text(view, broker, store, _multi_query(raw_query)) + TELEMETRY.text(registry)
+    status = cluster.status() if cluster is not None else None
+    text = scrape_text(view, broker, store, _multi_query(raw_query), status) + TELEMETRY.text(registry)
     body = text.encode()
     TELEMETRY.observe("telemetry_scrape_duration_seconds", registry, time.perf_counter() - started)
     TELEMETRY.observe("telemetry_scrape_size_bytes", registry, len(body))
@@ -785,19 +801,19 @@ def _answer(view: str, request: Request, broker: Broker, store: DurableStore | N
 @route("GET", "/metrics", public=True)
 async def metrics(ctx: Ctx) -> Response:
     """Aggregated metrics (no authentication, as RabbitMQ's plugin)."""
-    return _answer("", ctx.request, ctx.broker, ctx.context.store)
+    return _answer("", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster)
 
 
 @route("GET", "/metrics/per-object", public=True)
 async def per_object(ctx: Ctx) -> Response:
     """One sample per queue, channel, connection."""
-    return _answer("per-object", ctx.request, ctx.broker, ctx.context.store)
+    return _answer("per-object", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster)
 
 
 @route("GET", "/metrics/detailed", public=True)
 async def detailed(ctx: Ctx) -> Response:
     """The groups `family=` names, per object, for the vhosts `vhost=` names."""
-    return _answer("detailed", ctx.request, ctx.broker, ctx.context.store)
+    return _answer("detailed", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster)
 
 
 _VIEWS: Final = {
@@ -810,9 +826,12 @@ _VIEWS: Final = {
 class PrometheusApp:
     """The application of the Prometheus port: the three endpoints, nothing of the management API."""
 
-    def __init__(self, broker: Broker, store: DurableStore | None) -> None:
+    def __init__(
+        self, broker: Broker, store: DurableStore | None, cluster: ClusterService | None = None
+    ) -> None:
         self.broker = broker
         self.store = store
+        self.cluster = cluster
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -824,24 +843,27 @@ class PrometheusApp:
             return Response(404, b"Not Found", "text/plain")
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"", "text/plain", [("allow", "GET, HEAD")])
-        return _answer(view, request, self.broker, self.store)
+        return _answer(view, request, self.broker, self.store, self.cluster)
 
 
 class PrometheusService:
     """The Prometheus endpoints on a port of their own (RabbitMQ's prometheus.tcp.port, 15692); the
     server starts it once AMQP listens, as the management API."""
 
-    def __init__(self, host: str, port: int, store: DurableStore | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, store: DurableStore | None = None, cluster: ClusterService | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.store = store
+        self.cluster = cluster
         self._server: HttpServer | None = None
 
     async def start(self, broker: Broker, amqp: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Listen; the bound addresses. OSError if the port cannot be bound."""
         from ottermq.http.server import HttpServer
 
-        server = HttpServer(PrometheusApp(broker, self.store))
+        server = HttpServer(PrometheusApp(broker, self.store, self.cluster))
         addresses = await server.start(self.host, self.port)
         self._server = server
         return addresses

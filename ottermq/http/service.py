@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.cluster.service import ClusterService
     from ottermq.http.server import HttpServer
     from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
@@ -64,8 +65,10 @@ class ManagementService:
         store: DurableStore | None = None,
         sample_interval: float | None = None,
         limits: Mapping[str, Any] | None = None,
+        cluster: ClusterService | None = None,
     ) -> None:
         self.host = host
+        self.cluster = cluster
         # `server.Limits` fields by name (`ottermq.config.http_limits`); the defaults where absent.
         self.limits = dict(limits or {})
         self.port = port
@@ -89,7 +92,7 @@ class ManagementService:
             {"protocol": "amqp", "ip_address": host, "port": port} for host, port in amqp
         ]
         rates = MessageRates(broker)
-        context = Context(broker, listeners, self.store, rates)
+        context = Context(broker, listeners, self.store, rates, self.cluster)
         server = HttpServer(Application(context), Limits(**self.limits))
         addresses = await server.start(self.host, self.port)
         listeners.extend({"protocol": "http", "ip_address": host, "port": port} for host, port in addresses)

@@ -29,15 +29,19 @@ from ottermq.broker.broker import VERSION
 from ottermq.broker.definitions import DefinitionsError, export_definitions, import_definitions
 from ottermq.broker.policies import clear_policy, set_policy
 from ottermq.broker.policy_rules import PolicyError
+from ottermq.cluster.election import ClusterError
 from ottermq.server.rows import binding_infos, connection_info, exchange_info, queue_info
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
     from ottermq.broker.vhost import VHost
+    from ottermq.cluster.service import ClusterService
 
 log: Final = logging.getLogger("ottermq.server")
 
 SOCKET_NAME: Final = "ctl.sock"
+# Verbs the cluster service answers (an error on a node without --etcd).
+CLUSTER_VERBS: Final = ("cluster_status", "step_down")
 # A request line longer than this is refused (a definitions file to import is the longest request).
 MAX_REQUEST: Final = 64 * 1024 * 1024
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -360,12 +364,18 @@ class ControlServer:
     """Serves `ottermq ctl` on a Unix socket for one broker."""
 
     def __init__(
-        self, broker: Broker, path: Path, status: Callable[[], dict[str, Any]] | None = None
+        self,
+        broker: Broker,
+        path: Path,
+        status: Callable[[], dict[str, Any]] | None = None,
+        cluster: ClusterService | None = None,
     ) -> None:
         self.broker = broker
         self.path = path
         # More `status` fields (the durable store's: snapshots, reclamation, scrub), when there is one.
         self.status = status
+        # The cluster service (`--etcd`): cluster_status, step_down, and no changes while not the leader.
+        self.cluster = cluster
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -411,7 +421,7 @@ class ControlServer:
                     break
                 if not line:
                     break
-                reply = handle_request(self.broker, line)
+                reply = await self._cluster_request(line) or handle_request(self.broker, line)
                 if reply["ok"] and self.status is not None and _verb_of(line) == "status":
                     reply["result"].update(self.status())
                 if reply["ok"] and _mutates(line):
@@ -425,6 +435,27 @@ class ControlServer:
             pass
         finally:
             writer.close()
+
+    async def _cluster_request(self, line: bytes) -> dict[str, Any] | None:
+        """The reply to a cluster verb, or to a change asked of a node that does not lead; None for the
+        rest (handled as on a single node)."""
+        name = _verb_of(line)
+        cluster = self.cluster
+        if name in CLUSTER_VERBS and cluster is None:
+            return {"ok": False, "kind": "unavailable", "error": "this node is not in a cluster (no --etcd)"}
+        if cluster is None:
+            return None
+        if name == "cluster_status":
+            return {"ok": True, "result": cluster.status()}
+        if name == "step_down":
+            try:
+                return {"ok": True, "result": await cluster.step_down()}
+            except ClusterError as exc:
+                return {"ok": False, "kind": "unavailable", "error": str(exc)}
+        refusal = cluster.refusal()
+        if refusal is not None and _mutates(line):
+            return {"ok": False, "kind": "unavailable", "error": f"{refusal}: changes are made on the leader"}
+        return None
 
 
 async def wait_durable(broker: Broker) -> bool:
@@ -452,7 +483,11 @@ def _verb_of(line: bytes) -> str:
 
 def _mutates(line: bytes) -> bool:
     name = _verb_of(line)
-    return not (name.startswith("list_") or name in ("status", "authenticate_user", "export_definitions"))
+    return not (
+        name.startswith("list_")
+        or name in ("status", "authenticate_user", "export_definitions")
+        or name in CLUSTER_VERBS
+    )
 
 
 def _answers(path: Path) -> bool:

@@ -23,6 +23,7 @@ from ottermq.server.tls import TLSConfigError, TLSOptions, server_context
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.cluster.service import ClusterService
 
 log: Final = logging.getLogger("ottermq.server")
 
@@ -49,6 +50,8 @@ class ServeOptions:
     http: HttpService | None = None
     # The Prometheus endpoints on their own port (ottermq.http.prometheus.PrometheusService), or None.
     prometheus: HttpService | None = None
+    # Cluster membership and election (`--etcd`), or None for a single node.
+    cluster: ClusterService | None = None
 
 
 class HttpService(Protocol):
@@ -130,7 +133,6 @@ async def serve_async(broker: Broker, options: ServeOptions, signals: StopSignal
 
 
 async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) -> int:
-    stop = signals.event
     server = Server(
         broker,
         write_buffer_limit=options.write_buffer_limit,
@@ -144,6 +146,18 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
         server.abort_all("shutdown")
 
     signals.on_second = second_signal
+    if options.cluster is not None:
+        # Before any listener accepts: until elected, connection.open is refused.
+        await options.cluster.start(broker)
+    try:
+        return await _serve_clients(broker, options, signals, server)
+    finally:
+        if options.cluster is not None:
+            await options.cluster.stop()
+
+
+async def _serve_clients(broker: Broker, options: ServeOptions, signals: StopSignals, server: Server) -> int:
+    stop = signals.event
     try:
         addresses = await server.start(options.host, options.port)
     except OSError as exc:
@@ -173,7 +187,7 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
     monitor = ResourceMonitor(broker, options.monitor, server) if options.monitor is not None else None
     if monitor is not None:
         monitor.start()
-    control = await _start_control(broker, options.control_socket, options.store)
+    control = await _start_control(broker, options.control_socket, options.store, options.cluster)
     http = await _start_http(broker, options.http, addresses)
     prometheus = await _start_http(broker, options.prometheus, addresses, "Prometheus metrics")
     try:
@@ -201,12 +215,12 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
 
 
 async def _start_control(
-    broker: Broker, path: Path | None, store: StoreService | None
+    broker: Broker, path: Path | None, store: StoreService | None, cluster: ClusterService | None = None
 ) -> ControlServer | None:
     """The `ottermq ctl` endpoint; without it the broker still serves AMQP (the error is logged)."""
     if path is None:
         return None
-    control = ControlServer(broker, path, store.status if store is not None else None)
+    control = ControlServer(broker, path, store.status if store is not None else None, cluster)
     try:
         await control.start()
     except OSError as exc:

@@ -79,7 +79,10 @@ def rebuild(
         raise IsADirectoryError(
             errno.EISDIR, "not a regular file (the broker keeps its running mark there)", str(mark)
         )
-    info.crashed = not info.fresh and (running or not (clean and replayed == 0))
+    # A clean stop is known from the snapshot (a clean one, nothing after it) or from Memento's MARK (closed
+    # cleanly at the LSN the log ends at: a full replay past an unusable snapshot store is no crash).
+    stopped_cleanly = report.clean_stop_lsn is not None and report.clean_stop_lsn == memento_log.end_lsn
+    info.crashed = not info.fresh and (running or not (stopped_cleanly or (clean and replayed == 0)))
     if info.fresh:
         broker.create_defaults()
     for vhost in broker.vhosts.values():

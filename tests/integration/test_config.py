@@ -72,6 +72,7 @@ def test_every_setting_has_an_environment_variable() -> None:
         ({"OTTERMQ_HANDSHAKE_TIMEOUT": "soon"}, "expected a number"),
         ({"OTTERMQ_SCRUB_RATE": "-1"}, "OTTERMQ_SCRUB_RATE: -1 is out of range"),
         ({"OTTERMQ_SCRUB_INTERVAL": "-0.5"}, "OTTERMQ_SCRUB_INTERVAL: -0.5 is out of range"),
+        ({"OTTERMQ_LOG_SEGMENT_SIZE": "32768"}, "OTTERMQ_LOG_SEGMENT_SIZE: 32768 is out of range 65536.."),
     ],
 )
 def test_bad_environment_values_are_one_line_errors(env: dict[str, str], message: str) -> None:

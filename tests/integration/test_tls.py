@@ -288,11 +288,11 @@ def test_tls_handshake_that_never_starts_is_dropped(strict_broker: TLSBroker) ->
         ({"OTTERMQ_TLS_VERIFY": "sometimes"}, "is not one of none, peer"),
     ],
 )
-def test_bad_tls_settings_exit_2_with_one_line(env: dict[str, str], message: str) -> None:
+def test_bad_tls_settings_exit_2_with_one_line(env: dict[str, str], message: str, tmp_path: Path) -> None:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     full_env.update(env)
     result = subprocess.run(
-        [sys.executable, "-m", "ottermq", "serve", "--port", "0", "--data-dir", "/tmp/ottermq-tls-unused"],
+        [sys.executable, "-m", "ottermq", "serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
         capture_output=True,
         text=True,
         env=full_env,

@@ -20,9 +20,9 @@ from memento.snapshot import SnapshotStore, check_lmdb_file
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def make_log(path: Path) -> Path:
+def make_log(path: Path, segment_size: int = 64 << 20) -> Path:
     """A log of 200 records with two snapshots; the path of its LMDB data file."""
-    with Log.open(path) as log:
+    with Log.open(path, segment_size=segment_size) as log:
         for i in range(200):
             log.append(1, b"record %d" % i)
         log.sync()
@@ -65,18 +65,40 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=lambda d: d.__name__)
-def test_tools_refuse_a_damaged_data_file(tmp_path: Path, damage: Callable[[Path], None]) -> None:
+def test_tools_name_a_damaged_data_file_and_replay_the_whole_log(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    # The log holds every record from LSN 1, so the tools say what open does: a full replay, the store
+    # replaced (repairable, exit 1), not a refusal.
     data = make_log(tmp_path)
+    damage(data)
+    for command in ("inspect", "verify"):
+        result = run(command, str(tmp_path))
+        assert result.returncode == 1, (command, result.returncode, result.stderr)
+        named = [line for line in result.stdout.splitlines() if "snapshot-damaged" in line]
+        assert len(named) == 1 and "[repairable]" in named[0] and str(data) in named[0], result.stdout
+        assert "replays all of it" in named[0]
+    result = run("replay", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert '"records": 200' in result.stdout.replace(" ", "").replace('"records":200', '"records": 200')
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda d: d.__name__)
+def test_tools_refuse_a_damaged_data_file_when_the_log_no_longer_starts_at_lsn_1(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    data = make_log(tmp_path, segment_size=4096)
+    first = sorted((tmp_path / "wal").glob("*.wal"))[0]
+    first.unlink()  # as reclamation does once a snapshot covers it: only the snapshots could rebuild it
     damage(data)
     for command in ("inspect", "verify"):
         result = run(command, str(tmp_path))
         assert result.returncode == 2, (command, result.returncode, result.stderr)
         refused = [line for line in result.stdout.splitlines() if "[refused]" in line]
-        assert len(refused) == 1 and "snapshot-damaged" in refused[0] and str(data) in refused[0]
+        assert any("snapshot-damaged" in line and str(data) in line for line in refused), result.stdout
     result = run("replay", str(tmp_path))
-    assert result.returncode == 2, result.stderr
-    (line,) = result.stderr.splitlines()
-    assert str(data) in line and "snapshot-damaged" in line
+    assert result.returncode == 4, result.stderr
+    assert "the log starts at LSN" in result.stderr and "there is no snapshot" in result.stderr
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=lambda d: d.__name__)

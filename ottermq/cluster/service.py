@@ -1,0 +1,152 @@
+"""A clustered node as `ottermq serve` runs it: the election, and what leading or following means for clients.
+
+Strategy: the CLI builds a `ClusterService` from the settings and hands it to the server, which starts it
+before its listeners accept anyone and stops it after the last client. Until this node is elected (and
+again from the moment it loses its lease) the broker refuses AMQP clients at connection.open with 320
+CONNECTION_FORCED "not the leader; leader is HOST:PORT" (proxying to the leader comes later), the management
+API answers read-only, and `ottermq ctl` refuses changes. Losing leadership closes every client connection
+at once (fencing), synchronously inside the election's `on_lost`: no confirm can leave after that.
+
+Callbacks registered on `leadership` before `start` run before the gate opens (on_elected) and before the
+gate closes (on_lost): the replication layer registers its own first.
+
+Until the replication stream owns the in-sync set, there is nothing to replicate and every live member is
+trivially in sync: with `manage_isr` (the default) the leader keeps the ISR equal to the live members, so
+any of them may take over. The replication layer turns it off and calls `set_isr` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from ottermq.amqp.constants import CONNECTION_FORCED
+from ottermq.cluster.election import ClusterError, Leadership, NodeInfo
+from ottermq.cluster.etcd import EtcdClient, EtcdError
+
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
+
+log: Final = logging.getLogger("ottermq.cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOptions:
+    """The cluster settings (`ottermq.config.Settings` names: etcd_endpoints, node_name, ...)."""
+
+    etcd_endpoints: tuple[str, ...]
+    node: NodeInfo
+    cluster_name: str = "ottermq"
+    lease_ttl: float = 5.0
+    secret: str = ""
+    min_in_sync: int = 1
+
+
+class ClusterService:
+    """The election of one node and its effect on clients."""
+
+    def __init__(
+        self, options: ClusterOptions, durable_lsn: Callable[[], int] = lambda: 0, *, manage_isr: bool = True
+    ) -> None:
+        self.options = options
+        self.manage_isr = manage_isr
+        self._isr_task: asyncio.Task[None] | None = None
+        # A call to etcd gets a third of the lease's TTL: a keep-alive must fail well before the lease can.
+        self.client = EtcdClient(options.etcd_endpoints, timeout=max(0.5, options.lease_ttl / 3))
+        self.leadership = Leadership(
+            self.client,
+            options.node,
+            cluster_name=options.cluster_name,
+            lease_ttl=options.lease_ttl,
+            durable_lsn=durable_lsn,
+        )
+        self.broker: Broker | None = None
+        # True between the end of the on_elected callbacks and the first on_lost: clients are served.
+        self.serving = False
+
+    async def start(self, broker: Broker) -> None:
+        """Refuse clients, then join the election (in the background)."""
+        self.broker = broker
+        broker.admission = self.refusal
+        self.leadership.on_elected(self._serve)
+        self.leadership.on_lost(self._fence)
+        await self.leadership.start()
+        if self.manage_isr:
+            self._isr_task = asyncio.get_running_loop().create_task(self._keep_isr(), name="ottermq-isr")
+        log.info(
+            "joining the cluster",
+            extra={
+                "cluster": self.options.cluster_name,
+                "node": self.options.node.name,
+                "etcd": ",".join(self.options.etcd_endpoints),
+            },
+        )
+
+    async def stop(self) -> None:
+        """Leave the election (the lease is revoked, so another node takes over at once)."""
+        if self._isr_task is not None:
+            self._isr_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._isr_task
+        await self.leadership.stop()
+
+    async def _keep_isr(self) -> None:
+        """While leading: the ISR = the live members (see the module's note)."""
+        leadership = self.leadership
+        while True:
+            await asyncio.sleep(leadership.member_interval)
+            if not leadership.is_leader():
+                continue
+            live = sorted({*leadership.members(), leadership.node_name})
+            if live != sorted(leadership.isr()):
+                try:
+                    await leadership.set_isr(live)
+                except (ClusterError, EtcdError) as exc:
+                    log.warning(f"cannot update the in-sync set: {exc}")
+
+    def refusal(self) -> str | None:
+        """Why a client is refused now (None: this node serves)."""
+        if self.serving and self.leadership.is_leader():
+            return None
+        leader = self.leadership.leader()
+        if leader is None or leader.name == self.options.node.name:
+            return "not the leader; no leader is elected yet"
+        host = f"[{leader.host}]" if ":" in leader.host else leader.host
+        return f"not the leader; leader is {host}:{leader.amqp_port}"
+
+    async def _serve(self, term: int) -> None:
+        self.serving = True
+        log.info("serving clients as the leader", extra={"node": self.options.node.name, "term": term})
+
+    def _fence(self) -> None:
+        """Lost the lease: close every client connection now, before anything else can run."""
+        self.serving = False
+        broker = self.broker
+        if broker is None:
+            return
+        text = f"CONNECTION_FORCED - {self.refusal()}"
+        connections = list(broker.connections)
+        for connection in connections:
+            connection.shutdown(CONNECTION_FORCED, text)
+            # Flush the close and end the socket: nothing written after this (a confirm) reaches the client.
+            connection.transport.close()
+        log.warning("stopped serving clients: leadership lost", extra={"connections": len(connections)})
+
+    async def step_down(self) -> dict[str, Any]:
+        """Hand leadership over (ctl step_down); ClusterError when this node does not lead."""
+        term = self.leadership.term()
+        await self.leadership.step_down()
+        return {"node": self.options.node.name, "term": term, "stepped_down": True}
+
+    def status(self) -> dict[str, Any]:
+        status = self.leadership.status()
+        status["serving"] = self.serving and self.leadership.is_leader()
+        status["min_in_sync"] = self.options.min_in_sync
+        return status
+
+
+__all__ = ["ClusterError", "ClusterOptions", "ClusterService"]
