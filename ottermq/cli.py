@@ -119,6 +119,9 @@ def serve(
     port: str | None = typer.Option(None, "--port", help="AMQP port; 0 = a free one", show_default="5672"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Data directory", show_default="./data"),
     http_port: str | None = typer.Option(None, "--http-port", help="Management port", show_default="15672"),
+    prometheus_port: str | None = typer.Option(
+        None, "--prometheus-port", help="Prometheus metrics port; 0 = off", show_default="15692"
+    ),
     config: str | None = typer.Option(
         None,
         "--config",
@@ -176,6 +179,7 @@ def serve(
         "port": port,
         "data_dir": data_dir,
         "http_port": http_port,
+        "prometheus_port": prometheus_port,
         "log_level": log_level,
         "log_format": log_format,
         "salvage": True if salvage else None,
@@ -242,6 +246,11 @@ def serve(
         )
     else:
         log.info("management API disabled (http_port = 0)")
+    prometheus = None
+    if settings.prometheus_port:
+        from ottermq.http.prometheus import PrometheusService
+
+        prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
     options = ServeOptions(
         host=settings.host,
         port=settings.port,
@@ -253,6 +262,7 @@ def serve(
         monitor=_monitor_options(settings, data_path),
         control_socket=data_path / CTL_SOCKET_NAME,
         http=http,
+        prometheus=prometheus,
         cluster=cluster,
     )
     try:

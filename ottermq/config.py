@@ -43,6 +43,9 @@ class Settings:
     port: int = 5672
     data_dir: Path = Path("./data")
     http_port: int = 15672
+    # Prometheus' /metrics, /metrics/per-object and /metrics/detailed on a port of their own (RabbitMQ's
+    # prometheus.tcp.port); they are on the management port too. 0 turns this listener off.
+    prometheus_port: int = 15692
     frame_max: int = 131072
     channel_max: int = 2047
     heartbeat: int = 60
@@ -270,7 +273,7 @@ def _in_range(value: float, low: float, high: float) -> None:
 
 def _check(name: str, value: Any) -> Any:
     """Range and choice checks; returns the (possibly normalised) value or raises ValueError."""
-    if name in ("port", "http_port"):
+    if name in ("port", "http_port", "prometheus_port"):
         _in_range(value, 0, 65535)
     elif name == "frame_max":
         _in_range(value, 4096, 2**32 - 1)

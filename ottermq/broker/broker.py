@@ -29,6 +29,7 @@ from ottermq.broker.ack_timeout import AckTimeouts
 from ottermq.broker.alarms import Alarms
 from ottermq.broker.auth import Authenticator
 from ottermq.broker.channel import MESSAGE_COUNTERS
+from ottermq.broker.churn import AuthAttempts, Churn, DataDisk
 from ottermq.broker.connection import Connection
 from ottermq.broker.content import Contents
 from ottermq.broker.events import (
@@ -139,6 +140,12 @@ class Broker:
         self.contents: Contents = contents if contents is not None else Contents()
         self.contents.account = self.memory
         self.connections: set[Connection] = set()
+        # Connections, channels and queues opened and closed since start (churn.py); the vhosts share it.
+        self.churn = Churn()
+        # AMQP logins that succeeded and failed (login.py).
+        self.auth_attempts = AuthAttempts()
+        # The data directory's disk and its free-space limit, as the resource monitor watches them.
+        self.data_disk = DataDisk()
         self.vhosts: dict[str, VHost] = {}
         # Per-vhost limits as set (set_vhost_limits, journaled): {"/": {"max-connections": 10}}.
         self.vhost_limits: dict[str, dict[str, int]] = {}
@@ -228,7 +235,8 @@ class Broker:
         """Keep VHost objects and live connections in step with the access registry."""
         if isinstance(event, VHostAdded):
             if event.name not in self.vhosts:
-                self.vhosts[event.name] = VHost(event.name, self.journal, self.contents)
+                vhost = self.vhosts[event.name] = VHost(event.name, self.journal, self.contents)
+                vhost.churn = self.churn
         elif isinstance(event, VHostDeleted):
             self.vhosts.pop(event.name, None)
             self.vhost_limits.pop(event.name, None)  # a vhost created again later starts unlimited
@@ -339,6 +347,8 @@ class Broker:
 
     def connection_closed(self, connection: Connection) -> None:
         """Forget a connection that has ended (called by the connection itself)."""
+        if connection in self.connections and connection.vhost is not None:
+            self.churn.connections_closed += 1  # it was counted opened at connection.open
         self.connections.discard(connection)
 
     def shutdown(self, reason: str = "shutdown") -> None:

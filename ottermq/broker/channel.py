@@ -276,6 +276,7 @@ class Channel:
         if not self.is_open:
             return
         self.is_open = False
+        self.connection.broker.churn.channels_closed += 1
         self.fold_counts(self.connection.broker.message_counts)
         self.confirms = None
         for consumer in self.consumers.values():

@@ -322,6 +322,7 @@ class Connection:
 
     def _open_channel(self, number: int) -> None:
         self.channels[number] = Channel(self, number)
+        self.broker.churn.channels_opened += 1
         self.send_method(number, ChannelOpenOk())
 
     def _count_content(self) -> None:

@@ -128,6 +128,7 @@ def _password_checked(
 
 
 def _refuse(conn: Connection, mechanism: str, exc: AuthFailure, level: int = logging.WARNING) -> None:
+    conn.broker.auth_attempts.failed += 1
     log.log(
         level,
         "login refused",
@@ -144,6 +145,7 @@ def _refuse(conn: Connection, mechanism: str, exc: AuthFailure, level: int = log
 
 
 def _tune(conn: Connection) -> None:
+    conn.broker.auth_attempts.succeeded += 1  # every login that succeeded comes here
     settings = conn.settings
     conn.send_method(
         0,
@@ -170,6 +172,7 @@ def open_vhost(conn: Connection, method: ConnectionOpen) -> None:
         )
     conn.guard = Guard(broker.access, conn.user, vhost.name)
     conn.vhost = vhost
+    broker.churn.connections_opened += 1
     conn.send_method(0, ConnectionOpenOk())
     alarms = broker.alarms
     if alarms.blocking:

@@ -23,6 +23,7 @@ from ottermq.amqp.constants import (
 )
 from ottermq.amqp.errors import ChannelError
 from ottermq.broker import exchange_types
+from ottermq.broker.churn import Churn
 from ottermq.broker.content import Contents
 from ottermq.broker.events import (
     REMOVAL_REASONS,
@@ -72,6 +73,8 @@ class Topology:
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        # Queues declared, created, deleted (churn.py): the broker's, shared by its vhosts, once it adopts us.
+        self.churn = Churn()
         # The vhost's max-queues limit (negative = none); the Broker sets it from set_vhost_limits.
         self.max_queues = -1
         # Its policies and operator policies (policies.py), applied at declare and when they change.

@@ -217,6 +217,7 @@ class VHost(Publishing):
             assert_arguments_equivalent(QUEUE_EQUIVALENCE_KEYS, resource, existing.arguments, args)
             if existing.features is not None:
                 existing.features.used()  # a redeclare restarts x-expires
+            self.churn.queues_declared += 1
             return existing
         check_queue_arguments(self._resource("queue", name), args)
         if 0 <= self.max_queues <= len(self.queues):
@@ -228,6 +229,9 @@ class VHost(Publishing):
         event = QueueDeclared(self.name, name, durable, exclusive, auto_delete, args)
         self._journal(event, durable)
         self._apply_queue_declared(event, owner)
+        churn = self.churn
+        churn.queues_declared += 1
+        churn.queues_created += 1
         return self.queues[name]
 
     def delete_queue(
@@ -252,6 +256,7 @@ class VHost(Publishing):
         event = QueueDeleted(self.name, queue.name)
         self._journal(event, queue.durable)
         self._apply_queue_deleted(event)
+        self.churn.queues_deleted += 1
         self._auto_delete_exchanges(sources)
 
     def _queue_unused(self, queue: Queue) -> None:

@@ -1,12 +1,10 @@
-"""GET /metrics: the Prometheus text exposition format (version 0.0.4), written by hand.
+"""The Prometheus text exposition format (version 0.0.4), written by hand, and OtterMQ's own figures.
 
 Strategy: the format is a few lines per metric (`# HELP`, `# TYPE`, then `name{label="v"} value`), and
 prometheus_client would cost the broker ~5 MiB of RSS for it, which its 400 MiB budget cannot spare; so
-`render` writes it, and `collect` reads every figure from the broker's objects at scrape time (the
-message counters are plain ints the channels bump, summed by `Broker.message_totals`). Names follow
-RabbitMQ's prometheus plugin where one exists, so its dashboards find them; OtterMQ-only figures (the
-durable log) are prefixed `ottermq_`. Served without authentication, like RabbitMQ's plugin (on its own
-port 15692 there, on the management port here).
+`render` writes it. `collect` reads OtterMQ-only figures (the durable log and its background work, the
+journal alarm), prefixed `ottermq_`, at scrape time; RabbitMQ's families and the endpoints serving them
+are ottermq.http.prometheus's.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ottermq.broker.alarms import ALARM_DISK, ALARM_JOURNAL, ALARM_MEMORY
-from ottermq.http.stats import totals, unacked_by_queue
+from ottermq.broker.alarms import ALARM_JOURNAL
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -27,22 +24,6 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 
 Labels = dict[str, str]
-
-# RabbitMQ's global message counters: rabbitmq_global_messages_<name>_total, keyed as Broker.message_totals.
-GLOBAL_COUNTERS: Final = (
-    ("received", "Total number of messages received from publishers"),
-    ("routed", "Total number of messages routed to queues"),
-    ("unroutable_dropped", "Total number of messages published as non-mandatory and dropped as unroutable"),
-    ("unroutable_returned", "Total number of messages published as mandatory and returned as unroutable"),
-    ("confirmed", "Total number of messages confirmed to publishers"),
-    ("delivered", "Total number of messages delivered to consumers"),
-    ("delivered_consume_auto_ack", "Total number of messages delivered by basic.consume with automatic ack"),
-    ("delivered_consume_manual_ack", "Total number of messages delivered by basic.consume with manual ack"),
-    ("delivered_get_auto_ack", "Total number of messages delivered by basic.get with automatic ack"),
-    ("delivered_get_manual_ack", "Total number of messages delivered by basic.get with manual ack"),
-    ("redelivered", "Total number of messages redelivered to consumers"),
-    ("acknowledged", "Total number of messages acknowledged by consumers"),
-)
 
 
 @dataclass(slots=True)
@@ -100,61 +81,18 @@ def resident_memory() -> int:
 def collect(
     broker: Broker, store: DurableStore | None = None, cluster: dict[str, Any] | None = None
 ) -> list[Family]:
-    """Every metric, read now from the broker (and the durable store when there is one; `cluster`: the
-    cluster service's status on a clustered node)."""
-    unacked = unacked_by_queue(broker)
-    ready = Family("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers")
-    pending = Family("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acked")
-    messages = Family("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages")
-    consumers = Family("rabbitmq_queue_consumers", "Consumers on a queue")
-    for vhost in broker.vhosts.values():
-        for queue in vhost.queues.values():
-            count, waiting = queue.ready_count, unacked[queue]
-            ready.add(count, vhost=vhost.name, queue=queue.name)
-            pending.add(waiting, vhost=vhost.name, queue=queue.name)
-            messages.add(count + waiting, vhost=vhost.name, queue=queue.name)
-            consumers.add(queue.consumer_count, vhost=vhost.name, queue=queue.name)
-    total = totals(broker)
-    active = broker.alarms.active
+    """OtterMQ's own figures (`ottermq_*`), read now from the broker and the durable store when there is
+    one (`cluster`: the cluster service's status on a clustered node); the RabbitMQ families are
+    ottermq.http.prometheus's."""
     families = [
-        ready,
-        pending,
-        messages,
-        consumers,
-        Family("rabbitmq_connections", "Connections currently open").add(total.connections),
-        Family("rabbitmq_channels", "Channels currently open").add(total.channels),
-        Family("rabbitmq_consumers", "Consumers currently connected").add(total.consumers),
-        Family("rabbitmq_queues", "Queues available").add(total.queues),
-        Family("rabbitmq_queue_messages_ready_total", "Messages ready in every queue").add(
-            total.messages_ready
-        ),
-        Family("rabbitmq_queue_messages_unacked_total", "Messages unacknowledged in every queue").add(
-            total.messages_unacknowledged
-        ),
-        Family("rabbitmq_alarms_memory_used_watermark", "1 if the memory alarm is in effect").add(
-            ALARM_MEMORY in active
-        ),
-        Family("rabbitmq_alarms_free_disk_space_watermark", "1 if the disk alarm is in effect").add(
-            ALARM_DISK in active
-        ),
         Family("ottermq_alarms_journal", "1 if the durable log cannot be written (publishers blocked)").add(
-            ALARM_JOURNAL in active
+            ALARM_JOURNAL in broker.alarms.active
         ),
         Family(
             "ottermq_messages_unreadable_total",
             "Messages dropped because their content could not be read back (damaged or foreign record)",
             "counter",
         ).add(broker.contents.unreadable),
-        Family("rabbitmq_process_resident_memory_bytes", "Resident memory of the broker process").add(
-            resident_memory()
-        ),
-    ]
-    counts = broker.message_totals()
-    families += [
-        Family(f"rabbitmq_global_messages_{name}_total", text, "counter").add(
-            counts[name], protocol="amqp091"
-        )
-        for name, text in GLOBAL_COUNTERS
     ]
     if store is not None:
         log = store.log

@@ -1,5 +1,5 @@
-"""The routes anyone may call (/metrics and the web UI's files), and the endpoint modules: importing this
-module registers every route of the management API."""
+"""The routes anyone may call (the web UI's files), and the endpoint modules: importing this module
+registers every route of the management API (the Prometheus endpoints are `prometheus`'s)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from ottermq.http import (
     api_live,
     api_nodes,
     api_policies,
+    prometheus,
 )
 from ottermq.http.app import Ctx, not_found, route
 from ottermq.http.interface import Response
-from ottermq.http.metrics import CONTENT_TYPE, collect, render
 from ottermq.http.ui import INDEX, static_file
 
 # Imported for their routes.
@@ -28,15 +28,8 @@ ENDPOINT_MODULES = (
     api_live,
     api_nodes,
     api_policies,
+    prometheus,
 )
-
-
-@route("GET", "/metrics", public=True)
-async def metrics(ctx: Ctx) -> Response:
-    """Prometheus scrape endpoint (no authentication, as RabbitMQ's prometheus plugin)."""
-    cluster = ctx.context.cluster
-    body = render(collect(ctx.broker, ctx.context.store, cluster.status() if cluster else None)).encode()
-    return Response(200, body, CONTENT_TYPE)
 
 
 @route("GET", "/", public=True)

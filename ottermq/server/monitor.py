@@ -107,6 +107,8 @@ class ResourceMonitor:
             CONTENT_IN_FLIGHT_MIN, self.memory_limit // 8
         )
         account.on_check = self._check_memory
+        broker.data_disk.path = options.data_dir
+        broker.data_disk.limit = options.disk_free_limit
         # The last full count of what the broker holds, and the process's RSS (reported, not compared).
         self.used = 0
         self.rss = 0

@@ -48,6 +48,8 @@ class ServeOptions:
     control_socket: Path | None = None
     # The management HTTP API (ottermq.http.service.ManagementService), or None for none.
     http: HttpService | None = None
+    # The Prometheus endpoints on their own port (ottermq.http.prometheus.PrometheusService), or None.
+    prometheus: HttpService | None = None
     # Cluster membership and election (`--etcd`), or None for a single node.
     cluster: ClusterService | None = None
 
@@ -187,15 +189,21 @@ async def _serve_clients(broker: Broker, options: ServeOptions, signals: StopSig
         monitor.start()
     control = await _start_control(broker, options.control_socket, options.store, options.cluster)
     http = await _start_http(broker, options.http, addresses)
+    prometheus = await _start_http(broker, options.prometheus, addresses, "Prometheus metrics")
     try:
         await stop.wait()
         log.info("shutting down", extra={"signal": signals.received[0] if signals.received else "none"})
+        if prometheus is not None:
+            await prometheus.stop(0.1)  # a scrape is cheap and may be lost
+            prometheus = None
         if http is not None:
             # First, so no request sees the broker half stopped; a short share of the shutdown timeout.
             await http.stop(min(1.0, options.shutdown_timeout / 2))
             http = None
         await server.stop("shutdown")
     finally:
+        if prometheus is not None:
+            await prometheus.stop(0.1)
         if http is not None:
             await http.stop(0.1)
         if control is not None:
@@ -223,20 +231,21 @@ async def _start_control(
 
 
 async def _start_http(
-    broker: Broker, http: HttpService | None, amqp: list[tuple[str, int]]
+    broker: Broker, http: HttpService | None, amqp: list[tuple[str, int]], what: str = "management API"
 ) -> HttpService | None:
-    """The management API; without it the broker still serves AMQP (the error is logged)."""
+    """The management API (or the Prometheus port: `what`); without it the broker still serves AMQP (the
+    error is logged)."""
     if http is None:
         return None
     where = format_address(http.host, http.port, "http")
     try:
         addresses = await http.start(broker, amqp)
     except OSError as exc:
-        log.error(f"cannot serve the management API on {where}: {exc.strerror or exc}")
+        log.error(f"cannot serve the {what} on {where}: {exc.strerror or exc}")
         return None
     for host, port in addresses:
         log.info(
-            f"management API listening on {format_address(host, port, 'http')}",
+            f"{what} listening on {format_address(host, port, 'http')}",
             extra={"host": host, "port": port},
         )
     return http

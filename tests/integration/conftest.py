@@ -83,9 +83,11 @@ def serve_cmd(
     data_dir: Path, *extra: str, port: int = 0, http_port: int = 0, host: str = "127.0.0.1"
 ) -> list[str]:
     """The command line of `python -m ottermq serve` on `data_dir` (loopback, any free ports unless told)."""
+    # The Prometheus port is off unless a test asks (`extra` may: the last flag wins): parallel brokers
+    # would all want 15692.
     return [
         sys.executable, "-m", "ottermq", "serve", "--host", host, "--port", str(port),
-        "--http-port", str(http_port), "--data-dir", str(data_dir), *extra,
+        "--http-port", str(http_port), "--prometheus-port", "0", "--data-dir", str(data_dir), *extra,
     ]  # fmt: skip
 
 

@@ -27,7 +27,20 @@ def short_timeout_broker(
     log_path = base / "ottermq.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
     env["OTTERMQ_CONSUMER_TIMEOUT"] = "1000"
-    cmd = [sys.executable, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ottermq",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--prometheus-port",
+        "0",
+    ]
     cmd += ["--data-dir", str(base / "data")]
     with log_path.open("ab") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT, env=env)

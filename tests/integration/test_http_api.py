@@ -497,6 +497,8 @@ def test_metrics_match_what_amqp_did(
     reply = api("GET", "/metrics", auth=None)
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
     samples = parse_metrics(reply.raw.decode())
+    # Per queue on /metrics/per-object (as RabbitMQ's: /metrics sums them).
+    samples.update(parse_metrics(api("GET", "/metrics/per-object", auth=None).raw.decode()))
     labels = frozenset({("vhost", "/"), ("queue", queue)})
     assert samples[("rabbitmq_queue_messages_ready", labels)] == 2
     assert samples[("rabbitmq_queue_messages_unacked", labels)] == 1

@@ -19,12 +19,18 @@ from tests.integration.test_http_api import _free_port, _wait_http, parse_metric
 from tests.integration.test_raw import ottermq_server
 
 INTERVAL = 0.5
+CLASSIC = "rabbit_classic_queue"
 N = 50
 
 
 def _counter(port: int, name: str) -> float:
     samples = parse_metrics(request(port, "GET", "/metrics", auth=None).raw.decode())
-    return samples[(f"rabbitmq_global_messages_{name}_total", frozenset({("protocol", "amqp091")}))]
+    # RabbitMQ splits delivery counters by queue type (OtterMQ's queues are classic ones).
+    labels = {("protocol", "amqp091")}
+    plain = samples.get((f"rabbitmq_global_messages_{name}_total", frozenset(labels)))
+    if plain is not None:
+        return plain
+    return samples[(f"rabbitmq_global_messages_{name}_total", frozenset({*labels, ("queue_type", CLASSIC)}))]
 
 
 def _traffic(amqp_port: int) -> None:

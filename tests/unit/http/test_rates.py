@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ottermq.broker.broker import Broker
-from ottermq.http.metrics import collect, render
+from ottermq.http.prometheus import scrape_text
 from ottermq.http.service import ManagementService
 from ottermq.http.stats import MESSAGE_STATS, MessageRates
 from tests.unit.broker.test_channel import consume, declare, deliveries
@@ -56,12 +56,15 @@ def test_metrics_carry_the_global_counters() -> None:
     declare(client)
     client.publish(1, "", "q", b"a")
     client.publish(1, "", "nowhere", b"b")
-    text = render(collect(broker))
+    text = scrape_text("", broker, None)
     assert "# TYPE rabbitmq_global_messages_received_total counter\n" in text
     assert 'rabbitmq_global_messages_received_total{protocol="amqp091"} 2\n' in text
     assert 'rabbitmq_global_messages_routed_total{protocol="amqp091"} 1\n' in text
     assert 'rabbitmq_global_messages_unroutable_dropped_total{protocol="amqp091"} 1\n' in text
-    assert 'rabbitmq_global_messages_delivered_get_manual_ack_total{protocol="amqp091"} 0\n' in text
+    assert (
+        'rabbitmq_global_messages_delivered_get_manual_ack_total{protocol="amqp091",'
+        'queue_type="rabbit_classic_queue"} 0\n'
+    ) in text
 
 
 def test_the_service_samples_while_it_runs_and_stops_sampling() -> None:
