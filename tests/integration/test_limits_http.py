@@ -11,6 +11,7 @@ terms: those asserts compare the words both share.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from tests.integration.conftest import BrokerInfo, unique
 from tests.integration.test_http_api import q
 from tests.integration.test_http_management import request
+from tests.integration.test_policies import rabbitmqadmin
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -301,3 +303,17 @@ def test_definitions_export_and_import(api: Any, bob: str, broker: BrokerInfo) -
     status, kind, reason = error(api("POST", "/api/definitions", {"users": [mine]}))
     assert (status, kind) == (400, "bad_request")
     assert "max-connections should be an integer" in reason
+
+
+def test_rabbitmqadmin_declares_lists_and_deletes_vhost_limits(broker: BrokerInfo, vhost: str) -> None:
+    declared = rabbitmqadmin(broker, "declare", "vhost_limit", f"vhost={vhost}", "name=max-queues", "value=5")
+    assert (declared.returncode, declared.stdout) == (0, "vhost_limit declared\n"), declared.stderr
+    listed = rabbitmqadmin(broker, "-f", "raw_json", "list", "vhost_limits")
+    assert listed.returncode == 0, listed.stderr
+    assert {"vhost": vhost, "value": {"max-queues": 5}} in json.loads(listed.stdout)
+    table = rabbitmqadmin(broker, "list", "vhost_limits")
+    assert any(vhost in line and '{"max-queues": 5}' in line for line in table.stdout.splitlines())
+    deleted = rabbitmqadmin(broker, "delete", "vhost_limit", f"vhost={vhost}", "name=max-queues")
+    assert (deleted.returncode, deleted.stdout) == (0, "vhost_limit deleted\n"), deleted.stderr
+    listed = rabbitmqadmin(broker, "-f", "raw_json", "list", "vhost_limits")
+    assert all(not row["value"] for row in json.loads(listed.stdout) if row["vhost"] == vhost)
