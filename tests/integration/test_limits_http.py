@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import BrokerInfo, unique
+from tests.integration.conftest import BrokerInfo, Resources, unique
 from tests.integration.test_http_api import q
 from tests.integration.test_http_management import request
 from tests.integration.test_policies import rabbitmqadmin
@@ -317,3 +317,32 @@ def test_rabbitmqadmin_declares_lists_and_deletes_vhost_limits(broker: BrokerInf
     assert (deleted.returncode, deleted.stdout) == (0, "vhost_limit deleted\n"), deleted.stderr
     listed = rabbitmqadmin(broker, "-f", "raw_json", "list", "vhost_limits")
     assert all(not row["value"] for row in json.loads(listed.stdout) if row["vhost"] == vhost)
+
+
+def test_api_publishes_and_bindings_are_held_to_topic_permissions(
+    api: Any, user: Any, resources: Resources
+) -> None:
+    name, password = user("management")
+    auth = (name, password)
+    topic = {"exchange": "amq.topic", "write": "^a\\.", "read": "^b\\."}
+    assert api("PUT", f"/api/topic-permissions/%2F/{q(name)}", topic).status == 201
+    path = "/api/exchanges/%2F/amq.topic/publish"
+    message = {"properties": {}, "payload": "x", "payload_encoding": "string"}
+    reply = api("POST", path, {**message, "routing_key": "b.x"}, auth=auth)
+    assert error(reply) == (
+        400,
+        "bad_request",
+        f"403 ACCESS_REFUSED - access to topic 'b.x' in exchange 'amq.topic' in vhost '/' "
+        f"refused for user '{name}'",
+    )
+    reply = api("POST", path, {**message, "routing_key": "a.x"}, auth=auth)
+    assert (reply.status, reply.body) == (200, {"routed": False})
+    queue = resources.queue()
+    assert api("PUT", f"/api/queues/%2F/{q(queue)}", {"auto_delete": False}, auth=auth).status == 201
+    bindings = f"/api/bindings/%2F/e/amq.topic/q/{q(queue)}"
+    reply = api("POST", bindings, {"routing_key": "a.x"}, auth=auth)
+    assert error(reply) == (401, "not_authorised", "Access refused.")
+    assert api("POST", bindings, {"routing_key": "b.x"}, auth=auth).status == 201
+    reply = api("POST", "/api/bindings/%2F/e/amq.topic/e/amq.fanout", {"routing_key": "a.x"}, auth=auth)
+    assert error(reply) == (401, "not_authorised", "Access refused.")
+    assert api("DELETE", f"{bindings}/b.x", auth=auth).status == 204
