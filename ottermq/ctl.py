@@ -348,9 +348,120 @@ def list_vhost_limits(
             typer.echo(_compact(row["limits"]))
 
 
-def _compact(limits: dict[str, Any]) -> str:
+def _compact(limits: dict[str, Any], sort_keys: bool = False) -> str:
     """Limits as rabbitmqctl prints them: JSON without spaces."""
-    return json.dumps(limits, separators=(",", ":"))
+    return json.dumps(limits, separators=(",", ":"), sort_keys=sort_keys)
+
+
+# -- user limits (rabbitmqctl's syntax) -------------------------------------------------------------------
+
+
+@app.command("set_user_limits")
+def set_user_limits(
+    ctx: typer.Context,
+    username: str,
+    definition: str = typer.Argument(
+        ..., help='A JSON object, e.g. \'{"max-connections": 10, "max-channels": 20}\' (negative = no limit)'
+    ),
+) -> None:
+    """Set limits of a user (max-connections, max-channels), merged into the ones it has."""
+    _run(
+        ctx,
+        "set_user_limits",
+        {"user": username, "definition": definition},
+        f'Setting user limits to "{definition}" for user "{username}" ...',
+    )
+
+
+@app.command("clear_user_limits")
+def clear_user_limits(
+    ctx: typer.Context,
+    username: str,
+    limit: str = typer.Argument(..., help="max-connections, max-channels, or all"),
+) -> None:
+    """Remove one limit of a user, or all of them."""
+    info = (
+        f'Clearing all limits for user "{username}" ...'
+        if limit == "all"
+        else f'Clearing "{limit}" limit for user "{username}" ...'
+    )
+    _run(ctx, "clear_user_limits", {"user": username, "limit": limit}, info)
+
+
+@app.command("list_user_limits")
+def list_user_limits(
+    ctx: typer.Context,
+    user: str = typer.Option("guest", "--user", help="The user (rabbitmqctl's default: guest)"),
+    all_users: bool = typer.Option(False, "--global", help="List the limits of every user that has some"),
+) -> None:
+    """Show a user's limits as JSON (with --global: every user that has limits)."""
+    info = "Listing limits for all users ..." if all_users else f'Listing limits for user "{user}" ...'
+    rows = _run(ctx, "list_user_limits", {"user": user, "global": all_users}, info)
+    options: Options = ctx.obj
+    if options.json:
+        return
+    if all_users:
+        _table(ctx, [{**row, "limits": _compact(row["limits"], True)} for row in rows], ["user", "limits"])
+    else:
+        for row in rows:
+            typer.echo(_compact(row["limits"], True))
+
+
+# -- topic permissions (rabbitmqctl's syntax) -------------------------------------------------------------
+
+
+@app.command("set_topic_permissions")
+def set_topic_permissions(
+    ctx: typer.Context,
+    username: str,
+    exchange: str = typer.Argument(..., help="The topic exchange the permissions are for"),
+    write: str = typer.Argument(..., help="Routing keys a publish may use (regex; {username}, {vhost})"),
+    read: str = typer.Argument(..., help="Routing keys a binding may use (regex; {username}, {vhost})"),
+    vhost: str = _VHOST,
+) -> None:
+    """Set a user's topic permissions for an exchange."""
+    _run(
+        ctx,
+        "set_topic_permissions",
+        {"user": username, "vhost": vhost, "exchange": exchange, "write": write, "read": read},
+        f'Setting topic permissions on "{exchange}" for user "{username}" in vhost "{vhost}" ...',
+    )
+
+
+@app.command("clear_topic_permissions")
+def clear_topic_permissions(
+    ctx: typer.Context,
+    username: str,
+    exchange: str | None = typer.Argument(None, help="Only this exchange's (default: all of the vhost)"),
+    vhost: str = _VHOST,
+) -> None:
+    """Remove a user's topic permissions on a vhost, or on one exchange of it."""
+    on = f' on "{exchange}"' if exchange is not None else ""
+    _run(
+        ctx,
+        "clear_topic_permissions",
+        {"user": username, "vhost": vhost, "exchange": exchange},
+        f'Clearing topic permissions{on} for user "{username}" in vhost "{vhost}" ...',
+    )
+
+
+@app.command("list_topic_permissions")
+def list_topic_permissions(ctx: typer.Context, vhost: str = _VHOST) -> None:
+    """List the topic permissions on a vhost."""
+    info = f'Listing topic permissions for vhost "{vhost}" ...'
+    rows = _run(ctx, "list_topic_permissions", {"vhost": vhost}, info)
+    _table(ctx, rows, ["user", "exchange", "write", "read"])
+
+
+@app.command("list_user_topic_permissions")
+def list_user_topic_permissions(ctx: typer.Context, username: str) -> None:
+    """List a user's topic permissions on every vhost (rows without a header line, as rabbitmqctl)."""
+    info = f'Listing topic permissions for user "{username}" ...'
+    rows = _run(ctx, "list_user_topic_permissions", {"user": username}, info)
+    options: Options = ctx.obj
+    if not options.json:
+        for row in rows:
+            typer.echo("\t".join(row[column] for column in ("vhost", "exchange", "write", "read")))
 
 
 # -- policies and operator policies (rabbitmqctl's syntax) ------------------------------------------------

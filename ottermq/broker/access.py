@@ -10,6 +10,8 @@ connections a deleted vhost or user leaves behind; the registry itself knows not
 Permissions are three regular expressions per (user, vhost), matched as RabbitMQ matches them: an
 unanchored search (`re:run`), so ".*" allows everything, "^amq\\.gen" a prefix, and the empty string
 stands for "^$" (only the empty name, i.e. in practice nothing). They are compiled once, when set.
+Topic permissions (topic_permissions.py: per user, vhost and exchange, routing-key patterns for topic
+exchanges) and user limits (user_limits.py) live here too: they belong to a user and leave with it.
 `generation` grows with every change, so per-channel caches of decisions know when to forget them.
 """
 
@@ -26,13 +28,18 @@ from ottermq.broker.events import (
     PasswordChanged,
     PermissionsCleared,
     PermissionsSet,
+    TopicPermissionCleared,
+    TopicPermissionSet,
     UserAdded,
     UserDeleted,
+    UserLimitsSet,
     UserTagsSet,
     VHostAdded,
     VHostDeleted,
 )
 from ottermq.broker.journal import Journal
+from ottermq.broker.topic_permissions import TopicPermission, check_pattern
+from ottermq.broker.user_limits import validate_user_limits
 
 # The tags RabbitMQ knows; others are accepted and kept (plugins use their own), as RabbitMQ does.
 KNOWN_TAGS: Final = ("administrator", "monitoring", "management", "policymaker", "impersonator")
@@ -99,7 +106,16 @@ class Permission:
 class AccessControl:
     """Users, the set of vhost names and per-vhost permissions, changed through the journal."""
 
-    __slots__ = ("generation", "journal", "on_applied", "permissions", "users", "vhosts")
+    __slots__ = (
+        "generation",
+        "journal",
+        "on_applied",
+        "permissions",
+        "topic_permissions",
+        "user_limits",
+        "users",
+        "vhosts",
+    )
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -107,6 +123,10 @@ class AccessControl:
         # Vhost names in creation order (the broker holds the VHost objects).
         self.vhosts: dict[str, None] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
+        # (user, vhost) -> exchange -> topic permission, in the order set.
+        self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermission]] = {}
+        # user -> limits as set ({"max-connections": 10}); users without limits have no entry.
+        self.user_limits: dict[str, dict[str, int]] = {}
         self.generation = 0
         self.on_applied: Callable[[AccessEvent], None] | None = None
 
@@ -128,6 +148,25 @@ class AccessControl:
         """True when the user may `access` the resource called `name` in the vhost."""
         permission = self.permissions.get((user, vhost))
         return permission is not None and permission.allows(access, name)
+
+    def topic_permission(self, user: str, vhost: str, exchange: str) -> TopicPermission | None:
+        """The user's topic permission on an exchange of the vhost (None: routing keys are not checked)."""
+        table = self.topic_permissions.get((user, vhost))
+        return table.get(exchange) if table else None
+
+    def topic_rows(self, user: str | None = None, vhost: str | None = None) -> list[dict[str, str]]:
+        """Topic permissions as RabbitMQ lists them (user, vhost, exchange, write, read), of one user
+        and/or one vhost or all."""
+        return [
+            {"user": name, "vhost": where, "exchange": exchange, "write": p.write, "read": p.read}
+            for (name, where), table in self.topic_permissions.items()
+            if (user is None or name == user) and (vhost is None or where == vhost)
+            for exchange, p in table.items()
+        ]
+
+    def limits_of(self, user: str) -> dict[str, int]:
+        """The user's limits as set ({} for none)."""
+        return self.user_limits.get(user, {})
 
     def vhost_permissions(self, vhost: str) -> list[tuple[str, Permission]]:
         """(user, permission) for every user with permissions on the vhost."""
@@ -210,6 +249,48 @@ class AccessControl:
         if (user, vhost) in self.permissions:
             self._commit(PermissionsCleared(user, vhost))
 
+    def set_topic_permissions(self, user: str, vhost: str, exchange: str, write: str, read: str) -> None:
+        """Give a user write/read routing-key patterns on an exchange of a vhost (replacing earlier ones
+        for that exchange); the exchange need not exist, as in RabbitMQ."""
+        self._require_user(user)
+        self._require_vhost(vhost)
+        for pattern in (write, read):
+            try:
+                check_pattern(pattern)
+            except ValueError as exc:
+                raise AccessError("rejected", str(exc)) from None
+        self._commit(TopicPermissionSet(user, vhost, exchange, write, read))
+
+    def clear_topic_permissions(self, user: str, vhost: str, exchange: str | None = None) -> None:
+        """Remove a user's topic permission on one exchange of a vhost, or (None) all of them there;
+        nothing to clear is fine."""
+        self._require_user(user)
+        self._require_vhost(vhost)
+        table = self.topic_permissions.get((user, vhost), {})
+        for name in [name for name in table if exchange is None or name == exchange]:
+            self._commit(TopicPermissionCleared(user, vhost, name))
+
+    def set_user_limits(self, user: str, limits: object) -> None:
+        """rabbitmqctl set_user_limits: merge `limits` (a JSON object) into the user's limits. Raises
+        AccessError "invalid" for a bad definition, "no_user" for a missing user."""
+        try:
+            checked = validate_user_limits(limits)
+        except ValueError as exc:
+            raise AccessError("invalid", str(exc)) from None
+        self._require_user(user, quoted=True)
+        merged = {**self.limits_of(user), **checked}
+        if merged != self.limits_of(user):
+            self._commit(UserLimitsSet(user, merged))
+
+    def clear_user_limits(self, user: str, name: str) -> None:
+        """rabbitmqctl clear_user_limits: remove one limit (or with "all" every one) of a user; an unknown
+        or absent limit is nothing to clear, as in RabbitMQ."""
+        self._require_user(user, quoted=True)
+        current = self.limits_of(user)
+        kept = {} if name == "all" else {key: value for key, value in current.items() if key != name}
+        if kept != current:
+            self._commit(UserLimitsSet(user, kept))
+
     def _require_user(self, name: str, quoted: bool = False) -> None:
         if name not in self.users:
             shown = f'"{name}"' if quoted else name
@@ -235,6 +316,9 @@ class AccessControl:
             self.users.pop(event.name, None)
             for key in [key for key in self.permissions if key[0] == event.name]:
                 del self.permissions[key]
+            for key in [key for key in self.topic_permissions if key[0] == event.name]:
+                del self.topic_permissions[key]
+            self.user_limits.pop(event.name, None)
         elif isinstance(event, PasswordChanged):
             user = self.users.get(event.name)
             if user is not None:
@@ -249,25 +333,56 @@ class AccessControl:
             self.vhosts.pop(event.name, None)
             for key in [key for key in self.permissions if key[1] == event.name]:
                 del self.permissions[key]
+            for key in [key for key in self.topic_permissions if key[1] == event.name]:
+                del self.topic_permissions[key]
         elif isinstance(event, PermissionsSet):
             if event.user in self.users and event.vhost in self.vhosts:
                 self.permissions[(event.user, event.vhost)] = Permission(
                     event.configure, event.write, event.read
                 )
-        else:
+        elif isinstance(event, PermissionsCleared):
             self.permissions.pop((event.user, event.vhost), None)
+        else:
+            self._apply_extra(event)
         self.generation += 1
         if self.on_applied is not None:
             self.on_applied(event)
 
+    def _apply_extra(self, event: TopicPermissionSet | TopicPermissionCleared | UserLimitsSet) -> None:
+        """Topic permissions and user limits (for a user and vhost that exist, as permissions)."""
+        if isinstance(event, UserLimitsSet):
+            if event.limits and event.user in self.users:
+                self.user_limits[event.user] = dict(event.limits)
+            else:
+                self.user_limits.pop(event.user, None)
+            return
+        key = (event.user, event.vhost)
+        if isinstance(event, TopicPermissionSet):
+            if event.user in self.users and event.vhost in self.vhosts:
+                table = self.topic_permissions.setdefault(key, {})
+                table[event.exchange] = TopicPermission(event.write, event.read)
+            return
+        held = self.topic_permissions.get(key)
+        if held is not None:
+            held.pop(event.exchange, None)
+            if not held:
+                del self.topic_permissions[key]
+
     def durable_events(self) -> list[AccessEvent]:
-        """Events that rebuild the registry from an empty one (for snapshots): vhosts, users, permissions."""
+        """Events that rebuild the registry from an empty one (for snapshots): vhosts, users, permissions,
+        topic permissions, user limits."""
         events: list[AccessEvent] = [VHostAdded(name) for name in self.vhosts]
         events.extend(UserAdded(u.name, u.password_hash, u.tags) for u in self.users.values())
         events.extend(
             PermissionsSet(user, vhost, p.configure, p.write, p.read)
             for (user, vhost), p in self.permissions.items()
         )
+        events.extend(
+            TopicPermissionSet(user, vhost, exchange, p.write, p.read)
+            for (user, vhost), table in self.topic_permissions.items()
+            for exchange, p in table.items()
+        )
+        events.extend(UserLimitsSet(user, dict(limits)) for user, limits in self.user_limits.items())
         return events
 
 

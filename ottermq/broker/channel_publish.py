@@ -21,6 +21,7 @@ from ottermq.amqp.frames import encode_basic_ack, encode_basic_nack, encode_retu
 from ottermq.amqp.methods import BasicPublish, ConfirmSelect, ConfirmSelectOk
 from ottermq.amqp.properties import FLAG_USER_ID
 from ottermq.broker import publish_hooks
+from ottermq.broker.access import WRITE
 from ottermq.broker.apply import Placed
 from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
 from ottermq.broker.memory import MESSAGE_OVERHEAD
@@ -42,9 +43,13 @@ _USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-fl
 
 def published(channel: Channel, method: BasicPublish, properties: bytes, body: bytes) -> None:
     """A whole message arrived: route it now, or hold it for tx.commit."""
-    if method.exchange not in channel.guard.writable:
-        channel.guard.check_publish(method.exchange)
+    guard = channel.guard
+    checked = method.exchange in guard.writable
+    if not checked:
+        guard.check_publish(method.exchange)
     exchange = channel.vhost.exchange_for_publish(method.exchange)
+    if not checked:
+        guard.check_topic(WRITE, exchange, method.routing_key)  # after lookup and internal, as RabbitMQ
     last_exchange, last_key, last_properties = channel.last_routing
     if method.exchange == last_exchange and method.routing_key == last_key and properties == last_properties:
         message = Message(last_exchange, last_key, last_properties, body)

@@ -98,6 +98,7 @@ def exchange_bind(channel: Channel, method: ExchangeBind) -> None:
     """exchange.bind (exchange to exchange)."""
     before = channel.connection.broker.journal.next_position
     channel.guard.check_method(method)
+    channel.guard.check_binding_topic(channel.vhost.exchanges, method.source, method.routing_key)
     channel.vhost.bind_exchange(method.destination, method.source, method.routing_key, method.arguments or {})
     if not method.nowait:
         reply_when_durable(channel, ExchangeBindOk(), before)
@@ -106,6 +107,7 @@ def exchange_bind(channel: Channel, method: ExchangeBind) -> None:
 def exchange_unbind(channel: Channel, method: ExchangeUnbind) -> None:
     """exchange.unbind."""
     channel.guard.check_method(method)
+    channel.guard.check_binding_topic(channel.vhost.exchanges, method.source, method.routing_key)
     channel.vhost.unbind_exchange(
         method.destination, method.source, method.routing_key, method.arguments or {}
     )
@@ -140,6 +142,7 @@ def queue_bind(channel: Channel, method: QueueBind) -> None:
     if not method.queue and not routing_key:
         routing_key = channel.queue_name("")
     channel.guard.check_method(method, channel.queue_name(method.queue))
+    channel.guard.check_binding_topic(channel.vhost.exchanges, method.exchange, routing_key)
     channel.vhost.bind_queue(
         channel.queue_name(method.queue),
         method.exchange,
@@ -157,6 +160,7 @@ def queue_unbind(channel: Channel, method: QueueUnbind) -> None:
     if not method.queue and not routing_key:
         routing_key = channel.queue_name("")
     channel.guard.check_method(method, channel.queue_name(method.queue))
+    channel.guard.check_binding_topic(channel.vhost.exchanges, method.exchange, routing_key)
     channel.vhost.unbind_queue(
         channel.queue_name(method.queue),
         method.exchange,

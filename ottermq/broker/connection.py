@@ -26,6 +26,7 @@ from ottermq.amqp.constants import (
     CONNECTION_FORCED,
     FRAME_MIN_SIZE,
     INTERNAL_ERROR,
+    NOT_ALLOWED,
     PROTOCOL_HEADER,
 )
 from ottermq.amqp.errors import AMQPError, BadProtocolHeader
@@ -50,6 +51,7 @@ from ottermq.broker.alarms import pause_reading
 from ottermq.broker.channel import Channel
 from ottermq.broker.checks import Ticket
 from ottermq.broker.permissions import Guard
+from ottermq.broker.user_limits import channel_refusal
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -321,6 +323,12 @@ class Connection:
                 closing.close(self, INTERNAL_ERROR, "INTERNAL_ERROR", *closing.ids_of(event))
 
     def _open_channel(self, number: int) -> None:
+        limits = self.broker.access.user_limits
+        if limits and self.user in limits:
+            text = channel_refusal(self.broker.connections, self.user, limits[self.user])
+            if text is not None:
+                closing.close(self, NOT_ALLOWED, text, 0, 0)  # class and method 0, as RabbitMQ's
+                return
         self.channels[number] = Channel(self, number)
         self.broker.churn.channels_opened += 1
         self.send_method(number, ChannelOpenOk())

@@ -14,8 +14,10 @@ exists is not added twice. So importing the same document again journals nothing
 `load_definitions` file from growing the log at every start.
 
 What OtterMQ does not have is accepted and ignored, as the brief of this import asks (RabbitMQ refuses
-a parameter of a component its node lacks): topic permissions, global parameters, runtime parameters
-other than vhost limits and operator policies, users' limits, vhost descriptions and tags. Following
+a parameter of a component its node lacks): global parameters, runtime parameters other than vhost
+limits and operator policies, vhost descriptions and tags. A user's `limits` are merged into the ones
+it has (as RabbitMQ's import does: `{}` clears nothing); topic permissions replace the user's pattern
+pair for that exchange. Following
 RabbitMQ 3.10 (checked against a node): queues and exchanges named amq.* and the default exchange are
 skipped; bindings whose source or destination does not exist (nor comes with the document) are skipped;
 a vhost-scoped import (`vhost=`) reads only parameters, policies, queues, exchanges and bindings and puts
@@ -41,6 +43,8 @@ from ottermq.broker.broker import PRODUCT, VERSION, validate_vhost_limits
 from ottermq.broker.exchange import Binding
 from ottermq.broker.policies import set_policy
 from ottermq.broker.policy_rules import PolicyError, check_policy
+from ottermq.broker.topic_permissions import check_pattern
+from ottermq.broker.user_limits import validate_user_limits
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -97,7 +101,9 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def user_definition(name: str, password_hash: str, tags: tuple[str, ...]) -> dict[str, Any]:
+def user_definition(
+    name: str, password_hash: str, tags: tuple[str, ...], limits: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """A user as RabbitMQ exports it."""
     algorithm, exported = export_hash(password_hash)
     return {
@@ -105,7 +111,7 @@ def user_definition(name: str, password_hash: str, tags: tuple[str, ...]) -> dic
         "password_hash": exported,
         "hashing_algorithm": algorithm,
         "tags": list(tags),
-        "limits": {},
+        "limits": dict(limits or {}),
     }
 
 
@@ -197,13 +203,16 @@ def export_definitions(broker: Broker, vhost: str | None = None) -> dict[str, An
         "rabbitmq_version": RABBITMQ_VERSION,
         "product_name": PRODUCT,
         "product_version": VERSION,
-        "users": [user_definition(u.name, u.password_hash, u.tags) for u in access.users.values()],
+        "users": [
+            user_definition(u.name, u.password_hash, u.tags, access.limits_of(u.name))
+            for u in access.users.values()
+        ],
         "vhosts": [{"name": name} for name in access.vhosts],
         "permissions": [
             {"user": user, "vhost": name, "configure": p.configure, "write": p.write, "read": p.read}
             for (user, name), p in access.permissions.items()
         ],
-        "topic_permissions": [],
+        "topic_permissions": access.topic_rows(),
         "parameters": merged["parameters"],
         "global_parameters": [],
         "policies": merged["policies"],
@@ -344,8 +353,7 @@ def plan(broker: Broker, document: Any, vhost: str | None = None) -> Plan:
         _plan_users(broker, document, result, seen)
         _plan_vhosts(broker, document, result, seen)
         _plan_permissions(broker, document, result, seen)
-        for item in _items(document, "topic_permissions"):
-            result.skipped.append(f"topic permission of {item.get('user')!r} (not supported)")
+        _plan_topic_permissions(broker, document, result, seen)
         for item in _items(document, "global_parameters"):
             result.skipped.append(f"global parameter {item.get('name')!r} (not kept)")
     limits = _plan_parameters(broker, document, result, seen, vhost)
@@ -388,6 +396,7 @@ def _plan_users(broker: Broker, document: Mapping[str, Any], result: Plan, seen:
                 stored = new_password_hash(password) if password else ""
         else:
             stored = ""
+        limits = _user_limits(item, what)
         if existing is None:
             result.add(f"user {name}", _add_user(broker, name, stored, tags))
         else:
@@ -395,7 +404,21 @@ def _plan_users(broker: Broker, document: Mapping[str, Any], result: Plan, seen:
                 result.add(f"password of {name}", _set_hash(broker, name, stored))
             if tuple(existing.tags) != tags:
                 result.add(f"tags of {name}", _set_tags(broker, name, tags))
+        current = access.limits_of(name) if existing is not None else {}
+        if {**current, **limits} != current:
+            result.add(f"limits of user {name}", _set_user_limits(broker, name, limits))
         seen.users.add(name)
+
+
+def _user_limits(item: Mapping[str, Any], what: str) -> dict[str, int]:
+    try:
+        return validate_user_limits(_object(item, "limits", what))
+    except ValueError as exc:
+        raise _fail(f"{what}: {exc}") from None
+
+
+def _set_user_limits(broker: Broker, name: str, limits: dict[str, int]) -> Step:
+    return lambda: broker.access.set_user_limits(name, limits)
 
 
 def _add_user(broker: Broker, name: str, stored: str, tags: tuple[str, ...]) -> Step:
@@ -446,6 +469,34 @@ def _plan_permissions(broker: Broker, document: Mapping[str, Any], result: Plan,
 def _set_permissions(broker: Broker, user: str, vhost: str, patterns: tuple[str, ...]) -> Step:
     configure, write, read = patterns
     return lambda: broker.access.set_permissions(user, vhost, configure, write, read)
+
+
+def _plan_topic_permissions(broker: Broker, document: Mapping[str, Any], result: Plan, seen: _Seen) -> None:
+    for item in _items(document, "topic_permissions"):
+        user = _str(item, "user", "topic permission")
+        what = f"topic permissions of {_where(user)}"
+        if user not in seen.users:
+            raise _fail(f"{what}: User '{user}' does not exist and is not in the definitions")
+        vhost = _vhost_of(item, what, seen, None)
+        exchange = _str(item, "exchange", what)
+        write, read = (_str(item, key, what) for key in ("write", "read"))
+        for pattern in (write, read):
+            try:
+                check_pattern(pattern)
+            except ValueError as exc:
+                raise _fail(f"{what} on vhost '{vhost}': {exc}") from None
+        current = broker.access.topic_permission(user, vhost, exchange)
+        if current is None or (current.write, current.read) != (write, read):
+            result.add(
+                f"topic permissions of {user} on {exchange} in {vhost}",
+                _set_topic_permissions(broker, user, vhost, exchange, write, read),
+            )
+
+
+def _set_topic_permissions(
+    broker: Broker, user: str, vhost: str, exchange: str, write: str, read: str
+) -> Step:
+    return lambda: broker.access.set_topic_permissions(user, vhost, exchange, write, read)
 
 
 def _plan_parameters(

@@ -156,6 +156,38 @@ class PermissionsCleared:
     vhost: str
 
 
+@dataclass(frozen=True, slots=True)
+class TopicPermissionSet:
+    """A user's topic permission on one exchange of a vhost: write and read regular expressions the
+    routing key of a publish (write) or a binding (read) on that exchange must match when it is a topic
+    exchange (rabbitmqctl set_topic_permissions; replaces an earlier one for the same exchange)."""
+
+    user: str
+    vhost: str
+    exchange: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPermissionCleared:
+    """A user's topic permission on one exchange of a vhost removed."""
+
+    user: str
+    vhost: str
+    exchange: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimitsSet:
+    """A user's limits replaced as a whole ({} clears them). `limits` maps "max-connections" and
+    "max-channels" to integers (negative = no limit, kept so that listing shows what was set);
+    rabbitmqctl set_user_limits merges into the current ones before the event is made."""
+
+    user: str
+    limits: dict[str, int]
+
+
 # -- vhost limits (applied by the Broker) -----------------------------------------------------------------
 
 
@@ -218,6 +250,9 @@ AccessEvent = (
     | VHostDeleted
     | PermissionsSet
     | PermissionsCleared
+    | TopicPermissionSet
+    | TopicPermissionCleared
+    | UserLimitsSet
 )
 
 # The events `Broker.apply` hands to the access registry rather than to a vhost.
@@ -230,6 +265,9 @@ ACCESS_EVENTS: tuple[type, ...] = (
     VHostDeleted,
     PermissionsSet,
     PermissionsCleared,
+    TopicPermissionSet,
+    TopicPermissionCleared,
+    UserLimitsSet,
 )
 
 # -- messages (only persistent messages routed to durable queues are journaled) -------------------------

@@ -28,6 +28,7 @@ from ottermq.broker.auth import AuthFailure, PendingLogin
 from ottermq.broker.checks import UNCHECKED_REFUSAL_DELAY
 from ottermq.broker.closing import finish
 from ottermq.broker.permissions import Guard
+from ottermq.broker.user_limits import check_connections
 
 if TYPE_CHECKING:
     from ottermq.broker.connection import Connection
@@ -166,6 +167,9 @@ def open_vhost(conn: Connection, method: ConnectionOpen) -> None:
     if vhost is None:
         raise AMQPConnectionError(NOT_ALLOWED, f"NOT_ALLOWED - vhost {method.virtual_host} not found")
     broker.check_connection_limit(vhost, conn.user)
+    limits = broker.access.user_limits
+    if limits and conn.user in limits:
+        check_connections(broker.connections, conn.user, limits[conn.user])
     if not broker.access.can_open(conn.user, vhost.name):
         raise AMQPConnectionError(
             NOT_ALLOWED, f"NOT_ALLOWED - access to vhost '{vhost.name}' refused for user '{conn.user}'"

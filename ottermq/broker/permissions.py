@@ -21,11 +21,13 @@ checks keep RabbitMQ's order, so `required` leaves out checks on "" that the vho
 
 Decisions are cached per connection (user and vhost are fixed once it is open); the broker calls
 `reset` on every connection when any user, vhost or permission changes. basic.publish looks only at the
-`writable` set, one membership test per message.
+`writable` set, one membership test per message; an exchange on which the user has a topic permission
+(topic_permissions.py) never enters it, so each publish there has its routing key checked.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -47,9 +49,12 @@ from ottermq.amqp.methods import (
     QueueUnbind,
 )
 from ottermq.broker.access import CONFIGURE, READ, WRITE
+from ottermq.broker.topic_permissions import TOPIC, compiled
+from ottermq.broker.topic_permissions import refused as topic_refused
 
 if TYPE_CHECKING:
     from ottermq.broker.access import AccessControl
+    from ottermq.broker.exchange import Exchange
 
 DEFAULT_EXCHANGE_RESOURCE: Final = "amq.default"
 # Bound on cached decisions per connection; past it the cache starts over (names can be unbounded).
@@ -123,20 +128,23 @@ def declare_extras(kind: str, name: str, arguments: dict[str, Any]) -> tuple[Che
 class Guard:
     """The access checks of one open connection (fixed user and vhost), with cached decisions."""
 
-    __slots__ = ("_allowed", "access", "user", "vhost", "writable")
+    __slots__ = ("_allowed", "_topics", "access", "user", "vhost", "writable")
 
     def __init__(self, access: AccessControl, user: str, vhost: str) -> None:
         self.access = access
         self.user = user
         self.vhost = vhost
         self._allowed: set[Check] = set()
-        # Exchanges this connection may publish to (the hot path's one lookup).
+        # Exchanges this connection may publish to without a routing-key check (the hot path's one lookup).
         self.writable: set[str] = set()
+        # (access, exchange) -> the topic permission's expanded pattern, compiled (None: matches nothing).
+        self._topics: dict[tuple[str, str], re.Pattern[str] | None] = {}
 
     def reset(self) -> None:
         """Forget every cached decision (users, vhosts or permissions changed)."""
         self._allowed.clear()
         self.writable.clear()
+        self._topics.clear()
 
     def check(self, access: str, kind: str, name: str) -> None:
         """Raise 403 ACCESS_REFUSED unless the user may `access` the resource."""
@@ -155,12 +163,41 @@ class Guard:
             self.check(access, kind, name)
 
     def check_publish(self, exchange: str) -> None:
-        """basic.publish: write on the exchange (callers test `writable` first)."""
+        """basic.publish: write on the exchange (callers test `writable` first, and call `check_topic`
+        with the exchange once looked up)."""
         if not self.access.allowed(self.user, self.vhost, WRITE, resource_name("exchange", exchange)):
             raise refused("exchange", exchange, self.vhost, self.user)
+        if self.access.topic_permission(self.user, self.vhost, exchange) is not None:
+            return  # every publish there has its routing key checked
         if len(self.writable) >= _CACHE_LIMIT:
             self.writable.clear()
         self.writable.add(exchange)
+
+    def check_topic(self, access: str, exchange: Exchange, routing_key: str) -> None:
+        """403 unless the user's topic permission on `exchange` ("write" for a publish, "read" for a
+        binding from it) allows `routing_key`; only topic exchanges with a topic permission are checked."""
+        if exchange.type != TOPIC:
+            return
+        name = exchange.name
+        permission = self.access.topic_permission(self.user, self.vhost, name)
+        if permission is None:
+            return
+        key = (access, name)
+        if key in self._topics:
+            pattern = self._topics[key]
+        else:
+            if len(self._topics) >= _CACHE_LIMIT:
+                self._topics.clear()
+            pattern = self._topics[key] = compiled(permission.pattern(access), self.user, self.vhost)
+        if pattern is None or pattern.search(routing_key) is None:
+            raise topic_refused(routing_key, name, self.vhost, self.user)
+
+    def check_binding_topic(self, exchanges: dict[str, Exchange], source: str, routing_key: str) -> None:
+        """queue/exchange bind and unbind: the read topic check on the source, when it exists (RabbitMQ
+        skips it for a missing source and answers the bind's own 404)."""
+        exchange = exchanges.get(source)
+        if exchange is not None and self.access.topic_permissions:
+            self.check_topic(READ, exchange, routing_key)
 
     def check_method(self, method: Method, queue: str = "") -> None:
         """The checks `required(method, queue)` names."""

@@ -189,7 +189,7 @@ async def vhost_permissions(ctx: Ctx) -> Response:
 # -- users -----------------------------------------------------------------------------------------------
 
 
-def user_row(user: User) -> dict[str, Any]:
+def user_row(user: User, limits: dict[str, int] | None = None) -> dict[str, Any]:
     """A user as RabbitMQ shows it (the hash as RabbitMQ's hashing_algorithm and base64 pair)."""
     algorithm, password_hash = export_hash(user.password_hash)
     return {
@@ -197,7 +197,7 @@ def user_row(user: User) -> dict[str, Any]:
         "password_hash": password_hash,
         "hashing_algorithm": algorithm,
         "tags": list(user.tags),
-        "limits": {},
+        "limits": dict(limits or {}),
     }
 
 
@@ -212,14 +212,16 @@ def _user(ctx: Ctx) -> User:
 async def list_users(ctx: Ctx) -> Response:
     """Every user."""
     require_admin(ctx.me)
-    return listed(ctx, [user_row(user) for user in ctx.broker.access.users.values()])
+    access = ctx.broker.access
+    return listed(ctx, [user_row(user, access.limits_of(user.name)) for user in access.users.values()])
 
 
 @route("GET", "/api/users/{user}")
 async def show_user(ctx: Ctx) -> Response:
     """One user."""
     require_admin(ctx.me)
-    return ok(user_row(_user(ctx)))
+    user = _user(ctx)
+    return ok(user_row(user, ctx.broker.access.limits_of(user.name)))
 
 
 def _tags(value: Any) -> list[str]:

@@ -16,6 +16,7 @@ from urllib.parse import quote, quote_plus
 
 from ottermq.broker.access import READ, WRITE
 from ottermq.http.api_entities import arguments_of, check_access, exchange_name, path_vhost, path_vhosts
+from ottermq.http.api_limits import check_topic_access
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.interface import HttpError, Response
 from ottermq.http.listing import listed
@@ -130,6 +131,7 @@ def _register(kind: str, letter: str) -> None:
         source, destination = _between(ctx, vhost, kind)
         check_access(ctx, vhost, WRITE, kind, destination)
         check_access(ctx, vhost, READ, "exchange", source)
+        check_topic_access(ctx, vhost, READ, source, routing_key)
         if kind == "queue":
             owner = vhost.queues[destination].exclusive_owner
             vhost.bind_queue(destination, source, routing_key, arguments, owner=owner)
@@ -159,6 +161,7 @@ def _register(kind: str, letter: str) -> None:
             raise not_found()
         check_access(ctx, vhost, WRITE, kind, row["destination"])
         check_access(ctx, vhost, READ, "exchange", row["source"])
+        check_topic_access(ctx, vhost, READ, row["source"], row["routing_key"])
         binding = next(
             b
             for b in vhost.bindings()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.access import CONFIGURE, READ, WRITE
+from ottermq.http.api_limits import check_topic_access
 from ottermq.http.api_policies import exchange_policy, queue_policies
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.auth import Unauthorized, require_vhost, visible_vhosts
@@ -257,6 +258,7 @@ async def publish_message(ctx: Ctx) -> Response:
         # RabbitMQ answers 400 here, quoting the AMQP error.
         raise HttpError(400, "bad_request", f"404 NOT_FOUND - no exchange '{name}' in vhost '{vhost.name}'")
     check_access(ctx, vhost, WRITE, "exchange", name)
+    check_topic_access(ctx, vhost, WRITE, name, routing_key, publish=True)
     if ctx.broker.alarms.blocking:
         # Publishers are blocked while an alarm is on; an HTTP publisher is told instead of held.
         raise HttpError(503, "unavailable", f"publishing is blocked: {ctx.broker.alarms.reason}")

@@ -216,6 +216,84 @@ def _list_vhost_limits(broker: Broker, args: dict[str, Any]) -> list[dict[str, A
     return [{"vhost": vhost.name, "limits": dict(limits)}] if limits else []
 
 
+# -- user limits and topic permissions (rabbitmqctl exits 69 for every refusal of these) -----------------
+
+
+def _rejected(call: Callable[[], Any]) -> Any:
+    """Run `call`, turning its AccessError into kind "rejected" (rabbitmqctl's exit 69), as rabbitmqctl
+    refuses a missing user or a bad definition of these verbs."""
+    try:
+        return call()
+    except AccessError as exc:
+        raise AccessError("rejected", str(exc)) from None
+
+
+def _known_user(broker: Broker, args: dict[str, Any]) -> str:
+    name = _arg(args, "user")
+    if broker.access.user(name) is None:
+        raise AccessError("rejected", f'User "{name}" does not exist')
+    return name
+
+
+@verb("set_user_limits")
+def _set_user_limits(broker: Broker, args: dict[str, Any]) -> None:
+    definition = _arg(args, "definition")
+    try:
+        limits = json.loads(definition)
+    except ValueError:
+        raise AccessError("rejected", "JSON decoding error. Reason: badarg") from None
+    user = _known_user(broker, args)
+    _rejected(lambda: broker.access.set_user_limits(user, limits))
+
+
+@verb("clear_user_limits")
+def _clear_user_limits(broker: Broker, args: dict[str, Any]) -> None:
+    user = _known_user(broker, args)
+    broker.access.clear_user_limits(user, _arg(args, "limit"))
+
+
+@verb("list_user_limits")
+def _list_user_limits(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per user with limits (with `global`), else the row of `user` (even without limits)."""
+    access = broker.access
+    if args.get("global"):
+        return [{"user": name, "limits": dict(limits)} for name, limits in access.user_limits.items()]
+    user = _known_user(broker, args)
+    return [{"user": user, "limits": dict(access.limits_of(user))}]
+
+
+@verb("set_topic_permissions")
+def _set_topic_permissions(broker: Broker, args: dict[str, Any]) -> None:
+    broker.access.set_topic_permissions(
+        _arg(args, "user"),
+        _arg(args, "vhost", "/"),
+        _arg(args, "exchange"),
+        _arg(args, "write"),
+        _arg(args, "read"),
+    )
+
+
+@verb("clear_topic_permissions")
+def _clear_topic_permissions(broker: Broker, args: dict[str, Any]) -> None:
+    exchange = args.get("exchange")
+    if exchange is not None and not isinstance(exchange, str):
+        raise UsageError("argument 'exchange' must be a string")
+    broker.access.clear_topic_permissions(_arg(args, "user"), _arg(args, "vhost", "/"), exchange)
+
+
+@verb("list_topic_permissions")
+def _list_topic_permissions(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    name = _arg(args, "vhost", "/")
+    if name not in broker.vhosts:
+        raise AccessError("vhost_absent", f"Virtual host '{name}' does not exist")
+    return broker.access.topic_rows(vhost=name)
+
+
+@verb("list_user_topic_permissions")
+def _list_user_topic_permissions(broker: Broker, args: dict[str, Any]) -> list[dict[str, Any]]:
+    return broker.access.topic_rows(user=_known_user(broker, args))
+
+
 # -- policies and operator policies (ottermq.broker.policies) --------------------------------------------
 
 

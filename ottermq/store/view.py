@@ -4,11 +4,11 @@ Strategy: the design promises that the live path and replay build the same state
 that checkable. It reads only what a log records: per vhost the durable exchanges, the durable queues
 with their logged messages (id, body size, deadline) in queue order (and the arguments policies give
 them), the bindings between durable ends, the vhost's limits and its policies; and the access
-registry's users and permissions. Everything a restart forgets on purpose is left out (consumers,
-unacked and redelivered marks, delivery counts, ready versus delivered, message locations in the log,
-which compaction moves). The result is made of dicts, lists, strings, numbers and tuples only, sorted
-where the broker's order carries no meaning, so two views compare with `==` and serialize with
-`json.dumps`; `diff_views` says where two of them differ.
+registry's users (with their limits), permissions and topic permissions. Everything a restart forgets
+on purpose is left out (consumers, unacked and redelivered marks, delivery counts, ready versus
+delivered, message locations in the log, which compaction moves). The result is made of dicts, lists,
+strings, numbers and tuples only, sorted where the broker's order carries no meaning, so two views
+compare with `==` and serialize with `json.dumps`; `diff_views` says where two of them differ.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ def durable_view(broker: Broker) -> dict[str, Any]:
             for name, vhost in sorted(broker.vhosts.items())
         },
         "users": {
-            name: {"password_hash": user.password_hash, "tags": list(user.tags)}
+            name: {
+                "password_hash": user.password_hash,
+                "tags": list(user.tags),
+                "limits": dict(sorted(access.limits_of(name).items())),
+            }
             for name, user in sorted(access.users.items())
         },
         "permissions": {
@@ -45,6 +49,15 @@ def durable_view(broker: Broker) -> dict[str, Any]:
                 "read": permission.read,
             }
             for (user, vhost), permission in sorted(access.permissions.items())
+        },
+        "topic_permissions": {
+            f"{row['user']} @ {row['vhost']} @ {row['exchange']}": {
+                "write": row["write"],
+                "read": row["read"],
+            }
+            for row in sorted(
+                access.topic_rows(), key=lambda row: (row["user"], row["vhost"], row["exchange"])
+            )
         },
     }
 

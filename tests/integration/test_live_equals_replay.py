@@ -501,7 +501,8 @@ def deletions(ch: Any) -> None:
 
 
 def access_changes(live: LiveBroker) -> None:
-    """Users, permissions, a second vhost and vhost limits, as `ottermq ctl` changes them."""
+    """Users, permissions, a second vhost, vhost and user limits and topic permissions, as `ottermq ctl`
+    changes them."""
 
     def change() -> None:
         broker = live.broker
@@ -511,6 +512,8 @@ def access_changes(live: LiveBroker) -> None:
         access.set_permissions("alice", "/", "^alice\\.", "^ex\\.", ".*")
         access.add_user("bob", "bob")
         access.set_permissions("bob", "/", ".*", ".*", ".*")
+        access.set_user_limits("bob", {"max-connections": 1})
+        access.set_topic_permissions("bob", "/", "amq.topic", "^b", "^b")
         access.delete_user("bob")
         access.change_password("alice", "changed")
         access.set_user_tags("alice", ("monitoring", "policymaker"))
@@ -520,8 +523,28 @@ def access_changes(live: LiveBroker) -> None:
         access.clear_permissions("alice", "v2")
         broker.set_vhost_limits("v2", {"max-queues": 100})
         broker.set_vhost_limit("/", "max-connections", 50)
+        access.set_user_limits("alice", {"max-connections": 5})
+        access.set_user_limits("alice", {"max-channels": 7})
+        access.clear_user_limits("alice", "max-connections")
+        access.set_topic_permissions("alice", "/", "amq.topic", "^{username}\\.", ".*")
+        access.set_topic_permissions("alice", "/", "other", "a", "b")
+        access.clear_topic_permissions("alice", "/", "other")
+        access.set_topic_permissions("alice", "v2", "amq.topic", "x", "")
         broker.add_vhost("v3")
+        access.set_topic_permissions("alice", "v3", "amq.topic", "x", "y")
         broker.delete_vhost("v3")
+
+    live.call(change)
+
+
+def limits_before(live: LiveBroker) -> None:
+    """A user limit and a topic permission of guest (harmless to the session), before the snapshot, so
+    the snapshot's own events carry them."""
+
+    def change() -> None:
+        access = live.broker.access
+        access.set_user_limits("guest", {"max-channels": 100, "max-connections": 100})
+        access.set_topic_permissions("guest", "/", "ex.unused", "^a", "^b")
 
     live.call(change)
 
@@ -549,6 +572,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         ch = conn.channel()
         declare_topology(ch)
         policies_before(live, ch)
+        limits_before(live)
         first_half(ch)
         # A snapshot taken while a confirm-mode publish waits for its (slowed) fsync.
         before = live.run(live.settled_end())
@@ -632,6 +656,13 @@ def test_the_session_did_what_it_says(session: Session) -> None:
     assert any(due for queue in queues.values() for _, _, due in queue["messages"])
     assert session.live["vhosts"]["v2"]["limits"] == {"max-queues": 100}
     assert set(session.live["users"]) == {"alice", "guest"}
+    assert session.live["users"]["alice"]["limits"] == {"max-channels": 7}
+    assert session.live["topic_permissions"] == {
+        "alice @ / @ amq.topic": {"write": "^{username}\\.", "read": ".*"},
+        "alice @ v2 @ amq.topic": {"write": "x", "read": ""},
+        "guest @ / @ ex.unused": {"write": "^a", "read": "^b"},
+    }
+    assert session.live["users"]["guest"]["limits"] == {"max-channels": 100, "max-connections": 100}
     # Policies: q.pol kept the operator policy's 3, then the replaced policy's 1; q.pol2 its 3 (no
     # longer matched by the replaced policy: the operator policy's 3 and its own 10).
     assert counts["q.pol"] == 1 and counts["q.pol2"] == 3
