@@ -17,6 +17,7 @@ from ottermq.broker.broker import Broker
 from ottermq.broker.message import Message
 from ottermq.broker.vhost import VHost
 from ottermq.store.codec import RECORD_TYPES, unpack_loc
+from ottermq.store.recovery import RUNNING_MARK
 from ottermq.store.snapshot import decode_snapshot, encode_snapshot, index_of
 from ottermq.store.store import LOG_DIR, DurableStore
 from tests.unit.broker.domain_fakes import FakeConsumer
@@ -117,6 +118,9 @@ def test_replay_rebuilds_the_live_state(tmp_path: Path, snapshot_after: int | No
     workload(broker, log, snapshot_after)
     expected = projection(broker)
     log.close()
+    # The broker died: its running mark is left (the log itself closed cleanly here, so Memento's MARK
+    # alone would call the stop clean).
+    (tmp_path / LOG_DIR / RUNNING_MARK).touch()
     rebuilt, store = recovered(tmp_path)
     try:
         assert projection(rebuilt) == expected
