@@ -1,6 +1,6 @@
 """Record a RabbitMQ 3.10 node's management objects with traffic on them, for the field tests.
 
-Usage: python tools/record_management_fields.py AMQP_PORT HTTP_PORT OUT.json
+Usage: python tools/record_management_fields.py AMQP_PORT HTTP_PORT OUT.json [SETTLE_SECONDS]
 
 Run against a private RabbitMQ node (rabbitmq_management, rates_mode basic, collect_statistics_interval
 5000): it declares a vhost "fields" with an exchange, a queue with a consumer attached and one without,
@@ -38,7 +38,7 @@ def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]
         return exc.code, json.loads(raw) if raw else None
 
 
-def main(amqp_port: int, http_port: int, out: str) -> None:
+def main(amqp_port: int, http_port: int, out: str, settle: float = 12.0) -> None:
     v = urllib.parse.quote(VHOST, safe="")
     call(http_port, "DELETE", f"/api/vhosts/{v}")
     assert call(http_port, "PUT", f"/api/vhosts/{v}")[0] in (201, 204)
@@ -69,7 +69,7 @@ def main(amqp_port: int, http_port: int, out: str) -> None:
     consumer_ch.basic_qos(prefetch_count=3)
     consumer_ch.basic_consume("busy", lambda c, m, p, b: None, consumer_tag="watcher")
     conn.process_data_events(1)
-    time.sleep(12)  # two statistics intervals
+    time.sleep(settle)  # two statistics intervals and more
     conn.process_data_events(0.1)
     paths = {
         "queue": f"/api/queues/{v}/busy",
@@ -117,4 +117,4 @@ def main(amqp_port: int, http_port: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], *(float(a) for a in sys.argv[4:5]))

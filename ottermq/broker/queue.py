@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 from typing import Any, Final
 
@@ -128,6 +128,11 @@ class Queue(DurableIndex):
     def ready_count(self) -> int:
         """Messages waiting for delivery (not counting delivered, unacknowledged ones)."""
         return len(self._ready)
+
+    def ready_entries(self) -> Iterator[QueueEntry]:
+        """The ready entries, head first (for the management API's figures; do not change the queue
+        while iterating)."""
+        return iter(self._ready)
 
     def _may_expire(self) -> None:
         """Entries with deadlines may be ready from now on: read the clock, take the checked paths."""

@@ -27,6 +27,7 @@ from ottermq.server.control import UsageError, wait_durable
 if TYPE_CHECKING:
     from ottermq.broker.access import User
     from ottermq.broker.broker import Broker
+    from ottermq.http.history import History
     from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
 
@@ -56,6 +57,10 @@ class Context:
     store: DurableStore | None = None
     # The message-rate samples the service takes (stats.MessageRates), for /api/overview's message_stats.
     rates: MessageRates | None = None
+    # Every object's sampled counters and figures (history.History), for their rates and samples.
+    history: History | None = None
+    # What the node's row says that only the CLI knows (data_dir, disk_free_limit, config_files).
+    node: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
