@@ -38,14 +38,20 @@ def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]
         return exc.code, json.loads(raw) if raw else None
 
 
-def main(amqp_port: int, http_port: int, out: str, settle: float = 12.0) -> None:
+def traffic(amqp_port: int, http_port: int) -> pika.BlockingConnection:
+    """Make the objects and the traffic the recording describes; the connection stays open (its
+    consumer attached) until the caller closes it."""
     v = urllib.parse.quote(VHOST, safe="")
     call(http_port, "DELETE", f"/api/vhosts/{v}")
     assert call(http_port, "PUT", f"/api/vhosts/{v}")[0] in (201, 204)
     perms = {"configure": ".*", "write": ".*", "read": ".*"}
     call(http_port, "PUT", f"/api/permissions/{v}/guest", perms)
     params = pika.ConnectionParameters(
-        "127.0.0.1", amqp_port, VHOST, pika.PlainCredentials("guest", "guest"), client_properties={"app": "rec"}
+        "127.0.0.1",
+        amqp_port,
+        VHOST,
+        pika.PlainCredentials("guest", "guest"),
+        client_properties={"app": "rec"},
     )
     conn = pika.BlockingConnection(params)
     ch = conn.channel()
@@ -69,48 +75,61 @@ def main(amqp_port: int, http_port: int, out: str, settle: float = 12.0) -> None
     consumer_ch.basic_qos(prefetch_count=3)
     consumer_ch.basic_consume("busy", lambda c, m, p, b: None, consumer_tag="watcher")
     conn.process_data_events(1)
+    return conn
+
+
+PATHS = {
+    "queue": "/api/queues/{v}/busy",
+    "queue/idle": "/api/queues/{v}/idle",
+    "queue/samples": "/api/queues/{v}/busy?msg_rates_age=60&msg_rates_incr=5&lengths_age=60&lengths_incr=5",
+    "queues": "/api/queues/{v}",
+    "exchange": "/api/exchanges/{v}/fx",
+    "exchange/samples": "/api/exchanges/{v}/fx?msg_rates_age=60&msg_rates_incr=5",
+    "exchange/default": "/api/exchanges/{v}/amq.default",
+    "vhost": "/api/vhosts/{v}",
+    "vhost/samples": "/api/vhosts/{v}?msg_rates_age=60&msg_rates_incr=5",
+    "channels": "/api/vhosts/{v}/channels",
+    "connections": "/api/vhosts/{v}/connections",
+    "nodes": "/api/nodes",
+    "overview": "/api/overview",
+    "overview/samples": "/api/overview?msg_rates_age=60&msg_rates_incr=5&lengths_age=60&lengths_incr=5",
+}
+
+
+def responses(http_port: int) -> dict[str, Any]:
+    """GET every path of PATHS, then the first channel and connection of the vhost by name."""
+    v = urllib.parse.quote(VHOST, safe="")
+    recorded: dict[str, Any] = {}
+    for key, template in PATHS.items():
+        path = template.format(v=v)
+        status, answer = call(http_port, "GET", path)
+        recorded[key] = {"request": f"GET {path}", "status": status, "body": answer}
+    for kind in ("channel", "connection"):
+        rows = recorded[kind + "s"]["body"]
+        if rows:
+            name = urllib.parse.quote(rows[0]["name"], safe="")
+            status, answer = call(http_port, "GET", f"/api/{kind}s/{name}")
+            recorded[kind] = {"request": f"GET /api/{kind}s/{{name}}", "status": status, "body": answer}
+    return recorded
+
+
+def main(amqp_port: int, http_port: int, out: str, settle: float = 12.0) -> None:
+    conn = traffic(amqp_port, http_port)
     time.sleep(settle)  # two statistics intervals and more
     conn.process_data_events(0.1)
-    paths = {
-        "queue": f"/api/queues/{v}/busy",
-        "queue/idle": f"/api/queues/{v}/idle",
-        "queue/samples": f"/api/queues/{v}/busy?msg_rates_age=60&msg_rates_incr=5&lengths_age=60&lengths_incr=5",
-        "queues": f"/api/queues/{v}",
-        "exchange": f"/api/exchanges/{v}/fx",
-        "exchange/samples": f"/api/exchanges/{v}/fx?msg_rates_age=60&msg_rates_incr=5",
-        "exchange/default": f"/api/exchanges/{v}/amq.default",
-        "vhost": f"/api/vhosts/{v}",
-        "vhost/samples": f"/api/vhosts/{v}?msg_rates_age=60&msg_rates_incr=5",
-        "channels": f"/api/vhosts/{v}/channels",
-        "connections": f"/api/vhosts/{v}/connections",
-        "nodes": "/api/nodes",
-        "overview": "/api/overview",
-        "overview/samples": "/api/overview?msg_rates_age=60&msg_rates_incr=5&lengths_age=60&lengths_incr=5",
-    }
     recorded: dict[str, Any] = {
         "_about": (
             "Responses of RabbitMQ 3.10.8 (Debian 12 package, rabbitmq_management, rates_mode basic, "
-            "collect_statistics_interval 5000) recorded by tools/record_management_fields.py: vhost 'fields', "
-            "fanout exchange fx bound to durable queues busy and idle, 10 persistent confirmed publishes to fx, "
-            "a get + reject(requeue) + get(no-ack) on busy, one API publish to fx and an API get of 2 from idle, "
-            "then a consumer 'watcher' (prefetch 3) on busy, 12 s before the requests."
+            "collect_statistics_interval 5000) recorded by tools/record_management_fields.py: "
+            "vhost 'fields', fanout exchange fx bound to durable queues busy and idle, 10 persistent "
+            "confirmed publishes to fx, a get + reject(requeue) + get(no-ack) on busy, one API publish "
+            "to fx and an API get of 2 from idle, then a consumer 'watcher' (prefetch 3) on busy, 12 s "
+            "before the requests."
         )
     }
-    for key, path in paths.items():
-        status, answer = call(http_port, "GET", path)
-        recorded[key] = {"request": f"GET {path}", "status": status, "body": answer}
-    channels = recorded["channels"]["body"]
-    if channels:
-        name = urllib.parse.quote(channels[0]["name"], safe="")
-        status, answer = call(http_port, "GET", f"/api/channels/{name}")
-        recorded["channel"] = {"request": "GET /api/channels/{name}", "status": status, "body": answer}
-    connections = recorded["connections"]["body"]
-    if connections:
-        name = urllib.parse.quote(connections[0]["name"], safe="")
-        status, answer = call(http_port, "GET", f"/api/connections/{name}")
-        recorded["connection"] = {"request": "GET /api/connections/{name}", "status": status, "body": answer}
+    recorded.update(responses(http_port))
     conn.close()
-    call(http_port, "DELETE", f"/api/vhosts/{v}")
+    call(http_port, "DELETE", f"/api/vhosts/{urllib.parse.quote(VHOST, safe='')}")
     with open(out, "w") as handle:
         json.dump(recorded, handle, indent=1, sort_keys=True)
         handle.write("\n")
