@@ -222,6 +222,19 @@ class _Figures:
         columns = query.get("columns", "")
         wanted = {column.split(".", 1)[0] for column in columns.split(",")} if columns else None
         self.walk = wanted is None or any(name in wanted for name in _WALK_FIELDS)
+        self._broker = ctx.broker
+        self._unacked: dict[Queue, list[QueueEntry]] | None = None
+
+    def unacked(self, queue: Queue) -> list[QueueEntry]:
+        """The queue's delivered, unacknowledged entries (all queues' gathered once per request)."""
+        if self._unacked is None:
+            by_queue: dict[Queue, list[QueueEntry]] = {}
+            for connection in self._broker.connections:
+                for channel in connection.channels.values():
+                    for delivery in channel.unacked.outstanding():
+                        by_queue.setdefault(delivery[1], []).append(delivery[2])
+            self._unacked = by_queue
+        return self._unacked.get(queue, [])
 
     def add(
         self,
@@ -293,7 +306,7 @@ def queue_fields(
     row["incoming"] = []
     row["backing_queue_status"] = _backing_queue_status(figures, key, row)
     if figures.walk:
-        row.update(_message_figures(ctx, queue))
+        row.update(_message_figures(queue, figures.unacked(queue)))
     return row
 
 
@@ -358,7 +371,7 @@ def _backing_queue_status(figures: _Figures, key: Hashable, row: dict[str, Any])
     }
 
 
-def _message_figures(ctx: Ctx, queue: Queue) -> dict[str, Any]:
+def _message_figures(queue: Queue, unacked_entries: list[QueueEntry]) -> dict[str, Any]:
     """Sizes and residency of the queue's messages, ready and unacknowledged (a walk over them)."""
     contents = queue.contents
     resident = contents.is_resident
@@ -375,21 +388,16 @@ def _message_figures(ctx: Ctx, queue: Queue) -> dict[str, Any]:
         if resident(entry.msg_id):
             ready_ram += 1
             ready_ram_bytes += size
-    unacked_bytes = unacked_ram = unacked_ram_bytes = unacked = 0
-    for connection in ctx.broker.connections:
-        for channel in connection.channels.values():
-            for delivery in channel.unacked.outstanding():
-                if delivery[1] is not queue:
-                    continue
-                entry = delivery[2]
-                unacked += 1
-                unacked_bytes += entry.size
-                if entry.msg_id > 0:
-                    persistent += 1
-                    persistent_bytes += entry.size
-                if resident(entry.msg_id):
-                    unacked_ram += 1
-                    unacked_ram_bytes += entry.size
+    unacked_bytes = unacked_ram = unacked_ram_bytes = 0
+    unacked = len(unacked_entries)
+    for entry in unacked_entries:
+        unacked_bytes += entry.size
+        if entry.msg_id > 0:
+            persistent += 1
+            persistent_bytes += entry.size
+        if resident(entry.msg_id):
+            unacked_ram += 1
+            unacked_ram_bytes += entry.size
     total = queue.ready_count + unacked
     ram = ready_ram + unacked_ram
     ram_bytes = ready_ram_bytes + unacked_ram_bytes
