@@ -23,12 +23,14 @@ lists them with the reason). Figures that are estimates say so here:
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.channel import MESSAGE_COUNTERS
+from ottermq.broker.exchange import Exchange
 from ottermq.broker.message import QueueEntry
 from ottermq.broker.object_stats import EXCHANGE_COUNTERS
 from ottermq.http.history import History, Values, Window, window
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
     from ottermq.broker.channel import Channel
     from ottermq.broker.connection import Connection
-    from ottermq.broker.exchange import Exchange
     from ottermq.broker.queue import Queue
     from ottermq.http.app import Context, Ctx
 
@@ -47,6 +48,8 @@ QUEUE_BASE_BYTES: Final = 2048
 # One message held by a queue: its QueueEntry (slotted) and the pointer that holds it.
 ENTRY_BYTES: Final = sys.getsizeof(QueueEntry(0, 0)) + 8
 
+# Queues and exchanges sampled between two turns of the event loop.
+SAMPLE_CHUNK: Final = 1000
 # A queue's and a vhost's or channel's message_stats fields (RabbitMQ 3.10's).
 QUEUE_STATS: Final = (
     "publish",
@@ -158,8 +161,10 @@ def _bytes(connection: Connection) -> tuple[int, int]:
 # -- sampling ------------------------------------------------------------------------------------------
 
 
-def sample_broker(context: Context, now: float) -> None:
-    """Sample every object into `context.history` at `now` (wall-clock seconds)."""
+async def sample_broker(context: Context, now: float) -> None:
+    """Sample every object into `context.history` at `now` (wall-clock seconds). Queues and exchanges
+    are read in chunks of SAMPLE_CHUNK with a turn of the event loop between them, so 10,000 queues
+    never hold AMQP clients up for the whole walk (their figures are then a few ms apart)."""
     from ottermq.http.node_info import NODE_SAMPLED, node_sample
 
     history = context.history
@@ -167,18 +172,23 @@ def sample_broker(context: Context, now: float) -> None:
     broker = context.broker
     unacked = unacked_by_queue(broker)
     rows: list[tuple[Hashable, int, Values]] = []
-    lengths: dict[str, tuple[int, int]] = {}
-    for name, vhost in broker.vhosts.items():
-        ready_total = unacked_total = 0
-        for queue in vhost.queues.values():
-            ready, pending = queue.ready_count, unacked[queue]
-            ready_total += ready
-            unacked_total += pending
-            values = (*_queue_counts(queue), ready + pending, ready, pending)
-            rows.append((("queue", name, queue.name), id(queue), values))
-        for exchange in vhost.exchanges.values():
-            rows.append((("exchange", name, exchange.name), id(exchange), exchange.stats.values()))
-        lengths[name] = (ready_total, unacked_total)
+    lengths: dict[str, list[int]] = {}
+    entities: list[tuple[str, Queue | Exchange]] = []
+    for name, vhost in list(broker.vhosts.items()):
+        entities.extend((name, queue) for queue in vhost.queues.values())
+        entities.extend((name, exchange) for exchange in vhost.exchanges.values())
+    for done, (name, entity) in enumerate(entities, 1):
+        totals = lengths.setdefault(name, [0, 0])
+        if isinstance(entity, Exchange):
+            rows.append((("exchange", name, entity.name), id(entity), entity.stats.values()))
+        else:
+            ready, pending = entity.ready_count, unacked[entity]
+            totals[0] += ready
+            totals[1] += pending
+            values = (*_queue_counts(entity), ready + pending, ready, pending)
+            rows.append((("queue", name, entity.name), id(entity), values))
+        if not done % SAMPLE_CHUNK:
+            await asyncio.sleep(0)
     vhost_bytes: dict[str, list[int]] = {}
     for connection in broker.connections:
         if connection.vhost is None:
@@ -191,12 +201,12 @@ def sample_broker(context: Context, now: float) -> None:
         for channel in connection.channels.values():
             rows.append((("channel", id(channel)), id(channel), channel_counts(_open_counts(channel))))
     for name, vhost in broker.vhosts.items():
-        ready, pending = lengths[name]
+        ready, pending = lengths.get(name, (0, 0))
         received, sent = vhost_bytes.get(name, (0, 0))
         counts = channel_counts(_vhost_counts(broker, name))
         rows.append((("vhost", name), id(vhost), (*counts, ready + pending, ready, pending, received, sent)))
     counts = channel_counts(broker.message_totals())
-    ready = sum(ready for ready, _ in lengths.values())
+    ready = sum(ready for ready, _ in lengths.values())  # vhosts deleted meanwhile too: it is a sample
     pending = sum(pending for _, pending in lengths.values())
     rows.append((("overview",), 0, (*counts, ready + pending, ready, pending)))
     node = node_sample(context)
@@ -222,6 +232,9 @@ class _Figures:
         columns = query.get("columns", "")
         wanted = {column.split(".", 1)[0] for column in columns.split(",")} if columns else None
         self.walk = wanted is None or any(name in wanted for name in _WALK_FIELDS)
+        # The top-level fields the answer needs (None: all): `columns` and the `sort` key.
+        sort = query.get("sort", "")
+        self.wanted = None if wanted is None else wanted | {sort.split(".", 1)[0]} - {""}
         self._broker = ctx.broker
         self._unacked: dict[Queue, list[QueueEntry]] | None = None
 
@@ -280,8 +293,11 @@ def message_stats(figures: _Figures, key: Hashable, names: tuple[str, ...], valu
 def queue_fields(
     ctx: Ctx, queue: Queue, row: dict[str, Any], figures: _Figures | None = None
 ) -> dict[str, Any]:
-    """Add a queue's figures to its row (which has messages, messages_ready, messages_unacknowledged)."""
+    """Add a queue's figures to its row (which has messages, messages_ready, messages_unacknowledged);
+    nothing when the request's columns and sort need only what the row has."""
     figures = figures or _Figures(ctx)
+    if figures.wanted is not None and figures.wanted <= row.keys():
+        return row
     key = ("queue", queue.vhost, queue.name)
     counts = _queue_counts(queue)
     if any(counts):

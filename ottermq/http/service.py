@@ -111,7 +111,7 @@ class ManagementService:
         while True:
             context.rates.sample(time.monotonic())
             try:
-                sample_broker(context, time.time())
+                await sample_broker(context, time.time())
             except Exception:
                 # A bug here must not end the sampling of the overview's rates.
                 log.exception("sampling the broker's objects failed")
