@@ -161,6 +161,31 @@ def _bytes(connection: Connection) -> tuple[int, int]:
 # -- sampling ------------------------------------------------------------------------------------------
 
 
+class EndedBytes(dict[str, tuple[int, int]]):
+    """Bytes received and sent by a vhost's connections that have ended, as of the last sample that saw
+    them (the sampler folds them in, so a vhost's recv_oct and send_oct never go back; what an ended
+    connection moved after that sample is not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The connections of the last sample: (id, name) -> (vhost, received, sent).
+        self.live: dict[tuple[int, str], tuple[str, int, int]] = {}
+
+    def fold(self, previous: dict[tuple[int, str], tuple[str, int, int]]) -> None:
+        """Add the connections of `previous` that are not live any more."""
+        for key, (vhost, received, sent) in previous.items():
+            if key not in self.live:
+                r, s = self.get(vhost, (0, 0))
+                self[vhost] = (r + received, s + sent)
+
+
+def _ended_bytes(history: History) -> EndedBytes:
+    ended = history.state.get("ended_bytes")
+    if not isinstance(ended, EndedBytes):
+        ended = history.state["ended_bytes"] = EndedBytes()
+    return ended
+
+
 async def sample_broker(context: Context, now: float) -> None:
     """Sample every object into `context.history` at `now` (wall-clock seconds). Queues and exchanges
     are read in chunks of SAMPLE_CHUNK with a turn of the event loop between them, so 10,000 queues
@@ -189,17 +214,22 @@ async def sample_broker(context: Context, now: float) -> None:
             rows.append((("queue", name, entity.name), id(entity), values))
         if not done % SAMPLE_CHUNK:
             await asyncio.sleep(0)
-    vhost_bytes: dict[str, list[int]] = {}
+    ended = _ended_bytes(history)
+    vhost_bytes: dict[str, list[int]] = {name: list(ended.get(name, (0, 0))) for name in broker.vhosts}
+    seen = ended.live
+    ended.live = {}
     for connection in broker.connections:
         if connection.vhost is None:
             continue
         received, sent = _bytes(connection)
+        ended.live[(id(connection), connection.name)] = (connection.vhost.name, received, sent)
         totals = vhost_bytes.setdefault(connection.vhost.name, [0, 0])
         totals[0] += received
         totals[1] += sent
         rows.append((("connection", id(connection)), id(connection), (received, sent)))
         for channel in connection.channels.values():
             rows.append((("channel", id(channel)), id(channel), channel_counts(_open_counts(channel))))
+    ended.fold(seen)
     for name, vhost in broker.vhosts.items():
         ready, pending = lengths.get(name, (0, 0))
         received, sent = vhost_bytes.get(name, (0, 0))
@@ -460,7 +490,8 @@ def exchange_fields(ctx: Ctx, exchange: Exchange, row: dict[str, Any]) -> dict[s
 
 
 def vhost_fields(ctx: Ctx, name: str, row: dict[str, Any]) -> dict[str, Any]:
-    """Add a vhost's message_stats, lengths' details and byte counts of its open connections."""
+    """Add a vhost's message_stats, lengths' details and its connections' byte counts (open ones, and
+    ended ones as of the last sample that saw them: EndedBytes)."""
     broker = ctx.broker
     figures = _Figures(ctx)
     key = ("vhost", name)
@@ -468,7 +499,7 @@ def vhost_fields(ctx: Ctx, name: str, row: dict[str, Any]) -> dict[str, Any]:
     row["message_stats"] = message_stats(figures, key, CHANNEL_STATS, counts)
     lengths = (row["messages"], row["messages_ready"], row["messages_unacknowledged"])
     figures.add(row, key, LENGTHS, lengths, len(CHANNEL_STATS), figures.lengths)
-    received = sent = 0
+    received, sent = _ended_bytes(figures.history).get(name, (0, 0))
     for connection in broker.connections:
         if connection.vhost is not None and connection.vhost.name == name:
             r, s = _bytes(connection)

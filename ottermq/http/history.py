@@ -75,6 +75,8 @@ class History:
     interval: float
     times: deque[float] = field(default_factory=deque)
     series: dict[Hashable, Series] = field(default_factory=dict)
+    # The sampler's own bookkeeping between samples (fields.EndedBytes...), by name.
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kept(self) -> int:
