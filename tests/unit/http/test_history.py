@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ottermq.http.history import MAX_KEPT, History, Window, window
 
 KEY = ("queue", "/", "q")
@@ -86,3 +88,13 @@ def test_window_from_the_query() -> None:
     assert window({"msg_rates_age": "x", "msg_rates_incr": "5"}, "msg_rates") is None
     assert window({"msg_rates_age": "60", "msg_rates_incr": "0"}, "msg_rates") is None
     assert window({"lengths_age": "100000", "lengths_incr": "1"}, "lengths") is None  # too many samples
+
+
+def test_sample_interval_is_a_setting() -> None:
+    from ottermq.config import ConfigError, load_settings
+
+    assert load_settings({}, None, {}).collect_statistics_interval == 5000
+    lowered = load_settings({}, None, {"OTTERMQ_COLLECT_STATISTICS_INTERVAL": "200"})
+    assert lowered.collect_statistics_interval == 200
+    with pytest.raises(ConfigError):
+        load_settings({}, None, {"OTTERMQ_COLLECT_STATISTICS_INTERVAL": "0"})
