@@ -14,9 +14,11 @@ lists them with the reason). Figures that are estimates say so here:
 - queue `memory`: `QUEUE_BASE_BYTES` plus `ENTRY_BYTES` per message held (ready or unacknowledged: the
   entry object and its slot), plus the bodies the content store keeps in memory for it (shared bodies
   counted in every queue holding them, as RabbitMQ counts a message in each queue process).
-- `consumer_utilisation` / `consumer_capacity`: RabbitMQ measures the share of time consumers could take
-  more. Here, at request time: 1.0 when consumers are attached and nothing waits, else the share of its
-  consumers with prefetch credit now (0 without consumers).
+- `consumer_utilisation` / `consumer_capacity`: RabbitMQ measures the share of time the queue could
+  deliver at once to its consumers. Here: the share of the last UTILISATION_SAMPLES samples taken while
+  consumers were attached in which it could (nothing waiting, or a consumer with prefetch credit), so
+  its resolution is the sample interval; before such a sample, the same test made at request time
+  (1.0 or 0.0); 0 without consumers.
 - `idle_since`: the time of the sample after which the object's counters and lengths stopped changing
   (absent while they change), so its resolution is the sample interval.
 """
@@ -48,6 +50,8 @@ QUEUE_BASE_BYTES: Final = 2048
 # One message held by a queue: its QueueEntry (slotted) and the pointer that holds it.
 ENTRY_BYTES: Final = sys.getsizeof(QueueEntry(0, 0)) + 8
 
+# consumer_utilisation covers this many samples (a minute at the default 5 s interval).
+UTILISATION_SAMPLES: Final = 12
 # Queues and exchanges sampled between two turns of the event loop.
 SAMPLE_CHUNK: Final = 1000
 # A queue's and a vhost's or channel's message_stats fields (RabbitMQ 3.10's).
@@ -210,7 +214,7 @@ async def sample_broker(context: Context, now: float) -> None:
             ready, pending = entity.ready_count, unacked[entity]
             totals[0] += ready
             totals[1] += pending
-            values = (*_queue_counts(entity), ready + pending, ready, pending)
+            values = (*_queue_counts(entity), ready + pending, ready, pending, *_deliverable(entity, ready))
             rows.append((("queue", name, entity.name), id(entity), values))
         if not done % SAMPLE_CHUNK:
             await asyncio.sleep(0)
@@ -340,7 +344,7 @@ def queue_fields(
     features = queue.features
     single = features is not None and features.single_active is not None
     row["single_active_consumer_tag"] = consumers[0].tag if single and consumers else None
-    capacity = _consumer_capacity(queue, consumers)
+    capacity = _consumer_capacity(figures, key, queue)
     row["consumer_utilisation"] = capacity
     row["consumer_capacity"] = capacity
     idle = _idle_since(figures.history, key)
@@ -391,12 +395,26 @@ def _node_name() -> str:
     return NODE
 
 
-def _consumer_capacity(queue: Queue, consumers: list[Any]) -> float:
-    if not consumers:
+def _deliverable(queue: Queue, ready: int) -> tuple[int, int]:
+    """(consumers attached, the queue could deliver at once now): 1 or 0 each, sampled for
+    consumer_utilisation."""
+    if not queue.consumer_count:
+        return (0, 0)
+    if not ready:
+        return (1, 1)
+    return (1, int(any(getattr(c, "active", True) and c.has_credit() for c in queue.consumers())))
+
+
+def _consumer_capacity(figures: _Figures, key: Hashable, queue: Queue) -> float:
+    if not queue.consumer_count:
         return 0
-    if not queue.ready_count:
-        return 1.0
-    return sum(1 for c in consumers if c.active and c.has_credit()) / len(consumers)
+    series = figures.history.series.get(key)
+    if series is not None:
+        recent = list(series.values)[-UTILISATION_SAMPLES:]
+        with_consumers = [values[-1] for values in recent if values[-2]]
+        if with_consumers:
+            return sum(with_consumers) / len(with_consumers)
+    return float(_deliverable(queue, queue.ready_count)[1])
 
 
 def _backing_queue_status(figures: _Figures, key: Hashable, row: dict[str, Any]) -> dict[str, Any]:
