@@ -260,8 +260,7 @@ class _Figures:
         self.now = _now()
         query = ctx.query
         self.msg_rates = window(query, "msg_rates")
-        # As RabbitMQ: lengths get samples with msg_rates_age/incr too when lengths_age/incr are absent.
-        self.lengths = window(query, "lengths") or self.msg_rates
+        self.lengths = window(query, "lengths")
         self.data_rates = window(query, "data_rates")
         columns = query.get("columns", "")
         wanted = {column.split(".", 1)[0] for column in columns.split(",")} if columns else None
@@ -516,7 +515,8 @@ def vhost_fields(ctx: Ctx, name: str, row: dict[str, Any]) -> dict[str, Any]:
     counts = channel_counts(_vhost_counts(broker, name))
     row["message_stats"] = message_stats(figures, key, CHANNEL_STATS, counts)
     lengths = (row["messages"], row["messages_ready"], row["messages_unacknowledged"])
-    figures.add(row, key, LENGTHS, lengths, len(CHANNEL_STATS), figures.lengths)
+    # As RabbitMQ 3.10: a vhost's lengths take msg_rates_age/incr, not lengths_age/incr.
+    figures.add(row, key, LENGTHS, lengths, len(CHANNEL_STATS), figures.msg_rates)
     received, sent = _ended_bytes(figures.history).get(name, (0, 0))
     for connection in broker.connections:
         if connection.vhost is not None and connection.vhost.name == name:

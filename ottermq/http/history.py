@@ -11,7 +11,8 @@ again) starts a new series, so a rate never comes from two objects.
 
 What a request sees, as RabbitMQ 3.10 shows it:
 - `rate`: (last sample - the one before) / their distance in seconds, 0.0 before there are two.
-- with `msg_rates_age=A&msg_rates_incr=I` (or lengths_/data_rates_ for gauges and bytes): `samples`,
+- with `msg_rates_age=A&msg_rates_incr=I` (lengths_ for a queue's and the overview's lengths, while a
+  vhost's follow msg_rates_, as RabbitMQ 3.10; data_rates_ for bytes): `samples`,
   newest first, one per I seconds at wall-clock multiples of I back to A seconds ago (A / I + 1 of
   them), each the value as of the last sample taken at or before its timestamp (0 before the object
   was seen, its oldest kept value when older history was dropped); `avg` is their mean and `avg_rate`

@@ -230,6 +230,30 @@ def test_not_given_lists_only_what_rabbitmq_gives() -> None:
         assert set(entries) <= given, (kind, sorted(set(entries) - given))
 
 
+def details_shapes(value: Any, path: str = "") -> dict[str, frozenset[str]]:
+    """The key set of every `<name>_details` object, by path."""
+    if isinstance(value, list):
+        return details_shapes(value[0], path) if value and isinstance(value[0], dict) else {}
+    if not isinstance(value, dict):
+        return {}
+    found: dict[str, frozenset[str]] = {}
+    for name, inner in value.items():
+        if name.endswith("_details") and isinstance(inner, dict):
+            found[path + name] = frozenset(inner)
+        else:
+            found.update(details_shapes(inner, f"{path}{name}."))
+    return found
+
+
+@pytest.mark.parametrize("key", sorted(k for k in RECORDED if not k.startswith("_")))
+def test_details_carry_samples_exactly_when_rabbitmq_does(fields: Fields, key: str) -> None:
+    """`{rate}` or `{rate, samples, avg, avg_rate}`, as the query asked, object by object (a vhost's
+    lengths follow msg_rates_age, a queue's lengths_age, as RabbitMQ 3.10)."""
+    theirs = details_shapes(RECORDED[key]["body"])
+    ours = details_shapes(fields.answers[key]["body"])
+    assert {p: ours[p] for p in theirs if p in ours} == {p: theirs[p] for p in theirs if p in ours}
+
+
 def _counts(body: Any) -> dict[str, int]:
     row = body[0] if isinstance(body, list) else body
     return {k: v for k, v in row.get("message_stats", {}).items() if not k.endswith("_details")}
@@ -292,9 +316,10 @@ def test_samples_as_asked(fields: Fields) -> None:
     assert len(stamps) == 3 and stamps[0] % 1000 == 0
     assert stamps == [stamps[0], stamps[0] - 1000, stamps[0] - 2000]
     assert details["samples"][0]["sample"] == 11
-    # Lengths get samples with msg_rates_age too, as RabbitMQ's vhosts show.
-    assert len(body["messages_details"]["samples"]) == 3
-    assert body["messages_details"]["samples"][0]["sample"] == 10
+    # A queue's lengths get samples with lengths_age/incr.
+    assert body["messages_details"] == {"rate": 0.0}
+    lengths = fields.get("/api/queues/fields/busy?lengths_age=2&lengths_incr=1")["messages_details"]
+    assert len(lengths["samples"]) == 3 and lengths["samples"][0]["sample"] == 10
     assert fields.get("/api/queues/fields/busy")["message_stats"]["publish_details"] == {"rate": 0.0}
 
 
