@@ -242,7 +242,17 @@ def serve(
 
         # Listens (and logs "management API listening on ...") once the AMQP listener is up.
         http = ManagementService(
-            settings.host, settings.http_port, store, limits=http_limits(settings), cluster=cluster
+            settings.host,
+            settings.http_port,
+            store,
+            sample_interval=settings.collect_statistics_interval / 1000,
+            limits=http_limits(settings),
+            node={
+                "data_dir": str(data_path),
+                "disk_free_limit": settings.disk_free_limit,
+                "config_files": [str(Path(config).resolve())] if config else [],
+            },
+            cluster=cluster,
         )
     else:
         log.info("management API disabled (http_port = 0)")

@@ -102,6 +102,9 @@ class Settings:
     http_idle_timeout: float = 30.0
     http_max_connections: int = 256
     http_max_unproven: int = 64
+    # Milliseconds between the management API's samples of message counters and object figures, from
+    # which its rates are computed (RabbitMQ's collect_statistics_interval; tests lower it).
+    collect_statistics_interval: int = 5000
     # Disk alarm: publishers are blocked while the data directory's file system has less free space.
     disk_free_limit: int = 50_000_000
     # AMQPS listener, off unless tls_port, tls_certfile and tls_keyfile are set (RabbitMQ's port: 5671).
@@ -287,6 +290,8 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 0.01, 86400)
     elif name in ("http_max_connections", "http_max_unproven"):
         _in_range(value, 1, 1 << 20)
+    elif name == "collect_statistics_interval":
+        _in_range(value, 10, 86_400_000)
     elif name in ("handshake_timeout", "shutdown_timeout"):
         _in_range(value, 0.01, 86400)
     elif name in (

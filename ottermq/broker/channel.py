@@ -86,6 +86,7 @@ MESSAGE_COUNTERS: Final = (
     "delivered_get_manual_ack",
     "redelivered",
     "acknowledged",
+    "get_empty",
 )
 _COUNTER_ATTRIBUTES: Final = tuple((name, "n_" + name) for name in MESSAGE_COUNTERS)
 
@@ -112,6 +113,7 @@ class Channel:
         "n_delivered_consume_manual_ack",
         "n_delivered_get_auto_ack",
         "n_delivered_get_manual_ack",
+        "n_get_empty",
         "n_redelivered",
         "n_routed",
         "n_unroutable_dropped",
@@ -174,6 +176,7 @@ class Channel:
         self.n_delivered_get_manual_ack = 0
         self.n_redelivered = 0
         self.n_acknowledged = 0
+        self.n_get_empty = 0
 
     def __repr__(self) -> str:
         return f"Channel({self.number}, consumers={len(self.consumers)}, unacked={len(self.unacked)})"
@@ -235,9 +238,13 @@ class Channel:
             totals[name] += getattr(self, attribute)
 
     def fold_counts(self, totals: dict[str, int]) -> None:
-        """Move the counters into `totals` (the broker's, as the channel ends): totals never go back."""
+        """Move the counters into `totals` (the broker's, as the channel ends) and into its vhost's
+        `message_counts`: totals never go back."""
+        per_vhost = self.vhost.message_counts
         for name, attribute in _COUNTER_ATTRIBUTES:
-            totals[name] += getattr(self, attribute)
+            count = getattr(self, attribute)
+            totals[name] += count
+            per_vhost[name] = per_vhost.get(name, 0) + count
             setattr(self, attribute, 0)
 
     # -- channel ---------------------------------------------------------------------------------------

@@ -44,12 +44,16 @@ def apply_settle(channel: Channel, kind: int, deliveries: list[Delivery]) -> Non
         if kind == REJECT_REQUEUE:
             queue.requeue((entry,))
         else:
+            if kind == ACK:
+                queue.stats.ack += 1
             queue.settle((entry,), "ack" if kind == ACK else "reject")
     else:
         for queue, entries in by_queue(deliveries).items():
             if kind == REJECT_REQUEUE:
                 queue.requeue(entries)
             else:
+                if kind == ACK:
+                    queue.stats.ack += len(entries)
                 queue.settle(entries, "ack" if kind == ACK else "reject")
     _release_credit(channel, deliveries)
 

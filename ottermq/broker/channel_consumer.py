@@ -122,16 +122,20 @@ class ChannelConsumer:
                 connection.frame_max,
             )
         )
+        stats = queue.stats
         if self.no_ack:
             queue.settle((entry,))
             channel.n_delivered_consume_auto_ack += 1
+            stats.deliver_no_ack += 1
         else:
             unacked.track(tag, (tag, queue, entry, self))
             self.window.outstanding += 1
             channel.qos.shared.outstanding += 1
             channel.n_delivered_consume_manual_ack += 1
+            stats.deliver += 1
         if entry.redelivered:
             channel.n_redelivered += 1
+            stats.redeliver += 1
 
     def cancelled_by_broker(self) -> None:
         """The queue was deleted: forget the consumer, tell a client that asked (basic.cancel)."""
@@ -201,6 +205,8 @@ def get(channel: Channel, method: BasicGet) -> None:
     while True:
         entry = queue.get()
         if entry is None:
+            channel.n_get_empty += 1
+            queue.stats.get_empty += 1
             channel.connection.send_method(channel.number, BasicGetEmpty())
             return
         try:
@@ -224,14 +230,18 @@ def get(channel: Channel, method: BasicGet) -> None:
             channel.connection.frame_max,
         )
     )
+    stats = queue.stats
     if method.no_ack:
         queue.settle((entry,))
         channel.n_delivered_get_auto_ack += 1
+        stats.get_no_ack += 1
     else:
         unacked.track(tag, (tag, queue, entry, None))
         channel.n_delivered_get_manual_ack += 1
+        stats.get += 1
     if entry.redelivered:
         channel.n_redelivered += 1
+        stats.redeliver += 1
 
 
 def qos(channel: Channel, method: BasicQos) -> None:

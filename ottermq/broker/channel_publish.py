@@ -88,8 +88,11 @@ def route(channel: Channel, message: Message, exchange: Exchange, mandatory: boo
         queues = channel.vhost.route(exchange, message.routing_key, message)
     confirms = channel.confirms
     seq = confirms.publish() if confirms is not None else 0
+    stats = exchange.stats
+    stats.publish_in += 1
     if queues:
         channel.n_routed += 1
+        stats.publish_out += len(queues)
         if seq:
             return _publish_confirmed(channel, message, queues, seq)
         committing = channel.tx_publishes

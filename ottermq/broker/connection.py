@@ -77,6 +77,7 @@ class Connection:
         "_memory",
         "_read_paused",
         "_received",
+        "auth_mechanism",
         "broker",
         "capabilities",
         "channel_max",
@@ -115,6 +116,8 @@ class Connection:
         # Access checks for the user on the vhost, from connection.open on.
         self.guard: Guard | None = None
         self.client_properties: dict[str, Any] = {}
+        # The SASL mechanism the client logged in with (PLAIN, AMQPLAIN, EXTERNAL).
+        self.auth_mechanism = ""
         self.capabilities: dict[str, Any] = {}
         self.consumer_cancel_notify = False
         self.closed = False

@@ -57,6 +57,10 @@ class Contents:
     def __contains__(self, msg_id: int) -> bool:
         return msg_id in self._memory
 
+    def is_resident(self, msg_id: int) -> bool:
+        """True when the content is held in memory (a get needs no read from the log)."""
+        return msg_id in self._memory
+
     def refs(self, msg_id: int) -> int:
         """The reference count of `msg_id` (0: not held)."""
         if msg_id not in self:

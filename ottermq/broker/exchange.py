@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ottermq.broker.arguments import freeze
 from ottermq.broker.events import DestinationKind
 from ottermq.broker.exchange_types import Router
+from ottermq.broker.object_stats import ExchangeStats
 
 if TYPE_CHECKING:
     from ottermq.broker.exchange_types import Destination
@@ -65,6 +66,7 @@ class Exchange:
         "name",
         "resource",
         "router",
+        "stats",
         "type",
         "vhost",
     )
@@ -98,6 +100,8 @@ class Exchange:
         # How many of them lead to exchanges: routing follows chains only when there are some.
         self.exchange_bindings = 0
         self.deleted = False
+        # Message counters for the management API (object_stats.py).
+        self.stats = ExchangeStats()
 
     def __repr__(self) -> str:
         return f"Exchange({self.name!r}, {self.type!r}, bindings={len(self.bindings)})"

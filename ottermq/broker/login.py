@@ -57,6 +57,7 @@ def start_ok(conn: Connection, method: ConnectionStartOk) -> None:
     conn.capabilities = capabilities if isinstance(capabilities, dict) else {}
     conn.consumer_cancel_notify = conn.capabilities.get("consumer_cancel_notify") is True
     mechanism = method.mechanism
+    conn.auth_mechanism = mechanism
     peer_cert_cn = conn.transport.peer_cert_cn
     if mechanism not in conn.broker.auth.mechanisms(peer_cert_cn):
         raise AMQPConnectionError(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 from typing import Any, Final
 
@@ -39,6 +39,7 @@ from ottermq.broker.durable_index import DurableIndex
 from ottermq.broker.features import QueueFeatures
 from ottermq.broker.length_limit import REJECT_PUBLISH_DLX, LengthLimit, unwrap
 from ottermq.broker.message import Message, QueueEntry
+from ottermq.broker.object_stats import QueueStats
 from ottermq.broker.ready import Ready
 from ottermq.broker.ttl import deadline, now_ms
 
@@ -70,6 +71,7 @@ class Queue(DurableIndex):
         "plain",
         "policy_arguments",
         "resource",
+        "stats",
         "vhost",
     )
 
@@ -93,6 +95,8 @@ class Queue(DurableIndex):
         # How RabbitMQ names a queue in its error texts.
         self.resource = f"queue '{name}' in vhost '{vhost}'"
         self.deleted = False
+        # Message counters for the management API (object_stats.py), bumped where messages come and go.
+        self.stats = QueueStats()
         # The owner of the contents its entries name: each entry holds one reference, given back when it
         # leaves the queue for good. Set by the vhost (a queue made alone, in tests, gets its own).
         self.contents: Contents = _ORPHANS
@@ -124,6 +128,11 @@ class Queue(DurableIndex):
     def ready_count(self) -> int:
         """Messages waiting for delivery (not counting delivered, unacknowledged ones)."""
         return len(self._ready)
+
+    def ready_entries(self) -> Iterator[QueueEntry]:
+        """The ready entries, head first (for the management API's figures; do not change the queue
+        while iterating)."""
+        return iter(self._ready)
 
     def _may_expire(self) -> None:
         """Entries with deadlines may be ready from now on: read the clock, take the checked paths."""
@@ -169,6 +178,7 @@ class Queue(DurableIndex):
         it (a full queue with x-overflow reject-publish, see length_limit.py; its reference is given back)."""
         if not self.plain:
             return self._enqueue_checked(entry)
+        self.stats.publish += 1
         if not entry.seq:
             self._seq = entry.seq = self._seq + 1
         sole = self._sole
@@ -199,6 +209,7 @@ class Queue(DurableIndex):
                 self._dead_letter([entry], deadletter.MAXLEN)
             self.settle((entry,), "maxlen")
             return False
+        self.stats.publish += 1
         if not entry.seq:
             self._seq = entry.seq = self._seq + 1
         ready.append(entry)

@@ -79,6 +79,9 @@ class Topology:
         self.max_queues = -1
         # Its policies and operator policies (policies.py), applied at declare and when they change.
         self.policies = VHostPolicies()
+        # The message counters of its channels that have ended (Channel.fold_counts), and of management
+        # API publishes and gets, by channel.MESSAGE_COUNTERS name (absent = 0).
+        self.message_counts: dict[str, int] = {}
         # Bindings by destination, to drop them with the destination.
         self._bound_to: dict[tuple[DestinationKind, str], dict[Binding, None]] = {}
         self._default_router = DefaultRouter()

@@ -48,6 +48,11 @@ class TxBuffer(Generic[P, D]):
         """Hold an `ACK`, `REJECT_REQUEUE` or `REJECT_DROP` of `deliveries` until commit."""
         self._ops.append(TxOp(kind, None, deliveries))
 
+    def pending(self) -> tuple[int, int]:
+        """(publishes, settled deliveries) held until commit."""
+        publishes = sum(1 for op in self._ops if op.kind == PUBLISH)
+        return publishes, sum(len(op.deliveries) for op in self._ops)
+
     def commit(self) -> list[TxOp[P, D]]:
         """Everything to apply, in arrival order; the buffer starts afresh."""
         ops, self._ops = self._ops, []

@@ -15,6 +15,7 @@ from ottermq.broker.broker import PRODUCT, VERSION
 from ottermq.http.api_health import cluster_name
 from ottermq.http.app import Ctx, check_printable, no_content, not_found, ok, route
 from ottermq.http.auth import require_admin, require_vhost, sees_all, visible_vhosts
+from ottermq.http.fields import overview_fields, vhost_fields
 from ottermq.http.interface import HttpError, Response, json_response
 from ottermq.http.listing import listed, shown
 from ottermq.http.messages import get, publish
@@ -56,34 +57,32 @@ async def overview(ctx: Ctx) -> Response:
         object_totals.update(connections=len(own), channels=sum(len(c.channels) for c in own))
         del object_totals["consumers"]
     rates = ctx.context.rates
-    return shown(
-        ctx,
-        {
-            "management_version": MANAGEMENT_VERSION,
-            "rabbitmq_version": MANAGEMENT_VERSION,
-            "product_name": PRODUCT,
-            "product_version": VERSION,
-            "rates_mode": "basic",
-            "python_version": platform.python_version(),
-            "node": NODE,
-            "cluster_name": cluster_name(broker),
-            "exchange_types": [
-                {"name": name, "description": "", "enabled": True}
-                for name in ("direct", "fanout", "headers", "topic")
-            ],
-            "object_totals": object_totals,
-            "queue_totals": {
-                "messages": total.messages,
-                "messages_ready": total.messages_ready,
-                "messages_unacknowledged": total.messages_unacknowledged,
-            },
-            # Counted broker-wide only: users who see only some vhosts get none, not other vhosts' traffic.
-            "message_stats": rates.message_stats() if rates is not None and sees_all(ctx.me) else {},
-            "listeners": [{"node": NODE, **listener} for listener in ctx.context.listeners],
-            "contexts": [],
-            "alarms": list(broker.alarms.active),
+    body = {
+        "management_version": MANAGEMENT_VERSION,
+        "rabbitmq_version": MANAGEMENT_VERSION,
+        "product_name": PRODUCT,
+        "product_version": VERSION,
+        "rates_mode": "basic",
+        "python_version": platform.python_version(),
+        "node": NODE,
+        "cluster_name": cluster_name(broker),
+        "exchange_types": [
+            {"name": name, "description": "", "enabled": True}
+            for name in ("direct", "fanout", "headers", "topic")
+        ],
+        "object_totals": object_totals,
+        "queue_totals": {
+            "messages": total.messages,
+            "messages_ready": total.messages_ready,
+            "messages_unacknowledged": total.messages_unacknowledged,
         },
-    )
+        # Counted broker-wide only: users who see only some vhosts get none, not other vhosts' traffic.
+        "message_stats": rates.message_stats() if rates is not None and sees_all(ctx.me) else {},
+        "listeners": [{"node": NODE, **listener} for listener in ctx.context.listeners],
+        "contexts": [],
+        "alarms": list(broker.alarms.active),
+    }
+    return shown(ctx, overview_fields(ctx, body, sees_all(ctx.me)))
 
 
 @route("GET", "/api/whoami")
@@ -99,8 +98,9 @@ async def aliveness_test(ctx: Ctx) -> Response:
     require_vhost(ctx.broker, ctx.me, name)
     vhost = ctx.broker.vhosts[name]
     queue = vhost.declare_queue(ALIVENESS_QUEUE)
-    publish(vhost, "", ALIVENESS_QUEUE, b"\x00\x00", b"test_message")
-    got = get(queue, 1, "ack_requeue_false", "auto", None)
+    counts = ctx.broker.message_counts
+    publish(vhost, "", ALIVENESS_QUEUE, b"\x00\x00", b"test_message", counts)
+    got = get(queue, 1, "ack_requeue_false", "auto", None, vhost, counts)
     if not got or got[0]["payload"] != "test_message":
         return json_response(503, {"status": "failed", "reason": "the test message did not come back"})
     return ok({"status": "ok"})
@@ -114,7 +114,7 @@ def vhost_row(ctx: Ctx, name: str, unacked: Any) -> dict[str, Any]:
     vhost = ctx.broker.vhosts[name]
     ready = sum(q.ready_count for q in vhost.queues.values())
     pending = sum(unacked[q] for q in vhost.queues.values())
-    return {
+    row = {
         "name": name,
         "description": "",
         "tags": [],
@@ -126,6 +126,7 @@ def vhost_row(ctx: Ctx, name: str, unacked: Any) -> dict[str, Any]:
         "messages_ready": ready,
         "messages_unacknowledged": pending,
     }
+    return vhost_fields(ctx, name, row)
 
 
 @route("GET", "/api/vhosts")

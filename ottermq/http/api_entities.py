@@ -15,6 +15,7 @@ from ottermq.http.api_limits import check_topic_access
 from ottermq.http.api_policies import exchange_policy, queue_policies
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.auth import Unauthorized, require_vhost, visible_vhosts
+from ottermq.http.fields import exchange_fields, queue_fields, queue_figures
 from ottermq.http.interface import HttpError, Response
 from ottermq.http.listing import listed, shown
 from ottermq.http.messages import decode_payload, encode_json_properties, get, publish
@@ -99,10 +100,11 @@ def exchange_name(name: str) -> str:
 async def list_queues(ctx: Ctx) -> Response:
     """Queues with their message and consumer counts."""
     unacked = unacked_by_queue(ctx.broker)
+    figures = queue_figures(ctx)
     return listed(
         ctx,
         [
-            queue_policies(vhost, q, queue_row(q, unacked[q]))
+            queue_fields(ctx, q, queue_policies(vhost, q, queue_row(q, unacked[q])), figures)
             for vhost in path_vhosts(ctx)
             for q in vhost.queues.values()
         ],
@@ -115,8 +117,7 @@ async def show_queue(ctx: Ctx) -> Response:
     """One queue."""
     vhost, queue = path_queue(ctx)
     row = queue_policies(vhost, queue, queue_row(queue, unacked_by_queue(ctx.broker)[queue]))
-    row["consumer_details"] = []
-    return shown(ctx, row)
+    return shown(ctx, queue_fields(ctx, queue, row))
 
 
 @route("PUT", "/api/queues/{vhost}/{name}")
@@ -172,7 +173,8 @@ async def get_messages(ctx: Ctx) -> Response:
     count, truncate = _int(body, "count", 1), _int(body, "truncate", None)
     if not count:
         raise HttpError(400, "bad_request", "count must be a positive integer")
-    rows = get(queue, count, str(body.get("ackmode", "")), str(body.get("encoding", "auto")), truncate)
+    ackmode, encoding = str(body.get("ackmode", "")), str(body.get("encoding", "auto"))
+    rows = get(queue, count, ackmode, encoding, truncate, vhost, ctx.broker.message_counts)
     await ctx.durable()
     return ok(rows)
 
@@ -191,7 +193,11 @@ def _exchange_row(vhost: VHost, exchange: Any) -> dict[str, Any]:
 @route("GET", "/api/exchanges/{vhost}")
 async def list_exchanges(ctx: Ctx) -> Response:
     """Exchanges (the default one named "")."""
-    rows = [_exchange_row(vhost, x) for vhost in path_vhosts(ctx) for x in vhost.exchanges.values()]
+    rows = [
+        exchange_fields(ctx, x, _exchange_row(vhost, x))
+        for vhost in path_vhosts(ctx)
+        for x in vhost.exchanges.values()
+    ]
     return listed(ctx, rows, paged=True)
 
 
@@ -202,7 +208,7 @@ async def show_exchange(ctx: Ctx) -> Response:
     exchange = vhost.exchanges.get(exchange_name(ctx.params["name"]))
     if exchange is None:
         raise not_found()
-    return shown(ctx, _exchange_row(vhost, exchange))
+    return shown(ctx, exchange_fields(ctx, exchange, _exchange_row(vhost, exchange)))
 
 
 @route("PUT", "/api/exchanges/{vhost}/{name}")
@@ -262,6 +268,6 @@ async def publish_message(ctx: Ctx) -> Response:
     if ctx.broker.alarms.blocking:
         # Publishers are blocked while an alarm is on; an HTTP publisher is told instead of held.
         raise HttpError(503, "unavailable", f"publishing is blocked: {ctx.broker.alarms.reason}")
-    routed = publish(vhost, name, routing_key, properties, payload)
+    routed = publish(vhost, name, routing_key, properties, payload, ctx.broker.message_counts)
     await ctx.durable()
     return ok({"routed": routed})

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Final
 from ottermq.amqp.constants import CONNECTION_FORCED
 from ottermq.http.app import Ctx, no_content, not_found, route
 from ottermq.http.auth import ADMINISTRATOR, Unauthorized, require_vhost, sees_all
+from ottermq.http.fields import channel_detail_fields, channel_fields, connection_fields
 from ottermq.http.interface import Response
 from ottermq.http.listing import listed, shown
-from ottermq.http.stats import channel_row, connection_name, connection_row, consumer_rows
+from ottermq.http.stats import channel_name, channel_row, connection_name, connection_row, consumer_rows
 
 if TYPE_CHECKING:
     from ottermq.broker.connection import Connection
@@ -43,7 +44,7 @@ def _connections(ctx: Ctx) -> list[Connection]:
 @route("GET", "/api/vhosts/{vhost}/connections")
 async def list_connections(ctx: Ctx) -> Response:
     """Open client connections."""
-    return listed(ctx, [connection_row(c) for c in _connections(ctx)], paged=True)
+    return listed(ctx, [connection_fields(ctx, c, connection_row(c)) for c in _connections(ctx)], paged=True)
 
 
 def _named(ctx: Ctx, may_see_all: bool) -> Connection:
@@ -61,14 +62,16 @@ def _named(ctx: Ctx, may_see_all: bool) -> Connection:
 @route("GET", "/api/connections/{name}")
 async def show_connection(ctx: Ctx) -> Response:
     """One connection, by name."""
-    return shown(ctx, connection_row(_named(ctx, sees_all(ctx.me))))
+    connection = _named(ctx, sees_all(ctx.me))
+    return shown(ctx, connection_fields(ctx, connection, connection_row(connection)))
 
 
 @route("GET", "/api/connections/{name}/channels")
 async def connection_channels(ctx: Ctx) -> Response:
     """The channels of one connection."""
     connection = _named(ctx, sees_all(ctx.me))
-    return listed(ctx, [channel_row(ch) for ch in connection.channels.values()], paged=True)
+    rows = [channel_fields(ctx, ch, channel_row(ch)) for ch in connection.channels.values()]
+    return listed(ctx, rows, paged=True)
 
 
 @route("DELETE", "/api/connections/{name}")
@@ -98,7 +101,21 @@ def reply_text(header: str | None) -> str:
 @route("GET", "/api/vhosts/{vhost}/channels")
 async def list_channels(ctx: Ctx) -> Response:
     """Open channels."""
-    return listed(ctx, [channel_row(ch) for c in _connections(ctx) for ch in c.channels.values()], paged=True)
+    rows = [channel_fields(ctx, ch, channel_row(ch)) for c in _connections(ctx) for ch in c.channels.values()]
+    return listed(ctx, rows, paged=True)
+
+
+@route("GET", "/api/channels/{name}")
+async def show_channel(ctx: Ctx) -> Response:
+    """One channel, by name, with its consumers."""
+    every = sees_all(ctx.me)
+    for connection in ctx.broker.connections:
+        for channel in connection.channels.values():
+            if channel_name(channel) == ctx.params["name"] and connection.vhost is not None:
+                if connection.user != ctx.me.name and not every:
+                    raise Unauthorized("not_authorised", "User not authorised to access object")
+                return shown(ctx, channel_detail_fields(ctx, channel, channel_row(channel)))
+    raise not_found()
 
 
 @route("GET", "/api/consumers")

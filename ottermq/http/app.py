@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ottermq.broker.access import User
     from ottermq.broker.broker import Broker
     from ottermq.cluster.service import ClusterService
+    from ottermq.http.history import History
     from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
 
@@ -60,6 +61,10 @@ class Context:
     # The cluster service on a clustered node: /api/nodes shows its status; while it does not lead, the
     # API answers reads only (503 for the rest, naming the leader).
     cluster: ClusterService | None = None
+    # Every object's sampled counters and figures (history.History), for their rates and samples.
+    history: History | None = None
+    # What the node's row says that only the CLI knows (data_dir, disk_free_limit, config_files).
+    node: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

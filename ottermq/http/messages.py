@@ -5,6 +5,10 @@ confirms: route in the vhost, log it when persistent and bound for durable queue
 no channel, so the channel-only publish features (direct reply-to, CC/BCC headers) do not apply, as a
 management publish in RabbitMQ has no reply channel either. A get takes ready messages from the queue
 and settles or requeues them at once, as RabbitMQ's ackmodes do; nothing stays unacknowledged.
+Both are counted as RabbitMQ counts its API's (a channel of its own): the exchange's and the queues'
+counters (object_stats.py), and the message counters of the vhost and of the broker (`totals`, the
+broker's `message_counts`): a publish is received and confirmed, a get with ack_requeue_false is a get
+without ack, the other modes a get with ack (never acknowledged: requeued or rejected).
 """
 
 from __future__ import annotations
@@ -77,12 +81,30 @@ def decode_payload(payload: Any, encoding: Any) -> bytes:
     raise _bad("payload_encoding must be 'string' or 'base64'")
 
 
-def publish(vhost: VHost, exchange_name: str, routing_key: str, properties: bytes, body: bytes) -> bool:
+def _count(vhost: VHost, totals: dict[str, int] | None, counter: str, n: int = 1) -> None:
+    """Add `n` to message counter `counter` of the vhost and the broker (`totals`)."""
+    vhost.message_counts[counter] = vhost.message_counts.get(counter, 0) + n
+    if totals is not None:
+        totals[counter] = totals.get(counter, 0) + n
+
+
+def publish(
+    vhost: VHost,
+    exchange_name: str,
+    routing_key: str,
+    properties: bytes,
+    body: bytes,
+    totals: dict[str, int] | None = None,
+) -> bool:
     """Route and enqueue one message; True when at least one queue took it. AMQP errors propagate (404
     for a missing exchange, 403 for an internal one)."""
     exchange = vhost.exchange_for_publish(exchange_name)
     message = Message(exchange_name, routing_key, properties, body)
     queues = vhost.route(exchange, routing_key, message)
+    exchange.stats.publish_in += 1
+    exchange.stats.publish_out += len(queues)
+    _count(vhost, totals, "routed" if queues else "unroutable_dropped")
+    _count(vhost, totals, "confirmed")
     if not queues:
         return False
     _, placed = vhost.publish(message, queues)
@@ -92,8 +114,17 @@ def publish(vhost: VHost, exchange_name: str, routing_key: str, properties: byte
     return taken
 
 
-def get(queue: Queue, count: int, ackmode: str, encoding: str, truncate: int | None) -> list[dict[str, Any]]:
-    """Take up to `count` ready messages and settle (or requeue) them as `ackmode` says."""
+def get(
+    queue: Queue,
+    count: int,
+    ackmode: str,
+    encoding: str,
+    truncate: int | None,
+    vhost: VHost | None = None,
+    totals: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Take up to `count` ready messages and settle (or requeue) them as `ackmode` says; counted in the
+    queue's counters, and in the vhost's and `totals` when `vhost` is given."""
     if ackmode not in ACKMODES:
         raise _bad(f"ackmode must be one of {', '.join(ACKMODES)}")
     if encoding not in ("auto", "base64"):
@@ -133,9 +164,35 @@ def get(queue: Queue, count: int, ackmode: str, encoding: str, truncate: int | N
                 "payload_encoding": "string" if text is not None else "base64",
             }
         )
+    _count_get(queue, entries, count, ackmode, vhost, totals)
     if entries:
         if ackmode.endswith("requeue_true"):
             queue.requeue(entries)
         else:
             queue.settle(entries, "ack" if ackmode.startswith("ack") else "reject")
     return rows
+
+
+def _count_get(
+    queue: Queue,
+    entries: list[QueueEntry],
+    count: int,
+    ackmode: str,
+    vhost: VHost | None,
+    totals: dict[str, int] | None,
+) -> None:
+    stats = queue.stats
+    redelivered = sum(1 for entry in entries if entry.redelivered)
+    no_ack = ackmode == "ack_requeue_false"
+    if no_ack:
+        stats.get_no_ack += len(entries)
+    else:
+        stats.get += len(entries)
+    stats.redeliver += redelivered
+    empty = 1 if len(entries) < count else 0  # the get that found the queue empty ended the loop
+    stats.get_empty += empty
+    if vhost is not None:
+        counter = "delivered_get_auto_ack" if no_ack else "delivered_get_manual_ack"
+        _count(vhost, totals, counter, len(entries))
+        _count(vhost, totals, "redelivered", redelivered)
+        _count(vhost, totals, "get_empty", empty)

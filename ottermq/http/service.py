@@ -5,7 +5,10 @@ this package (the CLI builds the service and hands it over). The application's m
 modules register their routes when imported; `public` adds /metrics and the web page) are imported in
 `start`, once the AMQP listener is up: their ~60 ms of imports do not delay AMQP clients at start-up.
 While it runs, a task samples the broker's message counters every `sample_interval` seconds for the
-message rates of /api/overview (5 s as RabbitMQ; OTTERMQ_STATS_INTERVAL overrides it, for tests).
+message rates of /api/overview, and every object's counters and figures into a `history.History` for
+the rates and samples of queues, exchanges, vhosts, channels, connections and the node (5 s as
+RabbitMQ; the CLI passes the setting collect_statistics_interval; without it OTTERMQ_STATS_INTERVAL).
+`node` holds what the node's row says that only the CLI knows (data_dir, disk_free_limit, config_files).
 The transport's limits against slow and idle peers (`server.Limits`) are the settings `http_head_timeout`,
 `http_body_timeout`, `http_idle_timeout`, `http_send_timeout`, `http_max_connections`, `http_max_unproven`
 (`ottermq.config.http_limits` names them by field).
@@ -25,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
     from ottermq.cluster.service import ClusterService
+    from ottermq.http.app import Context
     from ottermq.http.server import HttpServer
-    from ottermq.http.stats import MessageRates
     from ottermq.store.store import DurableStore
 
 log: Final = logging.getLogger("ottermq.http")
@@ -66,6 +69,7 @@ class ManagementService:
         sample_interval: float | None = None,
         limits: Mapping[str, Any] | None = None,
         cluster: ClusterService | None = None,
+        node: Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host
         self.cluster = cluster
@@ -74,6 +78,7 @@ class ManagementService:
         self.port = port
         self.store = store
         self.sample_interval = sample_interval if sample_interval is not None else _interval_from_env()
+        self.node = dict(node or {})
         self._server: HttpServer | None = None
         self._sampler: asyncio.Task[None] | None = None
 
@@ -81,6 +86,7 @@ class ManagementService:
         """Listen; the bound addresses. OSError if the port cannot be bound."""
         import ottermq.http.public  # noqa: F401  (importing it registers every route)
         from ottermq.http.app import Application, Context
+        from ottermq.http.history import History
         from ottermq.http.server import HttpServer, Limits
         from ottermq.http.stats import MessageRates
         from ottermq.server.protocol import CheckRunner
@@ -92,18 +98,34 @@ class ManagementService:
             {"protocol": "amqp", "ip_address": host, "port": port} for host, port in amqp
         ]
         rates = MessageRates(broker)
-        context = Context(broker, listeners, self.store, rates, self.cluster)
+        context = Context(
+            broker,
+            listeners,
+            self.store,
+            rates,
+            cluster=self.cluster,
+            history=History(self.sample_interval),
+            node=self.node,
+        )
         server = HttpServer(Application(context), Limits(**self.limits))
         addresses = await server.start(self.host, self.port)
         listeners.extend({"protocol": "http", "ip_address": host, "port": port} for host, port in addresses)
         self._server = server
-        self._sampler = asyncio.get_running_loop().create_task(self._sample(rates), name="ottermq-stats")
+        self._sampler = asyncio.get_running_loop().create_task(self._sample(context), name="ottermq-stats")
         return addresses
 
-    async def _sample(self, rates: MessageRates) -> None:
-        """Sample the message counters every `sample_interval` seconds until cancelled."""
+    async def _sample(self, context: Context) -> None:
+        """Sample the message counters and every object every `sample_interval` seconds until cancelled."""
+        from ottermq.http.fields import sample_broker
+
+        assert context.rates is not None and context.history is not None
         while True:
-            rates.sample(time.monotonic())
+            context.rates.sample(time.monotonic())
+            try:
+                await sample_broker(context, time.time())
+            except Exception:
+                # A bug here must not end the sampling of the overview's rates.
+                log.exception("sampling the broker's objects failed")
             await asyncio.sleep(self.sample_interval)
 
     async def stop(self, timeout: float) -> None:

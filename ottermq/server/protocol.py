@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, cast
@@ -72,11 +73,17 @@ class AMQPProtocol(asyncio.Protocol):
         "_server",
         "_transport",
         "close_reason",
+        "connected_at",
         "connection",
         "is_writable",
+        "local",
         "name",
         "peer",
         "peer_cert_cn",
+        "recv_cnt",
+        "recv_oct",
+        "send_cnt",
+        "send_oct",
     )
 
     def __init__(self, server: Server) -> None:
@@ -101,6 +108,11 @@ class AMQPProtocol(asyncio.Protocol):
         self.is_writable = True
         # Why the socket ended, for the "connection closed" log line; set by whoever ends it first.
         self.close_reason = ""
+        # For the management API: when it was accepted (ms since the epoch), the local address, and the
+        # bytes and socket reads/writes each way (RabbitMQ's recv_oct, recv_cnt, send_oct, send_cnt).
+        self.connected_at = int(time.time() * 1000)
+        self.local: tuple[str, int] = ("", 0)
+        self.recv_oct = self.recv_cnt = self.send_oct = self.send_cnt = 0
 
     # -- socket events -------------------------------------------------------------------------------------
 
@@ -118,6 +130,9 @@ class AMQPProtocol(asyncio.Protocol):
         if isinstance(peername, tuple) and len(peername) >= 2:
             self.peer = (plain_address(str(peername[0])), int(peername[1]))
         self.name = f"{self.peer[0]}:{self.peer[1]}"
+        sockname = transport.get_extra_info("sockname")
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            self.local = (plain_address(str(sockname[0])), int(sockname[1]))
         if not self._server.admit(self):
             # Over connection_max: close before any AMQP is read; no broker Connection is made.
             self._closing = True
@@ -135,6 +150,8 @@ class AMQPProtocol(asyncio.Protocol):
         """Hand the bytes to the Connection, at most TURN_BYTES per loop turn; see `_feed`."""
         if self.connection is None or self._closing:
             return
+        self.recv_oct += len(data)
+        self.recv_cnt += 1
         if len(data) <= TURN_BYTES:
             self._feed(data)
             if len(data) == TURN_BYTES:
@@ -309,6 +326,8 @@ class AMQPProtocol(asyncio.Protocol):
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
             self._transport.write(data)
+            self.send_oct += len(data)
+            self.send_cnt += 1
         except Exception:
             # Bytes lost on the way out would desynchronise the peer: the connection cannot go on.
             self._internal_error()

@@ -56,6 +56,9 @@ class LogContents(Contents):
     def __contains__(self, msg_id: int) -> bool:
         return msg_id in self._locs or msg_id in self._memory
 
+    def is_resident(self, msg_id: int) -> bool:
+        return msg_id in self._memory or msg_id in self._resident
+
     def put_logged(self, msg_id: int, message: Message, loc: int, refs: int) -> None:
         self._locs[msg_id] = loc
         if refs != 1:

@@ -1,8 +1,8 @@
 """Message counters in /metrics and message rates in /api/overview, against a real broker fed by pika.
 
 Strategy: each test starts its own broker (`ottermq_server`) so counters start at zero and the sampling
-interval can be lowered through OTTERMQ_STATS_INTERVAL (0.5 s instead of 5 s): the rates show up after
-two samples without a long sleep.
+interval can be lowered through the setting collect_statistics_interval (0.5 s instead of 5 s): the
+rates show up after two samples without a long sleep.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def _rates_seen(port: int, names: tuple[str, ...], positive: bool = True) -> dic
 def test_overview_rates_become_positive_after_two_samples(tmp_path: Path, broker: BrokerInfo) -> None:
     _ottermq(broker)
     http_port = _free_port()
-    env = {"OTTERMQ_STATS_INTERVAL": str(INTERVAL)}
+    env = {"OTTERMQ_COLLECT_STATISTICS_INTERVAL": str(int(INTERVAL * 1000))}
     with ottermq_server(tmp_path, "--http-port", str(http_port), env=env) as server:
         _wait_http(server.log_path)
         overview = request(http_port, "GET", "/api/overview").body
