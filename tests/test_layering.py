@@ -19,14 +19,17 @@ ALLOWED: dict[str, set[str]] = {
     "ottermq.amqp": set(),
     "ottermq.broker": {"ottermq.amqp"},
     "ottermq.store": {"ottermq.amqp", "ottermq.broker", "memento"},
-    "ottermq.server": {"ottermq.amqp", "ottermq.broker", "ottermq.store"},
+    # Cluster membership, leader election and (later) log replication: beside the server, below it.
+    "ottermq.cluster": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "memento"},
+    "ottermq.server": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.cluster"},
     # The management HTTP API: a peer of the server layer that reuses its ctl queries; the CLI wires it in.
-    "ottermq.http": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server"},
+    "ottermq.http": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server", "ottermq.cluster"},
     "ottermq": {
         "ottermq.amqp",
         "ottermq.broker",
         "ottermq.store",
         "ottermq.server",
+        "ottermq.cluster",
         "ottermq.http",
         "memento",
     },

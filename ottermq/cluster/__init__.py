@@ -1,0 +1,1 @@
+"""Cluster membership and leader election through etcd v3."""
