@@ -117,6 +117,21 @@ class Settings:
     # start after recovery, as RabbitMQ's load_definitions: what exists is left or updated as an import
     # does, so an unchanged file changes nothing. A fresh node then gets no default user and vhost.
     load_definitions: str = ""
+    # Replication (docs/replication.md). This node's name in the cluster (unique, stable across restarts;
+    # default: the host name), the cluster's name (two clusters never exchange data), the port of the
+    # replication listener (0: none), the shared secret every node must know (HMAC-SHA256 challenge), how
+    # long (seconds) a follower in the in-sync set may take to acknowledge before it is dropped from it, and
+    # how many in-sync nodes (the leader included) publishes need (below it they are nacked and publishers
+    # blocked).
+    node_name: str = ""
+    cluster_name: str = "ottermq"
+    cluster_port: int = 0
+    cluster_secret: str = ""
+    replication_ack_timeout: float = 2.0
+    min_in_sync: int = 1
+    # FOR TESTS ONLY: a fixed role instead of an etcd election. "self": this node leads (and listens on
+    # cluster_port); "HOST:PORT": this node follows the leader whose replication listener is there.
+    cluster_static_leader: str = ""
 
 
 FIELDS: Final[dict[str, dataclasses.Field[Any]]] = {f.name: f for f in dataclasses.fields(Settings)}
@@ -278,8 +293,12 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 0, 2**63)
     elif name == "vm_memory_high_watermark":
         _in_range(value, 0.0, 1.0)
-    elif name == "tls_port":
+    elif name in ("tls_port", "cluster_port"):
         _in_range(value, 0, 65535)
+    elif name == "replication_ack_timeout":
+        _in_range(value, 0.01, 3600)
+    elif name == "min_in_sync":
+        _in_range(value, 1, 64)
     elif name == "tls_verify":
         return _choice(name, value, TLS_VERIFY_MODES)
     elif name in ACCESS_KEYS:

@@ -47,6 +47,20 @@ class ServeOptions:
     control_socket: Path | None = None
     # The management HTTP API (ottermq.http.service.ManagementService), or None for none.
     http: HttpService | None = None
+    # Replication to followers (ottermq.cluster.leader.ReplicationLeader), or None without a cluster.
+    replication: ReplicationService | None = None
+
+
+class ReplicationService(Protocol):
+    """What the server needs of a replication leader: start once the store runs, stop before it stops."""
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Listen for followers (OSError if it cannot); the bound addresses."""
+        ...
+
+    async def stop(self) -> None:
+        """Close the followers' connections."""
+        ...
 
 
 class HttpService(Protocol):
@@ -250,7 +264,17 @@ async def _serve_with_store(broker: Broker, options: ServeOptions, signals: Stop
     if store is None:
         return await serve_async(broker, options, signals)
     await store.start()
+    replication = options.replication
     try:
+        if replication is not None:
+            try:
+                for host, port in await replication.start():
+                    log.info(f"replication listening on {format_address(host, port, 'tcp')}")
+            except OSError as exc:
+                log.error(f"cannot listen for replication: {exc.strerror or exc}")
+                return 1
         return await serve_async(broker, options, signals)
     finally:
+        if replication is not None:
+            await replication.stop()
         await store.stop()

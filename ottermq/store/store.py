@@ -95,6 +95,9 @@ class StoreOptions:
     # 0: no scrub).
     scrub_rate: int = DEFAULT_RATE
     scrub_interval: float = DEFAULT_INTERVAL
+    # Compact sparse segments (copy their live records forward). A replication follower does not: every
+    # record in its log is the leader's, at the leader's LSN.
+    compact: bool = True
 
 
 class DurableStore:
@@ -345,7 +348,7 @@ class DurableStore:
             return pack_loc(position.segment, position.offset) in live
 
         try:
-            result = await writer.reclaim(kept[0].lsn, is_live)
+            result = await writer.reclaim(kept[0].lsn, is_live, 0.5 if self.options.compact else 0.0)
         finally:
             # The live-key array and the copies read for compaction are freed: give the heap back.
             trim_heap()
@@ -371,8 +374,9 @@ class DurableStore:
     def _relocated(self, moved: dict[int, int]) -> None:
         self.contents.relocate(moved, INDEX_MASK)
 
-    async def stop(self) -> None:
-        """Clean stop (connections already closed): snapshot, flush, close the log."""
+    async def stop(self, *, snapshot: bool = True) -> None:
+        """Clean stop (connections already closed): snapshot (unless not `snapshot`: a follower about to
+        cut its tail must not snapshot past the cut), flush, close the log."""
         await self.scrubber.stop()
         if self._task is not None:
             self._task.cancel()
@@ -393,7 +397,8 @@ class DurableStore:
         self.journal.flush_removals()
         try:
             if (
-                writer is not None
+                snapshot
+                and writer is not None
                 and not suspended
                 and not self.journal.failed
                 and await self.snapshot(clean=True)
