@@ -12,8 +12,8 @@ the segment files (memento.replica.Cursor) and send them, with the leader's term
 
 Confirms: the journal confirms a position once it is durable here and at or below `replica_lsn`, the
 smallest LSN acknowledged by the followers in the in-sync set (`ClusterRole.isr()`); every acknowledgement
-moves it. A follower of the set that has not acknowledged everything durable here for
-`replication_ack_timeout` is removed from the set (`await role.set_isr(...)`) first, and only then is
+moves it. A follower of the set that has not acknowledged everything durable here, or has not been
+connected, for `replication_ack_timeout` is removed from the set (`await role.set_isr(...)`) first, and only then is
 `replica_lsn` computed without it: confirms never go on without a member that is still in the set. A
 follower joins the set once it has acknowledged what was durable when its stream started. With fewer
 nodes in the set than `min_in_sync`, the journal is held (publishes nacked) and publishers are blocked.
@@ -103,6 +103,7 @@ class ReplicationLeader:
         self._server = await asyncio.start_server(self._accept, self.options.host, self.options.port)
         self.addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
         self._update()
+        self._check_min()
         self._watch = asyncio.create_task(self._watch_isr(), name="ottermq-replication-isr")
         return self.addresses
 
@@ -201,7 +202,9 @@ class ReplicationLeader:
         drop = []
         for node in self._followers_in_sync():
             acked = self.acked.get(node, 0)
-            if acked >= durable:
+            # A member that is not connected cannot acknowledge what comes next: it leaves the set after
+            # the same deadline even when nothing is being written.
+            if acked >= durable and node in self.links:
                 self._behind_since.pop(node, None)
                 continue
             since = self._behind_since.setdefault(node, now)
@@ -217,9 +220,9 @@ class ReplicationLeader:
                 self._isr_busy = False
             for node in drop:
                 self._behind_since.pop(node, None)
+                why = f"no acknowledgement of LSN {durable}" if node in self.links else "not connected"
                 log.warning(
-                    f"follower {node} dropped from the in-sync set: no acknowledgement of LSN {durable} "
-                    f"within {self.options.ack_timeout} s",
+                    f"follower {node} dropped from the in-sync set: {why} within {self.options.ack_timeout} s",
                     extra={"node": node, "acked_lsn": self.acked.get(node, 0), "lsn": durable},
                 )
             self._update()

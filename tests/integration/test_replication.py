@@ -154,14 +154,14 @@ def test_follower_bulk_syncs_then_streams_and_holds_every_confirmed_message(
         cwd=ROOT,
     )
     # Enough to fill several 1 MiB segments before the follower exists: it joins by a bulk sync.
-    publish(a, "q.before", [f"before-{i}".encode() * 400 for i in range(1000)])
+    publish(a, "q.before", [f"before-{i:04}".encode() * 2000 for i in range(200)])
     b = follower(tmp_path, nodes, a)
     b.wait_log(r"bulk sync installed")
     a.wait_log(r"follower b joined the in-sync set")
     with a.connect() as conn:
         ch = conn.channel()
         ch.confirm_delivery()
-        for i in range(500):
+        for i in range(200):
             ch.basic_publish("orders", f"order.{i}", f"after-{i}".encode(), PERSISTENT)
         for i in range(20):
             ch.basic_publish("", "q.unacked", f"unacked-{i}".encode(), PERSISTENT)
@@ -189,8 +189,8 @@ def test_follower_bulk_syncs_then_streams_and_holds_every_confirmed_message(
     assert follower_records == leader_records  # LSN for LSN, the same records
     assert diff_views(leader_view, follower_view) == []
     queues = follower_view["vhosts"]["/"]["queues"]
-    assert len(queues["q.before"]["messages"]) == 990
-    assert len(queues["q.after"]["messages"]) == 500
+    assert len(queues["q.before"]["messages"]) == 190
+    assert len(queues["q.after"]["messages"]) == 200
     assert len(queues["q.unacked"]["messages"]) == 20  # unacked on the leader: ready here
     assert "carol" in follower_view["users"]
 
@@ -217,6 +217,35 @@ def test_a_follower_that_stops_acking_leaves_the_isr_and_confirms_go_on(
     finally:
         os.kill(b.process.pid, signal.SIGCONT)
     a.wait_log(r"follower b joined the in-sync set", count=2)  # it caught up again
+
+
+def test_below_min_in_sync_publishers_are_blocked_until_a_follower_is_back(
+    tmp_path: Path, nodes: list[Node]
+) -> None:
+    a = leader(tmp_path, nodes, min_in_sync="2", replication_ack_timeout="0.3")
+    a.wait_log(r"publishes are refused and publishers blocked: 1 node\(s\) in sync, min_in_sync is 2")
+    b = follower(tmp_path, nodes, a)
+    a.wait_log(r"enough nodes are in sync again")
+    with a.connect() as conn:
+        conn.channel().queue_declare("q", durable=True)
+    publish(a, "q", [b"two in sync"])
+    conn = a.connect()
+    blocked: list[str] = []
+    conn.add_on_connection_blocked_callback(lambda _conn, method: blocked.append(method.method.reason))
+    b.stop()
+    a.wait_log(r"follower b dropped from the in-sync set")
+    a.wait_log(r"publishes are refused and publishers blocked", count=2)
+    deadline = time.monotonic() + 10
+    while not blocked and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert blocked == ["too few in-sync replicas"]
+    nodes.remove(b)
+    follower(tmp_path, nodes, a)
+    a.wait_log(r"enough nodes are in sync again", count=2)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("", "q", b"back to two", PERSISTENT)  # confirmed (raises if nacked)
+    conn.close()
 
 
 @pytest.mark.parametrize(
