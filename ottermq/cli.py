@@ -440,7 +440,7 @@ def _build_broker(
         raise ConfigError(f"cannot open the log in {data_path}: {exc}{hint}") from None
     try:
         broker = store.new_broker(broker_settings)
-        store.recover(broker)
+        store.recover(broker, defaults=not follower)
     except (MementoError, CodecError) as exc:
         store.close()
         raise ConfigError(f"cannot recover the log in {data_path}: {exc}") from None

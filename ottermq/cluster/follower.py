@@ -128,14 +128,15 @@ class Follower:
         reader, writer = await asyncio.open_connection(host, port)
         try:
             await self._authenticate(reader, writer)
+            store = self.store
+            assert store is not None and store.journal.writer is not None
+            await store.journal.writer.sync()  # nothing of its own should be pending; if so, durable first
             writer.write(wire.json_frame(wire.HELLO, self._hello()))
             kind, decision = await wire.read_json(reader, wire.STREAM, wire.BULK)
             if kind == wire.BULK:
                 await self._receive_bulk(reader, decision)
                 return
             start = int(decision["from"])
-            store = self.store
-            assert store is not None
             if start < store.log.durable_lsn and not await self._truncate(start):
                 return
             self._last_refusal = ""

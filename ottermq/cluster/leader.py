@@ -11,10 +11,11 @@ the segment files (memento.replica.Cursor) and send them, with the leader's term
 1 MiB.
 
 Confirms: the journal confirms a position once it is durable here and at or below `replica_lsn`, the
-smallest LSN acknowledged by the followers in the in-sync set (`ClusterRole.isr()`); every acknowledgement
-moves it. A follower of the set that has not acknowledged everything durable here, or has not been
-connected, for `replication_ack_timeout` is removed from the set (`await role.set_isr(...)`) first, and only then is
-`replica_lsn` computed without it: confirms never go on without a member that is still in the set. A
+smallest LSN acknowledged by the followers in the in-sync set (`ClusterRole.isr()`); every
+acknowledgement moves it. A follower of the set that has not acknowledged everything durable here, or has
+not been connected, for `replication_ack_timeout` is removed from the set (`await role.set_isr(...)`)
+first, and only then is `replica_lsn` computed without it: confirms never go on without a member that is
+still in the set. A
 follower joins the set once it has acknowledged what was durable when its stream started. With fewer
 nodes in the set than `min_in_sync`, the journal is held (publishes nacked) and publishers are blocked.
 """
@@ -222,7 +223,8 @@ class ReplicationLeader:
                 self._behind_since.pop(node, None)
                 why = f"no acknowledgement of LSN {durable}" if node in self.links else "not connected"
                 log.warning(
-                    f"follower {node} dropped from the in-sync set: {why} within {self.options.ack_timeout} s",
+                    f"follower {node} dropped from the in-sync set: {why} within "
+                    f"{self.options.ack_timeout} s",
                     extra={"node": node, "acked_lsn": self.acked.get(node, 0), "lsn": durable},
                 )
             self._update()

@@ -162,9 +162,10 @@ class DurableStore:
 
     # -- recovery ---------------------------------------------------------------------------------------
 
-    def recover(self, broker: Broker) -> RecoveryInfo:
+    def recover(self, broker: Broker, *, defaults: bool = True) -> RecoveryInfo:
         """Rebuild `broker` (made with `defaults=False`, this store's journal and its content store)
-        from snapshot and log."""
+        from snapshot and log; a fresh log gets the default user and vhost unless not `defaults` (a
+        replication follower: every record it holds is the leader's)."""
         if broker.contents is not self.contents:
             raise ValueError("the broker must be made with the store's content store (contents=...)")
         # Recovery allocates millions of long-lived objects and frees none: the cyclic collector would
@@ -174,7 +175,7 @@ class DurableStore:
         try:
             self.broker = broker
             self.scrubber.broker = broker
-            return rebuild(broker, self.log, self.recovery, self.journal.read_content)
+            return rebuild(broker, self.log, self.recovery, self.journal.read_content, defaults)
         finally:
             # What recovery built lives on: keep the collector from ever scanning it (reference counting
             # still frees each message when it is acked).

@@ -109,7 +109,7 @@ def leader(tmp: Path, nodes: list[Node], name: str = "a", **settings: str) -> No
 
 
 def follower(tmp: Path, nodes: list[Node], of: Node, name: str = "b", **settings: str) -> Node:
-    node = Node(tmp, name, lead=f"127.0.0.1:{of.cluster_port}", **settings)
+    node = Node(tmp, name, lead=f"127.0.0.1:{of.cluster_port}", cluster_port=0, **settings)
     nodes.append(node)
     return node
 
@@ -165,7 +165,7 @@ def test_follower_bulk_syncs_then_streams_and_holds_every_confirmed_message(
             ch.basic_publish("orders", f"order.{i}", f"after-{i}".encode(), PERSISTENT)
         for i in range(20):
             ch.basic_publish("", "q.unacked", f"unacked-{i}".encode(), PERSISTENT)
-        for i in range(10):  # consumed and acknowledged: gone on both
+        for _ in range(10):  # consumed and acknowledged: gone on both
             method, _props, _body = ch.basic_get("q.before")
             assert method is not None
             ch.basic_ack(method.delivery_tag)
