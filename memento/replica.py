@@ -98,20 +98,7 @@ class Cursor:
         except FileNotFoundError:
             raise Behind(f"segment {seg.name} was reclaimed") from None
         self._seq = seg.seq
-        self._off = HEADER_SIZE
-        lsn = seg.base_lsn
-        frame = seg.frame
-        while lsn < self.next_lsn:  # skip to the record wanted, reading headers only
-            head = os.pread(self._fd, frame.head_size, self._off)
-            if len(head) < frame.head_size:
-                raise CorruptRecord(
-                    f"{seg.name} offset {self._off}: no record for LSN {lsn}", offset=self._off
-                )
-            length = PREFIX.unpack_from(head)[0]
-            if length == 0:
-                raise CorruptRecord(f"{seg.name} offset {self._off}: end of data before LSN {self.next_lsn}")
-            self._off += 8 + length
-            lsn += 1
+        self._off = _walk(self._fd, seg, self.next_lsn)
         return seg
 
     def read(self, upto_lsn: int, max_bytes: int = _READ) -> list[bytes]:
@@ -252,22 +239,36 @@ def truncate_after(log: Log, lsn: int) -> None:
     log._last_read = (-1, 0)
 
 
-def _offset_of(seg: _Segment, lsn: int) -> int:
-    """The offset in `seg` where the record `lsn` starts (or would start: the end of data)."""
+def _walk(fd: int, seg: _Segment, lsn: int) -> int:
+    """The offset in `seg` (open as `fd`) where the record `lsn` starts, or would start (the end of data),
+    walking record lengths through reads of _READ bytes."""
     frame: Frame = seg.frame
-    with open(seg.path, "rb") as f:
-        data = f.read()
     off = HEADER_SIZE
     expected = seg.base_lsn
+    data = b""
+    at = 0  # where `data` starts in the file
     while expected < lsn:
-        if off + frame.head_size > len(data):
-            raise CorruptRecord(f"{seg.name} offset {off}: end of file before LSN {lsn}", offset=off)
-        length = PREFIX.unpack_from(data, off)[0]
+        rel = off - at
+        if rel + frame.head_size > len(data):
+            data = os.pread(fd, _READ, off)
+            at, rel = off, 0
+            if len(data) < frame.head_size:
+                raise CorruptRecord(f"{seg.name} offset {off}: end of file before LSN {lsn}", offset=off)
+        length = PREFIX.unpack_from(data, rel)[0]
         if length == 0:
             raise CorruptRecord(f"{seg.name} offset {off}: end of data before LSN {lsn}", offset=off)
         off += 8 + length
         expected += 1
     return off
+
+
+def _offset_of(seg: _Segment, lsn: int) -> int:
+    """The offset in `seg` where the record `lsn` starts (or would start: the end of data)."""
+    fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _walk(fd, seg, lsn)
+    finally:
+        os.close(fd)
 
 
 def install_copied(root: Path, log_id: bytes) -> None:

@@ -16,7 +16,9 @@ acknowledgement moves it. A follower of the set that has not acknowledged everyt
 not been connected, for `replication_ack_timeout` is removed from the set (`await role.set_isr(...)`)
 first, and only then is `replica_lsn` computed without it: confirms never go on without a member that is
 still in the set. A
-follower joins the set once it has acknowledged what was durable when its stream started. With fewer
+follower joins the set in two steps: once it has acknowledged what was durable when its stream started,
+confirms start waiting for it too; once it has what was confirmed before that, the set takes it (an
+in-sync member may be elected, so it must hold every confirmed record). With fewer
 nodes in the set than `min_in_sync`, the journal is held (publishes nacked) and publishers are blocked.
 """
 
@@ -89,6 +91,9 @@ class ReplicationLeader:
         self._sessions: set[asyncio.Task[None]] = set()  # connections, and in-sync set changes
         self._held = False
         self._isr_busy = False
+        # Followers about to join the set: node -> the confirmed LSN it must reach first.
+        self._joining: dict[str, int] = {}
+        self._fenced = False  # leadership lost: the journal stays held
         self.addresses: list[tuple[str, int]] = []
 
     @property
@@ -101,6 +106,7 @@ class ReplicationLeader:
         writer = self.store.journal.writer
         assert writer is not None, "start the store first"
         writer.on_durable = self._durable
+        self.role.on_lost(self._lost)
         self._server = await asyncio.start_server(self._accept, self.options.host, self.options.port)
         self.addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
         self._update()
@@ -145,6 +151,17 @@ class ReplicationLeader:
 
     # -- confirms and the in-sync set -----------------------------------------------------------------
 
+    def _lost(self) -> None:
+        """Leadership is lost (another node may be elected now): confirm nothing more, at once (fencing);
+        pending confirms are nacked and durable work is refused."""
+        log.error("leadership lost: nothing further is confirmed here")
+        self._fenced = True
+        self.store.journal.hold("this node is no longer the leader")
+        if self._watch is not None:
+            self._watch.cancel()
+        for task in list(self._sessions):
+            task.cancel()
+
     def _durable(self, lsn: int) -> None:
         for link in self.links.values():
             link.wake.set()
@@ -154,39 +171,59 @@ class ReplicationLeader:
         return [node for node in self.role.isr() if node != me]
 
     def _update(self) -> None:
-        """Tell the journal up to where every in-sync follower has acknowledged."""
-        members = self._followers_in_sync()
+        """Tell the journal up to where every in-sync (or joining) follower has acknowledged."""
+        members = [*self._followers_in_sync(), *self._joining]
         limit = min((self.acked.get(node, 0) for node in members), default=NO_REPLICA_LIMIT)
         self.store.journal.replicated(limit)
 
     def _acknowledged(self, link: Link, lsn: int) -> None:
+        node = link.node
         link.acked = lsn
         link.last_ack = time.monotonic()
-        self.acked[link.node] = lsn
+        self.acked[node] = lsn
         if lsn >= self.durable_lsn:
-            self._behind_since.pop(link.node, None)
-        if link.node in self.role.isr():
+            self._behind_since.pop(node, None)
+        if node in self.role.isr():
             self._update()
-        elif lsn >= link.join_at and not self._isr_busy:
-            task = asyncio.create_task(self._join(link.node))
-            self._sessions.add(task)
-            task.add_done_callback(self._sessions.discard)
+            return
+        if node not in self._joining and lsn >= link.join_at:
+            # Joining: from now on confirms wait for this follower too, so once it has what was confirmed
+            # before this moment it has everything confirmed, and only then does the set take it (an
+            # in-sync member may be elected: it must hold every confirmed record).
+            journal = self.store.journal
+            self._joining[node] = min(self.durable_lsn, journal.replica_lsn)
+            self._behind_since.pop(node, None)
+        if node in self._joining:
+            self._update()
+            self._maybe_join(node)
+
+    def _maybe_join(self, node: str) -> None:
+        if self._isr_busy or node not in self._joining or self.acked.get(node, 0) < self._joining[node]:
+            return
+        self._isr_busy = True
+        task = asyncio.create_task(self._join(node))
+        self._sessions.add(task)
+        task.add_done_callback(self._sessions.discard)
 
     async def _join(self, node: str) -> None:
-        self._isr_busy = True
         try:
             members = self.role.isr()
-            if node in members:
-                return
-            await self.role.set_isr([*members, node])
-            log.info(
-                f"follower {node} joined the in-sync set",
-                extra={"node": node, "acked_lsn": self.acked.get(node, 0)},
-            )
+            if node not in members:
+                await self.role.set_isr([*members, node])
+                log.info(
+                    f"follower {node} joined the in-sync set",
+                    extra={"node": node, "acked_lsn": self.acked.get(node, 0)},
+                )
+            self._joining.pop(node, None)
             self._update()
             self._check_min()
         finally:
             self._isr_busy = False
+
+    def _left(self, node: str) -> None:
+        """A follower's connection ended: a joining one stops holding confirms (the set never took it)."""
+        if self._joining.pop(node, None) is not None:
+            self._update()
 
     async def _watch_isr(self) -> None:
         interval = min(0.1, self.options.ack_timeout / 4)
@@ -194,6 +231,8 @@ class ReplicationLeader:
             await asyncio.sleep(interval)
             try:
                 await self._drop_laggards()
+                for node in list(self._joining):
+                    self._maybe_join(node)
             except Exception as exc:  # an ISR write that failed (etcd down): tried again next time
                 log.error(f"updating the in-sync set failed: {exc}")
 
@@ -201,7 +240,7 @@ class ReplicationLeader:
         durable = self.durable_lsn
         now = time.monotonic()
         drop = []
-        for node in self._followers_in_sync():
+        for node in [*self._followers_in_sync(), *self._joining]:
             acked = self.acked.get(node, 0)
             # A member that is not connected cannot acknowledge what comes next: it leaves the set after
             # the same deadline even when nothing is being written.
@@ -211,6 +250,10 @@ class ReplicationLeader:
             since = self._behind_since.setdefault(node, now)
             if now - since >= self.options.ack_timeout:
                 drop.append(node)
+        for node in [node for node in drop if node in self._joining]:
+            del self._joining[node]  # never in the set: it stops holding confirms at once
+            drop.remove(node)
+            self._update()
         if drop and not self._isr_busy:
             self._isr_busy = True
             try:
@@ -231,6 +274,8 @@ class ReplicationLeader:
         self._check_min()
 
     def _check_min(self) -> None:
+        if self._fenced:
+            return  # held for good: no longer the leader
         members = set(self.role.isr()) | {self.role.node_name}
         short = len(members) < self.options.min_in_sync
         if short == self._held:
@@ -333,6 +378,7 @@ class ReplicationLeader:
             with contextlib.suppress(BaseException):
                 await sender
             del self.links[node]
+            self._left(node)
 
     def _stream_start(self, hello: dict[str, Any]) -> int | None:
         """Where the follower's stream starts, or None for a bulk sync."""
@@ -399,13 +445,16 @@ class ReplicationLeader:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict[str, Any]
     ) -> None:
         memento_log = self.store.log
-        snapshot = memento_log.snapshots.load_latest()
+        snapshot = await asyncio.to_thread(memento_log.snapshots.load_latest)
         durable = self.durable_lsn
         segments = [seg for seg in memento_log._segments if seg.base_lsn <= durable]
         staged = hello.get("staged", {})
         files: list[dict[str, Any]] = []
         for i, seg in enumerate(segments):
-            length = os.path.getsize(seg.path) if i + 1 < len(segments) else offset_of(seg, durable + 1)
+            if i + 1 < len(segments):
+                length = os.path.getsize(seg.path)
+            else:  # the tail: up to the end of the last durable record (what follows may be in flight)
+                length = await asyncio.to_thread(offset_of, seg, durable + 1)
             files.append({"name": seg.name, "size": seg.size, "length": length, "path": seg.path})
         for entry in files:
             have = staged.get(entry["name"])

@@ -17,6 +17,7 @@ class StaticRole:
         self._address = leader_address
         self._term = term
         self._isr: list[str] = [node_name] if leader else []
+        self._lost: list[Callable[[], None]] = []
 
     def is_leader(self) -> bool:
         return self._leader
@@ -37,7 +38,13 @@ class StaticRole:
         pass  # never elected: the role is fixed
 
     def on_lost(self, cb: Callable[[], None]) -> None:
-        pass  # never lost
+        self._lost.append(cb)
+
+    def lose(self) -> None:
+        """Lose the leadership (tests: what a lapsed lease does)."""
+        self._leader = False
+        for cb in self._lost:
+            cb()
 
 
 def parse_static_leader(value: str) -> tuple[str, int] | None:

@@ -82,7 +82,16 @@ async def confirms_scenario(tmp_path: Path) -> None:
         assert all(follower_lsn >= position for position, follower_lsn in seen)
         assert follower.store is not None and follower.store.broker is not None
         # The hot standby's projection is the leader's (entries are made ready only on recovery).
-        assert durable_view(follower.store.broker) == durable_view(broker)
+        await wait(lambda: durable_view(follower.store.broker) == durable_view(broker))
+
+        # Fencing: once the leadership is lost, nothing more is confirmed (pending ones are nacked).
+        outcome: list[str] = []
+        position, placed = vhost.publish(Message("", "q", PERSISTENT, b"late"), [queue])
+        store.journal.when_durable(position, lambda: outcome.append("ack"), lambda: outcome.append("nack"))
+        role.lose()
+        await asyncio.sleep(0.3)
+        assert outcome == ["nack"]
+        assert store.journal.failed
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
