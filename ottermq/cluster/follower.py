@@ -76,7 +76,7 @@ class Follower:
         self.options = options
         self.open_store = open_store
         self.store: DurableStore | None = None
-        self.term = 0  # the highest leader term seen
+        self.term = _read_term(data_dir)  # the highest leader term seen (kept across restarts)
         self.connected = asyncio.Event()  # set while streaming (tests wait on it)
         self._force_bulk = False
         self._last_refusal = ""
@@ -171,7 +171,9 @@ class Follower:
             raise wire.ProtocolError(
                 f"refusing a leader of term {term}: term {self.term} was seen (a deposed leader)"
             )
-        self.term = term
+        if term > self.term:
+            _write_term(self.data_dir, term)
+            self.term = term
 
     def _hello(self) -> dict[str, Any]:
         store = self.store
@@ -249,7 +251,7 @@ class Follower:
             if term < self.term:
                 log.error(f"replication: refusing records of term {term}: term {self.term} was seen")
                 raise wire.ProtocolError(f"records of the stale term {term}")
-            self.term = term
+            self._see_term(term)
             at = term_size
             last = 0
             size = len(body)
@@ -376,6 +378,27 @@ class Follower:
         finally:
             os.close(fd)
         shutil.rmtree(old, ignore_errors=True)
+
+
+TERM_FILE: Final = "cluster-term"
+
+
+def _read_term(data_dir: Path) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        return int((data_dir / TERM_FILE).read_text().strip() or 0)
+    return 0
+
+
+def _write_term(data_dir: Path, term: int) -> None:
+    """Remember `term` durably: after a restart a deposed leader's records are still refused."""
+    tmp = data_dir / (TERM_FILE + ".tmp")
+    tmp.write_text(f"{term}\n")
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, data_dir / TERM_FILE)
 
 
 def _read_sync_state(staging: Path) -> dict[str, Any]:

@@ -62,6 +62,10 @@ class ReplicationService(Protocol):
         """Close the followers' connections."""
         ...
 
+    def status(self) -> dict[str, Any]:
+        """Term, in-sync set, each follower's acknowledged LSN and lag (JSON-able)."""
+        ...
+
 
 class HttpService(Protocol):
     """What the server needs of the management API: start once AMQP listens, stop before the clients."""
@@ -185,7 +189,7 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
     monitor = ResourceMonitor(broker, options.monitor, server) if options.monitor is not None else None
     if monitor is not None:
         monitor.start()
-    control = await _start_control(broker, options.control_socket, options.store)
+    control = await _start_control(broker, options.control_socket, options.store, options.replication)
     http = await _start_http(broker, options.http, addresses)
     try:
         await stop.wait()
@@ -207,12 +211,21 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
 
 
 async def _start_control(
-    broker: Broker, path: Path | None, store: StoreService | None
+    broker: Broker,
+    path: Path | None,
+    store: StoreService | None,
+    replication: ReplicationService | None = None,
 ) -> ControlServer | None:
     """The `ottermq ctl` endpoint; without it the broker still serves AMQP (the error is logged)."""
     if path is None:
         return None
-    control = ControlServer(broker, path, store.status if store is not None else None)
+    status = store.status if store is not None else None
+    if store is not None and replication is not None:
+
+        def status() -> dict[str, Any]:
+            return {**store.status(), "replication": replication.status()}
+
+    control = ControlServer(broker, path, status)
     try:
         await control.start()
     except OSError as exc:

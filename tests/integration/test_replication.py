@@ -12,6 +12,7 @@ leader never had.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -204,6 +205,15 @@ def test_a_follower_that_stops_acking_leaves_the_isr_and_confirms_go_on(
     b = follower(tmp_path, nodes, a)
     a.wait_log(r"follower b joined the in-sync set")
     publish(a, "q", [b"while in sync"])
+    status = subprocess.run(
+        [sys.executable, "-m", "ottermq", "ctl", "--data-dir", str(a.data_dir), "--json", "status"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    replication = json.loads(status.stdout)["replication"]
+    assert replication["isr"] == ["a", "b"]
+    assert replication["followers"]["b"]["lag_records"] == 0
     os.kill(b.process.pid, signal.SIGSTOP)  # connected, but acknowledges nothing
     try:
         started = time.monotonic()

@@ -20,7 +20,7 @@ from ottermq.broker.broker import Broker
 from ottermq.broker.events import UserAdded
 from ottermq.broker.message import Message
 from ottermq.cluster import wire
-from ottermq.cluster.follower import SYNC_DIR, Follower, FollowerOptions
+from ottermq.cluster.follower import SYNC_DIR, TERM_FILE, Follower, FollowerOptions
 from ottermq.cluster.leader import ReplicationLeader, ReplicationOptions
 from ottermq.cluster.static import StaticRole
 from ottermq.store.codec import RECORD_TYPES, encode
@@ -163,6 +163,7 @@ async def term_scenario(tmp_path: Path) -> None:
     try:
         await asyncio.wait_for(refused.wait(), 10)
         assert follower.term == 5
+        assert (tmp_path / "b" / TERM_FILE).read_text() == "5\n"  # a restart refuses term 4 too
         store = follower.store
         assert store is not None and store.broker is not None
         end = store.log.end_lsn
