@@ -75,6 +75,9 @@ class Cursor:
         self._seq = -1
         self._off = 0
         self._fd = -1
+        # Where the last read in memory stopped (a staged chunk and the offset in it): the next one goes
+        # on from there instead of walking the chunk again.
+        self._memory: tuple[object, int] = (None, 0)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -100,6 +103,39 @@ class Cursor:
         self._seq = seg.seq
         self._off = _walk(self._fd, seg, self.next_lsn)
         return seg
+
+    def read_live(self, max_bytes: int = _READ) -> list[bytes]:
+        """The next records appended to the log, durable or not (a leader streams them while it syncs
+        them itself): from the staged and in-flight batches in memory, or, for records before those,
+        from the files (every record not in memory has been written whole). On the log's owner thread."""
+        log = self.log
+        with log._lock:
+            chunks = list(log._inflight.chunks) if log._inflight is not None else []
+            chunks.extend(log._staged)
+        first = next((_lsn_at(chunk.data, 0) for chunk in chunks if len(chunk.data) >= HEAD.size), None)
+        if first is None or self.next_lsn < first:
+            return self.read(first - 1 if first is not None else log.end_lsn, max_bytes)
+        self.close()  # the file position no longer follows next_lsn: found again when needed
+        self._seq = -1
+        out: list[bytes] = []
+        size = 0
+        cached_chunk, cached_pos = self._memory
+        for chunk in chunks:
+            data = chunk.data
+            pos = cached_pos if chunk is cached_chunk else 0
+            while pos + HEAD.size <= len(data):
+                length, _crc_stored, rtype, _flags, _res, lsn, _when = HEAD.unpack_from(data, pos)
+                end = pos + 8 + length
+                if lsn == self.next_lsn and rtype != TYPE_SEAL:
+                    out.append(bytes(data[pos:end]))
+                    size += end - pos
+                    self.next_lsn += 1
+                pos = end
+                if size >= max_bytes:
+                    self._memory = (chunk, pos)
+                    return out
+            self._memory = (chunk, pos)
+        return out
 
     def read(self, upto_lsn: int, max_bytes: int = _READ) -> list[bytes]:
         """The next records (version-3 bytes each), none beyond `upto_lsn` (which must be durable), about
@@ -147,6 +183,11 @@ class Cursor:
                 self.close()
                 self._seq = -1
         return out
+
+
+def _lsn_at(data: bytes | bytearray, at: int) -> int:
+    lsn: int = HEAD.unpack_from(data, at)[5]
+    return lsn
 
 
 def record_crc(log: Log, lsn: int) -> int | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import signal
@@ -90,6 +91,23 @@ async def publish(port: int, duration: float, window: int, size: int) -> float:
         return confirmed / (time.monotonic() - began)
 
 
+def s3(loadgen: Path, port: int, duration: float, window: int, size: int) -> float:
+    """Confirmed msg/s of one loadgen run (the S3 scenario of tools/bench)."""
+    args = [
+        str(loadgen), "--uri", f"amqp://guest:guest@127.0.0.1:{port}/", "--label", "S3-repl",
+        "--duration", f"{duration:g}s", "--json", "--quiet", "--size", str(size), "--persistent",
+        "--confirm", str(window), "--prefetch", "100",
+    ]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=duration * 4 + 120)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise SystemExit(f"loadgen printed no result: {proc.stderr[-500:]}")
+    result = json.loads(lines[-1])
+    print(f"  loadgen: {lines[-1][:400]}", file=sys.stderr)
+    rate: float = result.get("confirmed_per_s") or result.get("published_per_s") or 0.0
+    return rate
+
+
 def run(followers: int, duration: float, window: int, size: int) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-repl-") as tmp:
         base = Path(tmp)
@@ -100,6 +118,9 @@ def run(followers: int, duration: float, window: int, size: int) -> float:
             for i in range(followers):
                 processes.append(start(base, f"f{i}", f"127.0.0.1:{cluster_port}", 0, free_port()))
             wait_log(base / "a.log", r"joined the in-sync set", followers)
+            loadgen = Path(os.environ.get("LOADGEN_BIN", "/tmp/loadgen/loadgen"))
+            if loadgen.exists():  # S3 of tools/bench: confirms 1000 outstanding, a consumer, prefetch 100
+                return s3(loadgen, amqp_port, duration, window, size)
             return asyncio.run(publish(amqp_port, duration, window, size))
         finally:
             for process in processes:

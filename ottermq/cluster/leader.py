@@ -6,9 +6,11 @@ the leader decides where it starts: the follower's durable LSN when its log is t
 record there is the leader's own (same crc), else the highest of its probes that matches (the follower
 truncates to it: a returning old leader drops what was never replicated), else a bulk sync (the newest
 snapshot and every segment, each file checksummed; files the follower already staged are skipped).
-While streaming, each batch the writer makes durable wakes the senders, which read the new records from
-the segment files (memento.replica.Cursor) and send them, with the leader's term, in frames of about
-1 MiB.
+While streaming, each event-loop turn that appends records wakes the senders, which send them at once,
+while the leader's own group commit syncs them (memento.replica.Cursor.read_live: from the staged and
+in-flight batches in memory, or from the segment files for older records), with the leader's term, in
+frames of about 1 MiB. A follower may so hold records the leader never made durable; they were never
+confirmed.
 
 Confirms: the journal confirms a position once it is durable here and at or below `replica_lsn`, the
 smallest LSN acknowledged by the followers in the in-sync set (`ClusterRole.isr()`); every
@@ -94,6 +96,7 @@ class ReplicationLeader:
         # Followers about to join the set: node -> the confirmed LSN it must reach first.
         self._joining: dict[str, int] = {}
         self._fenced = False  # leadership lost: the journal stays held
+        self._wake_pending = False
         self.addresses: list[tuple[str, int]] = []
 
     @property
@@ -106,6 +109,7 @@ class ReplicationLeader:
         writer = self.store.journal.writer
         assert writer is not None, "start the store first"
         writer.on_durable = self._durable
+        self.store.journal.on_staged = self._staged
         self.role.on_lost(self._lost)
         self._server = await asyncio.start_server(self._accept, self.options.host, self.options.port)
         self.addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
@@ -131,6 +135,7 @@ class ReplicationLeader:
         writer = self.store.journal.writer
         if writer is not None:
             writer.on_durable = None
+        self.store.journal.on_staged = None
 
     def status(self) -> dict[str, Any]:
         """The leader's view of its followers (for ctl and the management API)."""
@@ -163,6 +168,17 @@ class ReplicationLeader:
             task.cancel()
 
     def _durable(self, lsn: int) -> None:
+        for link in self.links.values():
+            link.wake.set()
+
+    def _staged(self) -> None:
+        # Once per event-loop turn however many records it appends: the senders read them all then.
+        if not self._wake_pending and self.links:
+            self._wake_pending = True
+            asyncio.get_running_loop().call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._wake_pending = False
         for link in self.links.values():
             link.wake.set()
 
@@ -399,16 +415,18 @@ class ReplicationLeader:
         return None
 
     async def _send(self, link: Link, writer: asyncio.StreamWriter) -> None:
-        cursor = Cursor(self.store.log, link.start_lsn)
+        memento_log = self.store.log
+        cursor = Cursor(memento_log, link.start_lsn)
         try:
             while True:
-                upto = self.durable_lsn
-                if cursor.next_lsn > upto:
+                if cursor.next_lsn > memento_log.end_lsn:
                     link.wake.clear()
                     await link.wake.wait()
                     continue
                 try:
-                    batch = cursor.read(upto, BATCH_BYTES)
+                    # Appended records go out while the leader syncs them itself: a confirm waits for
+                    # both, so its latency is the slower of the two, not their sum.
+                    batch = cursor.read_live(BATCH_BYTES)
                 except Behind as exc:
                     log.warning(f"follower {link.node} fell behind the log's start ({exc}); it resyncs")
                     writer.close()

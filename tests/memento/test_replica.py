@@ -164,3 +164,28 @@ def test_install_copied_gives_the_leaders_identity(tmp_path: Path) -> None:
         assert follower.log_id == log_id
         assert records(follower, 0) == want
         assert follower.snapshot is not None and follower.snapshot.lsn == 80
+
+
+def test_read_live_serves_staged_records_then_written_ones(tmp_path: Path) -> None:
+    """A leader streams what it appended before syncing it: from memory while staged, from the files
+    once written, across rollovers, and never a record twice or out of order."""
+    with Log.open(tmp_path / "a", segment_size=SEG) as log:
+        fill(log, 5)
+        cursor = Cursor(log, 0)
+        got: list[int] = []
+        for round_ in range(30):
+            for i in range(7):
+                log.append(1, bytes([round_, i]) * 60)
+            got += [decode_wire(d, 0)[3] for d in cursor.read_live(300)]  # part of it, from memory
+            if round_ % 3 == 0:
+                log.sync()  # what was staged is now only in the files
+            got += [decode_wire(d, 0)[3] for d in cursor.read_live(300)]
+        while batch := cursor.read_live():
+            got += [decode_wire(d, 0)[3] for d in batch]
+        cursor.close()
+        assert got == list(range(1, log.end_lsn + 1))
+        assert len(log.segments) > 2
+        log.sync()
+        assert [decode_wire(d, 0)[5].tobytes() for d in Cursor(log, 5).read(12)] == [
+            r.payload for r in log.replay(5) if r.lsn <= 12
+        ]
