@@ -229,6 +229,30 @@ def test_a_follower_that_stops_acking_leaves_the_isr_and_confirms_go_on(
     a.wait_log(r"follower b joined the in-sync set", count=2)  # it caught up again
 
 
+def test_a_killed_follower_restarts_from_its_own_log_and_rejoins(tmp_path: Path, nodes: list[Node]) -> None:
+    a = leader(tmp_path, nodes, replication_ack_timeout="0.5")
+    with a.connect() as conn:
+        conn.channel().queue_declare("q", durable=True)
+    b = follower(tmp_path, nodes, a)
+    a.wait_log(r"follower b joined the in-sync set")
+    publish(a, "q", [b"%d" % i for i in range(100)])
+    b.stop(signal.SIGKILL)
+    publish(a, "q", [b"%d" % i for i in range(100, 200)])  # b leaves the set, confirms go on
+    nodes.remove(b)
+    b = follower(tmp_path, nodes, a)
+    a.wait_log(r"follower b joined the in-sync set", count=2)
+    assert a.text().count("follower b (") == 3  # the first bulk sync, its stream, and this stream
+    assert re.search(r"follower b \(\S+\) streams from LSN [1-9]\d+\" .*follower_lsn=[1-9]", a.text())
+    publish(a, "q", [b"sentinel"])
+    a.stop(signal.SIGKILL)
+    b.stop()
+    a_view, a_records = recovered_view(a.data_dir)
+    b_view, b_records = recovered_view(b.data_dir)
+    assert b_records == a_records
+    assert diff_views(a_view, b_view) == []
+    assert len(b_view["vhosts"]["/"]["queues"]["q"]["messages"]) == 201
+
+
 def test_below_min_in_sync_publishers_are_blocked_until_a_follower_is_back(
     tmp_path: Path, nodes: list[Node]
 ) -> None:
