@@ -76,6 +76,7 @@ class Link:
     acked: int = 0
     last_ack: float = field(default_factory=time.monotonic)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    session: asyncio.Task[None] | None = None
 
 
 class ReplicationLeader:
@@ -374,15 +375,24 @@ class ReplicationLeader:
             )
             await self._bulk_sync(reader, writer, hello)
             return
+        old = self.links.get(node)
+        if old is not None and old.session is not None:
+            # The node connected again: its previous connection is dead (a partition, a restart the
+            # leader has not noticed yet). The new one replaces it.
+            log.info(f"follower {node} connected again from {address}: its previous connection is closed")
+            old.session.cancel()
+            await asyncio.wait({old.session}, timeout=5)
+        if node in self.links:
+            raise wire.ProtocolError(f"node {node} is already connected")
         durable = int(hello.get("durable", 0))
         writer.write(wire.json_frame(wire.STREAM, {"from": start, "truncate": start < durable}))
         log.info(
             f"follower {node} ({address}) streams from LSN {start}",
             extra={"node": node, "lsn": start, "follower_lsn": durable},
         )
-        if node in self.links:
-            raise wire.ProtocolError(f"node {node} is already connected")
-        link = Link(node, address, start, join_at=self.durable_lsn, acked=start)
+        link = Link(
+            node, address, start, join_at=self.durable_lsn, acked=start, session=asyncio.current_task()
+        )
         self.links[node] = link
         self.acked[node] = start
         self._acknowledged(link, start)  # caught up already when the leader is idle: it joins now
