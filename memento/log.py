@@ -261,6 +261,34 @@ class Log:
             raise ValueError(f"record type {rtype} / flags {flags:#x} not allowed (see memento/FORMAT.md)")
         return self._append(rtype, flags, payload, self.clock())
 
+    def append_replica(
+        self, lsn: int, rtype: int, flags: int, payload: bytes | bytearray | memoryview, when: int
+    ) -> int:
+        """Stage a record exactly as another log (a replication leader) wrote it: same LSN, type, flags
+        (engine flags included: a compaction copy stays one), payload and time. `lsn` must be the next
+        LSN of this log (`end_lsn + 1`), anything else raises ValueError (a gap, or a record already
+        held); a seal is never a record. Durable after the next flush, as `append`."""
+        if self._error is not None:
+            raise self._error
+        if lsn != self._next_lsn:
+            raise ValueError(
+                f"replicated LSN {lsn} does not follow this log's end (next is {self._next_lsn})"
+            )
+        if rtype not in self._allowed:
+            raise ValueError(f"record type {rtype} not allowed (see memento/FORMAT.md)")
+        return self._append(rtype, flags, payload, when)
+
+    def truncate_after(self, lsn: int) -> None:
+        """Drop every record after `lsn` (a returning old leader drops what was never replicated): the
+        later segments and the bytes after the cut go to quarantine/, the cut segment becomes the tail,
+        MARK names it. Nothing may be staged and no AsyncWriter may run; `lsn` may not be below the
+        snapshot's LSN (ValueError). Crash-safe: a crash leaves the log before or after the cut, or the
+        cut segment sealed with its successor gone (open then continues after its records, and a second
+        call finishes the cut). See FORMAT.md, "Replication"."""
+        from memento.replica import truncate_after
+
+        truncate_after(self, lsn)
+
     def _append(self, rtype: int, flags: int, payload: bytes | bytearray | memoryview, when: int) -> int:
         """Stage a record appended at wall-clock time `when` (microseconds since the epoch)."""
         if self._closed:

@@ -81,6 +81,9 @@ class AsyncWriter:
         # resumes (with the seconds it was suspended); the owner sets them.
         self.on_suspended: Callable[[OSError], None] | None = None
         self.on_resumed: Callable[[float], None] | None = None
+        # Called on the event loop with the new durable LSN after each batch (a replication leader streams
+        # what became durable).
+        self.on_durable: Callable[[int], None] | None = None
         self._suspended: OSError | None = None
         self._retry = threading.Event()
         self._loop = asyncio.get_running_loop()
@@ -264,6 +267,8 @@ class AsyncWriter:
             fut = pop(waiters)[2]
             if not fut.done():  # a cancelled waiter
                 fut.set_result(None)
+        if self.on_durable is not None:
+            self.on_durable(last)
 
     def _fail(self, error: LogFailed) -> None:
         self._error = error

@@ -24,6 +24,7 @@ from ottermq.ctl import app as ctl_app
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.cluster.leader import ReplicationLeader
     from ottermq.cluster.service import ClusterService
     from ottermq.server.monitor import MonitorOptions
     from ottermq.server.tls import TLSOptions
@@ -203,6 +204,9 @@ def serve(
 
         # Before the log is opened: a salvage says what it will drop before it acts.
         configure_logging(settings.log_level, settings.log_format)
+        follow = _static_leader(settings)
+        if follow is not None:
+            raise typer.Exit(_serve_follower(settings, data_path, follow))
         broker, store = _build_broker(settings, data_path)
         seeded = _seed_access(broker, settings)
         loaded = _load_definitions(broker, settings)
@@ -261,7 +265,9 @@ def serve(
         from ottermq.http.prometheus import PrometheusService
 
         prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
+    replication = _replication_leader(settings, store)
     options = ServeOptions(
+        replication=replication,
         host=settings.host,
         port=settings.port,
         write_buffer_limit=settings.write_buffer_limit,
@@ -379,7 +385,101 @@ def _monitor_options(settings: Settings, data_path: Path) -> MonitorOptions:
     )
 
 
-def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableStore | None]:
+def _node_name(settings: Settings) -> str:
+    import socket
+
+    return settings.node_name or socket.gethostname()
+
+
+def _static_leader(settings: Settings) -> tuple[str, int] | None:
+    """The leader this node follows under `cluster_static_leader` (a test-only setting), or None when it
+    leads or is not in a cluster."""
+    if not settings.cluster_static_leader:
+        return None
+    from ottermq.cluster.static import parse_static_leader
+
+    try:
+        address = parse_static_leader(settings.cluster_static_leader)
+    except ValueError as exc:
+        raise ConfigError(f"cluster_static_leader: {exc}") from None
+    if not settings.cluster_secret:
+        raise ConfigError("cluster_secret must be set for replication")
+    if settings.persistence != "memento":
+        raise ConfigError("replication needs persistence = memento")
+    if address is None and not settings.cluster_port:
+        raise ConfigError("cluster_static_leader = self needs cluster_port")
+    return address
+
+
+def _replication_leader(settings: Settings, store: DurableStore | None) -> ReplicationLeader | None:
+    """The replication leader when this node leads under `cluster_static_leader = self`, else None."""
+    if settings.cluster_static_leader != "self" or store is None:
+        return None
+    from ottermq.cluster.leader import ReplicationLeader, ReplicationOptions
+    from ottermq.cluster.static import StaticRole
+
+    options = ReplicationOptions(
+        host=settings.host,
+        port=settings.cluster_port,
+        cluster_name=settings.cluster_name,
+        secret=settings.cluster_secret,
+        ack_timeout=settings.replication_ack_timeout,
+        min_in_sync=settings.min_in_sync,
+    )
+    return ReplicationLeader(store, StaticRole(_node_name(settings), leader=True), options)
+
+
+def _serve_follower(settings: Settings, data_path: Path, leader: tuple[str, int]) -> int:
+    """Follow `leader` into `data_path` until SIGTERM or SIGINT (no AMQP listener: a standby); the exit
+    status."""
+    import asyncio
+
+    from ottermq.cluster.follower import Follower, FollowerOptions
+    from ottermq.server.signals import StopSignals
+
+    def open_store() -> DurableStore:
+        _broker, store = _build_broker(settings, data_path, follower=True)
+        assert store is not None
+        store.report_recovery()
+        return store
+
+    options = FollowerOptions(leader, _node_name(settings), settings.cluster_name, settings.cluster_secret)
+    follower = Follower(data_path, options, open_store)
+
+    async def main(signals: StopSignals) -> None:
+        signals.attach(asyncio.get_running_loop())
+        task = asyncio.create_task(follower.run())
+        stop = asyncio.create_task(signals.event.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            stop.cancel()
+
+    log.info(
+        f"ottermq {__version__} following the leader at {leader[0]}:{leader[1]}",
+        extra={"node": options.node_name, "data_dir": str(data_path)},
+    )
+    signals = StopSignals()
+    signals.install()
+    try:
+        with asyncio.Runner() as runner:
+            runner.run(main(signals))
+    except (ConfigError, DataDirError) as exc:
+        log.error(str(exc))
+        return EXIT_DATA_DIR
+    finally:
+        signals.restore()
+    log.info("stopped")
+    return 0
+
+
+def _build_broker(
+    settings: Settings, data_path: Path, *, follower: bool = False
+) -> tuple[Broker, DurableStore | None]:
     """The Broker for these settings, with the chosen persistence backend: `memory`, or `memento` (the
     log in <data_dir>/log, recovered here: a refused recovery is a ConfigError naming segment and LSN)."""
     # Imported here so `--help` and `--check-config` answer without loading the whole broker.
@@ -413,6 +513,7 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
         scrub_rate=settings.scrub_rate,
         scrub_interval=settings.scrub_interval,
         message_memory=_message_memory(settings, data_path, StoreOptions().message_memory),
+        compact=not follower,
     )
     try:
         store = DurableStore.open(data_path, store_options)
@@ -430,7 +531,7 @@ def _build_broker(settings: Settings, data_path: Path) -> tuple[Broker, DurableS
         raise ConfigError(f"cannot open the log in {data_path}: {exc}{hint}") from None
     try:
         broker = store.new_broker(broker_settings)
-        store.recover(broker)
+        store.recover(broker, defaults=not follower)
     except (MementoError, CodecError) as exc:
         store.close()
         raise ConfigError(f"cannot recover the log in {data_path}: {exc}") from None

@@ -140,6 +140,12 @@ class Settings:
     cluster_lease_ttl: float = 5.0
     cluster_secret: str = ""
     min_in_sync: int = 1
+    # How long (seconds) a follower in the in-sync set may take to acknowledge before it is dropped from it
+    # (docs/replication.md).
+    replication_ack_timeout: float = 2.0
+    # FOR TESTS ONLY: a fixed role instead of an etcd election. "self": this node leads (and listens on
+    # cluster_port); "HOST:PORT": this node follows the leader whose replication listener is there.
+    cluster_static_leader: str = ""
 
 
 FIELDS: Final[dict[str, dataclasses.Field[Any]]] = {f.name: f for f in dataclasses.fields(Settings)}
@@ -303,8 +309,12 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 0, 2**63)
     elif name == "vm_memory_high_watermark":
         _in_range(value, 0.0, 1.0)
-    elif name == "tls_port":
+    elif name in ("tls_port", "cluster_port"):
         _in_range(value, 0, 65535)
+    elif name == "replication_ack_timeout":
+        _in_range(value, 0.01, 3600)
+    elif name == "min_in_sync":
+        _in_range(value, 1, 64)
     elif name == "tls_verify":
         return _choice(name, value, TLS_VERIFY_MODES)
     elif name in ACCESS_KEYS:

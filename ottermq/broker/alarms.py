@@ -32,8 +32,15 @@ ALARM_DISK: Final = "disk"
 # Raised by the durable store when the log cannot be written (fsync error, ENOSPC); whatever the free-disk
 # monitor sees, only the store clears it: when writing resumes after a full disk (never after a failure).
 ALARM_JOURNAL: Final = "journal"
+# Raised by replication while fewer nodes than `min_in_sync` are in the in-sync set (publishes are nacked).
+ALARM_CLUSTER: Final = "cluster"
 # connection.blocked reasons, as RabbitMQ words them (a journal failure reads as a disk alarm to clients).
-REASONS: Final = {ALARM_MEMORY: "low on memory", ALARM_DISK: "low on disk", ALARM_JOURNAL: "low on disk"}
+REASONS: Final = {
+    ALARM_MEMORY: "low on memory",
+    ALARM_DISK: "low on disk",
+    ALARM_JOURNAL: "low on disk",
+    ALARM_CLUSTER: "too few in-sync replicas",
+}
 
 
 class Alarms:

@@ -52,6 +52,24 @@ class ServeOptions:
     prometheus: HttpService | None = None
     # Cluster membership and election (`--etcd`), or None for a single node.
     cluster: ClusterService | None = None
+    # Replication to followers (ottermq.cluster.leader.ReplicationLeader), or None without a cluster.
+    replication: ReplicationService | None = None
+
+
+class ReplicationService(Protocol):
+    """What the server needs of a replication leader: start once the store runs, stop before it stops."""
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Listen for followers (OSError if it cannot); the bound addresses."""
+        ...
+
+    async def stop(self) -> None:
+        """Close the followers' connections."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Term, in-sync set, each follower's acknowledged LSN and lag (JSON-able)."""
+        ...
 
 
 class HttpService(Protocol):
@@ -187,7 +205,9 @@ async def _serve_clients(broker: Broker, options: ServeOptions, signals: StopSig
     monitor = ResourceMonitor(broker, options.monitor, server) if options.monitor is not None else None
     if monitor is not None:
         monitor.start()
-    control = await _start_control(broker, options.control_socket, options.store, options.cluster)
+    control = await _start_control(
+        broker, options.control_socket, options.store, options.cluster, options.replication
+    )
     http = await _start_http(broker, options.http, addresses)
     prometheus = await _start_http(broker, options.prometheus, addresses, "Prometheus metrics")
     try:
@@ -215,12 +235,22 @@ async def _serve_clients(broker: Broker, options: ServeOptions, signals: StopSig
 
 
 async def _start_control(
-    broker: Broker, path: Path | None, store: StoreService | None, cluster: ClusterService | None = None
+    broker: Broker,
+    path: Path | None,
+    store: StoreService | None,
+    cluster: ClusterService | None = None,
+    replication: ReplicationService | None = None,
 ) -> ControlServer | None:
     """The `ottermq ctl` endpoint; without it the broker still serves AMQP (the error is logged)."""
     if path is None:
         return None
-    control = ControlServer(broker, path, store.status if store is not None else None, cluster)
+    status = store.status if store is not None else None
+    if store is not None and replication is not None:
+
+        def status() -> dict[str, Any]:
+            return {**store.status(), "replication": replication.status()}
+
+    control = ControlServer(broker, path, status, cluster)
     try:
         await control.start()
     except OSError as exc:
@@ -273,7 +303,17 @@ async def _serve_with_store(broker: Broker, options: ServeOptions, signals: Stop
     if store is None:
         return await serve_async(broker, options, signals)
     await store.start()
+    replication = options.replication
     try:
+        if replication is not None:
+            try:
+                for host, port in await replication.start():
+                    log.info(f"replication listening on {format_address(host, port, 'tcp')}")
+            except OSError as exc:
+                log.error(f"cannot listen for replication: {exc.strerror or exc}")
+                return 1
         return await serve_async(broker, options, signals)
     finally:
+        if replication is not None:
+            await replication.stop()
         await store.stop()

@@ -10,7 +10,12 @@ everything pending run (confirms become basic.nack, tx.commit fails), `failed` t
 are nacked, durable changes refused with 541) and `suspended` too, and the `on_suspended` hook (the store)
 raises the disk alarm and says why. Removals (acks) keep being staged, so consumers keep draining and what
 they settled is logged on resume, in order; what was staged is written then too. When a retry succeeds,
-`on_resumed` runs and everything works again. Any other write or fsync failure is final: the same
+`on_resumed` runs and everything works again.
+
+Replication (ottermq.cluster) adds a second condition: a position is confirmed only once it is durable here
+AND at or below `replica_lsn`, the LSN every in-sync follower has acknowledged (no cluster: no limit).
+Replication moves it with `replicated(lsn)`, and `hold(reason)` refuses new work as a full disk does while
+too few nodes are in sync. Any other write or fsync failure is final: the same
 callbacks run, `failed` stays True for good, and `on_failure` is called.
 
 Reading a message back (`read_content`) checks that the record found is that message's own publish; the
@@ -49,6 +54,7 @@ from ottermq.store.codec import (
 )
 
 _INDEX_MASK: Final = (1 << MESSAGE_INDEX_BITS) - 1
+NO_REPLICA_LIMIT: Final = 1 << 63  # `replica_lsn` without replication: every durable position confirms
 
 
 class ContentMismatch(CodecError):
@@ -79,6 +85,11 @@ class MementoJournal:
         # Removals waiting for the end of the event-loop turn, by (vhost, queue, reason): one record each.
         self._removed: dict[tuple[str, str, str], list[int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The highest LSN every in-sync follower has acknowledged (ottermq.cluster.replication).
+        self.replica_lsn = NO_REPLICA_LIMIT
+        self._held: str | None = None  # why replication refuses new work (too few in sync), or None
+        # Called after each record is staged (a replication leader streams records as they are appended).
+        self.on_staged: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Start group commit (inside the running event loop)."""
@@ -123,7 +134,13 @@ class MementoJournal:
         removals, so the order of removals and entity changes is kept.
         """
         if self._refusing and (self._error is not None or not isinstance(event, MessagesRemoved)):
-            why = "has failed" if self._error is not None else "is suspended: the disk is full"
+            why = (
+                "has failed"
+                if self._error is not None
+                else f"is held: {self._held}"
+                if self._held is not None
+                else "is suspended: the disk is full"
+            )
             raise AMQPConnectionError(INTERNAL_ERROR, f"INTERNAL_ERROR - the journal {why}")
         if isinstance(event, MessagePublished):
             key = (event.vhost, event.queues, event.exchange, event.routing_key, len(event.properties))
@@ -173,6 +190,8 @@ class MementoJournal:
         position = log.last_position
         self.last_loc = pack_loc(position.segment, position.offset)
         self.appended_bytes += len(payload)
+        if self.on_staged is not None:
+            self.on_staged()
         return lsn
 
     def when_durable(
@@ -185,11 +204,11 @@ class MementoJournal:
                 failed()
             return
         writer = self.writer
-        if writer is None or position <= writer.durable_lsn:
+        if writer is None or (position <= writer.durable_lsn and position <= self.replica_lsn):
             callback()
             return
         self._waiters.append((position, callback, failed))
-        if not self._requested:
+        if not self._requested and position > writer.durable_lsn:
             self._request(position)
 
     # -- waking waiters -----------------------------------------------------------------------------------
@@ -215,13 +234,36 @@ class MementoJournal:
             return
         writer = self.writer
         assert writer is not None
-        durable = writer.durable_lsn
+        self._release(writer.durable_lsn)
+
+    def _release(self, durable: int) -> None:
+        """Confirm the waiters up to `durable` and the replicas' LSN; wait for the writer past it."""
+        confirmed = min(durable, self.replica_lsn)
         waiters = self._waiters
-        while waiters and waiters[0][0] <= durable:
+        while waiters and waiters[0][0] <= confirmed:
             waiters.popleft()[1]()
-        if waiters:
-            # Positions are appended in order, so the newest waited on is the last one.
+        # Positions are appended in order, so the newest waited on is the last one. Waiters durable here
+        # but not yet acknowledged by the replicas are released by `replicated`.
+        if waiters and not self._requested and waiters[-1][0] > durable:
             self._request(waiters[-1][0])
+
+    def replicated(self, lsn: int) -> None:
+        """Every in-sync follower has acknowledged up to `lsn` (NO_REPLICA_LIMIT: none is left to wait
+        for): confirm what is durable here up to it."""
+        self.replica_lsn = lsn
+        writer = self.writer
+        if writer is not None and not self._refusing:
+            self._release(writer.durable_lsn)
+
+    def hold(self, reason: str | None) -> None:
+        """Refuse new work and nack what waits (`reason`: why, e.g. too few nodes in sync), or accept
+        again (None) unless the disk or the log keeps refusing."""
+        self._held = reason
+        if reason is not None:
+            self._refusing = True
+            self._fail_waiters()
+        elif self._error is None and self._suspended is None:
+            self._refusing = False
 
     def _fail(self, error: BaseException) -> None:
         if self._error is not None:
@@ -249,7 +291,7 @@ class MementoJournal:
         # The report of the last good batch may still be on its way to `_on_durable`: what it made
         # durable is confirmed, not nacked.
         writer = self.writer
-        durable = writer.durable_lsn if writer is not None else 0
+        durable = min(writer.durable_lsn, self.replica_lsn) if writer is not None else 0
         waiters = self._waiters
         while waiters and waiters[0][0] <= durable:
             waiters.popleft()[1]()
@@ -262,7 +304,7 @@ class MementoJournal:
         if self._error is not None or self._suspended is None:
             return
         self._suspended = None
-        self._refusing = False
+        self._refusing = self._held is not None
         if self.on_resumed is not None:
             self.on_resumed(seconds)
 

@@ -52,9 +52,15 @@ class RecoveryInfo:
 
 
 def rebuild(
-    broker: Broker, memento_log: Log, info: RecoveryInfo, reader: Callable[[int, int], object]
+    broker: Broker,
+    memento_log: Log,
+    info: RecoveryInfo,
+    reader: Callable[[int, int], object],
+    defaults: bool = True,
 ) -> RecoveryInfo:
-    """Replay `memento_log` into `broker` (made with `defaults=False`) and fill `info`; `info`. Held
+    """Replay `memento_log` into `broker` (made with `defaults=False`) and fill `info`; `info`. A fresh
+    log gets the broker's defaults (user, vhost) unless not `defaults` (a replication follower writes no
+    record of its own). Held
     messages whose bodies lie in damaged or dropped parts of the log (`reader(msg_id, loc)` cannot read
     them back) are dropped now, counted per queue."""
     started = time.monotonic()
@@ -83,7 +89,7 @@ def rebuild(
     # cleanly at the LSN the log ends at: a full replay past an unusable snapshot store is no crash).
     stopped_cleanly = report.clean_stop_lsn is not None and report.clean_stop_lsn == memento_log.end_lsn
     info.crashed = not info.fresh and (running or not (stopped_cleanly or (clean and replayed == 0)))
-    if info.fresh:
+    if info.fresh and defaults:
         broker.create_defaults()
     for vhost in broker.vhosts.values():
         vhost.recovered(info.crashed)

@@ -95,6 +95,9 @@ class StoreOptions:
     # 0: no scrub).
     scrub_rate: int = DEFAULT_RATE
     scrub_interval: float = DEFAULT_INTERVAL
+    # Compact sparse segments (copy their live records forward). A replication follower does not: every
+    # record in its log is the leader's, at the leader's LSN.
+    compact: bool = True
 
 
 class DurableStore:
@@ -159,9 +162,10 @@ class DurableStore:
 
     # -- recovery ---------------------------------------------------------------------------------------
 
-    def recover(self, broker: Broker) -> RecoveryInfo:
+    def recover(self, broker: Broker, *, defaults: bool = True) -> RecoveryInfo:
         """Rebuild `broker` (made with `defaults=False`, this store's journal and its content store)
-        from snapshot and log."""
+        from snapshot and log; a fresh log gets the default user and vhost unless not `defaults` (a
+        replication follower: every record it holds is the leader's)."""
         if broker.contents is not self.contents:
             raise ValueError("the broker must be made with the store's content store (contents=...)")
         # Recovery allocates millions of long-lived objects and frees none: the cyclic collector would
@@ -171,7 +175,7 @@ class DurableStore:
         try:
             self.broker = broker
             self.scrubber.broker = broker
-            return rebuild(broker, self.log, self.recovery, self.journal.read_content)
+            return rebuild(broker, self.log, self.recovery, self.journal.read_content, defaults)
         finally:
             # What recovery built lives on: keep the collector from ever scanning it (reference counting
             # still frees each message when it is acked).
@@ -345,7 +349,7 @@ class DurableStore:
             return pack_loc(position.segment, position.offset) in live
 
         try:
-            result = await writer.reclaim(kept[0].lsn, is_live)
+            result = await writer.reclaim(kept[0].lsn, is_live, 0.5 if self.options.compact else 0.0)
         finally:
             # The live-key array and the copies read for compaction are freed: give the heap back.
             trim_heap()
@@ -371,8 +375,9 @@ class DurableStore:
     def _relocated(self, moved: dict[int, int]) -> None:
         self.contents.relocate(moved, INDEX_MASK)
 
-    async def stop(self) -> None:
-        """Clean stop (connections already closed): snapshot, flush, close the log."""
+    async def stop(self, *, snapshot: bool = True) -> None:
+        """Clean stop (connections already closed): snapshot (unless not `snapshot`: a follower about to
+        cut its tail must not snapshot past the cut), flush, close the log."""
         await self.scrubber.stop()
         if self._task is not None:
             self._task.cancel()
@@ -393,7 +398,8 @@ class DurableStore:
         self.journal.flush_removals()
         try:
             if (
-                writer is not None
+                snapshot
+                and writer is not None
                 and not suspended
                 and not self.journal.failed
                 and await self.snapshot(clean=True)

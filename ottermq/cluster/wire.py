@@ -1,0 +1,114 @@
+"""The replication protocol's framing and its authentication.
+
+Strategy: one TCP connection per follower, opened by the follower. Every message is a frame
+`u32 length | u8 kind | body` (length counts kind and body). Control messages carry JSON; the two hot
+ones are binary: RECORDS (`u64 term` then Memento records in the version-3 layout, each with its own crc,
+memento.replica) from leader to follower, and ACK (`u64 term | u64 durable LSN`) back.
+
+Authentication is mutual, by HMAC-SHA256 with the shared cluster secret over the other side's random
+nonce, the cluster name and the direction: the leader sends CHALLENGE (its nonce and cluster name); the
+follower answers AUTH (its node name, cluster name, its MAC over the leader's nonce, its own nonce); the
+leader checks both and sends WELCOME (its MAC over the follower's nonce) or REFUSED (why). The secret never
+crosses the wire and a recorded exchange cannot be replayed (fresh nonces).
+
+A session then goes: HELLO (follower: log id, durable LSN, probes of its tail, files staged by an
+interrupted bulk sync) and the leader's decision: STREAM (from which LSN, after truncating to which) then
+RECORDS; or BULK (a manifest), FILE chunks, FILE_END per file, BULK_DONE, after which the follower
+installs the copy and connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import struct
+from typing import Any, Final
+
+FRAME: Final = struct.Struct("<IB")
+TERM: Final = struct.Struct("<Q")
+ACK: Final = struct.Struct("<QQ")
+CHUNK_HEAD: Final = struct.Struct("<HQ")  # name length, offset; then the name, then the bytes
+MAX_FRAME: Final = 1 << 30
+
+CHALLENGE: Final = ord("C")
+AUTH: Final = ord("A")
+WELCOME: Final = ord("W")
+REFUSED: Final = ord("X")
+HELLO: Final = ord("H")
+STREAM: Final = ord("S")
+BULK: Final = ord("B")
+WANT: Final = ord("N")
+FILE: Final = ord("F")
+FILE_END: Final = ord("E")
+BULK_DONE: Final = ord("D")
+RECORDS: Final = ord("R")
+ACKED: Final = ord("K")
+
+NONCE_SIZE: Final = 32
+
+
+class ProtocolError(Exception):
+    """The peer sent something this side does not accept (the message says what)."""
+
+
+class Refused(ProtocolError):
+    """The peer refused this node (wrong secret, another cluster...)."""
+
+
+def new_nonce() -> str:
+    return os.urandom(NONCE_SIZE).hex()
+
+
+def mac(secret: str, cluster: str, direction: str, nonce: str) -> str:
+    """The proof of knowing `secret`: HMAC-SHA256 over the direction ("follower"/"leader"), the cluster
+    name and the other side's nonce."""
+    message = f"ottermq-replication-1\n{direction}\n{cluster}\n{nonce}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def check_mac(secret: str, cluster: str, direction: str, nonce: str, given: object) -> bool:
+    return isinstance(given, str) and hmac.compare_digest(mac(secret, cluster, direction, nonce), given)
+
+
+def frame(kind: int, body: bytes | bytearray | memoryview = b"") -> bytes:
+    return FRAME.pack(len(body) + 1, kind) + bytes(body)
+
+
+def json_frame(kind: int, value: dict[str, Any]) -> bytes:
+    return frame(kind, json.dumps(value, separators=(",", ":")).encode())
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readexactly(FRAME.size)
+    length, kind = FRAME.unpack(head)
+    if not 1 <= length <= MAX_FRAME:
+        raise ProtocolError(f"frame of {length} bytes")
+    return kind, await reader.readexactly(length - 1)
+
+
+async def read_json(reader: asyncio.StreamReader, *kinds: int) -> tuple[int, dict[str, Any]]:
+    """The next frame, which must be a JSON one of `kinds` (REFUSED raises Refused)."""
+    kind, body = await read_frame(reader)
+    if kind == REFUSED and REFUSED not in kinds:
+        raise Refused(json.loads(body).get("reason", "refused"))
+    if kind not in kinds:
+        raise ProtocolError(f"unexpected frame {chr(kind)!r}, expected {', '.join(chr(k) for k in kinds)}")
+    value = json.loads(body)
+    if not isinstance(value, dict):
+        raise ProtocolError("malformed frame")
+    return kind, value
+
+
+def chunk_frame(name: str, offset: int, data: bytes | memoryview) -> bytes:
+    encoded = name.encode()
+    return frame(FILE, CHUNK_HEAD.pack(len(encoded), offset) + encoded + bytes(data))
+
+
+def parse_chunk(body: bytes) -> tuple[str, int, memoryview]:
+    size, offset = CHUNK_HEAD.unpack_from(body)
+    start = CHUNK_HEAD.size
+    name = body[start : start + size].decode()
+    return name, offset, memoryview(body)[start + size :]

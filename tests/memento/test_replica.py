@@ -1,0 +1,191 @@
+"""Replication's log APIs: a follower appends records exactly as the leader wrote them, a cursor reads a
+log's durable records while it is being written, and truncate_after cuts the tail crash-safely."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from memento.errors import RecoveryRefused
+from memento.log import Log
+from memento.replica import Behind, Cursor, decode_wire, install_copied, record_crc
+
+SEG = 4096
+
+
+def fill(log: Log, count: int, start: int = 0, size: int = 100) -> None:
+    for i in range(start, start + count):
+        log.append(1 + i % 3, bytes([i % 251]) * size, flags=i % 2)
+    log.sync()
+
+
+def records(log: Log, after: int = 0) -> list[tuple[int, int, int, bytes, int]]:
+    return [(r.lsn, r.type, r.flags, r.payload, r.time) for r in log.replay(after)]
+
+
+def copy_all(leader: Log, follower: Log, after: int = 0) -> int:
+    """Stream every durable record of `leader` after `after` into `follower`, as replication does."""
+    cursor = Cursor(leader, after)
+    copied = 0
+    try:
+        while True:
+            batch = cursor.read(leader.durable_lsn, 1000)
+            if not batch:
+                return copied
+            for data in batch:
+                _end, rtype, flags, lsn, when, payload = decode_wire(data, 0)
+                follower.append_replica(lsn, rtype, flags, bytes(payload), when)
+                copied += 1
+            follower.sync()
+    finally:
+        cursor.close()
+
+
+def test_follower_holds_the_same_records_across_its_own_rollovers(tmp_path: Path) -> None:
+    leader = Log.open(tmp_path / "a", segment_size=SEG)
+    follower = Log.open(tmp_path / "b", segment_size=SEG * 2)
+    fill(leader, 150)
+    assert copy_all(leader, follower) == 150
+    fill(leader, 30, start=150)
+    assert copy_all(leader, follower, 150) == 30
+    assert follower.durable_lsn == 180
+    assert records(follower) == records(leader)
+    assert len(leader.segments) > len(follower.segments) > 1  # each log rolls over by its own size
+    leader.close()
+    follower.close()
+    with Log.open(tmp_path / "b", segment_size=SEG * 2) as reopened:
+        assert [r[0] for r in records(reopened)] == list(range(1, 181))
+
+
+def test_append_replica_refuses_an_lsn_that_does_not_follow(tmp_path: Path) -> None:
+    with Log.open(tmp_path / "b") as follower:
+        follower.append_replica(1, 1, 0, b"x", 5)
+        with pytest.raises(ValueError, match="does not follow"):
+            follower.append_replica(3, 1, 0, b"x", 5)
+        with pytest.raises(ValueError, match="does not follow"):
+            follower.append_replica(1, 1, 0, b"x", 5)
+        with pytest.raises(ValueError, match="not allowed"):
+            follower.append_replica(2, 0xFF, 0, b"", 5)
+        follower.append_replica(2, 1, 0x80 | 0x40, b"\x01" + bytes(7) + b"y", 6)  # a compaction copy
+        follower.sync()
+        assert [(r.lsn, r.flags, r.time) for r in follower.replay(0)] == [(1, 0, 5), (2, 0xC0, 6)]
+
+
+def test_cursor_stops_at_the_bound_and_reports_reclaimed_records(tmp_path: Path) -> None:
+    with Log.open(tmp_path / "a", segment_size=SEG) as leader:
+        fill(leader, 100)
+        cursor = Cursor(leader, 10)
+        got = cursor.read(20)
+        assert [decode_wire(d, 0)[3] for d in got] == list(range(11, 21))
+        assert cursor.read(20) == []
+        cursor.close()
+        assert record_crc(leader, 50) is not None
+        assert record_crc(leader, 101) is None
+        first = leader._segments[0]
+        leader._segments.remove(first)  # what reclamation does to the oldest segment
+        with pytest.raises(Behind):
+            Cursor(leader, 0).read(100)
+
+
+def test_truncate_after_quarantines_the_tail_and_appends_continue(tmp_path: Path) -> None:
+    path = tmp_path / "a"
+    with Log.open(path, segment_size=SEG) as log:
+        fill(log, 120)
+        kept = records(log)[:57]
+        segments = len(log.segments)
+        log.truncate_after(57)
+        assert log.end_lsn == log.durable_lsn == 57
+        assert len(log.segments) < segments
+        assert records(log) == kept
+        log.append(2, b"new")
+        log.sync()
+    quarantined = os.listdir(path / "quarantine")
+    assert any(name.endswith(".bin") for name in quarantined)
+    with Log.open(path, segment_size=SEG) as reopened:  # MARK names the cut segment: opens cleanly
+        assert not reopened.recovery_report.quarantined
+        got = records(reopened)
+        assert got[:57] == kept and got[57][0] == 58 and got[57][3] == b"new"
+
+
+def test_truncate_after_refuses_below_the_snapshot(tmp_path: Path) -> None:
+    with Log.open(tmp_path / "a") as log:
+        fill(log, 10)
+        log.save_snapshot(8, b"state")
+        with pytest.raises(ValueError, match="snapshot"):
+            log.truncate_after(5)
+        log.truncate_after(8)
+        assert log.end_lsn == 8
+
+
+def test_crash_after_moving_later_segments_is_finished_by_a_second_cut(tmp_path: Path) -> None:
+    """A crash between quarantining the later segments and cutting the segment: the cut segment is sealed
+    and last, open continues after it; truncating again gives the intended log."""
+    path = tmp_path / "a"
+    with Log.open(path, segment_size=SEG) as log:
+        fill(log, 120)
+        kept = records(log)[:30]
+        names = [s.path for s in log.segments]
+    index = max(i for i, p in enumerate(names) if int(Path(p).name.split("-")[1][:16], 16) <= 31)
+    os.makedirs(path / "quarantine", exist_ok=True)
+    for later in names[index + 1 :]:
+        shutil.move(later, path / "quarantine" / Path(later).name)
+    from memento.identity import MarkFile, read_mark
+
+    mark = read_mark(path)
+    assert mark is not None and not isinstance(mark, str)
+    seq, base = (int(x, 16) for x in Path(names[index]).name[:-4].split("-"))
+    writer = MarkFile(path, mark)
+    writer.write(mark.log_id, seq, base, None)
+    writer.close()
+    with Log.open(path, segment_size=SEG) as log:
+        assert log.end_lsn > 30
+        log.truncate_after(30)
+        assert records(log) == kept
+    with Log.open(path, segment_size=SEG) as log:
+        assert records(log) == kept
+
+
+def test_install_copied_gives_the_leaders_identity(tmp_path: Path) -> None:
+    with Log.open(tmp_path / "a", segment_size=SEG) as leader:
+        fill(leader, 80)
+        log_id = leader.log_id
+        want = records(leader)
+        leader.save_snapshot(80, b"state")
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "a" / "wal", copy / "wal")
+    shutil.copytree(tmp_path / "a" / "snapshots", copy / "snapshots")
+    with pytest.raises(RecoveryRefused):  # segments and store carry an id: no IDENTITY is refused
+        Log.open(copy, segment_size=SEG).close()
+    install_copied(copy, log_id)
+    with Log.open(copy, segment_size=SEG) as follower:
+        assert follower.log_id == log_id
+        assert records(follower, 0) == want
+        assert follower.snapshot is not None and follower.snapshot.lsn == 80
+
+
+def test_read_live_serves_staged_records_then_written_ones(tmp_path: Path) -> None:
+    """A leader streams what it appended before syncing it: from memory while staged, from the files
+    once written, across rollovers, and never a record twice or out of order."""
+    with Log.open(tmp_path / "a", segment_size=SEG) as log:
+        fill(log, 5)
+        cursor = Cursor(log, 0)
+        got: list[int] = []
+        for round_ in range(30):
+            for i in range(7):
+                log.append(1, bytes([round_, i]) * 60)
+            got += [decode_wire(d, 0)[3] for d in cursor.read_live(300)]  # part of it, from memory
+            if round_ % 3 == 0:
+                log.sync()  # what was staged is now only in the files
+            got += [decode_wire(d, 0)[3] for d in cursor.read_live(300)]
+        while batch := cursor.read_live():
+            got += [decode_wire(d, 0)[3] for d in batch]
+        cursor.close()
+        assert got == list(range(1, log.end_lsn + 1))
+        assert len(log.segments) > 2
+        log.sync()
+        assert [decode_wire(d, 0)[5].tobytes() for d in Cursor(log, 5).read(12)] == [
+            r.payload for r in log.replay(5) if r.lsn <= 12
+        ]

@@ -1,0 +1,244 @@
+"""Replication in one event loop: a real leader store and a real follower store over loopback TCP.
+
+Confirms wait for the in-sync follower's acknowledgement (its log holds the record when the confirm
+runs); the follower's projection is built as records arrive; a follower refuses records of a term lower
+than one it has seen; an interrupted bulk sync resumes without the files it completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import crc32c
+
+from memento.log import Log
+from memento.replica import encode_wire
+from ottermq.amqp.properties import BasicProperties, encode_properties
+from ottermq.broker.broker import Broker
+from ottermq.broker.events import UserAdded
+from ottermq.broker.message import Message
+from ottermq.cluster import wire
+from ottermq.cluster.follower import SYNC_DIR, TERM_FILE, Follower, FollowerOptions
+from ottermq.cluster.leader import ReplicationLeader, ReplicationOptions
+from ottermq.cluster.static import StaticRole
+from ottermq.store.codec import RECORD_TYPES, encode
+from ottermq.store.store import LOG_DIR, DurableStore, StoreOptions
+from ottermq.store.view import durable_view
+
+PERSISTENT = encode_properties(BasicProperties(delivery_mode=2))
+OPTIONS = StoreOptions(segment_size=1 << 20, scrub_rate=0, check_interval=0.05)
+
+
+def opener(path: Path, *, compact: bool = True) -> DurableStore:
+    store = DurableStore.open(path, StoreOptions(segment_size=1 << 20, scrub_rate=0, compact=compact))
+    store.recover(store.new_broker(), defaults=compact)
+    return store
+
+
+async def wait(predicate: object, timeout: float = 10.0) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_confirms_wait_for_the_in_sync_follower(tmp_path: Path) -> None:
+    asyncio.run(confirms_scenario(tmp_path))
+
+
+async def confirms_scenario(tmp_path: Path) -> None:
+    store = opener(tmp_path / "a")
+    await store.start()
+    role = StaticRole("a", leader=True)
+    leader = ReplicationLeader(store, role, ReplicationOptions("127.0.0.1", 0, "c", "secret"))
+    host, port = (await leader.start())[0]
+    follower = Follower(
+        tmp_path / "b",
+        FollowerOptions((host, port), "b", "c", "secret"),
+        lambda: opener(tmp_path / "b", compact=False),
+    )
+    task = asyncio.create_task(follower.run())
+    try:
+        await wait(lambda: "b" in role.isr())
+        broker = store.broker
+        assert isinstance(broker, Broker)
+        vhost = broker.vhosts["/"]
+        queue = vhost.declare_queue("q", durable=True)
+        seen: list[tuple[int, int]] = []
+        for i in range(50):
+            position, placed = vhost.publish(Message("", "q", PERSISTENT, b"m%d" % i), [queue])
+            for target, entry in placed:
+                target.enqueue(entry)
+
+            def confirmed(position: int = position) -> None:
+                assert follower.store is not None
+                seen.append((position, follower.store.log.durable_lsn))
+
+            store.journal.when_durable(position, confirmed)
+        await wait(lambda: len(seen) == 50)
+        assert all(follower_lsn >= position for position, follower_lsn in seen)
+        assert follower.store is not None and follower.store.broker is not None
+        # The hot standby's projection is the leader's (entries are made ready only on recovery).
+        await wait(lambda: durable_view(follower.store.broker) == durable_view(broker))
+
+        # Fencing: once the leadership is lost, nothing more is confirmed (pending ones are nacked).
+        outcome: list[str] = []
+        position, placed = vhost.publish(Message("", "q", PERSISTENT, b"late"), [queue])
+        store.journal.when_durable(position, lambda: outcome.append("ack"), lambda: outcome.append("nack"))
+        role.lose()
+        await asyncio.sleep(0.3)
+        assert outcome == ["nack"]
+        assert store.journal.failed
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await leader.stop()
+        await store.stop()
+
+
+class FakeLeader:
+    """Speaks the leader's side of the protocol by hand, one scripted session per connection."""
+
+    def __init__(self, sessions: list[object]) -> None:
+        self.sessions = sessions
+        self.hellos: list[dict[str, object]] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> tuple[str, int]:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[:2]
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonce = wire.new_nonce()
+        writer.write(wire.json_frame(wire.CHALLENGE, {"cluster": "c", "nonce": nonce, "node": "z"}))
+        _kind, auth = await wire.read_json(reader, wire.AUTH)
+        assert wire.check_mac("secret", "c", "follower", nonce, auth["mac"])
+        proof = wire.mac("secret", "c", "leader", str(auth["nonce"]))
+        writer.write(wire.json_frame(wire.WELCOME, {"mac": proof, "term": 5}))
+        _kind, hello = await wire.read_json(reader, wire.HELLO)
+        self.hellos.append(hello)
+        script = self.sessions.pop(0) if self.sessions else None
+        try:
+            if callable(script):
+                await script(reader, writer, hello)
+        finally:
+            writer.close()
+
+
+def records(first_lsn: int, count: int) -> bytes:
+    out = b""
+    for lsn in range(first_lsn, first_lsn + count):
+        rtype, payload = encode(UserAdded(f"user{lsn}", "hash", ()))
+        out += encode_wire(rtype, 0, lsn, 1_000_000 + lsn, payload)
+    return out
+
+
+def test_records_of_a_lower_term_are_refused(tmp_path: Path) -> None:
+    asyncio.run(term_scenario(tmp_path))
+
+
+async def term_scenario(tmp_path: Path) -> None:
+    refused = asyncio.Event()
+
+    async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict) -> None:
+        start = int(hello["durable"])
+        writer.write(wire.json_frame(wire.STREAM, {"from": start, "truncate": False}))
+        writer.write(wire.frame(wire.RECORDS, wire.TERM.pack(5) + records(start + 1, 3)))
+        _kind, body = await wire.read_frame(reader)
+        assert wire.ACK.unpack(body) == (5, start + 3)
+        writer.write(wire.frame(wire.RECORDS, wire.TERM.pack(4) + records(start + 4, 1)))  # deposed
+        assert await reader.read() == b""  # the follower hung up
+        refused.set()
+
+    fake = FakeLeader([stream])
+    follower = Follower(
+        tmp_path / "b",
+        FollowerOptions(await fake.start(), "b", "c", "secret"),
+        lambda: opener(tmp_path / "b", compact=False),
+    )
+    task = asyncio.create_task(follower.run())
+    try:
+        await asyncio.wait_for(refused.wait(), 10)
+        assert follower.term == 5
+        assert (tmp_path / "b" / TERM_FILE).read_text() == "5\n"  # a restart refuses term 4 too
+        store = follower.store
+        assert store is not None and store.broker is not None
+        end = store.log.end_lsn
+        assert {f"user{lsn}" for lsn in range(end - 2, end + 1)} <= set(store.broker.access.users)
+        assert f"user{end + 1}" not in store.broker.access.users
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_an_interrupted_bulk_sync_resumes_without_the_files_it_completed(tmp_path: Path) -> None:
+    asyncio.run(resume_scenario(tmp_path))
+
+
+async def resume_scenario(tmp_path: Path) -> None:
+    # The leader's log: a few segments of records a follower can apply.
+    source = tmp_path / "a" / LOG_DIR
+    with Log.open(source, segment_size=1 << 20, registry=RECORD_TYPES) as log:
+        for lsn in range(1, 401):
+            rtype, payload = encode(UserAdded(f"user{lsn}", "h" * 8000, ()))
+            log.append(rtype, payload)
+        log.sync()
+        segments = [(Path(seg.path).name, seg.path, seg.size) for seg in log.segments]
+        log_id = log.log_id.hex()
+    assert len(segments) >= 3
+    manifest_files = [
+        {"name": name, "size": size, "length": Path(path).stat().st_size, "skip": False}
+        for name, path, size in segments
+    ]
+    manifest = {"log_id": log_id, "term": 5, "snapshot_lsn": 0, "files": manifest_files}
+
+    async def send_file(writer: asyncio.StreamWriter, name: str, path: str, cut: bool = False) -> None:
+        data = Path(path).read_bytes()
+        writer.write(wire.chunk_frame(name, 0, data[: len(data) // 2]))
+        if cut:
+            await writer.drain()
+            return
+        writer.write(wire.chunk_frame(name, len(data) // 2, data[len(data) // 2 :]))
+        end = {"name": name, "length": len(data), "crc": crc32c.crc32c(data)}
+        writer.write(wire.json_frame(wire.FILE_END, end))
+
+    async def interrupted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict) -> None:
+        writer.write(wire.json_frame(wire.BULK, manifest))
+        await send_file(writer, *segments[0][:2])
+        await send_file(writer, *segments[1][:2], cut=True)  # the connection drops mid-file
+
+    async def resumed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict) -> None:
+        staged = hello["staged"]
+        first = segments[0]
+        assert staged == {
+            first[0]: [Path(first[1]).stat().st_size, crc32c.crc32c(Path(first[1]).read_bytes())]
+        }
+        files = [dict(entry, skip=entry["name"] == first[0]) for entry in manifest_files]
+        writer.write(wire.json_frame(wire.BULK, dict(manifest, files=files)))
+        for name, path, _size in segments[1:]:
+            await send_file(writer, name, path)
+        writer.write(wire.json_frame(wire.BULK_DONE, {"durable": 400}))
+        await writer.drain()
+        await reader.read()
+
+    fake = FakeLeader([interrupted, resumed])
+    follower = Follower(
+        tmp_path / "b",
+        FollowerOptions(await fake.start(), "b", "c", "secret"),
+        lambda: opener(tmp_path / "b", compact=False),
+    )
+    task = asyncio.create_task(follower.run())
+    try:
+        await wait(lambda: len(fake.hellos) >= 3)  # the third session comes after the install
+        assert json.dumps(fake.hellos[2]["log_id"]) == json.dumps(log_id)
+        assert not (tmp_path / "b" / SYNC_DIR).exists()
+        store = follower.store
+        assert store is not None and store.broker is not None
+        assert store.log.end_lsn == 400
+        assert "user400" in store.broker.access.users
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
