@@ -487,12 +487,15 @@ class Leadership:
     async def _become_leader(self, kv: KeyValue, value: LeaderInfo | None) -> None:
         if value is None or self._lease_lost is None or self._lease_lost.is_set():
             return
+        # The keys as they are now (the ISR this transaction may have created), before anyone can see this
+        # node lead: is_leader() never comes with a stale ISR.
+        await self._refresh()
+        if self._lease_lost is None or self._lease_lost.is_set():
+            return
         self._leading = True
         self._term = value.term
         self._leader_revision = kv.create_revision
         log.info("elected leader", extra={"node": self.node_name, "term": value.term})
-        # The callbacks see the keys as they are now (the ISR this transaction may have created).
-        await self._refresh()
         for callback in list(self._elected):
             if not self._leading:
                 break
