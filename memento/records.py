@@ -396,7 +396,7 @@ class Printer:
             desc.pop("type", None)
             desc.pop("time_us", None)
             desc.pop("body", None)
-            tail = _json_line(desc)
+            tail = _json_encode(desc)
             when = f'"{self.iso(time_us)}"' if time_us else "null"
             self._emit(
                 f'{{"lsn":{record.lsn},"type":{_json_name(name or str(rtype))},"type_code":{rtype},'
