@@ -200,7 +200,12 @@ def _prepare(opts: ListOptions, last_us: Callable[[Describe | None], int | None]
     except BadSelection as exc:
         _fail(str(exc))
     printer = Printer(
-        sys.stdout, as_json=opts.as_json, decode=opts.decode, payload=opts.payload, flush_each=opts.follow
+        sys.stdout,
+        as_json=opts.as_json,
+        decode=opts.decode,
+        payload=opts.payload,
+        flush_each=opts.follow,
+        batch=not opts.follow,
     )
     return Lister(printer, selection, describe), selection
 
@@ -256,7 +261,11 @@ def list_log_records(insp: Inspection, opts: ListOptions) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return code
-    sys.stdout.flush()
+    try:
+        lister.printer.flush()  # the records batched when the listing ended (also by Ctrl-C)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return code
     note = selection.untimed_note()
     if note:
         write_stderr(note)
@@ -308,7 +317,7 @@ def dump_file(path: str, opts: ListOptions) -> int:
             if record.lsn < (opts.from_lsn or 0) or (opts.to_lsn is not None and record.lsn > opts.to_lsn):
                 continue
             lister.feed(record)
-        sys.stdout.flush()
+        lister.printer.flush()
     except BrokenPipeError:
         _quiet_stdout()
     first = f"LSN {records[0].lsn}..{records[-1].lsn}" if records else "no record"

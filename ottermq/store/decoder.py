@@ -226,11 +226,22 @@ _SHORTSTR_FLAGS: Final = (
 _TAIL_FLAGS: Final = (FLAG_TYPE, FLAG_USER_ID, FLAG_APP_ID, FLAG_CLUSTER_ID)
 
 
+# Properties lists that show nothing (delivery mode and timestamp only: what most clients send), by flags,
+# with the exact length such a list has; `_properties` checks just that length for them.
+_SILENT: Final = {
+    flags: 2 + (1 if flags & FLAG_DELIVERY_MODE else 0) + (8 if flags & FLAG_TIMESTAMP else 0)
+    for flags in (0, FLAG_DELIVERY_MODE, FLAG_TIMESTAMP, FLAG_DELIVERY_MODE | FLAG_TIMESTAMP)
+}
+
+
 def _properties(raw: bytes, desc: dict[str, Any]) -> None:
     """The properties a description shows, read in place: every field is walked and bounds-checked
     (a malformed list raises), only the shown ones are decoded. The hot path of `describe`, so it
     avoids building a BasicProperties."""
     flags = _U16.unpack_from(raw)[0]
+    silent = _SILENT.get(flags)
+    if silent is not None and silent <= len(raw):
+        return
     off = 2
     word = flags
     while word & 1:  # further flag words carry no basic property
@@ -265,14 +276,16 @@ def _properties(raw: bytes, desc: dict[str, Any]) -> None:
 
 
 # Decoded routing parts of publish records by their bytes: a log holds few distinct ones (a stream's vhost,
-# exchange, routing key and queues repeat), and decoding them is most of a publish's description.
-_ROUTES: dict[bytes, tuple[str, list[str], str, str]] = {}
+# exchange, routing key and queues repeat), and decoding them is most of a publish's description. Each is
+# kept as the head of a publish's description, which `_fast_publish` copies (one C call for five keys).
+_ROUTES: dict[bytes, dict[str, Any]] = {}
 _ROUTES_MAX: Final = 4096
 
 
-def _route(payload: bytes, pos: int) -> tuple[tuple[str, list[str], str, str], int]:
-    """(vhost, queues, exchange, routing key) of the publish head at `pos`, and where its properties start.
-    The queues list is shared between records: never mutated."""
+def _route(payload: bytes, pos: int) -> tuple[dict[str, Any], int]:
+    """The head of the description of the publish at `pos` (type, vhost, exchange, routing key, queues),
+    and where its properties start. The head and its queues list are shared between records: copy it,
+    never mutate it."""
     vlen, count, xlen, rlen = payload[pos], payload[pos + 1], payload[pos + 2], payload[pos + 3]
     at = pos + 8
     if count == 1:
@@ -294,7 +307,13 @@ def _route(payload: bytes, pos: int) -> tuple[tuple[str, list[str], str, str], i
             qlen = payload[at]
             queues.append(payload[at + 1 : at + 1 + qlen].decode())
             at += 1 + qlen
-        route = (vhost, queues, payload[at : at + xlen].decode(), payload[at + xlen : end].decode())
+        route = {
+            "type": "publish",
+            "vhost": vhost,
+            "exchange": payload[at : at + xlen].decode(),
+            "routing_key": payload[at + xlen : end].decode(),
+            "queues": queues,
+        }
         if len(_ROUTES) >= _ROUTES_MAX:
             _ROUTES.clear()
         _ROUTES[key] = route
@@ -305,19 +324,13 @@ def _fast_publish(payload: bytes, lsn: int, timed: bool) -> dict[str, Any]:
     """A PUBLISH(_AT) record's description straight from its bytes (what `_describe_publish` shows)."""
     pos = 8 if timed else 0
     plen = _U32LE.unpack_from(payload, pos + 4)[0]
-    (vhost, queues, exchange, routing_key), pos = _route(payload, pos)
+    head, pos = _route(payload, pos)
     body_at = pos + plen
     if body_at > len(payload):
         raise CodecError("PUBLISH payload is truncated")
-    desc: dict[str, Any] = {
-        "type": "publish",
-        "vhost": vhost,
-        "exchange": exchange,
-        "routing_key": routing_key,
-        "queues": queues,
-        "ids": [str(lsn)],
-        "body_size": len(payload) - body_at,
-    }
+    desc = head.copy()
+    desc["ids"] = [str(lsn)]
+    desc["body_size"] = len(payload) - body_at
     if timed:
         desc["time_us"] = PUBLISHED_AT.unpack_from(payload)[0] * 1000
     if plen:
