@@ -139,7 +139,7 @@ def log_dir(directory: str) -> str:
 
 
 def _inspect(
-    directory: str, types: str | None, *, verify: bool, label: str, by_type: bool = True
+    directory: str, types: str | None, *, verify: bool, label: str, by_type: bool = True, quick: bool = False
 ) -> Inspection:
     """Inspect `directory`, which `log_dir` has resolved already."""
     try:
@@ -149,7 +149,12 @@ def _inspect(
     try:
         with progress_for(directory, label) as step:
             return inspect_log(
-                directory, registry=registry, verify_snapshots=verify, progress=step, by_type=by_type
+                directory,
+                registry=registry,
+                verify_snapshots=verify,
+                progress=step,
+                by_type=by_type,
+                quick=quick,
             )
     except NotALogDir as exc:
         fail(str(exc))
@@ -237,7 +242,11 @@ def inspect(
     With --records: the records themselves, filtered, described by a decoder (--decode), and with
     --follow as a running broker appends them (read without the log's lock; Ctrl-C or SIGTERM ends it,
     exit 0)."""
-    insp = _inspect(log_dir(directory), types, verify=False, label="inspecting", by_type=not records)
+    # A listing checks the records it reads as it reads them (memento.inspect.iter_records): only the
+    # last segment is scanned beforehand, to find where the log ends.
+    insp = _inspect(
+        log_dir(directory), types, verify=False, label="inspecting", by_type=not records, quick=records
+    )
     if records:
         opts = ListOptions(
             as_json, decode, payload, decoder, from_lsn, to_lsn, since, until,

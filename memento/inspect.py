@@ -10,13 +10,18 @@ version does not know (0xF0..0xFE) is reported as unsupported.
 
 from __future__ import annotations
 
+import mmap
 import os
 import time
 from collections.abc import Callable, Iterator, Set
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+import crc32c
+
+from memento.errors import CorruptRecord
 from memento.identity import IDENTITY_FILE, MARK_FILE, Mark, read_identity, read_mark
 from memento.record import (
     ENGINE_TYPES,
@@ -145,6 +150,13 @@ class Inspection:
     log_id: bytes | None = None
     last_stop: LastStop | None = None
     warnings: list[str] = field(default_factory=list)  # what open would warn about besides the findings
+    types: frozenset[int] = DEFAULT_TYPES  # the record types in use (`iter_records` checks unscanned ones)
+
+    @property
+    def partial(self) -> bool:
+        """Whether segments were only header-checked (`inspect_log(quick=True)`): damage inside them is
+        not in the findings yet."""
+        return any(scan.header is not None and not scan.scanned for scan in self.scans)
 
     @property
     def exit_code(self) -> int:
@@ -310,10 +322,10 @@ def parse_types(text: str) -> frozenset[int]:
     return frozenset(found)
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, size: int = -1) -> bytes:
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(size)
     except OSError as exc:
         if exc.filename is None:  # a read error on the open file: name it
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
@@ -401,6 +413,7 @@ def inspect_log(
     verify_snapshots: bool = False,
     progress: Callable[[str], None] | None = None,
     by_type: bool = True,
+    quick: bool = False,
 ) -> Inspection:
     """Inspect the log directory at `path` without modifying it.
 
@@ -408,6 +421,10 @@ def inspect_log(
     `verify_snapshots` also checks every chunk of every snapshot (not only the one recovery would use).
     `progress` is called with each segment's name before it is read. `by_type` False leaves the
     segments' counts by type empty (a record listing does not show them: one pass less over the log).
+    `quick` reads only the headers of all segments but the last (scanned whole, as it is where the log
+    ends): the identity, MARK, snapshot and segment-sequence checks all run, but damage inside an earlier
+    segment is found only by `iter_records`, which checks such a segment record by record as it reads it
+    (CorruptRecord). What a record listing or a trace needs, at a fraction of a full scan's cost.
     """
     root = check_log_dir(path)
     known = frozenset(registry) | ENGINE_TYPES if registry is not None else DEFAULT_TYPES
@@ -462,11 +479,17 @@ def inspect_log(
     )
     scans: list[SegmentScan] = []
     segments: list[SegmentReport] = []
-    for name in segment_names:
+    for i, name in enumerate(segment_names):
         if progress is not None:
             progress(name)
-        data = _read(wal / name)
-        scan = scan_segment(name, data, known)
+        if quick and i + 1 < len(segment_names):
+            head = _read(wal / name, HEADER_SIZE)
+            scan = scan_segment(name, head, known, headers_only=True)
+            scan = replace(scan, size=os.path.getsize(wal / name))
+            data = head
+        else:
+            data = _read(wal / name)
+            scan = scan_segment(name, data, known)
         scans.append(scan)
         segments.append(_segment_report(scan, data, by_type))
     identity = resolve_identity(str(root), identity_raw, mark_raw, scans, store_id)
@@ -496,6 +519,7 @@ def inspect_log(
         identity.log_id,
         last_stop(root, mark_raw),
         [moved_back] if moved_back is not None else [],
+        known,
     )
 
 
@@ -512,31 +536,104 @@ def iter_records(
     progress: Callable[[str], None] | None = None,
 ) -> Iterator[Record]:
     """Valid records with after_lsn < LSN <= to_lsn (default: up to where recovery would keep the log),
-    in order, read-only. Stops at the first damage, as recovery's cut does."""
+    in order, read-only. Stops at the first damage, as recovery's cut does.
+
+    A segment the inspection scanned is read as the scan found it. One it only header-checked
+    (`inspect_log(quick=True)`) is checked record by record as it is read: length, crc, LSN following
+    the previous one, a known type; the first failure raises CorruptRecord naming the segment, offset
+    and LSN (the caller decides what to say: a full inspection tells what recovery would do).
+
+    Segments are mapped, not read: a 64 MiB segment is not copied whole (each payload is a copy), and
+    records are built without a constructor call each, since listings read every record of a log."""
     last = inspection.end_lsn if to_lsn is None else min(to_lsn, inspection.end_lsn)
     wal = inspection.path / WAL_DIR
     scans = inspection.scans
+    known = inspection.types
+    new = tuple.__new__
+    crc = crc32c.crc32c
     for i, scan in enumerate(scans):
-        if scan.header is None or not scan.scanned or scan.base_lsn > last:
-            break
+        if scan.header is None or scan.base_lsn > last:
+            return
         if i + 1 < len(scans) and scans[i + 1].base_lsn <= after_lsn + 1:
             continue
         if progress is not None:
             progress(scan.name)
-        data = _read(wal / scan.name)
-        pos = HEADER_SIZE
-        end = scan.data_end
-        seq = scan.seq
         frame = frame_of(scan.header.version)
         unpack = frame.unpack
         head_size = frame.head_size
-        while pos + head_size <= end:
-            length, _crc, rtype, flags, _res, lsn, when = unpack(data, pos)
-            stop = pos + 8 + length
-            if lsn > last:
+        seq = scan.seq
+        with mapped(wal / scan.name) as data:
+            pos = HEADER_SIZE
+            if scan.scanned:
+                end = scan.data_end
+                while pos + head_size <= end:
+                    length, _crc, rtype, flags, _res, lsn, when = unpack(data, pos)
+                    stop = pos + 8 + length
+                    if lsn > last:
+                        return
+                    if rtype != TYPE_SEAL and lsn > after_lsn:
+                        position = new(RecordPosition, (seq, pos))
+                        yield new(Record, (lsn, rtype, flags, data[pos + head_size : stop], position, when))
+                    pos = stop
+                if scan.damage is not None or scan.unknown_type is not None:
+                    return
+                continue
+            view = memoryview(data)
+            try:
+                end = len(data)
+                expected = scan.base_lsn
+                min_len = frame.min_len
+                while pos + head_size <= end:
+                    length, stored, rtype, flags, _res, lsn, when = unpack(data, pos)
+                    stop = pos + 8 + length
+                    if length == 0 or rtype == TYPE_SEAL:
+                        break  # the end of this segment's data (a seal's own checks: the next header's)
+                    if length < min_len or stop > end or lsn != expected:
+                        raise corrupt_at(scan, pos, expected, "record damaged")
+                    if crc(view[pos + 8 : stop]) != stored:
+                        raise corrupt_at(scan, pos, expected, "record checksum mismatch")
+                    if rtype not in known:
+                        raise corrupt_at(scan, pos, expected, f"record of unknown type {rtype}")
+                    if lsn > last:
+                        return
+                    if lsn > after_lsn:
+                        position = new(RecordPosition, (seq, pos))
+                        yield new(Record, (lsn, rtype, flags, data[pos + head_size : stop], position, when))
+                    pos = stop
+                    expected += 1
+            finally:
+                view.release()
+            following = scans[i + 1] if i + 1 < len(scans) else None
+            if following is not None and following.header is not None and following.base_lsn != expected:
+                raise corrupt_at(
+                    following,
+                    0,
+                    following.base_lsn,
+                    f"segment starts at LSN {following.base_lsn}, previous one ends before LSN {expected}",
+                )
+
+
+def corrupt_at(scan: SegmentScan, pos: int, lsn: int, why: str) -> CorruptRecord:
+    """The error for damage found at `pos` of a segment after the inspection (where LSN `lsn` was due)."""
+    return CorruptRecord(
+        f"{scan.name} offset {pos} LSN {lsn}: {why} (see memento inspect)",
+        segment=scan.name,
+        offset=pos,
+        lsn=lsn,
+    )
+
+
+@contextmanager
+def mapped(path: os.PathLike[str] | str) -> Iterator[bytes | mmap.mmap]:
+    """The file's bytes without copying them (an empty file cannot be mapped)."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                yield b""
                 return
-            if rtype != TYPE_SEAL and lsn > after_lsn:
-                yield Record(lsn, rtype, flags, data[pos + head_size : stop], RecordPosition(seq, pos), when)
-            pos = stop
-        if scan.damage is not None or scan.unknown_type is not None:
-            return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                yield data
+    except OSError as exc:
+        if exc.filename is None:  # a read error on the open file: name it
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise

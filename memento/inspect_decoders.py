@@ -68,6 +68,12 @@ class Describer(Protocol):
     removes what it does not show), so return a new one each time; values may be shared.
     `type_names()` (optional) lists every name `describe` may give as "type", so that `--type NAME`
     can refuse a name that never matches.
+
+    `describe_split(record)` (optional, for speed: a listing formats each distinct head once) returns
+    `describe(record)` in two dicts, or None when it does not split this record: a head, the very same
+    object for every record it describes alike (a publish's route, a removal's queue), which nobody
+    changes, and the record's own part; the description is the head's items followed by the own part's.
+    It raises as `describe` does.
     """
 
     def describe(self, record: RecordView) -> dict[str, Any]:
@@ -126,6 +132,12 @@ _registry: dict[str, DecoderFactory] = {"generic": GenericDecoder}
 def describer(decoder: object) -> Callable[[RecordView], dict[str, Any]] | None:
     """The decoder's `describe` method, or None when it has none."""
     method = getattr(decoder, "describe", None)
+    return method if callable(method) else None
+
+
+def splitter(decoder: object) -> Callable[[RecordView], tuple[dict[str, Any], dict[str, Any]] | None] | None:
+    """The decoder's `describe_split` method, or None when it has none."""
+    method = getattr(decoder, "describe_split", None)
     return method if callable(method) else None
 
 

@@ -21,8 +21,9 @@ from typing import Annotated, Any
 
 import typer
 
-from memento.inspect import EXIT_BAD_INPUT, WAL_DIR, Inspection
-from memento.inspect_decoders import DecoderError, describer, resolve, type_names
+from memento.errors import CorruptRecord
+from memento.inspect import EXIT_BAD_INPUT, WAL_DIR, Inspection, inspect_log, iter_records
+from memento.inspect_decoders import DecoderError, describer, resolve, splitter, type_names
 from memento.record import Record
 from memento.records import (
     ENGINE_TYPE_NAMES,
@@ -31,11 +32,11 @@ from memento.records import (
     Lister,
     Printer,
     Selection,
+    Split,
     Tail,
     described,
     file_info,
     last_time,
-    log_records,
     parse,
     parse_when,
     tail_start,
@@ -125,19 +126,20 @@ class ListOptions:
     follow: bool = False
 
 
-def pick_describe(spec: str | None) -> tuple[Describe | None, frozenset[str] | None]:
-    """The decoder's describe method and type names: `spec`, else the default decoder when installed."""
+def pick_describe(spec: str | None) -> tuple[Describe | None, frozenset[str] | None, Split | None]:
+    """The decoder's describe method, its type names and its describe_split method: of `spec`, else of
+    the default decoder when installed."""
     try:
         factory = resolve(spec or DEFAULT_DECODER)
     except DecoderError:
         if spec is not None:
             raise
-        return None, None
+        return None, None, None
     decoder: Any = factory()
     describe = describer(decoder)
     if describe is None:
-        return None, None
-    return describe, type_names(decoder)
+        return None, None, None
+    return describe, type_names(decoder), splitter(decoder)
 
 
 def selection_for(
@@ -190,7 +192,7 @@ def selection_for(
 
 def _prepare(opts: ListOptions, last_us: Callable[[Describe | None], int | None]) -> tuple[Lister, Selection]:
     try:
-        describe, names = pick_describe(opts.decoder)
+        describe, names, split = pick_describe(opts.decoder)
     except DecoderError as exc:
         _fail(str(exc))
     if opts.decode and describe is None:
@@ -207,7 +209,7 @@ def _prepare(opts: ListOptions, last_us: Callable[[Describe | None], int | None]
         flush_each=opts.follow,
         batch=not opts.follow,
     )
-    return Lister(printer, selection, describe), selection
+    return Lister(printer, selection, describe, split), selection
 
 
 def _fail(message: str) -> Any:
@@ -240,19 +242,28 @@ def _quiet_stdout() -> None:
 
 def list_log_records(insp: Inspection, opts: ListOptions) -> int:
     """`inspect --records`: list the log's records (then follow its tail); the exit code."""
+    if insp.exit_code and insp.partial:
+        # Not clean: the verdict noted below must be the full one, as recovery would reach it.
+        insp = inspect_log(insp.path, registry=insp.types, by_type=False)
     lister, selection = _prepare(opts, lambda describe: last_time(insp, describe))
     if insp.exit_code >= 2 and opts.follow:
         _fail(f"cannot follow a log that is {insp.status}; see memento inspect")
     if insp.exit_code:
-        why = next((f"{f.kind}: {f.message}" for f in insp.findings if f.severity != REPAIRABLE), None)
-        why = why or next((f"{f.kind}: {f.message}" for f in insp.findings), insp.status)
-        write_stderr(f"log is {insp.status} ({why}); records listed up to LSN {insp.end_lsn}")
+        _verdict_note(insp)
     after = max(0, (opts.from_lsn or 1) - 1)
     code = insp.exit_code
     try:
         with _stoppable():
-            for record in log_records(insp, after, opts.to_lsn):
-                lister.feed(record)
+            try:
+                for record in iter_records(insp, after, opts.to_lsn):
+                    lister.feed(record)
+            except CorruptRecord:
+                # Damage in a segment the quick inspection only header-checked: the listing stops there,
+                # as it would have after a full inspection, which now says what recovery would do.
+                lister.printer.flush()
+                full = inspect_log(insp.path, registry=insp.types, by_type=False)
+                _verdict_note(full)
+                return full.exit_code
             if opts.follow and (opts.to_lsn is None or lister.last_lsn < opts.to_lsn):
                 code = 0
                 _follow(insp, lister, opts.to_lsn, after)
@@ -270,6 +281,12 @@ def list_log_records(insp: Inspection, opts: ListOptions) -> int:
     if note:
         write_stderr(note)
     return code
+
+
+def _verdict_note(insp: Inspection) -> None:
+    why = next((f"{f.kind}: {f.message}" for f in insp.findings if f.severity != REPAIRABLE), None)
+    why = why or next((f"{f.kind}: {f.message}" for f in insp.findings), insp.status)
+    write_stderr(f"log is {insp.status} ({why}); records listed up to LSN {insp.end_lsn}")
 
 
 def _follow(insp: Inspection, lister: Lister, to_lsn: int | None, after: int) -> None:

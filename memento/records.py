@@ -21,7 +21,6 @@ poll. A seal moves on to the next segment once it exists (a rollover renames it 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import re
 import struct
@@ -35,6 +34,7 @@ from typing import Any, Final, TextIO
 
 import crc32c
 
+from memento.errors import CorruptRecord
 from memento.inspect import _RANK, WAL_DIR, Inspection, iter_records
 from memento.inspect_decoders import RecordView
 from memento.record import (
@@ -66,6 +66,7 @@ _LEN: Final = struct.Struct("<I")
 FRAMES: Final = (FRAME, LEGACY_FRAME)  # every layout a headerless file may hold, the newest first
 
 Describe = Callable[[RecordView], dict[str, Any]]
+Split = Callable[[RecordView], tuple[dict[str, Any], dict[str, Any]] | None]
 
 
 class BadSelection(ValueError):
@@ -325,6 +326,8 @@ class Printer:
         self.written = 0
         self._batch: list[str] = []
         self._batch_size = BATCH if batch and not flush_each else 1
+        # id(head) -> (head, JSON members, text fields) of the shared heads of split descriptions
+        self._heads: dict[int, tuple[dict[str, Any], str, str]] = {}
 
     def _emit(self, text: str) -> None:
         """Write one record's text: at once (flushed when following a live log), or with `batch` in
@@ -365,6 +368,46 @@ class Printer:
         item: dict[str, Any] = {"type": None}
         self._shown(desc, item)
         return item
+
+    def _head(self, head: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+        """A shared description head as JSON members and as text fields, formatted once."""
+        cached = self._heads.get(id(head))
+        if cached is None or cached[0] is not head:
+            if len(self._heads) >= 4096:
+                self._heads.clear()
+            shown = {k: v for k, v in head.items() if k not in _NOT_SHOWN}
+            members = _json_encode(shown)[1:-1]
+            fields = " ".join([f"{k}={_text(v)}" for k, v in shown.items() if v is not None])
+            cached = self._heads[id(head)] = (head, members, fields)
+        return cached
+
+    def write_split(self, record: Record, head: dict[str, Any], rest: dict[str, Any], time_us: int) -> None:
+        """Write one record with --decode from a split description (`Describer.describe_split`): what
+        `write` writes for head + rest, the head formatted once for all the records sharing it. Only for
+        a record without flags and without --payload."""
+        _head, members, fields = self._head(head)
+        name = ENGINE_TYPE_NAMES.get(record.type) or head.get("type") or str(record.type)
+        position = record.position
+        if self.as_json:
+            rest.pop("time_us", None)
+            rest.pop("body", None)
+            tail = _json_encode(rest)
+            if members:
+                members = "," + members
+            when = f'"{self.iso(time_us)}"' if time_us else "null"
+            self._emit(
+                f'{{"lsn":{record.lsn},"type":{_json_name(name)},"type_code":{record.type},'
+                f'"time":{when},"segment":{position.segment},"offset":{position.offset},'
+                f'"size":{len(record.payload)}{members}{"," + tail[1:] if len(tail) > 2 else "}"}\n'
+            )
+            return
+        own = " ".join([f"{k}={_text(v)}" for k, v in rest.items() if v is not None and k not in _NOT_SHOWN])
+        if own and fields:
+            own = fields + " " + own
+        self._emit(
+            f"{record.lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {name:<18}"
+            f"  {position.segment}:{position.offset}  {len(record.payload)} B  {own or fields}\n"
+        )
 
     def write(self, record: Record, desc: dict[str, Any] | None, time_us: int) -> None:
         """Write one record (`desc` None: no decoder; `time_us` 0: no time). `desc` may be changed."""
@@ -453,7 +496,9 @@ class Printer:
 class Lister:
     """Describe, select and print records one at a time."""
 
-    def __init__(self, printer: Printer, selection: Selection, describe: Describe | None) -> None:
+    def __init__(
+        self, printer: Printer, selection: Selection, describe: Describe | None, split: Split | None = None
+    ) -> None:
         self.printer = printer
         self.selection = selection
         self.describe = describe
@@ -466,10 +511,26 @@ class Lister:
             or selection.by_time
         )
         self._matches = selection.matches if active else None
+        # Split descriptions when they are only printed: no filter reads them, and no --payload.
+        usable = printer.decode and not printer.payload and not selection.needs_description
+        self._split = split if usable and describe is not None else None
 
     def feed(self, record: Record) -> None:
         """Handle one record."""
         self.last_lsn = record.lsn
+        split = self._split
+        if split is not None and not record.flags:
+            try:
+                parts = split(record)
+            except Exception:  # not decodable: described (as an error) below
+                parts = None
+            if parts is not None:
+                head, rest = parts
+                time_us = record.time or rest.get("time_us") or 0
+                matches = self._matches
+                if matches is None or matches(record, None, time_us):
+                    self.printer.write_split(record, head, rest, time_us)
+                return
         desc = None
         describe = self.describe
         if describe is not None:
@@ -488,51 +549,23 @@ class Lister:
             self.printer.write(record, desc, time_us)
 
 
-def log_records(insp: Inspection, after_lsn: int = 0, to_lsn: int | None = None) -> Iterator[Record]:
-    """`memento.inspect.iter_records` for listings: the same records (the inspection's scans have checked
-    them already), built without a constructor call each, since a listing reads every record of a log."""
-    last = insp.end_lsn if to_lsn is None else min(to_lsn, insp.end_lsn)
-    wal = insp.path / WAL_DIR
-    scans = insp.scans
-    new = tuple.__new__
-    for i, scan in enumerate(scans):
-        if scan.header is None or not scan.scanned or scan.base_lsn > last:
-            return
-        if i + 1 < len(scans) and scans[i + 1].base_lsn <= after_lsn + 1:
-            continue
-        # Mapped, not read: a 64 MiB segment is not copied whole once more (each payload is a copy).
-        with open(wal / scan.name, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            pos = HEADER_SIZE
-            end = scan.data_end
-            seq = scan.seq
-            frame = frame_of(scan.header.version)
-            unpack = frame.unpack
-            head_size = frame.head_size
-            while pos + head_size <= end:
-                length, _crc, rtype, flags, _res, lsn, when = unpack(data, pos)
-                stop = pos + 8 + length
-                if lsn > last:
-                    return
-                if rtype != TYPE_SEAL and lsn > after_lsn:
-                    position = new(RecordPosition, (seq, pos))
-                    yield new(Record, (lsn, rtype, flags, data[pos + head_size : stop], position, when))
-                pos = stop
-        if scan.damage is not None or scan.unknown_type is not None:
-            return
-
-
 def last_time(insp: Inspection, describe: Describe | None) -> int | None:
     """The newest time among the records of the last segment that has a timed record (for relative
     --since/--until), or None when no record has one."""
     for scan in reversed(insp.scans):
-        if not scan.scanned or not scan.count or scan.base_lsn > insp.end_lsn:
+        if scan.header is None or (scan.scanned and not scan.count) or scan.base_lsn > insp.end_lsn:
             continue
         newest = 0
-        for record in iter_records(insp, scan.base_lsn - 1, scan.last_lsn):
-            stamp = record.time
-            if not stamp and describe is not None:
-                stamp = described(describe, record).get("time_us") or 0
-            newest = max(newest, stamp)
+        try:
+            for record in iter_records(insp, scan.base_lsn - 1):
+                if record.position.segment != scan.seq:
+                    break
+                stamp = record.time
+                if not stamp and describe is not None:
+                    stamp = described(describe, record).get("time_us") or 0
+                newest = max(newest, stamp)
+        except CorruptRecord:
+            pass  # the times read before the damage count; the listing reports the damage
         if newest:
             return newest
     return None

@@ -22,29 +22,17 @@ import mmap
 import os
 import struct
 from collections.abc import Iterator, Sequence, Set
-from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 import crc32c
 
 from memento.errors import CorruptRecord
-from memento.inspect import (
-    DEFAULT_TYPES,
-    EXIT_CODES,
-    SNAPSHOT_DIR,
-    WAL_DIR,
-    Inspection,
-    SegmentReport,
-    SnapshotReport,
-    check_log_dir,
-)
+from memento.inspect import WAL_DIR, Inspection, corrupt_at, inspect_log, mapped
 from memento.inspect_decoders import ENTRY_POINT_GROUP, DecoderError, names, resolve
 from memento.record import TYPE_SEAL, Record, RecordPosition
-from memento.recovery import CLEAN, REFUSED, Finding, classify
-from memento.scan import SegmentScan, scan_segment
-from memento.segment import HEADER_SIZE, SUFFIX, parse_name
-from memento.snapshot import STATUS_DAMAGED, STATUS_UNREADABLE, SnapshotStore
+from memento.scan import SegmentScan
+from memento.segment import HEADER_SIZE
 
 # One line of a trace: its human text and the same as a JSON-able document.
 TraceLine = tuple[str, dict[str, Any]]
@@ -68,7 +56,7 @@ def _record_at(data: bytes | mmap.mmap, pos: int, head: int, scan: SegmentScan) 
     length, stored, rtype, flags, _res, lsn = _PREFIX.unpack_from(data, pos)
     stop = pos + 8 + length
     if length < head - 8 or stop > len(data) or crc32c.crc32c(data[pos + 8 : stop]) != stored:
-        raise _damaged(scan, pos, lsn, "no valid record there")
+        raise corrupt_at(scan, pos, lsn, "no valid record there")
     when = _TIME.unpack_from(data, pos + _PREFIX.size)[0] if head > _PREFIX.size else 0
     return Record(lsn, rtype, flags, data[pos + head : stop], RecordPosition(scan.seq, pos), when)
 
@@ -82,92 +70,16 @@ class Tracer(Protocol):
         ...
 
 
-@contextmanager
-def _mapped(path: os.PathLike[str] | str) -> Iterator[bytes | mmap.mmap]:
-    """The file's bytes without copying them (a 64 MiB segment is searched in place)."""
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            yield b""
-            return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            yield data
-
-
 def _holds(data: bytes | mmap.mmap, needles: Sequence[bytes], start: int, end: int) -> bool:
     """Whether one of `needles` lies wholly inside data[start:end]."""
     return any(data.find(needle, start, end) >= 0 for needle in needles)
 
 
 def quick_inspection(path: str | os.PathLike[str]) -> Inspection:
-    """What `trace` needs of `inspect_log`, at a fraction of its cost on a large log: the snapshot recovery
-    would use, every segment's header (as recovery checks segments a snapshot covers) and the last
-    segment scanned record by record, so that the log's end is where recovery puts it. The other segments
-    are checked as far as `records_containing` walks them; `memento verify` checks every record."""
-    root = check_log_dir(path)
-    with SnapshotStore(root / SNAPSHOT_DIR, readonly=True) as store:
-        snapshot = store.load_latest()
-        infos = store.list()
-        reports = [
-            SnapshotReport(i.lsn, i.raw_size, i.stored_size, len(i.chunks), i.damage, False) for i in infos
-        ]
-        status, note = store.status, store.fallback_reason
-    findings: list[Finding] = []
-    if status in (STATUS_DAMAGED, STATUS_UNREADABLE):
-        findings.append(Finding("snapshot-damaged", REFUSED, "", -1, -1, f"{root / SNAPSHOT_DIR}: {note}"))
-    snapshot_lsn = snapshot.lsn if snapshot is not None else 0
-    wal = root / WAL_DIR
-    names = sorted(
-        (n for n in (os.listdir(wal) if wal.is_dir() else []) if n.endswith(SUFFIX) and parse_name(n)),
-        key=lambda n: parse_name(n) or (0, 0),
-    )
-    scans: list[SegmentScan] = []
-    segments: list[SegmentReport] = []
-    for i, name in enumerate(names):
-        with open(wal / name, "rb") as f:
-            if i + 1 < len(names) or os.fstat(f.fileno()).st_size < HEADER_SIZE:
-                scan = scan_segment(name, f.read(HEADER_SIZE), headers_only=True)
-            else:
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                    scan = scan_segment(name, data, DEFAULT_TYPES)
-        scans.append(scan)
-        report = SegmentReport(
-            name,
-            scan.seq,
-            scan.base_lsn,
-            os.path.getsize(wal / name),
-            scan.header.version if scan.header is not None else None,
-            scan.header_problem,
-        )
-        if scan.scanned:
-            report.records, report.data_end, report.sealed = scan.count, scan.data_end, scan.sealed
-        segments.append(report)
-    verdict = classify(scans, snapshot_lsn)
-    findings.extend(verdict.findings)
-    worst = max((f.severity for f in findings), key=EXIT_CODES.__getitem__, default=CLEAN)
-    return Inspection(
-        root,
-        segments,
-        reports,
-        snapshot_lsn,
-        status,
-        note,
-        [],
-        [],
-        findings,
-        worst,
-        verdict.end_lsn,
-        verdict,
-        scans,
-    )
-
-
-def _damaged(scan: SegmentScan, pos: int, lsn: int, why: str) -> CorruptRecord:
-    return CorruptRecord(
-        f"{scan.name} offset {pos} LSN {lsn}: {why} (see memento inspect)",
-        segment=scan.name,
-        offset=pos,
-        lsn=lsn,
-    )
+    """What `trace` needs of `inspect_log`, at a fraction of its cost on a large log: every check but the
+    scan of the segments before the last (`inspect_log(quick=True)`). Those are checked as far as
+    `records_containing` walks them; `memento verify` checks every record."""
+    return inspect_log(path, by_type=False, quick=True)
 
 
 def records_containing(
@@ -192,7 +104,7 @@ def records_containing(
         if i + 1 < len(scans) and scans[i + 1].base_lsn <= after_lsn + 1:
             continue
         head = _head_size(scan)
-        with _mapped(wal / scan.name) as data:
+        with mapped(wal / scan.name) as data:
             end = scan.data_end if scan.scanned else len(data)
             pos = HEADER_SIZE
             expected = scan.base_lsn
@@ -215,7 +127,7 @@ def records_containing(
                         stop = end  # the end of this segment's data: no record holds the hit
                         break
                     if length < head - 8 or stop > end or lsn != expected:
-                        raise _damaged(scan, pos, expected, "record damaged")
+                        raise corrupt_at(scan, pos, expected, "record damaged")
                     if stop > hit or stop + head > end:
                         break
                     pos = stop
@@ -244,7 +156,7 @@ def record_at(inspection: Inspection, lsn: int) -> Record | None:
         if i + 1 < len(scans) and scans[i + 1].base_lsn <= lsn:
             continue
         head = _head_size(scan)
-        with _mapped(inspection.path / WAL_DIR / scan.name) as data:
+        with mapped(inspection.path / WAL_DIR / scan.name) as data:
             pos = HEADER_SIZE
             end = scan.data_end if scan.scanned else len(data)
             expected = scan.base_lsn
@@ -253,7 +165,7 @@ def record_at(inspection: Inspection, lsn: int) -> Record | None:
                 if length == 0 or rtype == TYPE_SEAL:
                     return None
                 if length < head - 8 or pos + 8 + length > end or found != expected:
-                    raise _damaged(scan, pos, expected, "record damaged")
+                    raise corrupt_at(scan, pos, expected, "record damaged")
                 if found == lsn:
                     return _record_at(data, pos, head, scan)
                 pos += 8 + length

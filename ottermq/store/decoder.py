@@ -277,7 +277,7 @@ def _properties(raw: bytes, desc: dict[str, Any]) -> None:
 
 # Decoded routing parts of publish records by their bytes: a log holds few distinct ones (a stream's vhost,
 # exchange, routing key and queues repeat), and decoding them is most of a publish's description. Each is
-# kept as the head of a publish's description, which `_fast_publish` copies (one C call for five keys).
+# kept as the head of a publish's description, shared by every record of that route (`_split_publish`).
 _ROUTES: dict[bytes, dict[str, Any]] = {}
 _ROUTES_MAX: Final = 4096
 
@@ -320,54 +320,75 @@ def _route(payload: bytes, pos: int) -> tuple[dict[str, Any], int]:
     return route, end
 
 
-def _fast_publish(payload: bytes, lsn: int, timed: bool) -> dict[str, Any]:
-    """A PUBLISH(_AT) record's description straight from its bytes (what `_describe_publish` shows)."""
+def _split_publish(payload: bytes, lsn: int, timed: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A PUBLISH(_AT) record's description straight from its bytes (what `_describe_publish` shows), as
+    its route's shared head and the record's own part (`OtterMQDecoder.describe_split`)."""
     pos = 8 if timed else 0
     plen = _U32LE.unpack_from(payload, pos + 4)[0]
     head, pos = _route(payload, pos)
     body_at = pos + plen
     if body_at > len(payload):
         raise CodecError("PUBLISH payload is truncated")
-    desc = head.copy()
-    desc["ids"] = [str(lsn)]
-    desc["body_size"] = len(payload) - body_at
+    rest: dict[str, Any] = {"ids": [str(lsn)], "body_size": len(payload) - body_at}
     if timed:
-        desc["time_us"] = PUBLISHED_AT.unpack_from(payload)[0] * 1000
+        rest["time_us"] = PUBLISHED_AT.unpack_from(payload)[0] * 1000
     if plen:
-        _properties(payload[pos:body_at], desc)
-    desc["body"] = memoryview(payload)[body_at:]
-    return desc
+        _properties(payload[pos:body_at], rest)
+    rest["body"] = memoryview(payload)[body_at:]
+    return head, rest
 
 
-def _fast_removed(payload: bytes) -> dict[str, Any]:
+# Heads of removal descriptions (type, vhost, queue, queues, reason) by their bytes, as `_ROUTES`.
+_REMOVALS: dict[bytes, dict[str, Any]] = {}
+
+
+def _split_removed(payload: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A REMOVED record's description (see `_split_publish`)."""
     vlen, qlen, reason, count = _REMOVED_HEAD.unpack_from(payload)
-    pos = _REMOVED_HEAD.size
-    vhost = payload[pos : pos + vlen].decode()
-    pos += vlen
-    queue = payload[pos : pos + qlen].decode()
-    pos += qlen
+    pos = _REMOVED_HEAD.size + vlen + qlen
     if pos + 8 * count != len(payload) or reason >= len(_REASONS):
         raise CodecError("REMOVED payload has a wrong length or reason")
+    key = payload[:pos]
+    head = _REMOVALS.get(key)
+    if head is None:
+        at = _REMOVED_HEAD.size
+        queue = payload[at + vlen : pos].decode()
+        head = {
+            "type": "removed",
+            "vhost": payload[at : at + vlen].decode(),
+            "queue": queue,
+            "queues": [queue],
+            "reason": _REASONS[reason],
+        }
+        if len(_REMOVALS) >= _ROUTES_MAX:
+            _REMOVALS.clear()
+        _REMOVALS[key] = head
     ids = struct.unpack_from(f"<{count}Q", payload, pos)
-    return {
-        "type": "removed",
-        "vhost": vhost,
-        "queue": queue,
-        "queues": [queue],
-        "reason": _REASONS[reason],
-        "count": count,
-        "ids": [message_ref(i) for i in ids],
-    }
+    return head, {"count": count, "ids": [message_ref(i) for i in ids]}
+
+
+def split_description(rtype: int, payload: bytes, lsn: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """`describe_record` of the most frequent records (publishes, removals) in two parts: a head shared by
+    every record of the same route or queue (never to be changed), and the record's own part; None for
+    the other types. The description is the head's items followed by the own part's."""
+    try:
+        if rtype == RT_PUBLISH_AT:
+            return _split_publish(payload, lsn, True)
+        if rtype == RT_REMOVED:
+            return _split_removed(payload)
+    except DECODE_ERRORS as exc:
+        raise CodecError(f"record type {rtype}: {exc}") from None
+    return None
 
 
 def describe_record(rtype: int, payload: bytes, lsn: int) -> dict[str, Any]:
     """What the record of type `rtype` logged at `lsn` means (CodecError, AMQPError when it does not
     decode as replay and delivery would)."""
-    if rtype in (RT_PUBLISH_AT, RT_REMOVED):
-        try:
-            return _fast_publish(payload, lsn, True) if rtype == RT_PUBLISH_AT else _fast_removed(payload)
-        except DECODE_ERRORS as exc:
-            raise CodecError(f"record type {rtype}: {exc}") from None
+    split = split_description(rtype, payload, lsn)
+    if split is not None:
+        desc = split[0].copy()
+        desc.update(split[1])
+        return desc
     event = decode(rtype, payload)
     if rtype == RT_TX:
         assert isinstance(event, TxCommitted)
@@ -426,6 +447,11 @@ class OtterMQDecoder:
     def describe(self, record: RecordView) -> dict[str, Any]:
         """What one record means: see `describe_record`."""
         return describe_record(record.type, record.payload, record.lsn)
+
+    def describe_split(self, record: RecordView) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """`describe` in a shared head and the record's own part, for the frequent types: see
+        `split_description` and memento.inspect_decoders.Describer."""
+        return split_description(record.type, record.payload, record.lsn)
 
     def type_names(self) -> list[str]:
         """Every record type name `describe` gives."""

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from memento import inspect_decoders
 from memento.cli import app
 from memento.errors import CorruptRecord
-from memento.inspect import Inspection, inspect_log
+from memento.inspect import Inspection, inspect_log, iter_records
 from memento.log import Log
 from memento.pins import (
     ACTIVE,
@@ -143,3 +143,51 @@ def test_damage_met_on_the_way_is_named_not_skipped(tmp_path: Path) -> None:
     assert result.exit_code == 0 and result.stdout == "LSN 3\n"
     result = CliRunner().invoke(app, ["trace", "--decoder", "generic", "x", str(tmp_path)])
     assert result.exit_code == 4 and "decoder 'generic' cannot trace" in result.stderr
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_quick_listing_checks_what_it_reads_and_reports_the_full_verdict(tmp_path: Path) -> None:
+    make_log(tmp_path)
+    full = [(r.lsn, r.payload) for r in iter_records(inspect_log(tmp_path))]
+    quick = inspect_log(tmp_path, quick=True)
+    assert quick.partial and not inspect_log(tmp_path).partial
+    # A clean log reads the same whether or not its older segments were scanned up front.
+    assert [(r.lsn, r.payload) for r in iter_records(quick)] == full
+    assert [r.lsn for r in iter_records(quick, 100, 103)] == [101, 102, 103]
+    clean = CliRunner().invoke(app, ["inspect", "--records", str(tmp_path)])
+    assert clean.exit_code == 0 and len(clean.stdout.splitlines()) == 200
+    # A bit flipped in the payload of LSN 150 (after the snapshot at 120): the crc fails.
+    target = record_at(quick, 150)
+    assert target is not None
+    name = next(s.name for s in quick.scans if s.seq == target.position.segment)
+    _flip(tmp_path / "wal" / name, target.position.offset + 40)
+    where = f"{name} offset {target.position.offset} LSN 150"
+    with pytest.raises(CorruptRecord, match=f"{where}: record checksum"):
+        list(iter_records(inspect_log(tmp_path, quick=True)))
+    result = CliRunner().invoke(app, ["inspect", "--records", str(tmp_path)])
+    verdict = inspect_log(tmp_path)
+    assert verdict.exit_code == 2
+    assert result.exit_code == verdict.exit_code
+    assert [int(line.split()[0]) for line in result.stdout.splitlines()] == list(range(1, 150))
+    assert f"memento: log is {verdict.status} (" in result.stderr
+
+
+def test_quick_listing_finds_a_segment_that_lost_its_end(tmp_path: Path) -> None:
+    make_log(tmp_path)
+    quick = inspect_log(tmp_path, quick=True)
+    middle = quick.scans[len(quick.scans) // 2]
+    following = quick.scans[len(quick.scans) // 2 + 1]
+    last = record_at(quick, following.base_lsn - 1)
+    assert last is not None and last.position.segment == middle.seq
+    # The middle segment's last record zeroed: the segment now ends one LSN before the next one starts.
+    path = tmp_path / "wal" / middle.name
+    data = bytearray(path.read_bytes())
+    data[last.position.offset :] = bytes(len(data) - last.position.offset)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptRecord, match=f"segment starts at LSN {following.base_lsn}"):
+        list(iter_records(inspect_log(tmp_path, quick=True)))
