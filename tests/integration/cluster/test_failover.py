@@ -1,0 +1,177 @@
+"""Replication with automatic failover, with real nodes and a real etcd: a confirmed message survives the
+SIGKILL of the leader, the old leader comes back as a follower, and step_down hands over without loss."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pika
+import pytest
+
+from tests.integration.cluster.conftest import TTL, Cluster, Node, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+# Deadlines for what must happen "eventually": generous, for a loaded 2-core machine. The correctness
+# facts (every confirmed message, equal definitions) are checked exactly.
+EVENTUALLY = 30.0
+
+
+def amqp(node: Node) -> pika.BlockingConnection:
+    params = pika.URLParameters(f"amqp://guest:guest@127.0.0.1:{node.port}/")
+    params.socket_timeout = 5
+    params.stack_timeout = 10
+    params.blocked_connection_timeout = 10
+    return pika.BlockingConnection(params)
+
+
+def publish_confirmed(node: Node, bodies: list[bytes], queue: str = "q") -> list[bytes]:
+    """Publish `bodies` persistently with confirms to `node`; the ones confirmed (stops at the first
+    failure: a connection closed by fencing, a nack)."""
+    confirmed: list[bytes] = []
+    try:
+        connection = amqp(node)
+    except pika.exceptions.AMQPError:
+        return confirmed
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for body in bodies:
+            channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2), mandatory=True)
+            confirmed.append(body)
+    except pika.exceptions.AMQPError:
+        pass
+    finally:
+        if connection.is_open:
+            connection.close()
+    return confirmed
+
+
+def drain(node: Node, queue: str = "q") -> list[bytes]:
+    """Every message of `queue` on `node`, acked."""
+    connection = amqp(node)
+    channel = connection.channel()
+    got: list[bytes] = []
+    while True:
+        method, _props, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            break
+        got.append(body)
+    connection.close()
+    return got
+
+
+def definitions(node: Node) -> dict[str, Any]:
+    """What must be equal on every node: queues (and their message counts), bindings, users, permissions."""
+    queues = sorted((q["name"], q["durable"], str(q["arguments"])) for q in node.ctl("list_queues"))
+    bindings = sorted(tuple(sorted((k, str(v)) for k, v in b.items())) for b in node.ctl("list_bindings"))
+    users = sorted(tuple(sorted((k, str(v)) for k, v in u.items())) for u in node.ctl("list_users"))
+    permissions = sorted(tuple(sorted(p.items())) for p in node.ctl("list_permissions"))
+    return {"queues": queues, "bindings": bindings, "users": users, "permissions": permissions}
+
+
+def in_sync(leader: Node, size: int) -> dict[str, Any]:
+    """Wait until `size` nodes are in the leader's in-sync set and every follower is caught up."""
+
+    def ready() -> dict[str, Any] | None:
+        status = leader.status()
+        if not status or len(status.get("isr", [])) != size:
+            return None
+        followers = status.get("replication", {}).get("followers", {})
+        connected = [f for f in followers.values() if f["connected"] and f["in_sync"]]
+        if len(connected) != size - 1 or any(f["lag_records"] for f in connected):
+            return None
+        return status
+
+    found: dict[str, Any] = wait_until(ready, EVENTUALLY, f"{size} nodes in sync", 0.1)
+    return found
+
+
+def setup(leader: Node) -> None:
+    """Definitions to compare after a failover: a queue with a binding, a user with permissions."""
+    connection = amqp(leader)
+    channel = connection.channel()
+    channel.queue_declare("q", durable=True)
+    channel.exchange_declare("ex", "direct", durable=True)
+    channel.queue_bind("q", "ex", "rk")
+    channel.queue_declare("other", durable=True, arguments={"x-max-length": 1000})
+    connection.close()
+    leader.ctl("add_user", name="alice", password="secret", tags=["monitoring"])
+    leader.ctl("set_permissions", user="alice", vhost="/", configure="^a", write=".*", read=".*")
+
+
+def test_sigkill_of_the_leader_loses_no_confirmed_message(cluster: Cluster) -> None:
+    for name in ("a", "b", "c"):
+        cluster.start(name)
+    leader = cluster.leader(timeout=EVENTUALLY)
+    setup(leader)
+    in_sync(leader, 3)
+    bodies = [f"m{i}".encode() for i in range(2000)]
+    confirmed = publish_confirmed(leader, bodies)
+    assert len(confirmed) == len(bodies)
+    before = definitions(leader)
+    status = in_sync(leader, 3)
+    assert all(f["lag_bytes"] == 0 for f in status["replication"]["followers"].values())
+
+    leader.kill()
+    killed = time.monotonic()
+    survivors = [n for n in cluster.nodes if n.alive()]
+    new = cluster.leader(timeout=EVENTUALLY, among=survivors)
+    took_over = time.monotonic() - killed
+    extra = publish_confirmed(new, [b"after"])
+    first_confirm = time.monotonic() - killed
+    print(f"failover: leader serving after {took_over:.2f} s, first confirm after {first_confirm:.2f} s")
+    assert took_over < TTL + 4, f"took {took_over:.2f} s (lease TTL {TTL} s)"
+    assert extra == [b"after"]
+
+    assert definitions(new) == before
+    got = drain(new)
+    missing = set(confirmed) - set(got)
+    assert not missing, f"{len(missing)} confirmed messages lost, e.g. {sorted(missing)[:5]}"
+    assert b"after" in got
+
+    # The old leader comes back: it follows, catches up and rejoins the in-sync set.
+    back = cluster.start(leader.name)
+    status = in_sync(new, 3)
+    assert back.name in status["isr"]
+    assert not back.is_leader()
+    assert definitions(back) == definitions(new)
+    cluster_status = back.ctl("cluster_status")
+    assert cluster_status["leader"]["name"] == new.name
+
+
+def test_step_down_moves_leadership_without_loss(cluster: Cluster) -> None:
+    for name in ("a", "b", "c"):
+        cluster.start(name)
+    leader = cluster.leader(timeout=EVENTUALLY)
+    setup(leader)
+    in_sync(leader, 3)
+    confirmed = publish_confirmed(leader, [f"s{i}".encode() for i in range(500)])
+    assert len(confirmed) == 500
+    before = definitions(leader)
+    started = time.monotonic()
+    result = leader.ctl("step_down")
+    assert result["stepped_down"]
+    others = [n for n in cluster.nodes if n is not leader]
+    new = cluster.leader(timeout=EVENTUALLY, among=others)
+    print(f"step_down: {new.name} serving after {time.monotonic() - started:.2f} s")
+    assert definitions(new) == before
+    more = publish_confirmed(new, [f"t{i}".encode() for i in range(100)])
+    assert len(more) == 100
+    # The node that stepped down follows the new leader and is back in the in-sync set.
+    in_sync(new, 3)
+    assert not leader.is_leader()
+    got = drain(new)
+    missing = (set(confirmed) | set(more)) - set(got)
+    assert not missing, f"{len(missing)} confirmed messages lost"
+
+
+def test_step_down_refused_without_an_in_sync_follower(cluster: Cluster) -> None:
+    node = cluster.start("solo")
+    cluster.leader(timeout=EVENTUALLY)
+    from ottermq.ctl import CtlError
+
+    with pytest.raises(CtlError, match="in-sync"):
+        node.ctl("step_down")
+    assert node.is_leader()
