@@ -3,13 +3,18 @@ SIGKILL of the leader, the old leader comes back as a follower, and step_down ha
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+import urllib.request
 from typing import Any
 
 import pika
 import pytest
 
-from tests.integration.cluster.conftest import TTL, Cluster, Node, wait_until
+from tests.integration.cluster.conftest import TTL, Cluster, Node, free_port, wait_until
+from tests.integration.conftest import _ROOT
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -175,3 +180,42 @@ def test_step_down_refused_without_an_in_sync_follower(cluster: Cluster) -> None
     with pytest.raises(CtlError, match="in-sync"):
         node.ctl("step_down")
     assert node.is_leader()
+
+
+def test_cluster_status_api_and_metrics_show_each_followers_lag(cluster: Cluster) -> None:
+    prometheus = {name: free_port() for name in ("a", "b")}
+    for name, port in prometheus.items():
+        cluster.start(name, "--prometheus-port", str(port))
+    leader = cluster.leader(timeout=EVENTUALLY)
+    follower = next(n for n in cluster.nodes if n is not leader)
+    setup(leader)
+    assert len(publish_confirmed(leader, [b"x"] * 50)) == 50
+    in_sync(leader, 2)
+    out = subprocess.run(
+        [sys.executable, "-m", "ottermq", "ctl", "--data-dir", str(leader.data_dir), "cluster_status"],
+        capture_output=True, text=True, cwd=_ROOT, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    header = "follower\tconnected\tin_sync\tacked_lsn\tlag_records\tlag_bytes\tlast_ack_age"
+    assert header in lines
+    table = lines[lines.index(header) + 1 :]
+    row = next(line.split("\t") for line in table if line.startswith(f"{follower.name}\t"))
+    assert row[1:3] == ["true", "true"] and row[4:6] == ["0", "0"] and float(row[6]) < 5
+    assert int(row[3]) == leader.ctl("cluster_status")["replication"]["durable_lsn"]
+    # The same in /api/nodes (the node's `cluster` field) ...
+    request = urllib.request.Request(f"http://127.0.0.1:{leader.http_port}/api/nodes")
+    request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")  # guest:guest
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        nodes = json.loads(answer.read())
+    followers = nodes[0]["cluster"]["replication"]["followers"]
+    assert followers[follower.name]["in_sync"] and followers[follower.name]["lag_records"] == 0
+    # ... and in Prometheus.
+    url = f"http://127.0.0.1:{prometheus[leader.name]}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    assert f'ottermq_cluster_follower_lag_records{{node="{follower.name}"}} 0' in text
+    assert f'ottermq_cluster_follower_in_sync{{node="{follower.name}"}} 1' in text
+    assert "ottermq_cluster_is_leader 1" in text and "ottermq_cluster_isr_size 2" in text
+    # A follower shows no replication section (only the leader streams).
+    assert "replication" not in follower.ctl("cluster_status")
