@@ -53,8 +53,8 @@ def publish_confirmed(node: Node, bodies: list[bytes], queue: str = "q") -> list
     return confirmed
 
 
-def drain(node: Node, queue: str = "q") -> list[bytes]:
-    """Every message of `queue` on `node`, acked."""
+def drain(node: Node, queue: str = "q", redelivered: set[bytes] | None = None) -> list[bytes]:
+    """Every message of `queue` on `node`, acked (the bodies that came redelivered into `redelivered`)."""
     connection = amqp(node)
     channel = connection.channel()
     got: list[bytes] = []
@@ -63,6 +63,8 @@ def drain(node: Node, queue: str = "q") -> list[bytes]:
         if method is None:
             break
         got.append(body)
+        if redelivered is not None and method.redelivered:
+            redelivered.add(body)
     connection.close()
     return got
 
@@ -119,6 +121,9 @@ def test_sigkill_of_the_leader_loses_no_confirmed_message(cluster: Cluster) -> N
     status = in_sync(leader, 3)
     assert all(f["lag_bytes"] == 0 for f in status["replication"]["followers"].values())
 
+    # Three messages delivered and not acknowledged when the leader dies.
+    holder = amqp(leader)
+    unacked = [holder.channel().basic_get("q", auto_ack=False)[2] for _ in range(3)]
     leader.kill()
     killed = time.monotonic()
     survivors = [n for n in cluster.nodes if n.alive()]
@@ -131,10 +136,12 @@ def test_sigkill_of_the_leader_loses_no_confirmed_message(cluster: Cluster) -> N
     assert extra == [b"after"]
 
     assert definitions(new) == before
-    got = drain(new)
+    redelivered: set[bytes] = set()
+    got = drain(new, redelivered=redelivered)
     missing = set(confirmed) - set(got)
     assert not missing, f"{len(missing)} confirmed messages lost, e.g. {sorted(missing)[:5]}"
     assert b"after" in got
+    assert set(unacked) <= redelivered  # the unacked ones are back, redelivered
 
     # The old leader comes back: it follows, catches up and rejoins the in-sync set.
     back = cluster.start(leader.name)
