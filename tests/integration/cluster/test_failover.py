@@ -4,10 +4,12 @@ SIGKILL of the leader, the old leader comes back as a follower, and step_down ha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -226,3 +228,13 @@ def test_cluster_status_api_and_metrics_show_each_followers_lag(cluster: Cluster
     assert "ottermq_cluster_is_leader 1" in text and "ottermq_cluster_isr_size 2" in text
     # A follower shows no replication section (only the leader streams).
     assert "replication" not in follower.ctl("cluster_status")
+
+
+def test_a_clustered_node_needs_the_cluster_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "ottermq", "serve", "--etcd", "http://127.0.0.1:1", "--node-name", "a",
+         "--port", "5999", "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, cwd=_ROOT, env=env, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 2 and "cluster_secret" in out.stderr, out.stderr
