@@ -207,6 +207,8 @@ def serve(
         follow = _static_leader(settings)
         if follow is not None:
             raise typer.Exit(_serve_follower(settings, data_path, follow))
+        if settings.etcd_endpoints:
+            raise typer.Exit(_serve_clustered(settings, data_path, config))
         broker, store = _build_broker(settings, data_path)
         seeded = _seed_access(broker, settings)
         loaded = _load_definitions(broker, settings)
@@ -303,6 +305,12 @@ def _check_cluster(settings: Settings) -> None:
         return
     if not settings.node_name:
         raise ConfigError("node_name: a clustered node (--etcd) needs --node-name")
+    if settings.persistence != "memento":
+        raise ConfigError("persistence: a clustered node (--etcd) replicates its log: it needs memento")
+    if not settings.cluster_secret:
+        raise ConfigError("cluster_secret: a clustered node (--etcd) needs the cluster's shared secret")
+    if not settings.cluster_port:
+        raise ConfigError("cluster_port: a clustered node (--etcd) needs a fixed --cluster-port, not 0")
     if not settings.port:
         # The port is what the node advertises to clients and the other nodes: it must be known.
         raise ConfigError("port: a clustered node (--etcd) needs a fixed --port, not 0")
@@ -339,7 +347,126 @@ def _cluster_service(settings: Settings, store: DurableStore | None) -> ClusterS
         min_in_sync=settings.min_in_sync,
     )
     durable = (lambda: store.log.durable_lsn) if store is not None else (lambda: 0)
-    return ClusterService(options, durable)
+    # The replication leader keeps the in-sync set (ottermq.server.cluster_node).
+    return ClusterService(options, durable, manage_isr=False)
+
+
+def _serve_clustered(settings: Settings, data_path: Path, config: str | None) -> int:
+    """Run a clustered node (`--etcd`) until SIGTERM or SIGINT: it leads or follows as the election
+    decides (ottermq.server.cluster_node); the exit status."""
+    import asyncio
+
+    from ottermq.cluster.leader import ReplicationOptions
+    from ottermq.server.cluster_node import NodePlan, serve_cluster
+    from ottermq.server.limits import raise_open_file_limit
+    from ottermq.server.run import ServeOptions, _loop_factory, tune_gc
+    from ottermq.server.signals import StopSignals
+
+    cluster = _cluster_service(settings, None)
+    assert cluster is not None
+    tls = _tls_options(settings)
+    recovered = [False]
+
+    def open_store() -> DurableStore:
+        broker, store = _build_broker(settings, data_path, follower=True)
+        assert store is not None
+        broker.standby = True
+        if not recovered[0]:  # the start's recovery; later ones (a follower's log cut or replaced) are quiet
+            recovered[0] = True
+            store.report_recovery()
+            _report_salvage(store)
+        return store
+
+    def stack_options(store: DurableStore) -> ServeOptions:
+        http = None
+        if settings.http_port:
+            from ottermq.http.service import ManagementService
+
+            http = ManagementService(
+                settings.host,
+                settings.http_port,
+                store,
+                sample_interval=settings.collect_statistics_interval / 1000,
+                limits=http_limits(settings),
+                node={
+                    "data_dir": str(data_path),
+                    "disk_free_limit": settings.disk_free_limit,
+                    "config_files": [str(Path(config).resolve())] if config else [],
+                },
+                cluster=cluster,
+            )
+        prometheus = None
+        if settings.prometheus_port:
+            from ottermq.http.prometheus import PrometheusService
+
+            prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
+        return ServeOptions(
+            host=settings.host,
+            port=settings.port,
+            write_buffer_limit=settings.write_buffer_limit,
+            shutdown_timeout=settings.shutdown_timeout,
+            store=store,
+            connection_max=settings.connection_max,
+            tls=tls,
+            monitor=_monitor_options(settings, data_path),
+            http=http,
+            prometheus=prometheus,
+            cluster=cluster,
+        )
+
+    def seed(store: DurableStore) -> None:
+        broker = store.broker
+        assert broker is not None
+        if store.log.end_lsn == 0 and store.log.snapshot_lsn == 0:
+            broker.create_defaults()  # the cluster's first leader, on a fresh log
+        try:
+            seeded = _seed_access(broker, settings)
+            loaded = _load_definitions(broker, settings)
+        except ConfigError as exc:
+            log.error(str(exc))
+            return
+        if seeded:
+            log.info("created from the config file", extra={"entries": ", ".join(seeded)})
+        for line in loaded:
+            log.info(line)
+
+    plan = NodePlan(
+        data_dir=data_path,
+        open_store=open_store,
+        stack_options=stack_options,
+        seed=seed,
+        replication=ReplicationOptions(
+            host=settings.host,
+            port=settings.cluster_port,
+            cluster_name=settings.cluster_name,
+            secret=settings.cluster_secret,
+            ack_timeout=settings.replication_ack_timeout,
+            min_in_sync=settings.min_in_sync,
+        ),
+        control_socket=data_path / CTL_SOCKET_NAME,
+    )
+    log.info(
+        f"ottermq {__version__} starting as a cluster node",
+        extra={"data_dir": str(data_path), "node": settings.node_name, "python": sys.version.split()[0]},
+    )
+    _warn_if_exposed(data_path)
+    signals = StopSignals()
+    signals.install()
+    try:
+        tune_gc()
+        raise_open_file_limit()
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            status = runner.run(serve_cluster(cluster, plan, signals))
+    except (ConfigError, DataDirError) as exc:
+        log.error(str(exc))
+        status = EXIT_DATA_DIR
+    finally:
+        signals.restore()
+    log.info("stopped")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _tls_options(settings: Settings) -> TLSOptions | None:

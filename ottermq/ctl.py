@@ -679,7 +679,8 @@ def status(ctx: typer.Context) -> None:
 
 @app.command("cluster_status")
 def cluster_status(ctx: typer.Context) -> None:
-    """The cluster as this node sees it: leader, term, members (durable LSN, last seen) and the ISR."""
+    """The cluster as this node sees it: leader, term, members (durable LSN, last seen) and the ISR; on the
+    leader, each follower's lag (records, bytes) and the age of its last acknowledgement."""
     result = _run(ctx, "cluster_status", {}, "Cluster status of OtterMQ ...")
     options: Options = ctx.obj
     if options.json:
@@ -697,6 +698,17 @@ def cluster_status(ctx: typer.Context) -> None:
     _table(
         ctx, result.get("members", []), ["name", "host", "amqp_port", "durable_lsn", "last_seen_s", "leader"]
     )
+    replication = result.get("replication")
+    if replication:
+        # The leader's view of each follower: lag behind what is durable here, and when it last acked.
+        typer.echo("")
+        typer.echo(f"durable_lsn: {replication.get('durable_lsn')}")
+        rows = [{"follower": name, **row} for name, row in sorted(replication.get("followers", {}).items())]
+        _table(
+            ctx,
+            rows,
+            ["follower", "connected", "in_sync", "acked_lsn", "lag_records", "lag_bytes", "last_ack_age"],
+        )
 
 
 @app.command("step_down")

@@ -167,6 +167,9 @@ class Broker:
         # Asked at each connection.open: None admits the client, a text refuses it with 320
         # CONNECTION_FORCED and that text (a cluster node that is not the leader says where the leader is).
         self.admission: Callable[[], str | None] | None = None
+        # A replication follower's projection (a hot standby): its timers (message expiry, x-expires) do
+        # not run, since it writes no record of its own; the leader's removals arrive as records.
+        self.standby = False
 
     def add_vhost(self, name: str) -> VHost:
         """Create a vhost through the journal (or return the existing one); AccessError for a bad name."""
@@ -325,6 +328,8 @@ class Broker:
     def tick(self, now: float) -> None:
         """Broker-wide timers, about once a second (`now`: wall-clock seconds, as time.time()): message
         expiry and x-expires of queues, and the consumer acknowledgement timeout."""
+        if self.standby:
+            return
         tick_queues(self.vhosts.values(), int(now * 1000))
         self._ack_timeouts.tick(self.connections, now, self.settings.consumer_timeout)
 

@@ -112,6 +112,13 @@ class DurableIndex(Dispatcher):
                 if entry.priority < 0:
                     entry.priority = message_priority(contents.get(entry.msg_id).properties)
 
+    def promoted(self) -> None:
+        """A replication follower's projection starts serving (its node leads now): publishes it applied
+        were only indexed and its ready entries are those of its last recovery, so every logged message
+        becomes ready again, in log order, redelivered (it may have been delivered by the old leader)."""
+        self._ready.clear()
+        self.recovered(True)
+
     def recovered(self, redelivered: bool) -> None:
         """Recovery is over: every restored message still logged becomes ready, in log order;
         `redelivered` marks them all (after a crash they may have been delivered)."""

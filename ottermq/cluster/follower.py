@@ -27,10 +27,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import crc32c
 
@@ -53,6 +53,8 @@ SYNC_STATE: Final = "SYNC.json"
 RETRY_FIRST: Final = 0.2
 RETRY_MAX: Final = 2.0
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class FollowerOptions:
@@ -70,12 +72,25 @@ class Follower:
     `run()` until cancelled."""
 
     def __init__(
-        self, data_dir: Path, options: FollowerOptions, open_store: Callable[[], DurableStore]
+        self,
+        data_dir: Path,
+        options: FollowerOptions,
+        open_store: Callable[[], DurableStore],
+        *,
+        store: DurableStore | None = None,
+        on_store: Callable[[DurableStore | None], Awaitable[None]] | None = None,
+        keep_store: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.options = options
         self.open_store = open_store
-        self.store: DurableStore | None = None
+        # A store already started (a clustered node passes its own from one leader to the next).
+        self.store: DurableStore | None = store
+        # Told of each store this follower starts (after its start) and of each it stops (None, before
+        # its stop): a clustered node serves the management API and refuses clients with its broker.
+        self.on_store = on_store
+        # Leave the store open when `run` ends (a clustered node promoted to leader serves from it).
+        self.keep_store = keep_store
         self.term = _read_term(data_dir)  # the highest leader term seen (kept across restarts)
         self.connected = asyncio.Event()  # set while streaming (tests wait on it)
         self._force_bulk = False
@@ -89,7 +104,7 @@ class Follower:
         try:
             while True:
                 try:
-                    await self._ensure_store()
+                    await _finish(self._ensure_store())
                     await self._session()
                     delay = RETRY_FIRST
                 except wire.Refused as exc:
@@ -104,7 +119,8 @@ class Follower:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
         finally:
-            await self.stop_store(snapshot=True)
+            if not self.keep_store:
+                await self.stop_store(snapshot=True)
 
     async def _ensure_store(self) -> None:
         if self.store is not None:
@@ -115,10 +131,14 @@ class Follower:
         store = await asyncio.to_thread(self.open_store)
         await store.start()
         self.store = store
+        if self.on_store is not None:
+            await self.on_store(store)
 
     async def stop_store(self, *, snapshot: bool) -> None:
         store, self.store = self.store, None
         if store is not None:
+            if self.on_store is not None:
+                await self.on_store(None)
             await store.stop(snapshot=snapshot)
 
     # -- one connection -----------------------------------------------------------------------------------
@@ -137,7 +157,7 @@ class Follower:
                 await self._receive_bulk(reader, decision)
                 return
             start = int(decision["from"])
-            if start < store.log.durable_lsn and not await self._truncate(start):
+            if start < store.log.durable_lsn and not await _finish(self._truncate(start)):
                 return
             self._last_refusal = ""
             self.connected.set()
@@ -343,13 +363,16 @@ class Follower:
                 entry.get("skip") and state.get(name, [0])[0] != entry["length"]
             ):
                 raise wire.ProtocolError(f"{name}: skipped by the leader but not staged here")
-        await asyncio.to_thread(
-            self._install, staging, log_id, int(manifest["snapshot_lsn"]), bytes(snapshot)
-        )
+        await _finish(self._install_and_swap(staging, log_id, int(manifest["snapshot_lsn"]), bytes(snapshot)))
         log.info(
             f"replication: bulk sync installed ({copied} bytes copied, {len(files)} segment(s), snapshot "
             f"at LSN {manifest['snapshot_lsn']})"
         )
+
+    async def _install_and_swap(
+        self, staging: Path, log_id: bytes, snapshot_lsn: int, snapshot: bytes
+    ) -> None:
+        await asyncio.to_thread(self._install, staging, log_id, snapshot_lsn, snapshot)
         await self.stop_store(snapshot=False)
         self._swap(staging)
 
@@ -378,6 +401,18 @@ class Follower:
         finally:
             os.close(fd)
         shutil.rmtree(old, ignore_errors=True)
+
+
+async def _finish(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to its end even when the caller is cancelled meanwhile (then cancelled after it): opening,
+    cutting or swapping the log must not stop half way, leaving a log open or a directory half swapped."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 TERM_FILE: Final = "cluster-term"

@@ -27,10 +27,12 @@ nodes in the set than `min_in_sync`, the journal is held (publishes nacked) and 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,6 +53,7 @@ log: Final = logging.getLogger("ottermq.cluster")
 BATCH_BYTES: Final = 1 << 20  # records per RECORDS frame, about
 FILE_CHUNK: Final = 1 << 20  # bytes per FILE frame of a bulk sync
 AUTH_TIMEOUT: Final = 10.0
+VOLUME_SAMPLES: Final = 4096  # group commits remembered for the followers' lag in bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,9 @@ class ReplicationLeader:
         self._joining: dict[str, int] = {}
         self._fenced = False  # leadership lost: the journal stays held
         self._wake_pending = False
+        self._stopped = False
+        # (LSN, bytes appended to the log so far) at each group commit, for the followers' lag in bytes.
+        self._volume: deque[tuple[int, int]] = deque(maxlen=VOLUME_SAMPLES)
         self.addresses: list[tuple[str, int]] = []
 
     @property
@@ -120,6 +126,7 @@ class ReplicationLeader:
         return self.addresses
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._server is not None:
             self._server.close()
         if self._watch is not None:
@@ -139,27 +146,59 @@ class ReplicationLeader:
         self.store.journal.on_staged = None
 
     def status(self) -> dict[str, Any]:
-        """The leader's view of its followers (for ctl and the management API)."""
+        """The leader's view of its followers (for ctl and the management API): each connected follower,
+        and each member of the in-sync set that is not connected (`connected` false, its last ack)."""
         durable = self.durable_lsn
         now = time.monotonic()
+        followers: dict[str, dict[str, Any]] = {}
+        for node, link in self.links.items():
+            followers[node] = {
+                "connected": True,
+                "address": link.address,
+                "in_sync": node in self.role.isr(),
+                "acked_lsn": link.acked,
+                "lag_records": max(0, durable - link.acked),
+                "lag_bytes": self._lag_bytes(link.acked, durable),
+                "last_ack_age": round(now - link.last_ack, 3),
+            }
+        for node in self._followers_in_sync():
+            if node not in followers:
+                acked = self.acked.get(node, 0)
+                followers[node] = {
+                    "connected": False,
+                    "address": "",
+                    "in_sync": True,
+                    "acked_lsn": acked,
+                    "lag_records": max(0, durable - acked),
+                    "lag_bytes": self._lag_bytes(acked, durable),
+                    "last_ack_age": None,
+                }
         return {
             "term": self.role.term(),
             "isr": self.role.isr(),
-            "followers": {
-                node: {
-                    "acked_lsn": link.acked,
-                    "lag_records": max(0, durable - link.acked),
-                    "last_ack_age": round(now - link.last_ack, 3),
-                }
-                for node, link in self.links.items()
-            },
+            "durable_lsn": durable,
+            "min_in_sync": self.options.min_in_sync,
+            "followers": followers,
         }
+
+    def _lag_bytes(self, acked: int, durable: int) -> int:
+        """About how many bytes of records (payloads) lie between `acked` and `durable`, from the samples
+        taken at each group commit; 0 when caught up."""
+        if acked >= durable or not self._volume:
+            return 0
+        samples = self._volume
+        at = bisect.bisect_right(samples, (acked, 1 << 62))
+        # The volume at `acked` is that of the last sample at or below it (or the oldest one kept).
+        base = samples[at - 1][1] if at > 0 else samples[0][1]
+        return max(0, samples[-1][1] - base)
 
     # -- confirms and the in-sync set -----------------------------------------------------------------
 
     def _lost(self) -> None:
         """Leadership is lost (another node may be elected now): confirm nothing more, at once (fencing);
         pending confirms are nacked and durable work is refused."""
+        if self._stopped:
+            return  # a leader of an earlier term (its callback stays registered with the role)
         log.error("leadership lost: nothing further is confirmed here")
         self._fenced = True
         self.store.journal.hold("this node is no longer the leader")
@@ -169,6 +208,7 @@ class ReplicationLeader:
             task.cancel()
 
     def _durable(self, lsn: int) -> None:
+        self._volume.append((lsn, self.store.journal.appended_bytes))
         for link in self.links.values():
             link.wake.set()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -65,13 +66,21 @@ class ClusterService:
             durable_lsn=durable_lsn,
         )
         self.broker: Broker | None = None
+        # The replication leader's status while this node leads (ottermq.server.cluster_node sets it):
+        # each follower's lag and last acknowledgement, in `status()`.
+        self.replication_status: Callable[[], dict[str, Any]] | None = None
         # True between the end of the on_elected callbacks and the first on_lost: clients are served.
         self.serving = False
 
-    async def start(self, broker: Broker) -> None:
-        """Refuse clients, then join the election (in the background)."""
+    def attach(self, broker: Broker) -> None:
+        """Gate `broker`'s clients (a clustered node's broker changes when a follower opens its log
+        again)."""
         self.broker = broker
         broker.admission = self.refusal
+
+    async def start(self, broker: Broker) -> None:
+        """Refuse clients, then join the election (in the background)."""
+        self.attach(broker)
         self.leadership.on_elected(self._serve)
         self.leadership.on_lost(self._fence)
         await self.leadership.start()
@@ -137,15 +146,39 @@ class ClusterService:
         log.warning("stopped serving clients: leadership lost", extra={"connections": len(connections)})
 
     async def step_down(self) -> dict[str, Any]:
-        """Hand leadership over (ctl step_down); ClusterError when this node does not lead."""
-        term = self.leadership.term()
-        await self.leadership.step_down()
+        """Hand leadership over (ctl step_down); ClusterError when this node does not lead, or when no
+        other node is in sync to take over (with replication: nothing would then hold every confirmed
+        message)."""
+        leadership = self.leadership
+        term = leadership.term()
+        if not leadership.is_leader():
+            raise ClusterError("not the leader")
+        if self.replication_status is not None:
+            others = [node for node in leadership.isr() if node != self.options.node.name]
+            if not others:
+                raise ClusterError("no other node is in the in-sync set to take over")
+            await self._let_followers_catch_up(others)
+        await leadership.step_down()
         return {"node": self.options.node.name, "term": term, "stepped_down": True}
+
+    async def _let_followers_catch_up(self, nodes: list[str], timeout: float = 2.0) -> None:
+        """Wait (a bounded time) until the in-sync followers hold everything durable here, so that the
+        next leader has the records of publishes still waiting for their confirm (otherwise they would be
+        cut from this log and published again by their clients)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.replication_status is not None:
+            followers = self.replication_status().get("followers", {})
+            if all(followers.get(node, {}).get("lag_records", 1) == 0 for node in nodes):
+                return
+            await asyncio.sleep(0.02)
 
     def status(self) -> dict[str, Any]:
         status = self.leadership.status()
         status["serving"] = self.serving and self.leadership.is_leader()
         status["min_in_sync"] = self.options.min_in_sync
+        replication = self.replication_status
+        if replication is not None and status["is_leader"]:
+            status["replication"] = replication()
         return status
 
 

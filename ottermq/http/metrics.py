@@ -113,7 +113,7 @@ def collect(
 
 def cluster_families(status: dict[str, Any]) -> list[Family]:
     """The ottermq_cluster_* metrics from the cluster service's status."""
-    return [
+    families = [
         Family("ottermq_cluster_is_leader", "1 if this node leads the cluster and serves clients").add(
             bool(status.get("is_leader"))
         ),
@@ -125,6 +125,29 @@ def cluster_families(status: dict[str, Any]) -> list[Family]:
         ),
         Family("ottermq_cluster_isr_size", "Nodes in the in-sync set").add(len(status.get("isr", []))),
     ]
+    replication = status.get("replication")
+    if replication:  # the leader: its followers, by node label
+        followers = sorted(replication.get("followers", {}).items())
+        lag = Family("ottermq_cluster_follower_lag_records", "Records durable on the leader not yet acked")
+        lag_bytes = Family(
+            "ottermq_cluster_follower_lag_bytes", "About how many bytes of records are not yet acked"
+        )
+        age = Family(
+            "ottermq_cluster_follower_last_ack_age_seconds", "Seconds since the follower last acknowledged"
+        )
+        acked = Family("ottermq_cluster_follower_acked_lsn", "The last LSN the follower acknowledged")
+        connected = Family("ottermq_cluster_follower_connected", "1 if the follower is connected")
+        in_sync = Family("ottermq_cluster_follower_in_sync", "1 if the follower is in the in-sync set")
+        for node, row in followers:
+            lag.add(int(row.get("lag_records", 0)), node=node)
+            lag_bytes.add(int(row.get("lag_bytes", 0)), node=node)
+            if row.get("last_ack_age") is not None:
+                age.add(float(row["last_ack_age"]), node=node)
+            acked.add(int(row.get("acked_lsn", 0)), node=node)
+            connected.add(bool(row.get("connected")), node=node)
+            in_sync.add(bool(row.get("in_sync")), node=node)
+        families += [lag, lag_bytes, age, acked, connected, in_sync]
+    return families
 
 
 def _store_work(store: DurableStore) -> list[Family]:

@@ -174,8 +174,36 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
             await options.cluster.stop()
 
 
-async def _serve_clients(broker: Broker, options: ServeOptions, signals: StopSignals, server: Server) -> int:
-    stop = signals.event
+async def serve_stack(
+    broker: Broker, options: ServeOptions, signals: StopSignals, stop: asyncio.Event
+) -> int:
+    """Serve `broker` (listeners, ctl socket, management API, monitor) until `stop` is set, then stop
+    them; the exit status (1: cannot listen). The store and the cluster service are the caller's: a
+    clustered node (ottermq.server.cluster_node) runs one of these per store it opens."""
+    server = Server(
+        broker,
+        write_buffer_limit=options.write_buffer_limit,
+        shutdown_timeout=options.shutdown_timeout,
+        connection_max=options.connection_max,
+    )
+
+    def second_signal(name: str) -> None:
+        log.warning("second signal; closing sockets now", extra={"signal": name})
+        server.abort_all("shutdown")
+
+    signals.on_second = second_signal
+    return await _serve_clients(broker, options, signals, server, stop)
+
+
+async def _serve_clients(
+    broker: Broker,
+    options: ServeOptions,
+    signals: StopSignals,
+    server: Server,
+    stop: asyncio.Event | None = None,
+) -> int:
+    if stop is None:
+        stop = signals.event
     try:
         addresses = await server.start(options.host, options.port)
     except OSError as exc:
@@ -212,7 +240,8 @@ async def _serve_clients(broker: Broker, options: ServeOptions, signals: StopSig
     prometheus = await _start_http(broker, options.prometheus, addresses, "Prometheus metrics")
     try:
         await stop.wait()
-        log.info("shutting down", extra={"signal": signals.received[0] if signals.received else "none"})
+        if stop is signals.event or signals.event.is_set():
+            log.info("shutting down", extra={"signal": signals.received[0] if signals.received else "none"})
         if prometheus is not None:
             await prometheus.stop(0.1)  # a scrape is cheap and may be lost
             prometheus = None
@@ -230,7 +259,8 @@ async def _serve_clients(broker: Broker, options: ServeOptions, signals: StopSig
             await control.stop()
         if monitor is not None:
             monitor.stop()
-    log.info("stopped")
+    if stop is signals.event or signals.event.is_set():
+        log.info("stopped")
     return 0
 
 

@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -185,6 +185,19 @@ class DurableStore:
                 gc.enable()
             # The decompressed snapshot and its decoded arrays are gone: give their pages back.
             trim_heap()
+
+    def promote(self) -> None:
+        """A replication follower's store starts serving as the leader's: its projection (built record by
+        record as they arrived) gets what recovery gives a restarted broker (every logged message ready,
+        redelivered, as unacked ones after a crash), the broker's timers run, and compaction is on."""
+        broker = self.broker
+        assert broker is not None
+        for vhost in broker.vhosts.values():
+            for queue in vhost.queues.values():
+                if queue.durable:
+                    queue.promoted()
+        broker.standby = False
+        self.options = replace(self.options, compact=True)
 
     def report_recovery(self) -> None:
         """Log what recovery found and did (repairs first, as warnings)."""

@@ -203,6 +203,7 @@ class Cluster:
         )  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
         env["OTTERMQ_CLUSTER_LEASE_TTL"] = str(TTL)
+        env["OTTERMQ_CLUSTER_SECRET"] = "test-cluster-secret"
         with log_path.open("ab") as log:
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT, env=env)
         node = Node(name, data_dir, port, http_port, log_path, process)
