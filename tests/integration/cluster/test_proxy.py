@@ -105,7 +105,9 @@ def test_a_flood_of_vanishing_clients_leaves_nothing_open(cluster: Cluster) -> N
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
     wait_until(lambda: proxied(follower) == 0, 10, "every proxied connection to end")
-    wait_until(lambda: open_fds(follower) <= baseline, 10, f"the follower's descriptors back to {baseline}")
+    # A little slack for what the node opens on its own meanwhile (an etcd reconnect, a log segment); a
+    # leak would be hundreds (two sockets per proxied client).
+    wait_until(lambda: open_fds(follower) <= baseline + 3, 10, f"the descriptors back to {baseline}")
     wait_until(lambda: leader.ctl("status")["connections"] == 0, 10, "the leader's connections to end")
     # The follower still proxies.
     with amqp(follower) as connection:
