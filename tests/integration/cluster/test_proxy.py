@@ -12,12 +12,14 @@ import struct
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 
-from tests.integration.cluster.conftest import TTL, Cluster, Node, wait_until
+from tests.integration.cluster.conftest import TTL, Cluster, Node, free_port, wait_until
+from tests.integration.test_tls import client_context, make_certificates
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -173,6 +175,36 @@ def test_after_a_step_down_the_old_leader_relays_to_the_new_one(cluster: Cluster
     with amqp(leader) as relayed:
         relayed.channel().queue_declare("via-a")
     assert "via-a" in {q["name"] for q in follower.ctl("list_queues")}
+
+
+def test_a_tls_client_of_the_follower_is_relayed(cluster: Cluster, tmp_path: Path) -> None:
+    """The client's TLS ends on the follower (its AMQPS listener); the hop to the leader is plain."""
+    certs = make_certificates(tmp_path / "certs")
+    tls_port = free_port()
+    config = tmp_path / "tls.toml"
+    config.write_text(
+        f'tls_port = {tls_port}\ntls_certfile = "{certs.server_cert}"\ntls_keyfile = "{certs.server_key}"\n'
+    )
+    leader = cluster.start("a")
+    cluster.leader()
+    follower = cluster.start("b", "--config", str(config))
+    wait_until(lambda: ((follower.status() or {}).get("leader") or {}).get("name") == "a", 10, "b to follow")
+    params = pika.ConnectionParameters(
+        host="127.0.0.1",
+        port=tls_port,
+        ssl_options=pika.SSLOptions(client_context(certs), "127.0.0.1"),
+        credentials=pika.PlainCredentials("guest", "guest"),
+        socket_timeout=5,
+        stack_timeout=10,
+    )
+    with pika.BlockingConnection(params) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare("over-tls")
+        channel.basic_publish("", "over-tls", b"m")
+        assert proxied(follower) == 1
+    queues = {q["name"]: q for q in leader.ctl("list_queues")}
+    assert queues["over-tls"]["messages"] == 1
 
 
 def http(node: Node, path: str, method: str = "GET") -> tuple[int, Any]:
