@@ -23,6 +23,8 @@ from ottermq.ctl import SOCKET_NAME as CTL_SOCKET_NAME
 from ottermq.ctl import app as ctl_app
 
 if TYPE_CHECKING:
+    import ssl
+
     from ottermq.broker.broker import Broker
     from ottermq.cluster.leader import ReplicationLeader
     from ottermq.cluster.service import ClusterService
@@ -199,6 +201,7 @@ def serve(
         if dry_run:
             _salvage_dry_run(settings)
         _check_cluster(settings)
+        cluster_tls = _cluster_tls(settings)
         data_path = _prepare_data_dir(settings.data_dir)
         from ottermq.server.log import configure_logging
 
@@ -206,9 +209,9 @@ def serve(
         configure_logging(settings.log_level, settings.log_format)
         follow = _static_leader(settings)
         if follow is not None:
-            raise typer.Exit(_serve_follower(settings, data_path, follow))
+            raise typer.Exit(_serve_follower(settings, data_path, follow, cluster_tls))
         if settings.etcd_endpoints:
-            raise typer.Exit(_serve_clustered(settings, data_path, config))
+            raise typer.Exit(_serve_clustered(settings, data_path, config, cluster_tls))
         broker, store = _build_broker(settings, data_path)
         seeded = _seed_access(broker, settings)
         loaded = _load_definitions(broker, settings)
@@ -267,7 +270,7 @@ def serve(
         from ottermq.http.prometheus import PrometheusService
 
         prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
-    replication = _replication_leader(settings, store)
+    replication = _replication_leader(settings, store, cluster_tls)
     options = ServeOptions(
         replication=replication,
         host=settings.host,
@@ -351,7 +354,12 @@ def _cluster_service(settings: Settings, store: DurableStore | None) -> ClusterS
     return ClusterService(options, durable, manage_isr=False)
 
 
-def _serve_clustered(settings: Settings, data_path: Path, config: str | None) -> int:
+def _serve_clustered(
+    settings: Settings,
+    data_path: Path,
+    config: str | None,
+    cluster_tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+) -> int:
     """Run a clustered node (`--etcd`) until SIGTERM or SIGINT: it leads or follows as the election
     decides (ottermq.server.cluster_node); the exit status."""
     import asyncio
@@ -442,8 +450,10 @@ def _serve_clustered(settings: Settings, data_path: Path, config: str | None) ->
             secret=settings.cluster_secret,
             ack_timeout=settings.replication_ack_timeout,
             min_in_sync=settings.min_in_sync,
+            tls=cluster_tls[0] if cluster_tls is not None else None,
         ),
         control_socket=data_path / CTL_SOCKET_NAME,
+        follower_tls=cluster_tls[1] if cluster_tls is not None else None,
     )
     log.info(
         f"ottermq {__version__} starting as a cluster node",
@@ -538,7 +548,21 @@ def _static_leader(settings: Settings) -> tuple[str, int] | None:
     return address
 
 
-def _replication_leader(settings: Settings, store: DurableStore | None) -> ReplicationLeader | None:
+def _cluster_tls(settings: Settings) -> tuple[ssl.SSLContext, ssl.SSLContext] | None:
+    """`cluster_tls`: the replication listener's and a follower's SSL contexts, or None (plain TCP)."""
+    if not settings.cluster_tls:
+        return None
+    from ottermq.server.tls import TLSConfigError, cluster_contexts
+
+    try:
+        return cluster_contexts(settings.tls_certfile, settings.tls_keyfile, settings.tls_cafile)
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _replication_leader(
+    settings: Settings, store: DurableStore | None, tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
+) -> ReplicationLeader | None:
     """The replication leader when this node leads under `cluster_static_leader = self`, else None."""
     if settings.cluster_static_leader != "self" or store is None:
         return None
@@ -552,11 +576,17 @@ def _replication_leader(settings: Settings, store: DurableStore | None) -> Repli
         secret=settings.cluster_secret,
         ack_timeout=settings.replication_ack_timeout,
         min_in_sync=settings.min_in_sync,
+        tls=tls[0] if tls is not None else None,
     )
     return ReplicationLeader(store, StaticRole(_node_name(settings), leader=True), options)
 
 
-def _serve_follower(settings: Settings, data_path: Path, leader: tuple[str, int]) -> int:
+def _serve_follower(
+    settings: Settings,
+    data_path: Path,
+    leader: tuple[str, int],
+    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+) -> int:
     """Follow `leader` into `data_path` until SIGTERM or SIGINT (no AMQP listener: a standby); the exit
     status."""
     import asyncio
@@ -570,7 +600,13 @@ def _serve_follower(settings: Settings, data_path: Path, leader: tuple[str, int]
         store.report_recovery()
         return store
 
-    options = FollowerOptions(leader, _node_name(settings), settings.cluster_name, settings.cluster_secret)
+    options = FollowerOptions(
+        leader,
+        _node_name(settings),
+        settings.cluster_name,
+        settings.cluster_secret,
+        tls=tls[1] if tls is not None else None,
+    )
     follower = Follower(data_path, options, open_store)
 
     async def main(signals: StopSignals) -> None:

@@ -143,6 +143,10 @@ class Settings:
     # How long (seconds) a follower in the in-sync set may take to acknowledge before it is dropped from it
     # (docs/replication.md).
     replication_ack_timeout: float = 2.0
+    # TLS on the replication connections (docs/replication.md): the leader's listener and each follower's
+    # connection use tls_certfile/tls_keyfile and require the other side's certificate to be signed by
+    # tls_cafile (all three are needed). Every node of a cluster must agree.
+    cluster_tls: bool = False
     # FOR TESTS ONLY: a fixed role instead of an etcd election. "self": this node leads (and listens on
     # cluster_port); "HOST:PORT": this node follows the leader whose replication listener is there.
     cluster_static_leader: str = ""

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ class FollowerOptions:
     node_name: str
     cluster_name: str
     secret: str
+    # `cluster_tls`: the SSL context to connect with (it requires the leader's certificate to be of the
+    # cluster's CA and presents this node's).
+    tls: ssl.SSLContext | None = None
 
 
 class Follower:
@@ -112,6 +116,12 @@ class Follower:
                         log.error(f"replication: the leader at {where} refused this node: {exc}")
                         self._last_refusal = str(exc)
                     delay = RETRY_MAX
+                except ssl.SSLError as exc:
+                    # A certificate the other side does not trust (or TLS on one side only): said once.
+                    if str(exc) != self._last_refusal:
+                        log.error(f"replication: TLS with the leader at {where} failed: {exc}")
+                        self._last_refusal = str(exc)
+                    delay = RETRY_MAX
                 except (OSError, asyncio.IncompleteReadError, wire.ProtocolError, ValueError) as exc:
                     log.warning(f"replication: connection to the leader at {where} ended: {exc}")
                 finally:
@@ -147,6 +157,8 @@ class Follower:
         host, port = self.options.leader
         reader, writer = await asyncio.open_connection(host, port)
         try:
+            if self.options.tls is not None:
+                await self._start_tls(reader, writer)
             await self._authenticate(reader, writer)
             store = self.store
             assert store is not None and store.journal.writer is not None
@@ -165,9 +177,28 @@ class Follower:
         finally:
             writer.close()
 
+    async def _start_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Wait for the leader's STARTTLS, then the handshake (ssl.SSLError when a certificate is not
+        trusted; Refused when the leader does not use TLS)."""
+        assert self.options.tls is not None
+        kind, _body = await asyncio.wait_for(wire.read_frame(reader), 10)
+        if kind != wire.STARTTLS:
+            raise wire.Refused("it does not use TLS on replication connections (cluster_tls is off there)")
+        await writer.start_tls(self.options.tls, ssl_handshake_timeout=10)
+
     async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         options = self.options
-        _kind, challenge = await asyncio.wait_for(wire.read_json(reader, wire.CHALLENGE), 10)
+        try:
+            _kind, challenge = await asyncio.wait_for(wire.read_json(reader, wire.CHALLENGE), 10)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if options.tls is None:
+                raise
+            # With TLS 1.3 a leader that does not trust this node's certificate closes the connection
+            # after the handshake, without a word this side can read.
+            raise wire.Refused(
+                "it closed the TLS connection before its challenge (does it trust this node's "
+                "certificate? tls_certfile must be signed by the cluster's tls_cafile)"
+            ) from exc
         if challenge.get("cluster") != options.cluster_name:
             raise wire.Refused(
                 f"it leads another cluster ({challenge.get('cluster')!r}; this node is of "

@@ -31,6 +31,7 @@ import bisect
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ class ReplicationOptions:
     secret: str
     ack_timeout: float = 2.0
     min_in_sync: int = 1
+    # `cluster_tls`: the listener's SSL context (it requires a follower certificate of the cluster's CA).
+    tls: ssl.SSLContext | None = None
 
 
 @dataclass(slots=True)
@@ -358,6 +361,8 @@ class ReplicationLeader:
         peer = writer.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if peer else "?"
         try:
+            if self.options.tls is not None and not await self._start_tls(writer, address):
+                return
             await self._session(reader, writer, address)
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             log.info(f"replication connection from {address} ended: {exc or type(exc).__name__}")
@@ -368,6 +373,24 @@ class ReplicationLeader:
         finally:
             self._sessions.discard(task)
             writer.close()
+
+    async def _start_tls(self, writer: asyncio.StreamWriter, address: str) -> bool:
+        """STARTTLS, then the TLS handshake: here rather than in the listener so that a refused peer (no
+        certificate, one of another CA, no TLS at all) is logged; False once refused.
+
+        The leader speaks first (STARTTLS) and the follower starts its handshake only then: a ClientHello
+        sent at connect could be read into the plain stream before `start_tls` (uvloop reads a new
+        socket at once), and the handshake would wait for it forever."""
+        assert self.options.tls is not None
+        writer.write(wire.frame(wire.STARTTLS))
+        try:
+            # No suspension between the write and start_tls pausing the socket's reading.
+            await writer.start_tls(self.options.tls, ssl_handshake_timeout=AUTH_TIMEOUT)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.error(f"replication: refused a connection from {address}: TLS handshake failed: {exc}")
+            writer.transport.abort()
+            return False
+        return True
 
     async def _authenticate(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str

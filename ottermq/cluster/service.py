@@ -1,10 +1,11 @@
 """A clustered node as `ottermq serve` runs it: the election, and what leading or following means for clients.
 
 Strategy: the CLI builds a `ClusterService` from the settings and hands it to the server, which starts it
-before its listeners accept anyone and stops it after the last client. Until this node is elected (and
-again from the moment it loses its lease) the broker refuses AMQP clients at connection.open with 320
-CONNECTION_FORCED "not the leader; leader is HOST:PORT" (proxying to the leader comes later), the management
-API answers read-only, and `ottermq ctl` refuses changes. Losing leadership closes every client connection
+before its listeners accept anyone and stops it after the last client. While another node leads, AMQP
+clients accepted here are relayed to it (`proxy`, ottermq.cluster.proxy; `upstream()` says where); while
+no leader is known (and until this node serves) the broker refuses them at connection.open with 320
+CONNECTION_FORCED "not the leader; ...". The management API answers read-only and `ottermq ctl` refuses
+changes on any node that does not serve. Losing leadership closes every client connection
 at once (fencing), synchronously inside the election's `on_lost`: no confirm can leave after that.
 
 Callbacks registered on `leadership` before `start` run before the gate opens (on_elected) and before the
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ottermq.amqp.constants import CONNECTION_FORCED
 from ottermq.cluster.election import ClusterError, Leadership, NodeInfo
 from ottermq.cluster.etcd import EtcdClient, EtcdError
+from ottermq.cluster.proxy import AmqpProxy, Upstream
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -71,6 +73,8 @@ class ClusterService:
         self.replication_status: Callable[[], dict[str, Any]] | None = None
         # True between the end of the on_elected callbacks and the first on_lost: clients are served.
         self.serving = False
+        # Relays AMQP clients accepted here to the leader while another node leads (the server asks it).
+        self.proxy = AmqpProxy(self.upstream)
 
     def attach(self, broker: Broker) -> None:
         """Gate `broker`'s clients (a clustered node's broker changes when a follower opens its log
@@ -127,6 +131,16 @@ class ClusterService:
         host = f"[{leader.host}]" if ":" in leader.host else leader.host
         return f"not the leader; leader is {host}:{leader.amqp_port}"
 
+    def upstream(self) -> Upstream | None:
+        """Where an AMQP client accepted here is relayed: the leader's AMQP address while another node
+        leads; None while this node leads (or is being elected) or no leader is known."""
+        if self.leadership.is_leader():
+            return None
+        leader = self.leadership.leader()
+        if leader is None or leader.name == self.options.node.name:
+            return None
+        return Upstream(leader.host, leader.amqp_port, leader.term)
+
     async def _serve(self, term: int) -> None:
         self.serving = True
         log.info("serving clients as the leader", extra={"node": self.options.node.name, "term": term})
@@ -179,6 +193,7 @@ class ClusterService:
         replication = self.replication_status
         if replication is not None and status["is_leader"]:
             status["replication"] = replication()
+        status["proxy"] = self.proxy.status()
         return status
 
 

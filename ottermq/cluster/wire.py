@@ -5,6 +5,10 @@ Strategy: one TCP connection per follower, opened by the follower. Every message
 ones are binary: RECORDS (`u64 term` then Memento records in the version-3 layout, each with its own crc,
 memento.replica) from leader to follower, and ACK (`u64 term | u64 durable LSN`) back.
 
+With `cluster_tls` the leader first sends STARTTLS (an empty frame), then both sides run the TLS
+handshake (each requires the other's certificate to be of the cluster's CA) and everything below runs
+inside it.
+
 Authentication is mutual, by HMAC-SHA256 with the shared cluster secret over the other side's random
 nonce, the cluster name and the direction: the leader sends CHALLENGE (its nonce and cluster name); the
 follower answers AUTH (its node name, cluster name, its MAC over the leader's nonce, its own nonce); the
@@ -46,6 +50,7 @@ FILE_END: Final = ord("E")
 BULK_DONE: Final = ord("D")
 RECORDS: Final = ord("R")
 ACKED: Final = ord("K")
+STARTTLS: Final = ord("T")  # leader, first, with `cluster_tls`: the TLS handshake follows
 
 NONCE_SIZE: Final = 32
 
@@ -94,6 +99,8 @@ async def read_json(reader: asyncio.StreamReader, *kinds: int) -> tuple[int, dic
     kind, body = await read_frame(reader)
     if kind == REFUSED and REFUSED not in kinds:
         raise Refused(json.loads(body).get("reason", "refused"))
+    if kind == STARTTLS and STARTTLS not in kinds:
+        raise Refused("it requires TLS on replication connections (cluster_tls is on there)")
     if kind not in kinds:
         raise ProtocolError(f"unexpected frame {chr(kind)!r}, expected {', '.join(chr(k) for k in kinds)}")
     value = json.loads(body)

@@ -59,7 +59,7 @@ class Context:
     # The message-rate samples the service takes (stats.MessageRates), for /api/overview's message_stats.
     rates: MessageRates | None = None
     # The cluster service on a clustered node: /api/nodes shows its status; while it does not lead, the
-    # API answers reads only (503 for the rest, naming the leader).
+    # API answers reads only (421 for the rest, naming the leader; 503 while no leader is known).
     cluster: ClusterService | None = None
     # Every object's sampled counters and figures (history.History), for their rates and samples.
     history: History | None = None
@@ -235,15 +235,29 @@ class Application:
         ctx = Ctx(self.context, request, params, query)
         cluster = self.context.cluster
         if cluster is not None and request.method not in ("GET", "HEAD"):
-            refusal = cluster.refusal()
-            if refusal is not None:
-                raise HttpError(503, "unavailable", f"{refusal}: this node answers reads only")
+            refused(cluster)
         if not endpoint.public:
             ctx.user = await authenticate(
                 self.context.broker, request.headers.get("authorization"), request.peer_host, request
             )
             request.authenticated = True  # the connection has proven itself (see server.Limits)
         return await endpoint.handler(ctx)
+
+
+def refused(cluster: ClusterService) -> None:
+    """A change asked of a node that does not serve: 421 naming the leader's management API when another
+    node leads (the change belongs there), 503 while no leader is known (try again shortly)."""
+    refusal = cluster.refusal()
+    if refusal is None:
+        return
+    leader = cluster.leadership.leader()
+    if cluster.upstream() is None or leader is None:
+        raise HttpError(503, "unavailable", f"{refusal}: this node answers reads only")
+    host = f"[{leader.host}]" if ":" in leader.host else leader.host
+    where = f"http://{host}:{leader.http_port}" if leader.http_port else "the leader (its API is off)"
+    raise HttpError(
+        421, "not_leader", f"{refusal}: this node is a follower and answers reads only; changes go to {where}"
+    )
 
 
 def ok(value: Any) -> Response:

@@ -56,6 +56,7 @@ REASONS: Final = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Payload Too Large",
+    421: "Misdirected Request",
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",

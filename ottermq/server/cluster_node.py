@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,6 +64,8 @@ class NodePlan:
     replication: ReplicationOptions
     # The `ottermq ctl` socket (<data-dir>/ctl.sock), or None.
     control_socket: Path | None = None
+    # `cluster_tls`: the context a follower connects to the leader's replication listener with.
+    follower_tls: ssl.SSLContext | None = None
 
 
 class ClusterNode:
@@ -158,6 +161,7 @@ class ClusterNode:
             self.cluster.options.node.name,
             self.cluster.options.cluster_name,
             self.cluster.options.secret,
+            tls=plan.follower_tls,
         )
         self.follower = Follower(
             plan.data_dir,

@@ -52,11 +52,16 @@ class ConnectionLimit:
         self.refused = 0
         self._last_warning = 0.0
 
+    def room(self, open_connections: int) -> bool:
+        """True if one more connection may open beside `open_connections` (nothing counted or logged)."""
+        limit, sockets = self.connection_max, self.sockets
+        return (not limit or open_connections < limit) and (not sockets or open_connections < sockets)
+
     def admit(self, open_connections: int, peer: str) -> bool:
         """True if one more connection may open beside `open_connections`; counts and logs refusals."""
-        limit = self.connection_max
-        if (not limit or open_connections < limit) and (not self.sockets or open_connections < self.sockets):
+        if self.room(open_connections):
             return True
+        limit = self.connection_max
         self.refused += 1
         now = time.monotonic()
         if now - self._last_warning >= _WARN_INTERVAL:

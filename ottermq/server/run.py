@@ -156,6 +156,7 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
         write_buffer_limit=options.write_buffer_limit,
         shutdown_timeout=options.shutdown_timeout,
         connection_max=options.connection_max,
+        proxy=options.cluster.proxy if options.cluster is not None else None,
     )
 
     def second_signal(name: str) -> None:
@@ -185,6 +186,7 @@ async def serve_stack(
         write_buffer_limit=options.write_buffer_limit,
         shutdown_timeout=options.shutdown_timeout,
         connection_max=options.connection_max,
+        proxy=options.cluster.proxy if options.cluster is not None else None,
     )
 
     def second_signal(name: str) -> None:

@@ -22,6 +22,7 @@ from ottermq.server.protocol import AMQPProtocol, CheckRunner
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
+    from ottermq.cluster.proxy import AmqpProxy
 
 log: Final = logging.getLogger("ottermq.server")
 
@@ -38,8 +39,13 @@ class Server:
         write_buffer_limit: int = 1024 * 1024,
         shutdown_timeout: float = 3.0,
         connection_max: int = 0,
+        proxy: AmqpProxy | None = None,
     ) -> None:
         self.broker = broker
+        # A clustered node's AMQP proxy: while another node leads, accepted sockets are relayed to it.
+        self.proxy = proxy
+        if proxy is not None:
+            proxy.resume()
         self.write_buffer_limit = write_buffer_limit
         self.shutdown_timeout = shutdown_timeout
         self.connections: set[AMQPProtocol] = set()
@@ -76,12 +82,12 @@ class Server:
         sock = dual_stack_socket(host, port)
         if sock is not None:
             try:
-                return await loop.create_server(lambda: AMQPProtocol(self), sock=sock, backlog=1024, **tls)
+                return await loop.create_server(self._new_protocol, sock=sock, backlog=1024, **tls)
             except BaseException:
                 sock.close()
                 raise
         return await loop.create_server(
-            lambda: AMQPProtocol(self),
+            self._new_protocol,
             host=host or None,
             port=port,
             family=socket.AF_UNSPEC,
@@ -90,9 +96,23 @@ class Server:
             **tls,
         )
 
+    def _new_protocol(self) -> asyncio.BaseProtocol:
+        """The protocol of a just-accepted socket: relayed to the leader while another node leads (and the
+        connection limit has room), else served here (and refused at once when over the limit)."""
+        proxy = self.proxy
+        if proxy is not None and self.limit.room(self._open_count()):
+            relay = proxy.protocol()
+            if relay is not None:
+                return relay
+        return AMQPProtocol(self)
+
+    def _open_count(self) -> int:
+        # A proxied client is a client connection of this node too (connection_max, the open-file limit).
+        return len(self.connections) + (len(self.proxy.sessions) if self.proxy is not None else 0)
+
     def admit(self, proto: AMQPProtocol) -> bool:
         """Whether a just-accepted socket may stay (connection_max); called by the protocol."""
-        return self.limit.admit(len(self.connections), proto.name)
+        return self.limit.admit(self._open_count(), proto.name)
 
     def register(self, proto: AMQPProtocol) -> None:
         """A socket was accepted (called by the protocol)."""
@@ -114,6 +134,8 @@ class Server:
             self._ticker.cancel()
             self._ticker = None
         self._all_closed = asyncio.Event()
+        if self.proxy is not None:
+            await self.proxy.stop()
         if self.connections:
             log.info("closing connections", extra={"count": len(self.connections), "reason": reason})
             text = f"CONNECTION_FORCED - broker forced connection closure with reason '{reason}'"

@@ -82,3 +82,34 @@ def peer_cert_cn(peercert: Any) -> str | None:
             if len(attribute) == 2 and attribute[0] == "commonName" and isinstance(attribute[1], str):
                 return attribute[1]
     return None
+
+
+def cluster_contexts(certfile: str, keyfile: str, cafile: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The replication connection's SSL contexts (`cluster_tls`): (the leader's listener, a follower's
+    connect). The AMQP listener's certificate and key serve both sides and each side requires the other's
+    certificate, verified against `cafile` (mutual TLS): only holders of a certificate of the cluster's CA
+    may connect or be connected to. Host names are not checked (a node is reached by its advertise host,
+    which a node certificate need not name); the cluster secret's handshake then runs inside TLS.
+    Raises TLSConfigError naming the setting at fault."""
+    if not certfile or not keyfile or not cafile:
+        raise TLSConfigError("cluster_tls needs tls_certfile, tls_keyfile and tls_cafile (the cluster's CA)")
+    contexts = (ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    for context in contexts:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except FileNotFoundError as exc:
+            raise TLSConfigError(f"tls_certfile/tls_keyfile: {exc.filename or exc}: file not found") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise TLSConfigError(
+                f"cannot load tls_certfile {certfile} with tls_keyfile {keyfile}: {exc}"
+            ) from None
+        try:
+            context.load_verify_locations(cafile=cafile)
+        except FileNotFoundError:
+            raise TLSConfigError(f"tls_cafile: {cafile}: file not found") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise TLSConfigError(f"cannot load tls_cafile {cafile}: {exc}") from None
+    return contexts

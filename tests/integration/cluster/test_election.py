@@ -1,5 +1,5 @@
 """Leader election through etcd with real nodes: one leader, failover on SIGKILL, step-down, fencing when
-etcd goes away, followers refusing clients, and cluster_status."""
+etcd goes away, followers relaying clients to the leader, and cluster_status."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def full_isr(cluster: Cluster, size: int) -> None:
     wait_until(lambda: len((leader.status() or {}).get("isr", [])) == size, 10, f"an ISR of {size}")
 
 
-def test_one_leader_among_three_and_followers_refuse_clients(cluster: Cluster) -> None:
+def test_one_leader_among_three_and_followers_relay_clients(cluster: Cluster) -> None:
     nodes = [cluster.start(name) for name in ("a", "b", "c")]
     leader = cluster.leader()
     full_isr(cluster, 3)
@@ -64,13 +64,15 @@ def test_one_leader_among_three_and_followers_refuse_clients(cluster: Cluster) -
     for node in nodes:
         if node is leader:
             continue
-        text = f"(320) 'CONNECTION_FORCED - not the leader; leader is 127.0.0.1:{leader.port}'"
-        assert text in refusal(node)
-        # The management API of a follower answers reads, refuses changes.
+        # A follower relays AMQP clients to the leader (ottermq.cluster.proxy; tests in test_proxy.py).
+        with amqp(node) as connection:
+            connection.channel().queue_declare(f"via-{node.name}")
+        assert f"via-{node.name}" in {q["name"] for q in leader.ctl("list_queues")}
+        # The management API of a follower answers reads, refuses changes naming the leader.
         status, rows = http(node, "/api/nodes")
         assert status == 200 and rows[0]["cluster"]["leader"]["name"] == leader.name
         status, body = http(node, "/api/vhosts/v1", "PUT")
-        assert status == 503 and f"leader is 127.0.0.1:{leader.port}" in body["reason"]
+        assert status == 421 and f"leader is 127.0.0.1:{leader.port}" in body["reason"]
     status, body = http(leader, "/api/vhosts/v1", "PUT")
     assert status == 201, body
     status, text = http(leader, "/metrics")
@@ -150,7 +152,9 @@ def test_step_down_hands_over(cluster: Cluster) -> None:
         return bool((leader.status() or {}).get("leader", {}).get("name") == other.name)
 
     wait_until(following, 5, "the old leader to follow the new one")
-    assert f"not the leader; leader is 127.0.0.1:{other.port}" in refusal(leader)
+    with amqp(leader) as connection:  # relayed to the new leader
+        connection.channel().queue_declare("via-old-leader")
+    assert "via-old-leader" in {q["name"] for q in other.ctl("list_queues")}
     # step_down on a follower is an error.
     with pytest.raises(Exception, match="not the leader"):
         leader.ctl("step_down")
