@@ -43,6 +43,7 @@ from ottermq.broker.events import (
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, Exchange
 from ottermq.broker.publishing import Publishing
 from ottermq.broker.queue import Queue
+from ottermq.broker.stream import StreamQueue
 
 SERVER_NAMED_PREFIX: Final = "amq.gen-"
 
@@ -262,6 +263,10 @@ class VHost(Publishing):
 
     def _delete_queue(self, queue: Queue) -> None:
         sources = self._sources_of("queue", queue.name)
+        if isinstance(queue, StreamQueue):
+            # Before the deletion is logged: a stream declared again must never find these records.
+            queue.drop()
+            self.streams.remove(self.name, queue.name)
         event = QueueDeleted(self.name, queue.name)
         self._journal(event, queue.durable)
         self._apply_queue_deleted(event)
@@ -276,6 +281,8 @@ class VHost(Publishing):
     def purge_queue(self, name: str, owner: object | None = None) -> int:
         """queue.purge: the number of ready messages dropped."""
         queue = self.lookup_queue(name, owner)
+        if isinstance(queue, StreamQueue):
+            queue.purge()  # RabbitMQ's 540
         count = queue.ready_count
         event = QueuePurged(self.name, name)
         self._journal(event, queue.durable)
