@@ -158,7 +158,10 @@ class Cursor:
                         data = os.pread(self._fd, end - at, self._off)
                         at = 0
                         continue
-                    break
+                    # Records were read already and the next one does not fit the window: stop here (not
+                    # "the segment ends": that would leave for the next segment and come back forever).
+                    self._off += at
+                    return out
                 if lsn != self.next_lsn or _crc(memoryview(data)[at + 8 : end]) != stored:
                     raise CorruptRecord(
                         f"{seg.name} offset {self._off + at}: not LSN {self.next_lsn}'s record",

@@ -38,6 +38,8 @@ QUEUE_EQUIVALENCE_KEYS: Final = (
     "x-queue-mode",
     "x-single-active-consumer",
     "x-queue-type",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
 )
 
 
@@ -209,6 +211,27 @@ def _boolean(value: Any, _args: Mapping[str, Any]) -> str | None:
     return None if isinstance(value, bool) else _unacceptable(value)
 
 
+# x-max-age: a positive whole number and one unit (Years, Months, Days, hours, minutes, seconds).
+MAX_AGE_UNITS: Final = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def max_age_seconds(value: str) -> int | None:
+    """The seconds an x-max-age string ("7D", "12h"...) stands for, or None when it is not one (RabbitMQ
+    refuses "7d", "0s", "10x"; "s" and "-1s" make it fail with 541, here they are refused as invalid)."""
+    if len(value) < 2 or not value[:-1].isdigit() or not value[:-1].isascii():
+        return None
+    unit = MAX_AGE_UNITS.get(value[-1])
+    if unit is None or int(value[:-1]) <= 0:
+        return None
+    return int(value[:-1]) * unit
+
+
+def _max_age(value: Any, _args: Mapping[str, Any]) -> str | None:
+    if not isinstance(value, str):
+        return _unacceptable(value)
+    return None if max_age_seconds(value) is not None else "invalid_max_age"
+
+
 QUEUE_ARGUMENT_CHECKS: Final[dict[str, Check]] = {
     "x-expires": lambda value, _args: _expiry(value, allow_zero=False),
     "x-message-ttl": lambda value, _args: _expiry(value, allow_zero=True),
@@ -221,6 +244,8 @@ QUEUE_ARGUMENT_CHECKS: Final[dict[str, Check]] = {
     "x-overflow": _overflow,
     "x-queue-mode": _queue_mode,
     "x-single-active-consumer": _boolean,
+    "x-max-age": _max_age,
+    "x-stream-max-segment-size-bytes": _non_negative,
 }
 
 

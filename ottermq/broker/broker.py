@@ -47,6 +47,7 @@ from ottermq.broker.events import (
 from ottermq.broker.journal import Journal, MemoryJournal
 from ottermq.broker.memory import MemoryAccount
 from ottermq.broker.queue_expiry import tick_queues
+from ottermq.broker.stream import MemoryStreams, StreamStorage
 from ottermq.broker.vhost import VHost
 
 if TYPE_CHECKING:
@@ -139,6 +140,8 @@ class Broker:
         # The one owner of message contents (content.py), shared by every vhost.
         self.contents: Contents = contents if contents is not None else Contents()
         self.contents.account = self.memory
+        # Where stream queues keep their records (stream.py); the durable store sets its own.
+        self.streams: StreamStorage = MemoryStreams()
         self.connections: set[Connection] = set()
         # Connections, channels and queues opened and closed since start (churn.py); the vhosts share it.
         self.churn = Churn()
@@ -240,6 +243,7 @@ class Broker:
             if event.name not in self.vhosts:
                 vhost = self.vhosts[event.name] = VHost(event.name, self.journal, self.contents)
                 vhost.churn = self.churn
+                vhost.streams = self.streams
         elif isinstance(event, VHostDeleted):
             self.vhosts.pop(event.name, None)
             self.vhost_limits.pop(event.name, None)  # a vhost created again later starts unlimited

@@ -97,6 +97,7 @@ class Channel:
     __slots__ = (
         "committing",
         "confirm_flush_pending",
+        "confirm_parts",
         "confirms",
         "connection",
         "consumers",
@@ -149,6 +150,8 @@ class Channel:
         # A tx.commit waits for the journal: any method but channel.close is an error until then.
         self.committing = False
         self.confirm_flush_pending = False
+        # Confirms of publishes to streams still waiting for some of their parts (channel_publish.py).
+        self.confirm_parts: dict[int, list[Any]] | None = None
         # Confirmed publishes waiting for the journal before they reach their queues (confirm mode only).
         self.held: HeldPublishes[HeldPublish] | None = None
         # Bytes of the transaction's buffered publishes, counted as held in the memory account.

@@ -18,6 +18,7 @@ from ottermq.amqp.errors import AMQPConnectionError
 from ottermq.amqp.methods import BasicNack, BasicRecover, BasicRecoverAsync, BasicRecoverOk, BasicReject
 from ottermq.broker.channel_consumer import Delivery
 from ottermq.broker.message import QueueEntry
+from ottermq.broker.stream import StreamQueue, refuse_nack
 from ottermq.broker.tx import ACK, REJECT_DROP, REJECT_REQUEUE
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 def settle(channel: Channel, tag: int, multiple: bool, kind: int) -> None:
     """Settle delivery `tag` (and those before it if `multiple`): `kind` is a tx.py ACK / REJECT_*."""
     deliveries = channel.unacked.settle(tag, multiple)
+    if kind != ACK and channel.vhost.streams_declared:
+        for delivery in deliveries:
+            if isinstance(delivery[1], StreamQueue):
+                refuse_nack(delivery[1])
     tx = channel.tx
     if tx is not None:
         tx.settle(kind, deliveries)

@@ -29,6 +29,7 @@ from ottermq.broker import reply_to
 from ottermq.broker.content import UnreadableContent
 from ottermq.broker.message import QueueEntry
 from ottermq.broker.qos import PrefetchWindow
+from ottermq.broker.stream import StreamQueue
 
 if TYPE_CHECKING:
     from ottermq.broker.channel import Channel
@@ -177,7 +178,11 @@ def consume(channel: Channel, method: BasicConsume) -> None:
         channel.qos.consumer_prefetch,
         arguments,
     )
-    queue.add_consumer(consumer)
+    if isinstance(queue, StreamQueue):
+        queue.check_consume(method.no_ack, channel.qos.consumer_prefetch)
+        queue.attach(consumer, queue.start_offset(arguments.get("x-stream-offset")))
+    else:
+        queue.add_consumer(consumer)
     channel.consumers[tag] = consumer
     if not method.nowait:
         channel.connection.send_method(channel.number, BasicConsumeOk(tag))

@@ -26,6 +26,7 @@ from ottermq.broker.apply import Placed
 from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
 from ottermq.broker.memory import MESSAGE_OVERHEAD
 from ottermq.broker.message import Message
+from ottermq.broker.stream import StreamQueue
 
 if TYPE_CHECKING:
     from ottermq.broker.channel import Channel
@@ -93,6 +94,10 @@ def route(channel: Channel, message: Message, exchange: Exchange, mandatory: boo
     if queues:
         channel.n_routed += 1
         stats.publish_out += len(queues)
+        if channel.vhost.streams_declared and any(isinstance(queue, StreamQueue) for queue in queues):
+            queues = _append_to_streams(channel, message, queues, seq)
+            if not queues:
+                return 0
         if seq:
             return _publish_confirmed(channel, message, queues, seq)
         committing = channel.tx_publishes
@@ -123,6 +128,28 @@ def route(channel: Channel, message: Message, exchange: Exchange, mandatory: boo
     if seq:
         confirmed(channel, seq)
     return 0
+
+
+def _append_to_streams(channel: Channel, message: Message, queues: Sequence[Queue], seq: int) -> list[Queue]:
+    """Append `message` to the streams among `queues` (every message, persistent or not, as RabbitMQ);
+    the other queues. On a confirm channel the confirm waits for each stream's log to have it durable
+    (and for the other queues' journal, counted as one more part: `confirmed` settles at the last)."""
+    others = [queue for queue in queues if not isinstance(queue, StreamQueue)]
+    streams = [queue for queue in queues if isinstance(queue, StreamQueue)]
+    if seq:
+        parts = channel.confirm_parts
+        if parts is None:
+            parts = channel.confirm_parts = {}
+        parts[seq] = [len(streams) + (1 if others else 0), True]
+    for stream in streams:
+        offset = stream.append(message)
+        if seq:
+            stream.log.when_durable(offset, partial(_stream_durable, channel, seq))
+    return others
+
+
+def _stream_durable(channel: Channel, seq: int, ok: bool) -> None:
+    confirmed(channel, seq, ok)
 
 
 def confirm_select(channel: Channel, method: ConfirmSelect) -> None:
@@ -207,6 +234,17 @@ def confirmed(channel: Channel, seq: int, ack: bool = True) -> None:
     confirms = channel.confirms
     if confirms is None or not channel.is_open:
         return
+    parts = channel.confirm_parts
+    if parts:
+        waiting = parts.get(seq)
+        if waiting is not None:
+            # A publish to streams (and maybe queues): settled once every part is durable.
+            waiting[0] -= 1
+            waiting[1] = waiting[1] and ack
+            if waiting[0] > 0:
+                return
+            del parts[seq]
+            ack = bool(waiting[1])
     confirms.settle(seq, ack)
     if ack:
         # Counted per message as it is settled: acks may go out of order (a transient message

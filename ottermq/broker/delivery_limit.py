@@ -19,10 +19,13 @@ from ottermq.broker.message import Message, QueueEntry
 class DeliveryCounts:
     """Failed-delivery counts of the entries of one queue, by entry seq."""
 
-    __slots__ = ("_counts", "limit")
+    __slots__ = ("_counts", "always", "limit")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int | None, always: bool = False) -> None:
+        # None: no limit (a quorum queue without x-delivery-limit still counts, for the header).
         self.limit = limit
+        # A quorum queue's deliveries all carry x-delivery-count, 0 on the first (RabbitMQ 3.10).
+        self.always = always
         self._counts: dict[int, int] = {}
 
     def returned(self, entries: Iterable[QueueEntry]) -> tuple[list[QueueEntry], list[QueueEntry]]:
@@ -31,11 +34,12 @@ class DeliveryCounts:
         A requeued entry's next delivery carries its count as x-delivery-count (`count`).
         """
         counts = self._counts
+        limit = self.limit
         keep: list[QueueEntry] = []
         over: list[QueueEntry] = []
         for entry in entries:
             count = counts.get(entry.seq, 0) + 1
-            if count > self.limit:
+            if limit is not None and count > limit:
                 counts.pop(entry.seq, None)
                 over.append(entry)
                 continue

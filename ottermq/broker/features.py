@@ -83,6 +83,7 @@ def parse_features(arguments: dict[str, Any], vhost: VHost | None) -> QueueFeatu
     the `vhost` to publish to (a queue made without one, in a test, dead-letters nothing)."""
     if not arguments:
         return None
+    quorum = arguments.get("x-queue-type") == "quorum"
     expires = _int_arg(arguments, "x-expires")
     max_length = _int_arg(arguments, "x-max-length")
     max_bytes = _int_arg(arguments, "x-max-length-bytes")
@@ -105,6 +106,10 @@ def parse_features(arguments: dict[str, Any], vhost: VHost | None) -> QueueFeatu
         ),
         max_priority=_int_arg(arguments, "x-max-priority") or None,
         single_active=WaitingConsumers() if arguments.get("x-single-active-consumer") is True else None,
-        delivery=DeliveryCounts(limit) if limit is not None and limit >= 0 else None,
+        delivery=(
+            DeliveryCounts(limit if limit is not None and limit >= 0 else None, always=quorum)
+            if quorum or (limit is not None and limit >= 0)
+            else None
+        ),
     )
     return features if features.parts() else None

@@ -40,6 +40,7 @@ from ottermq.broker.features import QueueFeatures
 from ottermq.broker.length_limit import REJECT_PUBLISH_DLX, LengthLimit, unwrap
 from ottermq.broker.message import Message, QueueEntry
 from ottermq.broker.object_stats import QueueStats
+from ottermq.broker.queue_types import queue_type
 from ottermq.broker.ready import Ready
 from ottermq.broker.ttl import deadline, now_ms
 
@@ -244,14 +245,20 @@ class Queue(DurableIndex):
         limit = features.limit
         return limit is not None and limit.refuses(len(self._ready), size)
 
+    @property
+    def queue_type(self) -> str:
+        """classic, quorum or stream (queue_types.py)."""
+        return queue_type(self.arguments)
+
     def content_of(self, entry: QueueEntry) -> Message:
         """The content to deliver for `entry` (from the content store), with x-delivery-count when the
         queue has a delivery limit and the entry came back before."""
         message = self.contents.get(entry.msg_id)
         features = self.features
         if features is not None and features.delivery is not None:
-            count = features.delivery.count(entry)
-            if count:
+            delivery = features.delivery
+            count = delivery.count(entry)
+            if count or delivery.always:
                 return with_delivery_count(message, count)
         return message
 

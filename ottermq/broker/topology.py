@@ -46,6 +46,8 @@ from ottermq.broker.journal import Journal, MemoryJournal
 from ottermq.broker.message import Message
 from ottermq.broker.policies import VHostPolicies, apply_event
 from ottermq.broker.queue import Queue
+from ottermq.broker.queue_types import STREAM
+from ottermq.broker.stream import MemoryStreams, StreamQueue, StreamStorage
 
 if TYPE_CHECKING:
     from ottermq.broker.vhost import VHost
@@ -85,6 +87,10 @@ class Topology:
         # Bindings by destination, to drop them with the destination.
         self._bound_to: dict[tuple[DestinationKind, str], dict[Binding, None]] = {}
         self._default_router = DefaultRouter()
+        # Where its stream queues keep their records (the broker's; see stream.py).
+        self.streams: StreamStorage = MemoryStreams()
+        # True once a stream was declared here: publishing looks for streams among the targets only then.
+        self.streams_declared = False
         # The owner of every message content its queues hold (the broker's; see content.py).
         self.contents: Contents = contents if contents is not None else Contents()
         # While tx.commit runs: the removals of its single record (see begin_tx).
@@ -274,6 +280,14 @@ class Topology:
         if event.name in self.queues:
             return
         arguments = dict(event.arguments)
+        if arguments.get("x-queue-type") == STREAM:
+            stream = StreamQueue(event.name, self.name, arguments, None)
+            stream.log = self.streams.open(self.name, event.name, arguments, stream.dispatch)
+            stream.contents = self.contents
+            self.streams_declared = True
+            self.queues[event.name] = stream
+            self._default_router.add_queue(stream)
+            return
         # What the policies make of the arguments (None: no policy applies to the queue).
         effective = self.policies.queue_arguments(event.name, arguments) if self.policies else None
         queue = Queue(

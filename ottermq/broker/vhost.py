@@ -20,7 +20,7 @@ from ottermq.amqp.constants import (
     PRECONDITION_FAILED,
 )
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
-from ottermq.broker import exchange_types
+from ottermq.broker import exchange_types, queue_types
 from ottermq.broker.arguments import (
     EXCHANGE_EQUIVALENCE_KEYS,
     QUEUE_EQUIVALENCE_KEYS,
@@ -43,6 +43,7 @@ from ottermq.broker.events import (
 from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, Exchange
 from ottermq.broker.publishing import Publishing
 from ottermq.broker.queue import Queue
+from ottermq.broker.stream import StreamQueue
 
 SERVER_NAMED_PREFIX: Final = "amq.gen-"
 
@@ -195,7 +196,9 @@ class VHost(Publishing):
         if exclusive and owner is None:
             raise ValueError("an exclusive queue needs an owner")
         exclusive, auto_delete = bool(exclusive), bool(auto_delete)
-        durable = bool(durable) and not exclusive  # exclusive queues never outlive their connection
+        requested_durable = bool(durable)
+        durable = requested_durable and not exclusive  # exclusive queues never outlive their connection
+        server_named = not name
         if not name:
             name = server_generated_name()
             while name in self.queues:
@@ -214,12 +217,19 @@ class VHost(Publishing):
             resource = existing.resource
             assert_field_equivalent("durable", resource, existing.durable, durable)
             assert_field_equivalent("auto_delete", resource, existing.auto_delete, auto_delete)
-            assert_arguments_equivalent(QUEUE_EQUIVALENCE_KEYS, resource, existing.arguments, args)
+            keys: tuple[str, ...] = QUEUE_EQUIVALENCE_KEYS
+            if existing.queue_type == queue_types.CLASSIC and args.get("x-queue-type") in (None, "classic"):
+                # A classic queue is one whether or not x-queue-type says so, as in RabbitMQ.
+                keys = tuple(key for key in keys if key != "x-queue-type")
+            assert_arguments_equivalent(keys, resource, existing.arguments, args)
             if existing.features is not None:
                 existing.features.used()  # a redeclare restarts x-expires
             self.churn.queues_declared += 1
             return existing
-        check_queue_arguments(self._resource("queue", name), args)
+        resource = self._resource("queue", name)
+        kind = queue_types.check_type(resource, args)
+        check_queue_arguments(resource, args)
+        queue_types.check_properties(kind, resource, requested_durable, exclusive, auto_delete, server_named)
         if 0 <= self.max_queues <= len(self.queues):
             raise ChannelError(
                 PRECONDITION_FAILED,
@@ -253,6 +263,10 @@ class VHost(Publishing):
 
     def _delete_queue(self, queue: Queue) -> None:
         sources = self._sources_of("queue", queue.name)
+        if isinstance(queue, StreamQueue):
+            # Before the deletion is logged: a stream declared again must never find these records.
+            queue.drop()
+            self.streams.remove(self.name, queue.name)
         event = QueueDeleted(self.name, queue.name)
         self._journal(event, queue.durable)
         self._apply_queue_deleted(event)
@@ -267,6 +281,8 @@ class VHost(Publishing):
     def purge_queue(self, name: str, owner: object | None = None) -> int:
         """queue.purge: the number of ready messages dropped."""
         queue = self.lookup_queue(name, owner)
+        if isinstance(queue, StreamQueue):
+            queue.purge()  # RabbitMQ's 540
         count = queue.ready_count
         event = QueuePurged(self.name, name)
         self._journal(event, queue.durable)

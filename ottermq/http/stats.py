@@ -42,7 +42,7 @@ def queue_row(queue: Queue, unacked: int) -> dict[str, Any]:
         messages_ready=ready,
         messages_unacknowledged=unacked,
         state="running",
-        type="classic",
+        type=queue.queue_type,
         node=NODE,
     )
     return row

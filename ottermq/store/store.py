@@ -50,6 +50,7 @@ from ottermq.store.recovery import RUNNING_MARK, RecoveryInfo, rebuild, report_r
 from ottermq.store.salvage import plan_salvage
 from ottermq.store.scrub import DEFAULT_INTERVAL, DEFAULT_RATE, Scrubber
 from ottermq.store.snapshot import encode_snapshot, index_of
+from ottermq.store.streams import STREAMS_DIR, MementoStreams
 
 if TYPE_CHECKING:
     from memento.disk import DiskIO
@@ -109,6 +110,8 @@ class DurableStore:
         self.journal = MementoJournal(memento_log)
         # The broker's content store (given to the Broker this store recovers).
         self.contents = LogContents(self.journal.read_content)
+        # Stream queues keep their records in logs of their own (streams.py).
+        self.streams = MementoStreams(Path(memento_log.path).parent / STREAMS_DIR)
         incidents = JournalIncidents(self)
         self.journal.on_failure = incidents.failed
         self.journal.on_suspended = incidents.suspended
@@ -158,7 +161,9 @@ class DurableStore:
         """The broker to `recover` into: no defaults, this store's journal and content store."""
         from ottermq.broker.broker import Broker
 
-        return Broker(settings, self.journal, defaults=False, contents=self.contents)
+        broker = Broker(settings, self.journal, defaults=False, contents=self.contents)
+        broker.streams = self.streams
+        return broker
 
     # -- recovery ---------------------------------------------------------------------------------------
 
@@ -409,6 +414,7 @@ class DurableStore:
         if self._work is not None and not self._work.done():
             await asyncio.wait([self._work])
         self.journal.flush_removals()
+        await self.streams.close()
         try:
             if (
                 snapshot

@@ -189,3 +189,20 @@ def test_read_live_serves_staged_records_then_written_ones(tmp_path: Path) -> No
         assert [decode_wire(d, 0)[5].tobytes() for d in Cursor(log, 5).read(12)] == [
             r.payload for r in log.replay(5) if r.lsn <= 12
         ]
+
+
+def test_cursor_returns_before_a_record_larger_than_what_is_left_of_the_window(tmp_path: Path) -> None:
+    # A small record, then one larger than the rest of the read window, in a segment that is not the last:
+    # the read returns the small one (it used to leave for the next segment and come back for ever).
+    with Log.open(tmp_path / "log", segment_size=4 << 20) as log:
+        log.append(1, b"small")
+        log.append(1, b"x" * (2 << 20))
+        log.append(1, b"y" * (3 << 20))  # in the next segment
+        log.sync()
+        assert len(log.segments) == 2
+        cursor = Cursor(log, 0)
+        lsns: list[int] = []
+        for _ in range(5):
+            lsns.extend(decode_wire(data, 0)[3] for data in cursor.read(log.durable_lsn, 1 << 20))
+        assert lsns == [1, 2, 3]
+        cursor.close()
