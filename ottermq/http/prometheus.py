@@ -1026,7 +1026,9 @@ class PrometheusService:
         self.cluster = cluster
         self._server: HttpServer | None = None
 
-    async def start(self, broker: Broker, amqp: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    async def start(
+        self, broker: Broker, amqp: list[tuple[str, int]], amqps: list[tuple[str, int]] | None = None
+    ) -> list[tuple[str, int]]:
         """Listen; the bound addresses. OSError if the port cannot be bound."""
         from ottermq.http.server import HttpServer
 

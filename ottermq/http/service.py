@@ -82,8 +82,11 @@ class ManagementService:
         self._server: HttpServer | None = None
         self._sampler: asyncio.Task[None] | None = None
 
-    async def start(self, broker: Broker, amqp: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """Listen; the bound addresses. OSError if the port cannot be bound."""
+    async def start(
+        self, broker: Broker, amqp: list[tuple[str, int]], amqps: list[tuple[str, int]] | None = None
+    ) -> list[tuple[str, int]]:
+        """Listen; the bound addresses. OSError if the port cannot be bound. `amqp` and `amqps` (TLS) are
+        where AMQP listens: the listeners /api/overview and the health checks name."""
         import ottermq.http.public  # noqa: F401  (importing it registers every route)
         from ottermq.http.app import Application, Context
         from ottermq.http.history import History
@@ -96,6 +99,10 @@ class ManagementService:
             broker.auth.checks.runner = CheckRunner()
         listeners: list[dict[str, Any]] = [
             {"protocol": "amqp", "ip_address": host, "port": port} for host, port in amqp
+        ]
+        # RabbitMQ's name for its TLS listener's protocol.
+        listeners += [
+            {"protocol": "amqp/ssl", "ip_address": host, "port": port} for host, port in amqps or ()
         ]
         rates = MessageRates(broker)
         context = Context(
