@@ -10,8 +10,8 @@ the rates and samples of queues, exchanges, vhosts, channels, connections and th
 RabbitMQ; the CLI passes the setting collect_statistics_interval; without it OTTERMQ_STATS_INTERVAL).
 `node` holds what the node's row says that only the CLI knows (data_dir, disk_free_limit, config_files).
 The transport's limits against slow and idle peers (`server.Limits`) are the settings `http_head_timeout`,
-`http_body_timeout`, `http_idle_timeout`, `http_send_timeout`, `http_max_connections`, `http_max_unproven`
-(`ottermq.config.http_limits` names them by field).
+`http_body_timeout`, `http_idle_timeout`, `http_send_timeout`, `http_max_connections`, `http_max_unproven`,
+`http_max_body_size` (`ottermq.config.http_limits` names them by field).
 Logins share the broker's password-check scheduler with AMQP (`http/auth.py`): the AMQP server installs its
 worker threads, and `start` installs the same kind when it runs alone (tests), never hashing on the loop.
 """
