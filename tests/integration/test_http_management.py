@@ -578,3 +578,19 @@ def test_management_user_overview_counts_only_what_it_sees(
     admin = api("GET", "/api/overview?columns=object_totals,queue_totals").body
     assert shape(admin["object_totals"]) == shape(recorded("overview/administrator")[1]["object_totals"])
     assert admin["object_totals"]["connections"] >= 2
+
+
+def test_a_vhost_made_over_http_grants_its_creator_everything(api: Any) -> None:
+    """As RabbitMQ 3.10 (maybe_grant_full_permissions): the creator can use the new vhost at once, and a
+    PUT of an existing vhost grants nothing."""
+    vhost = unique("granted")
+    assert api("PUT", f"/api/vhosts/{vhost}", {}).status == 201
+    try:
+        granted = api("GET", f"/api/permissions/{vhost}/guest").body
+        assert granted == {"user": "guest", "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+        assert api("PUT", f"/api/queues/{vhost}/q", {"durable": False}).status == 201
+        assert api("DELETE", f"/api/permissions/{vhost}/guest").status == 204
+        assert api("PUT", f"/api/vhosts/{vhost}", {}).status == 204
+        assert api("GET", f"/api/permissions/{vhost}/guest").status == 404
+    finally:
+        api("DELETE", f"/api/vhosts/{vhost}")
