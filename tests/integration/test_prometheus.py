@@ -185,7 +185,8 @@ def node(tmp_path_factory: pytest.TempPathFactory, broker: BrokerInfo) -> Iterat
         vhost = prometheus_traffic.OTHER_VHOST
         assert request(http_port, "PUT", f"/api/vhosts/{vhost}", {}).status == 201
         perms = {"configure": ".*", "write": ".*", "read": ".*"}
-        assert request(http_port, "PUT", f"/api/permissions/{vhost}/guest", perms).status == 201
+        # Granted already to the vhost's creator (as RabbitMQ does): set again, 204.
+        assert request(http_port, "PUT", f"/api/permissions/{vhost}/guest", perms).status == 204
         traffic = prometheus_traffic.run("127.0.0.1", server.port)
         try:
             traffic.hold(0.2)
