@@ -102,6 +102,9 @@ class Settings:
     http_idle_timeout: float = 30.0
     http_max_connections: int = 256
     http_max_unproven: int = 64
+    # Largest definitions document POST /api/definitions accepts (RabbitMQ's management.http.max_body_size,
+    # 20 MiB: ~200,000 queues); 413 beyond it. Every other request body is capped at 1 MiB.
+    http_max_body_size: int = 20 * 1024 * 1024
     # Milliseconds between the management API's samples of message counters and object figures, from
     # which its rates are computed (RabbitMQ's collect_statistics_interval; tests lower it).
     collect_statistics_interval: int = 5000
@@ -300,6 +303,8 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 0.01, 86400)
     elif name in ("http_max_connections", "http_max_unproven"):
         _in_range(value, 1, 1 << 20)
+    elif name == "http_max_body_size":
+        _in_range(value, 1 << 20, 1 << 30)
     elif name == "collect_statistics_interval":
         _in_range(value, 10, 86_400_000)
     elif name in ("handshake_timeout", "shutdown_timeout"):

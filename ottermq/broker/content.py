@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ottermq.broker.deadletter import DeadLettered
 from ottermq.broker.memory import MESSAGE_OVERHEAD, MemoryAccount
 from ottermq.broker.message import Message
 
@@ -49,6 +50,9 @@ class Contents:
         self.resident_bytes = 0
         # Messages dropped because their content could not be read (Queue.unreadable), since start.
         self.unreadable = 0
+        # Messages dead-lettered or dropped for it, by reason (Queue._dead_letter, Queue.settle): the
+        # node-wide object every queue reaches.
+        self.dead_lettered = DeadLettered()
 
     def __len__(self) -> int:
         """How many contents are held."""

@@ -31,6 +31,31 @@ REJECTED: Final = "rejected"
 EXPIRED: Final = "expired"
 MAXLEN: Final = "maxlen"
 DELIVERY_LIMIT: Final = "delivery_limit"
+# RabbitMQ's dead_letter_strategy label of a classic queue's dead letters: sent to a dead-letter exchange,
+# or dropped because the queue has none.
+AT_MOST_ONCE: Final = "at_most_once"
+DISABLED: Final = "disabled"
+
+
+class DeadLettered:
+    """Messages that left queues unconsumed since start, by reason and strategy (RabbitMQ's
+    rabbitmq_global_messages_dead_lettered_<reason>_total): counted whether or not the dead-letter
+    exchange routes them, and as `disabled` when the queue has none, as RabbitMQ counts them."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, reason: str, strategy: str, n: int) -> None:
+        """Count `n` messages leaving for `reason` under `strategy`."""
+        if n:
+            key = (reason, strategy)
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def get(self, reason: str, strategy: str) -> int:
+        """How many left for `reason` under `strategy`."""
+        return self.counts.get((reason, strategy), 0)
 
 
 def header_routes(headers: dict[str, Any] | None) -> list[str]:

@@ -314,6 +314,11 @@ class Queue(DurableIndex):
         are reported to `on_removed` (one call per settle), which journals their removal and then
         applies it (`forget`)."""
         features = self.features
+        if reason == "reject" and (features is None or features.dead_letter is None):
+            # Dropped, having no dead-letter exchange to go to: counted as RabbitMQ counts it.
+            if not isinstance(entries, (list, tuple)):
+                entries = list(entries)
+            self.contents.dead_lettered.add(deadletter.REJECTED, deadletter.DISABLED, len(entries))
         if features is None and not self.durable:  # the common case: nothing to log, nothing to decide
             release = self.contents.release
             for entry in entries:
@@ -370,8 +375,12 @@ class Queue(DurableIndex):
         is not dead-lettered (the entry leaves all the same), with an error line naming it."""
         features = self.features
         target = features.dead_letter if features is not None else None
+        if not isinstance(entries, (list, tuple)):
+            entries = list(entries)
         if target is None:
+            self.contents.dead_lettered.add(reason, deadletter.DISABLED, len(entries))
             return
+        self.contents.dead_lettered.add(reason, deadletter.AT_MOST_ONCE, len(entries))
         get = self.contents.get
         messages: list[Message] = []
         for entry in entries:

@@ -161,6 +161,10 @@ async def put_vhost(ctx: Ctx) -> Response:
     check_printable("vhost", name)
     existed = name in ctx.broker.vhosts
     ctl(ctx, "add_vhost", name=name)
+    if not existed:
+        # As RabbitMQ's (rabbit_mgmt_wm_vhost:maybe_grant_full_permissions): the creator may use it at once.
+        everything = {"configure": ".*", "write": ".*", "read": ".*"}
+        ctl(ctx, "set_permissions", user=ctx.me.name, vhost=name, **everything)
     await ctx.durable()
     return no_content(204 if existed else 201)
 

@@ -8,9 +8,7 @@ paths.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
@@ -20,36 +18,40 @@ from ottermq.http.api_limits import check_topic_access
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.interface import HttpError, Response
 from ottermq.http.listing import listed
-from ottermq.server.rows import binding_infos, jsonable
+from ottermq.http.phash2 import args_hash, http_arguments
+from ottermq.server.rows import binding_infos
 
 if TYPE_CHECKING:
     from ottermq.broker.vhost import VHost
 
 
-def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:
+def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:
     """The name of a binding in paths, as rabbit_mgmt_format:pack_binding_props makes it: "~" for no
     routing key and no arguments; else the routing key form-encoded (quote_plus: "#" -> "%23", " " -> "+")
-    with "~" as "%7E", then, when there are arguments, "~" and 6 base64url characters of a 32-bit hash of
-    them. RabbitMQ hashes them with erlang:phash2; this hash differs, so only the form is the same."""
+    with "~" as "%7E", then, when there are arguments, "~" and RabbitMQ's hash of them (phash2.py):
+    `arguments` as the broker holds them (their AMQP types decide the hash)."""
     if not routing_key and not arguments:
         return "~"
     key = quote_plus(routing_key, safe="").replace("~", "%7E")
     if not arguments:
         return key
-    digest = hashlib.blake2b(json.dumps(arguments, sort_keys=True, default=str).encode(), digest_size=4)
-    return f"{key}~{base64.urlsafe_b64encode(digest.digest()).decode().rstrip('=')}"
+    return f"{key}~{args_hash(arguments)}"
 
 
 def binding_rows(vhost: VHost) -> list[dict[str, Any]]:
     """The vhost's bindings with the management API's field names."""
     rows = binding_infos(vhost)
-    for row in rows:
+    # The default exchange's implicit bindings (no arguments) come first, then vhost.bindings() in order.
+    explicit: list[Mapping[str, Any]] = [binding.arguments for binding in vhost.bindings()]
+    none: Mapping[str, Any] = {}
+    held = [none] * (len(rows) - len(explicit)) + explicit
+    for row, arguments in zip(rows, held, strict=True):
         row["source"] = row.pop("source_name")
         row.pop("source_kind")
         row["destination"] = row.pop("destination_name")
         row["destination_type"] = row.pop("destination_kind")
         row["vhost"] = vhost.name
-        row["properties_key"] = properties_key(row["routing_key"], row["arguments"])
+        row["properties_key"] = properties_key(row["routing_key"], arguments)
     return rows
 
 
@@ -127,7 +129,7 @@ def _register(kind: str, letter: str) -> None:
         if not isinstance(routing_key, str):
             raise HttpError(400, "bad_request", "routing_key must be a string")
         check_shortstr("routing_key", routing_key)
-        arguments = arguments_of(body)
+        arguments = http_arguments(arguments_of(body))
         source, destination = _between(ctx, vhost, kind)
         check_access(ctx, vhost, WRITE, kind, destination)
         check_access(ctx, vhost, READ, "exchange", source)
@@ -169,7 +171,7 @@ def _register(kind: str, letter: str) -> None:
             and b.destination == row["destination"]
             and b.destination_kind == kind
             and b.routing_key == row["routing_key"]
-            and properties_key(b.routing_key, jsonable(b.arguments)) == row["properties_key"]
+            and properties_key(b.routing_key, b.arguments) == row["properties_key"]
         )
         if kind == "queue":
             owner = vhost.queues[row["destination"]].exclusive_owner

@@ -17,7 +17,7 @@ from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, rou
 from ottermq.http.auth import Unauthorized, require_vhost, visible_vhosts
 from ottermq.http.fields import exchange_fields, queue_fields, queue_figures
 from ottermq.http.interface import HttpError, Response
-from ottermq.http.listing import listed, shown
+from ottermq.http.listing import listed, paged_lazily, shown
 from ottermq.http.messages import decode_payload, encode_json_properties, get, publish
 from ottermq.http.stats import queue_row, unacked_by_queue
 from ottermq.server.rows import exchange_info
@@ -101,14 +101,13 @@ async def list_queues(ctx: Ctx) -> Response:
     """Queues with their message and consumer counts."""
     unacked = unacked_by_queue(ctx.broker)
     figures = queue_figures(ctx)
-    return listed(
+    vhosts = path_vhosts(ctx)
+    by_name = {vhost.name: vhost for vhost in vhosts}
+    return paged_lazily(
         ctx,
-        [
-            queue_fields(ctx, q, queue_policies(vhost, q, queue_row(q, unacked[q])), figures)
-            for vhost in path_vhosts(ctx)
-            for q in vhost.queues.values()
-        ],
-        paged=True,
+        [q for vhost in vhosts for q in vhost.queues.values()],
+        lambda q: queue_policies(by_name[q.vhost], q, queue_row(q, unacked[q])),
+        lambda q, row: queue_fields(ctx, q, row, figures),
     )
 
 

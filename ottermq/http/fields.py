@@ -274,12 +274,7 @@ class _Figures:
     def unacked(self, queue: Queue) -> list[QueueEntry]:
         """The queue's delivered, unacknowledged entries (all queues' gathered once per request)."""
         if self._unacked is None:
-            by_queue: dict[Queue, list[QueueEntry]] = {}
-            for connection in self._broker.connections:
-                for channel in connection.channels.values():
-                    for delivery in channel.unacked.outstanding():
-                        by_queue.setdefault(delivery[1], []).append(delivery[2])
-            self._unacked = by_queue
+            self._unacked = unacked_entries(self._broker)
         return self._unacked.get(queue, [])
 
     def add(
@@ -297,6 +292,16 @@ class _Figures:
         for i, name in enumerate(names):
             row[name] = values[i]
             row[f"{name}_details"] = self.history.details(key, offset + i, self.now, asked, rates)
+
+
+def unacked_entries(broker: Broker) -> dict[Queue, list[QueueEntry]]:
+    """Every queue's delivered, unacknowledged entries (one walk over the channels)."""
+    by_queue: dict[Queue, list[QueueEntry]] = {}
+    for connection in broker.connections:
+        for channel in connection.channels.values():
+            for delivery in channel.unacked.outstanding():
+                by_queue.setdefault(delivery[1], []).append(delivery[2])
+    return by_queue
 
 
 def _now() -> float:
@@ -343,7 +348,7 @@ def queue_fields(
     features = queue.features
     single = features is not None and features.single_active is not None
     row["single_active_consumer_tag"] = consumers[0].tag if single and consumers else None
-    capacity = _consumer_capacity(figures, key, queue)
+    capacity = consumer_capacity(figures.history, queue)
     row["consumer_utilisation"] = capacity
     row["consumer_capacity"] = capacity
     idle = _idle_since(figures.history, key)
@@ -355,7 +360,7 @@ def queue_fields(
     row["incoming"] = []
     row["backing_queue_status"] = _backing_queue_status(figures, key, row)
     if figures.walk:
-        row.update(_message_figures(queue, figures.unacked(queue)))
+        row.update(message_figures(queue, figures.unacked(queue)))
     return row
 
 
@@ -404,10 +409,12 @@ def _deliverable(queue: Queue, ready: int) -> tuple[int, int]:
     return (1, int(any(getattr(c, "active", True) and c.has_credit() for c in queue.consumers())))
 
 
-def _consumer_capacity(figures: _Figures, key: Hashable, queue: Queue) -> float:
+def consumer_capacity(history: History | None, queue: Queue) -> float:
+    """The queue's consumer_capacity (module docstring); the test made now when nothing was sampled."""
     if not queue.consumer_count:
         return 0
-    series = figures.history.series.get(key)
+    key = ("queue", queue.vhost, queue.name)
+    series = history.series.get(key) if history is not None else None
     if series is not None:
         recent = list(series.values)[-UTILISATION_SAMPLES:]
         with_consumers = [values[-1] for values in recent if values[-2]]
@@ -434,7 +441,7 @@ def _backing_queue_status(figures: _Figures, key: Hashable, row: dict[str, Any])
     }
 
 
-def _message_figures(queue: Queue, unacked_entries: list[QueueEntry]) -> dict[str, Any]:
+def message_figures(queue: Queue, delivered: list[QueueEntry]) -> dict[str, Any]:
     """Sizes and residency of the queue's messages, ready and unacknowledged (a walk over them)."""
     contents = queue.contents
     resident = contents.is_resident
@@ -452,8 +459,8 @@ def _message_figures(queue: Queue, unacked_entries: list[QueueEntry]) -> dict[st
             ready_ram += 1
             ready_ram_bytes += size
     unacked_bytes = unacked_ram = unacked_ram_bytes = 0
-    unacked = len(unacked_entries)
-    for entry in unacked_entries:
+    unacked = len(delivered)
+    for entry in delivered:
         unacked_bytes += entry.size
         if entry.msg_id > 0:
             persistent += 1

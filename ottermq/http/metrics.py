@@ -48,6 +48,8 @@ def _escape(value: str) -> str:
 def _number(value: float) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
+    if value != value:  # NaN, written as Go's and RabbitMQ's exposition writes it
+        return "NaN"
     if isinstance(value, int) or float(value).is_integer():
         return str(int(value))
     return repr(float(value))

@@ -19,8 +19,10 @@ under that key; the management API's names stand in for pids here).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
+import math
 import os
 import platform
 import resource
@@ -32,9 +34,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.broker.alarms import ALARM_DISK, ALARM_MEMORY
 from ottermq.broker.broker import VERSION
+from ottermq.broker.deadletter import AT_MOST_ONCE, DELIVERY_LIMIT, DISABLED, EXPIRED, MAXLEN, REJECTED
 from ottermq.http.api_admin import MANAGEMENT_VERSION
 from ottermq.http.api_health import cluster_name
 from ottermq.http.app import Ctx, route
+from ottermq.http.fields import consumer_capacity, message_figures, unacked_entries
 from ottermq.http.interface import Request, Response
 from ottermq.http.metrics import CONTENT_TYPE, Family, collect, render, resident_memory
 from ottermq.http.paths import BadPath, split_target
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from ottermq.broker.connection import Connection
     from ottermq.broker.queue import Queue
     from ottermq.cluster.service import ClusterService
+    from ottermq.http.history import History
     from ottermq.http.server import HttpServer
     from ottermq.store.store import DurableStore
 
@@ -57,6 +62,8 @@ CLUSTER_PREFIX: Final = "rabbitmq_cluster_"
 # The group `family=` names for OtterMQ's own log figures (`ottermq_*`) in /metrics/detailed.
 OTTERMQ_GROUP: Final = "ottermq_metrics"
 _STARTED: Final = time.time()
+# Messages walked by a scrape's queue figures between two turns of the event loop.
+WALK_CHUNK: Final = 50_000
 # Per process when there is no log to name the node (memory persistence): a restart is a new cluster.
 _EPHEMERAL_ID: Final = secrets.token_bytes(16)
 
@@ -82,6 +89,10 @@ class Scrape:
     store: DurableStore | None
     vhosts: frozenset[str] | None
     cluster: dict[str, Any] | None = None
+    # The management service's samples (consumer_capacity over time), None on the Prometheus port.
+    history: History | None = None
+    # Each queue's message figures (walk_queues), when a group needs them.
+    queue_figures: dict[Queue, dict[str, Any]] | None = None
 
     def queues(self) -> Iterator[Queue]:
         """Every queue of the vhosts in view."""
@@ -168,6 +179,65 @@ def _queue_coarse(scrape: Scrape, per_object: bool) -> Iterable[Row]:
 def _queue_consumers(scrape: Scrape, per_object: bool) -> Iterable[Row]:
     for queue in scrape.queues():
         yield _queue_labels(queue), (queue.consumer_count,)
+
+
+def _queue_details(scrape: Scrape, per_object: bool) -> Iterable[Row]:
+    figures = scrape.queue_figures or {}
+    history = scrape.history
+    for queue in scrape.queues():
+        found = figures.get(queue)
+        if found is None:  # declared since the walk: no message yet worth a second walk
+            found = message_figures(queue, [])
+        capacity = consumer_capacity(history, queue)
+        head = found["head_message_timestamp"]
+        yield (
+            _queue_labels(queue),
+            (
+                queue.consumer_count,
+                capacity,
+                capacity,
+                found["memory"],
+                found["messages_ram"],
+                found["message_bytes_ram"],
+                found["messages_ready_ram"],
+                found["messages_unacknowledged_ram"],
+                found["messages_persistent"],
+                found["message_bytes_persistent"],
+                found["message_bytes"],
+                found["message_bytes_ready"],
+                found["message_bytes_unacknowledged"],
+                found["messages_paged_out"],
+                found["message_bytes_paged_out"],
+                head if head is not None else math.nan,
+            ),
+        )
+
+
+async def walk_queues(broker: Broker, vhosts: frozenset[str] | None) -> dict[Queue, dict[str, Any]]:
+    """Every queue's message figures (fields.message_figures: a walk over its messages), with a turn of
+    the event loop after each WALK_CHUNK messages walked, so a deep backlog does not hold clients up for
+    the whole scrape."""
+    delivered = unacked_entries(broker)
+    found: dict[Queue, dict[str, Any]] = {}
+    walked = 0
+    queues = [
+        queue
+        for vhost in list(broker.vhosts.values())
+        if vhosts is None or vhost.name in vhosts
+        for queue in vhost.queues.values()
+    ]
+    for queue in queues:
+        if queue.deleted:
+            continue
+        held = delivered.get(queue, [])
+        # Delivered entries may have been settled during a turn given away: read them fresh then.
+        found[queue] = message_figures(queue, held)
+        walked += queue.ready_count + len(held) + 1
+        if walked >= WALK_CHUNK:
+            walked = 0
+            await asyncio.sleep(0)
+            delivered = unacked_entries(broker)
+    return found
 
 
 def _tx_pending(channel: Channel) -> tuple[int, int]:
@@ -269,6 +339,8 @@ class Group:
     # False for groups counted per channel only, which RabbitMQ splits by exchange or queue: they are in
     # the aggregated /metrics only (their per-object labels cannot be given).
     has_objects: bool = True
+    # Families (Spec names) that the aggregated view gives without a sample, as RabbitMQ's.
+    unsummed: frozenset[str] = frozenset()
 
 
 def _specs(*rows: tuple[str, str, str]) -> tuple[Spec, ...]:
@@ -355,7 +427,39 @@ GROUPS: Final[dict[str, Group]] = {
     "queue_consumer_count": Group(
         _specs(("queue_consumers", "gauge", "Consumers on a queue")), _queue_consumers
     ),
-    "queue_metrics": Group(_specs(("queue_consumers", "gauge", "Consumers on a queue")), _queue_consumers),
+    "queue_metrics": Group(
+        _specs(
+            ("queue_consumers", "gauge", "Consumers on a queue"),
+            ("queue_consumer_capacity", "gauge", "Consumer capacity"),
+            ("queue_consumer_utilisation", "gauge", "Same as consumer capacity"),
+            ("queue_process_memory_bytes", "gauge", "Memory in bytes used by the Erlang queue process"),
+            ("queue_messages_ram", "gauge", "Ready and unacknowledged messages stored in memory"),
+            (
+                "queue_messages_ram_bytes",
+                "gauge",
+                "Size of ready and unacknowledged messages stored in memory",
+            ),
+            ("queue_messages_ready_ram", "gauge", "Ready messages stored in memory"),
+            ("queue_messages_unacked_ram", "gauge", "Unacknowledged messages stored in memory"),
+            ("queue_messages_persistent", "gauge", "Persistent messages"),
+            ("queue_messages_persistent_bytes", "gauge", "Size in bytes of persistent messages"),
+            ("queue_messages_bytes", "gauge", "Size in bytes of ready and unacknowledged messages"),
+            ("queue_messages_ready_bytes", "gauge", "Size in bytes of ready messages"),
+            ("queue_messages_unacked_bytes", "gauge", "Size in bytes of all unacknowledged messages"),
+            ("queue_messages_paged_out", "gauge", "Messages paged out to disk"),
+            ("queue_messages_paged_out_bytes", "gauge", "Size in bytes of messages paged out to disk"),
+            (
+                "queue_head_message_timestamp",
+                "gauge",
+                "Timestamp of the first message in the queue, if any",
+            ),
+        ),
+        _queue_details,
+        # RabbitMQ 3.10's /metrics gives these families without a sample.
+        unsummed=frozenset(
+            {"queue_consumer_capacity", "queue_messages_persistent_bytes", "queue_head_message_timestamp"}
+        ),
+    ),
     "channel_metrics": Group(
         _specs(
             ("channel_consumers", "gauge", "Consumers on a channel"),
@@ -555,8 +659,9 @@ def _families(prefix: str, group: Group, rows: list[Row], per_object: bool) -> l
     sums = [0.0] * len(group.specs)
     for _, values in rows:
         sums = [total + value for total, value in zip(sums, values, strict=True)]
-    for family, value in zip(families, sums, strict=True):
-        family.add(value)
+    for spec, family, value in zip(group.specs, families, sums, strict=True):
+        if spec.name not in group.unsummed:
+            family.add(value)
     return families
 
 
@@ -642,12 +747,50 @@ def global_counters(scrape: Scrape) -> list[Family]:
         else:
             family.add(counts[name], protocol=PROTOCOL)
         families.append(family)
+        if name == "confirmed":  # RabbitMQ's order: the dead-letter counters follow
+            families += dead_lettered(scrape)
     publishers = sum(1 for ch in channels if ch.n_routed + ch.n_unroutable_dropped + ch.n_unroutable_returned)
     families.append(
         Family("rabbitmq_global_publishers", "Current number of publishers").add(
             publishers, protocol=PROTOCOL
         )
     )
+    return families
+
+
+# RabbitMQ's dead-letter counters (rabbit_global_counters), by reason: the family's reason, its help, and
+# the strategies a classic queue has samples for (none: the family is quorum queues' only, and OtterMQ
+# gives it without samples; delivery_limit is OtterMQ's on classic queues, RabbitMQ's on quorum ones).
+DEAD_LETTER_COUNTERS: Final = (
+    ("confirmed", "Total number of messages dead-lettered and confirmed by target queues", ()),
+    (
+        DELIVERY_LIMIT,
+        "Total number of messages dead-lettered due to delivery-limit exceeded",
+        (AT_MOST_ONCE, DISABLED),
+    ),
+    (EXPIRED, "Total number of messages dead-lettered due to message TTL exceeded", (AT_MOST_ONCE, DISABLED)),
+    (
+        MAXLEN,
+        "Total number of messages dead-lettered due to overflow drop-head or reject-publish-dlx",
+        (AT_MOST_ONCE, DISABLED),
+    ),
+    (
+        REJECTED,
+        "Total number of messages dead-lettered due to basic.reject or basic.nack",
+        (AT_MOST_ONCE, DISABLED),
+    ),
+)
+
+
+def dead_lettered(scrape: Scrape) -> list[Family]:
+    """rabbitmq_global_messages_dead_lettered_*_total, labelled by queue type and strategy as RabbitMQ's."""
+    counts = scrape.broker.contents.dead_lettered
+    families: list[Family] = []
+    for reason, text, strategies in DEAD_LETTER_COUNTERS:
+        family = Family(f"rabbitmq_global_messages_dead_lettered_{reason}_total", text, "counter")
+        for strategy in strategies:
+            family.add(counts.get(reason, strategy), queue_type=CLASSIC_QUEUE, dead_letter_strategy=strategy)
+        families.append(family)
     return families
 
 
@@ -687,28 +830,41 @@ def _query_list(query: dict[str, list[str]], name: str) -> list[str] | None:
     return values if values else None
 
 
+def detailed_vhosts(broker: Broker, query: dict[str, list[str]]) -> frozenset[str] | None:
+    """The vhosts /metrics/detailed reads (None: all). As RabbitMQ: names of vhosts that do not exist
+    are dropped (all dropped: no queue matches)."""
+    vhosts = _query_list(query, "vhost")
+    return frozenset(v for v in vhosts if v in broker.vhosts) if vhosts else None
+
+
+def needs_walk(view: str, query: dict[str, list[str]]) -> bool:
+    """True when the view gives the queue_metrics group (whose figures walk the queues' messages)."""
+    return view != "detailed" or "queue_metrics" in (_query_list(query, "family") or [])
+
+
 def scrape_text(
     view: str,
     broker: Broker,
     store: DurableStore | None,
     query: dict[str, list[str]] | None = None,
     cluster: dict[str, Any] | None = None,
+    history: History | None = None,
+    queue_figures: dict[Queue, dict[str, Any]] | None = None,
 ) -> str:
     """The exposition text of one endpoint: view "" (/metrics), "per-object" or "detailed"; `query` holds
-    the detailed endpoint's `family` and `vhost` parameters (repeatable, as RabbitMQ's)."""
+    the detailed endpoint's `family` and `vhost` parameters (repeatable, as RabbitMQ's); `queue_figures`
+    what `walk_queues` found, when `needs_walk` says the view needs it."""
     query = query or {}
     if view == "detailed":
-        vhosts = _query_list(query, "vhost")
-        # As RabbitMQ: names of vhosts that do not exist are dropped (all dropped: no queue matches).
-        kept = frozenset(v for v in vhosts if v in broker.vhosts) if vhosts else None
-        scrape = Scrape(broker, store, kept, cluster)
+        kept = detailed_vhosts(broker, query)
+        scrape = Scrape(broker, store, kept, cluster, history, queue_figures)
         wanted = _query_list(query, "family") or []
         families = group_families(scrape, GROUPS, wanted, DETAILED_PREFIX, per_object=True)
         families += group_families(scrape, CLUSTER_GROUPS, wanted, CLUSTER_PREFIX, per_object=True)
         if OTTERMQ_GROUP in wanted:
             families += ottermq_families(scrape)
         return render(families + identity(scrape))
-    scrape = Scrape(broker, store, None, cluster)
+    scrape = Scrape(broker, store, None, cluster, history, queue_figures)
     per_object = view == "per-object"
     families = group_families(scrape, GROUPS, GROUPS, PREFIX, per_object)
     families += totals(scrape) + identity(scrape) + global_counters(scrape)
@@ -772,19 +928,24 @@ def _multi_query(raw: bytes) -> dict[str, list[str]]:
         return {}
 
 
-def _answer(
+async def _answer(
     view: str,
     request: Request,
     broker: Broker,
     store: DurableStore | None,
     cluster: ClusterService | None = None,
+    history: History | None = None,
 ) -> Response:
     """One scrape: the text, gzipped when the scraper accepts it (Prometheus does), with its telemetry."""
     started = time.perf_counter()
     _, _, raw_query = request.target.partition(b"?")
+    query = _multi_query(raw_query)
     registry = _REGISTRIES[view]
+    figures = None
+    if needs_walk(view, query):
+        figures = await walk_queues(broker, detailed_vhosts(broker, query) if view == "detailed" else None)
     status = cluster.status() if cluster is not None else None
-    text = scrape_text(view, broker, store, _multi_query(raw_query), status) + TELEMETRY.text(registry)
+    text = scrape_text(view, broker, store, query, status, history, figures) + TELEMETRY.text(registry)
     body = text.encode()
     TELEMETRY.observe("telemetry_scrape_duration_seconds", registry, time.perf_counter() - started)
     TELEMETRY.observe("telemetry_scrape_size_bytes", registry, len(body))
@@ -801,19 +962,25 @@ def _answer(
 @route("GET", "/metrics", public=True)
 async def metrics(ctx: Ctx) -> Response:
     """Aggregated metrics (no authentication, as RabbitMQ's plugin)."""
-    return _answer("", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster)
+    return await _answer(
+        "", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster, ctx.context.history
+    )
 
 
 @route("GET", "/metrics/per-object", public=True)
 async def per_object(ctx: Ctx) -> Response:
     """One sample per queue, channel, connection."""
-    return _answer("per-object", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster)
+    return await _answer(
+        "per-object", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster, ctx.context.history
+    )
 
 
 @route("GET", "/metrics/detailed", public=True)
 async def detailed(ctx: Ctx) -> Response:
     """The groups `family=` names, per object, for the vhosts `vhost=` names."""
-    return _answer("detailed", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster)
+    return await _answer(
+        "detailed", ctx.request, ctx.broker, ctx.context.store, ctx.context.cluster, ctx.context.history
+    )
 
 
 _VIEWS: Final = {
@@ -843,7 +1010,7 @@ class PrometheusApp:
             return Response(404, b"Not Found", "text/plain")
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"", "text/plain", [("allow", "GET, HEAD")])
-        return _answer(view, request, self.broker, self.store, self.cluster)
+        return await _answer(view, request, self.broker, self.store, self.cluster)
 
 
 class PrometheusService:
@@ -859,7 +1026,9 @@ class PrometheusService:
         self.cluster = cluster
         self._server: HttpServer | None = None
 
-    async def start(self, broker: Broker, amqp: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    async def start(
+        self, broker: Broker, amqp: list[tuple[str, int]], amqps: list[tuple[str, int]] | None = None
+    ) -> list[tuple[str, int]]:
         """Listen; the bound addresses. OSError if the port cannot be bound."""
         from ottermq.http.server import HttpServer
 

@@ -81,6 +81,9 @@ class Limits:
     # Connections not yet proven (no authenticated request) that are reading a request; beyond it the
     # oldest of them is closed to make room, so they never fill `max_connections`.
     max_unproven: int = 64
+    # Bodies of definitions imports (POST /api/definitions[/{vhost}]), which RabbitMQ lets grow to 20 MiB;
+    # every other body is capped at MAX_BODY. 413 beyond.
+    max_body_size: int = 20 * 1024 * 1024
 
 
 # What a connection is doing: waiting for a next request, reading one, or having one handled.
@@ -256,6 +259,7 @@ class HttpServer:
         due = head_due if head_due is not None else loop.time() + limits.idle_timeout
         head: h11.Request | None = None
         body = bytearray()
+        max_body = MAX_BODY
         while True:
             try:
                 event = conn.next_event()
@@ -280,14 +284,15 @@ class HttpServer:
                 continue
             if isinstance(event, h11.Request):
                 head = event
+                max_body = limits.max_body_size if _is_import(event) else MAX_BODY
                 length = _content_length(event.headers)
-                if length is not None and length > MAX_BODY:
-                    raise _Refused(_too_large())
+                if length is not None and length > max_body:
+                    raise _Refused(_too_large(max_body))
                 due = loop.time() + limits.body_timeout
             elif isinstance(event, h11.Data):
                 body += event.data
-                if len(body) > MAX_BODY:
-                    raise _Refused(_too_large())
+                if len(body) > max_body:
+                    raise _Refused(_too_large(max_body))
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
                 headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers}
@@ -371,8 +376,14 @@ _TIMEOUT: Final = (
 )
 
 
-def _too_large() -> Response:
-    return error_response(413, "bad_request", f"request body larger than {MAX_BODY} bytes")
+def _too_large(limit: int) -> Response:
+    return error_response(413, "bad_request", f"request body larger than {limit} bytes")
+
+
+def _is_import(head: h11.Request) -> bool:
+    """A definitions import (POST /api/definitions or /api/definitions/{vhost}), whose body may be large."""
+    path = head.target.split(b"?", 1)[0]
+    return head.method == b"POST" and (path == b"/api/definitions" or path.startswith(b"/api/definitions/"))
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:

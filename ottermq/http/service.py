@@ -10,8 +10,8 @@ the rates and samples of queues, exchanges, vhosts, channels, connections and th
 RabbitMQ; the CLI passes the setting collect_statistics_interval; without it OTTERMQ_STATS_INTERVAL).
 `node` holds what the node's row says that only the CLI knows (data_dir, disk_free_limit, config_files).
 The transport's limits against slow and idle peers (`server.Limits`) are the settings `http_head_timeout`,
-`http_body_timeout`, `http_idle_timeout`, `http_send_timeout`, `http_max_connections`, `http_max_unproven`
-(`ottermq.config.http_limits` names them by field).
+`http_body_timeout`, `http_idle_timeout`, `http_send_timeout`, `http_max_connections`, `http_max_unproven`,
+`http_max_body_size` (`ottermq.config.http_limits` names them by field).
 Logins share the broker's password-check scheduler with AMQP (`http/auth.py`): the AMQP server installs its
 worker threads, and `start` installs the same kind when it runs alone (tests), never hashing on the loop.
 """
@@ -82,8 +82,11 @@ class ManagementService:
         self._server: HttpServer | None = None
         self._sampler: asyncio.Task[None] | None = None
 
-    async def start(self, broker: Broker, amqp: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """Listen; the bound addresses. OSError if the port cannot be bound."""
+    async def start(
+        self, broker: Broker, amqp: list[tuple[str, int]], amqps: list[tuple[str, int]] | None = None
+    ) -> list[tuple[str, int]]:
+        """Listen; the bound addresses. OSError if the port cannot be bound. `amqp` and `amqps` (TLS) are
+        where AMQP listens: the listeners /api/overview and the health checks name."""
         import ottermq.http.public  # noqa: F401  (importing it registers every route)
         from ottermq.http.app import Application, Context
         from ottermq.http.history import History
@@ -96,6 +99,10 @@ class ManagementService:
             broker.auth.checks.runner = CheckRunner()
         listeners: list[dict[str, Any]] = [
             {"protocol": "amqp", "ip_address": host, "port": port} for host, port in amqp
+        ]
+        # RabbitMQ's name for its TLS listener's protocol.
+        listeners += [
+            {"protocol": "amqp/ssl", "ip_address": host, "port": port} for host, port in amqps or ()
         ]
         rates = MessageRates(broker)
         context = Context(

@@ -78,8 +78,11 @@ class HttpService(Protocol):
     host: str
     port: int
 
-    async def start(self, broker: Broker, amqp: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """Listen (OSError if it cannot); the bound addresses. `amqp` is where AMQP listens."""
+    async def start(
+        self, broker: Broker, amqp: list[tuple[str, int]], amqps: list[tuple[str, int]] | None = None
+    ) -> list[tuple[str, int]]:
+        """Listen (OSError if it cannot); the bound addresses. `amqp` is where AMQP listens, `amqps` where
+        AMQP over TLS does."""
         ...
 
     async def stop(self, timeout: float) -> None:
@@ -219,6 +222,7 @@ async def _serve_clients(
     for host, port in addresses:
         fields = {"host": host, "port": port, "loop": loop_name}
         log.info(f"listening on {format_address(host, port)}", extra=fields)
+    tls_addresses: list[tuple[str, int]] = []
     if options.tls is not None:
         where = format_address(options.host, options.tls.port, "amqps")
         try:
@@ -238,8 +242,8 @@ async def _serve_clients(
     control = await _start_control(
         broker, options.control_socket, options.store, options.cluster, options.replication
     )
-    http = await _start_http(broker, options.http, addresses)
-    prometheus = await _start_http(broker, options.prometheus, addresses, "Prometheus metrics")
+    http = await _start_http(broker, options.http, addresses, tls_addresses)
+    prometheus = await _start_http(broker, options.prometheus, addresses, tls_addresses, "Prometheus metrics")
     try:
         await stop.wait()
         if stop is signals.event or signals.event.is_set():
@@ -293,7 +297,11 @@ async def _start_control(
 
 
 async def _start_http(
-    broker: Broker, http: HttpService | None, amqp: list[tuple[str, int]], what: str = "management API"
+    broker: Broker,
+    http: HttpService | None,
+    amqp: list[tuple[str, int]],
+    amqps: list[tuple[str, int]],
+    what: str = "management API",
 ) -> HttpService | None:
     """The management API (or the Prometheus port: `what`); without it the broker still serves AMQP (the
     error is logged)."""
@@ -301,7 +309,7 @@ async def _start_http(
         return None
     where = format_address(http.host, http.port, "http")
     try:
-        addresses = await http.start(broker, amqp)
+        addresses = await http.start(broker, amqp, amqps)
     except OSError as exc:
         log.error(f"cannot serve the {what} on {where}: {exc.strerror or exc}")
         return None

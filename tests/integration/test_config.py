@@ -116,5 +116,11 @@ def test_http_limits_are_settings(tmp_path: Path) -> None:
     limits = Limits(**http_limits(settings))
     assert (limits.head_timeout, limits.max_connections, limits.max_unproven) == (2.5, 32, 8)
     assert Limits(**http_limits(load_settings(environ={}))) == Limits()
+    # RabbitMQ's management.http.max_body_size for definitions imports: 20 MiB unless set.
+    assert Limits().max_body_size == 20 * 1024 * 1024
+    sized = load_settings(environ={"OTTERMQ_HTTP_MAX_BODY_SIZE": "2097152"})
+    assert Limits(**http_limits(sized)).max_body_size == 2097152
+    with pytest.raises(ConfigError, match=r"OTTERMQ_HTTP_MAX_BODY_SIZE: 1000 is out of range"):
+        load_settings(environ={"OTTERMQ_HTTP_MAX_BODY_SIZE": "1000"})
     with pytest.raises(ConfigError, match=r"OTTERMQ_HTTP_HEAD_TIMEOUT: 0\.0 is out of range"):
         load_settings(environ={"OTTERMQ_HTTP_HEAD_TIMEOUT": "0"})

@@ -242,7 +242,8 @@ def test_an_ottermq_export_imports_into_a_fresh_node(nodes: Any) -> None:
     permission = {"configure": "^dora\\.", "write": ".*", "read": ".*"}
     assert first.api("PUT", "/api/permissions/app/dora", permission).status == 201
     full = {"configure": ".*", "write": ".*", "read": ".*"}
-    assert first.api("PUT", "/api/permissions/app/guest", full).status == 201
+    # The vhost's creator has them already (as RabbitMQ grants them): set again, 204.
+    assert first.api("PUT", "/api/permissions/app/guest", full).status == 204
     assert (
         first.ctl(
             "add_user",
@@ -416,6 +417,75 @@ def test_a_bad_document_is_refused_whole_with_rabbitmqs_400(nodes: Any) -> None:
     assert after["queues"] == before["queues"] and after["bindings"] == before["bindings"]
 
 
+def _big_document(queues: int) -> bytes:
+    """A RabbitMQ-shaped export (indented, as the UI's download) with `queues` queues and a binding each."""
+    document = {
+        "rabbit_version": "3.10.8",
+        "vhosts": [{"name": "/"}],
+        "exchanges": [
+            {
+                "name": "dlx",
+                "vhost": "/",
+                "type": "topic",
+                "durable": True,
+                "auto_delete": False,
+                "arguments": {},
+            }
+        ],
+        "queues": [
+            {
+                "name": f"orders.region-{i:06d}.inbound",
+                "vhost": "/",
+                "durable": True,
+                "auto_delete": False,
+                "arguments": {"x-message-ttl": 60000, "x-dead-letter-exchange": "dlx"},
+            }
+            for i in range(queues)
+        ],
+        "bindings": [
+            {
+                "source": "dlx",
+                "vhost": "/",
+                "destination": f"orders.region-{i:06d}.inbound",
+                "destination_type": "queue",
+                "routing_key": f"orders.{i}.#",
+                "arguments": {},
+            }
+            for i in range(queues)
+        ],
+    }
+    return json.dumps(document, indent=2).encode()
+
+
+def test_definitions_beyond_a_mebibyte_import_and_the_limit_is_a_413(nodes: Any, tmp_path: Path) -> None:
+    """RabbitMQ takes definitions files of many MiB over HTTP (its later max_body_size: 20 MiB); other
+    request bodies stay capped at 1 MiB."""
+    config = tmp_path / "ottermq.toml"
+    config.write_text("http_max_body_size = 3145728\n")
+    node = nodes("a", "--config", str(config))
+    big = _big_document(5000)
+    assert 2 * 1024 * 1024 < len(big) < 3 * 1024 * 1024
+    reply = node.api("POST", "/api/definitions", raw=big)
+    assert reply.status == 204, reply
+    listed = node.api("GET", "/api/queues?page=1&page_size=1&columns=name").body
+    assert listed["total_count"] == 5000
+    assert node.api("POST", "/api/definitions/%2F", raw=big).status == 204  # again: nothing changes
+    too_big = _big_document(8000)
+    assert len(too_big) > 3 * 1024 * 1024
+    refused = node.api("POST", "/api/definitions", raw=too_big)
+    assert refused.status == 413 and refused.body == {
+        "error": "bad_request",
+        "reason": "request body larger than 3145728 bytes",
+    }
+    publish = {
+        "properties": {},
+        "routing_key": "q",
+        "payload": "x" * (1024 * 1024 + 1),
+        "payload_encoding": "string",
+    }
+    assert node.api("POST", "/api/exchanges/%2F/amq.default/publish", publish).status == 413
+
+
 def test_ctl_import_and_export_definitions(nodes: Any, tmp_path: Path) -> None:
     node = nodes("a")
     code, out, err = node.ctl("import_definitions", str(RABBITMQ_EXPORT))
@@ -436,13 +506,15 @@ def test_ctl_import_and_export_definitions(nodes: Any, tmp_path: Path) -> None:
     code, _, err = node.ctl("import_definitions", str(bad))
     assert code == 65 and "Failed to deserialise input" in err
     assert node.ctl("import_definitions", str(tmp_path / "missing.json"))[0] == 65
-    # Over the HTTP body limit (1 MiB): the control socket takes it.
+    # Over 1 MiB (the limit of other request bodies): HTTP takes it (up to http_max_body_size), and so does
+    # the control socket, which has no limit.
     big = {
         "queues": [
             {"name": f"big.{i}", "vhost": "/", "arguments": {"x-note": "n" * 4096}} for i in range(300)
         ]
     }
-    assert node.api("POST", "/api/definitions", big).status == 413
+    assert node.api("POST", "/api/definitions", big).status == 204
+    assert node.api("DELETE", "/api/queues/%2F/big.299").status == 204
     code, _, err = node.ctl("import_definitions", "-", stdin=json.dumps(big))
     assert code == 0, err
     assert node.api("GET", "/api/queues/%2F/big.299").status == 200

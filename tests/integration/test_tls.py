@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pika
 import pytest
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.integration.test_http_api import request
 from tests.integration.test_raw import ROOT, ServerProcess, ottermq_server
 
 
@@ -121,6 +123,7 @@ class TLSBroker:
     process: ServerProcess
     tls_port: int
     certs: Certificates
+    http_port: int
 
 
 def _tls_env(certs: Certificates, port: int, fail_if_no_peer_cert: bool) -> dict[str, str]:
@@ -136,13 +139,14 @@ def _tls_env(certs: Certificates, port: int, fail_if_no_peer_cert: bool) -> dict
 
 
 def _start(tmp: Path, certs: Certificates, fail_if_no_peer_cert: bool) -> Iterator[TLSBroker]:
-    port = _free_port()
-    with ottermq_server(tmp, env=_tls_env(certs, port, fail_if_no_peer_cert)) as process:
+    port, http_port = _free_port(), _free_port()
+    env = _tls_env(certs, port, fail_if_no_peer_cert)
+    with ottermq_server(tmp, "--http-port", str(http_port), env=env) as process:
         deadline = time.monotonic() + 10
-        while f"listening on amqps://127.0.0.1:{port}" not in process.log():
+        while f"management API listening on http://127.0.0.1:{http_port}" not in process.log():
             assert time.monotonic() < deadline, process.log()
             time.sleep(0.05)
-        yield TLSBroker(process, port, certs)
+        yield TLSBroker(process, port, certs, http_port)
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +306,18 @@ def test_bad_tls_settings_exit_2_with_one_line(env: dict[str, str], message: str
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_health_checks_and_overview_name_the_tls_listener(tls_broker: TLSBroker) -> None:
+    """As RabbitMQ's: port-listener knows the AMQPS port, protocol-listener `amqps` (its `amqp/ssl`)."""
+    http_port = tls_broker.http_port
+    reply = request(http_port, "GET", f"/api/health/checks/port-listener/{tls_broker.tls_port}")
+    assert (reply.status, reply.body) == (200, {"status": "ok", "port": tls_broker.tls_port})
+    for name in ("amqps", "amqp/ssl"):
+        reply = request(http_port, "GET", f"/api/health/checks/protocol-listener/{quote(name, safe='')}")
+        assert (reply.status, reply.body) == (200, {"status": "ok", "protocol": "amqp/ssl"}), name
+    listeners = request(http_port, "GET", "/api/overview").body["listeners"]
+    assert {(lst["protocol"], lst["port"]) for lst in listeners} >= {
+        ("amqp", tls_broker.process.port),
+        ("amqp/ssl", tls_broker.tls_port),
+    }

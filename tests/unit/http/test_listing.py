@@ -10,7 +10,7 @@ import pytest
 from ottermq.broker.broker import Broker
 from ottermq.http.app import Context, Ctx
 from ottermq.http.interface import HttpError, Request
-from ottermq.http.listing import listed, select, shown
+from ottermq.http.listing import listed, paged_lazily, select, shown
 
 
 def ctx(**query: str) -> Ctx:
@@ -110,3 +110,64 @@ def test_bad_pages_are_rabbitmqs_400s(query: dict[str, str], error: str, reason:
         listed(ctx(**query), ROWS, paged=True)
     assert (refused.value.status, refused.value.error) == (400, error)
     assert refused.value.reason.endswith(reason)
+
+
+class Obj:
+    """An object listed lazily: vhost, name, and a figure only its full row has."""
+
+    def __init__(self, vhost: str, name: str, messages: int, rate: int) -> None:
+        self.vhost, self.name, self.messages, self.rate = vhost, name, messages, rate
+
+
+OBJECTS = [
+    Obj("/" if i % 3 else "v", f"q{(i * 7919) % 1000:03d}-é" * (i % 2 + 1), i % 5, -i) for i in range(250)
+]
+
+
+def lazily(**query: str) -> tuple[Any, Any, int]:
+    """(paged_lazily's reply, listed's reply on full rows, full rows paged_lazily built)."""
+    built = 0
+
+    def base(obj: Obj) -> dict[str, Any]:
+        return {"vhost": obj.vhost, "name": obj.name, "messages": obj.messages}
+
+    def full(obj: Obj, row: dict[str, Any]) -> dict[str, Any]:
+        nonlocal built
+        built += 1
+        row["stats"] = {"rate": obj.rate}
+        return row
+
+    lazy = json.loads(paged_lazily(ctx(**query), OBJECTS, base, full).body)
+    made = built
+    whole = json.loads(listed(ctx(**query), [full(o, base(o)) for o in OBJECTS], paged=True).body)
+    return lazy, whole, made
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"page": "2", "page_size": "30"},
+        {"page": "1", "page_size": "50", "sort": "name", "sort_reverse": "true"},
+        {"page": "3", "page_size": "20", "sort": "messages"},
+        {"page": "1", "page_size": "10", "name": "Q00", "columns": "name,stats.rate"},
+        {"page": "2", "page_size": "10", "name": "q0.*-é$", "use_regex": "true", "sort": "vhost"},
+        {"page": "1", "page_size": "25", "sort": ""},
+    ],
+)
+def test_a_lazy_page_is_the_page_of_the_full_rows_built_for_its_items_only(query: dict[str, str]) -> None:
+    lazy, whole, built = lazily(**query)
+    assert lazy == whole
+    assert built == lazy["item_count"] <= int(query["page_size"])
+
+
+def test_a_lazy_page_sorted_on_a_figure_builds_every_row_and_unpaged_lists_are_whole() -> None:
+    lazy, whole, built = lazily(page="2", page_size="40", sort="stats.rate")
+    assert lazy == whole and built == len(OBJECTS)
+    lazy, whole, built = lazily(sort="messages")
+    assert lazy == whole and built == len(OBJECTS)
+
+
+def test_strings_sort_by_code_point_which_is_rabbitmqs_utf8_byte_order() -> None:
+    words = ["z", "é", "\uffff", "\U0001f600", "A", "", "ab", "a\u0300"]
+    rows = [{"vhost": "/", "name": word} for word in words]
+    assert names(reply(rows)) == sorted(words, key=lambda word: word.encode("utf-8"))
