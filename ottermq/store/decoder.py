@@ -2,9 +2,10 @@
 and `memento inspect --records` / `dump` / `verify --decoder ottermq`: one record at a time (`describe`).
 
 Strategy: the decoder rebuilds a real (socket-less) Broker with the same replay code the store uses
-(`ottermq.store.replay`), so what it prints is what the broker would hold at that LSN; message contents
-are never read. Registered through the `memento.decoders` entry point, so memento itself never imports
-OtterMQ: `memento replay DATA_DIR --decoder ottermq [--to-lsn N]` (memento finds DATA_DIR/log itself).
+(`ottermq.store.replay_view`, made on first use: a record listing never imports the broker), so what it
+prints is what the broker would hold at that LSN; message contents are never read. Registered through the
+`memento.decoders` entry point, so memento itself never imports OtterMQ: `memento replay DATA_DIR --decoder
+ottermq [--to-lsn N]` (memento finds DATA_DIR/log itself).
 
 `describe` decodes a record as strictly as replay does (`codec.decode`) and the properties of each publish
 as a delivery would, so a record it refuses is one the broker would fail on; it runs once per record of a
@@ -15,10 +16,9 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from memento.inspect_decoders import RecordView
-from memento.record import FLAG_RELOCATED
 from ottermq.amqp.properties import (
     FLAG_APP_ID,
     FLAG_CLUSTER_ID,
@@ -38,8 +38,6 @@ from ottermq.amqp.properties import (
 )
 from ottermq.amqp.table import decode_table
 from ottermq.amqp.wire import DECODE_ERRORS
-from ottermq.broker.apply import apply_record
-from ottermq.broker.broker import Broker
 from ottermq.broker.events import (
     MESSAGE_INDEX_BITS,
     REMOVAL_REASONS,
@@ -47,7 +45,6 @@ from ottermq.broker.events import (
     MessagesRemoved,
     TxCommitted,
 )
-from ottermq.broker.journal import MemoryJournal
 from ottermq.store.codec import (
     PUBLISHED_AT,
     RT_EVENT,
@@ -59,24 +56,12 @@ from ottermq.store.codec import (
     decode,
     event_classes,
 )
-from ottermq.store.contents import LogContents
-from ottermq.store.holders import (
-    Holder,
-    ReadRecord,
-    follow_copies,
-    note_copy,
-    queue_holders,
-    queue_stats,
-    record_loc,
-)
-from ottermq.store.replay import ReplayError, load_queues
-from ottermq.store.snapshot import decode_snapshot
-from ottermq.store.trace import trace_message
 
-
-def _no_content(msg_id: int, loc: int) -> tuple[str, str, bytes, bytes]:
-    """The decoder never delivers, so contents are never read."""
-    raise LookupError("the replay decoder does not read message contents")
+if TYPE_CHECKING:
+    from memento.inspect import Inspection
+    from memento.trace import TraceLine
+    from ottermq.store.holders import Holder, ReadRecord
+    from ottermq.store.replay_view import ReplayView
 
 
 # The names `describe` gives record types (an EVENT record is named after its event class).
@@ -408,41 +393,35 @@ def describe_record(rtype: int, payload: bytes, lsn: int) -> dict[str, Any]:
 
 
 class OtterMQDecoder:
-    """A memento replay decoder for OtterMQ data directories."""
-
-    # `memento trace MESSAGE_ID DATA_DIR` (memento.trace.Tracer): see ottermq.store.trace.
-    trace = staticmethod(trace_message)
+    """A memento replay decoder for OtterMQ data directories: records described here, replay done by a
+    `ReplayView` (ottermq.store.replay_view) made on first use."""
 
     def __init__(self) -> None:
-        self.broker = Broker(journal=MemoryJournal(), defaults=False, contents=LogContents(_no_content))
-        self._snapshot_lsn: int | None = None
-        self._last_lsn = 0
-        self._records = 0
-        self._copies: dict[int, int] = {}  # origin LSN -> loc of its newest compaction copy
+        self._view: ReplayView | None = None
+
+    @property
+    def view(self) -> ReplayView:
+        """The replay side (imports the broker on first use)."""
+        if self._view is None:
+            from ottermq.store.replay_view import ReplayView
+
+            self._view = ReplayView()
+        return self._view
+
+    @staticmethod
+    def trace(inspection: Inspection, key: str | None, lsn: int | None) -> list[TraceLine]:
+        """`memento trace MESSAGE_ID DATA_DIR` (memento.trace.Tracer): see ottermq.store.trace."""
+        from ottermq.store.trace import trace_message
+
+        return trace_message(inspection, key, lsn)
 
     def load_snapshot(self, lsn: int, state: bytes) -> None:
         """Start from the snapshot's entities and message indexes."""
-        snapshot = decode_snapshot(state)
-        for event in snapshot.events:
-            self.broker.apply(event)
-        load_queues(self.broker, snapshot.queues)
-        self._snapshot_lsn = lsn
-        self._last_lsn = lsn
+        self.view.load_snapshot(lsn, state)
 
     def apply(self, record: RecordView) -> None:
-        """Apply one record (copies made by compaction are already in the state: skipped)."""
-        self._records += 1
-        self._last_lsn = record.lsn
-        loc = record_loc(record)  # where it lies, for `holders`
-        if record.flags & FLAG_RELOCATED:
-            note_copy(self._copies, record, loc)
-            return
-        try:
-            apply_record(self.broker, decode(record.type, record.payload), record.lsn, loc)
-        except Exception as exc:  # a record that passed its checksum but cannot be decoded or applied
-            raise ReplayError(
-                f"record LSN {record.lsn} (type {record.type}) cannot be applied: {type(exc).__name__}: {exc}"
-            ) from exc
+        """Apply one record (see ReplayView.apply)."""
+        self.view.apply(record)
 
     def describe(self, record: RecordView) -> dict[str, Any]:
         """What one record means: see `describe_record`."""
@@ -459,52 +438,8 @@ class OtterMQDecoder:
 
     def projection(self) -> dict[str, Any]:
         """Vhosts with their durable exchanges, queues (message counts) and bindings."""
-        vhosts: dict[str, Any] = {}
-        for name, vhost in sorted(self.broker.vhosts.items()):
-            vhosts[name] = {
-                "exchanges": {
-                    ex.name: {
-                        "type": ex.type,
-                        "durable": ex.durable,
-                        "auto_delete": ex.auto_delete,
-                        "internal": ex.internal,
-                        "arguments": ex.arguments,
-                    }
-                    for ex in sorted(vhost.exchanges.values(), key=lambda e: e.name)
-                    if ex.name and not ex.name.startswith("amq.")
-                },
-                "queues": {
-                    queue.name: {
-                        "durable": queue.durable,
-                        "auto_delete": queue.auto_delete,
-                        "arguments": queue.arguments,
-                        "messages": queue.logged_count,
-                        **queue_stats(self.broker, name, queue.name),
-                    }
-                    for queue in sorted(vhost.queues.values(), key=lambda q: q.name)
-                },
-                "bindings": [
-                    {
-                        "source": b.source,
-                        "destination": b.destination,
-                        "destination_kind": b.destination_kind,
-                        "routing_key": b.routing_key,
-                        "arguments": dict(b.arguments),
-                    }
-                    for b in vhost.bindings()
-                ],
-            }
-        return {
-            "snapshot_lsn": self._snapshot_lsn,
-            "last_lsn": self._last_lsn,
-            "records_replayed": self._records,
-            "vhosts": vhosts,
-            "users": sorted(self.broker.access.users),
-            "messages": sum(q["messages"] for v in vhosts.values() for q in v["queues"].values()),
-        }
+        return self.view.projection()
 
     def holders(self, read: ReadRecord) -> list[Holder]:
-        """After a replay to the end: the messages each durable queue keeps in each segment
-        (`memento.pins.HoldsSegments`)."""
-        follow_copies(self.broker, self._copies)
-        return queue_holders(self.broker, read)
+        """After a replay to the end: the messages each durable queue keeps in each segment."""
+        return self.view.holders(read)
