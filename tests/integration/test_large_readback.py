@@ -19,9 +19,13 @@ import pytest
 
 from tests.integration.test_restart import PERSISTENT, Node, running_node
 
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("OTTERMQ_TEST_URL")), reason="restarts need a broker process of our own"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        bool(os.environ.get("OTTERMQ_TEST_URL")), reason="restarts need a broker process of our own"
+    ),
+    # Tens of MiB written, fsynced, killed and read back: more than the default 30 s on a loaded machine.
+    pytest.mark.timeout(90),
+]
 
 
 def body(i: int, size: int) -> bytes:

@@ -192,6 +192,7 @@ def test_a_tls_client_of_the_follower_is_relayed(cluster: Cluster, tmp_path: Pat
     cluster.leader()
     follower = cluster.start("b", "--config", str(config))
     wait_until(lambda: ((follower.status() or {}).get("leader") or {}).get("name") == "a", 10, "b to follow")
+    wait_until(lambda: "b" in ((leader.status() or {}).get("isr") or []), 20, "b to be in sync")
     params = pika.ConnectionParameters(
         host="127.0.0.1",
         port=tls_port,
