@@ -660,6 +660,7 @@ def _build_broker(
         handshake_timeout=settings.handshake_timeout,
         consumer_timeout=settings.consumer_timeout,
         seed_defaults=not settings.load_definitions,
+        clustered=bool(settings.etcd_endpoints or settings.cluster_static_leader),
     )
     if settings.persistence != "memento":
         return Broker(broker_settings, MemoryJournal()), None
