@@ -340,7 +340,8 @@ def _cluster_service(settings: Settings, store: DurableStore | None) -> ClusterS
     if host in ("::", "0.0.0.0", "::0"):
         # Every interface is no address to give others: the machine's name is the best guess.
         host = socket.gethostname()
-    node = NodeInfo(settings.node_name, host, settings.port, settings.http_port, settings.cluster_port)
+    cluster_port = settings.advertise_cluster_port or settings.cluster_port
+    node = NodeInfo(settings.node_name, host, settings.port, settings.http_port, cluster_port)
     options = ClusterOptions(
         etcd_endpoints=settings.etcd_endpoints,
         node=node,
@@ -660,6 +661,7 @@ def _build_broker(
         handshake_timeout=settings.handshake_timeout,
         consumer_timeout=settings.consumer_timeout,
         seed_defaults=not settings.load_definitions,
+        clustered=bool(settings.etcd_endpoints or settings.cluster_static_leader),
     )
     if settings.persistence != "memento":
         return Broker(broker_settings, MemoryJournal()), None

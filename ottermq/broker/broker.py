@@ -116,6 +116,9 @@ class BrokerSettings:
     # Milliseconds a delivery may stay unacknowledged before its channel is closed with 406 (RabbitMQ's
     # consumer_timeout, 30 minutes by default); 0 turns the check off.
     consumer_timeout: int = 1_800_000
+    # A replicated node (etcd or a fixed cluster role): stream queues are refused at declare, since their
+    # records live in logs of their own that replication does not carry (queue_types.check_replicated).
+    clustered: bool = False
 
 
 class Broker:
@@ -244,6 +247,7 @@ class Broker:
                 vhost = self.vhosts[event.name] = VHost(event.name, self.journal, self.contents)
                 vhost.churn = self.churn
                 vhost.streams = self.streams
+                vhost.clustered = self.settings.clustered
         elif isinstance(event, VHostDeleted):
             self.vhosts.pop(event.name, None)
             self.vhost_limits.pop(event.name, None)  # a vhost created again later starts unlimited

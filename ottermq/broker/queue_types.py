@@ -25,6 +25,10 @@ CLASSIC: Final = "classic"
 QUORUM: Final = "quorum"
 STREAM: Final = "stream"
 QUEUE_TYPES: Final = (CLASSIC, QUORUM, STREAM)
+# Why a clustered node refuses streams (check_replicated).
+STREAMS_NOT_REPLICATED: Final = (
+    "stream queues are not supported on a clustered OtterMQ node: their messages are not replicated"
+)
 
 # RabbitMQ's module names, as its error texts print the type.
 MODULES: Final = {
@@ -86,6 +90,14 @@ def check_type(resource: str, arguments: Mapping[str, Any]) -> str:
                 f"PRECONDITION_FAILED - invalid arg '{key}' for {resource} of queue type {MODULES[value]}",
             )
     return value
+
+
+def check_replicated(kind: str, resource: str) -> None:
+    """406 for a stream on a clustered node: its records live in a log of its own (store/streams.py) that
+    replication does not carry, so a confirmed stream message would be lost with the leader. Refused as
+    an invalid x-queue-type, as RabbitMQ refuses a type it cannot serve (docs/replication.md)."""
+    if kind == STREAM:
+        raise _invalid_arg("x-queue-type", resource, f'"{STREAMS_NOT_REPLICATED}"')
 
 
 def check_properties(

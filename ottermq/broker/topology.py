@@ -79,6 +79,8 @@ class Topology:
         self.churn = Churn()
         # The vhost's max-queues limit (negative = none); the Broker sets it from set_vhost_limits.
         self.max_queues = -1
+        # A replicated node's vhost (the Broker sets it from its settings): no stream queues here.
+        self.clustered = False
         # Its policies and operator policies (policies.py), applied at declare and when they change.
         self.policies = VHostPolicies()
         # The message counters of its channels that have ended (Channel.fold_counts), and of management

@@ -228,6 +228,8 @@ class VHost(Publishing):
             return existing
         resource = self._resource("queue", name)
         kind = queue_types.check_type(resource, args)
+        if self.clustered:
+            queue_types.check_replicated(kind, resource)
         check_queue_arguments(resource, args)
         queue_types.check_properties(kind, resource, requested_durable, exclusive, auto_delete, server_named)
         if 0 <= self.max_queues <= len(self.queues):

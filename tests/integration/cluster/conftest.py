@@ -145,6 +145,7 @@ class Node:
     http_port: int
     log_path: Path
     process: subprocess.Popen[bytes]
+    cluster_port: int = 0
 
     def ctl(self, verb: str, **args: Any) -> Any:
         return request(self.data_dir / "ctl.sock", verb, args, timeout=5)
@@ -193,20 +194,31 @@ class Cluster:
         self.name = f"t{uuid.uuid4().hex[:10]}"
         self.nodes: list[Node] = []
 
-    def start(self, name: str, *extra: str) -> Node:
+    def start(
+        self,
+        name: str,
+        *extra: str,
+        etcd_url: str | None = None,
+        cluster_port: int | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> Node:
+        """Start node `name` (its data directory is kept across restarts); `etcd_url` instead of the
+        cluster's etcd (a proxy to it), `settings` as OTTERMQ_ environment variables."""
         data_dir = self.root / name
         log_path = self.root / f"{name}.log"
         port, http_port = free_port(), free_port()
+        cluster_port = cluster_port or free_port()
         cmd = serve_cmd(
-            data_dir, "--etcd", self.etcd.url, "--node-name", name, "--cluster-name", self.name,
-            "--cluster-port", str(free_port()), *extra, port=port, http_port=http_port,
+            data_dir, "--etcd", etcd_url or self.etcd.url, "--node-name", name, "--cluster-name", self.name,
+            "--cluster-port", str(cluster_port), *extra, port=port, http_port=http_port,
         )  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
         env["OTTERMQ_CLUSTER_LEASE_TTL"] = str(TTL)
         env["OTTERMQ_CLUSTER_SECRET"] = "test-cluster-secret"
+        env.update(settings or {})
         with log_path.open("ab") as log:
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT, env=env)
-        node = Node(name, data_dir, port, http_port, log_path, process)
+        node = Node(name, data_dir, port, http_port, log_path, process, cluster_port)
         self.nodes.append(node)
         wait_until(lambda: node.status() is not None or not node.alive(), 20, f"{name} to answer ctl")
         assert node.alive(), node.log()

@@ -450,3 +450,24 @@ def test_binding_to_internal_exchange_is_allowed(vhost: VHost) -> None:
     vhost.bind_exchange("internal", "amq.direct", "k")
     vhost.bind_queue("q", "internal")
     assert [q.name for q in vhost.route("amq.direct", "k", message("k"))] == ["q"]
+
+
+def test_a_clustered_broker_refuses_stream_queues() -> None:
+    """Stream records live outside the replicated log: a clustered node refuses the type at declare (406),
+    before anything is journaled; classic and quorum queues are declared as usual."""
+    from ottermq.broker.broker import Broker, BrokerSettings
+
+    broker = Broker(BrokerSettings(clustered=True))
+    vhost = broker.vhosts["/"]
+    with pytest.raises(ChannelError) as refused:
+        vhost.declare_queue("s", durable=True, arguments={"x-queue-type": "stream"})
+    assert refused.value.reply_code == 406
+    assert refused.value.reply_text == (
+        "PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue 's' in vhost '/': "
+        '"stream queues are not supported on a clustered OtterMQ node: their messages are not replicated"'
+    )
+    assert "s" not in vhost.queues
+    vhost.declare_queue("q", durable=True, arguments={"x-queue-type": "quorum"})
+    vhost.declare_queue("c", durable=True)
+    # A node that is not clustered declares streams as before.
+    assert Broker().vhosts["/"].declare_queue("s", durable=True, arguments={"x-queue-type": "stream"})
