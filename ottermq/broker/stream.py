@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 READ_BYTES = 1 << 20
 
 
+class StreamFailed(Exception):
+    """A stream's log takes no appends (it failed, or a full disk suspends it)."""
+
+
 class StreamRecord(NamedTuple):
     """One message of a stream, as its log gives it back."""
 
@@ -72,7 +76,7 @@ class StreamLog(Protocol):
         ...
 
     def append(self, exchange: str, routing_key: str, properties: bytes, body: bytes, timestamp: int) -> int:
-        """Append one message; its offset."""
+        """Append one message; its offset. Raises StreamFailed when the log takes no appends."""
         ...
 
     def when_durable(self, offset: int, callback: Callable[[bool], None]) -> None:
