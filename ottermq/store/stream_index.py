@@ -30,7 +30,7 @@ from memento.segment import HEADER_SIZE
 
 INDEX_DIR: Final = "index"
 ENTRY: Final = struct.Struct("<QQQ")  # LSN, offset in the segment, append time (ms)
-EVERY: Final = 64 << 10  # bytes of records between two entries at most
+EVERY: Final = 16 << 10  # bytes of records between two entries at most
 _TIME: Final = struct.Struct("<Q")  # the first field of a stream record's payload: its append time (ms)
 _WINDOW: Final = 1 << 20
 

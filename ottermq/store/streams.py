@@ -36,14 +36,18 @@ from memento.record import HEAD_SIZE
 from memento.replica import Behind, Cursor, decode_wire
 from memento.segment import MIN_SEGMENT_SIZE
 from memento.writer import AsyncWriter
+from ottermq.amqp.properties import decode_properties
 from ottermq.broker.arguments import max_age_seconds
 from ottermq.broker.stream import StreamFailed, StreamLog, StreamRecord
-from ottermq.store.stream_index import INDEX_DIR, StreamIndex
+from ottermq.store.stream_index import EVERY, INDEX_DIR, StreamIndex
 
 logger: Final = logging.getLogger("ottermq.store")
 
 RT_STREAM: Final = 1
 _HEAD: Final = struct.Struct("<QHHI")
+_TIME: Final = struct.Struct("<Q")  # a record's append time, the first field of its payload
+_LSN: Final = struct.Struct("<Q")
+_LSN_AT: Final = 12  # where the LSN is in a record's head (memento.record.HEAD: len, crc, type, flags, res)
 STREAMS_DIR: Final = "streams"
 # RabbitMQ's default for x-stream-max-segment-size-bytes (500 MB): retention drops whole segments of it.
 SEGMENT_SIZE: Final = 500_000_000
@@ -298,6 +302,12 @@ class MementoStreamLog:
         sealed = sealed_segments(self.log)
         if len(sealed) == len(self.log.segments) - 1:
             self._retention_due = False  # every segment but the active one is sealed and durable
+        if sealed and sealed[-1][1] > self.log.snapshot_lsn:
+            try:
+                # A snapshot (of nothing) covering the sealed segments: opening only checks their headers.
+                self.log.save_snapshot(sealed[-1][1], b"")
+            except (OSError, MementoError) as exc:
+                logger.error(f"stream snapshot failed in {self.path}: {exc}")
         if retention.max_bytes is None and retention.max_age_ms is None:
             return
         now = now if now is not None else int(time.time() * 1000)
@@ -313,8 +323,9 @@ class MementoStreamLog:
         if not through:
             return
         try:
-            # Recovery starts at the first segment kept: a snapshot (of nothing) says it may.
-            self.log.save_snapshot(through, b"")
+            # Recovery starts at the first segment kept: the snapshot (of nothing) says it may.
+            if through > self.log.snapshot_lsn:
+                self.log.save_snapshot(through, b"")
             names, freed = delete_oldest(self.log, through)
         except (OSError, MementoError) as exc:
             logger.error(f"stream retention failed in {self.path}: {exc}")
@@ -361,14 +372,31 @@ class MementoStreamLog:
         return out
 
     def offset_at(self, timestamp: int) -> int:
-        """Two binary searches in the index (segments, then entries), then a read of at most an index
-        interval or so."""
+        """Two binary searches in the index (segments, then entries), then a read of about one index
+        interval, looking at each record's time only."""
         position = self.index.time_position(timestamp)
         if position is None:
             return self.committed_offset
-        offset = max(position[2] - 1, self.first_offset)
+        upto = self.committed_offset
+        cursor = Cursor(self.log, max(position[2] - 1, self.first_offset), position)
+        try:
+            while True:
+                found = cursor.read(upto, EVERY)
+                if not found:
+                    return upto
+                for data in found:
+                    if _TIME.unpack_from(data, HEAD_SIZE)[0] >= timestamp:
+                        return int(_LSN.unpack_from(data, _LSN_AT)[0]) - 1
+        except (CorruptRecord, Behind):
+            return self._scan_for(timestamp)
+        finally:
+            cursor.close()
+
+    def _scan_for(self, timestamp: int) -> int:
+        """`offset_at` without the index's hint (it was wrong): reading from the hinted segment's start."""
+        offset = self.first_offset
         while True:
-            records = self.read(offset, 64 << 10)
+            records = self.read(offset, 1 << 20)
             if not records:
                 return self.committed_offset
             for record in records:
@@ -483,3 +511,66 @@ class MementoStreams:
         for log in list(self.logs.values()):
             await log.aclose()
         self.logs.clear()
+
+
+class StreamDecoder:
+    """The `memento` decoder of a stream's log (`memento inspect --records --decoder ottermq-stream
+    <data_dir>/streams/<id>`, also `replay` and `verify --decoder`): each record is one message at offset
+    LSN - 1."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._bytes = 0
+        self._first: int | None = None
+        self._last: int | None = None
+        self._times: tuple[int, int] | None = None
+
+    def load_snapshot(self, lsn: int, state: bytes) -> None:
+        """A stream's snapshots hold nothing: they only say where retention cut the log."""
+
+    def apply(self, record: Any) -> None:
+        """Count the record and note its offset and time."""
+        timestamp = _TIME.unpack_from(record.payload)[0]
+        self._count += 1
+        self._bytes += len(record.payload)
+        if self._first is None:
+            self._first = record.lsn - 1
+            self._times = (timestamp, timestamp)
+        self._last = record.lsn - 1
+        if self._times is not None:
+            self._times = (self._times[0], timestamp)
+
+    def projection(self) -> dict[str, Any]:
+        """The messages replayed: how many, their offsets, bytes and append times (ms)."""
+        return {
+            "messages": self._count,
+            "payload_bytes": self._bytes,
+            "first_offset": self._first,
+            "last_offset": self._last,
+            "first_time_ms": self._times[0] if self._times else None,
+            "last_time_ms": self._times[1] if self._times else None,
+        }
+
+    def describe(self, record: Any) -> dict[str, Any]:
+        """One message: its offset, time, route, some properties and its body."""
+        if record.type != RT_STREAM:
+            raise ValueError(f"record type {record.type} is not a stream record")
+        message = decode_record(record.lsn - 1, memoryview(record.payload))
+        properties = decode_properties(message.properties) if message.properties else None
+        described: dict[str, Any] = {
+            "type": "stream.message",
+            "offset": message.offset,
+            "time_us": message.timestamp * 1000,
+            "exchange": message.exchange,
+            "routing_key": message.routing_key,
+        }
+        if properties is not None:
+            if properties.message_id is not None:
+                described["message_id"] = properties.message_id
+            if properties.headers:
+                described["headers"] = {key: repr(value) for key, value in properties.headers.items()}
+        described["body"] = message.body
+        return described
+
+    def type_names(self) -> list[str]:
+        return ["stream.message"]

@@ -305,3 +305,62 @@ def test_retention_deletes_the_oldest_segments(connection: Any, resources: Resou
     ch.basic_ack(method.delivery_tag)
     wait_for(connection, lambda: len(early) == 2)
     assert early[1][2].headers["x-stream-offset"] > 0
+
+
+@pytest.mark.parametrize("value", ["10x", "0s", "bogus", "-1", True, {"a": 1}])
+def test_unknown_offsets_are_refused_as_rabbitmq_does(
+    broker: BrokerInfo, resources: Resources, value: Any
+) -> None:
+    connection = pika.BlockingConnection(broker.params())
+    name = _stream(connection.channel(), resources)
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=5)
+
+    def consume() -> None:
+        channel.basic_consume(name, lambda *a: None, arguments={"x-stream-offset": value})
+        connection.process_data_events(time_limit=0.5)
+
+    if isinstance(value, str) and value[0].isdigit():
+        # Digits then a unit RabbitMQ does not know, or zero: a 406 naming the argument.
+        assert broker_error(consume) == (
+            406,
+            f"PRECONDITION_FAILED - invalid arg 'x-stream-offset' for queue '{name}' in vhost '/': "
+            f'{{invalid_stream_offset_arg,{{longstr,<<"{value}">>}}}}',
+        )
+        connection.close()
+    else:
+        # Anything else fails RabbitMQ 3.10's parsing: the connection is closed with 541.
+        assert broker_error(consume, pika.exceptions.ConnectionClosedByBroker) == (541, "INTERNAL_ERROR")
+
+
+def test_the_management_api_shows_a_stream(broker: BrokerInfo, connection: Any, resources: Resources) -> None:
+    if broker.external or broker.http_port is None:
+        pytest.skip("reads OtterMQ's management API (RabbitMQ 3.10 shows neither bytes nor offsets)")
+    import json
+    import urllib.request
+
+    retention = {
+        "x-max-length-bytes": 10_000_000,
+        "x-max-age": "1h",
+        "x-stream-max-segment-size-bytes": 100_000,
+    }
+    channel = connection.channel()
+    name = _stream(channel, resources, 3, retention)
+    reader = connection.channel()
+    reader.basic_qos(prefetch_count=1)
+    reader.basic_consume(name, lambda *a: None, arguments={"x-stream-offset": "first"})
+    request = urllib.request.Request(f"http://127.0.0.1:{broker.http_port}/api/queues/%2F/{name}")
+    request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        row = json.load(answer)
+    node = row["node"]
+    assert {key: row[key] for key in ("type", "messages", "messages_ready", "messages_unacknowledged")} == {
+        "type": "stream",
+        "messages": 3,
+        "messages_ready": 3,
+        "messages_unacknowledged": 0,
+    }
+    assert (row["members"], row["online"], row["readers"], row["consumers"]) == ([node], [node], {node: 1}, 1)
+    assert row["arguments"] == {"x-queue-type": "stream", **retention}
+    assert (row["first_offset"], row["last_offset"]) == (0, 2)
+    assert 3 * (2 + 28 + 16) < row["stream_bytes"] < 1000  # three small records and the segment's header

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from memento.disk import DiskIO
+from ottermq.broker.stream import StreamFailed
 from ottermq.store.stream_index import INDEX_DIR
 from ottermq.store.streams import MementoStreamLog, Retention
 
@@ -131,3 +135,84 @@ def test_retention_by_age_keeps_segments_with_a_recent_record(tmp_path: Path) ->
         assert stream.read(0, 1)[0].offset == stream.first_offset
     finally:
         stream.log.close()
+
+
+def test_memento_inspect_decodes_stream_records(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from memento.cli import app
+
+    _fill(tmp_path / "s", 3, Retention(SEGMENT)).log.close()
+    listing = CliRunner().invoke(
+        app, ["inspect", "--records", "--decode", "--decoder", "ottermq-stream", str(tmp_path / "s")]
+    )
+    assert listing.exit_code == 0, listing.output
+    assert "stream.message" in listing.output and "offset=2 exchange=ex routing_key=k2" in listing.output
+
+
+def _note(settled: list[tuple[int, bool]], offset: int, ok: bool) -> None:
+    settled.append((offset, ok))
+
+
+class _Failing(DiskIO):
+    """Once `failing` is set: every fdatasync fails with EIO (final), or every write with ENOSPC (a full
+    disk: the writer suspends and retries)."""
+
+    def __init__(self) -> None:
+        self.failing = 0
+
+    def fdatasync(self, fd: int) -> None:
+        if self.failing == errno.EIO:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super().fdatasync(fd)
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        if self.failing == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().pwrite(fd, data, offset)
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC])
+def test_a_write_failure_nacks_what_waits_and_refuses_appends(tmp_path: Path, error: int) -> None:
+    disk = _Failing()
+
+    async def run() -> None:
+        stream = MementoStreamLog(tmp_path / "s", lambda: None, Retention(SEGMENT), disk)
+        failures: list[BaseException] = []
+        resumed: list[bool] = []
+        stream.on_failure = failures.append
+        stream.on_resumed = lambda: resumed.append(True)
+        settled: list[tuple[int, bool]] = []
+        offset = stream.append("", "k", b"", b"durable", 1)
+        stream.when_durable(offset, lambda ok: settled.append((offset, ok)))
+        assert stream.writer is not None
+        await stream.writer.sync()
+        disk.failing = error
+        if error == errno.ENOSPC:
+            stream.writer.retry_first = 0.05
+        for i in range(3):
+            offset = stream.append("", "k", b"", b"lost", 2 + i)
+            stream.when_durable(offset, partial(_note, settled, offset))
+        for _ in range(200):
+            if failures:
+                break
+            await asyncio.sleep(0.01)
+        assert settled == [(0, True), (1, False), (2, False), (3, False)]
+        assert len(failures) == 1 and stream.refusing
+        with pytest.raises(StreamFailed):
+            stream.append("", "k", b"", b"refused", 9)
+        late: list[bool] = []
+        stream.when_durable(3, late.append)
+        assert late == [False]
+        if error == errno.ENOSPC:
+            disk.failing = 0  # space is back: the writer's retry goes through, appends are taken again
+            for _ in range(200):
+                if resumed:
+                    break
+                await asyncio.sleep(0.01)
+            assert resumed and not stream.refusing
+            stream.append("", "k", b"", b"again", 10)
+            await stream.writer.sync()
+        await stream.aclose()
+
+    asyncio.run(run())
