@@ -364,3 +364,19 @@ def test_the_management_api_shows_a_stream(broker: BrokerInfo, connection: Any, 
     assert row["arguments"] == {"x-queue-type": "stream", **retention}
     assert (row["first_offset"], row["last_offset"]) == (0, 2)
     assert 3 * (2 + 28 + 16) < row["stream_bytes"] < 1000  # three small records and the segment's header
+
+
+def test_a_transaction_publishes_to_a_stream_at_commit(connection: Any, resources: Resources) -> None:
+    channel = connection.channel()
+    name = _stream(channel, resources)
+    channel.tx_select()
+    for i in range(3):
+        channel.basic_publish("", name, b"t%d" % i)
+    assert _consume(connection, name, "first") == []  # nothing before the commit
+    channel.tx_commit()  # commit-ok once the stream has the records durable
+    assert [body for body, _ in _consume(connection, name, "first", want=3)] == [b"t0", b"t1", b"t2"]
+    channel.basic_publish("", name, b"rolled back")
+    channel.tx_rollback()
+    channel.basic_publish("", name, b"t3")
+    channel.tx_commit()
+    assert [body for body, _ in _consume(connection, name, "first", want=4)] == [b"t0", b"t1", b"t2", b"t3"]
