@@ -271,6 +271,20 @@ def reclaim(
     return ReclaimResult(names, moved, freed)
 
 
+def delete_oldest(log: Log, through_lsn: int) -> tuple[tuple[str, ...], int]:
+    """Delete the oldest sealed segments whose records all have LSNs <= `through_lsn`, without reading
+    them (a caller to whom nothing in them is live: a stream's retention); (names, bytes freed). The
+    snapshot must cover `through_lsn` (recovery then starts at the first segment kept). On the log's
+    owner thread; an AsyncWriter may run."""
+    check_covered(log, through_lsn)
+    todo = ReclaimPlan(through_lsn, 0.0, log._segments[0].seq if log._segments else 0, {})
+    for seg, last in sealed_segments(log):  # oldest first: the deleted ones stay a prefix
+        if last > through_lsn:
+            break
+        todo.delete.append(seg)
+    return delete(log, todo)
+
+
 # -- what reclaiming needs of the Log (its own state, touched only here) -----------------------------------
 
 

@@ -69,12 +69,16 @@ def decode_wire(data: bytes | memoryview, at: int) -> tuple[int, int, int, int, 
 class Cursor:
     """Reads the records after an LSN from `log`'s segment files, in order, up to a durable LSN."""
 
-    def __init__(self, log: Log, after_lsn: int) -> None:
+    def __init__(self, log: Log, after_lsn: int, start: tuple[int, int, int] | None = None) -> None:
+        """`start` = (segment seq, offset, LSN) of a record known to start there, at or before the first
+        one to read and in the same segment (an index's entry): positioning walks from there instead of
+        from the segment's first record. A hint that turns out wrong raises CorruptRecord on the read."""
         self.log = log
         self.next_lsn = after_lsn + 1  # the LSN of the next record to read
         self._seq = -1
         self._off = 0
         self._fd = -1
+        self._start = start
         # Where the last read in memory stopped (a staged chunk and the offset in it): the next one goes
         # on from there instead of walking the chunk again.
         self._memory: tuple[object, int] = (None, 0)
@@ -101,7 +105,11 @@ class Cursor:
         except FileNotFoundError:
             raise Behind(f"segment {seg.name} was reclaimed") from None
         self._seq = seg.seq
-        self._off = _walk(self._fd, seg, self.next_lsn)
+        start, self._start = self._start, None
+        if start is not None and start[0] == seg.seq and start[2] <= self.next_lsn:
+            self._off = _walk(self._fd, seg, self.next_lsn, start[1], start[2])
+        else:
+            self._off = _walk(self._fd, seg, self.next_lsn)
         return seg
 
     def read_live(self, max_bytes: int = _READ) -> list[bytes]:
@@ -283,12 +291,12 @@ def truncate_after(log: Log, lsn: int) -> None:
     log._last_read = (-1, 0)
 
 
-def _walk(fd: int, seg: _Segment, lsn: int) -> int:
+def _walk(fd: int, seg: _Segment, lsn: int, off: int = HEADER_SIZE, expected: int = 0) -> int:
     """The offset in `seg` (open as `fd`) where the record `lsn` starts, or would start (the end of data),
-    walking record lengths through reads of _READ bytes."""
+    walking record lengths through reads of _READ bytes from the record `expected` at `off` (by default
+    the segment's first)."""
     frame: Frame = seg.frame
-    off = HEADER_SIZE
-    expected = seg.base_lsn
+    expected = expected or seg.base_lsn
     data = b""
     at = 0  # where `data` starts in the file
     while expected < lsn:

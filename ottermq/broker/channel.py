@@ -69,6 +69,7 @@ from ottermq.broker.unacked import UnackedTracker
 if TYPE_CHECKING:
     from ottermq.broker.connection import Connection
     from ottermq.broker.queue import Queue
+    from ottermq.broker.stream import StreamLog
 
 # Importable from here as before the handlers moved to their own modules.
 __all__ = ["MESSAGE_COUNTERS", "Channel", "ChannelConsumer", "Delivery", "new_consumer_tag"]
@@ -126,6 +127,7 @@ class Channel:
         "tx",
         "tx_bytes",
         "tx_publishes",
+        "tx_streams",
         "unacked",
         "vhost",
     )
@@ -158,6 +160,8 @@ class Channel:
         self.tx_bytes = 0
         # During tx.commit: its routed publishes, enqueued once the commit's record is durable.
         self.tx_publishes: list[tuple[Message, Sequence[Queue]]] | None = None
+        # During tx.commit: (stream log, offset) of its appends to streams; commit-ok waits for them.
+        self.tx_streams: list[tuple[StreamLog, int]] = []
         # The queue this channel declared last: an empty queue name in a method means it.
         self.last_queue = ""
         # While this channel deletes a queue: the tags of its own consumers the delete cancelled, told to

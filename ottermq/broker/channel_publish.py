@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
-from ottermq.amqp.constants import NO_ROUTE, PRECONDITION_FAILED
-from ottermq.amqp.errors import ChannelError
+from ottermq.amqp.constants import INTERNAL_ERROR, NO_ROUTE, PRECONDITION_FAILED
+from ottermq.amqp.errors import AMQPConnectionError, ChannelError
 from ottermq.amqp.frames import encode_basic_ack, encode_basic_nack, encode_return
 from ottermq.amqp.methods import BasicPublish, ConfirmSelect, ConfirmSelectOk
 from ottermq.amqp.properties import FLAG_USER_ID
@@ -26,7 +26,7 @@ from ottermq.broker.apply import Placed
 from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
 from ottermq.broker.memory import MESSAGE_OVERHEAD
 from ottermq.broker.message import Message
-from ottermq.broker.stream import StreamQueue
+from ottermq.broker.stream import StreamFailed, StreamQueue
 
 if TYPE_CHECKING:
     from ottermq.broker.channel import Channel
@@ -142,9 +142,20 @@ def _append_to_streams(channel: Channel, message: Message, queues: Sequence[Queu
             parts = channel.confirm_parts = {}
         parts[seq] = [len(streams) + (1 if others else 0), True]
     for stream in streams:
-        offset = stream.append(message)
+        try:
+            offset = stream.append(message)
+        except StreamFailed as exc:
+            if not seq:
+                # As the main journal refuses a durable change it cannot log.
+                raise AMQPConnectionError(
+                    INTERNAL_ERROR, f"INTERNAL_ERROR - {stream.resource}: {exc}"
+                ) from None
+            confirmed(channel, seq, False)  # this part is nacked (the publish with it)
+            continue
         if seq:
             stream.log.when_durable(offset, partial(_stream_durable, channel, seq))
+        elif channel.tx_publishes is not None:
+            channel.tx_streams.append((stream.log, offset))  # tx.commit-ok waits for it
     return others
 
 

@@ -26,6 +26,7 @@ from ottermq.broker.tx import PUBLISH, TxBuffer
 if TYPE_CHECKING:
     from ottermq.broker.channel import Channel
     from ottermq.broker.queue import Queue
+    from ottermq.broker.stream import StreamLog
 
 
 def select(channel: Channel, method: TxSelect) -> None:
@@ -47,6 +48,8 @@ def commit(channel: Channel, method: TxCommit) -> None:
     # publishes reach their queues once that record is durable: a commit that fails is not delivered.
     publishes: list[tuple[Message, Sequence[Queue]]] = []
     channel.tx_publishes = publishes
+    streams: list[tuple[StreamLog, int]] = []
+    channel.tx_streams = streams
     release_tx_bytes(channel)
     vhost.begin_tx()
     try:
@@ -59,15 +62,34 @@ def commit(channel: Channel, method: TxCommit) -> None:
                 apply_settle(channel, op.kind, op.deliveries)
     finally:
         channel.tx_publishes = None
+        channel.tx_streams = []
         position, placed = vhost.end_tx(publishes)
+    # Commit-ok once the journal's record and every stream append of the commit are durable.
+    parts = [1 + len(streams), 1]  # parts left, all durable so far
+    channel.committing = bool(position or streams)
     if position:
-        channel.committing = True
         channel.connection.broker.journal.when_durable(
-            position, partial(_commit_durable, channel, placed), partial(_commit_failed, channel, placed)
+            position,
+            partial(_part_durable, channel, placed, parts, True),
+            partial(_part_durable, channel, placed, parts, False),
         )
     else:
-        _enqueue_committed(placed)
-        channel.connection.send_method(channel.number, TxCommitOk())
+        _part_durable(channel, placed, parts, True)
+    for log, offset in streams:
+        log.when_durable(offset, partial(_part_durable, channel, placed, parts))
+
+
+def _part_durable(channel: Channel, placed: list[list[Placed]], parts: list[int], ok: bool) -> None:
+    """One part of a commit (its journal record, or one stream append) is durable, or never will be:
+    the commit is answered after the last."""
+    parts[0] -= 1
+    parts[1] = parts[1] if ok else 0
+    if parts[0] > 0:
+        return
+    if parts[1]:
+        _commit_durable(channel, placed)
+    else:
+        _commit_failed(channel, placed)
 
 
 def rollback(channel: Channel, method: TxRollback) -> None:

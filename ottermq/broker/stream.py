@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ottermq.amqp.constants import NOT_IMPLEMENTED, PRECONDITION_FAILED
-from ottermq.amqp.errors import ChannelError
+from ottermq.amqp.constants import INTERNAL_ERROR, NOT_IMPLEMENTED, PRECONDITION_FAILED
+from ottermq.amqp.errors import AMQPConnectionError, ChannelError
 from ottermq.amqp.properties import EMPTY_PROPERTIES, decode_properties
 from ottermq.broker.arguments import max_age_seconds
 from ottermq.broker.deadletter import fresh_properties
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 # How many bytes of records a consumer takes from the log at once (one sequential read).
 READ_BYTES = 1 << 20
+
+
+class StreamFailed(Exception):
+    """A stream's log takes no appends (it failed, or a full disk suspends it)."""
 
 
 class StreamRecord(NamedTuple):
@@ -72,7 +76,7 @@ class StreamLog(Protocol):
         ...
 
     def append(self, exchange: str, routing_key: str, properties: bytes, body: bytes, timestamp: int) -> int:
-        """Append one message; its offset."""
+        """Append one message; its offset. Raises StreamFailed when the log takes no appends."""
         ...
 
     def when_durable(self, offset: int, callback: Callable[[bool], None]) -> None:
@@ -272,9 +276,15 @@ class StreamQueue(Queue):
             seconds = max_age_seconds(spec)
             if seconds is not None:
                 return max(first, log.offset_at(now_ms() - seconds * 1000))
-        raise ChannelError(
-            PRECONDITION_FAILED, f"PRECONDITION_FAILED - invalid x-stream-offset '{spec}' for {self.resource}"
-        )
+            if spec[:1].isdigit():
+                # RabbitMQ: digits then a unit it does not know ("10x"), or zero ("0s").
+                raise ChannelError(
+                    PRECONDITION_FAILED,
+                    f"PRECONDITION_FAILED - invalid arg 'x-stream-offset' for {self.resource}: "
+                    f'{{invalid_stream_offset_arg,{{longstr,<<"{spec}">>}}}}',
+                )
+        # Anything else ("bogus", "-1", a boolean, a table...) makes RabbitMQ 3.10 fail the connection.
+        raise AMQPConnectionError(INTERNAL_ERROR, "INTERNAL_ERROR")
 
     def attach(self, consumer: ChannelConsumer, offset: int) -> None:
         """A consumer starts reading at `offset` (call `dispatch` once consume-ok is sent)."""

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ottermq.broker.stream import StreamQueue
 from ottermq.server.rows import connection_info, jsonable, queue_info
 
 if TYPE_CHECKING:
@@ -45,7 +46,28 @@ def queue_row(queue: Queue, unacked: int) -> dict[str, Any]:
         type=queue.queue_type,
         node=NODE,
     )
+    if isinstance(queue, StreamQueue):
+        row.update(stream_fields(queue))
     return row
+
+
+def stream_fields(stream: StreamQueue) -> dict[str, Any]:
+    """What a stream's row adds: RabbitMQ 3.10's members, online and readers (one node here), messages
+    counting the records (acks remove nothing), and OtterMQ's own: the bytes its log takes
+    (stream_bytes: segment headers and records) and its first and last offsets (null when empty)."""
+    log = stream.log
+    first, end = log.first_offset, log.committed_offset
+    return {
+        "messages": end - first,
+        "messages_unacknowledged": 0,
+        "members": [NODE],
+        "online": [NODE],
+        "consumers": len(stream.consumers()),
+        "readers": {NODE: len(stream.consumers())},
+        "stream_bytes": log.size_bytes,
+        "first_offset": first if end > first else None,
+        "last_offset": end - 1 if end > first else None,
+    }
 
 
 @dataclass(frozen=True, slots=True)

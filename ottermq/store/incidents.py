@@ -74,5 +74,15 @@ class JournalIncidents:
             "journal resumed",
             extra={"suspended_seconds": round(seconds, 3), "lsn": self.store.journal.durable_position},
         )
-        if self.store.broker is not None:
+        if self.store.broker is not None and not self.store.streams.refusing():
             self.store.broker.set_alarm(ALARM_JOURNAL, False)
+
+    def stream_failed(self, error: BaseException) -> None:
+        """A stream's log failed or suspended (it logged why): publishers are blocked as for the journal."""
+        if self.store.broker is not None:
+            self.store.broker.set_alarm(ALARM_JOURNAL, True)
+
+    def stream_resumed(self) -> None:
+        store = self.store
+        if store.broker is not None and not store.journal.failed and not store.streams.refusing():
+            store.broker.set_alarm(ALARM_JOURNAL, False)

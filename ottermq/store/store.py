@@ -111,11 +111,13 @@ class DurableStore:
         # The broker's content store (given to the Broker this store recovers).
         self.contents = LogContents(self.journal.read_content)
         # Stream queues keep their records in logs of their own (streams.py).
-        self.streams = MementoStreams(Path(memento_log.path).parent / STREAMS_DIR)
+        self.streams = MementoStreams(Path(memento_log.path).parent / STREAMS_DIR, disk=options.disk)
         incidents = JournalIncidents(self)
         self.journal.on_failure = incidents.failed
         self.journal.on_suspended = incidents.suspended
         self.journal.on_resumed = incidents.resumed
+        self.streams.on_failure = incidents.stream_failed
+        self.streams.on_resumed = incidents.stream_resumed
         self.broker: Broker | None = None
         self.recovery = RecoveryInfo()
         self._task: asyncio.Task[None] | None = None

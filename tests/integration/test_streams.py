@@ -253,3 +253,130 @@ def test_timestamp_offsets_skip_older_messages(connection: Any, resources: Resou
     channel.basic_publish("", name, b"late")
     got = _consume(connection, name, cut, want=1)
     assert got == [(b"late", {"x-stream-offset": 2})]
+
+
+def _read_to(connection: Any, name: str, offset: Any, last: bytes) -> list[tuple[int, bytes]]:
+    """(offset, body) of every delivery from `offset` until the body `last`."""
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=100)
+    got: list[tuple[int, bytes]] = []
+
+    def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
+        got.append((props.headers["x-stream-offset"], body))
+        ch.basic_ack(method.delivery_tag)
+
+    channel.basic_consume(name, on_message, arguments={"x-stream-offset": offset})
+    wait_for(connection, lambda: bool(got) and got[-1][1] == last, what=f"body {last!r}")
+    channel.close()
+    return got
+
+
+def test_retention_deletes_the_oldest_segments(connection: Any, resources: Resources) -> None:
+    # Segments of about 4 KiB, at most 12 KB kept: whole old segments go as new ones are written.
+    arguments = {"x-max-length-bytes": 12_000, "x-stream-max-segment-size-bytes": 4096}
+    channel = connection.channel()
+    name = _stream(channel, resources, 0, arguments)
+    reader = connection.channel()
+    reader.basic_qos(prefetch_count=1)
+    early: list[Any] = []
+    # A consumer attached at offset 0 that reads one record and stops acking: retention goes on under it.
+    reader.basic_consume(name, lambda *args: early.append(args), arguments={"x-stream-offset": 0})
+    channel.confirm_delivery()
+
+    def body(i: int) -> bytes:
+        return b"%04d" % i * 25  # 100 B
+
+    for i in range(400):
+        channel.basic_publish("", name, body(i))
+    wait_for(connection, lambda: len(early) == 1)
+    got = _read_to(connection, name, 0, body(399))
+    # An offset retention removed reads from the first one kept (as RabbitMQ does), up to the end. (RabbitMQ
+    # offsets are not message numbers here: each new segment starts with a tracking chunk that takes one.)
+    first = int(got[0][1][:4])
+    assert first > 200
+    assert [b for _offset, b in got] == [body(i) for i in range(first, 400)]
+    offsets = [offset for offset, _body in got]
+    assert offsets == sorted(offsets) and offsets[0] >= first
+    assert _read_to(connection, name, "first", body(399))[0][0] >= offsets[0]
+    # The early consumer goes on (RabbitMQ's reader still holds the deleted segment open and reads on in
+    # it; here it goes on from what it read ahead, or from the first record kept).
+    ch, method, _props, first_body = early[0]
+    assert first_body == body(0)
+    ch.basic_ack(method.delivery_tag)
+    wait_for(connection, lambda: len(early) == 2)
+    assert early[1][2].headers["x-stream-offset"] > 0
+
+
+@pytest.mark.parametrize("value", ["10x", "0s", "bogus", "-1", True, {"a": 1}])
+def test_unknown_offsets_are_refused_as_rabbitmq_does(
+    broker: BrokerInfo, resources: Resources, value: Any
+) -> None:
+    connection = pika.BlockingConnection(broker.params())
+    name = _stream(connection.channel(), resources)
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=5)
+
+    def consume() -> None:
+        channel.basic_consume(name, lambda *a: None, arguments={"x-stream-offset": value})
+        connection.process_data_events(time_limit=0.5)
+
+    if isinstance(value, str) and value[0].isdigit():
+        # Digits then a unit RabbitMQ does not know, or zero: a 406 naming the argument.
+        assert broker_error(consume) == (
+            406,
+            f"PRECONDITION_FAILED - invalid arg 'x-stream-offset' for queue '{name}' in vhost '/': "
+            f'{{invalid_stream_offset_arg,{{longstr,<<"{value}">>}}}}',
+        )
+        connection.close()
+    else:
+        # Anything else fails RabbitMQ 3.10's parsing: the connection is closed with 541.
+        assert broker_error(consume, pika.exceptions.ConnectionClosedByBroker) == (541, "INTERNAL_ERROR")
+
+
+def test_the_management_api_shows_a_stream(broker: BrokerInfo, connection: Any, resources: Resources) -> None:
+    if broker.external or broker.http_port is None:
+        pytest.skip("reads OtterMQ's management API (RabbitMQ 3.10 shows neither bytes nor offsets)")
+    import json
+    import urllib.request
+
+    retention = {
+        "x-max-length-bytes": 10_000_000,
+        "x-max-age": "1h",
+        "x-stream-max-segment-size-bytes": 100_000,
+    }
+    channel = connection.channel()
+    name = _stream(channel, resources, 3, retention)
+    reader = connection.channel()
+    reader.basic_qos(prefetch_count=1)
+    reader.basic_consume(name, lambda *a: None, arguments={"x-stream-offset": "first"})
+    request = urllib.request.Request(f"http://127.0.0.1:{broker.http_port}/api/queues/%2F/{name}")
+    request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        row = json.load(answer)
+    node = row["node"]
+    assert {key: row[key] for key in ("type", "messages", "messages_ready", "messages_unacknowledged")} == {
+        "type": "stream",
+        "messages": 3,
+        "messages_ready": 3,
+        "messages_unacknowledged": 0,
+    }
+    assert (row["members"], row["online"], row["readers"], row["consumers"]) == ([node], [node], {node: 1}, 1)
+    assert row["arguments"] == {"x-queue-type": "stream", **retention}
+    assert (row["first_offset"], row["last_offset"]) == (0, 2)
+    assert 3 * (2 + 28 + 16) < row["stream_bytes"] < 1000  # three small records and the segment's header
+
+
+def test_a_transaction_publishes_to_a_stream_at_commit(connection: Any, resources: Resources) -> None:
+    channel = connection.channel()
+    name = _stream(channel, resources)
+    channel.tx_select()
+    for i in range(3):
+        channel.basic_publish("", name, b"t%d" % i)
+    assert _consume(connection, name, "first") == []  # nothing before the commit
+    channel.tx_commit()  # commit-ok once the stream has the records durable
+    assert [body for body, _ in _consume(connection, name, "first", want=3)] == [b"t0", b"t1", b"t2"]
+    channel.basic_publish("", name, b"rolled back")
+    channel.tx_rollback()
+    channel.basic_publish("", name, b"t3")
+    channel.tx_commit()
+    assert [body for body, _ in _consume(connection, name, "first", want=4)] == [b"t0", b"t1", b"t2", b"t3"]
