@@ -71,9 +71,9 @@ class Describer(Protocol):
 
     `describe_split(record)` (optional, for speed: a listing formats each distinct head once) returns
     `describe(record)` in two dicts, or None when it does not split this record: a head, the very same
-    object for every record it describes alike (a publish's route, a removal's queue), which nobody
-    changes, and the record's own part; the description is the head's items followed by the own part's.
-    It raises as `describe` does.
+    object for every record it describes alike (a publish's route, a removal's queue; it holds "type"),
+    which nobody changes, and the record's own part; the description is the head's items followed by the
+    own part's ("body" may be left out: it is used only without --payload). It raises as `describe` does.
     """
 
     def describe(self, record: RecordView) -> dict[str, Any]:

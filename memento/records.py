@@ -326,8 +326,8 @@ class Printer:
         self.written = 0
         self._batch: list[str] = []
         self._batch_size = BATCH if batch and not flush_each else 1
-        # id(head) -> (head, JSON members, text fields) of the shared heads of split descriptions
-        self._heads: dict[int, tuple[dict[str, Any], str, str]] = {}
+        # id(head) -> the shared heads of split descriptions, formatted (see `_head`)
+        self._heads: dict[int, tuple[dict[str, Any], str, str, str, str]] = {}
 
     def _emit(self, text: str) -> None:
         """Write one record's text: at once (flushed when following a live log), or with `batch` in
@@ -369,8 +369,9 @@ class Printer:
         self._shown(desc, item)
         return item
 
-    def _head(self, head: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
-        """A shared description head as JSON members and as text fields, formatted once."""
+    def _head(self, head: dict[str, Any]) -> tuple[dict[str, Any], str, str, str, str]:
+        """A shared description head formatted once: (head, its JSON members after a comma, its text
+        fields, the type name as JSON, the type name padded for text)."""
         cached = self._heads.get(id(head))
         if cached is None or cached[0] is not head:
             if len(self._heads) >= 4096:
@@ -378,25 +379,24 @@ class Printer:
             shown = {k: v for k, v in head.items() if k not in _NOT_SHOWN}
             members = _json_encode(shown)[1:-1]
             fields = " ".join([f"{k}={_text(v)}" for k, v in shown.items() if v is not None])
-            cached = self._heads[id(head)] = (head, members, fields)
+            name = str(head.get("type"))
+            cached = (head, "," + members if members else "", fields, _json_name(name), f"{name:<18}")
+            self._heads[id(head)] = cached
         return cached
 
     def write_split(self, record: Record, head: dict[str, Any], rest: dict[str, Any], time_us: int) -> None:
         """Write one record with --decode from a split description (`Describer.describe_split`): what
         `write` writes for head + rest, the head formatted once for all the records sharing it. Only for
-        a record without flags and without --payload."""
-        _head, members, fields = self._head(head)
-        name = ENGINE_TYPE_NAMES.get(record.type) or head.get("type") or str(record.type)
+        a record without flags and without --payload, whose head names its type."""
+        _head, members, fields, json_name, text_name = self._head(head)
         position = record.position
         if self.as_json:
             rest.pop("time_us", None)
             rest.pop("body", None)
             tail = _json_encode(rest)
-            if members:
-                members = "," + members
             when = f'"{self.iso(time_us)}"' if time_us else "null"
             self._emit(
-                f'{{"lsn":{record.lsn},"type":{_json_name(name)},"type_code":{record.type},'
+                f'{{"lsn":{record.lsn},"type":{json_name},"type_code":{record.type},'
                 f'"time":{when},"segment":{position.segment},"offset":{position.offset},'
                 f'"size":{len(record.payload)}{members}{"," + tail[1:] if len(tail) > 2 else "}"}\n'
             )
@@ -405,7 +405,7 @@ class Printer:
         if own and fields:
             own = fields + " " + own
         self._emit(
-            f"{record.lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {name:<18}"
+            f"{record.lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {text_name}"
             f"  {position.segment}:{position.offset}  {len(record.payload)} B  {own or fields}\n"
         )
 

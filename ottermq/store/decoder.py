@@ -305,7 +305,9 @@ def _route(payload: bytes, pos: int) -> tuple[dict[str, Any], int]:
     return route, end
 
 
-def _split_publish(payload: bytes, lsn: int, timed: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _split_publish(
+    payload: bytes, lsn: int, timed: bool, body: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """A PUBLISH(_AT) record's description straight from its bytes (what `_describe_publish` shows), as
     its route's shared head and the record's own part (`OtterMQDecoder.describe_split`)."""
     pos = 8 if timed else 0
@@ -319,7 +321,8 @@ def _split_publish(payload: bytes, lsn: int, timed: bool) -> tuple[dict[str, Any
         rest["time_us"] = PUBLISHED_AT.unpack_from(payload)[0] * 1000
     if plen:
         _properties(payload[pos:body_at], rest)
-    rest["body"] = memoryview(payload)[body_at:]
+    if body:
+        rest["body"] = memoryview(payload)[body_at:]
     return head, rest
 
 
@@ -352,13 +355,16 @@ def _split_removed(payload: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     return head, {"count": count, "ids": [message_ref(i) for i in ids]}
 
 
-def split_description(rtype: int, payload: bytes, lsn: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def split_description(
+    rtype: int, payload: bytes, lsn: int, body: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """`describe_record` of the most frequent records (publishes, removals) in two parts: a head shared by
     every record of the same route or queue (never to be changed), and the record's own part; None for
-    the other types. The description is the head's items followed by the own part's."""
+    the other types. The description is the head's items followed by the own part's (without "body"
+    when `body` is False: a listing without --payload never shows it)."""
     try:
         if rtype == RT_PUBLISH_AT:
-            return _split_publish(payload, lsn, True)
+            return _split_publish(payload, lsn, True, body)
         if rtype == RT_REMOVED:
             return _split_removed(payload)
     except DECODE_ERRORS as exc:
@@ -430,7 +436,7 @@ class OtterMQDecoder:
     def describe_split(self, record: RecordView) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """`describe` in a shared head and the record's own part, for the frequent types: see
         `split_description` and memento.inspect_decoders.Describer."""
-        return split_description(record.type, record.payload, record.lsn)
+        return split_description(record.type, record.payload, record.lsn, body=False)
 
     def type_names(self) -> list[str]:
         """Every record type name `describe` gives."""
