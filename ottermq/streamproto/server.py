@@ -148,7 +148,7 @@ class StreamService:
             self._listener.close()
         for proto in list(self.sessions):
             if proto.session is not None:
-                proto.session.fail(codec.OK, "broker shutdown")
+                proto.session.fail(codec.OK, "broker shutdown", wait=False)
         self.tracking.save()
         if self._listener is not None:
             try:

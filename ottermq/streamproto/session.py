@@ -39,6 +39,9 @@ log: Final = logging.getLogger("ottermq.streamproto")
 FRAME_MAX: Final = 8 << 20
 HEARTBEAT: Final = 60
 MAX_REFERENCE: Final = 256
+# Seconds the client has to answer the server's Close before the socket is closed anyway.
+CLOSE_TIMEOUT: Final = 3.0
+_MECHANISMS: Final = ("PLAIN", "AMQPLAIN")
 PRODUCT: Final = {"product": "OtterMQ", "platform": "Python", "copyright": "OtterMQ contributors"}
 # Arguments of `create` and the queue arguments they become (integers parsed, the rest as given).
 _ARGUMENTS: Final = {
@@ -103,6 +106,7 @@ class StreamSession:
         self.subscriptions: dict[int, Subscription] = {}
         self.client_properties: dict[str, str] = {}
         self._waiting: list[memoryview] | None = None  # frames received during a password check
+        self.closing_since: float | None = None  # when the server's Close was sent
         self._handlers: dict[int, Callable[[Reader, int], None]] = {
             codec.DECLARE_PUBLISHER: self._declare_publisher,
             codec.PUBLISH: self._publish,
@@ -129,14 +133,28 @@ class StreamSession:
     def feed(self, data: bytes) -> None:
         """Bytes from the socket."""
         if self.state == "closed":
+            if self.closing_since is not None:
+                self._await_close_response(data)
             return
         self.last_received = time.monotonic()
         try:
             frames = self.splitter.feed(data)
         except FrameError as exc:
-            self.fail(exc.code, str(exc))
+            self.fail(exc.code, str(exc), wait=False)  # what follows cannot be cut into frames
             return
         self._handle(frames)
+
+    def _await_close_response(self, data: bytes) -> None:
+        try:
+            frames = self.splitter.feed(data)
+        except FrameError:
+            frames = []
+            self.link.close()
+        for frame in frames:
+            if len(frame) >= 2 and frame[0] == 0x80 and frame[1] == codec.CLOSE:
+                self.closing_since = None
+                self.link.close()
+                return
 
     def _handle(self, frames: list[memoryview]) -> None:
         for index, data in enumerate(frames):
@@ -194,7 +212,7 @@ class StreamSession:
             self._peer_properties(reader)
         elif key == codec.SASL_HANDSHAKE:
             correlation = reader.u32()
-            mechanisms = [m for m in self.broker.auth.mechanisms() if m == "PLAIN"]
+            mechanisms = [m for m in self.broker.auth.mechanisms() if m in _MECHANISMS]
             body = len(mechanisms).to_bytes(4, "big")
             body += b"".join(codec.string(m) for m in mechanisms)
             self.send(codec.response(codec.SASL_HANDSHAKE, correlation, codec.OK, body))
@@ -225,7 +243,7 @@ class StreamSession:
         mechanism = reader.string()
         response = bytes(reader.bytes())
         auth = self.broker.auth
-        if mechanism != "PLAIN":
+        if mechanism not in _MECHANISMS:
             self.send(
                 codec.response(codec.SASL_AUTHENTICATE, correlation, codec.SASL_MECHANISM_NOT_SUPPORTED)
             )
@@ -604,8 +622,11 @@ class StreamSession:
             subscription.pump()
 
     def tick(self, now: float) -> None:
-        """Once a second: the handshake deadline, heartbeats sent and expected."""
+        """Once a second: the handshake deadline, heartbeats sent and expected, the close's deadline."""
         if self.state == "closed":
+            if self.closing_since is not None and now - self.closing_since > CLOSE_TIMEOUT:
+                self.closing_since = None
+                self.link.close()
             return
         if self.state != "opened":
             if now - self.opened_at > self.broker.settings.handshake_timeout:
@@ -621,15 +642,20 @@ class StreamSession:
         if now - self.last_sent >= beat:
             self.send(codec.heartbeat())
 
-    def fail(self, code: int, reason: str, tell: bool = True) -> None:
-        """Close the connection for `reason`: a Close with `code` first (when `tell`), then the socket."""
+    def fail(self, code: int, reason: str, tell: bool = True, wait: bool = True) -> None:
+        """Close the connection for `reason`. With `tell`, a Close with `code` goes first and, with `wait`
+        (the client's frames can still be read), the socket stays open until the client answers it or
+        `CLOSE_TIMEOUT` passes, as RabbitMQ does."""
         if self.state == "closed":
             return
         log.info("closing stream connection", extra={"conn": self.name, "code": code, "reason": reason})
         if tell:
-            self.send(codec.close(0, code, reason))
+            self.send(codec.close(1, code, reason))
         self._end()
-        self.link.close()
+        if tell and wait:
+            self.closing_since = time.monotonic()
+        else:
+            self.link.close()
 
     def _closed_by_peer(self) -> None:
         self._end()
