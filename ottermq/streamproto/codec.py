@@ -178,6 +178,9 @@ class Reader:
     def bytes(self) -> memoryview:
         """Bytes: int32 length (-1: null, read as empty) and the bytes."""
         size = self.i32()
+        if size < -1:
+            # Also what a sub-entry batch looks like where a plain message is expected (top bit set).
+            raise FrameError(UNKNOWN_FRAME, f"bytes of length {size}")
         if size <= 0:
             return self.data[0:0]
         start = self._take(size)

@@ -44,6 +44,12 @@ def test_reader_turns_short_or_bad_fields_into_unknown_frame(fields: bytes) -> N
     assert caught.value.code == codec.UNKNOWN_FRAME
 
 
+def test_reader_refuses_a_negative_length_such_as_a_sub_entry_batch() -> None:
+    assert bytes(Reader(memoryview(b"\xff\xff\xff\xff")).bytes()) == b""  # -1: null
+    with pytest.raises(FrameError):
+        Reader(memoryview(b"\x80\x00\x05\x00\x00\x00\x10")).bytes()
+
+
 def test_response_layout() -> None:
     assert (
         codec.response(codec.OPEN, 9, codec.OK) == b"\x00\x00\x00\x0a\x80\x15\x00\x01\x00\x00\x00\x09\x00\x01"
