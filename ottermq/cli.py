@@ -125,6 +125,12 @@ def serve(
     prometheus_port: str | None = typer.Option(
         None, "--prometheus-port", help="Prometheus metrics port; 0 = off", show_default="15692"
     ),
+    stream_port: str | None = typer.Option(
+        None,
+        "--stream-port",
+        help="RabbitMQ stream protocol port (RabbitMQ's: 5552); 0 = off",
+        show_default="0",
+    ),
     config: str | None = typer.Option(
         None,
         "--config",
@@ -183,6 +189,7 @@ def serve(
         "data_dir": data_dir,
         "http_port": http_port,
         "prometheus_port": prometheus_port,
+        "stream_port": stream_port,
         "log_level": log_level,
         "log_format": log_format,
         "salvage": True if salvage else None,
@@ -270,6 +277,11 @@ def serve(
         from ottermq.http.prometheus import PrometheusService
 
         prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
+    stream = None
+    if settings.stream_port:
+        from ottermq.streamproto.server import StreamService
+
+        stream = StreamService(settings.host, settings.stream_port, data_path if store is not None else None)
     replication = _replication_leader(settings, store, cluster_tls)
     options = ServeOptions(
         replication=replication,
@@ -284,6 +296,7 @@ def serve(
         control_socket=data_path / CTL_SOCKET_NAME,
         http=http,
         prometheus=prometheus,
+        stream=stream,
         cluster=cluster,
     )
     try:

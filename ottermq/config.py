@@ -46,6 +46,9 @@ class Settings:
     # Prometheus' /metrics, /metrics/per-object and /metrics/detailed on a port of their own (RabbitMQ's
     # prometheus.tcp.port); they are on the management port too. 0 turns this listener off.
     prometheus_port: int = 15692
+    # RabbitMQ's stream protocol (its rabbitmq_stream plugin; RabbitMQ's port is 5552). Off (0) by default,
+    # as RabbitMQ's plugin is until enabled (ottermq/streamproto, docs/streams.md).
+    stream_port: int = 0
     frame_max: int = 131072
     channel_max: int = 2047
     heartbeat: int = 60
@@ -292,7 +295,7 @@ def _in_range(value: float, low: float, high: float) -> None:
 
 def _check(name: str, value: Any) -> Any:
     """Range and choice checks; returns the (possibly normalised) value or raises ValueError."""
-    if name in ("port", "http_port", "prometheus_port"):
+    if name in ("port", "http_port", "prometheus_port", "stream_port"):
         _in_range(value, 0, 65535)
     elif name == "frame_max":
         _in_range(value, 4096, 2**32 - 1)

@@ -21,6 +21,16 @@ ALLOWED: dict[str, set[str]] = {
     "ottermq.store": {"ottermq.amqp", "ottermq.broker", "memento"},
     # Cluster membership, leader election and (later) log replication: beside the server, below it.
     "ottermq.cluster": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "memento"},
+    # RabbitMQ's stream protocol: its codec and chunk layout are pure (like ottermq.amqp), the sessions
+    # work on the broker's stream queues.
+    "ottermq.streamproto": {
+        "ottermq.amqp",
+        "ottermq.broker",
+        "ottermq.streamproto.codec",
+        "ottermq.streamproto.chunk",
+    },
+    "ottermq.streamproto.codec": set(),
+    "ottermq.streamproto.chunk": set(),
     "ottermq.server": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.cluster"},
     # The management HTTP API: a peer of the server layer that reuses its ctl queries; the CLI wires it in.
     "ottermq.http": {"ottermq.amqp", "ottermq.broker", "ottermq.store", "ottermq.server", "ottermq.cluster"},
@@ -31,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
         "ottermq.server",
         "ottermq.cluster",
         "ottermq.http",
+        "ottermq.streamproto",
         "memento",
     },
 }

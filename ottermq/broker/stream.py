@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from ottermq.amqp.amqp10 import AMQP10, from_amqp10
 from ottermq.amqp.constants import INTERNAL_ERROR, NOT_IMPLEMENTED, PRECONDITION_FAILED
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
 from ottermq.amqp.properties import EMPTY_PROPERTIES, decode_properties
@@ -197,6 +198,8 @@ class StreamEntry(QueueEntry):
 def with_offset(record: StreamRecord) -> Message:
     """The message of `record` with the x-stream-offset header every stream delivery carries."""
     raw = record.properties or EMPTY_PROPERTIES
+    if raw == AMQP10:
+        return amqp10_message(record)
     headers = dict(decode_properties(raw).headers or {})
     headers["x-stream-offset"] = record.offset
     return Message(record.exchange, record.routing_key, fresh_properties(raw, headers=headers), record.body)
@@ -210,7 +213,7 @@ def now_ms() -> int:
 class StreamQueue(Queue):
     """A stream: publishes are appended to its log; each consumer reads from its own offset."""
 
-    __slots__ = ("_cursors", "_stream_consumers", "log")
+    __slots__ = ("_cursors", "_stream_consumers", "log", "readers")
 
     def __init__(
         self, name: str, vhost: str, arguments: dict[str, Any], log: StreamLog | None = None
@@ -221,6 +224,9 @@ class StreamQueue(Queue):
         self._stream_consumers: list[ChannelConsumer] = []
         # Per consumer: the next offset to read and the records read ahead (one large read at a time).
         self._cursors: dict[ChannelConsumer, tuple[int, list[StreamRecord]]] = {}
+        # Readers other than AMQP 0.9.1 consumers (stream-protocol subscriptions): `reader(False)` when
+        # records may have become readable, `reader(True)` once the stream is deleted.
+        self.readers: list[Callable[[bool], None]] = []
 
     # -- counts ------------------------------------------------------------------------------------------
 
@@ -326,6 +332,8 @@ class StreamQueue(Queue):
                 record = ahead.pop()
                 consumer.deliver(self, StreamEntry(record.offset, with_offset(record)))
             self._cursors[consumer] = (offset, ahead)
+        for reader in list(self.readers):
+            reader(False)
 
     def content_of(self, entry: QueueEntry) -> Message:
         assert isinstance(entry, StreamEntry)
@@ -354,6 +362,9 @@ class StreamQueue(Queue):
         for consumer in list(self._stream_consumers):
             consumer.cancelled_by_broker()
         self.detach_consumers()
+        for reader in list(self.readers):
+            reader(True)
+        self.readers.clear()
         self.log.close()
         return 0
 
@@ -364,3 +375,15 @@ def refuse_nack(queue: Queue) -> None:
         NOT_IMPLEMENTED,
         f"NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues {queue.resource}",
     )
+
+
+def amqp10_message(record: StreamRecord) -> Message:
+    """An AMQP 1.0 message appended over the stream protocol, as an AMQP 0.9.1 delivery (converted at
+    read time, see ottermq/amqp/amqp10.py; bytes that do not parse are delivered as the body)."""
+    try:
+        raw, body = from_amqp10(record.body)
+    except ValueError:
+        raw, body = EMPTY_PROPERTIES, record.body
+    headers = dict(decode_properties(raw).headers or {})
+    headers["x-stream-offset"] = record.offset
+    return Message(record.exchange, record.routing_key, fresh_properties(raw, headers=headers), body)

@@ -50,6 +50,8 @@ class ServeOptions:
     http: HttpService | None = None
     # The Prometheus endpoints on their own port (ottermq.http.prometheus.PrometheusService), or None.
     prometheus: HttpService | None = None
+    # RabbitMQ's stream protocol listener (ottermq.streamproto.server.StreamService), or None.
+    stream: HttpService | None = None
     # Cluster membership and election (`--etcd`), or None for a single node.
     cluster: ClusterService | None = None
     # Replication to followers (ottermq.cluster.leader.ReplicationLeader), or None without a cluster.
@@ -244,6 +246,9 @@ async def _serve_clients(
     )
     http = await _start_http(broker, options.http, addresses, tls_addresses)
     prometheus = await _start_http(broker, options.prometheus, addresses, tls_addresses, "Prometheus metrics")
+    stream = await _start_http(
+        broker, options.stream, addresses, tls_addresses, "stream protocol", "rabbitmq-stream"
+    )
     try:
         await stop.wait()
         if stop is signals.event or signals.event.is_set():
@@ -251,12 +256,17 @@ async def _serve_clients(
         if prometheus is not None:
             await prometheus.stop(0.1)  # a scrape is cheap and may be lost
             prometheus = None
+        if stream is not None:
+            await stream.stop(0.5)
+            stream = None
         if http is not None:
             # First, so no request sees the broker half stopped; a short share of the shutdown timeout.
             await http.stop(min(1.0, options.shutdown_timeout / 2))
             http = None
         await server.stop("shutdown")
     finally:
+        if stream is not None:
+            await stream.stop(0.1)
         if prometheus is not None:
             await prometheus.stop(0.1)
         if http is not None:
@@ -302,12 +312,13 @@ async def _start_http(
     amqp: list[tuple[str, int]],
     amqps: list[tuple[str, int]],
     what: str = "management API",
+    scheme: str = "http",
 ) -> HttpService | None:
     """The management API (or the Prometheus port: `what`); without it the broker still serves AMQP (the
     error is logged)."""
     if http is None:
         return None
-    where = format_address(http.host, http.port, "http")
+    where = format_address(http.host, http.port, scheme)
     try:
         addresses = await http.start(broker, amqp, amqps)
     except OSError as exc:
@@ -315,7 +326,7 @@ async def _start_http(
         return None
     for host, port in addresses:
         log.info(
-            f"{what} listening on {format_address(host, port, 'http')}",
+            f"{what} listening on {format_address(host, port, scheme)}",
             extra={"host": host, "port": port},
         )
     return http
