@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ottermq.amqp.errors import AMQPError
 from ottermq.broker import exchange_types
 from ottermq.broker.access import AccessError, compile_permission
-from ottermq.broker.arguments import check_exchange_arguments, check_queue_arguments
+from ottermq.broker.arguments import check_exchange_arguments, check_queue_arguments, json_arguments
 from ottermq.broker.auth import export_hash, import_hash, new_password_hash, verify_password
 from ottermq.broker.broker import PRODUCT, VERSION, validate_vhost_limits
 from ottermq.broker.exchange import Binding
@@ -712,7 +712,8 @@ def _plan_bindings(
         if kind not in ("queue", "exchange"):
             raise _fail(f"{what}: destination_type must be 'queue' or 'exchange', actually was {kind!r}")
         routing_key = _str(item, "routing_key", what, "")
-        arguments = _object(item, "arguments", what)
+        # Typed as RabbitMQ's import types them (integers `long`), so the properties key is RabbitMQ's.
+        arguments = json_arguments(_object(item, "arguments", what))
         source_type = seen.exchanges.get((vhost, source))
         exists = (
             (vhost, destination) in seen.queues if kind == "queue" else (vhost, destination) in seen.exchanges

@@ -576,3 +576,62 @@ def test_rabbitmqadmin_export_and_import(nodes: Any, tmp_path: Path) -> None:
     assert node.api("PUT", f"/api/vhosts/{quote('copy')}").status == 201
     assert admin("-V", "copy", "import", str(scoped)).returncode == 0
     assert node.api("GET", "/api/queues/copy/orders.all").status == 200
+
+
+def test_imported_bindings_have_rabbitmqs_properties_keys(nodes: Any) -> None:
+    # RabbitMQ 3.10 types a JSON integer in imported binding arguments as `long` (rabbit_misc
+    # to_amqp_table), as its HTTP API does; the keys below are what a 3.10.8 node listed for this import.
+    node = nodes("a")
+    arguments = {
+        "k1": {"a": 1},
+        "k2": {
+            "z": 5,
+            "a": -7,
+            "b": 1.5,
+            "c": "s",
+            "d": True,
+            "e": [1, "x", 2.5],
+            "f": {"y": 2, "b": "q"},
+            "x-match": "any",
+        },
+        "k3": {"big": 10000000000},
+    }
+    document = {
+        "queues": [{"name": "bq", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}],
+        "exchanges": [
+            {
+                "name": "bx",
+                "vhost": "/",
+                "type": "topic",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+            }
+        ],
+        "bindings": [
+            {
+                "source": "bx",
+                "vhost": "/",
+                "destination": "bq",
+                "destination_type": "queue",
+                "routing_key": key,
+                "arguments": args,
+            }
+            for key, args in arguments.items()
+        ],
+    }
+    expected = ["k1~Ajat_Q", "k2~M2i83A", "k3~QMYoLA"]
+
+    def keys() -> list[str]:
+        rows = node.api("GET", "/api/bindings/%2F/e/bx/q/bq").body
+        return sorted(row["properties_key"] for row in rows)
+
+    assert node.api("POST", "/api/definitions", document).status == 204
+    assert keys() == expected
+    # The same bindings made over HTTP have the same keys, so importing again adds nothing.
+    assert node.api("POST", "/api/definitions", document).status == 204
+    assert keys() == expected
+    node.restart(kill=True)  # the log keeps the integers' type
+    assert keys() == expected
+    assert node.api("DELETE", f"/api/bindings/%2F/e/bx/q/bq/{expected[1]}").status == 204
+    assert keys() == [expected[0], expected[2]]
