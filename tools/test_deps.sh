@@ -2,8 +2,11 @@
 # System packages the test suite needs beyond PyPI, installed with apt-get when missing:
 # - Chromium for the web UI tests (Playwright drives the system browser; `playwright install` downloads a
 #   browser build of its own, which the test machines cannot fetch);
+# - RabbitMQ itself (Debian's rabbitmq-server, with Erlang): the definitions round-trip test starts a node
+#   of its own on free ports. The package is installed with a policy-rc.d that keeps its service from
+#   starting (the tests never use the system node on 5672);
 # - rabbitmqadmin, the management CLI the HTTP API tests drive. Debian ships it inside rabbitmq-server;
-#   only that one script is taken from the package (unpacked, not installed: no Erlang, no service).
+#   when the package cannot be installed whole, only that one script is taken from it (unpacked).
 # When it cannot install (not root, no apt), it says so and exits 0: the tests that need the tool then fail
 # with the same message instead of being skipped.
 set -euo pipefail
@@ -44,6 +47,28 @@ if ! find_chromium > /dev/null; then
     else
         echo "tools/test_deps.sh: no Chromium found and cannot install it (needs root and apt-get):" \
             "run 'apt-get install chromium' as root; the web UI tests fail until then" >&2
+    fi
+fi
+
+if ! command -v rabbitmq-server > /dev/null 2>&1; then
+    if can_install; then
+        blocker=/usr/sbin/policy-rc.d
+        had_blocker=
+        [ -e "$blocker" ] && had_blocker=1
+        if [ -z "$had_blocker" ]; then
+            printf '#!/bin/sh\nexit 101\n' > "$blocker"
+            chmod 0755 "$blocker"
+        fi
+        status=0
+        if ! apt-get install -y -q --no-install-recommends rabbitmq-server > /dev/null 2>&1; then
+            apt_update_once
+            apt-get install -y -q --no-install-recommends rabbitmq-server > /dev/null || status=$?
+        fi
+        [ -z "$had_blocker" ] && rm -f "$blocker"
+        [ "$status" = 0 ] || { echo "tools/test_deps.sh: installing rabbitmq-server failed" >&2; exit 1; }
+    else
+        echo "tools/test_deps.sh: no rabbitmq-server found and cannot install it (needs root and apt-get):" \
+            "run 'apt-get install rabbitmq-server' as root; the RabbitMQ round-trip test fails until then" >&2
     fi
 fi
 

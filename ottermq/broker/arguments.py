@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from ottermq.amqp.constants import PRECONDITION_FAILED
 from ottermq.amqp.errors import ChannelError
+from ottermq.amqp.table import Long
 
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
@@ -64,6 +65,21 @@ def type_name(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "void"
+
+
+def json_arguments(value: Any) -> Any:
+    """Arguments given as JSON typed as RabbitMQ 3.10 types them (rabbit_misc:to_amqp_table, used by the
+    management API and the definitions import alike): integers are `long` whatever their size, objects
+    are tables with their keys sorted. The types decide a binding's properties key (RabbitMQ's hash)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, int):
+        return Long(value)
+    if isinstance(value, dict):
+        return {key: json_arguments(value[key]) for key in sorted(value, key=lambda k: str(k).encode())}
+    if isinstance(value, list):
+        return [json_arguments(item) for item in value]
+    return value
 
 
 def type_class(value: Any) -> str:

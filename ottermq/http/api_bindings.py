@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 from ottermq.broker.access import READ, WRITE
+from ottermq.broker.arguments import json_arguments
 from ottermq.http.api_entities import arguments_of, check_access, exchange_name, path_vhost, path_vhosts
 from ottermq.http.api_limits import check_topic_access
 from ottermq.http.app import Ctx, check_shortstr, no_content, not_found, ok, route
 from ottermq.http.interface import HttpError, Response
 from ottermq.http.listing import listed
-from ottermq.http.phash2 import args_hash, http_arguments
+from ottermq.http.phash2 import args_hash
 from ottermq.server.rows import binding_infos
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def _register(kind: str, letter: str) -> None:
         if not isinstance(routing_key, str):
             raise HttpError(400, "bad_request", "routing_key must be a string")
         check_shortstr("routing_key", routing_key)
-        arguments = http_arguments(arguments_of(body))
+        arguments = json_arguments(arguments_of(body))
         source, destination = _between(ctx, vhost, kind)
         check_access(ctx, vhost, WRITE, kind, destination)
         check_access(ctx, vhost, READ, "exchange", source)

@@ -4,21 +4,34 @@ GET /api/definitions/{vhost}.
 Strategy: the document is read and checked whole by `ottermq.broker.definitions` before anything
 changes; a document that cannot be imported is RabbitMQ's 400 {"error": "bad_request", "reason": ...}
 and leaves the broker as it was. The changes are the ordinary journaled operations, so the answer (204,
-as RabbitMQ's) leaves once they are durable. Administrators only, as in RabbitMQ.
+as RabbitMQ's) leaves once they are durable. Administrators only, as in RabbitMQ. A big document takes
+seconds: the check and the changes let the event loop serve other clients every few milliseconds
+(`import_definitions_paced`), and imports run one at a time, each planned against what the previous
+one left.
 """
 
 from __future__ import annotations
 
-from ottermq.broker.definitions import DefinitionsError, export_definitions, import_definitions
+import asyncio
+import weakref
+from typing import TYPE_CHECKING, Final
+
+from ottermq.broker.definitions import DefinitionsError, export_definitions, import_definitions_paced
 from ottermq.http.app import Ctx, no_content, ok, route
 from ottermq.http.auth import require_admin
 from ottermq.http.interface import HttpError, Response
 
+if TYPE_CHECKING:
+    from ottermq.broker.broker import Broker
 
-def _document(ctx: Ctx) -> object:
+# One import at a time per broker.
+_IMPORTING: Final[weakref.WeakKeyDictionary[Broker, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+async def _document(ctx: Ctx) -> object:
     """The JSON body; 400 "failed_to_parse_json" (RabbitMQ's reason) unless it is a JSON object."""
     try:
-        value = ctx.body()
+        value = await ctx.big_body()
     except HttpError:
         raise HttpError(400, "bad_request", "failed_to_parse_json") from None
     return value
@@ -28,11 +41,13 @@ async def _import(ctx: Ctx, vhost: str | None) -> Response:
     require_admin(ctx.me)
     if vhost is not None and vhost not in ctx.broker.vhosts:
         raise HttpError(404, "not_found", "vhost_not_found")
-    document = _document(ctx)
-    try:
-        import_definitions(ctx.broker, document, vhost)
-    except DefinitionsError as exc:
-        raise HttpError(400, "bad_request", exc.reason) from None
+    document = await _document(ctx)
+    lock = _IMPORTING.setdefault(ctx.broker, asyncio.Lock())
+    async with lock:
+        try:
+            await import_definitions_paced(ctx.broker, document, vhost)
+        except DefinitionsError as exc:
+            raise HttpError(400, "bad_request", exc.reason) from None
     await ctx.durable()
     return no_content()
 

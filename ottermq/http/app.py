@@ -9,10 +9,11 @@ a missing object 404, an AMQP error the broker raised (inequivalent redeclare, r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -103,6 +104,22 @@ class Ctx:
         _check_json(value)
         return value
 
+    async def big_body(self) -> dict[str, Any]:
+        """`body` for a document that may be large (a definitions import): parsed at once (json.loads
+        holds the interpreter: 0.2 s for 13 MiB), then checked letting other work in meanwhile."""
+        raw = self.request.body
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise HttpError(400, "bad_request", "not_json") from None
+        if not isinstance(value, dict):
+            raise HttpError(400, "bad_request", "not_json")
+        for _ in _checking_json(value):
+            await asyncio.sleep(0)
+        return value
+
     def flag(self, name: str) -> bool:
         """A boolean query parameter (?if-empty=true)."""
         return self.query.get(name, "").lower() == "true"
@@ -115,10 +132,20 @@ class Ctx:
 
 def _check_json(value: dict[str, Any]) -> None:
     """400 unless `value` nests at most MAX_JSON_DEPTH levels and every string is valid Unicode (JSON's
-    "\\ud800" decodes to a lone surrogate, which no UTF-8 encoder takes). Walked with a stack of its
-    own: the nesting must not cost the interpreter's."""
+    "\\ud800" decodes to a lone surrogate, which no UTF-8 encoder takes)."""
+    for _ in _checking_json(value):
+        pass
+
+
+def _checking_json(value: dict[str, Any]) -> Iterator[None]:
+    """`_check_json`, pausing (a bare `yield`) every 4096 values. Walked with a stack of its own: the
+    nesting must not cost the interpreter's."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    walked = 0
     while stack:
+        walked += 1
+        if not walked & 4095:
+            yield
         item, depth = stack.pop()
         if isinstance(item, str):
             if not item.isascii():

@@ -4,7 +4,8 @@ Strategy: a message published here takes the same steps as a basic.publish on a 
 confirms: route in the vhost, log it when persistent and bound for durable queues, enqueue it. There is
 no channel, so the channel-only publish features (direct reply-to, CC/BCC headers) do not apply, as a
 management publish in RabbitMQ has no reply channel either. A get takes ready messages from the queue
-and settles or requeues them at once, as RabbitMQ's ackmodes do; nothing stays unacknowledged.
+and settles or requeues them at once, as RabbitMQ's ackmodes do; nothing stays unacknowledged. A
+reject without requeue is a reject: the queue's dead-letter exchange takes the message, as in RabbitMQ.
 Both are counted as RabbitMQ counts its API's (a channel of its own): the exchange's and the queues'
 counters (object_stats.py), and the message counters of the vhost and of the broker (`totals`, the
 broker's `message_counts`): a publish is received and confirmed, a get with ack_requeue_false is a get

@@ -220,17 +220,3 @@ def args_hash(arguments: Mapping[str, Any]) -> str:
     term = sorted(_table(arguments), key=lambda entry: entry[0])
     digest = phash2(term).to_bytes(4, "big")
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def http_arguments(value: Any) -> Any:
-    """Arguments given as JSON typed as RabbitMQ's management API types them (rabbit_mgmt_format
-    to_amqp_table): integers are `long`, objects are tables with their keys sorted."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | float):
-        return value
-    if isinstance(value, int):
-        return Long(value)
-    if isinstance(value, dict):
-        return {key: http_arguments(value[key]) for key in sorted(value, key=lambda k: str(k).encode())}
-    if isinstance(value, list):
-        return [http_arguments(item) for item in value]
-    return value

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -576,3 +577,111 @@ def test_rabbitmqadmin_export_and_import(nodes: Any, tmp_path: Path) -> None:
     assert node.api("PUT", f"/api/vhosts/{quote('copy')}").status == 201
     assert admin("-V", "copy", "import", str(scoped)).returncode == 0
     assert node.api("GET", "/api/queues/copy/orders.all").status == 200
+
+
+def test_imported_bindings_have_rabbitmqs_properties_keys(nodes: Any) -> None:
+    # RabbitMQ 3.10 types a JSON integer in imported binding arguments as `long` (rabbit_misc
+    # to_amqp_table), as its HTTP API does; the keys below are what a 3.10.8 node listed for this import.
+    node = nodes("a")
+    arguments = {
+        "k1": {"a": 1},
+        "k2": {
+            "z": 5,
+            "a": -7,
+            "b": 1.5,
+            "c": "s",
+            "d": True,
+            "e": [1, "x", 2.5],
+            "f": {"y": 2, "b": "q"},
+            "x-match": "any",
+        },
+        "k3": {"big": 10000000000},
+    }
+    document = {
+        "queues": [{"name": "bq", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}],
+        "exchanges": [
+            {
+                "name": "bx",
+                "vhost": "/",
+                "type": "topic",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+            }
+        ],
+        "bindings": [
+            {
+                "source": "bx",
+                "vhost": "/",
+                "destination": "bq",
+                "destination_type": "queue",
+                "routing_key": key,
+                "arguments": args,
+            }
+            for key, args in arguments.items()
+        ],
+    }
+    expected = ["k1~Ajat_Q", "k2~M2i83A", "k3~QMYoLA"]
+
+    def keys() -> list[str]:
+        rows = node.api("GET", "/api/bindings/%2F/e/bx/q/bq").body
+        return sorted(row["properties_key"] for row in rows)
+
+    assert node.api("POST", "/api/definitions", document).status == 204
+    assert keys() == expected
+    # The same bindings made over HTTP have the same keys, so importing again adds nothing.
+    assert node.api("POST", "/api/definitions", document).status == 204
+    assert keys() == expected
+    node.restart(kill=True)  # the log keeps the integers' type
+    assert keys() == expected
+    assert node.api("DELETE", f"/api/bindings/%2F/e/bx/q/bq/{expected[1]}").status == 204
+    assert keys() == [expected[0], expected[2]]
+
+
+def test_a_big_import_lets_other_clients_be_served(nodes: Any) -> None:
+    # 15,000 queues with a binding each take seconds to import; publishes with confirms on another
+    # connection go on meanwhile (before the import yielded to the event loop, the first one waited for
+    # the whole import).
+    node = nodes("a")
+    count = 15_000
+    document = {
+        "exchanges": [{"name": "big.x", "vhost": "/", "type": "direct", "durable": True}],
+        "queues": [{"name": f"big.q.{i}", "vhost": "/", "durable": True} for i in range(count)],
+        "bindings": [
+            {"source": "big.x", "vhost": "/", "destination": f"big.q.{i}", "destination_type": "queue",
+             "routing_key": f"k.{i}"}
+            for i in range(count)
+        ],
+    }  # fmt: skip
+    raw = json.dumps(document, indent=2).encode()
+    confirmed: list[float] = []  # when each publish's confirm came
+    stop = threading.Event()
+    connection = node.amqp("guest", "guest")
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.queue_declare("probe", durable=True)
+
+    def publish() -> None:
+        while not stop.is_set():
+            channel.basic_publish("", "probe", b"x", pika.BasicProperties(delivery_mode=2))
+            confirmed.append(time.monotonic())
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    try:
+        started = time.monotonic()
+        reply = node.api("POST", "/api/definitions", raw=raw)
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    connection.close()
+    assert reply.status == 204, reply
+    assert node.api("GET", "/api/queues/%2F/big.q.14999").status == 200
+    # Parsing the document holds the loop for a moment; after that, confirms keep coming while the
+    # import runs (the middle half of it, well away from its start and end).
+    window = (started + (ended - started) / 4, ended - (ended - started) / 4)
+    during = [at for at in confirmed if window[0] <= at <= window[1]]
+    assert ended - started > 1.0, "the import was too quick to tell"
+    assert len(during) >= 10, (len(during), ended - started)

@@ -333,6 +333,27 @@ def test_get_messages(api: Any, channel: Any, resources: Resources) -> None:
     assert api("POST", path, {"count": 1, "ackmode": "nonsense"}).status == 400
 
 
+def test_get_reject_requeue_false_dead_letters(api: Any, channel: Any, resources: Resources) -> None:
+    # RabbitMQ 3.10 gets with a manual ack and rejects without requeue: the queue's dead-letter exchange
+    # takes the message, with reason "rejected" (checked on a 3.10.8 node).
+    source, dead, dlx = resources.queue(), resources.queue(), resources.exchange()
+    channel.exchange_declare(dlx, "fanout")
+    channel.queue_declare(dead)
+    channel.queue_bind(dead, dlx)
+    channel.queue_declare(source, arguments={"x-dead-letter-exchange": dlx})
+    channel.basic_publish("", source, b"hello")
+    wait_for(channel.connection, lambda: api("GET", f"/api/queues/%2F/{q(source)}").body.get("messages") == 1)
+    path = f"/api/queues/%2F/{q(source)}/get"
+    taken = api("POST", path, {"count": 1, "ackmode": "reject_requeue_false", "encoding": "auto"}).body
+    assert [m["payload"] for m in taken] == ["hello"]
+    assert channel.queue_declare(source, passive=True).method.message_count == 0
+    method, properties, body = get_message(channel, dead)
+    assert body == b"hello"
+    death = properties.headers["x-death"][0]
+    assert (death["queue"], death["reason"], death["count"]) == (source, "rejected", 1)
+    channel.basic_ack(method.delivery_tag)
+
+
 # -- exchanges, bindings, publish -------------------------------------------------------------------------
 
 

@@ -653,3 +653,223 @@ def test_expires_policy_deletes_an_unused_existing_queue(
         assert time.monotonic() < deadline, "the queue was not deleted by the policy's expires"
         time.sleep(0.2)
     assert policies.api("GET", f"/api/queues/%2F/{q(kept)}").status == 200
+
+
+# -- the merge rules, key by key ---------------------------------------------------------------------------
+#
+# Each case: the queue type, its x-arguments, a policy's definition, an operator policy's, and what the
+# queue then does (a probe's observation). Recorded against RabbitMQ 3.10.8: for a classic queue the lower
+# value of a limit, TTL or expiry wins and its own argument wins for dead lettering and overflow; a quorum
+# queue takes the lower limit, TTL and delivery limit, the policy's overflow and expiry, and its own
+# argument for dead lettering; an operator policy's lower limit wins over the policy's.
+
+MERGE_CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any], Any]] = [
+    # (probe, queue type, arguments, policy, operator policy, observation)
+    ("max-length", "classic", {"x-max-length": 3}, {"max-length": 2}, {}, 2),
+    ("max-length", "classic", {"x-max-length": 2}, {"max-length": 4}, {}, 2),
+    ("max-length", "classic", {}, {"max-length": 4}, {"max-length": 3}, 3),
+    ("max-length", "classic", {}, {"max-length": 2}, {"max-length": 3}, 2),
+    ("max-length", "classic", {"x-max-length": 1}, {"max-length": 4}, {"max-length": 3}, 1),
+    ("max-length", "classic", {}, {"message-ttl": 60000}, {"max-length": 3}, 3),
+    ("max-length-bytes", "classic", {"x-max-length-bytes": 30}, {"max-length-bytes": 45}, {}, 3),
+    ("max-length-bytes", "classic", {}, {"max-length-bytes": 45}, {"max-length-bytes": 20}, 2),
+    ("message-ttl", "classic", {"x-message-ttl": 60000}, {"message-ttl": 50}, {}, "expired"),
+    ("message-ttl", "classic", {"x-message-ttl": 50}, {"message-ttl": 60000}, {}, "expired"),
+    ("message-ttl", "classic", {}, {"message-ttl": 60000}, {"message-ttl": 50}, "expired"),
+    ("message-ttl", "classic", {}, {"message-ttl": 60000}, {"message-ttl": 70000}, "kept"),
+    ("expires", "classic", {"x-expires": 60000}, {"expires": 300}, {}, "deleted"),
+    ("expires", "classic", {"x-expires": 300}, {"expires": 60000}, {}, "deleted"),
+    ("expires", "classic", {}, {"expires": 60000}, {"expires": 300}, "deleted"),
+    ("overflow", "classic", {"x-overflow": "reject-publish"}, {"overflow": "drop-head"}, {}, "m0"),
+    ("overflow", "classic", {"x-overflow": "drop-head"}, {"overflow": "reject-publish"}, {}, "m2"),
+    ("overflow", "classic", {}, {"overflow": "reject-publish"}, {}, "m0"),
+    ("dead-letter-exchange", "classic", {"x-dead-letter-exchange": "A"},
+     {"dead-letter-exchange": "B"}, {}, "A"),
+    ("dead-letter-exchange", "classic", {}, {"dead-letter-exchange": "B"}, {}, "B"),
+    ("dead-letter-routing-key", "classic", {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "A"},
+     {"dead-letter-routing-key": "B"}, {}, "A"),
+    ("dead-letter-routing-key", "classic", {"x-dead-letter-exchange": ""},
+     {"dead-letter-routing-key": "B"}, {}, "B"),
+    ("max-length", "quorum", {"x-max-length": 3}, {"max-length": 2}, {}, 2),
+    ("max-length", "quorum", {"x-max-length": 2}, {"max-length": 4}, {}, 2),
+    ("max-length", "quorum", {}, {"max-length": 4}, {"max-length": 3}, 3),
+    ("message-ttl", "quorum", {"x-message-ttl": 60000}, {"message-ttl": 50}, {}, "expired"),
+    ("message-ttl", "quorum", {"x-message-ttl": 50}, {"message-ttl": 60000}, {}, "expired"),
+    ("expires", "quorum", {"x-expires": 60000}, {"expires": 300}, {}, "deleted"),
+    ("expires", "quorum", {"x-expires": 300}, {"expires": 60000}, {}, "kept"),
+    ("overflow", "quorum", {"x-overflow": "reject-publish"}, {"overflow": "drop-head"}, {}, "m2"),
+    ("dead-letter-exchange", "quorum", {"x-dead-letter-exchange": "A"},
+     {"dead-letter-exchange": "B"}, {}, "A"),
+    ("delivery-limit", "quorum", {"x-delivery-limit": 10}, {"delivery-limit": 1}, {}, "dropped"),
+    ("delivery-limit", "quorum", {"x-delivery-limit": 1}, {"delivery-limit": 10}, {}, "dropped"),
+    ("delivery-limit", "quorum", {}, {"delivery-limit": 10}, {"delivery-limit": 1}, "dropped"),
+    ("delivery-limit", "quorum", {}, {"delivery-limit": 10}, {"delivery-limit": 20}, "kept"),
+]  # fmt: skip
+
+
+def _merged(policy: dict[str, Any], operator: dict[str, Any]) -> dict[str, Any]:
+    """effective_policy_definition as RabbitMQ 3.10 shows it: the operator policy's lower limits win."""
+    merged = dict(policy)
+    for key, value in operator.items():
+        merged[key] = min(value, merged[key]) if key in merged else value
+    return dict(sorted(merged.items()))
+
+
+def _get(channel: Any, queue: str, timeout: float = 5.0) -> Any:
+    """basic.get until a message comes; None once the queue has looked empty for a while (a message that
+    is dropped, or not yet back after a nack, looks the same for a moment)."""
+    deadline, empty = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline and empty < 5:
+        method, _props, _body = channel.basic_get(queue)
+        if method is not None:
+            return method
+        empty = empty + 1 if count(channel, queue) == 0 else 0
+        channel.connection.process_data_events(time_limit=0.05)
+    return None
+
+
+def _probe(
+    probe: str, channel: Any, policies: Policies, queue: str, where: dict[str, str], wait: float
+) -> Any:
+    """What the queue does under its merged settings, as one comparable observation; `wait` bounds the
+    wait for something that should not happen (a queue's expiry: RabbitMQ's quorum queues check it on
+    their 5 s tick)."""
+    if probe in ("max-length", "max-length-bytes"):
+        for i in range(6):
+            channel.basic_publish("", queue, b"m%d-......" % i)  # 10 bytes each
+        time.sleep(0.3)
+        return count(channel, queue)
+    if probe == "message-ttl":
+        channel.basic_publish("", queue, b"m")
+        time.sleep(0.5)
+        return "expired" if settle(channel, queue, 0, timeout=1.0) == 0 else "kept"
+    if probe == "expires":
+        # Watched through the API: a passive declare is a use and would start the expiry again.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if policies.api("GET", f"/api/queues/%2F/{q(queue)}").status == 404:
+                return "deleted"
+            time.sleep(0.2)
+        return "kept"
+    if probe == "overflow":
+        for i in range(3):
+            channel.basic_publish("", queue, b"m%d" % i)
+        settle(channel, queue, 1)
+        return b",".join(bodies(channel, queue)).decode()
+    if probe in ("dead-letter-exchange", "dead-letter-routing-key"):
+        channel.basic_publish("", queue, b"dead")
+        method = _get(channel, queue)
+        assert method is not None
+        channel.basic_reject(method.delivery_tag, requeue=False)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for label, target in where.items():
+                if count(channel, target) == 1:
+                    return label
+            channel.connection.process_data_events(time_limit=0.05)
+        return "nowhere"
+    assert probe == "delivery-limit"
+    channel.basic_publish("", queue, b"m")
+    for _ in range(4):  # four deliveries: over a limit of 1, under one of 10
+        method = _get(channel, queue)
+        if method is None:
+            return "dropped"
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    return "kept" if _get(channel, queue) is not None else "dropped"
+
+
+def _names(arguments: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """`arguments` (or a definition) with the placeholder names A and B of dead-letter targets resolved."""
+    return {
+        key: names.get(value, value) if "dead-letter" in key else value for key, value in arguments.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("probe", "kind", "arguments", "policy", "operator", "observed"),
+    MERGE_CASES,
+    ids=[f"{c[1]}-{c[0]}-{i}" for i, c in enumerate(MERGE_CASES)],
+)
+def test_policy_merge_rules_as_rabbitmq(
+    broker: BrokerInfo,
+    channel: Any,
+    policies: Policies,
+    resources: Resources,
+    probe: str,
+    kind: str,
+    arguments: dict[str, Any],
+    policy: dict[str, Any],
+    operator: dict[str, Any],
+    observed: Any,
+) -> None:
+    queue = resources.queue()
+    names: dict[str, str] = {}  # the placeholders A and B: dead-letter exchanges, or routing keys
+    where: dict[str, str] = {}  # the queue a message dead-lettered to A or B lands in
+    for label in ("A", "B") if probe.startswith("dead-letter") else ():
+        target = resources.queue()
+        channel.queue_declare(target, durable=True)
+        where[label] = names[label] = target
+        if probe == "dead-letter-exchange":
+            names[label] = resources.exchange()
+            channel.exchange_declare(names[label], "fanout")
+            channel.queue_bind(target, names[label])
+    declared = _names(arguments, names)
+    if probe == "overflow":
+        declared["x-max-length"] = 1  # what overflows: which message stays says which overflow won
+    if kind == "quorum":
+        declared["x-queue-type"] = "quorum"
+    channel.queue_declare(queue, durable=True, arguments=declared)
+    definition, op_definition = _names(policy, names), _names(operator, names)
+    made = (unique("pol"), unique("op"))
+    assert policies.set(made[0], {"pattern": exact(queue), "definition": definition}).status == 201
+    if operator:
+        body = {"pattern": exact(queue), "definition": op_definition}
+        assert policies.set(made[1], body, operator=True).status == 201
+    expected = _merged(definition, op_definition)
+    if probe != "expires":  # a queue about to expire is looked at by the probe only
+        row = policies.queue(queue, until=lambda r: r.get("effective_policy_definition") == expected)
+        assert row["policy"] == made[0]
+        assert row["operator_policy"] == (made[1] if operator else None)
+        assert row["effective_policy_definition"] == expected
+    wait = 12.0 if broker.external else 3.0
+    assert _probe(probe, channel, policies, queue, where, wait) == observed
+
+
+def test_queue_mode_applies_to_classic_queues_only_and_is_no_operator_key(
+    channel: Any, policies: Policies, resources: Resources
+) -> None:
+    """queue-mode is accepted (and changes nothing here); a quorum queue leaves it out, so a policy with
+    it does not apply to one at all; an operator policy may not set it (RabbitMQ 3.10.8)."""
+    classic, quorum = resources.queue(), resources.queue()
+    channel.queue_declare(classic, durable=True)
+    channel.queue_declare(quorum, durable=True, arguments={"x-queue-type": "quorum"})
+    name = unique("mode")
+    pattern = f"^({re.escape(classic)}|{re.escape(quorum)})$"
+    definition = {"queue-mode": "lazy", "max-length": 3}
+    assert policies.set(name, {"pattern": pattern, "definition": definition}).status == 201
+    row = policies.queue(classic, until=lambda r: r.get("policy") == name)
+    assert row["effective_policy_definition"] == definition
+    assert policies.queue(quorum)["policy"] is None
+    reply = policies.set(
+        unique("op"), {"pattern": pattern, "definition": {"queue-mode": "lazy"}}, operator=True
+    )
+    assert reply.status == 400
+    assert "are not recognised policy settings" in reply.body["reason"]
+
+
+def test_alternate_exchange_argument_wins_over_the_policys(
+    channel: Any, policies: Policies, resources: Resources
+) -> None:
+    exchange, mine, theirs = resources.exchange(), resources.exchange(), resources.exchange()
+    kept, other = resources.queue(), resources.queue()
+    channel.exchange_declare(mine, "fanout")
+    channel.exchange_declare(theirs, "fanout")
+    channel.exchange_declare(exchange, "direct", arguments={"alternate-exchange": mine})
+    for queue, source in ((kept, mine), (other, theirs)):
+        channel.queue_declare(queue)
+        channel.queue_bind(queue, source)
+    body = {"pattern": exact(exchange), "definition": {"alternate-exchange": theirs}, "apply-to": "exchanges"}
+    assert policies.set(unique("ae"), body).status == 201
+    channel.basic_publish(exchange, "nowhere", b"unroutable")
+    assert settle(channel, kept, 1) == 1
+    assert count(channel, other) == 0

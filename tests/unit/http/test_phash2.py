@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from ottermq.amqp.table import Long
-from ottermq.http.phash2 import Atom, args_hash, http_arguments, phash2
+from ottermq.broker.arguments import json_arguments
+from ottermq.http.phash2 import Atom, args_hash, phash2
 
 ERLANG: list[tuple[Any, int]] = [
     ([], 3468870702),
@@ -43,9 +44,9 @@ def test_phash2_is_erlangs(term: Any, value: int) -> None:
 
 def test_args_hash_sorts_the_top_level_and_types_json_integers_as_long() -> None:
     assert args_hash({"x-match": "any", "b": 1, "a": "s"}) == "foKFJg"  # pika's 1 is a signed 32-bit 'I'
-    assert args_hash({"k": Long(1)}) == args_hash(http_arguments({"k": 1})) == "DJ-ruQ"
+    assert args_hash({"k": Long(1)}) == args_hash(json_arguments({"k": 1})) == "DJ-ruQ"
     assert args_hash({"k": 1}) == "OSXQ1A"
-    assert http_arguments({"b": {"z": 1, "a": [2]}, "a": None}) == {
+    assert json_arguments({"b": {"z": 1, "a": [2]}, "a": None}) == {
         "a": None,
         "b": {"a": [Long(2)], "z": Long(1)},
     }
