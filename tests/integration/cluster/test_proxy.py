@@ -224,8 +224,18 @@ def http(node: Node, path: str, method: str = "GET") -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
+def listening(node: Node) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", node.http_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def test_the_management_api_of_a_follower_is_read_only(cluster: Cluster) -> None:
     leader, follower = two_nodes(cluster)
+    # Its listeners start again once its first sync has replaced its log: wait for the API to be back.
+    wait_until(lambda: listening(follower), 20, "the follower's management API")
     status, rows = http(follower, "/api/nodes")
     assert status == 200 and rows[0]["cluster"]["leader"]["name"] == leader.name
     status, body = http(follower, "/api/vhosts/v1", "PUT")
