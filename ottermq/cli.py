@@ -710,6 +710,9 @@ def _build_broker(
     try:
         broker = store.new_broker(broker_settings)
         store.recover(broker, defaults=not follower)
+        if not follower:
+            # A follower writes nothing of its own: its store returns them when promoted.
+            store.return_unacked()
     except (MementoError, CodecError) as exc:
         store.close()
         raise ConfigError(f"cannot recover the log in {data_path}: {exc}") from None

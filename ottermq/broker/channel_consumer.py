@@ -130,6 +130,8 @@ class ChannelConsumer:
             stats.deliver_no_ack += 1
         else:
             unacked.track(tag, (tag, queue, entry, self))
+            if not queue.plain:
+                queue.checked_out(entry)
             self.window.outstanding += 1
             channel.qos.shared.outstanding += 1
             channel.n_delivered_consume_manual_ack += 1
@@ -242,6 +244,8 @@ def get(channel: Channel, method: BasicGet) -> None:
         stats.get_no_ack += 1
     else:
         unacked.track(tag, (tag, queue, entry, None))
+        if not queue.plain:
+            queue.checked_out(entry)
         channel.n_delivered_get_manual_ack += 1
         stats.get += 1
     if entry.redelivered:

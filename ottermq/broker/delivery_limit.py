@@ -6,6 +6,14 @@ delivery. While the count is within the limit the message is redelivered with an
 header holding the count; once it exceeds the limit the message leaves the queue (dead-lettered with
 reason `delivery_limit` when the queue has a dead-letter exchange). Counts are kept per queue entry,
 only for entries that came back at least once, so the common path costs nothing.
+
+In a durable queue the counts of logged messages are durable state (as in RabbitMQ, whose quorum queues
+keep them in the Raft log): each return is logged (`MessagesReturned`), and so is each delivery to a
+consumer that must acknowledge (`MessagesDelivered`, gathered per event-loop turn), so that the messages
+that were out when the log ended are known and returned, counted, when the broker serves again (after a
+crash, a restart or a failover), as RabbitMQ returns a consumer's messages when its node goes down. The
+apply of those events is `delivered` and `add_returns` here; the decision to drop one over the limit is
+the live path's (`Queue.requeue`), logged as a removal.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from ottermq.broker.message import Message, QueueEntry
 class DeliveryCounts:
     """Failed-delivery counts of the entries of one queue, by entry seq."""
 
-    __slots__ = ("_counts", "always", "limit")
+    __slots__ = ("_counts", "_out", "always", "limit")
 
     def __init__(self, limit: int | None, always: bool = False) -> None:
         # None: no limit (a quorum queue without x-delivery-limit still counts, for the header).
@@ -27,25 +35,64 @@ class DeliveryCounts:
         # A quorum queue's deliveries all carry x-delivery-count, 0 on the first (RabbitMQ 3.10).
         self.always = always
         self._counts: dict[int, int] = {}
+        # Seqs of logged entries delivered (MessagesDelivered) and not back or settled since.
+        self._out: set[int] = set()
+
+    def delivered(self, entries: Iterable[QueueEntry]) -> None:
+        """Logged entries went out to a consumer that must acknowledge them (the apply of
+        MessagesDelivered)."""
+        self._out.update(entry.seq for entry in entries)
+
+    @property
+    def any_out(self) -> bool:
+        """True when some logged entry is out (delivered, not back)."""
+        return bool(self._out)
+
+    def is_out(self, entry: QueueEntry) -> bool:
+        """True when `entry` was delivered (logged as such) and has not come back or left since."""
+        return entry.seq in self._out
+
+    def add_returns(self, entries: Iterable[QueueEntry]) -> None:
+        """Count one failed delivery for each entry (the apply of MessagesReturned; live, also for
+        entries that are not logged)."""
+        counts = self._counts
+        out = self._out
+        for entry in entries:
+            seq = entry.seq
+            counts[seq] = counts.get(seq, 0) + 1
+            out.discard(seq)
+
+    def over_limit(self, entries: Iterable[QueueEntry]) -> tuple[list[QueueEntry], list[QueueEntry]]:
+        """(entries within the limit, entries over it: their counts are dropped, they leave the queue)."""
+        limit = self.limit
+        if limit is None:
+            return list(entries), []
+        counts = self._counts
+        keep: list[QueueEntry] = []
+        over: list[QueueEntry] = []
+        for entry in entries:
+            if counts.get(entry.seq, 0) > limit:
+                counts.pop(entry.seq, None)
+                over.append(entry)
+            else:
+                keep.append(entry)
+        return keep, over
+
+    def restore(self, entry: QueueEntry, count: int, out: bool) -> None:
+        """A snapshot's count and delivered mark of `entry`."""
+        if count:
+            self._counts[entry.seq] = count
+        if out:
+            self._out.add(entry.seq)
 
     def returned(self, entries: Iterable[QueueEntry]) -> tuple[list[QueueEntry], list[QueueEntry]]:
         """Count one failed delivery for each returned entry: (entries to requeue, entries over the limit).
 
         A requeued entry's next delivery carries its count as x-delivery-count (`count`).
         """
-        counts = self._counts
-        limit = self.limit
-        keep: list[QueueEntry] = []
-        over: list[QueueEntry] = []
-        for entry in entries:
-            count = counts.get(entry.seq, 0) + 1
-            if limit is not None and count > limit:
-                counts.pop(entry.seq, None)
-                over.append(entry)
-                continue
-            counts[entry.seq] = count
-            keep.append(entry)
-        return keep, over
+        listed = list(entries)
+        self.add_returns(listed)
+        return self.over_limit(listed)
 
     def count(self, entry: QueueEntry) -> int:
         """The failed deliveries of `entry` so far (0: none)."""
@@ -58,13 +105,16 @@ class DeliveryCounts:
     def forget(self, entries: Iterable[QueueEntry]) -> None:
         """Entries left the queue for good."""
         counts = self._counts
-        if counts:
+        out = self._out
+        if counts or out:
             for entry in entries:
                 counts.pop(entry.seq, None)
+                out.discard(entry.seq)
 
     def clear(self) -> None:
         """The queue was deleted: no entry of it comes back."""
         self._counts.clear()
+        self._out.clear()
 
 
 def with_delivery_count(message: Message, count: int) -> Message:

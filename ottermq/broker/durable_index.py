@@ -54,9 +54,14 @@ class DurableIndex(Dispatcher):
         their content references back."""
         logged = self._logged
         release = self.contents.release
+        features = self.features
+        delivery = features.delivery if features is not None else None
         for msg_id in ids:
-            if logged.pop(msg_id, None) is not None:
+            entry = logged.pop(msg_id, None)
+            if entry is not None:
                 release(msg_id)
+                if delivery is not None:
+                    delivery.forget((entry,))
 
     # -- recovery -----------------------------------------------------------------
 
@@ -120,9 +125,10 @@ class DurableIndex(Dispatcher):
         self.recovered(True)
 
     def recovered(self, redelivered: bool) -> None:
-        """Recovery is over: every restored message still logged becomes ready, in log order;
+        """Recovery is over: every restored message still logged becomes ready, in log order, but those
+        logged as out to a consumer (a queue counting deliveries: `Queue.return_unacked` returns them);
         `redelivered` marks them all (after a crash they may have been delivered)."""
-        entries = self._logged.values()
+        entries: Iterable[QueueEntry] = self._logged.values()
         if redelivered:
             for entry in entries:
                 entry.redelivered = True
@@ -133,4 +139,9 @@ class DurableIndex(Dispatcher):
             for entry in entries:
                 if entry.size < 0:
                     entry.size = get(entry.msg_id).body_size
+        delivery = features.delivery if features is not None else None
+        if delivery is not None and delivery.any_out:
+            # Still out to a consumer when the log ended: they come back when the broker serves again
+            # (`Queue.return_unacked`), counted as a failed delivery, as RabbitMQ returns them.
+            entries = [entry for entry in entries if not delivery.is_out(entry)]
         self._ready.extend(entries)

@@ -303,6 +303,27 @@ class MessagesRemoved(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class MessagesDelivered:
+    """Logged messages of a queue that counts deliveries (x-delivery-limit, or a quorum queue) handed to a
+    consumer that must acknowledge them: if the log ends before they come back or leave, recovery returns
+    them (one failed delivery each, as RabbitMQ's quorum queues count a consumer lost with the node)."""
+
+    vhost: str
+    queue: str
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesReturned:
+    """Delivered logged messages of a queue that counts deliveries came back unacknowledged (nack/reject
+    with requeue, their channel closed, recovery after a crash): one failed delivery each."""
+
+    vhost: str
+    queue: str
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TxCommitted:
     """A committed transaction: its publishes and removals as one atomic record."""
 
@@ -333,7 +354,7 @@ def message_id(position: int, index: int = 0) -> int:
     return (position << MESSAGE_INDEX_BITS) | index
 
 
-MessageEvent = MessagePublished | MessagesRemoved | TxCommitted
+MessageEvent = MessagePublished | MessagesRemoved | TxCommitted | MessagesDelivered | MessagesReturned
 
 Event = (
     ExchangeDeclared
@@ -360,6 +381,8 @@ VHostEvent = (
     | BindingAdded
     | BindingRemoved
     | MessagesRemoved
+    | MessagesDelivered
+    | MessagesReturned
     | PolicySet
     | PolicyCleared
 )

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from ottermq.broker import deadletter
 from ottermq.broker.content import Contents, UnreadableContent
-from ottermq.broker.delivery_limit import with_delivery_count
+from ottermq.broker.delivery_limit import DeliveryCounts, with_delivery_count
 from ottermq.broker.durable_index import DurableIndex
 from ottermq.broker.features import QueueFeatures
 from ottermq.broker.length_limit import REJECT_PUBLISH_DLX, LengthLimit, unwrap
@@ -68,7 +68,9 @@ class Queue(DurableIndex):
         "exclusive_owner",
         "features",
         "name",
+        "on_delivered",
         "on_removed",
+        "on_returned",
         "plain",
         "policy_arguments",
         "resource",
@@ -107,6 +109,12 @@ class Queue(DurableIndex):
         self.policy_arguments: dict[str, Any] | None = None
         # Set by the vhost on durable queues: called with the ids of logged messages that leave for good.
         self.on_removed: Callable[[Queue, list[int], str], None] | None = None
+        # Set by the vhost on durable queues: called with the id of a logged message delivered to a
+        # consumer that must acknowledge it, and with the ids of logged messages that came back, when the
+        # queue counts deliveries (delivery_limit.py): they journal and then apply (`apply_delivered`,
+        # `apply_returned`).
+        self.on_delivered: Callable[[Queue, int], None] | None = None
+        self.on_returned: Callable[[Queue, list[int]], None] | None = None
         self._ready: Ready = deque() if features is None else features.new_ready()
         # True once the queue may hold entries with a deadline (it has an x-message-ttl, or an entry with
         # one was made here): only then is the clock read. It stays set.
@@ -264,6 +272,94 @@ class Queue(DurableIndex):
 
     # -- messages out -----------------------------------------------------------------------------------
 
+    def checked_out(self, entry: QueueEntry) -> None:
+        """Live: `entry` was handed to a consumer (or basic.get) that must acknowledge it. A durable queue
+        that counts deliveries logs it, so that recovery knows it was out (delivery_limit.py)."""
+        features = self.features
+        if (
+            features is not None
+            and features.delivery is not None
+            and entry.msg_id > 0
+            and self.on_delivered is not None
+            and self._logged.get(entry.msg_id) is entry
+        ):
+            self.on_delivered(self, entry.msg_id)
+
+    def apply_delivered(self, ids: Iterable[int]) -> None:
+        """The apply of MessagesDelivered: these logged messages are out."""
+        features = self.features
+        if features is not None and features.delivery is not None:
+            logged = self._logged
+            features.delivery.delivered([logged[msg_id] for msg_id in ids if msg_id in logged])
+
+    def apply_returned(self, ids: Iterable[int]) -> None:
+        """The apply of MessagesReturned: one failed delivery more for each of these logged messages."""
+        features = self.features
+        if features is not None and features.delivery is not None:
+            logged = self._logged
+            features.delivery.add_returns([logged[msg_id] for msg_id in ids if msg_id in logged])
+
+    def _count_returns(self, delivery: DeliveryCounts, entries: Iterable[QueueEntry]) -> list[QueueEntry]:
+        """Count one failed delivery for each returned entry: logged ones through `on_returned` (journaled,
+        then `apply_returned`), the others here."""
+        listed = list(entries)
+        on_returned = self.on_returned
+        if on_returned is None:
+            delivery.add_returns(listed)
+            return listed
+        logged_map = self._logged
+        logged: list[int] = []
+        others: list[QueueEntry] = []
+        for entry in listed:
+            if entry.msg_id > 0 and logged_map.get(entry.msg_id) is entry:
+                logged.append(entry.msg_id)
+            else:
+                others.append(entry)
+        if logged:
+            on_returned(self, logged)
+        if others:
+            delivery.add_returns(others)
+        return listed
+
+    def return_unacked(self) -> int:
+        """The broker serves again (a restart, a promotion): the logged messages that were out to
+        consumers when the log ended come back as their channels' close would have brought them (one
+        failed delivery each, logged; over the limit they leave). How many came back."""
+        features = self.features
+        delivery = features.delivery if features is not None else None
+        if delivery is None or not delivery.any_out or self.deleted:
+            return 0
+        out = [entry for entry in self._logged.values() if delivery.is_out(entry)]
+        self.requeue(out)
+        return len(out)
+
+    def restore_delivery(self, counts: Iterable[tuple[int, int, bool]]) -> None:
+        """A snapshot's delivery counts and delivered marks: (id, count, out) of logged messages."""
+        features = self.features
+        if features is None or features.delivery is None:
+            return
+        delivery = features.delivery
+        logged = self._logged
+        for msg_id, count, out in counts:
+            entry = logged.get(msg_id)
+            if entry is not None:
+                delivery.restore(entry, count, out)
+
+    def delivery_state(self) -> list[tuple[int, int, bool]]:
+        """(id, count, out) of each logged message with a count or delivered, oldest first (snapshots,
+        views)."""
+        features = self.features
+        if features is None or features.delivery is None:
+            return []
+        delivery = features.delivery
+        state: list[tuple[int, int, bool]] = []
+        for msg_id, entry in self._logged.items():
+            count = delivery.count(entry)
+            out = delivery.is_out(entry)
+            if count or out:
+                state.append((msg_id, count, out))
+        return state
+
     def get(self) -> QueueEntry | None:
         """Take the oldest ready message (basic.get), or None when there is none (expired ones leave)."""
         ready = self._ready
@@ -288,7 +384,8 @@ class Queue(DurableIndex):
             return
         features = self.features
         if features is not None and features.delivery is not None:
-            entries, over = features.delivery.returned(entries)
+            delivery = features.delivery
+            entries, over = delivery.over_limit(self._count_returns(delivery, entries))
             if over:
                 self._remove(over, deadletter.DELIVERY_LIMIT, "drop")
         back = sorted(entries, key=_by_seq)

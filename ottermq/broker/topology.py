@@ -33,7 +33,9 @@ from ottermq.broker.events import (
     Event,
     ExchangeDeclared,
     ExchangeDeleted,
+    MessagesDelivered,
     MessagesRemoved,
+    MessagesReturned,
     PolicyCleared,
     PolicySet,
     QueueDeclared,
@@ -112,6 +114,8 @@ class Topology:
             QueueDeleted: self._apply_queue_deleted,
             QueuePurged: self._apply_queue_purged,
             MessagesRemoved: self._apply_messages_removed,
+            MessagesDelivered: self._apply_messages_delivered,
+            MessagesReturned: self._apply_messages_returned,
             BindingAdded: self._apply_binding_added,
             BindingRemoved: self._apply_binding_removed,
             PolicySet: self._apply_policy,
@@ -155,6 +159,23 @@ class Topology:
             self.journal.append(event)
         self._apply_messages_removed(event)
 
+    def _message_delivered(self, queue: Queue, msg_id: int) -> None:
+        """A durable queue counting deliveries handed a logged message to a consumer that must
+        acknowledge it: journal (gathered per turn, not waited for), then apply. Not logged with a failed
+        journal (a restart then does not count that delivery's loss)."""
+        event = MessagesDelivered(self.name, queue.name, (msg_id,))
+        if not self.journal.failed or self.journal.suspended:
+            self.journal.append(event)
+        queue.apply_delivered(event.ids)
+
+    def _messages_returned(self, queue: Queue, ids: list[int]) -> None:
+        """A durable queue counting deliveries got logged messages back: journal (not waited for: a
+        return is confirmed to no one), then apply (one failed delivery each)."""
+        event = MessagesReturned(self.name, queue.name, tuple(ids))
+        if not self.journal.failed or self.journal.suspended:
+            self.journal.append(event)
+        queue.apply_returned(event.ids)
+
     def _queue_unused(self, queue: Queue) -> None:
         """An auto-delete queue lost its last consumer: `VHost` deletes it. (A model only replayed into, as
         the `memento replay` decoder builds it, never has consumers.)"""
@@ -164,6 +185,11 @@ class Topology:
         for queue in self.queues.values():
             if queue.durable:
                 queue.recovered(crashed)
+
+    def return_unacked(self) -> int:
+        """Serving again (a restart, a promotion): the durable queues counting deliveries take back what
+        was out to consumers when the log ended (`Queue.return_unacked`); how many came back."""
+        return sum(queue.return_unacked() for queue in list(self.queues.values()) if queue.durable)
 
     def apply(self, event: Event) -> None:
         """Apply one entity or removal event to the model: the replay entry point, also used by the live
@@ -307,6 +333,8 @@ class Topology:
         queue.contents = self.contents
         if queue.durable:
             queue.on_removed = self._messages_removed
+            queue.on_delivered = self._message_delivered
+            queue.on_returned = self._messages_returned
         self.queues[event.name] = queue
         self._default_router.add_queue(queue)
 
@@ -327,6 +355,16 @@ class Topology:
         queue = self.queues.get(event.queue)
         if queue is not None:
             queue.forget(event.ids)
+
+    def _apply_messages_delivered(self, event: MessagesDelivered) -> None:
+        queue = self.queues.get(event.queue)
+        if queue is not None:
+            queue.apply_delivered(event.ids)
+
+    def _apply_messages_returned(self, event: MessagesReturned) -> None:
+        queue = self.queues.get(event.queue)
+        if queue is not None:
+            queue.apply_returned(event.ids)
 
     def _apply_queue_purged(self, event: QueuePurged) -> None:
         queue = self.queues.get(event.name)

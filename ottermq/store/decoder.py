@@ -42,7 +42,9 @@ from ottermq.broker.events import (
     MESSAGE_INDEX_BITS,
     REMOVAL_REASONS,
     MessagePublished,
+    MessagesDelivered,
     MessagesRemoved,
+    MessagesReturned,
     TxCommitted,
 )
 from ottermq.store.codec import (
@@ -175,6 +177,19 @@ def _describe_removed(event: MessagesRemoved) -> dict[str, Any]:
     }
 
 
+def _describe_counted(event: MessagesDelivered | MessagesReturned) -> dict[str, Any]:
+    """A delivery or return of a queue counting deliveries: named as removals are, so `--queue` and
+    `--message-id` find them."""
+    return {
+        "type": "delivered" if type(event) is MessagesDelivered else "returned",
+        "vhost": event.vhost,
+        "queue": event.queue,
+        "queues": [event.queue],
+        "count": len(event.ids),
+        "ids": [message_ref(i) for i in event.ids],
+    }
+
+
 def _describe_event(event: Any) -> dict[str, Any]:
     cls = type(event).__name__
     desc: dict[str, Any] = {"type": _EVENT_NAMES.get(cls) or event_name(cls)}
@@ -195,6 +210,8 @@ def _describe(event: Any, lsn: int, index: int) -> dict[str, Any]:
         return _describe_publish(event, lsn, index)
     if kind is MessagesRemoved:
         return _describe_removed(event)
+    if kind is MessagesDelivered or kind is MessagesReturned:
+        return _describe_counted(event)
     return _describe_event(event)
 
 

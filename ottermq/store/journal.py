@@ -36,7 +36,14 @@ from memento.record import RecordPosition, original
 from memento.writer import AsyncWriter
 from ottermq.amqp.constants import INTERNAL_ERROR
 from ottermq.amqp.errors import AMQPConnectionError
-from ottermq.broker.events import MESSAGE_INDEX_BITS, Event, MessagePublished, MessagesRemoved
+from ottermq.broker.events import (
+    MESSAGE_INDEX_BITS,
+    Event,
+    MessagePublished,
+    MessagesDelivered,
+    MessagesRemoved,
+    MessagesReturned,
+)
 from ottermq.store.codec import (
     PUBLISH_TYPES,
     PUBLISHED_AT,
@@ -55,6 +62,8 @@ from ottermq.store.codec import (
 
 _INDEX_MASK: Final = (1 << MESSAGE_INDEX_BITS) - 1
 NO_REPLICA_LIMIT: Final = 1 << 63  # `replica_lsn` without replication: every durable position confirms
+# What a suspended journal (full disk) still stages: nobody waits for these, and consumers keep going.
+_KEPT_WHILE_SUSPENDED: Final = frozenset((MessagesRemoved, MessagesDelivered, MessagesReturned))
 
 
 class ContentMismatch(CodecError):
@@ -84,6 +93,9 @@ class MementoJournal:
         self._prefixes: dict[tuple[str, tuple[str, ...], str, str, int], bytes] = {}
         # Removals waiting for the end of the event-loop turn, by (vhost, queue, reason): one record each.
         self._removed: dict[tuple[str, str, str], list[int]] = {}
+        # Deliveries of queues counting them (MessagesDelivered), gathered the same way by (vhost, queue),
+        # and staged before the removals (a message acked in the turn it was delivered in).
+        self._delivered: dict[tuple[str, str], list[int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # The highest LSN every in-sync follower has acknowledged (ottermq.cluster.replication).
         self.replica_lsn = NO_REPLICA_LIMIT
@@ -121,7 +133,7 @@ class MementoJournal:
     @property
     def next_position(self) -> int:
         """The LSN the next append gets (gathered removals are staged first, so that it really does)."""
-        if self._removed:
+        if self._removed or self._delivered:
             self.flush_removals()
         return self.log.end_lsn + 1
 
@@ -130,10 +142,12 @@ class MementoJournal:
 
         Removals (acks...) are not waited for by anyone, so while serving they are gathered until the end
         of the event-loop turn and logged as one record per queue; the position returned for one is that
-        of the last record already staged. Any other event but a publish first stages the gathered
-        removals, so the order of removals and entity changes is kept.
+        of the last record already staged. Deliveries (MessagesDelivered) are gathered too, and staged
+        before the removals. Any other event but a publish first stages the gathered ones, so the order
+        of deliveries, returns, removals and entity changes is kept. Like removals, deliveries and
+        returns are still taken while the disk is full.
         """
-        if self._refusing and (self._error is not None or not isinstance(event, MessagesRemoved)):
+        if self._refusing and (self._error is not None or type(event) not in _KEPT_WHILE_SUSPENDED):
             why = (
                 "has failed"
                 if self._error is not None
@@ -155,23 +169,41 @@ class MementoJournal:
             key_removed = (event.vhost, event.queue, event.reason)
             pending = self._removed.get(key_removed)
             if pending is None:
-                if not self._removed:
+                if not self._removed and not self._delivered:
                     self._loop.call_soon(self.flush_removals)
                 self._removed[key_removed] = list(event.ids)
             else:
                 pending.extend(event.ids)
             return self.log.end_lsn
+        elif type(event) is MessagesDelivered and self._loop is not None:
+            assert isinstance(event, MessagesDelivered)
+            key_delivered = (event.vhost, event.queue)
+            gathered = self._delivered.get(key_delivered)
+            if gathered is None:
+                if not self._removed and not self._delivered:
+                    self._loop.call_soon(self.flush_removals)
+                self._delivered[key_delivered] = list(event.ids)
+            else:
+                gathered.extend(event.ids)
+            return self.log.end_lsn
         else:
-            if self._removed:
+            if self._removed or self._delivered:
                 self.flush_removals()
             rtype, payload = encode(event)
         return self._stage(rtype, payload)
 
     def flush_removals(self) -> None:
-        """Stage the gathered removals (one record per queue and reason)."""
+        """Stage the gathered deliveries (one record per queue), then removals (one per queue and
+        reason)."""
+        delivered, self._delivered = self._delivered, {}
         removed, self._removed = self._removed, {}
         if self._error is not None:
             return
+        for (vhost, queue), ids in delivered.items():
+            try:
+                self._stage(*encode(MessagesDelivered(vhost, queue, tuple(ids))))
+            except AMQPConnectionError:
+                return
         for (vhost, queue, reason), ids in removed.items():
             try:
                 self._stage(RT_REMOVED, encode_removed(MessagesRemoved(vhost, queue, tuple(ids), reason)))

@@ -24,7 +24,7 @@ from ottermq.store.codec import (
     decode_publish_index,
     pack_loc,
 )
-from ottermq.store.snapshot import ENTRY_REDELIVERED, QueueIndex, decode_snapshot
+from ottermq.store.snapshot import COUNT_OUT, ENTRY_REDELIVERED, QueueIndex, decode_snapshot
 
 if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
@@ -147,3 +147,8 @@ def load_queues(broker: Broker, indexes: Iterable[QueueIndex]) -> None:
                 )
             ]
             queue.restore_index(chunk_ids, entries)
+        if len(index.counted_ids):
+            queue.restore_delivery(
+                (msg_id, count & ~COUNT_OUT, count & COUNT_OUT != 0)
+                for msg_id, count in zip(index.counted_ids, index.counts, strict=True)
+            )

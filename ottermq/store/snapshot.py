@@ -12,7 +12,10 @@ event `<BI` type + length + payload; `<I` queue count, each queue `<BBI` vhost l
 message count, the names, then the five arrays and (version 2) a sixth: each entry's absolute TTL
 deadline, u64 ms since the epoch (0: none), and (version 3) a seventh: each message's body length, i32
 (-1: not known, a message restored from an older snapshot and not read since), so that
-x-max-length-bytes counts a backlog without reading its bodies. Versions 1 and 2 are still read.
+x-max-length-bytes counts a backlog without reading its bodies, and (version 4) the delivery state of a
+queue that counts deliveries (delivery_limit.py): `<I` count n of its messages with a failed-delivery
+count or out to a consumer, then their ids (u64) and counts (u32, the top bit set for one out: delivered,
+logged as such, not back). Versions 1 to 3 are still read (no counts).
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ from ottermq.store.codec import (
 )
 
 MAGIC: Final = b"OTQS"
-VERSION: Final = 3
-_VERSIONS: Final = (1, 2, 3)
+VERSION: Final = 4
+_VERSIONS: Final = (1, 2, 3, 4)
 FLAG_CLEAN: Final = 1
 ENTRY_REDELIVERED: Final = 1
+COUNT_OUT: Final = 1 << 31  # in a version 4 count: the message was out to a consumer
 
 _HEAD: Final = struct.Struct("<4sHB")
 _COUNT: Final = struct.Struct("<I")
@@ -62,6 +66,9 @@ class QueueIndex:
     flags: array[int] = field(default_factory=lambda: array("B"))
     deadlines: array[int] | None = None  # None: a version 1 snapshot, which kept none
     sizes: array[int] | None = None  # body lengths; None: a version 1 or 2 snapshot, which kept none
+    # Ids and failed-delivery counts (COUNT_OUT set: out to a consumer) of the messages with either.
+    counted_ids: array[int] = field(default_factory=lambda: array("Q"))
+    counts: array[int] = field(default_factory=lambda: array("I"))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,11 +89,17 @@ _SIZE: Final = attrgetter("size")
 
 
 def index_of(
-    vhost: str, queue: str, entries: Iterable[QueueEntry], locs_by_id: Mapping[int, int]
+    vhost: str,
+    queue: str,
+    entries: Iterable[QueueEntry],
+    locs_by_id: Mapping[int, int],
+    delivery: Iterable[tuple[int, int, bool]] = (),
 ) -> QueueIndex:
     """The packed index of a queue's logged entries; `locs_by_id` is where each message lies in the log
-    (the content store's)."""
+    (the content store's); `delivery` the (id, count, out) of those with a count or out
+    (`Queue.delivery_state`)."""
     listed = list(entries)
+    counted = list(delivery)
     # map() with attrgetter and the mapping's own __getitem__ loop in C: a million entries at a clean stop.
     ids = list(map(_MSG_ID, listed))
     locs = list(map(locs_by_id.__getitem__, ids))
@@ -101,6 +114,8 @@ def index_of(
         array("B", [ENTRY_REDELIVERED if entry.redelivered else 0 for entry in listed]),
         array("Q", map(_DEADLINE, listed)),
         array("i", map(_SIZE, listed)),
+        array("Q", [msg_id for msg_id, _count, _out in counted]),
+        array("I", [count | (COUNT_OUT if out else 0) for _msg_id, count, out in counted]),
     )
 
 
@@ -146,6 +161,9 @@ def encode_snapshot(events: Iterable[Any], queues: Iterable[QueueIndex], clean: 
             index.flags.tobytes(),
             _raw(index.deadlines if index.deadlines is not None else array("Q", bytes(8 * len(index)))),
             _raw(index.sizes if index.sizes is not None else array("i", [-1]) * len(index)),
+            _COUNT.pack(len(index.counted_ids)),
+            _raw(index.counted_ids),
+            _raw(index.counts),
         )
     return b"".join(parts)
 
@@ -189,7 +207,13 @@ def decode_snapshot(state: bytes) -> SnapshotState:
             sizes = None
             if version >= 3:
                 sizes, pos = _load("i", data, pos, size)
-            queues.append(QueueIndex(vhost, queue, ids, segments, offsets, indexes, marks, deadlines, sizes))
+            index = QueueIndex(vhost, queue, ids, segments, offsets, indexes, marks, deadlines, sizes)
+            if version >= 4:
+                (counted,) = _COUNT.unpack_from(data, pos)
+                pos += _COUNT.size
+                index.counted_ids, pos = _load("Q", data, pos, counted)
+                index.counts, pos = _load("I", data, pos, counted)
+            queues.append(index)
     except struct.error as exc:
         raise CodecError(f"snapshot is truncated: {exc}") from None
     return SnapshotState(bool(flags & FLAG_CLEAN), events, queues)

@@ -205,6 +205,19 @@ class DurableStore:
                     queue.promoted()
         broker.standby = False
         self.options = replace(self.options, compact=True)
+        self.return_unacked()
+
+    def return_unacked(self) -> int:
+        """Before serving as the node that writes (a start that is not a follower's, a promotion): the
+        logged messages of queues counting deliveries that were out to consumers when the log ended come
+        back counted, as their consumers' channels closing would have brought them back (logged as
+        returns; over x-delivery-limit they leave, dead-lettered as delivery_limit). How many."""
+        broker = self.broker
+        assert broker is not None
+        returned = sum(vhost.return_unacked() for vhost in broker.vhosts.values())
+        if returned:
+            log.info("delivered messages returned", extra={"messages": returned})
+        return returned
 
     def report_recovery(self) -> None:
         """Log what recovery found and did (repairs first, as warnings)."""
@@ -342,7 +355,7 @@ class DurableStore:
     def _serialize_now(self, broker: Broker, clean: bool) -> bytes:
         locations = self.contents.locations
         indexes = [
-            index_of(vhost.name, queue.name, queue.logged_entries(), locations)
+            index_of(vhost.name, queue.name, queue.logged_entries(), locations, queue.delivery_state())
             for vhost in broker.vhosts.values()
             for queue in vhost.queues.values()
             if queue.durable and queue.logged_count

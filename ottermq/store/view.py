@@ -4,11 +4,13 @@ Strategy: the design promises that the live path and replay build the same state
 that checkable. It reads only what a log records: per vhost the durable exchanges, the durable queues
 with their logged messages (id, body size, deadline) in queue order (and the arguments policies give
 them), the bindings between durable ends, the vhost's limits and its policies; and the access
-registry's users (with their limits), permissions and topic permissions. Everything a restart forgets
-on purpose is left out (consumers, unacked and redelivered marks, delivery counts, ready versus
-delivered, message locations in the log, which compaction moves). The result is made of dicts, lists,
-strings, numbers and tuples only, sorted where the broker's order carries no meaning, so two views
-compare with `==` and serialize with `json.dumps`; `diff_views` says where two of them differ.
+registry's users (with their limits), permissions and topic permissions, and the delivery state of a
+queue counting deliveries (each message's failed-delivery count and whether it is out to a consumer:
+logged since issue 13). Everything a restart forgets on purpose is left out (consumers, unacked and
+redelivered marks, ready versus delivered, message locations in the log, which compaction moves). The
+result is made of dicts, lists, strings, numbers and tuples only, sorted where the broker's order
+carries no meaning, so two views compare with `==` and serialize with `json.dumps`; `diff_views` says
+where two of them differ.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ def _vhost_view(vhost: VHost, limits: Mapping[str, int]) -> dict[str, Any]:
             # Tuples: the one shape here that JSON turns into something else (a list), kept because a
             # message reads best as one (msg_id, size, deadline) triple.
             "messages": [(entry.msg_id, entry.size, entry.deadline) for entry in queue.logged_entries()],
+            # A queue counting deliveries: (msg_id, failed deliveries, out to a consumer) of each message
+            # with a count or out (only where there is one).
+            **({"delivery": queue.delivery_state()} if queue.delivery_state() else {}),
             # What the policies made of its arguments (only where one applies).
             **({"policy_arguments": plain(queue.policy_arguments)} if queue.policy_arguments else {}),
         }

@@ -255,6 +255,7 @@ def declare_topology(ch: Any) -> None:
         "q.prio": {"x-max-priority": 5},
         "q.sac": {"x-single-active-consumer": True},
         "q.dlimit": {"x-delivery-limit": 1, **dead},
+        "q.quorum": {"x-queue-type": "quorum", "x-delivery-limit": 5},
         "q.expires": {"x-expires": LONG_TTL},
         "q.tx": None,
         "q.purge": None,
@@ -394,6 +395,13 @@ def first_half(ch: Any) -> None:
         publish(ch, "", "q.doomed", b"doomed-%d" % i)
         publish(ch, "", "q.sac", b"sac-%d" % i)
     publish(ch, "", "q.dlimit", b"dlimit")
+    # Delivery counts are logged (issue 13): one return, then the same message held unacked on `ch` to
+    # the end, across the snapshot (out, count 1).
+    for i in range(3):
+        publish(ch, "", "q.quorum", b"quorum-%d" % i)
+    method, _, _ = ch.basic_get("q.quorum")
+    ch.basic_nack(method.delivery_tag, requeue=True)
+    ch.basic_get("q.quorum")
     publish(ch, "", "q.expires", b"expires")
     publish(ch, "", "q.autodel", b"autodel")
     publish(ch, "", "q.transient", b"transient-queue")
@@ -443,6 +451,9 @@ def consume_and_settle(conn: pika.BlockingConnection, ch: Any) -> Any:
     holder = conn.channel()
     holder.basic_get("q.purge")
     holder.basic_get("q.fan2")
+    holder.basic_get("q.quorum")  # out, count 0
+    method, _, _ = ch.basic_get("q.quorum")
+    ch.basic_nack(method.delivery_tag, requeue=True)  # count 1, back
     assert ch.queue_purge("q.purge").method.message_count == 3
     # An auto-delete queue goes with its last consumer.
     tag = ch.basic_consume("q.autodel2", lambda _c, _m, _p, _b: None)
@@ -647,6 +658,12 @@ def test_the_session_did_what_it_says(session: Session) -> None:
     assert counts["q.maxlen"] == 3 and counts["q.rejpub"] == 2 and counts["q.rejdlx"] == 1
     assert counts["q.bytes"] == 2 and counts["q.prio"] == 3 and counts["q.purge"] == 1
     assert counts["q.dlimit"] == 0 and counts["q.tx"] == 1
+    # Delivery counts and what was out to a consumer: (count, out) of each message of the quorum queue.
+    assert [(count, out) for _, count, out in queues["q.quorum"]["delivery"]] == [
+        (1, True),
+        (0, True),
+        (1, False),
+    ]
     # Dead letters: 2 expired, 2 max-length, 3 refused (two reject-publish-dlx, one confirmed), 1 rejected,
     # 1 over the delivery limit.
     assert counts["q.dead"] == 9

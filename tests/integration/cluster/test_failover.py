@@ -238,3 +238,43 @@ def test_a_clustered_node_needs_the_cluster_secret(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=_ROOT, env=env, timeout=30,
     )  # fmt: skip
     assert out.returncode == 2 and "cluster_secret" in out.stderr, out.stderr
+
+
+def test_delivery_counts_are_the_same_on_the_new_leader(cluster: Cluster) -> None:
+    """A quorum queue's x-delivery-count survives a failover as RabbitMQ 3.10's survives a node's loss: a
+    message ready at the SIGKILL keeps its two returns; one delivered and unacknowledged then counts one
+    failed delivery more, and the limit (3) still holds."""
+    for name in ("a", "b", "c"):
+        cluster.start(name)
+    leader = cluster.leader(timeout=EVENTUALLY)
+    connection = amqp(leader)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    arguments = {"x-queue-type": "quorum", "x-delivery-limit": 3}
+    for queue in ("dc.ready", "dc.held"):
+        channel.queue_declare(queue, durable=True, arguments=arguments)
+        channel.basic_publish("", queue, queue.encode(), pika.BasicProperties(delivery_mode=2))
+        for expected in (0, 1):
+            method, properties, _ = channel.basic_get(queue)
+            assert (properties.headers or {}).get("x-delivery-count") == expected
+            channel.basic_nack(method.delivery_tag, requeue=True)
+    holder = connection.channel()
+    method, properties, _ = holder.basic_get("dc.held")
+    assert method is not None and properties.headers["x-delivery-count"] == 2
+    channel.queue_declare("barrier", durable=True)  # every delivery and return above is logged
+    in_sync(leader, 3)
+    leader.kill()
+    survivors = [n for n in cluster.nodes if n.alive()]
+    new = cluster.leader(timeout=EVENTUALLY, among=survivors)
+    connection = amqp(new)
+    channel = connection.channel()
+    method, properties, body = channel.basic_get("dc.ready")
+    assert body == b"dc.ready" and properties.headers["x-delivery-count"] == 2
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    method, properties, body = channel.basic_get("dc.ready")
+    assert properties.headers["x-delivery-count"] == 3
+    method, properties, body = channel.basic_get("dc.held")
+    assert body == b"dc.held" and method.redelivered and properties.headers["x-delivery-count"] == 3
+    channel.basic_nack(method.delivery_tag, requeue=True)  # the fourth return: over the limit
+    assert channel.basic_get("dc.held")[0] is None
+    connection.close()
