@@ -364,7 +364,9 @@ def _segment_report(scan: SegmentScan, data: bytes, by_type: bool = True) -> Seg
         report.last_lsn = scan.last_lsn
     report.data_end = scan.data_end
     report.sealed = scan.sealed
-    report.by_type = _count_types(data, scan.data_end, frame_of(header.version)) if by_type else {}
+    if not by_type:  # a listing or a trace: they show neither (and the zeros after data are tens of MB)
+        return report
+    report.by_type = _count_types(data, scan.data_end, frame_of(header.version))
     report.junk_bytes = max(scan.dirty_end, last_nonzero_end(data, scan.data_end)) - scan.data_end
     return report
 
@@ -420,7 +422,8 @@ def inspect_log(
     `registry` lists the record types in use (default: every caller type plus the engine's known ones).
     `verify_snapshots` also checks every chunk of every snapshot (not only the one recovery would use).
     `progress` is called with each segment's name before it is read. `by_type` False leaves the
-    segments' counts by type empty (a record listing does not show them: one pass less over the log).
+    segments' counts by type and bytes after data uncounted (a record listing does not show them: one
+    pass less over the log).
     `quick` reads only the headers of all segments but the last (scanned whole, as it is where the log
     ends): the identity, MARK, snapshot and segment-sequence checks all run, but damage inside an earlier
     segment is found only by `iter_records`, which checks such a segment record by record as it reads it
