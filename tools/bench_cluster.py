@@ -420,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-failover", action="store_true")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--only", choices=["ottermq", "rabbitmq"], help="one cluster only (to profile it; no ratio then)"
+    )
     args = parser.parse_args(argv)
 
     base = Path(tempfile.mkdtemp(prefix="ottermq-bench-cluster-"))
@@ -428,9 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     failovers: dict[str, list[float | None]] = {"OtterMQ": [], "RabbitMQ": []}
     print(f"load average at start: {os.getloadavg()}; data under {base}", flush=True)
     try:
-        brokers = [Otter(base / "ottermq", args.lease_ttl, args.start_timeout)]
-        brokers.append(Rabbit(base / "rabbitmq", args.start_timeout))
-        print("both clusters up", flush=True)
+        if args.only != "rabbitmq":
+            brokers.append(Otter(base / "ottermq", args.lease_ttl, args.start_timeout))
+        if args.only != "ottermq":
+            brokers.append(Rabbit(base / "rabbitmq", args.start_timeout))
+        for broker in brokers:
+            print(f"{broker.name} up: leader pid {broker.target()[1]}, node pids {broker.pids()}", flush=True)
         for round_ in range(args.rounds if not args.skip_throughput else 0):
             for broker in brokers if round_ % 2 == 0 else brokers[::-1]:
                 result = run_loadgen(broker, args.duration)
@@ -459,12 +465,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_summary(runs: dict[str, list[dict[str, Any]]], failovers: dict[str, list[float | None]]) -> None:
     print(f"\nload average at end: {os.getloadavg()}")
-    if runs["OtterMQ"]:
+    if runs["OtterMQ"] or runs["RabbitMQ"]:
         print("S3 across 3 nodes, median (min-max):")
         columns = ["confirmed_per_s", "consumed_per_s", "broker_cpu_pct", "cluster_cpu_pct", "other_cpu_pct"]
         print(f"{'':10}" + "".join(f"{c:>28}" for c in columns))
         for name, rows in runs.items():
+            if not rows:
+                continue
             print(f"{name:10}" + "".join(f"{median_range([float(r[c]) for r in rows]):>28}" for c in columns))
+    if runs["OtterMQ"] and runs["RabbitMQ"]:
         pairs = [
             o["confirmed_per_s"] / r["confirmed_per_s"]
             for o, r in zip(runs["OtterMQ"], runs["RabbitMQ"], strict=True)
