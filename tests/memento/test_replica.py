@@ -13,6 +13,7 @@ import pytest
 from memento.errors import RecoveryRefused
 from memento.log import Log
 from memento.replica import Behind, Cursor, decode_wire, install_copied, record_crc
+from memento.segment import HEADER_SIZE
 
 SEG = 4096
 
@@ -218,7 +219,7 @@ def test_read_live_finds_flushed_records_from_where_it_left_memory(tmp_path: Pat
     walks: list[tuple[int, int]] = []
     walk = replica._walk
 
-    def counting_walk(fd: int, seg: Any, lsn: int, off: int = replica.HEADER_SIZE, expected: int = 0) -> int:
+    def counting_walk(fd: int, seg: Any, lsn: int, off: int = HEADER_SIZE, expected: int = 0) -> int:
         walks.append((lsn, expected or seg.base_lsn))
         return walk(fd, seg, lsn, off, expected)
 
