@@ -37,7 +37,7 @@ from memento.segment import FORMAT_VERSION, HEADER_SIZE
 
 if TYPE_CHECKING:
     from memento.log import Log
-    from memento.staging import _Segment
+    from memento.staging import _Chunk, _Segment
 
 _crc = crc32c.crc32c
 _READ: Final = 1 << 20  # bytes a cursor reads at a time
@@ -81,7 +81,7 @@ class Cursor:
         self._start = start
         # Where the last read in memory stopped (a staged chunk and the offset in it): the next one goes
         # on from there instead of walking the chunk again.
-        self._memory: tuple[object, int] = (None, 0)
+        self._memory: tuple[_Chunk | None, int] = (None, 0)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -140,9 +140,17 @@ class Cursor:
                     self.next_lsn += 1
                 pos = end
                 if size >= max_bytes:
-                    self._memory = (chunk, pos)
-                    return out
+                    break
             self._memory = (chunk, pos)
+            if size >= max_bytes:
+                break
+        last, pos = self._memory
+        if last is not None:
+            # Where `next_lsn` starts (or will start) in the files, for when the batches have left memory
+            # before the next read: walking the segment from its first record instead cost a leader under
+            # steady load a quarter of its time (a walk per read that falls behind the in-flight batch).
+            # A record that goes to the next segment instead is found from that segment's start.
+            self._start = (last.segment.seq, last.offset + pos, self.next_lsn)
         return out
 
     def read(self, upto_lsn: int, max_bytes: int = _READ) -> list[bytes]:
