@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ottermq.broker.broker import Broker
     from ottermq.cluster.leader import ReplicationLeader
     from ottermq.cluster.service import ClusterService
+    from ottermq.http.prometheus import PrometheusService
+    from ottermq.http.service import ManagementService
     from ottermq.server.monitor import MonitorOptions
     from ottermq.server.tls import TLSOptions
     from ottermq.store.store import DurableStore
@@ -252,31 +254,10 @@ def serve(
         log.info("created from the config file", extra={"entries": ", ".join(seeded)})
     for line in loaded:
         log.info(line)
-    http = None
-    if settings.http_port:
-        from ottermq.http.service import ManagementService
-
-        # Listens (and logs "management API listening on ...") once the AMQP listener is up.
-        http = ManagementService(
-            settings.host,
-            settings.http_port,
-            store,
-            sample_interval=settings.collect_statistics_interval / 1000,
-            limits=http_limits(settings),
-            node={
-                "data_dir": str(data_path),
-                "disk_free_limit": settings.disk_free_limit,
-                "config_files": [str(Path(config).resolve())] if config else [],
-            },
-            cluster=cluster,
-        )
-    else:
+    # Listens (and logs "management API listening on ...") once the AMQP listener is up.
+    http, prometheus = _http_services(settings, data_path, config, store, cluster)
+    if http is None:
         log.info("management API disabled (http_port = 0)")
-    prometheus = None
-    if settings.prometheus_port:
-        from ottermq.http.prometheus import PrometheusService
-
-        prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
     stream = None
     if settings.stream_port:
         from ottermq.streamproto.server import StreamService
@@ -368,6 +349,39 @@ def _cluster_service(settings: Settings, store: DurableStore | None) -> ClusterS
     return ClusterService(options, durable, manage_isr=False)
 
 
+def _http_services(
+    settings: Settings,
+    data_path: Path,
+    config: str | None,
+    store: DurableStore | None,
+    cluster: ClusterService | None,
+) -> tuple[ManagementService | None, PrometheusService | None]:
+    """The management API and the Prometheus listener the settings ask for (None: off)."""
+    http = None
+    if settings.http_port:
+        from ottermq.http.service import ManagementService
+
+        http = ManagementService(
+            settings.host,
+            settings.http_port,
+            store,
+            sample_interval=settings.collect_statistics_interval / 1000,
+            limits=http_limits(settings),
+            node={
+                "data_dir": str(data_path),
+                "disk_free_limit": settings.disk_free_limit,
+                "config_files": [str(Path(config).resolve())] if config else [],
+            },
+            cluster=cluster,
+        )
+    prometheus = None
+    if settings.prometheus_port:
+        from ottermq.http.prometheus import PrometheusService
+
+        prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
+    return http, prometheus
+
+
 def _serve_clustered(
     settings: Settings,
     data_path: Path,
@@ -400,28 +414,7 @@ def _serve_clustered(
         return store
 
     def stack_options(store: DurableStore) -> ServeOptions:
-        http = None
-        if settings.http_port:
-            from ottermq.http.service import ManagementService
-
-            http = ManagementService(
-                settings.host,
-                settings.http_port,
-                store,
-                sample_interval=settings.collect_statistics_interval / 1000,
-                limits=http_limits(settings),
-                node={
-                    "data_dir": str(data_path),
-                    "disk_free_limit": settings.disk_free_limit,
-                    "config_files": [str(Path(config).resolve())] if config else [],
-                },
-                cluster=cluster,
-            )
-        prometheus = None
-        if settings.prometheus_port:
-            from ottermq.http.prometheus import PrometheusService
-
-            prometheus = PrometheusService(settings.host, settings.prometheus_port, store, cluster=cluster)
+        http, prometheus = _http_services(settings, data_path, config, store, cluster)
         return ServeOptions(
             host=settings.host,
             port=settings.port,

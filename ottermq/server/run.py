@@ -155,7 +155,8 @@ async def serve_async(broker: Broker, options: ServeOptions, signals: StopSignal
             signals.restore()
 
 
-async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) -> int:
+def _server(broker: Broker, options: ServeOptions, signals: StopSignals) -> Server:
+    """The AMQP server of `broker`; a second stop signal aborts its sockets."""
     server = Server(
         broker,
         write_buffer_limit=options.write_buffer_limit,
@@ -170,6 +171,11 @@ async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) ->
         server.abort_all("shutdown")
 
     signals.on_second = second_signal
+    return server
+
+
+async def _serve(broker: Broker, options: ServeOptions, signals: StopSignals) -> int:
+    server = _server(broker, options, signals)
     if options.cluster is not None:
         # Before any listener accepts: until elected, connection.open is refused.
         await options.cluster.start(broker)
@@ -186,19 +192,7 @@ async def serve_stack(
     """Serve `broker` (listeners, ctl socket, management API, monitor) until `stop` is set, then stop
     them; the exit status (1: cannot listen). The store and the cluster service are the caller's: a
     clustered node (ottermq.server.cluster_node) runs one of these per store it opens."""
-    server = Server(
-        broker,
-        write_buffer_limit=options.write_buffer_limit,
-        shutdown_timeout=options.shutdown_timeout,
-        connection_max=options.connection_max,
-        proxy=options.cluster.proxy if options.cluster is not None else None,
-    )
-
-    def second_signal(name: str) -> None:
-        log.warning("second signal; closing sockets now", extra={"signal": name})
-        server.abort_all("shutdown")
-
-    signals.on_second = second_signal
+    server = _server(broker, options, signals)
     return await _serve_clients(broker, options, signals, server, stop)
 
 
