@@ -242,10 +242,13 @@ def inspect(
     With --records: the records themselves, filtered, described by a decoder (--decode), and with
     --follow as a running broker appends them (read without the log's lock; Ctrl-C or SIGTERM ends it,
     exit 0)."""
-    # A listing checks the records it reads as it reads them (memento.inspect.iter_records): only the
-    # last segment is scanned beforehand, to find where the log ends.
+    # A listing of the whole log checks the records as it reads them (memento.inspect.iter_records): only
+    # the last segment is scanned beforehand, to find where the log ends. A listing of an LSN range reads
+    # only part of the log, so the log is scanned whole first, for the verdict on all of it.
+    whole = from_lsn is None and to_lsn is None
+    quick = records and whole
     insp = _inspect(
-        log_dir(directory), types, verify=False, label="inspecting", by_type=not records, quick=records
+        log_dir(directory), types, verify=False, label="inspecting", by_type=not records, quick=quick
     )
     if records:
         opts = ListOptions(

@@ -175,6 +175,10 @@ def test_quick_listing_checks_what_it_reads_and_reports_the_full_verdict(tmp_pat
     assert result.exit_code == verdict.exit_code
     assert [int(line.split()[0]) for line in result.stdout.splitlines()] == list(range(1, 150))
     assert f"memento: log is {verdict.status} (" in result.stderr
+    # A range reads only part of the log: the whole log is scanned first, so damage outside it is told too.
+    ranged = CliRunner().invoke(app, ["inspect", "--records", "--to-lsn", "10", str(tmp_path)])
+    assert ranged.exit_code == verdict.exit_code and len(ranged.stdout.splitlines()) == 10
+    assert f"memento: log is {verdict.status} (" in ranged.stderr
 
 
 def test_quick_listing_finds_a_segment_that_lost_its_end(tmp_path: Path) -> None:
