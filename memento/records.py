@@ -369,45 +369,58 @@ class Printer:
         self._shown(desc, item)
         return item
 
-    def _head(self, head: dict[str, Any]) -> tuple[dict[str, Any], str, str, str, str]:
+    def _format_head(self, head: dict[str, Any]) -> tuple[dict[str, Any], str, str, str, str]:
         """A shared description head formatted once: (head, its JSON members after a comma, its text
         fields, the type name as JSON, the type name padded for text)."""
-        cached = self._heads.get(id(head))
-        if cached is None or cached[0] is not head:
-            if len(self._heads) >= 4096:
-                self._heads.clear()
-            shown = {k: v for k, v in head.items() if k not in _NOT_SHOWN}
-            members = _json_encode(shown)[1:-1]
-            fields = " ".join([f"{k}={_text(v)}" for k, v in shown.items() if v is not None])
-            name = str(head.get("type"))
-            cached = (head, "," + members if members else "", fields, _json_name(name), f"{name:<18}")
-            self._heads[id(head)] = cached
+        if len(self._heads) >= 4096:
+            self._heads.clear()
+        shown = {k: v for k, v in head.items() if k not in _NOT_SHOWN}
+        members = _json_encode(shown)[1:-1]
+        fields = " ".join([f"{k}={_text(v)}" for k, v in shown.items() if v is not None])
+        name = str(head.get("type"))
+        cached = (head, "," + members if members else "", fields, _json_name(name), f"{name:<18}")
+        self._heads[id(head)] = cached
         return cached
 
     def write_split(self, record: Record, head: dict[str, Any], rest: dict[str, Any], time_us: int) -> None:
         """Write one record with --decode from a split description (`Describer.describe_split`): what
         `write` writes for head + rest, the head formatted once for all the records sharing it. Only for
-        a record without flags and without --payload, whose head names its type."""
-        _head, members, fields, json_name, text_name = self._head(head)
-        position = record.position
+        a record without flags and without --payload, whose head names its type. The hot path of a
+        listing: `_emit` is inlined."""
+        cached = self._heads.get(id(head))
+        if cached is None or cached[0] is not head:
+            cached = self._format_head(head)
+        _head, members, fields, json_name, text_name = cached
+        lsn, rtype, _flags, payload, position, _when = record
         if self.as_json:
             rest.pop("time_us", None)
             rest.pop("body", None)
             tail = _json_encode(rest)
             when = f'"{self.iso(time_us)}"' if time_us else "null"
-            self._emit(
-                f'{{"lsn":{record.lsn},"type":{json_name},"type_code":{record.type},'
-                f'"time":{when},"segment":{position.segment},"offset":{position.offset},'
-                f'"size":{len(record.payload)}{members}{"," + tail[1:] if len(tail) > 2 else "}"}\n'
+            text = (
+                f'{{"lsn":{lsn},"type":{json_name},"type_code":{rtype},'
+                f'"time":{when},"segment":{position[0]},"offset":{position[1]},'
+                f'"size":{len(payload)}{members}{"," + tail[1:] if len(tail) > 2 else "}"}\n'
             )
+        else:
+            own = " ".join(
+                [f"{k}={_text(v)}" for k, v in rest.items() if v is not None and k not in _NOT_SHOWN]
+            )
+            if own and fields:
+                own = fields + " " + own
+            text = (
+                f"{lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {text_name}"
+                f"  {position[0]}:{position[1]}  {len(payload)} B  {own or fields}\n"
+            )
+        if self._batch_size == 1:
+            self._emit(text)
             return
-        own = " ".join([f"{k}={_text(v)}" for k, v in rest.items() if v is not None and k not in _NOT_SHOWN])
-        if own and fields:
-            own = fields + " " + own
-        self._emit(
-            f"{record.lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {text_name}"
-            f"  {position.segment}:{position.offset}  {len(record.payload)} B  {own or fields}\n"
-        )
+        self.written += 1
+        batch = self._batch
+        batch.append(text)
+        if len(batch) >= self._batch_size:
+            self.out.write("".join(batch))
+            batch.clear()
 
     def write(self, record: Record, desc: dict[str, Any] | None, time_us: int) -> None:
         """Write one record (`desc` None: no decoder; `time_us` 0: no time). `desc` may be changed."""

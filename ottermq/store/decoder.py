@@ -337,7 +337,10 @@ def _split_publish(
     if timed:
         rest["time_us"] = PUBLISHED_AT.unpack_from(payload)[0] * 1000
     if plen:
-        _properties(payload[pos:body_at], rest)
+        # Most lists show nothing (delivery mode, timestamp): known from the flags and length alone.
+        silent = _SILENT.get(payload[pos] << 8 | payload[pos + 1]) if plen >= 2 else None
+        if silent is None or silent > plen:
+            _properties(payload[pos:body_at], rest)
     if body:
         rest["body"] = memoryview(payload)[body_at:]
     return head, rest
@@ -453,7 +456,15 @@ class OtterMQDecoder:
     def describe_split(self, record: RecordView) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """`describe` in a shared head and the record's own part, for the frequent types: see
         `split_description` and memento.inspect_decoders.Describer."""
-        return split_description(record.type, record.payload, record.lsn, body=False)
+        rtype = record.type
+        try:
+            if rtype == RT_PUBLISH_AT:
+                return _split_publish(record.payload, record.lsn, True, False)
+            if rtype == RT_REMOVED:
+                return _split_removed(record.payload)
+        except DECODE_ERRORS as exc:
+            raise CodecError(f"record type {rtype}: {exc}") from None
+        return None
 
     def type_names(self) -> list[str]:
         """Every record type name `describe` gives."""
