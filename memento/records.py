@@ -403,14 +403,21 @@ class Printer:
                 f'"size":{len(payload)}{members}{"," + tail[1:] if len(tail) > 2 else "}"}\n'
             )
         else:
-            own = " ".join(
-                [f"{k}={_text(v)}" for k, v in rest.items() if v is not None and k not in _NOT_SHOWN]
-            )
-            if own and fields:
-                own = fields + " " + own
+            parts = [fields] if fields else []
+            for k, v in rest.items():
+                if v is None or k in _NOT_SHOWN:
+                    continue
+                kind = type(v)
+                if kind is int:
+                    parts.append(f"{k}={v}")
+                elif kind is list and len(v) == 1 and type(v[0]) is str:
+                    parts.append(f"{k}={_text(v[0])}")  # a publish's or a removal's one id
+                else:
+                    parts.append(f"{k}={_text(v)}")
+            own = " ".join(parts)
             text = (
                 f"{lsn:>9}  {self.iso(time_us) if time_us else '-':<24}  {text_name}"
-                f"  {position[0]}:{position[1]}  {len(payload)} B  {own or fields}\n"
+                f"  {position[0]}:{position[1]}  {len(payload)} B  {own}\n"
             )
         if self._batch_size == 1:
             self._emit(text)
