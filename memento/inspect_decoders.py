@@ -35,6 +35,11 @@ class RecordView(Protocol):
     @property
     def payload(self) -> bytes: ...
 
+    @property
+    def time(self) -> int:
+        """When it was appended, in microseconds since the epoch (format 3); 0 when not known."""
+        ...
+
 
 class Decoder(Protocol):
     """Builds a projection from a snapshot (optional) and the records after it."""
@@ -73,7 +78,8 @@ class Describer(Protocol):
     `describe(record)` in two dicts, or None when it does not split this record: a head, the very same
     object for every record it describes alike (a publish's route, a removal's queue; it holds "type"),
     which nobody changes, and the record's own part; the description is the head's items followed by the
-    own part's ("body" may be left out: it is used only without --payload). It raises as `describe` does.
+    own part's ("body" may be left out: it is used only without --payload; so may "time_us" when the
+    record has its own time, which a listing shows instead). It raises as `describe` does.
     """
 
     def describe(self, record: RecordView) -> dict[str, Any]:

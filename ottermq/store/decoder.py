@@ -323,10 +323,11 @@ def _route(payload: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def _split_publish(
-    payload: bytes, lsn: int, timed: bool, body: bool = True
+    payload: bytes, lsn: int, timed: bool, body: bool = True, publish_time: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A PUBLISH(_AT) record's description straight from its bytes (what `_describe_publish` shows), as
-    its route's shared head and the record's own part (`OtterMQDecoder.describe_split`)."""
+    its route's shared head and the record's own part (`OtterMQDecoder.describe_split`); without its
+    "time_us" when not `publish_time`."""
     pos = 8 if timed else 0
     plen = _U32LE.unpack_from(payload, pos + 4)[0]
     head, pos = _route(payload, pos)
@@ -334,7 +335,7 @@ def _split_publish(
     if body_at > len(payload):
         raise CodecError("PUBLISH payload is truncated")
     rest: dict[str, Any] = {"ids": [str(lsn)], "body_size": len(payload) - body_at}
-    if timed:
+    if timed and publish_time:
         rest["time_us"] = PUBLISHED_AT.unpack_from(payload)[0] * 1000
     if plen:
         # Most lists show nothing (delivery mode, timestamp): known from the flags and length alone.
@@ -459,7 +460,8 @@ class OtterMQDecoder:
         rtype = record.type
         try:
             if rtype == RT_PUBLISH_AT:
-                return _split_publish(record.payload, record.lsn, True, False)
+                # A record's own time (format 3) is the one a listing shows: the publish time is not read.
+                return _split_publish(record.payload, record.lsn, True, False, not record.time)
             if rtype == RT_REMOVED:
                 return _split_removed(record.payload)
         except DECODE_ERRORS as exc:

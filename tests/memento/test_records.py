@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,56 @@ def test_a_record_time_wins_the_payload_time_is_a_fallback_and_untimed_records_a
     assert shown[0]["body"] == "payload 1" and shown[0]["type"] == "thing"
     assert selection.untimed == 2
     assert selection.untimed_note() is not None and "LSN 3..4" in (selection.untimed_note() or "")
+
+
+_ODD: dict[str, Any] = {
+    "name": "caf\u00e9 \U0001f600",  # non-ASCII: escaped, listings are ASCII
+    "big": 2**70,  # beyond 64 bits
+    "keys": {1: "int key", "s": None},  # a key that is not a string
+    "when": datetime(2027, 1, 15, 8, 0, tzinfo=UTC),  # not JSON: shown as text
+    "raw": b"\x00",
+    "ratio": 0.25,
+    "tiny": 1e-7,
+}
+
+
+def _odd(record: RecordView) -> dict[str, Any]:
+    return {"type": "odd", **_ODD, "n": record.lsn}
+
+
+def _odd_split(record: RecordView) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _ODD_HEAD, {**_ODD, "n": record.lsn}
+
+
+_ODD_HEAD: dict[str, Any] = {"type": "odd"}
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_json_lines_read_back_as_what_the_decoder_described_whatever_its_values(split: bool) -> None:
+    out = io.StringIO()
+    printer = Printer(out, as_json=True, decode=True, payload=False)
+    lister = Lister(printer, Selection(), _odd, _odd_split if split else None)
+    for lsn in (1, 2):
+        lister.feed(_record(lsn, NOW))
+    printer.flush()
+    text = out.getvalue()
+    assert text.isascii()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [line["n"] for line in lines] == [1, 2]
+    for line in lines:
+        assert (
+            line["name"] == _ODD["name"]
+            and line["big"] == 2**70
+            and line["keys"] == {"1": "int key", "s": None}
+        )
+        assert line["when"] == str(_ODD["when"]) and line["raw"] == str(b"\x00")
+        assert line["ratio"] == 0.25 and line["tiny"] == 1e-7
+    # JSON has no NaN: a float that is not a number is null (the standard encoder's NaN is not JSON).
+    nan = io.StringIO()
+    Lister(
+        Printer(nan, as_json=True, decode=True, payload=False), Selection(), lambda r: {"v": float("nan")}
+    ).feed(_record(1))
+    assert json.loads(nan.getvalue().splitlines()[0], parse_constant=pytest.fail)["v"] is None
 
 
 def test_tail_follows_appends_across_rollovers(tmp_path: Path) -> None:
