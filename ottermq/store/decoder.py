@@ -299,7 +299,7 @@ def _route(payload: bytes, pos: int) -> tuple[dict[str, Any], int]:
         end += xlen + rlen
     if end > len(payload):
         raise CodecError("PUBLISH payload is truncated")
-    key = payload[pos : pos + 4] + payload[at:end]
+    key = payload[pos:end]  # the properties' length too: one slice, and a few more entries at most
     route = _ROUTES.get(key)
     if route is None:
         vhost = payload[at : at + vlen].decode()
