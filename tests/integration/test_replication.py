@@ -244,12 +244,12 @@ def test_a_burst_of_publishes_reaches_the_follower_in_one_frame_per_group_commit
     tmp_path: Path, nodes: list[Node]
 ) -> None:
     """Records go to a follower by group commit, not by event-loop turn (nor one frame per publish): a
-    burst of N publishes costs about one RECORDS frame per leader fsync, far fewer than N. (That a confirm
-    still waits for the follower's ACK: test_a_follower_that_stops_acking_leaves_the_isr_and_confirms_go_on.)"""
+    burst of N publishes costs about one RECORDS frame per leader fsync, far fewer than N. (That a
+    confirm still waits for the follower's ACK: the test of a follower that stops acking, below.)"""
     a = leader(tmp_path, nodes)
     with a.connect() as conn:
         conn.channel().queue_declare("q", durable=True)
-    b = follower(tmp_path, nodes, a)
+    follower(tmp_path, nodes, a)
     a.wait_log(r"follower b joined the in-sync set")
     before = replication_status(a)
     sent_before = before["followers"]["b"]
