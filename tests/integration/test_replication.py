@@ -245,7 +245,7 @@ def test_a_burst_of_publishes_reaches_the_follower_in_one_frame_per_group_commit
 ) -> None:
     """Records go to a follower by group commit, not by event-loop turn (nor one frame per publish): a
     burst of N publishes costs about one RECORDS frame per leader fsync, far fewer than N. (That a
-    confirm still waits for the follower's ACK: the test of a follower that stops acking, below.)"""
+    confirm still waits for the follower's ACK: the test of a follower that stops acking, above.)"""
     a = leader(tmp_path, nodes)
     with a.connect() as conn:
         conn.channel().queue_declare("q", durable=True)
