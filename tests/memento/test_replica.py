@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from memento.errors import RecoveryRefused
+from memento.errors import CorruptRecord, RecoveryRefused
 from memento.log import Log
-from memento.replica import Behind, Cursor, decode_wire, install_copied, record_crc
+from memento.replica import Behind, Cursor, decode_wire, encode_wire, install_copied, record_crc
 from memento.segment import HEADER_SIZE
 
 SEG = 4096
@@ -26,6 +26,15 @@ def fill(log: Log, count: int, start: int = 0, size: int = 100) -> None:
 
 def records(log: Log, after: int = 0) -> list[tuple[int, int, int, bytes, int]]:
     return [(r.lsn, r.type, r.flags, r.payload, r.time) for r in log.replay(after)]
+
+
+def raw_records(log: Log) -> list[bytes]:
+    """Every record of `log` as the bytes its segment files hold."""
+    cursor = Cursor(log, 0)
+    try:
+        return [bytes(data) for data in cursor.read(log.durable_lsn, 1 << 20)]
+    finally:
+        cursor.close()
 
 
 def copy_all(leader: Log, follower: Log, after: int = 0) -> int:
@@ -74,6 +83,58 @@ def test_append_replica_refuses_an_lsn_that_does_not_follow(tmp_path: Path) -> N
         follower.append_replica(2, 1, 0x80 | 0x40, b"\x01" + bytes(7) + b"y", 6)  # a compaction copy
         follower.sync()
         assert [(r.lsn, r.flags, r.time) for r in follower.replay(0)] == [(1, 0, 5), (2, 0xC0, 6)]
+
+
+def test_append_replica_wire_stages_the_leaders_bytes_as_append_replica_would(tmp_path: Path) -> None:
+    leader = Log.open(tmp_path / "a", segment_size=SEG)
+    wire = Log.open(tmp_path / "b", segment_size=SEG * 2)
+    fill(leader, 150)
+    cursor = Cursor(leader, 0)
+    body = memoryview(b"".join(cursor.read(leader.durable_lsn, 1 << 20)))
+    cursor.close()
+    at = 0
+    positions = []
+    while at < len(body):
+        end, rtype, flags, lsn, payload, segment, offset = wire.append_replica_wire(body, at)
+        assert (rtype, flags, lsn) == decode_wire(body, at)[1:4]
+        assert payload.tobytes() == decode_wire(body, at)[5].tobytes()
+        assert (segment, offset) == tuple(wire.last_position)
+        positions.append((segment, offset))
+        at = end
+    wire.sync()
+    assert records(wire) == records(leader)
+    assert len({segment for segment, _offset in positions}) > 1  # across its own rollovers
+    assert [wire.read(type(wire.last_position)(*p)).lsn for p in positions] == list(range(1, 151))
+    # The bytes append_replica writes, at the same places: the files hold identical records.
+    other = Log.open(tmp_path / "c", segment_size=SEG * 2)
+    assert copy_all(leader, other) == 150
+    assert [(s.seq, s.base_lsn) for s in wire.segments] == [(s.seq, s.base_lsn) for s in other.segments]
+    assert raw_records(wire) == raw_records(other) == raw_records(leader)
+    leader.close()
+    wire.close()
+    other.close()
+
+
+def test_append_replica_wire_refuses_a_damaged_or_misplaced_record(tmp_path: Path) -> None:
+    with Log.open(tmp_path / "b") as follower:
+        first = encode_wire(1, 0, 1, 5, b"x")
+        follower.append_replica_wire(memoryview(first), 0)
+        damaged = bytearray(encode_wire(1, 0, 2, 5, b"hello"))
+        damaged[-1] ^= 1
+        with pytest.raises(CorruptRecord, match="checksum"):
+            follower.append_replica_wire(memoryview(damaged), 0)
+        with pytest.raises(CorruptRecord, match="cut short"):
+            follower.append_replica_wire(memoryview(encode_wire(1, 0, 2, 5, b"x")[:20]), 0)
+        with pytest.raises(CorruptRecord, match="checksum"):  # the length says more than there is
+            follower.append_replica_wire(memoryview(encode_wire(1, 0, 2, 5, b"hello")[:-1]), 0)
+        with pytest.raises(ValueError, match="does not follow"):
+            follower.append_replica_wire(memoryview(encode_wire(1, 0, 3, 5, b"x")), 0)
+        with pytest.raises(ValueError, match="not allowed"):
+            follower.append_replica_wire(memoryview(encode_wire(0xF5, 0, 2, 5, b"x")), 0)
+        assert follower.end_lsn == 1  # nothing refused was staged
+        follower.append_replica_wire(memoryview(encode_wire(1, 0, 2, 6, b"y")), 0)
+        follower.sync()
+        assert [(r.lsn, r.payload, r.time) for r in follower.replay(0)] == [(1, b"x", 5), (2, b"y", 6)]
 
 
 def test_cursor_stops_at_the_bound_and_reports_reclaimed_records(tmp_path: Path) -> None:
