@@ -255,12 +255,13 @@ class ReplicationLeader:
             return False
         # Appended records go out while the leader syncs them itself: a confirm waits for both, so its
         # latency is the slower of the two, not their sum.
+        before = cursor.next_lsn
         batch = cursor.read_live(BATCH_BYTES)
         if not batch:
             return False
         writer.write(wire.records_frame(self.role.term(), batch))
         link.frames += 1
-        link.records += len(batch)
+        link.records += cursor.next_lsn - before
         return True
 
     def _followers_in_sync(self) -> list[str]:

@@ -83,7 +83,8 @@ def frame(kind: int, body: bytes | bytearray | memoryview = b"") -> bytes:
 
 
 def records_frame(term: int, records: list[bytes]) -> bytes:
-    """A RECORDS frame of `records` (version-3 record bytes each), built with one copy."""
+    """A RECORDS frame of `records` (each one or more whole records in the version-3 layout, as
+    `memento.replica.Cursor` reads them), built with one copy."""
     size = TERM.size + sum(map(len, records))
     return b"".join((FRAME.pack(size + 1, RECORDS), TERM.pack(term), *records))
 

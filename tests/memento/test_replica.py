@@ -37,6 +37,18 @@ def raw_records(log: Log) -> list[bytes]:
         cursor.close()
 
 
+def lsns_in(items: list[bytes]) -> list[int]:
+    """The LSNs of the records in `items` (each one or more whole records, as `read_live` returns)."""
+    lsns = []
+    for data in items:
+        at = 0
+        while at < len(data):
+            end, _rtype, _flags, lsn, _when, _payload = decode_wire(data, at)
+            lsns.append(lsn)
+            at = end
+    return lsns
+
+
 def copy_all(leader: Log, follower: Log, after: int = 0) -> int:
     """Stream every durable record of `leader` after `after` into `follower`, as replication does."""
     cursor = Cursor(leader, after)
@@ -239,12 +251,12 @@ def test_read_live_serves_staged_records_then_written_ones(tmp_path: Path) -> No
         for round_ in range(30):
             for i in range(7):
                 log.append(1, bytes([round_, i]) * 60)
-            got += [decode_wire(d, 0)[3] for d in cursor.read_live(300)]  # part of it, from memory
+            got += lsns_in(cursor.read_live(300))  # part of it, from memory
             if round_ % 3 == 0:
                 log.sync()  # what was staged is now only in the files
-            got += [decode_wire(d, 0)[3] for d in cursor.read_live(300)]
+            got += lsns_in(cursor.read_live(300))
         while batch := cursor.read_live():
-            got += [decode_wire(d, 0)[3] for d in batch]
+            got += lsns_in(batch)
         cursor.close()
         assert got == list(range(1, log.end_lsn + 1))
         assert len(log.segments) > 2
@@ -271,6 +283,28 @@ def test_cursor_returns_before_a_record_larger_than_what_is_left_of_the_window(t
         cursor.close()
 
 
+def test_read_live_returns_every_record_once_whole_chunks_or_walked(tmp_path: Path) -> None:
+    """Whole staged chunks go out as one item, a seal never: across rollovers in memory, reads of every
+    size and syncs at any point, the records read are the log's, byte for byte and in order."""
+    with Log.open(tmp_path / "a", segment_size=SEG) as log:
+        cursor = Cursor(log, 0)
+        got: list[bytes] = []
+        for round_ in range(40):
+            for i in range(round_ % 9):
+                log.append(1 + i % 3, bytes([round_, i]) * (20 + 37 * i), flags=i % 2)
+            got += cursor.read_live((None, 150, 1000, 1 << 20)[round_ % 4] or 1 << 20)
+            if round_ % 5 == 1:
+                log.sync()
+        log.sync()
+        while batch := cursor.read_live():
+            got += batch
+        cursor.close()
+        assert len(log.segments) > 3
+        wanted = [encode_wire(r.type, r.flags, r.lsn, r.time, r.payload) for r in log.replay(0)]
+        assert b"".join(got) == b"".join(wanted)
+        assert lsns_in(got) == list(range(1, log.end_lsn + 1))
+
+
 def test_read_live_finds_flushed_records_from_where_it_left_memory(tmp_path: Path) -> None:
     """A cursor that read the staged batch and then finds the next records already written positions
     itself where it left the batch, not by walking the segment from its first record (on a leader under
@@ -287,16 +321,16 @@ def test_read_live_finds_flushed_records_from_where_it_left_memory(tmp_path: Pat
     with Log.open(tmp_path / "a", segment_size=1 << 20) as log:
         fill(log, 500)
         cursor = Cursor(log, 0)
-        got = [decode_wire(d, 0)[3] for d in cursor.read_live()]
+        got = lsns_in(cursor.read_live())
         for round_ in range(5):
             log.append(1, bytes([round_]) * 100)
-            got += [decode_wire(d, 0)[3] for d in cursor.read_live()]  # from memory
+            got += lsns_in(cursor.read_live())  # from memory
             for _ in range(3):
                 log.append(1, bytes([round_]) * 100)
             log.sync()  # written: the next read goes to the file
             replica._walk = counting_walk
             try:
-                got += [decode_wire(d, 0)[3] for d in cursor.read_live()]
+                got += lsns_in(cursor.read_live())
             finally:
                 replica._walk = walk
         cursor.close()
