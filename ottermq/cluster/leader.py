@@ -232,6 +232,8 @@ class ReplicationLeader:
         # while the batch is being written and synced here, in one frame. A sender that waits for records
         # gets them written from here (no task switch; the batch is still in memory, so no file read); a
         # busy one (a frame of its own in progress, or a connection to drain) is woken to go on.
+        if self._fenced or self._stopped:
+            return  # no longer the leader: its sessions are being cancelled, nothing more is sent
         for link in self.links.values():
             cursor, writer = link.cursor, link.writer
             if cursor is None or writer is None:
