@@ -499,6 +499,10 @@ class ReplicationLeader:
         self.links[node] = link
         self.acked[node] = start
         self._acknowledged(link, start)  # caught up already when the leader is idle: it joins now
+        # A frame or two in flight must not pause the connection (the default pauses it at 64 KiB, and a
+        # paused sender is not there when the next group commit is taken): the sender waits for it to
+        # drain above SEND_BUFFERED only.
+        writer.transport.set_write_buffer_limits(high=SEND_BUFFERED)
         sender = asyncio.create_task(self._send(link, writer))
         try:
             await self._read_acks(link, reader, sender)
