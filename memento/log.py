@@ -43,8 +43,10 @@ from memento.opening import open_log
 from memento.reader import decode_at, replay_records
 from memento.record import (
     BODY_HEAD,
+    BODY_HEAD_SIZE,
     ENGINE_TYPES,
     FRAME,
+    HEAD,
     HEAD_SIZE,
     PREFIX,
     SEAL_SIZE,
@@ -83,6 +85,7 @@ _READ_FDS: Final = 8
 _crc = crc32c.crc32c
 _pack_prefix = PREFIX.pack
 _pack_body_head = BODY_HEAD.pack
+_unpack_head = HEAD.unpack_from
 _time_ns = time.time_ns
 
 
@@ -277,6 +280,56 @@ class Log:
         if rtype not in self._allowed:
             raise ValueError(f"record type {rtype} not allowed (see memento/FORMAT.md)")
         return self._append(rtype, flags, payload, when)
+
+    def append_replica_wire(
+        self, data: memoryview, at: int
+    ) -> tuple[int, int, int, int, memoryview, int, int]:
+        """`append_replica` of the record at `data[at:]` in the version-3 layout (what a leader's
+        `memento.replica.Cursor` yields), checked and staged as those very bytes, which are what
+        `append_replica` would write for it: (where the record ends in `data`, type, flags, LSN, payload,
+        and the segment and offset where it was staged here). Raises CorruptRecord (nothing staged) when
+        it is cut short, its crc does not match or its reserved field is not zero, ValueError as
+        `append_replica`. A follower's per-record path: one call instead of a decode, a re-encode with
+        two crcs, and a position object."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise LogClosed(f"{self.path}: log is closed")
+        if len(data) - at < HEAD_SIZE:
+            raise CorruptRecord(f"replicated record at {at}: cut short", offset=at)
+        length, stored, rtype, flags, reserved, lsn, _when = _unpack_head(data, at)
+        end = at + 8 + length
+        if length < BODY_HEAD_SIZE or end > len(data) or _crc(data[at + 8 : end]) != stored or reserved:
+            raise CorruptRecord(
+                f"replicated record at {at} (LSN {lsn}): checksum mismatch", offset=at, lsn=lsn
+            )
+        if lsn != self._next_lsn:
+            raise ValueError(
+                f"replicated LSN {lsn} does not follow this log's end (next is {self._next_lsn})"
+            )
+        if rtype not in self._allowed:
+            raise ValueError(f"record type {rtype} not allowed (see memento/FORMAT.md)")
+        size = end - at
+        # What `_append` does, with the record's bytes as they are.
+        with self._lock:
+            off = self._tail_off
+            if off + size > self._tail_limit:
+                self._roll(size)
+                off = self._tail_off
+            chunk = self._chunk
+            if chunk is None:
+                chunk = self._new_chunk(False)
+            chunk.data += data[at:end]
+            self._next_lsn = lsn + 1
+            self._last_off = off
+            self._tail_off = off + size
+            waiter = self._idle_waiter
+            self._idle_waiter = None
+            tail = self._tail
+            assert tail is not None
+        if waiter is not None:
+            waiter.set()
+        return end, rtype, flags, lsn, data[at + HEAD_SIZE : end], tail.seq, off
 
     def truncate_after(self, lsn: int) -> None:
         """Drop every record after `lsn` (a returning old leader drops what was never replicated): the

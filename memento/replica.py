@@ -32,7 +32,7 @@ from memento.identity import Mark, MarkFile, encode_identity
 from memento.identity import _fsync_dir as fsync_dir
 from memento.identity import _replace_durably as replace_durably
 from memento.private import create_private, private_dir
-from memento.record import BODY_HEAD, HEAD, PREFIX, TYPE_SEAL, Frame, encode
+from memento.record import BODY_HEAD, HEAD, PREFIX, SEAL_SIZE, TYPE_SEAL, Frame, encode
 from memento.segment import FORMAT_VERSION, HEADER_SIZE
 
 if TYPE_CHECKING:
@@ -115,7 +115,9 @@ class Cursor:
     def read_live(self, max_bytes: int = _READ) -> list[bytes]:
         """The next records appended to the log, durable or not (a leader streams them while it syncs
         them itself): from the staged and in-flight batches in memory, or, for records before those,
-        from the files (every record not in memory has been written whole). On the log's owner thread."""
+        from the files (every record not in memory has been written whole). On the log's owner thread.
+        From memory an item may hold several whole records (the rest of a staged chunk, in one copy);
+        `next_lsn` tells how many were read."""
         log = self.log
         with log._lock:
             chunks = list(log._inflight.chunks) if log._inflight is not None else []
@@ -125,12 +127,31 @@ class Cursor:
             return self.read(first - 1 if first is not None else log.end_lsn, max_bytes)
         self.close()  # the file position no longer follows next_lsn: found again when needed
         self._seq = -1
+        # The LSN that follows each chunk's last record: the next chunk's first, or the log's next.
+        afters = [0] * len(chunks)
+        after = log._next_lsn
+        for i in range(len(chunks) - 1, -1, -1):
+            afters[i] = after
+            if len(chunks[i].data) >= HEAD.size:
+                after = _lsn_at(chunks[i].data, 0)
         out: list[bytes] = []
         size = 0
         cached_chunk, cached_pos = self._memory
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             data = chunk.data
             pos = cached_pos if chunk is cached_chunk else 0
+            # A chunk's records are consecutive and only a seal, always its last record, is not sent:
+            # when its next record is `next_lsn`, the rest of it goes whole, without a walk per record.
+            end = len(data) - SEAL_SIZE if chunk.seal else len(data)
+            if (
+                pos + HEAD.size <= end
+                and size + end - pos <= max_bytes
+                and _lsn_at(data, pos) == self.next_lsn
+            ):
+                out.append(bytes(memoryview(data)[pos:end]))
+                size += end - pos
+                self.next_lsn = afters[i]
+                pos = len(data)
             while pos + HEAD.size <= len(data):
                 length, _crc_stored, rtype, _flags, _res, lsn, _when = HEAD.unpack_from(data, pos)
                 end = pos + 8 + length

@@ -81,9 +81,14 @@ class AsyncWriter:
         # resumes (with the seconds it was suspended); the owner sets them.
         self.on_suspended: Callable[[OSError], None] | None = None
         self.on_resumed: Callable[[float], None] | None = None
-        # Called on the event loop with the new durable LSN after each batch (a replication leader streams
-        # what became durable).
+        # Called on the event loop with the new durable LSN after each batch (a replication leader samples
+        # its volume there, a follower acknowledges once per batch).
         self.on_durable: Callable[[int], None] | None = None
+        # Called on the event loop with the batch's last LSN when the thread takes a batch to write (a
+        # replication leader sends its followers what the batch holds then, one frame per group commit
+        # rather than per event-loop turn). Set before the records of interest are appended: a batch
+        # taken while it is None is not reported.
+        self.on_taken: Callable[[int], None] | None = None
         self._suspended: OSError | None = None
         self._retry = threading.Event()
         self._loop = asyncio.get_running_loop()
@@ -96,6 +101,7 @@ class AsyncWriter:
             self._suspended_since = time.monotonic()
             self._loop.call_soon(self._suspend, no_room)
         self._durable = log.durable_lsn
+        self.batches = 0  # batches made durable (group commits), for reports
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (lsn, tie, future)
         self._tie = itertools.count()
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -198,6 +204,9 @@ class AsyncWriter:
                     return
                 idle.wait()
                 continue
+            if self.on_taken is not None:
+                # Before the write: the loop learns of the batch while its fsync runs.
+                call(self._taken, batch.last_lsn)
             if not self._write(batch):
                 return
             call(self._batch_durable, batch)
@@ -258,8 +267,13 @@ class AsyncWriter:
         if self.on_resumed is not None:
             self.on_resumed(seconds)
 
+    def _taken(self, last_lsn: int) -> None:
+        if self.on_taken is not None:
+            self.on_taken(last_lsn)
+
     def _batch_durable(self, batch: _Batch) -> None:
         batch_done(self.log, batch)
+        self.batches += 1
         last = self._durable = batch.last_lsn
         waiters = self._waiters
         pop = heapq.heappop

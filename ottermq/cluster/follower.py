@@ -3,8 +3,9 @@ after cutting a tail the leader does not have), then append, fsync, acknowledge 
 
 Strategy: the follower keeps its durable store open and recovered (a hot standby: its broker is the
 leader's projection, built by the same `apply_record` code, record by record as they arrive; promotion
-needs no replay). Records are appended exactly as the leader wrote them (`Log.append_replica`); the
-store's group-commit writer makes them durable, and each frame's last LSN is acknowledged once durable.
+needs no replay). Records are appended exactly as the leader wrote them (`Log.append_replica_wire`: the
+frame's own bytes, crc checked); the store's group-commit writer makes them durable, and each of its
+batches is acknowledged once durable (one ACK per fsync, however many frames it holds).
 
 A frame from a term lower than the highest this follower has seen is refused (a deposed leader that has
 not noticed yet must not write into a follower of the new one). A returning node whose tail the leader
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import crc32c
 
 from memento.log import Log
-from memento.replica import decode_wire, install_copied, record_crc
+from memento.replica import install_copied, record_crc
 from memento.snapshot import SnapshotStore
 from ottermq.cluster import wire
 from ottermq.store.codec import RECORD_TYPES, pack_loc
@@ -282,18 +282,30 @@ class Follower:
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         store = self.store
-        assert store is not None and store.broker is not None
-        memento_log = store.log
-        journal = store.journal
-        group = journal.writer
+        assert store is not None
+        group = store.journal.writer
         assert group is not None
-        broker = store.broker
-        term_size = wire.TERM.size
 
-        def ack(lsn: int) -> None:
+        def acknowledge(lsn: int) -> None:
+            # Once per batch of this node's group commit: every record up to `lsn` came from the leader
+            # (a follower writes none of its own) and is durable.
             if not writer.is_closing():
                 writer.write(wire.frame(wire.ACKED, wire.ACK.pack(self.term, lsn)))
 
+        group.on_durable = acknowledge
+        try:
+            await self._receive(reader, store)
+        finally:
+            if group.on_durable is acknowledge:
+                group.on_durable = None
+
+    async def _receive(self, reader: asyncio.StreamReader, store: DurableStore) -> None:
+        memento_log = store.log
+        journal = store.journal
+        broker = store.broker
+        assert broker is not None
+        term_size = wire.TERM.size
+        append = memento_log.append_replica_wire
         while True:
             kind, body = await wire.read_frame(reader)
             if kind != wire.RECORDS:
@@ -303,21 +315,16 @@ class Follower:
                 log.error(f"replication: refusing records of term {term}: term {self.term} was seen")
                 raise wire.ProtocolError(f"records of the stale term {term}")
             self._see_term(term)
+            view = memoryview(body)
             at = term_size
-            last = 0
             size = len(body)
+            appended = 0
             while at < size:
-                end, rtype, flags, lsn, when, payload = decode_wire(body, at)
-                memento_log.append_replica(lsn, rtype, flags, payload, when)
-                position = memento_log.last_position
-                apply_replicated(
-                    broker, lsn, rtype, flags, bytes(payload), pack_loc(position.segment, position.offset)
-                )
-                journal.appended_bytes += len(payload)
-                last = lsn
+                end, rtype, flags, lsn, payload, segment, offset = append(view, at)
+                apply_replicated(broker, lsn, rtype, flags, payload, pack_loc(segment, offset))
+                appended += len(payload)
                 at = end
-            if last:
-                group.when_durable(last, functools.partial(ack, last))
+            journal.appended_bytes += appended
 
     # -- bulk sync ------------------------------------------------------------------------------------------
 

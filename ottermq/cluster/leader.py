@@ -6,11 +6,13 @@ the leader decides where it starts: the follower's durable LSN when its log is t
 record there is the leader's own (same crc), else the highest of its probes that matches (the follower
 truncates to it: a returning old leader drops what was never replicated), else a bulk sync (the newest
 snapshot and every segment, each file checksummed; files the follower already staged are skipped).
-While streaming, each event-loop turn that appends records wakes the senders, which send them at once,
-while the leader's own group commit syncs them (memento.replica.Cursor.read_live: from the staged and
-in-flight batches in memory, or from the segment files for older records), with the leader's term, in
-frames of about 1 MiB. A follower may so hold records the leader never made durable; they were never
-confirmed.
+While streaming, each batch the leader's group commit takes to write wakes the senders
+(`AsyncWriter.on_taken`), which send it (and whatever was appended since) at once, while the leader syncs
+it (memento.replica.Cursor.read_live: from the staged and in-flight batches in memory, or from the segment
+files for older records), with the leader's term, in frames of about 1 MiB: one frame per follower per
+group commit however many event-loop turns appended its records, and the follower, which acknowledges once
+per batch of its own group commit, about one ACK back. A follower may so hold records the leader never
+made durable; they were never confirmed.
 
 Confirms: the journal confirms a position once it is durable here and at or below `replica_lsn`, the
 smallest LSN acknowledged by the followers in the in-sync set (`ClusterRole.isr()`); every
@@ -52,7 +54,11 @@ if TYPE_CHECKING:
 log: Final = logging.getLogger("ottermq.cluster")
 
 BATCH_BYTES: Final = 1 << 20  # records per RECORDS frame, about
+# Bytes waiting in a follower's connection above which the sender task takes over again (and waits for
+# them to drain) instead of the group commit's `on_taken` writing more.
+SEND_BUFFERED: Final = 1 << 20
 FILE_CHUNK: Final = 1 << 20  # bytes per FILE frame of a bulk sync
+ACK_READ: Final = 1 << 16  # bytes of acknowledgements read at a time
 AUTH_TIMEOUT: Final = 10.0
 VOLUME_SAMPLES: Final = 4096  # group commits remembered for the followers' lag in bytes
 
@@ -81,8 +87,14 @@ class Link:
     join_at: int  # joins the in-sync set once it has acknowledged this LSN
     acked: int = 0
     last_ack: float = field(default_factory=time.monotonic)
+    frames: int = 0  # RECORDS frames sent, and the records in them (for the status)
+    records: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     session: asyncio.Task[None] | None = None
+    # While the sender waits for records (caught up, its connection's buffer drained): the writer's
+    # `on_taken` then sends the new batch itself, without waking the sender task.
+    cursor: Cursor | None = None
+    writer: asyncio.StreamWriter | None = None
 
 
 class ReplicationLeader:
@@ -103,7 +115,6 @@ class ReplicationLeader:
         # Followers about to join the set: node -> the confirmed LSN it must reach first.
         self._joining: dict[str, int] = {}
         self._fenced = False  # leadership lost: the journal stays held
-        self._wake_pending = False
         self._stopped = False
         # (LSN, bytes appended to the log so far) at each group commit, for the followers' lag in bytes.
         self._volume: deque[tuple[int, int]] = deque(maxlen=VOLUME_SAMPLES)
@@ -119,7 +130,7 @@ class ReplicationLeader:
         writer = self.store.journal.writer
         assert writer is not None, "start the store first"
         writer.on_durable = self._durable
-        self.store.journal.on_staged = self._staged
+        writer.on_taken = self._taken
         self.role.on_lost(self._lost)
         self._server = await asyncio.start_server(self._accept, self.options.host, self.options.port)
         self.addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
@@ -146,7 +157,7 @@ class ReplicationLeader:
         writer = self.store.journal.writer
         if writer is not None:
             writer.on_durable = None
-        self.store.journal.on_staged = None
+            writer.on_taken = None
 
     def status(self) -> dict[str, Any]:
         """The leader's view of its followers (for ctl and the management API): each connected follower,
@@ -163,6 +174,8 @@ class ReplicationLeader:
                 "lag_records": max(0, durable - link.acked),
                 "lag_bytes": self._lag_bytes(link.acked, durable),
                 "last_ack_age": round(now - link.last_ack, 3),
+                "frames_sent": link.frames,
+                "records_sent": link.records,
             }
         for node in self._followers_in_sync():
             if node not in followers:
@@ -181,6 +194,7 @@ class ReplicationLeader:
             "isr": self.role.isr(),
             "durable_lsn": durable,
             "min_in_sync": self.options.min_in_sync,
+            "group_commits": writer.batches if (writer := self.store.journal.writer) is not None else 0,
             "followers": followers,
         }
 
@@ -212,19 +226,45 @@ class ReplicationLeader:
 
     def _durable(self, lsn: int) -> None:
         self._volume.append((lsn, self.store.journal.appended_bytes))
-        for link in self.links.values():
-            link.wake.set()
 
-    def _staged(self) -> None:
-        # Once per event-loop turn however many records it appends: the senders read them all then.
-        if not self._wake_pending and self.links:
-            self._wake_pending = True
-            asyncio.get_running_loop().call_soon(self._wake)
-
-    def _wake(self) -> None:
-        self._wake_pending = False
+    def _taken(self, _last_lsn: int) -> None:
+        # Once per group commit, however many turns appended its records: they go to each follower now,
+        # while the batch is being written and synced here, in one frame. A sender that waits for records
+        # gets them written from here (no task switch; the batch is still in memory, so no file read); a
+        # busy one (a frame of its own in progress, or a connection to drain) is woken to go on.
+        if self._fenced or self._stopped:
+            return  # no longer the leader: its sessions are being cancelled, nothing more is sent
         for link in self.links.values():
-            link.wake.set()
+            cursor, writer = link.cursor, link.writer
+            if cursor is None or writer is None:
+                link.wake.set()
+                continue
+            try:
+                self._push(link, cursor, writer)
+            except Exception:  # Behind, a corrupt record...: the sender meets it again and handles it
+                link.wake.set()
+                continue
+            if (
+                cursor.next_lsn <= self.store.log.end_lsn
+                or writer.transport.get_write_buffer_size() > SEND_BUFFERED
+            ):
+                link.wake.set()
+
+    def _push(self, link: Link, cursor: Cursor, writer: asyncio.StreamWriter) -> bool:
+        """Write the next records (up to about BATCH_BYTES) to the follower as one frame; False when there
+        were none."""
+        if writer.is_closing():
+            return False
+        # Appended records go out while the leader syncs them itself: a confirm waits for both, so its
+        # latency is the slower of the two, not their sum.
+        before = cursor.next_lsn
+        batch = cursor.read_live(BATCH_BYTES)
+        if not batch:
+            return False
+        writer.write(wire.records_frame(self.role.term(), batch))
+        link.frames += 1
+        link.records += cursor.next_lsn - before
+        return True
 
     def _followers_in_sync(self) -> list[str]:
         me = self.role.node_name
@@ -459,6 +499,10 @@ class ReplicationLeader:
         self.links[node] = link
         self.acked[node] = start
         self._acknowledged(link, start)  # caught up already when the leader is idle: it joins now
+        # A frame or two in flight must not pause the connection (the default pauses it at 64 KiB, and a
+        # paused sender is not there when the next group commit is taken): the sender waits for it to
+        # drain above SEND_BUFFERED only.
+        writer.transport.set_write_buffer_limits(high=SEND_BUFFERED)
         sender = asyncio.create_task(self._send(link, writer))
         try:
             await self._read_acks(link, reader, sender)
@@ -491,44 +535,54 @@ class ReplicationLeader:
         memento_log = self.store.log
         cursor = Cursor(memento_log, link.start_lsn)
         try:
-            while True:
-                if cursor.next_lsn > memento_log.end_lsn:
-                    link.wake.clear()
-                    await link.wake.wait()
-                    continue
+            await self._stream(link, writer, cursor)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            # The session reads acks until the connection ends: closing it is how it learns of this.
+            writer.close()
+            raise
+        finally:
+            cursor.close()
+
+    async def _stream(self, link: Link, writer: asyncio.StreamWriter, cursor: Cursor) -> None:
+        memento_log = self.store.log
+        while True:
+            pushed = False
+            if cursor.next_lsn <= memento_log.end_lsn:
                 try:
-                    # Appended records go out while the leader syncs them itself: a confirm waits for
-                    # both, so its latency is the slower of the two, not their sum.
-                    batch = cursor.read_live(BATCH_BYTES)
+                    pushed = self._push(link, cursor, writer)
                 except Behind as exc:
                     log.warning(f"follower {link.node} fell behind the log's start ({exc}); it resyncs")
                     writer.close()
                     return
-                if not batch:
-                    link.wake.clear()
-                    await link.wake.wait()
-                    continue
-                writer.write(wire.frame(wire.RECORDS, wire.TERM.pack(self.role.term()) + b"".join(batch)))
-                await writer.drain()
-        finally:
-            cursor.close()
+            # Also what `_taken` wrote: woken for a full buffer, the sender waits here until it drains.
+            await writer.drain()
+            if pushed:
+                continue
+            link.wake.clear()
+            link.cursor, link.writer = cursor, writer
+            try:
+                await link.wake.wait()
+            finally:
+                link.cursor = link.writer = None
 
     async def _read_acks(self, link: Link, reader: asyncio.StreamReader, sender: asyncio.Task[None]) -> None:
-        read = asyncio.ensure_future(wire.read_frame(reader))
-        try:
-            while True:
-                done, _pending = await asyncio.wait({read, sender}, return_when=asyncio.FIRST_COMPLETED)
-                if sender in done:
-                    sender.result()
+        """Take the follower's acknowledgements until the connection ends (the sender closes it when it
+        stops): whatever arrived is read at once and only its highest LSN counts (an ACK covers every
+        record up to its LSN), so a burst of ACKs costs one read and one update."""
+        buffer = bytearray()
+        while True:
+            data = await reader.read(ACK_READ)
+            if not data:
+                if sender.done() and not sender.cancelled():
+                    sender.result()  # its error, if it failed; else it ended the stream (a resync)
                     return
-                kind, body = read.result()
-                if kind != wire.ACKED:
-                    raise wire.ProtocolError(f"unexpected frame {chr(kind)!r} from follower {link.node}")
-                _term, lsn = wire.ACK.unpack(body)
+                raise ConnectionError(f"follower {link.node} closed the connection")
+            buffer += data
+            lsn = wire.last_ack(buffer, link.node)
+            if lsn is not None:
                 self._acknowledged(link, lsn)
-                read = asyncio.ensure_future(wire.read_frame(reader))
-        finally:
-            read.cancel()
 
     # -- bulk sync --------------------------------------------------------------------------------------
 

@@ -82,6 +82,33 @@ def frame(kind: int, body: bytes | bytearray | memoryview = b"") -> bytes:
     return FRAME.pack(len(body) + 1, kind) + bytes(body)
 
 
+def records_frame(term: int, records: list[bytes]) -> bytes:
+    """A RECORDS frame of `records` (each one or more whole records in the version-3 layout, as
+    `memento.replica.Cursor` reads them), built with one copy."""
+    size = TERM.size + sum(map(len, records))
+    return b"".join((FRAME.pack(size + 1, RECORDS), TERM.pack(term), *records))
+
+
+def last_ack(buffer: bytearray, node: str) -> int | None:
+    """The highest LSN acknowledged by the ACK frames complete in `buffer` (removed from it; a partial one
+    stays), or None when there is none; ProtocolError on any other frame."""
+    at = 0
+    lsn: int | None = None
+    head = FRAME.size
+    while len(buffer) - at >= head:
+        length, kind = FRAME.unpack_from(buffer, at)
+        if kind != ACKED or length != ACK.size + 1:
+            raise ProtocolError(f"unexpected frame {chr(kind)!r} ({length} bytes) from follower {node}")
+        end = at + head - 1 + length
+        if end > len(buffer):
+            break
+        acked = ACK.unpack_from(buffer, at + head)[1]
+        lsn = acked if lsn is None else max(lsn, acked)
+        at = end
+    del buffer[:at]
+    return lsn
+
+
 def json_frame(kind: int, value: dict[str, Any]) -> bytes:
     return frame(kind, json.dumps(value, separators=(",", ":")).encode())
 

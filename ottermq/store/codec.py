@@ -229,22 +229,38 @@ def decode_publish_index(
     """`decode_publish_targets` and the length of the body it leaves out (for x-max-length-bytes)."""
     published, payload = publish_payload(rtype, payload)
     vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload)
-    pos = _PUBLISH_HEAD.size
-    # One copy of the few head bytes (at most 1.3 KiB), not of the body.
-    head = bytes(payload[pos : pos + vlen + count * 256])
-    vhost = head[:vlen].decode()
+    pos = _PUBLISH_HEAD.size + vlen
+    for _ in range(count):
+        pos += 1 + payload[pos]
+    # The vhost and queue names, as bytes: a replica or a replay meets the same few again and again.
+    key = bytes(payload[_PUBLISH_HEAD.size : pos])
+    targets = _TARGETS.get(key)
+    if targets is None:
+        targets = _decode_targets(key, vlen, count)
+        if len(_TARGETS) >= _TARGETS_KEPT:
+            _TARGETS.clear()
+        _TARGETS[key] = targets
+    properties = b""
+    start = pos + xlen + rlen
+    if published:
+        properties = bytes(payload[start : start + plen])
+    event = MessagePublished(targets[0], targets[1], "", "", properties, b"", published)
+    return event, len(payload) - start - plen
+
+
+# Decoded (vhost, queues) by their bytes in a publish payload; cleared when full (a cache, no more).
+_TARGETS: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+_TARGETS_KEPT: Final = 4096
+
+
+def _decode_targets(head: bytes, vlen: int, count: int) -> tuple[str, tuple[str, ...]]:
     pos = vlen
     queues = []
     for _ in range(count):
         qlen = head[pos]
         queues.append(head[pos + 1 : pos + 1 + qlen].decode())
         pos += 1 + qlen
-    properties = b""
-    start = _PUBLISH_HEAD.size + pos + xlen + rlen
-    if published:
-        properties = bytes(payload[start : start + plen])
-    event = MessagePublished(vhost, tuple(queues), "", "", properties, b"", published)
-    return event, len(payload) - start - plen
+    return head[:vlen].decode(), tuple(queues)
 
 
 def decode_content(payload: bytes | memoryview, rtype: int = RT_PUBLISH) -> tuple[str, str, bytes, bytes]:

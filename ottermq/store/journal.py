@@ -100,8 +100,6 @@ class MementoJournal:
         # The highest LSN every in-sync follower has acknowledged (ottermq.cluster.replication).
         self.replica_lsn = NO_REPLICA_LIMIT
         self._held: str | None = None  # why replication refuses new work (too few in sync), or None
-        # Called after each record is staged (a replication leader streams records as they are appended).
-        self.on_staged: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Start group commit (inside the running event loop)."""
@@ -222,8 +220,6 @@ class MementoJournal:
         position = log.last_position
         self.last_loc = pack_loc(position.segment, position.offset)
         self.appended_bytes += len(payload)
-        if self.on_staged is not None:
-            self.on_staged()
         return lsn
 
     def when_durable(

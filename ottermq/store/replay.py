@@ -87,15 +87,18 @@ def replay_log(broker: Broker, memento_log: Log) -> tuple[bool, int, int]:
     return clean, snapshot_lsn, replayed
 
 
-def apply_replicated(broker: Broker, lsn: int, rtype: int, flags: int, payload: bytes, loc: int) -> None:
+def apply_replicated(
+    broker: Broker, lsn: int, rtype: int, flags: int, payload: bytes | memoryview, loc: int
+) -> None:
     """Apply one record a follower just appended (at `loc` in its own log) to its projection, as replay
-    does: a compaction copy (FLAG_RELOCATED) changes nothing, the follower keeps its original."""
+    does: a compaction copy (FLAG_RELOCATED) changes nothing, the follower keeps its original. A publish
+    is decoded from `payload` as it is (what it keeps is copied), other records from a copy of it."""
     if flags & FLAG_RELOCATED:
         return
     if rtype in PUBLISH_TYPES:
         event, size = decode_publish_index(payload, rtype)
     else:
-        event, size = decode(rtype, payload), -1
+        event, size = decode(rtype, bytes(payload)), -1
     apply_record(broker, event, lsn, loc, size)
 
 

@@ -229,6 +229,50 @@ def test_a_follower_that_stops_acking_leaves_the_isr_and_confirms_go_on(
     a.wait_log(r"follower b joined the in-sync set", count=2)  # it caught up again
 
 
+def replication_status(node: Node) -> dict[str, Any]:
+    status = subprocess.run(
+        [sys.executable, "-m", "ottermq", "ctl", "--data-dir", str(node.data_dir), "--json", "status"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    replication: dict[str, Any] = json.loads(status.stdout)["replication"]
+    return replication
+
+
+def test_a_burst_of_publishes_reaches_the_follower_in_one_frame_per_group_commit(
+    tmp_path: Path, nodes: list[Node]
+) -> None:
+    """Records go to a follower by group commit, not by event-loop turn (nor one frame per publish): a
+    burst of N publishes costs about one RECORDS frame per leader fsync, far fewer than N. (That a
+    confirm still waits for the follower's ACK: the test of a follower that stops acking, above.)"""
+    a = leader(tmp_path, nodes)
+    with a.connect() as conn:
+        conn.channel().queue_declare("q", durable=True)
+    follower(tmp_path, nodes, a)
+    a.wait_log(r"follower b joined the in-sync set")
+    before = replication_status(a)
+    sent_before = before["followers"]["b"]
+    count = 3000
+    with a.connect() as conn:
+        burst = conn.channel()  # no confirms: the publishes arrive as fast as the client writes them
+        for i in range(count):
+            burst.basic_publish("", "q", f"m{i}".encode() * 100, PERSISTENT)
+        last = conn.channel()
+        last.confirm_delivery()  # confirmed once durable on both: every record before it is there too
+        last.basic_publish("", "q", b"last", PERSISTENT)
+    after = replication_status(a)
+    sent = after["followers"]["b"]
+    assert sent["acked_lsn"] == after["durable_lsn"]
+    frames = sent["frames_sent"] - sent_before["frames_sent"]
+    records = sent["records_sent"] - sent_before["records_sent"]
+    commits = after["group_commits"] - before["group_commits"]
+    assert records >= count + 1
+    # One frame per group commit (and no more than a few for the frame in progress at each end).
+    assert 1 <= frames <= commits + 2, (frames, commits, records)
+    assert frames * 5 <= count, (frames, commits, records)
+
+
 def test_a_killed_follower_restarts_from_its_own_log_and_rejoins(tmp_path: Path, nodes: list[Node]) -> None:
     a = leader(tmp_path, nodes, replication_ack_timeout="0.5")
     with a.connect() as conn:

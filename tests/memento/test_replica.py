@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from memento.errors import RecoveryRefused
+from memento.errors import CorruptRecord, RecoveryRefused
 from memento.log import Log
-from memento.replica import Behind, Cursor, decode_wire, install_copied, record_crc
+from memento.replica import Behind, Cursor, decode_wire, encode_wire, install_copied, record_crc
 from memento.segment import HEADER_SIZE
 
 SEG = 4096
@@ -26,6 +26,27 @@ def fill(log: Log, count: int, start: int = 0, size: int = 100) -> None:
 
 def records(log: Log, after: int = 0) -> list[tuple[int, int, int, bytes, int]]:
     return [(r.lsn, r.type, r.flags, r.payload, r.time) for r in log.replay(after)]
+
+
+def raw_records(log: Log) -> list[bytes]:
+    """Every record of `log` as the bytes its segment files hold."""
+    cursor = Cursor(log, 0)
+    try:
+        return [bytes(data) for data in cursor.read(log.durable_lsn, 1 << 20)]
+    finally:
+        cursor.close()
+
+
+def lsns_in(items: list[bytes]) -> list[int]:
+    """The LSNs of the records in `items` (each one or more whole records, as `read_live` returns)."""
+    lsns = []
+    for data in items:
+        at = 0
+        while at < len(data):
+            end, _rtype, _flags, lsn, _when, _payload = decode_wire(data, at)
+            lsns.append(lsn)
+            at = end
+    return lsns
 
 
 def copy_all(leader: Log, follower: Log, after: int = 0) -> int:
@@ -74,6 +95,58 @@ def test_append_replica_refuses_an_lsn_that_does_not_follow(tmp_path: Path) -> N
         follower.append_replica(2, 1, 0x80 | 0x40, b"\x01" + bytes(7) + b"y", 6)  # a compaction copy
         follower.sync()
         assert [(r.lsn, r.flags, r.time) for r in follower.replay(0)] == [(1, 0, 5), (2, 0xC0, 6)]
+
+
+def test_append_replica_wire_stages_the_leaders_bytes_as_append_replica_would(tmp_path: Path) -> None:
+    leader = Log.open(tmp_path / "a", segment_size=SEG)
+    wire = Log.open(tmp_path / "b", segment_size=SEG * 2)
+    fill(leader, 150)
+    cursor = Cursor(leader, 0)
+    body = memoryview(b"".join(cursor.read(leader.durable_lsn, 1 << 20)))
+    cursor.close()
+    at = 0
+    positions = []
+    while at < len(body):
+        end, rtype, flags, lsn, payload, segment, offset = wire.append_replica_wire(body, at)
+        assert (rtype, flags, lsn) == decode_wire(body, at)[1:4]
+        assert payload.tobytes() == decode_wire(body, at)[5].tobytes()
+        assert (segment, offset) == tuple(wire.last_position)
+        positions.append((segment, offset))
+        at = end
+    wire.sync()
+    assert records(wire) == records(leader)
+    assert len({segment for segment, _offset in positions}) > 1  # across its own rollovers
+    assert [wire.read(type(wire.last_position)(*p)).lsn for p in positions] == list(range(1, 151))
+    # The bytes append_replica writes, at the same places: the files hold identical records.
+    other = Log.open(tmp_path / "c", segment_size=SEG * 2)
+    assert copy_all(leader, other) == 150
+    assert [(s.seq, s.base_lsn) for s in wire.segments] == [(s.seq, s.base_lsn) for s in other.segments]
+    assert raw_records(wire) == raw_records(other) == raw_records(leader)
+    leader.close()
+    wire.close()
+    other.close()
+
+
+def test_append_replica_wire_refuses_a_damaged_or_misplaced_record(tmp_path: Path) -> None:
+    with Log.open(tmp_path / "b") as follower:
+        first = encode_wire(1, 0, 1, 5, b"x")
+        follower.append_replica_wire(memoryview(first), 0)
+        damaged = bytearray(encode_wire(1, 0, 2, 5, b"hello"))
+        damaged[-1] ^= 1
+        with pytest.raises(CorruptRecord, match="checksum"):
+            follower.append_replica_wire(memoryview(damaged), 0)
+        with pytest.raises(CorruptRecord, match="cut short"):
+            follower.append_replica_wire(memoryview(encode_wire(1, 0, 2, 5, b"x")[:20]), 0)
+        with pytest.raises(CorruptRecord, match="checksum"):  # the length says more than there is
+            follower.append_replica_wire(memoryview(encode_wire(1, 0, 2, 5, b"hello")[:-1]), 0)
+        with pytest.raises(ValueError, match="does not follow"):
+            follower.append_replica_wire(memoryview(encode_wire(1, 0, 3, 5, b"x")), 0)
+        with pytest.raises(ValueError, match="not allowed"):
+            follower.append_replica_wire(memoryview(encode_wire(0xF5, 0, 2, 5, b"x")), 0)
+        assert follower.end_lsn == 1  # nothing refused was staged
+        follower.append_replica_wire(memoryview(encode_wire(1, 0, 2, 6, b"y")), 0)
+        follower.sync()
+        assert [(r.lsn, r.payload, r.time) for r in follower.replay(0)] == [(1, b"x", 5), (2, b"y", 6)]
 
 
 def test_cursor_stops_at_the_bound_and_reports_reclaimed_records(tmp_path: Path) -> None:
@@ -178,12 +251,12 @@ def test_read_live_serves_staged_records_then_written_ones(tmp_path: Path) -> No
         for round_ in range(30):
             for i in range(7):
                 log.append(1, bytes([round_, i]) * 60)
-            got += [decode_wire(d, 0)[3] for d in cursor.read_live(300)]  # part of it, from memory
+            got += lsns_in(cursor.read_live(300))  # part of it, from memory
             if round_ % 3 == 0:
                 log.sync()  # what was staged is now only in the files
-            got += [decode_wire(d, 0)[3] for d in cursor.read_live(300)]
+            got += lsns_in(cursor.read_live(300))
         while batch := cursor.read_live():
-            got += [decode_wire(d, 0)[3] for d in batch]
+            got += lsns_in(batch)
         cursor.close()
         assert got == list(range(1, log.end_lsn + 1))
         assert len(log.segments) > 2
@@ -210,6 +283,28 @@ def test_cursor_returns_before_a_record_larger_than_what_is_left_of_the_window(t
         cursor.close()
 
 
+def test_read_live_returns_every_record_once_whole_chunks_or_walked(tmp_path: Path) -> None:
+    """Whole staged chunks go out as one item, a seal never: across rollovers in memory, reads of every
+    size and syncs at any point, the records read are the log's, byte for byte and in order."""
+    with Log.open(tmp_path / "a", segment_size=SEG) as log:
+        cursor = Cursor(log, 0)
+        got: list[bytes] = []
+        for round_ in range(40):
+            for i in range(round_ % 9):
+                log.append(1 + i % 3, bytes([round_, i]) * (20 + 37 * i), flags=i % 2)
+            got += cursor.read_live((None, 150, 1000, 1 << 20)[round_ % 4] or 1 << 20)
+            if round_ % 5 == 1:
+                log.sync()
+        log.sync()
+        while batch := cursor.read_live():
+            got += batch
+        cursor.close()
+        assert len(log.segments) > 3
+        wanted = [encode_wire(r.type, r.flags, r.lsn, r.time, r.payload) for r in log.replay(0)]
+        assert b"".join(got) == b"".join(wanted)
+        assert lsns_in(got) == list(range(1, log.end_lsn + 1))
+
+
 def test_read_live_finds_flushed_records_from_where_it_left_memory(tmp_path: Path) -> None:
     """A cursor that read the staged batch and then finds the next records already written positions
     itself where it left the batch, not by walking the segment from its first record (on a leader under
@@ -226,16 +321,16 @@ def test_read_live_finds_flushed_records_from_where_it_left_memory(tmp_path: Pat
     with Log.open(tmp_path / "a", segment_size=1 << 20) as log:
         fill(log, 500)
         cursor = Cursor(log, 0)
-        got = [decode_wire(d, 0)[3] for d in cursor.read_live()]
+        got = lsns_in(cursor.read_live())
         for round_ in range(5):
             log.append(1, bytes([round_]) * 100)
-            got += [decode_wire(d, 0)[3] for d in cursor.read_live()]  # from memory
+            got += lsns_in(cursor.read_live())  # from memory
             for _ in range(3):
                 log.append(1, bytes([round_]) * 100)
             log.sync()  # written: the next read goes to the file
             replica._walk = counting_walk
             try:
-                got += [decode_wire(d, 0)[3] for d in cursor.read_live()]
+                got += lsns_in(cursor.read_live())
             finally:
                 replica._walk = walk
         cursor.close()

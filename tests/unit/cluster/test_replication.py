@@ -242,3 +242,32 @@ async def resume_scenario(tmp_path: Path) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_acks_are_read_in_bulk_and_only_the_highest_counts() -> None:
+    """The leader reads whatever ACKs arrived at once: the highest LSN of the complete ones counts, a
+    partial frame waits for its rest, and any other frame is refused."""
+    acks = [wire.frame(wire.ACKED, wire.ACK.pack(3, lsn)) for lsn in (10, 12, 11)]
+    buffer = bytearray(b"".join(acks) + acks[0][:7])
+    assert wire.last_ack(buffer, "b") == 12
+    assert buffer == acks[0][:7]  # the partial one stays
+    assert wire.last_ack(buffer, "b") is None
+    buffer += acks[0][7:]
+    assert wire.last_ack(buffer, "b") == 10
+    assert buffer == b""
+    try:
+        wire.last_ack(bytearray(wire.json_frame(wire.HELLO, {})), "b")
+    except wire.ProtocolError as exc:
+        assert "from follower b" in str(exc)
+    else:
+        raise AssertionError("a frame other than ACK was accepted")
+
+
+def test_a_records_frame_holds_the_term_then_the_records_as_given() -> None:
+    records_ = [encode_wire(1, 0, 1, 5, b"a"), encode_wire(1, 0, 2, 5, b"b") + encode_wire(1, 0, 3, 5, b"c")]
+    frame = wire.records_frame(7, records_)
+    length, kind = wire.FRAME.unpack_from(frame)
+    assert (length, kind) == (len(frame) - 4, wire.RECORDS)
+    body = frame[wire.FRAME.size :]
+    assert wire.TERM.unpack_from(body)[0] == 7
+    assert body[wire.TERM.size :] == b"".join(records_)
