@@ -33,7 +33,7 @@ from memento.errors import CorruptRecord, MementoError
 from memento.log import Log
 from memento.reclaim import delete_oldest, sealed_segments
 from memento.record import HEAD_SIZE
-from memento.replica import Behind, Cursor, decode_wire
+from memento.replica import Behind, Cursor
 from memento.segment import MIN_SEGMENT_SIZE
 from memento.writer import AsyncWriter
 from ottermq.amqp.properties import decode_properties
@@ -47,7 +47,10 @@ RT_STREAM: Final = 1
 _HEAD: Final = struct.Struct("<QHHI")
 _TIME: Final = struct.Struct("<Q")  # a record's append time, the first field of its payload
 _LSN: Final = struct.Struct("<Q")
-_LSN_AT: Final = 12  # where the LSN is in a record's head (memento.record.HEAD: len, crc, type, flags, res)
+_LSN_AT: Final = 12
+# A record as a cursor reads it: Memento's head (LSN at 12), then the payload's head (_HEAD).
+_WIRE: Final = struct.Struct("<12xQ8xQHHI")
+_NAMES: Final = 1024  # (exchange, routing key) strings kept per stream, by their bytes  # where the LSN is in a record's head (memento.record.HEAD: len, crc, type, flags, res)
 STREAMS_DIR: Final = "streams"
 # RabbitMQ's default for x-stream-max-segment-size-bytes (500 MB): retention drops whole segments of it.
 SEGMENT_SIZE: Final = 500_000_000
@@ -138,6 +141,7 @@ class MementoStreamLog:
         self.writer: AsyncWriter | None = None
         self.closed = False
         self._cursors: OrderedDict[int, Cursor] = OrderedDict()
+        self._names: dict[tuple[bytes, int], tuple[str, str]] = {}
         self._retention_due = False
         self._refusing: BaseException | None = None  # why appends are refused (failed, or suspended)
         self._waiters: deque[tuple[int, Callable[[bool], None]]] = deque()  # (LSN, callback), in order
@@ -361,9 +365,29 @@ class MementoStreamLog:
             cursor.close()  # retention took the segment meanwhile: from the first record kept
             return self.read(self.first_offset, max_bytes) if self.first_offset > after else []
         out: list[StreamRecord] = []
+        append = out.append
+        unpack = _WIRE.unpack_from
+        start = _WIRE.size
+        names = self._names
         for data in found:
-            _end, _type, _flags, lsn, _when, payload = decode_wire(data, 0)
-            out.append(decode_record(lsn - 1, payload))
+            # The cursor checked each record's CRC: its fields are read here in one unpack (decode_wire
+            # and decode_record would check it again and copy the payload twice).
+            lsn, timestamp, xlen, rlen, plen = unpack(data)
+            pos = start + xlen + rlen
+            route = data[start:pos]
+            try:
+                exchange, routing_key = names[route, xlen]
+            except KeyError:
+                if len(names) >= _NAMES:
+                    names.clear()
+                exchange = str(route[:xlen], "utf-8")
+                routing_key = str(route[xlen:], "utf-8")
+                names[route, xlen] = (exchange, routing_key)
+            append(
+                StreamRecord(
+                    lsn - 1, timestamp, exchange, routing_key, data[pos : pos + plen], data[pos + plen :]
+                )
+            )
         cursors = self._cursors
         cursors[cursor.next_lsn - 1] = cursor
         while len(cursors) > _CURSORS:
