@@ -307,15 +307,17 @@ async def stream_publish(port: int, stream: str, messages: int, size: int, creat
 
     body = bytes(AMQPMessage(body=os.urandom(size)))  # encoded once: the client's cost is not measured
     window = 20_000
-    batch = 500
+    batch = max(1, min(500, 900_000 // (len(body) + 16)))  # one Publish frame within 1 MiB (rstream's max)
     confirmed = 0
+    failed: list[Any] = []
     room = asyncio.Event()
     done = asyncio.Event()
 
-    async def on_confirm(status: Any) -> None:
+    def on_confirm(status: Any) -> None:
         nonlocal confirmed
         if not status.is_confirmed:
-            raise RuntimeError(f"publish not confirmed: {status}")
+            failed.append(status)
+            done.set()
         confirmed += 1
         room.set()
         if confirmed >= messages:
@@ -326,14 +328,16 @@ async def stream_publish(port: int, stream: str, messages: int, size: int, creat
             await producer.create_stream(stream, exists_ok=True)
         began = time.monotonic()
         sent = 0
-        while sent < messages:
-            while sent - confirmed >= window:
+        while sent < messages and not failed:
+            while sent - confirmed >= window and not failed:
                 room.clear()
-                await room.wait()
+                await asyncio.wait_for(room.wait(), 60)
             n = min(batch, messages - sent)
             await producer.send_batch(stream, [body] * n, on_publish_confirm=on_confirm)
             sent += n
-        await done.wait()
+        await asyncio.wait_for(done.wait(), 120)
+        if failed:
+            raise RuntimeError(f"publish not confirmed: {failed[0]}")
         return time.monotonic() - began
 
 
@@ -357,7 +361,7 @@ async def stream_read_first(port: int, stream: str, messages: int) -> float:
         await consumer.subscribe(
             stream, on_message, offset_specification=ConsumerOffsetSpecification(OffsetType.FIRST, None)
         )
-        await done.wait()
+        await asyncio.wait_for(done.wait(), 1800)
         return time.monotonic() - began
     finally:
         await consumer.close()
@@ -394,7 +398,7 @@ PHASES: dict[str, Callable[[Broker, argparse.Namespace], dict[str, float]]] = {
 }
 
 
-# -- RSS while reading a large stream -------------------------------------------------------------------------
+# -- RSS while reading a large stream ------------------------------------------------------------------------
 
 
 @dataclass
@@ -403,7 +407,12 @@ class RssCurve:
 
     def summary(self) -> dict[str, float]:
         values = [mb for _t, mb in self.samples]
-        return {"start_mb": values[0], "peak_mb": max(values), "end_mb": values[-1], "samples": len(values)}
+        return {
+            "start_mb": round(values[0], 1),
+            "peak_mb": round(max(values), 1),
+            "end_mb": round(values[-1], 1),
+            "samples": len(values),
+        }
 
 
 @contextmanager
@@ -428,24 +437,61 @@ def sample_rss(pid: int, every: float = 0.5) -> Iterator[RssCurve]:
         thread.join()
 
 
+def fill_stream(stream_port: int, stream: str, total_bytes: int, size: int) -> int:
+    """Publish `total_bytes` of `size`-byte messages to `stream` over the stream protocol; how many."""
+    messages = max(1, total_bytes // size)
+    asyncio.run(stream_publish(stream_port, stream, messages, size))
+    return messages
+
+
+def read_both(broker: Broker, stream: str, messages: int) -> tuple[RssCurve, float, float]:
+    """An AMQP 0.9.1 consumer (a thread) and a stream-protocol subscriber read `stream` from `first` at the
+    same time while the broker's RSS is sampled; (curve, AMQP msg/s, stream msg/s)."""
+    rates: dict[str, float] = {}
+    errors: list[BaseException] = []
+
+    def amqp() -> None:
+        try:
+            elapsed, _ = amqp_read_first(broker.uri, stream, messages)
+            rates["amqp"] = messages / elapsed
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    with sample_rss(broker.pid) as curve:
+        thread = threading.Thread(target=amqp)
+        thread.start()
+        try:
+            rates["stream"] = messages / asyncio.run(stream_read_first(broker.stream_port, stream, messages))
+        finally:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return curve, rates["amqp"], rates["stream"]
+
+
 def rss_run(broker: Broker, gigabytes: float, size: int) -> dict[str, Any]:
     """Fill a stream of `gigabytes` over the stream protocol, then read it from `first` over AMQP 0.9.1 and
-    over the stream protocol (one after the other) while sampling the broker's RSS."""
+    over the stream protocol at the same time while sampling the broker's RSS."""
     stream = "bench-rss"
-    messages = max(1, int(gigabytes * 1e9) // size)
+    before = rss_mb(broker.pid)
     began = time.monotonic()
-    before_fill = rss_mb(broker.pid)
-    asyncio.run(stream_publish(broker.stream_port, stream, messages, size))
-    log(f"filled {messages} x {size} B in {time.monotonic() - began:.1f} s; RSS {rss_mb(broker.pid):.0f} MB")
-    out: dict[str, Any] = {"messages": messages, "size": size, "rss_before_fill_mb": before_fill}
-    with sample_rss(broker.pid) as curve:
-        elapsed, _ = amqp_read_first(broker.uri, stream, messages)
-    out["amqp"] = {**curve.summary(), "msg_per_s": messages / elapsed}
-    log(f"AMQP 0.9.1 read from first: {out['amqp']}")
-    with sample_rss(broker.pid) as curve:
-        elapsed = asyncio.run(stream_read_first(broker.stream_port, stream, messages))
-    out["stream"] = {**curve.summary(), "msg_per_s": messages / elapsed}
-    log(f"stream protocol read from first: {out['stream']}")
+    with sample_rss(broker.pid) as fill_curve:
+        messages = fill_stream(broker.stream_port, stream, int(gigabytes * 1e9), size)
+    seconds = time.monotonic() - began
+    log(f"filled {messages} x {size} B in {seconds:.1f} s; RSS {rss_mb(broker.pid):.0f} MB")
+    curve, amqp_rate, stream_rate = read_both(broker, stream, messages)
+    out = {
+        "messages": messages,
+        "size": size,
+        "fill_s": round(seconds, 1),
+        "rss_before_fill_mb": round(before, 1),
+        "fill": fill_curve.summary(),
+        "read": curve.summary(),
+        "amqp_msg_per_s": round(amqp_rate),
+        "stream_msg_per_s": round(stream_rate),
+        "curve_mb": [round(mb) for _t, mb in curve.samples[:: max(1, len(curve.samples) // 40)]],
+    }
+    log(f"read from first by both: {out['read']}")
     return out
 
 
@@ -497,6 +543,7 @@ def main() -> None:
     parser.add_argument("--rss", type=float, default=0.0, help="GB: the RSS mode (OtterMQ only)")
     parser.add_argument("--size", type=int, default=SIZE, help="message size of the RSS mode")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the brokers on the way out
 
     with tempfile.TemporaryDirectory(prefix="ottermq-bench-stream-") as tmp:
         if args.rss:

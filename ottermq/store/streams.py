@@ -47,10 +47,10 @@ RT_STREAM: Final = 1
 _HEAD: Final = struct.Struct("<QHHI")
 _TIME: Final = struct.Struct("<Q")  # a record's append time, the first field of its payload
 _LSN: Final = struct.Struct("<Q")
-_LSN_AT: Final = 12
+_LSN_AT: Final = 12  # where the LSN is in a record's head (memento.record.HEAD: len, crc, type, flags, res)
 # A record as a cursor reads it: Memento's head (LSN at 12), then the payload's head (_HEAD).
 _WIRE: Final = struct.Struct("<12xQ8xQHHI")
-_NAMES: Final = 1024  # (exchange, routing key) strings kept per stream, by their bytes  # where the LSN is in a record's head (memento.record.HEAD: len, crc, type, flags, res)
+_NAMES: Final = 1024  # (exchange, routing key) strings kept per stream, by their bytes
 STREAMS_DIR: Final = "streams"
 # RabbitMQ's default for x-stream-max-segment-size-bytes (500 MB): retention drops whole segments of it.
 SEGMENT_SIZE: Final = 500_000_000
