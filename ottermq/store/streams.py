@@ -56,6 +56,15 @@ STREAMS_DIR: Final = "streams"
 SEGMENT_SIZE: Final = 500_000_000
 DELETED: Final = ".deleted-"
 _CURSORS: Final = 32  # open read positions kept per stream (one per consumer reading along)
+# Index entries written at once while appending (170 entries, one per 16 KiB of records: a crash leaves
+# at most ~2.7 MB of the last segment for the next open to walk beyond what the index file says).
+INDEX_FLUSH: Final = 4096
+# The newest records appended, kept in memory for readers at the end of the stream (a consumer attached
+# at `next` reads what was just published without reading it back from the file): at most TAIL_BYTES of
+# bodies, and only while a reader reached the end in the last TAIL_SECONDS (else nothing is kept).
+TAIL_BYTES: Final = 4 << 20
+TAIL_SECONDS: Final = 2.0
+_TAIL_COST: Final = 128  # bytes counted per record beyond its body (the record's objects)
 
 
 class SparseDisk(DiskIO):
@@ -142,6 +151,9 @@ class MementoStreamLog:
         self.closed = False
         self._cursors: OrderedDict[int, Cursor] = OrderedDict()
         self._names: dict[tuple[bytes, int], tuple[str, str]] = {}
+        self._tail: list[StreamRecord] = []  # the newest records, consecutive (see TAIL_BYTES)
+        self._tail_bytes = 0
+        self._tail_until = 0.0  # monotonic time until which appends are kept in _tail (0: none are)
         self._retention_due = False
         self._refusing: BaseException | None = None  # why appends are refused (failed, or suspended)
         self._waiters: deque[tuple[int, Callable[[bool], None]]] = deque()  # (LSN, callback), in order
@@ -195,7 +207,28 @@ class MementoStreamLog:
         position = self.log.last_position
         if self.index.added(position.segment, position.offset, HEAD_SIZE + len(payload), lsn, timestamp):
             self._retention_due = True
+        if self._tail_until:
+            self._keep(StreamRecord(lsn - 1, timestamp, exchange, routing_key, properties, body))
         return lsn - 1
+
+    def _keep(self, record: StreamRecord) -> None:
+        """Keep `record` for readers at the end (while there are some), dropping the oldest half of what
+        is kept when over TAIL_BYTES."""
+        tail = self._tail
+        if time.monotonic() > self._tail_until or type(record.body) is not bytes:
+            self._tail_until = 0.0
+            tail.clear()
+            self._tail_bytes = 0
+            return
+        if tail and tail[-1].offset != record.offset - 1:
+            tail.clear()
+            self._tail_bytes = 0
+        tail.append(record)
+        self._tail_bytes += len(record.body) + _TAIL_COST
+        if self._tail_bytes > TAIL_BYTES:
+            cut = len(tail) // 2
+            self._tail_bytes -= sum(len(old.body) + _TAIL_COST for old in tail[:cut])
+            del tail[:cut]
 
     def _why(self) -> str:
         error = self._refusing
@@ -262,7 +295,7 @@ class MementoStreamLog:
         self._release()
         if self.closed:
             return
-        self.index.flush()
+        self.index.flush(INDEX_FLUSH)
         if self._retention_due:
             self.enforce_retention()
         self.on_committed()
@@ -350,7 +383,23 @@ class MementoStreamLog:
         upto = self.committed_offset  # the last durable LSN
         after = max(offset, self.first_offset)
         if after >= upto:
+            # A reader at the end: what is appended next is kept for it (see TAIL_BYTES).
+            self._tail_until = time.monotonic() + TAIL_SECONDS
             return []
+        tail = self._tail
+        if tail and tail[0].offset <= after <= tail[-1].offset:
+            # Durable records kept in memory: the same records the file would give back.
+            kept: list[StreamRecord] = []
+            size = 0
+            for at in range(after - tail[0].offset, len(tail)):
+                record = tail[at]
+                if record.offset >= upto or size >= max_bytes:
+                    break
+                kept.append(record)
+                size += len(record.body)
+            if kept[-1].offset == upto - 1:
+                self._tail_until = time.monotonic() + TAIL_SECONDS
+            return kept
         cursor = self._cursors.pop(after, None)
         if cursor is None:
             cursor = self._cursor(after)
@@ -393,6 +442,8 @@ class MementoStreamLog:
         while len(cursors) > _CURSORS:
             _, old = cursors.popitem(last=False)
             old.close()
+        if out and out[-1].offset == upto - 1:
+            self._tail_until = time.monotonic() + TAIL_SECONDS  # this reader caught up
         return out
 
     def offset_at(self, timestamp: int) -> int:
