@@ -242,10 +242,13 @@ def phase_amqp(broker: Broker, duration: float) -> dict[str, float]:
     cpu = cpu_seconds(broker.pid)
     result = loadgen(broker, ["--producers", "1", "--consumers", "1", "--prefetch", "100",
                               "--duration", f"{duration:g}s"], duration * 4 + 120)  # fmt: skip
+    confirmed = float(result.get("confirmed_per_s", 0.0))
+    used = cpu_seconds(broker.pid) - cpu
     return {
-        "publish_confirm": float(result.get("confirmed_per_s", 0.0)),
+        "publish_confirm": confirmed,
         "consume": float(result.get("consumed_per_s", 0.0)),
-        "broker_cpu_s": cpu_seconds(broker.pid) - cpu,
+        "broker_cpu_s": used,
+        "cpu_us_per_msg": used / max(1.0, confirmed * duration) * 1e6,
     }
 
 
@@ -298,6 +301,8 @@ def phase_first(broker: Broker, messages: int) -> dict[str, float]:
         "consume_first": messages / elapsed,
         "fill_broker_cpu_s": fill_cpu,
         "read_broker_cpu_s": read_cpu,
+        "fill_cpu_us_per_msg": fill_cpu / messages * 1e6,
+        "read_cpu_us_per_msg": read_cpu / messages * 1e6,
     }
 
 
@@ -388,6 +393,8 @@ def phase_stream(broker: Broker, messages: int) -> dict[str, float]:
         "consume_first": messages / read,
         "publish_broker_cpu_s": publish_cpu,
         "read_broker_cpu_s": read_cpu,
+        "publish_cpu_us_per_msg": publish_cpu / messages * 1e6,
+        "read_cpu_us_per_msg": read_cpu / messages * 1e6,
     }
 
 
@@ -506,9 +513,15 @@ def median_table(results: dict[str, dict[str, list[dict[str, float]]]], loads: l
         ("AMQP 0.9.1 consume from first (pika)", "first", "consume_first"),
         ("stream protocol publish+confirm (rstream)", "stream", "publish_confirm"),
         ("stream protocol consume from first (rstream)", "stream", "consume_first"),
+        ("broker CPU us per message: AMQP 0.9.1 publish+consume at next", "amqp", "cpu_us_per_msg"),
+        ("broker CPU us per message: AMQP 0.9.1 publish alone", "first", "fill_cpu_us_per_msg"),
+        ("broker CPU us per message: AMQP 0.9.1 read from first", "first", "read_cpu_us_per_msg"),
+        ("broker CPU us per message: stream protocol publish", "stream", "publish_cpu_us_per_msg"),
+        ("broker CPU us per message: stream protocol read from first", "stream", "read_cpu_us_per_msg"),
     ]
     lines = [
-        "| msg/s, median (min-max) | OtterMQ | RabbitMQ 3.10 | ratio of medians | median of round ratios |",
+        "| msg/s (CPU: us per message), median (min-max) | OtterMQ | RabbitMQ 3.10 | ratio of medians "
+        "| median of round ratios |",
         "|---|---:|---:|---:|---:|",
     ]
 
@@ -517,6 +530,8 @@ def median_table(results: dict[str, dict[str, list[dict[str, float]]]], loads: l
         if not values:
             return 0.0, "-"
         med = statistics.median(values)
+        if med < 1000:  # CPU per message
+            return med, f"{med:.1f} ({min(values):.1f}-{max(values):.1f})"
         return med, f"{med:,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
     for label, phase, key in rows:
