@@ -154,6 +154,9 @@ class MementoStreamLog:
         self._tail: list[StreamRecord] = []  # the newest records, consecutive (see TAIL_BYTES)
         self._tail_bytes = 0
         self._tail_until = 0.0  # monotonic time until which appends are kept in _tail (0: none are)
+        # The encoded head of the last record appended (time, route, properties) and what it was made of.
+        self._head_key: tuple[int, str, str, bytes] | None = None
+        self._head = b""
         self._retention_due = False
         self._refusing: BaseException | None = None  # why appends are refused (failed, or suspended)
         self._waiters: deque[tuple[int, Callable[[bool], None]]] = deque()  # (LSN, callback), in order
@@ -198,7 +201,13 @@ class MementoStreamLog:
             writer.on_durable = self._durable
             writer.on_suspended = self._suspended
             writer.on_resumed = self._resumed
-        payload = encode_record(timestamp, exchange, routing_key, properties, body)
+        key = (timestamp, exchange, routing_key, properties)
+        if key == self._head_key:
+            payload = self._head + body  # a Publish frame's messages share all but the body
+        else:
+            payload = encode_record(timestamp, exchange, routing_key, properties, body)
+            self._head_key = key
+            self._head = payload[: len(payload) - len(body)]
         try:
             lsn = writer.append(RT_STREAM, payload)
         except MementoError as exc:

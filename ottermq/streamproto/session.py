@@ -486,10 +486,12 @@ class StreamSession:
         stamp = now_ms()
         log_ = queue.log
         for _ in range(count):
-            publishing_id = reader.u64()
             if version >= 2:
+                publishing_id = reader.u64()
                 reader.string()  # a filter value: no filtering here
-            data = bytes(reader.bytes())
+                data = bytes(reader.bytes())
+            else:
+                publishing_id, data = reader.message()
             if reference and publishing_id <= last:
                 confirmed.append(publishing_id)
                 continue
