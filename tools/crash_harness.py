@@ -25,10 +25,14 @@ failover (until a node serves as leader, and until the next confirm reaches a cl
 node again (it rejoins as a follower). The ledger is checked against what the final leader delivers; the
 report adds the failovers and the slowest of each.
 
+--streams adds a stream queue with a confirmed publisher of its own; after every start it is read whole from
+`first` (x-stream-offset): every publish confirmed before the read must be there, and each offset must hold
+the message it held at every earlier read (offsets are stable, with no gap).
+
 Usage: tools/crash_harness.py [--rounds 10] [--seconds-per-round 3] [--publishers 3] [--consumers 3]
                               [--seed N] [--json] [--data-dir D] [--keep] [--snapshot-stress]
                               [--persistence memento (memory: shows what the harness catches)]
-                              [--cluster [--nodes 3] [--etcd URL] [--lease-ttl 2]]
+                              [--cluster [--nodes 3] [--etcd URL] [--lease-ttl 2]] [--streams]
 Exit status: 0 all invariants hold, 1 a violation (loss, partial tx, reappearance), 2 the run itself failed
 (the broker did not start or stop, a client got stuck).
 """
@@ -64,6 +68,7 @@ FANOUT_QUEUES = ("crash.fan.0", "crash.fan.1", "crash.fan.2")
 DIRECT_QUEUES = ("crash.direct.0", "crash.direct.1")
 TX_QUEUE = "crash.tx"
 ALL_QUEUES = (*FANOUT_QUEUES, *DIRECT_QUEUES, TX_QUEUE)
+STREAM_QUEUE = "crash.stream"  # --streams: a stream queue with a confirmed publisher of its own
 PARKED = FANOUT_QUEUES[-1]
 ROLES = ("fanout", "direct", "tx")
 STRESS_SETTINGS = {
@@ -97,6 +102,8 @@ class Options:
     drain_timeout: float = 60.0
     # --cluster: this many clustered nodes on etcd (`etcd_url`, else a private one), leader killed per round.
     cluster: bool = False
+    # --streams: also publish with confirms to a stream queue, and read it whole after every start.
+    streams: bool = False
     nodes: int = 3
     etcd_url: str | None = None
     lease_ttl: float = 2.0
@@ -125,6 +132,12 @@ class Report:
     reappeared: int = 0
     unknown: int = 0
     topology_errors: int = 0
+    # --streams: confirmed stream publishes, those missing from a read of the whole stream after a start,
+    # offsets that changed (another message where one was read before, or a gap), reads made.
+    stream_confirmed: int = 0
+    stream_lost: int = 0
+    stream_offset_changes: int = 0
+    stream_reads: int = 0
     drained: bool = False
     start_seconds: list[float] = field(default_factory=list)
     # --cluster: seconds from the SIGKILL of the leader until another node serves as leader, and until a
@@ -138,7 +151,15 @@ class Report:
     @property
     def violations(self) -> int:
         """Broken promises: any of these fails the run."""
-        return self.lost + self.tx_violations + self.reappeared + self.unknown + self.topology_errors
+        return (
+            self.lost
+            + self.tx_violations
+            + self.reappeared
+            + self.unknown
+            + self.topology_errors
+            + self.stream_lost
+            + self.stream_offset_changes
+        )
 
     @property
     def ok(self) -> bool:
@@ -169,6 +190,9 @@ class Ledger:
         self.last_delivery = time.monotonic()
         # --cluster: when a client got its first confirm (or commit-ok) since the last kill of the leader.
         self.first_confirm: float | None = None
+        # --streams: ids confirmed by the stream's publisher; each offset read and the id found there.
+        self.stream_confirmed: set[str] = set()
+        self.stream_offsets: dict[int, str] = {}
 
     def delivered(self, queue: str, msg_id: str, redelivered: bool) -> None:
         with self.lock:
@@ -332,7 +356,7 @@ def _close(conn: pika.BlockingConnection | None) -> None:
             pass  # the broker went away first; nothing to close cleanly
 
 
-def declare_topology(broker: Target) -> None:
+def declare_topology(broker: Target, streams: bool = False) -> None:
     """Durable exchange, queues and bindings, declared once: they must survive every kill by themselves."""
     conn = pika.BlockingConnection(broker.params())
     try:
@@ -340,6 +364,8 @@ def declare_topology(broker: Target) -> None:
         ch.exchange_declare(FANOUT, "fanout", durable=True)
         for queue in ALL_QUEUES:
             ch.queue_declare(queue, durable=True)
+        if streams:
+            ch.queue_declare(STREAM_QUEUE, durable=True, arguments={"x-queue-type": "stream"})
         for queue in FANOUT_QUEUES:
             ch.queue_bind(queue, FANOUT)
     finally:
@@ -428,6 +454,82 @@ def _tx_batch(ch: Any, ledger: Ledger, ids: list[str], size: int) -> None:
                 ledger.confirmed[TX_QUEUE].update(ids)
             else:
                 ledger.unconfirmed += len(ids)
+
+
+def stream_publisher(broker: Target, ledger: Ledger, opts: Options, stop: threading.Event) -> None:
+    """Publish to the stream with confirms until `stop` (--streams), ids `s<n>`, never reused."""
+    seq = itertools.count()
+    while not stop.is_set():
+        conn = _connect(broker, stop)
+        if conn is None:
+            return
+        try:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            while not stop.is_set():
+                msg_id = f"s{next(seq)}"
+                with ledger.lock:
+                    ledger.published += 1
+                try:
+                    ch.basic_publish("", STREAM_QUEUE, _body(msg_id, opts.size), PERSISTENT, mandatory=True)
+                except pika.exceptions.UnroutableError:
+                    with ledger.lock:
+                        ledger.topology_errors.append(f"{msg_id} unroutable to {STREAM_QUEUE}")
+                    continue
+                except pika.exceptions.NackError:
+                    with ledger.lock:
+                        ledger.nacked += 1
+                    continue
+                with ledger.lock:
+                    ledger.stream_confirmed.add(msg_id)
+        except _CLIENT_ERRORS:
+            pass  # the broker was killed: reconnect and go on with fresh ids
+        finally:
+            _close(conn)
+
+
+def check_stream(broker: Target, ledger: Ledger, report: Report, timeout: float = 30.0) -> None:
+    """Read the whole stream from `first` (the broker just started): every publish confirmed before the
+    read is there, and each offset holds the message it held at every earlier read, with no gap."""
+    with ledger.lock:
+        confirmed = set(ledger.stream_confirmed)  # all durable before the count below is taken
+    conn = pika.BlockingConnection(broker.params())
+    try:
+        ch = conn.channel()
+        count = ch.queue_declare(STREAM_QUEUE, passive=True).method.message_count
+        ch.basic_qos(prefetch_count=500)
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + timeout
+        stream = ch.consume(STREAM_QUEUE, arguments={"x-stream-offset": "first"}, inactivity_timeout=1.0)
+        for method, properties, body in stream:
+            if method is None:
+                if time.monotonic() > deadline:
+                    break
+                continue
+            offset = int(properties.headers["x-stream-offset"])
+            seen[offset] = body.split(b" ", 1)[0].decode()
+            ch.basic_ack(method.delivery_tag)
+            if len(seen) >= count or time.monotonic() > deadline:
+                break
+        # No ch.cancel(): pika would reject what it buffered, and a stream refuses rejects (540).
+    finally:
+        _close(conn)
+    found = {seen[offset] for offset in range(count) if offset in seen}
+    with ledger.lock:
+        report.stream_reads += 1
+        missing = sorted(confirmed - found)
+        report.stream_lost += len(missing)
+        report.lost_sample.extend(
+            f"{STREAM_QUEUE}:{m}" for m in missing[: max(0, 10 - len(report.lost_sample))]
+        )
+        for offset in range(count):
+            before = ledger.stream_offsets.get(offset)
+            now = seen.get(offset)
+            if now is None or (before is not None and before != now):
+                report.stream_offset_changes += 1
+                report.notes.append(f"stream offset {offset}: {before} before, {now} now")
+            else:
+                ledger.stream_offsets[offset] = now
 
 
 def assigned(index: int, opts: Options) -> list[str]:
@@ -568,11 +670,15 @@ def run(opts: Options) -> Report:
         )
         for i in range(opts.consumers)
     ]
+    if opts.streams:
+        pubs.append(
+            threading.Thread(target=stream_publisher, args=(broker, ledger, opts, pub_stop), daemon=True)
+        )
     leftovers: dict[str, list[str]] = {}
     try:
         ledger.epoch += 1
         report.start_seconds.append(broker.start())
-        declare_topology(broker)
+        declare_topology(broker, opts.streams)
         for thread in (*pubs, *cons):
             thread.start()
         for _ in range(opts.rounds):
@@ -583,6 +689,8 @@ def run(opts: Options) -> Report:
             time.sleep(rng.choice((0.0, 0.0, 0.1, 0.5)))
             ledger.epoch += 1
             report.start_seconds.append(broker.start())
+            if opts.streams:
+                check_stream(broker, ledger, report)
         time.sleep(opts.seconds_per_round / 2)
         pub_stop.set()
         if _join(pubs, 20.0):
@@ -607,6 +715,8 @@ def run(opts: Options) -> Report:
         ledger.epoch += 1
         report.start_seconds.append(broker.start())
         leftovers = _leftovers(broker)
+        if opts.streams:
+            check_stream(broker, ledger, report)  # after the clean stop too
         broker.stop()
     except (RuntimeError, subprocess.TimeoutExpired, *_CLIENT_ERRORS) as exc:
         report.failures.append(f"{type(exc).__name__}: {exc}")
@@ -883,6 +993,7 @@ def _tally(ledger: Ledger, leftovers: dict[str, list[str]], report: Report) -> N
     with ledger.lock:
         report.published, report.nacked = ledger.published, ledger.nacked
         report.confirmed, report.unconfirmed = ledger.confirmed_messages, ledger.unconfirmed
+        report.stream_confirmed = len(ledger.stream_confirmed)
         report.redelivered = ledger.redelivered
         report.duplicates_not_flagged = ledger.unflagged
         report.notes.extend(
@@ -945,6 +1056,11 @@ def format_table(report: Report) -> str:
         ("tx violations", report.tx_violations),
         ("reappeared after clean restart", report.reappeared),
         ("topology errors", report.topology_errors),
+        (
+            "stream: confirmed / lost / offsets changed",
+            (f"{report.stream_confirmed} / {report.stream_lost} / {report.stream_offset_changes}"),
+        ),
+        ("stream: whole reads after a start", report.stream_reads),
         ("start to ready, s (max)", f"{max(report.start_seconds, default=0):.2f}"),
     ]
     if report.failover_seconds:
@@ -981,6 +1097,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="also a confirmed publisher to a stream queue, read whole after every start",
+    )
+    parser.add_argument(
         "--cluster", action="store_true", help="clustered nodes on etcd; SIGKILL the leader each round"
     )
     parser.add_argument("--nodes", type=int, default=3, help="--cluster: how many nodes")
@@ -1004,6 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
         persistence=args.persistence,
         drain_timeout=args.drain_timeout,
         snapshot_stress=args.snapshot_stress,
+        streams=args.streams,
         cluster=args.cluster,
         nodes=args.nodes,
         etcd_url=args.etcd,

@@ -136,7 +136,7 @@ def _append_to_streams(channel: Channel, message: Message, queues: Sequence[Queu
     (and for the other queues' journal, counted as one more part: `confirmed` settles at the last)."""
     others = [queue for queue in queues if not isinstance(queue, StreamQueue)]
     streams = [queue for queue in queues if isinstance(queue, StreamQueue)]
-    if seq:
+    if seq and (others or len(streams) > 1):  # one part only: its outcome is the confirm's
         parts = channel.confirm_parts
         if parts is None:
             parts = channel.confirm_parts = {}
@@ -153,14 +153,10 @@ def _append_to_streams(channel: Channel, message: Message, queues: Sequence[Queu
             confirmed(channel, seq, False)  # this part is nacked (the publish with it)
             continue
         if seq:
-            stream.log.when_durable(offset, partial(_stream_durable, channel, seq))
+            stream.log.when_durable(offset, partial(confirmed, channel, seq))  # (ok) is the ack
         elif channel.tx_publishes is not None:
             channel.tx_streams.append((stream.log, offset))  # tx.commit-ok waits for it
     return others
-
-
-def _stream_durable(channel: Channel, seq: int, ok: bool) -> None:
-    confirmed(channel, seq, ok)
 
 
 def confirm_select(channel: Channel, method: ConfirmSelect) -> None:

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from ottermq.amqp.amqp10 import AMQP10, from_amqp10
 from ottermq.amqp.constants import INTERNAL_ERROR, NOT_IMPLEMENTED, PRECONDITION_FAILED
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
 from ottermq.amqp.properties import EMPTY_PROPERTIES, decode_properties
+from ottermq.amqp.table import Long
 from ottermq.broker.arguments import max_age_seconds
 from ottermq.broker.deadletter import fresh_properties
 from ottermq.broker.message import Message, QueueEntry
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 # How many bytes of records a consumer takes from the log at once (one sequential read).
 READ_BYTES = 1 << 20
+_INT32_MAX: Final = 2**31 - 1
 
 
 class StreamFailed(Exception):
@@ -195,14 +198,52 @@ class StreamEntry(QueueEntry):
         self.message = message
 
 
+def offset_properties(raw: bytes, offset: int) -> bytes:
+    """`raw` re-encoded with the x-stream-offset header = `offset` added (or replaced)."""
+    headers = dict(decode_properties(raw).headers or {})
+    headers["x-stream-offset"] = offset
+    return fresh_properties(raw, headers=headers)
+
+
+# The offset is a table value of fixed size, 'I' (int32) or 'l' (int64) by its value, and nothing else in
+# the re-encoded properties depends on it: so the properties of a delivery are those of any other offset of
+# the same width with that value's bytes replaced. Templates (before, after the value) per raw properties
+# and width spare decoding and encoding every delivery's properties (a stream's publishers mostly send the
+# same few). Markers: values whose bytes are found once in the output (else no template, the slow path).
+_MARKERS: Final = ((b"I", struct.Struct(">i"), 0x5A3C1E2D), (b"l", struct.Struct(">q"), 0x5A3C1E2D4B6F7081))
+_TEMPLATES_MAX: Final = 256
+_templates: dict[tuple[bytes, bool], tuple[bytes, bytes] | None] = {}
+
+
+def _template(raw: bytes, wide: bool) -> tuple[bytes, bytes] | None:
+    tag, packer, marker = _MARKERS[wide]
+    encoded = offset_properties(raw, Long(marker) if wide else marker)
+    value = tag + packer.pack(marker)
+    at = encoded.find(value)
+    if at < 0 or encoded.find(value, at + 1) >= 0:
+        return None
+    return encoded[: at + 1], encoded[at + len(value) :]
+
+
 def with_offset(record: StreamRecord) -> Message:
     """The message of `record` with the x-stream-offset header every stream delivery carries."""
     raw = record.properties or EMPTY_PROPERTIES
     if raw == AMQP10:
         return amqp10_message(record)
-    headers = dict(decode_properties(raw).headers or {})
-    headers["x-stream-offset"] = record.offset
-    return Message(record.exchange, record.routing_key, fresh_properties(raw, headers=headers), record.body)
+    offset = record.offset
+    wide = offset > _INT32_MAX
+    key = (raw, wide)
+    try:
+        template = _templates[key]
+    except KeyError:
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        template = _templates[key] = _template(raw, wide)
+    if template is None:
+        properties = offset_properties(raw, offset)
+    else:
+        properties = b"".join((template[0], _MARKERS[wide][1].pack(offset), template[1]))
+    return Message(record.exchange, record.routing_key, properties, record.body)
 
 
 def now_ms() -> int:
@@ -384,6 +425,4 @@ def amqp10_message(record: StreamRecord) -> Message:
         raw, body = from_amqp10(record.body)
     except ValueError:
         raw, body = EMPTY_PROPERTIES, record.body
-    headers = dict(decode_properties(raw).headers or {})
-    headers["x-stream-offset"] = record.offset
-    return Message(record.exchange, record.routing_key, fresh_properties(raw, headers=headers), body)
+    return Message(record.exchange, record.routing_key, offset_properties(raw, record.offset), body)

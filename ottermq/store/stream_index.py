@@ -127,10 +127,13 @@ class StreamIndex:
         self.bases.append(lsn)
         return True
 
-    def flush(self) -> None:
-        """Write the entries made since the last flush (no sync: the index is a hint)."""
+    def flush(self, least: int = 0) -> None:
+        """Write the entries made since the last flush (no sync: the index is a hint); with `least`, only
+        those of a segment with at least that many bytes of them or no longer written to (an entry not
+        yet written only makes the next open walk a little more of the segment)."""
+        last = self.segments[-1] if self.segments else None
         for index in self.segments:
-            if index.pending:
+            if index.pending and (len(index.pending) >= least or index is not last):
                 with open(self.directory / f"{index.seq:016x}.idx", "ab") as out:
                     out.write(index.pending)
                 index.pending.clear()

@@ -33,7 +33,7 @@ from memento.errors import CorruptRecord, MementoError
 from memento.log import Log
 from memento.reclaim import delete_oldest, sealed_segments
 from memento.record import HEAD_SIZE
-from memento.replica import Behind, Cursor, decode_wire
+from memento.replica import Behind, Cursor
 from memento.segment import MIN_SEGMENT_SIZE
 from memento.writer import AsyncWriter
 from ottermq.amqp.properties import decode_properties
@@ -48,11 +48,23 @@ _HEAD: Final = struct.Struct("<QHHI")
 _TIME: Final = struct.Struct("<Q")  # a record's append time, the first field of its payload
 _LSN: Final = struct.Struct("<Q")
 _LSN_AT: Final = 12  # where the LSN is in a record's head (memento.record.HEAD: len, crc, type, flags, res)
+# A record as a cursor reads it: Memento's head (LSN at 12), then the payload's head (_HEAD).
+_WIRE: Final = struct.Struct("<12xQ8xQHHI")
+_NAMES: Final = 1024  # (exchange, routing key) strings kept per stream, by their bytes
 STREAMS_DIR: Final = "streams"
 # RabbitMQ's default for x-stream-max-segment-size-bytes (500 MB): retention drops whole segments of it.
 SEGMENT_SIZE: Final = 500_000_000
 DELETED: Final = ".deleted-"
 _CURSORS: Final = 32  # open read positions kept per stream (one per consumer reading along)
+# Index entries written at once while appending (170 entries, one per 16 KiB of records: a crash leaves
+# at most ~2.7 MB of the last segment for the next open to walk beyond what the index file says).
+INDEX_FLUSH: Final = 4096
+# The newest records appended, kept in memory for readers at the end of the stream (a consumer attached
+# at `next` reads what was just published without reading it back from the file): at most TAIL_BYTES of
+# bodies, and only while a reader reached the end in the last TAIL_SECONDS (else nothing is kept).
+TAIL_BYTES: Final = 4 << 20
+TAIL_SECONDS: Final = 2.0
+_TAIL_COST: Final = 128  # bytes counted per record beyond its body (the record's objects)
 
 
 class SparseDisk(DiskIO):
@@ -138,6 +150,13 @@ class MementoStreamLog:
         self.writer: AsyncWriter | None = None
         self.closed = False
         self._cursors: OrderedDict[int, Cursor] = OrderedDict()
+        self._names: dict[tuple[bytes, int], tuple[str, str]] = {}
+        self._tail: list[StreamRecord] = []  # the newest records, consecutive (see TAIL_BYTES)
+        self._tail_bytes = 0
+        self._tail_until = 0.0  # monotonic time until which appends are kept in _tail (0: none are)
+        # The encoded head of the last record appended (time, route, properties) and what it was made of.
+        self._head_key: tuple[int, str, str, bytes] | None = None
+        self._head = b""
         self._retention_due = False
         self._refusing: BaseException | None = None  # why appends are refused (failed, or suspended)
         self._waiters: deque[tuple[int, Callable[[bool], None]]] = deque()  # (LSN, callback), in order
@@ -182,7 +201,13 @@ class MementoStreamLog:
             writer.on_durable = self._durable
             writer.on_suspended = self._suspended
             writer.on_resumed = self._resumed
-        payload = encode_record(timestamp, exchange, routing_key, properties, body)
+        key = (timestamp, exchange, routing_key, properties)
+        if key == self._head_key:
+            payload = self._head + body  # a Publish frame's messages share all but the body
+        else:
+            payload = encode_record(timestamp, exchange, routing_key, properties, body)
+            self._head_key = key
+            self._head = payload[: len(payload) - len(body)]
         try:
             lsn = writer.append(RT_STREAM, payload)
         except MementoError as exc:
@@ -191,7 +216,28 @@ class MementoStreamLog:
         position = self.log.last_position
         if self.index.added(position.segment, position.offset, HEAD_SIZE + len(payload), lsn, timestamp):
             self._retention_due = True
+        if self._tail_until:
+            self._keep(StreamRecord(lsn - 1, timestamp, exchange, routing_key, properties, body))
         return lsn - 1
+
+    def _keep(self, record: StreamRecord) -> None:
+        """Keep `record` for readers at the end (while there are some), dropping the oldest half of what
+        is kept when over TAIL_BYTES."""
+        tail = self._tail
+        if time.monotonic() > self._tail_until or type(record.body) is not bytes:
+            self._tail_until = 0.0
+            tail.clear()
+            self._tail_bytes = 0
+            return
+        if tail and tail[-1].offset != record.offset - 1:
+            tail.clear()
+            self._tail_bytes = 0
+        tail.append(record)
+        self._tail_bytes += len(record.body) + _TAIL_COST
+        if self._tail_bytes > TAIL_BYTES:
+            cut = len(tail) // 2
+            self._tail_bytes -= sum(len(old.body) + _TAIL_COST for old in tail[:cut])
+            del tail[:cut]
 
     def _why(self) -> str:
         error = self._refusing
@@ -258,7 +304,7 @@ class MementoStreamLog:
         self._release()
         if self.closed:
             return
-        self.index.flush()
+        self.index.flush(INDEX_FLUSH)
         if self._retention_due:
             self.enforce_retention()
         self.on_committed()
@@ -346,7 +392,23 @@ class MementoStreamLog:
         upto = self.committed_offset  # the last durable LSN
         after = max(offset, self.first_offset)
         if after >= upto:
+            # A reader at the end: what is appended next is kept for it (see TAIL_BYTES).
+            self._tail_until = time.monotonic() + TAIL_SECONDS
             return []
+        tail = self._tail
+        if tail and tail[0].offset <= after <= tail[-1].offset:
+            # Durable records kept in memory: the same records the file would give back.
+            kept: list[StreamRecord] = []
+            size = 0
+            for at in range(after - tail[0].offset, len(tail)):
+                record = tail[at]
+                if record.offset >= upto or size >= max_bytes:
+                    break
+                kept.append(record)
+                size += len(record.body)
+            if kept[-1].offset == upto - 1:
+                self._tail_until = time.monotonic() + TAIL_SECONDS
+            return kept
         cursor = self._cursors.pop(after, None)
         if cursor is None:
             cursor = self._cursor(after)
@@ -361,14 +423,36 @@ class MementoStreamLog:
             cursor.close()  # retention took the segment meanwhile: from the first record kept
             return self.read(self.first_offset, max_bytes) if self.first_offset > after else []
         out: list[StreamRecord] = []
+        append = out.append
+        unpack = _WIRE.unpack_from
+        start = _WIRE.size
+        names = self._names
         for data in found:
-            _end, _type, _flags, lsn, _when, payload = decode_wire(data, 0)
-            out.append(decode_record(lsn - 1, payload))
+            # The cursor checked each record's CRC: its fields are read here in one unpack (decode_wire
+            # and decode_record would check it again and copy the payload twice).
+            lsn, timestamp, xlen, rlen, plen = unpack(data)
+            pos = start + xlen + rlen
+            route = data[start:pos]
+            try:
+                exchange, routing_key = names[route, xlen]
+            except KeyError:
+                if len(names) >= _NAMES:
+                    names.clear()
+                exchange = str(route[:xlen], "utf-8")
+                routing_key = str(route[xlen:], "utf-8")
+                names[route, xlen] = (exchange, routing_key)
+            append(
+                StreamRecord(
+                    lsn - 1, timestamp, exchange, routing_key, data[pos : pos + plen], data[pos + plen :]
+                )
+            )
         cursors = self._cursors
         cursors[cursor.next_lsn - 1] = cursor
         while len(cursors) > _CURSORS:
             _, old = cursors.popitem(last=False)
             old.close()
+        if out and out[-1].offset == upto - 1:
+            self._tail_until = time.monotonic() + TAIL_SECONDS  # this reader caught up
         return out
 
     def offset_at(self, timestamp: int) -> int:

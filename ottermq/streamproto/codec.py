@@ -11,6 +11,7 @@ so message bytes are written as stored).
 
 from __future__ import annotations
 
+import builtins
 import struct
 from collections.abc import Iterable
 from typing import Final
@@ -78,6 +79,7 @@ _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
 _I32: Final = struct.Struct(">i")
 _U64: Final = struct.Struct(">Q")
+_MESSAGE_HEAD: Final = struct.Struct(">Qi")  # a published message's publishing id and size
 _I64: Final = struct.Struct(">q")
 _HEAD: Final = struct.Struct(">IHH")  # size, key, version
 _RESPONSE_HEAD: Final = struct.Struct(">IHHIH")  # size, key, version, correlation id, code
@@ -185,6 +187,17 @@ class Reader:
             return self.data[0:0]
         start = self._take(size)
         return self.data[start : start + size]
+
+    def message(self) -> tuple[int, builtins.bytes]:
+        """A publishing id (u64) and a message (bytes, copied), as `u64()` then `bytes()` read them."""
+        pos = self._take(12)
+        publishing_id, size = _MESSAGE_HEAD.unpack_from(self.data, pos)
+        if size < -1:
+            raise FrameError(UNKNOWN_FRAME, f"bytes of length {size}")
+        if size <= 0:
+            return publishing_id, b""
+        start = self._take(size)
+        return publishing_id, self.data[start : start + size].tobytes()
 
     def count(self, least: int) -> int:
         """An array's int32 length, refused when the frame cannot hold that many of `least` bytes."""

@@ -24,7 +24,7 @@ from ottermq.amqp.errors import AMQPError
 from ottermq.broker.arguments import max_age_seconds
 from ottermq.broker.auth import AuthFailure, PendingLogin
 from ottermq.broker.broker import VERSION
-from ottermq.broker.stream import StreamQueue, now_ms
+from ottermq.broker.stream import StreamFailed, StreamQueue, now_ms
 from ottermq.streamproto import codec
 from ottermq.streamproto.codec import FrameError, Reader
 from ottermq.streamproto.subscription import Subscription
@@ -481,18 +481,27 @@ class StreamSession:
         last = self.tracking.sequence(vhost, queue.name, reference) if reference else -1
         confirmed: list[int] = []  # duplicates: confirmed at once, as RabbitMQ does
         appended: list[int] = []
+        refused: list[tuple[int, int]] = []
         offset = -1
         stamp = now_ms()
         log_ = queue.log
         for _ in range(count):
-            publishing_id = reader.u64()
             if version >= 2:
+                publishing_id = reader.u64()
                 reader.string()  # a filter value: no filtering here
-            data = bytes(reader.bytes())
+                data = bytes(reader.bytes())
+            else:
+                publishing_id, data = reader.message()
             if reference and publishing_id <= last:
                 confirmed.append(publishing_id)
                 continue
-            offset = log_.append("", queue.name, AMQP10, data, stamp)
+            try:
+                offset = log_.append("", queue.name, AMQP10, data, stamp)
+            except StreamFailed:
+                # The stream's log refuses appends (it failed, or a full disk suspends it): this message
+                # is refused, the connection stays (as a nack on AMQP 0.9.1).
+                refused.append((publishing_id, codec.INTERNAL_ERROR))
+                continue
             appended.append(publishing_id)
             if reference:
                 last = publishing_id
@@ -503,6 +512,8 @@ class StreamSession:
             log_.when_durable(offset, partial(self._durable, publisher_id, appended))
         if confirmed:
             self.send(codec.publish_confirm(publisher_id, confirmed))
+        if refused:
+            self.send(codec.publish_error(publisher_id, refused))
 
     def _durable(self, publisher_id: int, ids: list[int], ok: bool) -> None:
         if ok:

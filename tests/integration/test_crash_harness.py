@@ -63,3 +63,20 @@ def test_sigkill_rounds_lose_nothing_confirmed(tmp_path: Path) -> None:
     assert report["topology_errors"] == 0, detail
     assert report["drained"] is True, detail
     assert report["ok"] is True and report["exit"] == 0, detail
+
+
+def test_sigkill_rounds_keep_confirmed_stream_publishes_at_stable_offsets(tmp_path: Path) -> None:
+    # --streams: a confirmed publisher to a stream queue besides the usual load; after every restart the
+    # stream is read whole from `first`.
+    report = run_harness(
+        tmp_path, "--rounds", "3", "--seconds-per-round", "2", "--publishers", "2", "--consumers", "2",
+        "--seed", "20261207", "--streams",
+    )  # fmt: skip
+    detail = json.dumps(report, indent=1)
+    assert report["kills"] == 3, detail
+    assert report["stream_confirmed"], f"nothing was confirmed on the stream: {detail}"
+    assert report["stream_reads"] == 4, detail  # after each of the 3 kills, and after the clean stop
+    assert report["stream_lost"] == 0, detail
+    assert report["stream_offset_changes"] == 0, detail
+    assert report["lost"] == 0 and report["topology_errors"] == 0, detail
+    assert report["ok"] is True and report["exit"] == 0, detail

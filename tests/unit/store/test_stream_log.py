@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from memento.disk import DiskIO
-from ottermq.broker.stream import StreamFailed
+from ottermq.broker.stream import StreamFailed, StreamRecord
+from ottermq.store import streams
 from ottermq.store.stream_index import INDEX_DIR
 from ottermq.store.streams import MementoStreamLog, Retention
 
@@ -216,3 +217,46 @@ def test_a_write_failure_nacks_what_waits_and_refuses_appends(tmp_path: Path, er
         await stream.aclose()
 
     asyncio.run(run())
+
+
+def test_readers_at_the_end_get_the_same_records_from_memory_and_memory_stays_bounded(tmp_path: Path) -> None:
+    """A reader at the end makes the log keep what is appended next (streams.TAIL_BYTES): reads served
+    from there give what the file gives; a reader further behind reads the file; only the newest
+    records are kept, and nothing once no reader has been at the end for TAIL_SECONDS."""
+    path = tmp_path / "s"
+    count = 3000
+
+    async def run() -> list[list[StreamRecord]]:
+        stream = MementoStreamLog(path, lambda: None, Retention(SEGMENT))
+        assert stream.read(0, 1 << 20) == []  # at the end: the next appends are kept
+        for i in range(count):
+            stream.append("ex", f"k{i}", b"\x10\x00\x02", b"%08d" % i * (100 + i % 900), 1_000 + i)
+            kept = stream._tail_bytes
+            assert kept <= streams.TAIL_BYTES
+        assert 0 < stream._tail[0].offset < count - 10  # the oldest went; the newest are read from here
+        assert stream.writer is not None
+        await stream.writer.sync()
+        assert stream.read(count, 1) == []  # nothing durable beyond the last
+        reads = [
+            stream.read(offset, size) for offset in (0, 1500, count - 10, count - 1) for size in (1, 30_000)
+        ]
+        stream._tail_until = time.monotonic() - 1  # no reader at the end for a while: nothing kept
+        stream.append("ex", "late", b"", b"x", 5_000)
+        assert stream._tail == [] and stream._tail_until == 0.0
+        await stream.aclose()
+        return reads
+
+    from_memory = asyncio.run(run())
+    stream = MementoStreamLog(path, lambda: None, Retention(SEGMENT))
+    try:
+        assert stream._tail == []
+        from_file = [
+            stream.read(offset, size) for offset in (0, 1500, count - 10, count - 1) for size in (1, 30_000)
+        ]
+        # (less the record appended once nothing was kept)
+        assert from_memory == [
+            [record for record in records if record.offset < count] for records in from_file
+        ]
+        assert [len(records) for records in from_memory][-2:] == [1, 1]
+    finally:
+        stream.log.close()
