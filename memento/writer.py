@@ -1,9 +1,10 @@
 """Group commit for asyncio: appends return their LSN at once; a writer thread makes them durable.
 
 Strategy: `append` only stages the record in the Log (memory, under the log's lock) and returns its LSN.
-One dedicated thread loops: take everything staged as one batch, write it, fdatasync, report the batch to
-the event loop (call_soon_threadsafe), and go straight on with whatever arrived meanwhile: what arrives
-during an fsync is the next batch, and there is no timer. Because the thread picks up the next batch
+One dedicated thread loops: take everything staged as one batch, write it, fdatasync, take what arrived
+meanwhile as the next batch, report both to the event loop in one call_soon_threadsafe (this batch durable,
+the next one taken: one loop wake-up per group commit), and go straight on with the next batch: what
+arrives during an fsync is the next batch, and there is no timer. Because the thread picks up the next batch
 itself, the fsync of one batch overlaps the event loop's work of waking the previous batch's waiters and
 staging new records. When nothing is staged the thread sleeps on an Event that the next append sets.
 
@@ -89,6 +90,11 @@ class AsyncWriter:
         # rather than per event-loop turn). Set before the records of interest are appended: a batch
         # taken while it is None is not reported.
         self.on_taken: Callable[[int], None] | None = None
+        # Called in the writer thread itself with the batch's last LSN when it takes a batch, before
+        # `on_taken` and before the write: a replication leader's sender threads start sending it at
+        # once, with no event-loop turn per group commit. It must be quick and must not block (wake
+        # someone, no I/O); set it before the records of interest are appended, as `on_taken`.
+        self.on_taken_thread: Callable[[int], None] | None = None
         self._suspended: OSError | None = None
         self._retry = threading.Event()
         self._loop = asyncio.get_running_loop()
@@ -196,20 +202,36 @@ class AsyncWriter:
         log = self.log
         call = self._loop.call_soon_threadsafe
         idle = threading.Event()
+        batch: _Batch | None = None
         while True:
-            idle.clear()
-            batch = take_batch(log, idle)
             if batch is None:
-                if self._closing:
-                    return
-                idle.wait()
-                continue
-            if self.on_taken is not None:
-                # Before the write: the loop learns of the batch while its fsync runs.
-                call(self._taken, batch.last_lsn)
+                idle.clear()
+                batch = take_batch(log, idle)
+                if batch is None:
+                    if self._closing:
+                        return
+                    idle.wait()
+                    continue
+                # Before the write: the loop (and the replication senders) learn of the batch while its
+                # fsync runs.
+                taken = self._report_taken(batch)
+                if taken:
+                    call(self._taken, taken)
             if not self._write(batch):
                 return
-            call(self._batch_durable, batch)
+            # The next batch is taken before this one is reported, so that one wake-up of the loop
+            # reports both (this batch durable, the next one taken) instead of one each.
+            idle.clear()
+            following = take_batch(log, idle)
+            call(self._reported, batch, self._report_taken(following) if following is not None else 0)
+            batch = following
+
+    def _report_taken(self, batch: _Batch) -> int:
+        """Tell the thread's listener that `batch` was taken; the LSN to report on the loop (0: none)."""
+        on_thread = self.on_taken_thread
+        if on_thread is not None:
+            on_thread(batch.last_lsn)
+        return batch.last_lsn if self.on_taken is not None else 0
 
     def _write(self, batch: _Batch) -> bool:
         """Write `batch`, retrying past a full disk; False once the log failed for good (reported)."""
@@ -270,6 +292,11 @@ class AsyncWriter:
     def _taken(self, last_lsn: int) -> None:
         if self.on_taken is not None:
             self.on_taken(last_lsn)
+
+    def _reported(self, batch: _Batch, taken: int) -> None:
+        self._batch_durable(batch)
+        if taken:
+            self._taken(taken)
 
     def _batch_durable(self, batch: _Batch) -> None:
         batch_done(self.log, batch)
