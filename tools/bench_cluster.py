@@ -70,6 +70,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """utime + stime of one thread of a process (the main thread: tid = pid), in seconds (0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     try:
@@ -314,6 +323,7 @@ def run_loadgen(broker: Broker, duration: float) -> dict[str, Any]:
     ]  # fmt: skip
     pids = broker.pids()
     before = {p: cpu_seconds(p) for p in pids}
+    main_before = thread_cpu_seconds(pid, pid)
     began = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 300)
     wall = time.monotonic() - began
@@ -323,6 +333,12 @@ def run_loadgen(broker: Broker, duration: float) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(lines[-1])
     # All three nodes, over the whole run including the drain (loadgen's broker figure is the run window).
     result["cluster_cpu_pct"] = round(100 * sum(cpu_seconds(p) - before[p] for p in pids) / wall, 1)
+    # The main thread of the node the generator talks to (an OtterMQ node's event loop; one of many
+    # scheduler threads for RabbitMQ), per confirmed message, over the whole run including the drain.
+    main = thread_cpu_seconds(pid, pid) - main_before
+    result["main_cpu_pct"] = round(100 * main / wall, 1)
+    confirmed = result.get("confirmed_per_s", 0) * duration
+    result["main_us_per_msg"] = round(1e6 * main / confirmed, 1) if confirmed else 0.0
     result["loadavg_1m"] = os.getloadavg()[0]
     result["exit"] = done.returncode
     return result
@@ -399,6 +415,7 @@ def describe(result: dict[str, Any]) -> str:
     return (
         f"confirmed {result['confirmed_per_s']:.0f}/s, consumed {result['consumed_per_s']:.0f}/s, cpu: node "
         f"{result['broker_cpu_pct']}% cluster {result['cluster_cpu_pct']}% other {result['other_cpu_pct']}%, "
+        f"main thread {result['main_cpu_pct']}% = {result['main_us_per_msg']} us/msg, "
         f"load {result['loadavg_1m']:.2f}{errors}"
     )
 
@@ -467,7 +484,10 @@ def print_summary(runs: dict[str, list[dict[str, Any]]], failovers: dict[str, li
     print(f"\nload average at end: {os.getloadavg()}")
     if runs["OtterMQ"] or runs["RabbitMQ"]:
         print("S3 across 3 nodes, median (min-max):")
-        columns = ["confirmed_per_s", "consumed_per_s", "broker_cpu_pct", "cluster_cpu_pct", "other_cpu_pct"]
+        columns = [
+            "confirmed_per_s", "consumed_per_s", "broker_cpu_pct", "cluster_cpu_pct", "other_cpu_pct",
+            "main_cpu_pct", "main_us_per_msg",
+        ]  # fmt: skip
         print(f"{'':10}" + "".join(f"{c:>28}" for c in columns))
         for name, rows in runs.items():
             if not rows:
