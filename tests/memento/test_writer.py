@@ -251,7 +251,7 @@ def test_one_loop_wake_up_reports_a_batch_durable_and_the_next_one_taken(tmp_pat
             calls.append(getattr(callback, "__name__", "?"))
             return threadsafe(callback, *args, **kwargs)
 
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
         with Log.open(tmp_path, disk=disk) as log:
             writer = AsyncWriter(log)
             events: list[tuple[str, int]] = []

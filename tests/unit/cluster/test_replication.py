@@ -8,6 +8,7 @@ than one it has seen; an interrupted bulk sync resumes without the files it comp
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import threading
@@ -395,7 +396,7 @@ async def slow_follower_scenario(tmp_path: Path) -> None:
             position, placed = vhost.publish(Message("", "q", PERSISTENT, body), [queue])
             for target, entry in placed:
                 target.enqueue(entry)
-            store.journal.when_durable(position, lambda position=position: confirmed.append(position))
+            store.journal.when_durable(position, functools.partial(confirmed.append, position))
             if i % 100 == 99:
                 await asyncio.sleep(0)  # let group commits and acks run, as a broker's turns would
         await wait(lambda: len(confirmed) == 3000, timeout=30)
