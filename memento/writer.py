@@ -201,16 +201,27 @@ class AsyncWriter:
     def _work(self) -> None:
         log = self.log
         call = self._loop.call_soon_threadsafe
-        idle = threading.Event()
+        # Held while the thread may sleep; the append that finds `wake` registered releases it. A bare
+        # lock, not an Event (a Condition in Python code): the wake-up is on the event loop's hot path.
+        # A wake-up that comes late (the lock was released already) is dropped; one too many only makes
+        # the thread look at the staging area once more, which is where the truth is.
+        idle = threading.Lock()
+
+        def wake() -> None:
+            try:
+                idle.release()
+            except RuntimeError:
+                pass  # released already
+
         batch: _Batch | None = None
         while True:
             if batch is None:
-                idle.clear()
-                batch = take_batch(log, idle)
+                idle.acquire(blocking=False)  # held from here: only a registered wake releases it
+                batch = take_batch(log, wake)
                 if batch is None:
                     if self._closing:
                         return
-                    idle.wait()
+                    idle.acquire()  # until the next append (or close) releases it
                     continue
                 # Before the write: the loop (and the replication senders) learn of the batch while its
                 # fsync runs.
@@ -221,8 +232,8 @@ class AsyncWriter:
                 return
             # The next batch is taken before this one is reported, so that one wake-up of the loop
             # reports both (this batch durable, the next one taken) instead of one each.
-            idle.clear()
-            following = take_batch(log, idle)
+            idle.acquire(blocking=False)
+            following = take_batch(log, wake)
             call(self._reported, batch, self._report_taken(following) if following is not None else 0)
             batch = following
 
