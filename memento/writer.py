@@ -6,7 +6,7 @@ meanwhile as the next batch, report both to the event loop in one call_soon_thre
 the next one taken: one loop wake-up per group commit), and go straight on with the next batch: what
 arrives during an fsync is the next batch, and there is no timer. Because the thread picks up the next batch
 itself, the fsync of one batch overlaps the event loop's work of waking the previous batch's waiters and
-staging new records. When nothing is staged the thread sleeps on an Event that the next append sets.
+staging new records. When nothing is staged the thread sleeps on a lock that the next append releases.
 
 A full disk is not fatal (nor is running out of file descriptors, EMFILE/ENFILE, handled the same way).
 Segments are preallocated, so running out of space (ENOSPC, EDQUOT) shows up while creating the next segment
