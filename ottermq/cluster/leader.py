@@ -80,6 +80,8 @@ class ReplicationOptions:
     min_in_sync: int = 1
     # `cluster_tls`: the listener's SSL context (it requires a follower certificate of the cluster's CA).
     tls: ssl.SSLContext | None = None
+    # `replication_sender_threads`: without TLS, a `Sender` thread per follower sends the records.
+    sender_threads: bool = False
 
 
 @dataclass(slots=True)
@@ -252,6 +254,11 @@ class ReplicationLeader:
         self._term = 0  # this leadership's term, put in every RECORDS frame
 
     @property
+    def _threaded(self) -> bool:
+        """Followers get their records from sender threads (plain TCP, when asked for)."""
+        return self.options.sender_threads and self.options.tls is None
+
+    @property
     def durable_lsn(self) -> int:
         writer = self.store.journal.writer
         return writer.durable_lsn if writer is not None else self.store.log.durable_lsn
@@ -262,9 +269,10 @@ class ReplicationLeader:
         assert writer is not None, "start the store first"
         self._term = self.role.term()
         writer.on_durable = self._durable
-        writer.on_taken_thread = self._taken_thread
-        if self.options.tls is not None:
-            writer.on_taken = self._taken  # TLS connections are sent to from the event loop
+        if self._threaded:
+            writer.on_taken_thread = self._taken_thread
+        else:
+            writer.on_taken = self._taken  # the followers are sent to from the event loop
         self.role.on_lost(self._lost)
         self._server = await asyncio.start_server(self._accept, self.options.host, self.options.port)
         self.addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
@@ -649,7 +657,7 @@ class ReplicationLeader:
         self.links[node] = link
         self.acked[node] = start
         self._acknowledged(link, start)  # caught up already when the leader is idle: it joins now
-        if self.options.tls is None:
+        if self._threaded:
             await self._stream_from_thread(link, reader, writer)
             return
         # A frame or two in flight must not pause the connection (the default pauses it at 64 KiB, and a

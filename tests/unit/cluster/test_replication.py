@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import crc32c
+import pytest
 
 from memento.log import Log
 from memento.replica import decode_wire, encode_wire, record_crc
@@ -292,6 +293,7 @@ async def raw_follower(
     else:
         reader, writer = await asyncio.open_connection(*address)
     _kind, challenge = await wire.read_json(reader, wire.CHALLENGE)
+    await wait(lambda: leader_log.durable_lsn == leader_log.end_lsn)  # its probe is a durable record
     proof = wire.mac("secret", "c", "follower", str(challenge["nonce"]))
     writer.write(wire.json_frame(wire.AUTH, {"node": node, "cluster": "c", "mac": proof, "nonce": "n"}))
     await wire.read_json(reader, wire.WELCOME)
@@ -317,21 +319,24 @@ def stage_user(store: DurableStore, name: str) -> int:
     return writer.append(rtype, payload)
 
 
-def test_after_fencing_the_sender_thread_stops_and_sends_nothing(tmp_path: Path) -> None:
-    """Leadership lost: the follower's sender thread ends and not one byte more reaches the follower, even
-    of records the group commit takes afterwards (the writer thread no longer wakes anyone)."""
-    asyncio.run(fencing_scenario(tmp_path))
+@pytest.mark.parametrize("threads", [True, False], ids=["sender-thread", "event-loop"])
+def test_after_fencing_the_sender_stops_and_sends_nothing(tmp_path: Path, threads: bool) -> None:
+    """Leadership lost: the follower's sender (thread, or task on the event loop) ends and not one byte
+    more reaches the follower, even of records the group commit takes afterwards."""
+    asyncio.run(fencing_scenario(tmp_path, threads))
 
 
-async def fencing_scenario(tmp_path: Path) -> None:
+async def fencing_scenario(tmp_path: Path, threads: bool) -> None:
     store = opener(tmp_path / "a")
     await store.start()
     role = StaticRole("a", leader=True)
-    leader = ReplicationLeader(store, role, ReplicationOptions("127.0.0.1", 0, "c", "secret"))
+    leader = ReplicationLeader(
+        store, role, ReplicationOptions("127.0.0.1", 0, "c", "secret", sender_threads=threads)
+    )
     address = (await leader.start())[0]
     try:
         reader, writer, start = await raw_follower(store.log, address, "b")
-        await wait(lambda: len(sender_threads("b")) == 1)
+        await wait(lambda: len(sender_threads("b")) == int(threads))
         received: list[int] = []  # the last LSN of each RECORDS frame
         first = stage_user(store, "before")
         while not received or received[-1] < first:
@@ -369,7 +374,7 @@ async def slow_follower_scenario(tmp_path: Path) -> None:
     store = opener(tmp_path / "a")
     await store.start()
     role = StaticRole("a", leader=True)
-    options = ReplicationOptions("127.0.0.1", 0, "c", "secret", ack_timeout=0.5)
+    options = ReplicationOptions("127.0.0.1", 0, "c", "secret", ack_timeout=0.5, sender_threads=True)
     leader = ReplicationLeader(store, role, options)
     address = (await leader.start())[0]
     follower = Follower(
