@@ -144,9 +144,10 @@ class Log:
         self._chunk: _Chunk | None = None
         self._inflight: _Batch | None = None
         # Appends (owner thread) and batch taking (possibly the AsyncWriter's thread) share the staging
-        # area: this lock covers it. `_idle_waiter` is the writer thread's event while it waits for work.
+        # area: this lock covers it. `_idle_waiter` wakes the writer thread while it waits for work (the
+        # next append calls it once, outside the lock).
         self._lock = threading.Lock()
-        self._idle_waiter: threading.Event | None = None
+        self._idle_waiter: Callable[[], object] | None = None
         self._spares = SparePreparer(str(path / SPARE_DIR), disk)
         self._error: LogFailed | None = None
         self._no_room: OSError | None = None  # why open could not create the tail segment
@@ -328,7 +329,7 @@ class Log:
             tail = self._tail
             assert tail is not None
         if waiter is not None:
-            waiter.set()
+            waiter()
         return end, rtype, flags, lsn, data[at + HEAD_SIZE : end], tail.seq, off
 
     def truncate_after(self, lsn: int) -> None:
@@ -367,7 +368,7 @@ class Log:
             waiter = self._idle_waiter
             self._idle_waiter = None
         if waiter is not None:
-            waiter.set()
+            waiter()
         return lsn
 
     def _new_chunk(self, create: bool) -> _Chunk:

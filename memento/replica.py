@@ -9,8 +9,9 @@ type, flags, payload and time. Segment boundaries are each log's own (a follower
 segment is full); seals are not records and are never streamed.
 
 `Cursor` reads forward from an LSN with plain preads of the segment files, only up to an LSN the caller
-knows is durable, so it never meets a record the writer thread is still writing; it runs on the log's
-owner thread (it reads the segment list) while an AsyncWriter flushes.
+knows is durable, so it never meets a record the writer thread is still writing. `read_live` also reads
+the batches in memory (under the log's lock), so a cursor may run on a thread of its own (a replication
+leader's sender) while the owner's thread appends and an AsyncWriter flushes.
 
 `truncate_after` drops the records after an LSN (a returning old leader drops what was never replicated),
 crash-safely and without deleting anything: MARK is lowered first, later segments are moved whole to
@@ -90,7 +91,7 @@ class Cursor:
 
     def _segment(self) -> _Segment:
         """The segment holding `next_lsn` (positioning there by walking record headers)."""
-        segs = self.log._segments
+        segs = list(self.log._segments)  # a copy: a sender thread reads while the owner rolls over
         if not segs or self.next_lsn < segs[0].base_lsn:
             raise Behind(f"LSN {self.next_lsn} is before the log's first segment")
         for i in range(len(segs) - 1, -1, -1):
@@ -115,16 +116,25 @@ class Cursor:
     def read_live(self, max_bytes: int = _READ) -> list[bytes]:
         """The next records appended to the log, durable or not (a leader streams them while it syncs
         them itself): from the staged and in-flight batches in memory, or, for records before those,
-        from the files (every record not in memory has been written whole). On the log's owner thread.
+        from the files (every record not in memory has been written whole). On any one thread.
         From memory an item may hold several whole records (the rest of a staged chunk, in one copy);
         `next_lsn` tells how many were read."""
         log = self.log
         with log._lock:
             chunks = list(log._inflight.chunks) if log._inflight is not None else []
             chunks.extend(log._staged)
-        first = next((_lsn_at(chunk.data, 0) for chunk in chunks if len(chunk.data) >= HEAD.size), None)
-        if first is None or self.next_lsn < first:
-            return self.read(first - 1 if first is not None else log.end_lsn, max_bytes)
+            first = next((_lsn_at(chunk.data, 0) for chunk in chunks if len(chunk.data) >= HEAD.size), None)
+            if first is not None and self.next_lsn >= first:
+                # Under the lock: a sender thread copies from chunks that appends on the owner's thread
+                # are growing (and a memoryview held over a bytearray would make them fail to resize).
+                return self._read_memory(chunks, max_bytes)
+            # Everything before what is in memory is written (read under the lock: a record appended
+            # after it would be staged, not yet in the files).
+            upto = first - 1 if first is not None else log._next_lsn - 1
+        return self.read(upto, max_bytes)
+
+    def _read_memory(self, chunks: list[_Chunk], max_bytes: int) -> list[bytes]:
+        log = self.log
         self.close()  # the file position no longer follows next_lsn: found again when needed
         self._seq = -1
         # The LSN that follows each chunk's last record: the next chunk's first, or the log's next.
@@ -218,7 +228,8 @@ class Cursor:
             self._off += at
             if not moved:
                 # The segment ends here (its seal, or end of data): the next record is in the next one.
-                if self._seq == self.log._segments[-1].seq:
+                segs = self.log._segments
+                if not segs or self._seq == segs[-1].seq:
                     break
                 self.close()
                 self._seq = -1

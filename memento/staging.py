@@ -11,7 +11,7 @@ directly: they are the Log's own code, kept apart from the append and read paths
 from __future__ import annotations
 
 import os
-import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from memento.errors import LogFailed
@@ -84,9 +84,9 @@ def next_segment_size(log: Log) -> int:
     return max(min(full, _SMALLEST_FALLBACK), free // 4 // _PAGE * _PAGE)
 
 
-def take_batch(log: Log, idle: threading.Event | None = None) -> _Batch | None:
-    """Take everything staged as one batch; when there is nothing, register `idle` to be set by the
-    next append (the AsyncWriter's thread waits on it)."""
+def take_batch(log: Log, idle: Callable[[], object] | None = None) -> _Batch | None:
+    """Take everything staged as one batch; when there is nothing, register `idle` to be called by the
+    next append (it wakes the AsyncWriter's thread)."""
     with log._lock:
         if not log._staged:
             log._idle_waiter = idle
@@ -111,7 +111,7 @@ def wake_idle(log: Log) -> None:
         waiter = log._idle_waiter
         log._idle_waiter = None
     if waiter is not None:
-        waiter.set()
+        waiter()
 
 
 def write_batch(log: Log, batch: _Batch) -> None:

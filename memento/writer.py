@@ -1,11 +1,12 @@
 """Group commit for asyncio: appends return their LSN at once; a writer thread makes them durable.
 
 Strategy: `append` only stages the record in the Log (memory, under the log's lock) and returns its LSN.
-One dedicated thread loops: take everything staged as one batch, write it, fdatasync, report the batch to
-the event loop (call_soon_threadsafe), and go straight on with whatever arrived meanwhile: what arrives
-during an fsync is the next batch, and there is no timer. Because the thread picks up the next batch
+One dedicated thread loops: take everything staged as one batch, write it, fdatasync, take what arrived
+meanwhile as the next batch, report both to the event loop in one call_soon_threadsafe (this batch durable,
+the next one taken: one loop wake-up per group commit), and go straight on with the next batch: what
+arrives during an fsync is the next batch, and there is no timer. Because the thread picks up the next batch
 itself, the fsync of one batch overlaps the event loop's work of waking the previous batch's waiters and
-staging new records. When nothing is staged the thread sleeps on an Event that the next append sets.
+staging new records. When nothing is staged the thread sleeps on a lock that the next append releases.
 
 A full disk is not fatal (nor is running out of file descriptors, EMFILE/ENFILE, handled the same way).
 Segments are preallocated, so running out of space (ENOSPC, EDQUOT) shows up while creating the next segment
@@ -89,6 +90,11 @@ class AsyncWriter:
         # rather than per event-loop turn). Set before the records of interest are appended: a batch
         # taken while it is None is not reported.
         self.on_taken: Callable[[int], None] | None = None
+        # Called in the writer thread itself with the batch's last LSN when it takes a batch, before
+        # `on_taken` and before the write: a replication leader's sender threads start sending it at
+        # once, with no event-loop turn per group commit. It must be quick and must not block (wake
+        # someone, no I/O); set it before the records of interest are appended, as `on_taken`.
+        self.on_taken_thread: Callable[[int], None] | None = None
         self._suspended: OSError | None = None
         self._retry = threading.Event()
         self._loop = asyncio.get_running_loop()
@@ -195,21 +201,48 @@ class AsyncWriter:
     def _work(self) -> None:
         log = self.log
         call = self._loop.call_soon_threadsafe
-        idle = threading.Event()
+        # Held while the thread may sleep; the append that finds `wake` registered releases it. A bare
+        # lock, not an Event (a Condition in Python code): the wake-up is on the event loop's hot path.
+        # A wake-up that comes late (the lock was released already) is dropped; one too many only makes
+        # the thread look at the staging area once more, which is where the truth is.
+        idle = threading.Lock()
+
+        def wake() -> None:
+            try:
+                idle.release()
+            except RuntimeError:
+                pass  # released already
+
+        batch: _Batch | None = None
         while True:
-            idle.clear()
-            batch = take_batch(log, idle)
             if batch is None:
-                if self._closing:
-                    return
-                idle.wait()
-                continue
-            if self.on_taken is not None:
-                # Before the write: the loop learns of the batch while its fsync runs.
-                call(self._taken, batch.last_lsn)
+                idle.acquire(blocking=False)  # held from here: only a registered wake releases it
+                batch = take_batch(log, wake)
+                if batch is None:
+                    if self._closing:
+                        return
+                    idle.acquire()  # until the next append (or close) releases it
+                    continue
+                # Before the write: the loop (and the replication senders) learn of the batch while its
+                # fsync runs.
+                taken = self._report_taken(batch)
+                if taken:
+                    call(self._taken, taken)
             if not self._write(batch):
                 return
-            call(self._batch_durable, batch)
+            # The next batch is taken before this one is reported, so that one wake-up of the loop
+            # reports both (this batch durable, the next one taken) instead of one each.
+            idle.acquire(blocking=False)
+            following = take_batch(log, wake)
+            call(self._reported, batch, self._report_taken(following) if following is not None else 0)
+            batch = following
+
+    def _report_taken(self, batch: _Batch) -> int:
+        """Tell the thread's listener that `batch` was taken; the LSN to report on the loop (0: none)."""
+        on_thread = self.on_taken_thread
+        if on_thread is not None:
+            on_thread(batch.last_lsn)
+        return batch.last_lsn if self.on_taken is not None else 0
 
     def _write(self, batch: _Batch) -> bool:
         """Write `batch`, retrying past a full disk; False once the log failed for good (reported)."""
@@ -270,6 +303,11 @@ class AsyncWriter:
     def _taken(self, last_lsn: int) -> None:
         if self.on_taken is not None:
             self.on_taken(last_lsn)
+
+    def _reported(self, batch: _Batch, taken: int) -> None:
+        self._batch_durable(batch)
+        if taken:
+            self._taken(taken)
 
     def _batch_durable(self, batch: _Batch) -> None:
         batch_done(self.log, batch)

@@ -458,6 +458,7 @@ def _serve_clustered(
             ack_timeout=settings.replication_ack_timeout,
             min_in_sync=settings.min_in_sync,
             tls=cluster_tls[0] if cluster_tls is not None else None,
+            sender_threads=settings.replication_sender_threads,
         ),
         control_socket=data_path / CTL_SOCKET_NAME,
         follower_tls=cluster_tls[1] if cluster_tls is not None else None,
@@ -584,6 +585,7 @@ def _replication_leader(
         ack_timeout=settings.replication_ack_timeout,
         min_in_sync=settings.min_in_sync,
         tls=tls[0] if tls is not None else None,
+        sender_threads=settings.replication_sender_threads,
     )
     return ReplicationLeader(store, StaticRole(_node_name(settings), leader=True), options)
 

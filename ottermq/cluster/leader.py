@@ -33,9 +33,12 @@ import bisect
 import contextlib
 import logging
 import os
+import socket
 import ssl
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -58,6 +61,8 @@ BATCH_BYTES: Final = 1 << 20  # records per RECORDS frame, about
 # them to drain) instead of the group commit's `on_taken` writing more.
 SEND_BUFFERED: Final = 1 << 20
 FILE_CHUNK: Final = 1 << 20  # bytes per FILE frame of a bulk sync
+# How long a sender thread's send waits for room in the socket before it looks again whether to stop.
+SEND_POLL: Final = 0.2
 ACK_READ: Final = 1 << 16  # bytes of acknowledgements read at a time
 AUTH_TIMEOUT: Final = 10.0
 VOLUME_SAMPLES: Final = 4096  # group commits remembered for the followers' lag in bytes
@@ -75,6 +80,8 @@ class ReplicationOptions:
     min_in_sync: int = 1
     # `cluster_tls`: the listener's SSL context (it requires a follower certificate of the cluster's CA).
     tls: ssl.SSLContext | None = None
+    # `replication_sender_threads`: without TLS, a `Sender` thread per follower sends the records.
+    sender_threads: bool = False
 
 
 @dataclass(slots=True)
@@ -91,10 +98,132 @@ class Link:
     records: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     session: asyncio.Task[None] | None = None
-    # While the sender waits for records (caught up, its connection's buffer drained): the writer's
-    # `on_taken` then sends the new batch itself, without waking the sender task.
+    # With TLS, while the sender task waits for records (caught up, its connection's buffer drained):
+    # the writer's `on_taken` then sends the new batch itself, without waking the sender task.
     cursor: Cursor | None = None
     writer: asyncio.StreamWriter | None = None
+    # Without TLS: the thread that sends this follower its records.
+    sender: Sender | None = None
+
+
+class Sender:
+    """Sends one follower its records from a thread of its own, over the connection's socket (plain TCP).
+
+    The leader's group commit wakes it from the writer thread when it takes a batch
+    (`AsyncWriter.on_taken_thread`), so the event loop does nothing per group commit for the follower
+    but read its acknowledgements (the loop keeps reading the connection). The thread reads what was
+    appended (`Cursor.read_live`, under the log's lock while it copies from memory) and sends it as one
+    RECORDS frame with plain blocking-style sends: a slow follower holds up its own thread only, never the
+    writer thread or another follower. `fence` shuts the connection's sending side: from then on the
+    kernel sends no byte more, even of a frame the thread is in the middle of."""
+
+    def __init__(
+        self, leader: ReplicationLeader, link: Link, sock: socket.socket, cursor: Cursor, term: int
+    ) -> None:
+        self._leader = leader
+        self._link = link
+        self._sock = sock
+        self._cursor = cursor
+        self._term = term
+        self._wake = threading.Event()
+        self._stopping = False
+        self._sock_lock = threading.Lock()  # closing vs. fence's shutdown: never a reused descriptor
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        # Set by the thread before it shuts the connection itself (a resync), or with its error: read
+        # by the session when its reads end, before `done` may have been reported.
+        self.ended = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._main, name=f"ottermq-replication-{link.node}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        self._wake.set()  # whatever is there already (the follower's start) goes out now
+
+    def wake(self) -> None:
+        """Records were appended (any thread): send them."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop after the frame in progress (its send gives up within SEND_POLL)."""
+        self._stopping = True
+        self._wake.set()
+
+    def fence(self) -> None:
+        """Leadership is lost: no byte more goes to the follower from now on, whatever the thread does."""
+        self.stop()
+        with self._sock_lock:
+            if self._sock.fileno() >= 0:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_WR)
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except _Stopped:
+            pass
+        except Behind as exc:
+            log.warning(f"follower {self._link.node} fell behind the log's start ({exc}); it resyncs")
+            self._end(None)
+        except BaseException as exc:  # its send failed (the follower left), a corrupt record...
+            self._end(exc)
+        finally:
+            self._cursor.close()
+            with self._sock_lock:
+                self._sock.close()  # a duplicate: the loop's transport keeps the connection open
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                self._loop.call_soon_threadsafe(self._finished)
+
+    def _end(self, error: BaseException | None) -> None:
+        """The stream ends here: closing the connection is how the session learns of it."""
+        self.error = error
+        self.ended = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _finished(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _run(self) -> None:
+        leader, link, cursor = self._leader, self._link, self._cursor
+        memento_log = leader.store.log
+        wake = self._wake
+        while True:
+            wake.wait()
+            wake.clear()  # before reading: what is appended from now on wakes it again
+            while True:
+                if self._stopping or leader._fenced:
+                    raise _Stopped
+                if cursor.next_lsn > memento_log.end_lsn:
+                    break
+                before = cursor.next_lsn
+                # Appended records go out while the leader syncs them itself: a confirm waits for both,
+                # so its latency is the slower of the two, not their sum.
+                batch = cursor.read_live(BATCH_BYTES)
+                if not batch:
+                    break
+                self._send(wire.records_frame(self._term, batch))
+                link.frames += 1
+                link.records += cursor.next_lsn - before
+
+    def _send(self, frame: bytes) -> None:
+        view = memoryview(frame)
+        sock = self._sock
+        while view:
+            if self._stopping:
+                raise _Stopped
+            try:
+                sent = sock.send(view)
+            except TimeoutError:
+                continue  # no room within SEND_POLL: look whether to stop, then wait again
+            view = view[sent:]
+
+
+class _Stopped(Exception):
+    """A sender thread was told to stop."""
 
 
 class ReplicationLeader:
@@ -119,6 +248,15 @@ class ReplicationLeader:
         # (LSN, bytes appended to the log so far) at each group commit, for the followers' lag in bytes.
         self._volume: deque[tuple[int, int]] = deque(maxlen=VOLUME_SAMPLES)
         self.addresses: list[tuple[str, int]] = []
+        # The sender threads, for the writer thread to wake (replaced whole, never changed in place: the
+        # writer thread iterates it).
+        self._senders: tuple[Sender, ...] = ()
+        self._term = 0  # this leadership's term, put in every RECORDS frame
+
+    @property
+    def _threaded(self) -> bool:
+        """Followers get their records from sender threads (plain TCP, when asked for)."""
+        return self.options.sender_threads and self.options.tls is None
 
     @property
     def durable_lsn(self) -> int:
@@ -129,8 +267,12 @@ class ReplicationLeader:
         """Listen (after the store started); the bound addresses."""
         writer = self.store.journal.writer
         assert writer is not None, "start the store first"
+        self._term = self.role.term()
         writer.on_durable = self._durable
-        writer.on_taken = self._taken
+        if self._threaded:
+            writer.on_taken_thread = self._taken_thread
+        else:
+            writer.on_taken = self._taken  # the followers are sent to from the event loop
         self.role.on_lost(self._lost)
         self._server = await asyncio.start_server(self._accept, self.options.host, self.options.port)
         self.addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
@@ -158,6 +300,7 @@ class ReplicationLeader:
         if writer is not None:
             writer.on_durable = None
             writer.on_taken = None
+            writer.on_taken_thread = None
 
     def status(self) -> dict[str, Any]:
         """The leader's view of its followers (for ctl and the management API): each connected follower,
@@ -218,6 +361,9 @@ class ReplicationLeader:
             return  # a leader of an earlier term (its callback stays registered with the role)
         log.error("leadership lost: nothing further is confirmed here")
         self._fenced = True
+        for link in self.links.values():
+            if link.sender is not None:
+                link.sender.fence()  # before anything else: no frame leaves from here on
         self.store.journal.hold("this node is no longer the leader")
         if self._watch is not None:
             self._watch.cancel()
@@ -227,6 +373,14 @@ class ReplicationLeader:
     def _durable(self, lsn: int) -> None:
         self._volume.append((lsn, self.store.journal.appended_bytes))
 
+    def _taken_thread(self, _last_lsn: int) -> None:
+        # In the writer thread, once per group commit: the sender threads send the batch while it is
+        # being written and synced here, in one frame each; nothing of it on the event loop.
+        if self._fenced or self._stopped:
+            return
+        for sender in self._senders:
+            sender.wake()
+
     def _taken(self, _last_lsn: int) -> None:
         # Once per group commit, however many turns appended its records: they go to each follower now,
         # while the batch is being written and synced here, in one frame. A sender that waits for records
@@ -235,6 +389,8 @@ class ReplicationLeader:
         if self._fenced or self._stopped:
             return  # no longer the leader: its sessions are being cancelled, nothing more is sent
         for link in self.links.values():
+            if link.sender is not None:
+                continue  # woken from the writer thread
             cursor, writer = link.cursor, link.writer
             if cursor is None or writer is None:
                 link.wake.set()
@@ -261,7 +417,7 @@ class ReplicationLeader:
         batch = cursor.read_live(BATCH_BYTES)
         if not batch:
             return False
-        writer.write(wire.records_frame(self.role.term(), batch))
+        writer.write(wire.records_frame(self._term, batch))
         link.frames += 1
         link.records += cursor.next_lsn - before
         return True
@@ -401,6 +557,8 @@ class ReplicationLeader:
         peer = writer.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if peer else "?"
         try:
+            if self._fenced or self._stopped:
+                return  # no longer the leader: nothing is sent to anyone
             if self.options.tls is not None and not await self._start_tls(writer, address):
                 return
             await self._session(reader, writer, address)
@@ -499,19 +657,49 @@ class ReplicationLeader:
         self.links[node] = link
         self.acked[node] = start
         self._acknowledged(link, start)  # caught up already when the leader is idle: it joins now
+        if self._threaded:
+            await self._stream_from_thread(link, reader, writer)
+            return
         # A frame or two in flight must not pause the connection (the default pauses it at 64 KiB, and a
         # paused sender is not there when the next group commit is taken): the sender waits for it to
         # drain above SEND_BUFFERED only.
         writer.transport.set_write_buffer_limits(high=SEND_BUFFERED)
         sender = asyncio.create_task(self._send(link, writer))
         try:
-            await self._read_acks(link, reader, sender)
+            await self._read_acks(link, reader, lambda: _ended(sender))
         finally:
             sender.cancel()
             with contextlib.suppress(BaseException):
                 await sender
-            del self.links[node]
-            self._left(node)
+            del self.links[link.node]
+            self._left(link.node)
+
+    async def _stream_from_thread(
+        self, link: Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Plain TCP: a `Sender` thread sends the records over a duplicate of the socket, the loop reads
+        the acknowledgements from the connection as before."""
+        for _ in range(500):  # what the transport holds (STREAM) goes out before the thread's frames
+            if writer.transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise ConnectionError(f"follower {link.node} does not read its STREAM answer")
+        raw = writer.get_extra_info("socket")
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+        sock.settimeout(SEND_POLL)  # the description is non-blocking already (the loop's): unchanged
+        sender = Sender(self, link, sock, Cursor(self.store.log, link.start_lsn), self._term)
+        link.sender = sender
+        self._senders = (*self._senders, sender)
+        try:
+            sender.start()
+            await self._read_acks(link, reader, lambda: _thread_ended(sender))
+        finally:
+            sender.stop()
+            self._senders = tuple(other for other in self._senders if other is not sender)
+            await asyncio.wait({sender.done}, timeout=5)
+            del self.links[link.node]
+            self._left(link.node)
 
     def _stream_start(self, hello: dict[str, Any]) -> int | None:
         """Where the follower's stream starts, or None for a bulk sync."""
@@ -567,17 +755,17 @@ class ReplicationLeader:
             finally:
                 link.cursor = link.writer = None
 
-    async def _read_acks(self, link: Link, reader: asyncio.StreamReader, sender: asyncio.Task[None]) -> None:
+    async def _read_acks(self, link: Link, reader: asyncio.StreamReader, ended: Callable[[], bool]) -> None:
         """Take the follower's acknowledgements until the connection ends (the sender closes it when it
         stops): whatever arrived is read at once and only its highest LSN counts (an ACK covers every
-        record up to its LSN), so a burst of ACKs costs one read and one update."""
+        record up to its LSN), so a burst of ACKs costs one read and one update. `ended()` tells, when
+        the connection ends, whether the sender ended it (raising its error if it failed)."""
         buffer = bytearray()
         while True:
             data = await reader.read(ACK_READ)
             if not data:
-                if sender.done() and not sender.cancelled():
-                    sender.result()  # its error, if it failed; else it ended the stream (a resync)
-                    return
+                if ended():
+                    return  # the sender ended the stream (a resync)
                 raise ConnectionError(f"follower {link.node} closed the connection")
             buffer += data
             lsn = wire.last_ack(buffer, link.node)
@@ -626,6 +814,19 @@ class ReplicationLeader:
         # The follower installs the copy and connects again; wait for it to close.
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             await reader.read()
+
+
+def _ended(sender: asyncio.Task[None]) -> bool:
+    if sender.done() and not sender.cancelled():
+        sender.result()  # its error, if it failed
+        return True
+    return False
+
+
+def _thread_ended(sender: Sender) -> bool:
+    if sender.error is not None:
+        raise sender.error
+    return sender.ended
 
 
 def _crc_of(path: str, length: int) -> int:

@@ -234,3 +234,46 @@ def test_close_makes_pending_appends_durable(tmp_path: Path) -> None:
     asyncio.run(main())
     with Log.open(tmp_path, segment_size=SEG) as log:
         assert [r.payload for r in log.replay()] == [b"%d" % i for i in range(300)]
+
+
+def test_one_loop_wake_up_reports_a_batch_durable_and_the_next_one_taken(tmp_path: Path) -> None:
+    """`on_taken_thread` hears of each batch in the writer thread, before it is written; on the loop, the
+    report that a batch is durable also carries the next batch's `on_taken` (one call_soon_threadsafe
+    per group commit, not two)."""
+    disk = CountingDisk()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        calls: list[str] = []
+        threadsafe = loop.call_soon_threadsafe
+
+        def counting(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(getattr(callback, "__name__", "?"))
+            return threadsafe(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+        with Log.open(tmp_path, disk=disk) as log:
+            writer = AsyncWriter(log)
+            events: list[tuple[str, int]] = []
+            on_thread: list[tuple[int, bool]] = []
+            loop_thread = threading.current_thread()
+            writer.on_taken_thread = lambda lsn: on_thread.append(
+                (lsn, threading.current_thread() is not loop_thread)
+            )
+            writer.on_taken = lambda lsn: events.append(("taken", lsn))
+            writer.on_durable = lambda lsn: events.append(("durable", lsn))
+            disk.gate.clear()  # the first batch's fsync waits: the others arrive meanwhile
+            first = writer.append(1, b"first")
+            await asyncio.sleep(0.05)
+            last = [writer.append(1, b"more") for _ in range(100)][-1]
+            calls.clear()
+            disk.gate.set()
+            await writer.wait_durable(last)
+            await asyncio.sleep(0.05)
+            assert on_thread == [(first, True), (last, True)]
+            assert events == [("taken", first), ("durable", first), ("taken", last), ("durable", last)]
+            # After the gate: the first batch durable with the second taken, then the second durable.
+            assert calls == ["_reported", "_reported"]
+            await writer.close()
+
+    asyncio.run(main())

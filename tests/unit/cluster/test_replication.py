@@ -8,13 +8,17 @@ than one it has seen; an interrupted bulk sync resumes without the files it comp
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import socket
+import threading
 from pathlib import Path
 
 import crc32c
+import pytest
 
 from memento.log import Log
-from memento.replica import encode_wire
+from memento.replica import decode_wire, encode_wire, record_crc
 from ottermq.amqp.properties import BasicProperties, encode_properties
 from ottermq.broker.broker import Broker
 from ottermq.broker.events import UserAdded
@@ -271,3 +275,149 @@ def test_a_records_frame_holds_the_term_then_the_records_as_given() -> None:
     body = frame[wire.FRAME.size :]
     assert wire.TERM.unpack_from(body)[0] == 7
     assert body[wire.TERM.size :] == b"".join(records_)
+
+
+async def raw_follower(
+    leader_log: Log, address: tuple[str, int], node: str, *, rcvbuf: int = 0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """A follower by hand: authenticates, says it holds the leader's log up to its durable LSN, and gets
+    STREAM from there; (reader, writer, that LSN). `rcvbuf`: a small receive buffer (a slow follower)."""
+    sock = None
+    if rcvbuf:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.connect(address)
+        sock.setblocking(False)
+    if sock is not None:
+        reader, writer = await asyncio.open_connection(sock=sock)
+    else:
+        reader, writer = await asyncio.open_connection(*address)
+    _kind, challenge = await wire.read_json(reader, wire.CHALLENGE)
+    await wait(lambda: leader_log.durable_lsn == leader_log.end_lsn)  # its probe is a durable record
+    proof = wire.mac("secret", "c", "follower", str(challenge["nonce"]))
+    writer.write(wire.json_frame(wire.AUTH, {"node": node, "cluster": "c", "mac": proof, "nonce": "n"}))
+    await wire.read_json(reader, wire.WELCOME)
+    durable = leader_log.durable_lsn
+    probes = [[durable, record_crc(leader_log, durable)]]
+    writer.write(
+        wire.json_frame(wire.HELLO, {"log_id": leader_log.log_id.hex(), "durable": durable, "probes": probes})
+    )
+    _kind, answer = await wire.read_json(reader, wire.STREAM)
+    assert answer["from"] == durable
+    return reader, writer, durable
+
+
+def sender_threads(node: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"ottermq-replication-{node}"]
+
+
+def stage_user(store: DurableStore, name: str) -> int:
+    """Append a record straight to the log (under the journal: it also goes when publishes are refused)."""
+    writer = store.journal.writer
+    assert writer is not None
+    rtype, payload = encode(UserAdded(name, "hash", ()))
+    return writer.append(rtype, payload)
+
+
+@pytest.mark.parametrize("threads", [True, False], ids=["sender-thread", "event-loop"])
+def test_after_fencing_the_sender_stops_and_sends_nothing(tmp_path: Path, threads: bool) -> None:
+    """Leadership lost: the follower's sender (thread, or task on the event loop) ends and not one byte
+    more reaches the follower, even of records the group commit takes afterwards."""
+    asyncio.run(fencing_scenario(tmp_path, threads))
+
+
+async def fencing_scenario(tmp_path: Path, threads: bool) -> None:
+    store = opener(tmp_path / "a")
+    await store.start()
+    role = StaticRole("a", leader=True)
+    leader = ReplicationLeader(
+        store, role, ReplicationOptions("127.0.0.1", 0, "c", "secret", sender_threads=threads)
+    )
+    address = (await leader.start())[0]
+    try:
+        reader, writer, start = await raw_follower(store.log, address, "b")
+        await wait(lambda: len(sender_threads("b")) == int(threads))
+        received: list[int] = []  # the last LSN of each RECORDS frame
+        first = stage_user(store, "before")
+        while not received or received[-1] < first:
+            kind, body = await asyncio.wait_for(wire.read_frame(reader), 10)
+            assert kind == wire.RECORDS and wire.TERM.unpack_from(body)[0] == role.term()
+            records_ = memoryview(body)[wire.TERM.size :]
+            at = 0
+            while at < len(records_):
+                at, _rtype, _flags, lsn, _when, _payload = decode_wire(records_, at)
+            received.append(lsn)
+        writer.write(wire.frame(wire.ACKED, wire.ACK.pack(role.term(), first)))
+        await wait(lambda: leader.links["b"].acked == first)
+
+        role.lose()
+        await wait(lambda: not sender_threads("b"))
+        for i in range(20):  # taken by the group commit after the fencing: nobody may send them
+            stage_user(store, f"after{i}")
+        await store.journal.writer.sync()  # type: ignore[union-attr]
+        rest = await asyncio.wait_for(reader.read(), 10)  # until the leader's side is closed
+        assert rest == b"", f"{len(rest)} bytes sent after fencing"
+        assert received[-1] == first and start < first
+    finally:
+        await leader.stop()
+        await store.stop()
+
+
+def test_a_slow_follower_holds_up_neither_the_writer_nor_another_follower(tmp_path: Path) -> None:
+    """A follower that stops reading blocks its own sender thread only: group commits go on, the other
+    follower gets everything and acknowledges it, confirms go on once the slow one left the joining set
+    after the ack timeout; the slow one's thread ends when its connection does."""
+    asyncio.run(slow_follower_scenario(tmp_path))
+
+
+async def slow_follower_scenario(tmp_path: Path) -> None:
+    store = opener(tmp_path / "a")
+    await store.start()
+    role = StaticRole("a", leader=True)
+    options = ReplicationOptions("127.0.0.1", 0, "c", "secret", ack_timeout=0.5, sender_threads=True)
+    leader = ReplicationLeader(store, role, options)
+    address = (await leader.start())[0]
+    follower = Follower(
+        tmp_path / "b",
+        FollowerOptions(address, "b", "c", "secret"),
+        lambda: opener(tmp_path / "b", compact=False),
+    )
+    task = asyncio.create_task(follower.run())
+    slow_writer: asyncio.StreamWriter | None = None
+    try:
+        await wait(lambda: "b" in role.isr())
+        _reader, slow_writer, slow_start = await raw_follower(store.log, address, "slow", rcvbuf=4096)
+        await wait(lambda: "slow" in leader.links and len(sender_threads("slow")) == 1)
+        writer = store.journal.writer
+        assert writer is not None
+        batches = writer.batches
+        broker = store.broker
+        assert isinstance(broker, Broker)
+        vhost = broker.vhosts["/"]
+        queue = vhost.declare_queue("q", durable=True)
+        confirmed: list[int] = []
+        body = b"x" * 4096
+        for i in range(3000):  # 12 MiB: far more than the slow follower's socket buffers hold
+            position, placed = vhost.publish(Message("", "q", PERSISTENT, body), [queue])
+            for target, entry in placed:
+                target.enqueue(entry)
+            store.journal.when_durable(position, functools.partial(confirmed.append, position))
+            if i % 100 == 99:
+                await asyncio.sleep(0)  # let group commits and acks run, as a broker's turns would
+        await wait(lambda: len(confirmed) == 3000, timeout=30)
+        end = store.log.end_lsn
+        await wait(lambda: leader.links["b"].acked >= end)
+        assert writer.batches - batches >= 2
+        slow = leader.links["slow"]
+        assert slow.records < end - slow_start  # it got only what its socket buffers took
+        assert len(sender_threads("slow")) == 1  # blocked in its send, not holding anyone up
+        assert "slow" not in role.isr()
+        slow_writer.transport.abort()
+        await wait(lambda: "slow" not in leader.links and not sender_threads("slow"))
+    finally:
+        if slow_writer is not None:
+            slow_writer.transport.abort()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await leader.stop()
+        await store.stop()
