@@ -396,7 +396,8 @@ class MementoStreamLog:
 
     def read(self, offset: int, max_bytes: int) -> list[StreamRecord]:
         upto = self.committed_offset  # the last durable LSN
-        after = max(offset, self.first_offset)
+        # (A reader at the end, the common case, is told so before `first_offset` lists the segments.)
+        after = offset if offset >= upto else max(offset, self.first_offset)
         if after >= upto:
             # A reader at the end: what is appended next is kept for it (see TAIL_BYTES).
             self._tail_until = time.monotonic() + TAIL_SECONDS
