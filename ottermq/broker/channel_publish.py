@@ -94,10 +94,17 @@ def route(channel: Channel, message: Message, exchange: Exchange, mandatory: boo
     if queues:
         channel.n_routed += 1
         stats.publish_out += len(queues)
-        if channel.vhost.streams_declared and any(isinstance(queue, StreamQueue) for queue in queues):
-            queues = _append_to_streams(channel, message, queues, seq)
-            if not queues:
-                return 0
+        if channel.vhost.streams_declared:
+            if len(queues) == 1:
+                stream = queues[0]
+                if isinstance(stream, StreamQueue):
+                    # The common case (one stream): no lists, the confirm straight from its log.
+                    _append_to_stream(channel, message, stream, seq)
+                    return 0
+            elif any(isinstance(queue, StreamQueue) for queue in queues):
+                queues = _append_to_streams(channel, message, queues, seq)
+                if not queues:
+                    return 0
         if seq:
             return _publish_confirmed(channel, message, queues, seq)
         committing = channel.tx_publishes
@@ -157,6 +164,21 @@ def _append_to_streams(channel: Channel, message: Message, queues: Sequence[Queu
         elif channel.tx_publishes is not None:
             channel.tx_streams.append((stream.log, offset))  # tx.commit-ok waits for it
     return others
+
+
+def _append_to_stream(channel: Channel, message: Message, stream: StreamQueue, seq: int) -> None:
+    """`_append_to_streams` of a publish routed to one stream only."""
+    try:
+        offset = stream.append(message)
+    except StreamFailed as exc:
+        if not seq:
+            raise AMQPConnectionError(INTERNAL_ERROR, f"INTERNAL_ERROR - {stream.resource}: {exc}") from None
+        confirmed(channel, seq, False)
+        return
+    if seq:
+        stream.log.when_durable(offset, partial(confirmed, channel, seq))  # (ok) is the ack
+    elif channel.tx_publishes is not None:
+        channel.tx_streams.append((stream.log, offset))  # tx.commit-ok waits for it
 
 
 def confirm_select(channel: Channel, method: ConfirmSelect) -> None:

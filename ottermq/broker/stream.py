@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 from ottermq.amqp.amqp10 import AMQP10, from_amqp10
 from ottermq.amqp.constants import INTERNAL_ERROR, NOT_IMPLEMENTED, PRECONDITION_FAILED
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
-from ottermq.amqp.properties import EMPTY_PROPERTIES, decode_properties
+from ottermq.amqp.properties import EMPTY_PROPERTIES, decode_properties, peek_delivery_mode
 from ottermq.amqp.table import Long
 from ottermq.broker.arguments import max_age_seconds
 from ottermq.broker.deadletter import fresh_properties
@@ -194,7 +194,13 @@ class StreamEntry(QueueEntry):
     __slots__ = ("message",)
 
     def __init__(self, offset: int, message: Message) -> None:
-        super().__init__(offset, len(message.body))
+        # QueueEntry's fields set here (one call less per delivery).
+        self.msg_id = offset
+        self.size = message.body_size
+        self.priority = 0
+        self.deadline = 0
+        self.seq = 0
+        self.redelivered = False
         self.message = message
 
 
@@ -212,17 +218,18 @@ def offset_properties(raw: bytes, offset: int) -> bytes:
 # same few). Markers: values whose bytes are found once in the output (else no template, the slow path).
 _MARKERS: Final = ((b"I", struct.Struct(">i"), 0x5A3C1E2D), (b"l", struct.Struct(">q"), 0x5A3C1E2D4B6F7081))
 _TEMPLATES_MAX: Final = 256
-_templates: dict[tuple[bytes, bool], tuple[bytes, bytes] | None] = {}
+# A template also says whether the delivery is persistent (delivery_mode, which the offset never changes).
+_templates: dict[tuple[bytes, bool], tuple[bytes, bytes, bool] | None] = {}
 
 
-def _template(raw: bytes, wide: bool) -> tuple[bytes, bytes] | None:
+def _template(raw: bytes, wide: bool) -> tuple[bytes, bytes, bool] | None:
     tag, packer, marker = _MARKERS[wide]
     encoded = offset_properties(raw, Long(marker) if wide else marker)
     value = tag + packer.pack(marker)
     at = encoded.find(value)
     if at < 0 or encoded.find(value, at + 1) >= 0:
         return None
-    return encoded[: at + 1], encoded[at + len(value) :]
+    return encoded[: at + 1], encoded[at + len(value) :], peek_delivery_mode(encoded) == 2
 
 
 def with_offset(record: StreamRecord) -> Message:
@@ -240,15 +247,15 @@ def with_offset(record: StreamRecord) -> Message:
             _templates.clear()
         template = _templates[key] = _template(raw, wide)
     if template is None:
-        properties = offset_properties(raw, offset)
-    else:
-        properties = b"".join((template[0], _MARKERS[wide][1].pack(offset), template[1]))
-    return Message(record.exchange, record.routing_key, properties, record.body)
+        return Message(record.exchange, record.routing_key, offset_properties(raw, offset), record.body)
+    before, after, persistent = template
+    properties = b"".join((before, _MARKERS[wide][1].pack(offset), after))
+    return Message(record.exchange, record.routing_key, properties, record.body, persistent)
 
 
 def now_ms() -> int:
     """The wall clock in ms since the epoch."""
-    return int(time.time() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 class StreamQueue(Queue):
@@ -373,8 +380,9 @@ class StreamQueue(Queue):
                 record = ahead.pop()
                 consumer.deliver(self, StreamEntry(record.offset, with_offset(record)))
             self._cursors[consumer] = (offset, ahead)
-        for reader in list(self.readers):
-            reader(False)
+        if self.readers:
+            for reader in list(self.readers):
+                reader(False)
 
     def content_of(self, entry: QueueEntry) -> Message:
         assert isinstance(entry, StreamEntry)

@@ -60,7 +60,8 @@ class SegmentIndex:
             self.pending += ENTRY.pack(lsn, offset, timestamp)
         self.end = offset + size
         self.last_lsn = lsn
-        self.last_time = max(self.last_time, timestamp)
+        if timestamp > self.last_time:
+            self.last_time = timestamp
 
 
 class StreamIndex:

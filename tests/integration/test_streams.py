@@ -380,3 +380,37 @@ def test_a_transaction_publishes_to_a_stream_at_commit(connection: Any, resource
     channel.basic_publish("", name, b"t3")
     channel.tx_commit()
     assert [body for body, _ in _consume(connection, name, "first", want=4)] == [b"t0", b"t1", b"t2", b"t3"]
+
+
+def test_a_publish_to_streams_and_a_queue_is_confirmed_once_and_reaches_each(
+    connection: Any, resources: Resources
+) -> None:
+    """A publish routed to one stream takes a path of its own; one routed to several streams and a queue
+    is confirmed once every part is durable. Each gets the message, with its delivery mode."""
+    channel = connection.channel()
+    exchange = resources.exchange()
+    channel.exchange_declare(exchange, "fanout", durable=True)
+    streams = [_stream(channel, resources) for _ in range(2)]
+    classic = resources.queue()
+    channel.queue_declare(classic, durable=True)
+    channel.confirm_delivery()
+    channel.basic_publish("", streams[0], b"alone", pika.BasicProperties(delivery_mode=2))
+    for queue in [*streams, classic]:
+        channel.queue_bind(queue, exchange)
+    channel.basic_publish(exchange, "", b"fan0", pika.BasicProperties(delivery_mode=2))
+    channel.basic_publish(exchange, "", b"fan1", pika.BasicProperties(delivery_mode=1))
+    got = [
+        _consume(connection, stream, "first", want=want) for stream, want in zip(streams, (3, 2), strict=True)
+    ]
+    assert [[(body, headers["x-stream-offset"]) for body, headers in one] for one in got] == [
+        [(b"alone", 0), (b"fan0", 1), (b"fan1", 2)],
+        [(b"fan0", 0), (b"fan1", 1)],
+    ]
+    modes: list[tuple[bytes, int]] = []
+    reader = connection.channel()
+    reader.basic_qos(prefetch_count=10)
+    on_message = _acking(modes, lambda props, body: (body, props.delivery_mode))
+    reader.basic_consume(streams[1], on_message, arguments={"x-stream-offset": "first"})
+    wait_for(connection, lambda: len(modes) >= 2, what="2 deliveries")
+    assert modes == [(b"fan0", 2), (b"fan1", 1)]
+    assert [channel.basic_get(classic, auto_ack=True)[2] for _ in range(2)] == [b"fan0", b"fan1"]
