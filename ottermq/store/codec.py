@@ -230,16 +230,22 @@ def decode_publish_index(
     published, payload = publish_payload(rtype, payload)
     vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload)
     pos = _PUBLISH_HEAD.size + vlen
+    end = len(payload)
     for _ in range(count):
+        if pos >= end:
+            break  # cut short: _decode_targets names what is wrong
         pos += 1 + payload[pos]
-    # The vhost and queue names, as bytes: a replica or a replay meets the same few again and again.
+    # The vhost and queue names, as bytes: a replica or a replay meets the same few again and again. The
+    # same bytes split otherwise (another vhost length or queue count) are other names.
     key = bytes(payload[_PUBLISH_HEAD.size : pos])
-    targets = _TARGETS.get(key)
-    if targets is None:
+    known = _TARGETS.get(key)
+    if known is not None and known[0] == vlen and known[1] == count:
+        targets = known[2]
+    else:
         targets = _decode_targets(key, vlen, count)
         if len(_TARGETS) >= _TARGETS_KEPT:
             _TARGETS.clear()
-        _TARGETS[key] = targets
+        _TARGETS[key] = (vlen, count, targets)
     properties = b""
     start = pos + xlen + rlen
     if published:
@@ -248,19 +254,26 @@ def decode_publish_index(
     return event, len(payload) - start - plen
 
 
-# Decoded (vhost, queues) by their bytes in a publish payload; cleared when full (a cache, no more).
-_TARGETS: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+# Decoded (vhost length, queue count, (vhost, queues)) by the names' bytes in a publish payload; cleared
+# when full (a cache, no more).
+_TARGETS: dict[bytes, tuple[int, int, tuple[str, tuple[str, ...]]]] = {}
 _TARGETS_KEPT: Final = 4096
 
 
 def _decode_targets(head: bytes, vlen: int, count: int) -> tuple[str, tuple[str, ...]]:
+    """The vhost and queue names of a publish; raises on names that are not UTF-8 or are cut short."""
+    vhost = head[:vlen].decode()  # first, as replay always did: names bytes that are not UTF-8 say so
+    if vlen > len(head):
+        raise CodecError("PUBLISH payload is truncated")
     pos = vlen
     queues = []
     for _ in range(count):
+        if pos >= len(head) or pos + 1 + head[pos] > len(head):
+            raise CodecError("PUBLISH payload is truncated")
         qlen = head[pos]
         queues.append(head[pos + 1 : pos + 1 + qlen].decode())
         pos += 1 + qlen
-    return head[:vlen].decode(), tuple(queues)
+    return vhost, tuple(queues)
 
 
 def decode_content(payload: bytes | memoryview, rtype: int = RT_PUBLISH) -> tuple[str, str, bytes, bytes]:

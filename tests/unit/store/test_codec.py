@@ -159,3 +159,25 @@ def test_replay_reads_only_the_targets_of_a_publish() -> None:
     event = decode_publish_targets(encode(PUBLISH)[1], RT_PUBLISH_AT)
     assert (event.vhost, event.queues) == (PUBLISH.vhost, PUBLISH.queues)
     assert event.body == b"" and event.properties == b""
+
+
+def test_publish_targets_are_the_record_s_own_even_when_names_bytes_repeat_split_otherwise() -> None:
+    from ottermq.store.codec import decode_publish_targets
+
+    # vhost "ab" with queue "c", and vhost "ab\x01c" with no queue: the same names bytes ("ab\x01c").
+    one = events.MessagePublished("ab", ("c",), "", "k", b"", b"x")
+    other = events.MessagePublished("ab\x01c", (), "", "k", b"", b"x")
+    for _ in range(2):  # the second time from the cache
+        for event in (one, other):
+            got = decode_publish_targets(encode(event)[1], RT_PUBLISH_AT)
+            assert (got.vhost, got.queues) == (event.vhost, event.queues)
+
+
+@pytest.mark.parametrize("cut", [1, 3, 6])
+def test_publish_targets_cut_short_are_a_codec_error(cut: int) -> None:
+    from ottermq.store.codec import decode_publish_targets
+
+    payload = encode(events.MessagePublished("vh", ("queue-1", "queue-2"), "", "k", b"", b""))[1]
+    # Keep the publish time and head (16 bytes) and `cut` bytes of the names.
+    with pytest.raises(CodecError, match="truncated"):
+        decode_publish_targets(payload[: 16 + cut], RT_PUBLISH_AT)
