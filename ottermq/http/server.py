@@ -17,7 +17,9 @@ connections that are not proven may be reading a request at once, and a new conn
 push each other out, never a request that is whole or a client that has logged in. A request whose
 login waits for a password check (the application sets `Request.waiting`) is not yet being answered
 either: when `max_connections` are open, the oldest such unproven connection is evicted next (its check
-given up), so a flood of failing logins cannot fill the API while it waits for the hashing workers.
+given up), so a flood of failing logins cannot fill the API while it waits for the hashing workers. A
+connection opened in the last FRESH_SECONDS goes last among the unproven: its request, sent already, may
+just not have been read yet.
 """
 
 from __future__ import annotations
@@ -92,9 +94,18 @@ _READING: Final = "reading"
 _WORKING: Final = "working"
 
 
+# A connection opened this recently (seconds) may not have been read yet: its request is most likely in
+# the socket's buffer. It is evicted only after the unproven connections that had their chance and the
+# logins waiting for a check, so that under a flood a real client's new connection is not closed before
+# the server has read the request it sent.
+FRESH_SECONDS: Final = 0.5
+
+
 @dataclass(slots=True, eq=False)
 class _Conn:
     task: asyncio.Task[None]
+    # When it was accepted (the event loop's clock).
+    opened: float
     state: str = _READING
     proven: bool = False
     # The request being answered (state _WORKING).
@@ -140,10 +151,11 @@ class HttpServer:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), timeout)
 
-    def _evict_oldest(self, proven: bool, waiting: bool = False) -> bool:
+    def _evict_oldest(self, proven: bool, waiting: bool = False, fresh: bool = False) -> bool:
         """Close the oldest connection that may make room: one not proven that is not being answered
-        (`waiting`: whose request waits for a password check), or (`proven`) a proven one idle between
-        requests. False when there is none."""
+        and is older than FRESH_SECONDS (`fresh`: of any age; `waiting`: one whose request waits for a
+        password check), or (`proven`) a proven one idle between requests. False when there is none."""
+        now = asyncio.get_running_loop().time()
         for conn in self._conns.values():
             if conn.proven != proven:
                 continue
@@ -153,7 +165,7 @@ class HttpServer:
             elif waiting:
                 if conn.state != _WORKING or conn.request is None or not conn.request.waiting:
                     continue
-            elif conn.state == _WORKING:
+            elif conn.state == _WORKING or (not fresh and now - conn.opened < FRESH_SECONDS):
                 continue
             del self._conns[conn.task]
             conn.task.cancel()
@@ -165,12 +177,13 @@ class HttpServer:
         """Room for one more connection, evicting if needed; False when every slot is in real use."""
         limits = self.limits
         unproven = sum(1 for c in self._conns.values() if not c.proven and c.state != _WORKING)
-        if unproven >= limits.max_unproven:
-            self._evict_oldest(proven=False)
+        if unproven >= limits.max_unproven and not self._evict_oldest(proven=False):
+            self._evict_oldest(proven=False, fresh=True)
         if len(self._conns) >= limits.max_connections:
             return (
                 self._evict_oldest(proven=False)
                 or self._evict_oldest(proven=False, waiting=True)
+                or self._evict_oldest(proven=False, fresh=True)
                 or self._evict_oldest(proven=True)
             )
         return True
@@ -182,7 +195,7 @@ class HttpServer:
             writer.write(_BUSY)
             writer.close()
             return
-        conn = _Conn(task)
+        conn = _Conn(task, asyncio.get_running_loop().time())
         self._conns[task] = conn
         try:
             await self._serve(reader, writer, conn)

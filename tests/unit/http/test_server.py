@@ -233,3 +233,42 @@ def test_a_full_api_evicts_the_oldest_login_waiting_for_its_password_check() -> 
             await server.stop(timeout=0.1)
 
     run(scenario())
+
+
+def test_a_connection_just_opened_goes_after_logins_waiting_for_checks_and_not_for_long() -> None:
+    async def checking(request: Request) -> Response:
+        if request.target == b"/check":
+            request.waiting = True  # a login waiting for the hashing workers
+            await asyncio.sleep(3600)
+        return await echo(request)
+
+    async def scenario() -> None:
+        server = HttpServer(checking, Limits(max_connections=2))
+        port = (await server.start("127.0.0.1", 0))[0][1]
+        try:
+            check_r, check_w = await asyncio.open_connection("127.0.0.1", port)
+            check_w.write(b"GET /check HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.sleep(0.05)
+            # Opened, its request not read yet (a real client's, under a flood of failing logins).
+            new_r, new_w = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.sleep(0.05)
+            other = asyncio.create_task(exchange(port, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n", False))
+            assert await closed_within(check_r, 2) == b""  # the waiting login made room
+            new_w.write(b"GET /mine HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b'"target":"/mine"' in await asyncio.wait_for(new_r.readuntil(b"}"), 5)
+            assert b'"target":"/other"' in await other
+            new_w.close()
+            await asyncio.sleep(0.05)
+            # Past FRESH_SECONDS, a connection that has sent nothing is the first to go again.
+            check_r, check_w = await asyncio.open_connection("127.0.0.1", port)
+            check_w.write(b"GET /check HTTP/1.1\r\nHost: x\r\n\r\n")
+            idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.sleep(http_server.FRESH_SECONDS + 0.2)
+            assert b'"target":"/x"' in await exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", False)
+            assert await closed_within(idle_r, 2) == b""
+            for writer in (check_w, idle_w):
+                writer.close()
+        finally:
+            await server.stop(timeout=0.1)
+
+    run(scenario())
