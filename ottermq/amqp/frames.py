@@ -62,6 +62,8 @@ __all__ = [
 _unpack_head: Final = struct.Struct(">BHI").unpack_from
 _unpack_content: Final = struct.Struct(">HHQ").unpack_from
 _unpack_u32: Final = struct.Struct(">I").unpack_from
+# A content header frame's head and its class, weight and body size, in one call.
+_unpack_header_head: Final = struct.Struct(">BHIHHQ").unpack_from
 _methods_get: Final = METHODS.get
 _AMQP_MAX_PAYLOAD: Final = 2**32 - 1
 
@@ -223,6 +225,43 @@ class FrameReader:
                 raise _frame_error(f"heartbeat frame with a payload of {size} octets")
             return _HEARTBEAT
         raise _frame_error(f"unknown frame type {ftype}")
+
+    def take_content(self, channel: int, max_body_size: int) -> tuple[bytes, bytes] | None:
+        """(properties, body) of a basic content on `channel` whose header frame and one body frame are
+        both complete next in the buffer; None, with nothing taken, in any other case (the frames then
+        come one by one from `next_frame`, which checks and reports whatever is wrong with them).
+
+        A published message is three frames: taking the last two together saves two frame objects and
+        two turns of the caller's loop per message."""
+        buf = self._buf
+        pos = self._pos
+        try:
+            ftype, number, size, class_id, _weight, body_size = _unpack_header_head(buf, pos + 0)
+            end = pos + 7 + size
+            if (
+                ftype != 2
+                or number != channel
+                or class_id != 60
+                or size < 14
+                or size > self._limit
+                or buf[end] != 0xCE
+                or not 0 < body_size <= max_body_size
+            ):
+                return None
+            btype, number, bsize = _unpack_head(buf, end + 1)
+            bend = end + 8 + bsize
+            if (
+                btype != 3
+                or number != channel
+                or bsize != body_size
+                or bsize > self._limit
+                or buf[bend] != 0xCE
+            ):
+                return None
+        except (struct.error, IndexError):
+            return None
+        self._pos = bend + 1
+        return buf[pos + 19 : end], buf[end + 8 : bend]
 
     def _next_slow(self) -> Frame | None:
         if self._header_pending:

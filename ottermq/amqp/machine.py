@@ -101,6 +101,7 @@ class ConnectionMachine:
         "_next_frame",
         "_offered",
         "_reader",
+        "_take_content",
         "channel_max",
         "content_bytes",
         "content_limit",
@@ -117,6 +118,7 @@ class ConnectionMachine:
         # Until tune-ok, frames are bounded by the protocol minimum, as RabbitMQ does.
         self._reader.frame_max = FRAME_MIN_SIZE
         self._next_frame = self._reader.next_frame
+        self._take_content = self._reader.take_content
         self.state = WAITING_HEADER
         self._channels: dict[int, ChannelState] = {}
         # The server's connection.tune (channel_max, frame_max): the bounds of the client's tune-ok.
@@ -160,6 +162,7 @@ class ConnectionMachine:
     def next_event(self) -> Event:
         """The next event, or NEED_DATA once every complete frame received is handled."""
         next_frame = self._next_frame
+        take_content = self._take_content
         channels = self._channels
         while True:
             # Any: dispatched on type(frame) below, which mypy does not narrow through a variable.
@@ -183,6 +186,14 @@ class ConnectionMachine:
                         raise AMQPConnectionError(
                             NOT_IMPLEMENTED, "NOT_IMPLEMENTED - immediate=true", *PUBLISH_IDS
                         )
+                    taken = take_content(frame.channel, self.max_body_size)
+                    if taken is not None:  # header and body already here: the whole message at once
+                        self.header_seen = True
+                        whole = _new(ContentReceived)
+                        whole.channel = frame.channel
+                        whole.method = method
+                        whole.properties, whole.body = taken
+                        return whole
                     channel.method = method
                     channel.phase = PHASE_HEADER
                     continue

@@ -103,6 +103,7 @@ class Channel:
         "connection",
         "consumers",
         "deferred_cancels",
+        "dispatch_due",
         "guard",
         "held",
         "is_open",
@@ -167,6 +168,8 @@ class Channel:
         # While this channel deletes a queue: the tags of its own consumers the delete cancelled, told to
         # the client after queue.delete-ok (RabbitMQ's order on the deleting channel).
         self.deferred_cancels: list[str] | None = None
+        # True while a dispatch asked for by settled deliveries waits for the end of the input batch.
+        self.dispatch_due = False
         self.memory = connection.broker.memory
         # The previous message's (exchange, routing key, properties): a publisher mostly repeats them,
         # and a held message then shares those objects instead of keeping copies of its own.
@@ -238,6 +241,17 @@ class Channel:
             if id(queue) not in seen:
                 seen.add(id(queue))
                 queue.dispatch()
+
+    def dispatch_soon(self) -> None:
+        """`dispatch_all` once the input batch being handled is done: a client acking one delivery at a
+        time reopens its window once per ack, and one dispatch then sends them all, not one each."""
+        if not self.dispatch_due:
+            self.dispatch_due = True
+            self.connection.defer(self._dispatch_due)
+
+    def _dispatch_due(self) -> None:
+        self.dispatch_due = False
+        self.dispatch_all()
 
     def add_counts(self, totals: dict[str, int]) -> None:
         """Add this channel's message counters to `totals` (keyed by MESSAGE_COUNTERS)."""

@@ -64,7 +64,8 @@ def apply_settle(channel: Channel, kind: int, deliveries: list[Delivery]) -> Non
 
 
 def _release_credit(channel: Channel, deliveries: Iterable[Delivery]) -> None:
-    """Give back prefetch credit for settled deliveries; dispatch again if a window reopened."""
+    """Give back prefetch credit for settled deliveries; dispatch again (after the input batch) if a
+    window reopened."""
     shared = channel.qos.shared
     reopened = shared.limit != 0 and shared.outstanding >= shared.limit
     for delivery in deliveries:
@@ -77,7 +78,7 @@ def _release_credit(channel: Channel, deliveries: Iterable[Delivery]) -> None:
         window.outstanding -= 1
         shared.outstanding -= 1
     if reopened and channel.is_open:
-        channel.dispatch_all()
+        channel.dispatch_soon()
 
 
 def nack(channel: Channel, method: BasicNack) -> None:

@@ -581,6 +581,57 @@ def test_split_reads_give_the_same_events(data: st.DataObject) -> None:
     assert got == expected
 
 
+def outcome(machine: ConnectionMachine, chunks: list[bytes]) -> tuple[list[Event], tuple[int, str] | None]:
+    """The events of feeding `chunks` one by one, and the error that ended reading (code, text), if any."""
+    got: list[Event] = []
+    for chunk in chunks:
+        machine.receive_data(chunk)
+        try:
+            while (event := machine.next_event()) is not NEED_DATA:
+                got.append(event)
+        except AMQPError as error:
+            return got, (error.reply_code, error.reply_text)
+    return got, None
+
+
+@st.composite
+def _message_frames(draw: st.DrawFn) -> bytes:
+    """A publish's frames, mostly well formed: each part is sometimes off (its channel, class, size)."""
+    channel = draw(st.sampled_from([1, 2]))
+    others = st.sampled_from([channel, channel, channel, 1, 2, 3])
+    payload = draw(st.sampled_from([b"", b"a", b"abc", b"x" * 4088, b"x" * 4089, b"x" * 4097]))
+    size = draw(st.sampled_from([len(payload)] * 4 + [0, 2, MAX_BODY + 1]))
+    class_id = draw(st.sampled_from([60, 60, 60, 50]))
+    properties = draw(
+        st.sampled_from([PROPS, b"\x00\x00", b"\x90\x00\x05\x00\x00\x00\x00\x02", b"\x00\x00" + b"p" * 4090])
+    )
+    parts = [
+        frame(draw(others), BasicPublish(0, "", "k", False, False)),
+        header(draw(others), size, class_id, properties),
+        body(draw(others), payload),
+    ]
+    return b"".join(parts[: draw(st.sampled_from([3, 3, 3, 2, 1]))])
+
+
+_FRAME_PARTS = st.one_of(
+    _message_frames(),
+    _message_frames(),
+    st.just(frame(1, BasicAck(1, False))),
+    st.just(HEARTBEAT_FRAME),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_FRAME_PARTS, min_size=1, max_size=8))
+def test_a_whole_read_gives_what_frame_by_frame_reading_gives(parts: list[bytes]) -> None:
+    """A publish whose header and body are already buffered is taken in one step (take_content): any
+    sequence of frames, well formed or not, gives the same events and the same error as reading it one
+    byte at a time, where each frame is handled alone."""
+    data = b"".join(parts)
+    whole = outcome(running(1, 2, frame_max=4096), [data])
+    assert whole == outcome(running(1, 2, frame_max=4096), [data[i : i + 1] for i in range(len(data))])
+
+
 def test_a_publish_split_at_every_byte_offset() -> None:
     message = publish(1, b"0123456789" * 500, 4096)
     expected = events(running(1, frame_max=4096), message)
