@@ -53,6 +53,11 @@ def alive(pid: int) -> bool:
         return False
 
 
+def _without_erlang_env() -> dict[str, str]:
+    """This process's environment without RABBITMQ_* and ERL_* (the caller's own node must not leak in)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+
+
 class RabbitNode:
     """One private `rabbitmq-server` node.
 
@@ -102,7 +107,7 @@ class RabbitNode:
 
     def _run(self, argv: Sequence[str], timeout: float) -> str:
         """Run a RabbitMQ script with the node's environment (as `user` when set); its stdout."""
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        clean = _without_erlang_env()
         if self.user is None:
             cmd = list(argv)
             env = {**clean, **self.env}
@@ -141,7 +146,7 @@ class RabbitNode:
     def _wait_unregistered(self, timeout: float = 10.0) -> None:
         """Wait (bounded) until epmd no longer lists this node's name: just after a SIGKILL it still may."""
         short = self.name.split("@", 1)[0]
-        env = {**os.environ, **{k: v for k, v in self.env.items() if k == "ERL_EPMD_PORT"}}
+        env = {**_without_erlang_env(), **{k: v for k, v in self.env.items() if k == "ERL_EPMD_PORT"}}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             done = subprocess.run(["epmd", "-names"], env=env, capture_output=True, text=True, timeout=10)
