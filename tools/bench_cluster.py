@@ -35,14 +35,12 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +50,10 @@ import pika.exceptions
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.crash_harness import Cluster, Etcd, Options, _free_port  # noqa: E402
+from tools.crash_harness import Cluster, Etcd, Options  # noqa: E402
+from tools.rabbit_node import RabbitNode, free_port  # noqa: E402
 
 LOADGEN = os.environ.get("LOADGEN_BIN", "/tmp/loadgen/loadgen")
-RABBIT_BIN = Path(os.environ.get("RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 S3_ARGS = ["--size", "1024", "--persistent", "--confirm", "1000", "--prefetch", "100"]
 FAILOVER_QUEUE = "bench.failover"
 _CLIENT_ERRORS = (pika.exceptions.AMQPError, OSError, AssertionError, ValueError)
@@ -77,14 +75,6 @@ def thread_cpu_seconds(pid: int, tid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # --- OtterMQ --------------------------------------------------------------------------------------------
@@ -151,105 +141,52 @@ class Otter:
 # --- RabbitMQ -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class RabbitNode:
-    name: str
-    base: Path
-    port: int = field(default_factory=_free_port)
-    dist_port: int = field(default_factory=_free_port)
-    wrapper: subprocess.Popen[bytes] | None = None
-
-    def env(self, common: dict[str, str]) -> dict[str, str]:
-        env = dict(common)
-        env.update(
-            RABBITMQ_NODENAME=self.name,
-            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
-            RABBITMQ_NODE_PORT=str(self.port),
-            RABBITMQ_DIST_PORT=str(self.dist_port),
-            RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
-            RABBITMQ_LOG_BASE=str(self.base / "log"),
-            RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq"),
-            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base / "advanced.config"),
-            RABBITMQ_PID_FILE=str(self.base / "pid"),
-        )
-        return env
-
-    def pid(self) -> int | None:
-        try:
-            return int((self.base / "pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-
 class Rabbit:
-    """Three rabbitmq-server nodes clustered, with their own epmd, cookie and (empty) plugin list."""
+    """Three rabbitmq-server nodes (tools/rabbit_node) clustered, with their own epmd, cookie and (empty)
+    plugin list."""
 
     name = "RabbitMQ"
 
     def __init__(self, base: Path, start_timeout: float) -> None:
         base.mkdir(parents=True)
-        self.base = base
         self.start_timeout = start_timeout
         (base / ".erlang.cookie").write_text(f"OTTERBENCH{os.getpid()}COOKIE")
         (base / ".erlang.cookie").chmod(0o400)
-        (base / "enabled_plugins").write_text("[].\n")
-        (base / "rabbitmq-env.conf").write_text("")
-        self.epmd_port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
-        env.update(
-            HOME=str(base),  # the cookie, for the servers and rabbitmqctl alike
-            ERL_EPMD_PORT=str(self.epmd_port),
-            RABBITMQ_CONF_ENV_FILE=str(base / "rabbitmq-env.conf"),
-            RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
-            # The distribution listener on loopback only.
-            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
-        )
-        self.common = env
+        self.epmd_port = free_port()
+        # HOME: the cookie, for the servers and rabbitmqctl alike.
+        env = {"HOME": str(base), "ERL_EPMD_PORT": str(self.epmd_port)}
         tag = f"otterbench{os.getpid()}"
-        self.nodes = [RabbitNode(f"{tag}n{i}@localhost", base / f"n{i}") for i in range(3)]
-        for node in self.nodes:
-            node.base.mkdir()
-            self.start_node(node)
-        for node in self.nodes[1:]:
-            self.ctl(node, "stop_app")
-            self.ctl(node, "join_cluster", self.nodes[0].name)
-            self.ctl(node, "start_app")
+        self.nodes = [RabbitNode(f"{tag}n{i}@localhost", base / f"n{i}", env=env) for i in range(3)]
         self.leader_node = self.nodes[0]
-
-    def ctl(self, node: RabbitNode, *args: str, timeout: float = 120.0) -> str:
-        done = subprocess.run(
-            [str(RABBIT_BIN / "rabbitmqctl"), "-n", node.name, *args],
-            env=self.common, capture_output=True, text=True, timeout=timeout, cwd=self.base,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {node.name}: {done.stderr or done.stdout}")
-        return done.stdout
+        try:
+            for node in self.nodes:
+                self.start_node(node)
+            for node in self.nodes[1:]:
+                node.ctl("stop_app")
+                node.ctl("join_cluster", self.nodes[0].name)
+                node.ctl("start_app")
+        except BaseException:
+            self.stop()  # the caller never gets this object to stop: no node may outlive a failed start
+            raise
 
     def start_node(self, node: RabbitNode) -> None:
-        (node.base / "pid").unlink(missing_ok=True)
-        with (node.base / "server.log").open("ab") as out:
-            node.wrapper = subprocess.Popen(
-                [str(RABBIT_BIN / "rabbitmq-server")], env=node.env(self.common), cwd=self.base,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        self.ctl(node, "wait", str(node.base / "pid"), "--timeout", str(int(self.start_timeout)))
+        node.start()
+        node.wait_port(self.start_timeout)
 
     def pids(self) -> list[int]:
-        return [pid for n in self.nodes if (pid := n.pid()) is not None and alive(pid)]
+        return [pid for n in self.nodes if (pid := n.running_pid()) is not None]
 
     def target(self) -> tuple[int, int]:
         """The load generator talks to the first node; its quorum queue is led there (client-local)."""
-        pid = self.nodes[0].pid()
-        assert pid is not None
-        return self.nodes[0].port, pid
+        return self.nodes[0].port, self.nodes[0].pid
 
     def queue_status(self) -> tuple[str, int]:
         """(the node leading the failover queue, how many of its members are online)."""
         for node in self.nodes:
-            if node.pid() is None or not alive(node.pid() or 0):
+            if node.running_pid() is None:
                 continue
             rows = json.loads(
-                self.ctl(node, "list_queues", "name", "leader", "online", "--formatter", "json", "-q")
+                node.ctl("list_queues", "name", "leader", "online", "--formatter", "json", "-q")
             )
             for row in rows:
                 if row["name"] == FAILOVER_QUEUE:
@@ -278,35 +215,18 @@ class Rabbit:
         return other.port, [other.port]
 
     def kill_leader(self) -> float:
-        pid = self.leader_node.pid()
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        while alive(pid):
-            time.sleep(0.001)
-        return time.monotonic()
+        return self.leader_node.kill()
 
     def recover(self) -> None:
-        node = self.leader_node
-        if node.wrapper is not None:
-            node.wrapper.wait(30)
-        self.start_node(node)
+        self.start_node(self.leader_node)
         self.wait_in_sync()
 
     def stop(self) -> None:
         for node in self.nodes:
-            pid = node.pid()
-            if pid is not None and alive(pid):
-                try:
-                    self.ctl(node, "stop", timeout=60)
-                except (RuntimeError, subprocess.TimeoutExpired):
-                    os.kill(pid, signal.SIGKILL)
-            if node.wrapper is not None:
-                try:
-                    node.wrapper.wait(30)
-                except subprocess.TimeoutExpired:
-                    node.wrapper.kill()
+            node.shutdown()
         # Our own port mapper only (its port is ours): ERL_EPMD_PORT names it.
-        subprocess.run(["epmd", "-kill"], env=self.common, capture_output=True, timeout=30)
+        env = {**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)}
+        subprocess.run(["epmd", "-kill"], env=env, capture_output=True, timeout=30)
 
 
 # --- measurements ---------------------------------------------------------------------------------------

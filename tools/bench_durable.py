@@ -19,7 +19,6 @@ import importlib.machinery
 import importlib.util
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -36,16 +35,16 @@ import pika
 import pika.exceptions
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.rabbit_node import RabbitNode, free_port  # noqa: E402
+
 RESTART_QUEUE = "bench.restart"
 THROUGHPUT = ("<!-- durable:begin -->", "<!-- durable:end -->")
 RESTART = ("<!-- restart:begin -->", "<!-- restart:end -->")
 RABBIT_NODE = "bench@localhost"
 RABBIT_PORT = 5673
-RABBIT_ENV = {
-    "RABBITMQ_NODENAME": RABBIT_NODE,
-    "RABBITMQ_NODE_PORT": str(RABBIT_PORT),
-    "RABBITMQ_DIST_PORT": "25673",
-}
+RABBIT_DIST_PORT = 25673
 
 
 def log(message: str) -> None:
@@ -78,13 +77,13 @@ def throughput(bench: ModuleType, rounds: int, duration: float, rabbit: bool) ->
         bench.ottermq_process(Path(tmp) / "data", Path(tmp) / "ottermq.log") as (pid, port),
     ):
         targets = [("OtterMQ", f"amqp://guest:guest@127.0.0.1:{port}/", pid)]
-        node = RabbitNode(Path(tmp) / "rabbit")
-        if rabbit:
-            Path(tmp).chmod(0o755)
-            node.start()
-            node.wait_port()
-            targets.append(("RabbitMQ", f"amqp://guest:guest@127.0.0.1:{node.port}/", node.pid))
+        node = rabbit_node(Path(tmp) / "rabbit")
         try:
+            if rabbit:
+                Path(tmp).chmod(0o755)  # the node runs as the rabbitmq user
+                node.start()
+                node.wait_port()
+                targets.append(("RabbitMQ", f"amqp://guest:guest@127.0.0.1:{node.port}/", node.pid))
             for round_no in range(1, rounds + 1):
                 order = targets if round_no % 2 else targets[::-1]
                 for scenario in ("S3", "S7"):
@@ -97,7 +96,7 @@ def throughput(bench: ModuleType, rounds: int, duration: float, rabbit: bool) ->
                             f"errors {r.get('errors')}"
                         )
         finally:
-            node.cleanup()
+            node.shutdown()
     return render_throughput(bench, results, rounds, duration)
 
 
@@ -269,7 +268,7 @@ class OtterMQNode:
     def __init__(self, data_dir: Path, log_path: Path, port: int) -> None:
         self.data_dir, self.log_path, self.port = data_dir, log_path, port
         # The management API is served as by default (its memory and start-up time count too).
-        self.http_port = _free_port()
+        self.http_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
@@ -326,77 +325,9 @@ class OtterMQNode:
         return time.monotonic() - began
 
 
-class RabbitNode:
-    """A private RabbitMQ node (own name, ports and data directory), run as the rabbitmq user."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.env = {
-            **RABBIT_ENV,
-            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-            "RABBITMQ_PID_FILE": str(base / "pid"),
-        }
-        self.port = RABBIT_PORT
-
-    def _as_rabbitmq(self, command: str, timeout: float = 120.0) -> None:
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        subprocess.run(
-            ["su", "rabbitmq", "-s", "/bin/sh", "-c", f"{exports} {command}"],
-            check=True,
-            timeout=timeout,
-            capture_output=True,
-        )
-
-    def start(self) -> float:
-        self.base.mkdir(parents=True, exist_ok=True)
-        shutil.chown(self.base, "rabbitmq")
-        began = time.monotonic()
-        self._as_rabbitmq("rabbitmq-server -detached")
-        return began
-
-    @property
-    def pid(self) -> int:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                return int((self.base / "pid").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                time.sleep(0.05)
-        raise RuntimeError("RabbitMQ wrote no pid file")
-
-    def wait_port(self, timeout: float = 120.0) -> None:
-        began = time.monotonic()
-        while time.monotonic() - began < timeout:
-            try:
-                pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port)).close()
-                return
-            except (pika.exceptions.AMQPError, OSError):
-                time.sleep(0.1)
-        raise RuntimeError("RabbitMQ did not start")
-
-    def kill(self) -> None:
-        pid = self.pid
-        os.kill(pid, signal.SIGKILL)
-        while Path(f"/proc/{pid}").exists():
-            time.sleep(0.05)
-        # epmd still lists the node for a moment; rabbitmq-server refuses to start a duplicate name.
-        time.sleep(1.0)
-
-    def stop(self) -> float:
-        began = time.monotonic()
-        self._as_rabbitmq(f"rabbitmqctl -n {RABBIT_NODE} stop {shlex.quote(str(self.base / 'pid'))}")
-        return time.monotonic() - began
-
-    def cleanup(self) -> None:
-        """Kill the node if it still runs (after a failure); never waits on a node that never started."""
-        try:
-            pid = int((self.base / "pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return
-        if Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)
+def rabbit_node(base: Path) -> RabbitNode:
+    """The private RabbitMQ node (port 5673, default settings and no plugins), run as the rabbitmq user."""
+    return RabbitNode(RABBIT_NODE, base, RABBIT_PORT, RABBIT_DIST_PORT, user="rabbitmq")
 
 
 def restart_one(
@@ -446,19 +377,19 @@ def restart_bench(binary: Path, messages: int, size: int, rabbit: bool, ottermq:
                 stdout=subprocess.DEVNULL,
             )
             data = base / "ottermq"
-            otter = OtterMQNode(data, base / "ottermq.log", _free_port())
+            otter = OtterMQNode(data, base / "ottermq.log", free_port())
             try:
                 results.append(restart_one("OtterMQ", otter, binary, messages, size, data))
             finally:
                 otter.kill()
             shutil.rmtree(data, ignore_errors=True)
         if rabbit:
-            node = RabbitNode(base / "rabbit")
+            node = rabbit_node(base / "rabbit")
             try:
                 mnesia = base / "rabbit" / "mnesia"
                 results.append(restart_one("RabbitMQ", node, binary, messages, size, mnesia))
             finally:
-                node.cleanup()
+                node.shutdown()
     finally:
         shutil.rmtree(base, ignore_errors=True)
     for r in results:
@@ -488,15 +419,6 @@ def render_restart(results: list[RestartResult], messages: int, size: int, rabbi
             f"{r.rss_after_stop_mib:.0f} | {r.count_after} | {r.disk_mib:.0f} |",
         )
     return "\n".join([*lines, RESTART[1]]) + "\n"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def main() -> int:

@@ -27,10 +27,8 @@ import argparse
 import asyncio
 import json
 import os
-import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,24 +45,24 @@ import pika
 import pika.exceptions
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools import rabbit_node  # noqa: E402
+from tools.rabbit_node import RabbitNode, free_port  # noqa: E402
+
 LOADGEN_DIR = Path(os.environ.get("LOADGEN_DIR", ROOT.parent / "shared" / "tools" / "loadgen")).resolve()
 LOADGEN_BIN = Path(os.environ.get("LOADGEN_BIN", "/tmp/loadgen/loadgen"))
 RABBIT_BASE = Path("/tmp/rmq-stream")
 RABBIT_NODE = "otterstream@localhost"
 RABBIT_PORT = 5690
 RABBIT_STREAM_PORT = 5591
+RABBIT_DIST_PORT = 25690
 SIZE = 1024
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:
     print(f"bench_stream: {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -137,77 +135,22 @@ def ottermq(data_dir: Path, log_path: Path) -> Iterator[Broker]:
                 proc.wait()
 
 
-class RabbitNode:
-    """A private RabbitMQ node with the stream plugin, run as the rabbitmq user (never the shared one)."""
-
-    def __init__(self, base: Path = RABBIT_BASE) -> None:
-        self.base = base
-        self.env = {
-            "RABBITMQ_NODENAME": RABBIT_NODE,
-            "RABBITMQ_NODE_PORT": str(RABBIT_PORT),
-            "RABBITMQ_DIST_PORT": "25690",
-            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
-            "RABBITMQ_PID_FILE": str(base / "pid"),
-        }
-
-    def _as_rabbitmq(self, command: str, timeout: float = 120.0) -> None:
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        subprocess.run(
-            ["su", "rabbitmq", "-s", "/bin/sh", "-c", f"{exports} {command}"],
-            check=True,
-            timeout=timeout,
-            capture_output=True,
-        )
-
-    def start(self) -> Broker:
-        if shutil.which("rabbitmq-server") is None:
-            sys.exit("bench_stream: rabbitmq-server is not installed (apt-get install -y rabbitmq-server)")
-        shutil.rmtree(self.base / "mnesia", ignore_errors=True)
-        self.base.mkdir(parents=True, exist_ok=True)
-        (self.base / "enabled_plugins").write_text("[rabbitmq_stream].\n")
-        (self.base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = {RABBIT_PORT}\nstream.listeners.tcp.1 = {RABBIT_STREAM_PORT}\n"
-        )
-        for path in (self.base, *self.base.iterdir()):
-            shutil.chown(path, "rabbitmq")
-        self._as_rabbitmq("rabbitmq-server -detached")
-        pid = self.pid()
-        wait_amqp(RABBIT_PORT, 120, lambda: Path(f"/proc/{pid}").exists())
-        wait_tcp(RABBIT_STREAM_PORT, 60)
-        return Broker("RabbitMQ", RABBIT_PORT, RABBIT_STREAM_PORT, pid)
-
-    def pid(self) -> int:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                return int((self.base / "pid").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                time.sleep(0.1)
-        raise RuntimeError("RabbitMQ wrote no pid file")
-
-    def stop(self) -> None:
-        try:
-            self._as_rabbitmq(f"rabbitmqctl -n {RABBIT_NODE} stop {shlex.quote(str(self.base / 'pid'))}")
-        except (subprocess.SubprocessError, OSError) as exc:
-            log(f"rabbitmqctl stop failed ({exc}); killing the node")
-            try:
-                os.kill(int((self.base / "pid").read_text().split()[0]), signal.SIGKILL)
-            except (OSError, ValueError, IndexError):
-                pass
+def rabbit_node_for_streams() -> RabbitNode:
+    """The private RabbitMQ node with the stream plugin, run as the rabbitmq user."""
+    return RabbitNode(
+        RABBIT_NODE, RABBIT_BASE, RABBIT_PORT, RABBIT_DIST_PORT, stream_port=RABBIT_STREAM_PORT,
+        plugins=["rabbitmq_stream"], user="rabbitmq",
+    )  # fmt: skip
 
 
-def wait_tcp(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {port}")
+def start_rabbit(node: RabbitNode) -> Broker:
+    """Start the node on fresh data and wait for both its ports."""
+    if not rabbit_node.installed():
+        sys.exit("bench_stream: rabbitmq-server is not installed (apt-get install -y rabbitmq-server)")
+    shutil.rmtree(node.base / "mnesia", ignore_errors=True)
+    node.start()
+    node.wait_port()
+    return Broker("RabbitMQ", node.port, RABBIT_STREAM_PORT, node.pid)
 
 
 # -- phases --------------------------------------------------------------------------------------------------
@@ -571,13 +514,13 @@ def main() -> None:
             with ottermq(Path(tmp) / "data", Path(tmp) / "ottermq.log") as broker:
                 print(json.dumps(rss_run(broker, args.rss, args.size), indent=2))
             return
-        rabbit = None if args.no_rabbit else RabbitNode()
+        rabbit = None if args.no_rabbit else rabbit_node_for_streams()
         brokers: list[Broker] = []
         try:
             with ottermq(Path(tmp) / "data", Path(tmp) / "ottermq.log") as otter:
                 brokers.append(otter)
                 if rabbit is not None:
-                    brokers.append(rabbit.start())
+                    brokers.append(start_rabbit(rabbit))
                 results: dict[str, dict[str, list[dict[str, float]]]] = {b.name: {} for b in brokers}
                 loads: list[str] = []
                 for round_no in range(args.rounds):
@@ -593,7 +536,7 @@ def main() -> None:
                     print(json.dumps(results, indent=2))
         finally:
             if rabbit is not None:
-                rabbit.stop()
+                rabbit.shutdown()
 
 
 if __name__ == "__main__":

@@ -383,26 +383,56 @@ def publisher(broker: Target, ledger: Ledger, index: int, opts: Options, stop: t
     rng = random.Random(opts.seed * 1000 + index)
     # Ids are taken before the publish: one cut by a kill is never reused, even if it reached the log.
     seq = itertools.count()
+
+    def publish(ch: Any) -> None:
+        if role == "tx":
+            _tx_batch(ch, ledger, [f"t{index}-{next(seq)}" for _ in range(rng.randint(1, 8))], opts.size)
+        else:
+            _confirmed_publish(ch, ledger, role, index, next(seq), opts.size)
+
+    _publish_until(broker, stop, publish, tx=role == "tx")
+
+
+def _publish_until(
+    broker: Target, stop: threading.Event, publish: Callable[[Any], None], tx: bool = False
+) -> None:
+    """Connect (again after every kill), put the channel in confirm (or tx) mode and call `publish(channel)`
+    until `stop`: the session loop of every publisher."""
     while not stop.is_set():
         conn = _connect(broker, stop)
         if conn is None:
             return
         try:
             ch = conn.channel()
-            if role == "tx":
+            if tx:
                 ch.tx_select()
             else:
                 ch.confirm_delivery()
             while not stop.is_set():
-                if role == "tx":
-                    ids = [f"t{index}-{next(seq)}" for _ in range(rng.randint(1, 8))]
-                    _tx_batch(ch, ledger, ids, opts.size)
-                else:
-                    _confirmed_publish(ch, ledger, role, index, next(seq), opts.size)
+                publish(ch)
         except _CLIENT_ERRORS:
             pass  # the broker was killed (or refused): reconnect and go on with fresh ids
         finally:
             _close(conn)
+
+
+def _publish_confirmed(ch: Any, ledger: Ledger, exchange: str, key: str, msg_id: str, size: int) -> bool:
+    """Publish one persistent, mandatory message on a confirm-mode channel; True once the broker confirmed
+    it. A return or a nack is counted in the ledger (False); a kill raises."""
+    with ledger.lock:
+        ledger.published += 1
+    try:
+        # mandatory: a queue or binding lost in a crash shows up as a return, not as a silent confirm.
+        ch.basic_publish(exchange, key, _body(msg_id, size), PERSISTENT, mandatory=True)
+    except pika.exceptions.UnroutableError:
+        with ledger.lock:
+            ledger.topology_errors.append(f"{msg_id} unroutable via {exchange or 'default'}/{key}")
+        return False
+    except pika.exceptions.NackError:
+        with ledger.lock:
+            ledger.nacked += 1
+        return False
+    return True
 
 
 def _confirmed_publish(ch: Any, ledger: Ledger, role: str, index: int, seq: int, size: int) -> None:
@@ -414,18 +444,8 @@ def _confirmed_publish(ch: Any, ledger: Ledger, role: str, index: int, seq: int,
         exchange, key = "", DIRECT_QUEUES[seq % len(DIRECT_QUEUES)]
         queues = (key,)
     with ledger.lock:
-        ledger.published += 1
-        ledger.unconfirmed += 1
-    try:
-        # mandatory: a queue or binding lost in a crash shows up as a return, not as a silent confirm.
-        ch.basic_publish(exchange, key, _body(msg_id, size), PERSISTENT, mandatory=True)
-    except pika.exceptions.UnroutableError:
-        with ledger.lock:
-            ledger.topology_errors.append(f"{msg_id} unroutable via {exchange or 'default'}/{key}")
-        return
-    except pika.exceptions.NackError:
-        with ledger.lock:
-            ledger.nacked += 1
+        ledger.unconfirmed += 1  # until its confirm: one cut by a kill, returned or nacked stays counted
+    if not _publish_confirmed(ch, ledger, exchange, key, msg_id, size):
         return
     with ledger.lock:
         ledger.unconfirmed -= 1
@@ -459,33 +479,14 @@ def _tx_batch(ch: Any, ledger: Ledger, ids: list[str], size: int) -> None:
 def stream_publisher(broker: Target, ledger: Ledger, opts: Options, stop: threading.Event) -> None:
     """Publish to the stream with confirms until `stop` (--streams), ids `s<n>`, never reused."""
     seq = itertools.count()
-    while not stop.is_set():
-        conn = _connect(broker, stop)
-        if conn is None:
-            return
-        try:
-            ch = conn.channel()
-            ch.confirm_delivery()
-            while not stop.is_set():
-                msg_id = f"s{next(seq)}"
-                with ledger.lock:
-                    ledger.published += 1
-                try:
-                    ch.basic_publish("", STREAM_QUEUE, _body(msg_id, opts.size), PERSISTENT, mandatory=True)
-                except pika.exceptions.UnroutableError:
-                    with ledger.lock:
-                        ledger.topology_errors.append(f"{msg_id} unroutable to {STREAM_QUEUE}")
-                    continue
-                except pika.exceptions.NackError:
-                    with ledger.lock:
-                        ledger.nacked += 1
-                    continue
-                with ledger.lock:
-                    ledger.stream_confirmed.add(msg_id)
-        except _CLIENT_ERRORS:
-            pass  # the broker was killed: reconnect and go on with fresh ids
-        finally:
-            _close(conn)
+
+    def publish(ch: Any) -> None:
+        msg_id = f"s{next(seq)}"
+        if _publish_confirmed(ch, ledger, "", STREAM_QUEUE, msg_id, opts.size):
+            with ledger.lock:
+                ledger.stream_confirmed.add(msg_id)
+
+    _publish_until(broker, stop, publish)
 
 
 def check_stream(broker: Target, ledger: Ledger, report: Report, timeout: float = 30.0) -> None:
