@@ -62,6 +62,7 @@ __all__ = [
 _unpack_head: Final = struct.Struct(">BHI").unpack_from
 _unpack_content: Final = struct.Struct(">HHQ").unpack_from
 _unpack_u32: Final = struct.Struct(">I").unpack_from
+_new: Final = object.__new__
 # A content header frame's head and its class, weight and body size, in one call.
 _unpack_header_head: Final = struct.Struct(">BHIHHQ").unpack_from
 _methods_get: Final = METHODS.get
@@ -210,7 +211,12 @@ class FrameReader:
                     index >> 16,
                     index & 0xFFFF,
                 )
-            return MethodFrame(channel, cls.decode(buf[pos + 11 : end]))
+            # Built field by field: calling the class runs __init__ through type.__call__, which CPython
+            # 3.11 does not inline (every method frame, an ack's too, takes this path).
+            frame = _new(MethodFrame)
+            frame.channel = channel
+            frame.method = cls.decode(buf[pos + 11 : end])
+            return frame
         if ftype == 3:
             return BodyFrame(channel, buf[pos + 7 : end])
         if ftype == 2:
