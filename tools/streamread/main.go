@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -191,6 +192,11 @@ func read(o options, r *result) error {
 
 func main() {
 	o := parseOptions()
+	// The library allocates a few objects per delivery and the live heap stays small (prefetch bounds
+	// it): collecting less often cuts this client's CPU by about a quarter. GOGC still overrides it.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	var r result
 	err := read(o, &r)
 	if r.Seconds > 0 {
