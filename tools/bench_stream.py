@@ -7,8 +7,10 @@ run; each round measures both, the broker that goes first alternating per round;
 Phases, 1 KiB messages:
 - `amqp`: loadgen, one producer with confirms (1000 outstanding) and one consumer (prefetch 100, attached
   at `next`) on a stream queue, together for `--duration` seconds: publish+confirm and consume msg/s.
-- `first`: loadgen fills a stream with `--messages` (producer only, confirms), then a pika consumer
-  (x-stream-offset first, prefetch 1000, manual acks, multiple every 250) reads them all: consume msg/s.
+- `first`: loadgen fills a stream with `--messages` (producer only, confirms), then tools/streamread (Go,
+  amqp091-go; x-stream-offset first, prefetch 1000, manual acks, multiple every 250) reads them all and
+  checks the offsets are consecutive: consume msg/s from consume-ok to the last delivery. (A pika consumer
+  measured pika: it is the slower side for both brokers.)
 - `stream`: rstream publishes `--messages` with confirms (batches of 500, at most 20k unconfirmed), then
   a subscriber reads them from `first`.
 Broker CPU seconds are read from /proc (utime+stime of the OtterMQ process, of RabbitMQ's beam.smp).
@@ -52,6 +54,7 @@ from tools.rabbit_node import RabbitNode, free_port  # noqa: E402
 
 LOADGEN_DIR = Path(os.environ.get("LOADGEN_DIR", ROOT.parent / "shared" / "tools" / "loadgen")).resolve()
 LOADGEN_BIN = Path(os.environ.get("LOADGEN_BIN", "/tmp/loadgen/loadgen"))
+STREAMREAD_BIN = Path(os.environ.get("STREAMREAD_BIN", "/tmp/streamread/streamread"))
 RABBIT_BASE = Path("/tmp/rmq-stream")
 RABBIT_NODE = "otterstream@localhost"
 RABBIT_PORT = 5690
@@ -165,6 +168,18 @@ def ensure_loadgen() -> Path:
     return LOADGEN_BIN
 
 
+def ensure_streamread() -> Path:
+    """tools/streamread, built when missing or older than its source."""
+    source = ROOT / "tools" / "streamread"
+    newest = max(path.stat().st_mtime for path in source.iterdir())
+    if not os.access(STREAMREAD_BIN, os.X_OK) or STREAMREAD_BIN.stat().st_mtime < newest:
+        log("building streamread")
+        subprocess.run(
+            [str(source / "build.sh")], check=True, env={**os.environ, "STREAMREAD_BIN": str(STREAMREAD_BIN)}
+        )
+    return STREAMREAD_BIN
+
+
 def loadgen(broker: Broker, args: list[str], timeout: float) -> dict[str, Any]:
     cmd = [str(ensure_loadgen()), "--uri", broker.uri, "--json", "--quiet", "--broker-pid", str(broker.pid)]
     cmd += ["--queue-type", "stream", "--persistent", "--confirm", "1000", "--size", str(SIZE), *args]
@@ -204,28 +219,16 @@ def delete_queue(broker: Broker, name: str) -> None:
 
 
 def amqp_read_first(uri: str, queue: str, count: int, prefetch: int = 1000) -> tuple[float, int]:
-    """Read `count` messages of `queue` from `first` (manual acks, multiple); (seconds, bytes)."""
-    connection = pika.BlockingConnection(pika.URLParameters(uri))
-    channel = connection.channel()
-    channel.basic_qos(prefetch_count=prefetch)
-    seen = 0
-    size = 0
-    began = time.monotonic()
-
-    def on_message(ch: Any, method: Any, _properties: Any, body: bytes) -> None:
-        nonlocal seen, size
-        seen += 1
-        size += len(body)
-        if seen % 250 == 0 or seen == count:
-            ch.basic_ack(method.delivery_tag, multiple=True)
-        if seen >= count:
-            ch.stop_consuming()
-
-    channel.basic_consume(queue, on_message, arguments={"x-stream-offset": "first"})
-    channel.start_consuming()
-    elapsed = time.monotonic() - began
-    connection.close()
-    return elapsed, size
+    """Read `count` messages of `queue` from `first` with streamread (manual acks, multiple every 250);
+    (seconds from consume-ok to the last delivery, body bytes). Raises unless all came, offsets in order."""
+    cmd = [str(ensure_streamread()), "--uri", uri, "--queue", queue, "--offset", "first"]
+    cmd += ["--count", str(count), "--prefetch", str(prefetch), "--ack-every", "250", "--idle", "30"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=count / 1000 + 300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    if proc.returncode != 0 or result.get("consumed") != count or result.get("gaps") != 0:
+        raise RuntimeError(f"streamread (exit {proc.returncode}): {result or proc.stderr.strip()[-500:]}")
+    return float(result["seconds"]), int(result["bytes"])
 
 
 def phase_first(broker: Broker, messages: int) -> dict[str, float]:
@@ -453,7 +456,7 @@ def median_table(results: dict[str, dict[str, list[dict[str, float]]]], loads: l
         ("AMQP 0.9.1 publish+confirm (consumer at next)", "amqp", "publish_confirm"),
         ("AMQP 0.9.1 consume (at next, with the publisher)", "amqp", "consume"),
         ("AMQP 0.9.1 publish+confirm (producer alone)", "first", "fill_publish_confirm"),
-        ("AMQP 0.9.1 consume from first (pika)", "first", "consume_first"),
+        ("AMQP 0.9.1 consume from first (streamread)", "first", "consume_first"),
         ("stream protocol publish+confirm (rstream)", "stream", "publish_confirm"),
         ("stream protocol consume from first (rstream)", "stream", "consume_first"),
         ("broker CPU us per message: AMQP 0.9.1 publish+consume at next", "amqp", "cpu_us_per_msg"),

@@ -6,7 +6,9 @@
 #   of its own on free ports. The package is installed with a policy-rc.d that keeps its service from
 #   starting (the tests never use the system node on 5672);
 # - rabbitmqadmin, the management CLI the HTTP API tests drive. Debian ships it inside rabbitmq-server;
-#   when the package cannot be installed whole, only that one script is taken from it (unpacked).
+#   when the package cannot be installed whole, only that one script is taken from it (unpacked);
+# - Go and Debian's packaged AMQP client for it, which tools/streamread (the stream benchmark's reader, built
+#   by its test) compiles against.
 # When it cannot install (not root, no apt), it says so and exits 0: the tests that need the tool then fail
 # with the same message instead of being skipped.
 set -euo pipefail
@@ -86,5 +88,20 @@ if ! command -v rabbitmqadmin > /dev/null 2>&1; then
     else
         echo "tools/test_deps.sh: no rabbitmqadmin found and cannot install it (needs root and apt-get):" \
             "run 'apt-get install rabbitmq-server' as root; the rabbitmqadmin tests fail until then" >&2
+    fi
+fi
+
+if ! command -v go > /dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/rabbitmq/amqp091-go ]; then
+    if can_install; then
+        packages="golang-go golang-github-rabbitmq-amqp091-go-dev"
+        if ! apt-get install -y -q --no-install-recommends $packages > /dev/null 2>&1; then
+            apt_update_once
+            apt-get install -y -q --no-install-recommends $packages > /dev/null
+        fi
+        command -v go > /dev/null || { echo "tools/test_deps.sh: go installed but not on PATH" >&2; exit 1; }
+    else
+        echo "tools/test_deps.sh: no Go or amqp091-go found and cannot install them (needs root and apt-get):" \
+            "run 'apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev' as root; the streamread" \
+            "tests fail until then" >&2
     fi
 fi
