@@ -57,7 +57,7 @@ from ottermq.amqp.methods import (
 from ottermq.broker import channel_acks, channel_consumer, channel_topology, channel_tx, reply_to
 from ottermq.broker.channel_acks import by_queue, settle, tag_of
 from ottermq.broker.channel_consumer import ChannelConsumer, Delivery, new_consumer_tag
-from ottermq.broker.channel_publish import HeldPublish, TxPublish, confirm_select, published
+from ottermq.broker.channel_publish import HeldPublish, PublishRun, TxPublish, confirm_select, published
 from ottermq.broker.channel_tx import release_tx_bytes
 from ottermq.broker.confirms import ConfirmTracker, HeldPublishes
 from ottermq.broker.message import Message
@@ -122,6 +122,7 @@ class Channel:
         "n_unroutable_dropped",
         "n_unroutable_returned",
         "number",
+        "publish_run",
         "qos",
         "reply",
         "transport",
@@ -174,6 +175,8 @@ class Channel:
         # The previous message's (exchange, routing key, properties): a publisher mostly repeats them,
         # and a held message then shares those objects instead of keeping copies of its own.
         self.last_routing: tuple[str, str, bytes] = ("", "", b"")
+        # The one stream the last publishes of this input batch went to (channel_publish.PublishRun).
+        self.publish_run: PublishRun | None = None
         # Message counters (MESSAGE_COUNTERS): plain ints bumped where the event happens, folded into the
         # broker's totals when the channel ends. Received is routed + unroutable, so it is not kept apart.
         self.n_routed = 0

@@ -26,7 +26,7 @@ from ottermq.broker.apply import Placed
 from ottermq.broker.confirms import ConfirmTracker, Held, HeldPublishes
 from ottermq.broker.memory import MESSAGE_OVERHEAD
 from ottermq.broker.message import Message
-from ottermq.broker.stream import StreamFailed, StreamQueue
+from ottermq.broker.stream import StreamFailed, StreamQueue, now_ms
 
 if TYPE_CHECKING:
     from ottermq.broker.channel import Channel
@@ -42,8 +42,56 @@ _PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
 _USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-flags word
 
 
+class PublishRun:
+    """A channel's publishes of one input batch that all go to one stream and nowhere else.
+
+    The first is routed as any publish; while the connection's `publish_epoch` stays the same (no method
+    but basic.ack was handled since, on any channel: the topology, permissions and the channel's modes
+    are those it was routed with), the next ones with the same exchange, routing key and properties
+    are appended straight to the stream's log (`_append_run`), all with one timestamp. Their confirms,
+    contiguous sequence numbers, wait for the log as one range, registered when the run ends
+    (`end_run`): the input batch handled, a gap in the numbers or an append refused."""
+
+    __slots__ = (
+        "epoch",
+        "exchange",
+        "exchange_name",
+        "first_seq",
+        "last_offset",
+        "last_seq",
+        "properties",
+        "routing_key",
+        "stream",
+        "timestamp",
+    )
+
+    def __init__(
+        self, epoch: int, exchange: Exchange, message: Message, stream: StreamQueue, timestamp: int
+    ) -> None:
+        self.epoch = epoch
+        self.exchange = exchange
+        self.exchange_name = message.exchange
+        self.routing_key = message.routing_key
+        self.properties = message.properties
+        self.stream = stream
+        self.timestamp = timestamp
+        self.first_seq = 0  # the confirms waiting in this run: first_seq..last_seq (0: none)
+        self.last_seq = 0
+        self.last_offset = 0
+
+
 def published(channel: Channel, method: BasicPublish, properties: bytes, body: bytes) -> None:
     """A whole message arrived: route it now, or hold it for tx.commit."""
+    run = channel.publish_run
+    if (
+        run is not None
+        and run.epoch == channel.connection.publish_epoch
+        and method.routing_key == run.routing_key
+        and method.exchange == run.exchange_name
+        and properties == run.properties
+    ):
+        _append_run(channel, run, body)
+        return
     guard = channel.guard
     checked = method.exchange in guard.writable
     if not checked:
@@ -82,7 +130,8 @@ def published(channel: Channel, method: BasicPublish, properties: bytes, body: b
 def route(channel: Channel, message: Message, exchange: Exchange, mandatory: bool) -> int:
     """Route and enqueue one message; returns the journal position it waits for (0: none)."""
     properties = message.properties
-    if properties and properties[0] & publish_hooks.SPECIAL_FLAGS:
+    hooked = properties and properties[0] & publish_hooks.SPECIAL_FLAGS
+    if hooked:
         # headers, reply_to or expiration: CC/BCC, direct reply-to and TTL need the properties read.
         message, queues = publish_hooks.route(channel, exchange, message)
     else:
@@ -100,6 +149,8 @@ def route(channel: Channel, message: Message, exchange: Exchange, mandatory: boo
                 if isinstance(stream, StreamQueue):
                     # The common case (one stream): no lists, the confirm straight from its log.
                     _append_to_stream(channel, message, stream, seq)
+                    if not hooked and channel.tx is None and channel.tx_publishes is None:
+                        _start_run(channel, exchange, message, stream)
                     return 0
             elif any(isinstance(queue, StreamQueue) for queue in queues):
                 queues = _append_to_streams(channel, message, queues, seq)
@@ -179,6 +230,58 @@ def _append_to_stream(channel: Channel, message: Message, stream: StreamQueue, s
         stream.log.when_durable(offset, partial(confirmed, channel, seq))  # (ok) is the ack
     elif channel.tx_publishes is not None:
         channel.tx_streams.append((stream.log, offset))  # tx.commit-ok waits for it
+
+
+def _start_run(channel: Channel, exchange: Exchange, message: Message, stream: StreamQueue) -> None:
+    """The next publishes like `message` in this input batch go straight to `stream` (PublishRun)."""
+    if channel.publish_run is not None:
+        end_run(channel)
+    properties = message.properties
+    if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
+        return  # each publish's user_id is checked on the way in
+    channel.publish_run = PublishRun(channel.connection.publish_epoch, exchange, message, stream, now_ms())
+
+
+def _append_run(channel: Channel, run: PublishRun, body: bytes) -> None:
+    """A publish of `run`: what `route` does for it, without routing it again."""
+    stream = run.stream
+    confirms = channel.confirms
+    seq = confirms.publish() if confirms is not None else 0
+    if seq and run.first_seq and seq != run.last_seq + 1:
+        end_run(channel, keep=True)  # another publish took a number between: a new range
+    try:
+        offset = stream.log.append(run.exchange_name, run.routing_key, run.properties, body, run.timestamp)
+    except StreamFailed as exc:
+        end_run(channel)
+        if not seq:
+            raise AMQPConnectionError(INTERNAL_ERROR, f"INTERNAL_ERROR - {stream.resource}: {exc}") from None
+        confirmed(channel, seq, False)
+        return
+    stream.stats.publish += 1
+    stats = run.exchange.stats
+    stats.publish_in += 1
+    stats.publish_out += 1
+    channel.n_routed += 1
+    if seq:
+        if not run.first_seq:
+            run.first_seq = seq
+            channel.connection.defer(partial(end_run, channel, True))
+        run.last_seq = seq
+        run.last_offset = offset
+
+
+def end_run(channel: Channel, keep: bool = False) -> None:
+    """Register the run's waiting confirms with the stream's log (one callback for the range); the run
+    itself ends unless `keep`."""
+    run = channel.publish_run
+    if run is None:
+        return
+    if not keep:
+        channel.publish_run = None
+    first = run.first_seq
+    if first:
+        run.first_seq = 0
+        run.stream.log.when_durable(run.last_offset, partial(confirmed_range, channel, first, run.last_seq))
 
 
 def confirm_select(channel: Channel, method: ConfirmSelect) -> None:
@@ -279,6 +382,19 @@ def confirmed(channel: Channel, seq: int, ack: bool = True) -> None:
         # Counted per message as it is settled: acks may go out of order (a transient message
         # before an earlier persistent one), and a Prometheus counter must never step back.
         channel.n_confirmed += 1
+    if not channel.confirm_flush_pending:
+        channel.confirm_flush_pending = True
+        channel.connection.defer(partial(flush_confirms, channel))
+
+
+def confirmed_range(channel: Channel, first: int, last: int, ack: bool = True) -> None:
+    """Publishes `first`..`last` are settled alike (a publish run's, see PublishRun)."""
+    confirms = channel.confirms
+    if confirms is None or not channel.is_open:
+        return
+    confirms.settle_range(first, last, ack)
+    if ack:
+        channel.n_confirmed += last - first + 1
     if not channel.confirm_flush_pending:
         channel.confirm_flush_pending = True
         channel.connection.defer(partial(flush_confirms, channel))

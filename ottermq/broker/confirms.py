@@ -42,6 +42,10 @@ class ConfirmTracker:
         """Record that `seq` may be confirmed (`ack`) or must be nacked."""
         self._settled[seq] = ack
 
+    def settle_range(self, first: int, last: int, ack: bool = True) -> None:
+        """`settle` of every number from `first` to `last`."""
+        self._settled.update(dict.fromkeys(range(first, last + 1), ack))
+
     def drain(self) -> list[tuple[int, bool, bool]]:
         """Frames to send now, as (delivery_tag, multiple, ack) in sequence order."""
         settled = self._settled

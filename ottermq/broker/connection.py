@@ -36,6 +36,7 @@ from ottermq.amqp.handshake import CLOSING, RUNNING, STATE_NAMES
 from ottermq.amqp.heartbeat import HeartbeatDue
 from ottermq.amqp.machine import ConnectionMachine
 from ottermq.amqp.methods import (
+    BasicAck,
     ChannelOpenOk,
     ConnectionClose,
     ConnectionCloseOk,
@@ -92,6 +93,7 @@ class Connection:
         "heartbeat",
         "name",
         "peer",
+        "publish_epoch",
         "sent",
         "settings",
         "transport",
@@ -128,6 +130,9 @@ class Connection:
         self._close_deadline = 0.0
         self._in_receive = False
         self._deferred: list[Callable[[], None]] = []
+        # Bumped at every batch of input handled and at every method but basic.ack in it: a channel's
+        # cached route of a publish run (channel_publish.PublishRun) holds while it does not change.
+        self.publish_epoch = 0
         # Resource alarms: armed while one is on; the next publish then pauses reading (alarms.block).
         self._block_on_publish = False
         self._blocked_sent = False
@@ -272,6 +277,7 @@ class Connection:
         machine = self._machine
         next_event = machine.next_event
         channels = self.channels
+        self.publish_epoch += 1
         while not self.closed and not self._authenticating:
             # Any: dispatched on type(event) below, which mypy does not narrow through a variable.
             event: Any = None
@@ -283,6 +289,8 @@ class Connection:
                     if kind is ContentReceived:
                         channels[event.channel].on_content(event.method, event.properties, event.body)
                     elif kind is MethodFrame:
+                        if type(event.method) is not BasicAck:
+                            self.publish_epoch += 1  # it may change what publishes route to
                         number = event.channel
                         if number == 0:
                             self._connection_method(event.method)
