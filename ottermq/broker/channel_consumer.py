@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ottermq.amqp.constants import NOT_ALLOWED, PRECONDITION_FAILED
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 # An unacknowledged delivery: (delivery tag, queue, entry, consumer or None for basic.get).
 Delivery = tuple[int, "Queue", QueueEntry, "ChannelConsumer | None"]
+# `ChannelConsumer.credit` with no prefetch bound (auto-ack, or no limit set).
+UNLIMITED: Final = 1 << 62
 
 
 def new_consumer_tag() -> str:
@@ -96,6 +98,20 @@ class ChannelConsumer:
         return (window.limit == 0 or window.outstanding < window.limit) and (
             shared.limit == 0 or shared.outstanding < shared.limit
         )
+
+    def credit(self) -> int:
+        """How many deliveries `has_credit` would allow one after another now (UNLIMITED: no bound)."""
+        channel = self.channel
+        if not (self.active and channel.transport.is_writable):
+            return 0
+        if self.no_ack:
+            return UNLIMITED
+        window = self.window
+        shared = channel.qos.shared
+        credit = window.limit - window.outstanding if window.limit else UNLIMITED
+        if shared.limit:
+            credit = min(credit, shared.limit - shared.outstanding)
+        return credit
 
     def deliver(self, queue: Queue, entry: QueueEntry) -> None:
         """Send basic.deliver and track the delivery until it is settled."""

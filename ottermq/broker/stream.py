@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 from ottermq.amqp.amqp10 import AMQP10, from_amqp10
 from ottermq.amqp.constants import INTERNAL_ERROR, NOT_IMPLEMENTED, PRECONDITION_FAILED
 from ottermq.amqp.errors import AMQPConnectionError, ChannelError
+from ottermq.amqp.frames import encode_deliver
 from ottermq.amqp.properties import EMPTY_PROPERTIES, decode_properties, peek_delivery_mode
 from ottermq.amqp.table import Long
 from ottermq.broker.arguments import max_age_seconds
@@ -364,25 +365,71 @@ class StreamQueue(Queue):
         return detached
 
     def dispatch(self) -> None:
-        """Each consumer with credit gets the next records from its offset."""
+        """Each consumer with credit gets the next records from its offset, as many as its credit takes
+        at once (`_deliver`)."""
         for consumer in list(self._stream_consumers):
             cursor = self._cursors.get(consumer)
             if cursor is None:
                 continue
             offset, ahead = cursor
-            while consumer.has_credit():
+            credit = consumer.credit()
+            while credit > 0:
                 if not ahead:
                     ahead = self.log.read(offset, READ_BYTES)
                     if not ahead:
                         break
-                    ahead.reverse()  # pop() from the end in offset order
+                    ahead.reverse()  # taken from the end, in offset order
                     offset = ahead[0].offset + 1
-                record = ahead.pop()
-                consumer.deliver(self, StreamEntry(record.offset, with_offset(record)))
+                if credit >= len(ahead):
+                    batch = ahead[::-1]
+                    ahead = []
+                else:
+                    batch = ahead[: -credit - 1 : -1]
+                    del ahead[-credit:]
+                self._deliver(consumer, batch)
+                credit -= len(batch)
             self._cursors[consumer] = (offset, ahead)
         if self.readers:
             for reader in list(self.readers):
                 reader(False)
+
+    def _deliver(self, consumer: ChannelConsumer, records: list[StreamRecord]) -> None:
+        """`ChannelConsumer.deliver` of each record in one go: a stream consumer acks manually
+        (check_consume), nothing is redelivered, and the records are the contents."""
+        channel = consumer.channel
+        unacked = channel.unacked
+        track = unacked.track
+        tag = unacked.last_tag
+        number = channel.number
+        consumer_tag = consumer.tag
+        connection = channel.connection
+        frame_max = connection.frame_max
+        frames = []
+        for record in records:
+            message = with_offset(record)
+            tag += 1
+            frames.append(
+                encode_deliver(
+                    number,
+                    consumer_tag,
+                    tag,
+                    False,
+                    message.exchange,
+                    message.routing_key,
+                    message.properties,
+                    message.body,
+                    frame_max,
+                )
+            )
+            track(tag, (tag, self, StreamEntry(record.offset, message), consumer))
+        unacked.last_tag = tag
+        connection.sent = True
+        channel.transport.write(b"".join(frames))
+        count = len(records)
+        consumer.window.outstanding += count
+        channel.qos.shared.outstanding += count
+        channel.n_delivered_consume_manual_ack += count
+        self.stats.deliver += count
 
     def content_of(self, entry: QueueEntry) -> Message:
         assert isinstance(entry, StreamEntry)
