@@ -40,17 +40,23 @@ HeldPublish = tuple[list[Placed], int]
 
 _PUBLISH_IDS: Final = (BasicPublish.CLASS_ID, BasicPublish.METHOD_ID)
 _USER_ID_FLAG: Final = FLAG_USER_ID  # in the low octet of the first property-flags word
+# Properties a publish is routed by (publish_hooks.SPECIAL_FLAGS, in the high octet): no publish run then.
+_RUN_REFUSED: Final = publish_hooks.SPECIAL_FLAGS
 
 
 class PublishRun:
-    """A channel's publishes of one input batch that all go to one stream and nowhere else.
+    """A channel's publishes of one input batch that go where the first went: one stream, or queues none
+    of which is a stream.
 
     The first is routed as any publish; while the connection's `publish_epoch` stays the same (no method
     but basic.ack was handled since, on any channel: the topology, permissions and the channel's modes
-    are those it was routed with), the next ones with the same exchange, routing key and properties
-    are appended straight to the stream's log (`_append_run`), all with one timestamp. Their confirms,
-    contiguous sequence numbers, wait for the log as one range, registered when the run ends
-    (`end_run`): the input batch handled, a gap in the numbers or an append refused."""
+    are those it was routed with), the next ones with the same exchange and routing key skip the checks
+    and the routing, unless their properties are read on the way (`_RUN_REFUSED`: headers, reply-to,
+    expiration, user-id). To queues, each then takes the rest of `route`'s way
+    (`_route_run`). To a stream, each is appended straight to its log (`_append_run`), all with one
+    timestamp, and their confirms, contiguous sequence numbers, wait for the log as one range,
+    registered when the run ends (`end_run`): the input batch handled, a gap in the numbers or an append
+    refused."""
 
     __slots__ = (
         "epoch",
@@ -59,21 +65,27 @@ class PublishRun:
         "first_seq",
         "last_offset",
         "last_seq",
-        "properties",
+        "queues",
         "routing_key",
         "stream",
         "timestamp",
     )
 
     def __init__(
-        self, epoch: int, exchange: Exchange, message: Message, stream: StreamQueue, timestamp: int
+        self,
+        epoch: int,
+        exchange: Exchange,
+        message: Message,
+        stream: StreamQueue | None,
+        queues: Sequence[Queue],
+        timestamp: int,
     ) -> None:
         self.epoch = epoch
         self.exchange = exchange
         self.exchange_name = message.exchange
         self.routing_key = message.routing_key
-        self.properties = message.properties
-        self.stream = stream
+        self.stream = stream  # the one stream, or None: `queues`
+        self.queues = queues
         self.timestamp = timestamp
         self.first_seq = 0  # the confirms waiting in this run: first_seq..last_seq (0: none)
         self.last_seq = 0
@@ -88,9 +100,13 @@ def published(channel: Channel, method: BasicPublish, properties: bytes, body: b
         and run.epoch == channel.connection.publish_epoch
         and method.routing_key == run.routing_key
         and method.exchange == run.exchange_name
-        and properties == run.properties
+        and not properties[0] & _RUN_REFUSED  # (the machine gives at least the two flag octets)
+        and not (len(properties) > 1 and properties[1] & _USER_ID_FLAG)
     ):
-        _append_run(channel, run, body)
+        if run.stream is not None:
+            _append_run(channel, run, properties, body)
+        else:
+            _route_run(channel, run, properties, body)
         return
     guard = channel.guard
     checked = method.exchange in guard.writable
@@ -143,19 +159,24 @@ def route(channel: Channel, message: Message, exchange: Exchange, mandatory: boo
     if queues:
         channel.n_routed += 1
         stats.publish_out += len(queues)
+        # Whether the next publishes like this one may go the same way unrouted (PublishRun).
+        runs = not hooked and channel.tx is None and channel.tx_publishes is None
         if channel.vhost.streams_declared:
             if len(queues) == 1:
                 stream = queues[0]
                 if isinstance(stream, StreamQueue):
                     # The common case (one stream): no lists, the confirm straight from its log.
                     _append_to_stream(channel, message, stream, seq)
-                    if not hooked and channel.tx is None and channel.tx_publishes is None:
-                        _start_run(channel, exchange, message, stream)
+                    if runs:
+                        _start_run(channel, exchange, message, stream, queues)
                     return 0
             elif any(isinstance(queue, StreamQueue) for queue in queues):
                 queues = _append_to_streams(channel, message, queues, seq)
+                runs = False
                 if not queues:
                     return 0
+        if runs:
+            _start_run(channel, exchange, message, None, queues)
         if seq:
             return _publish_confirmed(channel, message, queues, seq)
         committing = channel.tx_publishes
@@ -232,25 +253,46 @@ def _append_to_stream(channel: Channel, message: Message, stream: StreamQueue, s
         channel.tx_streams.append((stream.log, offset))  # tx.commit-ok waits for it
 
 
-def _start_run(channel: Channel, exchange: Exchange, message: Message, stream: StreamQueue) -> None:
-    """The next publishes like `message` in this input batch go straight to `stream` (PublishRun)."""
+def _start_run(
+    channel: Channel,
+    exchange: Exchange,
+    message: Message,
+    stream: StreamQueue | None,
+    queues: Sequence[Queue],
+) -> None:
+    """The next publishes like `message` in this input batch go straight to `stream`, or to `queues`
+    (PublishRun)."""
     if channel.publish_run is not None:
         end_run(channel)
-    properties = message.properties
-    if len(properties) > 1 and properties[1] & _USER_ID_FLAG:
-        return  # each publish's user_id is checked on the way in
-    channel.publish_run = PublishRun(channel.connection.publish_epoch, exchange, message, stream, now_ms())
+    epoch = channel.connection.publish_epoch
+    channel.publish_run = PublishRun(epoch, exchange, message, stream, queues, now_ms() if stream else 0)
 
 
-def _append_run(channel: Channel, run: PublishRun, body: bytes) -> None:
-    """A publish of `run`: what `route` does for it, without routing it again."""
+def _route_run(channel: Channel, run: PublishRun, properties: bytes, body: bytes) -> None:
+    """A publish of `run` to its queues: the rest of what `route` does for it."""
+    message = Message(run.exchange_name, run.routing_key, properties, body)
+    queues = run.queues
+    stats = run.exchange.stats
+    stats.publish_in += 1
+    stats.publish_out += len(queues)
+    channel.n_routed += 1
+    confirms = channel.confirms
+    if confirms is not None:
+        _publish_confirmed(channel, message, queues, confirms.publish())
+    else:
+        channel.vhost.publish_now(message, queues)
+
+
+def _append_run(channel: Channel, run: PublishRun, properties: bytes, body: bytes) -> None:
+    """A publish of `run` to its stream: what `route` does for it, without routing it again."""
     stream = run.stream
+    assert stream is not None
     confirms = channel.confirms
     seq = confirms.publish() if confirms is not None else 0
     if seq and run.first_seq and seq != run.last_seq + 1:
         end_run(channel, keep=True)  # another publish took a number between: a new range
     try:
-        offset = stream.log.append(run.exchange_name, run.routing_key, run.properties, body, run.timestamp)
+        offset = stream.log.append(run.exchange_name, run.routing_key, properties, body, run.timestamp)
     except StreamFailed as exc:
         end_run(channel)
         if not seq:
@@ -279,9 +321,10 @@ def end_run(channel: Channel, keep: bool = False) -> None:
     if not keep:
         channel.publish_run = None
     first = run.first_seq
-    if first:
+    stream = run.stream
+    if first and stream is not None:
         run.first_seq = 0
-        run.stream.log.when_durable(run.last_offset, partial(confirmed_range, channel, first, run.last_seq))
+        stream.log.when_durable(run.last_offset, partial(confirmed_range, channel, first, run.last_seq))
 
 
 def confirm_select(channel: Channel, method: ConfirmSelect) -> None:

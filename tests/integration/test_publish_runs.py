@@ -45,11 +45,10 @@ def client(server: ServerProcess) -> Iterator[RawClient]:
 
 
 def publish(
-    channel: int, exchange: str, routing_key: str, body: bytes, content_type: str | None = None
+    channel: int, exchange: str, routing_key: str, body: bytes, content_type: str | None = None, **props: Any
 ) -> bytes:
-    """The frames of one mandatory, persistent publish. (No headers: a publish with headers is routed one
-    by one, CC and BCC are in them.)"""
-    properties = spec.BasicProperties(delivery_mode=2, content_type=content_type)
+    """The frames of one mandatory, persistent publish."""
+    properties = spec.BasicProperties(delivery_mode=2, content_type=content_type, **props)
     return b"".join(
         (
             frame.Method(
@@ -137,14 +136,15 @@ def test_runs_broken_by_other_targets_and_properties_are_confirmed_once_each_in_
     assert queue_count(server.port, queue) == 3
 
 
+@pytest.mark.parametrize("kind", ["stream", "classic"])
 @pytest.mark.parametrize("change", ["unbind", "delete"])
 def test_a_method_between_publishes_ends_the_run(
-    server: ServerProcess, client: RawClient, change: str
+    server: ServerProcess, client: RawClient, change: str, kind: str
 ) -> None:
     """A run caches where its publishes go: an unbind or a delete handled in the same read (on the other
     channel) must send the next publishes where the topology now says (nowhere: they are returned)."""
     stream, exchange = unique("run-s"), unique("run-x")
-    declare(client, stream, STREAM)
+    declare(client, stream, STREAM if kind == "stream" else None)
     client.send_method(2, spec.Exchange.Declare(exchange=exchange, type="direct"))
     client.expect(spec.Exchange.DeclareOk)
     client.send_method(2, spec.Queue.Bind(queue=stream, exchange=exchange, routing_key="k"))
@@ -164,6 +164,69 @@ def test_a_method_between_publishes_ends_the_run(
     assert [r.reply_code for r in returned] == [312] * 6
     bodies = [f.fragment for f in others if isinstance(f, frame.Body)]
     assert bodies == [b"out%d" % i for i in range(6)]
-    if change == "unbind":
+    if change == "unbind" and kind == "stream":
         got = read_stream(server.port, stream, 8)
         assert [body for _, body, _ in got] == [b"in%d" % i for i in range(8)]
+    elif change == "unbind":
+        assert queue_count(server.port, stream) == 8
+
+
+def get_all(port: int, name: str, count: int) -> list[tuple[bytes, Any]]:
+    """(body, properties) of `count` messages taken from a classic queue."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    try:
+        channel = connection.channel()
+        got = []
+        for _ in range(count):
+            method, props, body = channel.basic_get(name, auto_ack=True)
+            assert method is not None, f"{len(got)} of {count}"
+            got.append((body, props))
+        assert channel.basic_get(name, auto_ack=True)[0] is None
+        return got
+    finally:
+        connection.close()
+
+
+def test_a_classic_run_keeps_each_publishes_properties_and_reads_those_that_route(
+    server: ServerProcess, client: RawClient
+) -> None:
+    """In a run to a classic queue each message keeps its own properties (a message id each); one with a
+    CC header in the middle is routed by it (to a second queue too), and the run goes on after it."""
+    queue, other = unique("run-q"), unique("run-cc")
+    declare(client, queue)
+    declare(client, other)
+    data = b"".join(publish(1, "", queue, b"m%d" % i, message_id=f"id{i}") for i in range(10))
+    data += publish(1, "", queue, b"cc", headers={"CC": [other]})
+    data += b"".join(publish(1, "", queue, b"m%d" % i, message_id=f"id{i}") for i in range(10, 20))
+    client.send(data)
+    tags, others = confirmed_tags(client, 21)
+    assert tags == list(range(1, 22)) and others == []
+    got = get_all(server.port, queue, 21)
+    assert [body for body, _ in got] == [b"m%d" % i for i in range(10)] + [b"cc"] + [
+        b"m%d" % i for i in range(10, 20)
+    ]
+    assert [props.message_id for body, props in got if body != b"cc"] == [f"id{i}" for i in range(20)]
+    assert [body for body, _ in get_all(server.port, other, 1)] == [b"cc"]
+
+
+@pytest.mark.parametrize("kind", ["stream", "classic"])
+def test_a_user_id_not_the_users_in_a_run_is_refused(
+    server: ServerProcess, client: RawClient, kind: str
+) -> None:
+    """A publish's user-id is checked whatever came before it on the channel."""
+    name = unique("run-u")
+    declare(client, name, STREAM if kind == "stream" else None)
+    data = b"".join(publish(1, "", name, b"m%d" % i) for i in range(5))
+    data += publish(1, "", name, b"bad", user_id="mallory")
+    client.send(data)
+    others: list[Any] = []  # (acks of the first five may or may not come before the close)
+    while not any(isinstance(f, frame.Method) and isinstance(f.method, spec.Channel.Close) for f in others):
+        got = client.read_frame()
+        assert got is not None, "the server closed the connection"
+        others.append(got)
+    closes = [
+        f.method for f in others if isinstance(f, frame.Method) and isinstance(f.method, spec.Channel.Close)
+    ]
+    assert [(c.reply_code, c.reply_text) for c in closes] == [
+        (406, "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'")
+    ]
