@@ -176,7 +176,7 @@ def get_all(port: int, name: str, count: int) -> list[tuple[bytes, Any]]:
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
     try:
         channel = connection.channel()
-        got = []
+        got: list[tuple[bytes, Any]] = []
         for _ in range(count):
             method, props, body = channel.basic_get(name, auto_ack=True)
             assert method is not None, f"{len(got)} of {count}"
