@@ -478,7 +478,7 @@ class StreamSession:
         queue = publisher.queue
         vhost = self._vhost().name
         reference = publisher.reference
-        last = self.tracking.sequence(vhost, queue.name, reference) if reference else -1
+        last = self.tracking.sequence(vhost, queue.name, reference, default=-1) if reference else -1
         confirmed: list[int] = []  # duplicates: confirmed at once, as RabbitMQ does
         appended: list[int] = []
         refused: list[tuple[int, int]] = []

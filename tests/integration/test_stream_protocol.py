@@ -169,6 +169,24 @@ def test_deduplication_by_publisher_reference(node: StreamNode) -> None:
     assert got == [(i - 1, b"d%d" % i) for i in range(1, 13)]
 
 
+def test_deduplication_accepts_publishing_id_zero_from_a_new_publisher(node: StreamNode) -> None:
+    # As osiris: a reference with no sequence yet has no duplicates, so its first id may be 0 (rstream's
+    # deduplication example numbers from 0); afterwards 0 is a duplicate like any id not above the last.
+    async def scenario() -> tuple[int, list[tuple[int, bytes]]]:
+        async with producer(node) as p:
+            await p.create_stream("sp-dedup-zero", exists_ok=True)
+            for i in (0, 0, 1, 0, 2):
+                await p.send_wait("sp-dedup-zero", numbered(i), publisher_name="from-zero")
+            client = await p.default_client
+            sequence = await client.query_publisher_sequence("sp-dedup-zero", "from-zero")
+        got = await read(node, "sp-dedup-zero", ConsumerOffsetSpecification(OffsetType.FIRST), 3)
+        return sequence, got
+
+    sequence, got = run(scenario())
+    assert sequence == 2
+    assert got == [(0, b"d0"), (1, b"d1"), (2, b"d2")]
+
+
 def test_offsets_stored_queried_and_durable(node: StreamNode) -> None:
     run(publish(node, "sp-track", [b"t"] * 5))
 
