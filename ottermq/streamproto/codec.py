@@ -193,7 +193,9 @@ class Reader:
         pos = self._take(12)
         publishing_id, size = _MESSAGE_HEAD.unpack_from(self.data, pos)
         if size < -1:
-            raise FrameError(UNKNOWN_FRAME, f"bytes of length {size}")
+            # The top bit of a sub-entry's type byte, where a plain message's size starts: said plainly,
+            # since the client shows this reason (RabbitMQ has no code for "not implemented").
+            raise FrameError(UNKNOWN_FRAME, "sub-entry batching is not supported")
         if size <= 0:
             return publishing_id, b""
         start = self._take(size)

@@ -478,7 +478,7 @@ class StreamSession:
         queue = publisher.queue
         vhost = self._vhost().name
         reference = publisher.reference
-        last = self.tracking.sequence(vhost, queue.name, reference) if reference else -1
+        last = self.tracking.sequence(vhost, queue.name, reference, default=-1) if reference else -1
         confirmed: list[int] = []  # duplicates: confirmed at once, as RabbitMQ does
         appended: list[int] = []
         refused: list[tuple[int, int]] = []
@@ -530,11 +530,15 @@ class StreamSession:
         kind = reader.u16()
         value = reader.u64() if kind in (codec.OFFSET_OFFSET, codec.OFFSET_TIMESTAMP) else 0
         credit = reader.u16()
-        reader.properties()  # filters, single-active-consumer names: not supported, ignored
+        # Filters are ignored (a hint: clients filter again, and ours advertise no filtering); single
+        # active consumer is refused, as ignoring it would deliver every message to every member.
+        single_active = reader.properties().get("single-active-consumer", "false").lower() == "true"
         queue = self._stream(name)
         code = codec.OK
         if subscription_id in self.subscriptions:
             code = codec.SUBSCRIPTION_ID_ALREADY_EXISTS
+        elif single_active:
+            code = codec.PRECONDITION_FAILED
         elif queue is None:
             code = codec.STREAM_DOES_NOT_EXIST
         elif not self._allowed("read", name):

@@ -48,9 +48,11 @@ class Tracking:
     def offset(self, vhost: str, stream: str, reference: str) -> int | None:
         return self.offsets.get((vhost, stream, reference))
 
-    def sequence(self, vhost: str, stream: str, reference: str) -> int:
-        """The last publishing id appended for publisher `reference` (0 when none)."""
-        return self.sequences.get((vhost, stream, reference), 0)
+    def sequence(self, vhost: str, stream: str, reference: str, default: int = 0) -> int:
+        """The last publishing id appended for publisher `reference` (`default` when none: 0 is what
+        query_publisher_sequence answers, as RabbitMQ; deduplication asks for -1, since for a reference
+        without a sequence nothing is a duplicate, not even id 0, as in osiris)."""
+        return self.sequences.get((vhost, stream, reference), default)
 
     def set_sequence(self, vhost: str, stream: str, reference: str, sequence: int) -> None:
         self.sequences[vhost, stream, reference] = sequence

@@ -24,7 +24,7 @@ from rstream import (
     Producer,
     amqp_decoder,
 )
-from rstream.exceptions import AuthenticationFailure, OffsetNotFound
+from rstream.exceptions import AuthenticationFailure, OffsetNotFound, PreconditionFailed
 
 from tests.integration.conftest import _free_port, wait_for
 from tests.integration.test_restart import Node
@@ -167,6 +167,60 @@ def test_deduplication_by_publisher_reference(node: StreamNode) -> None:
     sequence, other, got = run(scenario())
     assert (sequence, other) == (12, 0)
     assert got == [(i - 1, b"d%d" % i) for i in range(1, 13)]
+
+
+def test_deduplication_accepts_publishing_id_zero_from_a_new_publisher(node: StreamNode) -> None:
+    # As osiris: a reference with no sequence yet has no duplicates, so its first id may be 0 (rstream's
+    # deduplication example numbers from 0); afterwards 0 is a duplicate like any id not above the last.
+    async def scenario() -> tuple[int, list[tuple[int, bytes]]]:
+        async with producer(node) as p:
+            await p.create_stream("sp-dedup-zero", exists_ok=True)
+            for i in (0, 0, 1, 0, 2):
+                await p.send_wait("sp-dedup-zero", numbered(i), publisher_name="from-zero")
+            client = await p.default_client
+            sequence = await client.query_publisher_sequence("sp-dedup-zero", "from-zero")
+        got = await read(node, "sp-dedup-zero", ConsumerOffsetSpecification(OffsetType.FIRST), 3)
+        return sequence, got
+
+    sequence, got = run(scenario())
+    assert sequence == 2
+    assert got == [(0, b"d0"), (1, b"d1"), (2, b"d2")]
+
+
+def test_single_active_consumer_is_refused_not_ignored(node: StreamNode) -> None:
+    # Not built: two "single active" consumers that both got every message would each process all of
+    # them, so the subscribe is refused (17, as RabbitMQ 3.11+ refuses a malformed one) and the
+    # connection stays usable.
+    run(publish(node, "sp-sac", [b"s0", b"s1"]))
+    run(publish(node, "sp-sac-plain", [b"p0", b"p1"]))
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        got: list[tuple[int, bytes]] = []
+        done = asyncio.Event()
+
+        async def on_message(message: Any, context: MessageContext) -> None:
+            got.append((context.offset, bytes(message.body)))
+            if len(got) == 2:
+                done.set()
+
+        c = consumer(node)
+        await c.start()
+        try:
+            with pytest.raises(PreconditionFailed):
+                await c.subscribe(
+                    "sp-sac",
+                    on_message,
+                    subscriber_name="group-1",
+                    properties={"single-active-consumer": "true", "name": "group-1"},
+                )
+            # The same connection goes on (rstream counts "sp-sac" as subscribed now: another stream).
+            await c.subscribe("sp-sac-plain", on_message, decoder=amqp_decoder)
+            await done.wait()
+        finally:
+            await c.close()
+        return got
+
+    assert run(scenario()) == [(0, b"p0"), (1, b"p1")]
 
 
 def test_offsets_stored_queried_and_durable(node: StreamNode) -> None:

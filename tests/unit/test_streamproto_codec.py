@@ -50,6 +50,17 @@ def test_reader_refuses_a_negative_length_such_as_a_sub_entry_batch() -> None:
         Reader(memoryview(b"\x80\x00\x05\x00\x00\x00\x10")).bytes()
 
 
+def test_a_published_sub_entry_batch_is_refused_with_a_reason_naming_it() -> None:
+    # rstream's send_sub_entry: publishing id, then entry type 0x80 | compression << 4 where a plain
+    # message has its int32 size. The client is told why its connection is closed (an example's log).
+    for entry_type in (0x80, 0x90):
+        frame = b"\x00" * 7 + b"\x01" + bytes([entry_type]) + b"\x00\x64" + b"\x00" * 8
+        with pytest.raises(FrameError) as caught:
+            Reader(memoryview(frame)).message()
+        assert caught.value.code == codec.UNKNOWN_FRAME
+        assert str(caught.value) == "sub-entry batching is not supported"
+
+
 def test_response_layout() -> None:
     assert (
         codec.response(codec.OPEN, 9, codec.OK) == b"\x00\x00\x00\x0a\x80\x15\x00\x01\x00\x00\x00\x09\x00\x01"

@@ -1,0 +1,39 @@
+# Copied unchanged (only this header added) from github.com/rabbitmq-community/rstream,
+# docs/examples/basic_producers/producer_send_batch_binary.py at v1.0.1-1-gb0b9f8a (commit b0b9f8ad47015a8a107ccb76a683230fd8dd5c14, the newest
+# snapshot available here; the installed rstream is 1.1.1). MIT License, Copyright (C) 2021 George
+# Fortunatov: see LICENSE in this directory. Run by tests/integration/test_stream_client_examples.py
+# through ../run_example.py, which points it at the test broker and lowers its message counts.
+import asyncio
+import time
+
+from rstream import AMQPMessage, Producer
+
+STREAM = "my-test-stream"
+LOOP = 10000
+BATCH = 100
+
+
+async def publish():
+    async with Producer("localhost", username="guest", password="guest") as producer:
+        # create a stream if it doesn't already exist
+        await producer.create_stream(STREAM, exists_ok=True)
+
+        start_time = time.perf_counter()
+
+        # sending a million of messages in AMQP format
+        for j in range(LOOP):
+            messages = []
+            for i in range(BATCH):
+                messages.append(b"hello")
+            # send_batch is synchronous. will wait till termination
+            await producer.send_batch(stream=STREAM, batch=messages)
+
+        end_time = time.perf_counter()
+        message_for_second = LOOP * BATCH / (end_time - start_time)
+        print(
+            f"Sent {LOOP * BATCH} messages in {end_time - start_time:0.4f} seconds. "
+            f"{message_for_second:0.4f} messages per second"
+        )
+
+
+asyncio.run(publish())
