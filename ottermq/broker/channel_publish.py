@@ -56,7 +56,7 @@ class PublishRun:
     (`_route_run`). To a stream, each is appended straight to its log (`_append_run`), all with one
     timestamp, and their confirms, contiguous sequence numbers, wait for the log as one range,
     registered when the run ends (`end_run`): the input batch handled, a gap in the numbers or an append
-    refused."""
+    refused. (Every exchange type routes by bindings, routing key and headers alone: exchange_types.py.)"""
 
     __slots__ = (
         "epoch",

@@ -94,7 +94,11 @@ _REGISTRY: dict[str, ExchangeType] = {}
 
 
 def register(exchange_type: ExchangeType) -> None:
-    """Make `exchange_type` available under its name (a later registration replaces an earlier one)."""
+    """Make `exchange_type` available under its name (a later registration replaces an earlier one).
+
+    A type's routing must depend only on its bindings, the routing key and the message's headers: a
+    channel's publish run (channel_publish.PublishRun) routes the first of a batch's publishes with the
+    same exchange and key and no headers, and sends the next ones the same way."""
     _REGISTRY[exchange_type.name] = exchange_type
 
 

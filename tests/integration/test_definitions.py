@@ -643,7 +643,7 @@ def test_a_big_import_lets_other_clients_be_served(nodes: Any) -> None:
     # connection go on meanwhile (before the import yielded to the event loop, the first one waited for
     # the whole import).
     node = nodes("a")
-    count = 15_000
+    count = 20_000
     document = {
         "exchanges": [{"name": "big.x", "vhost": "/", "type": "direct", "durable": True}],
         "queues": [{"name": f"big.q.{i}", "vhost": "/", "durable": True} for i in range(count)],
@@ -678,10 +678,12 @@ def test_a_big_import_lets_other_clients_be_served(nodes: Any) -> None:
         thread.join(timeout=20)
     connection.close()
     assert reply.status == 204, reply
-    assert node.api("GET", "/api/queues/%2F/big.q.14999").status == 200
+    assert node.api("GET", "/api/queues/%2F/big.q.19999").status == 200
     # Parsing the document holds the loop for a moment; after that, confirms keep coming while the
-    # import runs (the middle half of it, well away from its start and end).
+    # import runs (the middle half of it, well away from its start and end). Each confirm waits for an
+    # fsync behind the import's own records: about one per 70 ms here, so a few are what to expect in
+    # half a second; an import holding the loop lets none through.
     window = (started + (ended - started) / 4, ended - (ended - started) / 4)
     during = [at for at in confirmed if window[0] <= at <= window[1]]
     assert ended - started > 1.0, "the import was too quick to tell"
-    assert len(during) >= 10, (len(during), ended - started)
+    assert len(during) >= 3, (len(during), ended - started)
