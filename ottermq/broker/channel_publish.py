@@ -177,15 +177,7 @@ def route(channel: Channel, message: Message, exchange: Exchange, mandatory: boo
                     return 0
         if runs:
             _start_run(channel, exchange, message, None, queues)
-        if seq:
-            return _publish_confirmed(channel, message, queues, seq)
-        committing = channel.tx_publishes
-        if committing is not None:
-            committing.append((message, queues))  # logged with the commit, enqueued once durable
-            return 0
-        # No confirm: a persistent message reaching a durable queue is logged (and named) before it
-        # is enqueued, and goes to its queues at once (without a journal it is at most once).
-        return channel.vhost.publish_now(message, queues)
+        return _to_queues(channel, message, queues, seq)
     if mandatory:
         channel.n_unroutable_returned += 1
         connection = channel.connection
@@ -207,6 +199,20 @@ def route(channel: Channel, message: Message, exchange: Exchange, mandatory: boo
     if seq:
         confirmed(channel, seq)
     return 0
+
+
+def _to_queues(channel: Channel, message: Message, queues: Sequence[Queue], seq: int) -> int:
+    """A routed message (no stream among `queues`) on its way to them: held for the journal on a confirm
+    channel, with the commit in tx.commit, else now. The journal position it waits for (0: none)."""
+    if seq:
+        return _publish_confirmed(channel, message, queues, seq)
+    committing = channel.tx_publishes
+    if committing is not None:
+        committing.append((message, queues))  # logged with the commit, enqueued once durable
+        return 0
+    # No confirm: a persistent message reaching a durable queue is logged (and named) before it
+    # is enqueued, and goes to its queues at once (without a journal it is at most once).
+    return channel.vhost.publish_now(message, queues)
 
 
 def _append_to_streams(channel: Channel, message: Message, queues: Sequence[Queue], seq: int) -> list[Queue]:
@@ -277,10 +283,7 @@ def _route_run(channel: Channel, run: PublishRun, properties: bytes, body: bytes
     stats.publish_out += len(queues)
     channel.n_routed += 1
     confirms = channel.confirms
-    if confirms is not None:
-        _publish_confirmed(channel, message, queues, confirms.publish())
-    else:
-        channel.vhost.publish_now(message, queues)
+    _to_queues(channel, message, queues, confirms.publish() if confirms is not None else 0)
 
 
 def _append_run(channel: Channel, run: PublishRun, properties: bytes, body: bytes) -> None:
@@ -425,9 +428,7 @@ def confirmed(channel: Channel, seq: int, ack: bool = True) -> None:
         # Counted per message as it is settled: acks may go out of order (a transient message
         # before an earlier persistent one), and a Prometheus counter must never step back.
         channel.n_confirmed += 1
-    if not channel.confirm_flush_pending:
-        channel.confirm_flush_pending = True
-        channel.connection.defer(partial(flush_confirms, channel))
+    _flush_soon(channel)
 
 
 def confirmed_range(channel: Channel, first: int, last: int, ack: bool = True) -> None:
@@ -438,6 +439,11 @@ def confirmed_range(channel: Channel, first: int, last: int, ack: bool = True) -
     confirms.settle_range(first, last, ack)
     if ack:
         channel.n_confirmed += last - first + 1
+    _flush_soon(channel)
+
+
+def _flush_soon(channel: Channel) -> None:
+    """`flush_confirms` once the input batch is handled (once, however many settle meanwhile)."""
     if not channel.confirm_flush_pending:
         channel.confirm_flush_pending = True
         channel.connection.defer(partial(flush_confirms, channel))
