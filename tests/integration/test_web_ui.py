@@ -415,6 +415,12 @@ def test_queue_page_publish_get_move_purge_delete(ui: UI) -> None:
         ch.queue_declare("ui.detail.big", durable=True)
         ch.basic_publish("", "ui.detail.big", b"x" * (900 * 1024))
         ch.basic_publish("", "ui.detail.big", b"small")
+        # Not confirmed: wait until both are in the queue (the big one's frames take the broker some loop
+        # turns, and a move meanwhile would find the queue empty).
+        deadline = time.monotonic() + 10
+        while node.api("GET", "/api/queues/%2F/ui.detail.big")["messages_ready"] != 2:
+            assert time.monotonic() < deadline, "the two messages never reached the queue"
+            time.sleep(0.05)
         ui.go(f"/queues/%2F/{q('ui.detail.big')}", "#move-form")
         ui.page.fill("#move-form input[name=target]", "ui.detail.target")
         ui.page.click("#move-form button[type=submit]")
