@@ -87,6 +87,9 @@ _new_tuple: Final = tuple.__new__
 _pack_prefix = PREFIX.pack
 _pack_body_head = BODY_HEAD.pack
 _unpack_head = HEAD.unpack_from
+
+# (type, flags, LSN, payload, segment seq, offset) of a record a follower staged.
+ReplicaRecord = tuple[int, int, int, memoryview, int, int]
 _time_ns = time.time_ns
 
 
@@ -144,6 +147,10 @@ class Log:
         self._staged: list[_Chunk] = []
         self._chunk: _Chunk | None = None
         self._inflight: _Batch | None = None
+        # The batch before `_inflight` when the writer thread took the next one before the owner heard
+        # that it is durable: its records stay readable from memory until then (`batch_done`), so a
+        # replication cursor that is a batch behind does not fall back to the files.
+        self._written: _Batch | None = None
         # Appends (owner thread) and batch taking (possibly the AsyncWriter's thread) share the staging
         # area: this lock covers it. `_idle_waiter` wakes the writer thread while it waits for work (the
         # next append calls it once, outside the lock).
@@ -334,6 +341,79 @@ class Log:
         if waiter is not None:
             waiter()
         return end, rtype, flags, lsn, data[at + HEAD_SIZE : end], tail.seq, off
+
+    def append_replica_frame(self, data: memoryview, at: int) -> tuple[list[ReplicaRecord], Exception | None]:
+        """`append_replica_wire` of every record in `data[at:]` (a RECORDS frame's records): (type, flags,
+        LSN, payload, segment, offset) of each record staged, in order, and the error that stopped it
+        (None: all were staged). When all are sound and fit the tail segment they are staged with one copy
+        under one lock; otherwise record by record: the records before a damaged or misplaced one are
+        staged and listed, and what `append_replica_wire` raised for it is the error (the caller applies
+        what was staged, then raises it)."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise LogClosed(f"{self.path}: log is closed")
+        found: list[tuple[int, int, int, int, int]] = []
+        allowed = self._allowed
+        expected = self._next_lsn
+        end = len(data)
+        pos = at
+        while pos < end:
+            if end - pos < HEAD_SIZE:
+                return self._append_replica_each(data, at)
+            length, stored, rtype, flags, reserved, lsn, _when = _unpack_head(data, pos)
+            after = pos + 8 + length
+            if (
+                length < BODY_HEAD_SIZE
+                or after > end
+                or reserved
+                or lsn != expected
+                or rtype not in allowed
+                or _crc(data[pos + 8 : after]) != stored
+            ):
+                return self._append_replica_each(data, at)
+            found.append((rtype, flags, lsn, pos, after))
+            expected += 1
+            pos = after
+        if not found:
+            return [], None
+        size = pos - at
+        with self._lock:
+            off = self._tail_off
+            fits = off + size <= self._tail_limit  # else a rollover on the way: record by record
+            if fits:
+                chunk = self._chunk
+                if chunk is None:
+                    chunk = self._new_chunk(False)
+                chunk.data += data[at:pos]
+                self._next_lsn = expected
+                self._last_off = off + found[-1][3] - at
+                self._tail_off = off + size
+                waiter = self._idle_waiter
+                self._idle_waiter = None
+                tail = self._tail
+                assert tail is not None
+                seq = tail.seq
+        if not fits:
+            return self._append_replica_each(data, at)
+        if waiter is not None:
+            waiter()
+        base = off - at
+        records = [
+            (rtype, flags, lsn, data[start + HEAD_SIZE : after], seq, base + start)
+            for rtype, flags, lsn, start, after in found
+        ]
+        return records, None
+
+    def _append_replica_each(self, data: memoryview, at: int) -> tuple[list[ReplicaRecord], Exception | None]:
+        records: list[ReplicaRecord] = []
+        try:
+            while at < len(data):
+                at, rtype, flags, lsn, payload, seq, off = self.append_replica_wire(data, at)
+                records.append((rtype, flags, lsn, payload, seq, off))
+        except Exception as exc:  # whatever stopped it, the records before it are staged
+            return records, exc
+        return records, None
 
     def truncate_after(self, lsn: int) -> None:
         """Drop every record after `lsn` (a returning old leader drops what was never replicated): the

@@ -121,9 +121,12 @@ class Cursor:
         `next_lsn` tells how many were read."""
         log = self.log
         with log._lock:
-            chunks = list(log._inflight.chunks) if log._inflight is not None else []
+            chunks = list(log._written.chunks) if log._written is not None else []
+            if log._inflight is not None:
+                chunks.extend(log._inflight.chunks)
             chunks.extend(log._staged)
-            first = next((_lsn_at(chunk.data, 0) for chunk in chunks if len(chunk.data) >= HEAD.size), None)
+            held = next((chunk for chunk in chunks if len(chunk.data) >= HEAD.size), None)
+            first = _lsn_at(held.data, 0) if held is not None else None
             if first is not None and self.next_lsn >= first:
                 # Under the lock: a sender thread copies from chunks that appends on the owner's thread
                 # are growing (and a memoryview held over a bytearray would make them fail to resize).
@@ -131,7 +134,25 @@ class Cursor:
             # Everything before what is in memory is written (read under the lock: a record appended
             # after it would be staged, not yet in the files).
             upto = first - 1 if first is not None else log._next_lsn - 1
-        return self.read(upto, max_bytes)
+            # The records before `first` end where its chunk starts, and with nothing in memory the
+            # written ones end at the tail's end: no read goes past that in its segment.
+            if held is not None:
+                until: tuple[int, int] | None = (held.segment.seq, held.offset)
+            else:
+                until = (log._tail.seq, log._tail_off) if log._tail is not None else None
+        return self.read(upto, max_bytes, until, joined=True)
+
+    def follow(self, other: Cursor) -> None:
+        """Stand where `other` (a cursor of the same log) stands: the records between were sent by other
+        means (a frame `other` read, sent to this cursor's follower too)."""
+        self.close()
+        self._seq = -1
+        self.next_lsn = other.next_lsn
+        self._memory = other._memory
+        if other._seq >= 0:
+            self._start = (other._seq, other._off, other.next_lsn)
+        else:
+            self._start = other._start
 
     def _read_memory(self, chunks: list[_Chunk], max_bytes: int) -> list[bytes]:
         log = self.log
@@ -184,17 +205,29 @@ class Cursor:
             self._start = (last.segment.seq, last.offset + pos, self.next_lsn)
         return out
 
-    def read(self, upto_lsn: int, max_bytes: int = _READ) -> list[bytes]:
+    def read(
+        self,
+        upto_lsn: int,
+        max_bytes: int = _READ,
+        until: tuple[int, int] | None = None,
+        joined: bool = False,
+    ) -> list[bytes]:
         """The next records (version-3 bytes each), none beyond `upto_lsn` (which must be durable), about
-        `max_bytes` at most (at least one record when there is one)."""
+        `max_bytes` at most (at least one record when there is one). `until` = (segment seq, offset) where
+        `upto_lsn`'s record ends, when known: no read goes past it in that segment. `joined`: an item may
+        hold several whole records (consecutive ones of a version-3 segment, in one slice)."""
         out: list[bytes] = []
         size = 0
         while self.next_lsn <= upto_lsn and size < max_bytes:
             seg = self._segment()
             frame = seg.frame
-            data = os.pread(self._fd, max(max_bytes - size, _READ), self._off)
+            window = max(max_bytes - size, _READ)
+            if until is not None and until[0] == seg.seq and until[1] > self._off:
+                window = min(window, until[1] - self._off)
+            data = os.pread(self._fd, window, self._off)
             at = 0
             moved = False
+            run = 0  # where the records not yet added to `out` start in `data` (version-3 segments)
             while self.next_lsn <= upto_lsn and at + frame.head_size <= len(data):
                 length, stored, rtype, flags, _res, lsn, when = frame.unpack(data, at)
                 end = at + 8 + length
@@ -207,6 +240,8 @@ class Cursor:
                         continue
                     # Records were read already and the next one does not fit the window: stop here (not
                     # "the segment ends": that would leave for the next segment and come back forever).
+                    if run < at:
+                        out.append(data[run:at])
                     self._off += at
                     return out
                 if lsn != self.next_lsn or _crc(memoryview(data)[at + 8 : end]) != stored:
@@ -215,16 +250,20 @@ class Cursor:
                         offset=self._off + at,
                         lsn=self.next_lsn,
                     )
-                if frame.timed:
-                    out.append(data[at:end])
-                else:
+                if not frame.timed:
                     out.append(encode_wire(rtype, flags, lsn, when, data[at + frame.head_size : end]))
+                    run = end
+                elif not joined:
+                    out.append(data[at:end])
+                    run = end
                 size += end - at
                 self.next_lsn += 1
                 at = end
                 moved = True
                 if size >= max_bytes:
                     break
+            if run < at:  # the file's own bytes: the records read, in one slice
+                out.append(data[run:at])
             self._off += at
             if not moved:
                 # The segment ends here (its seal, or end of data): the next record is in the next one.

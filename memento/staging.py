@@ -94,6 +94,8 @@ def take_batch(log: Log, idle: Callable[[], object] | None = None) -> _Batch | N
         batch = _Batch(log._staged, log._next_lsn - 1)
         log._staged = []
         log._chunk = None
+        if log._inflight is not None:
+            log._written = log._inflight  # written, its durability not yet reported to the owner
         log._inflight = batch
         return batch
 
@@ -154,6 +156,8 @@ def batch_done(log: Log, batch: _Batch) -> None:
     with log._lock:
         if log._inflight is batch:
             log._inflight = None
+        if log._written is batch:
+            log._written = None
     for chunk in batch.chunks:
         seg = chunk.segment
         if chunk.seal and seg.fd >= 0:

@@ -305,7 +305,7 @@ class Follower:
         broker = store.broker
         assert broker is not None
         term_size = wire.TERM.size
-        append = memento_log.append_replica_wire
+        append = memento_log.append_replica_frame
         while True:
             kind, body = await wire.read_frame(reader)
             if kind != wire.RECORDS:
@@ -315,16 +315,16 @@ class Follower:
                 log.error(f"replication: refusing records of term {term}: term {self.term} was seen")
                 raise wire.ProtocolError(f"records of the stale term {term}")
             self._see_term(term)
-            view = memoryview(body)
-            at = term_size
-            size = len(body)
+            # Staged with one copy, then applied record by record; a record that cannot be staged ends
+            # the stream once the ones before it are applied.
+            records, error = append(memoryview(body), term_size)
             appended = 0
-            while at < size:
-                end, rtype, flags, lsn, payload, segment, offset = append(view, at)
+            for rtype, flags, lsn, payload, segment, offset in records:
                 apply_replicated(broker, lsn, rtype, flags, payload, pack_loc(segment, offset))
                 appended += len(payload)
-                at = end
             journal.appended_bytes += appended
+            if error is not None:
+                raise error
 
     # -- bulk sync ------------------------------------------------------------------------------------------
 

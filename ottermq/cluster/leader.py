@@ -388,6 +388,8 @@ class ReplicationLeader:
         # busy one (a frame of its own in progress, or a connection to drain) is woken to go on.
         if self._fenced or self._stopped:
             return  # no longer the leader: its sessions are being cancelled, nothing more is sent
+        # Followers that stand at the same LSN get the same frame: read and built once.
+        shared: tuple[int, Cursor, bytes] | None = None
         for link in self.links.values():
             if link.sender is not None:
                 continue  # woken from the writer thread
@@ -396,7 +398,14 @@ class ReplicationLeader:
                 link.wake.set()
                 continue
             try:
-                self._push(link, cursor, writer)
+                if shared is not None and cursor.next_lsn == shared[0] and not writer.is_closing():
+                    cursor.follow(shared[1])
+                    self._sent(link, writer, shared[2], cursor.next_lsn - shared[0])
+                else:
+                    before = cursor.next_lsn
+                    frame = self._push(link, cursor, writer)
+                    if frame is not None:
+                        shared = (before, cursor, frame)
             except Exception:  # Behind, a corrupt record...: the sender meets it again and handles it
                 link.wake.set()
                 continue
@@ -406,21 +415,26 @@ class ReplicationLeader:
             ):
                 link.wake.set()
 
-    def _push(self, link: Link, cursor: Cursor, writer: asyncio.StreamWriter) -> bool:
-        """Write the next records (up to about BATCH_BYTES) to the follower as one frame; False when there
-        were none."""
+    def _push(self, link: Link, cursor: Cursor, writer: asyncio.StreamWriter) -> bytes | None:
+        """Write the next records (up to about BATCH_BYTES) to the follower as one frame, returned; None
+        when there were none."""
         if writer.is_closing():
-            return False
+            return None
         # Appended records go out while the leader syncs them itself: a confirm waits for both, so its
         # latency is the slower of the two, not their sum.
         before = cursor.next_lsn
         batch = cursor.read_live(BATCH_BYTES)
         if not batch:
-            return False
-        writer.write(wire.records_frame(self._term, batch))
+            return None
+        frame = wire.records_frame(self._term, batch)
+        self._sent(link, writer, frame, cursor.next_lsn - before)
+        return frame
+
+    @staticmethod
+    def _sent(link: Link, writer: asyncio.StreamWriter, frame: bytes, records: int) -> None:
+        writer.write(frame)
         link.frames += 1
-        link.records += cursor.next_lsn - before
-        return True
+        link.records += records
 
     def _followers_in_sync(self) -> list[str]:
         me = self.role.node_name
@@ -739,7 +753,7 @@ class ReplicationLeader:
             pushed = False
             if cursor.next_lsn <= memento_log.end_lsn:
                 try:
-                    pushed = self._push(link, cursor, writer)
+                    pushed = self._push(link, cursor, writer) is not None
                 except Behind as exc:
                     log.warning(f"follower {link.node} fell behind the log's start ({exc}); it resyncs")
                     writer.close()

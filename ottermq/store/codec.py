@@ -46,6 +46,7 @@ PUBLISH_TYPES: Final = frozenset((RT_PUBLISH, RT_PUBLISH_AT))
 
 _PUBLISH_HEAD: Final = struct.Struct("<BBBBI")
 PUBLISHED_AT: Final = struct.Struct("<Q")
+_PUBLISH_AT_HEAD: Final = struct.Struct("<QBBBBI")  # PUBLISHED_AT, then _PUBLISH_HEAD
 _REMOVED_HEAD: Final = struct.Struct("<BBBI")
 _INNER_HEAD: Final = struct.Struct("<BI")
 _REASON_CODES: Final = {reason: code for code, reason in enumerate(REMOVAL_REASONS)}
@@ -227,36 +228,47 @@ def decode_publish_index(
     payload: bytes | memoryview, rtype: int = RT_PUBLISH
 ) -> tuple[MessagePublished, int]:
     """`decode_publish_targets` and the length of the body it leaves out (for x-max-length-bytes)."""
-    published, payload = publish_payload(rtype, payload)
-    vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload)
-    pos = _PUBLISH_HEAD.size + vlen
+    # Offsets into the record's payload as it is (a follower's and a replay's per-record path): the time
+    # and the head in one unpack, no slice of the payload but the names' bytes.
+    if rtype == RT_PUBLISH_AT:
+        published, vlen, count, xlen, rlen, plen = _PUBLISH_AT_HEAD.unpack_from(payload)
+        names = _PUBLISH_AT_HEAD.size
+    else:
+        vlen, count, xlen, rlen, plen = _PUBLISH_HEAD.unpack_from(payload)
+        published = 0
+        names = _PUBLISH_HEAD.size
+    pos = names + vlen
     end = len(payload)
     for _ in range(count):
         if pos >= end:
             break  # cut short: _decode_targets names what is wrong
         pos += 1 + payload[pos]
     # The vhost and queue names, as bytes: a replica or a replay meets the same few again and again. The
-    # same bytes split otherwise (another vhost length or queue count) are other names.
-    key = bytes(payload[_PUBLISH_HEAD.size : pos])
-    known = _TARGETS.get(key)
+    # same bytes split otherwise (another vhost length or queue count) are other names. A read-only view
+    # is looked up as it is (it hashes as its bytes); a writable one cannot be hashed.
+    key = payload[names:pos]
+    try:
+        known = _TARGETS.get(key)
+    except ValueError:
+        key = bytes(key)
+        known = _TARGETS.get(key)
     if known is not None and known[0] == vlen and known[1] == count:
         targets = known[2]
     else:
+        key = bytes(key)
         targets = _decode_targets(key, vlen, count)
         if len(_TARGETS) >= _TARGETS_KEPT:
             _TARGETS.clear()
         _TARGETS[key] = (vlen, count, targets)
-    properties = b""
     start = pos + xlen + rlen
-    if published:
-        properties = bytes(payload[start : start + plen])
+    properties = bytes(payload[start : start + plen]) if published else b""
     event = MessagePublished(targets[0], targets[1], "", "", properties, b"", published)
-    return event, len(payload) - start - plen
+    return event, end - start - plen
 
 
 # Decoded (vhost length, queue count, (vhost, queues)) by the names' bytes in a publish payload; cleared
 # when full (a cache, no more).
-_TARGETS: dict[bytes, tuple[int, int, tuple[str, tuple[str, ...]]]] = {}
+_TARGETS: dict[bytes | memoryview, tuple[int, int, tuple[str, tuple[str, ...]]]] = {}  # keys: bytes
 _TARGETS_KEPT: Final = 4096
 
 

@@ -181,3 +181,32 @@ def test_publish_targets_cut_short_are_a_codec_error(cut: int) -> None:
     # Keep the publish time and head (16 bytes) and `cut` bytes of the names.
     with pytest.raises(CodecError, match="truncated"):
         decode_publish_targets(payload[: 16 + cut], RT_PUBLISH_AT)
+
+
+def test_publish_index_is_the_same_from_bytes_and_from_any_view_of_them() -> None:
+    """A follower decodes from a read-only view of the frame, replay from bytes, and any caller may hold a
+    writable view (which cannot be hashed for the names cache): the same event and body length, for
+    records with and without their publish time, first seen and from the cache."""
+    from ottermq.store.codec import RT_PUBLISH, decode_publish_index
+
+    event = events.MessagePublished(
+        "vh", ("q-1", "q-2", "q-3"), "amq.direct", "key", b"\x10\x00\x02", b"b" * 333, 1_700_000_000_000
+    )
+    rtype, payload = encode(event)
+    assert rtype == RT_PUBLISH_AT
+    older = payload[8:]  # a PUBLISH record of an older log: no time
+    for _ in range(2):
+        for kind, data in ((RT_PUBLISH_AT, payload), (RT_PUBLISH, older)):
+            views: list[bytes | memoryview] = [
+                data,
+                memoryview(data),
+                memoryview(bytearray(data)),
+                memoryview(b"pad" + data)[3:],
+            ]
+            for view in views:
+                got, size = decode_publish_index(view, kind)
+                assert (got.vhost, got.queues, size) == (event.vhost, event.queues, 333)
+                if kind == RT_PUBLISH_AT:
+                    assert (got.properties, got.published) == (event.properties, event.published)
+                else:
+                    assert (got.properties, got.published) == (b"", 0)
