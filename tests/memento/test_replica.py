@@ -67,6 +67,18 @@ def copy_all(leader: Log, follower: Log, after: int = 0) -> int:
         cursor.close()
 
 
+def pread_counter() -> tuple[list[int], Any]:
+    """(the sizes of the reads made, an os.pread that records them) for a test to patch in."""
+    reads: list[int] = []
+    pread = os.pread
+
+    def counting_pread(fd: int, size: int, offset: int) -> bytes:
+        reads.append(size)
+        return pread(fd, size, offset)
+
+    return reads, counting_pread
+
+
 def test_follower_holds_the_same_records_across_its_own_rollovers(tmp_path: Path) -> None:
     leader = Log.open(tmp_path / "a", segment_size=SEG)
     follower = Log.open(tmp_path / "b", segment_size=SEG * 2)
@@ -347,12 +359,7 @@ def test_a_batch_written_but_not_yet_reported_durable_is_read_from_memory(
     tenth of the leader's pushes under load, each costing many times a read from memory)."""
     from memento.staging import batch_done, take_batch, write_batch
 
-    reads: list[int] = []
-    pread = os.pread
-
-    def counting_pread(fd: int, size: int, offset: int) -> bytes:
-        reads.append(size)
-        return pread(fd, size, offset)
+    reads, counting_pread = pread_counter()
 
     with Log.open(tmp_path / "a", segment_size=1 << 20) as log:
         fill(log, 3)
@@ -387,12 +394,7 @@ def test_read_live_from_the_files_reads_only_the_records_written(
     end, not a whole read window of the preallocated segment; the records come as the file's bytes, in
     one item per read, identical to the records one by one."""
 
-    reads: list[int] = []
-    pread = os.pread
-
-    def counting_pread(fd: int, size: int, offset: int) -> bytes:
-        reads.append(size)
-        return pread(fd, size, offset)
+    reads, counting_pread = pread_counter()
 
     with Log.open(tmp_path / "a", segment_size=4 << 20) as log:
         fill(log, 40, size=300)
