@@ -65,6 +65,10 @@ _unpack_u32: Final = struct.Struct(">I").unpack_from
 _new: Final = object.__new__
 # A content header frame's head and its class, weight and body size, in one call.
 _unpack_header_head: Final = struct.Struct(">BHIHHQ").unpack_from
+# A basic.ack frame (type, channel, size, class and method ids, delivery tag, bits), then its end octet.
+_unpack_ack: Final = struct.Struct(">BHIIQB").unpack_from
+_ACK_FRAME_SIZE: Final = 21
+_ACK_INDEX: Final = 0x003C0050
 _methods_get: Final = METHODS.get
 _AMQP_MAX_PAYLOAD: Final = 2**32 - 1
 
@@ -268,6 +272,32 @@ class FrameReader:
             return None
         self._pos = bend + 1
         return buf[pos + 19 : end], buf[end + 8 : bend]
+
+    def take_acks(self, channel: int) -> list[tuple[int, bool]]:
+        """(delivery tag, multiple) of each basic.ack on `channel` complete next in the buffer, taken
+        together, up to the first frame that is anything else (which then comes from `next_frame`, which
+        checks and reports whatever is wrong with it); [] when the next frame is not one.
+
+        A consumer's acks arrive back to back, one 21-octet frame each: taking a run of them saves a frame
+        object, a method object and a turn of each caller's loop per ack."""
+        buf = self._buf
+        pos = self._pos
+        last = len(buf) - _ACK_FRAME_SIZE
+        acks: list[tuple[int, bool]] = []
+        while pos <= last:
+            ftype, number, size, index, tag, bits = _unpack_ack(buf, pos)
+            if (
+                ftype != 1
+                or number != channel
+                or size != 13
+                or index != _ACK_INDEX
+                or buf[pos + _ACK_FRAME_SIZE - 1] != 0xCE
+            ):
+                break
+            acks.append((tag, bits & 1 != 0))  # the other bits are reserved: BasicAck.decode ignores them
+            pos += _ACK_FRAME_SIZE
+        self._pos = pos
+        return acks
 
     def _next_slow(self) -> Frame | None:
         if self._header_pending:

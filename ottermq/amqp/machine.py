@@ -155,6 +155,15 @@ class ConnectionMachine:
 
     # -- bytes in, events out -----------------------------------------------------------------------------
 
+    def take_acks(self, number: int) -> list[tuple[int, bool]]:
+        """After a basic.ack event on channel `number`: (delivery tag, multiple) of the basic.ack frames on
+        it complete next in the buffer, which `next_event` would hand over one by one as they are; []
+        when the next frame is anything else or the channel is not idle."""
+        channel = self._channels.get(number)
+        if channel is None or channel.phase != PHASE_IDLE:
+            return []
+        return self._reader.take_acks(number)
+
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the peer; `next_event` takes them apart."""
         self._reader.feed(data)

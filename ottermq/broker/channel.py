@@ -215,6 +215,17 @@ class Channel:
             raise AMQPConnectionError(COMMAND_INVALID, "COMMAND_INVALID - unimplemented method")
         handler(self, method)
 
+    def on_acks(self, acks: list[tuple[int, bool]]) -> None:
+        """basic.ack frames that followed one handled by `on_method`, taken together by the machine: each
+        settled as `on_method` settles one. An error raises at the ack that caused it and the rest go
+        unhandled, as the machine drops what a client sends on a channel being closed."""
+        for delivery_tag, multiple in acks:
+            if self.committing:
+                self.on_method(BasicAck(delivery_tag, multiple))  # the error on_method answers with
+            if not self.is_open:
+                return
+            settle(self, delivery_tag, multiple, ACK)
+
     def on_content(self, method: BasicPublish, properties: bytes, body: bytes) -> None:
         """A whole published message (the machine checked its frames and sizes)."""
         if self.committing:

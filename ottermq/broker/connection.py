@@ -289,7 +289,8 @@ class Connection:
                     if kind is ContentReceived:
                         channels[event.channel].on_content(event.method, event.properties, event.body)
                     elif kind is MethodFrame:
-                        if type(event.method) is not BasicAck:
+                        acked = type(event.method) is BasicAck
+                        if not acked:
                             self.publish_epoch += 1  # it may change what publishes route to
                         number = event.channel
                         if number == 0:
@@ -302,6 +303,10 @@ class Connection:
                             self._open_channel(number)
                         else:
                             channel.on_method(event.method)
+                            if acked:  # a consumer's next acks, already here, in one go
+                                acks = machine.take_acks(number)
+                                if acks:
+                                    channel.on_acks(acks)
                     elif event is NEED_DATA:
                         if machine.header_seen:
                             machine.header_seen = False

@@ -18,7 +18,7 @@ import pytest
 from pika import frame, spec
 
 from tests.integration.conftest import unique, wait_for
-from tests.integration.test_raw import RawClient, ServerProcess, ottermq_server
+from tests.integration.test_raw import RawClient, ServerProcess, opened, ottermq_server
 
 STREAM = {"x-queue-type": "stream"}
 
@@ -31,11 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[RawClient]:
-    c = RawClient(server.port)
-    c.handshake()
-    for number in (1, 2):
-        c.send_method(number, spec.Channel.Open())
-        c.expect(spec.Channel.OpenOk)
+    c = opened(server.port, 1, 2)
     c.send_method(1, spec.Confirm.Select())
     c.expect(spec.Confirm.SelectOk)
     try:

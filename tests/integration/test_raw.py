@@ -168,6 +168,16 @@ class RawClient:
         return tune
 
 
+def opened(port: int, *channels: int) -> RawClient:
+    """A RawClient past the handshake with `channels` open."""
+    client = RawClient(port)
+    client.handshake()
+    for number in channels:
+        client.send_method(number, spec.Channel.Open())
+        client.expect(spec.Channel.OpenOk)
+    return client
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One broker for this module, with a 1 s handshake timeout."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -630,6 +632,76 @@ def test_a_whole_read_gives_what_frame_by_frame_reading_gives(parts: list[bytes]
     data = b"".join(parts)
     whole = outcome(running(1, 2, frame_max=4096), [data])
     assert whole == outcome(running(1, 2, frame_max=4096), [data[i : i + 1] for i in range(len(data))])
+
+
+def _raw_ack(
+    channel: int, tag: int, bits: int, size: int = 13, end: int = 0xCE, index: int = 0x003C0050
+) -> bytes:
+    """A basic.ack frame as octets, possibly off: reserved bits set, a longer payload, a bad end octet, or
+    another method of the same layout (basic.reject, basic.nack)."""
+    head = struct.pack(">BHIIQB", 1, channel, size, index, tag, bits)
+    return head + b"\xce" * (size - 13) + bytes([end])
+
+
+@st.composite
+def _ack_run(draw: st.DrawFn) -> bytes:
+    """Acks back to back on one channel, as a consumer sends them, some with reserved bits set."""
+    channel = draw(st.sampled_from([1, 2, 3]))
+    tags = draw(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=6))
+    frames = [_raw_ack(channel, tag, draw(st.sampled_from([0, 1, 2, 3]))) for tag in tags]
+    odd = draw(st.sampled_from([None] * 6 + ["end", "reject", "nack"]))
+    if odd is not None:  # one frame of the run is not an ack after all
+        at = draw(st.integers(0, len(frames) - 1))
+        index = {"reject": 0x003C005A, "nack": 0x003C0078}.get(odd, 0x003C0050)
+        frames[at] = _raw_ack(channel, tags[at], 0, end=0 if odd == "end" else 0xCE, index=index)
+    return b"".join(frames)
+
+
+_ACK_PARTS = st.one_of(
+    _ack_run(),
+    _ack_run(),
+    st.builds(
+        _raw_ack, st.sampled_from([1, 1, 1, 2, 3]), st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2, 3])
+    ),
+    st.builds(
+        _raw_ack,
+        st.just(1),
+        st.integers(1, 9),
+        st.just(0),
+        st.sampled_from([13, 14]),
+        st.sampled_from([0xCE, 0xCE, 0]),
+    ),
+    _message_frames(),
+    st.just(frame(2, ChannelClose(200, "bye", 0, 0))),
+    st.just(HEARTBEAT_FRAME),
+)
+
+
+def acks_taken(machine: ConnectionMachine, data: bytes) -> tuple[list[Event], tuple[int, str] | None]:
+    """`outcome` of reading `data` at once, taking every run of acks that follows an ack event as the
+    broker does (`take_acks`), each as the event it stands for."""
+    got: list[Event] = []
+    machine.receive_data(data)
+    try:
+        while (event := machine.next_event()) is not NEED_DATA:
+            got.append(event)
+            if isinstance(event, MethodFrame) and type(event.method) is BasicAck:
+                for tag, multiple in machine.take_acks(event.channel):
+                    got.append(MethodFrame(event.channel, BasicAck(tag, multiple)))
+    except AMQPError as error:
+        return got, (error.reply_code, error.reply_text)
+    return got, None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_ACK_PARTS, min_size=1, max_size=12))
+def test_acks_taken_together_are_the_acks_frame_by_frame_reading_gives(parts: list[bytes]) -> None:
+    """A consumer's acks already buffered are taken in one step (take_acks): any sequence of acks (on
+    other channels, with reserved bits, longer, badly ended), publishes and other frames gives the same
+    events and the same error as reading it one byte at a time."""
+    data = b"".join(parts)
+    taken = acks_taken(running(1, 2, frame_max=4096), data)
+    assert taken == outcome(running(1, 2, frame_max=4096), [data[i : i + 1] for i in range(len(data))])
 
 
 def test_a_publish_split_at_every_byte_offset() -> None:

@@ -1,0 +1,151 @@
+"""Ack runs: a consumer's basic.ack frames that arrive back to back on one channel are taken from the read
+buffer together (ConnectionMachine.take_acks) and settled one by one (Channel.on_acks). Each must do what
+it does alone: single and multiple acks settle exactly their deliveries, an unknown tag closes the channel
+with 406 at that ack and the acks after it do nothing, a run ends at a frame of another channel or method.
+
+Strategy: the raw client of test_raw.py consumes and then sends every ack of a scenario in one write, so
+the server takes them as one run; what stayed unacked is counted after the channel is closed (its
+deliveries are requeued) with a passive declare through pika.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pika
+import pytest
+from pika import frame, spec
+
+from tests.integration.conftest import unique
+from tests.integration.test_raw import RawClient, ServerProcess, opened, ottermq_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ottermq_server(tmp_path_factory.mktemp("acks")) as proc:
+        yield proc
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[RawClient]:
+    c = opened(server.port, 1, 2)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def fill(server: ServerProcess, queue: str, count: int) -> None:
+    """Declare `queue` and put `count` persistent messages in it (confirmed)."""
+    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port)) as conn:
+        channel = conn.channel()
+        channel.queue_declare(queue, durable=True)
+        channel.confirm_delivery()
+        for i in range(count):
+            channel.basic_publish("", queue, f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+
+
+def ready(server: ServerProcess, queue: str) -> int:
+    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port)) as conn:
+        count: int = conn.channel().queue_declare(queue, passive=True).method.message_count
+        return count
+
+
+def consume(client: RawClient, channel: int, queue: str, count: int) -> list[int]:
+    """Start a manual-ack consumer on `channel` and read its first `count` deliveries' tags."""
+    client.send_method(channel, spec.Basic.Consume(queue=queue, no_ack=False))
+    tags: list[int] = []
+    bodies = 0
+    started = False
+    while not started or bodies < count:
+        got = client.read_frame()
+        assert got is not None, "the server closed the connection"
+        if isinstance(got, frame.Method) and isinstance(got.method, spec.Basic.ConsumeOk):
+            started = True
+        elif isinstance(got, frame.Method) and isinstance(got.method, spec.Basic.Deliver):
+            assert got.channel_number == channel
+            tags.append(got.method.delivery_tag)
+        elif isinstance(got, frame.Body):
+            bodies += 1
+    return tags
+
+
+def until(client: RawClient, method_type: type) -> frame.Method:
+    """Read frames until a method of `method_type` arrives; it."""
+    while True:
+        got = client.read_frame()
+        assert got is not None, "the server closed the connection"
+        if isinstance(got, frame.Method) and isinstance(got.method, method_type):
+            return got
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def acks(channel: int, *tags: int | tuple[int, bool]) -> bytes:
+    """The frames of basic.ack for each tag (a (tag, True) pair: multiple), back to back."""
+    out = []
+    for tag in tags:
+        number, multiple = tag if isinstance(tag, tuple) else (tag, False)
+        out.append(frame.Method(channel, spec.Basic.Ack(delivery_tag=number, multiple=multiple)).marshal())
+    return b"".join(out)
+
+
+def close_channel(client: RawClient, channel: int) -> None:
+    client.send_method(channel, spec.Channel.Close(200, "done", class_id=0, method_id=0))
+    until(client, spec.Channel.CloseOk)
+
+
+def test_a_run_of_single_and_multiple_acks_settles_exactly_their_deliveries(
+    server: ServerProcess, client: RawClient
+) -> None:
+    queue = unique("ack-run")
+    fill(server, queue, 30)
+    assert consume(client, 1, queue, 30) == list(range(1, 31))
+    # 1-3 one by one, 4-10 as one multiple, 12 and 15 alone, then a multiple up to 14 (11, 13, 14), 20.
+    client.send(acks(1, 1, 2, 3, (10, True), 12, 15, (14, True), 20))
+    close_channel(client, 1)  # what is left unacked goes back to the queue
+    # Settled: 1-15 and 20; back in the queue: 16-19 and 21-30.
+    assert eventually(lambda: ready(server, queue) == 14), ready(server, queue)
+
+
+def test_an_unknown_tag_in_a_run_closes_the_channel_there_and_the_acks_after_it_do_nothing(
+    server: ServerProcess, client: RawClient
+) -> None:
+    queue = unique("ack-run-bad")
+    fill(server, queue, 10)
+    assert consume(client, 1, queue, 10) == list(range(1, 11))
+    client.send(acks(1, 1, 2, 3, 4, 99, 5, 6, (7, True)))
+    closed = until(client, spec.Channel.Close)
+    assert closed.channel_number == 1
+    assert closed.method.reply_code == 406, closed.method
+    assert "99" in closed.method.reply_text
+    client.send_method(1, spec.Channel.CloseOk())
+    # 1-4 were settled before the bad one; 5-10 went back when the channel closed.
+    assert eventually(lambda: ready(server, queue) == 6)
+    # The connection and its other channel go on.
+    client.send_method(2, spec.Basic.Qos(prefetch_count=1))
+    client.expect(spec.Basic.QosOk)
+
+
+def test_a_run_ends_at_another_channel_s_ack_and_each_channel_settles_its_own(
+    server: ServerProcess, client: RawClient
+) -> None:
+    first, second = unique("ack-run-a"), unique("ack-run-b")
+    fill(server, first, 6)
+    fill(server, second, 6)
+    assert consume(client, 1, first, 6) == list(range(1, 7))
+    assert consume(client, 2, second, 6) == list(range(1, 7))
+    # Interleaved: channel 1 acks 1-3, channel 2 acks 1-2, channel 1 acks 4 and 5, channel 2 acks 6 (only).
+    client.send(acks(1, 1, 2, 3) + acks(2, 1, 2) + acks(1, 4, 5) + acks(2, 6))
+    close_channel(client, 1)
+    close_channel(client, 2)
+    assert eventually(lambda: ready(server, first) == 1)  # 6
+    assert eventually(lambda: ready(server, second) == 3)  # 3, 4, 5
