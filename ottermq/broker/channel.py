@@ -220,10 +220,10 @@ class Channel:
         settled as `on_method` settles one. An error raises at the ack that caused it and the rest go
         unhandled, as the machine drops what a client sends on a channel being closed."""
         for delivery_tag, multiple in acks:
-            if self.committing:
-                self.on_method(BasicAck(delivery_tag, multiple))  # the error on_method answers with
             if not self.is_open:
                 return
+            if self.committing:
+                self.on_method(BasicAck(delivery_tag, multiple))  # raises what on_method answers with
             settle(self, delivery_tag, multiple, ACK)
 
     def on_content(self, method: BasicPublish, properties: bytes, body: bytes) -> None:
