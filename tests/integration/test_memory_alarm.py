@@ -157,6 +157,32 @@ def _start_contents(raw: RawClient, channels: list[int], queue: str, size: int) 
         )
 
 
+class _Sender:
+    """Sends `data` down `raw`'s connection from a thread, through a duplicate of its socket: the duplicate's
+    timeout is its own, so the test's reads (which set the socket's timeout) cannot cut the send short."""
+
+    def __init__(self, raw: RawClient, data: bytes, timeout: float = 60.0) -> None:
+        self._sock = raw.sock.dup()
+        self._sock.settimeout(timeout)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._send, args=(data,), daemon=True)
+        self._thread.start()
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except BaseException as exc:  # reported by join
+            self._failure = exc
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Wait until everything is sent; raise what the send raised."""
+        self._thread.join(timeout)
+        self._sock.close()
+        assert not self._thread.is_alive(), "the broker did not read the rest of the data"
+        if self._failure is not None:
+            raise self._failure
+
+
 def _bodies(channels: list[int], chunk: bytes, rounds: int) -> bytes:
     """`rounds` body frames of `chunk` on every channel, interleaved round-robin."""
     return b"".join(frame.Body(number, chunk).marshal() for _ in range(rounds) for number in channels)
@@ -187,8 +213,9 @@ def test_body_frames_under_way_stop_with_the_alarm_and_complete_after(tmp_path: 
             # Another publisher fills the broker up to the mark.
             _flood_until_blocked(publisher, filler, b"f" * (256 * 1024), most=1000)
             raw.expect(spec.Connection.Blocked)
-            # The rest of the bodies is not read while the alarm is on.
-            raw.send(_bodies(numbers, chunk, 16))
+            # The rest of the bodies is not read while the alarm is on. 4 MiB can fill the socket buffers of
+            # a connection that is not read, so a thread sends them and finishes once reading resumes.
+            rest = _Sender(raw, _bodies(numbers, chunk, 16))
             time.sleep(1.5)
             assert _ready(channel, target) == 0
             # Draining clears the alarm; reading resumes and the four messages complete.
@@ -197,6 +224,7 @@ def test_body_frames_under_way_stop_with_the_alarm_and_complete_after(tmp_path: 
                 pass
             _wait(publisher, lambda: seen.unblocked > 0, 10, "connection.unblocked")
             raw.expect(spec.Connection.Unblocked)
+            rest.join()
             deadline = time.monotonic() + 10
             while _ready(channel, target) < 4:
                 assert time.monotonic() < deadline, "the messages under way did not complete"
