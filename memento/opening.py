@@ -50,7 +50,7 @@ from memento.recovery import (
 )
 from memento.repair import apply_verdict
 from memento.salvage import load_accepted, make_plan, save_accepted, tail_end
-from memento.scan import SegmentScan, scan_segment
+from memento.scan import SegmentScan, scan_segment, zeros_from
 from memento.segment import (
     FORMAT_VERSION,
     HEADER_SIZE,
@@ -381,7 +381,7 @@ def _scan_file(log: Log, name: str, path: str, covered: bool) -> SegmentScan:
                 name, f.read(HEADER_SIZE if covered else -1), log.registry, headers_only=covered
             )
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return scan_segment(name, data, log.registry)
+            return scan_segment(name, data, log.registry, zeros=zeros_from(f.fileno(), len(data)))
 
 
 def start(log: Log, kept: list[SegmentScan], verdict: Verdict) -> None:

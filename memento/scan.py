@@ -12,7 +12,9 @@ every version has (LEGACY_HEAD), so a version-3 segment is scanned as fast as an
 
 from __future__ import annotations
 
+import errno
 import mmap
+import os
 import re
 import struct
 from collections.abc import Set
@@ -78,10 +80,40 @@ class SegmentScan:
         return self.seal_lsn if self.sealed else self.last_lsn + 1
 
 
-def next_nonzero(data: ByteSource, pos: int) -> int | None:
-    """Offset of the first non-zero byte at or after `pos`, or None (block compares: a regex alone is
-    ten times slower over a mostly-zero 64 MiB segment)."""
-    size = len(data)
+# Most data/hole regions `zeros_from` walks before it gives up (a file so fragmented is read whole).
+_MAX_REGIONS: Final = 1024
+
+
+def zeros_from(fd: int, size: int) -> int:
+    """Where the file's trailing run of holes begins: every byte from there to `size` reads as zero,
+    without being read. `size` when the file ends in data, or its file system does not tell.
+
+    A stream's segment is a sparse file of 500 MB holding what was written into it; scanning its
+    holes byte by byte costs a restart about a second per stream, and on tmpfs every page read is
+    allocated, so the whole segment would take memory."""
+    end = 0
+    pos = 0
+    for _ in range(_MAX_REGIONS):
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # holes only from `pos` on
+                return min(end, size)
+            return size
+        if start >= size:
+            return min(end, size)
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        if end >= size:
+            return size
+        pos = end
+    return size
+
+
+def next_nonzero(data: ByteSource, pos: int, limit: int | None = None) -> int | None:
+    """Offset of the first non-zero byte at or after `pos` (and before `limit`, past which the caller
+    knows every byte is zero), or None (block compares: a regex alone is ten times slower over a
+    mostly-zero 64 MiB segment)."""
+    size = len(data) if limit is None else min(len(data), limit)
     while pos < size:
         end = min(size, pos + _BLOCK)
         if data[pos:end] != (_ZEROS if end - pos == _BLOCK else _ZEROS[: end - pos]):
@@ -92,9 +124,10 @@ def next_nonzero(data: ByteSource, pos: int) -> int | None:
     return None
 
 
-def last_nonzero_end(data: ByteSource | memoryview, start: int) -> int:
-    """One past the last non-zero byte of data[start:], or `start` when it is all zeros."""
-    end = len(data)
+def last_nonzero_end(data: ByteSource | memoryview, start: int, limit: int | None = None) -> int:
+    """One past the last non-zero byte of data[start:] (all zero from `limit` on, when given), or
+    `start` when it is all zeros."""
+    end = len(data) if limit is None else min(len(data), limit)
     while end > start:
         lo = max(start, end - _BLOCK)
         stripped = bytes(data[lo:end]).rstrip(b"\0")
@@ -137,10 +170,16 @@ def find_resync(data: ByteSource, start: int, expected_lsn: int, frame: Frame = 
 
 
 def scan_segment(
-    name: str, data: ByteSource, registry: Set[int] | None = None, *, headers_only: bool = False
+    name: str,
+    data: ByteSource,
+    registry: Set[int] | None = None,
+    *,
+    headers_only: bool = False,
+    zeros: int | None = None,
 ) -> SegmentScan:
     """Scan the whole file content `data` of segment `name`; `registry` lists the known record types
-    (None accepts every type)."""
+    (None accepts every type). `zeros`: every byte from there on is known to be zero (`zeros_from`), so
+    the search for bytes after the end of data stops there."""
     parsed = parse_name(name)
     seq, base = parsed if parsed is not None else (-1, -1)
     header = decode_header(data)
@@ -207,7 +246,7 @@ def scan_segment(
     resync: Resync | None = None
     if damage is not None:
         resync = find_resync(data, damage.offset + 1, lsn, frame)
-    elif unknown is None and not sealed and next_nonzero(data, pos) is not None:
+    elif unknown is None and not sealed and next_nonzero(data, pos, zeros) is not None:
         # Bytes after the end of data: either later records behind a zeroed span (corruption) or junk
         # from a torn write (a torn tail, to be zeroed so that later appends never meet it).
         resync = find_resync(data, pos, lsn, frame)
@@ -216,7 +255,7 @@ def scan_segment(
             lsn,
             "zeroed bytes before later valid records" if resync else "non-zero bytes after the end of data",
         )
-    dirty_end = last_nonzero_end(data, pos) if damage is not None or unknown is not None else pos
+    dirty_end = last_nonzero_end(data, pos, zeros) if damage is not None or unknown is not None else pos
     return SegmentScan(
         name,
         seq,
