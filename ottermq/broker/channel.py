@@ -55,7 +55,7 @@ from ottermq.amqp.methods import (
     TxSelect,
 )
 from ottermq.broker import channel_acks, channel_consumer, channel_topology, channel_tx, reply_to
-from ottermq.broker.channel_acks import by_queue, settle, tag_of
+from ottermq.broker.channel_acks import by_queue, settle, settle_acks, tag_of
 from ottermq.broker.channel_consumer import ChannelConsumer, Delivery, new_consumer_tag
 from ottermq.broker.channel_publish import HeldPublish, PublishRun, TxPublish, confirm_select, published
 from ottermq.broker.channel_tx import release_tx_bytes
@@ -215,16 +215,20 @@ class Channel:
             raise AMQPConnectionError(COMMAND_INVALID, "COMMAND_INVALID - unimplemented method")
         handler(self, method)
 
-    def on_acks(self, acks: list[tuple[int, bool]]) -> None:
-        """basic.ack frames that followed one handled by `on_method`, taken together by the machine: each
-        settled as `on_method` settles one. An error raises at the ack that caused it and the rest go
-        unhandled, as the machine drops what a client sends on a channel being closed."""
-        for delivery_tag, multiple in acks:
-            if not self.is_open:
-                return
-            if self.committing:
-                self.on_method(BasicAck(delivery_tag, multiple))  # raises what on_method answers with
-            settle(self, delivery_tag, multiple, ACK)
+    def on_acks(self, first: BasicAck, acks: list[tuple[int, bool]]) -> None:
+        """A basic.ack and the basic.ack frames that followed it on this channel, taken together by the
+        machine: handled as `on_method` would handle each in turn. Outside a transaction their deliveries
+        are settled together (`settle_acks`: one removal record per queue for the run). An error raises at
+        the ack that caused it and the rest go unhandled, as the machine drops what a client sends on a
+        channel being closed."""
+        if not self.is_open or self.committing or self.tx is not None:
+            self.on_method(first)  # drops it while closing; raises while committing
+            for delivery_tag, multiple in acks:
+                if not self.is_open:
+                    return
+                self.on_method(BasicAck(delivery_tag, multiple))
+            return
+        settle_acks(self, [(first.delivery_tag, first.multiple), *acks])
 
     def on_content(self, method: BasicPublish, properties: bytes, body: bytes) -> None:
         """A whole published message (the machine checked its frames and sizes)."""

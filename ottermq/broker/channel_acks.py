@@ -40,6 +40,21 @@ def settle(channel: Channel, tag: int, multiple: bool, kind: int) -> None:
     apply_settle(channel, kind, deliveries)
 
 
+def settle_acks(channel: Channel, acks: Iterable[tuple[int, bool]]) -> None:
+    """A run of basic.acks (delivery tag, multiple) outside a transaction: their deliveries are taken
+    out ack by ack, then settled together, so that the run costs each queue one removal record (one log
+    record to write and replicate), not one per ack. An unknown tag raises its 406 once the acks before it
+    are settled; the acks after it are not handled, as frame by frame."""
+    taken: list[Delivery] = []
+    take = channel.unacked.settle
+    try:
+        for tag, multiple in acks:
+            taken += take(tag, multiple)
+    finally:
+        if taken:
+            apply_settle(channel, ACK, taken)
+
+
 def apply_settle(channel: Channel, kind: int, deliveries: list[Delivery]) -> None:
     """Settle or requeue `deliveries` in their queues and give back their prefetch credit."""
     if kind == ACK:

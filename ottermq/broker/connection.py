@@ -301,12 +301,14 @@ class Connection:
                         channel = channels.get(number)
                         if channel is None:  # the machine checked it is a channel.open
                             self._open_channel(number)
+                        elif acked:  # with a consumer's next acks already here, in one go
+                            acks = machine.take_acks(number)
+                            if acks:
+                                channel.on_acks(event.method, acks)
+                            else:
+                                channel.on_method(event.method)
                         else:
                             channel.on_method(event.method)
-                            if acked:  # a consumer's next acks, already here, in one go
-                                acks = machine.take_acks(number)
-                                if acks:
-                                    channel.on_acks(acks)
                     elif event is NEED_DATA:
                         if machine.header_seen:
                             machine.header_seen = False

@@ -1,7 +1,9 @@
 """Ack runs: a consumer's basic.ack frames that arrive back to back on one channel are taken from the read
-buffer together (ConnectionMachine.take_acks) and settled one by one (Channel.on_acks). Each must do what
+buffer together (ConnectionMachine.take_acks) and settled together (Channel.on_acks). Each must do what
 it does alone: single and multiple acks settle exactly their deliveries, an unknown tag closes the channel
 with 406 at that ack and the acks after it do nothing, a run ends at a frame of another channel or method.
+What a run settled is in the log (the journal gathers a turn's removals into one record per queue) and
+stays settled after a restart, the acks after a bad tag included in nothing.
 
 Strategy: the raw client of test_raw.py consumes and then sends every ack of a scenario in one write, so
 the server takes them as one run; what stayed unacked is counted after the channel is closed (its
@@ -12,11 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pika
 import pytest
 from pika import frame, spec
 
+from memento.log import Log
+from ottermq.store.codec import RT_REMOVED, decode_removed
 from tests.integration.conftest import unique
 from tests.integration.test_raw import RawClient, ServerProcess, opened, ottermq_server
 
@@ -149,3 +154,58 @@ def test_a_run_ends_at_another_channel_s_ack_and_each_channel_settles_its_own(
     close_channel(client, 2)
     assert eventually(lambda: ready(server, first) == 1)  # 6
     assert eventually(lambda: ready(server, second) == 3)  # 3, 4, 5
+
+
+def _removals(data_dir: Path) -> list[list[int]]:
+    """The message ids of each removal record in a stopped broker's log, in log order."""
+    log = Log.open(data_dir / "log")
+    try:
+        return [list(decode_removed(r.payload).ids) for r in log.replay(0) if r.type == RT_REMOVED]
+    finally:
+        log.close()
+
+
+def test_a_run_is_one_removal_record_and_stays_settled_after_a_restart(tmp_path: Path) -> None:
+    queue = unique("ack-run-log")
+    with ottermq_server(tmp_path) as server:
+        fill(server, queue, 12)
+        c = opened(server.port, 1)
+        try:
+            assert consume(c, 1, queue, 12) == list(range(1, 13))
+            c.send(acks(1, 1, 2, 3, 4, 5, 6, 7, 8))  # the first ack, then a run of seven
+            c.send_method(1, spec.Basic.Qos(prefetch_count=0))
+            c.expect(spec.Basic.QosOk)  # the acks before it are handled
+            c.send(acks(1, 9, 10, 99, 11))  # 9 and 10 settled, 406 at 99, 11 not handled
+            closed = until(c, spec.Channel.Close)
+            assert closed.method.reply_code == 406
+            c.send_method(1, spec.Channel.CloseOk())
+        finally:
+            c.close()
+        assert eventually(lambda: ready(server, queue) == 2)  # 11 and 12, requeued
+    removals = _removals(tmp_path / "data")
+    assert [len(ids) for ids in removals] == [8, 2]
+    with ottermq_server(tmp_path) as server:
+        assert ready(server, queue) == 2
+        with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port)) as conn:
+            channel = conn.channel()
+            bodies = [channel.basic_get(queue, auto_ack=True)[2] for _ in range(2)]
+        assert bodies == [b"m10", b"m11"]
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_a_run_in_a_transaction_waits_for_the_commit(server: ServerProcess, client: RawClient, end: str) -> None:
+    queue = unique("ack-run-tx")
+    fill(server, queue, 8)
+    client.send_method(1, spec.Tx.Select())
+    client.expect(spec.Tx.SelectOk)
+    assert consume(client, 1, queue, 8) == list(range(1, 9))
+    client.send(acks(1, 1, 2, 3, (5, True), 7))
+    if end == "commit":
+        client.send_method(1, spec.Tx.Commit())
+        until(client, spec.Tx.CommitOk)
+    else:
+        client.send_method(1, spec.Tx.Rollback())
+        until(client, spec.Tx.RollbackOk)
+    close_channel(client, 1)
+    # Committed: 1-5 and 7 settled, 6 and 8 back. Rolled back: the acks are forgotten, all eight back.
+    assert eventually(lambda: ready(server, queue) == (2 if end == "commit" else 8)), ready(server, queue)
