@@ -193,7 +193,9 @@ def test_a_run_is_one_removal_record_and_stays_settled_after_a_restart(tmp_path:
 
 
 @pytest.mark.parametrize("end", ["commit", "rollback"])
-def test_a_run_in_a_transaction_waits_for_the_commit(server: ServerProcess, client: RawClient, end: str) -> None:
+def test_a_run_in_a_transaction_waits_for_the_commit(
+    server: ServerProcess, client: RawClient, end: str
+) -> None:
     queue = unique("ack-run-tx")
     fill(server, queue, 8)
     client.send_method(1, spec.Tx.Select())
