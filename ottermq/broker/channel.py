@@ -218,9 +218,9 @@ class Channel:
     def on_acks(self, first: BasicAck, acks: list[tuple[int, bool]]) -> None:
         """A basic.ack and the basic.ack frames that followed it on this channel, taken together by the
         machine: handled as `on_method` would handle each in turn. Outside a transaction their deliveries
-        are settled together (`settle_acks`: one removal record per queue for the run). An error raises at
-        the ack that caused it and the rest go unhandled, as the machine drops what a client sends on a
-        channel being closed."""
+        are settled together (`settle_acks`: one `apply_settle` and one removal event per queue for the
+        run). An error raises at the ack that caused it and the rest go unhandled, as the machine drops
+        what a client sends on a channel being closed."""
         if not self.is_open or self.committing or self.tx is not None:
             self.on_method(first)  # drops it while closing; raises while committing
             for delivery_tag, multiple in acks:

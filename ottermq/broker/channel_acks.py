@@ -42,9 +42,10 @@ def settle(channel: Channel, tag: int, multiple: bool, kind: int) -> None:
 
 def settle_acks(channel: Channel, acks: Iterable[tuple[int, bool]]) -> None:
     """A run of basic.acks (delivery tag, multiple) outside a transaction: their deliveries are taken
-    out ack by ack, then settled together, so that the run costs each queue one removal record (one log
-    record to write and replicate), not one per ack. An unknown tag raises its 406 once the acks before it
-    are settled; the acks after it are not handled, as frame by frame."""
+    out ack by ack, then settled together: the run costs one `apply_settle`, and each queue one `settle`
+    and one removal event, not one each per ack (the journal gathers a turn's removals into one record per
+    queue either way). An unknown tag raises its 406 once the acks before it are settled; the acks after
+    it are not handled, as frame by frame."""
     taken: list[Delivery] = []
     take = channel.unacked.settle
     try:
