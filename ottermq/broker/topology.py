@@ -46,7 +46,7 @@ from ottermq.broker.exchange import DEFAULT_EXCHANGE, Binding, DefaultRouter, Ex
 from ottermq.broker.features import parse_features
 from ottermq.broker.journal import Journal, MemoryJournal
 from ottermq.broker.message import Message
-from ottermq.broker.policies import VHostPolicies, apply_event
+from ottermq.broker.policies import VHostPolicies, apply_event, enforce
 from ottermq.broker.queue import Queue
 from ottermq.broker.queue_types import STREAM
 from ottermq.broker.stream import MemoryStreams, StreamQueue, StreamStorage
@@ -190,6 +190,13 @@ class Topology:
         """Serving again (a restart, a promotion): the durable queues counting deliveries take back what
         was out to consumers when the log ended (`Queue.return_unacked`); how many came back."""
         return sum(queue.return_unacked() for queue in list(self.queues.values()) if queue.durable)
+
+    def enforce_limits(self) -> None:
+        """Serving again (a restart, a promotion): a durable queue holding more than its length limit drops
+        its head, as the publish that took it over the limit did. That drop is logged after the publish is
+        confirmed (the message reaches its queue once durable), so a crash in between brings the dropped
+        message back."""
+        enforce(queue for queue in list(self.queues.values()) if queue.durable)
 
     def apply(self, event: Event) -> None:
         """Apply one entity or removal event to the model: the replay entry point, also used by the live

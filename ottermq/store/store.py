@@ -211,12 +211,15 @@ class DurableStore:
         """Before serving as the node that writes (a start that is not a follower's, a promotion): the
         logged messages of queues counting deliveries that were out to consumers when the log ended come
         back counted, as their consumers' channels closing would have brought them back (logged as
-        returns; over x-delivery-limit they leave, dead-lettered as delivery_limit). How many."""
+        returns; over x-delivery-limit they leave, dead-lettered as delivery_limit). How many. Then a
+        queue over its length limit drops its head (`Topology.enforce_limits`)."""
         broker = self.broker
         assert broker is not None
         returned = sum(vhost.return_unacked() for vhost in broker.vhosts.values())
         if returned:
             log.info("delivered messages returned", extra={"messages": returned})
+        for vhost in broker.vhosts.values():
+            vhost.enforce_limits()
         return returned
 
     def report_recovery(self) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 
+from memento.log import Log
+from ottermq.store.codec import PUBLISH_TYPES
 from tests.integration.conftest import Resources, drain, get_message, queue_counts, wait_for
+from tests.integration.test_restart import Node
 
 
 def test_drop_head_keeps_the_newest(channel: Any, resources: Resources) -> None:
@@ -112,3 +116,35 @@ def test_reject_publish_with_max_length_zero_refuses_even_with_a_consumer(
         ch.basic_publish("", queue, b"m")
     connection.process_data_events(time_limit=0.1)
     assert got == []
+
+
+def test_a_drop_not_logged_before_a_crash_is_made_again_at_the_restart(tmp_path: Path) -> None:
+    """A publish that takes a queue over x-max-length is confirmed, then the head it pushes out is removed
+    and that removal logged: a crash in between (here: the log cut after the last publish) brings the
+    dropped message back, and the restart drops it again, before anything is served."""
+    node = Node(tmp_path)
+    node.start()
+    try:
+        conn = node.connect()
+        channel = conn.channel()
+        channel.queue_declare("maxlen.crash", durable=True, arguments={"x-max-length": 1})
+        channel.confirm_delivery()
+        for body in (b"m0", b"m1", b"m2"):
+            channel.basic_publish("", "maxlen.crash", body, pika.BasicProperties(delivery_mode=2))
+        assert queue_counts(channel, "maxlen.crash", (1, 0)) == (1, 0)
+        conn.close()
+        node.kill()
+        log = Log.open(node.data_dir / "log")
+        try:
+            last_publish = max(r.lsn for r in log.replay(0) if r.type in PUBLISH_TYPES)
+            log.truncate_after(last_publish)  # the removals after it never reached the disk
+        finally:
+            log.close()
+        node.start()
+        conn = node.connect()
+        channel = conn.channel()
+        assert queue_counts(channel, "maxlen.crash", (1, 0)) == (1, 0)
+        assert drain(channel, "maxlen.crash") == [b"m2"]
+        conn.close()
+    finally:
+        node.close()
