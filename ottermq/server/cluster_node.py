@@ -137,12 +137,14 @@ class ClusterNode:
         return self._failed
 
     async def _reconcile(self) -> None:
+        if self._stack is not None and self._stack.done():
+            # The stack could not listen (a port in use), elected or not: a leader nobody can reach must
+            # not go on holding the lease. The node ends; leaving the election fences it.
+            self._failed = 1
+            return
         if self._demote:
             await self._step_back()
         if self.leader is not None or self.cluster.leadership.is_leader():
-            return
-        if self._stack is not None and self._stack.done():
-            self._failed = 1  # the stack could not listen
             return
         leader = self.cluster.leadership.leader()
         if leader is None or leader.name == self.cluster.options.node.name:

@@ -4,6 +4,8 @@ etcd goes away, followers relaying clients to the leader, and cluster_status."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ import pika
 import pytest
 
 from tests.integration.cluster.conftest import TTL, Cluster, Node, wait_until
-from tests.integration.conftest import _ROOT
+from tests.integration.conftest import _ROOT, _free_port, serve_cmd
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -217,3 +219,33 @@ def test_without_etcd_nothing_changes(broker: Any) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{broker.http_port}/metrics", timeout=5) as answer:
         assert b"ottermq_cluster_" not in answer.read()
     assert "etcd" not in broker.log_tail(400)
+
+
+def test_a_node_that_cannot_listen_for_clients_leaves_the_cluster(cluster: Cluster) -> None:
+    """Its AMQP port is taken: the node must not go on leading with no listener (clients, and followers
+    relaying them, would find nobody), even when it was elected before it noticed. It leaves the election
+    and exits non-zero, so that another node may lead."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data_dir = cluster.root / "a"
+        cmd = serve_cmd(
+            data_dir, "--etcd", cluster.etcd.url, "--node-name", "a", "--cluster-name", cluster.name,
+            "--cluster-port", str(_free_port()), port=port,
+        )  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTTERMQ_")}
+        env["OTTERMQ_CLUSTER_LEASE_TTL"] = str(TTL)
+        env["OTTERMQ_CLUSTER_SECRET"] = "test-cluster-secret"
+        log_path = cluster.root / "a.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT, env=env)
+        try:
+            code = process.wait(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    text = log_path.read_text(errors="replace")
+    assert code != 0, text
+    assert "cannot listen on" in text
